@@ -1,0 +1,122 @@
+// swift-tools-version:6.1
+// Quazzar Mesh: a WireGuard mesh VPN control plane.
+//
+// Layout (docs/architecture.md has the full map):
+//   C*               one system-library target per C library (pkg-config), each wrapped by exactly one Swift target
+//   Mesh*            shared libraries: bus (nats.c), store (libpq), QR (libqrencode), WireGuard control (libmnl),
+//                    DNS, protobuf contracts, domain types, typed service clients
+//   *Core            the logic of each service, imported by its executable and by the tests
+//   AllocatorSvc, ProvisionSvc, FanoutSvc, NodeApplier, Gateway, meshctl   thin executables
+import PackageDescription
+
+/// Our own Swift code builds in Swift 6 language mode with strict concurrency, and a warning is an error.
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .unsafeFlags(["-warnings-as-errors"]),
+]
+
+let nio = "swift-nio"
+let log = Target.Dependency.product(name: "Logging", package: "swift-log")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let protobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: nio)
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: nio)
+let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: nio)
+
+func lib(_ name: String, _ deps: [Target.Dependency], resources: [Resource]? = nil) -> Target {
+    .target(name: name, dependencies: deps, resources: resources, swiftSettings: strict)
+}
+func exe(_ name: String, _ deps: [Target.Dependency]) -> Target {
+    .executableTarget(name: name, dependencies: deps, swiftSettings: strict)
+}
+func tests(_ name: String, _ deps: [Target.Dependency]) -> Target {
+    .testTarget(name: name, dependencies: deps, swiftSettings: strict)
+}
+func bench(_ name: String, _ deps: [Target.Dependency]) -> Target {
+    .executableTarget(name: name, dependencies: deps, path: "Benchmarks/\(name)", swiftSettings: strict)
+}
+
+let package = Package(
+    name: "quazzar-mesh",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "AllocatorSvc", targets: ["AllocatorSvc"]),
+        .executable(name: "ProvisionSvc", targets: ["ProvisionSvc"]),
+        .executable(name: "FanoutSvc", targets: ["FanoutSvc"]),
+        .executable(name: "NodeApplier", targets: ["NodeApplier"]),
+        .executable(name: "Gateway", targets: ["Gateway"]),
+        .executable(name: "meshctl", targets: ["meshctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+    ],
+    targets: [
+        // MARK: C libraries (Debian packages), one system-library target each.
+        .systemLibrary(name: "CNats", pkgConfig: "libnats", providers: [.apt(["libnats-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CQRencode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
+        .systemLibrary(name: "CMNL", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        // protoc-c output for proto/mesh/v1 (committed; proto/generate.sh), used by the interop tests only.
+        .target(
+            name: "CMeshProtoC",
+            dependencies: ["CProtobufC"],
+            cSettings: [.headerSearchPath("generated")]
+        ),
+
+        // MARK: Wrappers: the only targets that import a C module.
+        lib("MeshBus", ["CNats", "MeshProto", log, metrics, lifecycle]),
+        lib("MeshStore", ["CPostgres", log, metrics]),
+        lib("MeshQR", ["CQRencode"]),
+        lib("MeshWireGuard", ["CMNL", "MeshNet", log]),
+        lib("ProtoInterop", ["CMeshProtoC", "MeshProto", protobuf]),
+
+        // MARK: Shared libraries.
+        lib("MeshNet", []),
+        lib("MeshProto", [protobuf]),
+        lib("MeshCore", ["MeshNet", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
+                         .product(name: "Prometheus", package: "swift-prometheus")]),
+        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
+        lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log]),
+
+        // MARK: Services: logic in *Core, thin executables.
+        lib("AllocatorCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
+        exe("AllocatorSvc", ["AllocatorCore", "MeshCore", argParser, lifecycle]),
+        lib("ProvisionCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
+                              lifecycle, crypto]),
+        exe("ProvisionSvc", ["ProvisionCore", "MeshCore", argParser, lifecycle]),
+        lib("FanoutCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
+        exe("FanoutSvc", ["FanoutCore", "MeshCore", argParser, lifecycle]),
+        lib("NodeApplierCore", ["MeshBus", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
+                                metrics, lifecycle, crypto]),
+        exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
+        lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle,
+                            .product(name: "Hummingbird", package: "hummingbird"),
+                            .product(name: "JWTKit", package: "jwt-kit")],
+            resources: [.copy("Web")]),
+        exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
+        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser]),
+
+        // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
+        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", log]),
+        tests("MeshNetTests", ["MeshNet"]),
+        tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
+        tests("MeshBusTests", ["MeshBus", "MeshTestSupport", "MeshProto"]),
+        tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
+        tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
+        tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+    ]
+)
