@@ -78,7 +78,7 @@ let package = Package(
         ),
 
         // MARK: Wrappers: the only targets that import a C module.
-        lib("MeshBus", ["CNats", "MeshProto", log, metrics, lifecycle]),
+        lib("MeshBus", ["CNats", log, metrics, lifecycle]),
         lib("MeshStore", ["CPostgres", log, metrics]),
         lib("MeshQR", ["CQRencode"]),
         lib("MeshWireGuard", ["CMNL", "MeshNet", log]),
@@ -87,7 +87,7 @@ let package = Package(
         // MARK: Shared libraries.
         lib("MeshNet", []),
         lib("MeshProto", [protobuf]),
-        lib("MeshCore", ["MeshNet", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
+        lib("MeshCore", ["MeshNet", "MeshBus", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
         lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log]),
@@ -114,7 +114,7 @@ let package = Package(
         lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", log]),
         tests("MeshNetTests", ["MeshNet"]),
         tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
-        tests("MeshBusTests", ["MeshBus", "MeshTestSupport", "MeshProto"]),
+        tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),

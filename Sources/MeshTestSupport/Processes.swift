@@ -1,0 +1,173 @@
+import Foundation
+import MeshBus
+import Synchronization
+
+/// A child process for tests (a service replica, nats-server, wireguard-go), with its output in a
+/// log file. It is killed when the value is released if still running.
+public final class ManagedProcess: Sendable {
+    public let name: String
+    public let logFile: URL
+    private let process: Mutex<Process?>
+
+    /// Starts `executable` with `arguments` and extra `environment`.
+    public init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:],
+                logDir: URL) throws {
+        self.name = name
+        logFile = logDir.appendingPathComponent("\(name).log")
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logFile)
+        handle.seekToEndOfFile()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        process = Mutex(p)
+    }
+
+    /// The process id.
+    public var pid: Int32 { process.withLock { $0?.processIdentifier ?? -1 } }
+
+    /// Whether the process is still running.
+    public var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
+
+    /// Sends a signal.
+    public func signal(_ sig: Int32) {
+        let pid = self.pid
+        if pid > 0 { kill(pid, sig) }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit status, or nil if it
+    /// had to be killed.
+    @discardableResult
+    public func terminate(timeout: Duration = .seconds(10)) async -> Int32? {
+        guard isRunning else { return process.withLock { $0?.terminationStatus } }
+        signal(SIGTERM)
+        let deadline = ContinuousClock.now + timeout
+        while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if isRunning {
+            signal(SIGKILL)
+            while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            return nil
+        }
+        return process.withLock { $0?.terminationStatus }
+    }
+
+    /// SIGKILL, no grace.
+    public func kill9() async {
+        signal(SIGKILL)
+        while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// The log so far.
+    public func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    deinit {
+        process.withLock { p in
+            if let p, p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+    }
+}
+
+/// Runs a command to completion and returns its exit status and combined output.
+///
+/// This uses `posix_spawn` and `waitpid` directly. Output goes to a temporary file rather than a
+/// pipe: a command that starts a daemon would otherwise hand the pipe to the daemon, and reading to
+/// end-of-file would never finish.
+@discardableResult
+public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                input: String? = nil) throws -> (status: Int32, output: String) {
+    let outPath = NSTemporaryDirectory() + "mesh-run-\(Nuid.next())"
+    defer { unlink(outPath) }
+    var inPath = "/dev/null"
+    if let input {
+        inPath = NSTemporaryDirectory() + "mesh-in-\(Nuid.next())"
+        try Data(input.utf8).write(to: URL(fileURLWithPath: inPath))
+    }
+    defer { if input != nil { unlink(inPath) } }
+
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+
+    let argv = [executable] + arguments
+    let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
+    var pid: pid_t = 0
+    let rc = withCStringArray(argv) { a in withCStringArray(env) { e in posix_spawnp(&pid, executable, &actions, nil, a, e) } }
+    guard rc == 0 else { throw TestSetupError.failed("cannot run \(executable): errno \(rc)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let output = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let exited = status & 0x7f == 0
+    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
+}
+
+private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
+    defer { ptrs.forEach { free($0) } }
+    return ptrs.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+}
+
+/// A private nats-server and PostgreSQL, for tests that restart them (so the shared ones stay up).
+/// Started with `scripts/infra.sh`, the same script `make test` and `make up` use.
+public final class PrivateInfra: Sendable {
+    public let dir: URL
+    public let natsURL: String
+    public let databaseURL: String
+
+    public init(name: String) throws {
+        dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("mesh-\(name)-\(Nuid.short())")
+        let script = TestEnvironment.repoRoot.appendingPathComponent("scripts/infra.sh").path
+        let r = try run(script, ["start", dir.path], environment: ["MESH_NATS_PORT": "", "MESH_PG_PORT": ""].filter { !$0.value.isEmpty })
+        guard r.status == 0 else { throw TestSetupError.failed("infra.sh start failed: \(r.output)") }
+        let env = try String(contentsOf: dir.appendingPathComponent("env"), encoding: .utf8)
+        func value(_ key: String) -> String {
+            env.split(separator: "\n").first { $0.hasPrefix("export \(key)=") }.map { String($0.dropFirst("export \(key)=".count)) } ?? ""
+        }
+        natsURL = value("MESH_NATS_URL")
+        databaseURL = value("MESH_DATABASE_URL")
+    }
+
+    /// Stops nats-server only.
+    public func stopNats() throws {
+        let pid = try String(contentsOf: dir.appendingPathComponent("nats.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try run("/bin/kill", [pid])
+        for _ in 0..<200 where (try? run("/bin/kill", ["-0", pid]).status) == 0 { usleep(20_000) }
+        try? FileManager.default.removeItem(at: dir.appendingPathComponent("nats.pid"))
+    }
+
+    /// Starts both again on the same ports.
+    public func start() throws {
+        let script = TestEnvironment.repoRoot.appendingPathComponent("scripts/infra.sh").path
+        let natsPort = try String(contentsOf: dir.appendingPathComponent("nats.port"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let monPort = try String(contentsOf: dir.appendingPathComponent("nats.monitor"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try run(script, ["start", dir.path], environment: ["MESH_NATS_PORT": natsPort, "MESH_NATS_MONITOR_PORT": monPort])
+        guard r.status == 0 else { throw TestSetupError.failed("infra.sh start failed: \(r.output)") }
+    }
+
+    /// Stops PostgreSQL only (fast shutdown: connections are terminated).
+    public func stopPostgres() throws {
+        let pgbin = try run("/bin/sh", ["-c", ". \(dir.path)/env; echo $MESH_PG_BINDIR"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(pgbin)/pg_ctl", "-D", dir.appendingPathComponent("pg/data").path, "-m", "fast", "-w", "stop"])
+        guard r.status == 0 else { throw TestSetupError.failed("pg_ctl stop failed: \(r.output)") }
+    }
+
+    /// Stops both and removes the folder.
+    public func shutdown() {
+        let script = TestEnvironment.repoRoot.appendingPathComponent("scripts/infra.sh").path
+        _ = try? run(script, ["stop", dir.path])
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    deinit { shutdown() }
+}
+
+extension Nuid {
+    /// A short random id (8 lowercase characters) for names with length limits.
+    public static func short() -> String { String(next().lowercased().prefix(8)) }
+}
