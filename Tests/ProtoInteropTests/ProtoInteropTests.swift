@@ -38,7 +38,9 @@ func firstDifference(_ a: String, _ b: String) -> String {
 }
 
 /// For each message type, the numbers of all its fields that Swift can set at once: what the random
-/// builder sets on a fresh message of that type. "Every field non-default" is checked against this.
+/// builder sets on a fresh message of that type. "Every field non-default" is checked against this,
+/// and `CToSwiftTests` checks it in turn against the fields of C's samples, so a field the builder
+/// skipped cannot hide.
 let allFieldNumbers: Result<[String: Set<Int>], MessageCatalog.Failure> = MessageCatalog.shared.flatMap { catalog in
     var result: [String: Set<Int>] = [:]
     for (name, entry) in catalog {
@@ -128,11 +130,15 @@ private func fieldsSetByBuilder<M: SwiftProtobuf.Message>(_ type: M.Type) throws
         #expect(collected.unknownFields.isEmpty, "\(name): unknown fields in \(collected.unknownFields)")
 
         // C set every field, so Swift's decoded message has every field non-default, in every nested
-        // message and every element.
+        // message and every element. The expected sets come from Swift's random builder; comparing
+        // for equality checks the builder too: a field it failed to fill shows up as "extra" here.
         let expected = try allFieldNumbers.get()
         for instance in collected.instances {
-            let missing = (expected[instance.typeName] ?? []).subtracting(instance.setFields)
+            let wanted = expected[instance.typeName] ?? []
+            let missing = wanted.subtracting(instance.setFields)
+            let extra = instance.setFields.subtracting(wanted)
             #expect(missing.isEmpty, "\(name): \(instance.path) lacks fields \(missing.sorted())")
+            #expect(extra.isEmpty, "\(name): \(instance.path) has fields \(extra.sorted()) the random builder never sets")
         }
 
         // Same fields, seen from both sides.
