@@ -77,7 +77,8 @@ func scanBack(_ svg: String) throws -> [UInt8] {
     @Test func documentShape() throws {
         let code = try QRCode(encoding: deviceConfig)
         let svg = code.svg(moduleSize: 5)
-        let extent = code.size + 2 * QRCode.quietZone
+        // Four light modules each side, as ISO/IEC 18004 requires: a literal, not QRCode.quietZone.
+        let extent = code.size + 2 * 4
 
         #expect(svg.hasPrefix("<svg xmlns=\"http://www.w3.org/2000/svg\""))
         #expect(svg.contains("viewBox=\"0 0 \(extent) \(extent)\""))
@@ -93,7 +94,7 @@ func scanBack(_ svg: String) throws -> [UInt8] {
     @Test func pathPaintsExactlyTheDarkModules() throws {
         let code = try QRCode(encoding: deviceConfig)
         let painted = try paintedCells(in: code.svg())
-        let quiet = QRCode.quietZone
+        let quiet = 4
 
         var expected = Set<Cell>()
         for y in 0..<code.size {
