@@ -168,7 +168,7 @@ static size_t element_size(ProtobufCType type) {
 }
 
 #define MEMBER(type, message, offset) (*(type *)((char *)(message) + (offset)))
-#define CONST_MEMBER(type, message, offset) (*(const type *)((const char *)(message) + (offset)))
+#define CONST_MEMBER(type, message, offset) (*(type const *)((const char *)(message) + (offset)))
 
 /*
  * protobuf-c has no flag for map fields; they are repeated fields of a synthetic nested "<Name>Entry"

@@ -102,7 +102,7 @@ func scanBack(_ svg: String) throws -> [UInt8] {
                 expected.insert(Cell(x: x + quiet, y: y + quiet))
             }
         }
-        #expect(painted.count == expected.count, "a module painted twice or a run overlapping")
+        #expect(painted.count == expected.count, "\(painted.count) cells painted for \(expected.count) dark modules")
         #expect(Set(painted) == expected)
         #expect(painted.allSatisfy { (quiet..<quiet + code.size).contains($0.x) && (quiet..<quiet + code.size).contains($0.y) })
     }
