@@ -224,6 +224,23 @@ private func fieldsSetByBuilder<M: SwiftProtobuf.Message>(_ type: M.Type) throws
         #expect(cView != (try canonical(swiftJSON(peer))))
     }
 
+    /// A known protobuf-c limit, pinned so it stays visible: C strings end at the first NUL, so a
+    /// U+0000 that swift-protobuf happily encodes arrives cut short (docs/interop.md).
+    @Test func cStringsEndAtNUL() throws {
+        var lease = Mesh_V1_Lease()
+        lease.ownerID = "A\u{0}B"
+        let text = try ProtoC.describe(fullName: "mesh.v1.Lease", bytes: try lease.serializedBytes())
+        #expect(text == #"{"owner_id":"A"}"#)
+    }
+
+    /// The other direction of the same gap: protobuf-c accepts invalid UTF-8 in a string field,
+    /// swift-protobuf refuses the whole message.
+    @Test func invalidUTF8PassesCButNotSwift() throws {
+        let bytes: [UInt8] = [0x12, 0x02, 0xFF, 0x41]  // Lease.owner_id = 0xFF 'A'
+        _ = try ProtoC.describe(fullName: "mesh.v1.Lease", bytes: bytes)
+        #expect(throws: (any Error).self) { try Mesh_V1_Lease(serializedBytes: bytes) }
+    }
+
     /// Proto3 JSON conventions line up: 64-bit integers as strings, enums by name, zero values omitted.
     @Test func describesAKnownMessageExactly() throws {
         var stats = Mesh_V1_PeerStats()
