@@ -87,7 +87,7 @@ let package = Package(
         // MARK: Shared libraries.
         lib("MeshNet", []),
         lib("MeshProto", [protobuf]),
-        lib("MeshCore", ["MeshNet", "MeshBus", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
+        lib("MeshCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
         lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log]),
@@ -117,6 +117,7 @@ let package = Package(
         tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
+        tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
     ]
 )

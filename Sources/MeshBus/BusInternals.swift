@@ -285,9 +285,14 @@ let onClosed: natsConnectionHandler = { _, closure in
     ctx.markClosed()
 }
 
-let onDisconnected: natsConnectionHandler = { _, closure in
+let onDisconnected: natsConnectionHandler = { nc, closure in
     guard let closure else { return }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeUnretainedValue()
+    // nats.c also reports a disconnect when the connection is being closed on purpose.
+    if let nc, natsConnection_IsClosed(nc) || natsConnection_IsDraining(nc) {
+        ctx.emit(.disconnected)
+        return
+    }
     ctx.logger.warning("bus disconnected; reconnecting")
     ctx.emit(.disconnected)
 }

@@ -39,6 +39,8 @@ final class PGConnection: @unchecked Sendable {
             PQfinish(c)
             throw StoreError.connectFailed(msg)
         }
+        // Server notices ("relation already exists, skipping") are not errors; keep them off stderr.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
         conn = c
         broken = false
     }

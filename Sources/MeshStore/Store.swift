@@ -104,6 +104,15 @@ public final class Store: Sendable {
         }
     }
 
+    /// Runs one statement in autocommit mode (no BEGIN/COMMIT round trips) and returns its rows.
+    /// For a single statement this is as atomic as a transaction and costs one round trip.
+    @discardableResult
+    public func query(_ sql: StaticString, _ params: (any PGEncodable)?...) async throws -> [Row] {
+        let text = sql.description
+        let boxed = SendableParams(params)
+        return try await withConnection { conn in try conn.execute(text, boxed.values).rows }
+    }
+
     /// Runs SQL outside a transaction block (e.g. `CREATE DATABASE`). Several statements allowed.
     public func executeScript(_ sql: String) async throws {
         try await withConnection { conn in try conn.executeScript(sql) }
@@ -247,6 +256,12 @@ final class Pool: Sendable {
             s.idle.removeAll()
         }
     }
+}
+
+/// Parameters are immutable values handed to one connection's thread.
+struct SendableParams: @unchecked Sendable {
+    let values: [(any PGEncodable)?]
+    init(_ values: [(any PGEncodable)?]) { self.values = values }
 }
 
 private let busyTimer = DispatchQueue(label: "mesh.store.timer")
