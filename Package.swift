@@ -90,7 +90,7 @@ let package = Package(
         lib("MeshCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
-        lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log]),
+        lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log, protobuf]),
 
         // MARK: Services: logic in *Core, thin executables.
         lib("AllocatorCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
@@ -118,6 +118,7 @@ let package = Package(
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
+        tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
     ]
 )

@@ -76,11 +76,29 @@ public struct TenantPrefixes: Sendable, Equatable {
     /// Usable hosts in the prefix (without network and broadcast).
     public var capacity: Int { (1 << (32 - Int(ipv4.length))) - 2 }
 
+    /// The CIDRs that hold device addresses (hosts `nodeBlock...` to the end of the prefix),
+    /// IPv4 then IPv6.
+    public var deviceRanges: [IPPrefix] {
+        let size = 1 << (32 - Int(ipv4.length))
+        let (first4, first6) = addresses(host: nodeBlock)
+        let (last4, last6) = addresses(host: size - 1)
+        return IPPrefix.summarize(first4, last4) + IPPrefix.summarize(first6, last6)
+    }
+
+    /// The CIDRs that hold node addresses (hosts `0..<nodeBlock`), IPv4 then IPv6.
+    public var nodeRanges: [IPPrefix] {
+        let (first4, first6) = addresses(host: 0)
+        let (last4, last6) = addresses(host: nodeBlock - 1)
+        return IPPrefix.summarize(first4, last4) + IPPrefix.summarize(first6, last6)
+    }
+
     var proto: Mesh_V1_TenantPrefixes {
         var p = Mesh_V1_TenantPrefixes()
         p.tenantID = tenantID.uuidString.lowercased()
         p.ipv4Prefix = ipv4.description
         p.ipv6Prefix = ipv6.description
+        p.deviceRanges = deviceRanges.map(\.description)
+        p.nodeRanges = nodeRanges.map(\.description)
         return p
     }
 }

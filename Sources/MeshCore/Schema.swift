@@ -12,6 +12,10 @@ public enum MeshSchema {
               name text NOT NULL,
               plan text NOT NULL CHECK (plan IN ('free', 'pro', 'team', 'enterprise')),
               require_saml boolean NOT NULL DEFAULT false,
+              -- copied from AllocatorSvc at creation; fixed for the tenant's life
+              ipv4_prefix text NOT NULL,
+              ipv6_prefix text NOT NULL,
+              device_ranges text NOT NULL,
               -- the last peer-change revision written (outbox); bumped by exactly one per change
               revision bigint NOT NULL DEFAULT 0,
               created_at timestamptz NOT NULL DEFAULT now()

@@ -37,25 +37,25 @@ public struct Transaction: ~Copyable {
 
     /// Runs a statement and returns its rows.
     @discardableResult
-    public func query(_ sql: StaticString, _ params: (any PGEncodable)?...) throws -> [Row] {
-        try connection.execute(sql.description, params).rows
+    public func query(_ sql: SQL, _ params: (any PGEncodable)?...) throws -> [Row] {
+        try connection.execute(sql.text, params).rows
     }
 
     /// Runs a statement and returns the first row, if any.
-    public func queryFirst(_ sql: StaticString, _ params: (any PGEncodable)?...) throws -> Row? {
-        try connection.execute(sql.description, params).rows.first
+    public func queryFirst(_ sql: SQL, _ params: (any PGEncodable)?...) throws -> Row? {
+        try connection.execute(sql.text, params).rows.first
     }
 
     /// Runs a statement and returns the number of rows it affected.
     @discardableResult
-    public func execute(_ sql: StaticString, _ params: (any PGEncodable)?...) throws -> Int {
-        try connection.execute(sql.description, params).affectedRows
+    public func execute(_ sql: SQL, _ params: (any PGEncodable)?...) throws -> Int {
+        try connection.execute(sql.text, params).affectedRows
     }
 
     /// Runs a statement given as an array of parameters.
     @discardableResult
-    public func query(_ sql: StaticString, parameters: [(any PGEncodable)?]) throws -> [Row] {
-        try connection.execute(sql.description, parameters).rows
+    public func query(_ sql: SQL, parameters: [(any PGEncodable)?]) throws -> [Row] {
+        try connection.execute(sql.text, parameters).rows
     }
 }
 
@@ -107,8 +107,8 @@ public final class Store: Sendable {
     /// Runs one statement in autocommit mode (no BEGIN/COMMIT round trips) and returns its rows.
     /// For a single statement this is as atomic as a transaction and costs one round trip.
     @discardableResult
-    public func query(_ sql: StaticString, _ params: (any PGEncodable)?...) async throws -> [Row] {
-        let text = sql.description
+    public func query(_ sql: SQL, _ params: (any PGEncodable)?...) async throws -> [Row] {
+        let text = sql.text
         let boxed = SendableParams(params)
         return try await withConnection { conn in try conn.execute(text, boxed.values).rows }
     }

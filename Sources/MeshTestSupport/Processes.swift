@@ -71,16 +71,18 @@ public final class ManagedProcess: Sendable {
     }
 }
 
-/// Runs a command to completion and returns its exit status and combined output.
+/// Runs a command to completion and returns its exit status, its combined output (stderr after
+/// stdout), and its stdout alone.
 ///
 /// This uses `posix_spawn` and `waitpid` directly. Output goes to a temporary file rather than a
 /// pipe: a command that starts a daemon would otherwise hand the pipe to the daemon, and reading to
 /// end-of-file would never finish.
 @discardableResult
 public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                input: String? = nil) throws -> (status: Int32, output: String) {
+                input: String? = nil) throws -> (status: Int32, output: String, stdout: String) {
     let outPath = NSTemporaryDirectory() + "mesh-run-\(Nuid.next())"
-    defer { unlink(outPath) }
+    let errPath = outPath + ".err"
+    defer { unlink(outPath); unlink(errPath) }
     var inPath = "/dev/null"
     if let input {
         inPath = NSTemporaryDirectory() + "mesh-in-\(Nuid.next())"
@@ -93,7 +95,7 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
 
     let argv = [executable] + arguments
     let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
@@ -102,9 +104,10 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     guard rc == 0 else { throw TestSetupError.failed("cannot run \(executable): errno \(rc)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let output = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
     let exited = status & 0x7f == 0
-    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
+    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout + stderr, stdout)
 }
 
 private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
@@ -170,4 +173,49 @@ public final class PrivateInfra: Sendable {
 extension Nuid {
     /// A short random id (8 lowercase characters) for names with length limits.
     public static func short() -> String { String(next().lowercased().prefix(8)) }
+}
+
+/// A nats-server of a test's own (JetStream off, random port), so that services started by one test
+/// never answer another test's requests. Starting one takes a few milliseconds.
+public final class TestNatsServer: Sendable {
+    public let url: String
+    public let port: Int
+    let process: ManagedProcess
+
+    public init(name: String = "t", extraArguments: [String] = []) throws {
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = Int.random(in: 20000...60000)
+            do {
+                let p = try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
+                                           arguments: ["-a", "127.0.0.1", "-p", "\(port)"] + extraArguments,
+                                           logDir: TestEnvironment.outputDir("nats"))
+                for _ in 0..<200 {
+                    if let fd = Optional(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)), fd >= 0 {
+                        var addr = sockaddr_in()
+                        addr.sin_family = sa_family_t(AF_INET)
+                        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+                        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+                        close(fd)
+                        if ok {
+                            self.process = p
+                            self.port = port
+                            self.url = "nats://127.0.0.1:\(port)"
+                            return
+                        }
+                    }
+                    if !p.isRunning { break }
+                    usleep(10_000)
+                }
+                lastError = TestSetupError.failed("nats-server did not listen on \(port): \(p.log())")
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? TestSetupError.failed("nats-server did not start")
+    }
+
+    /// Stops the server (SIGKILL).
+    public func stop() async { await process.kill9() }
 }

@@ -112,3 +112,15 @@ public struct TestDatabase: Sendable {
         return c.string ?? url
     }
 }
+
+extension TestEnvironment {
+    /// The full path of a program on PATH (or the name itself if not found).
+    public static func which(_ program: String) -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return program
+    }
+}

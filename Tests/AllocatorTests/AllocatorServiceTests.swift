@@ -12,10 +12,11 @@ import Testing
 struct AllocatorServiceTests {
     @Test func threeReplicasNeverHandOutOneAddressTwice() async throws {
         let db = try await TestDatabase.create(prefix: "allocsvc")
-        let bus = try await TestEnvironment.connectBus("t-alloc")
+        let nats = try TestNatsServer(name: "alloc")
+        let bus = try await TestEnvironment.connectBus("t-alloc", url: nats.url)
         let logDir = TestEnvironment.outputDir("allocator-race")
         // AllocatorSvc migrates on start; start the three replicas at the same time.
-        let procs = try await ServiceProcesses.start("AllocatorSvc", count: 3, natsURL: try TestEnvironment.requireNatsURL(),
+        let procs = try await ServiceProcesses.start("AllocatorSvc", count: 3, natsURL: nats.url,
                                                      databaseURL: db.url, bus: bus, logDir: logDir, serviceName: MeshServiceName.allocator)
 
         func allocate(_ tenant: String, _ owner: String) async throws(MeshError) -> Mesh_V1_AllocateResponse {
@@ -84,8 +85,9 @@ struct AllocatorServiceTests {
 
     @Test func badInputGetsTypedErrorsAndTheServiceKeepsServing() async throws {
         let db = try await TestDatabase.create(prefix: "allocbad")
-        let bus = try await TestEnvironment.connectBus("t-alloc-bad")
-        let procs = try await ServiceProcesses.start("AllocatorSvc", natsURL: try TestEnvironment.requireNatsURL(), databaseURL: db.url,
+        let nats = try TestNatsServer(name: "allocbad")
+        let bus = try await TestEnvironment.connectBus("t-alloc-bad", url: nats.url)
+        let procs = try await ServiceProcesses.start("AllocatorSvc", natsURL: nats.url, databaseURL: db.url,
                                                      bus: bus, logDir: TestEnvironment.outputDir("allocator-bad"), serviceName: MeshServiceName.allocator)
         func code(_ body: () async throws -> Void) async -> Mesh_V1_ErrorCode? {
             do {

@@ -47,6 +47,9 @@ struct AllocatorTests {
         #expect(p.ipv6.length == 48)
         // RFC 4193: fd00::/8 with a 40-bit global id.
         #expect(IPPrefix("fd00::/8")!.contains(p.ipv6.address))
+        // The address plan: node and device ranges are disjoint and together cover the prefix.
+        #expect(p.deviceRanges.filter { if case .v4 = $0.address { true } else { false } }.map(\.length) == [20, 19, 18, 17])
+        for d in p.deviceRanges { for n in p.nodeRanges { #expect(!d.overlaps(n)) } }
         let (again, existing2) = try await f.allocator.ensureTenant(t)
         #expect(existing2)
         #expect(again == p)
