@@ -111,7 +111,7 @@ let package = Package(
         exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", log]),
+        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
         tests("MeshNetTests", ["MeshNet"]),
         tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
         tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),

@@ -12,7 +12,7 @@ import Testing
 @Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized)
 struct ConfigTests {
     @Test func configBringsUpARealInterfaceThatHandshakesAndTheQRMatches() async throws {
-        let c = try await ProvisionCluster.start("config")
+        let c = try await ControlPlane.start("config")
         let out = TestEnvironment.outputDir("provision-config")
         let nodeNS = try NetNamespace(prefix: "node"), devNS = try NetNamespace(prefix: "dev")
         defer { nodeNS.destroy(); devNS.destroy() }
@@ -79,7 +79,7 @@ struct ConfigTests {
     }
 
     @Test func noPrivateKeyIsStoredOrLogged() async throws {
-        let c = try await ProvisionCluster.start("secrets", environment: ["MESH_LOG_LEVEL": "trace", "MESH_RATE_LIMIT": "0"])
+        let c = try await ControlPlane.start("secrets", environment: ["MESH_LOG_LEVEL": "trace", "MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.team)
         let admin = try await c.user(t, .admin)
         _ = try await c.node(t, admin: admin, name: "n1", endpoint: "192.0.2.1:51820")

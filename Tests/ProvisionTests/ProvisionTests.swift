@@ -11,7 +11,7 @@ import Testing
 @Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
 struct ProvisionTests {
     @Test func capIsExactUnderConcurrencyAcrossThreeReplicas() async throws {
-        let c = try await ProvisionCluster.start("cap", replicas: 3)
+        let c = try await ControlPlane.start("cap", replicas: 3)
         for (plan, cap) in [(Mesh_V1_Plan.free, 3), (.pro, 20)] {
             let t = try await c.tenant(plan)
             var callers: [Mesh_V1_Caller] = []
@@ -39,7 +39,7 @@ struct ProvisionTests {
     }
 
     @Test func rateLimitIsExactAcrossReplicasAndRecovers() async throws {
-        let c = try await ProvisionCluster.start("rate", replicas: 3, environment: ["MESH_RATE_WINDOW_SECONDS": "4"])
+        let c = try await ControlPlane.start("rate", replicas: 3, environment: ["MESH_RATE_WINDOW_SECONDS": "4"])
         let t = try await c.tenant(.enterprise)
         let caller = try await c.user(t)
         let results = await withTaskGroup(of: MeshError?.self) { group in
@@ -62,7 +62,7 @@ struct ProvisionTests {
     }
 
     @Test func outboxRevisionsHaveNoGapsAndNoDuplicates() async throws {
-        let c = try await ProvisionCluster.start("outbox", replicas: 3, environment: ["MESH_RATE_LIMIT": "0"])
+        let c = try await ControlPlane.start("outbox", replicas: 3, environment: ["MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.enterprise)
         let admin = try await c.user(t, .admin)
         _ = try await c.node(t, admin: admin, name: "edge-1", endpoint: "198.51.100.1:51820")
@@ -90,7 +90,7 @@ struct ProvisionTests {
     }
 
     @Test func labelsSlugsAndNonASCII() async throws {
-        let c = try await ProvisionCluster.start("slug", environment: ["MESH_RATE_LIMIT": "0"])
+        let c = try await ControlPlane.start("slug", environment: ["MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.enterprise)
         let u = try await c.user(t)
         let a = try await c.client.createDevice(caller: u, label: "  Zoë's iPhone ", type: .iphone).device
@@ -112,7 +112,7 @@ struct ProvisionTests {
     }
 
     @Test func badInputIsRejectedWithoutSideEffects() async throws {
-        let c = try await ProvisionCluster.start("bad")
+        let c = try await ControlPlane.start("bad")
         let t = try await c.tenant(.pro)
         let u = try await c.user(t)
         let admin = try await c.user(t, .admin)
@@ -172,7 +172,7 @@ struct ProvisionTests {
     }
 
     @Test func ownershipRulesForListAndDelete() async throws {
-        let c = try await ProvisionCluster.start("owner", environment: ["MESH_RATE_LIMIT": "0"])
+        let c = try await ControlPlane.start("owner", environment: ["MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.pro)
         let a = try await c.user(t), b = try await c.user(t), admin = try await c.user(t, .admin)
         let other = try await c.tenant(.pro)
@@ -195,7 +195,7 @@ struct ProvisionTests {
     }
 
     @Test func handshakeReportsSetOnlineAndCountersSurviveResets() async throws {
-        let c = try await ProvisionCluster.start("report")
+        let c = try await ControlPlane.start("report")
         let t = try await c.tenant(.pro)
         let admin = try await c.user(t, .admin)
         let (node, _) = try await c.node(t, admin: admin, name: "edge", endpoint: "198.51.100.7:51820")
@@ -238,7 +238,7 @@ struct ProvisionTests {
     }
 
     @Test func licenseAuditAndSamlGate() async throws {
-        let c = try await ProvisionCluster.start("license")
+        let c = try await ControlPlane.start("license")
         let free = try await c.tenant(.free)
         let freeAdmin = try await c.user(free, .admin)
         _ = try await c.client.createDevice(caller: freeAdmin, label: "one", type: .other)
@@ -280,7 +280,7 @@ struct ProvisionTests {
     }
 
     /// How many ProvisionSvc instances served at least one request on `endpoint` ($SRV.STATS).
-    func servingReplicas(_ c: ProvisionCluster, endpoint: String) async throws -> Int {
+    func servingReplicas(_ c: ControlPlane, endpoint: String) async throws -> Int {
         let inbox = "_INBOX.stats.\(Nuid.next())"
         let sub = try c.bus.subscribe(inbox)
         try await c.bus.flush()

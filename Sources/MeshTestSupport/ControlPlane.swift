@@ -4,20 +4,21 @@ import MeshClient
 import MeshCore
 import MeshProto
 import MeshStore
-import MeshTestSupport
 
-/// A private control plane for one test: its own nats-server and database, one AllocatorSvc and
-/// `replicas` ProvisionSvc processes (the real executables).
-final class ProvisionCluster: Sendable {
-    let nats: TestNatsServer
-    let db: TestDatabase
-    let bus: BusConnection
-    let store: Store
-    let processes: [ManagedProcess]
-    let client: ProvisionClient
-    let logDir: URL
+/// A private control plane for one test: its own nats-server and database, and the real service
+/// executables: one AllocatorSvc and `replicas` ProvisionSvc processes, plus FanoutSvc replicas when
+/// asked for.
+public final class ControlPlane: Sendable {
+    public let nats: TestNatsServer
+    public let db: TestDatabase
+    public let bus: BusConnection
+    public let store: Store
+    public let processes: [ManagedProcess]
+    public let client: ProvisionClient
+    public let logDir: URL
 
-    static func start(_ name: String, replicas: Int = 1, environment: [String: String] = [:]) async throws -> ProvisionCluster {
+    /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none).
+    public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:]) async throws -> ControlPlane {
         let nats = try TestNatsServer(name: name)
         let db = try await TestDatabase.create(prefix: "prov")
         let bus = try await TestEnvironment.connectBus("t-\(name)", url: nats.url)
@@ -26,8 +27,10 @@ final class ProvisionCluster: Sendable {
                                                      bus: bus, logDir: logDir)
         let prov = try await ServiceProcesses.start("ProvisionSvc", count: replicas, natsURL: nats.url, databaseURL: db.url,
                                                     environment: environment, bus: bus, logDir: logDir)
+        let fan = fanout == 0 ? [] : try await ServiceProcesses.start("FanoutSvc", count: fanout, natsURL: nats.url, databaseURL: db.url,
+                                                                      environment: environment, bus: bus, logDir: logDir)
         let store = Store(StoreConfiguration(url: db.url, poolSize: 2), logger: TestEnvironment.logger("t"))
-        return ProvisionCluster(nats: nats, db: db, bus: bus, store: store, processes: alloc + prov,
+        return ControlPlane(nats: nats, db: db, bus: bus, store: store, processes: alloc + prov + fan,
                                 client: ProvisionClient(bus: bus, timeout: .seconds(30)), logDir: logDir)
     }
 
@@ -42,7 +45,8 @@ final class ProvisionCluster: Sendable {
         self.logDir = logDir
     }
 
-    func stop() async {
+    /// Stops every process and removes the database and the nats-server.
+    public func stop() async {
         for p in processes { await p.terminate() }
         await bus.close()
         store.close()
@@ -50,7 +54,8 @@ final class ProvisionCluster: Sendable {
         await nats.stop()
     }
 
-    func tenant(_ plan: Mesh_V1_Plan, requireSaml: Bool = false) async throws -> Mesh_V1_Tenant {
+    /// Creates a tenant on `plan`.
+    public func tenant(_ plan: Mesh_V1_Plan, requireSaml: Bool = false) async throws -> Mesh_V1_Tenant {
         var r = Mesh_V1_CreateTenantRequest()
         r.name = "tenant \(Nuid.short())"
         r.plan = plan
@@ -58,7 +63,8 @@ final class ProvisionCluster: Sendable {
         return try await client.createTenant(r)
     }
 
-    func user(_ tenant: Mesh_V1_Tenant, _ role: Mesh_V1_Role = .owner) async throws -> Mesh_V1_Caller {
+    /// Creates a user and returns a caller identity for it.
+    public func user(_ tenant: Mesh_V1_Tenant, _ role: Mesh_V1_Role = .owner) async throws -> Mesh_V1_Caller {
         var r = Mesh_V1_CreateUserRequest()
         r.tenantID = tenant.id
         r.name = "user \(Nuid.short())"
@@ -72,7 +78,7 @@ final class ProvisionCluster: Sendable {
     }
 
     /// Registers a node with a fresh keypair; returns the node and its private key.
-    func node(_ tenant: Mesh_V1_Tenant, admin: Mesh_V1_Caller, name: String, endpoint: String) async throws -> (Mesh_V1_Node, WireGuardKeyPair) {
+    public func node(_ tenant: Mesh_V1_Tenant, admin: Mesh_V1_Caller, name: String, endpoint: String) async throws -> (Mesh_V1_Node, WireGuardKeyPair) {
         let token = try await client.createEnrollmentToken(caller: admin)
         let keys = WireGuardKeyPair.generate()
         var r = Mesh_V1_RegisterNodeRequest()
@@ -85,11 +91,11 @@ final class ProvisionCluster: Sendable {
     }
 
     /// Every service log written so far.
-    func logs() -> String { processes.map { $0.log() }.joined(separator: "\n") }
+    public func logs() -> String { processes.map { $0.log() }.joined(separator: "\n") }
 }
 
 /// The ``MeshError`` a throwing call produced, or nil when it succeeded.
-func meshError(_ body: () async throws -> Void) async -> MeshError? {
+public func meshError(_ body: () async throws -> Void) async -> MeshError? {
     do {
         try await body()
         return nil
