@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Logging
+
+/// Controls userspace WireGuard (wireguard-go, boringtun) through its UAPI unix socket,
+/// `<socketDirectory>/<iface>.sock`.
+///
+/// Each call opens its own connection, as `wg` does, so a restarted daemon is picked up without
+/// reconnect logic. Socket I/O runs on the actor's private queue, never on the cooperative pool.
+public actor UAPIBackend: WireGuardBackend {
+    /// The directory userspace daemons put their sockets in on Linux.
+    public static let defaultSocketDirectory = "/var/run/wireguard"
+
+    /// Always ``WireGuardBackendKind/userspace``.
+    public nonisolated let kind = WireGuardBackendKind.userspace
+    /// Where the sockets live.
+    public nonisolated let socketDirectory: String
+    private let logger: Logger
+    private let executor = BlockingExecutor(label: "mesh.wireguard.uapi")
+
+    /// The actor runs on its own queue; see the type's documentation.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    /// Creates a backend for the daemons whose sockets are in `socketDirectory`.
+    public init(socketDirectory: String = UAPIBackend.defaultSocketDirectory, logger: Logger) {
+        self.socketDirectory = socketDirectory
+        self.logger = logger
+    }
+
+    /// The socket path for an interface.
+    public nonisolated func socketPath(for name: String) -> String { "\(socketDirectory)/\(name).sock" }
+
+    /// True when a socket file exists for the interface (it may still be stale).
+    public nonisolated func hasSocket(for name: String) -> Bool {
+        var st = stat()
+        return stat(socketPath(for: name), &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK
+    }
+
+    public func deviceNames() throws(WireGuardError) -> [String] {
+        guard let dir = opendir(socketDirectory) else {
+            if errno == ENOENT { return [] }
+            throw .uapi(errno: errno, operation: "list \(socketDirectory)")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasSuffix(".sock") else { continue }
+            let iface = String(name.dropLast(5))
+            if hasSocket(for: iface) { names.append(iface) }
+        }
+        return names.sorted()
+    }
+
+    public func device(named name: String) throws(WireGuardError) -> WireGuardDevice {
+        let reply = try exchange(name, UAPIProtocol.getRequest, operation: "get")
+        return try UAPIProtocol.parseGetReply(reply, device: name)
+    }
+
+    @discardableResult
+    public func configure(device name: String, _ config: WireGuardConfig) throws(WireGuardError) -> WireGuardConfigureReport {
+        try config.validate()
+        var skipped: [WireGuardKey] = []
+        let updateOnly = config.updateOnlyKeys
+        if !updateOnly.isEmpty {
+            // The daemon drops update-only peers it does not know without a word; look first so the
+            // caller is told. Nothing else changes the device between the two calls in our design
+            // (one applier owns it), and the daemon's own semantics are kept either way.
+            let existing = Set(try device(named: name).peers.map(\.publicKey))
+            skipped = updateOnly.filter { !existing.contains($0) }
+        }
+        let request = UAPIProtocol.encodeSet(config)
+        let reply = try exchange(name, request, operation: "set")
+        try UAPIProtocol.parseSetReply(reply, device: name)
+        if !skipped.isEmpty {
+            logger.debug("update-only peers not present, skipped", metadata: ["device": "\(name)", "count": "\(skipped.count)"])
+        }
+        return WireGuardConfigureReport(skippedUpdateOnlyPeers: skipped, requestCount: 1)
+    }
+
+    /// Sends a raw request and returns the raw reply (up to and including the blank line).
+    /// Exposed for benchmarks and tests that compare against the protocol itself.
+    public func rawExchange(device name: String, request: [UInt8]) throws(WireGuardError) -> [UInt8] {
+        try exchange(name, request, operation: "raw")
+    }
+
+    private func exchange(_ name: String, _ request: [UInt8], operation: String) throws(WireGuardError) -> [UInt8] {
+        let op = "\(operation) \(name)"
+        let fd = try connect(name, op)
+        defer { close(fd) }
+        try writeAll(fd, request, op)
+        var reply = [UInt8]()
+        reply.reserveCapacity(64 * 1024)
+        var chunk = [UInt8](repeating: 0, count: 256 * 1024)
+        while !UAPIProtocol.isComplete(reply) {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .uapi(errno: errno, operation: op)
+            }
+            if n == 0 { throw .malformedReply("\(op): connection closed before the end of the reply") }
+            reply.append(contentsOf: chunk[0..<n])
+        }
+        return reply
+    }
+
+    private func connect(_ name: String, _ op: String) throws(WireGuardError) -> Int32 {
+        let path = socketPath(for: name)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard path.utf8.count < capacity else { throw .invalidConfiguration("socket path too long: \(path)") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() { raw[i] = b }
+            raw[path.utf8.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .uapi(errno: errno, operation: op) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = errno
+            close(fd)
+            switch e {
+            case ENOENT, ECONNREFUSED: throw .deviceNotFound(name)
+            case EACCES, EPERM: throw .permissionDenied(operation: op)
+            default: throw .uapi(errno: e, operation: op)
+            }
+        }
+        return fd
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: [UInt8], _ op: String) throws(WireGuardError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .uapi(errno: errno, operation: op)
+            }
+            offset += n
+        }
+    }
+}
