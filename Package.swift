@@ -118,5 +118,9 @@ let package = Package(
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+
+        // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
+        bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
     ]
 )

@@ -309,4 +309,78 @@ enum WireGuardNetlink {
             return nil  // AF_UNSPEC: no endpoint
         }
     }
+
+    // MARK: Inspection of built messages
+
+    /// What one SET_DEVICE message asks for, decoded back from its bytes. Lets tests check the
+    /// splitting rules without a kernel.
+    struct SetMessageSummary {
+        struct Peer {
+            var key: WireGuardKey
+            var flags: UInt32
+            var allowedIPs: Int
+        }
+        var length: Int
+        var deviceFlags: UInt32 = 0
+        var hasPrivateKey = false
+        var hasListenPort = false
+        var hasFirewallMark = false
+        var peers: [Peer] = []
+    }
+
+    static func summarize(_ message: [UInt8]) throws(WireGuardError) -> SetMessageSummary {
+        var summary = SetMessageSummary(length: message.count)
+        let result: WireGuardError? = message.withUnsafeBytes { raw -> WireGuardError? in
+            let nlh = UnsafePointer(raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self))
+            do throws(WireGuardError) {
+                guard Int(nlh.pointee.nlmsg_len) == raw.count else { throw .malformedReply("length mismatch") }
+                try NetlinkAttributes.forEach(in: nlh, offset: MemoryLayout<genlmsghdr>.size) { a throws(WireGuardError) in
+                    switch UInt32(mnl_attr_get_type(a)) {
+                    case WGDEVICE_A_FLAGS.rawValue: summary.deviceFlags = try NetlinkAttributes.u32(a, "flags")
+                    case WGDEVICE_A_PRIVATE_KEY.rawValue: summary.hasPrivateKey = true
+                    case WGDEVICE_A_LISTEN_PORT.rawValue: summary.hasListenPort = true
+                    case WGDEVICE_A_FWMARK.rawValue: summary.hasFirewallMark = true
+                    case WGDEVICE_A_PEERS.rawValue:
+                        try NetlinkAttributes.forEachNested(in: a) { p throws(WireGuardError) in
+                            var peer = SetMessageSummary.Peer(key: .zero, flags: 0, allowedIPs: 0)
+                            try NetlinkAttributes.forEachNested(in: p) { f throws(WireGuardError) in
+                                switch UInt32(mnl_attr_get_type(f)) {
+                                case WGPEER_A_PUBLIC_KEY.rawValue: peer.key = try NetlinkAttributes.key(f, "key")
+                                case WGPEER_A_FLAGS.rawValue: peer.flags = try NetlinkAttributes.u32(f, "flags")
+                                case WGPEER_A_ALLOWEDIPS.rawValue:
+                                    try NetlinkAttributes.forEachNested(in: f) { _ throws(WireGuardError) in peer.allowedIPs += 1 }
+                                default: break
+                                }
+                            }
+                            summary.peers.append(peer)
+                        }
+                    default: break
+                    }
+                }
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let result { throw result }
+        return summary
+    }
+
+    /// Feeds already-built messages (SET requests share the GET reply's attribute tree) through the
+    /// dump accumulator, as if the kernel had sent them.
+    static func accumulate(_ messages: [[UInt8]], name: String) throws(WireGuardError) -> (WireGuardDevice, Int) {
+        var acc = DumpAccumulator(name: name)
+        for message in messages {
+            let result: WireGuardError? = message.withUnsafeBytes { raw -> WireGuardError? in
+                do throws(WireGuardError) {
+                    try acc.consume(UnsafePointer(raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)))
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let result { throw result }
+        }
+        return (acc.finish(), acc.messageCount)
+    }
 }

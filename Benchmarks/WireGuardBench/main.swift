@@ -1,0 +1,1 @@
+print("WireGuardBench: not written yet")
