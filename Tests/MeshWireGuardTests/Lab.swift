@@ -4,8 +4,9 @@ import MeshNet
 @testable import MeshWireGuard
 
 /// Two network namespaces joined by a veth pair (198.18.<n>.1 and .2, the benchmarking range), each
-/// with one WireGuard interface served by wireguard-go or, with `kernel: true`, by the kernel
-/// module. Everything is removed by ``cleanup()``, which ``withLab(kernel:_:)`` calls on every path.
+/// with one WireGuard interface served by wireguard-go or by the kernel module (chosen per side, so
+/// a lab can also pit the two implementations against each other). Everything is removed by
+/// ``cleanup()``, which ``withLab(kernelA:kernelB:_:)`` calls on every path.
 final class Lab: @unchecked Sendable {
     struct Side {
         var namespace: String
@@ -17,28 +18,27 @@ final class Lab: @unchecked Sendable {
         var keys: (privateKey: WireGuardKey, publicKey: WireGuardKey)
         var listenPort: UInt16
         var links: RouteNetlink
+        var kernel: Bool
     }
 
-    let kernel: Bool
     var a: Side
     var b: Side
     private var daemons: [WireGuardGoDaemon] = []
     private var namespaces: [String] = []
 
-    init(kernel: Bool) {
-        self.kernel = kernel
+    init(kernelA: Bool, kernelB: Bool) {
         let subnet = UInt8(truncatingIfNeeded: Int(getpid()) &+ Int.random(in: 0...255))
-        func side(_ host: UInt8) -> Side {
+        func side(_ host: UInt8, _ kernel: Bool) -> Side {
             let ns = Names.next("mwn")
             return Side(namespace: ns, namespacePath: "/run/netns/\(ns)", interface: Names.next("wgt"),
                         underlayAddress: IPv4Address(198, 18, subnet, host),
                         tunnelAddress: IPPrefix("100.64.\(subnet).\(host)/24")!,
                         tunnelAddress6: IPPrefix("fd00:\(String(subnet, radix: 16))::\(host)/64")!,
                         keys: makeKeyPair(), listenPort: 51820 + UInt16(host),
-                        links: RouteNetlink(namespacePath: "/run/netns/\(ns)", logger: testLogger))
+                        links: RouteNetlink(namespacePath: "/run/netns/\(ns)", logger: testLogger), kernel: kernel)
         }
-        a = side(1)
-        b = side(2)
+        a = side(1, kernelA)
+        b = side(2, kernelB)
     }
 
     func setUp() async throws {
@@ -54,7 +54,7 @@ final class Lab: @unchecked Sendable {
         try await sh(["ip", "-n", a.namespace, "link", "set", vethA, "up"])
         try await sh(["ip", "-n", b.namespace, "link", "set", vethB, "up"])
         for s in [a, b] {
-            if kernel {
+            if s.kernel {
                 try await s.links.createLink(named: s.interface, kind: "wireguard")
             } else {
                 let d = try await WireGuardGoDaemon.start(interface: s.interface,
@@ -66,7 +66,7 @@ final class Lab: @unchecked Sendable {
 
     /// The backend serving side `s`.
     func backend(_ s: Side) -> any WireGuardBackend {
-        kernel ? KernelBackend(namespacePath: s.namespacePath, logger: testLogger) : UAPIBackend(logger: testLogger)
+        s.kernel ? KernelBackend(namespacePath: s.namespacePath, logger: testLogger) : UAPIBackend(logger: testLogger)
     }
 
     /// Keys, ports, each other as peers, tunnel addresses, MTU 1380, up.
@@ -89,6 +89,16 @@ final class Lab: @unchecked Sendable {
         try await sh(["ip", "netns", "exec", s.namespace, "ping", "-c", "2", "-i", "0.2", "-W", "3", address.description], check: false)
     }
 
+    /// `wg show <if> dump`, run inside the side's namespace (the kernel device is only visible there).
+    func wgDump(_ s: Side) async throws -> WGDump {
+        try WGDump(parsing: try await sh(["ip", "netns", "exec", s.namespace, "wg", "show", s.interface, "dump"]).output)
+    }
+
+    /// `wg showconf <if>` inside the side's namespace, normalized.
+    func wgShowconf(_ s: Side) async throws -> String {
+        normalizeShowconf(try await sh(["ip", "netns", "exec", s.namespace, "wg", "showconf", s.interface]).output)
+    }
+
     func cleanup() async {
         for d in daemons { await d.stop() }
         daemons.removeAll()
@@ -98,8 +108,8 @@ final class Lab: @unchecked Sendable {
 }
 
 /// Sets up a lab, runs `body`, and tears the lab down whether `body` succeeded or threw.
-func withLab(kernel: Bool = false, _ body: (Lab) async throws -> Void) async throws {
-    let lab = Lab(kernel: kernel)
+func withLab(kernelA: Bool = false, kernelB: Bool = false, _ body: (Lab) async throws -> Void) async throws {
+    let lab = Lab(kernelA: kernelA, kernelB: kernelB)
     do {
         try await lab.setUp()
         try await body(lab)

@@ -156,15 +156,6 @@ struct WGDump: Equatable, CustomStringConvertible {
     }
 }
 
-func wgDump(_ iface: String) async throws -> WGDump {
-    try WGDump(parsing: try await sh(["wg", "show", iface, "dump"]).output)
-}
-
-/// `wg showconf` reduced to comparable lines: sections kept in order of peer key, list values sorted.
-func wgShowconf(_ iface: String) async throws -> String {
-    normalizeShowconf(try await sh(["wg", "showconf", iface]).output)
-}
-
 func normalizeShowconf(_ text: String) -> String {
     var sections: [[String]] = []
     for raw in text.split(separator: "\n") {
