@@ -106,9 +106,14 @@ public actor RouteNetlink {
         mnl_attr_put_str(nlh, UInt16(IFLA_INFO_KIND), kind)
         mnl_attr_nest_end(nlh, info)
         var request = buffer.bytes(nlh)
-        // EOPNOTSUPP here means the kernel has no driver for the kind (no wireguard module); it maps to
-        // .netlink, not .deviceNotFound, because no device name is passed.
-        try openSocket().request(&request, operation: "create link \(name) (\(kind))")
+        // No device name is passed for the mapping: EOPNOTSUPP here means the kernel has no driver for
+        // the kind (no wireguard module) and must stay .netlink, not become .deviceNotFound.
+        do {
+            try openSocket().request(&request, operation: "create link \(name) (\(kind))")
+        } catch {
+            if case .alreadyExists = error { throw .alreadyExists(name) }
+            throw error
+        }
         logger.debug("created link", metadata: ["link": "\(name)", "kind": "\(kind)"])
     }
 
