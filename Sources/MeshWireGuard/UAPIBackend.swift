@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CMNL  // sys/socket.h: SOCK_STREAM and SOCK_CLOEXEC, which Glibc alone does not export in every build mode
 import Logging
 
 /// Controls userspace WireGuard (wireguard-go, boringtun) through its UAPI unix socket,
@@ -94,19 +95,36 @@ public actor UAPIBackend: WireGuardBackend {
         let fd = try connect(name, op)
         defer { close(fd) }
         try writeAll(fd, request, op)
+        // Read straight into the reply's spare capacity, doubling it as needed: a 10,000-peer reply is
+        // several megabytes, and a zero-filled bounce buffer plus a copy per read showed up in the dump time.
+        var capacity = 16 * 1024
         var reply = [UInt8]()
-        reply.reserveCapacity(64 * 1024)
-        var chunk = [UInt8](repeating: 0, count: 256 * 1024)
-        while !UAPIProtocol.isComplete(reply) {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .uapi(errno: errno, operation: op)
+        while true {
+            var failure: WireGuardError?
+            var closed = false
+            let old = reply
+            reply = [UInt8](unsafeUninitializedCapacity: capacity) { buf, count in
+                old.withUnsafeBufferPointer { o in
+                    if let base = o.baseAddress { buf.baseAddress!.initialize(from: base, count: o.count) }
+                }
+                count = old.count
+                while count < capacity {
+                    let n = read(fd, buf.baseAddress! + count, capacity - count)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        failure = .uapi(errno: errno, operation: op)
+                        return
+                    }
+                    if n == 0 { closed = true; return }
+                    count += n
+                    if count >= 2 && buf[count - 1] == UInt8(ascii: "\n") && buf[count - 2] == UInt8(ascii: "\n") { return }
+                }
             }
-            if n == 0 { throw .malformedReply("\(op): connection closed before the end of the reply") }
-            reply.append(contentsOf: chunk[0..<n])
+            if let failure { throw failure }
+            if UAPIProtocol.isComplete(reply) { return reply }
+            if closed { throw .malformedReply("\(op): connection closed before the end of the reply") }
+            capacity *= 4
         }
-        return reply
     }
 
     private func connect(_ name: String, _ op: String) throws(WireGuardError) -> Int32 {

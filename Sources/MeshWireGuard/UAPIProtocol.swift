@@ -74,51 +74,54 @@ enum UAPIProtocol {
     static func parseGetReply(_ reply: [UInt8], device name: String) throws(WireGuardError) -> WireGuardDevice {
         var device = WireGuardDevice(name: name, backend: .userspace)
         var peers: [WireGuardPeer] = []
-        var current: WireGuardPeer?
+        // The peer being read is mutated in place: copying it out of an optional per line would copy
+        // its allowed-IP array on every append.
+        var peer = WireGuardPeer(publicKey: .zero)
+        var inPeer = false
         var errnoValue: Int64?
-        var handshakeNanos: Int64 = 0
+        func finishPeer() {
+            if inPeer { peers.append(peer) }
+        }
         try forEachLine(reply) { key, value throws(WireGuardError) in
             if errnoValue != nil { throw .malformedReply("data after errno") }
             if equals(key, "public_key") {
-                if var p = current {
-                    p.lastHandshake.nanoseconds = handshakeNanos
-                    peers.append(p)
-                }
-                handshakeNanos = 0
-                current = WireGuardPeer(publicKey: try parseKey(value, "public_key"))
+                finishPeer()
+                peer = WireGuardPeer(publicKey: try parseKey(value, "public_key"))
+                inPeer = true
                 return
             }
             if equals(key, "errno") {
                 errnoValue = try integer(value, "errno")
                 return
             }
-            if var p = current {
+            if inPeer {
                 if equals(key, "allowed_ip") {
-                    let text = String(decoding: value, as: UTF8.self)
-                    guard let prefix = IPPrefix(text) else { throw .malformedReply("bad allowed_ip \(text)") }
-                    p.allowedIPs.append(prefix)
+                    guard let prefix = ByteParsing.prefix(value) else {
+                        throw .malformedReply("bad allowed_ip \(String(decoding: value, as: UTF8.self))")
+                    }
+                    peer.allowedIPs.append(prefix)
                 } else if equals(key, "preshared_key") {
                     let k = try parseKey(value, "preshared_key")
-                    p.presharedKey = k.isZero ? nil : k
+                    peer.presharedKey = k.isZero ? nil : k
                 } else if equals(key, "endpoint") {
-                    let text = String(decoding: value, as: UTF8.self)
-                    guard let hp = parseEndpoint(text) else { throw .malformedReply("bad endpoint \(text)") }
-                    p.endpoint = hp
+                    guard let hp = ByteParsing.endpoint(value) else {
+                        throw .malformedReply("bad endpoint \(String(decoding: value, as: UTF8.self))")
+                    }
+                    peer.endpoint = hp
                 } else if equals(key, "last_handshake_time_sec") {
-                    p.lastHandshake.seconds = try integer(value, "last_handshake_time_sec")
+                    peer.lastHandshake.seconds = try integer(value, "last_handshake_time_sec")
                 } else if equals(key, "last_handshake_time_nsec") {
-                    handshakeNanos = try integer(value, "last_handshake_time_nsec")
+                    peer.lastHandshake.nanoseconds = try integer(value, "last_handshake_time_nsec")
                 } else if equals(key, "rx_bytes") {
-                    p.receiveBytes = UInt64(clamping: try integer(value, "rx_bytes"))
+                    peer.receiveBytes = UInt64(clamping: try integer(value, "rx_bytes"))
                 } else if equals(key, "tx_bytes") {
-                    p.transmitBytes = UInt64(clamping: try integer(value, "tx_bytes"))
+                    peer.transmitBytes = UInt64(clamping: try integer(value, "tx_bytes"))
                 } else if equals(key, "persistent_keepalive_interval") {
-                    p.persistentKeepaliveInterval = UInt16(clamping: try integer(value, "persistent_keepalive_interval"))
+                    peer.persistentKeepaliveInterval = UInt16(clamping: try integer(value, "persistent_keepalive_interval"))
                 } else if equals(key, "protocol_version") {
-                    p.protocolVersion = Int(try integer(value, "protocol_version"))
+                    peer.protocolVersion = Int(try integer(value, "protocol_version"))
                 }
                 // Other keys (boringtun and newer daemons add some) carry nothing this model holds.
-                current = p
                 return
             }
             if equals(key, "private_key") {
@@ -133,23 +136,11 @@ enum UAPIProtocol {
                 device.firewallMark = UInt32(clamping: try integer(value, "fwmark"))
             }
         }
-        if var p = current {
-            p.lastHandshake.nanoseconds = handshakeNanos
-            peers.append(p)
-        }
+        finishPeer()
         guard let e = errnoValue else { throw .malformedReply("get reply without errno") }
         if e != 0 { throw WireGuardError.fromUAPI(errno: e, operation: "get \(name)", device: name) }
         device.peers = peers
         return device
-    }
-
-    /// `a.b.c.d:port` or `[v6]:port`; a zone (`%eth0`) on an IPv6 endpoint is dropped, as
-    /// ``HostPort`` has no place for it.
-    static func parseEndpoint(_ text: String) -> HostPort? {
-        if let hp = HostPort(text) { return hp }
-        guard text.hasPrefix("["), let pct = text.firstIndex(of: "%"), let close = text.firstIndex(of: "]"),
-              pct < close else { return nil }
-        return HostPort(String(text[..<pct]) + String(text[close...]))
     }
 
     // MARK: Byte-level helpers

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CMNL  // sys/socket.h: SOCK_STREAM and SOCK_CLOEXEC, which Glibc alone does not export in every build mode
 
 /// A wireguard-go process serving one interface, started in the foreground (`-f`) so this process
 /// owns it and can stop it. For hosts without kernel WireGuard.
