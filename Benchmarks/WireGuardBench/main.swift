@@ -1,7 +1,7 @@
 // WireGuardBench: the library's UAPI backend against wireguard-tools (`wg`) on one wireguard-go
 // daemon, in one run on one machine. Needs root, wireguard-go and wg. Prints figures; asserts nothing.
 //
-//   WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N]
+//   WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N]
 //
 // See docs/benchmarks.md (WireGuard section) and scripts/bench-wireguard.sh.
 
@@ -13,9 +13,10 @@ import MeshWireGuard
 // MARK: Arguments
 
 var sizes = [100, 1_000, 10_000]
-var fullIterations: [Int: Int] = [100: 20, 1_000: 10, 10_000: 5]
+var fullIterations: [Int: Int] = [100: 20, 1_000: 10, 10_000: 8]
 var onePeerIterations = 200
 var memoryCycles = 100
+var replaceCycles = 10
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -25,8 +26,9 @@ while let a = args.popFirst() {
         for s in sizes { fullIterations[s] = n }
     case "--one-peer": onePeerIterations = Int(args.popFirst() ?? "") ?? 200
     case "--memory-cycles": memoryCycles = Int(args.popFirst() ?? "") ?? 100
+    case "--replace-cycles": replaceCycles = Int(args.popFirst() ?? "") ?? 10
     default:
-        print("usage: WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N]")
+        print("usage: WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N]")
         exit(2)
     }
 }
@@ -160,14 +162,19 @@ do {
         writeFile(confPath, wgConf(privateKey: privateKey, port: port, peers: peers))
         var ours: [Double] = [], theirs: [Double] = []
         let iterations = fullIterations[n] ?? 5
-        for _ in 0..<iterations {
-            // Alternate who goes first so neither always meets a freshly emptied daemon.
-            try await reset()
-            ours.append(try await measure { try await uapi.configure(device: iface, config) })
-            try await reset()
-            var status: Int32 = 0
-            theirs.append(await measure { status = run(["wg", "setconf", iface, confPath]) })
-            if status != 0 { throw WireGuardError.daemon("wg setconf exited \(status)") }
+        for i in 0..<iterations {
+            // Alternate who goes first: the daemon's heap grows over the run (every full replace
+            // leaves garbage for Go's collector), so a fixed order would favour whoever goes first.
+            for turn in (i % 2 == 0 ? [0, 1] : [1, 0]) {
+                try await reset()
+                if turn == 0 {
+                    ours.append(try await measure { try await uapi.configure(device: iface, config) })
+                } else {
+                    var status: Int32 = 0
+                    theirs.append(await measure { status = run(["wg", "setconf", iface, confPath]) })
+                    if status != 0 { throw WireGuardError.daemon("wg setconf exited \(status)") }
+                }
+            }
         }
         let check = try await uapi.device(named: iface)
         if check.peers.count != n { throw WireGuardError.daemon("expected \(n) peers after apply, found \(check.peers.count)") }
@@ -239,17 +246,40 @@ do {
     print("")
 
     // MARK: Memory
-    let before = rssKiB(daemon.pid)
-    var samples: [Int] = []
-    for i in 0..<memoryCycles {
-        let k = randomKey()
-        try await uapi.configure(device: iface, WireGuardConfig(peers: [peer(base + i, k)]))
-        try await uapi.configure(device: iface, WireGuardConfig(peers: [.removing(k)]))
-        if (i + 1) % max(1, memoryCycles / 4) == 0 { samples.append(rssKiB(daemon.pid)) }
+    // A daemon of its own: the one above has been through dozens of full replaces.
+    let memIface = "wgm\(getpid() % 100_000)"
+    let memDaemon = try await WireGuardGoDaemon.start(interface: memIface)
+    do {
+        var memConfig = baseConfig
+        memConfig.listenPort = port + 1
+        try await uapi.configure(device: memIface, memConfig)
+        try await Task.sleep(for: .seconds(1))
+        let loaded = rssKiB(memDaemon.pid)
+        var samples: [Int] = []
+        for i in 0..<memoryCycles {
+            let k = randomKey()
+            try await uapi.configure(device: memIface, WireGuardConfig(peers: [peer(base + i, k)]))
+            try await uapi.configure(device: memIface, WireGuardConfig(peers: [.removing(k)]))
+            if (i + 1) % max(1, memoryCycles / 5) == 0 { samples.append(rssKiB(memDaemon.pid)) }
+        }
+        let after = rssKiB(memDaemon.pid)
+        print("Daemon memory, fresh wireguard-go with \(base) peers, \(memoryCycles) one-peer add+remove cycles:")
+        print("  RSS loaded \(loaded) KiB, after \(after) KiB, growth \(after - loaded) KiB "
+              + "(\(format("%.2f", Double(after - loaded) / Double(loaded) * 100))%); samples \(samples.map(String.init).joined(separator: ", ")) KiB")
+        // For contrast, the pattern that made the daemon balloon: re-sending the whole set each time.
+        var replaceSamples: [Int] = []
+        for _ in 0..<replaceCycles {
+            try await uapi.configure(device: memIface, memConfig)
+            replaceSamples.append(rssKiB(memDaemon.pid))
+        }
+        let replaced = rssKiB(memDaemon.pid)
+        print("  contrast, \(replaceCycles) full replaces of all \(base) peers: RSS \(after) -> \(replaced) KiB "
+              + "(+\(replaced - after) KiB); samples \(replaceSamples.map(String.init).joined(separator: ", ")) KiB")
+    } catch {
+        await memDaemon.stop()
+        throw error
     }
-    let after = rssKiB(daemon.pid)
-    print("Daemon memory over \(memoryCycles) one-peer add+remove cycles on \(base) peers:")
-    print("  RSS before \(before) KiB, after \(after) KiB, growth \(after - before) KiB; samples \(samples.map(String.init).joined(separator: ", ")) KiB")
+    await memDaemon.stop()
 } catch {
     print("WireGuardBench: FAILED: \(error)")
     failed = true

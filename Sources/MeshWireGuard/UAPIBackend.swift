@@ -94,7 +94,19 @@ public actor UAPIBackend: WireGuardBackend {
         let op = "\(operation) \(name)"
         let fd = try connect(name, op)
         defer { close(fd) }
-        try writeAll(fd, request, op)
+        do {
+            try writeAll(fd, request, op)
+        } catch {
+            // The daemon stops reading at the first line it rejects, answers `errno=N` and hangs up,
+            // so a long request ends in EPIPE. Its answer is the real error: read it if it is there.
+            guard case .uapi(let e, _) = error, e == EPIPE || e == ECONNRESET else { throw error }
+            if let reply = try? readReply(fd, op), UAPIProtocol.isComplete(reply) { return reply }
+            throw error
+        }
+        return try readReply(fd, op)
+    }
+
+    private func readReply(_ fd: Int32, _ op: String) throws(WireGuardError) -> [UInt8] {
         // Read straight into the reply's spare capacity, doubling it as needed: a 10,000-peer reply is
         // several megabytes, and a zero-filled bounce buffer plus a copy per read showed up in the dump time.
         var capacity = 16 * 1024

@@ -31,6 +31,21 @@ struct UAPIBackendTests {
         }
     }
 
+    /// The daemon rejects the first line it cannot apply and hangs up while a large request is
+    /// still being written; the caller must get the daemon's errno, not EPIPE.
+    @Test func daemonErrorWinsOverBrokenPipe() async throws {
+        try await withDaemon { first, backend async throws in
+            try await withDaemon { second, _ async throws in
+                let port = UInt16(30_000 + Int(getpid() % 20_000))
+                try await backend.configure(device: first, WireGuardConfig(listenPort: port))
+                let big = WireGuardConfig(listenPort: port, replacePeers: true, peers: (0..<20_000).map { syntheticPeer($0, key: randomKey()) })
+                await #expect(throws: WireGuardError.uapi(errno: EADDRINUSE, operation: "set \(second)")) {
+                    try await backend.configure(device: second, big)
+                }
+            }
+        }
+    }
+
     @Test func daemonStartFailsLoudlyForBadExecutable() async throws {
         await #expect(throws: WireGuardError.self) {
             _ = try await WireGuardGoDaemon.start(interface: Names.next("wgt"), executable: "/nonexistent/wireguard-go",
