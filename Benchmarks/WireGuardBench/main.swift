@@ -1,7 +1,8 @@
 // WireGuardBench: the library's UAPI backend against wireguard-tools (`wg`) on one wireguard-go
 // daemon, in one run on one machine. Needs root, wireguard-go and wg. Prints figures; asserts nothing.
 //
-//   WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N]
+//   WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N]
+//                  [--replace-cycles N] [--long-cycles N]
 //
 // See docs/benchmarks.md (WireGuard section) and scripts/bench-wireguard.sh.
 
@@ -16,7 +17,8 @@ var sizes = [100, 1_000, 10_000]
 var fullIterations: [Int: Int] = [100: 20, 1_000: 10, 10_000: 8]
 var onePeerIterations = 200
 var memoryCycles = 100
-var replaceCycles = 10
+var replaceCycles = 5
+var longCycles = 0
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -26,9 +28,10 @@ while let a = args.popFirst() {
         for s in sizes { fullIterations[s] = n }
     case "--one-peer": onePeerIterations = Int(args.popFirst() ?? "") ?? 200
     case "--memory-cycles": memoryCycles = Int(args.popFirst() ?? "") ?? 100
-    case "--replace-cycles": replaceCycles = Int(args.popFirst() ?? "") ?? 10
+    case "--replace-cycles": replaceCycles = Int(args.popFirst() ?? "") ?? 5
+    case "--long-cycles": longCycles = Int(args.popFirst() ?? "") ?? 0
     default:
-        print("usage: WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N]")
+        print("usage: WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N] [--long-cycles N]")
         exit(2)
     }
 }
@@ -246,40 +249,62 @@ do {
     print("")
 
     // MARK: Memory
-    // A daemon of its own: the one above has been through dozens of full replaces.
-    let memIface = "wgm\(getpid() % 100_000)"
-    let memDaemon = try await WireGuardGoDaemon.start(interface: memIface)
-    do {
-        var memConfig = baseConfig
-        memConfig.listenPort = port + 1
-        try await uapi.configure(device: memIface, memConfig)
-        try await Task.sleep(for: .seconds(1))
-        let loaded = rssKiB(memDaemon.pid)
-        var samples: [Int] = []
-        for i in 0..<memoryCycles {
-            let k = randomKey()
-            try await uapi.configure(device: memIface, WireGuardConfig(peers: [peer(base + i, k)]))
-            try await uapi.configure(device: memIface, WireGuardConfig(peers: [.removing(k)]))
-            if (i + 1) % max(1, memoryCycles / 5) == 0 { samples.append(rssKiB(memDaemon.pid)) }
+    // Each pattern gets a fresh daemon loaded with the same 10,000 peers: the daemon above has been
+    // through dozens of full replaces, and patterns must not inherit each other's garbage.
+    var memConfig = baseConfig
+    memConfig.listenPort = port + 1
+    func memoryRun(_ label: String, cycles: Int, _ body: (String, Int) async throws -> Void) async throws {
+        let name = "wgm\(getpid() % 100_000)"
+        let d = try await WireGuardGoDaemon.start(interface: name)
+        do {
+            try await uapi.configure(device: name, memConfig)
+            try await Task.sleep(for: .seconds(1))
+            let loaded = rssKiB(d.pid)
+            var samples: [Int] = []
+            for i in 0..<cycles {
+                try await body(name, i)
+                if (i + 1) % max(1, cycles / 5) == 0 { samples.append(rssKiB(d.pid)) }
+            }
+            let after = rssKiB(d.pid)
+            print("  " + label.padding(44) + "RSS \(loaded) -> \(after) KiB (\(after - loaded >= 0 ? "+" : "")\(after - loaded) KiB, "
+                  + format("%+.2f", Double(after - loaded) / Double(loaded) * 100) + "%); samples \(samples.map(String.init).joined(separator: ", "))")
+        } catch {
+            await d.stop()
+            throw error
         }
-        let after = rssKiB(memDaemon.pid)
-        print("Daemon memory, fresh wireguard-go with \(base) peers, \(memoryCycles) one-peer add+remove cycles:")
-        print("  RSS loaded \(loaded) KiB, after \(after) KiB, growth \(after - loaded) KiB "
-              + "(\(format("%.2f", Double(after - loaded) / Double(loaded) * 100))%); samples \(samples.map(String.init).joined(separator: ", ")) KiB")
-        // For contrast, the pattern that made the daemon balloon: re-sending the whole set each time.
-        var replaceSamples: [Int] = []
-        for _ in 0..<replaceCycles {
-            try await uapi.configure(device: memIface, memConfig)
-            replaceSamples.append(rssKiB(memDaemon.pid))
-        }
-        let replaced = rssKiB(memDaemon.pid)
-        print("  contrast, \(replaceCycles) full replaces of all \(base) peers: RSS \(after) -> \(replaced) KiB "
-              + "(+\(replaced - after) KiB); samples \(replaceSamples.map(String.init).joined(separator: ", ")) KiB")
-    } catch {
-        await memDaemon.stop()
-        throw error
+        await d.stop()
     }
-    await memDaemon.stop()
+    print("Daemon memory (VmRSS of wireguard-go), each line a fresh daemon holding \(base) peers:")
+    try await memoryRun("ours: \(memoryCycles) one-peer add+remove cycles", cycles: memoryCycles) { name, i in
+        let k = randomKey()
+        try await uapi.configure(device: name, WireGuardConfig(peers: [peer(base + i, k)]))
+        try await uapi.configure(device: name, WireGuardConfig(peers: [.removing(k)]))
+    }
+    try await memoryRun("wg set: \(memoryCycles) one-peer add+remove cycles", cycles: memoryCycles) { name, i in
+        let k = randomKey()
+        let p = peer(base + i, k)
+        run(["wg", "set", name, "peer", k.base64, "allowed-ips", p.allowedIPs.map(\.description).joined(separator: ","),
+             "endpoint", p.endpoint!.description, "persistent-keepalive", "25"])
+        run(["wg", "set", name, "peer", k.base64, "remove"])
+    }
+    try await memoryRun("ours: \(memoryCycles) one-peer updates (endpoint+IPs)", cycles: memoryCycles) { name, i in
+        try await uapi.configure(device: name, WireGuardConfig(peers: [
+            WireGuardPeerConfig(publicKey: baseKeys[0], endpoint: HostPort(host: "198.18.250.\(i % 250 + 1)", port: 51820),
+                                replaceAllowedIPs: true, allowedIPs: baseConfig.peers[0].allowedIPs),
+        ]))
+    }
+    if longCycles > 0 {
+        try await memoryRun("ours: \(longCycles) one-peer add+remove cycles", cycles: longCycles) { name, i in
+            let k = randomKey()
+            try await uapi.configure(device: name, WireGuardConfig(peers: [peer(base + i, k)]))
+            try await uapi.configure(device: name, WireGuardConfig(peers: [.removing(k)]))
+        }
+    }
+    if replaceCycles > 0 {
+        try await memoryRun("contrast: \(replaceCycles) full replaces of all peers", cycles: replaceCycles) { name, _ in
+            try await uapi.configure(device: name, memConfig)
+        }
+    }
 } catch {
     print("WireGuardBench: FAILED: \(error)")
     failed = true
