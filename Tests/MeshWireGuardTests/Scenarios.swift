@@ -105,6 +105,13 @@ enum Scenarios {
             #expect(report.skippedUpdateOnlyPeers == [p3])
             try await check("update-only missing", [p1: ["100.64.9.1/32"], p2: ["100.64.9.2/32"]])
 
+            // Without the check the same call says nothing, and still creates nothing.
+            report = try await backend.configure(device: s.interface, WireGuardConfig(peers: [
+                WireGuardPeerConfig(publicKey: p3, updateOnly: true, allowedIPs: [IPPrefix("100.64.9.3/32")!]),
+            ], reportSkippedUpdateOnlyPeers: false))
+            #expect(report.skippedUpdateOnlyPeers.isEmpty)
+            try await check("update-only missing, unchecked", [p1: ["100.64.9.1/32"], p2: ["100.64.9.2/32"]])
+
             // update-only on an existing peer: prefixes are added, not replaced.
             report = try await backend.configure(device: s.interface, WireGuardConfig(peers: [
                 WireGuardPeerConfig(publicKey: p1, updateOnly: true, endpoint: HostPort("198.18.9.1:1111"), allowedIPs: [IPPrefix("100.64.10.0/24")!]),
