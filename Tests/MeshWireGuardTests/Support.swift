@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshNet
+import Synchronization
 @testable import MeshWireGuard
 
 /// Runs a command to completion without blocking a cooperative thread: output goes to a temporary
@@ -52,15 +53,15 @@ func hasExecutable(_ name: String) -> Bool {
 /// Interface and namespace names unique on the host: UAPI sockets live in one global directory,
 /// so two test processes (or two worktrees) must never pick the same interface name.
 enum Names {
-    nonisolated(unsafe) private static var counter = 0
-    private static let lock = NSLock()
+    private static let counter = Mutex(0)
     static let tag = String(getpid() % 100_000)
 
     static func next(_ prefix: String) -> String {
-        lock.lock()
-        defer { lock.unlock() }
-        counter += 1
-        return "\(prefix)\(tag)\(counter)"  // e.g. wgt123451: at most 3 + 5 + 3 chars, under 15
+        let n = counter.withLock { value -> Int in
+            value += 1
+            return value
+        }
+        return "\(prefix)\(tag)\(n)"  // e.g. wgt123451: at most 3 + 5 + 3 chars, under 15
     }
 }
 
