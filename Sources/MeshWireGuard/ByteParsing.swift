@@ -25,8 +25,9 @@ enum ByteParsing {
             guard let v6 = ipv6(host) else { return nil }
             return HostPort(host: v6.description, port: UInt16(port))
         }
-        guard let v4 = ipv4(host) else { return nil }
-        return HostPort(host: v4.description, port: UInt16(port))
+        // ipv4() accepts only the canonical dotted quad, so the bytes already are the description.
+        guard ipv4(host) != nil else { return nil }
+        return HostPort(host: String(decoding: host, as: UTF8.self), port: UInt16(port))
     }
 
     static func address(_ b: Bytes) -> IPAddress? {
@@ -56,11 +57,21 @@ enum ByteParsing {
         return IPv4Address(value << 8 | part)
     }
 
+    /// Groups accumulate into two 128-bit values (before and after `::`), so no array is allocated.
     static func ipv6(_ b: Bytes) -> IPv6Address? {
         guard b.count >= 2, b.count <= 45 else { return nil }
-        var head: [UInt16] = [], tail: [UInt16] = []
-        head.reserveCapacity(8)
+        var head: UInt128 = 0, tail: UInt128 = 0
+        var headCount = 0, tailCount = 0
         var sawGap = false
+        func push(_ g: UInt128) {
+            if sawGap {
+                tail = tail << 16 | g
+                tailCount += 1
+            } else {
+                head = head << 16 | g
+                headCount += 1
+            }
+        }
         var i = b.startIndex
         let end = b.endIndex
         if b[i] == UInt8(ascii: ":") {
@@ -82,14 +93,13 @@ enum ByteParsing {
                 j += 1
             }
             if dotted {
-                guard j == end, let v4 = ipv4(b[i..<j]) else { return nil }
-                let pair = [UInt16(v4.value >> 16), UInt16(v4.value & 0xffff)]
-                if sawGap { tail += pair } else { head += pair }
-                i = j
+                guard j == end, headCount + tailCount <= 6, let v4 = ipv4(b[i..<j]) else { return nil }
+                push(UInt128(v4.value >> 16))
+                push(UInt128(v4.value & 0xffff))
                 break
             }
-            guard digits > 0 else { return nil }
-            if sawGap { tail.append(UInt16(group)) } else { head.append(UInt16(group)) }
+            guard digits > 0, headCount + tailCount < 8 else { return nil }
+            push(UInt128(group))
             i = j
             if i < end {
                 i += 1  // the ':'
@@ -101,14 +111,10 @@ enum ByteParsing {
                 }
             }
         }
-        let total = head.count + tail.count
+        let total = headCount + tailCount
         guard sawGap ? total <= 7 : total == 8 else { return nil }
-        var high: UInt64 = 0, low: UInt64 = 0
-        let groups = head + [UInt16](repeating: 0, count: 8 - total) + tail
-        for (k, g) in groups.enumerated() {
-            if k < 4 { high = high << 16 | UInt64(g) } else { low = low << 16 | UInt64(g) }
-        }
-        return IPv6Address(high: high, low: low)
+        let value = (headCount == 0 ? 0 : head << UInt128(16 * (8 - headCount))) | tail
+        return IPv6Address(high: UInt64(truncatingIfNeeded: value >> 64), low: UInt64(truncatingIfNeeded: value))
     }
 
     @inline(__always)

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import MeshNet
 
 /// The cross-platform configuration protocol spoken on `/var/run/wireguard/<iface>.sock`
@@ -148,19 +153,20 @@ enum UAPIProtocol {
     typealias Bytes = Slice<UnsafeBufferPointer<UInt8>>
 
     /// Calls `body` for each `key=value` line up to the terminating blank line.
+    /// memchr does the scanning: a 10,000-peer reply is several megabytes of long hex lines.
     static func forEachLine(_ reply: [UInt8], _ body: (Bytes, Bytes) throws(WireGuardError) -> Void) throws(WireGuardError) {
         let result: WireGuardError? = reply.withUnsafeBufferPointer { buf -> WireGuardError? in
+            guard let base = buf.baseAddress else { return nil }
             var start = 0
             let n = buf.count
             while start < n {
-                var end = start
-                while end < n && buf[end] != UInt8(ascii: "\n") { end += 1 }
+                let end = memchr(base + start, Int32(UInt8(ascii: "\n")), n - start)
+                    .map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
                 if end == start { return nil }  // blank line: end of message
-                var eq = start
-                while eq < end && buf[eq] != UInt8(ascii: "=") { eq += 1 }
-                guard eq < end else {
+                guard let eqPointer = memchr(base + start, Int32(UInt8(ascii: "=")), end - start) else {
                     return .malformedReply("line without '=': \(String(decoding: buf[start..<end], as: UTF8.self))")
                 }
+                let eq = UnsafePointer(eqPointer.assumingMemoryBound(to: UInt8.self)) - base
                 do throws(WireGuardError) {
                     try body(buf[start..<eq], buf[(eq + 1)..<end])
                 } catch {
@@ -175,14 +181,8 @@ enum UAPIProtocol {
 
     @inline(__always)
     static func equals(_ bytes: Bytes, _ literal: StaticString) -> Bool {
-        guard bytes.count == literal.utf8CodeUnitCount else { return false }
-        let p = literal.utf8Start
-        var i = 0
-        for b in bytes {
-            if b != p[i] { return false }
-            i += 1
-        }
-        return true
+        bytes.count == literal.utf8CodeUnitCount
+            && memcmp(bytes.base.baseAddress! + bytes.startIndex, literal.utf8Start, bytes.count) == 0
     }
 
     static func integer(_ bytes: Bytes, _ what: String) throws(WireGuardError) -> Int64 {
