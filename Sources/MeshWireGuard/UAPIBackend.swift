@@ -59,8 +59,9 @@ public actor UAPIBackend: WireGuardBackend {
     }
 
     public func device(named name: String) throws(WireGuardError) -> WireGuardDevice {
-        let reply = try exchange(name, UAPIProtocol.getRequest, operation: "get")
-        return try UAPIProtocol.parseGetReply(reply, device: name)
+        try exchange(name, UAPIProtocol.getRequest, operation: "get") { reply throws(WireGuardError) in
+            try UAPIProtocol.parseGetReply(reply, device: name)
+        }
     }
 
     @discardableResult
@@ -76,8 +77,9 @@ public actor UAPIBackend: WireGuardBackend {
             skipped = updateOnly.filter { !existing.contains($0) }
         }
         let request = UAPIProtocol.encodeSet(config)
-        let reply = try exchange(name, request, operation: "set")
-        try UAPIProtocol.parseSetReply(reply, device: name)
+        try exchange(name, request, operation: "set") { reply throws(WireGuardError) in
+            try UAPIProtocol.parseSetReply(reply, device: name)
+        }
         if !skipped.isEmpty {
             logger.debug("update-only peers not present, skipped", metadata: ["device": "\(name)", "count": "\(skipped.count)"])
         }
@@ -87,55 +89,53 @@ public actor UAPIBackend: WireGuardBackend {
     /// Sends a raw request and returns the raw reply (up to and including the blank line).
     /// Exposed for benchmarks and tests that compare against the protocol itself.
     public func rawExchange(device name: String, request: [UInt8]) throws(WireGuardError) -> [UInt8] {
-        try exchange(name, request, operation: "raw")
+        try exchange(name, request, operation: "raw") { reply throws(WireGuardError) in Array(reply) }
     }
 
-    private func exchange(_ name: String, _ request: [UInt8], operation: String) throws(WireGuardError) -> [UInt8] {
+    /// Reused across calls: a 10,000-peer reply is several megabytes, and growing a fresh buffer each
+    /// time (copies, page faults) cost as much as parsing it. Confined to this actor.
+    private let receive = ReceiveBuffer()
+    /// A buffer grown past this is released after the call instead of being kept.
+    private static let retainedBufferLimit = 32 * 1024 * 1024
+
+    /// Sends `request` and hands the complete reply to `body`; the bytes are valid only inside it.
+    private func exchange<R>(_ name: String, _ request: [UInt8], operation: String,
+                             _ body: (UnsafeBufferPointer<UInt8>) throws(WireGuardError) -> R) throws(WireGuardError) -> R {
         let op = "\(operation) \(name)"
         let fd = try connect(name, op)
         defer { close(fd) }
+        let count: Int
         do {
             try writeAll(fd, request, op)
+            count = try readReply(fd, op)
         } catch {
             // The daemon stops reading at the first line it rejects, answers `errno=N` and hangs up,
             // so a long request ends in EPIPE. Its answer is the real error: read it if it is there.
-            guard case .uapi(let e, _) = error, e == EPIPE || e == ECONNRESET else { throw error }
-            if let reply = try? readReply(fd, op), UAPIProtocol.isComplete(reply) { return reply }
-            throw error
+            guard case .uapi(let e, _) = error, e == EPIPE || e == ECONNRESET,
+                  let n = try? readReply(fd, op) else { throw error }
+            count = n
         }
-        return try readReply(fd, op)
+        defer { receive.shrink(above: Self.retainedBufferLimit) }
+        return try body(UnsafeBufferPointer(rebasing: receive.bytes[0..<count]))
     }
 
-    private func readReply(_ fd: Int32, _ op: String) throws(WireGuardError) -> [UInt8] {
-        // Read straight into the reply's spare capacity, doubling it as needed: a 10,000-peer reply is
-        // several megabytes, and a zero-filled bounce buffer plus a copy per read showed up in the dump time.
-        var capacity = 16 * 1024
-        var reply = [UInt8]()
+    /// Reads one whole reply into the receive buffer and returns its length.
+    private func readReply(_ fd: Int32, _ op: String) throws(WireGuardError) -> Int {
+        var count = 0
         while true {
-            var failure: WireGuardError?
-            var closed = false
-            let old = reply
-            reply = [UInt8](unsafeUninitializedCapacity: capacity) { buf, count in
-                old.withUnsafeBufferPointer { o in
-                    if let base = o.baseAddress { buf.baseAddress!.initialize(from: base, count: o.count) }
-                }
-                count = old.count
-                while count < capacity {
-                    let n = read(fd, buf.baseAddress! + count, capacity - count)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        failure = .uapi(errno: errno, operation: op)
-                        return
-                    }
-                    if n == 0 { closed = true; return }
-                    count += n
-                    if count >= 2 && buf[count - 1] == UInt8(ascii: "\n") && buf[count - 2] == UInt8(ascii: "\n") { return }
-                }
+            if count == receive.bytes.count { receive.grow() }
+            let buffer = receive.bytes
+            let n = read(fd, buffer.baseAddress! + count, buffer.count - count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .uapi(errno: errno, operation: op)
             }
-            if let failure { throw failure }
-            if UAPIProtocol.isComplete(reply) { return reply }
-            if closed { throw .malformedReply("\(op): connection closed before the end of the reply") }
-            capacity *= 4
+            if n == 0 { throw .malformedReply("\(op): connection closed before the end of the reply") }
+            count += n
+            // Every reply ends with `errno=N` and a blank line, and no earlier line is empty.
+            if count >= 2 && buffer[count - 1] == UInt8(ascii: "\n") && buffer[count - 2] == UInt8(ascii: "\n") {
+                return count
+            }
         }
     }
 
@@ -178,5 +178,25 @@ public actor UAPIBackend: WireGuardBackend {
             }
             offset += n
         }
+    }
+}
+
+/// The UAPI backend's reply buffer; owned by one actor and only touched on its executor.
+private final class ReceiveBuffer {
+    private(set) var bytes = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 64 * 1024)
+
+    deinit { bytes.deallocate() }
+
+    func grow() {
+        let bigger = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes.count * 4)
+        _ = bigger.initialize(fromContentsOf: bytes)
+        bytes.deallocate()
+        bytes = bigger
+    }
+
+    func shrink(above limit: Int) {
+        guard bytes.count > limit else { return }
+        bytes.deallocate()
+        bytes = .allocate(capacity: 64 * 1024)
     }
 }

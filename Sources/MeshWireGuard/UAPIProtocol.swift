@@ -63,6 +63,18 @@ enum UAPIProtocol {
 
     /// Parses the reply to `set=1`: just the errno.
     static func parseSetReply(_ reply: [UInt8], device: String) throws(WireGuardError) {
+        let result: WireGuardError? = reply.withUnsafeBufferPointer { buf -> WireGuardError? in
+            do throws(WireGuardError) {
+                try parseSetReply(buf, device: device)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let result { throw result }
+    }
+
+    static func parseSetReply(_ reply: UnsafeBufferPointer<UInt8>, device: String) throws(WireGuardError) {
         var errnoValue: Int64?
         try forEachLine(reply) { key, value throws(WireGuardError) in
             guard equals(key, "errno") else {
@@ -77,8 +89,21 @@ enum UAPIProtocol {
     /// Parses the reply to `get=1` into a device reading. The device's public key is derived from the
     /// private key, as the protocol does not carry it.
     static func parseGetReply(_ reply: [UInt8], device name: String) throws(WireGuardError) -> WireGuardDevice {
+        let result: Result<WireGuardDevice, WireGuardError> = reply.withUnsafeBufferPointer { buf in
+            do throws(WireGuardError) {
+                return .success(try parseGetReply(buf, device: name))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    static func parseGetReply(_ reply: UnsafeBufferPointer<UInt8>, device name: String) throws(WireGuardError) -> WireGuardDevice {
         var device = WireGuardDevice(name: name, backend: .userspace)
         var peers: [WireGuardPeer] = []
+        // A peer takes 300-400 bytes of reply; reserving avoids regrowing a large array of large structs.
+        peers.reserveCapacity(reply.count / 320)
         // The peer being read is mutated in place: copying it out of an optional per line would copy
         // its allowed-IP array on every append.
         var peer = WireGuardPeer(publicKey: .zero)
@@ -154,8 +179,8 @@ enum UAPIProtocol {
 
     /// Calls `body` for each `key=value` line up to the terminating blank line.
     /// memchr does the scanning: a 10,000-peer reply is several megabytes of long hex lines.
-    static func forEachLine(_ reply: [UInt8], _ body: (Bytes, Bytes) throws(WireGuardError) -> Void) throws(WireGuardError) {
-        let result: WireGuardError? = reply.withUnsafeBufferPointer { buf -> WireGuardError? in
+    static func forEachLine(_ buf: UnsafeBufferPointer<UInt8>, _ body: (Bytes, Bytes) throws(WireGuardError) -> Void) throws(WireGuardError) {
+        let result: WireGuardError? = { () -> WireGuardError? in
             guard let base = buf.baseAddress else { return nil }
             var start = 0
             let n = buf.count
@@ -175,7 +200,7 @@ enum UAPIProtocol {
                 start = end + 1
             }
             return nil
-        }
+        }()
         if let result { throw result }
     }
 
