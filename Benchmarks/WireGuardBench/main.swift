@@ -308,6 +308,13 @@ do {
             try await uapi.configure(device: name, WireGuardConfig(peers: [peer(base + i, k)]))
             try await uapi.configure(device: name, WireGuardConfig(peers: [.removing(k)]))
         }
+        try await memoryRun("wg set: \(longCycles) one-peer add+remove cycles", cycles: longCycles) { name, i in
+            let k = randomKey()
+            let p = peer(base + i, k)
+            run(["wg", "set", name, "peer", k.base64, "allowed-ips", p.allowedIPs.map(\.description).joined(separator: ","),
+                 "endpoint", p.endpoint!.description, "persistent-keepalive", "25"])
+            run(["wg", "set", name, "peer", k.base64, "remove"])
+        }
     }
     if replaceCycles > 0 {
         try await memoryRun("contrast: \(replaceCycles) full replaces of all peers", cycles: replaceCycles) { name, _ in
