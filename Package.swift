@@ -120,5 +120,9 @@ let package = Package(
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+
+        // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
+        bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
     ]
 )
