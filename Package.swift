@@ -119,6 +119,7 @@ let package = Package(
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
+        tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
 

@@ -133,8 +133,9 @@ public final class Fanout: Sendable {
     func enqueue(_ tenants: some Sequence<UUID>) {
         let waiters = pending.withLock { p -> [CheckedContinuation<Void, Never>] in
             p.set.formUnion(tenants)
+            guard !p.set.isEmpty else { return [] }
             defer { p.waiters.removeAll() }
-            return p.set.isEmpty ? [] : p.waiters
+            return p.waiters
         }
         waiters.forEach { $0.resume() }
     }
@@ -197,6 +198,7 @@ public struct FanoutPublisher: Service {
                             break
                         }
                     }
+                    f.logger.debug("outbox listener stopped")
                 }
                 // The fallback: poll, and prune now and then.
                 group.addTask {
@@ -209,6 +211,7 @@ public struct FanoutPublisher: Service {
                             f.logger.info("pruned published changes", metadata: ["count": "\(n)"])
                         }
                     }
+                    f.logger.debug("outbox poller stopped")
                 }
                 // The publishers.
                 group.addTask {
@@ -233,6 +236,7 @@ public struct FanoutPublisher: Service {
                             }
                         }
                     }
+                    f.logger.debug("publisher stopped")
                 }
             }
         }
