@@ -120,6 +120,7 @@ let package = Package(
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
         tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
+        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
 
