@@ -121,6 +121,7 @@ let package = Package(
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
         tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto"]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
 
