@@ -126,6 +126,7 @@ let package = Package(
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
 
         // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
+        bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
     ]
 )

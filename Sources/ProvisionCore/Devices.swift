@@ -105,12 +105,18 @@ extension Provisioner {
         device.online = false
         let config = renderer.render(privateKey: keys.privateKey, ipv4: IPv4Address(ipv4)!, ipv6: IPv6Address(ipv6)!, label: label,
                                      dnsName: device.dnsName, nodes: committed.nodes, deviceRanges: committed.ranges)
-        let svg: String
+        // Level M suits a screen; a long config (many nodes) falls back to L, and one too long
+        // even for that is still provisioned, with the .conf as the only way in.
+        var svg = "", qrReason = ""
         do {
-            svg = try MeshQR.svg(for: config)
+            svg = try MeshQR.svg(for: config, errorCorrection: .medium)
         } catch {
-            logger.error("QR rendering failed", metadata: ["device.id": "\(deviceID.lowercased)", "error": "\(error)"])
-            throw .internal("could not render the QR code")
+            do {
+                svg = try MeshQR.svg(for: config, errorCorrection: .low)
+            } catch {
+                qrReason = "the config (\(config.utf8.count) bytes, \(committed.nodes.count) nodes) is too large for a QR code; use the .conf file"
+                logger.notice("no QR code for a large config", metadata: ["device.id": "\(deviceID.lowercased)", "error": "\(error)"])
+            }
         }
         logger.info("device created", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(deviceID.lowercased)",
                                                  "device.slug": "\(committed.slug)", "revision": "\(committed.revision)", "request.id": "\(requestID)"])
@@ -118,6 +124,7 @@ extension Provisioner {
         resp.device = device
         resp.config = config
         resp.qrSvg = svg
+        resp.qrUnavailableReason = qrReason
         return resp
     }
 

@@ -279,6 +279,19 @@ struct ProvisionTests {
         await c.stop()
     }
 
+    @Test func aConfigTooLargeForAQRCodeIsStillProvisioned() async throws {
+        let c = try await ControlPlane.start("bigqr")
+        let t = try await c.tenant(.pro)
+        let admin = try await c.user(t, .admin)
+        for i in 0..<16 { _ = try await c.node(t, admin: admin, name: "edge \(i)", endpoint: "198.51.100.\(i + 1):51820") }
+        let r = try await c.client.createDevice(caller: admin, label: "laptop", type: .laptop)
+        #expect(r.config.components(separatedBy: "[Peer]").count == 17, "one [Peer] per node")
+        #expect(r.qrSvg.isEmpty)
+        #expect(r.qrUnavailableReason.contains("too large for a QR code"))
+        #expect(r.config.utf8.count > 2953)
+        await c.stop()
+    }
+
     /// How many ProvisionSvc instances served at least one request on `endpoint` ($SRV.STATS).
     func servingReplicas(_ c: ControlPlane, endpoint: String) async throws -> Int {
         let inbox = "_INBOX.stats.\(Nuid.next())"
