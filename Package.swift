@@ -103,7 +103,7 @@ let package = Package(
         lib("NodeApplierCore", ["MeshBus", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
-        lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle,
+        lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
                             .product(name: "Hummingbird", package: "hummingbird"),
                             .product(name: "JWTKit", package: "jwt-kit")],
             resources: [.copy("Web")]),
@@ -120,5 +120,9 @@ let package = Package(
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
+                               .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "HummingbirdTesting", package: "hummingbird"),
+                               .product(name: "JWTKit", package: "jwt-kit")]),
     ]
 )
