@@ -108,7 +108,7 @@ let package = Package(
                             .product(name: "JWTKit", package: "jwt-kit")],
             resources: [.copy("Web")]),
         exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
-        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser]),
+        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser, log]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),

@@ -199,13 +199,16 @@ public struct TokenMinter: Sendable {
     /// A token for a user.
     public func user(tenantID: String, userID: String, role: Mesh_V1_Role, ttl: Duration = .seconds(3600),
                      amr: [String]? = nil, now: Date = Date()) async throws -> String {
-        try await keys.sign(MeshClaims(sub: userID.lowercased(), tenant: tenantID.lowercased(), role: role.key,
+        // Whole seconds: NumericDate may have fractions, but many verifiers expect integers.
+        let now = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
+        return try await keys.sign(MeshClaims(sub: userID.lowercased(), tenant: tenantID.lowercased(), role: role.key,
                                        expires: now.addingTimeInterval(ttl.timeInterval), amr: amr, issuedAt: now))
     }
 
     /// A CC-agent token for a node.
     public func node(tenantID: String, nodeID: String, ttl: Duration = .seconds(3600), now: Date = Date()) async throws -> String {
-        try await keys.sign(MeshClaims(sub: "node:\(nodeID.lowercased())", tenant: tenantID.lowercased(),
+        let now = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
+        return try await keys.sign(MeshClaims(sub: "node:\(nodeID.lowercased())", tenant: tenantID.lowercased(),
                                        expires: now.addingTimeInterval(ttl.timeInterval), issuedAt: now))
     }
 
