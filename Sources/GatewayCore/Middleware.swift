@@ -44,9 +44,11 @@ public struct RequestIDMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch {
             let api = APIError.from(error)
-            if api.status.code >= 500 {
+            if api.status == .internalServerError {
                 // The cause stays in the log; the client sees only the mapped message.
                 context.logger.error("request failed", metadata: ["error": "\(error)", "http.status": "\(api.status.code)"])
+            } else if api.status.code >= 500 {
+                context.logger.warning("request failed", metadata: ["error": "\(error)", "http.status": "\(api.status.code)"])
             } else {
                 context.logger.debug("request refused", metadata: ["error": "\(error)", "http.status": "\(api.status.code)"])
             }
