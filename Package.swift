@@ -110,6 +110,9 @@ let package = Package(
         exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
         exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser, log]),
 
+        // MARK: Benchmarks
+        bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
+
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
         tests("MeshNetTests", ["MeshNet"]),
