@@ -177,7 +177,7 @@ public enum OpenAPIDocument {
                               "created_at": dateTime, "last_handshake_at": nullableDateTime, "online": bool,
                               "rx_bytes": uint, "tx_bytes": uint, "endpoint": nullableString, "owner_user_id": string]),
             "DeviceList": object(["devices": ["type": "array", "items": ref("Device")]]),
-            "CreateDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 64, "description": "Shown as typed; its slug names the device in DNS."],
+            "CreateDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 63, "description": "Shown as typed; its slug names the device in DNS."],
                                            "type": ref("DeviceType")], required: ["label"]),
             "CreatedDevice": object(["id": string, "label": string, "slug": string, "dns_name": string, "type": ref("DeviceType"),
                                      "mesh_ips": stringArray, "created_at": dateTime,
