@@ -28,12 +28,13 @@ if [ "${MESH_BENCH_SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 work=$(mktemp -d /tmp/mesh-bench-gw.XXXXXX)
+chmod 755 "$work"   # PostgreSQL runs as the postgres user and must reach its data folder
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   scripts/infra.sh stop "$work/infra" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  if [ "${MESH_BENCH_KEEP:-0}" = 1 ]; then echo "bench-gateway: logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -84,7 +85,10 @@ end
 function request()
   counter = counter + 1
   local body = string.format('{"label":"bench %d-%d","type":"laptop"}', tid, counter)
-  return wrk.format("POST", "/api/mesh/devices", {["Content-Type"] = "application/json"}, body)
+  -- wrk.format replaces wrk.headers (which holds -H Authorization) when given a table: copy them.
+  local headers = {["Content-Type"] = "application/json"}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  return wrk.format("POST", "/api/mesh/devices", headers, body)
 end
 LUA
 

@@ -145,7 +145,7 @@ public struct GatewayAPI: Sendable {
         let withStats = level.rawValue >= Mesh_V1_DiagnosticsLevel.perPeerStats.rawValue
         let d = try await dump
         return JSONBody.response(PeerDumpJSON(nodeId: d.nodeID.nilIfEmpty ?? nodeID, diagnostics: withStats ? "per_peer_stats" : "basic_state",
-                                              readAt: Nullable(Timestamp.isoOrNil(ms: d.readAtMs)),
+                                              readAt: Timestamp.isoOrNil(ms: d.readAtMs),
                                               peers: d.peers.map { PeerStatsJSON($0, withStats: withStats) }))
     }
 
@@ -200,7 +200,7 @@ public struct GatewayAPI: Sendable {
         async let stored = provision.getUser(tenantID: caller.tenantID, userID: caller.userID, requestID: caller.requestID)
         async let feature = provision.license(caller: caller)
         _ = try await stored
-        return JSONBody.response(OrbitFeaturesJSON(meshVpn: MeshVPNFeatureJSON(try await feature)))
+        return JSONBody.response(OrbitFeaturesJSON(meshVpn: try await feature))
     }
 
     /// `GET /api/mesh/audit?before=&limit=`: newest first. ProvisionSvc checks admin and plan (Team and above).
@@ -218,8 +218,7 @@ public struct GatewayAPI: Sendable {
             limit = v
         }
         let page = try await provision.audit(caller: caller, beforeID: before, limit: limit)
-        return JSONBody.response(AuditPageJSON(entries: page.entries.map(AuditEntryJSON.init),
-                                               nextBefore: Nullable(page.nextBeforeID > 0 ? page.nextBeforeID : nil)))
+        return JSONBody.response(AuditPageJSON(entries: page.entries, nextBefore: page.nextBeforeID > 0 ? page.nextBeforeID : nil))
     }
 
     // MARK: Control-plane authority

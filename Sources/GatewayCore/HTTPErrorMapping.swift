@@ -18,17 +18,9 @@ public struct APIError: Error, Sendable, Equatable {
     public var headers: [(HTTPHeaderName, String)]
 
     /// A JSON scalar in `details`.
-    public enum DetailValue: Sendable, Equatable, Encodable {
+    public enum DetailValue: Sendable, Equatable {
         case string(String)
         case int(Int)
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.singleValueContainer()
-            switch self {
-            case .string(let s): try c.encode(s)
-            case .int(let i): try c.encode(i)
-            }
-        }
     }
 
     public init(status: HTTPResponse.Status, code: String, message: String, details: [String: DetailValue] = [:],
@@ -110,12 +102,30 @@ public struct APIError: Error, Sendable, Equatable {
 
     /// The JSON response: `{"error": {"code", "message", "request_id", ...details}}`.
     public func response(requestID: String) -> Response {
-        var object: [String: DetailValue] = details
-        object["code"] = .string(code)
-        object["message"] = .string(message)
-        object["request_id"] = .string(requestID)
-        var response = JSONBody.response(["error": object], status: status)
+        var response = JSONBody.response(Body(error: self, requestID: requestID), status: status)
         for (name, value) in headers { response.headers[name] = value }
         return response
+    }
+
+    struct Body: JSONEncodable {
+        let error: APIError
+        let requestID: String
+
+        func encode(to w: inout JSONWriter) {
+            w.object { w in
+                w.key("error"); w.object { w in
+                    w.key("code"); w.string(error.code)
+                    w.key("message"); w.string(error.message)
+                    w.key("request_id"); w.string(requestID)
+                    for (k, v) in error.details.sorted(by: { $0.key < $1.key }) {
+                        w.key(k)
+                        switch v {
+                        case .string(let s): w.string(s)
+                        case .int(let i): w.int(i)
+                        }
+                    }
+                }
+            }
+        }
     }
 }
