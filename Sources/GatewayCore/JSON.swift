@@ -109,6 +109,12 @@ public struct JSONWriter {
 
     private mutating func writeQuoted(_ s: String) {
         bytes.append(UInt8(ascii: "\""))
+        // Most strings (ids, names, addresses) need no escaping: copy them in one go.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            bytes.append(contentsOf: s.utf8)
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         for c in s.utf8 {
             switch c {
             case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
