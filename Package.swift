@@ -110,9 +110,6 @@ let package = Package(
         exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
         exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser, log]),
 
-        // MARK: Benchmarks
-        bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
-
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
         tests("MeshNetTests", ["MeshNet"]),
@@ -122,10 +119,16 @@ let package = Package(
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
+        tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+
+        // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
+        bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
+        bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
     ]
 )

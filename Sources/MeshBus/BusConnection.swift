@@ -175,6 +175,12 @@ public final class BusConnection: Sendable {
         try Self.check(s, "flush")
     }
 
+    /// The same as ``flush(timeout:)`` but blocking the calling thread. Only for code already off
+    /// Swift's cooperative pool, such as a store transaction body, which runs on its connection's thread.
+    public func flushBlocking(timeout: Duration = .seconds(2)) throws {
+        try Self.check(natsConnection_FlushTimeout(nc, timeout.milliseconds), "flush")
+    }
+
     // MARK: Subscribing
 
     /// Subscribes to `subject` (wildcards allowed). With `queue`, the server spreads messages over

@@ -61,3 +61,9 @@ public enum MeshServiceName {
 public enum MeshVersion {
     public static let current = "0.9.0"
 }
+
+/// The change outbox's PostgreSQL NOTIFY channel: ProvisionSvc notifies (payload: tenant id) in the
+/// transaction that writes a change; FanoutSvc listens.
+public enum MeshOutbox {
+    public static let channel = "mesh_outbox"
+}

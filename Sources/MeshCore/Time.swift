@@ -7,3 +7,8 @@ extension Date {
     /// A date from milliseconds since the Unix epoch.
     public init(unixMilliseconds ms: Int64) { self.init(timeIntervalSince1970: Double(ms) / 1000) }
 }
+
+extension UUID {
+    /// The lowercase text form used on the bus, in subjects and in DNS-safe places.
+    public var lowercased: String { uuidString.lowercased() }
+}

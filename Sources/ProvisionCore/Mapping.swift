@@ -145,7 +145,7 @@ enum Outbox {
             .decode("revision", as: Int64.self)
         try tx.execute("INSERT INTO peer_changes (tenant_id, revision, op, peer_id, payload) VALUES ($1, $2, $3, $4, $5)",
                        tenant, revision, op, UUID(uuidString: peer.id)!, ByteA(try peer.serializedBytes()))
-        try tx.execute("SELECT pg_notify($1, $2)", Provisioner.outboxChannel, tenant.lowercased)
+        try tx.execute("SELECT pg_notify($1, $2)", MeshOutbox.channel, tenant.lowercased)
         return UInt64(revision)
     }
 }

@@ -20,9 +20,6 @@ public final class Provisioner: Sendable {
     let renderer: ConfigRenderer
     let logger: Logger
 
-    /// The channel FanoutSvc listens on; the payload is the tenant id.
-    public static let outboxChannel = "mesh_outbox"
-
     public init(store: Store, allocator: AllocatorClient, configuration: ProvisionConfiguration, logger: Logger) {
         self.store = store
         self.allocator = allocator
@@ -281,9 +278,4 @@ enum Audit {
             INSERT INTO audit_log (tenant_id, actor, action, target_id, request_id, detail) VALUES ($1, $2, $3, $4, $5, $6)
             """, tenant, actor, action, target, requestID, detail)
     }
-}
-
-extension UUID {
-    /// The lowercase text form used on the bus and in DNS-safe places.
-    public var lowercased: String { uuidString.lowercased() }
 }
