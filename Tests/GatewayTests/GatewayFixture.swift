@@ -36,7 +36,7 @@ final class FakeNodeServices: Sendable {
     }
 
     /// Serves state, peers and refresh for `nodes` (id → tenant), and SyncFromCP for them.
-    init(bus: BusConnection, nodes: [String: String], stateDelay: Duration = .zero) async throws {
+    init(bus: BusConnection, nodes: [String: String], stateDelay: Duration = .zero, serveSync: Bool = true) async throws {
         let calls = self.calls
         var endpoints: [ServiceEndpoint] = []
         for (node, tenant) in nodes {
@@ -85,7 +85,7 @@ final class FakeNodeServices: Sendable {
                 return r
             })
         }
-        endpoints.append(.proto("sync", subject: MeshSubjects.syncWildcard) { (r: Mesh_V1_SyncRequest, raw) in
+        if serveSync { endpoints.append(.proto("sync", subject: MeshSubjects.syncWildcard) { (r: Mesh_V1_SyncRequest, raw) in
             let parts = raw.subject.split(separator: ".")
             let tenant = String(parts[4]), node = String(parts[5])
             calls.syncs.withLock { $0.append("\(tenant)/\(node)") }
@@ -112,7 +112,7 @@ final class FakeNodeServices: Sendable {
             s.ipv4Prefix = "100.64.0.0/16"
             s.ipv6Prefix = "fd00::/48"
             return s
-        })
+        }) }
         service = try BusService(connection: bus, name: "FakeNode", version: "1.0.0", endpoints: endpoints, logger: TestEnvironment.logger("fake"))
         let s = service
         task = Task { try? await s.run() }
@@ -147,16 +147,17 @@ struct Fixture: Sendable {
         var ownerA, ownerB, admin, otherAdmin, node, otherNode, expired, badSignature, algNone: String
     }
 
+    /// `realFanout` starts a FanoutSvc process and leaves SyncFromCP to it.
     static func start(_ name: String, plan: Mesh_V1_Plan = .team, otherPlan: Mesh_V1_Plan = .team, environment: [String: String] = [:],
-                      configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> Fixture {
-        let cp = try await ControlPlane.start("gw-\(name)", environment: environment)
+                      realFanout: Bool = false, configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> Fixture {
+        let cp = try await ControlPlane.start("gw-\(name)", fanout: realFanout ? 1 : 0, environment: environment)
         let t = try await cp.tenant(plan)
         let t2 = try await cp.tenant(otherPlan)
         let ownerA = try await cp.user(t), ownerB = try await cp.user(t), admin = try await cp.user(t, .admin)
         let otherAdmin = try await cp.user(t2, .admin)
         let (node, _) = try await cp.node(t, admin: admin, name: "edge-1", endpoint: "198.51.100.1:51820")
         let (otherNode, _) = try await cp.node(t, admin: admin, name: "edge-2", endpoint: "198.51.100.2:51820")
-        let fakes = try await FakeNodeServices(bus: cp.bus, nodes: [node.id: t.id, otherNode.id: t.id])
+        let fakes = try await FakeNodeServices(bus: cp.bus, nodes: [node.id: t.id, otherNode.id: t.id], serveSync: !realFanout)
         let minter = try await TokenMinter(keys: try JWTKeyMaterial(hmacSecret: testSecret))
         let wrong = try await TokenMinter(keys: try JWTKeyMaterial(hmacSecret: Array("another-secret-of-at-least-32-bytes!!".utf8)))
         func user(_ c: Mesh_V1_Caller) async throws -> String { try await minter.user(tenantID: c.tenantID, userID: c.userID, role: c.role) }

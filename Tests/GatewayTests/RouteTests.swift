@@ -279,4 +279,26 @@ extension GatewayTests {
         await empty.stop()
         await f.stop()
     }
+
+    /// A node's peer list through the real FanoutSvc.
+    @Test func nodePeerListFromFanoutSvc() async throws {
+        let f = try await Fixture.start("fanout", realFanout: true)
+        let device = try await f.cp.client.createDevice(caller: f.ownerA, label: "phone", type: .iphone).device
+        let app = try await f.application()
+        try await app.test(.router) { client in
+            let r = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.node)
+            #expect(r.status == 200, "\(r.text)")
+            let me = try #require(r.json["self"] as? [String: Any])
+            #expect(me["id"] as? String == f.node.id && me["kind"] as? String == "node" && me["hub"] as? Bool == true)
+            let ids = Set((r.json["peers"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String })
+            #expect(ids == [f.otherNode.id, device.id], "\(r.text.prefix(600))")
+            #expect(r.json["ipv4_prefix"] as? String == f.tenant.ipv4Prefix && (r.json["revision"] as? Int ?? 0) >= 3)
+            // Another node asking for this node's list, and a node of another tenant: 404.
+            #expect(try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.otherNode).status == 404)
+            let stranger = try await f.minter.node(tenantID: f.otherTenant.id, nodeID: f.node.id)
+            let s = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: stranger)
+            #expect(s.status == 404 && s.errorCode == "not_found", "\(s.text)")
+        }
+        await f.stop()
+    }
 }
