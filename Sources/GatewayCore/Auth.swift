@@ -17,6 +17,7 @@ public struct MeshClaims: JWTPayload, Equatable {
     public var amr: [String]?
     public var iat: IssuedAtClaim?
 
+    /// Claims for a token expiring at `expires`.
     public init(sub: String, tenant: String, role: String? = nil, expires: Date, amr: [String]? = nil, issuedAt: Date? = Date()) {
         self.sub = SubjectClaim(value: sub)
         self.tenant = tenant
@@ -74,6 +75,7 @@ public struct JWTKeyMaterial: Sendable {
     /// HS256 secrets shorter than this are refused: they are guessable, and jwt-kit traps on them in debug builds.
     public static let minimumSecretBytes = 32
 
+    /// Keys as given; a secret shorter than ``minimumSecretBytes`` is refused.
     public init(hmacSecret: [UInt8]? = nil, eddsaPublicKey: Curve25519.Signing.PublicKey? = nil,
                 eddsaPrivateKey: Curve25519.Signing.PrivateKey? = nil) throws(MeshError) {
         if let s = hmacSecret, s.count < Self.minimumSecretBytes {
@@ -123,6 +125,7 @@ public struct TokenVerifier: Sendable {
     let hmac: JWTKeyCollection?
     let eddsa: JWTKeyCollection?
 
+    /// A verifier for the keys that are present.
     public init(keys: JWTKeyMaterial) async {
         if let secret = keys.hmacSecret {
             hmac = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)

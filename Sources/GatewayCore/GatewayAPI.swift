@@ -18,6 +18,7 @@ public struct GatewayAPI: Sendable {
     let nodes: NodeClient
     let logger: Logger
 
+    /// The API over `bus`, with service clients bounded by the configured deadlines.
     public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, logger: Logger) {
         self.configuration = configuration
         self.bus = bus

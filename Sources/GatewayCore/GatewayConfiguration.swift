@@ -23,6 +23,7 @@ public struct GatewayConfiguration: Sendable {
     /// The mesh DNS zone, shown to the web page.
     public var meshDomain: String
 
+    /// The documented defaults, overridable one by one.
     public init(host: String = "127.0.0.1", port: Int = 8080, nodeID: String = "", pritunlConfigured: Bool = false,
                 maxBodyBytes: Int = 16 * 1024, serviceTimeout: Duration = .seconds(10), nodeTimeout: Duration = .seconds(5),
                 refreshTimeout: Duration = .seconds(10), meshDomain: String = "quazzar.mesh") {

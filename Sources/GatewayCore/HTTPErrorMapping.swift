@@ -23,6 +23,7 @@ public struct APIError: Error, Sendable, Equatable {
         case int(Int)
     }
 
+    /// An error with an explicit status and code (transport errors that are not domain errors).
     public init(status: HTTPResponse.Status, code: String, message: String, details: [String: DetailValue] = [:],
                 headers: [(HTTPHeaderName, String)] = []) {
         self.status = status
@@ -32,6 +33,7 @@ public struct APIError: Error, Sendable, Equatable {
         self.headers = headers
     }
 
+    /// Equal when what the client sees is equal (headers follow from the rest).
     public static func == (l: APIError, r: APIError) -> Bool {
         l.status == r.status && l.code == r.code && l.message == r.message && l.details == r.details
     }

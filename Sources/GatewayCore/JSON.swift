@@ -15,12 +15,14 @@ public protocol JSONEncodable: Sendable {
 
 /// A streaming JSON writer: UTF-8 bytes, commas and colons handled, strings escaped (RFC 8259).
 public struct JSONWriter {
+    /// The JSON written so far.
     public private(set) var bytes: [UInt8] = []
     /// The next element is the first of its container (no comma before it).
     private var first = true
     /// A key was just written: the next value needs no comma.
     private var afterKey = false
 
+    /// An empty writer with room for `capacity` bytes.
     public init(capacity: Int = 1024) { bytes.reserveCapacity(capacity) }
 
     private mutating func separate() {
@@ -70,6 +72,7 @@ public struct JSONWriter {
         afterKey = true
     }
 
+    /// A string value.
     public mutating func string(_ s: String) {
         separate()
         writeQuoted(s)
@@ -80,23 +83,28 @@ public struct JSONWriter {
         if let s { string(s) } else { null() }
     }
 
+    /// An integer value.
     public mutating func int(_ v: Int64) {
         separate()
         bytes.append(contentsOf: String(v).utf8)
     }
 
+    /// An integer value.
     public mutating func int(_ v: Int) { int(Int64(v)) }
 
+    /// An unsigned integer value.
     public mutating func uint(_ v: UInt64) {
         separate()
         bytes.append(contentsOf: String(v).utf8)
     }
 
+    /// `true` or `false`.
     public mutating func bool(_ v: Bool) {
         separate()
         bytes.append(contentsOf: (v ? "true" : "false").utf8)
     }
 
+    /// `null`.
     public mutating func null() {
         separate()
         bytes.append(contentsOf: "null".utf8)
@@ -183,20 +191,21 @@ public enum Timestamp {
 
 /// A device as `GET /api/mesh/devices` lists it.
 public struct DeviceJSON: JSONEncodable {
-    public var id: String
-    public var label: String
-    public var slug: String
-    public var dnsName: String
-    public var type: String
-    public var meshIps: [String]
-    public var createdAt: String
-    public var lastHandshakeAt: String?
-    public var online: Bool
-    public var rxBytes: UInt64
-    public var txBytes: UInt64
-    public var endpoint: String?
-    public var ownerUserId: String
+    var id: String
+    var label: String
+    var slug: String
+    var dnsName: String
+    var type: String
+    var meshIps: [String]
+    var createdAt: String
+    var lastHandshakeAt: String?
+    var online: Bool
+    var rxBytes: UInt64
+    var txBytes: UInt64
+    var endpoint: String?
+    var ownerUserId: String
 
+    /// From the protobuf form.
     public init(_ d: Mesh_V1_Device) {
         id = d.id
         label = d.label
@@ -213,6 +222,7 @@ public struct DeviceJSON: JSONEncodable {
         ownerUserId = d.ownerUserID
     }
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("id"); w.string(id)
@@ -234,8 +244,9 @@ public struct DeviceJSON: JSONEncodable {
 
 /// `GET /api/mesh/devices`.
 public struct DeviceListJSON: JSONEncodable {
-    public var devices: [DeviceJSON]
+    var devices: [DeviceJSON]
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("devices"); w.array(devices)
@@ -245,19 +256,21 @@ public struct DeviceListJSON: JSONEncodable {
 
 /// `POST /api/mesh/devices` (201): the device, its config and QR code, shown once.
 public struct CreatedDeviceJSON: JSONEncodable {
-    public var device: DeviceJSON
-    public var config: String
-    public var qrSvg: String
+    var device: DeviceJSON
+    var config: String
+    var qrSvg: String
 
     /// What the client is told about the key it just received.
     public static let notice = "This config holds the device's only copy of its private key. It is not stored and will not be shown again."
 
+    /// From the protobuf form.
     public init(_ r: Mesh_V1_CreateDeviceResponse) {
         device = DeviceJSON(r.device)
         config = r.config
         qrSvg = r.qrSvg
     }
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("id"); w.string(device.id)
@@ -276,15 +289,17 @@ public struct CreatedDeviceJSON: JSONEncodable {
 
 /// `GET /api/mesh/state`: a node's interface and DNS status.
 public struct StateJSON: JSONEncodable {
-    public var state: Mesh_V1_NodeState
+    var state: Mesh_V1_NodeState
     /// The node asked about (used when the node leaves its id out).
-    public var nodeID: String
+    var nodeID: String
 
+    /// From the protobuf form.
     public init(_ s: Mesh_V1_NodeState, nodeID: String) {
         state = s
         self.nodeID = nodeID
     }
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         let s = state
         w.object { w in
@@ -311,14 +326,16 @@ public struct StateJSON: JSONEncodable {
 
 /// One peer of `GET /api/mesh/peers`. The stats members are written only on plans with per-peer stats.
 public struct PeerStatsJSON: JSONEncodable {
-    public var peer: Mesh_V1_PeerStats
-    public var withStats: Bool
+    var peer: Mesh_V1_PeerStats
+    var withStats: Bool
 
+    /// From the protobuf form.
     public init(_ p: Mesh_V1_PeerStats, withStats: Bool) {
         peer = p
         self.withStats = withStats
     }
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         let p = peer, stats = withStats
         w.object { w in
@@ -339,12 +356,13 @@ public struct PeerStatsJSON: JSONEncodable {
 
 /// `GET /api/mesh/peers`.
 public struct PeerDumpJSON: JSONEncodable {
-    public var nodeId: String
+    var nodeId: String
     /// "basic_state" or "per_peer_stats".
-    public var diagnostics: String
-    public var readAt: String?
-    public var peers: [PeerStatsJSON]
+    var diagnostics: String
+    var readAt: String?
+    var peers: [PeerStatsJSON]
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("node_id"); w.string(nodeId)
@@ -357,10 +375,12 @@ public struct PeerDumpJSON: JSONEncodable {
 
 /// One member of a tenant's mesh, as a node receives it.
 public struct MeshPeerJSON: JSONEncodable {
-    public var peer: Mesh_V1_Peer
+    var peer: Mesh_V1_Peer
 
+    /// From the protobuf form.
     public init(_ p: Mesh_V1_Peer) { peer = p }
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         let p = peer
         w.object { w in
@@ -379,15 +399,16 @@ public struct MeshPeerJSON: JSONEncodable {
 
 /// `GET /cp/api/v1/mesh/peers/:node_id`.
 public struct SyncJSON: JSONEncodable {
-    public var tenantId: String
-    public var nodeId: String
-    public var revision: UInt64
+    var tenantId: String
+    var nodeId: String
+    var revision: UInt64
     /// The requesting node itself (`self` in JSON).
-    public var selfPeer: MeshPeerJSON
-    public var peers: [MeshPeerJSON]
-    public var ipv4Prefix: String
-    public var ipv6Prefix: String
+    var selfPeer: MeshPeerJSON
+    var peers: [MeshPeerJSON]
+    var ipv4Prefix: String
+    var ipv6Prefix: String
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("tenant_id"); w.string(tenantId)
@@ -403,8 +424,9 @@ public struct SyncJSON: JSONEncodable {
 
 /// `GET /api/license/orbit-features`: `{"mesh_vpn": {...}}`.
 public struct OrbitFeaturesJSON: JSONEncodable {
-    public var meshVpn: Mesh_V1_MeshVpnFeature
+    var meshVpn: Mesh_V1_MeshVpnFeature
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         let f = meshVpn
         w.object { w in
@@ -424,10 +446,11 @@ public struct OrbitFeaturesJSON: JSONEncodable {
 
 /// `GET /api/mesh/audit`.
 public struct AuditPageJSON: JSONEncodable {
-    public var entries: [Mesh_V1_AuditEntry]
+    var entries: [Mesh_V1_AuditEntry]
     /// Pass as `before` for the next page; null on the last page.
-    public var nextBefore: Int64?
+    var nextBefore: Int64?
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("entries"); w.array { w in
@@ -451,10 +474,11 @@ public struct AuditPageJSON: JSONEncodable {
 
 /// `GET /api/mesh/ui-config`: settings the web page needs before it calls anything else.
 public struct UIConfigJSON: JSONEncodable {
-    public var pritunlConfigured: Bool
-    public var meshDomain: String
-    public var deviceTypes: [String]
+    var pritunlConfigured: Bool
+    var meshDomain: String
+    var deviceTypes: [String]
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("pritunl_configured"); w.bool(pritunlConfigured)
@@ -466,9 +490,10 @@ public struct UIConfigJSON: JSONEncodable {
 
 /// `GET /healthz`, `GET /readyz`.
 public struct HealthJSON: JSONEncodable {
-    public var status: String
-    public var checks: [String: String]
+    var status: String
+    var checks: [String: String]
 
+    /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("status"); w.string(status)
@@ -483,7 +508,7 @@ public struct HealthJSON: JSONEncodable {
 
 extension Mesh_V1_DiagnosticsLevel {
     /// "basic_state", "per_peer_stats", "audit_log" or "saml_gated".
-    public var key: String {
+    var key: String {
         switch self {
         case .basicState: "basic_state"
         case .perPeerStats: "per_peer_stats"
