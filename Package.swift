@@ -120,6 +120,8 @@ let package = Package(
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
         tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
+        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto"]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),

@@ -267,12 +267,14 @@ public final class Allocator: Sendable {
     }
 
     /// Frees leases whose owner never came into being (provisioning failed between allocating and
-    /// committing). Returns how many were freed.
+    /// committing), and — as a backstop for a release that never arrived — confirmed leases whose
+    /// device or node row is gone; those go through quarantine like any published address.
+    /// Returns how many were freed.
     @discardableResult
     public func sweep() async throws(MeshError) -> Int {
-        let grace = Double(configuration.sweepGrace.components.seconds)
+        let grace = configuration.sweepGrace.components.seconds, quarantine = configuration.quarantine.components.seconds
         do {
-            let rows = try await store.query("""
+            let unconfirmed = try await store.query("""
                 WITH gone AS (
                   DELETE FROM leases WHERE NOT confirmed AND created_at < now() - make_interval(secs => $1)
                   RETURNING tenant_id, host, kind)
@@ -280,9 +282,28 @@ public final class Allocator: Sendable {
                 SELECT tenant_id, host, kind, now() FROM gone
                 ON CONFLICT (tenant_id, host) DO UPDATE SET available_at = EXCLUDED.available_at
                 RETURNING tenant_id
-                """, grace)
-            if !rows.isEmpty { logger.notice("swept unconfirmed leases", metadata: ["count": "\(rows.count)"]) }
-            return rows.count
+                """, Double(grace))
+            // Owners live in the devices and nodes tables (the shared database is the source of
+            // truth); a bounded batch keeps each sweep short.
+            let orphans = try await store.query("""
+                WITH gone AS (
+                  DELETE FROM leases WHERE (tenant_id, host) IN (
+                    SELECT l.tenant_id, l.host FROM leases l
+                    WHERE l.confirmed AND l.created_at < now() - make_interval(secs => $1)
+                      AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = l.owner_id)
+                      AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = l.owner_id)
+                    LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                  RETURNING tenant_id, host, kind)
+                INSERT INTO free_hosts (tenant_id, host, kind, available_at)
+                SELECT tenant_id, host, kind, now() + make_interval(secs => $2) FROM gone
+                ON CONFLICT (tenant_id, host) DO UPDATE SET available_at = EXCLUDED.available_at
+                RETURNING tenant_id
+                """, Double(grace), Double(quarantine))
+            let n = unconfirmed.count + orphans.count
+            if n > 0 {
+                logger.notice("swept leases", metadata: ["unconfirmed": "\(unconfirmed.count)", "orphaned": "\(orphans.count)"])
+            }
+            return n
         } catch {
             throw storeError(error, nil)
         }

@@ -18,8 +18,9 @@ public final class ControlPlane: Sendable {
     public let logDir: URL
 
     /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none).
-    public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:]) async throws -> ControlPlane {
-        let nats = try TestNatsServer(name: name)
+    public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:],
+                             natsHost: String = "127.0.0.1") async throws -> ControlPlane {
+        let nats = try TestNatsServer(name: name, host: natsHost)
         let db = try await TestDatabase.create(prefix: "prov")
         let bus = try await TestEnvironment.connectBus("t-\(name)", url: nats.url)
         let logDir = TestEnvironment.outputDir("provision-\(name)")

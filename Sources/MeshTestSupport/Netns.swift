@@ -71,3 +71,55 @@ public final class NetNamespace: @unchecked Sendable {
 public func uniqueInterfaceName(_ prefix: String = "wq") -> String {
     String((prefix + Nuid.short()).prefix(15))
 }
+
+/// A Linux bridge in the root namespace that network namespaces plug into, like a switch: the
+/// control plane listens on the bridge address, nodes and devices sit behind veth ports.
+public final class TestBridge: @unchecked Sendable {
+    public let name: String
+    public let address: String
+    private var destroyed = false
+
+    /// Creates the bridge with `address` (CIDR, e.g. "10.99.0.1/24").
+    public init(address: String) throws {
+        name = "mqbr\(Nuid.short().prefix(6))"
+        self.address = address
+        try NetNamespace.ip(["link", "add", name, "type", "bridge"])
+        try NetNamespace.ip(["addr", "add", address, "dev", name])
+        try NetNamespace.ip(["link", "set", name, "up"])
+    }
+
+    /// The bridge's address without prefix length.
+    public var host: String { String(address.split(separator: "/")[0]) }
+
+    /// Plugs `ns` in with `nsAddress` (CIDR).
+    public func attach(_ ns: NetNamespace, _ nsAddress: String) throws {
+        let id = Nuid.short().prefix(6)
+        let outside = "vo\(id)", inside = "vi\(id)"
+        try NetNamespace.ip(["link", "add", outside, "type", "veth", "peer", "name", inside])
+        try NetNamespace.ip(["link", "set", inside, "netns", ns.name])
+        try NetNamespace.ip(["link", "set", outside, "master", name])
+        try NetNamespace.ip(["link", "set", outside, "up"])
+        try ns.exec(["ip", "addr", "add", nsAddress, "dev", inside])
+        try ns.exec(["ip", "link", "set", inside, "up"])
+    }
+
+    public func destroy() {
+        guard !destroyed else { return }
+        destroyed = true
+        _ = try? run("/usr/bin/env", ["ip", "link", "del", name])
+    }
+
+    deinit { destroy() }
+}
+
+/// What wg-quick does after `wg setconf`: a route into the interface for every allowed IP.
+public func addRoutesForAllowedIPs(_ ns: NetNamespace, _ interface: String) throws {
+    // Lines are "<public key>\t<prefix> <prefix> ..."; keys are base64 and may contain '/'.
+    for line in try ns.exec(["wg", "show", interface, "allowed-ips"]).split(separator: "\n") {
+        let fields = line.split(separator: "\t")
+        guard fields.count == 2 else { continue }
+        for prefix in fields[1].split(separator: " ") where prefix.contains("/") {
+            try ns.exec(["ip", prefix.contains(":") ? "-6" : "-4", "route", "replace", String(prefix), "dev", interface])
+        }
+    }
+}

@@ -2,57 +2,76 @@ import Foundation
 import MeshBus
 import Synchronization
 
-/// A child process for tests (a service replica, nats-server, wireguard-go), with its output in a
+/// A child process for tests (a service replica, nats-server, a node agent), with its output in a
 /// log file. It is killed when the value is released if still running.
+///
+/// Started with `posix_spawn` and watched with `waitpid`: Foundation's `Process` does not always
+/// notice that a child has exited, which would leave a test waiting forever.
 public final class ManagedProcess: Sendable {
     public let name: String
     public let logFile: URL
-    private let process: Mutex<Process?>
+    /// The process id.
+    public let pid: Int32
+    private let exit = Mutex<Int32?>(nil)
 
     /// Starts `executable` with `arguments` and extra `environment`.
     public init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:],
                 logDir: URL) throws {
         self.name = name
         logFile = logDir.appendingPathComponent("\(name).log")
-        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: logFile)
-        handle.seekToEndOfFile()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        process = Mutex(p)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logFile.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
+        var child: pid_t = 0
+        let rc = withCStringArray([executable] + arguments) { a in
+            withCStringArray(env) { e in posix_spawn(&child, executable, &actions, nil, a, e) }
+        }
+        guard rc == 0 else { throw TestSetupError.failed("cannot start \(executable): errno \(rc)") }
+        pid = child
     }
 
-    /// The process id.
-    public var pid: Int32 { process.withLock { $0?.processIdentifier ?? -1 } }
+    /// Whether the process is still running (reaps it once it has exited).
+    public var isRunning: Bool {
+        exit.withLock { status in
+            if status != nil { return false }
+            var st: Int32 = 0
+            let r = waitpid(pid, &st, WNOHANG)
+            if r == pid {
+                status = st & 0x7f == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
+                return false
+            }
+            return r == 0
+        }
+    }
 
-    /// Whether the process is still running.
-    public var isRunning: Bool { process.withLock { $0?.isRunning ?? false } }
+    /// The exit status, once the process has exited.
+    public var exitStatus: Int32? {
+        _ = isRunning
+        return exit.withLock { $0 }
+    }
 
     /// Sends a signal.
     public func signal(_ sig: Int32) {
-        let pid = self.pid
-        if pid > 0 { kill(pid, sig) }
+        if isRunning { kill(pid, sig) }
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit status, or nil if it
     /// had to be killed.
     @discardableResult
     public func terminate(timeout: Duration = .seconds(10)) async -> Int32? {
-        guard isRunning else { return process.withLock { $0?.terminationStatus } }
+        guard isRunning else { return exitStatus }
         signal(SIGTERM)
         let deadline = ContinuousClock.now + timeout
         while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
         if isRunning {
-            signal(SIGKILL)
-            while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            await kill9()
             return nil
         }
-        return process.withLock { $0?.terminationStatus }
+        return exitStatus
     }
 
     /// SIGKILL, no grace.
@@ -65,8 +84,10 @@ public final class ManagedProcess: Sendable {
     public func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
     deinit {
-        process.withLock { p in
-            if let p, p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        if isRunning {
+            kill(pid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
         }
     }
 }
@@ -110,7 +131,7 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout + stderr, stdout)
 }
 
-private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
     var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
     defer { ptrs.forEach { free($0) } }
     return ptrs.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
@@ -182,26 +203,27 @@ public final class TestNatsServer: Sendable {
     public let port: Int
     let process: ManagedProcess
 
-    public init(name: String = "t", extraArguments: [String] = []) throws {
+    /// Starts the server listening on `host` (a bridge address lets network namespaces reach it).
+    public init(name: String = "t", host: String = "127.0.0.1", extraArguments: [String] = []) throws {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let port = Int.random(in: 20000...60000)
             do {
                 let p = try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
-                                           arguments: ["-a", "127.0.0.1", "-p", "\(port)"] + extraArguments,
+                                           arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
                                            logDir: TestEnvironment.outputDir("nats"))
                 for _ in 0..<200 {
                     if let fd = Optional(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)), fd >= 0 {
                         var addr = sockaddr_in()
                         addr.sin_family = sa_family_t(AF_INET)
                         addr.sin_port = in_port_t(UInt16(port).bigEndian)
-                        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                        addr.sin_addr.s_addr = inet_addr(host)
                         let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
                         close(fd)
                         if ok {
                             self.process = p
                             self.port = port
-                            self.url = "nats://127.0.0.1:\(port)"
+                            self.url = "nats://\(host):\(port)"
                             return
                         }
                     }

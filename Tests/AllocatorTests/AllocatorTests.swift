@@ -173,11 +173,27 @@ struct AllocatorTests {
         #expect(b.ipv4 == a.ipv4, "an address no node ever saw is reused immediately")
 
         let orphan = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .node).0
+        // b belongs to a real device; c was confirmed but its device row is gone (a lost release).
+        try await f.store.query("INSERT INTO tenants (id, name, plan, ipv4_prefix, ipv6_prefix, device_ranges) VALUES ($1, 't', 'pro', '', '', '')", t)
+        let user = UUID()
+        try await f.store.query("INSERT INTO users (id, tenant_id, name, role) VALUES ($1, $2, 'u', 'owner')", user, t)
+        try await f.store.query("""
+            INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6)
+            VALUES ($1, $2, $3, 'b', 'b', 'other', 'key-b', '', '')
+            """, b.ownerID, t, user)
         try await f.allocator.confirm(tenant: t, owner: b.ownerID)
+        let c = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device).0
+        try await f.allocator.confirm(tenant: t, owner: c.ownerID)
         try await Task.sleep(for: .milliseconds(1200))
-        #expect(try await f.allocator.sweep() == 1)
-        #expect(try await f.allocator.lease(tenant: t, owner: orphan.ownerID) == nil)
-        #expect(try await f.allocator.lease(tenant: t, owner: b.ownerID) != nil, "confirmed leases are never swept")
+        #expect(try await f.allocator.sweep() == 2)
+        #expect(try await f.allocator.lease(tenant: t, owner: orphan.ownerID) == nil, "an unconfirmed lease is swept")
+        #expect(try await f.allocator.lease(tenant: t, owner: c.ownerID) == nil, "a confirmed lease without an owner is swept")
+        #expect(try await f.allocator.lease(tenant: t, owner: b.ownerID) != nil, "a confirmed lease with an owner is never swept")
+        // The orphan's address went to quarantine (it was published), the unconfirmed one did not.
+        let q = try await f.store.query("SELECT host, available_at > now() + interval '1 minute' AS q FROM free_hosts WHERE tenant_id = $1", t)
+        let quarantined = Dictionary(uniqueKeysWithValues: try q.map { (try $0.decode("host", as: Int.self), try $0.decode("q", as: Bool.self)) })
+        #expect(quarantined[c.host] == true)
+        #expect(quarantined[orphan.host] == false)
         await f.close()
     }
 

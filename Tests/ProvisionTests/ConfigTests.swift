@@ -57,10 +57,7 @@ struct ConfigTests {
         try devNS.exec(["ip", "addr", "add", "\(device.ipv4)/32", "dev", devIf])
         try devNS.exec(["ip", "-6", "addr", "add", "\(device.ipv6)/128", "dev", devIf])
         try devNS.exec(["ip", "link", "set", devIf, "mtu", "1280", "up"])
-        let allowed = try devNS.exec(["wg", "show", devIf, "allowed-ips"])
-        for prefix in allowed.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).dropFirst() where prefix.contains("/") {
-            try devNS.exec(["ip", prefix.contains(":") ? "-6" : "-4", "route", "add", String(prefix), "dev", devIf])
-        }
+        try addRoutesForAllowedIPs(devNS, devIf)
         let ping = try devNS.tryExec(["ping", "-c", "3", "-i", "0.2", "-W", "2", node.ipv4])
         #expect(ping.status == 0, "ping over the tunnel: \(ping.output)")
         let ping6 = try devNS.tryExec(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", node.ipv6])
