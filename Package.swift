@@ -103,12 +103,12 @@ let package = Package(
         lib("NodeApplierCore", ["MeshBus", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
-        lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle,
+        lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
                             .product(name: "Hummingbird", package: "hummingbird"),
                             .product(name: "JWTKit", package: "jwt-kit")],
             resources: [.copy("Web")]),
         exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
-        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser]),
+        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser, log]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
@@ -123,10 +123,15 @@ let package = Package(
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto"]),
         tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
+                               .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "HummingbirdTesting", package: "hummingbird"),
+                               .product(name: "JWTKit", package: "jwt-kit")]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
 
         // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
         bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
+        bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
     ]
 )

@@ -14,6 +14,8 @@ cmd=${1:-}; dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status DIR [--durable]" >&2; exit 2; }
 durable=0; [ "${3:-}" = "--durable" ] && durable=1
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+# PostgreSQL runs as the postgres user, which must be able to enter DIR (mktemp -d makes it 0700).
+chmod a+x "$dir"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pgbin=$(pg_config --bindir 2>/dev/null || true)

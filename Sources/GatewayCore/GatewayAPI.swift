@@ -1,0 +1,267 @@
+import Foundation
+import Hummingbird
+import Logging
+import MeshBus
+import MeshClient
+import MeshCore
+import MeshProto
+
+/// The HTTP API: decode the request, verify the token, call the services over the bus, encode
+/// the reply. It holds no state of its own, so any number of replicas can serve the same clients;
+/// every rule (caps, rate limits, who may see what) is decided by the services.
+public struct GatewayAPI: Sendable {
+    let configuration: GatewayConfiguration
+    let bus: BusConnection
+    let verifier: TokenVerifier
+    let provision: ProvisionClient
+    let fanout: FanoutClient
+    let nodes: NodeClient
+    let logger: Logger
+
+    /// The API over `bus`, with service clients bounded by the configured deadlines.
+    public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, logger: Logger) {
+        self.configuration = configuration
+        self.bus = bus
+        self.verifier = verifier
+        self.provision = ProvisionClient(bus: bus, timeout: configuration.serviceTimeout)
+        self.fanout = FanoutClient(bus: bus, timeout: configuration.serviceTimeout)
+        self.nodes = NodeClient(bus: bus, timeout: configuration.nodeTimeout)
+        self.logger = logger
+    }
+
+    // MARK: Identity
+
+    /// The verified identity of the bearer token; `unauthenticated` without one.
+    func identity(_ request: Request) async throws(MeshError) -> Identity {
+        guard let header = request.headers[.authorization] else { throw .unauthenticated("missing bearer token") }
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("missing bearer token") }
+        return try await verifier.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
+    }
+
+    /// A user's caller identity; node tokens are refused.
+    func user(_ request: Request, _ context: GatewayRequestContext) async throws(MeshError) -> Mesh_V1_Caller {
+        let id = try await identity(request)
+        guard case .user = id else { throw .permissionDenied("this route needs a user token") }
+        return id.caller(requestID: context.requestID)
+    }
+
+    /// A user whose stored role (not only the token's claim) is admin. The token's claim is
+    /// checked first so that owners are refused without a service call.
+    func admin(_ request: Request, _ context: GatewayRequestContext) async throws(MeshError) -> Mesh_V1_Caller {
+        let caller = try await user(request, context)
+        guard caller.role == .admin else { throw .permissionDenied("this route is for admins") }
+        let stored = try await provision.getUser(tenantID: caller.tenantID, userID: caller.userID, requestID: caller.requestID)
+        guard stored.role == .admin else { throw .permissionDenied("this route is for admins") }
+        return caller
+    }
+
+    /// The node a diagnostics route is about: `?node_id=` (admins only) or this gateway's node.
+    func targetNode(_ request: Request, caller: Mesh_V1_Caller) throws(MeshError) -> String {
+        if let raw = request.uri.queryParameters["node_id"].map(String.init), !raw.isEmpty {
+            guard caller.role == .admin else { throw .permissionDenied("only admins may choose node_id") }
+            guard let id = UUID(uuidString: raw) else { throw .invalidArgument(field: "node_id", message: "node_id must be a UUID") }
+            return id.uuidString.lowercased()
+        }
+        guard !configuration.nodeID.isEmpty else {
+            throw .unavailable("this gateway has no mesh node configured (MESH_GATEWAY_NODE_ID)")
+        }
+        return configuration.nodeID
+    }
+
+    // MARK: Devices
+
+    /// `GET /api/mesh/devices`: owners see theirs, admins the whole tenant (ProvisionSvc filters).
+    func listDevices(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        let devices = try await provision.listDevices(caller: caller)
+        return JSONBody.response(DeviceListJSON(devices: devices.map(DeviceJSON.init)))
+    }
+
+    /// `POST /api/mesh/devices` `{label, type?}`: 201 with the config and QR code, shown this once.
+    func createDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        let body = try await readBody(request)
+        let object = try JSONBody.object(body, allowed: ["label", "type"])
+        guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
+        var type = Mesh_V1_DeviceType.other
+        if let t = try JSONBody.string(object, "type") {
+            guard let parsed = Mesh_V1_DeviceType(key: t), parsed.key == t else {
+                throw MeshError.invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
+            }
+            type = parsed
+        }
+        let created = try await provision.createDevice(caller: caller, label: label, type: type)
+        context.logger.info("device created", metadata: ["device.id": "\(created.device.id)", "tenant.id": "\(caller.tenantID)"])
+        // The body holds a private key: nothing on the way may keep a copy.
+        return JSONBody.response(CreatedDeviceJSON(created), status: .created,
+                                 headers: [.cacheControl: "no-store", .location: "/api/mesh/devices/\(created.device.id)"])
+    }
+
+    /// `DELETE /api/mesh/devices/:id`: 204 for its owner or an admin of its tenant, 404 for anyone else.
+    func deleteDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        let id = context.parameters.get("id") ?? ""
+        // Not a UUID cannot name a device: the same 404 as any other unknown id.
+        guard let uuid = UUID(uuidString: id) else { throw MeshError.notFound("no such device") }
+        _ = try await provision.deleteDevice(caller: caller, deviceID: uuid.uuidString.lowercased())
+        return Response(status: .noContent)
+    }
+
+    /// Reads the body up to the configured limit (413 beyond it).
+    func readBody(_ request: Request) async throws -> ByteBuffer {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes {
+            throw APIError.bodyTooLarge
+        }
+        do {
+            return try await request.body.collect(upTo: configuration.maxBodyBytes)
+        } catch let e as any HTTPResponseError where e.status == .contentTooLarge {
+            throw APIError.bodyTooLarge
+        }
+    }
+
+    // MARK: Node diagnostics
+
+    /// `GET /api/mesh/state`: the WireGuard interface and DNS status of this gateway's node (or of
+    /// `?node_id=`, admins only). The node must belong to the caller's tenant.
+    func state(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        let nodeID = try targetNode(request, caller: caller)
+        async let member = provision.getNode(caller: caller, nodeID: nodeID)
+        async let state = nodes.state(nodeID: nodeID, requestID: caller.requestID)
+        _ = try await member
+        return JSONBody.response(StateJSON(try await state, nodeID: nodeID))
+    }
+
+    /// `GET /api/mesh/peers`: the node's live peer dump, admins only. Free plans get basic state
+    /// (keys, allowed IPs, names); Pro and above get per-peer stats too.
+    func peers(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await admin(request, context)
+        let nodeID = try targetNode(request, caller: caller)
+        async let member = provision.getNode(caller: caller, nodeID: nodeID)
+        async let license = provision.license(caller: caller)
+        async let dump = nodes.peers(nodeID: nodeID, requestID: caller.requestID)
+        _ = try await member
+        let level = try await license.diagnostics
+        let withStats = level.rawValue >= Mesh_V1_DiagnosticsLevel.perPeerStats.rawValue
+        let d = try await dump
+        return JSONBody.response(PeerDumpJSON(nodeId: d.nodeID.nilIfEmpty ?? nodeID, diagnostics: withStats ? "per_peer_stats" : "basic_state",
+                                              readAt: Timestamp.isoOrNil(ms: d.readAtMs),
+                                              peers: d.peers.map { PeerStatsJSON($0, withStats: withStats) }))
+    }
+
+    /// `POST /api/mesh/refresh`: every node of the tenant re-syncs from the control plane at once.
+    /// Admins only. Nodes that fail or are too slow are logged; the request still succeeds, since
+    /// each node also re-syncs by itself.
+    func refresh(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await admin(request, context)
+        let list = try await provision.listNodes(caller: caller)
+        let nodes = self.nodes, log = context.logger, deadline = configuration.refreshTimeout
+        let failures = await withTaskGroup(of: String?.self) { group in
+            for node in list {
+                group.addTask {
+                    do {
+                        _ = try await nodes.refresh(nodeID: node.id, requestID: caller.requestID)
+                        return nil
+                    } catch {
+                        log.warning("node refresh failed", metadata: ["node.id": "\(node.id)", "error": "\(error)"])
+                        return node.id
+                    }
+                }
+            }
+            // A bound on the whole fan-out: whatever has not answered by then is cancelled.
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return "deadline"
+            }
+            var failed: [String] = []
+            var remaining = list.count
+            while remaining > 0, let r = await group.next() {
+                if r == "deadline" {
+                    log.warning("node refresh deadline passed", metadata: ["nodes.pending": "\(remaining)"])
+                    failed.append(contentsOf: Array(repeating: "timeout", count: remaining))
+                    break
+                }
+                remaining -= 1
+                if let r { failed.append(r) }
+            }
+            group.cancelAll()
+            return failed
+        }
+        log.info("refresh requested", metadata: ["nodes": "\(list.count)", "nodes.failed": "\(failures.count)"])
+        return Response(status: .noContent)
+    }
+
+    // MARK: License and audit
+
+    /// `GET /api/license/orbit-features`.
+    func orbitFeatures(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        // The user must exist: the license reveals a tenant's usage.
+        async let stored = provision.getUser(tenantID: caller.tenantID, userID: caller.userID, requestID: caller.requestID)
+        async let feature = provision.license(caller: caller)
+        _ = try await stored
+        return JSONBody.response(OrbitFeaturesJSON(meshVpn: try await feature))
+    }
+
+    /// `GET /api/mesh/audit?before=&limit=`: newest first. ProvisionSvc checks admin and plan (Team and above).
+    func audit(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        let q = request.uri.queryParameters
+        var before: Int64 = 0
+        if let raw = q["before"].map(String.init), !raw.isEmpty {
+            guard let v = Int64(raw), v >= 0 else { throw MeshError.invalidArgument(field: "before", message: "before must be a non-negative integer") }
+            before = v
+        }
+        var limit: UInt32 = 50
+        if let raw = q["limit"].map(String.init), !raw.isEmpty {
+            guard let v = UInt32(raw), (1...500).contains(v) else { throw MeshError.invalidArgument(field: "limit", message: "limit must be 1 to 500") }
+            limit = v
+        }
+        let page = try await provision.audit(caller: caller, beforeID: before, limit: limit)
+        return JSONBody.response(AuditPageJSON(entries: page.entries, nextBefore: page.nextBeforeID > 0 ? page.nextBeforeID : nil))
+    }
+
+    // MARK: Control-plane authority
+
+    /// `GET /cp/api/v1/mesh/peers/:node_id`: a node's current peer list, for that node only.
+    func nodePeerList(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let id = try await identity(request)
+        guard case .node(let tenant, let node) = id else { throw MeshError.permissionDenied("this route needs a node token") }
+        let asked = context.parameters.get("node_id") ?? ""
+        // Another node's list, or a malformed id, is simply not there for this caller.
+        guard let askedID = UUID(uuidString: asked), askedID.uuidString.lowercased() == node else {
+            throw MeshError.notFound("no such node")
+        }
+        let sync = try await fanout.sync(tenantID: tenant, nodeID: node, requestID: context.requestID)
+        return JSONBody.response(SyncJSON(tenantId: sync.tenantID.nilIfEmpty ?? tenant, nodeId: node, revision: sync.revision,
+                                          selfPeer: MeshPeerJSON(sync.self_p), peers: sync.peers.map(MeshPeerJSON.init),
+                                          ipv4Prefix: sync.ipv4Prefix, ipv6Prefix: sync.ipv6Prefix))
+    }
+
+    // MARK: Operations
+
+    /// `GET /readyz`: 200 when the bus is connected and ProvisionSvc answers `$SRV.PING`, else 503.
+    func ready(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        var checks: [String: String] = ["nats": bus.isConnected ? "ok" : "disconnected"]
+        if bus.isConnected {
+            do {
+                _ = try await bus.request("$SRV.PING.\(MeshServiceName.provision)", [], timeout: .seconds(2))
+                checks[MeshServiceName.provision] = "ok"
+            } catch {
+                checks[MeshServiceName.provision] = "\(MeshError(busError: error).code)"
+            }
+        } else {
+            checks[MeshServiceName.provision] = "unknown"
+        }
+        let ok = checks.values.allSatisfy { $0 == "ok" }
+        return JSONBody.response(HealthJSON(status: ok ? "ready" : "not_ready", checks: checks), status: ok ? .ok : .serviceUnavailable,
+                                 headers: [.cacheControl: "no-store"])
+    }
+
+    /// `GET /api/mesh/ui-config`.
+    func uiConfig(_ request: Request, _ context: GatewayRequestContext) -> Response {
+        JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: configuration.meshDomain,
+                                       deviceTypes: ["iphone", "android", "laptop", "other"]))
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Hummingbird
+import Logging
+import MeshBus
+import MeshCore
+import NIOCore
+
+/// Builds the Gateway's router and Hummingbird application.
+public enum GatewayApp {
+    /// The folder of the web page (`Sources/GatewayCore/Web`, copied into the bundle).
+    public static var webRoot: String? {
+        Bundle.module.url(forResource: "Web", withExtension: nil)?.path
+    }
+
+    /// Every route of the API. ``OpenAPIDocument`` documents each of them (a test keeps the two in step).
+    public static func router(api: GatewayAPI, webRoot: String? = GatewayApp.webRoot) -> Router<GatewayRequestContext> {
+        let router = Router(context: GatewayRequestContext.self)
+        // Outermost first: metrics see the final status, after errors became JSON responses.
+        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestIDMiddleware())
+        if let webRoot {
+            router.add(middleware: FileMiddleware(webRoot, urlBasePath: "/vpn/mesh", cacheControl: .init([]),
+                                                  searchForIndexHtml: true, logger: api.logger))
+        }
+
+        // Operations
+        router.get("/healthz") { _, _ in JSONBody.response(HealthJSON(status: "ok", checks: [:])) }
+        router.get("/readyz", use: api.ready)
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: Observability.prometheusText())))
+        }
+        let openAPI = OpenAPIDocument.json
+        router.get("/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: openAPI)))
+        }
+
+        // The API of the web page
+        router.get("/api/mesh/ui-config") { request, context in api.uiConfig(request, context) }
+        router.get("/api/mesh/state", use: api.state)
+        router.get("/api/mesh/devices", use: api.listDevices)
+        router.post("/api/mesh/devices", use: api.createDevice)
+        router.delete("/api/mesh/devices/:id", use: api.deleteDevice)
+        router.post("/api/mesh/refresh", use: api.refresh)
+        router.get("/api/mesh/peers", use: api.peers)
+        router.get("/api/mesh/audit", use: api.audit)
+        router.get("/api/license/orbit-features", use: api.orbitFeatures)
+
+        // Control-plane authority (called by the OS side and by nodes)
+        router.post("/cp/api/v1/mesh/devices", use: api.createDevice)
+        router.delete("/cp/api/v1/mesh/devices/:id", use: api.deleteDevice)
+        router.get("/cp/api/v1/mesh/peers/:node_id", use: api.nodePeerList)
+        return router
+    }
+
+    /// The Hummingbird application serving ``router(api:webRoot:)`` at the configured address.
+    public static func application(api: GatewayAPI, configuration: GatewayConfiguration, logger: Logger,
+                                   onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
+        -> some ApplicationProtocol {
+        Application(router: router(api: api),
+                    configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port),
+                                                            serverName: "quazzar-mesh-gateway", backlog: 1024),
+                    onServerRunning: onServerRunning, logger: logger)
+    }
+}

@@ -1,0 +1,520 @@
+import Foundation
+import Hummingbird
+import MeshCore
+import MeshProto
+import NIOCore
+
+/// A value that writes itself as JSON.
+///
+/// Responses are written with ``JSONWriter`` rather than `JSONEncoder`: on the device list the
+/// encoder (its key conversion and boxing) was more than half of the gateway's CPU time, and a
+/// direct writer does the same job several times faster.
+public protocol JSONEncodable: Sendable {
+    func encode(to w: inout JSONWriter)
+}
+
+/// A streaming JSON writer: UTF-8 bytes, commas and colons handled, strings escaped (RFC 8259).
+public struct JSONWriter {
+    /// The JSON written so far.
+    public private(set) var bytes: [UInt8] = []
+    /// The next element is the first of its container (no comma before it).
+    private var first = true
+    /// A key was just written: the next value needs no comma.
+    private var afterKey = false
+
+    /// An empty writer with room for `capacity` bytes.
+    public init(capacity: Int = 1024) { bytes.reserveCapacity(capacity) }
+
+    private mutating func separate() {
+        if afterKey {
+            afterKey = false
+        } else if !first {
+            bytes.append(UInt8(ascii: ","))
+        }
+        first = false
+    }
+
+    /// Writes `{`, then `body`'s members, then `}`.
+    public mutating func object(_ body: (inout JSONWriter) -> Void) {
+        separate()
+        bytes.append(UInt8(ascii: "{"))
+        first = true
+        body(&self)
+        bytes.append(UInt8(ascii: "}"))
+        first = false
+    }
+
+    /// Writes `[`, then `body`'s elements, then `]`.
+    public mutating func array(_ body: (inout JSONWriter) -> Void) {
+        separate()
+        bytes.append(UInt8(ascii: "["))
+        first = true
+        body(&self)
+        bytes.append(UInt8(ascii: "]"))
+        first = false
+    }
+
+    /// An array of encodable values.
+    public mutating func array(_ values: [some JSONEncodable]) {
+        array { w in for v in values { v.encode(to: &w) } }
+    }
+
+    /// An array of strings.
+    public mutating func array(_ values: [String]) {
+        array { w in for v in values { w.string(v) } }
+    }
+
+    /// A member name inside an object.
+    public mutating func key(_ k: String) {
+        separate()
+        writeQuoted(k)
+        bytes.append(UInt8(ascii: ":"))
+        afterKey = true
+    }
+
+    /// A string value.
+    public mutating func string(_ s: String) {
+        separate()
+        writeQuoted(s)
+    }
+
+    /// A string, or `null` for nil.
+    public mutating func string(_ s: String?) {
+        if let s { string(s) } else { null() }
+    }
+
+    /// An integer value.
+    public mutating func int(_ v: Int64) {
+        separate()
+        bytes.append(contentsOf: String(v).utf8)
+    }
+
+    /// An integer value.
+    public mutating func int(_ v: Int) { int(Int64(v)) }
+
+    /// An unsigned integer value.
+    public mutating func uint(_ v: UInt64) {
+        separate()
+        bytes.append(contentsOf: String(v).utf8)
+    }
+
+    /// `true` or `false`.
+    public mutating func bool(_ v: Bool) {
+        separate()
+        bytes.append(contentsOf: (v ? "true" : "false").utf8)
+    }
+
+    /// `null`.
+    public mutating func null() {
+        separate()
+        bytes.append(contentsOf: "null".utf8)
+    }
+
+    /// A nested value.
+    public mutating func value(_ v: some JSONEncodable) { v.encode(to: &self) }
+
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    private mutating func writeQuoted(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        // Most strings (ids, names, addresses) need no escaping: copy them in one go.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            bytes.append(contentsOf: s.utf8)
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
+        for c in s.utf8 {
+            switch c {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0a: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0d: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20:
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                          Self.hex[Int(c >> 4)], Self.hex[Int(c & 0xf)]])
+            default: bytes.append(c)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}
+
+/// Writing and strictly reading JSON bodies.
+public enum JSONBody {
+    /// `value` as the body of a response.
+    public static func response(_ value: some JSONEncodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var w = JSONWriter()
+        value.encode(to: &w)
+        var h = headers
+        h[.contentType] = "application/json; charset=utf-8"
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(bytes: w.bytes)))
+    }
+
+    /// Parses a request body as one JSON object whose keys are all in `allowed`. Anything else —
+    /// not JSON, not an object, an unknown key — is `invalidArgument`, so typos never pass silently.
+    public static func object(_ body: ByteBuffer, allowed: Set<String>) throws(MeshError) -> [String: Any] {
+        guard body.readableBytes > 0 else { throw .invalidArgument(field: "", message: "request body must be a JSON object") }
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [])
+        } catch {
+            throw .invalidArgument(field: "", message: "request body is not valid JSON")
+        }
+        guard let object = parsed as? [String: Any] else { throw .invalidArgument(field: "", message: "request body must be a JSON object") }
+        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw .invalidArgument(field: unknown, message: "unknown field \"\(unknown)\"")
+        }
+        return object
+    }
+
+    /// A string member; nil when absent or null.
+    public static func string(_ object: [String: Any], _ key: String) throws(MeshError) -> String? {
+        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let s = v as? String else { throw .invalidArgument(field: key, message: "\(key) must be a string") }
+        return s
+    }
+}
+
+/// Timestamps in responses: ISO 8601, UTC, with milliseconds.
+public enum Timestamp {
+    private static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+
+    /// The ISO 8601 form of milliseconds since the epoch.
+    public static func iso(ms: Int64) -> String { style.format(Date(unixMilliseconds: ms)) }
+
+    /// nil for 0 ("never").
+    public static func isoOrNil(ms: Int64) -> String? { ms > 0 ? iso(ms: ms) : nil }
+}
+
+// MARK: Response models
+
+/// A device as `GET /api/mesh/devices` lists it.
+public struct DeviceJSON: JSONEncodable {
+    var id: String
+    var label: String
+    var slug: String
+    var dnsName: String
+    var type: String
+    var meshIps: [String]
+    var createdAt: String
+    var lastHandshakeAt: String?
+    var online: Bool
+    var rxBytes: UInt64
+    var txBytes: UInt64
+    var endpoint: String?
+    var ownerUserId: String
+
+    /// From the protobuf form.
+    public init(_ d: Mesh_V1_Device) {
+        id = d.id
+        label = d.label
+        slug = d.slug
+        dnsName = d.dnsName
+        type = d.type.key
+        meshIps = [d.ipv4, d.ipv6].filter { !$0.isEmpty }
+        createdAt = Timestamp.iso(ms: d.createdAtMs)
+        lastHandshakeAt = Timestamp.isoOrNil(ms: d.lastHandshakeAtMs)
+        online = d.online
+        rxBytes = d.rxBytes
+        txBytes = d.txBytes
+        endpoint = d.endpoint.nilIfEmpty
+        ownerUserId = d.ownerUserID
+    }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("id"); w.string(id)
+            w.key("label"); w.string(label)
+            w.key("slug"); w.string(slug)
+            w.key("dns_name"); w.string(dnsName)
+            w.key("type"); w.string(type)
+            w.key("mesh_ips"); w.array(meshIps)
+            w.key("created_at"); w.string(createdAt)
+            w.key("last_handshake_at"); w.string(lastHandshakeAt)
+            w.key("online"); w.bool(online)
+            w.key("rx_bytes"); w.uint(rxBytes)
+            w.key("tx_bytes"); w.uint(txBytes)
+            w.key("endpoint"); w.string(endpoint)
+            w.key("owner_user_id"); w.string(ownerUserId)
+        }
+    }
+}
+
+/// `GET /api/mesh/devices`.
+public struct DeviceListJSON: JSONEncodable {
+    var devices: [DeviceJSON]
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("devices"); w.array(devices)
+        }
+    }
+}
+
+/// `POST /api/mesh/devices` (201): the device, its config and QR code, shown once.
+public struct CreatedDeviceJSON: JSONEncodable {
+    var device: DeviceJSON
+    var config: String
+    var qrSvg: String
+
+    /// What the client is told about the key it just received.
+    public static let notice = "This config holds the device's only copy of its private key. It is not stored and will not be shown again."
+
+    /// From the protobuf form.
+    public init(_ r: Mesh_V1_CreateDeviceResponse) {
+        device = DeviceJSON(r.device)
+        config = r.config
+        qrSvg = r.qrSvg
+    }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("id"); w.string(device.id)
+            w.key("label"); w.string(device.label)
+            w.key("slug"); w.string(device.slug)
+            w.key("dns_name"); w.string(device.dnsName)
+            w.key("type"); w.string(device.type)
+            w.key("mesh_ips"); w.array(device.meshIps)
+            w.key("created_at"); w.string(device.createdAt)
+            w.key("config"); w.string(config)
+            w.key("qr_svg"); w.string(qrSvg)
+            w.key("private_key_notice"); w.string(Self.notice)
+        }
+    }
+}
+
+/// `GET /api/mesh/state`: a node's interface and DNS status.
+public struct StateJSON: JSONEncodable {
+    var state: Mesh_V1_NodeState
+    /// The node asked about (used when the node leaves its id out).
+    var nodeID: String
+
+    /// From the protobuf form.
+    public init(_ s: Mesh_V1_NodeState, nodeID: String) {
+        state = s
+        self.nodeID = nodeID
+    }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let s = state
+        w.object { w in
+            w.key("active"); w.bool(s.active)
+            w.key("listen_port"); w.uint(UInt64(s.listenPort))
+            w.key("peer_count"); w.uint(UInt64(s.peerCount))
+            w.key("mesh_ip"); w.string(s.meshIp)
+            w.key("mesh_ipv6"); w.string(s.meshIpv6)
+            w.key("dns_status"); w.object { w in
+                w.key("serving"); w.bool(s.dnsStatus.serving)
+                w.key("zone"); w.string(s.dnsStatus.zone)
+                w.key("record_count"); w.uint(UInt64(s.dnsStatus.recordCount))
+                w.key("last_update"); w.string(Timestamp.isoOrNil(ms: s.dnsStatus.lastUpdateMs))
+                w.key("listen"); w.array(s.dnsStatus.listen)
+            }
+            w.key("node_id"); w.string(s.nodeID.nilIfEmpty ?? nodeID)
+            w.key("interface_name"); w.string(s.interfaceName)
+            w.key("backend"); w.string(s.backend)
+            w.key("revision"); w.uint(s.revision)
+            w.key("last_sync_at"); w.string(Timestamp.isoOrNil(ms: s.lastSyncMs))
+        }
+    }
+}
+
+/// One peer of `GET /api/mesh/peers`. The stats members are written only on plans with per-peer stats.
+public struct PeerStatsJSON: JSONEncodable {
+    var peer: Mesh_V1_PeerStats
+    var withStats: Bool
+
+    /// From the protobuf form.
+    public init(_ p: Mesh_V1_PeerStats, withStats: Bool) {
+        peer = p
+        self.withStats = withStats
+    }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let p = peer, stats = withStats
+        w.object { w in
+            w.key("public_key"); w.string(p.publicKey)
+            w.key("allowed_ips"); w.array(p.allowedIps)
+            w.key("peer_id"); w.string(p.peerID.nilIfEmpty)
+            w.key("dns_name"); w.string(p.dnsName.nilIfEmpty)
+            w.key("persistent_keepalive"); w.uint(UInt64(p.persistentKeepalive))
+            if stats {
+                w.key("endpoint"); w.string(p.endpoint.nilIfEmpty)
+                w.key("last_handshake_at"); w.string(Timestamp.isoOrNil(ms: p.lastHandshakeMs))
+                w.key("rx_bytes"); w.uint(p.rxBytes)
+                w.key("tx_bytes"); w.uint(p.txBytes)
+            }
+        }
+    }
+}
+
+/// `GET /api/mesh/peers`.
+public struct PeerDumpJSON: JSONEncodable {
+    var nodeId: String
+    /// "basic_state" or "per_peer_stats".
+    var diagnostics: String
+    var readAt: String?
+    var peers: [PeerStatsJSON]
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("node_id"); w.string(nodeId)
+            w.key("diagnostics"); w.string(diagnostics)
+            w.key("read_at"); w.string(readAt)
+            w.key("peers"); w.array(peers)
+        }
+    }
+}
+
+/// One member of a tenant's mesh, as a node receives it.
+public struct MeshPeerJSON: JSONEncodable {
+    var peer: Mesh_V1_Peer
+
+    /// From the protobuf form.
+    public init(_ p: Mesh_V1_Peer) { peer = p }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let p = peer
+        w.object { w in
+            w.key("id"); w.string(p.id)
+            w.key("kind"); w.string(p.kind.key)
+            w.key("public_key"); w.string(p.publicKey)
+            w.key("mesh_ips"); w.array(p.meshIps)
+            w.key("allowed_ips"); w.array(p.allowedIps)
+            w.key("dns_name"); w.string(p.dnsName)
+            w.key("endpoint"); w.string(p.endpoint.nilIfEmpty)
+            w.key("persistent_keepalive"); w.uint(UInt64(p.persistentKeepalive))
+            w.key("hub"); w.bool(p.hub)
+        }
+    }
+}
+
+/// `GET /cp/api/v1/mesh/peers/:node_id`.
+public struct SyncJSON: JSONEncodable {
+    var tenantId: String
+    var nodeId: String
+    var revision: UInt64
+    /// The requesting node itself (`self` in JSON).
+    var selfPeer: MeshPeerJSON
+    var peers: [MeshPeerJSON]
+    var ipv4Prefix: String
+    var ipv6Prefix: String
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("tenant_id"); w.string(tenantId)
+            w.key("node_id"); w.string(nodeId)
+            w.key("revision"); w.uint(revision)
+            w.key("self"); w.value(selfPeer)
+            w.key("peers"); w.array(peers)
+            w.key("ipv4_prefix"); w.string(ipv4Prefix)
+            w.key("ipv6_prefix"); w.string(ipv6Prefix)
+        }
+    }
+}
+
+/// `GET /api/license/orbit-features`: `{"mesh_vpn": {...}}`.
+public struct OrbitFeaturesJSON: JSONEncodable {
+    var meshVpn: Mesh_V1_MeshVpnFeature
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let f = meshVpn
+        w.object { w in
+            w.key("mesh_vpn"); w.object { w in
+                w.key("enabled"); w.bool(f.enabled)
+                w.key("plan"); w.string(f.plan.key)
+                // null when unlimited (Enterprise).
+                w.key("cap")
+                if f.unlimited { w.null() } else { w.uint(UInt64(f.deviceCap)) }
+                w.key("used"); w.uint(UInt64(f.devicesUsed))
+                w.key("diagnostics"); w.string(f.diagnostics.key)
+                w.key("require_saml"); w.bool(f.requireSaml)
+            }
+        }
+    }
+}
+
+/// `GET /api/mesh/audit`.
+public struct AuditPageJSON: JSONEncodable {
+    var entries: [Mesh_V1_AuditEntry]
+    /// Pass as `before` for the next page; null on the last page.
+    var nextBefore: Int64?
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("entries"); w.array { w in
+                for e in entries {
+                    w.object { w in
+                        w.key("id"); w.int(e.id)
+                        w.key("actor"); w.string(e.actor)
+                        w.key("action"); w.string(e.action)
+                        w.key("target_id"); w.string(e.targetID)
+                        w.key("request_id"); w.string(e.requestID)
+                        w.key("at"); w.string(Timestamp.iso(ms: e.atMs))
+                        w.key("detail"); w.string(e.detail)
+                    }
+                }
+            }
+            w.key("next_before")
+            if let nextBefore { w.int(nextBefore) } else { w.null() }
+        }
+    }
+}
+
+/// `GET /api/mesh/ui-config`: settings the web page needs before it calls anything else.
+public struct UIConfigJSON: JSONEncodable {
+    var pritunlConfigured: Bool
+    var meshDomain: String
+    var deviceTypes: [String]
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("pritunl_configured"); w.bool(pritunlConfigured)
+            w.key("mesh_domain"); w.string(meshDomain)
+            w.key("device_types"); w.array(deviceTypes)
+        }
+    }
+}
+
+/// `GET /healthz`, `GET /readyz`.
+public struct HealthJSON: JSONEncodable {
+    var status: String
+    var checks: [String: String]
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("status"); w.string(status)
+            w.key("checks"); w.object { w in
+                for (k, v) in checks.sorted(by: { $0.key < $1.key }) {
+                    w.key(k); w.string(v)
+                }
+            }
+        }
+    }
+}
+
+extension Mesh_V1_DiagnosticsLevel {
+    /// "basic_state", "per_peer_stats", "audit_log" or "saml_gated".
+    var key: String {
+        switch self {
+        case .basicState: "basic_state"
+        case .perPeerStats: "per_peer_stats"
+        case .auditLog: "audit_log"
+        case .samlGated: "saml_gated"
+        default: "unspecified"
+        }
+    }
+}

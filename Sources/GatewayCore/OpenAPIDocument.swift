@@ -1,0 +1,224 @@
+import Foundation
+import MeshCore
+
+/// The OpenAPI 3.1 description of every route, served at `GET /openapi.json`.
+///
+/// GatewayTests fails when a route of ``GatewayApp/router(api:webRoot:)`` is missing here, and
+/// validates the document with openapi-spec-validator.
+public enum OpenAPIDocument {
+    /// The document as JSON bytes (built once).
+    public static let json: [UInt8] = {
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return [UInt8](data)
+    }()
+
+    /// Every documented operation as (method, path template), e.g. ("DELETE", "/api/mesh/devices/{id}").
+    public static var operations: [(method: String, path: String)] {
+        let paths = document["paths"] as? [String: [String: Any]] ?? [:]
+        return paths.flatMap { path, ops in ops.keys.filter { $0 != "parameters" }.map { ($0.uppercased(), path) } }
+    }
+
+    // MARK: Building blocks
+
+    static func ref(_ name: String) -> [String: Any] { ["$ref": "#/components/schemas/\(name)"] }
+    static func json(_ schema: [String: Any]) -> [String: Any] { ["application/json": ["schema": schema]] }
+    static func ok(_ description: String, _ schema: String) -> [String: Any] { ["description": description, "content": json(ref(schema))] }
+    static func error(_ description: String) -> [String: Any] { ["description": description, "content": json(ref("Error"))] }
+    static var noContent: [String: Any] { ["description": "Done; no body."] }
+    static var string: [String: Any] { ["type": "string"] }
+    static var nullableString: [String: Any] { ["type": ["string", "null"]] }
+    static var dateTime: [String: Any] { ["type": "string", "format": "date-time"] }
+    static var nullableDateTime: [String: Any] { ["type": ["string", "null"], "format": "date-time"] }
+    static var bool: [String: Any] { ["type": "boolean"] }
+    static var uint: [String: Any] { ["type": "integer", "minimum": 0] }
+    static var stringArray: [String: Any] { ["type": "array", "items": ["type": "string"]] }
+
+    static func object(_ properties: [String: Any], required: [String]? = nil, closed: Bool = true) -> [String: Any] {
+        var o: [String: Any] = ["type": "object", "properties": properties, "required": required ?? properties.keys.sorted()]
+        if closed { o["additionalProperties"] = false }
+        return o
+    }
+
+    static func uuidPath(_ name: String, _ description: String) -> [String: Any] {
+        ["name": name, "in": "path", "required": true, "description": description, "schema": ["type": "string", "format": "uuid"]]
+    }
+
+    static var requestIDHeader: [String: Any] { [
+        "name": "X-Request-Id", "in": "header", "required": false,
+        "description": "A request id to use (letters, digits and ._:-, at most 128); one is generated otherwise. Echoed on every response.",
+        "schema": ["type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"],
+    ] }
+
+    /// An operation. `auth`: "user", "admin", "node" or nil (public).
+    static func op(_ summary: String, _ description: String, id: String, auth: String?, parameters: [[String: Any]] = [],
+                   body: [String: Any]? = nil, responses: [String: Any]) -> [String: Any] {
+        var r = responses
+        r["default"] = error("Any other error (see the Error schema and docs/api.md).")
+        if auth != nil {
+            r["401"] = error("Missing, malformed, expired or wrongly signed token.")
+            r["403"] = r["403"] ?? error(auth == "node" ? "Not a node token." : "Not allowed for this caller.")
+            r["503"] = r["503"] ?? error("A service did not answer (no responders).")
+            r["504"] = r["504"] ?? error("A service did not answer in time.")
+        }
+        var o: [String: Any] = ["summary": summary, "description": description, "operationId": id,
+                                "parameters": [requestIDHeader] + parameters, "responses": r]
+        if let body { o["requestBody"] = body }
+        o["security"] = auth == nil ? [] as [Any] : [["bearer": []]]
+        return o
+    }
+
+    static var createDevice: [String: Any] {
+        op("Create a device", "Creates a device with a fresh keypair and returns its wg-quick config and a QR code of it. The private key exists only in this response. Rate limited per user (5 per minute by default); the plan's device cap applies. Enterprise tenants that require SAML need a token whose amr includes \"saml\".",
+           id: "createDevice", auth: "user",
+           body: ["required": true, "content": json(ref("CreateDeviceRequest"))],
+           responses: [
+               "201": ["description": "Created. Cache-Control: no-store.", "content": json(ref("CreatedDevice")),
+                       "headers": ["Location": ["schema": string]]],
+               "400": error("Malformed body, unknown field, bad label or type."),
+               "403": error("Node token; device cap of the plan reached (quota_exceeded with plan and cap); SAML session required."),
+               "413": error("Body larger than the limit (16 KiB)."),
+               "429": ["description": "Too many devices created (rate_limited with retry_after_seconds).",
+                       "headers": ["Retry-After": ["schema": ["type": "integer"]]], "content": json(ref("Error"))],
+           ])
+    }
+
+    static var deleteDevice: [String: Any] {
+        op("Delete a device", "Deletes a device. Its owner or an admin of its tenant may; anyone else gets 404.",
+           id: "deleteDevice", auth: "user", parameters: [uuidPath("id", "Device id")],
+           responses: ["204": noContent, "404": error("No such device for this caller.")])
+    }
+
+    // MARK: The document
+
+    static var document: [String: Any] {
+        let paths: [String: Any] = [
+            "/healthz": ["get": op("Liveness", "200 while the process serves HTTP.", id: "healthz", auth: nil,
+                                   responses: ["200": ok("Alive.", "Health")])],
+            "/readyz": ["get": op("Readiness", "200 when the bus is connected and ProvisionSvc answers $SRV.PING; 503 otherwise.",
+                                  id: "readyz", auth: nil,
+                                  responses: ["200": ok("Ready.", "Health"), "503": ok("Not ready.", "Health")])],
+            "/metrics": ["get": op("Prometheus metrics", "Prometheus text exposition format.", id: "metrics", auth: nil,
+                                   responses: ["200": ["description": "Metrics.", "content": ["text/plain": ["schema": string]]]])],
+            "/openapi.json": ["get": op("This document", "The OpenAPI 3.1 description of every route.", id: "openapi", auth: nil,
+                                        responses: ["200": ["description": "OpenAPI document.", "content": json(["type": "object"])]])],
+            "/api/mesh/ui-config": ["get": op("Web page settings", "Settings the web page reads first (e.g. whether the legacy Pritunl banner shows).",
+                                              id: "uiConfig", auth: nil, responses: ["200": ok("Settings.", "UIConfig")])],
+            "/api/mesh/state": ["get": op("Mesh state of a node",
+                                          "The WireGuard interface and mesh DNS status of this gateway's node (MESH_GATEWAY_NODE_ID). Admins may pass node_id. The node must belong to the caller's tenant.",
+                                          id: "meshState", auth: "user",
+                                          parameters: [["name": "node_id", "in": "query", "required": false, "description": "Admins only: another node of the tenant.",
+                                                        "schema": ["type": "string", "format": "uuid"]]],
+                                          responses: ["200": ok("State.", "State"), "400": error("node_id is not a UUID."),
+                                                      "404": error("The node is not in the caller's tenant.")])],
+            "/api/mesh/devices": [
+                "get": op("List devices", "Owners see their own devices; admins see the whole tenant.", id: "listDevices", auth: "user",
+                          responses: ["200": ok("Devices, oldest first.", "DeviceList")]),
+                "post": createDevice,
+            ],
+            "/api/mesh/devices/{id}": ["delete": deleteDevice],
+            "/api/mesh/refresh": ["post": op("Force a SyncFromCP on every node", "Admins only. Every node of the tenant re-reads its peer list now; nodes that fail are logged.",
+                                             id: "refresh", auth: "admin", responses: ["204": noContent])],
+            "/api/mesh/peers": ["get": op("Live peer dump of a node",
+                                          "Admins only. Free plans get basic state (keys, allowed IPs, peer ids and names); Pro and above also get per-peer stats (endpoint, last handshake, rx, tx).",
+                                          id: "peers", auth: "admin",
+                                          parameters: [["name": "node_id", "in": "query", "required": false, "description": "Another node of the tenant.",
+                                                        "schema": ["type": "string", "format": "uuid"]]],
+                                          responses: ["200": ok("Peers.", "PeerDump"), "400": error("node_id is not a UUID."),
+                                                      "404": error("The node is not in the caller's tenant.")])],
+            "/api/mesh/audit": ["get": op("Audit log", "Admins of Team and Enterprise tenants. Newest first; page with before=next_before.",
+                                          id: "audit", auth: "admin",
+                                          parameters: [
+                                              ["name": "before", "in": "query", "required": false, "description": "Entries with an id below this.",
+                                               "schema": ["type": "integer", "minimum": 0, "maximum": Int64.max]],
+                                              ["name": "limit", "in": "query", "required": false, "description": "Page size (default 50).",
+                                               "schema": ["type": "integer", "minimum": 1, "maximum": 500]],
+                                          ],
+                                          responses: ["200": ok("A page.", "AuditPage"), "400": error("Bad before or limit."),
+                                                      "403": error("Not an admin, or the plan has no audit log.")])],
+            "/api/license/orbit-features": ["get": op("License features", "The mesh_vpn feature of the caller's tenant.", id: "orbitFeatures",
+                                                      auth: "user", responses: ["200": ok("Features.", "OrbitFeatures")])],
+            "/cp/api/v1/mesh/devices": ["post": {
+                var o = createDevice
+                o["operationId"] = "cpCreateDevice"
+                o["summary"] = "Create a device (CP authority)"
+                return o
+            }()],
+            "/cp/api/v1/mesh/devices/{id}": ["delete": {
+                var o = deleteDevice
+                o["operationId"] = "cpDeleteDevice"
+                o["summary"] = "Delete a device (CP authority)"
+                return o
+            }()],
+            "/cp/api/v1/mesh/peers/{node_id}": ["get": op("A node's peer list",
+                                                          "SyncFromCP for a node: its own entry and every other peer of its tenant at the current revision. Needs the node's own CC-agent token; any other node id is 404.",
+                                                          id: "nodePeers", auth: "node", parameters: [uuidPath("node_id", "The calling node's id")],
+                                                          responses: ["200": ok("Peer list.", "Sync"), "404": error("Not this node's id, or the node is unknown.")])],
+        ]
+
+        let peer = object(["id": string, "kind": ["type": "string", "enum": ["device", "node"]], "public_key": string,
+                           "mesh_ips": stringArray, "allowed_ips": stringArray, "dns_name": string, "endpoint": nullableString,
+                           "persistent_keepalive": uint, "hub": bool])
+        let schemas: [String: Any] = [
+            "Error": object(["error": object([
+                "code": ["type": "string", "enum": ["invalid_argument", "not_found", "already_exists", "conflict", "permission_denied", "unauthenticated",
+                                                    "quota_exceeded", "rate_limited", "pool_exhausted", "failed_precondition", "unavailable",
+                                                    "deadline_exceeded", "internal", "payload_too_large", "method_not_allowed"]],
+                "message": string, "request_id": string,
+                "field": ["type": "string", "description": "invalid_argument: the field at fault."],
+                "plan": ["type": "string", "description": "quota_exceeded: the tenant's plan."],
+                "cap": ["type": "integer", "description": "quota_exceeded: the plan's device cap."],
+                "retry_after_seconds": ["type": "integer", "description": "rate_limited: seconds until a creation is allowed again."],
+            ], required: ["code", "message", "request_id"])]),
+            "Health": object(["status": string, "checks": ["type": "object", "additionalProperties": ["type": "string"]]]),
+            "UIConfig": object(["pritunl_configured": bool, "mesh_domain": string, "device_types": stringArray]),
+            "DeviceType": ["type": "string", "enum": ["iphone", "android", "laptop", "other"]],
+            "Device": object(["id": string, "label": string, "slug": string, "dns_name": string, "type": ref("DeviceType"),
+                              "mesh_ips": ["type": "array", "items": string, "description": "IPv4 then IPv6."],
+                              "created_at": dateTime, "last_handshake_at": nullableDateTime, "online": bool,
+                              "rx_bytes": uint, "tx_bytes": uint, "endpoint": nullableString, "owner_user_id": string]),
+            "DeviceList": object(["devices": ["type": "array", "items": ref("Device")]]),
+            "CreateDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 63, "description": "Shown as typed; its slug names the device in DNS."],
+                                           "type": ref("DeviceType")], required: ["label"]),
+            "CreatedDevice": object(["id": string, "label": string, "slug": string, "dns_name": string, "type": ref("DeviceType"),
+                                     "mesh_ips": stringArray, "created_at": dateTime,
+                                     "config": ["type": "string", "description": "wg-quick config holding the device's only copy of its private key."],
+                                     "qr_svg": ["type": "string", "description": "SVG QR code of config."],
+                                     "private_key_notice": string]),
+            "DNSStatus": object(["serving": bool, "zone": string, "record_count": uint, "last_update": nullableDateTime, "listen": stringArray]),
+            "State": object(["active": bool, "listen_port": uint, "peer_count": uint, "mesh_ip": string, "mesh_ipv6": string,
+                             "dns_status": ref("DNSStatus"), "node_id": string, "interface_name": string,
+                             "backend": ["type": "string", "description": "kernel or userspace"], "revision": uint, "last_sync_at": nullableDateTime]),
+            "PeerStats": object(["public_key": string, "allowed_ips": stringArray, "peer_id": nullableString, "dns_name": nullableString,
+                                 "persistent_keepalive": uint, "endpoint": nullableString, "last_handshake_at": nullableDateTime,
+                                 "rx_bytes": uint, "tx_bytes": uint],
+                                required: ["public_key", "allowed_ips", "peer_id", "dns_name", "persistent_keepalive"]),
+            "PeerDump": object(["node_id": string, "diagnostics": ["type": "string", "enum": ["basic_state", "per_peer_stats"]],
+                                "read_at": nullableDateTime, "peers": ["type": "array", "items": ref("PeerStats")]]),
+            "MeshPeer": peer,
+            "Sync": object(["tenant_id": string, "node_id": string, "revision": uint, "self": ref("MeshPeer"),
+                            "peers": ["type": "array", "items": ref("MeshPeer")], "ipv4_prefix": string, "ipv6_prefix": string]),
+            "MeshVPNFeature": object(["enabled": bool, "plan": ["type": "string", "enum": ["free", "pro", "team", "enterprise"]],
+                                      "cap": ["type": ["integer", "null"], "description": "null when unlimited"], "used": uint,
+                                      "diagnostics": ["type": "string", "enum": ["basic_state", "per_peer_stats", "audit_log", "saml_gated"]],
+                                      "require_saml": bool]),
+            "OrbitFeatures": object(["mesh_vpn": ref("MeshVPNFeature")]),
+            "AuditEntry": object(["id": ["type": "integer"], "actor": string, "action": string, "target_id": string, "request_id": string,
+                                  "at": dateTime, "detail": string]),
+            "AuditPage": object(["entries": ["type": "array", "items": ref("AuditEntry")], "next_before": ["type": ["integer", "null"]]]),
+        ]
+        return [
+            "openapi": "3.1.0",
+            "info": [
+                "title": "Quazzar Mesh Gateway",
+                "version": MeshVersion.current,
+                "description": "The HTTP API of the Quazzar Mesh control plane: devices, mesh state, diagnostics, license, and the CP authority routes nodes use. Every error is {\"error\": {\"code\", \"message\", \"request_id\"}}. docs/api.md has the details.",
+            ],
+            "paths": paths,
+            "components": [
+                "schemas": schemas,
+                "securitySchemes": ["bearer": ["type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                               "description": "HS256 or EdDSA. Users: sub (user id), tenant, role (owner|admin), exp, optional amr. Nodes: sub node:<id>, tenant, exp."]],
+            ],
+        ]
+    }
+}

@@ -1,0 +1,126 @@
+import Crypto
+import Foundation
+import GatewayCore
+import Hummingbird
+import MeshCore
+import MeshProto
+import Testing
+
+/// Token verification and the error mapping, without any server.
+@Suite struct GatewayAuthTests {
+    let tenant = UUID().uuidString.lowercased()
+    let user = UUID().uuidString.lowercased()
+
+    @Test func hs256TokensRoundTripAndRefuseTheRest() async throws {
+        let keys = try JWTKeyMaterial(hmacSecret: testSecret)
+        let minter = try await TokenMinter(keys: keys)
+        let verifier = await TokenVerifier(keys: keys)
+        #expect(minter.algorithm == "HS256")
+
+        let token = try await minter.user(tenantID: tenant, userID: user, role: .admin, amr: ["SAML"])
+        #expect(try await verifier.verify(token) == .user(tenantID: tenant, userID: user, role: .admin, amr: ["saml"]))
+        let node = UUID().uuidString.lowercased()
+        #expect(try await verifier.verify(try await minter.node(tenantID: tenant, nodeID: node)) == .node(tenantID: tenant, nodeID: node))
+
+        // Expired, unsigned, tampered, malformed, or with claims of the wrong shape: all unauthenticated.
+        let expired = try await minter.user(tenantID: tenant, userID: user, role: .owner, ttl: .seconds(1), now: Date().addingTimeInterval(-60))
+        var tampered = Array(token)
+        tampered[tampered.count - 3] = tampered[tampered.count - 3] == "A" ? "B" : "A"
+        let odd: [MeshClaims] = [
+            MeshClaims(sub: user, tenant: "not-a-uuid", role: "owner", expires: Date().addingTimeInterval(60)),
+            MeshClaims(sub: user, tenant: tenant, role: "superuser", expires: Date().addingTimeInterval(60)),
+            MeshClaims(sub: user, tenant: tenant, role: nil, expires: Date().addingTimeInterval(60)),
+            MeshClaims(sub: "node:nope", tenant: tenant, expires: Date().addingTimeInterval(60)),
+            MeshClaims(sub: "someone", tenant: tenant, role: "owner", expires: Date().addingTimeInterval(60)),
+        ]
+        var bad = [expired, unsignedToken(tenant: tenant, user: user), String(tampered), "", "a.b", "a.b.c", "Bearer x"]
+        for c in odd { bad.append(try await minter.sign(c)) }
+        for t in bad {
+            await #expect(throws: MeshError.self, "\(t.prefix(40))") { _ = try await verifier.verify(t) }
+        }
+        do {
+            _ = try await verifier.verify(expired)
+        } catch {
+            #expect(error == .unauthenticated("token expired"))
+        }
+    }
+
+    @Test func eddsaTokensAndKeyFormats() async throws {
+        let priv = Curve25519.Signing.PrivateKey()
+        let signing = try JWTKeyMaterial(eddsaPrivateKey: priv)
+        let minter = try await TokenMinter(keys: signing)
+        #expect(minter.algorithm == "EdDSA")
+        let token = try await minter.user(tenantID: tenant, userID: user, role: .owner)
+
+        // The public key as PEM and as base64url both verify; an HS256-only gateway refuses EdDSA.
+        for text in [priv.publicKey.pemRepresentation,
+                     priv.publicKey.rawRepresentation.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")] {
+            let verifier = await TokenVerifier(keys: try JWTKeyMaterial(eddsaPublicKey: try JWTKeyMaterial.parsePublicKey(text)))
+            #expect(try await verifier.verify(token) == .user(tenantID: tenant, userID: user, role: .owner, amr: []))
+        }
+        let hmacOnly = await TokenVerifier(keys: try JWTKeyMaterial(hmacSecret: testSecret))
+        await #expect(throws: MeshError.unauthenticated("unsupported token algorithm")) { _ = try await hmacOnly.verify(token) }
+        // Signed by another Ed25519 key.
+        let other = await TokenVerifier(keys: try JWTKeyMaterial(eddsaPublicKey: Curve25519.Signing.PrivateKey().publicKey))
+        await #expect(throws: MeshError.self) { _ = try await other.verify(token) }
+        #expect(throws: MeshError.self) { _ = try JWTKeyMaterial.parsePublicKey("not a key") }
+    }
+
+    @Test func shortSecretsAreRefused() {
+        #expect(throws: MeshError.self) { _ = try JWTKeyMaterial(hmacSecret: Array("short".utf8)) }
+        #expect(throws: MeshError.self) { _ = try JWTKeyMaterial(hmacSecret: Array(repeating: 0x41, count: 31)) }
+        #expect(throws: Never.self) { _ = try JWTKeyMaterial(hmacSecret: Array(repeating: 0x41, count: 32)) }
+    }
+
+    @Test func everyDomainErrorHasOneStatusAndCode() {
+        let cases: [(MeshError, Int, String)] = [
+            (.invalidArgument(field: "label", message: "m"), 400, "invalid_argument"),
+            (.unauthenticated("m"), 401, "unauthenticated"),
+            (.permissionDenied("m"), 403, "permission_denied"),
+            (.quotaExceeded(plan: .pro, cap: 20), 403, "quota_exceeded"),
+            (.notFound("m"), 404, "not_found"),
+            (.alreadyExists("m"), 409, "already_exists"),
+            (.conflict("m"), 409, "conflict"),
+            (.poolExhausted("m"), 409, "pool_exhausted"),
+            (.failedPrecondition("m"), 409, "failed_precondition"),
+            (.rateLimited(retryAfterSeconds: 12), 429, "rate_limited"),
+            (.internal("secret cause"), 500, "internal"),
+            (.unavailable("m"), 503, "unavailable"),
+            (.deadlineExceeded("m"), 504, "deadline_exceeded"),
+        ]
+        for (e, status, code) in cases {
+            let api = APIError(e)
+            #expect(Int(api.status.code) == status && api.code == code, "\(e)")
+        }
+        #expect(APIError(.internal("secret cause")).message == "internal error", "causes are never sent")
+        #expect(APIError(.quotaExceeded(plan: .pro, cap: 20)).details == ["plan": .string("pro"), "cap": .int(20)])
+        let limited = APIError(.rateLimited(retryAfterSeconds: 12)).response(requestID: "r1")
+        #expect(limited.headers[.retryAfter] == "12")
+        #expect(APIError.from(HTTPError(.notFound)).code == "not_found")
+        #expect(APIError.from(HTTPError(.contentTooLarge)).code == "payload_too_large")
+        #expect(APIError.from(CancellationError()).code == "internal")
+    }
+
+    @Test func jsonWriterEscapesAndNests() throws {
+        struct Sample: JSONEncodable {
+            func encode(to w: inout JSONWriter) {
+                w.object { w in
+                    w.key("s"); w.string("quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} Zoë 🚀 </script>")
+                    w.key("n"); w.null()
+                    w.key("i"); w.int(-42)
+                    w.key("u"); w.uint(UInt64.max)
+                    w.key("b"); w.bool(false)
+                    w.key("a"); w.array(["x", "y"])
+                    w.key("o"); w.object { w in w.key("empty"); w.array([String]()) }
+                }
+            }
+        }
+        var w = JSONWriter()
+        Sample().encode(to: &w)
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(w.bytes)) as? [String: Any])
+        #expect(parsed["s"] as? String == "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} Zoë 🚀 </script>")
+        #expect(parsed["n"] is NSNull && parsed["i"] as? Int == -42 && parsed["b"] as? Bool == false)
+        #expect("\(parsed["u"]!)" == "\(UInt64.max)")
+        #expect(parsed["a"] as? [String] == ["x", "y"] && (parsed["o"] as? [String: Any])?["empty"] as? [Any] != nil)
+    }
+}

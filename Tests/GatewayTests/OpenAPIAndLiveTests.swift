@@ -1,0 +1,115 @@
+import Foundation
+import GatewayCore
+import Hummingbird
+import MeshBus
+import MeshCore
+import MeshProto
+import MeshTestSupport
+import Testing
+
+/// The Python tools of scripts/requirements.txt, in the venv scripts/deps.sh makes.
+enum PythonTools {
+    static var venv: URL {
+        ProcessInfo.processInfo.environment["MESH_VENV"].map { URL(fileURLWithPath: $0) }
+            ?? TestEnvironment.repoRoot.appendingPathComponent(".build-venv")
+    }
+
+    /// The path of a venv tool, or a failure that says how to get it.
+    static func tool(_ name: String) throws -> String {
+        let path = venv.appendingPathComponent("bin/\(name)").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestSetupError.failed("\(path) is missing: run scripts/deps.sh (make test does)")
+        }
+        return path
+    }
+}
+
+/// A free TCP port on the loopback interface.
+func freePort() throws -> Int {
+    let r = try run("/usr/bin/env", ["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])
+    guard let port = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestSetupError.failed("no free port: \(r.output)") }
+    return port
+}
+
+/// One HTTP request with curl: status and body.
+func curl(_ method: String, _ url: String, token: String? = nil, body: String? = nil) throws -> (status: Int, body: String) {
+    var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "15"]
+    if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+    if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
+    let r = try run("/usr/bin/curl", args + [url])
+    let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+    return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+}
+
+extension GatewayTests {
+    /// The document lists every route of the router, and openapi-spec-validator accepts it.
+    @Test func openAPIDocumentCoversEveryRouteAndValidates() async throws {
+        let nats = try TestNatsServer(name: "gw-openapi")
+        let bus = try await TestEnvironment.connectBus("gw-openapi", url: nats.url)
+        let verifier = await TokenVerifier(keys: try JWTKeyMaterial(hmacSecret: testSecret))
+        let router = GatewayApp.router(api: GatewayAPI(configuration: GatewayConfiguration(), bus: bus, verifier: verifier,
+                                                       logger: TestEnvironment.logger("gateway")))
+        let documented = Set(OpenAPIDocument.operations.map { "\($0.method) \($0.path)" })
+        // Router paths use :name; OpenAPI uses {name}.
+        let routed = Set(router.routes.map { route in
+            let path = "\(route.path)".split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
+            return "\(route.method) /\(path)"
+        })
+        #expect(routed.count >= 16, "\(routed)")
+        #expect(routed.subtracting(documented).isEmpty, "routes missing from the OpenAPI document: \(routed.subtracting(documented).sorted())")
+        #expect(documented.subtracting(routed).isEmpty, "documented routes the router does not have: \(documented.subtracting(routed).sorted())")
+
+        let file = TestEnvironment.outputDir("gateway").appendingPathComponent("openapi.json")
+        try Data(OpenAPIDocument.json).write(to: file)
+        let r = try run(try PythonTools.tool("openapi-spec-validator"), [file.path])
+        #expect(r.status == 0, "openapi-spec-validator: \(r.output)")
+        await bus.close()
+        await nats.stop()
+    }
+
+    /// The real Gateway executable over real HTTP: ready, serves a device, survives schemathesis
+    /// with no 5xx, and exits 0 on SIGTERM within 10 s.
+    @Test func liveGatewayProcess() async throws {
+        let f = try await Fixture.start("live", plan: .pro, environment: ["MESH_RATE_LIMIT": "0"])
+        let port = try freePort()
+        let logDir = TestEnvironment.outputDir("gateway")
+        let gateway = try ManagedProcess(
+            name: "Gateway-\(Nuid.short())", executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
+            environment: ["MESH_NATS_URL": f.cp.nats.url, "MESH_GATEWAY_ADDRESS": "127.0.0.1:\(port)", "MESH_GATEWAY_NODE_ID": f.node.id,
+                          "MESH_JWT_SECRET": String(decoding: testSecret, as: UTF8.self), "MESH_INSTANCE": "gateway-live", "MESH_LOG_LEVEL": "warning"],
+            logDir: logDir)
+        let base = "http://127.0.0.1:\(port)"
+        var up = false
+        for _ in 0..<200 where !up {
+            up = (try? curl("GET", base + "/healthz").status) == 200
+            if !up { try await Task.sleep(for: .milliseconds(50)) }
+            if !gateway.isRunning { break }
+        }
+        #expect(up, "gateway did not come up: \(gateway.log().suffix(2000))")
+
+        #expect(try curl("GET", base + "/readyz").status == 200)
+        let created = try curl("POST", base + "/api/mesh/devices", token: f.tokens.ownerA, body: deviceBody("live laptop", type: "laptop"))
+        #expect(created.status == 201, "\(created.body)")
+        #expect(try curl("GET", base + "/api/mesh/devices", token: f.tokens.ownerA).body.contains("live-laptop"))
+        #expect(try curl("GET", base + "/api/mesh/state", token: f.tokens.ownerA).status == 200)
+        #expect(try curl("GET", base + "/api/mesh/devices").status == 401)
+        #expect(try curl("GET", base + "/vpn/mesh/").status == 200)
+        #expect(try curl("GET", base + "/metrics").body.contains("hb_requests"))
+
+        // Schemathesis generates requests from the document, authenticated as an admin: no 5xx allowed.
+        let st = try PythonTools.tool("schemathesis")
+        let report = logDir.appendingPathComponent("schemathesis.txt")
+        // Run it in the output folder: it keeps a cache in the working directory.
+        let r = try run("/usr/bin/env", ["-C", logDir.path, st, "run", base + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "2",
+                             "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "1", "--no-color", "--request-timeout", "15"],
+                        environment: ["SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"])
+        try r.output.write(to: report, atomically: true, encoding: .utf8)
+        #expect(r.status == 0, "schemathesis found problems (full output in \(report.path)):\n\(r.output.suffix(4000))")
+
+        let start = ContinuousClock.now
+        let status = await gateway.terminate(timeout: .seconds(10))
+        #expect(status == 0, "exit status \(String(describing: status)); log:\n\(gateway.log().suffix(2000))")
+        #expect(ContinuousClock.now - start < .seconds(10))
+        await f.stop()
+    }
+}
