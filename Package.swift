@@ -89,7 +89,7 @@ let package = Package(
         lib("MeshProto", [protobuf]),
         lib("MeshCore", ["MeshNet", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
-        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
+        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
         lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log]),
 
         // MARK: Services: logic in *Core, thin executables.
