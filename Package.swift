@@ -118,5 +118,9 @@ let package = Package(
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
+
+        // MARK: Benchmarks.
+        bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
     ]
 )
