@@ -57,6 +57,8 @@ final class DNSForwarder {
         var clientID: UInt16
         var upstreamIndex: Int
         var timer: Scheduled<Void>?
+        /// A client on TCP can take any size, so a truncated UDP reply is fetched again over TCP for it.
+        var clientTransport: MeshDNSTransport
         var completion: Completion
     }
 
@@ -118,7 +120,10 @@ final class DNSForwarder {
 
     /// Relays `query` (a whole, already validated message) and calls `completion` once with the reply,
     /// or with SERVFAIL when no upstream answers in time or too many queries are in flight.
-    func forward(_ query: ByteBuffer, completion: @escaping Completion) {
+    ///
+    /// Queries always go out over UDP first. For a client on TCP, a truncated reply is fetched again over
+    /// TCP from the same upstream, so the client gets the whole answer.
+    func forward(_ query: ByteBuffer, from clientTransport: MeshDNSTransport, completion: @escaping Completion) {
         guard let clientID = query.getInteger(at: query.readerIndex, as: UInt16.self) else { return }
         guard pending.count < maxPending, let id = freshID() else {
             logger.debug("mesh DNS forward refused: too many in flight", metadata: ["dns.pending": "\(pending.count)"])
@@ -128,7 +133,7 @@ final class DNSForwarder {
         var outgoing = query
         outgoing.setInteger(id, at: outgoing.readerIndex)
         pending[id] = Pending(query: outgoing, clientID: clientID, upstreamIndex: 0, timer: nil,
-                              completion: completion)
+                              clientTransport: clientTransport, completion: completion)
         send(id)
     }
 
@@ -176,8 +181,31 @@ final class DNSForwarder {
               let entry = pending[id], envelope.remoteAddress == upstreams[entry.upstreamIndex] else { return }
         pending[id] = nil
         entry.timer?.cancel()
+        if entry.clientTransport == .tcp, flags & 0x02 != 0 {
+            retryOverTCP(entry, upstream: envelope.remoteAddress)
+            return
+        }
         reply.setInteger(entry.clientID, at: reply.readerIndex)
         entry.completion(reply)
+    }
+
+    /// Asks `upstream` again over a fresh TCP connection; on any failure the client gets SERVFAIL.
+    private func retryOverTCP(_ entry: Pending, upstream: SocketAddress) {
+        let exchange = DNSUpstreamTCPExchange(query: entry.query, timeout: timeout, loop: loop)
+        exchange.start(to: upstream) { [logger] result in
+            var reply: ByteBuffer
+            switch result {
+            case .success(let answer):
+                reply = answer
+            case .failure(let error):
+                logger.debug("mesh DNS upstream TCP retry failed", metadata: [
+                    "dns.upstream": "\(upstream)", "error": "\(error)",
+                ])
+                reply = Self.serverFailure(for: entry.query)
+            }
+            if reply.readableBytes >= 2 { reply.setInteger(entry.clientID, at: reply.readerIndex) }
+            entry.completion(reply)
+        }
     }
 
     /// SERVFAIL for a query that could not be relayed, echoing its id, question and EDNS presence.
@@ -212,5 +240,93 @@ final class DNSForwarderReplyHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // An unreachable upstream shows up here as ECONNREFUSED; the timeout moves on to the next one.
+    }
+}
+
+/// Why a TCP exchange with an upstream failed.
+enum DNSUpstreamTCPError: Error {
+    case timedOut
+    case closedWithoutReply
+}
+
+/// One query and its reply over a new TCP connection to an upstream, bounded by a timeout.
+/// Lives on the forwarder's event loop.
+final class DNSUpstreamTCPExchange {
+    private let query: ByteBuffer
+    private let timeout: TimeAmount
+    private let loop: any EventLoop
+    private var completion: ((Result<ByteBuffer, any Error>) -> Void)?
+    private var channel: (any Channel)?
+    private var timer: Scheduled<Void>?
+
+    init(query: ByteBuffer, timeout: TimeAmount, loop: any EventLoop) {
+        self.query = query
+        self.timeout = timeout
+        self.loop = loop
+    }
+
+    func start(to upstream: SocketAddress, completion: @escaping (Result<ByteBuffer, any Error>) -> Void) {
+        self.completion = completion
+        timer = loop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            finish(.failure(DNSUpstreamTCPError.timedOut))
+        }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(DNSTCPFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(DNSUpstreamTCPHandler(exchange: bound))
+                }
+            }
+            .connect(to: upstream)
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    guard self.completion != nil else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    self.channel = channel
+                    channel.writeAndFlush(DNSTCPHandler.framed(query, allocator: channel.allocator), promise: nil)
+                case .failure(let error):
+                    finish(.failure(error))
+                }
+            }
+    }
+
+    /// Completes once; later calls (a reply racing the timer, the close after a reply) do nothing.
+    func finish(_ result: Result<ByteBuffer, any Error>) {
+        guard let completion else { return }
+        self.completion = nil
+        timer?.cancel()
+        channel?.close(promise: nil)
+        channel = nil
+        completion(result)
+    }
+}
+
+/// Hands the first framed reply of an upstream TCP connection to its exchange.
+final class DNSUpstreamTCPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let exchange: NIOLoopBound<DNSUpstreamTCPExchange>
+
+    init(exchange: NIOLoopBound<DNSUpstreamTCPExchange>) {
+        self.exchange = exchange
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        exchange.value.finish(.success(unwrapInboundIn(data)))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        exchange.value.finish(.failure(DNSUpstreamTCPError.closedWithoutReply))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        exchange.value.finish(.failure(error))
     }
 }

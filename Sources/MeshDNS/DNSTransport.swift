@@ -25,14 +25,16 @@ enum DNSUDPListener {
                      on loop: any EventLoop) async throws -> any Channel {
         let batch = max(1, messagesPerRead)
         return try await DatagramBootstrap(group: loop)
-            .channelOption(.maxMessagesPerRead, value: UInt(batch))
+            // Up to four vector reads per wake-up: enough to drain a burst, few enough that other sockets
+            // on the loop (TCP, the forwarder) still get their turn.
+            .channelOption(.maxMessagesPerRead, value: 4)
             .channelOption(.datagramVectorReadMessageCount, value: batch)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: batch * datagramCapacity))
             // A larger receive buffer absorbs bursts while the loop is busy instead of dropping queries.
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(DNSUDPHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(DNSUDPHandler(context: context, flushEvery: batch))
                 }
             }
             .bind(host: host, port: port)
@@ -47,10 +49,15 @@ final class DNSUDPHandler: ChannelInboundHandler {
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
     private let context: DNSServingContext
-    private var needsFlush = false
+    /// Replies written but not yet flushed.
+    private var unflushed = 0
+    /// Flush at least this often within one read burst, so the first replies of a long burst do not wait
+    /// for the last queries to be answered.
+    private let flushEvery: Int
 
-    init(context: DNSServingContext) {
+    init(context: DNSServingContext, flushEvery: Int) {
         self.context = context
+        self.flushEvery = max(1, flushEvery)
     }
 
     func channelRead(context channelContext: ChannelHandlerContext, data: NIOAny) {
@@ -64,20 +71,24 @@ final class DNSUDPHandler: ChannelInboundHandler {
             message.write(to: &buffer, maxSize: maxSize)
             channelContext.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress,
                                                                    data: buffer)), promise: nil)
-            needsFlush = true
+            unflushed += 1
+            if unflushed >= flushEvery {
+                unflushed = 0
+                channelContext.flush()
+            }
         case .forward:
             guard let forwarder = context.forwarder?.value else { return }
             let channel = channelContext.channel
             let client = envelope.remoteAddress
-            forwarder.forward(envelope.data) { reply in
+            forwarder.forward(envelope.data, from: .udp) { reply in
                 channel.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: reply), promise: nil)
             }
         }
     }
 
     func channelReadComplete(context channelContext: ChannelHandlerContext) {
-        if needsFlush {
-            needsFlush = false
+        if unflushed > 0 {
+            unflushed = 0
             channelContext.flush()
         }
         channelContext.fireChannelReadComplete()
@@ -211,7 +222,7 @@ final class DNSTCPHandler: ChannelInboundHandler {
         case .forward:
             guard let forwarder = context.forwarder?.value else { return }
             let channel = channelContext.channel
-            forwarder.forward(frame) { reply in
+            forwarder.forward(frame, from: .tcp) { reply in
                 channel.writeAndFlush(Self.framed(reply, allocator: channel.allocator), promise: nil)
             }
         }

@@ -107,7 +107,9 @@ import Testing
     @Test func forwardsOutsideNamesToUpstream() async throws {
         let upstreamZone = MeshDNSZone(configuration: try MeshDNSZoneConfiguration(origin: "upstream.test"),
                                        logger: quietLogger)
-        upstreamZone.replace(records: [MeshDNSRecord(name: "www", addresses: [IPAddress("192.0.2.80")!])], revision: 5)
+        let many = (1...50).map { IPAddress.v6(IPv6Address(high: 0x2001_0db8_0000_0000, low: UInt64($0))) }
+        upstreamZone.replace(records: [MeshDNSRecord(name: "www", addresses: [IPAddress("192.0.2.80")!]),
+                                       MeshDNSRecord(name: "big", addresses: many)], revision: 5)
         try await withServer(zone: upstreamZone) { _, upstreamPort async throws in
             let zone = try sampleZone()
             try await withServer(zone: zone, configure: { config in
@@ -120,6 +122,9 @@ import Testing
                     #expect(missing.contains("upstream.test.\t\t10\tIN\tSOA"), "the upstream's SOA is relayed")
                     // The upstream refuses names outside its own zone; that answer is relayed too.
                     #expect(try dig(["@127.0.0.1", "-p", "\(port)"] + transport + ["example.com"]).contains("status: REFUSED"))
+                    // A reply too big for UDP reaches the client whole: a UDP client sees TC and retries over
+                    // TCP, and for a TCP client the forwarder fetches the truncated answer again over TCP.
+                    #expect(try digShort(port: port, "big.upstream.test", "AAAA", transport + ["+bufsize=512"]).count == 50)
                     // The mesh zone is still answered locally, with recursion available.
                     let local = try dig(["@127.0.0.1", "-p", "\(port)"] + transport + ["printer.quazzar.mesh"])
                     #expect(local.contains("flags: qr aa rd ra;") && local.contains("100.64.0.9"))
@@ -146,6 +151,7 @@ import Testing
         }) { _, port async throws in
             let output = try dig(["@127.0.0.1", "-p", "\(port)", "example.com", "A"])
             #expect(output.contains("status: SERVFAIL"))
+            #expect(try dig(["@127.0.0.1", "-p", "\(port)", "+tcp", "example.com", "A"]).contains("status: SERVFAIL"))
             #expect(output.contains("example.com.\t\t\tIN\tA"), "the question is echoed")
         }
     }
