@@ -236,6 +236,15 @@ final class DNSTCPHandler: ChannelInboundHandler {
         channelContext.fireChannelReadComplete()
     }
 
+    func channelWritabilityChanged(context channelContext: ChannelHandlerContext) {
+        // A client that sends queries but does not read the replies would otherwise make us buffer replies
+        // without bound: stop reading until its socket drains. If it never does, the idle timeout ends it.
+        let writable = channelContext.channel.isWritable
+        try? channelContext.channel.syncOptions?.setOption(.autoRead, value: writable)
+        if writable { channelContext.read() }
+        channelContext.fireChannelWritabilityChanged()
+    }
+
     func userInboundEventTriggered(context channelContext: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
             channelContext.close(promise: nil)

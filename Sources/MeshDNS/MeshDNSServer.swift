@@ -33,8 +33,8 @@ public struct MeshDNSServerConfiguration: Sendable {
     public var forwardTimeout: TimeAmount
     /// Forwarded queries in flight beyond this many get SERVFAIL at once.
     public var maxPendingForwards: Int
-    /// Datagrams read per `recvmmsg` call; batching reads and the matching `sendmmsg` flush is what lets
-    /// one event loop keep up with a high query rate.
+    /// Datagrams read per `recvmmsg` call, and replies written per `sendmmsg` flush; batching system calls
+    /// is what lets one event loop keep up with a high query rate.
     public var udpMessagesPerRead: Int
 
     /// Creates a configuration with the defaults described on each property.

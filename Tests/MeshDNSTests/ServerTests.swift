@@ -198,6 +198,29 @@ import Testing
         }
     }
 
+    @Test func tcpClientThatReadsSlowlyGetsEveryAnswer() async throws {
+        let zone = try sampleZone()
+        try await withServer(zone: zone) { _, port async throws in
+            // Far more replies than the socket buffers hold: the server must stop reading while the client
+            // is not reading, and resume when it does, without losing or reordering anything.
+            let count = 50_000
+            let client = try RawSocket.tcp(port: port, receiveTimeoutMillis: 10_000)
+            var stream: [UInt8] = []
+            for i in 0..<count { stream += framed(try makeQuery("printer.quazzar.mesh", .a, id: UInt16(i & 0xffff))) }
+            let payload = stream
+            let writer = Thread { client.write(payload) }
+            writer.start()
+            try await Task.sleep(for: .milliseconds(300))
+            var answered = 0
+            while answered < count, let frame = client.readFrame() {
+                let reply = try DNSMessage(parsing: frame)
+                guard reply.header.id == UInt16(answered & 0xffff), reply.answers.count == 1 else { break }
+                answered += 1
+            }
+            #expect(answered == count)
+        }
+    }
+
     @Test func statusReportsServingState() async throws {
         let zone = try sampleZone()
         let config = MeshDNSServerConfiguration(listenAddresses: [IPAddress("127.0.0.1")!, IPAddress("::1")!], port: 0)

@@ -54,7 +54,8 @@ func digShort(port: Int, _ name: String, _ type: String, _ extra: [String] = [])
 }
 
 /// A blocking IPv4 socket on loopback with receive timeouts, for sending raw bytes at the server.
-final class RawSocket {
+/// One thread may send while another receives (the descriptor never changes), hence `@unchecked Sendable`.
+final class RawSocket: @unchecked Sendable {
     let fd: Int32
     let isTCP: Bool
 
