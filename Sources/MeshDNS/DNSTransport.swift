@@ -13,6 +13,12 @@ struct DNSServingContext: Sendable {
     let logger: Logger
 }
 
+#if os(Linux)
+/// `IP_FREEBIND`: bind an address no interface has yet. Linux honours it for IPv6 sockets too.
+let freeBindOption = ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_IP)),
+                                                       name: .init(rawValue: 15))
+#endif
+
 // MARK: - UDP
 
 /// Binds the UDP socket of one listen address.
@@ -21,10 +27,14 @@ enum DNSUDPListener {
     /// and gets FORMERR, which is the right answer for a query that size anyway.
     static let datagramCapacity = 4096
 
-    static func bind(host: String, port: Int, context: DNSServingContext, messagesPerRead: Int,
+    static func bind(host: String, port: Int, context: DNSServingContext, messagesPerRead: Int, freeBind: Bool,
                      on loop: any EventLoop) async throws -> any Channel {
         let batch = max(1, messagesPerRead)
-        return try await DatagramBootstrap(group: loop)
+        var bootstrap = DatagramBootstrap(group: loop)
+        #if os(Linux)
+        if freeBind { bootstrap = bootstrap.channelOption(freeBindOption, value: 1) }
+        #endif
+        return try await bootstrap
             // Up to four vector reads per wake-up: enough to drain a burst, few enough that other sockets
             // on the loop (TCP, the forwarder) still get their turn.
             .channelOption(.maxMessagesPerRead, value: 4)
@@ -140,9 +150,13 @@ struct DNSTooManyConnections: Error {}
 
 /// Binds the TCP listener of one listen address.
 enum DNSTCPListener {
-    static func bind(host: String, port: Int, context: DNSServingContext,
+    static func bind(host: String, port: Int, context: DNSServingContext, freeBind: Bool,
                      on loop: any EventLoop) async throws -> any Channel {
-        try await ServerBootstrap(group: loop, childGroup: loop)
+        var bootstrap = ServerBootstrap(group: loop, childGroup: loop)
+        #if os(Linux)
+        if freeBind { bootstrap = bootstrap.serverChannelOption(freeBindOption, value: 1) }
+        #endif
+        return try await bootstrap
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)

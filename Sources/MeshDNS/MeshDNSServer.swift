@@ -36,13 +36,16 @@ public struct MeshDNSServerConfiguration: Sendable {
     /// Datagrams read per `recvmmsg` call, and replies written per `sendmmsg` flush; batching system calls
     /// is what lets one event loop keep up with a high query rate.
     public var udpMessagesPerRead: Int
+    /// Bind listen addresses even if no interface has them yet (Linux `IP_FREEBIND`), so the node agent
+    /// can start DNS before WireGuard brings up the mesh interface; queries arrive once it does.
+    public var bindBeforeAddressExists: Bool
 
     /// Creates a configuration with the defaults described on each property.
     public init(listenAddresses: [IPAddress], port: UInt16 = 53, serveUDP: Bool = true, serveTCP: Bool = true,
                 maxUDPPayloadSize: UInt16 = 1232, outsideZonePolicy: MeshDNSOutsideZonePolicy = .refuse,
                 tcpIdleTimeout: TimeAmount = .seconds(10), maxTCPConnections: Int = 128,
                 forwardTimeout: TimeAmount = .seconds(2), maxPendingForwards: Int = 1024,
-                udpMessagesPerRead: Int = 32) {
+                udpMessagesPerRead: Int = 32, bindBeforeAddressExists: Bool = false) {
         self.listenAddresses = listenAddresses
         self.port = port
         self.serveUDP = serveUDP
@@ -54,6 +57,7 @@ public struct MeshDNSServerConfiguration: Sendable {
         self.forwardTimeout = forwardTimeout
         self.maxPendingForwards = maxPendingForwards
         self.udpMessagesPerRead = udpMessagesPerRead
+        self.bindBeforeAddressExists = bindBeforeAddressExists
     }
 }
 
@@ -93,7 +97,7 @@ public enum MeshDNSServerError: Error, Sendable, Hashable {
     case nothingToListenOn
     /// A listening socket closed without a shutdown being asked for.
     case listenerClosed
-    /// The server stopped before it finished binding.
+    /// The server is not serving: it has stopped, or stopped before it finished binding.
     case notServing
 }
 
@@ -165,6 +169,7 @@ public final class MeshDNSServer: Service, Sendable {
     }
 
     /// Binds, serves until cancelled or gracefully shut down, then closes every socket and connection.
+    /// Call it once per server.
     public func run() async throws {
         do {
             let sockets = try await bindAll(on: group.next())
@@ -277,12 +282,14 @@ public final class MeshDNSServer: Service, Sendable {
             do {
                 if config.serveUDP {
                     let udp = try await DNSUDPListener.bind(host: host, port: port, context: context,
-                                                            messagesPerRead: config.udpMessagesPerRead, on: loop)
+                                                            messagesPerRead: config.udpMessagesPerRead,
+                                                            freeBind: config.bindBeforeAddressExists, on: loop)
                     pair.append((.udp, udp))
                     port = udp.localAddress?.port ?? port
                 }
                 if config.serveTCP {
-                    let tcp = try await DNSTCPListener.bind(host: host, port: port, context: context, on: loop)
+                    let tcp = try await DNSTCPListener.bind(host: host, port: port, context: context,
+                                                            freeBind: config.bindBeforeAddressExists, on: loop)
                     pair.append((.tcp, tcp))
                 }
                 return pair

@@ -297,6 +297,26 @@ import Testing
         }
     }
 
+    @Test func bindsMeshAddressesBeforeTheyExist() async throws {
+        // Documentation-range addresses that no interface here has; nothing is ever sent to them.
+        let absent = [IPAddress("198.51.100.53")!, IPAddress("fd00:dead:beef::53")!]
+        let zone = try sampleZone()
+        let strict = MeshDNSServer(zone: zone, configuration: MeshDNSServerConfiguration(listenAddresses: absent, port: 0),
+                                   logger: quietLogger)
+        await #expect(throws: (any Error).self) { try await strict.run() }
+
+        let early = MeshDNSServer(zone: zone, configuration: MeshDNSServerConfiguration(
+            listenAddresses: absent, port: 0, bindBeforeAddressExists: true), logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await early.run() }
+            let addresses = try await early.listeningAddresses()
+            #expect(addresses.map(\.ipAddress) == ["198.51.100.53", "198.51.100.53", "fd00:dead:beef::53", "fd00:dead:beef::53"])
+            #expect(early.status().serving)
+            group.cancelAll()
+            try await group.waitForAll()
+        }
+    }
+
     @Test func systemResolversFromResolvConf() throws {
         let path = "/tmp/mesh-dns-resolv-\(getpid()).conf"
         let text = "# comment\nsearch example\nnameserver 127.0.0.53\nnameserver\t::1\nnameserver fe80::1%eth0\n" +
