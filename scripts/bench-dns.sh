@@ -3,8 +3,9 @@
 #
 # Measures (1) the highest rate dnsperf can drive, with the server's CPU use during that run, and
 # (2) latency percentiles at a fixed offered rate (default 20,000 queries/s, the goal for one core),
-# timed by DNSBench's own open-loop generator. Other work on the machine skews both: the load average
-# before the run is printed with the results.
+# timed by DNSBench's own open-loop generator, next to (3) the same load against a bare UDP echo on the
+# same core, which shows the latency the machine itself adds. Other work on the machine skews all of
+# them: the load average before the run is printed with the results.
 #
 #   scripts/bench-dns.sh                      # defaults below
 #   DURATION=20 RATE=50000 RECORDS=5000 scripts/bench-dns.sh
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT="${PORT:-15353}"
+ECHO_PORT="${ECHO_PORT:-15399}"
 RECORDS="${RECORDS:-1000}"
 DURATION="${DURATION:-15}"
 RATE="${RATE:-20000}"
@@ -29,8 +31,10 @@ swift build -c release --product DNSBench >/dev/null
 bin="$(swift build -c release --show-bin-path)/DNSBench"
 work="$(mktemp -d)"
 server_pid=""
+echo_pid=""
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then kill -TERM "$server_pid"; wait "$server_pid" || true; fi
+  if [ -n "$echo_pid" ] && kill -0 "$echo_pid" 2>/dev/null; then kill "$echo_pid"; wait "$echo_pid" || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,6 +69,16 @@ taskset -c "$LOAD_CPU" "$bin" load --address 127.0.0.1 --port "$PORT" --records 
   --seconds 10 >"$work/latency.txt"
 taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$PORT" -d "$work/queries.txt" -l 10 -Q "$RATE" -c 8 -q 500 \
   >"$work/dnsperf-rate.txt" 2>&1
+# 3. The same open-loop load against a bare UDP echo on the same core: the machine's own round trip.
+#    On a shared or virtual machine its tail is the floor for any server's tail.
+taskset -c "$SERVER_CPU" "$bin" echo --address 127.0.0.1 --port "$ECHO_PORT" &
+echo_pid=$!
+sleep 0.5
+taskset -c "$LOAD_CPU" "$bin" load --address 127.0.0.1 --port "$ECHO_PORT" --records "$RECORDS" --rate "$RATE" \
+  --seconds 10 >"$work/baseline.txt"
+kill "$echo_pid"
+wait "$echo_pid" 2>/dev/null || true
+echo_pid=""
 mean="$(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' "$work/dnsperf-rate.txt")"
 stddev="$(awk '/Latency StdDev/ {printf "%.3f", $4 * 1000}' "$work/dnsperf-rate.txt")"
 codes="$(awk -F': *' '/Response codes/ {print $2}' "$work/throughput.txt")"
@@ -83,5 +97,6 @@ mesh DNS benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r))
   server CPU at that rate: ${cpu}% of one core
   latency at $RATE/s:      $(cat "$work/latency.txt")
   dnsperf at $RATE/s:      mean $mean ms, stddev $stddev ms
+  baseline (UDP echo):    $(cat "$work/baseline.txt")
   load average before:    $load_before
 EOF

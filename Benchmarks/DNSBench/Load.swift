@@ -118,3 +118,35 @@ func runLoad(address: String, port: UInt16, records: Int, rate: Int, seconds: Do
         + "\(Int(Double(received) / elapsed)) answers/s; latency p50 \(pct(50)), p90 \(pct(90)), p99 \(pct(99)), "
         + "p99.9 \(pct(99.9)), max \(pct(100))"
 }
+
+/// Echoes every datagram back with one blocking `recvfrom`/`sendto` pair and no other work: the round trip
+/// through the kernel and the machine's scheduler that any UDP server pays. Measuring it with the same
+/// load generator separates the machine's latency from the DNS server's. Runs until killed.
+func runEcho(address: String, port: UInt16) -> Never {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    precondition(fd >= 0, "socket failed")
+    var local = sockaddr_in()
+    local.sin_family = sa_family_t(AF_INET)
+    local.sin_port = port.bigEndian
+    local.sin_addr.s_addr = inet_addr(address)
+    let bound = withUnsafePointer(to: &local) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    precondition(bound == 0, "bind failed")
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    var peer = sockaddr_storage()
+    while true {
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let n = buffer.withUnsafeMutableBytes { raw in
+            withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, raw.baseAddress, raw.count, 0, $0, &length) }
+            }
+        }
+        guard n > 0 else { continue }
+        _ = buffer.withUnsafeBytes { raw in
+            withUnsafePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, raw.baseAddress, n, 0, $0, length) }
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //   DNSBench inprocess [--records 1000] [--seconds 3]                       responder + encoding, no sockets
 //   DNSBench load    [--address 127.0.0.1] [--port 5353] [--rate 20000] [--seconds 10] [--outstanding 200]
 //                    open-loop UDP load at a fixed rate (or closed-loop with --rate 0), latency percentiles
+//   DNSBench echo    [--address 127.0.0.1] [--port 5399]                    bare UDP echo: the baseline round trip
 import Logging
 import MeshDNS
 import MeshNet
@@ -111,7 +112,14 @@ case "load":
                          outstanding: Int(option("outstanding", "200")) ?? 200)
     print(result)
 
+case "echo":
+    guard let port = UInt16(option("port", "5399")) else {
+        print("bad --port")
+        exit(2)
+    }
+    runEcho(address: option("address", "127.0.0.1"), port: port)
+
 default:
-    print("usage: DNSBench serve|queries|inprocess|load [--records N] [--address A] [--port P] [--count N] [--seconds S]")
+    print("usage: DNSBench serve|queries|inprocess|load|echo [--records N] [--address A] [--port P] [--count N] [--seconds S]")
     exit(2)
 }
