@@ -234,6 +234,39 @@ func answer(_ responder: MeshDNSResponder, _ query: [UInt8], transport: MeshDNST
         #expect(snapshot.lastUpdate != nil)
     }
 
+    @Test func concurrentReadersNeverSeeHalfAnUpdate() async throws {
+        // Two record sets that share no name; every snapshot a reader takes must hold exactly one of them.
+        let zone = MeshDNSZone(configuration: try MeshDNSZoneConfiguration(), logger: quietLogger)
+        func set(_ prefix: String) -> [MeshDNSRecord] {
+            (1...200).map { MeshDNSRecord(name: "\(prefix)\($0)", addresses: [.v4(IPv4Address(100, 64, 1, UInt8($0)))]) }
+        }
+        let setA = set("a"), setB = set("b")
+        zone.replace(records: setA, revision: 1)
+        let a1 = try DNSName("a1.quazzar.mesh"), b1 = try DNSName("b1.quazzar.mesh")
+        let a200 = try DNSName("a200.quazzar.mesh"), b200 = try DNSName("b200.quazzar.mesh")
+        let torn = try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                for revision in 2...400 { zone.replace(records: revision % 2 == 0 ? setB : setA, revision: UInt32(revision)) }
+                return 0
+            }
+            for _ in 0..<2 {
+                group.addTask {
+                    var bad = 0
+                    for _ in 0..<5_000 {
+                        let snapshot = zone.snapshot()
+                        let hasA = snapshot.addresses(of: a1) != nil && snapshot.addresses(of: a200) != nil
+                        let hasB = snapshot.addresses(of: b1) != nil && snapshot.addresses(of: b200) != nil
+                        if hasA == hasB || snapshot.nameCount != 200 || (hasA != (snapshot.revision % 2 == 1)) { bad += 1 }
+                    }
+                    return bad
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(torn == 0)
+        #expect(zone.snapshot().revision == 400)
+    }
+
     @Test func upsertReplacesAddresses() throws {
         let zone = try sampleZone()
         zone.upsert(MeshDNSRecord(name: "printer", addresses: [IPAddress("100.64.0.99")!]), revision: 30)

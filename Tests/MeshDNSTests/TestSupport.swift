@@ -33,8 +33,21 @@ func withServer(zone: MeshDNSZone, configure: (inout MeshDNSServerConfiguration)
     #expect(!server.status().serving)
 }
 
-/// Runs `dig` with the given arguments and returns what it printed.
-func dig(_ arguments: [String]) throws -> String {
+/// Runs blocking work on a thread of its own. Test code that blocks (waiting for `dig`, reading a socket)
+/// must not sit on the few threads of Swift's cooperative pool, or every other task, including the
+/// servers' `run()` and the test's own timers, stalls behind it.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+/// Runs `dig` with the given arguments, off the cooperative pool, and returns what it printed.
+func dig(_ arguments: [String]) async throws -> String {
+    try await offPool { try digBlocking(arguments) }
+}
+
+private func digBlocking(_ arguments: [String]) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/dig")
     process.arguments = ["+tries=1", "+time=3"] + arguments
@@ -48,8 +61,8 @@ func dig(_ arguments: [String]) throws -> String {
 }
 
 /// `dig +short` lines for one query.
-func digShort(port: Int, _ name: String, _ type: String, _ extra: [String] = []) throws -> [String] {
-    try dig(["@127.0.0.1", "-p", "\(port)", "+short"] + extra + [name, type])
+func digShort(port: Int, _ name: String, _ type: String, _ extra: [String] = []) async throws -> [String] {
+    try await dig(["@127.0.0.1", "-p", "\(port)", "+short"] + extra + [name, type])
         .split(separator: "\n").map(String.init)
 }
 
@@ -74,7 +87,7 @@ final class RawSocket: @unchecked Sendable {
         return address
     }
 
-    static func udp(receiveTimeoutMillis: Int = 2000) throws -> RawSocket {
+    static func udp(receiveTimeoutMillis: Int = 5000) throws -> RawSocket {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { throw TestIOError() }
         let s = RawSocket(fd: fd, isTCP: false)
@@ -84,7 +97,7 @@ final class RawSocket: @unchecked Sendable {
         return s
     }
 
-    static func tcp(port: Int, receiveTimeoutMillis: Int = 2000) throws -> RawSocket {
+    static func tcp(port: Int, receiveTimeoutMillis: Int = 5000) throws -> RawSocket {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestIOError() }
         let s = RawSocket(fd: fd, isTCP: true)
