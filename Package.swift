@@ -78,7 +78,7 @@ let package = Package(
         ),
 
         // MARK: Wrappers: the only targets that import a C module.
-        lib("MeshBus", ["CNats", "MeshProto", log, metrics, lifecycle]),
+        lib("MeshBus", ["CNats", log, metrics, lifecycle]),
         lib("MeshStore", ["CPostgres", log, metrics]),
         lib("MeshQR", ["CQRencode"]),
         lib("MeshWireGuard", ["CMNL", "MeshNet", log]),
@@ -87,10 +87,10 @@ let package = Package(
         // MARK: Shared libraries.
         lib("MeshNet", []),
         lib("MeshProto", [protobuf]),
-        lib("MeshCore", ["MeshNet", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
+        lib("MeshCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
-        lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log]),
+        lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log, protobuf]),
 
         // MARK: Services: logic in *Core, thin executables.
         lib("AllocatorCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
@@ -111,16 +111,24 @@ let package = Package(
         exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", log]),
+        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
         tests("MeshNetTests", ["MeshNet"]),
         tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
-        tests("MeshBusTests", ["MeshBus", "MeshTestSupport", "MeshProto"]),
+        tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
+        tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
+        tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
+        tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
+        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto"]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 
-        // MARK: Benchmarks.
+        // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
+        bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
+        bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
     ]
 )

@@ -40,4 +40,16 @@ mkdir -p "$c_out/generated/mesh/v1"
 protoc --c_out="$c_out/generated" "${protos[@]}"
 # SwiftPM compiles every .c under the target; headers must sit under include/ to be public.
 mkdir -p "$c_out/include"
+# The interop harness (interop.c) finds messages by full name in a table of every descriptor protoc-c
+# emitted; writing the table here keeps it complete whenever a message is added.
+{
+  echo "/* Written by proto/generate.sh from the protoc-c headers: every mesh.v1 message descriptor. Do not edit. */"
+  for header in "$c_out"/generated/mesh/v1/*.pb-c.h; do
+    echo "#include \"mesh/v1/$(basename "$header")\""
+  done
+  echo "#define MESH_INTEROP_DESCRIPTORS \\"
+  sed -n -E 's/^extern const ProtobufCMessageDescriptor ([A-Za-z0-9_]+);$/    \&\1, \\/p' \
+    "$c_out"/generated/mesh/v1/*.pb-c.h
+  echo "    /* end of table */"
+} > "$c_out/generated/mesh_descriptors.inc"
 echo "generate.sh: wrote $(ls "$swift_out"/*.pb.swift | wc -l) Swift files and $(ls "$c_out"/generated/mesh/v1/*.pb-c.c | wc -l) C files"

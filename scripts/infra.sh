@@ -22,14 +22,15 @@ if [ -z "$pgbin" ] || [ ! -x "$pgbin/postgres" ]; then pgbin=$(ls -d /usr/lib/po
 
 start_nats() {
   if [ -f "$dir/nats.pid" ] && kill -0 "$(cat "$dir/nats.pid")" 2>/dev/null; then return; fi
-  local port=${MESH_NATS_PORT:-$(free_port)} mon=${MESH_NATS_MONITOR_PORT:-$(free_port)}
+  local port=${MESH_NATS_PORT:-$(free_port)} mon=${MESH_NATS_MONITOR_PORT:-$(free_port)} host=${MESH_NATS_HOST:-127.0.0.1}
   mkdir -p "$dir/nats"
-  nats-server -a 127.0.0.1 -p "$port" -m "$mon" -js -sd "$dir/nats/js" -n "mesh-$port" \
+  echo "$host" > "$dir/nats.host"
+  nats-server -a "$host" -p "$port" -m "$mon" -js -sd "$dir/nats/js" -n "mesh-$port" \
     -l "$dir/nats/nats.log" -P "$dir/nats.pid" >/dev/null 2>&1 &
   for _ in $(seq 1 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05
+    (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null && break; sleep 0.05
   done
-  (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null || { echo "infra: nats-server did not start; see $dir/nats/nats.log" >&2; exit 1; }
+  (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null || { echo "infra: nats-server did not start; see $dir/nats/nats.log" >&2; exit 1; }
   echo "$port" > "$dir/nats.port"; echo "$mon" > "$dir/nats.monitor"
 }
 
@@ -51,7 +52,7 @@ start_pg() {
 
 write_env() {
   cat > "$dir/env" <<ENV
-export MESH_NATS_URL=nats://127.0.0.1:$(cat "$dir/nats.port")
+export MESH_NATS_URL=nats://$(cat "$dir/nats.host" 2>/dev/null || echo 127.0.0.1):$(cat "$dir/nats.port")
 export MESH_NATS_MONITOR_URL=http://127.0.0.1:$(cat "$dir/nats.monitor")
 export MESH_DATABASE_URL=postgresql://postgres@127.0.0.1:$(cat "$dir/pg.port")/postgres
 export MESH_PG_BINDIR=$pgbin

@@ -1,2 +1,223 @@
-/// Placeholder; filled in by its issue.
-public enum MeshClientModule {}
+import Foundation
+import MeshBus
+import MeshCore
+import MeshProto
+import SwiftProtobuf
+
+/// Typed clients for the control-plane services over the bus. Each call is one request/reply with
+/// a deadline; every failure is a ``MeshError``.
+public struct AllocatorClient: Sendable {
+    public let bus: BusConnection
+    public var timeout: Duration
+
+    public init(bus: BusConnection, timeout: Duration = .seconds(5)) {
+        self.bus = bus
+        self.timeout = timeout
+    }
+
+    /// Assigns (or returns) a tenant's prefixes.
+    public func ensureTenant(_ tenantID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_TenantPrefixes {
+        var r = Mesh_V1_EnsureTenantRequest()
+        r.tenantID = tenantID
+        let resp: Mesh_V1_EnsureTenantResponse = try await bus.call(MeshSubjects.allocatorTenant, r, requestID: requestID, timeout: timeout)
+        return resp.prefixes
+    }
+
+    /// Allocates an owner's addresses (idempotent by owner).
+    public func allocate(tenantID: String, ownerID: String, kind: Mesh_V1_PeerKind, requestedIPv4: String = "",
+                         requestID: String? = nil) async throws(MeshError) -> Mesh_V1_AllocateResponse {
+        var r = Mesh_V1_AllocateRequest()
+        r.tenantID = tenantID
+        r.ownerID = ownerID
+        r.kind = kind
+        r.requestedIpv4 = requestedIPv4
+        return try await bus.call(MeshSubjects.allocatorAllocate, r, requestID: requestID, timeout: timeout)
+    }
+
+    /// Releases an owner's addresses.
+    @discardableResult
+    public func release(tenantID: String, ownerID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_ReleaseResponse {
+        var r = Mesh_V1_ReleaseRequest()
+        r.tenantID = tenantID
+        r.ownerID = ownerID
+        return try await bus.call(MeshSubjects.allocatorRelease, r, requestID: requestID, timeout: timeout)
+    }
+}
+
+/// ProvisionSvc's operations.
+public struct ProvisionClient: Sendable {
+    public let bus: BusConnection
+    public var timeout: Duration
+
+    public init(bus: BusConnection, timeout: Duration = .seconds(10)) {
+        self.bus = bus
+        self.timeout = timeout
+    }
+
+    func call<R: SwiftProtobuf.Message>(_ subject: String, _ req: some SwiftProtobuf.Message, _ requestID: String?) async throws(MeshError) -> R {
+        try await bus.call(subject, req, as: R.self, requestID: requestID, timeout: timeout)
+    }
+
+    public func createTenant(_ r: Mesh_V1_CreateTenantRequest, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_Tenant {
+        let resp: Mesh_V1_CreateTenantResponse = try await call(MeshSubjects.tenantCreate, r, requestID)
+        return resp.tenant
+    }
+
+    public func updateTenant(_ r: Mesh_V1_UpdateTenantRequest, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_Tenant {
+        let resp: Mesh_V1_UpdateTenantResponse = try await call(MeshSubjects.tenantUpdate, r, requestID)
+        return resp.tenant
+    }
+
+    public func getTenant(_ tenantID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_Tenant {
+        var r = Mesh_V1_GetTenantRequest()
+        r.tenantID = tenantID
+        let resp: Mesh_V1_GetTenantResponse = try await call(MeshSubjects.tenantGet, r, requestID)
+        return resp.tenant
+    }
+
+    public func listTenants(requestID: String? = nil) async throws(MeshError) -> [Mesh_V1_Tenant] {
+        let resp: Mesh_V1_ListTenantsResponse = try await call(MeshSubjects.tenantList, Mesh_V1_ListTenantsRequest(), requestID)
+        return resp.tenants
+    }
+
+    public func createUser(_ r: Mesh_V1_CreateUserRequest, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_User {
+        let resp: Mesh_V1_CreateUserResponse = try await call(MeshSubjects.userCreate, r, requestID)
+        return resp.user
+    }
+
+    public func getUser(tenantID: String, userID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_User {
+        var r = Mesh_V1_GetUserRequest()
+        r.tenantID = tenantID
+        r.userID = userID
+        let resp: Mesh_V1_GetUserResponse = try await call(MeshSubjects.userGet, r, requestID)
+        return resp.user
+    }
+
+    public func listUsers(tenantID: String, requestID: String? = nil) async throws(MeshError) -> [Mesh_V1_User] {
+        var r = Mesh_V1_ListUsersRequest()
+        r.tenantID = tenantID
+        let resp: Mesh_V1_ListUsersResponse = try await call(MeshSubjects.userList, r, requestID)
+        return resp.users
+    }
+
+    public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        var r = Mesh_V1_CreateDeviceRequest()
+        r.caller = caller
+        r.label = label
+        r.type = type
+        return try await call(MeshSubjects.deviceCreate, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func deleteDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
+        var r = Mesh_V1_DeleteDeviceRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        return try await call(MeshSubjects.deviceDelete, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func listDevices(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_Device] {
+        var r = Mesh_V1_ListDevicesRequest()
+        r.caller = caller
+        let resp: Mesh_V1_ListDevicesResponse = try await call(MeshSubjects.deviceList, r, caller.requestID.nilIfEmpty)
+        return resp.devices
+    }
+
+    public func createEnrollmentToken(caller: Mesh_V1_Caller, ttlSeconds: UInt32 = 3600, maxUses: UInt32 = 1) async throws(MeshError) -> Mesh_V1_CreateEnrollmentTokenResponse {
+        var r = Mesh_V1_CreateEnrollmentTokenRequest()
+        r.caller = caller
+        r.ttlSeconds = ttlSeconds
+        r.maxUses = maxUses
+        return try await call(MeshSubjects.enrollmentCreate, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func registerNode(_ r: Mesh_V1_RegisterNodeRequest, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_RegisterNodeResponse {
+        try await call(MeshSubjects.nodeRegister, r, requestID)
+    }
+
+    public func deregisterNode(caller: Mesh_V1_Caller, nodeID: String) async throws(MeshError) -> Mesh_V1_DeregisterNodeResponse {
+        var r = Mesh_V1_DeregisterNodeRequest()
+        r.caller = caller
+        r.nodeID = nodeID
+        return try await call(MeshSubjects.nodeDeregister, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func listNodes(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_Node] {
+        var r = Mesh_V1_ListNodesRequest()
+        r.caller = caller
+        let resp: Mesh_V1_ListNodesResponse = try await call(MeshSubjects.nodeList, r, caller.requestID.nilIfEmpty)
+        return resp.nodes
+    }
+
+    public func getNode(caller: Mesh_V1_Caller, nodeID: String) async throws(MeshError) -> Mesh_V1_Node {
+        var r = Mesh_V1_GetNodeRequest()
+        r.caller = caller
+        r.nodeID = nodeID
+        let resp: Mesh_V1_GetNodeResponse = try await call(MeshSubjects.nodeGet, r, caller.requestID.nilIfEmpty)
+        return resp.node
+    }
+
+    public func license(caller: Mesh_V1_Caller) async throws(MeshError) -> Mesh_V1_MeshVpnFeature {
+        var r = Mesh_V1_GetLicenseRequest()
+        r.caller = caller
+        let resp: Mesh_V1_GetLicenseResponse = try await call(MeshSubjects.licenseGet, r, caller.requestID.nilIfEmpty)
+        return resp.meshVpn
+    }
+
+    public func audit(caller: Mesh_V1_Caller, beforeID: Int64 = 0, limit: UInt32 = 50) async throws(MeshError) -> Mesh_V1_ListAuditResponse {
+        var r = Mesh_V1_ListAuditRequest()
+        r.caller = caller
+        r.beforeID = beforeID
+        r.limit = limit
+        return try await call(MeshSubjects.auditList, r, caller.requestID.nilIfEmpty)
+    }
+}
+
+/// FanoutSvc's SyncFromCP and revision queries.
+public struct FanoutClient: Sendable {
+    public let bus: BusConnection
+    public var timeout: Duration
+
+    public init(bus: BusConnection, timeout: Duration = .seconds(10)) {
+        self.bus = bus
+        self.timeout = timeout
+    }
+
+    /// The node's full peer list at the tenant's current revision.
+    public func sync(tenantID: String, nodeID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_SyncResponse {
+        var r = Mesh_V1_SyncRequest()
+        r.tenantID = tenantID
+        r.nodeID = nodeID
+        return try await bus.call(MeshSubjects.sync(tenant: tenantID, node: nodeID), r, requestID: requestID, timeout: timeout)
+    }
+
+    /// The tenant's newest revision.
+    public func revision(tenantID: String) async throws(MeshError) -> UInt64 {
+        var r = Mesh_V1_RevisionRequest()
+        r.tenantID = tenantID
+        let resp: Mesh_V1_RevisionResponse = try await bus.call(MeshSubjects.revision(tenant: tenantID), r, timeout: timeout)
+        return resp.revision
+    }
+}
+
+/// A node's control subjects (served by its NodeApplier).
+public struct NodeClient: Sendable {
+    public let bus: BusConnection
+    public var timeout: Duration
+
+    public init(bus: BusConnection, timeout: Duration = .seconds(3)) {
+        self.bus = bus
+        self.timeout = timeout
+    }
+
+    public func state(nodeID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_NodeState {
+        try await bus.call(MeshSubjects.nodeState(nodeID), Mesh_V1_NodeStateRequest(), requestID: requestID, timeout: timeout)
+    }
+
+    public func peers(nodeID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_PeerDump {
+        try await bus.call(MeshSubjects.nodePeers(nodeID), Mesh_V1_PeerDumpRequest(), requestID: requestID, timeout: timeout)
+    }
+
+    public func refresh(nodeID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_RefreshResponse {
+        try await bus.call(MeshSubjects.nodeRefresh(nodeID), Mesh_V1_RefreshRequest(), requestID: requestID, timeout: .seconds(30))
+    }
+}

@@ -150,3 +150,44 @@ public struct HostPort: Hashable, Sendable, LosslessStringConvertible {
         return true
     }
 }
+
+extension IPPrefix {
+    /// The smallest list of prefixes that covers exactly the IPv4 addresses `first...last`.
+    public static func summarize(_ first: IPv4Address, _ last: IPv4Address) -> [IPPrefix] {
+        guard first <= last else { return [] }
+        var out: [IPPrefix] = []
+        var start = UInt64(first.value)
+        let end = UInt64(last.value)
+        while start <= end {
+            // The largest aligned block starting at `start` that does not pass `end`.
+            var size: UInt64 = start == 0 ? 1 << 32 : start & (~start &+ 1)
+            while start + size - 1 > end { size >>= 1 }
+            let length = 32 - UInt8(size.trailingZeroBitCount)
+            out.append(IPPrefix(.v4(IPv4Address(UInt32(start))), length: length)!)
+            start += size
+        }
+        return out
+    }
+
+    /// The smallest list of prefixes that covers exactly `first...last`, both inside one /64
+    /// (the mesh's IPv6 addresses differ only in their low bits).
+    public static func summarize(_ first: IPv6Address, _ last: IPv6Address) -> [IPPrefix] {
+        guard first <= last, first.high == last.high else { return [] }
+        var out: [IPPrefix] = []
+        var start = first.low
+        let end = last.low
+        while true {
+            var size: UInt64 = start == 0 ? 0 : start & (~start &+ 1)  // 0 means 2^64
+            while size == 0 ? (end != UInt64.max) : (start &+ (size - 1) > end || start &+ (size - 1) < start) {
+                size = size == 0 ? 1 << 63 : size >> 1
+            }
+            let bits = size == 0 ? 64 : size.trailingZeroBitCount
+            out.append(IPPrefix(.v6(IPv6Address(high: first.high, low: start)), length: UInt8(128 - bits))!)
+            if size == 0 { break }
+            let next = start &+ size
+            if next == 0 || next - 1 >= end { break }
+            start = next
+        }
+        return out
+    }
+}

@@ -34,6 +34,13 @@ public nonisolated struct Mesh_V1_TenantPrefixes: Sendable {
   /// RFC 4193 ULA, e.g. "fd12:3456:789a::/48"
   public var ipv6Prefix: String = String()
 
+  /// The address plan inside the prefixes: device addresses and node addresses come from
+  /// disjoint ranges, given here as CIDRs (IPv4 and IPv6). Devices route the device ranges
+  /// through the tenant's hub node.
+  public var deviceRanges: [String] = []
+
+  public var nodeRanges: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -270,7 +277,7 @@ fileprivate nonisolated let _protobuf_package = "mesh.v1"
 
 nonisolated extension Mesh_V1_TenantPrefixes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TenantPrefixes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}device_ranges\0\u{3}node_ranges\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -281,6 +288,8 @@ nonisolated extension Mesh_V1_TenantPrefixes: SwiftProtobuf.Message, SwiftProtob
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.ipv4Prefix) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.ipv6Prefix) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.deviceRanges) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.nodeRanges) }()
       default: break
       }
     }
@@ -296,6 +305,12 @@ nonisolated extension Mesh_V1_TenantPrefixes: SwiftProtobuf.Message, SwiftProtob
     if !self.ipv6Prefix.isEmpty {
       try visitor.visitSingularStringField(value: self.ipv6Prefix, fieldNumber: 3)
     }
+    if !self.deviceRanges.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deviceRanges, fieldNumber: 4)
+    }
+    if !self.nodeRanges.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.nodeRanges, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -303,6 +318,8 @@ nonisolated extension Mesh_V1_TenantPrefixes: SwiftProtobuf.Message, SwiftProtob
     if lhs.tenantID != rhs.tenantID {return false}
     if lhs.ipv4Prefix != rhs.ipv4Prefix {return false}
     if lhs.ipv6Prefix != rhs.ipv6Prefix {return false}
+    if lhs.deviceRanges != rhs.deviceRanges {return false}
+    if lhs.nodeRanges != rhs.nodeRanges {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -448,10 +448,16 @@ public nonisolated struct Mesh_V1_CreateDeviceResponse: @unchecked Sendable {
     set {_uniqueStorage()._config = newValue}
   }
 
-  /// QR code (SVG) of exactly `config`.
+  /// QR code (SVG) of exactly `config`. Empty when the config is too large for a QR code
+  /// (a tenant with very many nodes); qr_unavailable_reason then says why.
   public var qrSvg: String {
     get {_storage._qrSvg}
     set {_uniqueStorage()._qrSvg = newValue}
+  }
+
+  public var qrUnavailableReason: String {
+    get {_storage._qrUnavailableReason}
+    set {_uniqueStorage()._qrUnavailableReason = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1684,12 +1690,13 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateDeviceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}config\0\u{3}qr_svg\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}config\0\u{3}qr_svg\0\u{3}qr_unavailable_reason\0")
 
   fileprivate class _StorageClass {
     var _device: Mesh_V1_Device? = nil
     var _config: String = String()
     var _qrSvg: String = String()
+    var _qrUnavailableReason: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1703,6 +1710,7 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
       _device = source._device
       _config = source._config
       _qrSvg = source._qrSvg
+      _qrUnavailableReason = source._qrUnavailableReason
     }
   }
 
@@ -1724,6 +1732,7 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
         case 1: try { try decoder.decodeSingularMessageField(value: &_storage._device) }()
         case 2: try { try decoder.decodeSingularStringField(value: &_storage._config) }()
         case 3: try { try decoder.decodeSingularStringField(value: &_storage._qrSvg) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._qrUnavailableReason) }()
         default: break
         }
       }
@@ -1745,6 +1754,9 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
       if !_storage._qrSvg.isEmpty {
         try visitor.visitSingularStringField(value: _storage._qrSvg, fieldNumber: 3)
       }
+      if !_storage._qrUnavailableReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._qrUnavailableReason, fieldNumber: 4)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1757,6 +1769,7 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
         if _storage._device != rhs_storage._device {return false}
         if _storage._config != rhs_storage._config {return false}
         if _storage._qrSvg != rhs_storage._qrSvg {return false}
+        if _storage._qrUnavailableReason != rhs_storage._qrUnavailableReason {return false}
         return true
       }
       if !storagesAreEqual {return false}

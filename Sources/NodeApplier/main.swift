@@ -1,1 +1,102 @@
-print("NodeApplier")
+import ArgumentParser
+import Foundation
+import MeshCore
+import NodeApplierCore
+
+/// NodeApplier: keeps one node's `wg-quazzar0` in step with the control plane.
+@main
+struct NodeApplier: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "NodeApplier",
+        abstract: "Registers this node, brings up its WireGuard interface, and applies every peer change without restarting anything.",
+        discussion: "The enrollment token comes from MESH_NODE_ENROLLMENT_TOKEN or MESH_NODE_ENROLLMENT_TOKEN_FILE (never the command line). Every option also reads the environment variable named in its help.")
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(help: "Node name (env MESH_NODE_NAME).")
+    var name: String = Env.string("MESH_NODE_NAME", ProcessInfo.processInfo.hostName)
+
+    @Option(help: "State directory for the key and registration (env MESH_NODE_STATE_DIR).")
+    var stateDir: String = Env.string("MESH_NODE_STATE_DIR", "/var/lib/quazzar-mesh")
+
+    @Option(help: "WireGuard interface (env MESH_WG_INTERFACE).")
+    var interface: String = Env.string("MESH_WG_INTERFACE", "wg-quazzar0")
+
+    @Option(help: "WireGuard listen port (env MESH_WG_LISTEN_PORT).")
+    var listenPort: Int = Env.int("MESH_WG_LISTEN_PORT", 51820)
+
+    @Option(help: "host:port other peers dial (env MESH_NODE_ENDPOINT).")
+    var endpoint: String = Env.string("MESH_NODE_ENDPOINT", "")
+
+    @Option(help: "auto, kernel or userspace (env MESH_WG_BACKEND).")
+    var backend: String = Env.string("MESH_WG_BACKEND", "auto")
+
+    @Option(help: "wireguard-go binary for the userspace backend (env MESH_WIREGUARD_GO).")
+    var wireguardGo: String = Env.string("MESH_WIREGUARD_GO", "wireguard-go")
+
+    @Option(help: "Interface MTU (env MESH_WG_MTU).")
+    var mtu: Int = Env.int("MESH_WG_MTU", 1420)
+
+    @Option(help: "Seconds between full resyncs (env MESH_NODE_RESYNC_SECONDS).")
+    var resyncSeconds: Double = Env.seconds("MESH_NODE_RESYNC_SECONDS", 300)
+
+    @Option(help: "Seconds between revision checks (env MESH_NODE_REVISION_CHECK_SECONDS).")
+    var revisionCheckSeconds: Double = Env.seconds("MESH_NODE_REVISION_CHECK_SECONDS", 30)
+
+    @Option(help: "Seconds between handshake polls (env MESH_NODE_HANDSHAKE_POLL_SECONDS).")
+    var handshakePollSeconds: Double = Env.seconds("MESH_NODE_HANDSHAKE_POLL_SECONDS", 1)
+
+    @Option(help: "Enable forwarding on the interface: true or false (env MESH_NODE_FORWARDING).")
+    var forwarding: Bool = Env.bool("MESH_NODE_FORWARDING", true)
+
+    @Option(help: "Mesh DNS zone (env MESH_DOMAIN).")
+    var meshDomain: String = Env.string("MESH_DOMAIN", "quazzar.mesh")
+
+    @Option(help: "Mesh DNS port on the mesh addresses; 0 disables (env MESH_DNS_PORT).")
+    var dnsPort: Int = Env.int("MESH_DNS_PORT", 53)
+
+    @Option(help: "Names outside the zone: forward or refuse (env MESH_DNS_OUTSIDE_ZONE).")
+    var dnsOutsideZone: String = Env.string("MESH_DNS_OUTSIDE_ZONE", "forward")
+
+    @Option(help: "Also write the zone to this hosts-format file (env MESH_DNS_HOSTS_FILE).")
+    var hostsFile: String = Env.string("MESH_DNS_HOSTS_FILE", "")
+
+    func validate() throws {
+        guard !interface.isEmpty, interface.utf8.count <= 15 else { throw ValidationError("--interface must be 1 to 15 characters") }
+        guard (1...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 1 to 65535") }
+        guard BackendChoice(rawValue: backend) != nil else { throw ValidationError("--backend must be auto, kernel or userspace") }
+        guard (1280...9000).contains(mtu) else { throw ValidationError("--mtu must be 1280 to 9000") }
+        guard (0...65535).contains(dnsPort) else { throw ValidationError("--dns-port must be 0 to 65535") }
+        guard ["forward", "refuse"].contains(dnsOutsideZone) else { throw ValidationError("--dns-outside-zone must be forward or refuse") }
+    }
+
+    func run() async throws {
+        var ep = endpoint
+        if ep.isEmpty { ep = "\(Self.firstAddress() ?? "127.0.0.1"):\(listenPort)" }
+        let config = NodeConfiguration(
+            name: name, stateDirectory: stateDir, interface: interface, listenPort: UInt16(listenPort), endpoint: ep,
+            backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo, mtu: UInt32(mtu),
+            resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
+            handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding, meshDomain: meshDomain,
+            dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile)
+        try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret("MESH_NODE_ENROLLMENT_TOKEN"))
+    }
+
+    /// The first non-loopback IPv4 address of this host (network namespace), for the default endpoint.
+    static func firstAddress() -> String? {
+        var ifap: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&ifap) == 0, let first = ifap else { return nil }
+        defer { freeifaddrs(ifap) }
+        var p: UnsafeMutablePointer<ifaddrs>? = first
+        while let i = p {
+            if let sa = i.pointee.ifa_addr, sa.pointee.sa_family == UInt16(AF_INET), (Int32(i.pointee.ifa_flags) & Int32(IFF_LOOPBACK)) == 0 {
+                var buf = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                if getnameinfo(sa, socklen_t(MemoryLayout<sockaddr_in>.size), &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 {
+                    return String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                }
+            }
+            p = i.pointee.ifa_next
+        }
+        return nil
+    }
+}

@@ -63,3 +63,43 @@ import Testing
         #expect(HostPort(text) == nil)
     }
 }
+
+@Suite struct SummarizeTests {
+    @Test func ipv4DeviceRangeOfASlash16() {
+        // Hosts 4096...65535 of 100.64.0.0/16: the /16 minus its first /20.
+        let r = IPPrefix.summarize(IPv4Address("100.64.16.0")!, IPv4Address("100.64.255.255")!)
+        #expect(r.map(\.description) == ["100.64.16.0/20", "100.64.32.0/19", "100.64.64.0/18", "100.64.128.0/17"])
+    }
+
+    @Test func ipv4Odd() {
+        let r = IPPrefix.summarize(IPv4Address("10.0.0.1")!, IPv4Address("10.0.0.6")!)
+        #expect(r.map(\.description) == ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"])
+        #expect(IPPrefix.summarize(IPv4Address("0.0.0.0")!, IPv4Address("255.255.255.255")!).map(\.description) == ["0.0.0.0/0"])
+        #expect(IPPrefix.summarize(IPv4Address("10.0.0.6")!, IPv4Address("10.0.0.1")!).isEmpty)
+    }
+
+    @Test func ipv6DeviceRange() {
+        let base = IPv6Address("fd12:3456:789a::")!
+        let r = IPPrefix.summarize(base.adding(4096), base.adding(65535))
+        #expect(r.map(\.description) == ["fd12:3456:789a::1000/116", "fd12:3456:789a::2000/115", "fd12:3456:789a::4000/114", "fd12:3456:789a::8000/113"])
+    }
+
+    @Test(arguments: 0..<200)
+    func coversExactlyTheRange(_ seed: Int) {
+        var g = SystemRandomNumberGenerator()
+        let a = UInt32.random(in: 0...UInt32.max, using: &g) >> UInt32.random(in: 0...31, using: &g)
+        let b = a &+ UInt32.random(in: 0...5000, using: &g)
+        guard b >= a else { return }
+        let r = IPPrefix.summarize(IPv4Address(a), IPv4Address(b))
+        var covered: UInt64 = 0
+        for p in r {
+            covered += UInt64(1) << UInt64(32 - p.length)
+            #expect(p.isNetwork)
+        }
+        #expect(covered == UInt64(b - a) + 1)
+        #expect(r.first.map { $0.contains(.v4(IPv4Address(a))) } == true)
+        #expect(r.last.map { $0.contains(.v4(IPv4Address(b))) } == true)
+        for (x, y) in zip(r, r.dropFirst()) { #expect(!x.overlaps(y)) }
+        _ = seed
+    }
+}

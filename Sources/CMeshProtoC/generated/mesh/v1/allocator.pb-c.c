@@ -547,7 +547,7 @@ void   mesh__v1__usage_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__usage_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor mesh__v1__tenant_prefixes__field_descriptors[3] =
+static const ProtobufCFieldDescriptor mesh__v1__tenant_prefixes__field_descriptors[5] =
 {
   {
     "tenant_id",
@@ -585,16 +585,42 @@ static const ProtobufCFieldDescriptor mesh__v1__tenant_prefixes__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "device_ranges",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__TenantPrefixes, n_device_ranges),
+    offsetof(Mesh__V1__TenantPrefixes, device_ranges),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_ranges",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__TenantPrefixes, n_node_ranges),
+    offsetof(Mesh__V1__TenantPrefixes, node_ranges),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__tenant_prefixes__field_indices_by_name[] = {
+  3,   /* field[3] = device_ranges */
   1,   /* field[1] = ipv4_prefix */
   2,   /* field[2] = ipv6_prefix */
+  4,   /* field[4] = node_ranges */
   0,   /* field[0] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__tenant_prefixes__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor mesh__v1__tenant_prefixes__descriptor =
 {
@@ -604,7 +630,7 @@ const ProtobufCMessageDescriptor mesh__v1__tenant_prefixes__descriptor =
   "Mesh__V1__TenantPrefixes",
   "mesh.v1",
   sizeof(Mesh__V1__TenantPrefixes),
-  3,
+  5,
   mesh__v1__tenant_prefixes__field_descriptors,
   mesh__v1__tenant_prefixes__field_indices_by_name,
   1,  mesh__v1__tenant_prefixes__number_ranges,

@@ -50,10 +50,19 @@ struct  Mesh__V1__TenantPrefixes
    * RFC 4193 ULA, e.g. "fd12:3456:789a::/48"
    */
   char *ipv6_prefix;
+  /*
+   * The address plan inside the prefixes: device addresses and node addresses come from
+   * disjoint ranges, given here as CIDRs (IPv4 and IPv6). Devices route the device ranges
+   * through the tenant's hub node.
+   */
+  size_t n_device_ranges;
+  char **device_ranges;
+  size_t n_node_ranges;
+  char **node_ranges;
 };
 #define MESH__V1__TENANT_PREFIXES__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_prefixes__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
 
 
 /*

@@ -2965,7 +2965,7 @@ const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor =
   (ProtobufCMessageInit) mesh__v1__create_device_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__create_device_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor mesh__v1__create_device_response__field_descriptors[4] =
 {
   {
     "device",
@@ -3003,16 +3003,29 @@ static const ProtobufCFieldDescriptor mesh__v1__create_device_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "qr_unavailable_reason",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CreateDeviceResponse, qr_unavailable_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__create_device_response__field_indices_by_name[] = {
   1,   /* field[1] = config */
   0,   /* field[0] = device */
   2,   /* field[2] = qr_svg */
+  3,   /* field[3] = qr_unavailable_reason */
 };
 static const ProtobufCIntRange mesh__v1__create_device_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor =
 {
@@ -3022,7 +3035,7 @@ const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor =
   "Mesh__V1__CreateDeviceResponse",
   "mesh.v1",
   sizeof(Mesh__V1__CreateDeviceResponse),
-  3,
+  4,
   mesh__v1__create_device_response__field_descriptors,
   mesh__v1__create_device_response__field_indices_by_name,
   1,  mesh__v1__create_device_response__number_ranges,

@@ -351,13 +351,15 @@ struct  Mesh__V1__CreateDeviceResponse
    */
   char *config;
   /*
-   * QR code (SVG) of exactly `config`.
+   * QR code (SVG) of exactly `config`. Empty when the config is too large for a QR code
+   * (a tenant with very many nodes); qr_unavailable_reason then says why.
    */
   char *qr_svg;
+  char *qr_unavailable_reason;
 };
 #define MESH__V1__CREATE_DEVICE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__create_device_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*

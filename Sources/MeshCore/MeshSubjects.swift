@@ -1,0 +1,69 @@
+/// Every NATS subject of the control plane, in one place. docs/architecture.md has the table of
+/// subject → request/reply types → queue group → serving service.
+public enum MeshSubjects {
+    // AllocatorSvc
+    public static let allocatorTenant = "mesh.v1.allocator.tenant"
+    public static let allocatorAllocate = "mesh.v1.allocator.allocate"
+    public static let allocatorRelease = "mesh.v1.allocator.release"
+    public static let allocatorLease = "mesh.v1.allocator.lease"
+    public static let allocatorUsage = "mesh.v1.allocator.usage"
+
+    // ProvisionSvc
+    public static let tenantCreate = "mesh.v1.provision.tenant.create"
+    public static let tenantUpdate = "mesh.v1.provision.tenant.update"
+    public static let tenantGet = "mesh.v1.provision.tenant.get"
+    public static let tenantList = "mesh.v1.provision.tenant.list"
+    public static let userCreate = "mesh.v1.provision.user.create"
+    public static let userGet = "mesh.v1.provision.user.get"
+    public static let userList = "mesh.v1.provision.user.list"
+    public static let deviceCreate = "mesh.v1.provision.device.create"
+    public static let deviceDelete = "mesh.v1.provision.device.delete"
+    public static let deviceList = "mesh.v1.provision.device.list"
+    public static let enrollmentCreate = "mesh.v1.provision.enrollment.create"
+    public static let nodeRegister = "mesh.v1.provision.node.register"
+    public static let nodeDeregister = "mesh.v1.provision.node.deregister"
+    public static let nodeList = "mesh.v1.provision.node.list"
+    public static let nodeGet = "mesh.v1.provision.node.get"
+    public static let licenseGet = "mesh.v1.provision.license.get"
+    public static let auditList = "mesh.v1.provision.audit.list"
+
+    /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
+    public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }
+    public static let handshakeReportWildcard = "mesh.v1.reports.*.*.handshake"
+
+    // FanoutSvc
+    /// The per-tenant peer stream: `mesh.v1.peers.updated.<tenant>`.
+    public static func peersUpdated(tenant: String) -> String { "mesh.v1.peers.updated.\(tenant)" }
+    public static let peersUpdatedWildcard = "mesh.v1.peers.updated.*"
+    /// SyncFromCP: `mesh.v1.fanout.sync.<tenant>.<node>`.
+    public static func sync(tenant: String, node: String) -> String { "mesh.v1.fanout.sync.\(tenant).\(node)" }
+    public static let syncWildcard = "mesh.v1.fanout.sync.*.*"
+    /// The newest revision of a tenant: `mesh.v1.fanout.revision.<tenant>`.
+    public static func revision(tenant: String) -> String { "mesh.v1.fanout.revision.\(tenant)" }
+    public static let revisionWildcard = "mesh.v1.fanout.revision.*"
+
+    // NodeApplier (one instance per node)
+    public static func nodeState(_ node: String) -> String { "mesh.v1.node.\(node).state" }
+    public static func nodePeers(_ node: String) -> String { "mesh.v1.node.\(node).peers" }
+    public static func nodeRefresh(_ node: String) -> String { "mesh.v1.node.\(node).refresh" }
+}
+
+/// The service names announced on `$SRV.*`.
+public enum MeshServiceName {
+    public static let allocator = "AllocatorSvc"
+    public static let provision = "ProvisionSvc"
+    public static let fanout = "FanoutSvc"
+    public static let nodeApplier = "NodeApplier"
+    public static let gateway = "Gateway"
+}
+
+/// The version every service reports (SemVer).
+public enum MeshVersion {
+    public static let current = "0.9.0"
+}
+
+/// The change outbox's PostgreSQL NOTIFY channel: ProvisionSvc notifies (payload: tenant id) in the
+/// transaction that writes a change; FanoutSvc listens.
+public enum MeshOutbox {
+    public static let channel = "mesh_outbox"
+}

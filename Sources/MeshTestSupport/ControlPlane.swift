@@ -1,0 +1,108 @@
+import Foundation
+import MeshBus
+import MeshClient
+import MeshCore
+import MeshProto
+import MeshStore
+
+/// A private control plane for one test: its own nats-server and database, and the real service
+/// executables: one AllocatorSvc and `replicas` ProvisionSvc processes, plus FanoutSvc replicas when
+/// asked for.
+public final class ControlPlane: Sendable {
+    public let nats: TestNatsServer
+    public let db: TestDatabase
+    public let bus: BusConnection
+    public let store: Store
+    public let processes: [ManagedProcess]
+    public let client: ProvisionClient
+    public let logDir: URL
+
+    /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none).
+    public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:],
+                             natsHost: String = "127.0.0.1") async throws -> ControlPlane {
+        let nats = try TestNatsServer(name: name, host: natsHost)
+        let db = try await TestDatabase.create(prefix: "prov")
+        let bus = try await TestEnvironment.connectBus("t-\(name)", url: nats.url)
+        let logDir = TestEnvironment.outputDir("provision-\(name)")
+        let alloc = try await ServiceProcesses.start("AllocatorSvc", natsURL: nats.url, databaseURL: db.url, environment: environment,
+                                                     bus: bus, logDir: logDir)
+        let prov = try await ServiceProcesses.start("ProvisionSvc", count: replicas, natsURL: nats.url, databaseURL: db.url,
+                                                    environment: environment, bus: bus, logDir: logDir)
+        let fan = fanout == 0 ? [] : try await ServiceProcesses.start("FanoutSvc", count: fanout, natsURL: nats.url, databaseURL: db.url,
+                                                                      environment: environment, bus: bus, logDir: logDir)
+        let store = Store(StoreConfiguration(url: db.url, poolSize: 2), logger: TestEnvironment.logger("t"))
+        return ControlPlane(nats: nats, db: db, bus: bus, store: store, processes: alloc + prov + fan,
+                                client: ProvisionClient(bus: bus, timeout: .seconds(30)), logDir: logDir)
+    }
+
+    private init(nats: TestNatsServer, db: TestDatabase, bus: BusConnection, store: Store, processes: [ManagedProcess],
+                 client: ProvisionClient, logDir: URL) {
+        self.nats = nats
+        self.db = db
+        self.bus = bus
+        self.store = store
+        self.processes = processes
+        self.client = client
+        self.logDir = logDir
+    }
+
+    /// Stops every process and removes the database and the nats-server.
+    public func stop() async {
+        for p in processes { await p.terminate() }
+        await bus.close()
+        store.close()
+        await db.drop()
+        await nats.stop()
+    }
+
+    /// Creates a tenant on `plan`.
+    public func tenant(_ plan: Mesh_V1_Plan, requireSaml: Bool = false) async throws -> Mesh_V1_Tenant {
+        var r = Mesh_V1_CreateTenantRequest()
+        r.name = "tenant \(Nuid.short())"
+        r.plan = plan
+        r.requireSaml = requireSaml
+        return try await client.createTenant(r)
+    }
+
+    /// Creates a user and returns a caller identity for it.
+    public func user(_ tenant: Mesh_V1_Tenant, _ role: Mesh_V1_Role = .owner) async throws -> Mesh_V1_Caller {
+        var r = Mesh_V1_CreateUserRequest()
+        r.tenantID = tenant.id
+        r.name = "user \(Nuid.short())"
+        r.role = role
+        let u = try await client.createUser(r)
+        var c = Mesh_V1_Caller()
+        c.tenantID = tenant.id
+        c.userID = u.id
+        c.role = role
+        return c
+    }
+
+    /// Registers a node with a fresh keypair; returns the node and its private key.
+    public func node(_ tenant: Mesh_V1_Tenant, admin: Mesh_V1_Caller, name: String, endpoint: String) async throws -> (Mesh_V1_Node, WireGuardKeyPair) {
+        let token = try await client.createEnrollmentToken(caller: admin)
+        let keys = WireGuardKeyPair.generate()
+        var r = Mesh_V1_RegisterNodeRequest()
+        r.enrollmentToken = token.token
+        r.name = name
+        r.publicKey = keys.publicKey
+        r.endpoint = endpoint
+        r.listenPort = UInt32(endpoint.split(separator: ":").last.flatMap { UInt32($0) } ?? 51820)
+        return (try await client.registerNode(r).node, keys)
+    }
+
+    /// Every service log written so far.
+    public func logs() -> String { processes.map { $0.log() }.joined(separator: "\n") }
+}
+
+/// The ``MeshError`` a throwing call produced, or nil when it succeeded.
+public func meshError(_ body: () async throws -> Void) async -> MeshError? {
+    do {
+        try await body()
+        return nil
+    } catch let e as MeshError {
+        return e
+    } catch {
+        return .internal("\(error)")
+    }
+}

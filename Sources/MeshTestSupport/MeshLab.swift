@@ -1,0 +1,199 @@
+import Foundation
+import MeshBus
+import MeshClient
+import MeshCore
+import MeshProto
+
+/// A whole mesh on one machine for end-to-end tests: the control plane (real executables, NATS on a
+/// bridge), nodes running the real NodeApplier with wireguard-go in their own network namespaces,
+/// and devices brought up from the config they were given, in namespaces of their own.
+public final class MeshLab: @unchecked Sendable {
+    public let cp: ControlPlane
+    public let bridge: TestBridge
+    public let tenant: Mesh_V1_Tenant
+    public let admin: Mesh_V1_Caller
+    public private(set) var nodes: [LabNode] = []
+    public private(set) var devices: [LabDevice] = []
+    let subnet: String
+    let out: URL
+    let environment: [String: String]
+
+    /// A node: its namespace, the NodeApplier process, and its registration.
+    public final class LabNode: @unchecked Sendable {
+        public let name: String
+        public let ns: NetNamespace
+        public let address: String
+        public let interface: String
+        public let stateDir: URL
+        public var process: ManagedProcess?
+        public var node: Mesh_V1_Node?
+
+        init(name: String, ns: NetNamespace, address: String, interface: String, stateDir: URL) {
+            self.name = name
+            self.ns = ns
+            self.address = address
+            self.interface = interface
+            self.stateDir = stateDir
+        }
+    }
+
+    /// A device brought up from its config.
+    public struct LabDevice: Sendable {
+        public let device: Mesh_V1_Device
+        public let config: String
+        public let ns: NetNamespace
+        public let interface: String
+    }
+
+    public static func start(_ name: String, plan: Mesh_V1_Plan = .enterprise, environment: [String: String] = [:]) async throws -> MeshLab {
+        let octet = Int.random(in: 100...250)
+        let subnet = "10.\(octet).\(Int.random(in: 1...250))"
+        let bridge = try TestBridge(address: "\(subnet).1/24")
+        var env = environment
+        env["MESH_RATE_LIMIT"] = env["MESH_RATE_LIMIT"] ?? "0"
+        let cp = try await ControlPlane.start(name, fanout: 1, environment: env, natsHost: bridge.host)
+        let tenant = try await cp.tenant(plan)
+        let admin = try await cp.user(tenant, .admin)
+        return MeshLab(cp: cp, bridge: bridge, tenant: tenant, admin: admin, subnet: subnet, out: TestEnvironment.outputDir("lab-\(name)"), environment: env)
+    }
+
+    private init(cp: ControlPlane, bridge: TestBridge, tenant: Mesh_V1_Tenant, admin: Mesh_V1_Caller, subnet: String, out: URL,
+                 environment: [String: String]) {
+        self.cp = cp
+        self.bridge = bridge
+        self.tenant = tenant
+        self.admin = admin
+        self.subnet = subnet
+        self.out = out
+        self.environment = environment
+    }
+
+    /// Adds a node namespace and starts NodeApplier in it (it registers with a fresh enrollment token).
+    @discardableResult
+    public func addNode(_ name: String, environment extra: [String: String] = [:]) async throws -> LabNode {
+        let ns = try NetNamespace(prefix: "n")
+        let address = "\(subnet).\(11 + nodes.count)"
+        try bridge.attach(ns, "\(address)/24")
+        let stateDir = out.appendingPathComponent("node-\(name)-\(Nuid.short())")
+        let node = LabNode(name: name, ns: ns, address: address, interface: uniqueInterfaceName("wn"), stateDir: stateDir)
+        nodes.append(node)
+        let token = try await cp.client.createEnrollmentToken(caller: admin)
+        try startNodeProcess(node, token: token.token, extra: extra)
+        node.node = try await waitForNode(name)
+        return node
+    }
+
+    /// (Re)starts NodeApplier for a node.
+    public func startNodeProcess(_ node: LabNode, token: String = "", extra: [String: String] = [:]) throws {
+        var env = environment.merging(extra) { _, new in new }
+        env["MESH_NATS_URL"] = cp.nats.url
+        env["MESH_NODE_NAME"] = node.name
+        env["MESH_NODE_STATE_DIR"] = node.stateDir.path
+        env["MESH_WG_INTERFACE"] = node.interface
+        env["MESH_WG_LISTEN_PORT"] = "51820"
+        env["MESH_NODE_ENDPOINT"] = "\(node.address):51820"
+        env["MESH_WG_BACKEND"] = "userspace"
+        env["MESH_INSTANCE"] = "node-\(node.name)"
+        env["MESH_DNS_PORT"] = env["MESH_DNS_PORT"] ?? "0"
+        env["MESH_LOG_LEVEL"] = env["MESH_LOG_LEVEL"] ?? "debug"
+        if !token.isEmpty { env["MESH_NODE_ENROLLMENT_TOKEN"] = token }
+        node.process = try ManagedProcess(name: "NodeApplier-\(node.name)-\(Nuid.short())", executable: TestEnvironment.which("ip"),
+                                          arguments: ["netns", "exec", node.ns.name, TestEnvironment.binDir.appendingPathComponent("NodeApplier").path],
+                                          environment: env, logDir: out)
+    }
+
+    /// Waits until the node is registered and answers its state subject with a synced state.
+    public func waitForNode(_ name: String, timeout: Duration = .seconds(60)) async throws -> Mesh_V1_Node {
+        let deadline = ContinuousClock.now + timeout
+        let nodeClient = NodeClient(bus: cp.bus, timeout: .seconds(2))
+        while ContinuousClock.now < deadline {
+            if let n = try? await cp.client.listNodes(caller: admin).first(where: { $0.name == name }),
+               let st = try? await nodeClient.state(nodeID: n.id), st.active {
+                return n
+            }
+            if let lab = nodes.first(where: { $0.name == name }), let p = lab.process, !p.isRunning {
+                throw TestSetupError.failed("NodeApplier \(name) exited:\n\(p.log().suffix(4000))")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestSetupError.failed("node \(name) did not come up; log:\n\(nodes.first { $0.name == name }?.process?.log().suffix(4000) ?? "")")
+    }
+
+    /// Provisions a device through ProvisionSvc and brings it up in its own namespace from the
+    /// config it was given (wg-quick strip + wg setconf + the addresses and routes wg-quick adds).
+    @discardableResult
+    public func addDevice(_ label: String, type: Mesh_V1_DeviceType = .laptop) async throws -> LabDevice {
+        let created = try await cp.client.createDevice(caller: admin, label: label, type: type)
+        let ns = try NetNamespace(prefix: "d")
+        try bridge.attach(ns, "\(subnet).\(101 + devices.count)/24")
+        let iface = uniqueInterfaceName("wd")
+        let conf = out.appendingPathComponent("\(iface).conf")
+        _ = FileManager.default.createFile(atPath: conf.path, contents: Data(created.config.utf8), attributes: [.posixPermissions: 0o600])
+        let stripped = try run("/usr/bin/env", ["wg-quick", "strip", conf.path])
+        guard stripped.status == 0 else { throw TestSetupError.failed("wg-quick strip: \(stripped.output)") }
+        let strippedPath = out.appendingPathComponent("\(iface).stripped")
+        try stripped.stdout.write(to: strippedPath, atomically: true, encoding: .utf8)
+        try ns.startWireGuardGo(iface)
+        try ns.exec(["wg", "setconf", iface, strippedPath.path])
+        try ns.exec(["ip", "addr", "add", "\(created.device.ipv4)/32", "dev", iface])
+        try ns.exec(["ip", "-6", "addr", "add", "\(created.device.ipv6)/128", "dev", iface])
+        try ns.exec(["ip", "link", "set", iface, "mtu", "1280", "up"])
+        try addRoutesForAllowedIPs(ns, iface)
+        let d = LabDevice(device: created.device, config: created.config, ns: ns, interface: iface)
+        devices.append(d)
+        return d
+    }
+
+    /// The public keys the node's interface holds now (read with `wg`, not with our library).
+    public func livePeers(_ node: LabNode) throws -> Set<String> {
+        let dump = try node.ns.exec(["wg", "show", node.interface, "dump"])
+        return Set(dump.split(separator: "\n").dropFirst().compactMap { $0.split(separator: "\t").first.map(String.init) })
+    }
+
+    /// The public keys the database says the node should hold: every device and every other node.
+    public func expectedPeers(_ node: LabNode) async throws -> Set<String> {
+        guard let id = node.node.map({ UUID(uuidString: $0.id)! }) else { return [] }
+        let rows = try await cp.store.query("""
+            SELECT public_key FROM devices WHERE tenant_id = $1
+            UNION ALL SELECT public_key FROM nodes WHERE tenant_id = $1 AND id <> $2
+            """, UUID(uuidString: tenant.id)!, id)
+        return Set(try rows.map { try $0.decode("public_key", as: String.self) })
+    }
+
+    /// Waits until every node's interface holds exactly the database's peer set; returns how long it took.
+    @discardableResult
+    public func waitConverged(timeout: Duration = .seconds(30)) async throws -> Duration {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < timeout {
+            var ok = true
+            for n in nodes where n.process?.isRunning == true {
+                if try livePeers(n) != (try await expectedPeers(n)) { ok = false; break }
+            }
+            if ok { return ContinuousClock.now - start }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        var report = ""
+        for n in nodes {
+            let live = (try? livePeers(n)) ?? [], want = (try? await expectedPeers(n)) ?? []
+            report += "\(n.name): missing \(want.subtracting(live).count), extra \(live.subtracting(want).count)\n"
+        }
+        throw TestSetupError.failed("nodes did not converge:\n\(report)")
+    }
+
+    /// Pings `address` from a namespace; true on success.
+    public func ping(from ns: NetNamespace, _ address: String, count: Int = 2) -> Bool {
+        let v6 = address.contains(":")
+        let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
+        return r?.status == 0
+    }
+
+    public func stop() async {
+        for n in nodes {
+            if let p = n.process { await p.terminate(timeout: .seconds(5)) }
+            n.ns.destroy()
+        }
+        for d in devices { d.ns.destroy() }
+        await cp.stop()
+        bridge.destroy()
+    }
+}

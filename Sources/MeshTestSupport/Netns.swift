@@ -1,0 +1,125 @@
+import Foundation
+import MeshBus
+
+/// A network namespace for tests (needs root). Everything started inside it is killed and the
+/// namespace deleted by ``destroy()`` (or on release).
+public final class NetNamespace: @unchecked Sendable {
+    public let name: String
+    private var destroyed = false
+
+    /// Creates `mq-<prefix>-<random>` with loopback up.
+    public init(prefix: String) throws {
+        name = "mq-\(prefix)-\(Nuid.short())"
+        try Self.ip(["netns", "add", name])
+        try exec(["ip", "link", "set", "lo", "up"])
+    }
+
+    /// Runs a command inside the namespace; throws with its output on a non-zero exit.
+    @discardableResult
+    public func exec(_ args: [String], environment: [String: String] = [:]) throws -> String {
+        let r = try run("/usr/bin/env", ["ip", "netns", "exec", name] + args, environment: environment)
+        guard r.status == 0 else { throw TestSetupError.failed("[\(name)] \(args.joined(separator: " ")) failed (\(r.status)): \(r.output)") }
+        return r.stdout
+    }
+
+    /// Runs a command inside the namespace and returns status and output.
+    public func tryExec(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String, stdout: String) {
+        try run("/usr/bin/env", ["ip", "netns", "exec", name] + args, environment: environment)
+    }
+
+    /// Starts wireguard-go for `interface` inside the namespace (it daemonizes) and waits for its UAPI socket.
+    public func startWireGuardGo(_ interface: String) throws {
+        try exec(["wireguard-go", interface], environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"])
+        let sock = "/var/run/wireguard/\(interface).sock"
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: sock) { usleep(10_000) }
+        guard FileManager.default.fileExists(atPath: sock) else { throw TestSetupError.failed("wireguard-go did not create \(sock)") }
+    }
+
+    /// Kills every process in the namespace and deletes it.
+    public func destroy() {
+        guard !destroyed else { return }
+        destroyed = true
+        if let pids = try? run("/usr/bin/env", ["ip", "netns", "pids", name]).output {
+            for p in pids.split(separator: "\n") { if let pid = Int32(p) { kill(pid, SIGKILL) } }
+        }
+        _ = try? run("/usr/bin/env", ["ip", "netns", "del", name])
+    }
+
+    deinit { destroy() }
+
+    static func ip(_ args: [String]) throws {
+        let r = try run("/usr/bin/env", ["ip"] + args)
+        guard r.status == 0 else { throw TestSetupError.failed("ip \(args.joined(separator: " ")) failed: \(r.output)") }
+    }
+
+    /// Connects two namespaces with a veth pair and gives each end an address (CIDR).
+    public static func link(_ a: NetNamespace, _ aAddress: String, _ b: NetNamespace, _ bAddress: String) throws {
+        let id = Nuid.short().prefix(6)
+        let va = "va\(id)", vb = "vb\(id)"
+        try ip(["link", "add", va, "type", "veth", "peer", "name", vb])
+        try ip(["link", "set", va, "netns", a.name])
+        try ip(["link", "set", vb, "netns", b.name])
+        try a.exec(["ip", "addr", "add", aAddress, "dev", va])
+        try b.exec(["ip", "addr", "add", bAddress, "dev", vb])
+        try a.exec(["ip", "link", "set", va, "up"])
+        try b.exec(["ip", "link", "set", vb, "up"])
+    }
+}
+
+/// A short unique WireGuard interface name (the UAPI socket path is global to the host, so names
+/// must be unique across namespaces too). At most 15 characters.
+public func uniqueInterfaceName(_ prefix: String = "wq") -> String {
+    String((prefix + Nuid.short()).prefix(15))
+}
+
+/// A Linux bridge in the root namespace that network namespaces plug into, like a switch: the
+/// control plane listens on the bridge address, nodes and devices sit behind veth ports.
+public final class TestBridge: @unchecked Sendable {
+    public let name: String
+    public let address: String
+    private var destroyed = false
+
+    /// Creates the bridge with `address` (CIDR, e.g. "10.99.0.1/24").
+    public init(address: String) throws {
+        name = "mqbr\(Nuid.short().prefix(6))"
+        self.address = address
+        try NetNamespace.ip(["link", "add", name, "type", "bridge"])
+        try NetNamespace.ip(["addr", "add", address, "dev", name])
+        try NetNamespace.ip(["link", "set", name, "up"])
+    }
+
+    /// The bridge's address without prefix length.
+    public var host: String { String(address.split(separator: "/")[0]) }
+
+    /// Plugs `ns` in with `nsAddress` (CIDR).
+    public func attach(_ ns: NetNamespace, _ nsAddress: String) throws {
+        let id = Nuid.short().prefix(6)
+        let outside = "vo\(id)", inside = "vi\(id)"
+        try NetNamespace.ip(["link", "add", outside, "type", "veth", "peer", "name", inside])
+        try NetNamespace.ip(["link", "set", inside, "netns", ns.name])
+        try NetNamespace.ip(["link", "set", outside, "master", name])
+        try NetNamespace.ip(["link", "set", outside, "up"])
+        try ns.exec(["ip", "addr", "add", nsAddress, "dev", inside])
+        try ns.exec(["ip", "link", "set", inside, "up"])
+    }
+
+    public func destroy() {
+        guard !destroyed else { return }
+        destroyed = true
+        _ = try? run("/usr/bin/env", ["ip", "link", "del", name])
+    }
+
+    deinit { destroy() }
+}
+
+/// What wg-quick does after `wg setconf`: a route into the interface for every allowed IP.
+public func addRoutesForAllowedIPs(_ ns: NetNamespace, _ interface: String) throws {
+    // Lines are "<public key>\t<prefix> <prefix> ..."; keys are base64 and may contain '/'.
+    for line in try ns.exec(["wg", "show", interface, "allowed-ips"]).split(separator: "\n") {
+        let fields = line.split(separator: "\t")
+        guard fields.count == 2 else { continue }
+        for prefix in fields[1].split(separator: " ") where prefix.contains("/") {
+            try ns.exec(["ip", prefix.contains(":") ? "-6" : "-4", "route", "replace", String(prefix), "dev", interface])
+        }
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+import MeshBus
+import Synchronization
+
+/// A child process for tests (a service replica, nats-server, a node agent), with its output in a
+/// log file. It is killed when the value is released if still running.
+///
+/// Started with `posix_spawn` and watched with `waitpid`: Foundation's `Process` does not always
+/// notice that a child has exited, which would leave a test waiting forever.
+public final class ManagedProcess: Sendable {
+    public let name: String
+    public let logFile: URL
+    /// The process id.
+    public let pid: Int32
+    private let exit = Mutex<Int32?>(nil)
+
+    /// Starts `executable` with `arguments` and extra `environment`.
+    public init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:],
+                logDir: URL) throws {
+        self.name = name
+        logFile = logDir.appendingPathComponent("\(name).log")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logFile.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
+        var child: pid_t = 0
+        let rc = withCStringArray([executable] + arguments) { a in
+            withCStringArray(env) { e in posix_spawn(&child, executable, &actions, nil, a, e) }
+        }
+        guard rc == 0 else { throw TestSetupError.failed("cannot start \(executable): errno \(rc)") }
+        pid = child
+    }
+
+    /// Whether the process is still running (reaps it once it has exited).
+    public var isRunning: Bool {
+        exit.withLock { status in
+            if status != nil { return false }
+            var st: Int32 = 0
+            let r = waitpid(pid, &st, WNOHANG)
+            if r == pid {
+                status = st & 0x7f == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
+                return false
+            }
+            return r == 0
+        }
+    }
+
+    /// The exit status, once the process has exited.
+    public var exitStatus: Int32? {
+        _ = isRunning
+        return exit.withLock { $0 }
+    }
+
+    /// Sends a signal.
+    public func signal(_ sig: Int32) {
+        if isRunning { kill(pid, sig) }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit status, or nil if it
+    /// had to be killed.
+    @discardableResult
+    public func terminate(timeout: Duration = .seconds(10)) async -> Int32? {
+        guard isRunning else { return exitStatus }
+        signal(SIGTERM)
+        let deadline = ContinuousClock.now + timeout
+        while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if isRunning {
+            await kill9()
+            return nil
+        }
+        return exitStatus
+    }
+
+    /// SIGKILL, no grace.
+    public func kill9() async {
+        signal(SIGKILL)
+        while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// The log so far.
+    public func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if isRunning {
+            kill(pid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+        }
+    }
+}
+
+/// Runs a command to completion and returns its exit status, its combined output (stderr after
+/// stdout), and its stdout alone.
+///
+/// This uses `posix_spawn` and `waitpid` directly. Output goes to a temporary file rather than a
+/// pipe: a command that starts a daemon would otherwise hand the pipe to the daemon, and reading to
+/// end-of-file would never finish.
+@discardableResult
+public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                input: String? = nil) throws -> (status: Int32, output: String, stdout: String) {
+    let outPath = NSTemporaryDirectory() + "mesh-run-\(Nuid.next())"
+    let errPath = outPath + ".err"
+    defer { unlink(outPath); unlink(errPath) }
+    var inPath = "/dev/null"
+    if let input {
+        inPath = NSTemporaryDirectory() + "mesh-in-\(Nuid.next())"
+        try Data(input.utf8).write(to: URL(fileURLWithPath: inPath))
+    }
+    defer { if input != nil { unlink(inPath) } }
+
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+
+    let argv = [executable] + arguments
+    let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
+    var pid: pid_t = 0
+    let rc = withCStringArray(argv) { a in withCStringArray(env) { e in posix_spawnp(&pid, executable, &actions, nil, a, e) } }
+    guard rc == 0 else { throw TestSetupError.failed("cannot run \(executable): errno \(rc)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    let exited = status & 0x7f == 0
+    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout + stderr, stdout)
+}
+
+func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
+    defer { ptrs.forEach { free($0) } }
+    return ptrs.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+}
+
+/// A private nats-server and PostgreSQL, for tests that restart them (so the shared ones stay up).
+/// Started with `scripts/infra.sh`, the same script `make test` and `make up` use.
+public final class PrivateInfra: Sendable {
+    public let dir: URL
+    public let natsURL: String
+    public let databaseURL: String
+
+    public init(name: String) throws {
+        dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("mesh-\(name)-\(Nuid.short())")
+        let script = TestEnvironment.repoRoot.appendingPathComponent("scripts/infra.sh").path
+        let r = try run(script, ["start", dir.path], environment: ["MESH_NATS_PORT": "", "MESH_PG_PORT": ""].filter { !$0.value.isEmpty })
+        guard r.status == 0 else { throw TestSetupError.failed("infra.sh start failed: \(r.output)") }
+        let env = try String(contentsOf: dir.appendingPathComponent("env"), encoding: .utf8)
+        func value(_ key: String) -> String {
+            env.split(separator: "\n").first { $0.hasPrefix("export \(key)=") }.map { String($0.dropFirst("export \(key)=".count)) } ?? ""
+        }
+        natsURL = value("MESH_NATS_URL")
+        databaseURL = value("MESH_DATABASE_URL")
+    }
+
+    /// Stops nats-server only.
+    public func stopNats() throws {
+        let pid = try String(contentsOf: dir.appendingPathComponent("nats.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try run("/bin/kill", [pid])
+        for _ in 0..<200 where (try? run("/bin/kill", ["-0", pid]).status) == 0 { usleep(20_000) }
+        try? FileManager.default.removeItem(at: dir.appendingPathComponent("nats.pid"))
+    }
+
+    /// Starts both again on the same ports.
+    public func start() throws {
+        let script = TestEnvironment.repoRoot.appendingPathComponent("scripts/infra.sh").path
+        let natsPort = try String(contentsOf: dir.appendingPathComponent("nats.port"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let monPort = try String(contentsOf: dir.appendingPathComponent("nats.monitor"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try run(script, ["start", dir.path], environment: ["MESH_NATS_PORT": natsPort, "MESH_NATS_MONITOR_PORT": monPort])
+        guard r.status == 0 else { throw TestSetupError.failed("infra.sh start failed: \(r.output)") }
+    }
+
+    /// Stops PostgreSQL only (fast shutdown: connections are terminated).
+    public func stopPostgres() throws {
+        let pgbin = try run("/bin/sh", ["-c", ". \(dir.path)/env; echo $MESH_PG_BINDIR"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(pgbin)/pg_ctl", "-D", dir.appendingPathComponent("pg/data").path, "-m", "fast", "-w", "stop"])
+        guard r.status == 0 else { throw TestSetupError.failed("pg_ctl stop failed: \(r.output)") }
+    }
+
+    /// Stops both and removes the folder.
+    public func shutdown() {
+        let script = TestEnvironment.repoRoot.appendingPathComponent("scripts/infra.sh").path
+        _ = try? run(script, ["stop", dir.path])
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    deinit { shutdown() }
+}
+
+extension Nuid {
+    /// A short random id (8 lowercase characters) for names with length limits.
+    public static func short() -> String { String(next().lowercased().prefix(8)) }
+}
+
+/// A nats-server of a test's own (JetStream off, random port), so that services started by one test
+/// never answer another test's requests. Starting one takes a few milliseconds.
+public final class TestNatsServer: Sendable {
+    public let url: String
+    public let port: Int
+    let process: ManagedProcess
+
+    /// Starts the server listening on `host` (a bridge address lets network namespaces reach it).
+    public init(name: String = "t", host: String = "127.0.0.1", extraArguments: [String] = []) throws {
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = Int.random(in: 20000...60000)
+            do {
+                let p = try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
+                                           arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
+                                           logDir: TestEnvironment.outputDir("nats"))
+                for _ in 0..<200 {
+                    if let fd = Optional(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)), fd >= 0 {
+                        var addr = sockaddr_in()
+                        addr.sin_family = sa_family_t(AF_INET)
+                        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+                        addr.sin_addr.s_addr = inet_addr(host)
+                        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+                        close(fd)
+                        if ok {
+                            self.process = p
+                            self.port = port
+                            self.url = "nats://\(host):\(port)"
+                            return
+                        }
+                    }
+                    if !p.isRunning { break }
+                    usleep(10_000)
+                }
+                lastError = TestSetupError.failed("nats-server did not listen on \(port): \(p.log())")
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? TestSetupError.failed("nats-server did not start")
+    }
+
+    /// Stops the server (SIGKILL).
+    public func stop() async { await process.kill9() }
+}

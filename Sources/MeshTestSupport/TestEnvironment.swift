@@ -1,0 +1,126 @@
+import Foundation
+import Logging
+import MeshBus
+import MeshStore
+
+/// Where the real servers for integration tests are. `scripts/test.sh` starts nats-server and
+/// PostgreSQL and exports their URLs; run by hand without them, the integration tests are skipped
+/// with that reason — unless `MESH_REQUIRE_INFRA=1` (set by `make test`), which turns the skip
+/// into a failure.
+public enum TestEnvironment {
+    public static var natsURL: String? { ProcessInfo.processInfo.environment["MESH_NATS_URL"] }
+    public static var databaseURL: String? { ProcessInfo.processInfo.environment["MESH_DATABASE_URL"] }
+    public static var requireInfra: Bool { ProcessInfo.processInfo.environment["MESH_REQUIRE_INFRA"] == "1" }
+
+    /// True when the servers are available, or when they are required (so that the test runs and fails).
+    public static var hasInfra: Bool { (natsURL != nil && databaseURL != nil) || requireInfra }
+    /// The reason shown when integration tests are skipped.
+    public static let skipReason = "needs nats-server and PostgreSQL: run `make test` (or export MESH_NATS_URL and MESH_DATABASE_URL)"
+
+    /// Whether the tests run as root (network namespaces and WireGuard need it).
+    public static var isRoot: Bool { getuid() == 0 }
+
+    /// The repository root, found from this file's path.
+    public static let repoRoot: URL = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url
+    }()
+
+    /// The folder holding the built executables (`MESH_BIN_DIR`, else `.build/debug`).
+    public static var binDir: URL {
+        if let d = ProcessInfo.processInfo.environment["MESH_BIN_DIR"] { return URL(fileURLWithPath: d) }
+        return repoRoot.appendingPathComponent(".build/debug")
+    }
+
+    /// A folder for logs and artifacts of one test, under `.test-output/`.
+    public static func outputDir(_ name: String) -> URL {
+        let base = ProcessInfo.processInfo.environment["MESH_TEST_OUTPUT"].map { URL(fileURLWithPath: $0) }
+            ?? repoRoot.appendingPathComponent(".test-output")
+        let dir = base.appendingPathComponent(name)
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// A logger for tests: warnings and above to stderr unless `MESH_TEST_LOG_LEVEL` says otherwise.
+    public static func logger(_ label: String) -> Logger {
+        var l = Logger(label: label)
+        l.logLevel = ProcessInfo.processInfo.environment["MESH_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        return l
+    }
+
+    /// The NATS URL, or a test failure explaining what is missing.
+    public static func requireNatsURL() throws -> String {
+        guard let u = natsURL else { throw TestSetupError.missing("MESH_NATS_URL") }
+        return u
+    }
+
+    /// The admin database URL, or a test failure explaining what is missing.
+    public static func requireDatabaseURL() throws -> String {
+        guard let u = databaseURL else { throw TestSetupError.missing("MESH_DATABASE_URL") }
+        return u
+    }
+
+    /// Connects to the test NATS server.
+    public static func connectBus(_ name: String, url: String? = nil, inboxPrefix: String = "_INBOX") async throws -> BusConnection {
+        let u = try url ?? requireNatsURL()
+        return try await BusConnection.connect(BusConfiguration(servers: [u], name: name, inboxPrefix: inboxPrefix), logger: logger("test.bus"))
+    }
+}
+
+/// A test could not be set up.
+public enum TestSetupError: Error, CustomStringConvertible {
+    case missing(String)
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .missing(let v): "\(v) is not set: \(TestEnvironment.skipReason)"
+        case .failed(let why): why
+        }
+    }
+}
+
+/// A database of its own for one test, created from the admin URL and dropped by ``drop()``.
+public struct TestDatabase: Sendable {
+    /// Connection URL of the new database.
+    public let url: String
+    public let name: String
+    let adminURL: String
+
+    /// Creates a fresh, empty database.
+    public static func create(prefix: String = "t") async throws -> TestDatabase {
+        let admin = try TestEnvironment.requireDatabaseURL()
+        let name = "\(prefix)_\(Nuid.next().lowercased())"
+        let store = Store(StoreConfiguration(url: admin, poolSize: 1), logger: TestEnvironment.logger("test.db"))
+        try await store.executeScript("CREATE DATABASE \(name)")
+        store.close()
+        return TestDatabase(url: replaceDatabase(in: admin, with: name), name: name, adminURL: admin)
+    }
+
+    /// Drops the database (terminating leftover connections).
+    public func drop() async {
+        let store = Store(StoreConfiguration(url: adminURL, poolSize: 1), logger: TestEnvironment.logger("test.db"))
+        try? await store.executeScript("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        store.close()
+    }
+
+    /// Replaces the path (database name) of a `postgresql://` URL.
+    public static func replaceDatabase(in url: String, with name: String) -> String {
+        guard var c = URLComponents(string: url) else { return url }
+        c.path = "/" + name
+        return c.string ?? url
+    }
+}
+
+extension TestEnvironment {
+    /// The full path of a program on PATH (or the name itself if not found).
+    public static func which(_ program: String) -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return program
+    }
+}

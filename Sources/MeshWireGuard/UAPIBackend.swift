@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CMNL  // sys/socket.h: SOCK_STREAM and SOCK_CLOEXEC, which Glibc alone does not export in every build mode
+import Logging
+
+/// Controls userspace WireGuard (wireguard-go, boringtun) through its UAPI unix socket,
+/// `<socketDirectory>/<iface>.sock`.
+///
+/// Each call opens its own connection, as `wg` does, so a restarted daemon is picked up without
+/// reconnect logic. Socket I/O runs on the actor's private queue, never on the cooperative pool.
+public actor UAPIBackend: WireGuardBackend {
+    /// The directory userspace daemons put their sockets in on Linux.
+    public static let defaultSocketDirectory = "/var/run/wireguard"
+
+    /// Always ``WireGuardBackendKind/userspace``.
+    public nonisolated let kind = WireGuardBackendKind.userspace
+    /// Where the sockets live.
+    public nonisolated let socketDirectory: String
+    private let logger: Logger
+    private let executor = BlockingExecutor(label: "mesh.wireguard.uapi")
+
+    /// The actor runs on its own queue; see the type's documentation.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    /// Creates a backend for the daemons whose sockets are in `socketDirectory`.
+    public init(socketDirectory: String = UAPIBackend.defaultSocketDirectory, logger: Logger) {
+        self.socketDirectory = socketDirectory
+        self.logger = logger
+    }
+
+    /// The socket path for an interface.
+    public nonisolated func socketPath(for name: String) -> String { "\(socketDirectory)/\(name).sock" }
+
+    /// True when a socket file exists for the interface (it may still be stale).
+    public nonisolated func hasSocket(for name: String) -> Bool {
+        var st = stat()
+        return stat(socketPath(for: name), &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK
+    }
+
+    public func deviceNames() throws(WireGuardError) -> [String] {
+        guard let dir = opendir(socketDirectory) else {
+            if errno == ENOENT { return [] }
+            throw .uapi(errno: errno, operation: "list \(socketDirectory)")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasSuffix(".sock") else { continue }
+            let iface = String(name.dropLast(5))
+            if hasSocket(for: iface) { names.append(iface) }
+        }
+        return names.sorted()
+    }
+
+    public func device(named name: String) throws(WireGuardError) -> WireGuardDevice {
+        try exchange(name, UAPIProtocol.getRequest, operation: "get") { reply throws(WireGuardError) in
+            try UAPIProtocol.parseGetReply(reply, device: name)
+        }
+    }
+
+    @discardableResult
+    public func configure(device name: String, _ config: WireGuardConfig) throws(WireGuardError) -> WireGuardConfigureReport {
+        try config.validate()
+        var skipped: [WireGuardKey] = []
+        let updateOnly = config.updateOnlyKeys
+        if !updateOnly.isEmpty {
+            // The daemon drops update-only peers it does not know without a word; look first so the
+            // caller is told. Nothing else changes the device between the two calls in our design
+            // (one applier owns it), and the daemon's own semantics are kept either way.
+            let existing = Set(try device(named: name).peers.map(\.publicKey))
+            skipped = updateOnly.filter { !existing.contains($0) }
+        }
+        let request = UAPIProtocol.encodeSet(config)
+        try exchange(name, request, operation: "set") { reply throws(WireGuardError) in
+            try UAPIProtocol.parseSetReply(reply, device: name)
+        }
+        if !skipped.isEmpty {
+            logger.debug("update-only peers not present, skipped", metadata: ["device": "\(name)", "count": "\(skipped.count)"])
+        }
+        return WireGuardConfigureReport(skippedUpdateOnlyPeers: skipped, requestCount: 1)
+    }
+
+    /// Sends a raw request and returns the raw reply (up to and including the blank line).
+    /// Exposed for benchmarks and tests that compare against the protocol itself.
+    public func rawExchange(device name: String, request: [UInt8]) throws(WireGuardError) -> [UInt8] {
+        try exchange(name, request, operation: "raw") { reply throws(WireGuardError) in Array(reply) }
+    }
+
+    /// Reused across calls: a 10,000-peer reply is several megabytes, and growing a fresh buffer each
+    /// time (copies, page faults) cost as much as parsing it. Confined to this actor.
+    private let receive = ReceiveBuffer()
+    /// A buffer grown past this is released after the call instead of being kept.
+    private static let retainedBufferLimit = 32 * 1024 * 1024
+
+    /// Sends `request` and hands the complete reply to `body`; the bytes are valid only inside it.
+    private func exchange<R>(_ name: String, _ request: [UInt8], operation: String,
+                             _ body: (UnsafeBufferPointer<UInt8>) throws(WireGuardError) -> R) throws(WireGuardError) -> R {
+        let op = "\(operation) \(name)"
+        let fd = try connect(name, op)
+        defer { close(fd) }
+        let count: Int
+        do {
+            try writeAll(fd, request, op)
+            count = try readReply(fd, op)
+        } catch {
+            // The daemon stops reading at the first line it rejects, answers `errno=N` and hangs up,
+            // so a long request ends in EPIPE. Its answer is the real error: read it if it is there.
+            guard case .uapi(let e, _) = error, e == EPIPE || e == ECONNRESET,
+                  let n = try? readReply(fd, op) else { throw error }
+            count = n
+        }
+        defer { receive.shrink(above: Self.retainedBufferLimit) }
+        return try body(UnsafeBufferPointer(rebasing: receive.bytes[0..<count]))
+    }
+
+    /// Reads one whole reply into the receive buffer and returns its length.
+    private func readReply(_ fd: Int32, _ op: String) throws(WireGuardError) -> Int {
+        var count = 0
+        while true {
+            if count == receive.bytes.count { receive.grow() }
+            let buffer = receive.bytes
+            let n = read(fd, buffer.baseAddress! + count, buffer.count - count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .uapi(errno: errno, operation: op)
+            }
+            if n == 0 { throw .malformedReply("\(op): connection closed before the end of the reply") }
+            count += n
+            // Every reply ends with `errno=N` and a blank line, and no earlier line is empty.
+            if count >= 2 && buffer[count - 1] == UInt8(ascii: "\n") && buffer[count - 2] == UInt8(ascii: "\n") {
+                return count
+            }
+        }
+    }
+
+    private func connect(_ name: String, _ op: String) throws(WireGuardError) -> Int32 {
+        let path = socketPath(for: name)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard path.utf8.count < capacity else { throw .invalidConfiguration("socket path too long: \(path)") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() { raw[i] = b }
+            raw[path.utf8.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .uapi(errno: errno, operation: op) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = errno
+            close(fd)
+            switch e {
+            case ENOENT, ECONNREFUSED: throw .deviceNotFound(name)
+            case EACCES, EPERM: throw .permissionDenied(operation: op)
+            default: throw .uapi(errno: e, operation: op)
+            }
+        }
+        return fd
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: [UInt8], _ op: String) throws(WireGuardError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .uapi(errno: errno, operation: op)
+            }
+            offset += n
+        }
+    }
+}
+
+/// The UAPI backend's reply buffer; owned by one actor and only touched on its executor.
+private final class ReceiveBuffer {
+    private(set) var bytes = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 64 * 1024)
+
+    deinit { bytes.deallocate() }
+
+    func grow() {
+        let bigger = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes.count * 4)
+        _ = bigger.initialize(fromContentsOf: bytes)
+        bytes.deallocate()
+        bytes = bigger
+    }
+
+    func shrink(above limit: Int) {
+        guard bytes.count > limit else { return }
+        bytes.deallocate()
+        bytes = .allocate(capacity: 64 * 1024)
+    }
+}

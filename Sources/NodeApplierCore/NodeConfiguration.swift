@@ -1,0 +1,66 @@
+import Foundation
+import MeshNet
+
+/// Which WireGuard implementation drives the interface.
+public enum BackendChoice: String, Sendable, CaseIterable {
+    /// Kernel if the module is there, else userspace.
+    case auto
+    case kernel
+    case userspace
+}
+
+/// NodeApplier's settings.
+public struct NodeConfiguration: Sendable {
+    /// The node's name; its DNS name becomes `<slug>.<domain>`.
+    public var name: String
+    /// Where the private key (`private.key`, mode 0600) and the registration (`node.json`) live.
+    public var stateDirectory: String
+    /// The WireGuard interface.
+    public var interface: String
+    public var listenPort: UInt16
+    /// `host:port` other peers dial; defaults to the first non-loopback address and the listen port.
+    public var endpoint: String
+    public var backend: BackendChoice
+    /// wireguard-go, for the userspace backend.
+    public var wireguardGo: String
+    public var mtu: UInt32
+    /// Full resync by diff, whatever happened.
+    public var resyncInterval: Duration
+    /// Cheap check of the tenant's newest revision, to catch a lost last message.
+    public var revisionCheckInterval: Duration
+    /// How often the device is read for handshake reports.
+    public var handshakePollInterval: Duration
+    /// Turn on IPv4/IPv6 forwarding on the interface (the hub routes device-to-device traffic).
+    public var forwarding: Bool
+    /// The mesh DNS zone.
+    public var meshDomain: String
+    /// DNS port on the mesh addresses; 0 disables the resolver.
+    public var dnsPort: UInt16
+    /// Names outside the zone: forward to the host's resolver (`forward`) or refuse (`refuse`).
+    public var dnsOutsideZone: String
+    /// Also write the zone as a hosts-format file here (empty: don't).
+    public var hostsFile: String
+
+    public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
+                endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go", mtu: UInt32 = 1420,
+                resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
+                handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true, meshDomain: String = "quazzar.mesh",
+                dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
+        self.name = name
+        self.stateDirectory = stateDirectory
+        self.interface = interface
+        self.listenPort = listenPort
+        self.endpoint = endpoint
+        self.backend = backend
+        self.wireguardGo = wireguardGo
+        self.mtu = mtu
+        self.resyncInterval = resyncInterval
+        self.revisionCheckInterval = revisionCheckInterval
+        self.handshakePollInterval = handshakePollInterval
+        self.forwarding = forwarding
+        self.meshDomain = meshDomain
+        self.dnsPort = dnsPort
+        self.dnsOutsideZone = dnsOutsideZone
+        self.hostsFile = hostsFile
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import MeshBus
+import MeshClient
+import MeshCore
+import MeshProto
+import MeshWireGuard
+import ServiceLifecycle
+
+/// Everything one node runs, wired together: registration, the interface, the agent, the bus
+/// subscriptions and timers, handshake reports, the node's control subjects, and mesh DNS.
+public enum NodeRuntime {
+    /// Registers (once; the result is kept in the state directory), prepares the interface and runs
+    /// until SIGTERM/SIGINT. The interface stays up afterwards, so a restart does not cut traffic.
+    public static func run(_ config: NodeConfiguration, common: CommonOptions, enrollmentToken: String?) async throws {
+        _ = Observability.bootstrap(level: common.logLevel, format: common.logFormat)
+        var logger = Logger(label: MeshServiceName.nodeApplier)
+        logger[metadataKey: "node.name"] = "\(config.name)"
+        let files = NodeStateStore(directory: config.stateDirectory)
+        let keys = try files.keyPair()
+
+        let bus = try await BusConnection.connect(try common.busConfiguration(name: MeshServiceName.nodeApplier), logger: logger)
+        let identity = try await register(config, files: files, keys: keys, bus: bus, token: enrollmentToken, logger: logger)
+        logger[metadataKey: "node.id"] = "\(identity.nodeID)"
+        logger[metadataKey: "tenant.id"] = "\(identity.tenantID)"
+
+        let backend = try await InterfaceSetup.prepare(config, identity: identity, privateKey: keys.privateKey, logger: logger)
+        let fanout = FanoutClient(bus: bus)
+        let agent = NodeAgent(identity: identity, interface: config.interface, backend: backend, logger: logger) { () async throws(MeshError) in
+            try await fanout.sync(tenantID: identity.tenantID, nodeID: identity.nodeID)
+        }
+        let dns = MeshDNSWiring(config: config, identity: identity, logger: logger)
+        dns.attach(to: agent)
+
+        let control = NodeControl(agent: agent, backend: backend, config: config, dns: dns)
+        let service = try BusService(connection: bus, name: MeshServiceName.nodeApplier, version: MeshVersion.current,
+                                     description: "applies peer changes to \(config.interface)",
+                                     metadata: ["instance": common.instance, "node_id": identity.nodeID, "tenant_id": identity.tenantID],
+                                     endpoints: control.endpoints(), logger: logger)
+        let log = logger
+        let reporter = HandshakeReporter(agent: agent, backend: backend, interval: config.handshakePollInterval, logger: logger) { report in
+            do {
+                try bus.publish(MeshSubjects.handshakeReport(tenant: identity.tenantID, node: identity.nodeID), try report.serializedBytes())
+            } catch {
+                log.debug("handshake report not sent", metadata: ["error": "\(error)"])
+            }
+        }
+        var services: [any Service] = [BusConnectionService(connection: bus), service,
+                                       AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger),
+                                       FunctionService { await reporter.run() }]
+        services.append(contentsOf: dns.services())
+        if let metrics = MetricsServer(address: common.metricsAddress, logger: logger) { services.append(metrics) }
+        logger.info("node starting", metadata: ["interface": "\(config.interface)", "backend": "\(backend.kind)"])
+        try await ServiceRunner.run(services, logger: logger)
+        logger.info("node stopped; the interface stays up")
+    }
+
+    /// The saved registration, or a new one made with the enrollment token.
+    static func register(_ config: NodeConfiguration, files: NodeStateStore, keys: WireGuardKeyPair, bus: BusConnection,
+                         token: String?, logger: Logger) async throws -> NodeIdentity {
+        if let saved = files.identity(), saved.publicKey == keys.publicKey {
+            return saved
+        }
+        guard let token, !token.isEmpty else {
+            throw MeshError.unauthenticated("this node is not registered yet: set MESH_NODE_ENROLLMENT_TOKEN (or _FILE) to a token from `meshctl node enroll`")
+        }
+        var req = Mesh_V1_RegisterNodeRequest()
+        req.enrollmentToken = token
+        req.name = config.name
+        req.publicKey = keys.publicKey
+        req.endpoint = config.endpoint
+        req.listenPort = UInt32(config.listenPort)
+        let client = ProvisionClient(bus: bus)
+        var delay = Duration.milliseconds(250)
+        while true {
+            do {
+                let r = try await client.registerNode(req)
+                let identity = NodeIdentity(registration: r)
+                try files.save(identity)
+                logger.info("registered", metadata: ["node.id": "\(identity.nodeID)", "ipv4": "\(identity.ipv4)", "dns": "\(identity.dnsName)"])
+                return identity
+            } catch let error as MeshError {
+                switch error {
+                case .unavailable, .deadlineExceeded:
+                    logger.warning("control plane not reachable; retrying registration", metadata: ["error": "\(error)"])
+                    try await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
+                default:
+                    throw error
+                }
+            }
+        }
+    }
+}
+
+/// The agent's loops: the command queue, the tenant's peer stream, a resync after every bus
+/// reconnect, the periodic full resync, and the cheap revision check.
+struct AgentService: Service {
+    let agent: NodeAgent
+    let bus: BusConnection
+    let fanout: FanoutClient
+    let config: NodeConfiguration
+    let logger: Logger
+
+    func run() async throws {
+        let tenant = agent.identity.tenantID
+        let updates = try bus.subscribe(MeshSubjects.peersUpdated(tenant: tenant))
+        let events = bus.events()
+        let agent = self.agent, fanout = self.fanout, config = self.config
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await agent.run() }
+                group.addTask {
+                    for await m in updates {
+                        guard let u = try? Mesh_V1_PeersUpdated(serializedBytes: m.payload) else { continue }
+                        agent.submit(u)
+                    }
+                }
+                group.addTask {
+                    // During an outage the interface keeps what it has; afterwards, resync by diff.
+                    for await e in events where e == .reconnected || e == .connected {
+                        agent.requestSync(reason: "bus \(e)")
+                    }
+                }
+                group.addTask {
+                    var backoff = Duration.milliseconds(200)
+                    // The first sync, retried until the control plane answers.
+                    while !Task.isCancelled {
+                        if (try? await agent.refresh(reason: "start")) != nil { break }
+                        try? await Task.sleep(for: backoff)
+                        backoff = min(backoff * 2, .seconds(5))
+                    }
+                    var sinceResync = Duration.zero
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: config.revisionCheckInterval)
+                        sinceResync += config.revisionCheckInterval
+                        if sinceResync >= config.resyncInterval {
+                            sinceResync = .zero
+                            agent.requestSync(reason: "periodic")
+                        } else if let tip = try? await fanout.revision(tenantID: tenant), tip > agent.revision {
+                            agent.requestSync(reason: "behind: \(agent.revision) < \(tip)")
+                        }
+                    }
+                }
+            }
+        }
+        agent.finish()
+        updates.unsubscribe()
+    }
+}
+
+/// A service from a closure that runs until cancelled (cancelled on graceful shutdown).
+struct FunctionService: Service {
+    let body: @Sendable () async -> Void
+
+    init(_ body: @escaping @Sendable () async -> Void) { self.body = body }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await body() }
+    }
+}
+
+/// The node's control subjects, for the gateway: state, live peer dump, refresh.
+struct NodeControl: Sendable {
+    let agent: NodeAgent
+    let backend: any WireGuardBackend
+    let config: NodeConfiguration
+    let dns: MeshDNSWiring
+
+    func endpoints() -> [ServiceEndpoint] {
+        let id = agent.identity.nodeID
+        return [
+            .proto("state", subject: MeshSubjects.nodeState(id)) { (_: Mesh_V1_NodeStateRequest, _) in try await state() },
+            .proto("peers", subject: MeshSubjects.nodePeers(id)) { (_: Mesh_V1_PeerDumpRequest, _) in try await dump() },
+            .proto("refresh", subject: MeshSubjects.nodeRefresh(id)) { (_: Mesh_V1_RefreshRequest, _) in
+                do {
+                    return try await agent.refresh(reason: "requested")
+                } catch let e as MeshError {
+                    throw e
+                } catch {
+                    throw MeshError.unavailable("refresh failed: \(error)")
+                }
+            },
+        ]
+    }
+
+    func state() async throws(MeshError) -> Mesh_V1_NodeState {
+        let s = agent.status()
+        var st = Mesh_V1_NodeState()
+        st.nodeID = agent.identity.nodeID
+        st.tenantID = agent.identity.tenantID
+        st.interfaceName = config.interface
+        st.backend = backend.kind.rawValue
+        st.meshIp = agent.identity.ipv4
+        st.meshIpv6 = agent.identity.ipv6
+        st.revision = s.revision
+        st.lastSyncMs = s.lastSync?.unixMilliseconds ?? 0
+        if let device = try? await backend.device(named: config.interface) {
+            st.listenPort = UInt32(device.listenPort)
+            st.peerCount = UInt32(device.peers.count)
+            st.active = s.synced
+        }
+        st.dnsStatus = dns.status()
+        return st
+    }
+
+    func dump() async throws(MeshError) -> Mesh_V1_PeerDump {
+        let device: WireGuardDevice
+        do {
+            device = try await backend.device(named: config.interface)
+        } catch {
+            throw .unavailable("cannot read \(config.interface): \(error)")
+        }
+        let known = agent.peersByKey()
+        var d = Mesh_V1_PeerDump()
+        d.nodeID = agent.identity.nodeID
+        d.readAtMs = Date().unixMilliseconds
+        d.peers = device.peers.map { PeerStatsMapping.stats($0, known: known[$0.publicKey.base64]) }
+        return d
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import Logging
+import MeshCore
+import MeshNet
+import MeshProto
+import MeshQR
+import MeshStore
+
+extension Provisioner {
+    /// The SELECT list `Mapping.device` reads.
+    static let deviceColumns: SQL = """
+        id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key,
+        (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
+        (extract(epoch FROM last_handshake_at) * 1000)::bigint AS handshake_ms,
+        coalesce(last_handshake_at > now() - make_interval(secs => $2), false) AS online,
+        rx_bytes, tx_bytes, endpoint
+        """
+
+    /// Creates a device: rate limit, plan cap, label and slug, keypair, addresses, config, QR, audit
+    /// and outbox. The private key exists only in the returned config.
+    public func createDevice(_ req: Mesh_V1_CreateDeviceRequest) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
+        let label = try Slug.validateLabel(req.label)
+        guard let typeKey = Optional(req.type.key), req.type != .unspecified, Mesh_V1_DeviceType(key: typeKey) != nil else {
+            throw .invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
+        }
+        let who = try await identify(req.caller)
+        let t = try await tenant(who.tenant)
+        if t.plan == .enterprise && t.requireSaml && !req.caller.amr.contains(where: { $0.lowercased() == "saml" }) {
+            throw .permissionDenied("this tenant requires a SAML-authenticated session to provision devices")
+        }
+        let exempt = configuration.rateLimit <= 0 || configuration.rateLimitExempt.contains(who.user)
+        let limit = configuration.rateLimit, window = configuration.rateWindow.seconds
+        let cap = t.plan.deviceCap
+
+        // Cheap pre-checks, so a request that must fail does not allocate an address first. They
+        // are repeated, authoritatively, inside the transaction below.
+        try await read { tx in
+            if let cap {
+                let used = try tx.queryFirst("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)!.decode("n", as: Int.self)
+                if used >= cap { throw MeshError.quotaExceeded(plan: t.plan, cap: cap) }
+            }
+            if !exempt { try Self.checkRate(tx, user: who.user, limit: limit, window: window) }
+        }
+
+        let deviceID = UUID()
+        let keys = WireGuardKeyPair.generate()
+        let lease = try await allocator.allocate(tenantID: who.tenant.lowercased, ownerID: deviceID.lowercased, kind: .device, requestID: requestID)
+        let ipv4 = lease.lease.ipv4, ipv6 = lease.lease.ipv6
+        let domain = configuration.meshDomain
+        let deviceType = req.type
+        let committed: (slug: String, revision: UInt64, nodes: [ConfigNode], ranges: [IPPrefix], row: Row)
+        do {
+            committed = try await run { tx in
+                // The tenant row lock serialises every change of this tenant: cap, slug, revision.
+                guard let trow = try tx.queryFirst("SELECT plan, device_ranges FROM tenants WHERE id = $1 FOR UPDATE", who.tenant) else {
+                    throw MeshError.notFound("unknown tenant")
+                }
+                let plan = Mesh_V1_Plan(key: try trow.decode("plan")) ?? .free
+                if let cap = plan.deviceCap {
+                    let used = try tx.queryFirst("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)!.decode("n", as: Int.self)
+                    if used >= cap { throw MeshError.quotaExceeded(plan: plan, cap: cap) }
+                }
+                if !exempt {
+                    // The user row lock makes the sliding window exact across replicas.
+                    try tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", who.user)
+                    try Self.checkRate(tx, user: who.user, limit: limit, window: window)
+                    try tx.execute("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", who.user)
+                    try tx.execute("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)", who.user, window)
+                }
+                let slug = try Self.freeSlug(tx, tenant: who.tenant, base: Slug.make(label, fallback: deviceType.key))
+                try tx.execute("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", who.tenant, slug, deviceID)
+                guard let row = try tx.queryFirst("""
+                    INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6)
+                    VALUES ($1, $3, $4, $5, $6, $7, $8, $9, $10)
+                    RETURNING \(Self.deviceColumns)
+                    """, deviceID, 0.0, who.tenant, who.user, label, slug, deviceType.key, keys.publicKey, ipv4, ipv6) else {
+                    throw MeshError.internal("device insert returned nothing")
+                }
+                // Confirm the lease in the same transaction: from now on the address is published.
+                guard try tx.execute("UPDATE leases SET confirmed = true WHERE tenant_id = $1 AND owner_id = $2", who.tenant, deviceID) == 1 else {
+                    throw MeshError.unavailable("the address lease expired before the device was saved; try again")
+                }
+                let peer = Mapping.devicePeer(id: deviceID, publicKey: keys.publicKey, ipv4: ipv4, ipv6: ipv6, slug: slug, domain: domain)
+                let revision = try Outbox.append(tx, tenant: who.tenant, op: "added", peer: peer)
+                try Audit.write(tx, tenant: who.tenant, actor: "user:\(who.user.lowercased)", action: "device.create", target: deviceID.lowercased,
+                                requestID: requestID, detail: "\(deviceType.key) \"\(label)\" as \(slug).\(domain) at \(ipv4), \(ipv6)")
+                let nodes = try tx.query("""
+                    SELECT slug, public_key, endpoint, ipv4, ipv6 FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id
+                    """, who.tenant).map { r in
+                    ConfigNode(name: try r.decode("slug"), dnsName: "\(try r.decode("slug", as: String.self)).\(domain)",
+                               publicKey: try r.decode("public_key"), endpoint: try r.decode("endpoint"),
+                               ipv4: IPv4Address(try r.decode("ipv4", as: String.self))!, ipv6: IPv6Address(try r.decode("ipv6", as: String.self))!)
+                }
+                let ranges = (try trow.decode("device_ranges", as: String.self)).split(separator: ",").compactMap { IPPrefix(String($0)) }
+                return (slug, revision, nodes, ranges, row)
+            }
+        } catch {
+            // Nothing was committed: give the address back at once (it was never published).
+            _ = try? await allocator.release(tenantID: who.tenant.lowercased, ownerID: deviceID.lowercased, requestID: requestID)
+            throw error
+        }
+
+        var device = try Mapping.device(committed.row, domain: domain)
+        device.online = false
+        let config = renderer.render(privateKey: keys.privateKey, ipv4: IPv4Address(ipv4)!, ipv6: IPv6Address(ipv6)!, label: label,
+                                     dnsName: device.dnsName, nodes: committed.nodes, deviceRanges: committed.ranges)
+        // Level M suits a screen; a long config (many nodes) falls back to L, and one too long
+        // even for that is still provisioned, with the .conf as the only way in.
+        var svg = "", qrReason = ""
+        do {
+            svg = try MeshQR.svg(for: config, errorCorrection: .medium)
+        } catch {
+            do {
+                svg = try MeshQR.svg(for: config, errorCorrection: .low)
+            } catch {
+                qrReason = "the config (\(config.utf8.count) bytes, \(committed.nodes.count) nodes) is too large for a QR code; use the .conf file"
+                logger.notice("no QR code for a large config", metadata: ["device.id": "\(deviceID.lowercased)", "error": "\(error)"])
+            }
+        }
+        logger.info("device created", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(deviceID.lowercased)",
+                                                 "device.slug": "\(committed.slug)", "revision": "\(committed.revision)", "request.id": "\(requestID)"])
+        var resp = Mesh_V1_CreateDeviceResponse()
+        resp.device = device
+        resp.config = config
+        resp.qrSvg = svg
+        resp.qrUnavailableReason = qrReason
+        return resp
+    }
+
+    /// Deletes a device (its owner, or an admin of its tenant). Anyone else gets `notFound`, so that
+    /// nothing about other users' or tenants' devices leaks.
+    public func deleteDevice(_ req: Mesh_V1_DeleteDeviceRequest) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
+        let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
+        let who = try await identify(req.caller)
+        guard let deviceID = UUID(uuidString: req.deviceID) else { throw .notFound("no such device") }
+        let domain = configuration.meshDomain
+        let revision = try await run { tx in
+            try tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", who.tenant)
+            guard let row = try tx.queryFirst("""
+                SELECT owner_user_id, public_key, ipv4, ipv6, slug, label FROM devices WHERE id = $1 AND tenant_id = $2
+                """, deviceID, who.tenant) else { throw MeshError.notFound("no such device") }
+            let owner: UUID = try row.decode("owner_user_id")
+            guard who.isAdmin || owner == who.user else { throw MeshError.notFound("no such device") }
+            let publicKey: String = try row.decode("public_key"), slug: String = try row.decode("slug")
+            try tx.execute("DELETE FROM devices WHERE id = $1", deviceID)
+            try tx.execute("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", who.tenant, deviceID)
+            try tx.execute("DELETE FROM peer_stats WHERE public_key = $1 AND node_id IN (SELECT id FROM nodes WHERE tenant_id = $2)", publicKey, who.tenant)
+            let peer = Mapping.devicePeer(id: deviceID, publicKey: publicKey, ipv4: try row.decode("ipv4"), ipv6: try row.decode("ipv6"),
+                                          slug: slug, domain: domain)
+            let revision = try Outbox.append(tx, tenant: who.tenant, op: "removed", peer: peer)
+            try Audit.write(tx, tenant: who.tenant, actor: "user:\(who.user.lowercased)", action: "device.delete", target: deviceID.lowercased,
+                            requestID: requestID, detail: "\"\(try row.decode("label", as: String.self))\" (\(slug).\(domain))")
+            return revision
+        }
+        await releaseAfterDelete(tenant: who.tenant, owner: deviceID, requestID: requestID)
+        logger.info("device deleted", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(deviceID.lowercased)", "revision": "\(revision)"])
+        var resp = Mesh_V1_DeleteDeviceResponse()
+        resp.revision = revision
+        return resp
+    }
+
+    /// Owners see their own devices; admins see the whole tenant.
+    public func listDevices(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> [Mesh_V1_Device] {
+        let who = try await identify(req.caller)
+        let online = configuration.onlineWindow.seconds
+        let rows = try await read { tx in
+            if who.isAdmin {
+                return try tx.query("SELECT \(Self.deviceColumns) FROM devices WHERE tenant_id = $1 ORDER BY created_at, id",
+                                    who.tenant, online)
+            }
+            return try tx.query("SELECT \(Self.deviceColumns) FROM devices WHERE tenant_id = $1 AND owner_user_id = $3 ORDER BY created_at, id",
+                                who.tenant, online, who.user)
+        }
+        return try rows.map { row throws(MeshError) in try Mapping.device(row, domain: configuration.meshDomain) }
+    }
+
+    /// Hands the addresses back to AllocatorSvc (quarantined). A failure here leaves the lease in
+    /// place; AllocatorSvc's sweeper frees confirmed leases whose owner no longer exists.
+    func releaseAfterDelete(tenant: UUID, owner: UUID, requestID: String) async {
+        for attempt in 0..<3 {
+            do {
+                try await allocator.release(tenantID: tenant.lowercased, ownerID: owner.lowercased, requestID: requestID)
+                return
+            } catch {
+                logger.warning("address release failed; will retry", metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)", "attempt": "\(attempt)"])
+                try? await Task.sleep(for: .milliseconds(200 << attempt))
+            }
+        }
+    }
+
+    /// Throws `rateLimited` when the user made `limit` creations within the window.
+    static func checkRate(_ tx: borrowing Transaction, user: UUID, limit: Int, window: Double) throws {
+        let row = try tx.queryFirst("""
+            SELECT count(*) AS n,
+                   ceil(extract(epoch FROM (min(at) + make_interval(secs => $2) - now())))::bigint AS retry
+            FROM provision_events WHERE user_id = $1 AND at > now() - make_interval(secs => $2)
+            """, user, window)!
+        if try row.decode("n", as: Int.self) >= limit {
+            let retry = max(1, try row.decodeIfPresent("retry", as: Int.self) ?? 1)
+            throw MeshError.rateLimited(retryAfterSeconds: retry)
+        }
+    }
+
+    /// The first free slug of `base`, `base-2`, `base-3`, … among the tenant's device and node names.
+    /// Called with the tenant row locked, so nobody takes it before the insert.
+    static func freeSlug(_ tx: borrowing Transaction, tenant: UUID, base: String) throws -> String {
+        let taken = Set(try tx.query("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, String(base.prefix(40)) + "%")
+            .map { try $0.decode("slug", as: String.self) })
+        var n = 1
+        while taken.contains(Slug.withSuffix(base, n)) { n += 1 }
+        return Slug.withSuffix(base, n)
+    }
+}

@@ -1,0 +1,268 @@
+import Foundation
+import Logging
+import MeshBus
+import MeshTestSupport
+import ServiceLifecycle
+import Testing
+
+/// A domain error for the tests, the way services define theirs.
+struct TeapotError: BusServiceError {
+    var serviceErrorCode: Int { 418 }
+    var serviceErrorMessage: String { "short and stout" }
+    var serviceErrorBody: [UInt8] { Array("tea".utf8) }
+}
+
+/// Runs `body` with a service running on `connection`, then shuts the service down gracefully.
+func withService<T>(_ service: BusService, _ body: () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await service.run() }
+        await service.waitUntilReady()
+        do {
+            let v = try await body()
+            group.cancelAll()
+            return v
+        } catch {
+            group.cancelAll()
+            throw error
+        }
+    }
+}
+
+@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
+struct BusTests {
+    let subjectPrefix = "test.\(Nuid.next())"
+
+    @Test func requestReplyWithHeaders() async throws {
+        let bus = try await TestEnvironment.connectBus("t-req")
+        let svc = try BusService(connection: bus, name: "echo", version: "1.0.0", endpoints: [
+            ServiceEndpoint(name: "echo", subject: "\(subjectPrefix).echo") { req in
+                Array("echo:".utf8) + req.payload + Array(":\(req.headers["X-Test"] ?? "-")".utf8)
+            },
+        ], logger: TestEnvironment.logger("t"))
+        try await withService(svc) {
+            var h = BusHeaders()
+            h["X-Test"] = "yes"
+            let reply = try await bus.request("\(subjectPrefix).echo", Array("hi".utf8), headers: h)
+            #expect(String(decoding: reply.payload, as: UTF8.self) == "echo:hi:yes")
+        }
+        await bus.close()
+    }
+
+    @Test func queueGroupSpreadsLoad() async throws {
+        let bus = try await TestEnvironment.connectBus("t-q")
+        let a = try await TestEnvironment.connectBus("t-q-a")
+        let b = try await TestEnvironment.connectBus("t-q-b")
+        let subject = "\(subjectPrefix).work"
+        func responder(_ conn: BusConnection, _ tag: String) throws -> BusService {
+            try BusService(connection: conn, name: "worker", version: "1.0.0", endpoints: [
+                ServiceEndpoint(name: "work", subject: subject) { _ in Array(tag.utf8) },
+            ], logger: TestEnvironment.logger("t"))
+        }
+        let sa = try responder(a, "a"), sb = try responder(b, "b")
+        let counts = try await withService(sa) {
+            try await withService(sb) {
+                var counts: [String: Int] = [:]
+                for _ in 0..<200 {
+                    let r = try await bus.request(subject, [])
+                    counts[String(decoding: r.payload, as: UTF8.self), default: 0] += 1
+                }
+                return counts
+            }
+        }
+        #expect(counts.values.reduce(0, +) == 200)
+        // Random spread: each responder gets a fair share (binomial, p=0.5, n=200: P(<50) is ~1e-13).
+        #expect((counts["a"] ?? 0) >= 50, "counts: \(counts)")
+        #expect((counts["b"] ?? 0) >= 50, "counts: \(counts)")
+        await bus.close(); await a.close(); await b.close()
+    }
+
+    @Test func noRespondersIsAnError() async throws {
+        let bus = try await TestEnvironment.connectBus("t-nr")
+        await #expect(throws: BusError.noResponders(subject: "\(subjectPrefix).nobody")) {
+            _ = try await bus.request("\(subjectPrefix).nobody", Array("x".utf8), timeout: .seconds(2))
+        }
+        await bus.close()
+    }
+
+    @Test func timeoutWhenResponderIsSilent() async throws {
+        let bus = try await TestEnvironment.connectBus("t-to")
+        let silent = try bus.subscribe("\(subjectPrefix).silent")
+        try await bus.flush()
+        let start = ContinuousClock.now
+        await #expect(throws: BusError.timeout(subject: "\(subjectPrefix).silent")) {
+            _ = try await bus.request("\(subjectPrefix).silent", [], timeout: .milliseconds(200))
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        silent.unsubscribe()
+        await bus.close()
+    }
+
+    @Test func cancellationEndsTheRequest() async throws {
+        let bus = try await TestEnvironment.connectBus("t-cancel")
+        let silent = try bus.subscribe("\(subjectPrefix).slow")
+        try await bus.flush()
+        let task = Task { try await bus.request("\(subjectPrefix).slow", [], timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(100))
+        task.cancel()
+        let result = await task.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        silent.unsubscribe()
+        await bus.close()
+    }
+
+    @Test func serviceErrorsTravelInHeadersAndStatsCountThem() async throws {
+        let bus = try await TestEnvironment.connectBus("t-err")
+        let svc = try BusService(connection: bus, name: "flaky", version: "2.1.0-rc.1", endpoints: [
+            ServiceEndpoint(name: "maybe", subject: "\(subjectPrefix).maybe") { req in
+                if req.payload == Array("fail".utf8) { throw TeapotError() }
+                if req.payload == Array("crash".utf8) { throw CocoaError(.fileNoSuchFile) }
+                return Array("ok".utf8)
+            },
+        ], logger: TestEnvironment.logger("t"))
+        try await withService(svc) {
+            for _ in 0..<3 { _ = try await bus.request("\(subjectPrefix).maybe", Array("ok".utf8)) }
+            do {
+                _ = try await bus.request("\(subjectPrefix).maybe", Array("fail".utf8))
+                Issue.record("expected an error")
+            } catch BusError.service(let code, let description, let body) {
+                #expect(code == 418)
+                #expect(description == "short and stout")
+                #expect(body == Array("tea".utf8))
+            }
+            do {
+                _ = try await bus.request("\(subjectPrefix).maybe", Array("crash".utf8))
+                Issue.record("expected an error")
+            } catch BusError.service(let code, let description, _) {
+                #expect(code == 500)
+                #expect(description == "internal error")
+            }
+            // $SRV.STATS for this instance.
+            let raw = try await bus.request("$SRV.STATS.flaky.\(svc.id)", [])
+            let stats = try JSONDecoder().decode(BusService.StatsResponse.self, from: Data(raw.payload))
+            #expect(stats.type == "io.nats.micro.v1.stats_response")
+            #expect(stats.version == "2.1.0-rc.1")
+            let ep = try #require(stats.endpoints.first)
+            #expect(ep.num_requests == 5)
+            #expect(ep.num_errors == 2)
+            #expect(ep.last_error == "500:internal error")
+            #expect(ep.queue_group == "q")
+            #expect(ep.processing_time > 0)
+            #expect(ep.average_processing_time == ep.processing_time / 5)
+        }
+        await bus.close()
+    }
+
+    @Test func pingAndInfoDiscoverEveryService() async throws {
+        let bus = try await TestEnvironment.connectBus("t-ping")
+        let name1 = "disc-\(Nuid.short())", name2 = "disc-\(Nuid.short())"
+        let s1 = try BusService(connection: bus, name: name1, version: "1.2.3", endpoints: [
+            ServiceEndpoint(name: "a", subject: "\(subjectPrefix).a") { _ in [] },
+        ], logger: TestEnvironment.logger("t"))
+        let s2 = try BusService(connection: bus, name: name2, version: "0.9.0", endpoints: [
+            ServiceEndpoint(name: "b", subject: "\(subjectPrefix).b.*", queueGroup: nil) { _ in [] },
+        ], logger: TestEnvironment.logger("t"))
+        try await withService(s1) {
+            try await withService(s2) {
+                // $SRV.PING goes to every service: collect replies on our own inbox.
+                let inbox = "_INBOX.ping.\(Nuid.next())"
+                let sub = try bus.subscribe(inbox)
+                try bus.publish("$SRV.PING", [], reply: inbox)
+                var seen: [String: String] = [:]
+                let deadline = ContinuousClock.now + .seconds(3)
+                for await m in sub {
+                    let p = try JSONDecoder().decode(BusService.PingResponse.self, from: Data(m.payload))
+                    #expect(p.type == "io.nats.micro.v1.ping_response")
+                    seen[p.name] = p.version
+                    if (seen[name1] != nil && seen[name2] != nil) || ContinuousClock.now > deadline { break }
+                }
+                #expect(seen[name1] == "1.2.3")
+                #expect(seen[name2] == "0.9.0")
+
+                let info = try JSONDecoder().decode(BusService.InfoResponse.self,
+                                                    from: Data(try await bus.request("$SRV.INFO.\(name2)", []).payload))
+                #expect(info.type == "io.nats.micro.v1.info_response")
+                #expect(info.id == s2.id)
+                #expect(info.endpoints.map(\.subject) == ["\(subjectPrefix).b.*"])
+                #expect(info.endpoints.first?.queue_group == "")
+            }
+        }
+        await bus.close()
+    }
+
+    @Test func subscriptionIsAnAsyncSequence() async throws {
+        let bus = try await TestEnvironment.connectBus("t-sub")
+        let sub = try bus.subscribe("\(subjectPrefix).events.>")
+        try await bus.flush()
+        for i in 0..<5 { try bus.publish("\(subjectPrefix).events.\(i)", [UInt8(i)]) }
+        var got: [UInt8] = []
+        for await m in sub {
+            got.append(m.payload[0])
+            if got.count == 5 { break }
+        }
+        #expect(got == [0, 1, 2, 3, 4])
+        await bus.close()
+    }
+
+    @Test func invalidSubjectsAreRejectedLocally() async throws {
+        let bus = try await TestEnvironment.connectBus("t-inv")
+        #expect(throws: BusError.self) { try bus.publish("bad subject", []) }
+        #expect(throws: BusError.self) { try bus.publish("a..b", []) }
+        #expect(throws: BusError.self) { try bus.publish("a.*", []) }
+        #expect(throws: BusError.self) { _ = try bus.subscribe("a.>.b") }
+        await bus.close()
+    }
+}
+
+@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .serialized)
+struct BusReconnectTests {
+    @Test func reconnectsAndDeliversPublishesMadeDuringTheOutage() async throws {
+        let infra = try PrivateInfra(name: "reconnect")
+        defer { infra.shutdown() }
+        // One connection both subscribes and publishes: after a reconnect nats.c re-sends its
+        // subscriptions before the publishes it buffered, so delivery does not depend on which of
+        // two connections happens to reconnect first.
+        let bus = try await TestEnvironment.connectBus("t-outage", url: infra.natsURL)
+        let other = try await TestEnvironment.connectBus("t-other", url: infra.natsURL)
+        let events = bus.events()
+        let sub = try bus.subscribe("outage.test")
+        try await bus.flush()
+        try bus.publish("outage.test", Array("before".utf8))
+
+        try infra.stopNats()
+        var it = events.makeAsyncIterator()
+        #expect(await it.next() == .disconnected)
+        #expect(!bus.isConnected)
+        // Published while no server is up: buffered by the client.
+        try bus.publish("outage.test", Array("during".utf8))
+        try infra.start()
+        #expect(await it.next() == .reconnected)
+
+        var got: [String] = []
+        for await m in sub {
+            got.append(String(decoding: m.payload, as: UTF8.self))
+            if got.count == 2 { break }
+        }
+        #expect(got == ["before", "during"])
+        // Requests work again on a connection that lived through the outage.
+        try await other.waitUntilConnected()
+        let echo = try other.subscribe("outage.echo")
+        try await other.flush()
+        try bus.publish("outage.echo", Array("again".utf8))
+        var it2 = echo.makeAsyncIterator()
+        #expect(await it2.next()?.payload == Array("again".utf8))
+        await bus.close()
+        await other.close()
+    }
+
+    @Test func connectSucceedsBeforeTheServerIsUp() async throws {
+        let infra = try PrivateInfra(name: "late")
+        defer { infra.shutdown() }
+        try infra.stopNats()
+        let bus = try await TestEnvironment.connectBus("t-late", url: infra.natsURL)
+        #expect(!bus.isConnected)
+        try infra.start()
+        try await bus.waitUntilConnected(timeout: .seconds(10))
+        #expect(bus.isConnected)
+        await bus.close()
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import MeshClient
+import MeshCore
+import MeshProto
+import MeshTestSupport
+import Testing
+
+/// The whole mesh with real WireGuard: the control plane, three nodes running NodeApplier with
+/// wireguard-go in network namespaces, and two devices brought up from the configs they were given.
+@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized)
+struct MeshE2ETests {
+    @Test func meshConvergesRoutesAndSurvivesRestarts() async throws {
+        let lab = try await MeshLab.start("e2e")
+        let n1 = try await lab.addNode("alpha")
+        let n2 = try await lab.addNode("beta")
+        let n3 = try await lab.addNode("gamma")
+        let a = try await lab.addDevice("Ann's laptop")
+        let b = try await lab.addDevice("Bob's phone", type: .android)
+        try await lab.waitConverged()
+
+        // Every node reaches every node and both devices, over IPv4 and IPv6.
+        for from in lab.nodes {
+            for to in lab.nodes where to !== from {
+                #expect(lab.ping(from: from.ns, to.node!.ipv4), "\(from.name) -> \(to.name) v4")
+                #expect(lab.ping(from: from.ns, to.node!.ipv6), "\(from.name) -> \(to.name) v6")
+            }
+            for d in [a, b] {
+                // The device handshakes with each node on its own (keepalive), so a node can reach it.
+                _ = lab.ping(from: d.ns, from.node!.ipv4, count: 1)
+                #expect(lab.ping(from: from.ns, d.device.ipv4), "\(from.name) -> \(d.device.label) v4")
+                #expect(lab.ping(from: from.ns, d.device.ipv6), "\(from.name) -> \(d.device.label) v6")
+            }
+        }
+        // One device reaches the other through the hub node.
+        #expect(n1.node!.hub)
+        #expect(lab.ping(from: a.ns, b.device.ipv4), "device to device v4 through the hub")
+        #expect(lab.ping(from: b.ns, a.device.ipv6), "device to device v6 through the hub")
+
+        // Device status turns online after its first handshake (node reports -> ProvisionSvc).
+        var online = false
+        for _ in 0..<50 {
+            let list = try await lab.cp.client.listDevices(caller: lab.admin)
+            if list.allSatisfy(\.online) { online = true; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(online, "devices online after handshakes")
+
+        // Deleting a device removes it from every node.
+        _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: b.device.id)
+        try await lab.waitConverged(timeout: .seconds(10))
+        for n in lab.nodes { #expect(!(try lab.livePeers(n)).contains(b.device.publicKey)) }
+
+        // Kill NodeApplier (SIGKILL) and FanoutSvc mid-stream; keep provisioning; restart both.
+        await n2.process!.kill9()
+        let fanout = lab.cp.processes.last!
+        async let churn: [Mesh_V1_Device] = {
+            var made: [Mesh_V1_Device] = []
+            for i in 0..<12 { made.append(try await lab.cp.client.createDevice(caller: lab.admin, label: "churn \(i)", type: .other).device) }
+            return made
+        }()
+        try await Task.sleep(for: .milliseconds(300))
+        await fanout.kill9()
+        let made = try await churn
+        for d in made.prefix(4) { _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: d.id) }
+        // While n2's agent is down, its interface keeps working peers.
+        #expect(lab.ping(from: n2.ns, n1.node!.ipv4), "n2's interface outlives its agent")
+        let fanout2 = try await ServiceProcesses.start("FanoutSvc", natsURL: lab.cp.nats.url, databaseURL: lab.cp.db.url, bus: lab.cp.bus, logDir: lab.cp.logDir)
+        try lab.startNodeProcess(n2)
+        let took = try await lab.waitConverged(timeout: .seconds(30))
+        print("converged \(took) after restarting NodeApplier and FanoutSvc")
+        #expect(lab.ping(from: a.ns, n2.node!.ipv4), "a device still reaches the restarted node")
+        #expect(lab.ping(from: n3.ns, a.device.ipv4))
+        for p in fanout2 { await p.terminate() }
+        await lab.stop()
+    }
+}

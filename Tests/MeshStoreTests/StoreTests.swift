@@ -1,0 +1,189 @@
+import Foundation
+import MeshStore
+import MeshTestSupport
+import Synchronization
+import Testing
+
+private let schema = [
+    Migration(version: 1, name: "items", sql: "CREATE TABLE items (id bigserial PRIMARY KEY, name text UNIQUE NOT NULL, n int NOT NULL DEFAULT 0)"),
+    Migration(version: 2, name: "counter", sql: "CREATE TABLE counter (k int PRIMARY KEY, v int NOT NULL); INSERT INTO counter VALUES (1, 0)"),
+]
+
+func withStore<T>(_ body: (Store, TestDatabase) async throws -> T) async throws -> T {
+    let db = try await TestDatabase.create(prefix: "store")
+    let store = Store(StoreConfiguration(url: db.url, poolSize: 6), logger: TestEnvironment.logger("test.store"))
+    do {
+        let v = try await body(store, db)
+        store.close()
+        await db.drop()
+        return v
+    } catch {
+        store.close()
+        await db.drop()
+        throw error
+    }
+}
+
+/// A thread-safe counter shared by concurrent transaction bodies.
+final class Counter: Sendable {
+    private let n = Atomic<Int>(0)
+    func increment() { n.wrappingAdd(1, ordering: .relaxed) }
+    var value: Int { n.load(ordering: .relaxed) }
+}
+
+@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
+struct StoreTests {
+    @Test func migrationsAreIdempotentAndRaceSafe() async throws {
+        try await withStore { store, db in
+            // Four independent pools (separate sessions, as separate processes would be) migrate at once.
+            let results = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        let s = Store(StoreConfiguration(url: db.url, poolSize: 1), logger: TestEnvironment.logger("m"))
+                        defer { s.close() }
+                        return try await s.migrate(schema)
+                    }
+                }
+                return try await group.reduce(into: [[Int]]()) { $0.append($1) }
+            }
+            // Exactly one of them applied each version; the others saw it applied.
+            #expect(results.flatMap { $0 }.sorted() == [1, 2])
+            #expect(try await store.migrate(schema).isEmpty)
+            let versions = try await store.read { tx in try tx.query("SELECT version FROM schema_migrations ORDER BY version").map { try $0.decode("version", as: Int.self) } }
+            #expect(versions == [1, 2])
+        }
+    }
+
+    @Test func thrownErrorRollsBack() async throws {
+        struct Boom: Error {}
+        try await withStore { store, _ in
+            try await store.migrate(schema)
+            await #expect(throws: Boom.self) {
+                try await store.write { tx in
+                    try tx.execute("INSERT INTO items (name) VALUES ($1)", "ghost")
+                    throw Boom()
+                }
+            }
+            let count = try await store.read { tx in try tx.queryFirst("SELECT count(*) AS c FROM items")!.decode("c", as: Int.self) }
+            #expect(count == 0)
+        }
+    }
+
+    @Test func uniqueViolationIsTyped() async throws {
+        try await withStore { store, _ in
+            try await store.migrate(schema)
+            try await store.write { tx in try tx.execute("INSERT INTO items (name) VALUES ($1)", "one") }
+            await #expect(throws: StoreError.uniqueViolation(constraint: "items_name_key")) {
+                try await store.write { tx in try tx.execute("INSERT INTO items (name) VALUES ($1)", "one") }
+            }
+        }
+    }
+
+    @Test func serializationFailuresAreRetried() async throws {
+        try await withStore { store, _ in
+            try await store.migrate(schema)
+            let attempts = Counter()
+            // Read-modify-write under SERIALIZABLE from many tasks: conflicts are certain, and every
+            // increment must still land exactly once after retries.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        try await store.write(isolation: .serializable, retries: 50) { tx in
+                            attempts.increment()
+                            let v = try tx.queryFirst("SELECT v FROM counter WHERE k = 1")!.decode("v", as: Int.self)
+                            try tx.execute("UPDATE counter SET v = $1 WHERE k = 1", v + 1)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let v = try await store.read { tx in try tx.queryFirst("SELECT v FROM counter")!.decode("v", as: Int.self) }
+            #expect(v == 20)
+            #expect(attempts.value > 20, "expected at least one retried serialization failure")
+        }
+    }
+
+    @Test func listenNotifyIsDelivered() async throws {
+        try await withStore { store, _ in
+            let events = store.listen(["mesh_test"])
+            var it = events.makeAsyncIterator()
+            #expect(await it.next() == .listening)
+            try await store.notify(channel: "mesh_test", payload: "hello")
+            try await store.write { tx in try tx.execute("SELECT pg_notify('mesh_test', $1)", "from-tx") }
+            #expect(await it.next() == .notification(StoreNotification(channel: "mesh_test", payload: "hello")))
+            #expect(await it.next() == .notification(StoreNotification(channel: "mesh_test", payload: "from-tx")))
+        }
+    }
+
+    @Test func valuesRoundTrip() async throws {
+        try await withStore { store, _ in
+            let id = UUID()
+            let when = Date(timeIntervalSince1970: 1_790_000_000.123456)
+            let bytes = ByteA([0, 1, 2, 0xfe, 0xff])
+            let row = try await store.read { tx in
+                try tx.queryFirst("""
+                    SELECT $1::uuid AS u, $2::timestamptz AS t, $3::bytea AS b, $4::bool AS f, $5::text AS n,
+                           $6::bigint AS big, 'Zürich 🚀'::text AS s
+                    """, id, when, bytes, false, nil, Int64.max)!
+            }
+            #expect(try row.decode("u", as: UUID.self) == id)
+            #expect(abs(try row.decode("t", as: Date.self).timeIntervalSince1970 - when.timeIntervalSince1970) < 0.000_001)
+            #expect(try row.decode("b", as: ByteA.self) == bytes)
+            #expect(try row.decode("f", as: Bool.self) == false)
+            #expect(try row.decodeIfPresent("n", as: String.self) == nil)
+            #expect(try row.decode("big", as: Int64.self) == Int64.max)
+            #expect(try row.decode("s", as: String.self) == "Zürich 🚀")
+            #expect(throws: StoreError.self) { try row.decode("n", as: String.self) }
+            #expect(throws: StoreError.self) { try row.decode("missing", as: String.self) }
+        }
+    }
+
+    @Test func parametersCannotInjectSQL() async throws {
+        try await withStore { store, _ in
+            try await store.migrate(schema)
+            let evil = "x'); DROP TABLE items; --"
+            try await store.write { tx in try tx.execute("INSERT INTO items (name) VALUES ($1)", evil) }
+            let name = try await store.read { tx in try tx.queryFirst("SELECT name FROM items")!.decode("name", as: String.self) }
+            #expect(name == evil)
+        }
+    }
+}
+
+@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .serialized)
+struct StoreRecoveryTests {
+    @Test func lostConnectionIsTypedAndThePoolRecovers() async throws {
+        let infra = try PrivateInfra(name: "pgrestart")
+        defer { infra.shutdown() }
+        let store = Store(StoreConfiguration(url: infra.databaseURL, poolSize: 2), logger: TestEnvironment.logger("t"))
+        let one = try await store.read { tx in try tx.queryFirst("SELECT 1 AS one")!.decode("one", as: Int.self) }
+        #expect(one == 1)
+        let events = store.listen(["restart_test"])
+        var it = events.makeAsyncIterator()
+        #expect(await it.next() == .listening)
+
+        try infra.stopPostgres()
+        do {
+            _ = try await store.read { tx in try tx.query("SELECT 1") }
+            Issue.record("a query against a stopped server must fail")
+        } catch let e as StoreError {
+            switch e {
+            case .connectionLost, .connectFailed: break
+            default: Issue.record("expected connectionLost/connectFailed, got \(e)")
+            }
+        }
+        #expect(await it.next() == .disconnected)
+
+        try infra.start()
+        // The pool reconnects on the next transaction, and the listener re-subscribes.
+        var recovered = false
+        for _ in 0..<100 {
+            if (try? await store.read({ tx in try tx.query("SELECT 1") })) != nil { recovered = true; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(recovered)
+        #expect(await it.next() == .reconnected)
+        try await store.notify(channel: "restart_test", payload: "back")
+        #expect(await it.next() == .notification(StoreNotification(channel: "restart_test", payload: "back")))
+        store.close()
+    }
+}

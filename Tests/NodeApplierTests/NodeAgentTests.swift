@@ -1,0 +1,153 @@
+import Foundation
+import Logging
+import MeshCore
+import MeshProto
+import MeshWireGuard
+import NodeApplierCore
+import Synchronization
+import Testing
+
+/// A fake control plane for the agent's revision rules: it returns a peer list and counts syncs.
+final class FakeCP: Sendable {
+    let peers = Mutex<[Mesh_V1_Peer]>([])
+    let revision = Mutex<UInt64>(0)
+    let syncs = Mutex(0)
+
+    func response() -> Mesh_V1_SyncResponse {
+        syncs.withLock { $0 += 1 }
+        var r = Mesh_V1_SyncResponse()
+        r.tenantID = "t1"
+        r.revision = revision.withLock { $0 }
+        r.peers = peers.withLock { $0 }
+        return r
+    }
+}
+
+func peer(_ n: Int, kind: Mesh_V1_PeerKind = .device) -> Mesh_V1_Peer {
+    var p = Mesh_V1_Peer()
+    p.id = "p\(n)"
+    p.kind = kind
+    p.publicKey = WireGuardKey(bytes: [UInt8](repeating: UInt8(n), count: 32))!.base64
+    p.allowedIps = ["100.64.16.\(n)/32", "fd00::10\(n)/128"]
+    p.meshIps = ["100.64.16.\(n)", "fd00::10\(n)"]
+    p.dnsName = "p\(n).quazzar.mesh"
+    return p
+}
+
+func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] = []) -> Mesh_V1_PeersUpdated {
+    var u = Mesh_V1_PeersUpdated()
+    u.tenantID = "t1"
+    u.revision = rev
+    u.added = added
+    u.removed = removed
+    return u
+}
+
+@Suite struct NodeAgentTests {
+    func makeAgent() -> (NodeAgent, InMemoryWireGuard, FakeCP, Task<Void, Never>) {
+        var reg = Mesh_V1_RegisterNodeResponse()
+        reg.node.id = "self"
+        reg.node.tenantID = "t1"
+        let wg = InMemoryWireGuard(devices: ["wg0"])
+        let cp = FakeCP()
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
+            cp.response()
+        }
+        let task = Task { await agent.run() }
+        return (agent, wg, cp, task)
+    }
+
+    func keys(_ wg: InMemoryWireGuard) async throws -> Set<String> {
+        Set(try await wg.device(named: "wg0").peers.map(\.publicKey.base64))
+    }
+
+    /// Waits for the agent's queue to drain: a refresh is queued behind everything before it.
+    func drain(_ agent: NodeAgent) async { _ = try? await agent.refresh(reason: "drain") }
+
+    @Test func deltasInOrderAreApplied() async throws {
+        let (agent, wg, cp, task) = makeAgent()
+        defer { task.cancel() }
+        cp.peers.withLock { $0 = [peer(1)] }
+        cp.revision.withLock { $0 = 1 }
+        _ = try await agent.refresh(reason: "start")
+        agent.submit(update(2, added: [peer(2)]))
+        agent.submit(update(3, added: [peer(3)]))
+        agent.submit(update(4, removed: [peer(1)]))
+        // No full sync may happen in between for this to test deltas; compare the count after.
+        let syncsBefore = cp.syncs.withLock { $0 }
+        while agent.revision < 4 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(cp.syncs.withLock { $0 } == syncsBefore, "deltas applied without a full sync")
+        #expect(try await keys(wg) == [peer(2).publicKey, peer(3).publicKey])
+    }
+
+    @Test func duplicatesAreIgnored() async throws {
+        let (agent, wg, cp, task) = makeAgent()
+        defer { task.cancel() }
+        cp.revision.withLock { $0 = 5 }
+        _ = try await agent.refresh(reason: "start")
+        agent.submit(update(5, added: [peer(9)]))  // at the current revision: a duplicate
+        agent.submit(update(3, added: [peer(8)]))  // older
+        await drain(agent)
+        #expect(try await keys(wg).isEmpty)
+        #expect(agent.revision == 5)
+    }
+
+    @Test func aGapTriggersAFullSync() async throws {
+        let (agent, wg, cp, task) = makeAgent()
+        defer { task.cancel() }
+        cp.revision.withLock { $0 = 1 }
+        cp.peers.withLock { $0 = [peer(1)] }
+        _ = try await agent.refresh(reason: "start")
+        // Revisions 2 and 3 were lost; the CP now has peers 1, 2, 3 at revision 4.
+        cp.peers.withLock { $0 = [peer(1), peer(2), peer(3)] }
+        cp.revision.withLock { $0 = 4 }
+        let before = cp.syncs.withLock { $0 }
+        agent.submit(update(4, added: [peer(3)]))
+        while agent.revision < 4 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(cp.syncs.withLock { $0 } == before + 1)
+        #expect(try await keys(wg) == Set([peer(1), peer(2), peer(3)].map(\.publicKey)))
+    }
+
+    @Test func fullSyncOnlyTouchesTheDifference() async throws {
+        let (agent, wg, cp, task) = makeAgent()
+        defer { task.cancel() }
+        cp.peers.withLock { $0 = (1...20).map { peer($0) } }
+        cp.revision.withLock { $0 = 20 }
+        _ = try await agent.refresh(reason: "start")
+        wg.calls.withLock { $0.removeAll() }
+        cp.peers.withLock { $0 = (2...21).map { peer($0) } }
+        cp.revision.withLock { $0 = 22 }
+        let r = try await agent.refresh(reason: "again")
+        #expect(r.added == 1 && r.removed == 1 && r.changed == 0)
+        let sent = wg.calls.withLock { $0.flatMap(\.peers) }
+        #expect(sent.count == 2, "only the difference is sent, never a replace-all")
+        #expect(wg.calls.withLock { $0.allSatisfy { !$0.replacePeers } })
+    }
+
+    @Test func updatesForAnotherTenantAreIgnored() async throws {
+        let (agent, wg, _, task) = makeAgent()
+        defer { task.cancel() }
+        _ = try await agent.refresh(reason: "start")
+        var u = update(1, added: [peer(1)])
+        u.tenantID = "other"
+        agent.submit(u)
+        await drain(agent)
+        #expect(try await keys(wg).isEmpty)
+    }
+
+    @Test func malformedPeersAreSkippedNotFatal() async throws {
+        let (agent, wg, cp, task) = makeAgent()
+        defer { task.cancel() }
+        _ = try await agent.refresh(reason: "start")
+        var bad = peer(7)
+        bad.publicKey = "not a key"
+        var badIP = peer(6)
+        badIP.allowedIps = ["300.1.1.1/32"]
+        _ = cp
+        agent.submit(update(1, added: [bad, badIP, peer(5)]))
+        while agent.revision < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(try await keys(wg) == [peer(5).publicKey])
+    }
+}

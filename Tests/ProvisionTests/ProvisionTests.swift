@@ -1,0 +1,310 @@
+import Foundation
+import MeshBus
+import MeshClient
+import MeshCore
+import MeshProto
+import MeshStore
+import MeshTestSupport
+import SwiftProtobuf
+import Testing
+
+@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
+struct ProvisionTests {
+    @Test func capIsExactUnderConcurrencyAcrossThreeReplicas() async throws {
+        let c = try await ControlPlane.start("cap", replicas: 3)
+        for (plan, cap) in [(Mesh_V1_Plan.free, 3), (.pro, 20)] {
+            let t = try await c.tenant(plan)
+            var callers: [Mesh_V1_Caller] = []
+            for _ in 0..<50 { callers.append(try await c.user(t)) }
+            let results = await withTaskGroup(of: MeshError?.self) { group in
+                for caller in callers {
+                    group.addTask { await meshError { _ = try await c.client.createDevice(caller: caller, label: "phone", type: .iphone) } }
+                }
+                return await group.reduce(into: [MeshError?]()) { $0.append($1) }
+            }
+            let ok = results.filter { $0 == nil }.count
+            let capped = results.filter { $0 == .quotaExceeded(plan: plan, cap: cap) }.count
+            #expect(ok == cap, "\(plan): \(ok) succeeded")
+            #expect(capped == 50 - cap, "\(plan): other errors: \(results.compactMap { $0 }.filter { $0.code != .quotaExceeded })")
+            let row = try await c.store.query("""
+                SELECT (SELECT count(*) FROM devices WHERE tenant_id = $1) AS d,
+                       (SELECT count(*) FROM leases WHERE tenant_id = $1 AND kind = 'device') AS l
+                """, UUID(uuidString: t.id)!).first!
+            #expect(try row.decode("d", as: Int.self) == cap)
+            #expect(try row.decode("l", as: Int.self) == cap, "refused creations leak no address")
+        }
+        // The quota error names the plan and the cap.
+        #expect(MeshError.quotaExceeded(plan: .free, cap: 3).message == "device cap reached: the Free plan allows 3 devices")
+        await c.stop()
+    }
+
+    @Test func rateLimitIsExactAcrossReplicasAndRecovers() async throws {
+        let c = try await ControlPlane.start("rate", replicas: 3, environment: ["MESH_RATE_WINDOW_SECONDS": "4"])
+        let t = try await c.tenant(.enterprise)
+        let caller = try await c.user(t)
+        let results = await withTaskGroup(of: MeshError?.self) { group in
+            for i in 0..<7 {
+                group.addTask { await meshError { _ = try await c.client.createDevice(caller: caller, label: "laptop \(i)", type: .laptop) } }
+            }
+            return await group.reduce(into: [MeshError?]()) { $0.append($1) }
+        }
+        #expect(results.filter { $0 == nil }.count == 5)
+        var retry = 0
+        for case .rateLimited(let s)? in results { retry = max(retry, s) }
+        #expect(results.filter { if case .rateLimited? = $0 { true } else { false } }.count == 2, "\(results)")
+        #expect((1...4).contains(retry), "retry-after \(retry) s within the 4 s window")
+        // The requests were spread over the replicas.
+        let served = try await servingReplicas(c, endpoint: "device-create")
+        #expect(served >= 2, "only \(served) replica(s) served creates")
+        try await Task.sleep(for: .seconds(Double(retry) + 0.5))
+        #expect(await meshError { _ = try await c.client.createDevice(caller: caller, label: "after", type: .other) } == nil)
+        await c.stop()
+    }
+
+    @Test func outboxRevisionsHaveNoGapsAndNoDuplicates() async throws {
+        let c = try await ControlPlane.start("outbox", replicas: 3, environment: ["MESH_RATE_LIMIT": "0"])
+        let t = try await c.tenant(.enterprise)
+        let admin = try await c.user(t, .admin)
+        _ = try await c.node(t, admin: admin, name: "edge-1", endpoint: "198.51.100.1:51820")
+        let devices = try await withThrowingTaskGroup(of: Mesh_V1_Device.self) { group in
+            for i in 0..<30 { group.addTask { try await c.client.createDevice(caller: admin, label: "d\(i)", type: .other).device } }
+            return try await group.reduce(into: [Mesh_V1_Device]()) { $0.append($1) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for d in devices.prefix(10) { group.addTask { _ = try await c.client.deleteDevice(caller: admin, deviceID: d.id) } }
+            try await group.waitForAll()
+        }
+        let rows = try await c.store.query("SELECT revision, op, peer_id FROM peer_changes WHERE tenant_id = $1 ORDER BY revision", UUID(uuidString: t.id)!)
+        let revisions = try rows.map { try $0.decode("revision", as: Int.self) }
+        #expect(revisions == Array(1...41), "one node + 30 creates + 10 deletes = revisions 1...41 with no gap")
+        let ops = try rows.map { try $0.decode("op", as: String.self) }
+        #expect(ops.filter { $0 == "added" }.count == 31)
+        #expect(ops.filter { $0 == "removed" }.count == 10)
+        let tenant = try await c.client.getTenant(t.id)
+        #expect(tenant.revision == 41)
+        // Every change carries the peer as protobuf.
+        let payload = try await c.store.query("SELECT payload FROM peer_changes WHERE tenant_id = $1 AND revision = 2", UUID(uuidString: t.id)!).first!
+        let peer = try Mesh_V1_Peer(serializedBytes: try payload.decode("payload", as: ByteA.self).bytes)
+        #expect(peer.kind == .device && peer.allowedIps.count == 2 && peer.dnsName.hasSuffix(".quazzar.mesh"))
+        await c.stop()
+    }
+
+    @Test func labelsSlugsAndNonASCII() async throws {
+        let c = try await ControlPlane.start("slug", environment: ["MESH_RATE_LIMIT": "0"])
+        let t = try await c.tenant(.enterprise)
+        let u = try await c.user(t)
+        let a = try await c.client.createDevice(caller: u, label: "  Zoë's iPhone ", type: .iphone).device
+        let b = try await c.client.createDevice(caller: u, label: "Zoë's iPhone", type: .iphone).device
+        let e = try await c.client.createDevice(caller: u, label: "🚀🚀", type: .laptop).device
+        let r = try await c.client.createDevice(caller: u, label: "Иван", type: .android).device
+        #expect(a.label == "Zoë's iPhone", "shown as typed (trimmed)")
+        #expect(a.slug == "zoes-iphone")
+        #expect(b.slug == "zoes-iphone-2")
+        #expect(a.dnsName == "zoes-iphone.quazzar.mesh")
+        #expect(e.slug == "laptop")
+        #expect(r.slug == "ivan")
+        let long = String(repeating: "x", count: 63)
+        let l = try await c.client.createDevice(caller: u, label: long, type: .other).device
+        #expect(l.slug.count == 63)
+        let l2 = try await c.client.createDevice(caller: u, label: long, type: .other).device
+        #expect(l2.slug.count <= 63 && l2.slug.hasSuffix("-2"))
+        await c.stop()
+    }
+
+    @Test func badInputIsRejectedWithoutSideEffects() async throws {
+        let c = try await ControlPlane.start("bad")
+        let t = try await c.tenant(.pro)
+        let u = try await c.user(t)
+        let admin = try await c.user(t, .admin)
+        func code(_ label: String, _ type: Mesh_V1_DeviceType, _ caller: Mesh_V1_Caller) async -> Mesh_V1_ErrorCode? {
+            await meshError { _ = try await c.client.createDevice(caller: caller, label: label, type: type) }?.code
+        }
+        #expect(await code("", .iphone, u) == .invalidArgument)
+        #expect(await code("   ", .iphone, u) == .invalidArgument)
+        #expect(await code(String(repeating: "a", count: 64), .iphone, u) == .invalidArgument)
+        #expect(await code("bad\u{0}name", .iphone, u) == .invalidArgument)
+        #expect(await code("bell\u{7}", .iphone, u) == .invalidArgument)
+        #expect(await code("rtl\u{202E}", .iphone, u) == .invalidArgument)
+        #expect(await code("ok", .unspecified, u) == .invalidArgument)
+        #expect(await code("ok", Mesh_V1_DeviceType(rawValue: 99)!, u) == .invalidArgument)
+        var stranger = u
+        stranger.userID = UUID().uuidString
+        #expect(await code("ok", .iphone, stranger) == .notFound)
+        var otherTenant = u
+        otherTenant.tenantID = UUID().uuidString
+        #expect(await code("ok", .iphone, otherTenant) == .notFound)
+        var malformed = u
+        malformed.userID = "robert'); DROP TABLE users;--"
+        #expect(await code("ok", .iphone, malformed) == .invalidArgument)
+
+        let token = try await c.client.createEnrollmentToken(caller: admin)
+        func register(_ mutate: (inout Mesh_V1_RegisterNodeRequest) -> Void) async -> Mesh_V1_ErrorCode? {
+            var r = Mesh_V1_RegisterNodeRequest()
+            r.enrollmentToken = token.token
+            r.name = "node"
+            r.publicKey = WireGuardKeyPair.generate().publicKey
+            r.endpoint = "203.0.113.5:51820"
+            r.listenPort = 51820
+            mutate(&r)
+            return await meshError { _ = try await c.client.registerNode(r) }?.code
+        }
+        #expect(await register { $0.publicKey = "not-base64!" } == .invalidArgument)
+        #expect(await register { $0.publicKey = Data(repeating: 1, count: 31).base64EncodedString() } == .invalidArgument)
+        #expect(await register { $0.endpoint = "203.0.113.5" } == .invalidArgument)
+        #expect(await register { $0.endpoint = "203.0.113.5:0" } == .invalidArgument)
+        #expect(await register { $0.endpoint = "exa mple.com:1" } == .invalidArgument)
+        #expect(await register { $0.listenPort = 70000 } == .invalidArgument)
+        #expect(await register { $0.enrollmentToken = "qme_forged" } == .unauthenticated)
+        #expect(await meshError { _ = try await c.client.deregisterNode(caller: admin, nodeID: UUID().uuidString) }?.code == .notFound)
+
+        // Nothing was half-written and no address leaked.
+        let row = try await c.store.query("""
+            SELECT (SELECT count(*) FROM devices) AS d, (SELECT count(*) FROM nodes) AS n, (SELECT count(*) FROM leases) AS l,
+                   (SELECT count(*) FROM peer_changes) AS o
+            """).first!
+        #expect(try row.decode("d", as: Int.self) == 0)
+        #expect(try row.decode("n", as: Int.self) == 0)
+        #expect(try row.decode("l", as: Int.self) == 0)
+        #expect(try row.decode("o", as: Int.self) == 0)
+        // Still serving.
+        #expect(await code("fine", .iphone, u) == nil)
+        await c.stop()
+    }
+
+    @Test func ownershipRulesForListAndDelete() async throws {
+        let c = try await ControlPlane.start("owner", environment: ["MESH_RATE_LIMIT": "0"])
+        let t = try await c.tenant(.pro)
+        let a = try await c.user(t), b = try await c.user(t), admin = try await c.user(t, .admin)
+        let other = try await c.tenant(.pro)
+        let otherAdmin = try await c.user(other, .admin)
+        let da = try await c.client.createDevice(caller: a, label: "a's laptop", type: .laptop).device
+        let db = try await c.client.createDevice(caller: b, label: "b's phone", type: .android).device
+        #expect(try await c.client.listDevices(caller: a).map(\.id) == [da.id])
+        #expect(try await c.client.listDevices(caller: b).map(\.id) == [db.id])
+        #expect(Set(try await c.client.listDevices(caller: admin).map(\.id)) == [da.id, db.id])
+        #expect(try await c.client.listDevices(caller: otherAdmin).isEmpty)
+        #expect(await meshError { _ = try await c.client.deleteDevice(caller: b, deviceID: da.id) }?.code == .notFound)
+        #expect(await meshError { _ = try await c.client.deleteDevice(caller: otherAdmin, deviceID: da.id) }?.code == .notFound)
+        #expect(await meshError { _ = try await c.client.deleteDevice(caller: a, deviceID: da.id) } == nil)
+        #expect(await meshError { _ = try await c.client.deleteDevice(caller: admin, deviceID: db.id) } == nil)
+        #expect(await meshError { _ = try await c.client.deleteDevice(caller: admin, deviceID: db.id) }?.code == .notFound)
+        // Deleting released the addresses into quarantine.
+        let q = try await c.store.query("SELECT count(*) AS n FROM free_hosts WHERE available_at > now() + interval '1 minute'").first!
+        #expect(try q.decode("n", as: Int.self) == 2)
+        await c.stop()
+    }
+
+    @Test func handshakeReportsSetOnlineAndCountersSurviveResets() async throws {
+        let c = try await ControlPlane.start("report")
+        let t = try await c.tenant(.pro)
+        let admin = try await c.user(t, .admin)
+        let (node, _) = try await c.node(t, admin: admin, name: "edge", endpoint: "198.51.100.7:51820")
+        let d = try await c.client.createDevice(caller: admin, label: "phone", type: .iphone).device
+        #expect(!d.online)
+        func report(rx: UInt64, tx: UInt64, endpoint: String) async throws {
+            var s = Mesh_V1_PeerStats()
+            s.publicKey = d.publicKey
+            s.lastHandshakeMs = Date().unixMilliseconds
+            s.rxBytes = rx
+            s.txBytes = tx
+            s.endpoint = endpoint
+            var r = Mesh_V1_HandshakeReport()
+            r.tenantID = t.id
+            r.nodeID = node.id
+            r.peers = [s]
+            let _: Google_Protobuf_Empty = try await c.bus.call(MeshSubjects.handshakeReport(tenant: t.id, node: node.id), r)
+        }
+        try await report(rx: 1000, tx: 500, endpoint: "203.0.113.9:4500")
+        var listed = try await c.client.listDevices(caller: admin).first!
+        #expect(listed.online)
+        #expect(listed.lastHandshakeAtMs > 0)
+        #expect(listed.rxBytes == 1000 && listed.txBytes == 500)
+        #expect(listed.endpoint == "203.0.113.9:4500")
+        try await report(rx: 1500, tx: 700, endpoint: "203.0.113.9:4500")
+        // The node restarted its interface: raw counters start again from zero.
+        try await report(rx: 100, tx: 10, endpoint: "203.0.113.9:4501")
+        listed = try await c.client.listDevices(caller: admin).first!
+        #expect(listed.rxBytes == 1600 && listed.txBytes == 710)
+        #expect(listed.endpoint == "203.0.113.9:4501")
+        // A report on another node's subject is refused.
+        var forged = Mesh_V1_HandshakeReport()
+        forged.tenantID = t.id
+        forged.nodeID = UUID().uuidString.lowercased()
+        let err = await meshError {
+            let _: Google_Protobuf_Empty = try await c.bus.call(MeshSubjects.handshakeReport(tenant: t.id, node: node.id), forged)
+        }
+        #expect(err?.code == .permissionDenied)
+        await c.stop()
+    }
+
+    @Test func licenseAuditAndSamlGate() async throws {
+        let c = try await ControlPlane.start("license")
+        let free = try await c.tenant(.free)
+        let freeAdmin = try await c.user(free, .admin)
+        _ = try await c.client.createDevice(caller: freeAdmin, label: "one", type: .other)
+        let lic = try await c.client.license(caller: freeAdmin)
+        #expect(lic.enabled && lic.plan == .free && lic.deviceCap == 3 && lic.devicesUsed == 1 && lic.diagnostics == .basicState)
+        #expect(await meshError { _ = try await c.client.audit(caller: freeAdmin) }?.code == .permissionDenied)
+
+        let team = try await c.tenant(.team)
+        var teamAdmin = try await c.user(team, .admin)
+        let owner = try await c.user(team)
+        for i in 0..<3 {
+            teamAdmin.requestID = "req-\(i)"
+            _ = try await c.client.createDevice(caller: teamAdmin, label: "t\(i)", type: .other)
+        }
+        #expect(await meshError { _ = try await c.client.audit(caller: owner) }?.code == .permissionDenied)
+        let page1 = try await c.client.audit(caller: teamAdmin, limit: 2)
+        #expect(page1.entries.count == 2)
+        #expect(page1.entries[0].action == "device.create" && page1.entries[0].requestID == "req-2")
+        #expect(page1.entries[0].actor == "user:\(teamAdmin.userID)")
+        #expect(page1.nextBeforeID > 0)
+        let page2 = try await c.client.audit(caller: teamAdmin, beforeID: page1.nextBeforeID, limit: 50)
+        #expect(page2.entries.map(\.action).contains("tenant.create"))
+        #expect(page2.entries.allSatisfy { $0.id < page1.nextBeforeID })
+
+        let ent = try await c.tenant(.enterprise, requireSaml: true)
+        var entUser = try await c.user(ent)
+        #expect(await meshError { _ = try await c.client.createDevice(caller: entUser, label: "x", type: .laptop) }?.code == .permissionDenied)
+        entUser.amr = ["pwd", "saml"]
+        #expect(await meshError { _ = try await c.client.createDevice(caller: entUser, label: "x", type: .laptop) } == nil)
+        let entLic = try await c.client.license(caller: entUser)
+        #expect(entLic.unlimited && entLic.diagnostics == .samlGated && entLic.requireSaml)
+        // SAML gating is Enterprise-only.
+        var up = Mesh_V1_UpdateTenantRequest()
+        up.tenantID = team.id
+        up.setRequireSaml = true
+        up.requireSaml = true
+        #expect(await meshError { _ = try await c.client.updateTenant(up) }?.code == .failedPrecondition)
+        await c.stop()
+    }
+
+    @Test func aConfigTooLargeForAQRCodeIsStillProvisioned() async throws {
+        let c = try await ControlPlane.start("bigqr")
+        let t = try await c.tenant(.pro)
+        let admin = try await c.user(t, .admin)
+        for i in 0..<16 { _ = try await c.node(t, admin: admin, name: "edge \(i)", endpoint: "198.51.100.\(i + 1):51820") }
+        let r = try await c.client.createDevice(caller: admin, label: "laptop", type: .laptop)
+        #expect(r.config.components(separatedBy: "[Peer]").count == 17, "one [Peer] per node")
+        #expect(r.qrSvg.isEmpty)
+        #expect(r.qrUnavailableReason.contains("too large for a QR code"))
+        #expect(r.config.utf8.count > 2953)
+        await c.stop()
+    }
+
+    /// How many ProvisionSvc instances served at least one request on `endpoint` ($SRV.STATS).
+    func servingReplicas(_ c: ControlPlane, endpoint: String) async throws -> Int {
+        let inbox = "_INBOX.stats.\(Nuid.next())"
+        let sub = try c.bus.subscribe(inbox)
+        try await c.bus.flush()
+        try c.bus.publish("$SRV.STATS.\(MeshServiceName.provision)", [], reply: inbox)
+        var served = 0, seen = 0
+        for await m in sub {
+            let s = try JSONDecoder().decode(BusService.StatsResponse.self, from: Data(m.payload))
+            if (s.endpoints.first { $0.name == endpoint }?.num_requests ?? 0) > 0 { served += 1 }
+            seen += 1
+            if seen == 3 { break }
+        }
+        return served
+    }
+}

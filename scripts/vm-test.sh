@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs the kernel-WireGuard tests (MeshWireGuardTests: KernelBackendTests, ParityTests) inside a
+# throw-away VM, because the host kernel has no wireguard module.
+#
+#   scripts/vm-test.sh [--filter REGEX]
+#
+# How it works:
+#   1. Downloads (never installs) the Debian kernel package linux-image-amd64 points at, unpacks it
+#      with dpkg-deb into .build-vm/, and runs depmod there.
+#   2. Builds a busybox-static initramfs holding only the wireguard, veth, tun and virtio/9p modules
+#      (with their dependencies, resolved from modules.dep).
+#   3. Boots it under qemu-system-x86_64 (TCG, no KVM, -nic none). The VM mounts the host root
+#      read-only over virtio-9p, puts fresh proc/sys/dev/tmp/run on top, chroots into it (so the
+#      Swift runtime, `wg`, `ip` and wireguard-go are the host's) and runs the already-built test
+#      binary with MESH_WG_REQUIRE_KERNEL=1, which turns "no kernel module" into a failure.
+#   4. The console goes to .build-vm/console.log; the exit status comes back as a marker line.
+#
+# Fails loudly (non-zero exit, message on stderr) if anything is missing, the VM does not boot, the
+# tests do not report, or any test fails. It never skips. Build the tests first (swift build --build-tests).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+vm="$root/.build-vm"
+log="$vm/console.log"
+filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests)'
+[ "${1:-}" = "--filter" ] && filter=$2
+timeout_s=${MESH_VM_TIMEOUT:-900}
+
+fail() { echo "vm-test: FAILED: $*" >&2; exit 1; }
+
+for tool in qemu-system-x86_64 busybox cpio depmod dpkg-deb apt-get; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/deps.sh installs it)"
+done
+[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, netlink)"
+
+bin=$(ls -t "$root"/.build/debug/quazzar-meshPackageTests.xctest "$root"/.build/*/debug/quazzar-meshPackageTests.xctest 2>/dev/null | head -1 || true)
+[ -n "$bin" ] && [ -x "$bin" ] || fail "test binary not found; run 'swift build --build-tests' first"
+bin=$(readlink -f "$bin")
+
+mkdir -p "$vm/dl"
+
+# 1. Kernel: the version linux-image-amd64 currently depends on.
+pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+if [ -z "$pkg" ]; then
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 || true
+  pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+fi
+[ -n "$pkg" ] || fail "cannot resolve linux-image-amd64 to a versioned kernel package"
+kver=${pkg#linux-image-}
+kdir="$vm/kernel-$kver"
+if [ ! -f "$kdir/.ready" ]; then
+  echo "vm-test: fetching $pkg (download only, not installed)"
+  rm -rf "$kdir"
+  (cd "$vm/dl" && apt-get download "$pkg" >/dev/null 2>&1) || fail "apt-get download $pkg failed"
+  deb=$(ls -t "$vm/dl/${pkg}"_*.deb | head -1)
+  dpkg-deb -x "$deb" "$kdir" || fail "dpkg-deb -x $deb failed"
+  depmod -b "$kdir" "$kver" || fail "depmod failed"
+  touch "$kdir/.ready"
+fi
+vmlinuz="$kdir/boot/vmlinuz-$kver"
+moddir="$kdir/lib/modules/$kver"
+[ -f "$vmlinuz" ] || fail "no kernel image at $vmlinuz"
+
+# 2. Initramfs: busybox plus the modules, in dependency order.
+want=(virtio_pci 9pnet_virtio 9p wireguard veth tun)
+declare -A seen=()
+order=()
+resolve() {  # depth-first: dependencies before the module
+  local name=$1 line path dep
+  line=$(grep -E "/${name}\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -1 || true)
+  if [ -z "$line" ]; then
+    # Built into the kernel: nothing to load.
+    grep -qE "/${name}\.ko" "$moddir/modules.builtin" && return 0
+    fail "module $name not found in $moddir"
+  fi
+  path=${line%%:*}
+  [ -n "${seen[$path]:-}" ] && return 0
+  seen[$path]=1
+  for dep in ${line#*:}; do
+    local d; d=$(basename "$dep"); d=${d%%.ko*}
+    resolve "$d"
+  done
+  order+=("$path")
+}
+for m in "${want[@]}"; do resolve "$m"; done
+
+initrd="$vm/initramfs-$kver.cpio.gz"
+stage="$vm/initramfs"
+rm -rf "$stage"
+mkdir -p "$stage"/{bin,dev,proc,sys,host,lib/modules}
+cp "$(command -v busybox)" "$stage/bin/busybox"
+for p in "${order[@]}"; do
+  case "$p" in
+    *.ko) cp "$moddir/$p" "$stage/lib/modules/" ;;
+    *.ko.xz) xz -dc "$moddir/$p" > "$stage/lib/modules/$(basename "${p%.xz}")" ;;
+    *.ko.zst) zstd -qdc "$moddir/$p" > "$stage/lib/modules/$(basename "${p%.zst}")" ;;
+    *) fail "unknown module format $p" ;;
+  esac
+  basename "${p%.xz}" | sed 's/\.zst$//' >> "$stage/modules.order"
+done
+
+# The command the VM runs, chrooted into the host root. Runs the suites with the kernel required.
+cat > "$stage/run-tests" <<EOF
+cd "$root"
+export HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin MESH_WG_REQUIRE_KERNEL=1 NO_COLOR=1
+"$bin" --testing-library swift-testing --filter '$filter'
+EOF
+
+cat > "$stage/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "VMTEST-BOOTED $(uname -r)"
+for m in $(cat /modules.order); do
+  insmod "/lib/modules/$m" || echo "VMTEST-WARN insmod $m failed"
+done
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host; then
+  echo "VMTEST-EXIT=97 (cannot mount the host root over 9p)"
+  poweroff -f
+fi
+mount -t proc proc /host/proc
+mount -t sysfs sysfs /host/sys
+mount -t devtmpfs devtmpfs /host/dev
+mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
+mount -t tmpfs tmpfs /host/tmp
+mount -t tmpfs tmpfs /host/run
+mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
+mkdir -p /host/run/netns /host/run/wireguard
+cp /run-tests /host/tmp/run-tests
+ip link set lo up 2>/dev/null
+echo "VMTEST-START"
+chroot /host /bin/bash /tmp/run-tests
+rc=$?
+echo "VMTEST-EXIT=$rc"
+sync
+poweroff -f
+EOF
+chmod +x "$stage/init"
+(cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd"
+
+# 3. Boot. TCG only; no network device.
+echo "vm-test: booting $kver under qemu (TCG); console: $log"
+: > "$log"
+set +e
+timeout "$timeout_s" qemu-system-x86_64 \
+  -machine pc,accel=tcg -cpu max -smp 2 -m 3072 \
+  -nic none -display none -no-reboot \
+  -serial "file:$log" -monitor none \
+  -kernel "$vmlinuz" -initrd "$initrd" \
+  -append "console=ttyS0 panic=-1 quiet loglevel=3" \
+  -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
+qrc=$?
+set -e
+
+# 4. Verdict from the console.
+sed -n '/VMTEST-START/,/VMTEST-EXIT/p' "$log" | grep -v '^VMTEST-' || true
+grep -q "VMTEST-BOOTED" "$log" || fail "the VM did not boot (qemu exit $qrc); console in $log"
+[ "$qrc" = 124 ] && fail "the VM did not finish within ${timeout_s}s; console in $log"
+exitline=$(grep -a -o "VMTEST-EXIT=[0-9]*" "$log" | tail -1 || true)
+[ -n "$exitline" ] || fail "the tests in the VM did not report (qemu exit $qrc); console in $log"
+rc=${exitline#VMTEST-EXIT=}
+[ "$rc" = 0 ] || fail "kernel WireGuard tests failed in the VM (exit $rc); console in $log"
+grep -aqE "Test run with [0-9]+ tests? .*passed" "$log" || fail "no passing test run reported; console in $log"
+echo "vm-test: kernel WireGuard tests passed in the VM ($kver)"
