@@ -89,7 +89,7 @@ let package = Package(
         lib("MeshProto", [protobuf]),
         lib("MeshCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
-        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
+        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
         lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log, protobuf]),
 
         // MARK: Services: logic in *Core, thin executables.
@@ -128,10 +128,12 @@ let package = Package(
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+        tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 
         // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
         bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
+        bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
     ]
 )
