@@ -41,6 +41,7 @@ public enum GatewayApp {
         router.get("/api/mesh/devices", use: api.listDevices)
         router.post("/api/mesh/devices", use: api.createDevice)
         router.delete("/api/mesh/devices/:id", use: api.deleteDevice)
+        router.patch("/api/mesh/devices/:id", use: api.renameDevice)
         router.post("/api/mesh/refresh", use: api.refresh)
         router.get("/api/mesh/peers", use: api.peers)
         router.get("/api/mesh/audit", use: api.audit)

@@ -94,7 +94,7 @@ public final class MeshLab: @unchecked Sendable {
         env["MESH_NODE_ENDPOINT"] = "\(node.address):51820"
         env["MESH_WG_BACKEND"] = "userspace"
         env["MESH_INSTANCE"] = "node-\(node.name)"
-        env["MESH_DNS_PORT"] = env["MESH_DNS_PORT"] ?? "0"
+        env["MESH_DNS_PORT"] = env["MESH_DNS_PORT"] ?? "53"
         env["MESH_LOG_LEVEL"] = env["MESH_LOG_LEVEL"] ?? "debug"
         if !token.isEmpty { env["MESH_NODE_ENROLLMENT_TOKEN"] = token }
         node.process = try ManagedProcess(name: "NodeApplier-\(node.name)-\(Nuid.short())", executable: TestEnvironment.which("ip"),
