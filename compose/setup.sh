@@ -4,7 +4,7 @@
 set -eu
 tenant=00000000-0000-4000-8000-00000000d3e0
 admin=00000000-0000-4000-8000-0000000ad000
-until meshctl --timeout 3 tenant list >/dev/null 2>&1; do sleep 1; done
+until meshctl tenant list --timeout 3 >/dev/null 2>&1; do sleep 1; done
 meshctl tenant create --name Demo --plan pro --id "$tenant" 2>/dev/null || true
 meshctl user create --tenant "$tenant" --name "Demo admin" --role admin --id "$admin" 2>/dev/null || true
 for n in node-1 node-2; do

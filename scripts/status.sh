@@ -12,18 +12,20 @@ for f in "$state"/run/*.pid; do
 done
 [ -d "$state/infra" ] && scripts/infra.sh status "$state/infra" | sed 's/^/  /'
 echo "namespaces:"; ip netns list 2>/dev/null | grep '^mesh-demo-' | sed 's/^/  /'
-if [ -f "$state/infra/env" ] && [ -x .build/release/meshctl ]; then
+if [ -f "$state/infra/env" ] && [ -x .build/release/meshctl ] && scripts/infra.sh status "$state/infra" | grep -q "nats-server: running"; then
   # shellcheck disable=SC1091
   source "$state/infra/env"
   export MESH_JWT_SECRET_FILE="$state/secrets/jwt-secret"
   echo "nodes (as the demo admin):"
-  .build/release/meshctl --timeout 3 node list --tenant 00000000-0000-4000-8000-00000000d3e0 --as 00000000-0000-4000-8000-0000000ad000 2>&1 | sed 's/^/  /'
+  .build/release/meshctl node list --timeout 3 --tenant 00000000-0000-4000-8000-00000000d3e0 --as 00000000-0000-4000-8000-0000000ad000 2>&1 | sed 's/^/  /'
   echo "devices:"
-  .build/release/meshctl --timeout 3 device list --tenant 00000000-0000-4000-8000-00000000d3e0 --as 00000000-0000-4000-8000-0000000ad000 2>&1 | sed 's/^/  /'
+  .build/release/meshctl device list --timeout 3 --tenant 00000000-0000-4000-8000-00000000d3e0 --as 00000000-0000-4000-8000-0000000ad000 2>&1 | sed 's/^/  /'
 fi
 gw=${MESH_UP_GATEWAY:-127.0.0.1:8080}
-printf 'gateway http://%s/readyz: ' "$gw"; curl -s -o /dev/null -w '%{http_code}\n' "http://$gw/readyz" || echo "not reachable"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$gw/readyz" 2>/dev/null)
+echo "gateway http://$gw/readyz: ${code/000/not reachable}"
 for i in 1 2; do
   sock="$state/nodes/node$i/run/wg-quazzar0.sock"
   [ -S "$sock" ] && echo "node$i wg-quazzar0: UAPI socket $sock"
 done
+exit 0

@@ -76,7 +76,7 @@ step "control plane: AllocatorSvc, ProvisionSvc, FanoutSvc"
 start AllocatorSvc MESH_METRICS_ADDRESS=127.0.0.1:9101
 start ProvisionSvc MESH_METRICS_ADDRESS=127.0.0.1:9102
 start FanoutSvc MESH_METRICS_ADDRESS=127.0.0.1:9103
-ctl() { "$bin/meshctl" --timeout 5 "$@"; }
+ctl() { "$bin/meshctl" "$@"; }
 for _ in $(seq 1 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.3; done
 ctl tenant list >/dev/null 2>&1 || fail "the control plane does not answer" "$state/logs/ProvisionSvc.log"
 
