@@ -309,10 +309,10 @@ let onSubscriptionComplete: natsOnCompleteCB = { closure in
 let onClosed: natsConnectionHandler = { nc, closure in
     guard let closure else { return }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeRetainedValue()
-    // Closed by the server (e.g. credentials revoked) rather than by us: say why.
+    // The last error the server sent, which says why when the server closed it (e.g. credentials revoked).
     var last: UnsafePointer<CChar>?
     if let nc, natsConnection_GetLastError(nc, &last) != NATS_OK, let last, last.pointee != 0 {
-        ctx.logger.warning("bus connection closed", metadata: ["nats.error": "\(String(cString: last))"])
+        ctx.logger.info("bus connection closed", metadata: ["nats.last_error": "\(String(cString: last))"])
     } else {
         ctx.logger.info("bus connection closed")
     }
