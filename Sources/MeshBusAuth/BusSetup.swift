@@ -150,7 +150,7 @@ public struct BusSetup: Sendable {
         let fm = FileManager.default
         let base = URL(fileURLWithPath: directory)
         if fm.fileExists(atPath: base.appendingPathComponent("operator.jwt").path) {
-            throw NKeyError.invalidJWT("\(directory) already holds a bus set-up; refusing to overwrite its keys")
+            throw BusSetupError(message: "\(directory) already holds a bus set-up; refusing to overwrite its keys")
         }
         for sub in ["accounts", "keys", "creds", "jwt"] {
             try fm.createDirectory(at: base.appendingPathComponent(sub), withIntermediateDirectories: true,
@@ -170,4 +170,10 @@ public struct BusSetup: Sendable {
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         guard written == bytes.count else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
     }
+}
+
+/// A bus set-up could not be written.
+public struct BusSetupError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
 }
