@@ -91,27 +91,30 @@ let package = Package(
                          .product(name: "Prometheus", package: "swift-prometheus")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
         lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log, protobuf]),
+        // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
+        lib("MeshBusAuth", ["MeshCore", crypto]),
 
         // MARK: Services: logic in *Core, thin executables.
         lib("AllocatorCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
         exe("AllocatorSvc", ["AllocatorCore", "MeshCore", argParser, lifecycle]),
-        lib("ProvisionCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
+        lib("ProvisionCore", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
                               lifecycle, crypto]),
         exe("ProvisionSvc", ["ProvisionCore", "MeshCore", argParser, lifecycle]),
         lib("FanoutCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "MeshCore", argParser, lifecycle]),
-        lib("NodeApplierCore", ["MeshBus", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
+        lib("NodeApplierCore", ["MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
         lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
                             .product(name: "Hummingbird", package: "hummingbird"),
+                            .product(name: "HummingbirdTLS", package: "hummingbird"),
                             .product(name: "JWTKit", package: "jwt-kit")],
             resources: [.copy("Web")]),
         exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
-        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser, log]),
+        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshBusAuth", "MeshCore", "MeshProto", argParser, log]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
+        lib("MeshTestSupport", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
         tests("MeshNetTests", ["MeshNet"]),
         tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
         tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),
@@ -129,6 +132,7 @@ let package = Package(
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+        tests("BusSecurityTests", ["MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "NodeApplierCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 
         // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).

@@ -686,6 +686,10 @@ public nonisolated struct Mesh_V1_RegisterNodeRequest: Sendable {
 
   public var listenPort: UInt32 = 0
 
+  /// The node's own NATS user public key ("U..."), made on the node; its seed never leaves the
+  /// node. Required when the bus runs with per-node identities (docs/security.md).
+  public var busPublicKey: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -715,8 +719,7 @@ public nonisolated struct Mesh_V1_RegisterNodeResponse: @unchecked Sendable {
     set {_uniqueStorage()._ipv6Prefix = newValue}
   }
 
-  /// NATS credentials (user JWT + nkey seed, .creds format) bound to this node, when
-  /// the bus runs with per-node identities. Empty otherwise.
+  /// Not used: the control plane never sends a node a seed (see bus_user_jwt). Always empty.
   public var busCredentials: String {
     get {_storage._busCredentials}
     set {_uniqueStorage()._busCredentials = newValue}
@@ -726,6 +729,20 @@ public nonisolated struct Mesh_V1_RegisterNodeResponse: @unchecked Sendable {
   public var inboxPrefix: String {
     get {_storage._inboxPrefix}
     set {_uniqueStorage()._inboxPrefix = newValue}
+  }
+
+  /// A NATS user JWT for the request's bus_public_key, bound to this node and its tenant (its
+  /// permissions are in docs/security.md). Not a secret: only the holder of the key's seed can use
+  /// it. Empty when the bus runs without per-node identities.
+  public var busUserJwt: String {
+    get {_storage._busUserJwt}
+    set {_uniqueStorage()._busUserJwt = newValue}
+  }
+
+  /// When bus_user_jwt expires (Unix milliseconds); 0 when it does not.
+  public var busJwtExpiresAtMs: Int64 {
+    get {_storage._busJwtExpiresAtMs}
+    set {_uniqueStorage()._busJwtExpiresAtMs = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2257,7 +2274,7 @@ nonisolated extension Mesh_V1_CreateEnrollmentTokenResponse: SwiftProtobuf.Messa
 
 nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}enrollment_token\0\u{1}name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}enrollment_token\0\u{1}name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0\u{3}bus_public_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2270,6 +2287,7 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
       case 3: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.listenPort) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.busPublicKey) }()
       default: break
       }
     }
@@ -2291,6 +2309,9 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
     if self.listenPort != 0 {
       try visitor.visitSingularUInt32Field(value: self.listenPort, fieldNumber: 5)
     }
+    if !self.busPublicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.busPublicKey, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2300,6 +2321,7 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
     if lhs.publicKey != rhs.publicKey {return false}
     if lhs.endpoint != rhs.endpoint {return false}
     if lhs.listenPort != rhs.listenPort {return false}
+    if lhs.busPublicKey != rhs.busPublicKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2307,7 +2329,7 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}bus_credentials\0\u{3}inbox_prefix\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}bus_credentials\0\u{3}inbox_prefix\0\u{3}bus_user_jwt\0\u{3}bus_jwt_expires_at_ms\0")
 
   fileprivate class _StorageClass {
     var _node: Mesh_V1_Node? = nil
@@ -2315,6 +2337,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
     var _ipv6Prefix: String = String()
     var _busCredentials: String = String()
     var _inboxPrefix: String = String()
+    var _busUserJwt: String = String()
+    var _busJwtExpiresAtMs: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2330,6 +2354,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
       _ipv6Prefix = source._ipv6Prefix
       _busCredentials = source._busCredentials
       _inboxPrefix = source._inboxPrefix
+      _busUserJwt = source._busUserJwt
+      _busJwtExpiresAtMs = source._busJwtExpiresAtMs
     }
   }
 
@@ -2353,6 +2379,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
         case 3: try { try decoder.decodeSingularStringField(value: &_storage._ipv6Prefix) }()
         case 4: try { try decoder.decodeSingularStringField(value: &_storage._busCredentials) }()
         case 5: try { try decoder.decodeSingularStringField(value: &_storage._inboxPrefix) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._busUserJwt) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._busJwtExpiresAtMs) }()
         default: break
         }
       }
@@ -2380,6 +2408,12 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
       if !_storage._inboxPrefix.isEmpty {
         try visitor.visitSingularStringField(value: _storage._inboxPrefix, fieldNumber: 5)
       }
+      if !_storage._busUserJwt.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._busUserJwt, fieldNumber: 6)
+      }
+      if _storage._busJwtExpiresAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._busJwtExpiresAtMs, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2394,6 +2428,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
         if _storage._ipv6Prefix != rhs_storage._ipv6Prefix {return false}
         if _storage._busCredentials != rhs_storage._busCredentials {return false}
         if _storage._inboxPrefix != rhs_storage._inboxPrefix {return false}
+        if _storage._busUserJwt != rhs_storage._busUserJwt {return false}
+        if _storage._busJwtExpiresAtMs != rhs_storage._busJwtExpiresAtMs {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -3721,7 +3721,7 @@ const ProtobufCMessageDescriptor mesh__v1__create_enrollment_token_response__des
   (ProtobufCMessageInit) mesh__v1__create_enrollment_token_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__register_node_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__register_node_request__field_descriptors[6] =
 {
   {
     "enrollment_token",
@@ -3783,8 +3783,21 @@ static const ProtobufCFieldDescriptor mesh__v1__register_node_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bus_public_key",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RegisterNodeRequest, bus_public_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__register_node_request__field_indices_by_name[] = {
+  5,   /* field[5] = bus_public_key */
   3,   /* field[3] = endpoint */
   0,   /* field[0] = enrollment_token */
   4,   /* field[4] = listen_port */
@@ -3794,7 +3807,7 @@ static const unsigned mesh__v1__register_node_request__field_indices_by_name[] =
 static const ProtobufCIntRange mesh__v1__register_node_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor mesh__v1__register_node_request__descriptor =
 {
@@ -3804,14 +3817,14 @@ const ProtobufCMessageDescriptor mesh__v1__register_node_request__descriptor =
   "Mesh__V1__RegisterNodeRequest",
   "mesh.v1",
   sizeof(Mesh__V1__RegisterNodeRequest),
-  5,
+  6,
   mesh__v1__register_node_request__field_descriptors,
   mesh__v1__register_node_request__field_indices_by_name,
   1,  mesh__v1__register_node_request__number_ranges,
   (ProtobufCMessageInit) mesh__v1__register_node_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__register_node_response__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__register_node_response__field_descriptors[7] =
 {
   {
     "node",
@@ -3873,9 +3886,35 @@ static const ProtobufCFieldDescriptor mesh__v1__register_node_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bus_user_jwt",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RegisterNodeResponse, bus_user_jwt),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bus_jwt_expires_at_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RegisterNodeResponse, bus_jwt_expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__register_node_response__field_indices_by_name[] = {
   3,   /* field[3] = bus_credentials */
+  6,   /* field[6] = bus_jwt_expires_at_ms */
+  5,   /* field[5] = bus_user_jwt */
   4,   /* field[4] = inbox_prefix */
   1,   /* field[1] = ipv4_prefix */
   2,   /* field[2] = ipv6_prefix */
@@ -3884,7 +3923,7 @@ static const unsigned mesh__v1__register_node_response__field_indices_by_name[] 
 static const ProtobufCIntRange mesh__v1__register_node_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor =
 {
@@ -3894,7 +3933,7 @@ const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor =
   "Mesh__V1__RegisterNodeResponse",
   "mesh.v1",
   sizeof(Mesh__V1__RegisterNodeResponse),
-  5,
+  7,
   mesh__v1__register_node_response__field_descriptors,
   mesh__v1__register_node_response__field_indices_by_name,
   1,  mesh__v1__register_node_response__number_ranges,

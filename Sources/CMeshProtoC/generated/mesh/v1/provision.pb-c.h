@@ -508,10 +508,15 @@ struct  Mesh__V1__RegisterNodeRequest
   char *public_key;
   char *endpoint;
   uint32_t listen_port;
+  /*
+   * The node's own NATS user public key ("U..."), made on the node; its seed never leaves the
+   * node. Required when the bus runs with per-node identities (docs/security.md).
+   */
+  char *bus_public_key;
 };
 #define MESH__V1__REGISTER_NODE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__register_node_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Mesh__V1__RegisterNodeResponse
@@ -521,18 +526,27 @@ struct  Mesh__V1__RegisterNodeResponse
   char *ipv4_prefix;
   char *ipv6_prefix;
   /*
-   * NATS credentials (user JWT + nkey seed, .creds format) bound to this node, when
-   * the bus runs with per-node identities. Empty otherwise.
+   * Not used: the control plane never sends a node a seed (see bus_user_jwt). Always empty.
    */
   char *bus_credentials;
   /*
    * The inbox prefix the node must use for replies, e.g. "_INBOX.node.<id>".
    */
   char *inbox_prefix;
+  /*
+   * A NATS user JWT for the request's bus_public_key, bound to this node and its tenant (its
+   * permissions are in docs/security.md). Not a secret: only the holder of the key's seed can use
+   * it. Empty when the bus runs without per-node identities.
+   */
+  char *bus_user_jwt;
+  /*
+   * When bus_user_jwt expires (Unix milliseconds); 0 when it does not.
+   */
+  int64_t bus_jwt_expires_at_ms;
 };
 #define MESH__V1__REGISTER_NODE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__register_node_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
