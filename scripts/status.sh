@@ -16,14 +16,18 @@ if [ -f "$state/infra/env" ] && [ -x .build/release/meshctl ] && scripts/infra.s
   # shellcheck disable=SC1091
   source "$state/infra/env"
   export MESH_JWT_SECRET_FILE="$state/secrets/jwt-secret"
+  if [ -f "$state/bus/creds/admin.creds" ] && grep -q "nats.conf" "$state/infra/nats.cmd" 2>/dev/null; then
+    export MESH_NATS_CREDS_FILE="$state/bus/creds/admin.creds" MESH_NATS_TLS_CA="$state/certs/ca.pem"
+  fi
   echo "nodes (as the demo admin):"
   .build/release/meshctl node list --timeout 3 --tenant 00000000-0000-4000-8000-00000000d3e0 --as 00000000-0000-4000-8000-0000000ad000 2>&1 | sed 's/^/  /'
   echo "devices:"
   .build/release/meshctl device list --timeout 3 --tenant 00000000-0000-4000-8000-00000000d3e0 --as 00000000-0000-4000-8000-0000000ad000 2>&1 | sed 's/^/  /'
 fi
 gw=${MESH_UP_GATEWAY:-127.0.0.1:8080}
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://$gw/readyz" 2>/dev/null)
-echo "gateway http://$gw/readyz: ${code/000/not reachable}"
+if [ -n "${MESH_NATS_CREDS_FILE:-}" ]; then url="https://$gw/readyz"; ca=(--cacert "$state/certs/ca.pem"); else url="http://$gw/readyz"; ca=(); fi
+code=$(curl -s "${ca[@]+"${ca[@]}"}" -o /dev/null -w '%{http_code}' "$url" 2>/dev/null)
+echo "gateway $url: ${code/000/not reachable}"
 for i in 1 2; do
   sock="$state/nodes/node$i/run/wg-quazzar0.sock"
   [ -S "$sock" ] && echo "node$i wg-quazzar0: UAPI socket $sock"
