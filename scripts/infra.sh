@@ -32,7 +32,6 @@ start_nats() {
   echo "$host" > "$dir/nats.host"
   local config=()
   if [ -n "${MESH_NATS_CONFIG:-}" ]; then config=(-c "$MESH_NATS_CONFIG"); fi
-  echo "${MESH_NATS_CONFIG:-}" > "$dir/nats.cmd"
   nats-server "${config[@]+"${config[@]}"}" -a "$host" -p "$port" -m "$mon" -js -sd "$dir/nats/js" -n "mesh-$port" \
     -l "$dir/nats/nats.log" -P "$dir/nats.pid" >/dev/null 2>&1 &
   for _ in $(seq 1 100); do

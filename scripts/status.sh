@@ -16,7 +16,7 @@ if [ -f "$state/infra/env" ] && [ -x .build/release/meshctl ] && scripts/infra.s
   # shellcheck disable=SC1091
   source "$state/infra/env"
   export MESH_JWT_SECRET_FILE="$state/secrets/jwt-secret"
-  if [ -f "$state/bus/creds/admin.creds" ] && grep -q "nats.conf" "$state/infra/nats.cmd" 2>/dev/null; then
+  if [ "$(cat "$state/mode" 2>/dev/null)" = 1 ]; then
     export MESH_NATS_CREDS_FILE="$state/bus/creds/admin.creds" MESH_NATS_TLS_CA="$state/certs/ca.pem"
   fi
   echo "nodes (as the demo admin):"

@@ -26,6 +26,11 @@ tenant_id=00000000-0000-4000-8000-00000000d3e0
 admin_id=00000000-0000-4000-8000-0000000ad000
 secure=${MESH_UP_SECURE:-0}
 mkdir -p "$state"/{logs,run,secrets,nodes}
+if [ -f "$state/mode" ] && [ "$(cat "$state/mode")" != "$secure" ]; then
+  echo "make up: .mesh/ was set up with MESH_UP_SECURE=$(cat "$state/mode"); run 'make down && rm -rf .mesh' to switch" >&2
+  exit 1
+fi
+echo "$secure" > "$state/mode"
 
 steps=9; n=0
 step() { n=$((n + 1)); printf '\n[%d/%d] %s\n' "$n" "$steps" "$*"; }
@@ -105,8 +110,8 @@ for _ in $(seq 1 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.3; d
 ctl tenant list >/dev/null 2>&1 || fail "the control plane does not answer" "$state/logs/ProvisionSvc.log"
 
 step "demo tenant ($plan plan) and admin user"
-out=$(ctl tenant create --name "Demo" --plan "$plan" --id "$tenant_id" 2>&1) || echo "$out" | grep -q already_exists || fail "meshctl tenant create: $out"
-out=$(ctl user create --tenant "$tenant_id" --name "Demo admin" --role admin --id "$admin_id" 2>&1) || echo "$out" | grep -q already_exists || fail "meshctl user create: $out"
+out=$(ctl tenant create --name "Demo" --plan "$plan" --id "$tenant_id" 2>&1) || echo "$out" | grep -qi "already.\?exists" || fail "meshctl tenant create: $out"
+out=$(ctl user create --tenant "$tenant_id" --name "Demo admin" --role admin --id "$admin_id" 2>&1) || echo "$out" | grep -qi "already.\?exists" || fail "meshctl user create: $out"
 echo "  tenant $tenant_id, admin $admin_id"
 
 step "demo nodes: NodeApplier + wireguard-go in network namespaces mesh-demo-node1, mesh-demo-node2"
