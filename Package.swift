@@ -125,7 +125,13 @@ let package = Package(
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
 
-        // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
+        // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
+        .target(name: "BenchSupport", path: "Benchmarks/BenchSupport", swiftSettings: strict),
+        bench("BusBench", ["BenchSupport", "MeshBus", log]),
+        bench("StoreBench", ["BenchSupport", "MeshStore", "MeshTestSupport", log]),
+        bench("AllocatorBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshCore", "MeshProto", "MeshStore", "MeshTestSupport", log]),
+        bench("ProvisionBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshCore", "MeshNet", "MeshProto", "MeshQR", "MeshStore",
+                                 "MeshTestSupport", "ProvisionCore", log]),
     ]
 )
