@@ -135,10 +135,16 @@ let package = Package(
         tests("BusSecurityTests", ["MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "NodeApplierCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 
-        // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
-        bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
+        // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
+        bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
+        .target(name: "BenchSupport", path: "Benchmarks/BenchSupport", swiftSettings: strict),
+        bench("BusBench", ["BenchSupport", "MeshBus", log]),
+        bench("StoreBench", ["BenchSupport", "MeshStore", "MeshTestSupport", log]),
+        bench("AllocatorBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshCore", "MeshProto", "MeshStore", "MeshTestSupport", log]),
+        bench("ProvisionBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshCore", "MeshNet", "MeshProto", "MeshQR", "MeshStore",
+                                 "MeshTestSupport", "ProvisionCore", log]),
     ]
 )

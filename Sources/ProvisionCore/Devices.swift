@@ -5,6 +5,28 @@ import MeshNet
 import MeshProto
 import MeshQR
 import MeshStore
+import Metrics
+
+/// Where a device creation spends its time: one duration histogram per phase
+/// (`mesh_provision_device_phase_seconds{phase=...}`), so the split can be read from a running
+/// service under real load (docs/benchmarks.md, ProvisionSvc).
+struct DevicePhases {
+    enum Phase: String, CaseIterable {
+        case identify, tenant, precheck, keygen, allocate, commit, config, qr
+    }
+    private static let timers: [Phase: Metrics.Timer] = Dictionary(uniqueKeysWithValues: Phase.allCases.map {
+        ($0, Metrics.Timer(label: "mesh_provision_device_phase_seconds", dimensions: [("phase", $0.rawValue)]))
+    })
+    private var last = ContinuousClock.now
+
+    /// Records the time since the previous lap (or the start) as `phase`.
+    mutating func lap(_ phase: Phase) {
+        let now = ContinuousClock.now
+        let d = (now - last).components
+        Self.timers[phase]!.recordNanoseconds(d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
+        last = now
+    }
+}
 
 extension Provisioner {
     /// The SELECT list `Mapping.device` reads.
@@ -24,8 +46,11 @@ extension Provisioner {
         guard let typeKey = Optional(req.type.key), req.type != .unspecified, Mesh_V1_DeviceType(key: typeKey) != nil else {
             throw .invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
         }
+        var phases = DevicePhases()
         let who = try await identify(req.caller)
+        phases.lap(.identify)
         let t = try await tenant(who.tenant)
+        phases.lap(.tenant)
         if t.plan == .enterprise && t.requireSaml && !req.caller.amr.contains(where: { $0.lowercased() == "saml" }) {
             throw .permissionDenied("this tenant requires a SAML-authenticated session to provision devices")
         }
@@ -34,18 +59,24 @@ extension Provisioner {
         let cap = t.plan.deviceCap
 
         // Cheap pre-checks, so a request that must fail does not allocate an address first. They
-        // are repeated, authoritatively, inside the transaction below.
-        try await read { tx in
-            if let cap {
-                let used = try tx.queryFirst("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)!.decode("n", as: Int.self)
-                if used >= cap { throw MeshError.quotaExceeded(plan: t.plan, cap: cap) }
+        // are repeated, authoritatively, inside the transaction below. With no cap and no rate
+        // limit there is nothing to check, and no transaction is opened.
+        if cap != nil || !exempt {
+            try await read { tx in
+                if let cap {
+                    let used = try tx.queryFirst("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)!.decode("n", as: Int.self)
+                    if used >= cap { throw MeshError.quotaExceeded(plan: t.plan, cap: cap) }
+                }
+                if !exempt { try Self.checkRate(tx, user: who.user, limit: limit, window: window) }
             }
-            if !exempt { try Self.checkRate(tx, user: who.user, limit: limit, window: window) }
         }
+        phases.lap(.precheck)
 
         let deviceID = UUID()
         let keys = WireGuardKeyPair.generate()
+        phases.lap(.keygen)
         let lease = try await allocator.allocate(tenantID: who.tenant.lowercased, ownerID: deviceID.lowercased, kind: .device, requestID: requestID)
+        phases.lap(.allocate)
         let ipv4 = lease.lease.ipv4, ipv6 = lease.lease.ipv6
         let domain = configuration.meshDomain
         let deviceType = req.type
@@ -101,10 +132,13 @@ extension Provisioner {
             throw error
         }
 
+        phases.lap(.commit)
+
         var device = try Mapping.device(committed.row, domain: domain)
         device.online = false
         let config = renderer.render(privateKey: keys.privateKey, ipv4: IPv4Address(ipv4)!, ipv6: IPv6Address(ipv6)!, label: label,
                                      dnsName: device.dnsName, nodes: committed.nodes, deviceRanges: committed.ranges)
+        phases.lap(.config)
         // Level M suits a screen; a long config (many nodes) falls back to L, and one too long
         // even for that is still provisioned, with the .conf as the only way in.
         var svg = "", qrReason = ""
@@ -118,6 +152,7 @@ extension Provisioner {
                 logger.notice("no QR code for a large config", metadata: ["device.id": "\(deviceID.lowercased)", "error": "\(error)"])
             }
         }
+        phases.lap(.qr)
         logger.info("device created", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(deviceID.lowercased)",
                                                  "device.slug": "\(committed.slug)", "revision": "\(committed.revision)", "request.id": "\(requestID)"])
         var resp = Mesh_V1_CreateDeviceResponse()

@@ -83,8 +83,8 @@ public final class Provisioner: Sendable {
     }
 
     public func tenant(_ id: UUID) async throws(MeshError) -> Mesh_V1_Tenant {
-        let row = try await read { tx in
-            try tx.queryFirst("""
+        let row = try await readOne {
+            try await store.query("""
                 SELECT id, name, plan, require_saml, revision, ipv4_prefix, ipv6_prefix,
                        (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
                 FROM tenants WHERE id = $1
@@ -160,7 +160,7 @@ public final class Provisioner: Sendable {
     func identify(_ caller: Mesh_V1_Caller) async throws(MeshError) -> Identity {
         let tenant = try Validate.uuid(caller.tenantID, field: "caller.tenant_id")
         let user = try Validate.uuid(caller.userID, field: "caller.user_id")
-        let row = try await read { tx in try tx.queryFirst("SELECT role FROM users WHERE id = $1 AND tenant_id = $2", user, tenant) }
+        let row = try await readOne { try await store.query("SELECT role FROM users WHERE id = $1 AND tenant_id = $2", user, tenant) }
         guard let row, let role = Mesh_V1_Role(key: (try? row.decode("role", as: String.self)) ?? "") else {
             throw .notFound("unknown user")
         }
@@ -224,6 +224,17 @@ public final class Provisioner: Sendable {
     func read<T: Sendable>(_ body: @escaping @Sendable (borrowing Transaction) throws -> T) async throws(MeshError) -> T {
         do {
             return try await store.read(body)
+        } catch {
+            throw mapStore(error)
+        }
+    }
+
+    /// The first row of one read-only statement run in autocommit mode: one round trip, where
+    /// ``read(_:)`` costs three (BEGIN, the statement, COMMIT) for the same snapshot. For the
+    /// single-statement reads on hot paths (every request identifies its caller).
+    func readOne(_ statement: () async throws -> [Row]) async throws(MeshError) -> Row? {
+        do {
+            return try await statement().first
         } catch {
             throw mapStore(error)
         }
