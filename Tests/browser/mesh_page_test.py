@@ -13,7 +13,8 @@ namespace, two Gateway processes; see Sources/meshlab) and drives headless Chrom
   4. the rate limit (5 creations per user and window): the message with the time to wait
   5. log out, sign in by pasting an admin token: node state and per-peer stats
   6. delete with the confirmation step; the node drops the peer
-  7. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner)
+  7. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner;
+     signed in by a login link opened in the same tab, without a reload)
   8. phone width: no horizontal scrolling, cards instead of a table, the dialog fits
   9. colour contrast (WCAG AA) measured in the page in each state, labels, visible focus, no
      console errors, no token in a URL or in the gateway logs
@@ -544,8 +545,17 @@ class MeshPageTest:
         field.send_keys("not a token")
         self.by_id("login-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         self.r.check(self.visible("token-error") and field.get_attribute("aria-invalid") == "true", "a malformed token is refused with a message")
+        # A well-formed token the server refuses (its signature is not ours): back to the form, with why.
+        admin = self.info["tokens"]["admin"]
+        forged = admin[:admin.rindex(".") + 1] + ("A" if admin[-1] != "A" else "B") * 43
         field.clear()
-        field.send_keys("Bearer " + self.info["tokens"]["admin"])
+        field.send_keys(forged)
+        self.by_id("login-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.wait(lambda: self.visible("login") and "did not accept" in self.text("login-reason"), "a refused token to end the session")
+        self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") is None, "a refused token is not kept")
+        field = self.by_id("token-input")
+        field.clear()
+        field.send_keys("Bearer " + admin)
         self.by_id("login-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         self.wait(lambda: self.visible("app") and self.visible("admin"), "the admin view")
         self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") == self.info["tokens"]["admin"], "a pasted token is stored for the tab")
@@ -601,8 +611,13 @@ class MeshPageTest:
     def cap_reached(self):
         plain = self.info["plain_gateway"]
         # The other gateway has no Pritunl configured, and /vpn/mesh (no slash) serves the page too.
-        self.open_page(f"{plain}/vpn/mesh#token={self.info['tokens']['free_owner']}")
+        self.open_page(f"{plain}/vpn/mesh")
+        self.r.check(self.visible("login") and not self.visible("app"), "without a token the page asks for one")
+        # A login link opened in a tab that shows the page changes only the fragment: no reload.
+        self.js("window.__sameDocument = true; location.hash = '#token=' + arguments[0]", self.info["tokens"]["free_owner"])
         self.wait(lambda: self.visible("app"), "the signed-in page")
+        self.r.check(self.js("return window.__sameDocument") is True, "signed in without a reload")
+        self.r.check("token" not in self.driver.current_url, f"the token is stripped again ({self.driver.current_url})")
         self.r.check(not self.visible("pritunl-banner"), "no banner without a Pritunl VPN")
         self.wait(lambda: self.usage() == "0 of 3 devices — Free", f"usage 0 of 3 — Free ({self.usage()!r})")
         for i, kind in enumerate(["iphone", "android", "other"]):
@@ -658,10 +673,10 @@ class MeshPageTest:
             self.r.check("token=" not in text, f"no token parameter in the gateway log {log}")
         resources = self.js("return performance.getEntriesByType('resource').map(e => e.name)")
         self.r.check(not any("token" in r for r in resources), "no request URL holds a token")
-        # Browser console: nothing but the refusals the test provoked (403 cap, 429 rate limit).
+        # Browser console: nothing but the refusals the test provoked (401 forged token, 403 cap, 429 rate limit).
         entries = self.driver.get_log("browser")
         (self.out / "console.json").write_text(json.dumps(entries, indent=1))
-        expected = re.compile(r"status of (403|429)")
+        expected = re.compile(r"status of (401|403|429)")
         severe = [e["message"] for e in entries if e.get("level") == "SEVERE" and not expected.search(e["message"])]
         self.r.check(not severe, f"no errors in the browser console: {severe}")
 

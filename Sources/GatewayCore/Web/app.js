@@ -112,6 +112,7 @@ function stopSession() {
   state.license = null;
   state.seenOnce = false;
   state.renderedSeq = ++state.deviceSeq;
+  state.rateUntil = 0;   // the rate limit is per user
   for (const { row } of state.devices.values()) row.remove();
   state.devices.clear();
   el.peerRows.replaceChildren();
@@ -125,6 +126,7 @@ function stopSession() {
 
 /** Starts a session with `token` (already taken out of the address bar). */
 function signIn(token) {
+  stopSession();
   const c = readClaims(token);
   if (typeof c.exp === 'number' && c.exp * 1000 <= Date.now()) {
     clearToken();
@@ -680,6 +682,20 @@ async function loadConfig() {
   el.dnsExample.textContent = `zoes-iphone.${state.config.mesh_domain || 'quazzar.mesh'}`;
   if (state.config.pritunl_configured === true && window.location.hash === '#migrate') openMigrate();
 }
+
+/** A login link opened in a tab that already shows the page only changes the fragment. */
+window.addEventListener('hashchange', () => {
+  const token = takeTokenFromFragment();
+  if (token === null) {
+    if (window.location.hash === '#migrate' && state.config.pritunl_configured === true) openMigrate();
+    return;
+  }
+  if (token && looksLikeJWT(token)) {
+    if (signIn(token)) el.title.focus();
+  } else {
+    signOut('The login link holds no usable token.');
+  }
+});
 
 function start() {
   const fromLink = takeTokenFromFragment();
