@@ -22,6 +22,7 @@ public struct WebPageHeadersMiddleware<Context: RequestContext>: RouterMiddlewar
         self.basePath = basePath
     }
 
+    /// Passes the request on and adds the headers to the response when its path is the page's.
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
         let path = request.uri.path

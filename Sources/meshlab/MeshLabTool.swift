@@ -9,7 +9,9 @@ import Synchronization
 /// `meshlab`: a whole Quazzar Mesh on this machine, for tests written outside Swift (the browser
 /// test, `Tests/browser`). It starts the lab (private nats-server and database, the real
 /// AllocatorSvc, ProvisionSvc and FanoutSvc, one node running the real NodeApplier with
-/// wireguard-go in a network namespace) and two real Gateway processes, prints one JSON line with
+/// wireguard-go in a network namespace), three tenants (Pro with the node, Free, and Pro with 16
+/// registered nodes whose device configs are too large for a QR code) and two real Gateway
+/// processes (with and without a Pritunl VPN configured), prints one JSON line with
 /// everything a test needs, then answers line commands on stdin with one JSON line each:
 ///
 ///     device-up <path>                 bring up the wg-quick config in that file in a new namespace
@@ -49,6 +51,14 @@ enum MeshLabTool {
             let owner = try await lab.cp.user(lab.tenant, .owner)
             let freeTenant = try await lab.cp.tenant(.free)
             let freeOwner = try await lab.cp.user(freeTenant, .owner)
+            // A tenant with 16 registered nodes (registrations only, no NodeApplier): its device
+            // configs are too large for a QR code. The endpoints are loopback; nothing dials them.
+            let bigTenant = try await lab.cp.tenant(.pro)
+            let bigAdmin = try await lab.cp.user(bigTenant, .admin)
+            let bigOwner = try await lab.cp.user(bigTenant, .owner)
+            for i in 0..<16 {
+                _ = try await lab.cp.node(bigTenant, admin: bigAdmin, name: "big-\(i)", endpoint: "127.0.0.1:\(52000 + i)")
+            }
 
             let reports = HandshakeReports()
             let subscription = try lab.cp.bus.subscribe(MeshSubjects.handshakeReportWildcard)
@@ -86,9 +96,11 @@ enum MeshLabTool {
                 "event": "ready",
                 "gateway": urls[0], "plain_gateway": urls[1],
                 "gateway_logs": gateways.map(\.logFile.path),
-                "tokens": ["owner": try await token(owner), "admin": try await token(lab.admin), "free_owner": try await token(freeOwner)],
+                "tokens": ["owner": try await token(owner), "admin": try await token(lab.admin), "free_owner": try await token(freeOwner),
+                           "big_owner": try await token(bigOwner)],
                 "tenant": ["id": lab.tenant.id, "plan": "pro"],
                 "free_tenant": ["id": freeTenant.id, "plan": "free"],
+                "big_tenant": ["id": bigTenant.id, "plan": "pro", "nodes": 16],
                 "node": ["id": registered.id, "name": registered.name, "ipv4": registered.ipv4, "ipv6": registered.ipv6,
                          "dns_name": registered.dnsName],
                 "rate_limit": Int(rateLimit) ?? 5, "rate_window_seconds": Int(rateWindow) ?? 300,

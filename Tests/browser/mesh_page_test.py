@@ -13,10 +13,11 @@ namespace, two Gateway processes; see Sources/meshlab) and drives headless Chrom
   4. the rate limit (5 creations per user and window): the message with the time to wait
   5. log out, sign in by pasting an admin token: node state and per-peer stats
   6. delete with the confirmation step; the node drops the peer
-  7. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner;
+  7. a tenant with 16 nodes: no QR code, the reason, and the .conf download with every node
+  8. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner;
      signed in by a login link opened in the same tab, without a reload)
-  8. phone width: no horizontal scrolling, cards instead of a table, the dialog fits
-  9. colour contrast (WCAG AA) measured in the page in each state, labels, visible focus, no
+  9. phone width: no horizontal scrolling, cards instead of a table, the dialog fits
+ 10. colour contrast (WCAG AA) measured in the page in each state, labels, visible focus, no
      console errors, no token in a URL or in the gateway logs
 
 Screenshots of every step, the decoded QR, the download and a summary go to the output folder
@@ -636,6 +637,29 @@ class MeshPageTest:
         self.wait(lambda: not self.js("return document.getElementById('add-dialog').open"), "Esc to close the dialog")
         self.audit("cap notice on the page")
 
+    def config_too_large_for_qr(self):
+        # A tenant with 16 nodes: the config does not fit a QR code; the reason and the download remain.
+        self.open_page(f"{self.info['gateway']}/vpn/mesh/#token={self.info['tokens']['big_owner']}")
+        self.wait(lambda: self.visible("app") and self.usage() == "0 of 20 devices — Pro", "the signed-in page")
+        self.add_device("Big laptop", "laptop")
+        self.r.check(not self.visible("qr-figure") and self.js("return document.getElementById('qr-image').getAttribute('src')") is None,
+                     "no QR code is shown")
+        message = self.text("qr-unavailable")
+        self.r.check("too large for a QR code" in message and message.endswith("Download the .conf file and import it into the WireGuard app instead."),
+                     f"the reason and what to do instead: {message!r}")
+        link = self.by_id("conf-download")
+        self.r.check("btn-primary" in link.get_attribute("class"), "the download is the main action")
+        filename = link.get_attribute("download")
+        link.click()
+        target = self.downloads / filename
+        self.wait(lambda: target.exists() and not (self.downloads / (filename + ".crdownload")).exists(), f"the download {filename}", 15)
+        conf = target.read_bytes()
+        self.r.check(conf.count(b"[Peer]") == 16 and len(conf) > 2953, f"the download holds all 16 nodes ({len(conf)} bytes)")
+        self.r.measurements["large_config_bytes"] = len(conf)
+        self.screenshot("config-too-large-for-qr")
+        self.audit("no QR code", "#add-dialog")
+        self.close_dialog_with_done()
+
     def phone_width(self):
         self.driver.set_window_size(390, 844)
         self.wait(lambda: self.js("return window.innerWidth") <= 400, "the narrow window")
@@ -702,6 +726,7 @@ class MeshPageTest:
             self.step("rate limit message", self.rate_limit)
             self.step("admin: pasted token, node state and peer stats", self.admin_view)
             self.step("delete with confirmation", self.delete_device)
+            self.step("config too large for a QR code", self.config_too_large_for_qr)
             self.step("Free plan: cap reached", self.cap_reached)
             self.step("phone width", self.phone_width)
             self.step("tokens and console", self.hygiene)
