@@ -89,29 +89,32 @@ let package = Package(
         lib("MeshProto", [protobuf]),
         lib("MeshCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
                          .product(name: "Prometheus", package: "swift-prometheus")]),
-        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix]),
+        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
         lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log, protobuf]),
+        // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
+        lib("MeshBusAuth", ["MeshCore", crypto]),
 
         // MARK: Services: logic in *Core, thin executables.
         lib("AllocatorCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
         exe("AllocatorSvc", ["AllocatorCore", "MeshCore", argParser, lifecycle]),
-        lib("ProvisionCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
+        lib("ProvisionCore", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
                               lifecycle, crypto]),
         exe("ProvisionSvc", ["ProvisionCore", "MeshCore", argParser, lifecycle]),
         lib("FanoutCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "MeshCore", argParser, lifecycle]),
-        lib("NodeApplierCore", ["MeshBus", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
+        lib("NodeApplierCore", ["MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
         lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
                             .product(name: "Hummingbird", package: "hummingbird"),
+                            .product(name: "HummingbirdTLS", package: "hummingbird"),
                             .product(name: "JWTKit", package: "jwt-kit")],
             resources: [.copy("Web")]),
         exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
-        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshCore", "MeshProto", argParser, log]),
+        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshBusAuth", "MeshCore", "MeshProto", argParser, log]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshBus", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
+        lib("MeshTestSupport", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
         // A lab for tests written outside Swift (the browser test): JSON lines on stdout, commands on stdin.
         exe("meshlab", ["MeshTestSupport", "GatewayCore", "MeshBus", "MeshCore", "MeshProto"]),
         tests("MeshNetTests", ["MeshNet"]),
@@ -124,16 +127,20 @@ let package = Package(
         tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto"]),
         tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", log]),
+        tests("ClusterTests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+        tests("BusSecurityTests", ["MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "NodeApplierCore", log]),
+        tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 
         // MARK: Benchmarks (scripts/bench-*.sh build them in release mode).
         bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
+        bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
     ]
 )

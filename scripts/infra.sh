@@ -7,6 +7,9 @@
 #   scripts/infra.sh status DIR
 #
 # Ports are random free loopback ports unless MESH_NATS_PORT / MESH_PG_PORT are set.
+# MESH_NATS_CONFIG=FILE starts nats-server with that configuration too, e.g. the secured bus from
+# `meshctl bus init` (docs/security.md); with its TLS block, MESH_NATS_URL stays nats:// and clients
+# set MESH_NATS_TLS_CA.
 # PostgreSQL refuses to run as root, so it runs as the `postgres` user via runuser.
 set -euo pipefail
 
@@ -27,7 +30,9 @@ start_nats() {
   local port=${MESH_NATS_PORT:-$(free_port)} mon=${MESH_NATS_MONITOR_PORT:-$(free_port)} host=${MESH_NATS_HOST:-127.0.0.1}
   mkdir -p "$dir/nats"
   echo "$host" > "$dir/nats.host"
-  nats-server -a "$host" -p "$port" -m "$mon" -js -sd "$dir/nats/js" -n "mesh-$port" \
+  local config=()
+  if [ -n "${MESH_NATS_CONFIG:-}" ]; then config=(-c "$MESH_NATS_CONFIG"); fi
+  nats-server "${config[@]+"${config[@]}"}" -a "$host" -p "$port" -m "$mon" -js -sd "$dir/nats/js" -n "mesh-$port" \
     -l "$dir/nats/nats.log" -P "$dir/nats.pid" >/dev/null 2>&1 &
   for _ in $(seq 1 100); do
     (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null && break; sleep 0.05

@@ -108,7 +108,11 @@ public enum FanoutService {
                 }
                 return try await directory.sync(tenant: t, node: n)
             },
-            .proto("revision", subject: MeshSubjects.revisionWildcard) { (r: Mesh_V1_RevisionRequest, _) in
+            .proto("revision", subject: MeshSubjects.revisionWildcard) { (r: Mesh_V1_RevisionRequest, raw) in
+                // As for sync: a node may only publish its own tenant's subject, so the body must name that tenant.
+                guard raw.subject.split(separator: ".").last == Substring(r.tenantID.lowercased()) else {
+                    throw MeshError.permissionDenied("revision subject does not match the request")
+                }
                 guard let t = UUID(uuidString: r.tenantID) else {
                     throw MeshError.invalidArgument(field: "tenant_id", message: "tenant_id must be a UUID")
                 }

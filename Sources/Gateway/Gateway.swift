@@ -41,7 +41,14 @@ struct Gateway: AsyncParsableCommand {
     @Option(name: .customLong("mesh-domain"), help: "The mesh DNS zone shown to the web page (env MESH_DOMAIN).")
     var meshDomain: String = Env.string("MESH_DOMAIN", "quazzar.mesh")
 
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain for HTTPS; with --tls-key the API is served over HTTPS only (env MESH_GATEWAY_TLS_CERT).")
+    var tlsCert: String = Env.string("MESH_GATEWAY_TLS_CERT", "")
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key for HTTPS, a file path (env MESH_GATEWAY_TLS_KEY).")
+    var tlsKey: String = Env.string("MESH_GATEWAY_TLS_KEY", "")
+
     func validate() throws {
+        guard tlsCert.isEmpty == tlsKey.isEmpty else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard GatewayConfiguration.parseAddress(address) != nil else { throw ValidationError("--address must be host:port") }
         guard nodeID.isEmpty || UUID(uuidString: nodeID) != nil else { throw ValidationError("--node-id must be a UUID") }
         guard (256...(1 << 20)).contains(maxBodyBytes) else { throw ValidationError("--max-body-bytes must be between 256 and 1048576") }
@@ -61,13 +68,16 @@ struct Gateway: AsyncParsableCommand {
         let (host, port) = GatewayConfiguration.parseAddress(address)!
         let config = GatewayConfiguration(host: host, port: port, nodeID: nodeID.lowercased(), pritunlConfigured: pritunlConfigured,
                                           maxBodyBytes: maxBodyBytes, serviceTimeout: .milliseconds(Int(serviceTimeout * 1000)),
-                                          nodeTimeout: .milliseconds(Int(nodeTimeout * 1000)), meshDomain: meshDomain)
+                                          nodeTimeout: .milliseconds(Int(nodeTimeout * 1000)), meshDomain: meshDomain,
+                                          tlsCertificateFile: tlsCert.nilIfEmpty, tlsKeyFile: tlsKey.nilIfEmpty)
         let verifier = await TokenVerifier(keys: keys)
         try await ServiceHost.run(name: MeshServiceName.gateway, description: "HTTP API", common: common, useStore: false) { ctx in
             let api = GatewayAPI(configuration: config, bus: ctx.bus, verifier: verifier, logger: ctx.logger)
             let logger = ctx.logger
-            let app = GatewayApp.application(api: api, configuration: config, logger: ctx.logger) { channel in
-                logger.info("gateway listening", metadata: ["http.address": "\(channel.localAddress?.description ?? address)"])
+            let scheme = config.tlsCertificateFile == nil ? "http" : "https"
+            let app = try GatewayApp.application(api: api, configuration: config, logger: ctx.logger) { channel in
+                logger.info("gateway listening", metadata: ["http.address": "\(channel.localAddress?.description ?? address)",
+                                                            "http.scheme": "\(scheme)"])
             }
             return ([], [app])
         }

@@ -108,6 +108,17 @@ public struct GatewayAPI: Sendable {
         return Response(status: .noContent)
     }
 
+    /// `PATCH /api/mesh/devices/:id` `{label}`: a new label, slug and DNS name; owner or admin, 404 for anyone else.
+    func renameDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        let id = context.parameters.get("id") ?? ""
+        guard let uuid = UUID(uuidString: id) else { throw MeshError.notFound("no such device") }
+        let object = try JSONBody.object(try await readBody(request), allowed: ["label"])
+        guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
+        let renamed = try await provision.renameDevice(caller: caller, deviceID: uuid.uuidString.lowercased(), label: label)
+        return JSONBody.response(DeviceJSON(renamed.device))
+    }
+
     /// Reads the body up to the configured limit (413 beyond it).
     func readBody(_ request: Request) async throws -> ByteBuffer {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes {

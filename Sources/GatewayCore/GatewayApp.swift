@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import MeshBus
 import MeshCore
@@ -42,6 +43,7 @@ public enum GatewayApp {
         router.get("/api/mesh/devices", use: api.listDevices)
         router.post("/api/mesh/devices", use: api.createDevice)
         router.delete("/api/mesh/devices/:id", use: api.deleteDevice)
+        router.patch("/api/mesh/devices/:id", use: api.renameDevice)
         router.post("/api/mesh/refresh", use: api.refresh)
         router.get("/api/mesh/peers", use: api.peers)
         router.get("/api/mesh/audit", use: api.audit)
@@ -54,13 +56,32 @@ public enum GatewayApp {
         return router
     }
 
-    /// The Hummingbird application serving ``router(api:webRoot:)`` at the configured address.
+    /// The Hummingbird application serving ``router(api:webRoot:)`` at the configured address, over
+    /// HTTPS when a certificate and key are configured.
     public static func application(api: GatewayAPI, configuration: GatewayConfiguration, logger: Logger,
                                    onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
-        -> some ApplicationProtocol {
-        Application(router: router(api: api),
-                    configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port),
-                                                            serverName: "quazzar-mesh-gateway", backlog: 1024),
-                    onServerRunning: onServerRunning, logger: logger)
+        throws -> some ApplicationProtocol {
+        let appConfig = ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port),
+                                                 serverName: "quazzar-mesh-gateway", backlog: 1024)
+        if let tls = try tlsConfiguration(configuration) {
+            return Application(router: router(api: api), server: try .tls(.http1(), tlsConfiguration: tls), configuration: appConfig,
+                               onServerRunning: onServerRunning, logger: logger)
+        }
+        return Application(router: router(api: api), server: .http1(), configuration: appConfig, onServerRunning: onServerRunning, logger: logger)
+    }
+
+    /// The server TLS settings from the configured PEM files (TLS 1.2 at least), or nil for plain HTTP.
+    public static func tlsConfiguration(_ c: GatewayConfiguration) throws -> TLSConfiguration? {
+        switch (c.tlsCertificateFile, c.tlsKeyFile) {
+        case (nil, nil):
+            return nil
+        case (let cert?, let key?):
+            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                                                               privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            tls.minimumTLSVersion = .tlsv12
+            return tls
+        default:
+            throw MeshError.invalidArgument(field: "tls", message: "HTTPS needs both a certificate and a key file")
+        }
     }
 }

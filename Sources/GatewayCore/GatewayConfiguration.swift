@@ -22,11 +22,17 @@ public struct GatewayConfiguration: Sendable {
     public var refreshTimeout: Duration
     /// The mesh DNS zone, shown to the web page.
     public var meshDomain: String
+    /// HTTPS: the certificate chain and private key (PEM files). Both nil serves plain HTTP.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
 
     /// The documented defaults, overridable one by one.
     public init(host: String = "127.0.0.1", port: Int = 8080, nodeID: String = "", pritunlConfigured: Bool = false,
                 maxBodyBytes: Int = 16 * 1024, serviceTimeout: Duration = .seconds(10), nodeTimeout: Duration = .seconds(5),
-                refreshTimeout: Duration = .seconds(10), meshDomain: String = "quazzar.mesh") {
+                refreshTimeout: Duration = .seconds(10), meshDomain: String = "quazzar.mesh",
+                tlsCertificateFile: String? = nil, tlsKeyFile: String? = nil) {
+        self.tlsCertificateFile = tlsCertificateFile
+        self.tlsKeyFile = tlsKeyFile
         self.host = host
         self.port = port
         self.nodeID = nodeID

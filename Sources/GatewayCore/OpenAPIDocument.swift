@@ -88,6 +88,14 @@ public enum OpenAPIDocument {
            responses: ["204": noContent, "404": error("No such device for this caller.")])
     }
 
+    static var renameDevice: [String: Any] {
+        op("Rename a device", "Gives a device a new label and so a new slug and DNS name (the old name stops resolving). Its owner or an admin of its tenant may; anyone else gets 404.",
+           id: "renameDevice", auth: "user", parameters: [uuidPath("id", "Device id")],
+           body: ["required": true, "content": json(ref("RenameDeviceRequest"))],
+           responses: ["200": ok("The renamed device.", "Device"), "400": error("Malformed body or bad label."),
+                       "404": error("No such device for this caller."), "413": error("Body larger than the limit (16 KiB).")])
+    }
+
     // MARK: The document
 
     static var document: [String: Any] {
@@ -115,7 +123,7 @@ public enum OpenAPIDocument {
                           responses: ["200": ok("Devices, oldest first.", "DeviceList")]),
                 "post": createDevice,
             ],
-            "/api/mesh/devices/{id}": ["delete": deleteDevice],
+            "/api/mesh/devices/{id}": ["delete": deleteDevice, "patch": renameDevice],
             "/api/mesh/refresh": ["post": op("Force a SyncFromCP on every node", "Admins only. Every node of the tenant re-reads its peer list now; nodes that fail are logged.",
                                              id: "refresh", auth: "admin", responses: ["204": noContent])],
             "/api/mesh/peers": ["get": op("Live peer dump of a node",
@@ -177,6 +185,8 @@ public enum OpenAPIDocument {
                               "created_at": dateTime, "last_handshake_at": nullableDateTime, "online": bool,
                               "rx_bytes": uint, "tx_bytes": uint, "endpoint": nullableString, "owner_user_id": string]),
             "DeviceList": object(["devices": ["type": "array", "items": ref("Device")]]),
+            "RenameDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 63, "description": "The new label, shown as typed."]],
+                                          required: ["label"]),
             "CreateDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 63, "description": "Shown as typed; its slug names the device in DNS."],
                                            "type": ref("DeviceType")], required: ["label"]),
             "CreatedDevice": object(["id": string, "label": string, "slug": string, "dns_name": string, "type": ref("DeviceType"),

@@ -282,6 +282,14 @@ public final class BusConnection: Sendable {
         context.makeEventStream()
     }
 
+    /// The errors nats.c reports asynchronously from now on, in the server's words (for example a
+    /// permission violation, which the server reports after the publish or subscribe returned).
+    /// Each call returns an independent stream; it ends when the connection closes. nats.c keeps
+    /// only the latest error text, so violations reported at the same moment may repeat the last one.
+    public func asyncErrors() -> AsyncStream<String> {
+        context.makeErrorStream()
+    }
+
     /// Waits until connected, or throws ``BusError/timeout(subject:)``.
     public func waitUntilConnected(timeout: Duration = .seconds(10)) async throws {
         let deadline = ContinuousClock.now + timeout

@@ -12,6 +12,7 @@ final class ConnectionContext: Sendable {
     let logger: Logger
     private struct State {
         var eventContinuations: [Int: AsyncStream<BusEvent>.Continuation] = [:]
+        var errorContinuations: [Int: AsyncStream<String>.Continuation] = [:]
         var nextID = 0
         var closed = false
         var closedWaiters: [CheckedContinuation<Void, Never>] = []
@@ -52,20 +53,47 @@ final class ConnectionContext: Sendable {
         return stream
     }
 
+    func makeErrorStream() -> AsyncStream<String> {
+        let (stream, cont) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(256))
+        let id: Int? = state.withLock { s in
+            if s.closed { return nil }
+            s.nextID += 1
+            s.errorContinuations[s.nextID] = cont
+            return s.nextID
+        }
+        guard let id else {
+            cont.finish()
+            return stream
+        }
+        cont.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.errorContinuations.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    func emitError(_ text: String) {
+        let conts = state.withLock { Array($0.errorContinuations.values) }
+        for c in conts { c.yield(text) }
+    }
+
     func emit(_ event: BusEvent) {
         let conts = state.withLock { Array($0.eventContinuations.values) }
         for c in conts { c.yield(event) }
     }
 
     func markClosed() {
-        let (conts, waiters) = state.withLock { s -> ([AsyncStream<BusEvent>.Continuation], [CheckedContinuation<Void, Never>]) in
+        let (conts, waiters, errorConts) = state.withLock {
+            s -> ([AsyncStream<BusEvent>.Continuation], [CheckedContinuation<Void, Never>], [AsyncStream<String>.Continuation]) in
             s.closed = true
             let c = Array(s.eventContinuations.values)
             s.eventContinuations.removeAll()
+            let e = Array(s.errorContinuations.values)
+            s.errorContinuations.removeAll()
             let w = s.closedWaiters
             s.closedWaiters.removeAll()
-            return (c, w)
+            return (c, w, e)
         }
+        for e in errorConts { e.finish() }
         for c in conts {
             c.yield(.closed)
             c.finish()
@@ -278,10 +306,16 @@ let onSubscriptionComplete: natsOnCompleteCB = { closure in
     ctx.onFinish?()
 }
 
-let onClosed: natsConnectionHandler = { _, closure in
+let onClosed: natsConnectionHandler = { nc, closure in
     guard let closure else { return }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeRetainedValue()
-    ctx.logger.info("bus connection closed")
+    // The last error the server sent, which says why when the server closed it (e.g. credentials revoked).
+    var last: UnsafePointer<CChar>?
+    if let nc, natsConnection_GetLastError(nc, &last) != NATS_OK, let last, last.pointee != 0 {
+        ctx.logger.info("bus connection closed", metadata: ["nats.last_error": "\(String(cString: last))"])
+    } else {
+        ctx.logger.info("bus connection closed")
+    }
     ctx.markClosed()
 }
 
@@ -311,13 +345,18 @@ let onConnected: natsConnectionHandler = { _, closure in
     ctx.emit(.connected)
 }
 
-let onAsyncError: natsErrHandler = { _, sub, status, closure in
+let onAsyncError: natsErrHandler = { nc, sub, status, closure in
     guard let closure else { return }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeUnretainedValue()
     BusMetrics.asyncErrors.increment()
     var subject = "?"
     if let sub, let s = natsSubscription_GetSubject(sub) { subject = String(cString: s) }
-    ctx.logger.error("bus asynchronous error", metadata: ["nats.subject": "\(subject)", "nats.status": "\(String(cString: natsStatus_GetText(status)))"])
+    // The server's own words, e.g. `Permissions Violation for Publish to "..."`.
+    var text = String(cString: natsStatus_GetText(status))
+    var last: UnsafePointer<CChar>?
+    if let nc, natsConnection_GetLastError(nc, &last) != NATS_OK, let last, last.pointee != 0 { text = String(cString: last) }
+    ctx.logger.error("bus asynchronous error", metadata: ["nats.subject": "\(subject)", "nats.status": "\(text)"])
+    ctx.emitError(text)
 }
 
 let reconnectDelay: natsCustomReconnectDelayHandler = { _, attempts, closure in

@@ -73,7 +73,10 @@ public final class BusService: Service, Sendable {
     }
 
     /// Creates the service. Nothing is subscribed until ``run()``.
-    public init(connection: BusConnection, name: String, version: String, description: String = "",
+    ///
+    /// - Parameter id: the instance id; a new unique one when nil. A fixed id (a subject token) lets
+    ///   a bus user be permitted to answer discovery under that id only.
+    public init(connection: BusConnection, name: String, id: String? = nil, version: String, description: String = "",
                 metadata: [String: String] = [:], endpoints: [ServiceEndpoint], logger: Logger) throws {
         guard !name.isEmpty, name.utf8.allSatisfy({ c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2d || c == 0x5f
@@ -82,7 +85,8 @@ public final class BusService: Service, Sendable {
         for e in endpoints { try Subjects.validate(e.subject, wildcards: true) }
         self.connection = connection
         self.name = name
-        self.id = Nuid.next()
+        if let id, !Subjects.isToken(id) { throw BusError.invalidSubject("service id " + id) }
+        self.id = id ?? Nuid.next()
         self.version = version
         self.serviceDescription = description
         self.metadata = metadata
@@ -90,7 +94,7 @@ public final class BusService: Service, Sendable {
         self.stats = Mutex(endpoints.map { _ in EndpointStats() })
         var l = logger
         l[metadataKey: "service.name"] = "\(name)"
-        l[metadataKey: "service.id"] = "\(id)"
+        l[metadataKey: "service.id"] = "\(self.id)"
         self.logger = l
     }
 

@@ -115,6 +115,14 @@ public struct ProvisionClient: Sendable {
         return try await call(MeshSubjects.deviceDelete, r, caller.requestID.nilIfEmpty)
     }
 
+    public func renameDevice(caller: Mesh_V1_Caller, deviceID: String, label: String) async throws(MeshError) -> Mesh_V1_RenameDeviceResponse {
+        var r = Mesh_V1_RenameDeviceRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        r.label = label
+        return try await call(MeshSubjects.deviceRename, r, caller.requestID.nilIfEmpty)
+    }
+
     public func listDevices(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_Device] {
         var r = Mesh_V1_ListDevicesRequest()
         r.caller = caller

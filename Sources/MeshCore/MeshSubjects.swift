@@ -19,6 +19,7 @@ public enum MeshSubjects {
     public static let deviceCreate = "mesh.v1.provision.device.create"
     public static let deviceDelete = "mesh.v1.provision.device.delete"
     public static let deviceList = "mesh.v1.provision.device.list"
+    public static let deviceRename = "mesh.v1.provision.device.rename"
     public static let enrollmentCreate = "mesh.v1.provision.enrollment.create"
     public static let nodeRegister = "mesh.v1.provision.node.register"
     public static let nodeDeregister = "mesh.v1.provision.node.deregister"

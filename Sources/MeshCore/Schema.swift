@@ -292,5 +292,22 @@ public enum MeshSchema {
             );
             CREATE INDEX provision_events_user ON provision_events (user_id, at);
             """),
+
+        Migration(version: 5, name: "bus identities", sql: """
+            -- A node's own NATS user key (made on the node) and when the newest JWT issued for it expires.
+            ALTER TABLE nodes ADD COLUMN bus_public_key text;
+            ALTER TABLE nodes ADD COLUMN bus_jwt_expires_at timestamptz;
+            CREATE UNIQUE INDEX nodes_bus_public_key ON nodes (bus_public_key) WHERE bus_public_key IS NOT NULL;
+
+            -- Revoked node user keys. The mesh account JWT carries them to nats-server, which then
+            -- refuses every JWT issued for the key up to revoked_at. An entry may go once no JWT for
+            -- the key can still be valid (prune_after); NULL keeps it.
+            CREATE TABLE bus_revocations (
+              user_key text PRIMARY KEY,
+              node_id uuid NOT NULL,
+              revoked_at timestamptz NOT NULL DEFAULT now(),
+              prune_after timestamptz
+            );
+            """),
     ]
 }

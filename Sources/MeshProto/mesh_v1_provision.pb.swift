@@ -503,6 +503,59 @@ public nonisolated struct Mesh_V1_DeleteDeviceResponse: Sendable {
   public init() {}
 }
 
+/// mesh.v1.provision.device.rename: a new label (and so a new slug and DNS name); the owner or an
+/// admin of the tenant. The keys and addresses stay.
+public nonisolated struct Mesh_V1_RenameDeviceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var deviceID: String = String()
+
+  public var label: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_RenameDeviceResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var device: Mesh_V1_Device {
+    get {_storage._device ?? Mesh_V1_Device()}
+    set {_uniqueStorage()._device = newValue}
+  }
+  /// Returns true if `device` has been explicitly set.
+  public var hasDevice: Bool {_storage._device != nil}
+  /// Clears the value of `device`. Subsequent reads from it will return its default value.
+  public mutating func clearDevice() {_uniqueStorage()._device = nil}
+
+  public var revision: UInt64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 /// mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
 public nonisolated struct Mesh_V1_ListDevicesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -633,6 +686,10 @@ public nonisolated struct Mesh_V1_RegisterNodeRequest: Sendable {
 
   public var listenPort: UInt32 = 0
 
+  /// The node's own NATS user public key ("U..."), made on the node; its seed never leaves the
+  /// node. Required when the bus runs with per-node identities (docs/security.md).
+  public var busPublicKey: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -662,8 +719,7 @@ public nonisolated struct Mesh_V1_RegisterNodeResponse: @unchecked Sendable {
     set {_uniqueStorage()._ipv6Prefix = newValue}
   }
 
-  /// NATS credentials (user JWT + nkey seed, .creds format) bound to this node, when
-  /// the bus runs with per-node identities. Empty otherwise.
+  /// Not used: the control plane never sends a node a seed (see bus_user_jwt). Always empty.
   public var busCredentials: String {
     get {_storage._busCredentials}
     set {_uniqueStorage()._busCredentials = newValue}
@@ -673,6 +729,20 @@ public nonisolated struct Mesh_V1_RegisterNodeResponse: @unchecked Sendable {
   public var inboxPrefix: String {
     get {_storage._inboxPrefix}
     set {_uniqueStorage()._inboxPrefix = newValue}
+  }
+
+  /// A NATS user JWT for the request's bus_public_key, bound to this node and its tenant (its
+  /// permissions are in docs/security.md). Not a secret: only the holder of the key's seed can use
+  /// it. Empty when the bus runs without per-node identities.
+  public var busUserJwt: String {
+    get {_storage._busUserJwt}
+    set {_uniqueStorage()._busUserJwt = newValue}
+  }
+
+  /// When bus_user_jwt expires (Unix milliseconds); 0 when it does not.
+  public var busJwtExpiresAtMs: Int64 {
+    get {_storage._busJwtExpiresAtMs}
+    set {_uniqueStorage()._busJwtExpiresAtMs = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1848,6 +1918,127 @@ nonisolated extension Mesh_V1_DeleteDeviceResponse: SwiftProtobuf.Message, Swift
   }
 }
 
+nonisolated extension Mesh_V1_RenameDeviceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RenameDeviceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}device_id\0\u{1}label\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.label) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 2)
+    }
+    if !self.label.isEmpty {
+      try visitor.visitSingularStringField(value: self.label, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_RenameDeviceRequest, rhs: Mesh_V1_RenameDeviceRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.label != rhs.label {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_RenameDeviceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RenameDeviceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}revision\0")
+
+  fileprivate class _StorageClass {
+    var _device: Mesh_V1_Device? = nil
+    var _revision: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _device = source._device
+      _revision = source._revision
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._device) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._device {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._revision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 2)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_RenameDeviceResponse, rhs: Mesh_V1_RenameDeviceResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._device != rhs_storage._device {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListDevicesRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0")
@@ -2083,7 +2274,7 @@ nonisolated extension Mesh_V1_CreateEnrollmentTokenResponse: SwiftProtobuf.Messa
 
 nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}enrollment_token\0\u{1}name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}enrollment_token\0\u{1}name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0\u{3}bus_public_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2096,6 +2287,7 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
       case 3: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.listenPort) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.busPublicKey) }()
       default: break
       }
     }
@@ -2117,6 +2309,9 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
     if self.listenPort != 0 {
       try visitor.visitSingularUInt32Field(value: self.listenPort, fieldNumber: 5)
     }
+    if !self.busPublicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.busPublicKey, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2126,6 +2321,7 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
     if lhs.publicKey != rhs.publicKey {return false}
     if lhs.endpoint != rhs.endpoint {return false}
     if lhs.listenPort != rhs.listenPort {return false}
+    if lhs.busPublicKey != rhs.busPublicKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2133,7 +2329,7 @@ nonisolated extension Mesh_V1_RegisterNodeRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}bus_credentials\0\u{3}inbox_prefix\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}bus_credentials\0\u{3}inbox_prefix\0\u{3}bus_user_jwt\0\u{3}bus_jwt_expires_at_ms\0")
 
   fileprivate class _StorageClass {
     var _node: Mesh_V1_Node? = nil
@@ -2141,6 +2337,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
     var _ipv6Prefix: String = String()
     var _busCredentials: String = String()
     var _inboxPrefix: String = String()
+    var _busUserJwt: String = String()
+    var _busJwtExpiresAtMs: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2156,6 +2354,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
       _ipv6Prefix = source._ipv6Prefix
       _busCredentials = source._busCredentials
       _inboxPrefix = source._inboxPrefix
+      _busUserJwt = source._busUserJwt
+      _busJwtExpiresAtMs = source._busJwtExpiresAtMs
     }
   }
 
@@ -2179,6 +2379,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
         case 3: try { try decoder.decodeSingularStringField(value: &_storage._ipv6Prefix) }()
         case 4: try { try decoder.decodeSingularStringField(value: &_storage._busCredentials) }()
         case 5: try { try decoder.decodeSingularStringField(value: &_storage._inboxPrefix) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._busUserJwt) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._busJwtExpiresAtMs) }()
         default: break
         }
       }
@@ -2206,6 +2408,12 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
       if !_storage._inboxPrefix.isEmpty {
         try visitor.visitSingularStringField(value: _storage._inboxPrefix, fieldNumber: 5)
       }
+      if !_storage._busUserJwt.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._busUserJwt, fieldNumber: 6)
+      }
+      if _storage._busJwtExpiresAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._busJwtExpiresAtMs, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2220,6 +2428,8 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
         if _storage._ipv6Prefix != rhs_storage._ipv6Prefix {return false}
         if _storage._busCredentials != rhs_storage._busCredentials {return false}
         if _storage._inboxPrefix != rhs_storage._inboxPrefix {return false}
+        if _storage._busUserJwt != rhs_storage._busUserJwt {return false}
+        if _storage._busJwtExpiresAtMs != rhs_storage._busJwtExpiresAtMs {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,5 +1,6 @@
 import Foundation
 import MeshBus
+import MeshBusAuth
 import MeshClient
 import MeshCore
 import MeshProto
@@ -16,27 +17,39 @@ public final class ControlPlane: Sendable {
     public let processes: [ManagedProcess]
     public let client: ProvisionClient
     public let logDir: URL
+    /// The secured bus, when the control plane runs on one (every service with its own credentials;
+    /// ``bus`` is then the operator's `meshctl` identity).
+    public let security: SecureBus?
 
-    /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none).
+    /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none). With `secureBus`
+    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS).
     public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:],
-                             natsHost: String = "127.0.0.1") async throws -> ControlPlane {
-        let nats = try TestNatsServer(name: name, host: natsHost)
+                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false) async throws -> ControlPlane {
+        let security = secureBus ? try SecureBus(name: name, host: natsHost, tls: secureTLS) : nil
+        let nats = try security?.nats ?? TestNatsServer(name: name, host: natsHost)
         let db = try await TestDatabase.create(prefix: "prov")
-        let bus = try await TestEnvironment.connectBus("t-\(name)", url: nats.url)
+        let bus: BusConnection
+        if let security {
+            bus = try await security.connect(as: .admin, name: "t-\(name)")
+        } else {
+            bus = try await TestEnvironment.connectBus("t-\(name)", url: nats.url)
+        }
         let logDir = TestEnvironment.outputDir("provision-\(name)")
-        let alloc = try await ServiceProcesses.start("AllocatorSvc", natsURL: nats.url, databaseURL: db.url, environment: environment,
+        func env(_ s: BusPolicy.Service) -> [String: String] { environment.merging(security?.environment(for: s) ?? [:]) { _, new in new } }
+        let alloc = try await ServiceProcesses.start("AllocatorSvc", natsURL: nats.url, databaseURL: db.url, environment: env(.allocator),
                                                      bus: bus, logDir: logDir)
         let prov = try await ServiceProcesses.start("ProvisionSvc", count: replicas, natsURL: nats.url, databaseURL: db.url,
-                                                    environment: environment, bus: bus, logDir: logDir)
+                                                    environment: env(.provision), bus: bus, logDir: logDir)
         let fan = fanout == 0 ? [] : try await ServiceProcesses.start("FanoutSvc", count: fanout, natsURL: nats.url, databaseURL: db.url,
-                                                                      environment: environment, bus: bus, logDir: logDir)
+                                                                      environment: env(.fanout), bus: bus, logDir: logDir)
         let store = Store(StoreConfiguration(url: db.url, poolSize: 2), logger: TestEnvironment.logger("t"))
         return ControlPlane(nats: nats, db: db, bus: bus, store: store, processes: alloc + prov + fan,
-                                client: ProvisionClient(bus: bus, timeout: .seconds(30)), logDir: logDir)
+                            client: ProvisionClient(bus: bus, timeout: .seconds(30)), logDir: logDir, security: security)
     }
 
     private init(nats: TestNatsServer, db: TestDatabase, bus: BusConnection, store: Store, processes: [ManagedProcess],
-                 client: ProvisionClient, logDir: URL) {
+                 client: ProvisionClient, logDir: URL, security: SecureBus?) {
+        self.security = security
         self.nats = nats
         self.db = db
         self.bus = bus
@@ -53,6 +66,7 @@ public final class ControlPlane: Sendable {
         store.close()
         await db.drop()
         await nats.stop()
+        if let security { await security.stop() }
     }
 
     /// Creates a tenant on `plan`.

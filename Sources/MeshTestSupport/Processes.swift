@@ -212,23 +212,11 @@ public final class TestNatsServer: Sendable {
                 let p = try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
                                            arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
                                            logDir: TestEnvironment.outputDir("nats"))
-                for _ in 0..<200 {
-                    if let fd = Optional(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)), fd >= 0 {
-                        var addr = sockaddr_in()
-                        addr.sin_family = sa_family_t(AF_INET)
-                        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-                        addr.sin_addr.s_addr = inet_addr(host)
-                        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-                        close(fd)
-                        if ok {
-                            self.process = p
-                            self.port = port
-                            self.url = "nats://\(host):\(port)"
-                            return
-                        }
-                    }
-                    if !p.isRunning { break }
-                    usleep(10_000)
+                if waitListening(host: host, port: port, while: p) {
+                    self.process = p
+                    self.port = port
+                    self.url = "nats://\(host):\(port)"
+                    return
                 }
                 lastError = TestSetupError.failed("nats-server did not listen on \(port): \(p.log())")
             } catch {
@@ -240,4 +228,69 @@ public final class TestNatsServer: Sendable {
 
     /// Stops the server (SIGKILL).
     public func stop() async { await process.kill9() }
+}
+
+/// Waits (up to 2 s) until something accepts TCP connections on host:port, while `process` runs.
+func waitListening(host: String, port: Int, while process: ManagedProcess) -> Bool {
+    for _ in 0..<200 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if fd >= 0 {
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr(host)
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
+            close(fd)
+            if ok { return true }
+        }
+        if !process.isRunning { return false }
+        usleep(10_000)
+    }
+    return false
+}
+
+/// nats-servers joined in a cluster (routes between all of them), on fixed ports so that one can
+/// be stopped and started again while clients fail over to the others.
+public final class TestNatsCluster: @unchecked Sendable {
+    public let clientPorts: [Int]
+    let clusterPorts: [Int]
+    let name: String
+    private var servers: [ManagedProcess?]
+
+    public init(size: Int, name: String = "cl") throws {
+        let base = Int.random(in: 20000...50000)
+        clientPorts = (0..<size).map { base + $0 * 2 }
+        clusterPorts = (0..<size).map { base + $0 * 2 + 1 }
+        self.name = name
+        servers = Array(repeating: nil, count: size)
+        for i in 0..<size { try start(i) }
+    }
+
+    /// All client URLs, comma-separated, as MESH_NATS_URL takes them.
+    public var urls: String { clientPorts.map { "nats://127.0.0.1:\($0)" }.joined(separator: ",") }
+
+    /// Starts server `i` (again).
+    public func start(_ i: Int) throws {
+        let routes = clusterPorts.enumerated().filter { $0.offset != i }.map { "nats://127.0.0.1:\($0.element)" }.joined(separator: ",")
+        let p = try ManagedProcess(name: "nats-\(name)-\(i)-\(Nuid.short())", executable: TestEnvironment.which("nats-server"),
+                                   arguments: ["-a", "127.0.0.1", "-p", "\(clientPorts[i])", "-n", "\(name)-\(i)",
+                                               "--cluster_name", name, "--cluster", "nats://127.0.0.1:\(clusterPorts[i])", "--routes", routes],
+                                   logDir: TestEnvironment.outputDir("nats"))
+        guard waitListening(host: "127.0.0.1", port: clientPorts[i], while: p) else {
+            throw TestSetupError.failed("cluster nats-server \(i) did not start: \(p.log())")
+        }
+        servers[i] = p
+    }
+
+    /// Kills server `i` (SIGKILL).
+    public func kill(_ i: Int) async {
+        await servers[i]?.kill9()
+        servers[i] = nil
+    }
+
+    public func stop() async {
+        for i in servers.indices { await kill(i) }
+    }
 }

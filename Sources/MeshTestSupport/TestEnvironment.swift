@@ -64,7 +64,8 @@ public enum TestEnvironment {
     /// Connects to the test NATS server.
     public static func connectBus(_ name: String, url: String? = nil, inboxPrefix: String = "_INBOX") async throws -> BusConnection {
         let u = try url ?? requireNatsURL()
-        return try await BusConnection.connect(BusConfiguration(servers: [u], name: name, inboxPrefix: inboxPrefix), logger: logger("test.bus"))
+        let servers = u.split(separator: ",").map { String($0) }
+        return try await BusConnection.connect(BusConfiguration(servers: servers, name: name, inboxPrefix: inboxPrefix), logger: logger("test.bus"))
     }
 }
 

@@ -63,6 +63,28 @@ public final class NodeAgent: Sendable {
 
     // MARK: Inputs
 
+    /// Checks a message from the bus before it is queued: it must have come on this node's tenant
+    /// subject (`mesh.v1.peers.updated.<tenant>`) and name the same tenant. Anything else is
+    /// dropped and logged; the revision is checked when it is applied.
+    @discardableResult
+    public func receive(subject: String, payload: [UInt8]) -> Mesh_V1_PeersUpdated? {
+        let expected = MeshSubjects.peersUpdated(tenant: identity.tenantID)
+        guard subject == expected else {
+            logger.warning("ignoring a peer update on another subject", metadata: ["nats.subject": "\(subject)"])
+            return nil
+        }
+        guard let u = try? Mesh_V1_PeersUpdated(serializedBytes: payload) else {
+            logger.warning("ignoring a malformed peer update", metadata: ["nats.subject": "\(subject)"])
+            return nil
+        }
+        guard u.tenantID == identity.tenantID else {
+            logger.warning("ignoring an update for another tenant", metadata: ["tenant.id": "\(u.tenantID)"])
+            return nil
+        }
+        submit(u)
+        return u
+    }
+
     /// Queues a PeersUpdated message (from the tenant's subject).
     public func submit(_ update: Mesh_V1_PeersUpdated) {
         continuation.yield(.update(update))
@@ -197,6 +219,12 @@ public final class NodeAgent: Sendable {
                 }
             }
             throw error
+        }
+        // The reply must be this node's own list: its tenant, and its own entry when it has one.
+        guard list.tenantID == identity.tenantID, !list.hasSelf_p || list.self_p.id == identity.nodeID else {
+            logger.error("ignoring a peer list for another tenant or node",
+                         metadata: ["tenant.id": "\(list.tenantID)", "peer.id": "\(list.self_p.id)"])
+            throw MeshError.permissionDenied("the peer list is not this node's")
         }
         var desired: [DesiredPeer] = []
         for p in list.peers where p.id != identity.nodeID {

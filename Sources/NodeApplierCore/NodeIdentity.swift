@@ -1,9 +1,10 @@
 import Foundation
+import MeshBusAuth
 import MeshCore
 import MeshProto
 
-/// What a node keeps on disk: its private key (generated here, never sent anywhere) and what the
-/// control plane told it at registration. Both files are mode 0600.
+/// What a node keeps on disk: its WireGuard private key and its bus key (both generated here, never
+/// sent anywhere) and what the control plane told it at registration. Every file is mode 0600.
 public struct NodeIdentity: Codable, Sendable, Equatable {
     public var nodeID: String
     public var tenantID: String
@@ -14,9 +15,15 @@ public struct NodeIdentity: Codable, Sendable, Equatable {
     public var ipv6: String
     public var ipv4Prefix: String
     public var ipv6Prefix: String
-    /// Bus credentials bound to this node, when the bus runs with per-node identities.
+    /// Not used: the control plane never sends a seed (kept so older state files still decode).
     public var busCredentials: String?
+    /// The reply-inbox prefix bound to this node (`_INBOX.node.<id>`).
     public var inboxPrefix: String?
+    /// The NATS user JWT the control plane signed for this node's own bus key (`bus.nk`), when the
+    /// bus runs with per-node identities. Not secret without the seed.
+    public var busUserJWT: String?
+    /// When ``busUserJWT`` expires (Unix milliseconds), if it does.
+    public var busJWTExpiresAtMs: Int64?
 
     public init(registration r: Mesh_V1_RegisterNodeResponse) {
         nodeID = r.node.id
@@ -30,6 +37,8 @@ public struct NodeIdentity: Codable, Sendable, Equatable {
         ipv6Prefix = r.ipv6Prefix
         busCredentials = r.busCredentials.nilIfEmpty
         inboxPrefix = r.inboxPrefix.nilIfEmpty
+        busUserJWT = r.busUserJwt.nilIfEmpty
+        busJWTExpiresAtMs = r.busJwtExpiresAtMs == 0 ? nil : r.busJwtExpiresAtMs
     }
 }
 
@@ -41,6 +50,22 @@ public struct NodeStateStore: Sendable {
 
     var keyURL: URL { directory.appendingPathComponent("private.key") }
     var identityURL: URL { directory.appendingPathComponent("node.json") }
+    var busKeyURL: URL { directory.appendingPathComponent("bus.nk") }
+
+    /// A new NATS user key for a registration, written to `bus.nk` (0600). Each registration gets a
+    /// new one, so a revoked key is never used again.
+    public func newBusKey() throws -> NKeyPair {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let key = NKeyPair.generate(.user)
+        try writePrivate(busKeyURL, Data((key.seed + "\n").utf8))
+        return key
+    }
+
+    /// The bus key of the current registration, if any.
+    public func busKey() -> NKeyPair? {
+        guard let text = try? String(contentsOf: busKeyURL, encoding: .utf8) else { return nil }
+        return try? NKeyPair(seed: text, expecting: .user)
+    }
 
     /// The node's keypair: read from `private.key`, or generated and written there (0600) on first start.
     public func keyPair() throws -> WireGuardKeyPair {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshBus
+import MeshBusAuth
 import MeshClient
 import MeshCore
 import MeshProto
@@ -19,8 +20,24 @@ public enum NodeRuntime {
         let files = NodeStateStore(directory: config.stateDirectory)
         let keys = try files.keyPair()
 
-        let bus = try await BusConnection.connect(try common.busConfiguration(name: MeshServiceName.nodeApplier), logger: logger)
-        let identity = try await register(config, files: files, keys: keys, bus: bus, token: enrollmentToken, logger: logger)
+        // Until it is registered the node speaks with the shared bootstrap identity (MESH_NATS_CREDS[_FILE]),
+        // which may only send the registration and read its reply; afterwards with its own key and JWT.
+        let base = try common.busConfiguration(name: MeshServiceName.nodeApplier, inboxPrefix: BusPolicy.enrollInboxPrefix)
+        let bus: BusConnection
+        let identity: NodeIdentity
+        if let saved = files.identity(), saved.publicKey == keys.publicKey {
+            identity = saved
+            bus = try await BusConnection.connect(try nodeBusConfiguration(base, identity: saved, files: files), logger: logger)
+        } else {
+            let enrollBus = try await BusConnection.connect(base, logger: logger)
+            identity = try await register(config, files: files, keys: keys, bus: enrollBus, token: enrollmentToken, logger: logger)
+            if identity.busUserJWT != nil {
+                await enrollBus.drain(timeout: .seconds(2))
+                bus = try await BusConnection.connect(try nodeBusConfiguration(base, identity: identity, files: files), logger: logger)
+            } else {
+                bus = enrollBus
+            }
+        }
         logger[metadataKey: "node.id"] = "\(identity.nodeID)"
         logger[metadataKey: "tenant.id"] = "\(identity.tenantID)"
 
@@ -33,7 +50,8 @@ public enum NodeRuntime {
         dns.attach(to: agent)
 
         let control = NodeControl(agent: agent, backend: backend, config: config, dns: dns)
-        let service = try BusService(connection: bus, name: MeshServiceName.nodeApplier, version: MeshVersion.current,
+        // The service id is the node id: a node's credentials let it answer discovery under its own id only.
+        let service = try BusService(connection: bus, name: MeshServiceName.nodeApplier, id: identity.nodeID, version: MeshVersion.current,
                                      description: "applies peer changes to \(config.interface)",
                                      metadata: ["instance": common.instance, "node_id": identity.nodeID, "tenant_id": identity.tenantID],
                                      endpoints: control.endpoints(), logger: logger)
@@ -55,12 +73,23 @@ public enum NodeRuntime {
         logger.info("node stopped; the interface stays up")
     }
 
-    /// The saved registration, or a new one made with the enrollment token.
+    /// The connection settings of a registered node: its own key and JWT when it has them (the inbox
+    /// prefix bound to its id), otherwise the configured ones (an open bus).
+    static func nodeBusConfiguration(_ base: BusConfiguration, identity: NodeIdentity, files: NodeStateStore) throws -> BusConfiguration {
+        var c = base
+        c.inboxPrefix = identity.inboxPrefix ?? BusPolicy.nodeInboxPrefix(identity.nodeID)
+        if let jwt = identity.busUserJWT {
+            guard let key = files.busKey() else {
+                throw MeshError.failedPrecondition("\(files.busKeyURL.path) is missing: remove node.json and enroll this node again")
+            }
+            c.credentials = .jwt(jwt: jwt, seed: key.seed)
+        }
+        return c
+    }
+
+    /// A new registration made with the enrollment token and a new bus key of the node's own.
     static func register(_ config: NodeConfiguration, files: NodeStateStore, keys: WireGuardKeyPair, bus: BusConnection,
                          token: String?, logger: Logger) async throws -> NodeIdentity {
-        if let saved = files.identity(), saved.publicKey == keys.publicKey {
-            return saved
-        }
         guard let token, !token.isEmpty else {
             throw MeshError.unauthenticated("this node is not registered yet: set MESH_NODE_ENROLLMENT_TOKEN (or _FILE) to a token from `meshctl node enroll`")
         }
@@ -70,6 +99,7 @@ public enum NodeRuntime {
         req.publicKey = keys.publicKey
         req.endpoint = config.endpoint
         req.listenPort = UInt32(config.listenPort)
+        req.busPublicKey = try files.newBusKey().publicKey
         let client = ProvisionClient(bus: bus)
         var delay = Duration.milliseconds(250)
         while true {
@@ -112,8 +142,7 @@ struct AgentService: Service {
                 group.addTask { await agent.run() }
                 group.addTask {
                     for await m in updates {
-                        guard let u = try? Mesh_V1_PeersUpdated(serializedBytes: m.payload) else { continue }
-                        agent.submit(u)
+                        agent.receive(subject: m.subject, payload: m.payload)
                     }
                 }
                 group.addTask {

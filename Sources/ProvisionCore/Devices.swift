@@ -160,6 +160,45 @@ extension Provisioner {
         return resp
     }
 
+    /// Gives a device a new label and slug (so a new DNS name). Published as a `changed` peer; the
+    /// old name stops resolving on every node once they apply it.
+    public func renameDevice(_ req: Mesh_V1_RenameDeviceRequest) async throws(MeshError) -> Mesh_V1_RenameDeviceResponse {
+        let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
+        let label = try Slug.validateLabel(req.label)
+        let who = try await identify(req.caller)
+        guard let deviceID = UUID(uuidString: req.deviceID) else { throw .notFound("no such device") }
+        let domain = configuration.meshDomain, online = configuration.onlineWindow.seconds
+        let (row, revision) = try await run { tx in
+            try tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", who.tenant)
+            guard let cur = try tx.queryFirst("SELECT owner_user_id, type, slug, label FROM devices WHERE id = $1 AND tenant_id = $2",
+                                              deviceID, who.tenant) else { throw MeshError.notFound("no such device") }
+            let owner: UUID = try cur.decode("owner_user_id")
+            guard who.isAdmin || owner == who.user else { throw MeshError.notFound("no such device") }
+            let type = Mesh_V1_DeviceType(key: try cur.decode("type")) ?? .other
+            let oldSlug: String = try cur.decode("slug"), oldLabel: String = try cur.decode("label")
+            try tx.execute("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", who.tenant, deviceID)
+            let slug = try Self.freeSlug(tx, tenant: who.tenant, base: Slug.make(label, fallback: type.key))
+            try tx.execute("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", who.tenant, slug, deviceID)
+            guard let row = try tx.queryFirst("""
+                UPDATE devices SET label = $3, slug = $4 WHERE id = $1 AND tenant_id = $5
+                RETURNING \(Self.deviceColumns)
+                """, deviceID, online, label, slug, who.tenant) else { throw MeshError.notFound("no such device") }
+            var revision: UInt64 = 0
+            if slug != oldSlug {
+                let peer = Mapping.devicePeer(id: deviceID, publicKey: try row.decode("public_key"), ipv4: try row.decode("ipv4"),
+                                              ipv6: try row.decode("ipv6"), slug: slug, domain: domain)
+                revision = try Outbox.append(tx, tenant: who.tenant, op: "changed", peer: peer)
+            }
+            try Audit.write(tx, tenant: who.tenant, actor: "user:\(who.user.lowercased)", action: "device.rename", target: deviceID.lowercased,
+                            requestID: requestID, detail: "\"\(oldLabel)\" (\(oldSlug)) to \"\(label)\" (\(slug))")
+            return (row, revision)
+        }
+        var resp = Mesh_V1_RenameDeviceResponse()
+        resp.device = try Mapping.device(row, domain: domain)
+        resp.revision = revision
+        return resp
+    }
+
     /// Owners see their own devices; admins see the whole tenant.
     public func listDevices(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> [Mesh_V1_Device] {
         let who = try await identify(req.caller)

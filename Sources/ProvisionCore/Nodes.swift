@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import MeshBusAuth
 import MeshCore
 import MeshNet
 import MeshProto
@@ -52,6 +53,12 @@ extension Provisioner {
         let endpoint = try Validate.endpoint(req.endpoint).description
         guard (1...65535).contains(req.listenPort) else { throw .invalidArgument(field: "listen_port", message: "listen_port must be 1 to 65535") }
         guard !req.enrollmentToken.isEmpty else { throw .unauthenticated("an enrollment token is required") }
+        let busKey = req.busPublicKey.trimmingCharacters(in: .whitespaces)
+        if busIdentities != nil {
+            guard NKeyCodec.kind(ofPublicKey: busKey) == .user else {
+                throw .invalidArgument(field: "bus_public_key", message: "bus_public_key must be the node's own NATS user public key (U...)")
+            }
+        }
         let hash = ByteA(Array(SHA256.hash(data: Data(req.enrollmentToken.utf8))))
         let tokenRow = try await read { tx in
             try tx.queryFirst("SELECT tenant_id FROM enrollment_tokens WHERE token_hash = $1 AND uses_left > 0 AND expires_at > now()", hash)
@@ -69,6 +76,16 @@ extension Provisioner {
         } else {
             nodeID = UUID()
         }
+        // The node's bus JWT is signed before the transaction (pure computation) and only handed out if it commits.
+        let credentials = try busIdentities?.issue(node: nodeID, tenant: tenant, userKey: busKey)
+        let withBus = credentials != nil
+        if withBus, let holder = try await read({ tx in try tx.queryFirst("SELECT id FROM nodes WHERE bus_public_key = $1", busKey) }),
+           (try? holder.decode("id", as: UUID.self)) != nodeID {
+            throw .conflict("that bus key belongs to another node")
+        }
+        if withBus, try await read({ tx in try tx.queryFirst("SELECT 1 AS x FROM bus_revocations WHERE user_key = $1", busKey) }) != nil {
+            throw .invalidArgument(field: "bus_public_key", message: "that bus key was revoked; make a new one")
+        }
         let lease = try await allocator.allocate(tenantID: tenant.lowercased, ownerID: nodeID.lowercased, kind: .node, requestID: requestID)
         let domain = configuration.meshDomain, keepalive = configuration.persistentKeepalive, listenPort = Int(req.listenPort)
         let publicKey = req.publicKey
@@ -80,10 +97,20 @@ extension Provisioner {
                     UPDATE enrollment_tokens SET uses_left = uses_left - 1
                     WHERE token_hash = $1 AND tenant_id = $2 AND uses_left > 0 AND expires_at > now()
                     """, hash, tenant) == 1 else { throw MeshError.unauthenticated("invalid or expired enrollment token") }
-                if let old = try tx.queryFirst("SELECT endpoint, listen_port, slug, ipv4, ipv6 FROM nodes WHERE id = $1", nodeID) {
+                if let old = try tx.queryFirst("""
+                    SELECT endpoint, listen_port, slug, ipv4, ipv6, bus_public_key, bus_jwt_expires_at FROM nodes WHERE id = $1
+                    """, nodeID) {
                     let oldEndpoint: String = try old.decode("endpoint"), oldPort: Int = try old.decode("listen_port")
+                    // A node that registers again with a new bus key: its old key stops working.
+                    if withBus, let oldKey = try old.decodeIfPresent("bus_public_key", as: String.self), oldKey != busKey {
+                        try Self.revokeBusKey(tx, key: oldKey, node: nodeID, pruneAfter: try old.decodeIfPresent("bus_jwt_expires_at", as: Date.self))
+                    }
                     try tx.execute("UPDATE nodes SET endpoint = $2, listen_port = $3, name = $4, last_seen_at = now() WHERE id = $1",
                                    nodeID, endpoint, listenPort, name)
+                    if withBus {
+                        try tx.execute("UPDATE nodes SET bus_public_key = $2, bus_jwt_expires_at = $3 WHERE id = $1",
+                                       nodeID, busKey, credentials?.expires)
+                    }
                     if oldEndpoint != endpoint || oldPort != listenPort {
                         let peer = Mapping.nodePeer(id: nodeID, publicKey: publicKey, ipv4: try old.decode("ipv4"), ipv6: try old.decode("ipv6"),
                                                     slug: try old.decode("slug"), endpoint: endpoint, keepalive: keepalive, hub: false, domain: domain)
@@ -98,6 +125,10 @@ extension Provisioner {
                         INSERT INTO nodes (id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, last_seen_at)
                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
                         """, nodeID, tenant, name, slug, publicKey, endpoint, listenPort, lease.lease.ipv4, lease.lease.ipv6)
+                    if withBus {
+                        try tx.execute("UPDATE nodes SET bus_public_key = $2, bus_jwt_expires_at = $3 WHERE id = $1",
+                                       nodeID, busKey, credentials?.expires)
+                    }
                     guard try tx.execute("UPDATE leases SET confirmed = true WHERE tenant_id = $1 AND owner_id = $2", tenant, nodeID) == 1 else {
                         throw MeshError.unavailable("the address lease expired before the node was saved; try again")
                     }
@@ -120,7 +151,13 @@ extension Provisioner {
         resp.node = try Mapping.node(row, domain: domain)
         resp.ipv4Prefix = lease.prefixes.ipv4Prefix
         resp.ipv6Prefix = lease.prefixes.ipv6Prefix
-        resp.inboxPrefix = "_INBOX.node.\(nodeID.lowercased)"
+        resp.inboxPrefix = BusPolicy.nodeInboxPrefix(nodeID.lowercased)
+        if let credentials {
+            resp.busUserJwt = credentials.jwt
+            resp.busJwtExpiresAtMs = credentials.expires.map { Int64($0.timeIntervalSince1970 * 1000) } ?? 0
+            // The node may have replaced an older key; make sure the server no longer accepts it.
+            if existing != nil { await busIdentities?.push(reason: "node re-registered") }
+        }
         logger.info("node registered", metadata: ["tenant.id": "\(tenant.lowercased)", "node.id": "\(nodeID.lowercased)", "request.id": "\(requestID)"])
         return resp
     }
@@ -142,8 +179,12 @@ extension Provisioner {
         let domain = configuration.meshDomain, keepalive = configuration.persistentKeepalive
         let revision = try await run { tx in
             try tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant)
-            guard let row = try tx.queryFirst("SELECT name, slug, public_key, endpoint, ipv4, ipv6 FROM nodes WHERE id = $1 AND tenant_id = $2",
-                                              nodeID, tenant) else { throw MeshError.notFound("no such node") }
+            guard let row = try tx.queryFirst("""
+                SELECT name, slug, public_key, endpoint, ipv4, ipv6, bus_public_key, bus_jwt_expires_at FROM nodes WHERE id = $1 AND tenant_id = $2
+                """, nodeID, tenant) else { throw MeshError.notFound("no such node") }
+            if let key = try row.decodeIfPresent("bus_public_key", as: String.self) {
+                try Self.revokeBusKey(tx, key: key, node: nodeID, pruneAfter: try row.decodeIfPresent("bus_jwt_expires_at", as: Date.self))
+            }
             try tx.execute("DELETE FROM nodes WHERE id = $1", nodeID)
             try tx.execute("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", tenant, nodeID)
             let peer = Mapping.nodePeer(id: nodeID, publicKey: try row.decode("public_key"), ipv4: try row.decode("ipv4"), ipv6: try row.decode("ipv6"),
@@ -153,10 +194,20 @@ extension Provisioner {
                             detail: try row.decode("name"))
             return revision
         }
+        // Cut the node off the bus before answering (a failed push is retried by the service).
+        await busIdentities?.push(reason: "node deregistered")
         await releaseAfterDelete(tenant: tenant, owner: nodeID, requestID: requestID)
         var resp = Mesh_V1_DeregisterNodeResponse()
         resp.revision = revision
         return resp
+    }
+
+    /// Records that a node's bus key is revoked (pushed to nats-server after the commit).
+    static func revokeBusKey(_ tx: borrowing Transaction, key: String, node: UUID, pruneAfter: Date?) throws {
+        try tx.execute("""
+            INSERT INTO bus_revocations (user_key, node_id, prune_after) VALUES ($1, $2, $3)
+            ON CONFLICT (user_key) DO UPDATE SET revoked_at = now()
+            """, key, node, pruneAfter)
     }
 
     /// The tenant's nodes, oldest (the hub) first. Any user of the tenant may list them; a node may

@@ -57,6 +57,11 @@ public enum ProvisionService {
                 req.caller.requestID = rid(r.caller, raw)
                 return try await p.deleteDevice(req)
             },
+            .proto("device-rename", subject: MeshSubjects.deviceRename) { (r: Mesh_V1_RenameDeviceRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.renameDevice(req)
+            },
             .proto("device-list", subject: MeshSubjects.deviceList) { (r: Mesh_V1_ListDevicesRequest, _) in
                 var resp = Mesh_V1_ListDevicesResponse()
                 resp.devices = try await p.listDevices(r)

@@ -19,8 +19,12 @@ public final class Provisioner: Sendable {
     public let configuration: ProvisionConfiguration
     let renderer: ConfigRenderer
     let logger: Logger
+    /// Per-node bus identities, when the bus runs with them (docs/security.md); nil on an open bus.
+    let busIdentities: NodeBusIdentities?
 
-    public init(store: Store, allocator: AllocatorClient, configuration: ProvisionConfiguration, logger: Logger) {
+    public init(store: Store, allocator: AllocatorClient, configuration: ProvisionConfiguration, logger: Logger,
+                busIdentities: NodeBusIdentities? = nil) {
+        self.busIdentities = busIdentities
         self.store = store
         self.allocator = allocator
         self.configuration = configuration

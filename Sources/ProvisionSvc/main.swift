@@ -3,6 +3,7 @@ import Foundation
 import MeshClient
 import MeshCore
 import ProvisionCore
+import ServiceLifecycle
 
 /// ProvisionSvc: tenants, users, devices, nodes, plans, caps, rate limits, configs, QR codes,
 /// audit log and the change outbox.
@@ -11,7 +12,13 @@ struct ProvisionSvc: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ProvisionSvc",
         abstract: "Provisions devices and nodes: caps, rate limits, keypairs, wg-quick configs, QR codes, audit, outbox.",
-        discussion: "Serves mesh.v1.provision.* and mesh.v1.reports.*.*.handshake (queue group q). Stateless: run any number of replicas. Every option also reads the environment variable named in its help.")
+        discussion: """
+            Serves mesh.v1.provision.* and mesh.v1.reports.*.*.handshake (queue group q). Stateless: run any number of replicas. \
+            Every option also reads the environment variable named in its help. Per-node bus identities (docs/security.md) are on \
+            when MESH_BUS_ACCOUNT_JWT, MESH_BUS_ACCOUNT_SIGNING_KEY, MESH_BUS_OPERATOR_SIGNING_KEY and MESH_BUS_SYSTEM_CREDS \
+            (each also as *_FILE) are set; MESH_BUS_NODE_JWT_TTL_SECONDS (default 0: no expiry) and \
+            MESH_BUS_REVOCATION_RESYNC_SECONDS (default 60) tune them.
+            """)
 
     @OptionGroup var common: CommonOptions
 
@@ -45,9 +52,25 @@ struct ProvisionSvc: AsyncParsableCommand {
         let exempt = Set(rateLimitExempt.split(separator: ",").compactMap { UUID(uuidString: $0.trimmingCharacters(in: .whitespaces)) })
         let config = ProvisionConfiguration(meshDomain: meshDomain, rateLimit: rateLimit, rateWindow: .milliseconds(Int(rateWindowSeconds * 1000)),
                                             rateLimitExempt: exempt, deviceMTU: deviceMTU, onlineWindow: .seconds(onlineWindowSeconds))
+        let busIdentity: BusIdentityConfiguration?
+        do {
+            busIdentity = try BusIdentityConfiguration.fromEnvironment()
+        } catch let e as MeshError {
+            throw ValidationError(e.message)
+        }
+        let common = self.common
         try await ServiceHost.run(name: MeshServiceName.provision, description: "device and node provisioning", common: common, useStore: true) { ctx in
-            let p = Provisioner(store: ctx.store!, allocator: AllocatorClient(bus: ctx.bus), configuration: config, logger: ctx.logger)
-            return (ProvisionService.endpoints(p), [])
+            var extra: [any Service] = []
+            var identities: NodeBusIdentities?
+            if let busIdentity {
+                let ids = try await NodeBusIdentities.start(busIdentity, base: try common.busConfiguration(name: MeshServiceName.provision),
+                                                            store: ctx.store!, logger: ctx.logger)
+                identities = ids
+                extra.append(ids)
+            }
+            let p = Provisioner(store: ctx.store!, allocator: AllocatorClient(bus: ctx.bus), configuration: config, logger: ctx.logger,
+                                busIdentities: identities)
+            return (ProvisionService.endpoints(p), extra)
         }
     }
 }

@@ -19,7 +19,7 @@ struct MeshCtl: AsyncParsableCommand {
             with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
             --json prints one JSON document on stdout for scripts.
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self])
 }
 
 /// Options every subcommand shares.
@@ -298,7 +298,23 @@ struct Device: AsyncParsableCommand {
 // MARK: Nodes
 
 struct Node: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List nodes and create enrollment tokens.", subcommands: [List.self, Enroll.self])
+    static let configuration = CommandConfiguration(abstract: "List, enroll and remove nodes.", subcommands: [List.self, Enroll.self, Remove.self])
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a node from the mesh: its peers drop it, its address is released, and (on a secured bus) its bus key is revoked.")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        @Option(help: "The node's id.") var node: String
+
+        func run() async throws {
+            let r = try await options.withProvision { client in
+                try await client.deregisterNode(caller: try await caller(client, tenant: tenant, user: admin), nodeID: node)
+            }
+            try options.emit(["node_id": node.lowercased(), "revision": r.revision], text: "removed \(node.lowercased()) at revision \(r.revision)")
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a tenant's nodes (the hub first).")

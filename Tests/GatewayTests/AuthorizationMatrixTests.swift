@@ -45,6 +45,7 @@ extension GatewayTests {
             (.get, "/api/mesh/devices", anyUser),
             (.post, "/api/mesh/devices", create),
             (.delete, "/api/mesh/devices/{device}", delete),
+            (.patch, "/api/mesh/devices/{device}", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])),
             (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 204, .node: 403, .otherNode: 403])),
             (.get, "/api/mesh/peers", adminOnly),
             (.get, "/api/mesh/audit", row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])),
@@ -71,7 +72,8 @@ extension GatewayTests {
                         deviceID = d.id
                         uri = path.replacingOccurrences(of: "{device}", with: d.id)
                     }
-                    let body = method == .post && path.hasSuffix("devices") ? deviceBody("m \(who.rawValue)", type: "laptop") : nil
+                    let body = method == .post && path.hasSuffix("devices") ? deviceBody("m \(who.rawValue)", type: "laptop")
+                        : method == .patch ? #"{"label":"renamed"}"# : nil
                     let r = try await client.send(method, uri, token: token(who), body: body)
                     let want = expected[who]!
                     if r.status != want { mismatches.append("\(method) \(path) as \(who): \(r.status), expected \(want): \(r.text.prefix(200))") }

@@ -45,8 +45,48 @@ struct MeshE2ETests {
         }
         #expect(online, "devices online after handshakes")
 
+        // Mesh DNS: from a device, over the tunnel, every device and node name resolves (A and AAAA)
+        // at every node's resolver.
+        func dig(_ from: NetNamespace, _ server: String, _ name: String, _ type: String) -> String {
+            (try? from.tryExec(["dig", "+short", "+time=1", "+tries=2", "@\(server)", name, type]).stdout)?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        }
+        for n in lab.nodes {
+            for d in [a, b] {
+                #expect(dig(a.ns, n.node!.ipv4, d.device.dnsName, "A") == d.device.ipv4, "\(d.device.dnsName) A at \(n.name)")
+                #expect(dig(a.ns, n.node!.ipv6, d.device.dnsName, "AAAA") == d.device.ipv6, "\(d.device.dnsName) AAAA at \(n.name)")
+            }
+            for m in lab.nodes {
+                #expect(dig(b.ns, n.node!.ipv4, m.node!.dnsName, "A") == m.node!.ipv4, "\(m.node!.dnsName) A at \(n.name)")
+                #expect(dig(b.ns, n.node!.ipv4, m.node!.dnsName, "AAAA") == m.node!.ipv6)
+            }
+        }
+        let status = try await NodeClient(bus: lab.cp.bus).state(nodeID: n1.node!.id)
+        #expect(status.dnsStatus.serving && status.dnsStatus.zone == "quazzar.mesh" && status.dnsStatus.recordCount >= 10)
+        // A renamed device stops resolving under its old name, within a second, on every node.
+        let renamed = try await lab.cp.client.renameDevice(caller: lab.admin, deviceID: a.device.id, label: "Ann's new laptop").device
+        var gone = false
+        let renameStart = ContinuousClock.now
+        while ContinuousClock.now - renameStart < .seconds(1) {
+            if lab.nodes.allSatisfy({ dig(b.ns, $0.node!.ipv4, a.device.dnsName, "A").isEmpty && dig(b.ns, $0.node!.ipv4, renamed.dnsName, "A") == a.device.ipv4 }) {
+                gone = true
+                break
+            }
+        }
+        #expect(gone, "the old name stops resolving and the new one resolves within 1 s")
+        print("rename visible in DNS on every node after \(ContinuousClock.now - renameStart)")
+
         // Deleting a device removes it from every node.
         _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: b.device.id)
+        let deleteStart = ContinuousClock.now
+        var unresolvable = false
+        while ContinuousClock.now - deleteStart < .seconds(1) {
+            if lab.nodes.allSatisfy({ dig(a.ns, $0.node!.ipv4, b.device.dnsName, "A").isEmpty }) {
+                unresolvable = true
+                break
+            }
+        }
+        #expect(unresolvable, "a deleted device stops resolving within 1 s")
         try await lab.waitConverged(timeout: .seconds(10))
         for n in lab.nodes { #expect(!(try lab.livePeers(n)).contains(b.device.publicKey)) }
 

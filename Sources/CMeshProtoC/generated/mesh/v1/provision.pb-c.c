@@ -952,6 +952,96 @@ void   mesh__v1__delete_device_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__delete_device_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__rename_device_request__init
+                     (Mesh__V1__RenameDeviceRequest         *message)
+{
+  static const Mesh__V1__RenameDeviceRequest init_value = MESH__V1__RENAME_DEVICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__rename_device_request__get_packed_size
+                     (const Mesh__V1__RenameDeviceRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__rename_device_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__rename_device_request__pack
+                     (const Mesh__V1__RenameDeviceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__rename_device_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__rename_device_request__pack_to_buffer
+                     (const Mesh__V1__RenameDeviceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__rename_device_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__RenameDeviceRequest *
+       mesh__v1__rename_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__RenameDeviceRequest *)
+     protobuf_c_message_unpack (&mesh__v1__rename_device_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__rename_device_request__free_unpacked
+                     (Mesh__V1__RenameDeviceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__rename_device_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__rename_device_response__init
+                     (Mesh__V1__RenameDeviceResponse         *message)
+{
+  static const Mesh__V1__RenameDeviceResponse init_value = MESH__V1__RENAME_DEVICE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__rename_device_response__get_packed_size
+                     (const Mesh__V1__RenameDeviceResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__rename_device_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__rename_device_response__pack
+                     (const Mesh__V1__RenameDeviceResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__rename_device_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__rename_device_response__pack_to_buffer
+                     (const Mesh__V1__RenameDeviceResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__rename_device_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__RenameDeviceResponse *
+       mesh__v1__rename_device_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__RenameDeviceResponse *)
+     protobuf_c_message_unpack (&mesh__v1__rename_device_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__rename_device_response__free_unpacked
+                     (Mesh__V1__RenameDeviceResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__rename_device_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message)
 {
@@ -3131,6 +3221,121 @@ const ProtobufCMessageDescriptor mesh__v1__delete_device_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__delete_device_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor mesh__v1__rename_device_request__field_descriptors[3] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RenameDeviceRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RenameDeviceRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "label",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RenameDeviceRequest, label),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__rename_device_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+  2,   /* field[2] = label */
+};
+static const ProtobufCIntRange mesh__v1__rename_device_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__rename_device_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.RenameDeviceRequest",
+  "RenameDeviceRequest",
+  "Mesh__V1__RenameDeviceRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__RenameDeviceRequest),
+  3,
+  mesh__v1__rename_device_request__field_descriptors,
+  mesh__v1__rename_device_request__field_indices_by_name,
+  1,  mesh__v1__rename_device_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__rename_device_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__rename_device_response__field_descriptors[2] =
+{
+  {
+    "device",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RenameDeviceResponse, device),
+    &mesh__v1__device__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RenameDeviceResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__rename_device_response__field_indices_by_name[] = {
+  0,   /* field[0] = device */
+  1,   /* field[1] = revision */
+};
+static const ProtobufCIntRange mesh__v1__rename_device_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.RenameDeviceResponse",
+  "RenameDeviceResponse",
+  "Mesh__V1__RenameDeviceResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__RenameDeviceResponse),
+  2,
+  mesh__v1__rename_device_response__field_descriptors,
+  mesh__v1__rename_device_response__field_indices_by_name,
+  1,  mesh__v1__rename_device_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__rename_device_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[1] =
 {
   {
@@ -3516,7 +3721,7 @@ const ProtobufCMessageDescriptor mesh__v1__create_enrollment_token_response__des
   (ProtobufCMessageInit) mesh__v1__create_enrollment_token_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__register_node_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__register_node_request__field_descriptors[6] =
 {
   {
     "enrollment_token",
@@ -3578,8 +3783,21 @@ static const ProtobufCFieldDescriptor mesh__v1__register_node_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bus_public_key",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RegisterNodeRequest, bus_public_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__register_node_request__field_indices_by_name[] = {
+  5,   /* field[5] = bus_public_key */
   3,   /* field[3] = endpoint */
   0,   /* field[0] = enrollment_token */
   4,   /* field[4] = listen_port */
@@ -3589,7 +3807,7 @@ static const unsigned mesh__v1__register_node_request__field_indices_by_name[] =
 static const ProtobufCIntRange mesh__v1__register_node_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor mesh__v1__register_node_request__descriptor =
 {
@@ -3599,14 +3817,14 @@ const ProtobufCMessageDescriptor mesh__v1__register_node_request__descriptor =
   "Mesh__V1__RegisterNodeRequest",
   "mesh.v1",
   sizeof(Mesh__V1__RegisterNodeRequest),
-  5,
+  6,
   mesh__v1__register_node_request__field_descriptors,
   mesh__v1__register_node_request__field_indices_by_name,
   1,  mesh__v1__register_node_request__number_ranges,
   (ProtobufCMessageInit) mesh__v1__register_node_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__register_node_response__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__register_node_response__field_descriptors[7] =
 {
   {
     "node",
@@ -3668,9 +3886,35 @@ static const ProtobufCFieldDescriptor mesh__v1__register_node_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bus_user_jwt",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RegisterNodeResponse, bus_user_jwt),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bus_jwt_expires_at_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RegisterNodeResponse, bus_jwt_expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__register_node_response__field_indices_by_name[] = {
   3,   /* field[3] = bus_credentials */
+  6,   /* field[6] = bus_jwt_expires_at_ms */
+  5,   /* field[5] = bus_user_jwt */
   4,   /* field[4] = inbox_prefix */
   1,   /* field[1] = ipv4_prefix */
   2,   /* field[2] = ipv6_prefix */
@@ -3679,7 +3923,7 @@ static const unsigned mesh__v1__register_node_response__field_indices_by_name[] 
 static const ProtobufCIntRange mesh__v1__register_node_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor =
 {
@@ -3689,7 +3933,7 @@ const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor =
   "Mesh__V1__RegisterNodeResponse",
   "mesh.v1",
   sizeof(Mesh__V1__RegisterNodeResponse),
-  5,
+  7,
   mesh__v1__register_node_response__field_descriptors,
   mesh__v1__register_node_response__field_indices_by_name,
   1,  mesh__v1__register_node_response__number_ranges,

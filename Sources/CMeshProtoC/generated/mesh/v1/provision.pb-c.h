@@ -37,6 +37,8 @@ typedef struct Mesh__V1__CreateDeviceRequest Mesh__V1__CreateDeviceRequest;
 typedef struct Mesh__V1__CreateDeviceResponse Mesh__V1__CreateDeviceResponse;
 typedef struct Mesh__V1__DeleteDeviceRequest Mesh__V1__DeleteDeviceRequest;
 typedef struct Mesh__V1__DeleteDeviceResponse Mesh__V1__DeleteDeviceResponse;
+typedef struct Mesh__V1__RenameDeviceRequest Mesh__V1__RenameDeviceRequest;
+typedef struct Mesh__V1__RenameDeviceResponse Mesh__V1__RenameDeviceResponse;
 typedef struct Mesh__V1__ListDevicesRequest Mesh__V1__ListDevicesRequest;
 typedef struct Mesh__V1__ListDevicesResponse Mesh__V1__ListDevicesResponse;
 typedef struct Mesh__V1__Node Mesh__V1__Node;
@@ -387,6 +389,33 @@ struct  Mesh__V1__DeleteDeviceResponse
 
 
 /*
+ * mesh.v1.provision.device.rename: a new label (and so a new slug and DNS name); the owner or an
+ * admin of the tenant. The keys and addresses stay.
+ */
+struct  Mesh__V1__RenameDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+  char *label;
+};
+#define MESH__V1__RENAME_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__rename_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__RenameDeviceResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Device *device;
+  uint64_t revision;
+};
+#define MESH__V1__RENAME_DEVICE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__rename_device_response__descriptor) \
+    , NULL, 0 }
+
+
+/*
  * mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
  */
 struct  Mesh__V1__ListDevicesRequest
@@ -479,10 +508,15 @@ struct  Mesh__V1__RegisterNodeRequest
   char *public_key;
   char *endpoint;
   uint32_t listen_port;
+  /*
+   * The node's own NATS user public key ("U..."), made on the node; its seed never leaves the
+   * node. Required when the bus runs with per-node identities (docs/security.md).
+   */
+  char *bus_public_key;
 };
 #define MESH__V1__REGISTER_NODE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__register_node_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Mesh__V1__RegisterNodeResponse
@@ -492,18 +526,27 @@ struct  Mesh__V1__RegisterNodeResponse
   char *ipv4_prefix;
   char *ipv6_prefix;
   /*
-   * NATS credentials (user JWT + nkey seed, .creds format) bound to this node, when
-   * the bus runs with per-node identities. Empty otherwise.
+   * Not used: the control plane never sends a node a seed (see bus_user_jwt). Always empty.
    */
   char *bus_credentials;
   /*
    * The inbox prefix the node must use for replies, e.g. "_INBOX.node.<id>".
    */
   char *inbox_prefix;
+  /*
+   * A NATS user JWT for the request's bus_public_key, bound to this node and its tenant (its
+   * permissions are in docs/security.md). Not a secret: only the holder of the key's seed can use
+   * it. Empty when the bus runs without per-node identities.
+   */
+  char *bus_user_jwt;
+  /*
+   * When bus_user_jwt expires (Unix milliseconds); 0 when it does not.
+   */
+  int64_t bus_jwt_expires_at_ms;
 };
 #define MESH__V1__REGISTER_NODE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__register_node_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -1081,6 +1124,44 @@ Mesh__V1__DeleteDeviceResponse *
 void   mesh__v1__delete_device_response__free_unpacked
                      (Mesh__V1__DeleteDeviceResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__RenameDeviceRequest methods */
+void   mesh__v1__rename_device_request__init
+                     (Mesh__V1__RenameDeviceRequest         *message);
+size_t mesh__v1__rename_device_request__get_packed_size
+                     (const Mesh__V1__RenameDeviceRequest   *message);
+size_t mesh__v1__rename_device_request__pack
+                     (const Mesh__V1__RenameDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__rename_device_request__pack_to_buffer
+                     (const Mesh__V1__RenameDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__RenameDeviceRequest *
+       mesh__v1__rename_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__rename_device_request__free_unpacked
+                     (Mesh__V1__RenameDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__RenameDeviceResponse methods */
+void   mesh__v1__rename_device_response__init
+                     (Mesh__V1__RenameDeviceResponse         *message);
+size_t mesh__v1__rename_device_response__get_packed_size
+                     (const Mesh__V1__RenameDeviceResponse   *message);
+size_t mesh__v1__rename_device_response__pack
+                     (const Mesh__V1__RenameDeviceResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__rename_device_response__pack_to_buffer
+                     (const Mesh__V1__RenameDeviceResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__RenameDeviceResponse *
+       mesh__v1__rename_device_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__rename_device_response__free_unpacked
+                     (Mesh__V1__RenameDeviceResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__ListDevicesRequest methods */
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message);
@@ -1507,6 +1588,12 @@ typedef void (*Mesh__V1__DeleteDeviceRequest_Closure)
 typedef void (*Mesh__V1__DeleteDeviceResponse_Closure)
                  (const Mesh__V1__DeleteDeviceResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__RenameDeviceRequest_Closure)
+                 (const Mesh__V1__RenameDeviceRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__RenameDeviceResponse_Closure)
+                 (const Mesh__V1__RenameDeviceResponse *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__ListDevicesRequest_Closure)
                  (const Mesh__V1__ListDevicesRequest *message,
                   void *closure_data);
@@ -1592,6 +1679,8 @@ extern const ProtobufCMessageDescriptor mesh__v1__create_device_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__rename_device_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node__descriptor;

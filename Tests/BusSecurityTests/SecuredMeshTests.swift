@@ -1,0 +1,72 @@
+import Foundation
+import MeshBusAuth
+import MeshClient
+import MeshCore
+import MeshProto
+import MeshTestSupport
+import Testing
+
+/// The real NodeApplier on the secured bus (TLS, per-service and per-node credentials): it enrolls
+/// with the bootstrap identity, reconnects with its own key and the JWT ProvisionSvc signed, syncs,
+/// tunnels, reports handshakes and answers the operator; removing it cuts it off.
+@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized)
+struct SecuredMeshTests {
+    @Test func realNodesEnrollTunnelAndAreCutOffWhenRemoved() async throws {
+        let lab = try await MeshLab.start("secmesh", secureBus: true)
+        do {
+            try await body(lab)
+        } catch {
+            await lab.stop()
+            throw error
+        }
+        await lab.stop()
+    }
+
+    func body(_ lab: MeshLab) async throws {
+        let n1 = try await lab.addNode("sec-alpha")
+        let n2 = try await lab.addNode("sec-beta")
+        let device = try await lab.addDevice("secure laptop")
+        try await lab.waitConverged()
+        #expect(lab.ping(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel")
+        _ = lab.ping(from: device.ns, n1.node!.ipv4, count: 1)
+        #expect(lab.ping(from: n1.ns, device.device.ipv4), "node to device over the tunnel")
+
+        // The node keeps its own key (0600) and a JWT for it; the control plane never sent a seed.
+        for n in [n1, n2] {
+            let keyPath = n.stateDir.appendingPathComponent("bus.nk").path
+            let attrs = try FileManager.default.attributesOfItem(atPath: keyPath)
+            #expect((attrs[.posixPermissions] as? Int) == 0o600)
+            let key = try NKeyPair(seed: try String(contentsOfFile: keyPath, encoding: .utf8), expecting: .user)
+            let saved = try String(contentsOf: n.stateDir.appendingPathComponent("node.json"), encoding: .utf8)
+            #expect(!saved.contains(key.seed))
+            let json = try JSONDecoder().decode([String: JSONValue].self, from: Data(saved.utf8))
+            let jwt = try #require(json["busUserJWT"]?.stringValue)
+            #expect(try NatsJWT.decode(jwt)["sub"]?.stringValue == key.publicKey)
+            #expect(n.process?.log().contains("Permissions Violation") == false, "\(n.name) hit a permission error:\n\(n.process?.log().suffix(3000) ?? "")")
+        }
+
+        // Handshake reports reach ProvisionSvc: the device turns online.
+        var online = false
+        for _ in 0..<100 where !online {
+            online = try await lab.cp.client.listDevices(caller: lab.admin).allSatisfy(\.online)
+            if !online { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(online, "handshake reports arrived")
+
+        // Removing a node: its NodeApplier is disconnected and cannot answer any more.
+        let nodes = NodeClient(bus: lab.cp.bus, timeout: .seconds(1))
+        _ = try await nodes.state(nodeID: n2.node!.id)
+        let start = ContinuousClock.now
+        _ = try await lab.cp.client.deregisterNode(caller: lab.admin, nodeID: n2.node!.id)
+        var gone: Duration?
+        while ContinuousClock.now - start < .seconds(15), gone == nil {
+            if case .unavailable? = await meshError({ _ = try await nodes.state(nodeID: n2.node!.id) }) { gone = ContinuousClock.now - start }
+            else { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let cut = try #require(gone, "the removed node still answered 15 s later")
+        #expect(cut < .seconds(5))
+        SecuredBusTests.figure("revocation (real NodeApplier): deregister request to no responder on its control subject \(ms(cut))")
+        // The remaining node still works.
+        _ = try await nodes.state(nodeID: n1.node!.id)
+    }
+}
