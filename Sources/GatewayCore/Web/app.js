@@ -74,7 +74,6 @@ const state = {
   devices: new Map(),      // id → {data, row, parts}
   deviceSeq: 0,
   renderedSeq: 0,
-  seenOnce: false,         // the first list after sign-in announces nothing
   rateUntil: 0,            // ms; creation is refused until then (429)
   rateTimer: null,
   busy: false,             // a create request is in flight
@@ -110,7 +109,6 @@ function stopSession() {
   state.api = null;
   state.claims = {};
   state.license = null;
-  state.seenOnce = false;
   state.renderedSeq = ++state.deviceSeq;
   state.rateUntil = 0;   // the rate limit is per user
   for (const { row } of state.devices.values()) row.remove();
@@ -286,7 +284,6 @@ function renderDevices(list) {
   const none = list.length === 0;
   show(el.empty, none);
   show(el.table, !none);
-  state.seenOnce = true;
 }
 
 async function loadDevices() {
