@@ -115,6 +115,8 @@ let package = Package(
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
+        // A lab for tests written outside Swift (the browser test): JSON lines on stdout, commands on stdin.
+        exe("meshlab", ["MeshTestSupport", "GatewayCore", "MeshBus", "MeshCore", "MeshProto"]),
         tests("MeshNetTests", ["MeshNet"]),
         tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
         tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),

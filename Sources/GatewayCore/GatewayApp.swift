@@ -20,6 +20,7 @@ public enum GatewayApp {
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: RequestIDMiddleware())
         if let webRoot {
+            router.add(middleware: WebPageHeadersMiddleware())
             router.add(middleware: FileMiddleware(webRoot, urlBasePath: "/vpn/mesh", cacheControl: .init([]),
                                                   searchForIndexHtml: true, logger: api.logger))
         }

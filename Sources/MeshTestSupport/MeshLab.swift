@@ -14,6 +14,8 @@ public final class MeshLab: @unchecked Sendable {
     public let admin: Mesh_V1_Caller
     public private(set) var nodes: [LabNode] = []
     public private(set) var devices: [LabDevice] = []
+    /// Every device namespace made so far (``addDevice(_:type:)`` and ``bringUp(config:)``), for clean-up.
+    private var tunnels: [NetNamespace] = []
     let subnet: String
     let out: URL
     let environment: [String: String]
@@ -123,28 +125,76 @@ public final class MeshLab: @unchecked Sendable {
     }
 
     /// Provisions a device through ProvisionSvc and brings it up in its own namespace from the
-    /// config it was given (wg-quick strip + wg setconf + the addresses and routes wg-quick adds).
+    /// config it was given (see ``bringUp(config:)``).
     @discardableResult
     public func addDevice(_ label: String, type: Mesh_V1_DeviceType = .laptop) async throws -> LabDevice {
         let created = try await cp.client.createDevice(caller: admin, label: label, type: type)
+        let tunnel = try bringUp(config: created.config)
+        let d = LabDevice(device: created.device, config: created.config, ns: tunnel.ns, interface: tunnel.interface)
+        devices.append(d)
+        return d
+    }
+
+    /// A device interface brought up from a config text, in a namespace of its own on the lab's bridge.
+    public struct LabTunnel: Sendable {
+        public let ns: NetNamespace
+        public let interface: String
+        /// The config's `Address` entries, with prefix lengths (`100.64.16.1/32`).
+        public let addresses: [String]
+        /// The public key of the config's private key (computed with `wg pubkey`).
+        public let publicKey: String
+        /// The namespace's address on the bridge, where it reaches the nodes' endpoints.
+        public let bridgeAddress: String
+    }
+
+    /// Brings up a wg-quick config exactly as given, the way wg-quick would: a fresh namespace on the
+    /// bridge, wireguard-go, `wg-quick strip` + `wg setconf`, the `Address` entries, the MTU, and a
+    /// route for every allowed IP. Nothing is read from the control plane, so this checks the config
+    /// text itself (for example one a browser downloaded).
+    public func bringUp(config: String) throws -> LabTunnel {
+        let fields = Self.interfaceFields(config)
+        guard let addressLine = fields["address"], let privateKey = fields["privatekey"] else {
+            throw TestSetupError.failed("config has no [Interface] Address or PrivateKey")
+        }
+        let addresses = addressLine.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let pub = try run("/usr/bin/env", ["wg", "pubkey"], input: privateKey + "\n")
+        guard pub.status == 0 else { throw TestSetupError.failed("wg pubkey: \(pub.output)") }
         let ns = try NetNamespace(prefix: "d")
-        try bridge.attach(ns, "\(subnet).\(101 + devices.count)/24")
+        tunnels.append(ns)
+        let bridgeAddress = "\(subnet).\(101 + tunnels.count - 1)"
+        try bridge.attach(ns, "\(bridgeAddress)/24")
         let iface = uniqueInterfaceName("wd")
         let conf = out.appendingPathComponent("\(iface).conf")
-        _ = FileManager.default.createFile(atPath: conf.path, contents: Data(created.config.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: conf.path, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
         let stripped = try run("/usr/bin/env", ["wg-quick", "strip", conf.path])
         guard stripped.status == 0 else { throw TestSetupError.failed("wg-quick strip: \(stripped.output)") }
         let strippedPath = out.appendingPathComponent("\(iface).stripped")
-        try stripped.stdout.write(to: strippedPath, atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: strippedPath.path, contents: Data(stripped.stdout.utf8), attributes: [.posixPermissions: 0o600])
         try ns.startWireGuardGo(iface)
         try ns.exec(["wg", "setconf", iface, strippedPath.path])
-        try ns.exec(["ip", "addr", "add", "\(created.device.ipv4)/32", "dev", iface])
-        try ns.exec(["ip", "-6", "addr", "add", "\(created.device.ipv6)/128", "dev", iface])
-        try ns.exec(["ip", "link", "set", iface, "mtu", "1280", "up"])
+        for address in addresses {
+            try ns.exec(["ip"] + (address.contains(":") ? ["-6"] : []) + ["addr", "add", address, "dev", iface])
+        }
+        try ns.exec(["ip", "link", "set", iface, "mtu", fields["mtu"] ?? "1420", "up"])
         try addRoutesForAllowedIPs(ns, iface)
-        let d = LabDevice(device: created.device, config: created.config, ns: ns, interface: iface)
-        devices.append(d)
-        return d
+        return LabTunnel(ns: ns, interface: iface, addresses: addresses,
+                         publicKey: pub.stdout.trimmingCharacters(in: .whitespacesAndNewlines), bridgeAddress: bridgeAddress)
+    }
+
+    /// The `[Interface]` settings of a wg-quick config, keys lowercased.
+    static func interfaceFields(_ config: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        var inInterface = false
+        for raw in config.split(whereSeparator: \.isNewline) {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") { inInterface = line.lowercased() == "[interface]"; continue }
+            guard inInterface, let eq = line.firstIndex(of: "=") else { continue }
+            let key = line[..<eq].trimmingCharacters(in: .whitespaces).lowercased()
+            let value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            // wg-quick allows a setting to repeat (Address = a, then Address = b): keep them all.
+            fields[key] = fields[key].map { "\($0), \(value)" } ?? value
+        }
+        return fields
     }
 
     /// The public keys the node's interface holds now (read with `wg`, not with our library).
@@ -195,7 +245,7 @@ public final class MeshLab: @unchecked Sendable {
             if let p = n.process { await p.terminate(timeout: .seconds(5)) }
             n.ns.destroy()
         }
-        for d in devices { d.ns.destroy() }
+        for ns in tunnels { ns.destroy() }
         await cp.stop()
         bridge.destroy()
     }

@@ -1,0 +1,73 @@
+// The Gateway's HTTP API (docs/api.md), as the page uses it. The bearer token travels only in the
+// Authorization header: never in a URL, never in a cookie.
+
+/** An error answer of the API: `{"error": {code, message, ...}}`, or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(status, body, retryAfterHeader) {
+    const e = (body && typeof body === 'object' && body.error) || {};
+    super(typeof e.message === 'string' && e.message ? e.message : ApiError.fallbackMessage(status));
+    this.status = status;
+    this.code = typeof e.code === 'string' ? e.code : (status === 0 ? 'network' : 'unknown');
+    this.detail = e;
+    const fromBody = Number(e.retry_after_seconds);
+    const fromHeader = Number(retryAfterHeader);
+    this.retryAfterSeconds = Number.isFinite(fromBody) && fromBody > 0 ? fromBody
+      : (Number.isFinite(fromHeader) && fromHeader > 0 ? fromHeader : null);
+  }
+
+  static fallbackMessage(status) {
+    if (status === 0) return 'The server could not be reached. Check your connection; the page keeps trying.';
+    if (status >= 500) return `The server could not answer (HTTP ${status}). Try again in a moment.`;
+    return `The request was refused (HTTP ${status}).`;
+  }
+}
+
+/**
+ * One request. Resolves to the parsed JSON body (or null for 204); rejects with an ApiError.
+ * @param {string} method
+ * @param {string} path  a path of this origin, e.g. "/api/mesh/devices"
+ * @param {{token?: string, body?: object, signal?: AbortSignal}} options
+ */
+export async function request(method, path, { token, body, signal } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      credentials: 'omit',
+      referrerPolicy: 'no-referrer',
+      signal,
+    });
+  } catch (err) {
+    if (err && err.name === 'AbortError') throw err;
+    throw new ApiError(0, null, null);
+  }
+  let parsed = null;
+  if (response.status !== 204) {
+    const text = await response.text();
+    if (text) {
+      try { parsed = JSON.parse(text); } catch { parsed = null; }
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, parsed, response.headers.get('Retry-After'));
+  return parsed;
+}
+
+/** The calls of the page, bound to a token. */
+export class MeshAPI {
+  constructor(token) { this.token = token; }
+
+  static uiConfig() { return request('GET', '/api/mesh/ui-config'); }
+
+  devices() { return request('GET', '/api/mesh/devices', { token: this.token }); }
+  createDevice(label, type) { return request('POST', '/api/mesh/devices', { token: this.token, body: { label, type } }); }
+  deleteDevice(id) { return request('DELETE', `/api/mesh/devices/${encodeURIComponent(id)}`, { token: this.token }); }
+  license() { return request('GET', '/api/license/orbit-features', { token: this.token }); }
+  state() { return request('GET', '/api/mesh/state', { token: this.token }); }
+  peers() { return request('GET', '/api/mesh/peers', { token: this.token }); }
+}

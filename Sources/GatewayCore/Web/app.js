@@ -1,0 +1,710 @@
+// The /vpn/mesh page: the user's mesh devices, adding one (QR code and .conf), deleting one, plan
+// usage, live status, and node diagnostics for admins. docs/web.md describes it.
+import { ApiError, MeshAPI } from './api.js';
+import {
+  DEVICE_TYPES, Modal, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, typeIcon,
+} from './dom.js';
+import {
+  claims as readClaims, clearToken, looksLikeJWT, normalizeToken, storeToken, storedToken, takeTokenFromFragment,
+} from './session.js';
+
+/** How often the device list is read: the status pill turns green within this of the node's report. */
+const DEVICE_POLL_MS = 1000;
+/** How often plan usage and node diagnostics are read. */
+const LICENSE_POLL_MS = 5000;
+const ADMIN_POLL_MS = 3000;
+const PLAN_NAMES = { free: 'Free', pro: 'Pro', team: 'Team', enterprise: 'Enterprise' };
+const MAX_LABEL = 63;
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  banner: $('pritunl-banner'), migrate: $('migrate'), migrateLink: $('migrate-link'), migrateAdd: $('migrate-add'),
+  migrateClose: $('migrate-close'),
+  login: $('login'), loginTitle: $('login-title'), loginReason: $('login-reason'), loginForm: $('login-form'),
+  tokenInput: $('token-input'), tokenError: $('token-error'),
+  account: $('account'), accountWho: $('account-who'), logout: $('logout'),
+  app: $('app'), title: $('devices-title'), usage: $('usage'), capNotice: $('cap-notice'), notice: $('notice'),
+  listError: $('list-error'), addButton: $('add-device'), table: $('devices'), rows: $('device-rows'), empty: $('empty'),
+  admin: $('admin'), adminError: $('admin-error'), nodeState: $('node-state'), peersNote: $('peers-note'),
+  peersHead: $('peers-head'), peerRows: $('peer-rows'),
+  addDialog: $('add-dialog'), addTitle: $('add-title'), addForm: $('add-form'), labelInput: $('device-label'),
+  labelError: $('label-error'), addError: $('add-error'), generate: $('generate'), dnsExample: $('dns-example'),
+  result: $('add-result'), resultSummary: $('result-summary'), keyWarning: $('key-warning'), qrFigure: $('qr-figure'),
+  qrImage: $('qr-image'), qrUnavailable: $('qr-unavailable'), download: $('conf-download'), downloadHint: $('download-hint'),
+  configText: $('config-text'),
+  deleteDialog: $('delete-dialog'), deleteDesc: $('delete-desc'), deleteError: $('delete-error'),
+  deleteConfirm: $('delete-confirm'), deleteCancel: $('delete-cancel'),
+};
+
+/** Runs a task now and then every `interval` ms after it finishes; pauses while the tab is hidden. */
+class Poller {
+  constructor(task, interval) {
+    this.task = task;
+    this.interval = interval;
+    this.timer = null;
+    this.active = false;
+    this.generation = 0;
+  }
+
+  start() { this.active = true; this.now(); }
+
+  stop() {
+    this.active = false;
+    this.generation++;
+    clearTimeout(this.timer);
+  }
+
+  /** Runs the task at once (and restarts the schedule from there). */
+  now() {
+    if (!this.active) return;
+    const generation = ++this.generation;
+    clearTimeout(this.timer);
+    if (document.hidden) return;   // resumed by the visibilitychange handler
+    Promise.resolve().then(() => this.task()).catch(() => {}).finally(() => {
+      if (this.active && generation === this.generation) this.timer = setTimeout(() => this.now(), this.interval);
+    });
+  }
+}
+
+const state = {
+  config: { pritunl_configured: false, mesh_domain: 'quazzar.mesh' },
+  api: null,
+  claims: {},
+  license: null,
+  devices: new Map(),      // id → {data, row, parts}
+  deviceSeq: 0,
+  renderedSeq: 0,
+  rateUntil: 0,            // ms; creation is refused until then (429)
+  rateTimer: null,
+  busy: false,             // a create request is in flight
+  created: null,           // the device just created, while its result is shown
+  downloadURL: null,
+  deleting: null,          // the device the delete dialog is about
+  expiryTimer: null,
+};
+
+const devicePoller = new Poller(loadDevices, DEVICE_POLL_MS);
+const licensePoller = new Poller(loadLicense, LICENSE_POLL_MS);
+const adminPoller = new Poller(loadAdmin, ADMIN_POLL_MS);
+const pollers = [devicePoller, licensePoller, adminPoller];
+
+// MARK: Sign-in
+
+function showLogin(reason, kind = 'warn') {
+  stopSession();
+  show(el.app, false);
+  show(el.account, false);
+  show(el.login, true);
+  el.loginReason.className = `alert alert-${kind}`;
+  el.loginReason.setAttribute('role', kind === 'info' ? 'status' : 'alert');
+  message(el.loginReason, reason || '');
+  el.tokenInput.value = '';
+  el.tokenInput.removeAttribute('aria-invalid');
+  message(el.tokenError, '');
+}
+
+function stopSession() {
+  for (const p of pollers) p.stop();
+  clearTimeout(state.expiryTimer);
+  state.api = null;
+  state.claims = {};
+  state.license = null;
+  state.renderedSeq = ++state.deviceSeq;
+  state.rateUntil = 0;   // the rate limit is per user
+  for (const { row } of state.devices.values()) row.remove();
+  state.devices.clear();
+  el.peerRows.replaceChildren();
+  el.nodeState.replaceChildren();
+  message(el.notice, '');
+  el.usage.replaceChildren();
+  message(el.capNotice, '');
+  addModal.close();
+  deleteModal.close();
+}
+
+/** Starts a session with `token` (already taken out of the address bar). */
+function signIn(token) {
+  stopSession();
+  const c = readClaims(token);
+  if (typeof c.exp === 'number' && c.exp * 1000 <= Date.now()) {
+    clearToken();
+    showLogin('This token has expired. Open a new login link or paste a new token.');
+    return false;
+  }
+  storeToken(token);
+  state.api = new MeshAPI(token);
+  state.claims = c;
+  show(el.login, false);
+  show(el.app, true);
+  show(el.account, true);
+  const role = c.role === 'admin' ? 'Admin' : 'Owner';
+  const until = typeof c.exp === 'number' ? ` · session until ${formatDateTime(new Date(c.exp * 1000).toISOString())}` : '';
+  el.accountWho.replaceChildren(`Signed in as ${role}`, h('span', { class: 'account-until' }, until));
+  show(el.admin, c.role === 'admin');
+  if (typeof c.exp === 'number') {
+    const left = c.exp * 1000 - Date.now();
+    // setTimeout holds at most ~24.8 days.
+    if (left < 2 ** 31 - 1) {
+      state.expiryTimer = setTimeout(() => signOut('Your session has expired. Open a new login link or paste a new token.'), left);
+    }
+  }
+  devicePoller.start();
+  licensePoller.start();
+  if (c.role === 'admin') adminPoller.start();
+  return true;
+}
+
+/** Ends the session: forgets the token and shows the sign-in form with `reason`. */
+function signOut(reason, kind = 'warn') {
+  clearToken();
+  showLogin(reason, kind);
+  el.loginTitle.focus();
+}
+
+el.logout.addEventListener('click', () => signOut('You have logged out. The token was removed from this browser tab.', 'info'));
+
+el.loginForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const token = normalizeToken(el.tokenInput.value);
+  let problem = '';
+  if (!token) problem = 'Paste your access token first.';
+  else if (!looksLikeJWT(token)) problem = 'This does not look like an access token (three parts separated by dots).';
+  if (problem) {
+    el.tokenInput.setAttribute('aria-invalid', 'true');
+    message(el.tokenError, problem);
+    el.tokenInput.focus();
+    return;
+  }
+  if (signIn(token)) el.title.focus();
+});
+
+/** What every failed call does with a refused token: back to the sign-in form. True when handled. */
+function handleAuthError(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    signOut('The server did not accept your token (it may have expired). Open a new login link or paste a new token.');
+    return true;
+  }
+  return false;
+}
+
+// MARK: Device list
+
+function pillState(d) {
+  if (d.online) return ['online', 'Online'];
+  if (d.last_handshake_at) return ['offline', 'Offline'];
+  return ['pending', 'Not yet connected'];
+}
+
+function createRow(d) {
+  const parts = {
+    icon: h('span', { class: 'device-icon' }),
+    label: h('span', { class: 'device-label' }),
+    typeName: h('span', { class: 'visually-hidden' }),
+    dns: h('span', { class: 'device-dns mono' }),
+    ips: h('ul', { class: 'ips mono' }),
+    created: h('time', { class: 'when' }),
+    seen: h('span', { class: 'when' }),
+    pill: h('span', { class: 'pill' }),
+    remove: h('button', { type: 'button', class: 'btn btn-delete', onclick: () => openDelete(d.id) }, 'Delete'),
+  };
+  const row = h('tr', { dataset: { id: d.id } },
+    h('td', { class: 'c-device' },
+      h('div', { class: 'device-cell' }, parts.icon,
+        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns))),
+    h('td', { class: 'c-ips', dataset: { label: 'Mesh IPs' } }, parts.ips),
+    h('td', { class: 'c-created', dataset: { label: 'Created' } }, parts.created),
+    h('td', { class: 'c-seen', dataset: { label: 'Last handshake' } }, parts.seen),
+    h('td', { class: 'c-status', dataset: { label: 'Status' } }, parts.pill),
+    h('td', { class: 'c-actions' }, parts.remove));
+  return { row, parts, data: null };
+}
+
+function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+
+function updateRow(entry, d, now) {
+  const { parts, row } = entry;
+  const old = entry.data;
+  entry.data = d;
+  if (!old || old.type !== d.type) {
+    parts.icon.replaceChildren(typeIcon(d.type));
+    setText(parts.typeName, `, ${DEVICE_TYPES[d.type] || 'Other'}`);
+  }
+  setText(parts.label, d.label);
+  setText(parts.dns, d.dns_name);
+  row.dataset.slug = d.slug;
+  const ips = Array.isArray(d.mesh_ips) ? d.mesh_ips : [];
+  if (!old || (old.mesh_ips || []).join() !== ips.join()) {
+    parts.ips.replaceChildren(...ips.map((ip) => h('li', {}, ip)));
+  }
+  parts.created.dateTime = d.created_at;
+  setText(parts.created, formatDateTime(d.created_at));
+  if (d.last_handshake_at) {
+    const t = parts.seen.firstChild instanceof HTMLTimeElement ? parts.seen.firstChild : h('time');
+    if (t !== parts.seen.firstChild) parts.seen.replaceChildren(t);
+    t.dateTime = d.last_handshake_at;
+    t.title = formatDateTime(d.last_handshake_at);
+    setText(t, formatAgo(d.last_handshake_at, now));
+  } else {
+    setText(parts.seen, 'Never');
+  }
+  const [pill, text] = pillState(d);
+  if (parts.pill.dataset.state !== pill) {
+    parts.pill.dataset.state = pill;
+    setText(parts.pill, text);
+    if (pill === 'online' && old && !old.online) announce(`${d.label} is online.`);
+  }
+  parts.remove.setAttribute('aria-label', `Delete ${d.label}`);
+}
+
+function renderDevices(list) {
+  const now = Date.now();
+  const seen = new Set();
+  let index = 0;
+  for (const d of list) {
+    seen.add(d.id);
+    let entry = state.devices.get(d.id);
+    if (!entry) {
+      entry = createRow(d);
+      state.devices.set(d.id, entry);
+    }
+    updateRow(entry, d, now);
+    // Keep the server's order (oldest first) without moving rows that are already in place, so
+    // keyboard focus on a row's button survives every refresh.
+    const at = el.rows.children[index];
+    if (at !== entry.row) el.rows.insertBefore(entry.row, at || null);
+    index++;
+  }
+  for (const [id, entry] of state.devices) {
+    if (seen.has(id)) continue;
+    const hadFocus = entry.row.contains(document.activeElement);
+    entry.row.remove();
+    state.devices.delete(id);
+    if (hadFocus) el.addButton.focus();
+  }
+  const none = list.length === 0;
+  show(el.empty, none);
+  show(el.table, !none);
+}
+
+async function loadDevices() {
+  const api = state.api;
+  if (!api) return;
+  const seq = ++state.deviceSeq;
+  try {
+    const answer = await api.devices();
+    // An older answer that arrives after a newer one (or after sign-out) is dropped.
+    if (api !== state.api || seq < state.renderedSeq) return;
+    state.renderedSeq = seq;
+    renderDevices(Array.isArray(answer?.devices) ? answer.devices : []);
+    message(el.listError, '');
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.listError, `The device list could not be refreshed: ${error.message}`);
+  }
+}
+
+let noticeTimer = null;
+/** A short status message (announced by screen readers); it fades after a while. */
+function announce(text) {
+  // Re-setting the same text would not be announced again.
+  el.notice.textContent = '';
+  clearTimeout(noticeTimer);
+  requestAnimationFrame(() => { el.notice.textContent = text; });
+  noticeTimer = setTimeout(() => { el.notice.textContent = ''; }, 10000);
+}
+
+// MARK: Plan usage
+
+function planName(plan) { return PLAN_NAMES[plan] || String(plan || 'Unknown'); }
+
+function renderLicense(f) {
+  state.license = f;
+  const plan = planName(f.plan);
+  el.usage.replaceChildren();
+  if (f.cap === null || f.cap === undefined) {
+    el.usage.append(h('strong', {}, `${f.used} ${f.used === 1 ? 'device' : 'devices'}`), ` — ${plan} (no device cap)`);
+  } else {
+    el.usage.append(h('strong', { class: f.used >= f.cap ? 'usage-full' : null }, `${f.used} of ${f.cap} devices`), ` — ${plan}`);
+  }
+  el.usage.dataset.used = String(f.used);
+  const full = f.cap !== null && f.cap !== undefined && f.used >= f.cap;
+  message(el.capNotice, full
+    ? `Device cap reached: the ${plan} plan allows ${f.cap} ${f.cap === 1 ? 'device' : 'devices'}. Delete a device to add another, or move to a larger plan.`
+    : (f.enabled === false ? 'Mesh VPN is not enabled for this tenant.' : ''));
+}
+
+async function loadLicense() {
+  const api = state.api;
+  if (!api) return;
+  try {
+    const answer = await api.license();
+    if (api !== state.api) return;
+    if (answer && answer.mesh_vpn) renderLicense(answer.mesh_vpn);
+  } catch (error) {
+    if (api !== state.api) return;
+    handleAuthError(error);
+  }
+}
+
+// MARK: Admin diagnostics
+
+function stateItem(term, value) {
+  return h('div', {}, h('dt', {}, term), h('dd', {}, value));
+}
+
+function renderNodeState(s) {
+  const dns = s.dns_status || {};
+  el.nodeState.replaceChildren(
+    stateItem('Interface', `${s.interface_name || '—'} (${s.backend || 'unknown'})`),
+    stateItem('Status', s.active ? 'Active' : 'Inactive'),
+    stateItem('Mesh IPs', [s.mesh_ip, s.mesh_ipv6].filter(Boolean).join(', ') || '—'),
+    stateItem('Listen port', String(s.listen_port ?? '—')),
+    stateItem('Peers', String(s.peer_count ?? 0)),
+    stateItem('Mesh DNS', dns.serving ? `Serving ${dns.record_count ?? 0} names in ${dns.zone || ''}` : 'Not serving'),
+    stateItem('Revision', String(s.revision ?? '—')),
+    stateItem('Last sync', s.last_sync_at ? formatAgo(s.last_sync_at) : 'Never'));
+}
+
+function renderPeers(dump) {
+  const stats = dump.diagnostics !== 'basic_state';
+  const columns = ['Name', 'Public key', 'Allowed IPs'].concat(stats ? ['Endpoint', 'Last handshake', 'Received', 'Sent'] : []);
+  if (el.peersHead.children.length !== columns.length) {
+    el.peersHead.replaceChildren(...columns.map((c) => h('th', { scope: 'col' }, c)));
+  }
+  const plan = state.license ? planName(state.license.plan) : 'your';
+  message(el.peersNote, stats ? '' : `Per-peer stats (endpoint, last handshake, traffic) come with the Pro plan and above; the ${plan} plan shows the basic state.`);
+  const now = Date.now();
+  const rows = (dump.peers || []).map((p) => {
+    const cells = [
+      h('td', {}, p.dns_name || '—'),
+      h('td', { class: 'key', title: p.public_key }, `${String(p.public_key).slice(0, 10)}…`),
+      h('td', { class: 'mono' }, (p.allowed_ips || []).join(', ')),
+    ];
+    if (stats) {
+      cells.push(
+        h('td', { class: 'mono' }, p.endpoint || '—'),
+        h('td', {}, p.last_handshake_at ? formatAgo(p.last_handshake_at, now) : 'Never'),
+        h('td', {}, formatBytes(p.rx_bytes)),
+        h('td', {}, formatBytes(p.tx_bytes)));
+    }
+    return h('tr', { dataset: { key: p.public_key } }, cells);
+  });
+  if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: String(columns.length), class: 'muted' }, 'No peers on this node yet.')));
+  el.peerRows.replaceChildren(...rows);
+}
+
+async function loadAdmin() {
+  const api = state.api;
+  if (!api) return;
+  const [st, peers] = await Promise.allSettled([api.state(), api.peers()]);
+  if (api !== state.api) return;
+  for (const r of [st, peers]) {
+    if (r.status === 'rejected' && handleAuthError(r.reason)) return;
+  }
+  const refused = [st, peers].find((r) => r.status === 'rejected' && r.reason instanceof ApiError && r.reason.status === 403);
+  if (refused) {
+    // The stored role is not admin after all: this view is not for this user.
+    adminPoller.stop();
+    show(el.admin, false);
+    return;
+  }
+  if (st.status === 'fulfilled') renderNodeState(st.value);
+  if (peers.status === 'fulfilled') renderPeers(peers.value);
+  const failed = [st, peers].find((r) => r.status === 'rejected');
+  message(el.adminError, failed ? `The node could not be read: ${failed.reason.message}` : '');
+}
+
+// MARK: Add device
+
+const addModal = new Modal(el.addDialog, { onClose: resetAddDialog });
+
+function selectedType() {
+  const checked = el.addForm.querySelector('input[name="type"]:checked');
+  return checked ? checked.value : 'other';
+}
+
+function graphemeCount(text) {
+  if (typeof Intl.Segmenter === 'function') return [...new Intl.Segmenter().segment(text)].length;
+  return [...text].length;
+}
+
+function resetAddDialog() {
+  state.created = null;
+  if (state.downloadURL) URL.revokeObjectURL(state.downloadURL);
+  state.downloadURL = null;
+  // The private key leaves the page with the dialog.
+  el.qrImage.removeAttribute('src');
+  el.configText.textContent = '';
+  el.download.setAttribute('href', '#');
+  el.addTitle.textContent = 'Add device';
+  show(el.result, false);
+  show(el.addForm, true);
+}
+
+function openAdd() {
+  resetAddDialog();
+  el.addForm.reset();
+  el.labelInput.removeAttribute('aria-invalid');
+  message(el.labelError, '');
+  message(el.addError, '');
+  updateRateLimit();
+  const first = el.addForm.querySelector('input[name="type"]:checked');
+  addModal.open(first);
+}
+
+el.addDialog.addEventListener('cancel', (event) => {
+  // Esc closes the dialog, except during the moment the key is being made: its only copy is on the way.
+  if (state.busy) event.preventDefault();
+});
+
+function setGenerateEnabled(enabled) {
+  el.generate.disabled = !enabled;
+}
+
+/** Shows the rate-limit message with a live countdown while creation is refused. */
+function updateRateLimit() {
+  clearTimeout(state.rateTimer);
+  const left = (state.rateUntil - Date.now()) / 1000;
+  if (left > 0) {
+    message(el.addError, `You have added several devices in a short time. For your security there is a limit; you can add another in ${formatDuration(left)}.`);
+    el.addError.dataset.kind = 'rate_limited';
+    setGenerateEnabled(false);
+    state.rateTimer = setTimeout(updateRateLimit, 1000);
+  } else {
+    if (el.addError.dataset.kind === 'rate_limited') {
+      message(el.addError, '');
+      delete el.addError.dataset.kind;
+    }
+    setGenerateEnabled(!state.busy);
+  }
+}
+
+function showCreateError(error) {
+  delete el.addError.dataset.kind;
+  if (error.code === 'rate_limited') {
+    state.rateUntil = Date.now() + (error.retryAfterSeconds || 60) * 1000;
+    updateRateLimit();
+    return;
+  }
+  if (error.code === 'quota_exceeded') {
+    const plan = planName(error.detail.plan || state.license?.plan);
+    const cap = error.detail.cap ?? state.license?.cap;
+    el.addError.dataset.kind = 'quota_exceeded';
+    message(el.addError, `Device cap reached: your ${plan} plan allows ${cap} ${cap === 1 ? 'device' : 'devices'}. Delete a device to add another, or move to a larger plan.`);
+    licensePoller.now();
+    return;
+  }
+  if (error.code === 'invalid_argument' && error.detail.field === 'label') {
+    el.labelInput.setAttribute('aria-invalid', 'true');
+    message(el.labelError, error.message);
+    el.labelInput.focus();
+    return;
+  }
+  el.addError.dataset.kind = error.code;
+  message(el.addError, error.message);
+}
+
+function configFileName(slug) {
+  // wg-quick names the interface after the file, and Linux interface names hold at most 15 characters.
+  const safe = String(slug || 'mesh').toLowerCase().replace(/[^a-z0-9-]+/g, '-').slice(0, 15).replace(/-+$/, '');
+  return `${safe || 'mesh'}.conf`;
+}
+
+function svgDataURL(svg) {
+  // The SVG is shown as an image (no scripts, no access to the page), from a data: URL.
+  const bytes = new TextEncoder().encode(svg);
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return `data:image/svg+xml;base64,${btoa(binary)}`;
+}
+
+function showResult(d) {
+  state.created = d;
+  el.addTitle.textContent = 'Device added';
+  el.resultSummary.replaceChildren(
+    h('strong', {}, d.label), ` is ready as `, h('span', { class: 'mono' }, d.dns_name),
+    ` (${(d.mesh_ips || []).join(', ')}).`);
+  el.keyWarning.textContent = d.private_key_notice
+    || 'This config holds the device\'s only copy of its private key. It is not stored and will not be shown again.';
+  el.keyWarning.prepend(h('strong', {}, 'Shown only once. '));
+  if (d.qr_svg) {
+    el.qrImage.src = svgDataURL(d.qr_svg);
+    el.qrImage.alt = `QR code with the WireGuard configuration for ${d.label}`;
+    show(el.qrFigure, true);
+    message(el.qrUnavailable, '');
+  } else {
+    el.qrImage.removeAttribute('src');
+    show(el.qrFigure, false);
+    message(el.qrUnavailable, `${d.qr_unavailable_reason || 'This configuration is too large for a QR code.'} Download the .conf file and import it into the WireGuard app instead.`);
+  }
+  const name = configFileName(d.slug);
+  state.downloadURL = URL.createObjectURL(new Blob([d.config], { type: 'application/octet-stream' }));
+  el.download.href = state.downloadURL;
+  el.download.download = name;
+  el.download.textContent = `Download ${name}`;
+  el.download.className = d.type === 'laptop' || !d.qr_svg ? 'btn btn-primary' : 'btn';
+  el.downloadHint.textContent = d.type === 'laptop'
+    ? 'Import it in the WireGuard app (Import tunnel from file), or run wg-quick up with it.'
+    : 'Or send the file to the device and open it with the WireGuard app.';
+  el.configText.textContent = d.config;
+  show(el.addForm, false);
+  show(el.result, true);
+  el.resultSummary.focus();
+}
+
+el.addForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  if (state.busy || !state.api) return;
+  if (state.rateUntil > Date.now()) { updateRateLimit(); return; }
+  const label = el.labelInput.value.trim();
+  let problem = '';
+  if (!label) problem = 'Give the device a label.';
+  else if (graphemeCount(label) > MAX_LABEL) problem = `The label is too long: at most ${MAX_LABEL} characters.`;
+  if (problem) {
+    el.labelInput.setAttribute('aria-invalid', 'true');
+    message(el.labelError, problem);
+    el.labelInput.focus();
+    return;
+  }
+  el.labelInput.removeAttribute('aria-invalid');
+  message(el.labelError, '');
+  message(el.addError, '');
+  state.busy = true;
+  setGenerateEnabled(false);
+  el.generate.textContent = 'Generating…';
+  const api = state.api;
+  try {
+    const created = await api.createDevice(label, selectedType());
+    if (api !== state.api) return;
+    showResult(created);
+    announce(`Added ${created.label}.`);
+    devicePoller.now();
+    licensePoller.now();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    showCreateError(error instanceof ApiError ? error : new ApiError(0, null, null));
+  } finally {
+    state.busy = false;
+    el.generate.textContent = 'Generate';
+    updateRateLimit();
+  }
+});
+
+el.labelInput.addEventListener('input', () => {
+  if (el.labelInput.getAttribute('aria-invalid')) {
+    el.labelInput.removeAttribute('aria-invalid');
+    message(el.labelError, '');
+  }
+});
+
+el.addButton.addEventListener('click', openAdd);
+
+// MARK: Delete device
+
+const deleteModal = new Modal(el.deleteDialog, {
+  onClose: () => { state.deleting = null; },
+});
+
+function openDelete(id) {
+  const entry = state.devices.get(id);
+  if (!entry) return;
+  state.deleting = entry.data;
+  el.deleteDesc.replaceChildren(
+    h('strong', {}, entry.data.label), ` (${entry.data.dns_name}) loses its mesh access at once, and its configuration stops working. This cannot be undone.`);
+  message(el.deleteError, '');
+  el.deleteConfirm.disabled = false;
+  deleteModal.open(el.deleteCancel);
+}
+
+el.deleteConfirm.addEventListener('click', async () => {
+  const d = state.deleting;
+  const api = state.api;
+  if (!d || !api) return;
+  el.deleteConfirm.disabled = true;
+  try {
+    await api.deleteDevice(d.id);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    // Already gone (another tab, another admin): the outcome the user wanted.
+    if (!(error instanceof ApiError && error.status === 404)) {
+      message(el.deleteError, `The device could not be deleted: ${error.message}`);
+      el.deleteConfirm.disabled = false;
+      return;
+    }
+  }
+  const entry = state.devices.get(d.id);
+  deleteModal.close();
+  if (entry) {
+    entry.row.remove();
+    state.devices.delete(d.id);
+  }
+  // Answers already on their way may still list the device: drop them.
+  state.renderedSeq = ++state.deviceSeq;
+  show(el.empty, state.devices.size === 0);
+  show(el.table, state.devices.size > 0);
+  announce(`Deleted ${d.label}.`);
+  el.addButton.focus();
+  devicePoller.now();
+  licensePoller.now();
+});
+
+// MARK: Pritunl migration
+
+function openMigrate(event) {
+  if (event) event.preventDefault();
+  show(el.migrate, true);
+  el.migrate.focus();
+}
+el.migrateLink.addEventListener('click', openMigrate);
+el.migrateClose.addEventListener('click', () => { show(el.migrate, false); el.migrateLink.focus(); });
+el.migrateAdd.addEventListener('click', () => {
+  if (state.api) openAdd();
+  else el.tokenInput.focus();
+});
+
+// MARK: Start
+
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden) for (const p of pollers) p.now();
+});
+
+async function loadConfig() {
+  try {
+    const c = await MeshAPI.uiConfig();
+    if (c && typeof c === 'object') state.config = { ...state.config, ...c };
+  } catch {
+    // Without it the page works; only the banner and the domain hint depend on it.
+  }
+  show(el.banner, state.config.pritunl_configured === true);
+  el.dnsExample.textContent = `zoes-iphone.${state.config.mesh_domain || 'quazzar.mesh'}`;
+  if (state.config.pritunl_configured === true && window.location.hash === '#migrate') openMigrate();
+}
+
+/** A login link opened in a tab that already shows the page only changes the fragment. */
+window.addEventListener('hashchange', () => {
+  const token = takeTokenFromFragment();
+  if (token === null) {
+    if (window.location.hash === '#migrate' && state.config.pritunl_configured === true) openMigrate();
+    return;
+  }
+  if (token && looksLikeJWT(token)) {
+    if (signIn(token)) el.title.focus();
+  } else {
+    signOut('The login link holds no usable token.');
+  }
+});
+
+function start() {
+  const fromLink = takeTokenFromFragment();
+  loadConfig();
+  const token = fromLink || storedToken();
+  if (token && looksLikeJWT(token)) {
+    signIn(token);
+  } else {
+    if (token) clearToken();
+    showLogin(fromLink === '' ? 'The login link holds no token.' : '');
+  }
+  document.documentElement.dataset.ready = 'true';
+}
+
+start();

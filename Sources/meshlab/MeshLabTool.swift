@@ -1,0 +1,246 @@
+import Foundation
+import GatewayCore
+import MeshBus
+import MeshCore
+import MeshProto
+import MeshTestSupport
+import Synchronization
+
+/// `meshlab`: a whole Quazzar Mesh on this machine, for tests written outside Swift (the browser
+/// test, `Tests/browser`). It starts the lab (private nats-server and database, the real
+/// AllocatorSvc, ProvisionSvc and FanoutSvc, one node running the real NodeApplier with
+/// wireguard-go in a network namespace), three tenants (Pro with the node, Free, and Pro with 16
+/// registered nodes whose device configs are too large for a QR code) and two real Gateway
+/// processes (with and without a Pritunl VPN configured), prints one JSON line with
+/// everything a test needs, then answers line commands on stdin with one JSON line each:
+///
+///     device-up <path>                 bring up the wg-quick config in that file in a new namespace
+///     handshake-report <key> [secs]    wait for the node's first handshake report naming that public key
+///     node-peers                       the public keys the node's WireGuard interface holds now
+///     quit                             stop everything and exit 0 (also on end of input, SIGINT, SIGTERM)
+///
+/// Needs root, and `MESH_DATABASE_URL` (an admin URL of a PostgreSQL server); the executables are
+/// taken from `.build/debug` (or `MESH_BIN_DIR`). Settings: `MESH_LAB_RATE_LIMIT` (creations per user
+/// and window, default 5) and `MESH_LAB_RATE_WINDOW_SECONDS` (default 300).
+@main
+enum MeshLabTool {
+    static func main() async {
+        do {
+            try await runLab()
+            exit(0)
+        } catch {
+            emit(["event": "error", "error": "\(error)"])
+            FileHandle.standardError.write(Data("meshlab: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
+    static func runLab() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let rateLimit = env["MESH_LAB_RATE_LIMIT"] ?? "5"
+        let rateWindow = env["MESH_LAB_RATE_WINDOW_SECONDS"] ?? "300"
+        let commands = CommandInput.start()
+
+        let lab = try await MeshLab.start("web", plan: .pro, environment: [
+            "MESH_RATE_LIMIT": rateLimit, "MESH_RATE_WINDOW_SECONDS": rateWindow, "MESH_LOG_LEVEL": "info",
+        ])
+        var gateways: [ManagedProcess] = []
+        do {
+            let node = try await lab.addNode("edge-1")
+            guard let registered = node.node else { throw TestSetupError.failed("node edge-1 did not register") }
+            let owner = try await lab.cp.user(lab.tenant, .owner)
+            let freeTenant = try await lab.cp.tenant(.free)
+            let freeOwner = try await lab.cp.user(freeTenant, .owner)
+            // A tenant with 16 registered nodes (registrations only, no NodeApplier): its device
+            // configs are too large for a QR code. The endpoints are loopback; nothing dials them.
+            let bigTenant = try await lab.cp.tenant(.pro)
+            let bigAdmin = try await lab.cp.user(bigTenant, .admin)
+            let bigOwner = try await lab.cp.user(bigTenant, .owner)
+            for i in 0..<16 {
+                _ = try await lab.cp.node(bigTenant, admin: bigAdmin, name: "big-\(i)", endpoint: "127.0.0.1:\(52000 + i)")
+            }
+
+            let reports = HandshakeReports()
+            let subscription = try lab.cp.bus.subscribe(MeshSubjects.handshakeReportWildcard)
+            let recorder = Task {
+                for await message in subscription {
+                    if let report = try? Mesh_V1_HandshakeReport(serializedBytes: message.payload) { reports.record(report) }
+                }
+            }
+            defer { recorder.cancel() }
+
+            var secretBytes = [UInt8](repeating: 0, count: 32)
+            for i in secretBytes.indices { secretBytes[i] = UInt8.random(in: 0...255) }
+            let secret = secretBytes.map { String(format: "%02x", $0) }.joined()
+            let minter = try await TokenMinter(keys: JWTKeyMaterial(hmacSecret: Array(secret.utf8)))
+            func token(_ c: Mesh_V1_Caller) async throws -> String {
+                try await minter.user(tenantID: c.tenantID, userID: c.userID, role: c.role, ttl: .seconds(3600))
+            }
+
+            let logDir = TestEnvironment.outputDir("browser/lab")
+            var urls: [String] = []
+            for pritunl in [true, false] {
+                let port = try freePort()
+                let name = pritunl ? "gateway-pritunl" : "gateway-plain"
+                gateways.append(try ManagedProcess(
+                    name: name, executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
+                    environment: ["MESH_NATS_URL": lab.cp.nats.url, "MESH_GATEWAY_ADDRESS": "127.0.0.1:\(port)",
+                                  "MESH_GATEWAY_NODE_ID": registered.id, "MESH_JWT_SECRET": secret, "MESH_JWT_SECRET_FILE": "",
+                                  "MESH_PRITUNL_CONFIGURED": pritunl ? "true" : "false", "MESH_INSTANCE": name, "MESH_LOG_LEVEL": "info"],
+                    logDir: logDir))
+                urls.append("http://127.0.0.1:\(port)")
+            }
+            for (url, process) in zip(urls, gateways) { try await waitReady(url, process) }
+
+            emit([
+                "event": "ready",
+                "gateway": urls[0], "plain_gateway": urls[1],
+                "gateway_logs": gateways.map(\.logFile.path),
+                "tokens": ["owner": try await token(owner), "admin": try await token(lab.admin), "free_owner": try await token(freeOwner),
+                           "big_owner": try await token(bigOwner)],
+                "tenant": ["id": lab.tenant.id, "plan": "pro"],
+                "free_tenant": ["id": freeTenant.id, "plan": "free"],
+                "big_tenant": ["id": bigTenant.id, "plan": "pro", "nodes": 16],
+                "node": ["id": registered.id, "name": registered.name, "ipv4": registered.ipv4, "ipv6": registered.ipv6,
+                         "dns_name": registered.dnsName],
+                "rate_limit": Int(rateLimit) ?? 5, "rate_window_seconds": Int(rateWindow) ?? 300,
+                "output": logDir.path,
+            ])
+
+            for await line in commands {
+                let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+                guard let command = words.first else { continue }
+                if command == "quit" { break }
+                do {
+                    emit(try await handle(command, Array(words.dropFirst()), lab: lab, node: node, registered: registered, reports: reports))
+                } catch {
+                    emit(["ok": false, "error": "\(error)"])
+                }
+            }
+        } catch {
+            for g in gateways { await g.terminate(timeout: .seconds(5)) }
+            await lab.stop()
+            throw error
+        }
+        for g in gateways { await g.terminate(timeout: .seconds(5)) }
+        await lab.stop()
+        emit(["ok": true, "event": "stopped"])
+    }
+
+    /// One command; the answer as a JSON object.
+    static func handle(_ command: String, _ args: [String], lab: MeshLab, node: MeshLab.LabNode, registered: Mesh_V1_Node,
+                       reports: HandshakeReports) async throws -> [String: Any] {
+        switch command {
+        case "device-up":
+            guard let path = args.first else { throw TestSetupError.failed("usage: device-up <path>") }
+            let config = try String(contentsOfFile: path, encoding: .utf8)
+            let tunnel = try lab.bringUp(config: config)
+            let upAt = Date().unixMilliseconds
+            // Traffic through the tunnel to the node: proves the config works (and starts the handshake
+            // at once, which PersistentKeepalive would also do on its own).
+            let pinged = lab.ping(from: tunnel.ns, registered.ipv4, count: 3)
+            return ["ok": true, "namespace": tunnel.ns.name, "interface": tunnel.interface, "public_key": tunnel.publicKey,
+                    "addresses": tunnel.addresses, "up_at_ms": upAt, "ping_ok": pinged]
+        case "handshake-report":
+            guard let key = args.first else { throw TestSetupError.failed("usage: handshake-report <public key> [seconds]") }
+            let timeout = Double(args.dropFirst().first ?? "") ?? 20
+            let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+            while ContinuousClock.now < deadline {
+                if let seen = reports.first(key) {
+                    return ["ok": true, "report_at_ms": seen.reportAt, "handshake_at_ms": seen.handshakeAt, "node_id": seen.node]
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            throw TestSetupError.failed("no handshake report for \(key) within \(timeout) s")
+        case "node-peers":
+            return ["ok": true, "peers": Array(try lab.livePeers(node)).sorted()]
+        default:
+            throw TestSetupError.failed("unknown command \(command)")
+        }
+    }
+
+    /// Waits until a gateway answers `/readyz` with 200.
+    static func waitReady(_ url: String, _ process: ManagedProcess) async throws {
+        for _ in 0..<300 {
+            let r = try run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "\(url)/readyz"])
+            if r.stdout == "200" { return }
+            guard process.isRunning else { throw TestSetupError.failed("\(process.name) exited:\n\(process.log().suffix(3000))") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestSetupError.failed("\(process.name) not ready at \(url):\n\(process.log().suffix(3000))")
+    }
+
+    /// A TCP port on 127.0.0.1 that nothing listens on now.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestSetupError.failed("socket: errno \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        guard bound == 0 else { throw TestSetupError.failed("bind: errno \(errno)") }
+        let named = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        guard named == 0 else { throw TestSetupError.failed("getsockname: errno \(errno)") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Writes one JSON object as one line on stdout.
+    static func emit(_ object: [String: Any]) {
+        guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        data.append(0x0A)
+        FileHandle.standardOutput.write(data)
+    }
+}
+
+/// The first handshake report of each peer key: when the report arrived and the handshake it names.
+final class HandshakeReports: Sendable {
+    struct Seen: Sendable {
+        var reportAt: Int64
+        var handshakeAt: Int64
+        var node: String
+    }
+
+    private let seen = Mutex<[String: Seen]>([:])
+
+    func record(_ report: Mesh_V1_HandshakeReport) {
+        let now = Date().unixMilliseconds
+        seen.withLock { map in
+            for peer in report.peers where peer.lastHandshakeMs > 0 && map[peer.publicKey] == nil {
+                map[peer.publicKey] = Seen(reportAt: now, handshakeAt: peer.lastHandshakeMs, node: report.nodeID)
+            }
+        }
+    }
+
+    func first(_ key: String) -> Seen? { seen.withLock { $0[key] } }
+}
+
+/// Lines from stdin as an async sequence; ends with end of input, SIGINT or SIGTERM (as "quit").
+enum CommandInput {
+    static func start() -> AsyncStream<String> {
+        let (stream, continuation) = AsyncStream<String>.makeStream()
+        let reader = Thread {
+            while let line = readLine() { continuation.yield(line.trimmingCharacters(in: .whitespaces)) }
+            continuation.yield("quit")
+            continuation.finish()
+        }
+        reader.start()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                continuation.yield("quit")
+                continuation.finish()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        return stream
+    }
+
+    /// Signal sources stay alive for the life of the process. Written once, by `start()`, before any
+    /// other code could look at it.
+    nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
+}

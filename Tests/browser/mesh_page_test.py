@@ -1,0 +1,772 @@
+#!/usr/bin/env python3
+"""The /vpn/mesh page in a real browser, against the real gateway, services and a real node.
+
+Run by scripts/test-browser.sh (make test runs it through scripts/test-extra.sh). It starts
+`.build/debug/meshlab` (control plane, one node with NodeApplier and wireguard-go in a network
+namespace, two Gateway processes; see Sources/meshlab) and drives headless Chromium with selenium:
+
+  1. login link: the token leaves the address bar, lands in sessionStorage; banner, usage, headers
+  2. add a laptop through the dialog (keyboard only): focus trap, Esc, the QR code decoded with
+     rsvg-convert + zbarimg equals the downloaded .conf byte for byte; the label is shown as text
+  3. that .conf brought up with wireguard-go in a namespace: traffic to the node, and the status
+     pill turns green within 2 s of the node's handshake report
+  4. the rate limit (5 creations per user and window): the message with the time to wait
+  5. log out, sign in by pasting an admin token: node state and per-peer stats
+  6. delete with the confirmation step; the node drops the peer
+  7. a tenant with 16 nodes: no QR code, the reason, and the .conf download with every node
+  8. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner;
+     signed in by a login link opened in the same tab, without a reload)
+  9. phone width: no horizontal scrolling, cards instead of a table, the dialog fits
+ 10. colour contrast (WCAG AA) measured in the page in each state, labels, visible focus, no
+     console errors, no token in a URL or in the gateway logs
+
+Screenshots of every step, the decoded QR, the download and a summary go to the output folder
+(default .test-output/browser). Exits non-zero on any failure; it never skips.
+"""
+import argparse
+import base64
+import json
+import os
+import pathlib
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError as exc:  # pragma: no cover - reported loudly
+    print(f"browser test: selenium is missing ({exc}); run scripts/deps.sh", file=sys.stderr)
+    sys.exit(2)
+
+
+class Failed(Exception):
+    """A step could not go on."""
+
+
+class Results:
+    """Counts checks; every failure is printed at once and again in the summary."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failures = []
+        self.measurements = {}
+        self.step = ""
+
+    def check(self, condition, what):
+        if condition:
+            self.passed += 1
+        else:
+            self.failures.append(f"[{self.step}] {what}")
+            print(f"  FAIL {what}", flush=True)
+        return condition
+
+    def require(self, condition, what):
+        if not self.check(condition, what):
+            raise Failed(what)
+
+
+class Lab:
+    """The meshlab process: a JSON line when ready, then one JSON answer per command."""
+
+    def __init__(self, binary, out, env):
+        self.log = open(out / "meshlab.log", "w")
+        self.proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     env=env, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _next(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failed(f"meshlab did not answer within {timeout} s (log: {self.log.name})")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise Failed(f"meshlab exited (status {self.proc.poll()}); log: {self.log.name}")
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ready(self, timeout=240):
+        event = self._next(timeout)
+        if event.get("event") != "ready":
+            raise Failed(f"meshlab could not start: {event.get('error', event)} (log: {self.log.name})")
+        return event
+
+    def call(self, command, timeout=60):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self._next(timeout)
+        if not answer.get("ok"):
+            raise Failed(f"meshlab {command}: {answer.get('error')}")
+        return answer
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# The contrast audit, run in the page: every visible element with its own text, its colour against
+# the background it is drawn on (walking up through transparent ancestors, blending translucent
+# ones), against WCAG AA: 4.5:1, or 3:1 for large text (24px, or 18.66px bold). Disabled controls
+# are exempt, as WCAG says.
+CONTRAST_AUDIT = r"""
+function parse(c) {
+  const m = c.match(/rgba?\(([^)]+)\)/);
+  if (!m) return [0, 0, 0, 0];
+  const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+  return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+}
+function blend(top, bottom) {
+  const a = top[3];
+  return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]);
+}
+function background(el) {
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) {
+    const bg = parse(getComputedStyle(e).backgroundColor);
+    if (bg[3] > 0) { layers.push(bg); if (bg[3] >= 1) break; }
+    if (e.tagName === 'DIALOG' && e.open) break;
+  }
+  let color = [255, 255, 255, 1];
+  for (let i = layers.length - 1; i >= 0; i--) color = blend(layers[i], color);
+  return color;
+}
+function luminance(c) {
+  const [r, g, b] = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+const failures = [];
+let checked = 0;
+const root = arguments[0] ? document.querySelector(arguments[0]) : document.body;
+for (const el of root.querySelectorAll('*')) {
+  const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own) continue;
+  const rect = el.getBoundingClientRect();
+  if (rect.width === 0 || rect.height === 0) continue;
+  const style = getComputedStyle(el);
+  if (style.visibility === 'hidden' || style.display === 'none') continue;
+  if (el.closest(':disabled, [aria-disabled="true"], .visually-hidden, .sprite')) continue;
+  if (el.closest('dialog') && !el.closest('dialog').open) continue;
+  const fg = blend(parse(style.color), background(el));
+  const bg = background(el);
+  const l1 = luminance(fg), l2 = luminance(bg);
+  const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+  const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+  const need = (size >= 24 || (size >= 18.66 && bold)) ? 3 : 4.5;
+  checked++;
+  if (ratio < need) failures.push(`${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}.${el.className} "${el.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)} < ${need}`);
+}
+return {checked, failures};
+"""
+
+# Every form control has an accessible name.
+LABEL_AUDIT = r"""
+const missing = [];
+for (const el of document.querySelectorAll('input, textarea, select, button')) {
+  const named = (el.labels && el.labels.length > 0) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+    || (el.tagName === 'BUTTON' && el.textContent.trim());
+  if (!named) missing.push(el.outerHTML.slice(0, 80));
+}
+return missing;
+"""
+
+
+class MeshPageTest:
+    def __init__(self, args):
+        self.args = args
+        self.out = pathlib.Path(args.out).resolve()
+        self.shots = self.out / "screenshots"
+        self.downloads = self.out / "downloads"
+        for d in (self.shots, self.downloads):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True, exist_ok=True)
+        self.r = Results()
+        self.shot_number = 0
+        self.driver = None
+        self.lab = None
+        self.info = None
+
+    # MARK: plumbing
+
+    def screenshot(self, name):
+        self.shot_number += 1
+        path = self.shots / f"{self.shot_number:02d}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def js(self, script, *args):
+        return self.driver.execute_script(script, *args)
+
+    def wait(self, condition, what, timeout=10):
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda d: condition())
+        except TimeoutException:
+            raise Failed(f"timed out after {timeout} s waiting for {what}")
+
+    def by_id(self, element_id):
+        return self.driver.find_element(By.ID, element_id)
+
+    def visible(self, element_id):
+        return self.by_id(element_id).is_displayed()
+
+    def text(self, element_id):
+        return self.js("return document.getElementById(arguments[0]).textContent.replace(/\\s+/g, ' ').trim()", element_id)
+
+    def keys(self, *keys):
+        ActionChains(self.driver).send_keys(*keys).perform()
+
+    def active(self):
+        return self.js("const a = document.activeElement; return a ? (a.id || a.value || a.tagName) : null")
+
+    def dialog_holds_focus(self, dialog_id):
+        return self.js("return document.getElementById(arguments[0]).contains(document.activeElement)", dialog_id)
+
+    def start_browser(self):
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900",
+                    "--force-device-scale-factor=1", "--lang=en-US", "--no-first-run", "--no-default-browser-check",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+                    "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
+                    # Nothing but this machine's loopback: no name resolves to anything else.
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]:
+            options.add_argument(arg)
+        options.add_experimental_option("prefs", {
+            "download.default_directory": str(self.downloads), "download.prompt_for_download": False,
+            "safebrowsing.enabled": False})
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        service = Service(executable_path=chromedriver, log_output=str(self.out / "chromedriver.log"))
+        try:
+            self.driver = webdriver.Chrome(options=options, service=service)
+        except WebDriverException as exc:
+            raise Failed(f"Chromium could not start ({chromium}, {chromedriver}): {exc.msg or exc}")
+        self.driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(self.downloads)})
+        version = self.driver.capabilities.get("browserVersion", "?")
+        print(f"browser test: Chromium {version}", flush=True)
+
+    def open_page(self, url):
+        self.driver.get(url)
+        self.wait(lambda: self.js("return document.documentElement.dataset.ready === 'true'"), "the page to start")
+
+    def audit(self, name, scope=None):
+        result = self.js(CONTRAST_AUDIT, scope)
+        self.r.check(result["checked"] > 0, f"contrast audit '{name}' found text to check")
+        self.r.check(not result["failures"], f"contrast (WCAG AA) in '{name}': {result['failures']}")
+        self.r.measurements.setdefault("contrast_elements_checked", 0)
+        self.r.measurements["contrast_elements_checked"] += result["checked"]
+
+    def usage(self):
+        return self.text("usage")
+
+    def rows(self):
+        return self.driver.find_elements(By.CSS_SELECTOR, "#device-rows tr")
+
+    def add_device(self, label, type_value, expect_success=True):
+        """Adds a device through the dialog, by keyboard. Returns the result of the dialog."""
+        self.by_id("add-device").click()
+        self.wait(lambda: self.js("return document.getElementById('add-dialog').open"), "the add dialog")
+        self.wait(lambda: self.active() in ("iphone",), "focus on the first device type")
+        # Arrow keys move through the radio group.
+        order = ["iphone", "android", "laptop", "other"]
+        for _ in range(order.index(type_value)):
+            self.keys(Keys.ARROW_RIGHT)
+        self.r.check(self.active() == type_value, f"arrow keys select {type_value}")
+        self.keys(Keys.TAB)
+        self.r.check(self.active() == "device-label", "Tab moves from the types to the label")
+        self.keys(label)
+        started = time.monotonic()
+        self.keys(Keys.ENTER)
+        if expect_success:
+            self.wait(lambda: self.visible("add-result"), f"the result for {label!r}")
+            return time.monotonic() - started
+        self.wait(lambda: self.visible("add-error"), f"the refusal for {label!r}")
+        return None
+
+    def close_dialog_with_done(self):
+        self.by_id("result-done").click()
+        self.wait(lambda: not self.js("return document.getElementById('add-dialog').open"), "the dialog to close")
+
+    # MARK: steps
+
+    def step(self, name, fn):
+        self.r.step = name
+        started = time.monotonic()
+        print(f"browser test: {name}", flush=True)
+        try:
+            fn()
+        except Failed as exc:
+            self.r.failures.append(f"[{name}] {exc}")
+            print(f"  FAIL {exc}", flush=True)
+            self.failure_screenshot(name)
+            raise
+        except Exception as exc:  # an unexpected error is a failure too, with its evidence
+            self.r.failures.append(f"[{name}] {type(exc).__name__}: {exc}")
+            print(f"  FAIL {type(exc).__name__}: {exc}", flush=True)
+            self.failure_screenshot(name)
+            raise Failed(str(exc))
+        finally:
+            self.r.measurements.setdefault("step_seconds", {})[name] = round(time.monotonic() - started, 2)
+
+    def failure_screenshot(self, name):
+        if self.driver:
+            try:
+                path = self.screenshot(f"FAILED-{name}")
+                print(f"  screenshot: {path}", flush=True)
+            except WebDriverException:
+                pass
+
+    def sign_in_with_link(self):
+        gw, token = self.info["gateway"], self.info["tokens"]["owner"]
+        self.open_page(f"{gw}/vpn/mesh/#token={token}")
+        self.wait(lambda: self.visible("app"), "the signed-in page")
+        url = self.driver.current_url
+        self.r.check("token" not in url and "#" not in url, f"the token is stripped from the address bar ({url})")
+        self.r.check(token not in self.js("return JSON.stringify(history.state) + location.href"), "no token in history state")
+        self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") == token, "the token is in sessionStorage")
+        self.r.check(self.js("return localStorage.length") == 0 and self.js("return document.cookie") == "",
+                     "nothing in localStorage or cookies")
+        banner = self.text("pritunl-banner")
+        self.r.check(banner == "Mesh VPN is the recommended replacement. Migrate when you're ready →", f"Pritunl banner text: {banner!r}")
+        self.wait(lambda: self.usage() != "", "plan usage")
+        self.r.check(self.usage() == "0 of 20 devices — Pro", f"usage: {self.usage()!r}")
+        self.r.check(self.visible("empty"), "the empty state is shown")
+        self.r.check(not self.visible("admin"), "owners see no admin diagnostics")
+        self.r.check(self.text("account-who").startswith("Signed in as Owner"), f"account: {self.text('account-who')!r}")
+        # The page's headers (a plain request, as any client would see them).
+        with urllib.request.urlopen(f"{gw}/vpn/mesh/") as response:
+            csp = response.headers.get("Content-Security-Policy", "")
+            self.r.check("script-src 'self'" in csp and "default-src 'none'" in csp, f"CSP header: {csp!r}")
+            self.r.check(response.headers.get("Referrer-Policy") == "no-referrer", "Referrer-Policy: no-referrer")
+            self.r.check(response.headers.get("X-Content-Type-Options") == "nosniff", "nosniff")
+        with urllib.request.urlopen(f"{gw}/vpn/mesh/app.js") as response:
+            self.r.check(response.headers.get("Content-Type", "").startswith("text/javascript"), "app.js is served as JavaScript")
+        # The migration banner's link opens the migration steps.
+        self.by_id("migrate-link").click()
+        self.r.check(self.visible("migrate") and self.active() == "migrate", "the banner link opens the migration steps")
+        self.screenshot("signed-in-with-banner-and-migration-steps")
+        self.by_id("migrate-close").click()
+        self.r.check(not self.visible("migrate"), "the migration steps close")
+        # Keyboard focus is visible: Tab from the top reaches the skip link, then the Add button.
+        self.js("document.activeElement.blur(); window.scrollTo(0, 0)")
+        self.js("document.body.focus()")
+        focus_styles = []
+        for _ in range(12):
+            self.keys(Keys.TAB)
+            style = self.js("const s = getComputedStyle(document.activeElement); "
+                            "return [document.activeElement.id || document.activeElement.textContent.trim(), s.outlineStyle, s.outlineWidth]")
+            focus_styles.append(style)
+            if style[0] == "add-device":
+                break
+        self.r.check(any(s[0] == "add-device" for s in focus_styles), f"Tab reaches Add device: {focus_styles}")
+        self.r.check(all(s[1] != "none" and float(s[2].rstrip("px") or 0) >= 2 for s in focus_styles),
+                     f"every focused control has a visible outline: {focus_styles}")
+        self.r.check(not self.js(LABEL_AUDIT), f"every control has a label: {self.js(LABEL_AUDIT)}")
+        self.audit("signed in, empty list")
+
+    def add_laptop_and_check_qr(self):
+        label = "Zoë's <img src=x onerror=window.__xss=1> laptop"
+        self.label = label
+        # Esc closes the dialog and gives focus back to the button that opened it.
+        self.by_id("add-device").click()
+        self.wait(lambda: self.js("return document.getElementById('add-dialog').open"), "the add dialog")
+        self.r.check(self.active() == "iphone", f"the dialog focuses the device type first ({self.active()})")
+        # The focus trap: Tab and Shift+Tab never leave the dialog.
+        trapped = True
+        for _ in range(8):
+            self.keys(Keys.TAB)
+            trapped &= self.dialog_holds_focus("add-dialog")
+        for _ in range(8):
+            self.keys(Keys.SHIFT, Keys.TAB)
+            trapped &= self.dialog_holds_focus("add-dialog")
+        self.r.check(trapped, "Tab and Shift+Tab stay inside the dialog")
+        self.r.check(not self.js(LABEL_AUDIT), "every dialog control has a label")
+        self.screenshot("add-dialog")
+        self.audit("add dialog", "#add-dialog")
+        self.keys(Keys.ESCAPE)
+        self.wait(lambda: not self.js("return document.getElementById('add-dialog').open"), "Esc to close the dialog")
+        self.r.check(self.active() == "add-device", "focus returns to Add device after Esc")
+
+        took = self.add_device(label, "laptop")
+        self.r.measurements["generate_to_qr_seconds"] = round(took, 3)
+        self.screenshot("qr-code-and-download")
+        self.audit("result with QR", "#add-dialog")
+        warning = self.text("key-warning")
+        self.r.check(warning.startswith("Shown only once.") and "will not be shown again" in warning, f"private key warning: {warning!r}")
+
+        # The QR code: an <img> from a data: URL, decoded the way a phone would read it.
+        src = self.by_id("qr-image").get_attribute("src") or ""
+        self.r.require(src.startswith("data:image/svg+xml;base64,"), f"the QR code is an image from a data: URL ({src[:40]})")
+        svg = base64.b64decode(src.split(",", 1)[1])
+        (self.out / "qr.svg").write_bytes(svg)
+        subprocess.run(["rsvg-convert", "--format=png", "--output", str(self.out / "qr.png"), str(self.out / "qr.svg")], check=True)
+        decoded = subprocess.run(["zbarimg", "--raw", "-q", "-Sbinary", str(self.out / "qr.png")], capture_output=True)
+        self.r.require(decoded.returncode == 0, f"zbarimg decodes the QR code (exit {decoded.returncode}: {decoded.stderr!r})")
+        qr_text = decoded.stdout
+
+        # The .conf download, as the browser saves it.
+        link = self.by_id("conf-download")
+        filename = link.get_attribute("download")
+        link.click()
+        target = self.downloads / filename
+        self.wait(lambda: target.exists() and not (self.downloads / (filename + ".crdownload")).exists(), f"the download {filename}", 15)
+        conf = target.read_bytes()
+        self.conf_path = target
+        self.r.check(qr_text == conf, f"the QR code holds exactly the downloaded .conf ({len(qr_text)} vs {len(conf)} bytes)")
+        self.r.check(conf.startswith(b"# Quazzar Mesh: ") and b"[Interface]" in conf and b"PrivateKey = " in conf, "the .conf is a WireGuard config")
+        self.r.check(label.encode() in conf, "the config names the device with its label, byte for byte")
+        shown = self.js("return document.getElementById('config-text').textContent")
+        self.r.check(shown.encode() == conf, "the config text shown equals the download")
+        self.r.measurements["config_bytes"] = len(conf)
+
+        self.close_dialog_with_done()
+        self.r.check(self.js("return document.getElementById('qr-image').getAttribute('src')") is None
+                     and self.text("config-text") == "" and self.by_id("conf-download").get_attribute("href").endswith("#"),
+                     "closing the dialog removes the QR code, the config and its download (the private key) from the page")
+        self.r.check(self.active() == "add-device", "focus returns to Add device")
+
+        # The new row: every field, and the label shown as text (no element made from it).
+        self.wait(lambda: len(self.rows()) == 1, "the new device in the list")
+        row = self.rows()[0]
+        self.device_id = row.get_attribute("data-id")
+        slug = row.get_attribute("data-slug")
+        self.slug = slug
+        self.r.check(row.find_element(By.CSS_SELECTOR, ".device-label").text == label, "the label is shown exactly as typed")
+        self.r.check(not row.find_elements(By.TAG_NAME, "img") and self.js("return window.__xss") is None,
+                     "markup in a label stays text")
+        self.r.check(row.find_element(By.CSS_SELECTOR, ".device-dns").text == f"{slug}.quazzar.mesh", "DNS name <slug>.quazzar.mesh")
+        self.r.check(slug.startswith("zoes-img-src-x"), f"slug from the label: {slug}")
+        expected_name = slug[:15].rstrip("-") + ".conf"
+        self.r.check(filename == expected_name, f"download file name from the slug: {filename} (expected {expected_name})")
+        icon = row.find_element(By.CSS_SELECTOR, ".device-icon use").get_attribute("href")
+        self.r.check(icon == "#icon-laptop", f"laptop icon ({icon})")
+        ips = [li.text for li in row.find_elements(By.CSS_SELECTOR, ".ips li")]
+        self.r.check(len(ips) == 2 and "." in ips[0] and ":" in ips[1], f"mesh IPs shown: {ips}")
+        self.r.check(row.find_element(By.CSS_SELECTOR, ".c-created time").get_attribute("datetime"), "created time")
+        self.r.check(row.find_element(By.CSS_SELECTOR, ".c-seen").text == "Never", "last handshake: Never")
+        pill = row.find_element(By.CSS_SELECTOR, ".pill")
+        self.r.check(pill.get_attribute("data-state") == "pending" and pill.text == "Not yet connected", f"pill: {pill.text}")
+        self.wait(lambda: self.usage() == "1 of 20 devices — Pro", "usage 1 of 20")
+
+    def bring_up_and_turn_green(self):
+        # Record the moment the pill turns green, in the page.
+        self.js("""
+            window.__greenAt = null;
+            const pill = document.querySelector(`tr[data-id="${arguments[0]}"] .pill`);
+            new MutationObserver(() => {
+              if (pill.dataset.state === 'online' && window.__greenAt === null) window.__greenAt = Date.now();
+            }).observe(pill, {attributes: true, attributeFilter: ['data-state']});
+        """, self.device_id)
+        up = self.lab.call(f"device-up {self.conf_path}", timeout=60)
+        self.device_key = up["public_key"]
+        self.r.check(up["ping_ok"], "the device reaches the node's mesh address through the tunnel")
+        report = self.lab.call(f"handshake-report {up['public_key']} 30", timeout=40)
+        self.wait(lambda: self.js("return window.__greenAt") is not None, "the status pill to turn green", 15)
+        green_at = self.js("return window.__greenAt")
+        delay = (green_at - report["report_at_ms"]) / 1000
+        self.r.measurements["pill_green_after_report_seconds"] = round(delay, 3)
+        self.r.measurements["pill_green_after_handshake_seconds"] = round((green_at - report["handshake_at_ms"]) / 1000, 3)
+        self.r.measurements["pill_green_after_device_up_seconds"] = round((green_at - up["up_at_ms"]) / 1000, 3)
+        self.r.check(delay <= 2.0, f"the pill turns green within 2 s of the handshake report ({delay:.3f} s)")
+        pill = self.driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"] .pill')
+        self.r.check(pill.text == "Online", f"pill text: {pill.text}")
+        seen = self.driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"] .c-seen').text
+        self.r.check(seen != "Never" and seen != "", f"last handshake shown: {seen!r}")
+        self.r.check("is online" in self.text("notice"), f"the change is announced: {self.text('notice')!r}")
+        self.screenshot("device-online")
+        self.audit("device online")
+
+    def rate_limit(self):
+        limit = self.info["rate_limit"]
+        window = self.info["rate_window_seconds"]
+        for i in range(limit - 1):
+            self.add_device(f"Rate test {i + 1}", ["iphone", "android", "other", "laptop"][i % 4])
+            self.close_dialog_with_done()
+        self.wait(lambda: self.usage() == f"{limit} of 20 devices — Pro", f"usage {limit} of 20")
+        self.add_device("One too many", "android", expect_success=False)
+        error = self.by_id("add-error")
+        kind = error.get_attribute("data-kind")
+        message = self.text("add-error")
+        self.r.check(kind == "rate_limited", f"the refusal is the rate limit ({kind}: {message})")
+        match = re.search(r"you can add another in (?:(\d+) min)?\s*(?:(\d+) s)?", message)
+        self.r.require(match is not None, f"the message says how long to wait: {message!r}")
+        wait_s = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+        self.r.measurements["rate_limit_wait_shown_seconds"] = wait_s
+        self.r.check(window - 120 < wait_s <= window, f"the wait shown ({wait_s} s) fits the {window} s window")
+        self.r.check(not self.by_id("generate").is_enabled(), "Generate is disabled while the limit applies")
+        self.screenshot("rate-limited")
+        self.audit("rate limit message", "#add-dialog")
+        time.sleep(1.2)
+        self.r.check(self.text("add-error") != message, "the wait counts down")
+        self.keys(Keys.ESCAPE)
+        self.wait(lambda: not self.js("return document.getElementById('add-dialog').open"), "Esc to close the dialog")
+        self.r.check(len(self.rows()) == limit, f"{limit} devices listed")
+
+    def admin_view(self):
+        self.by_id("logout").click()
+        self.wait(lambda: self.visible("login"), "the sign-in form")
+        self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") is None, "log out removes the token")
+        self.r.check("logged out" in self.text("login-reason"), f"log-out message: {self.text('login-reason')!r}")
+        self.r.check(not self.rows(), "log out clears the device list")
+        self.screenshot("logged-out")
+        self.audit("sign-in form")
+        field = self.by_id("token-input")
+        field.send_keys("not a token")
+        self.by_id("login-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.r.check(self.visible("token-error") and field.get_attribute("aria-invalid") == "true", "a malformed token is refused with a message")
+        # A well-formed token the server refuses (its signature is not ours): back to the form, with why.
+        admin = self.info["tokens"]["admin"]
+        forged = admin[:admin.rindex(".") + 1] + ("A" if admin[-1] != "A" else "B") * 43
+        field.clear()
+        field.send_keys(forged)
+        self.by_id("login-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.wait(lambda: self.visible("login") and "did not accept" in self.text("login-reason"), "a refused token to end the session")
+        self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") is None, "a refused token is not kept")
+        field = self.by_id("token-input")
+        field.clear()
+        field.send_keys("Bearer " + admin)
+        self.by_id("login-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.wait(lambda: self.visible("app") and self.visible("admin"), "the admin view")
+        self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") == self.info["tokens"]["admin"], "a pasted token is stored for the tab")
+        self.r.check(self.text("account-who").startswith("Signed in as Admin"), "signed in as admin")
+        self.wait(lambda: self.visible("usage") and self.usage() == f"{self.info['rate_limit']} of 20 devices — Pro",
+                  f"the usage after signing in again ({self.usage()!r})")
+        self.wait(lambda: "Active" in self.text("node-state"), "the node state")
+        state = self.text("node-state")
+        self.r.check(self.info["node"]["ipv4"] in state, f"node state shows the node's mesh IP: {state}")
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f'#peer-rows tr[data-key="{self.device_key}"]'), "the device among the node's peers")
+        head = self.text("peers-head")
+        self.r.check("Endpoint" in head and "Received" in head, f"the Pro plan shows per-peer stats: {head}")
+        peer = self.driver.find_element(By.CSS_SELECTOR, f'#peer-rows tr[data-key="{self.device_key}"]')
+        cells = [td.text for td in peer.find_elements(By.TAG_NAME, "td")]
+        self.r.check(cells[0] == f"{self.slug}.quazzar.mesh", f"peer named by DNS: {cells}")
+        self.r.check(cells[3] != "—" and cells[5] != "0 B", f"peer endpoint and traffic: {cells}")
+        self.wait(lambda: len(self.rows()) == self.info["rate_limit"], "the admin sees the tenant's devices")
+        fits = self.js("const t = document.getElementById('devices').getBoundingClientRect(), "
+                       "m = document.getElementById('app').getBoundingClientRect(); return [t.right, m.right]")
+        self.r.check(fits[0] <= fits[1] + 1, f"the device table fits the page at 1280 px: {fits}")
+        self.screenshot("admin-diagnostics")
+        self.audit("admin view")
+
+    def delete_device(self):
+        row = self.driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"]')
+        button = row.find_element(By.CSS_SELECTOR, ".btn-delete")
+        self.r.check(button.get_attribute("aria-label") == f"Delete {self.label}", "the delete button names the device")
+        button.click()
+        self.wait(lambda: self.js("return document.getElementById('delete-dialog').open"), "the confirmation")
+        self.r.check(self.active() == "delete-cancel", "the confirmation focuses Cancel")
+        self.r.check(self.label in self.text("delete-desc"), f"the confirmation names the device: {self.text('delete-desc')!r}")
+        self.screenshot("delete-confirmation")
+        self.audit("delete confirmation", "#delete-dialog")
+        self.keys(Keys.ESCAPE)
+        self.wait(lambda: not self.js("return document.getElementById('delete-dialog').open"), "Esc to cancel")
+        time.sleep(1.2)   # one more refresh of the list
+        self.r.check(self.driver.find_elements(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"]'), "cancelling keeps the device")
+        self.driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"] .btn-delete').click()
+        self.wait(lambda: self.js("return document.getElementById('delete-dialog').open"), "the confirmation again")
+        self.by_id("delete-confirm").click()
+        self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"]'), "the device to leave the list")
+        self.r.check(self.text("notice").startswith("Deleted "), f"deletion announced: {self.text('notice')!r}")
+        count = self.info["rate_limit"] - 1
+        self.wait(lambda: self.usage() == f"{count} of 20 devices — Pro", f"usage {count} of 20")
+        deadline = time.monotonic() + 10
+        while self.device_key in self.lab.call("node-peers")["peers"]:
+            if time.monotonic() > deadline:
+                raise Failed("the node still holds the deleted device's key after 10 s")
+            time.sleep(0.2)
+        self.r.check(True, "the node drops the deleted device")
+        self.screenshot("deleted")
+
+    def cap_reached(self):
+        plain = self.info["plain_gateway"]
+        # The other gateway has no Pritunl configured, and /vpn/mesh (no slash) serves the page too.
+        self.open_page(f"{plain}/vpn/mesh")
+        self.r.check(self.visible("login") and not self.visible("app"), "without a token the page asks for one")
+        # A login link opened in a tab that shows the page changes only the fragment: no reload.
+        self.js("window.__sameDocument = true; location.hash = '#token=' + arguments[0]", self.info["tokens"]["free_owner"])
+        self.wait(lambda: self.visible("app"), "the signed-in page")
+        self.r.check(self.js("return window.__sameDocument") is True, "signed in without a reload")
+        self.r.check("token" not in self.driver.current_url, f"the token is stripped again ({self.driver.current_url})")
+        self.r.check(not self.visible("pritunl-banner"), "no banner without a Pritunl VPN")
+        self.wait(lambda: self.usage() == "0 of 3 devices — Free", f"usage 0 of 3 — Free ({self.usage()!r})")
+        for i, kind in enumerate(["iphone", "android", "other"]):
+            self.add_device(f"Free device {i + 1}", kind)
+            self.close_dialog_with_done()
+        self.wait(lambda: self.usage() == "3 of 3 devices — Free", "usage 3 of 3 — Free")
+        self.r.check(self.text("cap-notice").startswith("Device cap reached: the Free plan allows 3 devices."), f"cap notice: {self.text('cap-notice')!r}")
+        self.add_device("Fourth device", "laptop", expect_success=False)
+        kind = self.by_id("add-error").get_attribute("data-kind")
+        message = self.text("add-error")
+        self.r.check(kind == "quota_exceeded" and message.startswith("Device cap reached: your Free plan allows 3 devices."),
+                     f"cap message: {kind}: {message!r}")
+        self.screenshot("cap-reached")
+        self.audit("cap reached", "#add-dialog")
+        self.keys(Keys.ESCAPE)
+        self.wait(lambda: not self.js("return document.getElementById('add-dialog').open"), "Esc to close the dialog")
+        self.audit("cap notice on the page")
+
+    def config_too_large_for_qr(self):
+        # A tenant with 16 nodes: the config does not fit a QR code; the reason and the download remain.
+        self.open_page(f"{self.info['gateway']}/vpn/mesh/#token={self.info['tokens']['big_owner']}")
+        self.wait(lambda: self.visible("app") and self.usage() == "0 of 20 devices — Pro", "the signed-in page")
+        self.add_device("Big laptop", "laptop")
+        self.r.check(not self.visible("qr-figure") and self.js("return document.getElementById('qr-image').getAttribute('src')") is None,
+                     "no QR code is shown")
+        message = self.text("qr-unavailable")
+        self.r.check("too large for a QR code" in message and message.endswith("Download the .conf file and import it into the WireGuard app instead."),
+                     f"the reason and what to do instead: {message!r}")
+        link = self.by_id("conf-download")
+        self.r.check("btn-primary" in link.get_attribute("class"), "the download is the main action")
+        filename = link.get_attribute("download")
+        link.click()
+        target = self.downloads / filename
+        self.wait(lambda: target.exists() and not (self.downloads / (filename + ".crdownload")).exists(), f"the download {filename}", 15)
+        conf = target.read_bytes()
+        self.r.check(conf.count(b"[Peer]") == 16 and len(conf) > 2953, f"the download holds all 16 nodes ({len(conf)} bytes)")
+        self.r.measurements["large_config_bytes"] = len(conf)
+        self.screenshot("config-too-large-for-qr")
+        self.audit("no QR code", "#add-dialog")
+        self.close_dialog_with_done()
+
+    def phone_width(self):
+        self.driver.set_window_size(390, 844)
+        self.wait(lambda: self.js("return window.innerWidth") <= 400, "the narrow window")
+        time.sleep(0.3)
+        overflow = self.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        self.r.check(overflow <= 0, f"no horizontal scrolling at phone width (overflow {overflow}px)")
+        display = self.js("return getComputedStyle(document.querySelector('#device-rows tr')).display")
+        self.r.check(display == "block", f"devices are cards at phone width (tr display {display})")
+        spill = self.js("""
+            const out = [];
+            for (const row of document.querySelectorAll('#device-rows tr')) {
+              const box = row.getBoundingClientRect();
+              for (const e of row.querySelectorAll('*')) {
+                const r = e.getBoundingClientRect();
+                if (r.width && (r.right > box.right + 1 || r.left < box.left - 1)) out.push(e.className || e.tagName);
+              }
+            }
+            return out;""")
+        self.r.check(not spill, f"nothing sticks out of the device cards: {spill}")
+        self.screenshot("phone-list")
+        self.audit("phone width list")
+        self.by_id("add-device").click()
+        self.wait(lambda: self.js("return document.getElementById('add-dialog').open"), "the add dialog")
+        width = self.js("const r = document.getElementById('add-dialog').getBoundingClientRect(); return [r.left, r.right, window.innerWidth]")
+        self.r.check(width[0] >= 0 and width[1] <= width[2], f"the dialog fits the screen: {width}")
+        self.screenshot("phone-add-dialog")
+        self.keys(Keys.ESCAPE)
+        self.driver.set_window_size(1280, 900)
+
+    def hygiene(self):
+        tokens = list(self.info["tokens"].values())
+        for log in self.info["gateway_logs"]:
+            text = pathlib.Path(log).read_text(errors="replace")
+            self.r.check(not any(t in text for t in tokens), f"no token in the gateway log {log}")
+            self.r.check("token=" not in text, f"no token parameter in the gateway log {log}")
+        resources = self.js("return performance.getEntriesByType('resource').map(e => e.name)")
+        self.r.check(not any("token" in r for r in resources), "no request URL holds a token")
+        # Browser console: nothing but the refusals the test provoked (401 forged token, 403 cap, 429 rate limit).
+        entries = self.driver.get_log("browser")
+        (self.out / "console.json").write_text(json.dumps(entries, indent=1))
+        expected = re.compile(r"status of (401|403|429)")
+        severe = [e["message"] for e in entries if e.get("level") == "SEVERE" and not expected.search(e["message"])]
+        self.r.check(not severe, f"no errors in the browser console: {severe}")
+
+    # MARK: run
+
+    def run(self):
+        started = time.monotonic()
+        env = dict(os.environ)
+        env.setdefault("MESH_TEST_OUTPUT", str(self.out.parent))
+        env["MESH_LAB_RATE_WINDOW_SECONDS"] = str(self.args.rate_window)
+        binary = ROOT / ".build" / "debug" / "meshlab"
+        if not binary.exists():
+            raise Failed(f"{binary} is missing: build first (swift build)")
+        self.lab = Lab(binary, self.out, env)
+        try:
+            self.start_browser()
+            self.info = self.lab.ready()
+            self.r.measurements["lab_start_seconds"] = round(time.monotonic() - started, 2)
+            print(f"browser test: lab ready in {self.r.measurements['lab_start_seconds']} s at {self.info['gateway']}", flush=True)
+            self.step("sign in with a login link", self.sign_in_with_link)
+            self.step("add a laptop; QR code equals the .conf", self.add_laptop_and_check_qr)
+            self.step("bring the config up; pill turns green", self.bring_up_and_turn_green)
+            self.step("rate limit message", self.rate_limit)
+            self.step("admin: pasted token, node state and peer stats", self.admin_view)
+            self.step("delete with confirmation", self.delete_device)
+            self.step("config too large for a QR code", self.config_too_large_for_qr)
+            self.step("Free plan: cap reached", self.cap_reached)
+            self.step("phone width", self.phone_width)
+            self.step("tokens and console", self.hygiene)
+        finally:
+            if self.driver:
+                try:
+                    self.driver.quit()
+                except WebDriverException:
+                    pass
+            self.lab.close()
+            self.r.measurements["total_seconds"] = round(time.monotonic() - started, 2)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / ".test-output" / "browser"), help="output folder")
+    parser.add_argument("--rate-window", type=int, default=300, help="rate-limit window of the lab, seconds")
+    args = parser.parse_args()
+    test = MeshPageTest(args)
+    test.out.mkdir(parents=True, exist_ok=True)
+    crashed = None
+    try:
+        test.run()
+    except Failed as exc:
+        crashed = str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported as a failure
+        crashed = f"{type(exc).__name__}: {exc}"
+        test.r.failures.append(crashed)
+    r = test.r
+    summary = {"passed": r.passed, "failed": len(r.failures), "failures": r.failures, "measurements": r.measurements}
+    (test.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    print("browser test: measurements " + json.dumps(r.measurements, ensure_ascii=False), flush=True)
+    if crashed and not any(crashed in f for f in r.failures):
+        r.failures.append(crashed)
+    for f in r.failures:
+        print(f"browser test: FAILED {f}", flush=True)
+    print(f"browser test: screenshots and logs in {test.out}")
+    print(f"browser: {r.passed} passed, {len(r.failures)} failed", flush=True)
+    sys.exit(1 if r.failures else 0)
+
+
+if __name__ == "__main__":
+    main()
