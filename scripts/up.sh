@@ -53,7 +53,9 @@ done
 
 step "network: bridge $bridge ($subnet.1/24)"
 if ! ip link show "$bridge" >/dev/null 2>&1; then
-  ip link add "$bridge" type bridge && ip addr add "$subnet.1/24" dev "$bridge" && ip link set "$bridge" up \
+  # A fixed MAC: a bridge otherwise takes its ports' lowest MAC, which changes as ports come and go.
+  ip link add "$bridge" type bridge && ip link set "$bridge" address 02:6d:65:73:68:01 \
+    && ip addr add "$subnet.1/24" dev "$bridge" && ip link set "$bridge" up \
     || fail "creating the bridge $bridge"
 fi
 

@@ -183,8 +183,8 @@ func cpuTicks(_ pid: Int32) -> Int {
 /// Handshake -> online: bring devices up one by one and compare the node's handshake time with the
 /// moment the device list first says online.
 func online(devices count: Int) async throws {
-    let lab = try await MeshLab.start("bench-online", environment: ["MESH_LOG_LEVEL": "warning"])
-    let node = try await lab.addNode("alpha", environment: ["MESH_LOG_LEVEL": "warning"])
+    let lab = try await MeshLab.start("bench-online", environment: ["MESH_LOG_LEVEL": ProcessInfo.processInfo.environment["FANOUTBENCH_CP_LOG_LEVEL"] ?? "warning"])
+    let node = try await lab.addNode("alpha", environment: ["MESH_LOG_LEVEL": ProcessInfo.processInfo.environment["FANOUTBENCH_NODE_LOG_LEVEL"] ?? "warning"])
     let uapi = UAPIBackend(logger: logger)
     var samples: [Double] = []
     for i in 0..<count {
@@ -201,13 +201,20 @@ func online(devices count: Int) async throws {
             }
         }
         guard let handshake else { print("no handshake for device \(i)"); continue }
-        while Date() < deadline {
+        let onlineDeadline = handshake.addingTimeInterval(10)
+        var seen = false
+        while Date() < onlineDeadline {
             let list = try await lab.cp.client.listDevices(caller: lab.admin)
             if list.first(where: { $0.id == d.device.id })?.online == true {
                 samples.append(Date().timeIntervalSince(handshake) * 1000)
+                seen = true
                 break
             }
             try await Task.sleep(for: .milliseconds(10))
+        }
+        if !seen {
+            let d2 = try await lab.cp.client.listDevices(caller: lab.admin).first(where: { $0.id == d.device.id })
+            print("device \(i) not online 10 s after its handshake: last_handshake_at_ms=\(d2?.lastHandshakeAtMs ?? -1), handshake at \(handshake)")
         }
     }
     report("first handshake -> online in the device list", samples)

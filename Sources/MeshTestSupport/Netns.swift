@@ -84,6 +84,11 @@ public final class TestBridge: @unchecked Sendable {
         name = "mqbr\(Nuid.short().prefix(6))"
         self.address = address
         try NetNamespace.ip(["link", "add", name, "type", "bridge"])
+        // Pin the bridge's MAC address. Otherwise Linux gives the bridge the lowest MAC of its ports,
+        // so plugging in a new namespace can change it, and every namespace that cached the old one
+        // loses its path to the bridge address (NATS) until its ARP entry expires.
+        let mac = "02:" + (0..<5).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined(separator: ":")
+        try NetNamespace.ip(["link", "set", name, "address", mac])
         try NetNamespace.ip(["addr", "add", address, "dev", name])
         try NetNamespace.ip(["link", "set", name, "up"])
     }

@@ -3,6 +3,7 @@ import Logging
 import MeshCore
 import MeshProto
 import MeshWireGuard
+import Synchronization
 
 /// Reads the device every interval and reports only what changed since the last reading: a new
 /// handshake, a changed endpoint, changed counters. ProvisionSvc turns the reports into device
@@ -13,6 +14,16 @@ public struct HandshakeReporter: Sendable {
     let interval: Duration
     let logger: Logger
     let publish: @Sendable (Mesh_V1_HandshakeReport) async -> Void
+    let resend = ResendFlag()
+
+    /// Set after a bus reconnect: reports sent just before an outage may never have arrived, and
+    /// only changes are reported, so the next reading reports every peer.
+    final class ResendFlag: Sendable {
+        let flag = Mutex(false)
+    }
+
+    /// Makes the next reading report every peer, not only what changed.
+    public func reportEverythingNext() { resend.flag.withLock { $0 = true } }
 
     public init(agent: NodeAgent, backend: any WireGuardBackend, interval: Duration, logger: Logger,
                 publish: @escaping @Sendable (Mesh_V1_HandshakeReport) async -> Void) {
@@ -34,6 +45,7 @@ public struct HandshakeReporter: Sendable {
     public func run() async {
         var last: [WireGuardKey: Seen] = [:]
         while !Task.isCancelled {
+            if resend.flag.withLock({ f in defer { f = false }; return f }) { last = [:] }
             if let device = try? await wg.device(named: agent.interface) {
                 let (report, now) = Self.changes(device: device, last: last, agent: agent)
                 last = now

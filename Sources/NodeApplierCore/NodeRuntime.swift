@@ -58,13 +58,14 @@ public enum NodeRuntime {
         let log = logger
         let reporter = HandshakeReporter(agent: agent, backend: backend, interval: config.handshakePollInterval, logger: logger) { report in
             do {
+                log.trace("handshake report", metadata: ["peers": "\(report.peers.map { "\($0.publicKey.prefix(8)):\($0.lastHandshakeMs)" })"])
                 try bus.publish(MeshSubjects.handshakeReport(tenant: identity.tenantID, node: identity.nodeID), try report.serializedBytes())
             } catch {
                 log.debug("handshake report not sent", metadata: ["error": "\(error)"])
             }
         }
         var services: [any Service] = [BusConnectionService(connection: bus), service,
-                                       AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger),
+                                       AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger, reporter: reporter),
                                        FunctionService { await reporter.run() }]
         services.append(contentsOf: dns.services())
         if let metrics = MetricsServer(address: common.metricsAddress, logger: logger) { services.append(metrics) }
@@ -131,6 +132,7 @@ struct AgentService: Service {
     let fanout: FanoutClient
     let config: NodeConfiguration
     let logger: Logger
+    let reporter: HandshakeReporter
 
     func run() async throws {
         let tenant = agent.identity.tenantID
@@ -149,6 +151,7 @@ struct AgentService: Service {
                     // During an outage the interface keeps what it has; afterwards, resync by diff.
                     for await e in events where e == .reconnected || e == .connected {
                         agent.requestSync(reason: "bus \(e)")
+                        reporter.reportEverythingNext()
                     }
                 }
                 group.addTask {

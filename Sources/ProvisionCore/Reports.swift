@@ -15,10 +15,11 @@ extension Provisioner {
         }
         let tenant = try Validate.uuid(report.tenantID, field: "tenant_id"), node = try Validate.uuid(report.nodeID, field: "node_id")
         let peers = report.peers
-        try await run { tx in
+        let updated: Int = try await run { tx in
             guard try tx.execute("UPDATE nodes SET last_seen_at = now() WHERE id = $1 AND tenant_id = $2", node, tenant) == 1 else {
                 throw MeshError.notFound("unknown node")
             }
+            var devices = 0
             for p in peers where !p.publicKey.isEmpty {
                 let prev = try tx.queryFirst("SELECT rx_raw, tx_raw FROM peer_stats WHERE node_id = $1 AND public_key = $2 FOR UPDATE", node, p.publicKey)
                 let lastRx = try prev?.decode("rx_raw", as: Int64.self) ?? 0, lastTx = try prev?.decode("tx_raw", as: Int64.self) ?? 0
@@ -33,12 +34,15 @@ extension Provisioner {
                     ON CONFLICT (node_id, public_key) DO UPDATE SET rx_raw = $3, tx_raw = $4,
                       last_handshake_at = coalesce($5, peer_stats.last_handshake_at), endpoint = coalesce($6, peer_stats.endpoint), updated_at = now()
                     """, node, p.publicKey, rx, txb, handshake, endpoint)
-                try tx.execute("""
+                devices += try tx.execute("""
                     UPDATE devices SET rx_bytes = rx_bytes + $3, tx_bytes = tx_bytes + $4,
                       last_handshake_at = greatest(last_handshake_at, $5), endpoint = coalesce($6, endpoint)
                     WHERE tenant_id = $1 AND public_key = $2
                     """, tenant, p.publicKey, dRx, dTx, handshake, endpoint)
             }
+            return devices
         }
+        logger.debug("handshake report applied", metadata: ["node.id": "\(node.lowercased)", "peers": "\(peers.count)", "devices": "\(updated)",
+                                                           "keys": "\(peers.map { "\($0.publicKey.prefix(8)):\($0.lastHandshakeMs)" })"])
     }
 }
