@@ -55,6 +55,31 @@ public actor WireGuardGoDaemon {
         throw .daemon("\(argv.joined(separator: " ")) did not create \(path) within \(timeout)")
     }
 
+    /// Starts wireguard-go for `interface` detached: it daemonizes, so the interface outlives the
+    /// caller (a restarted node agent finds it and keeps its working peers). Waits until the UAPI
+    /// socket accepts connections.
+    public static func startDetached(interface: String, executable: String = "wireguard-go",
+                                     socketDirectory: String = UAPIBackend.defaultSocketDirectory, logLevel: String = "error",
+                                     timeout: Duration = .seconds(10)) async throws(WireGuardError) {
+        guard !interface.isEmpty, interface.utf8.count < 16 else { throw .invalidConfiguration("bad interface name \(interface)") }
+        let argv = [executable, interface]
+        let pid = try spawn(argv, extraEnvironment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "LOG_LEVEL=\(logLevel)"], logPath: nil)
+        // The launcher exits once the daemon has forked off.
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+            throw .daemon("\(argv.joined(separator: " ")) exited with status \(status)")
+        }
+        let path = "\(socketDirectory)/\(interface).sock"
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if canConnect(path) { return }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        throw .daemon("\(argv.joined(separator: " ")) did not create \(path) within \(timeout)")
+    }
+
     /// True while the process has not exited.
     public func isRunning() -> Bool { reap() == nil }
 

@@ -25,7 +25,10 @@ public enum InterfaceSetup {
                 logger.info("created kernel WireGuard link", metadata: ["interface": "\(iface)"])
             }
         } else if !UAPIBackend(logger: logger).hasSocket(for: iface) {
-            try startDaemon(config, logger: logger)
+            // Detached, so the interface outlives this process: a restarted node keeps its peers.
+            try await WireGuardGoDaemon.startDetached(interface: iface, executable: config.wireguardGo,
+                                                      logLevel: ProcessInfo.processInfo.environment["MESH_WIREGUARD_GO_LOG_LEVEL"] ?? "error")
+            logger.info("started wireguard-go", metadata: ["interface": "\(iface)"])
         }
         let backend = try await WireGuardBackendSelection.select(interface: iface, logger: logger)
         guard let key = WireGuardKey(base64: privateKey) else { throw WireGuardError.invalidConfiguration("bad private key") }
@@ -46,46 +49,6 @@ public enum InterfaceSetup {
         if config.forwarding { enableForwarding(iface, logger: logger) }
         logger.info("interface ready", metadata: ["interface": "\(iface)", "backend": "\(backend.kind)", "ipv4": "\(identity.ipv4)", "ipv6": "\(identity.ipv6)"])
         return backend
-    }
-
-    /// Starts wireguard-go detached (it daemonizes), so the interface outlives this process: a
-    /// restarted node finds it, diffs, and keeps the peers that work.
-    static func startDaemon(_ config: NodeConfiguration, logger: Logger) throws {
-        var env = ProcessInfo.processInfo.environment
-        env["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"] = "1"
-        env["LOG_LEVEL"] = env["MESH_WIREGUARD_GO_LOG_LEVEL"] ?? "error"
-        // posix_spawn + waitpid rather than Foundation's Process, whose wait does not return
-        // reliably for a program that forks a daemon and exits.
-        let status = try spawnAndWait([config.wireguardGo, config.interface], environment: env)
-        guard status == 0 else {
-            throw WireGuardError.daemon("\(config.wireguardGo) \(config.interface) exited with \(status)")
-        }
-        let sock = "\(UAPIBackend.defaultSocketDirectory)/\(config.interface).sock"
-        for _ in 0..<500 where !FileManager.default.fileExists(atPath: sock) { usleep(10_000) }
-        guard FileManager.default.fileExists(atPath: sock) else { throw WireGuardError.daemon("wireguard-go did not create \(sock)") }
-        logger.info("started wireguard-go", metadata: ["interface": "\(config.interface)"])
-    }
-
-    /// Runs a program (looked up in PATH) with stdio on /dev/null and returns its exit status.
-    static func spawnAndWait(_ argv: [String], environment: [String: String]) throws -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in [0, 1, 2] {
-            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
-        }
-        let args = argv.map { strdup($0) } + [nil]
-        let env = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            args.forEach { free($0) }
-            env.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, args, env)
-        guard rc == 0 else { throw WireGuardError.daemon("cannot start \(argv[0]): errno \(rc)") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     /// The hub forwards device-to-device traffic in and out of the same interface; any node may
