@@ -37,10 +37,9 @@ public enum ServiceHost {
         let context = ServiceContext(bus: bus, store: store, logger: logger)
         let (endpoints, extra) = try await build(context)
         var services: [any Service] = [BusConnectionService(connection: bus)]
-        if !endpoints.isEmpty {
-            services.append(try BusService(connection: bus, name: name, version: MeshVersion.current, description: description,
-                                           metadata: ["instance": common.instance], endpoints: endpoints, logger: logger))
-        }
+        // Every service answers $SRV.PING/INFO/STATS, even one with no endpoints of its own (the Gateway).
+        services.append(try BusService(connection: bus, name: name, version: MeshVersion.current, description: description,
+                                       metadata: ["instance": common.instance], endpoints: endpoints, logger: logger))
         services.append(contentsOf: extra)
         if let metrics = MetricsServer(address: common.metricsAddress, logger: logger) { services.append(metrics) }
         logger.info("starting", metadata: ["service.version": "\(MeshVersion.current)"])

@@ -88,6 +88,13 @@ extension GatewayTests {
         #expect(up, "gateway did not come up: \(gateway.log().suffix(2000))")
 
         #expect(try curl("GET", base + "/readyz").status == 200)
+        // Every running service answers $SRV.PING with its version, the Gateway included.
+        let pings = try await ServiceProcesses.ping(bus: f.cp.bus, service: nil)
+        let names = Set(pings.map(\.name))
+        for name in [MeshServiceName.gateway, MeshServiceName.allocator, MeshServiceName.provision] {
+            #expect(names.contains(name), "\(name) does not answer $SRV.PING: \(names)")
+        }
+        #expect(pings.filter { names.contains($0.name) && $0.name != "FakeNode" }.allSatisfy { $0.version == MeshVersion.current })
         let created = try curl("POST", base + "/api/mesh/devices", token: f.tokens.ownerA, body: deviceBody("live laptop", type: "laptop"))
         #expect(created.status == 201, "\(created.body)")
         #expect(try curl("GET", base + "/api/mesh/devices", token: f.tokens.ownerA).body.contains("live-laptop"))

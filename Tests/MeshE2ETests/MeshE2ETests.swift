@@ -17,6 +17,12 @@ struct MeshE2ETests {
         let a = try await lab.addDevice("Ann's laptop")
         let b = try await lab.addDevice("Bob's phone", type: .android)
         try await lab.waitConverged()
+        // Every service and every node answers the NATS service protocol with its version.
+        let pings = try await ServiceProcesses.ping(bus: lab.cp.bus, service: nil)
+        for name in [MeshServiceName.allocator, MeshServiceName.provision, MeshServiceName.fanout] {
+            #expect(pings.contains { $0.name == name && $0.version == MeshVersion.current }, "\(name) missing from $SRV.PING")
+        }
+        #expect(pings.filter { $0.name == MeshServiceName.nodeApplier }.count == 3)
 
         // Every node reaches every node and both devices, over IPv4 and IPv6.
         for from in lab.nodes {
