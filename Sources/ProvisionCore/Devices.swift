@@ -238,13 +238,16 @@ extension Provisioner {
     public func listDevices(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> [Mesh_V1_Device] {
         let who = try await identify(req.caller)
         let online = configuration.onlineWindow.seconds
-        let rows = try await read { tx in
-            if who.isAdmin {
-                return try tx.query("SELECT \(Self.deviceColumns) FROM devices WHERE tenant_id = $1 ORDER BY created_at, id",
-                                    who.tenant, online)
-            }
-            return try tx.query("SELECT \(Self.deviceColumns) FROM devices WHERE tenant_id = $1 AND owner_user_id = $3 ORDER BY created_at, id",
-                                who.tenant, online, who.user)
+        // One statement in autocommit: one round trip, as consistent as a transaction would be.
+        let rows: [Row]
+        do {
+            rows = who.isAdmin
+                ? try await store.query("SELECT \(Self.deviceColumns) FROM devices WHERE tenant_id = $1 ORDER BY created_at, id",
+                                        who.tenant, online)
+                : try await store.query("SELECT \(Self.deviceColumns) FROM devices WHERE tenant_id = $1 AND owner_user_id = $3 ORDER BY created_at, id",
+                                        who.tenant, online, who.user)
+        } catch {
+            throw mapStore(error)
         }
         return try rows.map { row throws(MeshError) in try Mapping.device(row, domain: configuration.meshDomain) }
     }
