@@ -79,7 +79,7 @@ let package = Package(
 
         // MARK: Wrappers: the only targets that import a C module.
         lib("MeshBus", ["CNats", log, metrics, lifecycle]),
-        lib("MeshStore", ["CPostgres", log, metrics]),
+        lib("MeshStore", ["CPostgres", "MeshNet", log, metrics]),
         lib("MeshQR", ["CQRencode"]),
         lib("MeshWireGuard", ["CMNL", "MeshNet", log]),
         lib("ProtoInterop", ["CMeshProtoC", "MeshProto", protobuf]),
@@ -95,17 +95,17 @@ let package = Package(
         lib("MeshBusAuth", ["MeshCore", crypto]),
 
         // MARK: Services: logic in *Core, thin executables.
-        lib("AllocatorCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
+        lib("AllocatorCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
         exe("AllocatorSvc", ["AllocatorCore", "MeshCore", argParser, lifecycle]),
-        lib("ProvisionCore", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
+        lib("ProvisionCore", ["MeshNet", "MeshBus", "MeshBusAuth", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
                               lifecycle, crypto]),
         exe("ProvisionSvc", ["ProvisionCore", "MeshCore", argParser, lifecycle]),
-        lib("FanoutCore", ["MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
+        lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "MeshCore", argParser, lifecycle]),
         lib("NodeApplierCore", ["MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
-        lib("GatewayCore", ["MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
+        lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
                             .product(name: "Hummingbird", package: "hummingbird"),
                             .product(name: "HummingbirdTLS", package: "hummingbird"),
                             .product(name: "JWTKit", package: "jwt-kit")],

@@ -94,7 +94,7 @@ public struct TenantPrefixes: Sendable, Equatable {
 
     var proto: Mesh_V1_TenantPrefixes {
         var p = Mesh_V1_TenantPrefixes()
-        p.tenantID = tenantID.uuidString.lowercased()
+        p.tenantID = tenantID.lowercasedText
         p.ipv4Prefix = ipv4.description
         p.ipv6Prefix = ipv6.description
         p.deviceRanges = deviceRanges.map(\.description)

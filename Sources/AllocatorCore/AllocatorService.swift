@@ -92,8 +92,8 @@ public struct LeaseSweeper: Service {
 extension Lease {
     var proto: Mesh_V1_Lease {
         var l = Mesh_V1_Lease()
-        l.tenantID = tenantID.uuidString.lowercased()
-        l.ownerID = ownerID.uuidString.lowercased()
+        l.tenantID = tenantID.lowercasedText
+        l.ownerID = ownerID.lowercasedText
         l.kind = kind
         l.ipv4 = ipv4.description
         l.ipv6 = ipv6.description
@@ -105,6 +105,6 @@ extension Lease {
 
 /// Parses a UUID field, or throws `invalidArgument` naming it.
 func uuid(_ text: String, _ field: String) throws(MeshError) -> UUID {
-    guard let u = UUID(uuidString: text) else { throw .invalidArgument(field: field, message: "\(field) must be a UUID") }
+    guard let u = UUID(text: text) else { throw .invalidArgument(field: field, message: "\(field) must be a UUID") }
     return u
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshBus
 import MeshCore
+import MeshNet
 import MeshProto
 import MeshStore
 import Metrics
@@ -104,7 +105,7 @@ public final class Fanout: Sendable {
 
     static func message(tenant: UUID, row: Row) throws -> Mesh_V1_PeersUpdated {
         var m = Mesh_V1_PeersUpdated()
-        m.tenantID = tenant.uuidString.lowercased()
+        m.tenantID = tenant.lowercasedText
         m.revision = UInt64(try row.decode("revision", as: Int64.self))
         m.committedAtMs = try row.decode("at_ms")
         let peer = try Mesh_V1_Peer(serializedBytes: try row.decode("payload", as: ByteA.self).bytes)
@@ -191,7 +192,7 @@ public struct FanoutPublisher: Service {
                     for await event in f.store.listen([MeshOutbox.channel]) {
                         switch event {
                         case .notification(let n):
-                            if let t = UUID(uuidString: n.payload) { f.enqueue([t]) }
+                            if let t = UUID(text: n.payload) { f.enqueue([t]) }
                         case .listening, .reconnected:
                             if let all = try? await f.tenantsWithWork() { f.enqueue(all) }
                         case .disconnected:

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshBus
 import MeshCore
+import MeshNet
 import MeshProto
 import MeshStore
 
@@ -103,7 +104,7 @@ public enum FanoutService {
                 guard parts.count == 6, parts[4] == Substring(r.tenantID.lowercased()), parts[5] == Substring(r.nodeID.lowercased()) else {
                     throw MeshError.permissionDenied("sync subject does not match the request")
                 }
-                guard let t = UUID(uuidString: r.tenantID), let n = UUID(uuidString: r.nodeID) else {
+                guard let t = UUID(text: r.tenantID), let n = UUID(text: r.nodeID) else {
                     throw MeshError.invalidArgument(field: "tenant_id", message: "tenant_id and node_id must be UUIDs")
                 }
                 return try await directory.sync(tenant: t, node: n)
@@ -113,7 +114,7 @@ public enum FanoutService {
                 guard raw.subject.split(separator: ".").last == Substring(r.tenantID.lowercased()) else {
                     throw MeshError.permissionDenied("revision subject does not match the request")
                 }
-                guard let t = UUID(uuidString: r.tenantID) else {
+                guard let t = UUID(text: r.tenantID) else {
                     throw MeshError.invalidArgument(field: "tenant_id", message: "tenant_id must be a UUID")
                 }
                 var resp = Mesh_V1_RevisionResponse()

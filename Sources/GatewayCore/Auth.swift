@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import JWTKit
 import MeshCore
+import MeshNet
 import MeshProto
 
 /// The claims of every token the Gateway accepts.
@@ -167,16 +168,16 @@ public struct TokenVerifier: Sendable {
 
     /// Checks the claims' shape: UUIDs for tenant, user and node, and a known role.
     static func identity(_ c: MeshClaims) throws(MeshError) -> Identity {
-        guard let tenant = UUID(uuidString: c.tenant) else { throw .unauthenticated("token has no valid tenant") }
+        guard let tenant = UUID(text: c.tenant) else { throw .unauthenticated("token has no valid tenant") }
         let sub = c.sub.value
         if sub.hasPrefix("node:") {
-            guard let node = UUID(uuidString: String(sub.dropFirst(5))) else { throw .unauthenticated("token has no valid subject") }
-            return .node(tenantID: tenant.uuidString.lowercased(), nodeID: node.uuidString.lowercased())
+            guard let node = UUID(text: String(sub.dropFirst(5))) else { throw .unauthenticated("token has no valid subject") }
+            return .node(tenantID: tenant.lowercasedText, nodeID: node.lowercasedText)
         }
-        guard let user = UUID(uuidString: sub) else { throw .unauthenticated("token has no valid subject") }
+        guard let user = UUID(text: sub) else { throw .unauthenticated("token has no valid subject") }
         guard let role = c.role.flatMap({ Mesh_V1_Role(key: $0) }) else { throw .unauthenticated("token has no valid role") }
         let amr = (c.amr ?? []).filter { !$0.isEmpty && $0.count <= 64 }.prefix(16).map { $0.lowercased() }
-        return .user(tenantID: tenant.uuidString.lowercased(), userID: user.uuidString.lowercased(), role: role, amr: Array(amr))
+        return .user(tenantID: tenant.lowercasedText, userID: user.lowercasedText, role: role, amr: Array(amr))
     }
 }
 

@@ -4,6 +4,7 @@ import Logging
 import MeshBus
 import MeshClient
 import MeshCore
+import MeshNet
 import MeshProto
 
 /// The HTTP API: decode the request, verify the token, call the services over the bus, encode
@@ -60,8 +61,8 @@ public struct GatewayAPI: Sendable {
     func targetNode(_ request: Request, caller: Mesh_V1_Caller) throws(MeshError) -> String {
         if let raw = request.uri.queryParameters["node_id"].map(String.init), !raw.isEmpty {
             guard caller.role == .admin else { throw .permissionDenied("only admins may choose node_id") }
-            guard let id = UUID(uuidString: raw) else { throw .invalidArgument(field: "node_id", message: "node_id must be a UUID") }
-            return id.uuidString.lowercased()
+            guard let id = UUID(text: raw) else { throw .invalidArgument(field: "node_id", message: "node_id must be a UUID") }
+            return id.lowercasedText
         }
         guard !configuration.nodeID.isEmpty else {
             throw .unavailable("this gateway has no mesh node configured (MESH_GATEWAY_NODE_ID)")
@@ -103,8 +104,8 @@ public struct GatewayAPI: Sendable {
         let caller = try await user(request, context)
         let id = context.parameters.get("id") ?? ""
         // Not a UUID cannot name a device: the same 404 as any other unknown id.
-        guard let uuid = UUID(uuidString: id) else { throw MeshError.notFound("no such device") }
-        _ = try await provision.deleteDevice(caller: caller, deviceID: uuid.uuidString.lowercased())
+        guard let uuid = UUID(text: id) else { throw MeshError.notFound("no such device") }
+        _ = try await provision.deleteDevice(caller: caller, deviceID: uuid.lowercasedText)
         return Response(status: .noContent)
     }
 
@@ -112,10 +113,10 @@ public struct GatewayAPI: Sendable {
     func renameDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
         let id = context.parameters.get("id") ?? ""
-        guard let uuid = UUID(uuidString: id) else { throw MeshError.notFound("no such device") }
+        guard let uuid = UUID(text: id) else { throw MeshError.notFound("no such device") }
         let object = try JSONBody.object(try await readBody(request), allowed: ["label"])
         guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
-        let renamed = try await provision.renameDevice(caller: caller, deviceID: uuid.uuidString.lowercased(), label: label)
+        let renamed = try await provision.renameDevice(caller: caller, deviceID: uuid.lowercasedText, label: label)
         return JSONBody.response(DeviceJSON(renamed.device))
     }
 
@@ -241,7 +242,7 @@ public struct GatewayAPI: Sendable {
         guard case .node(let tenant, let node) = id else { throw MeshError.permissionDenied("this route needs a node token") }
         let asked = context.parameters.get("node_id") ?? ""
         // Another node's list, or a malformed id, is simply not there for this caller.
-        guard let askedID = UUID(uuidString: asked), askedID.uuidString.lowercased() == node else {
+        guard let askedID = UUID(text: asked), askedID.lowercasedText == node else {
             throw MeshError.notFound("no such node")
         }
         let sync = try await fanout.sync(tenantID: tenant, nodeID: node, requestID: context.requestID)

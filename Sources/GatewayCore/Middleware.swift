@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import MeshCore
+import MeshNet
 
 /// The per-request context: Hummingbird's core storage plus the request id.
 public struct GatewayRequestContext: RequestContext {
@@ -35,7 +36,7 @@ public struct RequestIDMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let incoming = request.headers[requestIDHeader] ?? ""
-        let id = Self.sane(incoming) ? incoming : UUID().uuidString.lowercased()
+        let id = Self.sane(incoming) ? incoming : UUID().lowercasedText
         context.requestID = id
         context.logger[metadataKey: "request.id"] = "\(id)"
         let start = ContinuousClock.now

@@ -1,4 +1,5 @@
 import Foundation
+import MeshNet
 
 extension Date {
     /// Milliseconds since the Unix epoch.
@@ -9,6 +10,7 @@ extension Date {
 }
 
 extension UUID {
-    /// The lowercase text form used on the bus, in subjects and in DNS-safe places.
-    public var lowercased: String { uuidString.lowercased() }
+    /// The lowercase text form used on the bus, in subjects and in DNS-safe places
+    /// (``lowercasedText``, written without Foundation's formatter).
+    public var lowercased: String { lowercasedText }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import MeshNet
 
 /// A value that can be bound to a query parameter. Parameters travel in PostgreSQL's text format;
 /// nil is SQL NULL.
@@ -61,8 +62,8 @@ extension Bool: PGEncodable, PGDecodable {
 }
 
 extension UUID: PGEncodable, PGDecodable {
-    public var pgText: String { uuidString.lowercased() }
-    public init?(pgText: String) { self.init(uuidString: pgText) }
+    public var pgText: String { lowercasedText }
+    public init?(pgText: String) { self.init(text: pgText) }
 }
 
 /// `bytea` in hex format (`\x0a1b...`).

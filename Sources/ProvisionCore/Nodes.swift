@@ -165,7 +165,7 @@ extension Provisioner {
     /// Removes a node (an admin of its tenant, or the node itself).
     public func deregisterNode(_ req: Mesh_V1_DeregisterNodeRequest) async throws(MeshError) -> Mesh_V1_DeregisterNodeResponse {
         let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
-        guard let nodeID = UUID(uuidString: req.nodeID) else { throw .notFound("no such node") }
+        guard let nodeID = UUID(text: req.nodeID) else { throw .notFound("no such node") }
         let tenant = try Validate.uuid(req.caller.tenantID, field: "caller.tenant_id")
         let actor: String
         if !req.caller.nodeID.isEmpty {

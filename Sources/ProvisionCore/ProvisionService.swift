@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshBus
 import MeshCore
+import MeshNet
 import MeshProto
 import SwiftProtobuf
 
@@ -9,12 +10,12 @@ import SwiftProtobuf
 public enum ProvisionService {
     public static func endpoints(_ p: Provisioner) -> [ServiceEndpoint] {
         @Sendable func rid(_ caller: Mesh_V1_Caller, _ raw: BusRequest) -> String {
-            caller.requestID.nilIfEmpty ?? raw.requestID ?? UUID().uuidString.lowercased()
+            caller.requestID.nilIfEmpty ?? raw.requestID ?? UUID().lowercasedText
         }
         return [
             .proto("tenant-create", subject: MeshSubjects.tenantCreate) { (r: Mesh_V1_CreateTenantRequest, raw) in
                 var resp = Mesh_V1_CreateTenantResponse()
-                resp.tenant = try await p.createTenant(r, requestID: raw.requestID ?? UUID().uuidString.lowercased())
+                resp.tenant = try await p.createTenant(r, requestID: raw.requestID ?? UUID().lowercasedText)
                 return resp
             },
             .proto("tenant-update", subject: MeshSubjects.tenantUpdate) { (r: Mesh_V1_UpdateTenantRequest, raw) in
@@ -73,7 +74,7 @@ public enum ProvisionService {
                 return try await p.createEnrollmentToken(req)
             },
             .proto("node-register", subject: MeshSubjects.nodeRegister) { (r: Mesh_V1_RegisterNodeRequest, raw) in
-                try await p.registerNode(r, requestID: raw.requestID ?? UUID().uuidString.lowercased())
+                try await p.registerNode(r, requestID: raw.requestID ?? UUID().lowercasedText)
             },
             .proto("node-deregister", subject: MeshSubjects.nodeDeregister) { (r: Mesh_V1_DeregisterNodeRequest, raw) in
                 var req = r

@@ -123,4 +123,37 @@ import Testing
         #expect("\(parsed["u"]!)" == "\(UInt64.max)")
         #expect(parsed["a"] as? [String] == ["x", "y"] && (parsed["o"] as? [String: Any])?["empty"] as? [Any] != nil)
     }
+
+    @Test func timestampsMatchFoundationsISO8601() {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+        var rng = SystemRandomNumberGenerator()
+        // Fixed corners (epoch, before it, leap days, centuries, year 9999) and 20,000 random instants
+        // from 1583 on: before the Gregorian reform Foundation switches to the Julian calendar, while
+        // ISO 8601 (and we) stay proleptic Gregorian.
+        var instants: [Int64] = [0, 1, 999, -1, -86_400_000, 951_782_400_000, 951_868_799_999, 4_107_542_400_000,
+                                 1_795_000_000_123, 253_402_300_799_999, -12_212_553_600_000]
+        for _ in 0..<20_000 { instants.append(Int64.random(in: -12_212_553_600_000...253_402_300_799_999, using: &rng)) }
+        for ms in instants {
+            // Foundation formats the Double and truncates its fraction (0.999 s prints as .998), so
+            // the date and time to the second come from Foundation and the milliseconds are checked exactly.
+            let (seconds, millis) = ms.quotientAndRemainder(dividingBy: 1000)
+            let whole = millis < 0 ? seconds - 1 : seconds
+            let foundation = style.format(Date(timeIntervalSince1970: Double(whole)))
+            let expected = foundation.prefix(19) + "." + String(1000 + (millis + 1000) % 1000).dropFirst() + "Z"
+            let ours = Timestamp.iso(ms: ms)
+            if ours != expected {
+                Issue.record("\(ms): \(ours) != Foundation's \(expected)")
+                return
+            }
+        }
+        #expect(Timestamp.iso(ms: 1_795_000_000_123) == "2026-11-18T11:06:40.123Z")
+        #expect(Timestamp.iso(ms: -62_135_596_800_000) == "0001-01-01T00:00:00.000Z")
+        #expect(Timestamp.isoOrNil(ms: 0) == nil)
+    }
+
+    @Test func jsonWriterCopiesPlainStringsVerbatim() throws {
+        var w = JSONWriter()
+        w.array(["plain", "", "ünïcödé 🚀", "tail\"", "\u{1f}"])
+        #expect(String(decoding: w.bytes, as: UTF8.self) == #"["plain","","ünïcödé 🚀","tail\"","\u001f"]"#)
+    }
 }
