@@ -57,6 +57,26 @@ public struct Transaction: ~Copyable {
     public func query(_ sql: SQL, parameters: [(any PGEncodable)?]) throws -> [Row] {
         try connection.execute(sql.text, parameters).rows
     }
+
+    /// Runs several statements in one round trip (a libpq pipeline) and returns their results in
+    /// order. The server runs them one after another, exactly as separate calls would, so a later
+    /// statement sees what an earlier one wrote; the first failure is thrown and the statements
+    /// after it do nothing. Use it for statements that do not need each other's results in Swift.
+    @discardableResult
+    public func batch(_ statements: [Statement]) throws -> [QueryResult] {
+        try connection.executeBatch(statements.map { ($0.sql.text, $0.params) })
+    }
+}
+
+/// One statement of a ``Transaction/batch(_:)``.
+public struct Statement: Sendable {
+    let sql: SQL
+    let params: [(any PGEncodable)?]
+
+    public init(_ sql: SQL, _ params: (any PGEncodable)?...) {
+        self.sql = sql
+        self.params = params
+    }
 }
 
 /// The PostgreSQL store: a pool of libpq connections, transactions written as closures, LISTEN,
@@ -125,15 +145,17 @@ public final class Store: Sendable {
 
     private static func runTransaction<T>(_ conn: PGConnection, isolation: IsolationLevel, readOnly: Bool,
                                           _ body: (borrowing Transaction) throws -> T) throws -> T {
-        let begin: String = "BEGIN ISOLATION LEVEL \(isolation.rawValue)" + (readOnly ? " READ ONLY" : "")
-        try conn.executeScript(begin)
+        // BEGIN goes out with the body's first statement (PGConnection.pendingBegin): one round
+        // trip for both. A body that runs no statement never opens a transaction at all.
+        conn.pendingBegin = "BEGIN ISOLATION LEVEL \(isolation.rawValue)" + (readOnly ? " READ ONLY" : "")
+        defer { conn.pendingBegin = nil }
         do {
             let tx = Transaction(connection: conn)
             let value = try body(tx)
-            try conn.executeScript("COMMIT")
+            if conn.pendingBegin == nil { try conn.executeScript("COMMIT") }
             return value
         } catch {
-            if conn.isHealthy { try? conn.executeScript("ROLLBACK") }
+            if conn.pendingBegin == nil, conn.isHealthy { try? conn.executeScript("ROLLBACK") }
             throw error
         }
     }

@@ -79,6 +79,114 @@ struct StoreTests {
         }
     }
 
+    /// BEGIN travels with a transaction's first statement in one pipeline. Whatever that first
+    /// statement does — succeed, fail with a typed error, fail to parse, or never run — the
+    /// transaction's outcome and the connection afterwards must be what they were with a separate BEGIN.
+    @Test func beginTravelsWithTheFirstStatement() async throws {
+        struct Boom: Error {}
+        try await withStore { store, _ in
+            try await store.migrate(schema)
+            // The isolation level asked for is the one the pipelined BEGIN set.
+            let level = try await store.write(isolation: .serializable) { tx in
+                try tx.queryFirst("SELECT current_setting('transaction_isolation') AS l")!.decode("l", as: String.self)
+            }
+            #expect(level == "serializable")
+            let readOnly = try await store.read { tx in
+                try tx.queryFirst("SELECT current_setting('transaction_read_only') AS r")!.decode("r", as: String.self)
+            }
+            #expect(readOnly == "on")
+            // Two statements in one transaction: both or neither.
+            try await store.write { tx in
+                try tx.execute("INSERT INTO items (name) VALUES ($1)", "a")
+                try tx.execute("INSERT INTO items (name) VALUES ($1)", "b")
+            }
+            await #expect(throws: Boom.self) {
+                try await store.write { tx in
+                    try tx.execute("INSERT INTO items (name) VALUES ($1)", "c")
+                    throw Boom()
+                }
+            }
+            // The first statement fails (typed), on a statement this connection has and has not prepared.
+            for _ in 0..<8 {
+                await #expect(throws: StoreError.uniqueViolation(constraint: "items_name_key")) {
+                    try await store.write { tx in try tx.execute("INSERT INTO items (name) VALUES ($1)", "a") }
+                }
+            }
+            // A statement that does not parse: a typed error, and the connections stay usable.
+            await #expect(throws: StoreError.self) {
+                try await store.write { tx in try tx.execute("INSERT INTO no_such_table VALUES ($1)", 1) }
+            }
+            // A body that runs nothing, or throws before running anything.
+            let nothing = try await store.write { _ in 42 }
+            #expect(nothing == 42)
+            await #expect(throws: Boom.self) { try await store.write { _ -> Int in throw Boom() } }
+            // Every connection of the pool is still in a clean state: no transaction left open.
+            let names = try await withThrowingTaskGroup(of: [String].self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        try await store.read { tx in
+                            try tx.query("SELECT name FROM items ORDER BY name").map { try $0.decode("name", as: String.self) }
+                        }
+                    }
+                }
+                return try await group.reduce(into: [[String]]()) { $0.append($1) }
+            }
+            #expect(names.allSatisfy { $0 == ["a", "b"] }, "\(names)")
+            let open = try await store.query("""
+                SELECT count(*) AS n FROM pg_stat_activity
+                WHERE datname = current_database() AND state LIKE 'idle in transaction%'
+                """)
+            #expect(try open[0].decode("n", as: Int.self) == 0)
+        }
+    }
+
+    /// Several statements in one round trip: in order, each seeing the ones before it; the first
+    /// failure thrown, typed, and the transaction rolled back as a whole.
+    @Test func batchesRunInOrderAndFailAsAWhole() async throws {
+        try await withStore { store, _ in
+            try await store.migrate(schema)
+            let results = try await store.write { tx in
+                try tx.batch([
+                    Statement("INSERT INTO items (name, n) VALUES ($1, $2)", "x", 1),
+                    Statement("INSERT INTO items (name, n) VALUES ($1, $2)", "y", 2),   // same text: prepared once
+                    Statement("UPDATE items SET n = n * 10 WHERE name = $1", "x"),
+                    Statement("SELECT name, n FROM items ORDER BY name"),
+                ])
+            }
+            #expect(results.count == 4)
+            #expect(results[0].affectedRows == 1 && results[2].affectedRows == 1)
+            #expect(try results[3].rows.map { "\(try $0.decode("name", as: String.self))=\(try $0.decode("n", as: Int.self))" } == ["x=10", "y=2"])
+
+            // A unique violation in the middle: typed, and the statements before it roll back with the rest.
+            for _ in 0..<4 {
+                await #expect(throws: StoreError.uniqueViolation(constraint: "items_name_key")) {
+                    try await store.write { tx in
+                        try tx.execute("UPDATE items SET n = n + 1 WHERE name = $1", "y")
+                        try tx.batch([
+                            Statement("INSERT INTO items (name) VALUES ($1)", "z"),
+                            Statement("INSERT INTO items (name) VALUES ($1)", "x"),
+                            Statement("INSERT INTO items (name) VALUES ($1)", "never"),
+                        ])
+                    }
+                }
+            }
+            // A batch whose statement does not parse, as the transaction's first command.
+            await #expect(throws: StoreError.self) {
+                try await store.write { tx in
+                    try tx.batch([Statement("INSERT INTO items (name) VALUES ($1)", "w"), Statement("SELEKT 1")])
+                }
+            }
+            let rows = try await store.query("SELECT name, n FROM items ORDER BY name")
+            #expect(try rows.map { "\(try $0.decode("name", as: String.self))=\(try $0.decode("n", as: Int.self))" } == ["x=10", "y=2"])
+            // The statements prepared by failed batches still work on every connection.
+            for i in 0..<12 {
+                try await store.write { tx in try tx.batch([Statement("INSERT INTO items (name) VALUES ($1)", "after \(i)")]) }
+            }
+            #expect(try await store.query("SELECT count(*) AS c FROM items")[0].decode("c", as: Int.self) == 14)
+            #expect(try await store.write { tx in try tx.batch([]) }.isEmpty)
+        }
+    }
+
     @Test func serializationFailuresAreRetried() async throws {
         try await withStore { store, _ in
             try await store.migrate(schema)
