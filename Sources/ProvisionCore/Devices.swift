@@ -83,47 +83,66 @@ extension Provisioner {
         let committed: (slug: String, revision: UInt64, nodes: [ConfigNode], ranges: [IPPrefix], row: Row)
         do {
             committed = try await run { tx in
-                // The tenant row lock serialises every change of this tenant: cap, slug, revision.
-                guard let trow = try tx.queryFirst("SELECT plan, device_ranges FROM tenants WHERE id = $1 FOR UPDATE", who.tenant) else {
-                    throw MeshError.notFound("unknown tenant")
-                }
-                let plan = Mesh_V1_Plan(key: try trow.decode("plan")) ?? .free
-                if let cap = plan.deviceCap {
-                    let used = try tx.queryFirst("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)!.decode("n", as: Int.self)
-                    if used >= cap { throw MeshError.quotaExceeded(plan: plan, cap: cap) }
-                }
+                // Round trip 1 (BEGIN rides along): lock the tenant row — it serialises every change
+                // of this tenant: cap, slug, revision — then read under the lock all the decisions need.
+                let slugBase = Slug.make(label, fallback: deviceType.key)
+                var reads = [
+                    Statement("SELECT plan, device_ranges FROM tenants WHERE id = $1 FOR UPDATE", who.tenant),
+                    Self.slugStatement(tenant: who.tenant, base: slugBase),
+                    Statement("SELECT slug, public_key, endpoint, ipv4, ipv6 FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", who.tenant),
+                ]
+                let countsDevices = cap != nil
+                if countsDevices { reads.append(Statement("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)) }
                 if !exempt {
                     // The user row lock makes the sliding window exact across replicas.
-                    try tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", who.user)
-                    try Self.checkRate(tx, user: who.user, limit: limit, window: window)
-                    try tx.execute("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", who.user)
-                    try tx.execute("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)", who.user, window)
+                    reads.append(Statement("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", who.user))
+                    reads.append(Self.rateStatement(user: who.user, window: window))
                 }
-                let slug = try Self.freeSlug(tx, tenant: who.tenant, base: Slug.make(label, fallback: deviceType.key))
-                try tx.execute("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", who.tenant, slug, deviceID)
-                guard let row = try tx.queryFirst("""
-                    INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6)
-                    VALUES ($1, $3, $4, $5, $6, $7, $8, $9, $10)
-                    RETURNING \(Self.deviceColumns)
-                    """, deviceID, 0.0, who.tenant, who.user, label, slug, deviceType.key, keys.publicKey, ipv4, ipv6) else {
-                    throw MeshError.internal("device insert returned nothing")
+                let r = try tx.batch(reads)
+                guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+                let plan = Mesh_V1_Plan(key: try trow.decode("plan")) ?? .free
+                if let cap = plan.deviceCap {
+                    // (A plan changed to a capped one since the read above was not counted in the batch.)
+                    let used = countsDevices
+                        ? try r[3].rows[0].decode("n", as: Int.self)
+                        : try tx.queryFirst("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", who.tenant)!.decode("n", as: Int.self)
+                    if used >= cap { throw MeshError.quotaExceeded(plan: plan, cap: cap) }
                 }
-                // Confirm the lease in the same transaction: from now on the address is published.
-                guard try tx.execute("UPDATE leases SET confirmed = true WHERE tenant_id = $1 AND owner_id = $2", who.tenant, deviceID) == 1 else {
-                    throw MeshError.unavailable("the address lease expired before the device was saved; try again")
-                }
-                let peer = Mapping.devicePeer(id: deviceID, publicKey: keys.publicKey, ipv4: ipv4, ipv6: ipv6, slug: slug, domain: domain)
-                let revision = try Outbox.append(tx, tenant: who.tenant, op: "added", peer: peer)
-                try Audit.write(tx, tenant: who.tenant, actor: "user:\(who.user.lowercased)", action: "device.create", target: deviceID.lowercased,
-                                requestID: requestID, detail: "\(deviceType.key) \"\(label)\" as \(slug).\(domain) at \(ipv4), \(ipv6)")
-                let nodes = try tx.query("""
-                    SELECT slug, public_key, endpoint, ipv4, ipv6 FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id
-                    """, who.tenant).map { r in
+                if !exempt { try Self.checkRate(r[r.count - 1], limit: limit) }
+                let slug = try Self.freeSlug(r[1], base: slugBase)
+                let nodes = try r[2].rows.map { r in
                     ConfigNode(name: try r.decode("slug"), dnsName: "\(try r.decode("slug", as: String.self)).\(domain)",
                                publicKey: try r.decode("public_key"), endpoint: try r.decode("endpoint"),
                                ipv4: IPv4Address(try r.decode("ipv4", as: String.self))!, ipv6: IPv6Address(try r.decode("ipv6", as: String.self))!)
                 }
                 let ranges = (try trow.decode("device_ranges", as: String.self)).split(separator: ",").compactMap { IPPrefix(String($0)) }
+
+                // Round trip 2: every write, in order. COMMIT is the third and last.
+                var writes: [Statement] = []
+                if !exempt {
+                    writes.append(Statement("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", who.user))
+                    writes.append(Statement("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)", who.user, window))
+                }
+                let first = writes.count
+                writes.append(Statement("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", who.tenant, slug, deviceID))
+                writes.append(Statement("""
+                    INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6)
+                    VALUES ($1, $3, $4, $5, $6, $7, $8, $9, $10)
+                    RETURNING \(Self.deviceColumns)
+                    """, deviceID, 0.0, who.tenant, who.user, label, slug, deviceType.key, keys.publicKey, ipv4, ipv6))
+                // Confirm the lease in the same transaction: from now on the address is published.
+                writes.append(Statement("UPDATE leases SET confirmed = true WHERE tenant_id = $1 AND owner_id = $2", who.tenant, deviceID))
+                let peer = Mapping.devicePeer(id: deviceID, publicKey: keys.publicKey, ipv4: ipv4, ipv6: ipv6, slug: slug, domain: domain)
+                writes += try Outbox.statements(tenant: who.tenant, op: "added", peer: peer)
+                writes.append(Audit.statement(tenant: who.tenant, actor: "user:\(who.user.lowercased)", action: "device.create",
+                                              target: deviceID.lowercased, requestID: requestID,
+                                              detail: "\(deviceType.key) \"\(label)\" as \(slug).\(domain) at \(ipv4), \(ipv6)"))
+                let w = try tx.batch(writes)
+                guard let row = w[first + 1].rows.first else { throw MeshError.internal("device insert returned nothing") }
+                guard w[first + 2].affectedRows == 1 else {
+                    throw MeshError.unavailable("the address lease expired before the device was saved; try again")
+                }
+                let revision = try Outbox.revision(w[(first + 3)..<(first + 6)])
                 return (slug, revision, nodes, ranges, row)
             }
         } catch {
@@ -168,7 +187,7 @@ extension Provisioner {
     public func deleteDevice(_ req: Mesh_V1_DeleteDeviceRequest) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
         let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
         let who = try await identify(req.caller)
-        guard let deviceID = UUID(uuidString: req.deviceID) else { throw .notFound("no such device") }
+        guard let deviceID = UUID(text: req.deviceID) else { throw .notFound("no such device") }
         let domain = configuration.meshDomain
         let revision = try await run { tx in
             try tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", who.tenant)
@@ -201,7 +220,7 @@ extension Provisioner {
         let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
         let label = try Slug.validateLabel(req.label)
         let who = try await identify(req.caller)
-        guard let deviceID = UUID(uuidString: req.deviceID) else { throw .notFound("no such device") }
+        guard let deviceID = UUID(text: req.deviceID) else { throw .notFound("no such device") }
         let domain = configuration.meshDomain, online = configuration.onlineWindow.seconds
         let (row, revision) = try await run { tx in
             try tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", who.tenant)
@@ -268,11 +287,21 @@ extension Provisioner {
 
     /// Throws `rateLimited` when the user made `limit` creations within the window.
     static func checkRate(_ tx: borrowing Transaction, user: UUID, limit: Int, window: Double) throws {
-        let row = try tx.queryFirst("""
+        try checkRate(tx.batch([rateStatement(user: user, window: window)])[0], limit: limit)
+    }
+
+    /// The sliding-window count of the user's recent creations (``checkRate(_:limit:)`` reads it).
+    static func rateStatement(user: UUID, window: Double) -> Statement {
+        Statement("""
             SELECT count(*) AS n,
                    ceil(extract(epoch FROM (min(at) + make_interval(secs => $2) - now())))::bigint AS retry
             FROM provision_events WHERE user_id = $1 AND at > now() - make_interval(secs => $2)
-            """, user, window)!
+            """, user, window)
+    }
+
+    /// Throws `rateLimited` when ``rateStatement(user:window:)`` counted `limit` creations or more.
+    static func checkRate(_ result: QueryResult, limit: Int) throws {
+        let row = result.rows[0]
         if try row.decode("n", as: Int.self) >= limit {
             let retry = max(1, try row.decodeIfPresent("retry", as: Int.self) ?? 1)
             throw MeshError.rateLimited(retryAfterSeconds: retry)
@@ -282,10 +311,19 @@ extension Provisioner {
     /// The first free slug of `base`, `base-2`, `base-3`, … among the tenant's device and node names.
     /// Called with the tenant row locked, so nobody takes it before the insert.
     static func freeSlug(_ tx: borrowing Transaction, tenant: UUID, base: String) throws -> String {
-        let taken = Set(try tx.query("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, String(base.prefix(40)) + "%")
-            .map { try $0.decode("slug", as: String.self) })
+        try freeSlug(tx.batch([slugStatement(tenant: tenant, base: base)])[0], base: base)
+    }
+
+    /// The tenant's names that `base` or a suffixed form of it could collide with.
+    static func slugStatement(tenant: UUID, base: String) -> Statement {
+        Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, String(base.prefix(40)) + "%")
+    }
+
+    /// The first free slug of `base` given the result of ``slugStatement(tenant:base:)``.
+    static func freeSlug(_ taken: QueryResult, base: String) throws -> String {
+        let names = Set(try taken.rows.map { try $0.decode("slug", as: String.self) })
         var n = 1
-        while taken.contains(Slug.withSuffix(base, n)) { n += 1 }
+        while names.contains(Slug.withSuffix(base, n)) { n += 1 }
         return Slug.withSuffix(base, n)
     }
 }

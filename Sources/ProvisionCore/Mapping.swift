@@ -138,14 +138,32 @@ enum Mapping {
 /// transaction that makes the change. The tenant row is locked by that transaction, so revisions
 /// rise by exactly one, with no gap and no duplicate, whatever the number of replicas.
 enum Outbox {
-    /// Bumps the tenant's revision, writes the change, and wakes FanoutSvc (NOTIFY is delivered at commit).
+    /// Bumps the tenant's revision, writes the change, and wakes FanoutSvc (NOTIFY is delivered at
+    /// commit). One round trip; the tenant row must already be locked by the transaction.
     @discardableResult
     static func append(_ tx: borrowing Transaction, tenant: UUID, op: String, peer: Mesh_V1_Peer) throws -> UInt64 {
-        let revision = try tx.queryFirst("UPDATE tenants SET revision = revision + 1 WHERE id = $1 RETURNING revision", tenant)!
-            .decode("revision", as: Int64.self)
-        try tx.execute("INSERT INTO peer_changes (tenant_id, revision, op, peer_id, payload) VALUES ($1, $2, $3, $4, $5)",
-                       tenant, revision, op, UUID(uuidString: peer.id)!, ByteA(try peer.serializedBytes()))
-        try tx.execute("SELECT pg_notify($1, $2)", MeshOutbox.channel, tenant.lowercased)
-        return UInt64(revision)
+        try revision(try tx.batch(statements(tenant: tenant, op: op, peer: peer)))
+    }
+
+    /// The statements of ``append(_:tenant:op:peer:)``, for a caller that sends them in a larger
+    /// ``Transaction/batch(_:)``: the revision bump, the change row that takes the new revision
+    /// (it runs after the bump and sees it), and the NOTIFY.
+    static func statements(tenant: UUID, op: String, peer: Mesh_V1_Peer) throws -> [Statement] {
+        [
+            Statement("UPDATE tenants SET revision = revision + 1 WHERE id = $1", tenant),
+            Statement("""
+                INSERT INTO peer_changes (tenant_id, revision, op, peer_id, payload)
+                SELECT id, revision, $2, $3, $4 FROM tenants WHERE id = $1
+                RETURNING revision
+                """, tenant, op, UUID(text: peer.id)!, ByteA(try peer.serializedBytes())),
+            Statement("SELECT pg_notify($1, $2)", MeshOutbox.channel, tenant.lowercased),
+        ]
+    }
+
+    /// The revision written, from the results of ``statements(tenant:op:peer:)`` (exactly those three).
+    static func revision(_ results: some Collection<QueryResult>) throws -> UInt64 {
+        let inserted = results[results.index(results.startIndex, offsetBy: 1)]
+        guard let row = inserted.rows.first else { throw MeshError.notFound("unknown tenant") }
+        return UInt64(try row.decode("revision", as: Int64.self))
     }
 }

@@ -262,7 +262,7 @@ public final class Provisioner: Sendable {
 /// Input validation shared by the handlers: every rule gives a typed error naming the field.
 enum Validate {
     static func uuid(_ s: String, field: String) throws(MeshError) -> UUID {
-        guard let u = UUID(uuidString: s) else { throw .invalidArgument(field: field, message: "\(field) must be a UUID") }
+        guard let u = UUID(text: s) else { throw .invalidArgument(field: field, message: "\(field) must be a UUID") }
         return u
     }
 
@@ -289,7 +289,12 @@ enum Validate {
 enum Audit {
     static func write(_ tx: borrowing Transaction, tenant: UUID, actor: String, action: String, target: String,
                       requestID: String, detail: String) throws {
-        try tx.execute("""
+        try tx.batch([statement(tenant: tenant, actor: actor, action: action, target: target, requestID: requestID, detail: detail)])
+    }
+
+    /// The audit row as a statement, for a ``Transaction/batch(_:)``.
+    static func statement(tenant: UUID, actor: String, action: String, target: String, requestID: String, detail: String) -> Statement {
+        Statement("""
             INSERT INTO audit_log (tenant_id, actor, action, target_id, request_id, detail) VALUES ($1, $2, $3, $4, $5, $6)
             """, tenant, actor, action, target, requestID, detail)
     }
