@@ -1,5 +1,4 @@
 import CQRencode
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -69,15 +68,6 @@ public struct QRCode: Sendable, Hashable {
     /// The light margin, in modules, around the symbol; ISO/IEC 18004 requires at least four.
     public static let quietZone = 4
 
-    /// Serialises calls into libqrencode.
-    ///
-    /// Debian's libqrencode 4.1 is built with pthread support and guards its only shared state (the
-    /// Reed–Solomon table cache) with a mutex, so it is thread-safe there. Builds configured with
-    /// `--disable-thread-safety` are not, and which build is linked is only known at run time. Encoding
-    /// a device config takes on the order of a millisecond and happens once per device, so holding a lock
-    /// costs nothing measurable and keeps `QRCode` safe to create from concurrent tasks on any build.
-    private static let encoderLock = Mutex<Void>(())
-
     /// Encodes `text` (as UTF-8, byte for byte, in 8-bit mode) at the given error-correction level.
     ///
     /// 8-bit mode keeps the payload exact: case, whitespace and newlines survive as written, which a
@@ -95,8 +85,13 @@ public struct QRCode: Sendable, Hashable {
             throw .inputTooLong(byteCount: bytes.count, maximumByteCount: errorCorrection.maximumByteCount)
         }
 
-        let result: Result<(version: Int, size: Int, modules: [Bool]), QRCodeError> = Self.encoderLock.withLock { _ in
-            // errno is thread-local and read right after the call on the same thread, inside the lock.
+        // No lock around libqrencode: Debian's libqrencode 4 (the one this package links; see
+        // Package.swift) is built with thread safety, guarding its only shared state, the Reed–Solomon
+        // table cache, with a pthread mutex (the library imports pthread_mutex_lock and
+        // pthread_mutex_unlock). A process-wide lock here held every concurrent device creation
+        // behind one encoder, on one core, for the millisecond each code takes.
+        let result: Result<(version: Int, size: Int, modules: [Bool]), QRCodeError> = {
+            // errno is thread-local and read right after the call, on the same thread.
             let code = bytes.withUnsafeBufferPointer { buffer in
                 // version 0: let libqrencode pick the smallest version that fits.
                 QRcode_encodeData(Int32(buffer.count), buffer.baseAddress, 0, errorCorrection.qrencodeLevel)
@@ -114,7 +109,7 @@ public struct QRCode: Sendable, Hashable {
             // Bit 0 of each byte is the module colour; the other bits describe its role (finder, timing, ...).
             let matrix = UnsafeBufferPointer(start: code.pointee.data, count: width * width).map { $0 & 1 == 1 }
             return .success((Int(code.pointee.version), width, matrix))
-        }
+        }()
         let encoded = try result.get()
         version = encoded.version
         size = encoded.size
@@ -143,8 +138,15 @@ public struct QRCode: Sendable, Hashable {
         let extent = size + 2 * quiet
         let pixels = extent * moduleSize
 
-        var path = ""
+        // One horizontal run of dark modules per subpath, written straight as bytes: a version-23
+        // code has a few thousand runs, and string interpolation per run cost as much as the encoding.
+        var path: [UInt8] = []
         path.reserveCapacity(size * size * 3)
+        func put(_ n: Int) {
+            if n >= 100 { path.append(UInt8(ascii: "0") + UInt8(n / 100)) }
+            if n >= 10 { path.append(UInt8(ascii: "0") + UInt8(n / 10 % 10)) }
+            path.append(UInt8(ascii: "0") + UInt8(n % 10))
+        }
         for y in 0..<size {
             let row = y * size
             var x = 0
@@ -156,14 +158,19 @@ public struct QRCode: Sendable, Hashable {
                 let start = x
                 while x < size && modules[row + x] { x += 1 }
                 let run = x - start
-                path += "M\(start + quiet) \(y + quiet)h\(run)v1h-\(run)z"
+                // "M<x> <y>h<run>v1h-<run>z"
+                path.append(UInt8(ascii: "M")); put(start + quiet)
+                path.append(UInt8(ascii: " ")); put(y + quiet)
+                path.append(UInt8(ascii: "h")); put(run)
+                path.append(contentsOf: [UInt8(ascii: "v"), UInt8(ascii: "1"), UInt8(ascii: "h"), UInt8(ascii: "-")]); put(run)
+                path.append(UInt8(ascii: "z"))
             }
         }
 
         return "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"\(pixels)\" height=\"\(pixels)\""
             + " viewBox=\"0 0 \(extent) \(extent)\" shape-rendering=\"crispEdges\">"
             + "<rect width=\"\(extent)\" height=\"\(extent)\" fill=\"#ffffff\"/>"
-            + "<path fill=\"#000000\" d=\"\(path)\"/>"
+            + "<path fill=\"#000000\" d=\"\(String(decoding: path, as: UTF8.self))\"/>"
             + "</svg>\n"
     }
 }
