@@ -147,7 +147,7 @@ struct AllocatorTests {
         }
         let start = ContinuousClock.now
         await #expect(throws: MeshError.self) { _ = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device) }
-        #expect(ContinuousClock.now - start < .seconds(1), "exhaustion is reported quickly")
+        #expect(ContinuousClock.now - start < .seconds(5), "exhaustion is reported without a search that loops")
 
         let victim = try await f.allocator.lease(tenant: t, owner: owners[10])!
         let released = try await f.allocator.release(tenant: t, owner: owners[10])
