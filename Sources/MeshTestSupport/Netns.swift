@@ -35,14 +35,27 @@ public final class NetNamespace: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: sock) else { throw TestSetupError.failed("wireguard-go did not create \(sock)") }
     }
 
-    /// Kills every process in the namespace and deletes it.
+    /// Kills every process in the namespace and deletes it. A wireguard-go killed this way leaves
+    /// its UAPI socket behind in the host-wide `/var/run/wireguard`, so the sockets of the
+    /// namespace's interfaces (names are unique host-wide) are removed too.
     public func destroy() {
         guard !destroyed else { return }
         destroyed = true
+        let links = ((try? run("/usr/bin/env", ["ip", "-n", name, "-o", "link", "show"]).stdout) ?? "")
+            .split(separator: "\n")
+            .compactMap { line -> String? in
+                // "7: wn0dgd272n: <POINTOPOINT,...>" or "9: mdp1@if1010: <...>"
+                let fields = line.split(separator: ":", maxSplits: 2)
+                guard fields.count >= 2 else { return nil }
+                return fields[1].trimmingCharacters(in: .whitespaces).split(separator: "@").first.map(String.init)
+            }
         if let pids = try? run("/usr/bin/env", ["ip", "netns", "pids", name]).output {
             for p in pids.split(separator: "\n") { if let pid = Int32(p) { kill(pid, SIGKILL) } }
         }
         _ = try? run("/usr/bin/env", ["ip", "netns", "del", name])
+        for link in links where !link.isEmpty && link != "lo" && !link.contains("/") {
+            unlink("/var/run/wireguard/\(link).sock")
+        }
     }
 
     deinit { destroy() }
