@@ -83,9 +83,12 @@ public actor WireGuardGoDaemon {
     /// True while the process has not exited.
     public func isRunning() -> Bool { reap() == nil }
 
-    /// Sends SIGTERM, waits up to `timeout` for the process to exit, then SIGKILLs it.
-    /// The daemon removes its socket and TUN device when it exits.
+    /// Sends SIGTERM, waits up to `timeout` for the process to exit, then SIGKILLs it, and removes
+    /// the daemon's UAPI socket. The TUN device goes with the process; the socket does not always:
+    /// wireguard-go unlinks it only when the Go listener it first created happens to be finalised
+    /// before exit, so a stopped daemon can leave `<interface>.sock` behind in the host-wide directory.
     public func stop(timeout: Duration = .seconds(5)) async {
+        defer { removeStaleSocket() }
         guard reap() == nil else { return }
         kill(pid, SIGTERM)
         let clock = ContinuousClock()
@@ -96,6 +99,14 @@ public actor WireGuardGoDaemon {
         }
         kill(pid, SIGKILL)
         while reap() == nil { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    /// Unlinks the socket once the process has exited, unless something (a new daemon for the same
+    /// interface) is listening on it.
+    private func removeStaleSocket() {
+        let path = "\(socketDirectory)/\(interface).sock"
+        guard exitStatus != nil, !Self.canConnect(path) else { return }
+        unlink(path)
     }
 
     /// Collects the exit status without blocking; nil while running.

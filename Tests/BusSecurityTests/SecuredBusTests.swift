@@ -316,6 +316,10 @@ struct SecuredBusTests {
         // MARK: Services with their own credentials: FanoutSvc alone publishes peer updates.
         let provisionBus = try await sec.connect(as: .provision)
         let provisionErrors = ErrorLog(provisionBus)
+        // The permission check needs a live connection: wait for it (a first attempt can fail and
+        // be retried in the background), so a slow connect is not mistaken for a missing denial.
+        for _ in 0..<200 where !provisionBus.isConnected { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(provisionBus.isConnected, "the provision identity could not connect: \(provisionErrors.all)")
         try provisionBus.publish(MeshSubjects.peersUpdated(tenant: t1.id), forgedBytes)
         #expect(await provisionErrors.denied(MeshSubjects.peersUpdated(tenant: t1.id)))
         let adminErrors = ErrorLog(cp.bus)
