@@ -17,7 +17,12 @@ import Synchronization
 public final class NodeBusIdentities: Service, Sendable {
     let issuer: NodeCredentialIssuer
     let signer: AccountRevocationSigner
-    let systemBus: BusConnection
+    /// The system-account connection that pushes account updates. nats.c closes a connection for
+    /// good after an authentication error while connecting; a closed one is replaced
+    /// (``currentSystemBus()``), so revocations are never stuck behind a dead connection.
+    private let systemBus: Mutex<BusConnection>
+    /// How to connect the system-account connection again; nil when it was handed in ready-made.
+    private let systemConfiguration: BusConfiguration?
     let store: Store
     let logger: Logger
     let resyncInterval: Duration
@@ -27,14 +32,16 @@ public final class NodeBusIdentities: Service, Sendable {
     /// One signal per push: check again in the next second.
     private let recheck = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
-    public init(issuer: NodeCredentialIssuer, signer: AccountRevocationSigner, systemBus: BusConnection, store: Store,
+    public init(issuer: NodeCredentialIssuer, signer: AccountRevocationSigner, systemBus: BusConnection,
+                systemConfiguration: BusConfiguration? = nil, store: Store,
                 resyncInterval: Duration = .seconds(60), logger: Logger) throws {
         guard issuer.account == signer.account else {
             throw NKeyError.invalidJWT("the node issuer and the revocation signer name different accounts")
         }
         self.issuer = issuer
         self.signer = signer
-        self.systemBus = systemBus
+        self.systemBus = Mutex(systemBus)
+        self.systemConfiguration = systemConfiguration
         self.store = store
         self.resyncInterval = resyncInterval
         self.logger = logger
@@ -96,7 +103,7 @@ public final class NodeBusIdentities: Service, Sendable {
     private func send(_ revocations: [String: Int64], reason: String) async -> Bool {
         do {
             let jwt = try signer.sign(revocations: revocations)
-            let reply = try await systemBus.request(signer.claimsUpdateSubject, Array(jwt.utf8), timeout: .seconds(3))
+            let reply = try await currentSystemBus().request(signer.claimsUpdateSubject, Array(jwt.utf8), timeout: .seconds(3))
             let answer = try? JSONDecoder().decode(JSONValue.self, from: Data(reply.payload))
             if let code = answer?["data"]?["code"]?.intValue, code == 200 {
                 logger.info("bus revocations pushed", metadata: ["revocations": "\(revocations.count)", "reason": "\(reason)"])
@@ -109,6 +116,16 @@ public final class NodeBusIdentities: Service, Sendable {
             logger.error("cannot push bus revocations; retrying later", metadata: ["error": "\(error)", "reason": "\(reason)"])
             return false
         }
+    }
+
+    /// The system-account connection, connected again first if nats.c has closed it.
+    private func currentSystemBus() async throws -> BusConnection {
+        let bus = systemBus.withLock { $0 }
+        guard bus.isClosed, let systemConfiguration else { return bus }
+        logger.warning("the system-account bus connection was closed; connecting again")
+        let fresh = try await BusConnection.connect(systemConfiguration, logger: logger)
+        systemBus.withLock { $0 = fresh }
+        return fresh
     }
 
     public func run() async throws {
@@ -133,7 +150,7 @@ public final class NodeBusIdentities: Service, Sendable {
             }
         }
         recheck.continuation.finish()
-        await systemBus.drain(timeout: .seconds(2))
+        await systemBus.withLock { $0 }.drain(timeout: .seconds(2))
     }
 }
 
@@ -209,6 +226,7 @@ extension NodeBusIdentities {
         sys.credentials = try BusCredentials.parseCreds(c.systemCreds)
         let bus = try await BusConnection.connect(sys, logger: logger)
         logger.info("per-node bus identities on", metadata: ["nats.account": "\(issuer.account)"])
-        return try NodeBusIdentities(issuer: issuer, signer: signer, systemBus: bus, store: store, resyncInterval: c.resyncInterval, logger: logger)
+        return try NodeBusIdentities(issuer: issuer, signer: signer, systemBus: bus, systemConfiguration: sys, store: store,
+                                     resyncInterval: c.resyncInterval, logger: logger)
     }
 }
