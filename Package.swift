@@ -119,7 +119,7 @@ let package = Package(
         exe("meshlab", ["MeshTestSupport", "GatewayCore", "MeshBus", "MeshCore", "MeshProto"]),
         tests("MeshNetTests", ["MeshNet"]),
         tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
-        tests("MeshBusTests", ["MeshBus", "MeshTestSupport", lifecycle]),
+        tests("MeshBusTests", ["MeshBus", "MeshCore", "MeshTestSupport", lifecycle]),
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),

@@ -17,6 +17,7 @@ public final class BusConnection: Sendable {
     /// The nats.c connection. nats.c connections are thread-safe.
     nonisolated(unsafe) let nc: OpaquePointer
     let context: ConnectionContext
+    private let closing = Atomic<Bool>(false)
     let mux: RequestMux
     /// The configuration the connection was made with.
     public let configuration: BusConfiguration
@@ -300,8 +301,13 @@ public final class BusConnection: Sendable {
         }
     }
 
+    /// Whether ``drain(timeout:)`` or ``close()`` was called: a closed connection that was not
+    /// closed on purpose was given up by nats.c.
+    public var isClosing: Bool { closing.load(ordering: .relaxed) }
+
     /// Drains every subscription (pending messages are still handled), flushes, and closes.
     public func drain(timeout: Duration = .seconds(5)) async {
+        closing.store(true, ordering: .relaxed)
         if isClosed { return }
         if natsConnection_DrainTimeout(nc, timeout.milliseconds) != NATS_OK {
             natsConnection_Close(nc)
@@ -311,6 +317,7 @@ public final class BusConnection: Sendable {
 
     /// Closes the connection at once.
     public func close() async {
+        closing.store(true, ordering: .relaxed)
         if !isClosed { natsConnection_Close(nc) }
         await context.waitClosed()
     }

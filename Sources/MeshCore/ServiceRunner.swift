@@ -6,13 +6,26 @@ import SwiftProtobuf
 
 /// Keeps the bus connection open while the other services run, and drains it last on shutdown
 /// (it is the first service in the group, and groups stop in reverse order).
+///
+/// nats.c retries a lost connection for ever, except after an authentication error while
+/// (re)connecting: then it closes the connection for good. A process whose bus is closed serves
+/// nothing, so instead of idling on a dead connection it stops with an error and a non-zero exit,
+/// and its supervisor (compose's `restart:`, systemd's `Restart=`) starts it again.
 public struct BusConnectionService: Service {
     public let connection: BusConnection
 
     public init(connection: BusConnection) { self.connection = connection }
 
     public func run() async throws {
-        try? await gracefulShutdown()
+        let events = connection.events()
+        let closed = await cancelWhenGracefulShutdown { () async -> Bool in
+            if connection.isClosed { return true }
+            for await event in events where event == .closed { return true }
+            return false
+        }
+        if closed && !connection.isClosing {
+            throw BusError.closed
+        }
         await connection.drain(timeout: .seconds(3))
     }
 }
