@@ -40,6 +40,9 @@ public final class NodeAgent: Sendable {
         var removedFromMesh = false
     }
 
+    /// The pending retry of a failed background sync (``retrySoon()``).
+    private let retry = Mutex<(pending: Bool, delay: Duration)>((false, .milliseconds(100)))
+
     enum Command: Sendable {
         case update(Mesh_V1_PeersUpdated)
         case sync(reason: String, reply: CheckedContinuation<Mesh_V1_RefreshResponse, any Error>?)
@@ -119,7 +122,8 @@ public final class NodeAgent: Sendable {
                     reply?.resume(returning: r)
                 } catch {
                     logger.warning("full sync failed", metadata: ["reason": "\(reason)", "error": "\(error)"])
-                    reply?.resume(throwing: error)
+                    // A caller waiting for the answer retries on its own; a background sync does not.
+                    if let reply { reply.resume(throwing: error) } else { retrySoon() }
                 }
             }
         }
@@ -127,6 +131,26 @@ public final class NodeAgent: Sendable {
 
     /// Stops ``run()``.
     public func finish() { continuation.finish() }
+
+    /// Queues another full sync after a failed one, with a backoff (0.1 s doubling to 5 s, reset by
+    /// a sync that succeeds). Without it a node whose sync request failed (its FanoutSvc replica was
+    /// killed while answering, say) stayed behind until the next message or revision check.
+    func retrySoon() {
+        guard !state.withLock({ $0.removedFromMesh }) else { return }
+        let delay: Duration? = retry.withLock { r in
+            guard !r.pending else { return nil }
+            r.pending = true
+            defer { r.delay = min(r.delay * 2, .seconds(5)) }
+            return r.delay
+        }
+        guard let delay else { return }
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            guard let self else { return }
+            self.retry.withLock { $0.pending = false }
+            self.requestSync(reason: "retry after a failed sync")
+        }
+    }
 
     // MARK: Deltas
 
@@ -139,7 +163,7 @@ public final class NodeAgent: Sendable {
         if !synced || u.revision <= last { return }  // a sync is due anyway, or a duplicate
         if u.revision != last + 1 {
             logger.info("revision gap; full sync", metadata: ["revision.last": "\(last)", "revision.got": "\(u.revision)"])
-            _ = try? await fullSync(reason: "gap \(last)->\(u.revision)")
+            if (try? await fullSync(reason: "gap \(last)->\(u.revision)")) == nil { retrySoon() }
             return
         }
         do {
@@ -152,7 +176,7 @@ public final class NodeAgent: Sendable {
             notifyObservers()
         } catch {
             logger.warning("applying a delta failed; full sync", metadata: ["revision": "\(u.revision)", "error": "\(error)"])
-            _ = try? await fullSync(reason: "apply failed")
+            if (try? await fullSync(reason: "apply failed")) == nil { retrySoon() }
         }
     }
 
@@ -246,6 +270,7 @@ public final class NodeAgent: Sendable {
             s.lastSync = Date()
             s.removedFromMesh = false
         }
+        retry.withLock { $0.delay = .milliseconds(100) }
         fullSyncs.increment()
         notifyObservers()
         logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(list.revision)", "peers": "\(desired.count)",

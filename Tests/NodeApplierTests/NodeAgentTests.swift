@@ -110,6 +110,40 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         #expect(try await keys(wg) == Set([peer(1), peer(2), peer(3)].map(\.publicKey)))
     }
 
+    /// A gap whose full sync fails (the control plane did not answer) is retried on its own, with
+    /// no further message or periodic check to trigger it.
+    @Test func aFailedSyncIsRetried() async throws {
+        var reg = Mesh_V1_RegisterNodeResponse()
+        reg.node.id = "self"
+        reg.node.tenantID = "t1"
+        let wg = InMemoryWireGuard(devices: ["wg0"])
+        let cp = FakeCP()
+        let failuresLeft = Mutex(0)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
+            if failuresLeft.withLock({ n in defer { n = max(0, n - 1) }; return n > 0 }) {
+                throw MeshError.deadlineExceeded("fanout did not answer")
+            }
+            return cp.response()
+        }
+        let task = Task { await agent.run() }
+        defer { task.cancel() }
+        cp.revision.withLock { $0 = 1 }
+        _ = try await agent.refresh(reason: "start")
+
+        // Revision 2 is lost, 3 arrives: the gap's sync fails three times, then succeeds.
+        cp.peers.withLock { $0 = [peer(2), peer(3)] }
+        cp.revision.withLock { $0 = 3 }
+        failuresLeft.withLock { $0 = 3 }
+        agent.submit(update(3, added: [peer(3)]))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while agent.revision < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(agent.revision == 3, "the failed sync was never retried")
+        #expect(failuresLeft.withLock { $0 } == 0)
+        #expect(try await keys(wg) == Set([peer(2), peer(3)].map(\.publicKey)))
+    }
+
     @Test func fullSyncOnlyTouchesTheDifference() async throws {
         let (agent, wg, cp, task) = makeAgent()
         defer { task.cancel() }
