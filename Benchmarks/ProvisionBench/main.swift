@@ -15,7 +15,8 @@ import Foundation
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshNet
 import MeshProto
 import MeshQR

@@ -1,4 +1,4 @@
-import MeshCore
+import MeshDomain
 
 /// Who may do what on the bus. Each identity gets the least it needs; docs/security.md has the
 /// same table and the tests check every line of it against a real nats-server.

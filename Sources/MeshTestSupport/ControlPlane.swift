@@ -2,7 +2,8 @@ import Foundation
 import MeshBus
 import MeshBusAuth
 import MeshClient
-import MeshCore
+import MeshKeys
+import MeshDomain
 import MeshProto
 import MeshStore
 

@@ -1,3 +1,4 @@
+import MeshKeys
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -158,7 +159,7 @@ enum UAPIProtocol {
                 let k = try parseKey(value, "private_key")
                 if !k.isZero {
                     device.privateKey = k
-                    device.publicKey = Curve25519.publicKey(forPrivateKey: k)
+                    device.publicKey = WireGuardKeyPair.publicKey(forPrivateKey: k.bytes).flatMap { WireGuardKey(bytes: $0) } ?? .zero
                 }
             } else if equals(key, "listen_port") {
                 device.listenPort = UInt16(clamping: try integer(value, "listen_port"))

@@ -1,7 +1,7 @@
 import Foundation
-import GatewayCore
 import MeshBus
-import MeshCore
+import MeshAuth
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Synchronization

@@ -1,7 +1,7 @@
 import AllocatorCore
 import Foundation
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshStore
 import MeshTestSupport

@@ -1,7 +1,7 @@
 import AllocatorCore
 import Foundation
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore

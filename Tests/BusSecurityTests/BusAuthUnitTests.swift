@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import MeshBusAuth
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshWireGuard
 import NodeApplierCore

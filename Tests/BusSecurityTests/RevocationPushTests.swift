@@ -1,7 +1,7 @@
 import Foundation
 import MeshBus
 import MeshBusAuth
-import MeshCore
+import MeshDomain
 import MeshStore
 import MeshTestSupport
 import ProvisionCore

@@ -2,7 +2,7 @@ import Foundation
 import MeshBus
 import MeshBusAuth
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Synchronization

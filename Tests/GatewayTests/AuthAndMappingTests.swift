@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 import GatewayCore
 import Hummingbird
-import MeshCore
+import MeshDomain
 import MeshProto
 import Testing
 

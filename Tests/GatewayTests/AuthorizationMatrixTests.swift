@@ -2,7 +2,7 @@ import Foundation
 import GatewayCore
 import Hummingbird
 import HummingbirdTesting
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Testing

@@ -5,7 +5,7 @@ import HummingbirdTesting
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Synchronization

@@ -1,6 +1,6 @@
 import Foundation
 import GatewayCore
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Testing

@@ -4,7 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Testing

@@ -1,6 +1,6 @@
 import Foundation
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshTestSupport
 import Testing
 

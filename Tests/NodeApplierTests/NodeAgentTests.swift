@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshWireGuard
 import NodeApplierCore
