@@ -115,7 +115,7 @@ func scrape() throws -> [String: (sum: Double, count: Double)] {
     return total
 }
 
-let phaseOrder = ["identify", "tenant", "precheck", "keygen", "allocate", "commit", "config", "qr"]
+let phaseOrder = ["identify", "precheck", "keygen", "allocate", "commit", "config", "qr"]
 func printBreakdown(_ before: [String: (sum: Double, count: Double)], _ after: [String: (sum: Double, count: Double)], clientMean: Double) {
     func mean(_ k: String) -> Double? {
         guard let a = after[k] else { return nil }

@@ -62,3 +62,12 @@ extension Mesh_V1_PeerKind {
         }
     }
 }
+
+extension Mesh_V1_PeersUpdated {
+    /// The member this change adds or changes, if it is an upsert.
+    public var upserted: Mesh_V1_Member? { if case .upsert(let m) = change { m } else { nil } }
+    /// The member this change removes, if it is a removal.
+    public var removed: Mesh_V1_MemberRemoval? { if case .remove(let r) = change { r } else { nil } }
+    /// The settings this change sets, if it sets them.
+    public var newSettings: Mesh_V1_TenantSettings? { if case .settings(let s) = change { s } else { nil } }
+}

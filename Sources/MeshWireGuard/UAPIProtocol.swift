@@ -1,4 +1,3 @@
-import MeshKeys
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -159,7 +158,7 @@ enum UAPIProtocol {
                 let k = try parseKey(value, "private_key")
                 if !k.isZero {
                     device.privateKey = k
-                    device.publicKey = WireGuardKeyPair.publicKey(forPrivateKey: k.bytes).flatMap { WireGuardKey(bytes: $0) } ?? .zero
+                    device.publicKey = k.publicKeyOfPrivate
                 }
             } else if equals(key, "listen_port") {
                 device.listenPort = UInt16(clamping: try integer(value, "listen_port"))

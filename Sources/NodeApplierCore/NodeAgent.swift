@@ -114,8 +114,16 @@ public final class NodeAgent: Sendable {
         observers.withLock { $0.append(observer) }
     }
 
-    /// Processes the queue until cancelled.
+    /// Processes the queue (and the retries of failed syncs) until cancelled or finished.
     public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.runRetries() }
+            await processCommands()
+            group.cancelAll()
+        }
+    }
+
+    func processCommands() async {
         for await command in commands {
             switch command {
             case .update(let u):
@@ -156,8 +164,8 @@ public final class NodeAgent: Sendable {
         w?.resume()
     }
 
-    /// Runs the retries ``retrySoon()`` asks for, until cancelled (part of the agent's service).
-    public func runRetries() async {
+    /// Runs the retries ``retrySoon()`` asks for, until cancelled.
+    func runRetries() async {
         while !Task.isCancelled {
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in

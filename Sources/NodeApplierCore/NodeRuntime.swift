@@ -150,7 +150,6 @@ struct AgentService: Service {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await agent.run() }
-                group.addTask { await agent.runRetries() }
                 group.addTask {
                     for await m in updates {
                         agent.receive(subject: m.subject, payload: m.payload)

@@ -39,6 +39,11 @@ public protocol AddressAllocator: Sendable {
 /// Wakes whatever hands a tenant's new changes on (the outbox relay).
 public protocol ChangeNotifier: Sendable {
     func changed(tenant: UUID)
+    /// Hands the tenant's changes on up to `revision` now, waiting (at most a few seconds) until
+    /// they are delivered: for a caller whose next step reads them back from FanoutSvc (a node that
+    /// registered syncs right away). Returns whether they were delivered.
+    @discardableResult
+    func deliver(tenant: UUID, through revision: UInt64) async -> Bool
 }
 
 /// Devices: creation with the plan's cap, the rate limit, the SAML gate, the slug and the config;
@@ -161,6 +166,17 @@ public struct DeviceService: Sendable {
         }
     }
 
+    /// Hands a deleted owner's addresses back at once (they wait out the quarantine); when that
+    /// fails, the lease keeper does it from the task the deletion recorded.
+    func releaseNow(tenant: UUID, owner: UUID, requestID: String) async {
+        do {
+            try await allocator.release(tenant: tenant, owner: owner, neverPublished: false, requestID: requestID)
+            try await leases.finishLeaseTask(owner: owner)
+        } catch {
+            logger.warning("address release failed; the lease keeper will retry", metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
+        }
+    }
+
     /// Deletes a device (its owner, or an admin of its tenant). Anyone else gets `notFound`, so that
     /// nothing about other users' or tenants' devices leaks.
     public func delete(_ req: Mesh_V1_DeleteDeviceRequest) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
@@ -171,6 +187,7 @@ public struct DeviceService: Sendable {
             guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
         }
         notifier.changed(tenant: who.tenant)
+        await releaseNow(tenant: who.tenant, owner: id, requestID: requestID)
         logger.info("device deleted", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)", "revision": "\(revision)"])
         var resp = Mesh_V1_DeleteDeviceResponse()
         resp.revision = revision

@@ -104,7 +104,8 @@ public struct NodeService: Sendable {
             if existing == nil { await giveBack(tenant: tenant, owner: nodeID, requestID: requestID) }
             throw error
         }
-        if result.revision != nil { notifier.changed(tenant: tenant) }
+        // The node syncs as soon as it has this answer: FanoutSvc must know it by then.
+        if let revision = result.revision { await notifier.deliver(tenant: tenant, through: revision) }
         var resp = Mesh_V1_RegisterNodeResponse()
         resp.node = result.node.proto(domain: result.tenant.domain, hubID: result.tenant.hubNodeID)
         resp.ipv4Prefix = result.tenant.ipv4Prefix
@@ -149,6 +150,12 @@ public struct NodeService: Sendable {
         notifier.changed(tenant: tenant)
         // Cut the node off the bus before answering (a failed push is retried by the service).
         await busIdentities?.push(reason: "node deregistered")
+        do {
+            try await allocator.release(tenant: tenant, owner: nodeID, neverPublished: false, requestID: requestID)
+            try await leases.finishLeaseTask(owner: nodeID)
+        } catch {
+            logger.warning("address release failed; the lease keeper will retry", metadata: ["owner.id": "\(nodeID.lowercased)", "error": "\(error)"])
+        }
         var resp = Mesh_V1_DeregisterNodeResponse()
         resp.revision = revision
         return resp

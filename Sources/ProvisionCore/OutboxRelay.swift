@@ -51,6 +51,21 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
         waiter?.resume()
     }
 
+    public func deliver(tenant: UUID, through revision: UInt64) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            _ = try? await relay(tenant: tenant)
+            if let row = try? await store.query("""
+                SELECT coalesce(min(revision), 9223372036854775807) AS low FROM outbox WHERE tenant_id = $1 AND delivered_at IS NULL
+                """, tenant).first, let low = try? row.decode("low", as: Int64.self), low > Int64(revision) {
+                return true
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        logger.warning("changes not delivered in time", metadata: ["tenant.id": "\(tenant.lowercased)", "revision": "\(revision)"])
+        return false
+    }
+
     /// Relays every undelivered change of `tenant`; returns how many this call delivered (0 when a
     /// relay of the tenant is already running in this process: it picks the new changes up).
     @discardableResult

@@ -1,5 +1,6 @@
 import Foundation
 import MeshBus
+import ServiceKit
 import MeshDomain
 import MeshTestSupport
 import Testing

@@ -9,7 +9,7 @@ extension PostgresProvisionStore: DeviceRepository {
         let rows = try await query("""
             SELECT (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used,
                    count(e.at) AS recent, min(e.at) AS oldest
-            FROM (SELECT at FROM provision_events WHERE user_id = $2 AND $3 > 0 AND at > now() - make_interval(secs => $3)) e
+            FROM (SELECT at FROM provision_events WHERE user_id = $2 AND $3::float8 > 0 AND at > now() - make_interval(secs => $3::float8)) e
             """, tenant, user, window?.seconds ?? 0)
         do {
             guard let r = rows.first else { return (0, 0, nil) }
