@@ -141,6 +141,8 @@ let package = Package(
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshDomain", "MeshClient", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
         tests("ProvisionTests", ["MeshKeys", "ProvisionCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "MeshProto", "MeshBus", "MeshStore", "MeshNet",
                                  "MeshQR", protobuf]),
+        // The provisioning rules through ProvisionSvc's services on the in-memory store: no servers.
+        tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
         tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto"]),
         tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", log]),

@@ -90,7 +90,7 @@ public struct DeviceService: Sendable {
         if policy.deviceCap != nil || rate != nil {
             let counts = try await devices.creationCounts(tenant: who.tenant, user: who.user, window: rate?.window)
             try policy.checkCap(used: counts.devices)
-            try rate?.check(recent: counts.recent, oldest: counts.oldest, now: Date())
+            try rate?.check(recent: counts.recent, oldest: counts.oldest, now: counts.now)
         }
         phases.lap(.precheck)
 

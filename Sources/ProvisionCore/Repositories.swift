@@ -60,8 +60,9 @@ public struct WrittenDevice: Sendable {
 
 /// Devices (DeviceService).
 public protocol DeviceRepository: Sendable {
-    /// A cheap, unlocked look at the cap and the rate limit before anything is allocated.
-    func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?)
+    /// A cheap, unlocked look at the cap and the rate limit before anything is allocated, with the
+    /// storage's clock (the rate limit's window is measured on it).
+    func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?, now: Date)
     /// With the tenant (and, for the rate limit, the user) locked: reads the state, lets `decide`
     /// apply the rules, writes the device, its name, the rate-limit event, the outbox change and the
     /// audit entry, and drops the lease hold.

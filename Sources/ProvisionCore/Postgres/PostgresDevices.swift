@@ -5,15 +5,15 @@ import MeshProto
 import MeshStore
 
 extension PostgresProvisionStore: DeviceRepository {
-    public func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?) {
+    public func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?, now: Date) {
         let rows = try await query("""
             SELECT (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used,
-                   count(e.at) AS recent, min(e.at) AS oldest
+                   count(e.at) AS recent, min(e.at) AS oldest, now() AS now
             FROM (SELECT at FROM provision_events WHERE user_id = $2 AND $3::float8 > 0 AND at > now() - make_interval(secs => $3::float8)) e
             """, tenant, user, window?.seconds ?? 0)
         do {
-            guard let r = rows.first else { return (0, 0, nil) }
-            return (try r.decode("used"), try r.decode("recent"), try r.decodeIfPresent("oldest"))
+            guard let r = rows.first else { return (0, 0, nil, Date()) }
+            return (try r.decode("used"), try r.decode("recent"), try r.decodeIfPresent("oldest"), try r.decode("now"))
         } catch {
             throw map(error)
         }
