@@ -66,7 +66,7 @@ public enum GatewayApp {
         router.post("/cp/api/v1/mesh/devices", use: api.createDevice)
         router.delete("/cp/api/v1/mesh/devices/:id", use: api.deleteDevice)
         router.get("/cp/api/v1/mesh/peers/:node_id", use: api.nodePeerList)
-        methods.set(router.routes.map { (method: $0.method, path: "\($0.path)") })
+        methods.set(router.routes.map { (method: $0.method, path: $0.path) })
         return router
     }
 

@@ -66,34 +66,35 @@ public struct RequestIDMiddleware: RouterMiddleware {
     }
 }
 
-/// The router's routes as (method, path pattern), for telling "no such path" (404) from "no such
-/// method here" (405). Set once, after every route is added; read by every request after that.
+/// The router's routes as (method, path), for telling "no such path" (404) from "no such method
+/// here" (405). Set once, after every route is added; read by every request after that.
 public final class AllowedMethods: Sendable {
-    private let routes = Mutex<[(method: HTTPRequest.Method, segments: [Substring])]>([])
+    private let routes = Mutex<[(method: HTTPRequest.Method, path: RouterPath)]>([])
 
     public init() {}
 
-    /// Records the routes (`:name` segments match any one segment, `*` too, `**` the rest).
-    public func set(_ list: [(method: HTTPRequest.Method, path: String)]) {
-        routes.withLock { $0 = list.map { ($0.method, $0.path.split(separator: "/")) } }
+    /// Records the routes.
+    public func set(_ list: [(method: HTTPRequest.Method, path: RouterPath)]) {
+        routes.withLock { $0 = list }
     }
 
     /// The methods a path has routes for, sorted (HEAD with GET); empty for an unknown path.
     public func methods(for path: String) -> [String] {
         let parts = path.split(separator: "/")
         var found = Set<String>()
-        for r in routes.withLock({ $0 }) where Self.matches(r.segments, parts) {
+        for r in routes.withLock({ $0 }) where Self.matches(r.path.components, parts) {
             found.insert(r.method.rawValue)
             if r.method == .get { found.insert("HEAD") }
         }
         return found.sorted()
     }
 
-    static func matches(_ pattern: [Substring], _ parts: [Substring]) -> Bool {
+    /// Whether a route's path matches the request's segments (Hummingbird's own element matching).
+    static func matches(_ pattern: [RouterPath.Element], _ parts: [Substring]) -> Bool {
         var i = 0
-        for p in pattern {
-            if p == "**" { return true }
-            guard i < parts.count, p.hasPrefix(":") || p == "*" || p == parts[i] else { return false }
+        for element in pattern {
+            if element.description == "**" { return true }
+            guard i < parts.count, element ~= parts[i] else { return false }
             i += 1
         }
         return i == parts.count

@@ -38,6 +38,8 @@ extension GatewayTests {
         let create = row([.ownerA: 201, .ownerB: 201, .admin: 201, .otherTenant: 201, .node: 403, .otherNode: 403])
         let delete = row([.ownerA: 204, .ownerB: 404, .admin: 204, .otherTenant: 404, .node: 403, .otherNode: 403])
         let adminOnly = row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])
+        let ownDevice = row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])
+        let tenantAdmin = row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])
         let anyUser = row([.ownerA: 200, .ownerB: 200, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])
         let publicRoute = Dictionary(uniqueKeysWithValues: Who.allCases.map { ($0, 200) })
 
@@ -47,8 +49,18 @@ extension GatewayTests {
             (.get, "/api/mesh/devices", anyUser),
             (.post, "/api/mesh/devices", create),
             (.delete, "/api/mesh/devices/{device}", delete),
-            (.patch, "/api/mesh/devices/{device}", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])),
-            (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 204, .node: 403, .otherNode: 403])),
+            (.patch, "/api/mesh/devices/{device}", ownDevice),
+            (.get, "/api/mesh/devices/{device}", ownDevice),
+            (.post, "/api/mesh/devices/{device}/suspend", ownDevice),
+            (.post, "/api/mesh/devices/{device}/resume", ownDevice),
+            (.get, "/api/mesh/nodes", tenantAdmin),
+            (.delete, "/api/mesh/nodes/{node}", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 404, .node: 403, .otherNode: 403])),
+            (.post, "/api/mesh/enrollment-tokens", row([.ownerA: 403, .ownerB: 403, .admin: 201, .otherTenant: 201, .node: 403, .otherNode: 403])),
+            (.get, "/api/mesh/settings", anyUser),
+            (.patch, "/api/mesh/settings", tenantAdmin),
+            (.get, "/api/mesh/audit/export", tenantAdmin),
+            // The other tenant's node has no NodeApplier answering: none reached is 503.
+            (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 503, .node: 403, .otherNode: 403])),
             (.get, "/api/mesh/peers", adminOnly),
             (.get, "/api/mesh/audit", row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])),
             (.get, "/api/license/orbit-features", anyUser),
@@ -68,13 +80,19 @@ extension GatewayTests {
             for (method, path, expected) in matrix {
                 for who in Who.allCases {
                     var uri = path
-                    var deviceID: String?
+                    var deviceID: String?, nodeID: String?
                     if path.contains("{device}") {
                         let d = try await f.cp.client.createDevice(caller: f.ownerA, label: "victim", type: .laptop).device
                         deviceID = d.id
                         uri = path.replacingOccurrences(of: "{device}", with: d.id)
                     }
+                    if path.contains("{node}") {
+                        let (n, _) = try await f.cp.node(f.tenant, admin: f.admin, name: "victim \(who.rawValue)", endpoint: "198.51.100.77:51820")
+                        nodeID = n.id
+                        uri = path.replacingOccurrences(of: "{node}", with: n.id)
+                    }
                     let body = method == .post && path.hasSuffix("devices") ? deviceBody("m \(who.rawValue)", type: "laptop")
+                        : path == "/api/mesh/settings" && method == .patch ? #"{"device_lifetime_seconds":86400}"#
                         : method == .patch ? #"{"label":"renamed"}"# : nil
                     let r = try await client.send(method, uri, token: token(who), body: body)
                     let want = expected[who]!
@@ -88,6 +106,15 @@ extension GatewayTests {
                     if let deviceID {
                         let left = try await f.cp.client.listDevices(caller: f.admin).contains { $0.id == deviceID }
                         if left != (want != 204) { mismatches.append("\(method) \(path) as \(who): device present afterwards = \(left)") }
+                        // A refused suspension leaves the device active; an allowed one suspends it.
+                        if path.hasSuffix("/suspend") {
+                            let d = try await f.cp.client.getDevice(caller: f.admin, deviceID: deviceID)
+                            if (d.status == .suspended) != (want == 200) { mismatches.append("\(method) \(path) as \(who): status \(d.status)") }
+                        }
+                    }
+                    if let nodeID {
+                        let left = try await f.cp.client.listNodes(caller: f.admin).contains { $0.id == nodeID }
+                        if left != (want != 204) { mismatches.append("\(method) \(path) as \(who): node present afterwards = \(left)") }
                     }
                 }
             }
