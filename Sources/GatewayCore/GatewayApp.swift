@@ -56,6 +56,8 @@ public enum GatewayApp {
         router.post("/api/mesh/enrollment-tokens", use: api.createEnrollmentToken)
         router.get("/api/mesh/settings", use: api.getSettings)
         router.patch("/api/mesh/settings", use: api.updateSettings)
+        router.post("/api/mesh/devices/:id/reissue", use: api.reissueDevice)
+        router.patch("/api/mesh/nodes/:id", use: api.updateNode)
         router.post("/api/mesh/refresh", use: api.refresh)
         router.get("/api/mesh/peers", use: api.peers)
         router.get("/api/mesh/audit", use: api.audit)
@@ -65,6 +67,7 @@ public enum GatewayApp {
         // Control-plane authority (called by the OS side and by nodes)
         router.post("/cp/api/v1/mesh/devices", use: api.createDevice)
         router.delete("/cp/api/v1/mesh/devices/:id", use: api.deleteDevice)
+        router.post("/cp/api/v1/mesh/devices/:id/reissue", use: api.reissueDevice)
         router.get("/cp/api/v1/mesh/peers/:node_id", use: api.nodePeerList)
         methods.set(router.routes.map { (method: $0.method, path: $0.path) })
         return router

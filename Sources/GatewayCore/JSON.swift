@@ -244,6 +244,8 @@ public struct DeviceJSON: JSONEncodable {
     var suspendReason: String?
     var suspendedAt: String?
     var expiresAt: String?
+    var configOutdated: Bool
+    var configOutdatedReason: String?
 
     /// From the protobuf form.
     public init(_ d: Mesh_V1_Device) {
@@ -266,6 +268,8 @@ public struct DeviceJSON: JSONEncodable {
         suspendReason = d.suspendReason == .unspecified ? nil : d.suspendReason.key
         suspendedAt = Timestamp.isoOrNil(ms: d.suspendedAtMs)
         expiresAt = Timestamp.isoOrNil(ms: d.expiresAtMs)
+        configOutdated = d.configOutdated
+        configOutdatedReason = d.configOutdatedReason.nilIfEmpty
     }
 
     /// Writes the JSON form.
@@ -291,6 +295,8 @@ public struct DeviceJSON: JSONEncodable {
             w.key("suspend_reason"); w.string(suspendReason)
             w.key("suspended_at"); w.string(suspendedAt)
             w.key("expires_at"); w.string(expiresAt)
+            w.key("config_outdated"); w.bool(configOutdated)
+            w.key("config_outdated_reason"); w.string(configOutdatedReason)
         }
     }
 }

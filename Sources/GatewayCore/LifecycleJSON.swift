@@ -2,8 +2,9 @@ import Foundation
 import MeshDomain
 import MeshProto
 
-/// A node as `GET /api/mesh/nodes` lists it: what the control plane keeps, and what the node itself
-/// said when asked (`online`, `backend`, `revision`, `last_sync_at`; null when it did not answer).
+/// A node as `GET /api/mesh/nodes` lists it (and `PATCH /api/mesh/nodes/:id` answers it): what the
+/// control plane keeps, and what the node itself said when asked (`online`, `backend`, `revision`,
+/// `last_sync_at`; null when it was not asked or did not answer).
 public struct NodeJSON: JSONEncodable {
     var node: Mesh_V1_Node
 
@@ -26,7 +27,8 @@ public struct NodeJSON: JSONEncodable {
             w.key("hub"); w.bool(n.hub)
             w.key("created_at"); w.string(Timestamp.iso(ms: n.createdAtMs))
             w.key("last_seen_at"); w.string(Timestamp.isoOrNil(ms: n.lastSeenAtMs))
-            w.key("online"); w.bool(n.online)
+            w.key("online")
+            if n.live { w.bool(n.online) } else { w.null() }
             w.key("backend"); w.string(answered ? n.backend.nilIfEmpty : nil)
             w.key("revision")
             if answered { w.uint(n.appliedRevision) } else { w.null() }

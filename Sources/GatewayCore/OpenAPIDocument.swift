@@ -109,6 +109,28 @@ public enum OpenAPIDocument {
         ["name": name, "in": "query", "required": false, "description": description, "schema": ["type": "string"]]
     }
 
+    static var updateNode: [String: Any] {
+        op("Make a node the hub", "Admins only. Body {\"hub\": true}. Configs that route through the old hub are marked outdated; they keep working while it lives.",
+           id: "updateNode", auth: "admin", parameters: [uuidPath("id", "Node id")],
+           body: ["required": true, "content": json(ref("UpdateNodeRequest"))],
+           responses: ["200": ok("The node, now the hub.", "Node"), "400": error("Malformed body."),
+                       "404": error("No such node in the caller's tenant."),
+                       "413": error("Body larger than the limit (16 KiB).")])
+    }
+
+    static var reissueDevice: [String: Any] {
+        op("Re-issue a device's config", "A new keypair and a fresh config with the tenant's current nodes and hub. The device keeps its id, addresses, name and creation time; its old key leaves every node, so the old config stops working. Its owner or an admin of its tenant may; anyone else gets 404. Draws on the creation rate limit, not on the plan's cap. The private key exists only in this response.",
+           id: "reissueDevice", auth: "user", parameters: [uuidPath("id", "Device id")],
+           responses: [
+               "200": ["description": "The new config. Cache-Control: no-store.", "content": json(ref("CreatedDevice"))],
+               "403": error("Node token; SAML session required."),
+               "404": error("No such device for this caller."),
+               "409": error("The mesh is off, or the tenant has no node."),
+               "429": ["description": "Too many creations and re-issues (rate_limited with retry_after_seconds).",
+                       "headers": ["Retry-After": ["schema": ["type": "integer"]]], "content": json(ref("Error"))],
+           ])
+    }
+
     // MARK: The document
 
     static var document: [String: Any] {
@@ -161,7 +183,7 @@ public enum OpenAPIDocument {
                 id: "resumeDevice", conflict: "failed_precondition: the device's expiry has passed; an admin must extend it first.")],
             "/api/mesh/nodes": ["get": op("List nodes", "Admins only. The tenant's nodes, the hub first; each node is asked for its live state with a bounded wait (online, backend, revision, last_sync_at; null with state_error when it did not answer).",
                                           id: "listNodes", auth: "admin", responses: ["200": ok("Nodes.", "NodeList")])],
-            "/api/mesh/nodes/{id}": ["delete": op("Remove a node", "Admins only. The node leaves every interface, its bus identity is revoked before the answer, its address is released, and devices whose configs list it are marked outdated.",
+            "/api/mesh/nodes/{id}": ["patch": updateNode, "delete": op("Remove a node", "Admins only. The node leaves every interface, its bus identity is revoked before the answer, its address is released, and devices whose configs list it are marked outdated.",
                                                   id: "removeNode", auth: "admin", parameters: [uuidPath("id", "Node id")],
                                                   responses: ["204": noContent, "404": error("No such node in the caller's tenant.")])],
             "/api/mesh/enrollment-tokens": ["post": op("Create a node enrollment token", "Admins only. A NodeApplier registers into the tenant with it (MESH_NODE_ENROLLMENT_TOKEN). Shown once; only its hash is stored.",
@@ -184,6 +206,8 @@ public enum OpenAPIDocument {
                                                                              "X-Mesh-Nodes-Total": ["schema": ["type": "integer"]]]],
                                                          "409": error("failed_precondition: the tenant has no node."),
                                                          "503": error("No node was reached (or a service did not answer).")])],
+            "/api/mesh/devices/{id}/reissue": ["post": reissueDevice],
+            "/cp/api/v1/mesh/devices/{id}/reissue": ["post": reissueDevice.merging(["operationId": "cpReissueDevice"]) { _, b in b }],
             "/api/mesh/peers": ["get": op("Live peer dump of a node",
                                           "Admins only. Free plans get basic state (keys, allowed IPs, peer ids and names); Pro and above also get per-peer stats (endpoint, last handshake, rx, tx).",
                                           id: "peers", auth: "admin",
@@ -260,9 +284,12 @@ public enum OpenAPIDocument {
                               "endpoint": ["type": ["string", "null"], "description": "Pro and above (per-peer stats)."],
                               "owner_user_id": string, "owner_name": string, "status": ref("DeviceStatus"),
                               "suspend_reason": ["type": ["string", "null"], "enum": ["user", "admin", "expired", NSNull()]],
-                              "suspended_at": nullableDateTime, "expires_at": nullableDateTime],
+                              "suspended_at": nullableDateTime, "expires_at": nullableDateTime,
+                              "config_outdated": ["type": "boolean", "description": "The mesh changed in a way the device's static config cannot follow; re-issue it."],
+                              "config_outdated_reason": nullableString],
                              required: ["id", "label", "slug", "dns_name", "type", "mesh_ips", "created_at", "last_handshake_at", "online",
-                                        "owner_user_id", "owner_name", "status", "suspend_reason", "suspended_at", "expires_at"]),
+                                        "owner_user_id", "owner_name", "status", "suspend_reason", "suspended_at", "expires_at",
+                                        "config_outdated", "config_outdated_reason"]),
             "DeviceStatus": ["type": "string", "enum": ["active", "suspended", "expired"]],
             "DeviceList": object(["devices": ["type": "array", "items": ref("Device")], "next_cursor": nullableString,
                                   "per_peer_stats": ["type": "boolean", "description": "Whether the devices carry endpoint, rx_bytes and tx_bytes."]]),
@@ -271,6 +298,7 @@ public enum OpenAPIDocument {
                 object(["expires_at": ["type": ["string", "null"], "format": "date-time", "description": "RFC 3339, in the future; null: never."]],
                        required: ["expires_at"]),
             ]],
+            "UpdateNodeRequest": object(["hub": ["type": "boolean", "const": true, "description": "Make this node the tenant's hub."]], required: ["hub"]),
             "CreateDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 63, "description": "Shown as typed; its slug names the device in DNS."],
                                            "type": ref("DeviceType"),
                                            "expires_at": ["type": ["string", "null"], "format": "date-time",
@@ -284,7 +312,8 @@ public enum OpenAPIDocument {
                                      "private_key_notice": string]),
             "Node": object(["id": string, "name": string, "slug": string, "dns_name": string, "mesh_ips": stringArray, "endpoint": string,
                             "listen_port": uint, "public_key": string, "hub": bool, "created_at": dateTime, "last_seen_at": nullableDateTime,
-                            "online": bool, "backend": nullableString, "revision": ["type": ["integer", "null"], "minimum": 0],
+                            "online": ["type": ["boolean", "null"], "description": "null when the node was not asked (PATCH)."],
+                            "backend": nullableString, "revision": ["type": ["integer", "null"], "minimum": 0],
                             "last_sync_at": nullableDateTime, "state_error": nullableString]),
             "NodeList": object(["nodes": ["type": "array", "items": ref("Node")]]),
             "EnrollmentTokenRequest": object(["ttl_seconds": ["type": "integer", "minimum": 60, "maximum": 2_592_000, "description": "Default 3600."],

@@ -90,6 +90,7 @@ export class MeshAPI {
   setExpiry(id, expiresAt) { return request('PATCH', device(id), { token: this.token, body: { expires_at: expiresAt } }); }
   suspend(id) { return request('POST', `${device(id)}/suspend`, { token: this.token }); }
   resume(id) { return request('POST', `${device(id)}/resume`, { token: this.token }); }
+  reissueDevice(id) { return request('POST', `${device(id)}/reissue`, { token: this.token }); }
   license() { return request('GET', '/api/license/orbit-features', { token: this.token }); }
   state(nodeId) { return request('GET', `/api/mesh/state${query({ node_id: nodeId })}`, { token: this.token }); }
   peers(nodeId) { return request('GET', `/api/mesh/peers${query({ node_id: nodeId })}`, { token: this.token }); }

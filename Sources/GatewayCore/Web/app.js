@@ -39,6 +39,8 @@ const el = {
   qrImage: $('qr-image'), qrUnavailable: $('qr-unavailable'), download: $('conf-download'), downloadHint: $('download-hint'),
   configText: $('config-text'),
   deleteDialog: $('delete-dialog'), deleteDesc: $('delete-desc'), deleteError: $('delete-error'),
+  reissueDialog: $('reissue-dialog'), reissueDesc: $('reissue-desc'), reissueError: $('reissue-error'),
+  reissueConfirm: $('reissue-confirm'), reissueCancel: $('reissue-cancel'),
   deleteConfirm: $('delete-confirm'), deleteCancel: $('delete-cancel'),
   meshOff: $('mesh-off'), emptyFiltered: $('empty-filtered'), filterStatus: $('filter-status'), filterType: $('filter-type'),
   filterOwnerBox: $('filter-owner-box'), filterOwner: $('filter-owner'), pager: $('pager'), pagePrev: $('page-prev'),
@@ -105,6 +107,7 @@ const state = {
   created: null,           // the device just created, while its result is shown
   downloadURL: null,
   deleting: null,          // the device the delete dialog is about
+  reissuing: null,         // the device the re-issue dialog is about
   expiryTimer: null,
   filters: { status: '', type: '', owner: '' },
   cursors: [''],           // the cursor of each page shown so far; the last is the current page's
@@ -177,7 +180,7 @@ function stopSession() {
   state.diagNode = '';
   state.auditBefore = [0];
   state.auditNext = null;
-  for (const m of [addModal, deleteModal, renameModal, expiryModal, meshModal, nodeModal, enrollModal]) m.close();
+  for (const m of [addModal, deleteModal, renameModal, expiryModal, meshModal, nodeModal, enrollModal, reissueModal]) m.close();
 }
 
 /** Starts a session with `token` (already taken out of the address bar). */
@@ -286,17 +289,23 @@ function createRow(d) {
     rename: h('button', { type: 'button', class: 'btn btn-small', onclick: () => openRename(d.id) }, 'Rename'),
     toggle: h('button', { type: 'button', class: 'btn btn-small', onclick: () => toggleSuspension(d.id) }, 'Suspend'),
     expire: h('button', { type: 'button', class: 'btn btn-small', onclick: () => openExpiry(d.id), hidden: !isAdmin() }, 'Expiry'),
+    outdated: h('span', { class: 'badge-outdated', hidden: true }, 'Config outdated'),
+    outdatedReason: h('span', { class: 'device-outdated-reason', hidden: true }),
+    reissue: h('button', { type: 'button', class: 'btn btn-reissue', onclick: () => openReissue(d.id) }, 'Re-issue config'),
     remove: h('button', { type: 'button', class: 'btn btn-delete', onclick: () => openDelete(d.id) }, 'Delete'),
   };
   const row = h('tr', { dataset: { id: d.id } },
     h('td', { class: 'c-device' },
       h('div', { class: 'device-cell' }, parts.icon,
-        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns, parts.owner, parts.badges))),
+        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns, parts.owner, parts.badges, parts.outdatedReason))),
     h('td', { class: 'c-ips', dataset: { label: 'Mesh IPs' } }, parts.ips),
     h('td', { class: 'c-created', dataset: { label: 'Created' } }, h('div', { class: 'stack' }, parts.created, parts.expiry)),
     h('td', { class: 'c-seen', dataset: { label: 'Last handshake' } }, parts.seen),
     h('td', { class: 'c-status', dataset: { label: 'Status' } }, parts.pill),
-    h('td', { class: 'c-actions' }, h('div', { class: 'row-actions' }, parts.rename, parts.toggle, parts.expire, parts.remove)));
+    h('td', { class: 'c-actions' },
+      h('div', { class: 'row-actions' }, parts.rename, parts.toggle, parts.reissue, parts.expire, parts.remove)));
+  // The "Config outdated" badge sits with the status badges.
+  parts.badges.append(parts.outdated);
   return { row, parts, data: null };
 }
 
@@ -353,6 +362,12 @@ function updateRow(entry, d, now) {
   parts.toggle.setAttribute('aria-label', `${active ? 'Suspend' : 'Resume'} ${d.label}`);
   parts.rename.setAttribute('aria-label', `Rename ${d.label}`);
   parts.expire.setAttribute('aria-label', `Expiry of ${d.label}`);
+  const outdated = Boolean(d.config_outdated);
+  show(parts.outdated, outdated);
+  show(parts.outdatedReason, outdated);
+  setText(parts.outdatedReason, outdated ? `${d.config_outdated_reason || 'The mesh changed'}. Re-issue the config.` : '');
+  row.dataset.outdated = outdated ? 'true' : 'false';
+  parts.reissue.setAttribute('aria-label', `Re-issue the config of ${d.label}`);
   parts.remove.setAttribute('aria-label', `Delete ${d.label}`);
 }
 
@@ -1281,6 +1296,50 @@ el.expiryForm.addEventListener('submit', async (event) => {
     message(el.expiryError, error.message);
     el.expirySave.disabled = false;
   }
+});
+
+// MARK: Re-issue a config
+
+const reissueModal = new Modal(el.reissueDialog, {
+  onClose: () => { state.reissuing = null; },
+});
+
+function openReissue(id) {
+  const entry = state.devices.get(id);
+  if (!entry) return;
+  state.reissuing = entry.data;
+  el.reissueDesc.replaceChildren(
+    h('strong', {}, entry.data.label), ` (${entry.data.dns_name}) gets a new key and a new configuration with the mesh's current nodes. `,
+    'Its current configuration stops working at once; it keeps its addresses and name.');
+  message(el.reissueError, '');
+  el.reissueConfirm.disabled = false;
+  reissueModal.open(el.reissueCancel);
+}
+
+el.reissueConfirm.addEventListener('click', async () => {
+  const d = state.reissuing;
+  const api = state.api;
+  if (!d || !api) return;
+  el.reissueConfirm.disabled = true;
+  let issued;
+  try {
+    issued = await api.reissueDevice(d.id);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    const e = error instanceof ApiError ? error : new ApiError(0, null, null);
+    message(el.reissueError, e.status === 429
+      ? `Too many configs made in the last minute: try again in ${e.retryAfterSeconds || "a few"} seconds.`
+      : `The config could not be re-issued: ${e.message}`);
+    el.reissueConfirm.disabled = false;
+    return;
+  }
+  reissueModal.close();
+  // The new config, shown once, in the same place a new device's config is.
+  openAdd();
+  showResult(issued);
+  el.addTitle.textContent = 'Config re-issued';
+  announce(`Re-issued the config of ${issued.label}.`);
+  devicePoller.now();
 });
 
 // MARK: Pritunl migration
