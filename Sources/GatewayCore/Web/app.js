@@ -17,8 +17,9 @@ const LICENSE_POLL_MS = 5000;
 const ADMIN_POLL_MS = 3000;
 const NODES_POLL_MS = 5000;
 const AUDIT_POLL_MS = 10000;
-/** Devices per page of the list. */
+/** Devices per page of the list, and entries per page of the audit log. */
 const PAGE_SIZE = 25;
+const AUDIT_PAGE_SIZE = 25;
 const PLAN_NAMES = { free: 'Free', pro: 'Pro', team: 'Team', enterprise: 'Enterprise' };
 const MAX_LABEL = 63;
 
@@ -662,6 +663,11 @@ async function loadAdmin() {
   const api = state.api;
   if (!api) return;
   const node = state.diagNode;
+  // Nothing to show until the node list named one (a tenant without nodes has none).
+  if (!node) {
+    message(el.adminError, state.nodes.length === 0 && el.nodeRows.children.length > 0 ? 'This tenant has no node yet.' : '');
+    return;
+  }
   const [st, peers] = await Promise.allSettled([api.state(node), api.peers(node)]);
   if (api !== state.api || node !== state.diagNode) return;
   for (const r of [st, peers]) {
@@ -720,19 +726,21 @@ function renderNodes(list) {
   if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: '8', class: 'muted' }, 'No nodes yet: create an enrollment token and start NodeApplier with it.')));
   el.nodeRows.replaceChildren(...rows);
   if (focused) el.nodeRows.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
-  // The diagnostics picker: this gateway's node, then every node by name.
+  // The diagnostics picker: every node of the tenant, the hub first (and chosen until someone picks).
   const keep = el.diagNode.value;
-  const options = [h('option', { value: '' }, "This gateway's node")].concat(
-    list.map((n) => h('option', { value: n.id }, `${n.name}${n.hub ? ' (hub)' : ''}`)));
+  const options = list.map((n) => h('option', { value: n.id }, `${n.name}${n.hub ? ' (hub)' : ''}`));
   const same = el.diagNode.options.length === options.length && options.every((o, i) => el.diagNode.options[i].value === o.value
     && el.diagNode.options[i].textContent === o.textContent);
   if (!same) {
     el.diagNode.replaceChildren(...options);
-    el.diagNode.value = list.some((n) => n.id === keep) ? keep : '';
-    if (el.diagNode.value !== state.diagNode) {
-      state.diagNode = el.diagNode.value;
-      adminPoller.now();
-    }
+    el.diagNode.value = list.some((n) => n.id === keep) ? keep : (list[0]?.id || '');
+  }
+  el.diagNode.disabled = list.length === 0;
+  if (el.diagNode.value !== state.diagNode) {
+    state.diagNode = el.diagNode.value;
+    el.nodeState.replaceChildren();
+    el.peerRows.replaceChildren();
+    adminPoller.now();
   }
 }
 
@@ -843,7 +851,7 @@ async function loadAudit() {
   const seq = ++state.auditSeq;
   const before = state.auditBefore[state.auditBefore.length - 1];
   try {
-    const page = await api.audit({ before: before || undefined, limit: 50, ...state.auditFilter });
+    const page = await api.audit({ before: before || undefined, limit: AUDIT_PAGE_SIZE, ...state.auditFilter });
     if (api !== state.api || seq !== state.auditSeq) return;
     show(el.auditBody, true);
     message(el.auditNote, '');
