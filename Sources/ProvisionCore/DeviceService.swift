@@ -102,7 +102,7 @@ public struct DeviceService: Sendable {
         do {
             addresses = try await allocator.allocate(tenant: who.tenant, owner: deviceID, kind: .device, requestID: requestID)
         } catch {
-            await giveBack(tenant: who.tenant, owner: deviceID, requestID: requestID)
+            await leases.giveBack(tenant: who.tenant, owner: deviceID, neverPublished: true, via: allocator, requestID: requestID, logger: logger)
             throw error
         }
         phases.lap(.allocate)
@@ -119,7 +119,7 @@ public struct DeviceService: Sendable {
             }
         } catch {
             // Nothing was committed: the addresses were never published; give them back at once.
-            await giveBack(tenant: who.tenant, owner: deviceID, requestID: requestID)
+            await leases.giveBack(tenant: who.tenant, owner: deviceID, neverPublished: true, via: allocator, requestID: requestID, logger: logger)
             throw error
         }
         notifier.changed(tenant: who.tenant)
@@ -185,29 +185,6 @@ public struct DeviceService: Sendable {
         return (config, svg, reason)
     }
 
-    /// Releases the addresses of a creation that did not commit, and forgets its hold; if that fails
-    /// the lease keeper releases them once the hold is due.
-    func giveBack(tenant: UUID, owner: UUID, requestID: String) async {
-        do {
-            try await allocator.release(tenant: tenant, owner: owner, neverPublished: true, requestID: requestID)
-            try await leases.finishLeaseTask(owner: owner)
-        } catch {
-            logger.warning("address release after a failed creation failed; the lease keeper will retry",
-                           metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
-        }
-    }
-
-    /// Hands a deleted owner's addresses back at once (they wait out the quarantine); when that
-    /// fails, the lease keeper does it from the task the deletion recorded.
-    func releaseNow(tenant: UUID, owner: UUID, requestID: String) async {
-        do {
-            try await allocator.release(tenant: tenant, owner: owner, neverPublished: false, requestID: requestID)
-            try await leases.finishLeaseTask(owner: owner)
-        } catch {
-            logger.warning("address release failed; the lease keeper will retry", metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
-        }
-    }
-
     /// Deletes a device (its owner, or an admin of its tenant). Anyone else gets `notFound`, so that
     /// nothing about other users' or tenants' devices leaks.
     public func delete(_ req: Mesh_V1_DeleteDeviceRequest) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
@@ -218,7 +195,7 @@ public struct DeviceService: Sendable {
             guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
         }
         notifier.changed(tenant: who.tenant)
-        await releaseNow(tenant: who.tenant, owner: id, requestID: requestID)
+        await leases.giveBack(tenant: who.tenant, owner: id, neverPublished: false, via: allocator, requestID: requestID, logger: logger)
         logger.info("device deleted", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)", "revision": "\(revision)"])
         var resp = Mesh_V1_DeleteDeviceResponse()
         resp.revision = revision

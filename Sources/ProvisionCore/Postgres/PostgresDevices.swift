@@ -352,7 +352,7 @@ extension PostgresProvisionStore: DeviceRepository {
             """, tenant, user, q.owner, q.type?.key, q.status?.key, q.after?.createdMicros, q.after?.id, q.limit.map { $0 + 1 }, q.id)
         do {
             guard let first = rows.first, let role = Mesh_V1_Role(key: try first.decode("caller_role")) else { return nil }
-            let t = try Self.prefixedTenant(first)
+            let t = try Self.tenant(first, prefix: "t_")
             let who = CallerIdentity(tenant: tenant, user: user, role: role, plan: t.plan, requireSAML: t.requireSAML)
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
@@ -372,24 +372,6 @@ extension PostgresProvisionStore: DeviceRepository {
         } catch {
             throw map(error)
         }
-    }
-
-    /// A tenant read from columns named `t_<column>`.
-    static func prefixedTenant(_ r: Row) throws -> TenantRecord {
-        var t = TenantRecord(id: try r.decode("t_id"), name: try r.decode("t_name"), plan: Mesh_V1_Plan(key: try r.decode("t_plan")) ?? .free,
-                             requireSAML: try r.decode("t_require_saml"), ipv4Prefix: try r.decode("t_ipv4_prefix"),
-                             ipv6Prefix: try r.decode("t_ipv6_prefix"), createdAt: try r.decode("t_created_at"))
-        t.domain = try r.decode("t_domain")
-        t.nodeKeepalive = try r.decode("t_node_keepalive")
-        t.deviceKeepalive = try r.decode("t_device_keepalive")
-        t.deviceMTU = try r.decode("t_device_mtu")
-        t.configMaxNodes = try r.decode("t_config_max_nodes")
-        t.dnsResolvers = try r.decode("t_dns_resolvers")
-        t.hubNodeID = try r.decodeIfPresent("t_hub_node_id", as: UUID.self)?.lowercased ?? ""
-        t.meshEnabled = try r.decode("t_mesh_enabled")
-        t.revision = UInt64(try r.decode("t_revision", as: Int64.self))
-        t.deviceLifetimeSeconds = try r.decodeIfPresent("t_device_lifetime_seconds", as: Int.self) ?? 0
-        return t
     }
 
     public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {

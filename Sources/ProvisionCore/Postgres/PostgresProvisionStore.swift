@@ -72,20 +72,21 @@ public final class PostgresProvisionStore: Sendable {
         config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at, device_lifetime_seconds
         """
 
-    static func tenant(_ r: Row) throws -> TenantRecord {
-        var t = TenantRecord(id: try r.decode("id"), name: try r.decode("name"), plan: Mesh_V1_Plan(key: try r.decode("plan")) ?? .free,
-                             requireSAML: try r.decode("require_saml"), ipv4Prefix: try r.decode("ipv4_prefix"),
-                             ipv6Prefix: try r.decode("ipv6_prefix"), createdAt: try r.decode("created_at"))
-        t.domain = try r.decode("domain")
-        t.nodeKeepalive = try r.decode("node_keepalive")
-        t.deviceKeepalive = try r.decode("device_keepalive")
-        t.deviceMTU = try r.decode("device_mtu")
-        t.configMaxNodes = try r.decode("config_max_nodes")
-        t.dnsResolvers = try r.decode("dns_resolvers")
-        t.hubNodeID = try r.decodeIfPresent("hub_node_id", as: UUID.self)?.lowercased ?? ""
-        t.meshEnabled = try r.decode("mesh_enabled")
-        t.revision = UInt64(try r.decode("revision", as: Int64.self))
-        t.deviceLifetimeSeconds = try r.decodeIfPresent("device_lifetime_seconds", as: Int.self) ?? 0
+    /// A tenant from `tenantColumns`, each name optionally prefixed (`t_` in a join).
+    static func tenant(_ r: Row, prefix p: String = "") throws -> TenantRecord {
+        var t = TenantRecord(id: try r.decode(p + "id"), name: try r.decode(p + "name"), plan: Mesh_V1_Plan(key: try r.decode(p + "plan")) ?? .free,
+                             requireSAML: try r.decode(p + "require_saml"), ipv4Prefix: try r.decode(p + "ipv4_prefix"),
+                             ipv6Prefix: try r.decode(p + "ipv6_prefix"), createdAt: try r.decode(p + "created_at"))
+        t.domain = try r.decode(p + "domain")
+        t.nodeKeepalive = try r.decode(p + "node_keepalive")
+        t.deviceKeepalive = try r.decode(p + "device_keepalive")
+        t.deviceMTU = try r.decode(p + "device_mtu")
+        t.configMaxNodes = try r.decode(p + "config_max_nodes")
+        t.dnsResolvers = try r.decode(p + "dns_resolvers")
+        t.hubNodeID = try r.decodeIfPresent(p + "hub_node_id", as: UUID.self)?.lowercased ?? ""
+        t.meshEnabled = try r.decode(p + "mesh_enabled")
+        t.revision = UInt64(try r.decode(p + "revision", as: Int64.self))
+        t.deviceLifetimeSeconds = try r.decodeIfPresent(p + "device_lifetime_seconds", as: Int.self) ?? 0
         return t
     }
 
@@ -163,7 +164,7 @@ extension PostgresProvisionStore: TenantRepository {
     public func tenant(_ id: UUID) async throws(MeshError) -> TenantRecord? {
         let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1", id)
         do {
-            return try rows.first.map(Self.tenant)
+            return try rows.first.map { try Self.tenant($0) }
         } catch {
             throw map(error)
         }
@@ -172,7 +173,7 @@ extension PostgresProvisionStore: TenantRepository {
     public func tenants() async throws(MeshError) -> [TenantRecord] {
         let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants ORDER BY created_at, id")
         do {
-            return try rows.map(Self.tenant)
+            return try rows.map { try Self.tenant($0) }
         } catch {
             throw map(error)
         }
