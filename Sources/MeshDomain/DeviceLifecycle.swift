@@ -94,6 +94,18 @@ public struct DeviceLifecycle: Sendable, Equatable {
         return next == self ? nil : next
     }
 
+    /// A re-issued config renews the device's lifetime as a new device's would be: with a tenant
+    /// default lifetime, the expiry moves to `now + lifetime` unless it is later already (or never);
+    /// a device suspended because it expired comes back. Nil when nothing changes (no default
+    /// lifetime, or a later expiry). It never shortens an expiry and never gives one to a device
+    /// that has none; a suspension by a person stays.
+    public func renewedByReissue(defaultLifetime: TimeInterval, at now: Date) -> DeviceLifecycle? {
+        guard defaultLifetime > 0, defaultLifetime <= Self.maxLifetime else { return nil }
+        let renewed = now.addingTimeInterval(defaultLifetime)
+        guard let current = expiresAt, current < renewed else { return nil }
+        return try? withExpiry(renewed, at: now)
+    }
+
     /// The expiry of a new device: the one asked for, else the tenant's default lifetime from now,
     /// else none. A caller who is not an admin may not go beyond the tenant's default lifetime.
     public static func initialExpiry(requested: Date?, defaultLifetime: TimeInterval?, callerIsAdmin: Bool, now: Date) throws(MeshError) -> Date? {

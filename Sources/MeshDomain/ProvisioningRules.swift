@@ -44,6 +44,8 @@ public struct DeviceCreationDecision: Sendable, Equatable {
     public var hubID: String { config.first?.node.id ?? "" }
     /// When the new device expires (nil: never).
     public var expiresAt: Date? = nil
+    /// A re-issued device's lifecycle after the re-issue (nil: unchanged).
+    public var lifecycle: DeviceLifecycle? = nil
 }
 
 /// The rules of provisioning devices, as pure functions: every replica and every storage backend
@@ -66,11 +68,15 @@ public enum DeviceRules {
     }
 
     /// A re-issued config: the same checks as a creation except the cap (the device already holds its
-    /// slot) and the slug (it keeps its name).
-    public static func decideReissue(_ s: DeviceCreationState, slug: String, rateLimit: RateLimit?) throws(MeshError) -> DeviceCreationDecision {
+    /// slot) and the slug (it keeps its name). With the device's `lifecycle`, a tenant default
+    /// lifetime renews it (``DeviceLifecycle/renewedByReissue(defaultLifetime:at:)``).
+    public static func decideReissue(_ s: DeviceCreationState, slug: String, rateLimit: RateLimit?,
+                                     lifecycle: DeviceLifecycle? = nil) throws(MeshError) -> DeviceCreationDecision {
         try checkMeshOn(s.settings)
         if let rateLimit { try rateLimit.check(recent: s.recentCreations, oldest: s.oldestRecentCreation, now: s.now) }
-        return DeviceCreationDecision(slug: slug, config: try configFor(s))
+        var decision = DeviceCreationDecision(slug: slug, config: try configFor(s))
+        decision.lifecycle = lifecycle?.renewedByReissue(defaultLifetime: TimeInterval(s.defaultLifetimeSeconds), at: s.now)
+        return decision
     }
 
     static func checkMeshOn(_ settings: Mesh_V1_TenantSettings) throws(MeshError) {

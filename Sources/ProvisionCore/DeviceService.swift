@@ -152,11 +152,11 @@ public struct DeviceService: Sendable {
                                                           guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
                                                       },
                                                       decide: { state, d throws(MeshError) in
-                                                          try DeviceRules.decideReissue(state, slug: d.slug, rateLimit: rate)
+                                                          try DeviceRules.decideReissue(state, slug: d.slug, rateLimit: rate, lifecycle: d.lifecycle)
                                                       })
         notifier.changed(tenant: who.tenant)
         var resp = Mesh_V1_CreateDeviceResponse()
-        resp.device = written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow)
+        resp.device = policy.presenting(written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow))
         (resp.config, resp.qrSvg, resp.qrUnavailableReason) = render(privateKey: keys.privateKey, device: written, phases: &phases)
         logger.info("device config re-issued", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)",
                                                          "revision": "\(written.revision)", "request.id": "\(requestID)"])

@@ -61,6 +61,21 @@ struct DeviceLifecycleTests {
         #expect(try DeviceLifecycle(expiresAt: now).withExpiry(now, at: now.addingTimeInterval(-1)) == nil, "the same expiry changes nothing")
     }
 
+    @Test func aReissueRenewsTheLifetimeButNeverShortensOrImposesIt() throws {
+        let day: TimeInterval = 86_400
+        let soon = DeviceLifecycle(expiresAt: now.addingTimeInterval(day))
+        #expect(soon.renewedByReissue(defaultLifetime: 0, at: now) == nil, "no default lifetime: nothing changes")
+        #expect(try #require(soon.renewedByReissue(defaultLifetime: 30 * day, at: now)).expiresAt == now.addingTimeInterval(30 * day))
+        #expect(DeviceLifecycle(expiresAt: now.addingTimeInterval(90 * day)).renewedByReissue(defaultLifetime: 30 * day, at: now) == nil,
+                "a later expiry stays")
+        #expect(DeviceLifecycle().renewedByReissue(defaultLifetime: 30 * day, at: now) == nil, "a device that never expires keeps that")
+        let expired = try #require(DeviceLifecycle(expiresAt: now.addingTimeInterval(-1)).expire(at: now))
+        let back = try #require(expired.renewedByReissue(defaultLifetime: 30 * day, at: now))
+        #expect(back.isActive && back.expiresAt == now.addingTimeInterval(30 * day), "an expired device comes back with its new config")
+        let byPerson = DeviceLifecycle(suspendedAt: now, suspendReason: .admin, expiresAt: now.addingTimeInterval(-1))
+        #expect(try #require(byPerson.renewedByReissue(defaultLifetime: day, at: now)).status == .suspended, "a person's suspension stays")
+    }
+
     @Test func newExpiriesMustLieInTheFutureAndWithinTenYears() {
         for bad in [now, now.addingTimeInterval(-1), now.addingTimeInterval(DeviceLifecycle.maxLifetime + 1)] {
             #expect(throws: MeshError.self) { _ = try DeviceLifecycle().withExpiry(bad, at: now) }

@@ -163,6 +163,29 @@ struct LifecycleTests {
         #expect(try await h.auditActions(t).filter { $0 == "tenant.settings" }.count == 2)
     }
 
+    @Test func aReissueRenewsTheDefaultLifetime() async throws {
+        let h = Harness(rate: RateLimit(limit: 0, window: .seconds(60)))
+        let (t, admin) = try await h.tenant(.pro)
+        let owner = try await h.user(t)
+        func reissue(_ id: String) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+            var r = Mesh_V1_ReissueDeviceRequest()
+            r.caller = owner
+            r.deviceID = id
+            return try await h.devices.reissue(r)
+        }
+        let d = try await h.create(owner, "phone", expires: h.clock.now.addingTimeInterval(60)).device
+        h.clock.advance(61)
+        _ = try await h.devices.expireDue()
+        // Without a default lifetime a re-issue changes nothing: the new config waits for an admin.
+        #expect(try await reissue(d.id).device.status == .expired)
+        #expect(await h.published(t, d.id)?.active == false)
+        // With one, the re-issue renews the device like a new one, and it is back on the nodes.
+        _ = try await h.settings(admin, lifetime: 7 * 86_400)
+        let renewed = try await reissue(d.id).device
+        #expect(renewed.status == .active && renewed.expiresAtMs == h.clock.now.addingTimeInterval(7 * 86_400).unixMilliseconds)
+        #expect(await h.published(t, d.id)?.active == true)
+    }
+
     @Test func theMeshSwitch() async throws {
         let h = Harness(rate: RateLimit(limit: 0, window: .seconds(60)))
         let (t, admin) = try await h.tenant(.free)

@@ -229,9 +229,11 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         let nodes = nodesByAge(caller.tenant)
         let (n, oldest) = recent(caller.user, window: rateWindow)
         let state = DeviceCreationState(plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: n, oldestRecentCreation: oldest,
-                                        takenNames: [], nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now())
+                                        takenNames: [], nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now(),
+                                        defaultLifetimeSeconds: t.deviceLifetimeSeconds)
         let decision = try decide(state, old)
         var device = old
+        if let renewed = decision.lifecycle { device.lifecycle = renewed }
         device.publicKey = publicKey
         device.configHubID = decision.hubID
         device.configNodes = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }

@@ -281,7 +281,7 @@ extension PostgresProvisionStore: DeviceRepository {
             let state = DeviceCreationState(
                 plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: try rate?.decode("n") ?? 0,
                 oldestRecentCreation: try rate?.decodeIfPresent("oldest"), takenNames: [], nodesByAge: nodes.map(\.member),
-                configMaxNodes: t.configMaxNodes, now: try trow.decode("now"))
+                configMaxNodes: t.configMaxNodes, now: try trow.decode("now"), defaultLifetimeSeconds: t.deviceLifetimeSeconds)
             let decision = try decide(state, old)
             let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
             var device = old
@@ -290,6 +290,11 @@ extension PostgresProvisionStore: DeviceRepository {
             device.configNodes = listed
             device.configOutdated = nil
             var writes: [Statement] = []
+            // A tenant's default lifetime renews the device with its new config.
+            if let renewed = decision.lifecycle {
+                device.lifecycle = renewed
+                writes.append(Self.lifecycleStatement(id, renewed))
+            }
             if let window = rateWindow {
                 writes.append(Statement("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", c.user))
                 writes.append(Statement("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)",
