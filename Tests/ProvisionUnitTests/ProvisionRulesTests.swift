@@ -58,6 +58,7 @@ struct Harness {
     let devices: DeviceService
     let nodes: NodeService
     let audit: AuditService
+    let accounts: AccountService
     let keeper: LeaseKeeper
 
     init(rate: RateLimit = .seed) {
@@ -72,6 +73,7 @@ struct Harness {
         nodes = NodeService(nodes: store, users: users, leases: store, allocator: allocator, notifier: changes, busIdentities: nil,
                             probe: { _ async throws(MeshError) in Mesh_V1_PeerDump() }, configuration: config, logger: logger)
         audit = AuditService(audit: store, users: users)
+        accounts = AccountService(accounts: store, users: users, leases: store, allocator: allocator, notifier: changes, logger: logger)
         keeper = LeaseKeeper(tasks: store, allocator: allocator, logger: logger)
     }
 
