@@ -135,7 +135,8 @@ public actor OIDCProvider {
         ]
         c?.queryItems = items
         // '+' is a space in form encoding; keep it literal in the query.
-        c?.percentEncodedQuery = c?.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
+        let query = c?.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
+        c?.percentEncodedQuery = query
         guard let url = c?.string else { throw .providerUnavailable("its authorization endpoint is not a URL") }
         return url
     }

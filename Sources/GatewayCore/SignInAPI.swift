@@ -96,11 +96,7 @@ extension GatewayAPI {
             guard Int64(Date().timeIntervalSince1970) < tx.expires else { throw SignInError.attemptExpired }
             guard let provider = providers[tx.provider] else { throw SignInError.unknownProvider(tx.provider) }
             // Single use, before anything else: a replayed answer stops here, on any replica.
-            do {
-                try await provision.finishSignIn(attemptID: attempt, provider: tx.provider, requestID: context.requestID)
-            } catch .unauthenticated {
-                throw SignInError.replayed
-            }
+            try await consume(attempt: attempt, provider: tx.provider, requestID: context.requestID)
             if let e = q["error"] { throw SignInError.providerRefused(String(e.prefix(64))) }
             guard let code = q["code"].map(String.init), !code.isEmpty, code.utf8.count <= 2048 else { throw SignInError.providerRefused("no code") }
             let idToken = try await provider.exchange(code: code, verifier: tx.verifier, redirectURI: callback)
@@ -133,6 +129,20 @@ extension GatewayAPI {
         } catch {
             return try signInRefused(error, request: request, context: context, cookies: [clear])
         }
+    }
+
+    /// Consumes a sign-in attempt at ProvisionSvc; one it refuses was finished before (or never started).
+    func consume(attempt: [UInt8], provider: String, requestID: String) async throws {
+        let refusal: MeshError?
+        do {
+            try await provision.finishSignIn(attemptID: attempt, provider: provider, requestID: requestID)
+            refusal = nil
+        } catch {
+            refusal = error
+        }
+        guard let refusal else { return }
+        if refusal.code == .unauthenticated { throw SignInError.replayed }
+        throw refusal
     }
 
     /// `GET /api/auth/session`: the caller (session, API token or bearer JWT) as ProvisionSvc knows them.

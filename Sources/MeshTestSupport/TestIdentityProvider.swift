@@ -1,4 +1,5 @@
 import Foundation
+import MeshBus
 
 /// The OpenID Connect provider of the tests (`Tests/oidc/test_provider.py`: authlib's
 /// authorization server with PKCE S256 and nonces required, RS256 ID tokens, a login page), run as
@@ -83,8 +84,14 @@ public final class TestIdentityProvider: Sendable {
 
     /// Adds or changes a user.
     public func setUser(_ u: User) throws {
-        let claims = (try? JSONSerialization.jsonObject(with: Data(u.claims.utf8))) ?? [:]
-        try control("PUT", "/_control/users/\(u.name)", ["password": u.password, "claims": claims])
+        let r = try run("/usr/bin/curl", ["-sS", "--fail-with-body", "--max-time", "15", "-X", "PUT", "-H", "Content-Type: application/json",
+                                          "--data-binary", #"{"password":\#(jsonString(u.password)),"claims":\#(u.claims)}"#,
+                                          issuer + "/_control/users/\(u.name)"])
+        guard r.status == 0 else { throw TestSetupError.failed("provider PUT user: \(r.output)") }
+    }
+
+    func jsonString(_ s: String) -> String {
+        String(decoding: (try? JSONSerialization.data(withJSONObject: [s])) ?? Data("[\"\"]".utf8), as: UTF8.self).dropFirst().dropLast().description
     }
 
     /// How often the JWKS and the token endpoint were read.

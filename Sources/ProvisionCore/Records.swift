@@ -367,17 +367,6 @@ public struct UserRemoval: Sendable {
     public var revision: UInt64?
 }
 
-extension Mesh_V1_UserStatus {
-    /// "active" or "invited".
-    public var key: String {
-        switch self {
-        case .invited: "invited"
-        default: "active"
-        }
-    }
-
-    public init(key: String) { self = key == "invited" ? .invited : .active }
-}
 
 extension Mesh_V1_User {
     /// The user as the administration rules see it.

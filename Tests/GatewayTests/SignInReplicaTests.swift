@@ -1,6 +1,7 @@
 import Foundation
 import GatewayCore
 import MeshAuth
+import MeshBus
 import MeshDomain
 import MeshProto
 import MeshTestSupport

@@ -19,11 +19,10 @@ let sessionSecret = Array("session-secret-for-the-gateway-tests-0123".utf8)
 struct SignInLab: Sendable {
     let f: Fixture
     let idp: TestIdentityProvider
+    /// The gateway's settings. The provider's users: alice (an admin of `f.tenant` by the tenant and
+    /// group claims), bob (an email only: needs an invitation), eve (nothing: refused), sue and pat
+    /// (of `f.tenant`; sue's ID tokens say amr saml, pat's pwd).
     let signIn: SignInConfiguration
-    /// Users of the provider: alice (an admin of `f.tenant` by the tenant and group claims), bob (email
-    /// only: needs an invitation), eve (nothing: refused).
-    let alice = TestIdentityProvider.User("alice", password: "alice-pw")
-    let bobPassword = "bob-pw"
 
     static func start(_ name: String, plan: Mesh_V1_Plan = .team, jwksRefresh: Duration = .seconds(300), publicURL: String = signInPublicURL,
                       requireSaml: Bool = false) async throws -> SignInLab {
@@ -307,4 +306,4 @@ extension GatewayTests {
 }
 
 /// `Sec-Fetch-Site`.
-let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
+let secFetchSite = HTTPHeaderName("Sec-Fetch-Site")!

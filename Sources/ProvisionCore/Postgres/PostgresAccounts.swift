@@ -157,8 +157,8 @@ extension PostgresProvisionStore: AccountRepository {
             let decision: SignInBinding.Decision
             do {
                 decision = try decide(bound, invitations, tenantExists, now)
-            } catch {
-                throw error.meshError
+            } catch let e as SignInError {
+                throw e.meshError
             }
             let user: UUID, tenant: UUID
             var writes: [Statement] = []
