@@ -180,9 +180,8 @@ public struct AccountService: Sendable {
         u.identitySubject = inv.subject ?? ""
         u.identityIssuer = inv.issuer ?? ""
         u.status = .invited
-        let expires = Date().addingTimeInterval(inv.ttl.seconds)
         let whom = inv.email.map { "email \($0)" } ?? "subject \(inv.subject ?? "")" + (inv.issuer.map { " at \($0)" } ?? "")
-        let stored = try await accounts.inviteUser(u, expires: expires, audit: AuditEvent(
+        let stored = try await accounts.inviteUser(u, ttl: inv.ttl, audit: AuditEvent(
             tenant: who.tenant, actor: who.actor, action: "user.invite", target: u.id, requestID: Self.requestID(req.caller),
             detail: "\(whom) as \(inv.role.key)"))
         var resp = Mesh_V1_InviteUserResponse()

@@ -64,7 +64,7 @@ public protocol AccountRepository: Sendable {
 
     /// Inserts an invited user; `alreadyExists` when the tenant already has a user or a pending
     /// invitation for that email or subject.
-    func inviteUser(_ u: Mesh_V1_User, expires: Date, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User
+    func inviteUser(_ u: Mesh_V1_User, ttl: Duration, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User
     /// With the tenant's users locked: `check` sees the target and the number of active admins.
     func setRole(_ user: UUID, tenant: UUID, role: Mesh_V1_Role, actor: String, requestID: String,
                  check: @escaping @Sendable (Mesh_V1_User, Int) throws(MeshError) -> Void) async throws(MeshError) -> Mesh_V1_User

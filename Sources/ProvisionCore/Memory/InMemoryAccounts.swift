@@ -129,7 +129,7 @@ extension InMemoryProvisionStore: AccountRepository {
         return (tokenRows[id], u, now())
     }
 
-    public func inviteUser(_ u: Mesh_V1_User, expires: Date, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
+    public func inviteUser(_ u: Mesh_V1_User, ttl: Duration, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
         guard let id = UUID(text: u.id), let tenant = UUID(text: u.tenantID) else { throw .invalidArgument(field: "id", message: "id must be a UUID") }
         guard tenantRows[tenant] != nil else { throw .notFound("unknown tenant") }
         let clash = userRows.values.contains {
@@ -138,7 +138,7 @@ extension InMemoryProvisionStore: AccountRepository {
         guard !clash else { throw .alreadyExists("the tenant already has a user or an invitation for this \(u.email.isEmpty ? "subject" : "email")") }
         var stored = u
         stored.createdAtMs = now().unixMilliseconds
-        stored.inviteExpiresAtMs = expires.unixMilliseconds
+        stored.inviteExpiresAtMs = now().addingTimeInterval(ttl.seconds).unixMilliseconds
         stored.status = .invited
         userRows[id] = stored
         write(audit)

@@ -302,7 +302,7 @@ extension PostgresProvisionStore: AccountRepository {
         }
     }
 
-    public func inviteUser(_ u: Mesh_V1_User, expires: Date, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
+    public func inviteUser(_ u: Mesh_V1_User, ttl: Duration, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
         guard let id = UUID(text: u.id), let tenant = UUID(text: u.tenantID) else { throw .invalidArgument(field: "id", message: "id must be a UUID") }
         return try await write { tx in
             guard try tx.queryFirst("SELECT 1 AS x FROM tenants WHERE id = $1 FOR UPDATE", tenant) != nil else { throw MeshError.notFound("unknown tenant") }
@@ -314,8 +314,8 @@ extension PostgresProvisionStore: AccountRepository {
             let w = try tx.batch([
                 Statement("""
                     INSERT INTO users (id, tenant_id, name, role, email, identity_issuer, identity_subject, status, invite_expires_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'invited', $8) RETURNING \(Self.userColumns)
-                    """, id, tenant, u.name, u.role.key, u.email.nilIfEmpty, u.identityIssuer.nilIfEmpty, u.identitySubject.nilIfEmpty, expires),
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'invited', now() + make_interval(secs => $8)) RETURNING \(Self.userColumns)
+                    """, id, tenant, u.name, u.role.key, u.email.nilIfEmpty, u.identityIssuer.nilIfEmpty, u.identitySubject.nilIfEmpty, ttl.seconds),
                 Self.auditStatement(audit),
             ])
             guard let row = w[0].rows.first else { throw MeshError.internal("invitation not stored") }
