@@ -41,7 +41,8 @@ public final class TestIdentityProvider: Sendable {
         var args = [TestEnvironment.repoRoot.appendingPathComponent("Tests/oidc/test_provider.py").path, "--port", "0", "--control",
                     "--client", "\(clientID):\(secret):\(redirectURI)"]
         for u in users { args += ["--user", "\(u.name):\(u.password):\(u.claims)"] }
-        let p = try ManagedProcess(name: "oidc-\(name)", executable: Self.python, arguments: args, environment: ["PYTHONUNBUFFERED": "1"],
+        // A log of its own: the ready line of an earlier run must not be read for this one.
+        let p = try ManagedProcess(name: "oidc-\(name)-\(Nuid.short())", executable: Self.python, arguments: args, environment: ["PYTHONUNBUFFERED": "1"],
                                    logDir: logDir)
         var issuer: String?
         let deadline = ContinuousClock.now + .seconds(30)

@@ -168,7 +168,7 @@ extension GatewayTests {
             let other = try await client.send(.get, "/api/mesh/devices", token: f.tokens.otherAdmin).json["devices"] as? [[String: Any]] ?? []
             #expect(!a.isEmpty && a.allSatisfy { $0["owner_user_id"] as? String == f.ownerA.userID })
             #expect(all.count > a.count)
-            #expect(Set(all.compactMap { $0["owner_user_id"] as? String }).isSubset(of: [f.ownerA.userID, f.ownerB.userID, f.admin.userID]))
+            #expect(Set(all.compactMap { $0["owner_user_id"] as? String }).isSubset(of: [f.ownerA.userID, f.ownerB.userID, f.admin.userID, session.user.id]))
             #expect(other.allSatisfy { $0["owner_user_id"] as? String == f.otherAdmin.userID })
             return mismatches
         }
