@@ -247,7 +247,7 @@ def break_token(id_token, fault, client):
 
 
 LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Test identity provider: sign in</title></head>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Test identity provider: sign in</title></head>
 <body><h1 id="provider-title">Test identity provider</h1>
 <p>{message}</p>
 <form id="login" method="post" action="{action}">
