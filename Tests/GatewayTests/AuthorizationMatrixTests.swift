@@ -86,12 +86,18 @@ extension GatewayTests {
             (.delete, "/api/mesh/devices/{device}", delete),
             (.patch, "/api/mesh/devices/{device}", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
                                                        unsafe: true)),
+            (.post, "/api/mesh/devices/{device}/reissue", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
+                                                              unsafe: true)),
+            (.patch, "/api/mesh/nodes/\(f.otherNode.id)", row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
+                                                            unsafe: true)),
             (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 204, .node: 403, .otherNode: 403], unsafe: true)),
             (.get, "/api/mesh/peers", adminOnly),
             (.get, "/api/mesh/audit", tenantAdmin),
             (.get, "/api/license/orbit-features", anyUser),
             (.post, "/cp/api/v1/mesh/devices", create),
             (.delete, "/cp/api/v1/mesh/devices/{device}", delete),
+            (.post, "/cp/api/v1/mesh/devices/{device}/reissue", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
+                                                                     unsafe: true)),
             (.get, "/cp/api/v1/mesh/peers/\(f.node.id)",
              row([.ownerA: 403, .ownerB: 403, .admin: 403, .otherTenant: 403, .node: 200, .otherNode: 404, .cookieOwner: 401, .cookieNoOrigin: 401])),
             // Users (admins of their own tenant), personal API tokens (every user, their own), who am I.
@@ -143,6 +149,7 @@ extension GatewayTests {
                     case (.post, "/api/mesh/users"): #"{"email":"m-\#(who.rawValue)@example.com"}"#
                     case (.post, "/api/mesh/tokens"): #"{"name":"m \#(who.rawValue)"}"#
                     case (.patch, _) where path.contains("users"): #"{"role":"owner"}"#
+                    case (.patch, _) where path.contains("/nodes/"): #"{"hub":true}"#
                     case (.patch, _): #"{"label":"renamed"}"#
                     default: nil
                     }
