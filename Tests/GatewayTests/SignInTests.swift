@@ -170,6 +170,22 @@ extension GatewayTests {
             #expect(replay.status == 401 && replay.error["reason"] as? String == "state_replayed" && replay.setCookies[sessionCookieName] == nil, "\(replay.text)")
             #expect(try lab.idp.stats().tokenRequests == statsBefore.tokenRequests)
 
+            // Renewal: a session past half its idle window gets a fresh cookie (never past its absolute end);
+            // one past its idle end is refused and cleared.
+            let sealer = try CookieSealer(secret: sessionSecret)
+            var opened = try #require(sealer.open(session, as: SessionCookie.self, purpose: .session))
+            let now = Int64(Date().timeIntervalSince1970)
+            opened.idle = now + 60
+            let renewed = try await client.send(.get, "/api/mesh/devices", cookies: [sessionCookieName: sealer.seal(opened, purpose: .session)])
+            let fresh = try #require(renewed.setCookies[sessionCookieName]?.value, "no renewal: \(renewed.headers)")
+            let next = try #require(sealer.open(fresh, as: SessionCookie.self, purpose: .session))
+            #expect(renewed.status == 200 && next.sid == opened.sid && next.idle > opened.idle && next.idle <= opened.max, "\(next)")
+            let quiet = try await client.send(.get, "/api/mesh/devices", cookies: cookies)
+            #expect(quiet.status == 200 && quiet.setCookies[sessionCookieName] == nil, "a fresh session is not re-issued on every request")
+            opened.idle = now - 1
+            let idle = try await client.send(.get, "/api/mesh/devices", cookies: [sessionCookieName: sealer.seal(opened, purpose: .session)])
+            #expect(idle.status == 401 && idle.text.contains("expired") && idle.setCookies[sessionCookieName]?.value == "", "\(idle.text)")
+
             // Log out: the cookie is cleared and, replayed, refused.
             #expect(try await client.send(.post, "/api/auth/logout", cookies: cookies).status == 403, "logout needs the Origin too")
             let out = try await client.send(.post, "/api/auth/logout", cookies: cookies, headers: fromPage())
