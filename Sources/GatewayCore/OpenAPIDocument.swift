@@ -156,10 +156,16 @@ public enum OpenAPIDocument {
             "User": user,
             "UserList": object(["users": ["type": "array", "items": ref("User")]]),
             "UserRemoval": object(["devices_deleted": uint, "devices_reassigned": uint]),
-            "InviteUserRequest": object(["email": ["type": "string", "maxLength": 254], "subject": ["type": "string", "minLength": 1, "maxLength": 255],
-                                         "issuer": ["type": "string", "maxLength": 512], "role": ["type": "string", "enum": ["owner", "admin"]],
-                                         "name": ["type": "string", "maxLength": 63], "expires_in_days": ["type": "integer", "minimum": 1, "maximum": 90]],
-                                        required: []),
+            "InviteUserRequest": {
+                var o = object(["email": ["type": "string", "format": "email", "maxLength": 254],
+                                "subject": ["type": "string", "minLength": 1, "maxLength": 255],
+                                "issuer": ["type": "string", "format": "uri", "maxLength": 512], "role": ["type": "string", "enum": ["owner", "admin"]],
+                                "name": ["type": "string", "maxLength": 63], "expires_in_days": ["type": "integer", "minimum": 1, "maximum": 90]],
+                               required: [])
+                // Exactly one of the two names the person.
+                o["oneOf"] = [["required": ["email"]], ["required": ["subject"]]]
+                return o
+            }(),
             "SetRoleRequest": object(["role": ["type": "string", "enum": ["owner", "admin"]]], required: ["role"]),
             "CreateTokenRequest": object(["name": ["type": "string", "minLength": 1, "maxLength": 64],
                                           "expires_in_days": ["type": "integer", "minimum": 1, "maximum": 365]], required: ["name"]),
