@@ -224,7 +224,10 @@ public struct DeviceService: Sendable {
     public func list(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> [Mesh_V1_Device] {
         let tenant = try ProvisionValidate.uuid(req.caller.tenantID, field: "caller.tenant_id")
         let user = try ProvisionValidate.uuid(req.caller.userID, field: "caller.user_id")
-        guard let (_, t, list) = try await devices.devices(visibleTo: user, tenant: tenant) else { throw .notFound("unknown user") }
+        let credential = try CallerCredential(req.caller)
+        let (lookup, tenantRecord, list) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential)
+        _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
+        guard let t = tenantRecord else { throw .unauthenticated("this user no longer exists") }
         let now = Date()
         return list.map { $0.proto(domain: t.domain, onlineWindow: configuration.onlineWindow, now: now) }
     }

@@ -131,10 +131,11 @@ struct ProvisionTests {
         #expect(await code("ok", Mesh_V1_DeviceType(rawValue: 99)!, u) == .invalidArgument)
         var stranger = u
         stranger.userID = UUID().uuidString
-        #expect(await code("ok", .iphone, stranger) == .notFound)
+        // A caller whose user the tenant does not have (never had, or removed) is not signed in.
+        #expect(await code("ok", .iphone, stranger) == .unauthenticated)
         var otherTenant = u
         otherTenant.tenantID = UUID().uuidString
-        #expect(await code("ok", .iphone, otherTenant) == .notFound)
+        #expect(await code("ok", .iphone, otherTenant) == .unauthenticated)
         var malformed = u
         malformed.userID = "robert'); DROP TABLE users;--"
         #expect(await code("ok", .iphone, malformed) == .invalidArgument)

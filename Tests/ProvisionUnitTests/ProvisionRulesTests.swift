@@ -58,6 +58,7 @@ struct Harness {
     let devices: DeviceService
     let nodes: NodeService
     let audit: AuditService
+    let accounts: AccountService
     let keeper: LeaseKeeper
 
     init(rate: RateLimit = .seed) {
@@ -72,6 +73,7 @@ struct Harness {
         nodes = NodeService(nodes: store, users: users, leases: store, allocator: allocator, notifier: changes, busIdentities: nil,
                             probe: { _ async throws(MeshError) in Mesh_V1_PeerDump() }, configuration: config, logger: logger)
         audit = AuditService(audit: store, users: users)
+        accounts = AccountService(accounts: store, users: users, leases: store, allocator: allocator, notifier: changes, logger: logger)
         keeper = LeaseKeeper(tasks: store, allocator: allocator, logger: logger)
     }
 
@@ -234,7 +236,7 @@ struct ProvisionRulesTests {
         #expect(await h.code(admin, "") == .invalidArgument)
         var stranger = admin
         stranger.userID = UUID().lowercased
-        #expect(await h.code(stranger, "x") == .notFound)
+        #expect(await h.code(stranger, "x") == .unauthenticated, "a caller whose user is gone is not signed in")
         await h.allocator.setFailing(true)
         #expect(await h.code(admin, "allocator down") == .unavailable)
         await h.allocator.setFailing(false)

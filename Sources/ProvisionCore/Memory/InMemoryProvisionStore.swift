@@ -25,6 +25,12 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     var tasks: [UUID: (tenant: UUID, pending: Bool, neverPublished: Bool, due: Date)] = [:]
     /// Insertion order of nodes (their age, where the clock shows no difference).
     var nodeOrder: [UUID: Int] = [:]
+    /// Sign-in attempts: id → (provider, expires, used).
+    var attempts: [[UInt8]: (provider: String, expires: Date, used: Bool)] = [:]
+    /// Sessions by id.
+    var sessionRows: [UUID: (user: UUID, tenant: UUID, provider: String, amr: [String], expires: Date, ended: Bool)] = [:]
+    /// API tokens by id.
+    var tokenRows: [UUID: APITokenRecord] = [:]
     var now: @Sendable () -> Date
 
     public init(clock: @escaping @Sendable () -> Date = { Date() }) {
@@ -120,6 +126,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         guard userRows[id] == nil else { throw .alreadyExists("user \(id.lowercased) already exists") }
         var stored = u
         stored.createdAtMs = now().unixMilliseconds
+        if stored.status == .unspecified { stored.status = .active }
         userRows[id] = stored
         write(audit)
         return stored
@@ -133,9 +140,26 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         userRows.values.filter { $0.tenantID == tenant.lowercased }.sorted { $0.createdAtMs < $1.createdAtMs }
     }
 
-    public func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity? {
-        guard let u = userRows[user], u.tenantID == tenant.lowercased, let t = tenantRows[tenant] else { return nil }
-        return CallerIdentity(tenant: tenant, user: user, role: u.role, plan: t.plan, requireSAML: t.requireSAML)
+    public func identify(tenant: UUID, user: UUID, credential: CallerCredential) async throws(MeshError) -> CallerLookup {
+        guard let u = userRows[user], u.tenantID == tenant.lowercased, let t = tenantRows[tenant] else {
+            return CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: now())
+        }
+        let who = CallerIdentity(tenant: tenant, user: user, role: u.role, plan: t.plan, requireSAML: t.requireSAML)
+        switch credential {
+        case .bearer:
+            return CallerLookup(identity: who, status: u.status, credential: .init(exists: true), now: now())
+        case .session(let id):
+            guard let s = sessionRows[id], s.user == user else {
+                return CallerLookup(identity: who, status: u.status, credential: .init(exists: false), now: now())
+            }
+            return CallerLookup(identity: who, status: u.status, credential: .init(exists: true, revoked: s.ended, expires: s.expires),
+                                sessionAMR: s.amr, sessionProvider: s.provider, sessionExpires: s.expires, now: now())
+        case .apiToken(let id):
+            guard let k = tokenRows[id], k.user == user else {
+                return CallerLookup(identity: who, status: u.status, credential: .init(exists: false), now: now())
+            }
+            return CallerLookup(identity: who, status: u.status, credential: .init(exists: true, revoked: k.revoked != nil, expires: k.expires), now: now())
+        }
     }
 
     // MARK: Devices
@@ -244,11 +268,12 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         deviceRows[id].flatMap { $0.tenant == tenant ? $0 : nil }
     }
 
-    public func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])? {
-        guard let who = try await identify(tenant: tenant, user: user), let t = tenantRows[tenant] else { return nil }
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord]) {
+        let lookup = try await identify(tenant: tenant, user: user, credential: credential)
+        guard let who = lookup.identity, let t = tenantRows[tenant] else { return (lookup, nil, []) }
         let list = deviceRows.values.filter { $0.tenant == tenant && (who.isAdmin || $0.owner == user) }
             .sorted { ($0.createdAt, $0.id.lowercased) < ($1.createdAt, $1.id.lowercased) }
-        return (who, t, list)
+        return (lookup, t, list)
     }
 
     public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
