@@ -225,5 +225,10 @@ public enum ProvisionSchema {
             );
             CREATE INDEX api_tokens_user ON api_tokens (user_id, created_at);
             """),
+        Migration(version: 6, name: "the token a node registered with", sql: """
+            -- A node whose registration committed but whose answer was lost retries with the same
+            -- single-use token; the token it spent identifies the retry.
+            ALTER TABLE nodes ADD COLUMN enrolled_with bytea;
+            """),
     ])
 }

@@ -152,13 +152,16 @@ public struct NodeRegistration: Sendable {
 public protocol NodeRepository: Sendable {
     func insertEnrollmentToken(hash: [UInt8], tenant: UUID, createdBy: String, ttl: Duration, uses: Int,
                                audit: AuditEvent) async throws(MeshError) -> Date
-    /// The tenant a valid token enrolls into, or nil.
-    func enrollmentTenant(tokenHash: [UInt8]) async throws(MeshError) -> UUID?
+    /// The tenant a valid token enrolls into, or nil. A token this very node spent (same WireGuard
+    /// key, same bus key, token not expired) still answers: that is the node retrying a registration
+    /// whose answer it never got.
+    func enrollmentTenant(tokenHash: [UInt8], publicKey: String, busKey: String?) async throws(MeshError) -> UUID?
     /// The node holding a WireGuard public key, anywhere.
     func node(publicKey: String) async throws(MeshError) -> NodeRecord?
     /// The node holding a bus key, and whether the key was revoked.
     func busKeyHolder(_ key: String) async throws(MeshError) -> (holder: UUID?, revoked: Bool)
-    /// With the tenant locked: spends one use of the token, then inserts the node (with its name and
+    /// With the tenant locked: spends one use of the token (or accepts the retry of the node that
+    /// spent it, see ``enrollmentTenant(tokenHash:publicKey:busKey:)``), then inserts the node (with its name and
     /// addresses, making it the hub if the tenant has none, dropping the lease hold) or, for a known
     /// node, updates its endpoint, port, name and bus key (revoking an older bus key). Appends the
     /// changes and marks the device configs the change outdates.

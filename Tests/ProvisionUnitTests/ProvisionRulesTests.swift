@@ -150,6 +150,26 @@ struct ProvisionRulesTests {
         #expect(await h.store.leaseTaskCount == 0)
     }
 
+    @Test func aRegistrationRetriedWithItsSpentTokenGetsTheSameNodeAndSpendsNothing() async throws {
+        let h = Harness()
+        let (t, admin) = try await h.tenant(.pro)
+        let token = try await h.nodes.createEnrollmentToken({ var r = Mesh_V1_CreateEnrollmentTokenRequest(); r.caller = admin; return r }())
+        var r = Mesh_V1_RegisterNodeRequest()
+        r.enrollmentToken = token.token
+        r.name = "retrying"
+        r.publicKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        r.endpoint = "192.0.2.7:51820"
+        r.listenPort = 51820
+        let first = try await h.nodes.register(r, requestID: "a")
+        let again = try await h.nodes.register(r, requestID: "b")
+        #expect(again.node.id == first.node.id && again.node.ipv4 == first.node.ipv4)
+        var other = r
+        other.publicKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        await #expect(throws: MeshError.self) { _ = try await h.nodes.register(other, requestID: "c") }
+        #expect(try await h.nodes.list({ var l = Mesh_V1_ListNodesRequest(); l.caller = admin; return l }()).count == 2)
+        _ = t
+    }
+
     @Test func enterpriseHasNoCap() async throws {
         let h = Harness(rate: RateLimit(limit: 0, window: .seconds(60)))
         let (_, admin) = try await h.tenant(.enterprise)

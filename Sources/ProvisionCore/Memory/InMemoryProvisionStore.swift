@@ -22,6 +22,8 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     public private(set) var outbox: [UUID: [Mesh_V1_PeersUpdated]] = [:]
     var auditRows: [Mesh_V1_AuditEntry] = []
     var tokens: [[UInt8]: (tenant: UUID, expires: Date, uses: Int)] = [:]
+    /// The token each node registered with last.
+    var enrolledWith: [UUID: [UInt8]] = [:]
     var tasks: [UUID: (tenant: UUID, pending: Bool, neverPublished: Bool, due: Date)] = [:]
     /// Insertion order of nodes (their age, where the clock shows no difference).
     var nodeOrder: [UUID: Int] = [:]
@@ -305,9 +307,16 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         return expires
     }
 
-    public func enrollmentTenant(tokenHash: [UInt8]) async throws(MeshError) -> UUID? {
-        guard let t = tokens[tokenHash], t.uses > 0, t.expires > now() else { return nil }
+    public func enrollmentTenant(tokenHash: [UInt8], publicKey: String, busKey: String?) async throws(MeshError) -> UUID? {
+        guard let t = tokens[tokenHash], t.expires > now(),
+              t.uses > 0 || spentBy(tokenHash, tenant: t.tenant, publicKey: publicKey, busKey: busKey) else { return nil }
         return t.tenant
+    }
+
+    /// Whether the node with these keys registered with this token (its retry spends nothing).
+    private func spentBy(_ hash: [UInt8], tenant: UUID, publicKey: String, busKey: String?) -> Bool {
+        guard let n = nodeRows.values.first(where: { $0.publicKey == publicKey && $0.tenant == tenant }) else { return false }
+        return enrolledWith[n.id] == hash && busKeys[n.id] == busKey
     }
 
     public func node(publicKey: String) async throws(MeshError) -> NodeRecord? {
@@ -321,10 +330,14 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     public func registerNode(id: UUID, tenant: UUID, _ r: NodeRegistration, addresses: (ipv4: String, ipv6: String)?)
         async throws(MeshError) -> (node: NodeRecord, tenant: TenantRecord, revision: UInt64?, isNew: Bool) {
         guard tenantRows[tenant] != nil else { throw .notFound("unknown tenant") }
-        guard let tok = tokens[r.tokenHash], tok.tenant == tenant, tok.uses > 0, tok.expires > now() else {
+        guard let tok = tokens[r.tokenHash], tok.tenant == tenant, tok.expires > now() else {
             throw .unauthenticated("invalid or expired enrollment token")
         }
-        tokens[r.tokenHash]?.uses -= 1
+        if !spentBy(r.tokenHash, tenant: tenant, publicKey: r.publicKey, busKey: r.busKey) {
+            guard tok.uses > 0 else { throw .unauthenticated("invalid or expired enrollment token") }
+            tokens[r.tokenHash]?.uses -= 1
+        }
+        enrolledWith[id] = r.tokenHash
         var revision: UInt64?
         if var n = nodeRows[id] {
             let before = n
