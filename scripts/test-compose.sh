@@ -76,6 +76,7 @@ teardown() {
   dc down -v --remove-orphans >/dev/null 2>&1 || true
 }
 trap teardown EXIT
+trap "exit 143" TERM INT
 
 # --- the engine and the images ------------------------------------------------------------------
 if ! scripts/docker-engine.sh start; then bad "the Docker engine starts and leaves the host's forwarding alone"; finish; exit 1; fi
