@@ -23,6 +23,8 @@
 # Every figure this prints ("... in N s") is what docs/deployment.md quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian's docker client, which matches its engine (another client may come first in PATH).
+if [ -x /usr/bin/docker ]; then docker() { /usr/bin/docker "$@"; }; fi
 root=$(pwd)
 work="$root/.build-images"
 force=${MESH_IMAGES_FORCE:-0}

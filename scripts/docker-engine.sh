@@ -26,6 +26,8 @@
 # network namespaces across a Linux bridge of its own before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian's docker client, which matches its engine (another client may come first in PATH).
+if [ -x /usr/bin/docker ]; then docker() { /usr/bin/docker "$@"; }; fi
 
 state_dir=/run/quazzar-mesh-docker
 log=${MESH_DOCKERD_LOG:-/var/log/quazzar-mesh-dockerd.log}
