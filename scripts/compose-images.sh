@@ -104,7 +104,8 @@ swift_base() {
 # Dockerfiles under compose/).
 infra_images() {
   local t0; t0=$(date +%s)
-  docker-compose -f compose/docker-compose.yml build -q nats-1 postgres proxy >/dev/null
+  docker-compose -f compose/docker-compose.yml build -q --parallel nats-1 postgres proxy >"$work/infra-build.log" 2>&1 \
+    || { cat "$work/infra-build.log" >&2; return 1; }
   say "NATS, PostgreSQL and nginx images built in $(secs "$t0") s"
 }
 
@@ -132,9 +133,12 @@ case "${1:-}" in
     debian_base
     t0=$(date +%s)
     stage_prebuilt "$bin"
-    docker build -q --network host --target prebuilt -t quazzar-mesh:latest . >/dev/null
+    # The four images at once: each mostly waits on package downloads.
+    infra_images & infra=$!
+    docker build -q --network host --target prebuilt -t quazzar-mesh:latest . >/dev/null 2>"$work/prebuilt-build.log" \
+      || { cat "$work/prebuilt-build.log" >&2; die "packaging quazzar-mesh:latest failed"; }
     say "quazzar-mesh:latest packaged from $bin in $(secs "$t0") s"
-    infra_images
+    wait "$infra" || die "building the NATS, PostgreSQL and nginx images failed"
     ;;
   full)
     debian_base
