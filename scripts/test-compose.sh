@@ -59,7 +59,10 @@ finish() {
 }
 
 dc() { docker-compose -p "$project" -f compose/docker-compose.yml "$@"; }
-container() { dc ps -q "$1" 2>/dev/null; }
+# The id of a service's container (docker's own labels: quicker than asking docker-compose).
+container() {
+  docker ps -aq --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1" | head -1
+}
 meshctl_job() { dc run --rm --no-deps -T setup /usr/local/bin/meshctl "$@" 2>/dev/null; }
 
 torn_down=0
@@ -109,11 +112,12 @@ ca="$root/compose/secrets/certs/ca.pem"
 long_running=(nats-1 nats-2 nats-3 postgres allocator-1 allocator-2 provision-1 provision-2 fanout-1 fanout-2
               gateway-1 gateway-2 proxy node-1 node-2)
 all_healthy() {
-  local s c
-  for s in "${long_running[@]}"; do
-    c=$(container "$s"); [ -n "$c" ] || return 1
-    [ "$(docker inspect -f '{{.State.Health.Status}}' "$c" 2>/dev/null)" = healthy ] || return 1
-  done
+  local ids healthy
+  ids=$(docker ps -q --filter "label=com.docker.compose.project=$project")
+  [ -n "$ids" ] || return 1
+  # shellcheck disable=SC2086
+  healthy=$(docker inspect -f '{{.Config.Labels}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' $ids | grep -c ' healthy$')
+  [ "$healthy" = "${#long_running[@]}" ]
 }
 t_up=$(now)
 if ! dc up -d --no-build >"$out/up.log" 2>&1; then
