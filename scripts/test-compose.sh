@@ -262,6 +262,7 @@ check "$nd restarted by its restart policy and healthy again" wait_until 120 bac
 figure "$nd: SIGKILL to restarted and healthy again: $(since "$t_kill") s"
 wait "$load_pid"; load_pid=
 figure "the load ended $(since "$t_kill") s after the kills"
+t_load_end=$(now)
 outcomes=$(sort "$out/load.txt" | uniq -c | awk '{printf "%s%s x%s", sep, $2" "$3, $1; sep=", "}')
 figure "load during the kills: $outcomes"
 # Every request got an answer: 201/204, or a typed refusal (429, 403 quota) or 503/504 for the
@@ -282,7 +283,7 @@ converged() {
 }
 if wait_until 120 converged; then
   ok "every node's peers equal the tenant's devices and other nodes after the kills"
-  figure "SIGKILL of $svc and $nd to every node converged: $(since "$t_kill") s"
+  figure "every node converged $(since "$t_load_end") s after the load ended ($(since "$t_kill") s after the kills)"
 else
   bad "every node converges to the device list within 120 s of the load's end"
 fi
