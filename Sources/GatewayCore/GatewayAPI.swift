@@ -3,7 +3,8 @@ import Hummingbird
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshAuth
+import MeshDomain
 import MeshNet
 import MeshProto
 
@@ -120,6 +121,28 @@ public struct GatewayAPI: Sendable {
         return JSONBody.response(DeviceJSON(renamed.device))
     }
 
+    /// `POST /api/mesh/devices/:id/reissue`: a new keypair and config (owner or admin, 404 for anyone
+    /// else), shown this once.
+    func reissueDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        guard let uuid = UUID(text: context.parameters.get("id") ?? "") else { throw MeshError.notFound("no such device") }
+        let r = try await provision.reissueDevice(caller: caller, deviceID: uuid.lowercasedText)
+        context.logger.info("device config re-issued", metadata: ["device.id": "\(r.device.id)", "tenant.id": "\(caller.tenantID)"])
+        return JSONBody.response(CreatedDeviceJSON(r), headers: [.cacheControl: "no-store"])
+    }
+
+    /// `PATCH /api/mesh/nodes/:id` `{"hub": true}`: makes the node the tenant's hub (admins).
+    func updateNode(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await admin(request, context)
+        guard let uuid = UUID(text: context.parameters.get("id") ?? "") else { throw MeshError.notFound("no such node") }
+        let object = try JSONBody.object(try await readBody(request), allowed: ["hub"])
+        guard object["hub"] as? Bool == true else {
+            throw MeshError.invalidArgument(field: "hub", message: "hub must be true (to move the hub, make another node the hub)")
+        }
+        let r = try await provision.setHub(caller: caller, nodeID: uuid.lowercasedText)
+        return JSONBody.response(NodeJSON(r.node))
+    }
+
     /// Reads the body up to the configured limit (413 beyond it).
     func readBody(_ request: Request) async throws -> ByteBuffer {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes {
@@ -145,18 +168,14 @@ public struct GatewayAPI: Sendable {
         return JSONBody.response(StateJSON(try await state, nodeID: nodeID))
     }
 
-    /// `GET /api/mesh/peers`: the node's live peer dump, admins only. Free plans get basic state
-    /// (keys, allowed IPs, names); Pro and above get per-peer stats too.
+    /// `GET /api/mesh/peers`: the node's live peer dump, admins only. ProvisionSvc decides what the
+    /// tenant's plan shows (basic state on Free, per-peer stats from Pro up).
     func peers(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let caller = try await admin(request, context)
+        let caller = try await user(request, context)
+        guard caller.role == .admin else { throw MeshError.permissionDenied("this route is for admins") }
         let nodeID = try targetNode(request, caller: caller)
-        async let member = provision.getNode(caller: caller, nodeID: nodeID)
-        async let license = provision.license(caller: caller)
-        async let dump = nodes.peers(nodeID: nodeID, requestID: caller.requestID)
-        _ = try await member
-        let level = try await license.diagnostics
-        let withStats = level.rawValue >= Mesh_V1_DiagnosticsLevel.perPeerStats.rawValue
-        let d = try await dump
+        let answer = try await provision.nodeDiagnostics(caller: caller, nodeID: nodeID)
+        let withStats = answer.perPeerStats, d = answer.dump
         return JSONBody.response(PeerDumpJSON(nodeId: d.nodeID.nilIfEmpty ?? nodeID, diagnostics: withStats ? "per_peer_stats" : "basic_state",
                                               readAt: Timestamp.isoOrNil(ms: d.readAtMs),
                                               peers: d.peers.map { PeerStatsJSON($0, withStats: withStats) }))
@@ -245,10 +264,21 @@ public struct GatewayAPI: Sendable {
         guard let askedID = UUID(text: asked), askedID.lowercasedText == node else {
             throw MeshError.notFound("no such node")
         }
-        let sync = try await fanout.sync(tenantID: tenant, nodeID: node, requestID: context.requestID)
-        return JSONBody.response(SyncJSON(tenantId: sync.tenantID.nilIfEmpty ?? tenant, nodeId: node, revision: sync.revision,
-                                          selfPeer: MeshPeerJSON(sync.self_p), peers: sync.peers.map(MeshPeerJSON.init),
-                                          ipv4Prefix: sync.ipv4Prefix, ipv6Prefix: sync.ipv6Prefix))
+        let view = try await fanout.fullView(tenantID: tenant, nodeID: node)
+        guard let me = view.members[node] else { throw MeshError.notFound("no such node") }
+        var selfPeer = Mesh_V1_Peer()
+        selfPeer.id = me.id
+        selfPeer.kind = me.kind
+        selfPeer.publicKey = me.publicKey
+        selfPeer.meshIps = [me.ipv4, me.ipv6]
+        selfPeer.allowedIps = PeerCatalog.hostRoutes(me)
+        selfPeer.dnsName = MeshName.dnsName(slug: me.slug, domain: view.settings.domain)
+        selfPeer.endpoint = me.endpoint
+        selfPeer.hub = me.id == view.settings.hubNodeID
+        let peers = PeerCatalog.peers(seenBy: node, settings: view.settings, members: view.members.values)
+        return JSONBody.response(SyncJSON(tenantId: tenant, nodeId: node, revision: view.revision,
+                                          selfPeer: MeshPeerJSON(selfPeer), peers: peers.map(MeshPeerJSON.init),
+                                          ipv4Prefix: view.settings.ipv4Prefix, ipv6Prefix: view.settings.ipv6Prefix))
     }
 
     // MARK: Operations
@@ -273,7 +303,7 @@ public struct GatewayAPI: Sendable {
 
     /// `GET /api/mesh/ui-config`.
     func uiConfig(_ request: Request, _ context: GatewayRequestContext) -> Response {
-        JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: configuration.meshDomain,
+        JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: TenantDefaults.domain,
                                        deviceTypes: ["iphone", "android", "laptop", "other"]))
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
-import GatewayCore
 import MeshBus
-import MeshCore
+import MeshAuth
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Synchronization
@@ -49,12 +49,16 @@ enum MeshLabTool {
             let node = try await lab.addNode("edge-1")
             guard let registered = node.node else { throw TestSetupError.failed("node edge-1 did not register") }
             let owner = try await lab.cp.user(lab.tenant, .owner)
-            let freeTenant = try await lab.cp.tenant(.free)
+            let freeTenant = try await lab.cp.readyTenant(.free)
             let freeOwner = try await lab.cp.user(freeTenant, .owner)
             // A tenant with 16 registered nodes (registrations only, no NodeApplier): its device
             // configs are too large for a QR code. The endpoints are loopback; nothing dials them.
             let bigTenant = try await lab.cp.tenant(.pro)
             let bigAdmin = try await lab.cp.user(bigTenant, .admin)
+            var listAll = Mesh_V1_UpdateTenantRequest()
+            listAll.tenantID = bigTenant.id
+            listAll.settings.configMaxNodes = 16
+            _ = try await lab.cp.client.updateTenant(listAll)
             let bigOwner = try await lab.cp.user(bigTenant, .owner)
             for i in 0..<16 {
                 _ = try await lab.cp.node(bigTenant, admin: bigAdmin, name: "big-\(i)", endpoint: "127.0.0.1:\(52000 + i)")
@@ -154,6 +158,15 @@ enum MeshLabTool {
             throw TestSetupError.failed("no handshake report for \(key) within \(timeout) s")
         case "node-peers":
             return ["ok": true, "peers": Array(try lab.livePeers(node)).sorted()]
+        case "extra-node":
+            // A registration without a NodeApplier: a node that configs list and that can be removed.
+            guard let name = args.first else { throw TestSetupError.failed("usage: extra-node <name>") }
+            let (n, _) = try await lab.cp.node(lab.tenant, admin: lab.admin, name: name, endpoint: "127.0.0.1:\(Int.random(in: 53000...54000))")
+            return ["ok": true, "node_id": n.id, "name": n.name]
+        case "remove-node":
+            guard let id = args.first else { throw TestSetupError.failed("usage: remove-node <id>") }
+            _ = try await lab.cp.client.deregisterNode(caller: lab.admin, nodeID: id)
+            return ["ok": true]
         default:
             throw TestSetupError.failed("unknown command \(command)")
         }

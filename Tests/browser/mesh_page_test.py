@@ -444,7 +444,13 @@ class MeshPageTest:
         self.wait(lambda: target.exists() and not (self.downloads / (filename + ".crdownload")).exists(), f"the download {filename}", 15)
         conf = target.read_bytes()
         self.conf_path = target
-        self.r.check(qr_text == conf, f"the QR code holds exactly the downloaded .conf ({len(qr_text)} vs {len(conf)} bytes)")
+        # Line for line the same config; only the comment naming the device is ASCII in the QR code, so
+        # that scanners which guess a character set (there is no ECI marker) show it right.
+        qr_lines, conf_lines = qr_text.split(b"\n"), conf.split(b"\n")
+        self.r.check(qr_lines[1:] == conf_lines[1:], f"the QR code holds the downloaded .conf line for line ({len(qr_text)} vs {len(conf)} bytes)")
+        self.r.check(all(b < 0x80 for b in qr_text), "the QR code is ASCII")
+        self.r.check(qr_lines[0].startswith(b"# Quazzar Mesh: ") and qr_lines[0] != conf_lines[0] if any(b >= 0x80 for b in label.encode()) else qr_lines[0] == conf_lines[0],
+                     f"the QR code's comment is the ASCII form of the label ({qr_lines[0]!r})")
         self.r.check(conf.startswith(b"# Quazzar Mesh: ") and b"[Interface]" in conf and b"PrivateKey = " in conf, "the .conf is a WireGuard config")
         self.r.check(label.encode() in conf, "the config names the device with its label, byte for byte")
         shown = self.js("return document.getElementById('config-text').textContent")
@@ -609,6 +615,50 @@ class MeshPageTest:
         self.r.check(True, "the node drops the deleted device")
         self.screenshot("deleted")
 
+    def api_post(self, path, body, token):
+        request = urllib.request.Request(self.info["gateway"] + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def reissue_outdated(self):
+        # A device whose config lists a node that is then removed: the page says its config is
+        # outdated, and re-issuing it gives a config that works again.
+        spare = self.lab.call("extra-node spare", timeout=30)
+        created = self.api_post("/api/mesh/devices", {"label": "Spare phone", "type": "iphone"}, self.info["tokens"]["admin"])
+        self.r.check(created["config"].count("[Peer]") == 2, "the config lists the hub and the spare node")
+        self.lab.call(f"remove-node {spare['node_id']}", timeout=30)
+        selector = f'tr[data-id="{created["id"]}"]'
+        self.wait(lambda: self.js(f"const r = document.querySelector('{selector}'); return r && r.dataset.outdated === 'true'"),
+                  "the outdated badge", 20)
+        reason = self.driver.find_element(By.CSS_SELECTOR, f"{selector} .device-outdated-reason").text
+        self.r.check("node spare was removed" in reason, f"the badge says why: {reason!r}")
+        self.r.check(self.driver.find_element(By.CSS_SELECTOR, f"{selector} .badge-outdated").is_displayed(), "the badge is shown")
+        self.screenshot("config-outdated")
+        self.driver.find_element(By.CSS_SELECTOR, f"{selector} .btn-reissue").click()
+        self.wait(lambda: self.js("return document.getElementById('reissue-dialog').open"), "the re-issue confirmation")
+        self.r.check("Spare phone" in self.text("reissue-desc"), f"the confirmation names the device: {self.text('reissue-desc')!r}")
+        self.audit("re-issue confirmation", "#reissue-dialog")
+        self.by_id("reissue-confirm").click()
+        self.wait(lambda: self.js("return document.getElementById('add-dialog').open") and self.visible("add-result"), "the new config")
+        self.r.check(self.text("add-title") == "Config re-issued", f"the dialog says what happened: {self.text('add-title')!r}")
+        conf = self.js("return document.getElementById('config-text').textContent")
+        old_key = [l for l in created["config"].splitlines() if l.startswith("PrivateKey")][0]
+        self.r.check(old_key not in conf and "PrivateKey = " in conf, "the re-issued config has a new key")
+        self.r.check(conf.count("[Peer]") == 1, "the removed node is not in the new config")
+        for ip in created["mesh_ips"]:
+            self.r.check(ip in conf, f"the device keeps its address {ip}")
+        src = self.by_id("qr-image").get_attribute("src") or ""
+        self.r.check(src.startswith("data:image/svg+xml;base64,"), "the new config comes with a QR code")
+        self.screenshot("config-reissued")
+        path = self.out / "reissued.conf"
+        path.write_text(conf)
+        up = self.lab.call(f"device-up {path}", timeout=60)
+        self.r.check(up.get("ping_ok") is True, f"the re-issued config works: {up}")
+        self.close_dialog_with_done()
+        self.wait(lambda: self.js(f"const r = document.querySelector('{selector}'); return r && r.dataset.outdated === 'false'"),
+                  "the badge to go", 20)
+
     def cap_reached(self):
         plain = self.info["plain_gateway"]
         # The other gateway has no Pritunl configured, and /vpn/mesh (no slash) serves the page too.
@@ -726,6 +776,7 @@ class MeshPageTest:
             self.step("rate limit message", self.rate_limit)
             self.step("admin: pasted token, node state and peer stats", self.admin_view)
             self.step("delete with confirmation", self.delete_device)
+            self.step("re-issue an outdated config", self.reissue_outdated)
             self.step("config too large for a QR code", self.config_too_large_for_qr)
             self.step("Free plan: cap reached", self.cap_reached)
             self.step("phone width", self.phone_width)

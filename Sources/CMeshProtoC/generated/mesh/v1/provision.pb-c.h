@@ -15,8 +15,10 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 #include "mesh/v1/common.pb-c.h"
+#include "mesh/v1/node.pb-c.h"
 
 typedef struct Mesh__V1__Tenant Mesh__V1__Tenant;
+typedef struct Mesh__V1__TenantSettingsPatch Mesh__V1__TenantSettingsPatch;
 typedef struct Mesh__V1__CreateTenantRequest Mesh__V1__CreateTenantRequest;
 typedef struct Mesh__V1__CreateTenantResponse Mesh__V1__CreateTenantResponse;
 typedef struct Mesh__V1__UpdateTenantRequest Mesh__V1__UpdateTenantRequest;
@@ -39,6 +41,7 @@ typedef struct Mesh__V1__DeleteDeviceRequest Mesh__V1__DeleteDeviceRequest;
 typedef struct Mesh__V1__DeleteDeviceResponse Mesh__V1__DeleteDeviceResponse;
 typedef struct Mesh__V1__RenameDeviceRequest Mesh__V1__RenameDeviceRequest;
 typedef struct Mesh__V1__RenameDeviceResponse Mesh__V1__RenameDeviceResponse;
+typedef struct Mesh__V1__ReissueDeviceRequest Mesh__V1__ReissueDeviceRequest;
 typedef struct Mesh__V1__ListDevicesRequest Mesh__V1__ListDevicesRequest;
 typedef struct Mesh__V1__ListDevicesResponse Mesh__V1__ListDevicesResponse;
 typedef struct Mesh__V1__Node Mesh__V1__Node;
@@ -48,10 +51,14 @@ typedef struct Mesh__V1__RegisterNodeRequest Mesh__V1__RegisterNodeRequest;
 typedef struct Mesh__V1__RegisterNodeResponse Mesh__V1__RegisterNodeResponse;
 typedef struct Mesh__V1__DeregisterNodeRequest Mesh__V1__DeregisterNodeRequest;
 typedef struct Mesh__V1__DeregisterNodeResponse Mesh__V1__DeregisterNodeResponse;
+typedef struct Mesh__V1__SetHubRequest Mesh__V1__SetHubRequest;
+typedef struct Mesh__V1__SetHubResponse Mesh__V1__SetHubResponse;
 typedef struct Mesh__V1__ListNodesRequest Mesh__V1__ListNodesRequest;
 typedef struct Mesh__V1__ListNodesResponse Mesh__V1__ListNodesResponse;
 typedef struct Mesh__V1__GetNodeRequest Mesh__V1__GetNodeRequest;
 typedef struct Mesh__V1__GetNodeResponse Mesh__V1__GetNodeResponse;
+typedef struct Mesh__V1__NodeDiagnosticsRequest Mesh__V1__NodeDiagnosticsRequest;
+typedef struct Mesh__V1__NodeDiagnosticsResponse Mesh__V1__NodeDiagnosticsResponse;
 typedef struct Mesh__V1__MeshVpnFeature Mesh__V1__MeshVpnFeature;
 typedef struct Mesh__V1__GetLicenseRequest Mesh__V1__GetLicenseRequest;
 typedef struct Mesh__V1__GetLicenseResponse Mesh__V1__GetLicenseResponse;
@@ -86,14 +93,117 @@ struct  Mesh__V1__Tenant
    */
   protobuf_c_boolean require_saml;
   /*
-   * The last peer-change revision written for this tenant.
+   * The last change revision written for this tenant.
    */
   uint64_t revision;
   int64_t created_at_ms;
+  /*
+   * The tenant's settings (TenantDefaults when created).
+   * The mesh DNS zone: members are <slug>.<domain>.
+   */
+  char *domain;
+  /*
+   * PersistentKeepalive between nodes, and in device configs (seconds).
+   */
+  uint32_t node_keepalive;
+  uint32_t device_keepalive;
+  /*
+   * MTU written into device configs.
+   */
+  uint32_t device_mtu;
+  /*
+   * How many nodes a device config lists (the hub first); the others are reached through the hub.
+   */
+  uint32_t config_max_nodes;
+  /*
+   * How many of the listed nodes a config names as DNS resolvers.
+   */
+  uint32_t dns_resolvers;
+  /*
+   * The node that carries the tenant prefix (empty while the tenant has no node).
+   */
+  char *hub_node_id;
+  /*
+   * False when an admin turned the mesh off.
+   */
+  protobuf_c_boolean mesh_enabled;
 };
 #define MESH__V1__TENANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET_DOMAIN = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DomainSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET_NODE_KEEPALIVE = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__NodeKeepaliveSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET_DEVICE_KEEPALIVE = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DeviceKeepaliveSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET_DEVICE_MTU = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DeviceMtuSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET_CONFIG_MAX_NODES = 5
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__ConfigMaxNodesSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET_DNS_RESOLVERS = 6
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DnsResolversSetCase;
+
+/*
+ * Optional settings of a tenant: a field left unset keeps its value (TenantDefaults at creation).
+ * (Each sits in a one-field oneof for presence; protobuf-c has no proto3 `optional`.)
+ */
+struct  Mesh__V1__TenantSettingsPatch
+{
+  ProtobufCMessage base;
+  Mesh__V1__TenantSettingsPatch__DomainSetCase domain_set_case;
+  union {
+    char *domain;
+  };
+  Mesh__V1__TenantSettingsPatch__NodeKeepaliveSetCase node_keepalive_set_case;
+  union {
+    uint32_t node_keepalive;
+  };
+  Mesh__V1__TenantSettingsPatch__DeviceKeepaliveSetCase device_keepalive_set_case;
+  union {
+    uint32_t device_keepalive;
+  };
+  Mesh__V1__TenantSettingsPatch__DeviceMtuSetCase device_mtu_set_case;
+  union {
+    uint32_t device_mtu;
+  };
+  Mesh__V1__TenantSettingsPatch__ConfigMaxNodesSetCase config_max_nodes_set_case;
+  union {
+    uint32_t config_max_nodes;
+  };
+  Mesh__V1__TenantSettingsPatch__DnsResolversSetCase dns_resolvers_set_case;
+  union {
+    uint32_t dns_resolvers;
+  };
+};
+#define MESH__V1__TENANT_SETTINGS_PATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_settings_patch__descriptor) \
+    , MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__NOT_SET, {0} }
 
 
 /*
@@ -109,10 +219,11 @@ struct  Mesh__V1__CreateTenantRequest
    * Optional explicit id (UUID); generated when empty.
    */
   char *id;
+  Mesh__V1__TenantSettingsPatch *settings;
 };
 #define MESH__V1__CREATE_TENANT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__create_tenant_request__descriptor) \
-    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Mesh__V1__CreateTenantResponse
@@ -136,10 +247,11 @@ struct  Mesh__V1__UpdateTenantRequest
   Mesh__V1__Plan plan;
   protobuf_c_boolean set_require_saml;
   protobuf_c_boolean require_saml;
+  Mesh__V1__TenantSettingsPatch *settings;
 };
 #define MESH__V1__UPDATE_TENANT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__update_tenant_request__descriptor) \
-    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, 0 }
+    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, 0, NULL }
 
 
 struct  Mesh__V1__UpdateTenantResponse
@@ -323,10 +435,23 @@ struct  Mesh__V1__Device
   uint64_t rx_bytes;
   uint64_t tx_bytes;
   char *endpoint;
+  /*
+   * The hub of the device's wg-quick config and every node the config lists (the hub included).
+   */
+  char *config_hub_id;
+  size_t n_config_node_ids;
+  char **config_node_ids;
+  /*
+   * True when the mesh changed in a way the device's static config cannot follow (its hub was
+   * removed or changed, a listed node was removed or moved); the reason says which. Re-issuing the
+   * config brings it up to date (docs/routing.md).
+   */
+  protobuf_c_boolean config_outdated;
+  char *config_outdated_reason;
 };
 #define MESH__V1__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -416,6 +541,23 @@ struct  Mesh__V1__RenameDeviceResponse
 
 
 /*
+ * mesh.v1.provision.device.reissue: a new keypair and a fresh config with the tenant's current nodes
+ * and hub, for the device's owner or an admin. The device keeps its id, addresses, slug, DNS name and
+ * creation time; its old public key leaves every node. Draws on the same per-user rate limit as
+ * creation, not on the plan's cap. Replies like a creation (the private key only in `config`).
+ */
+struct  Mesh__V1__ReissueDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+};
+#define MESH__V1__REISSUE_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__reissue_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+/*
  * mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
  */
 struct  Mesh__V1__ListDevicesRequest
@@ -457,7 +599,7 @@ struct  Mesh__V1__Node
   char *ipv6;
   int64_t created_at_ms;
   /*
-   * The tenant's hub: devices route the tenant's device range through it.
+   * The tenant's hub: it carries the tenant prefix for devices and the other nodes.
    */
   protobuf_c_boolean hub;
   int64_t last_seen_at_ms;
@@ -574,6 +716,32 @@ struct  Mesh__V1__DeregisterNodeResponse
 
 
 /*
+ * mesh.v1.provision.node.set_hub: make a node the tenant's hub (admins). Configs whose hub was the old
+ * hub are marked outdated; they keep working while the old hub lives.
+ */
+struct  Mesh__V1__SetHubRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *node_id;
+};
+#define MESH__V1__SET_HUB_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_hub_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__SetHubResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Node *node;
+  uint64_t revision;
+};
+#define MESH__V1__SET_HUB_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_hub_response__descriptor) \
+    , NULL, 0 }
+
+
+/*
  * mesh.v1.provision.node.list
  */
 struct  Mesh__V1__ListNodesRequest
@@ -619,6 +787,35 @@ struct  Mesh__V1__GetNodeResponse
 #define MESH__V1__GET_NODE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__get_node_response__descriptor) \
     , NULL }
+
+
+/*
+ * mesh.v1.provision.node.diagnostics: a node's live peer dump for an admin of its tenant, cut to
+ * what the tenant's plan includes (per-peer stats from Pro up).
+ */
+struct  Mesh__V1__NodeDiagnosticsRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *node_id;
+};
+#define MESH__V1__NODE_DIAGNOSTICS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_diagnostics_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__NodeDiagnosticsResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__PeerDump *dump;
+  /*
+   * False when the plan includes basic state only: endpoint, handshake and counters are left out.
+   */
+  protobuf_c_boolean per_peer_stats;
+};
+#define MESH__V1__NODE_DIAGNOSTICS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_diagnostics_response__descriptor) \
+    , NULL, 0 }
 
 
 /*
@@ -743,6 +940,25 @@ Mesh__V1__Tenant *
                       const uint8_t       *data);
 void   mesh__v1__tenant__free_unpacked
                      (Mesh__V1__Tenant *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__TenantSettingsPatch methods */
+void   mesh__v1__tenant_settings_patch__init
+                     (Mesh__V1__TenantSettingsPatch         *message);
+size_t mesh__v1__tenant_settings_patch__get_packed_size
+                     (const Mesh__V1__TenantSettingsPatch   *message);
+size_t mesh__v1__tenant_settings_patch__pack
+                     (const Mesh__V1__TenantSettingsPatch   *message,
+                      uint8_t             *out);
+size_t mesh__v1__tenant_settings_patch__pack_to_buffer
+                     (const Mesh__V1__TenantSettingsPatch   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__TenantSettingsPatch *
+       mesh__v1__tenant_settings_patch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__tenant_settings_patch__free_unpacked
+                     (Mesh__V1__TenantSettingsPatch *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__CreateTenantRequest methods */
 void   mesh__v1__create_tenant_request__init
@@ -1162,6 +1378,25 @@ Mesh__V1__RenameDeviceResponse *
 void   mesh__v1__rename_device_response__free_unpacked
                      (Mesh__V1__RenameDeviceResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__ReissueDeviceRequest methods */
+void   mesh__v1__reissue_device_request__init
+                     (Mesh__V1__ReissueDeviceRequest         *message);
+size_t mesh__v1__reissue_device_request__get_packed_size
+                     (const Mesh__V1__ReissueDeviceRequest   *message);
+size_t mesh__v1__reissue_device_request__pack
+                     (const Mesh__V1__ReissueDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__reissue_device_request__pack_to_buffer
+                     (const Mesh__V1__ReissueDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__ReissueDeviceRequest *
+       mesh__v1__reissue_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__reissue_device_request__free_unpacked
+                     (Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__ListDevicesRequest methods */
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message);
@@ -1333,6 +1568,44 @@ Mesh__V1__DeregisterNodeResponse *
 void   mesh__v1__deregister_node_response__free_unpacked
                      (Mesh__V1__DeregisterNodeResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__SetHubRequest methods */
+void   mesh__v1__set_hub_request__init
+                     (Mesh__V1__SetHubRequest         *message);
+size_t mesh__v1__set_hub_request__get_packed_size
+                     (const Mesh__V1__SetHubRequest   *message);
+size_t mesh__v1__set_hub_request__pack
+                     (const Mesh__V1__SetHubRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_hub_request__pack_to_buffer
+                     (const Mesh__V1__SetHubRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetHubRequest *
+       mesh__v1__set_hub_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_hub_request__free_unpacked
+                     (Mesh__V1__SetHubRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetHubResponse methods */
+void   mesh__v1__set_hub_response__init
+                     (Mesh__V1__SetHubResponse         *message);
+size_t mesh__v1__set_hub_response__get_packed_size
+                     (const Mesh__V1__SetHubResponse   *message);
+size_t mesh__v1__set_hub_response__pack
+                     (const Mesh__V1__SetHubResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_hub_response__pack_to_buffer
+                     (const Mesh__V1__SetHubResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetHubResponse *
+       mesh__v1__set_hub_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_hub_response__free_unpacked
+                     (Mesh__V1__SetHubResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__ListNodesRequest methods */
 void   mesh__v1__list_nodes_request__init
                      (Mesh__V1__ListNodesRequest         *message);
@@ -1408,6 +1681,44 @@ Mesh__V1__GetNodeResponse *
                       const uint8_t       *data);
 void   mesh__v1__get_node_response__free_unpacked
                      (Mesh__V1__GetNodeResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__NodeDiagnosticsRequest methods */
+void   mesh__v1__node_diagnostics_request__init
+                     (Mesh__V1__NodeDiagnosticsRequest         *message);
+size_t mesh__v1__node_diagnostics_request__get_packed_size
+                     (const Mesh__V1__NodeDiagnosticsRequest   *message);
+size_t mesh__v1__node_diagnostics_request__pack
+                     (const Mesh__V1__NodeDiagnosticsRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_diagnostics_request__pack_to_buffer
+                     (const Mesh__V1__NodeDiagnosticsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodeDiagnosticsRequest *
+       mesh__v1__node_diagnostics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_diagnostics_request__free_unpacked
+                     (Mesh__V1__NodeDiagnosticsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__NodeDiagnosticsResponse methods */
+void   mesh__v1__node_diagnostics_response__init
+                     (Mesh__V1__NodeDiagnosticsResponse         *message);
+size_t mesh__v1__node_diagnostics_response__get_packed_size
+                     (const Mesh__V1__NodeDiagnosticsResponse   *message);
+size_t mesh__v1__node_diagnostics_response__pack
+                     (const Mesh__V1__NodeDiagnosticsResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_diagnostics_response__pack_to_buffer
+                     (const Mesh__V1__NodeDiagnosticsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodeDiagnosticsResponse *
+       mesh__v1__node_diagnostics_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_diagnostics_response__free_unpacked
+                     (Mesh__V1__NodeDiagnosticsResponse *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__MeshVpnFeature methods */
 void   mesh__v1__mesh_vpn_feature__init
@@ -1528,6 +1839,9 @@ void   mesh__v1__list_audit_response__free_unpacked
 typedef void (*Mesh__V1__Tenant_Closure)
                  (const Mesh__V1__Tenant *message,
                   void *closure_data);
+typedef void (*Mesh__V1__TenantSettingsPatch_Closure)
+                 (const Mesh__V1__TenantSettingsPatch *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__CreateTenantRequest_Closure)
                  (const Mesh__V1__CreateTenantRequest *message,
                   void *closure_data);
@@ -1594,6 +1908,9 @@ typedef void (*Mesh__V1__RenameDeviceRequest_Closure)
 typedef void (*Mesh__V1__RenameDeviceResponse_Closure)
                  (const Mesh__V1__RenameDeviceResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__ReissueDeviceRequest_Closure)
+                 (const Mesh__V1__ReissueDeviceRequest *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__ListDevicesRequest_Closure)
                  (const Mesh__V1__ListDevicesRequest *message,
                   void *closure_data);
@@ -1621,6 +1938,12 @@ typedef void (*Mesh__V1__DeregisterNodeRequest_Closure)
 typedef void (*Mesh__V1__DeregisterNodeResponse_Closure)
                  (const Mesh__V1__DeregisterNodeResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__SetHubRequest_Closure)
+                 (const Mesh__V1__SetHubRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetHubResponse_Closure)
+                 (const Mesh__V1__SetHubResponse *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__ListNodesRequest_Closure)
                  (const Mesh__V1__ListNodesRequest *message,
                   void *closure_data);
@@ -1632,6 +1955,12 @@ typedef void (*Mesh__V1__GetNodeRequest_Closure)
                   void *closure_data);
 typedef void (*Mesh__V1__GetNodeResponse_Closure)
                  (const Mesh__V1__GetNodeResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__NodeDiagnosticsRequest_Closure)
+                 (const Mesh__V1__NodeDiagnosticsRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__NodeDiagnosticsResponse_Closure)
+                 (const Mesh__V1__NodeDiagnosticsResponse *message,
                   void *closure_data);
 typedef void (*Mesh__V1__MeshVpnFeature_Closure)
                  (const Mesh__V1__MeshVpnFeature *message,
@@ -1659,6 +1988,7 @@ typedef void (*Mesh__V1__ListAuditResponse_Closure)
 
 extern const ProtobufCEnumDescriptor    mesh__v1__diagnostics_level__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_tenant_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_tenant_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__update_tenant_request__descriptor;
@@ -1681,6 +2011,7 @@ extern const ProtobufCMessageDescriptor mesh__v1__delete_device_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node__descriptor;
@@ -1690,10 +2021,14 @@ extern const ProtobufCMessageDescriptor mesh__v1__register_node_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__deregister_node_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__deregister_node_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_hub_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_hub_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_node_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_node_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_diagnostics_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_diagnostics_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__mesh_vpn_feature__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_license_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_license_response__descriptor;

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import JWTKit
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshProto
 
@@ -87,13 +87,13 @@ public struct JWTKeyMaterial: Sendable {
         self.eddsaPublicKey = eddsaPublicKey ?? eddsaPrivateKey?.publicKey
     }
 
-    /// Reads MESH_JWT_SECRET[_FILE], MESH_JWT_EDDSA_PUBLIC_KEY[_FILE] and (for signing)
-    /// MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] from the environment.
-    public static func fromEnvironment() throws -> JWTKeyMaterial {
-        let secret = try Env.secret("MESH_JWT_SECRET").map { Array($0.utf8) }
-        let pub = try Env.secret("MESH_JWT_EDDSA_PUBLIC_KEY").map { try parsePublicKey($0) }
-        let priv = try Env.secret("MESH_JWT_EDDSA_PRIVATE_KEY").map { try parsePrivateKey($0) }
-        return try JWTKeyMaterial(hmacSecret: secret, eddsaPublicKey: pub, eddsaPrivateKey: priv)
+    /// Reads MESH_JWT_SECRET, MESH_JWT_EDDSA_PUBLIC_KEY and (for signing) MESH_JWT_EDDSA_PRIVATE_KEY
+    /// through `secret` (ServiceKit's `Env.secret`, which also reads `NAME_FILE`).
+    public static func fromEnvironment(secret: (String) throws -> String?) throws -> JWTKeyMaterial {
+        let hmac = try secret("MESH_JWT_SECRET").map { Array($0.utf8) }
+        let pub = try secret("MESH_JWT_EDDSA_PUBLIC_KEY").map { try parsePublicKey($0) }
+        let priv = try secret("MESH_JWT_EDDSA_PRIVATE_KEY").map { try parsePrivateKey($0) }
+        return try JWTKeyMaterial(hmacSecret: hmac, eddsaPublicKey: pub, eddsaPrivateKey: priv)
     }
 
     /// An Ed25519 public key as PEM, or as base64/base64url of its 32 raw bytes.

@@ -46,16 +46,10 @@ public enum Env {
     }
 }
 
-/// Options every service shares: the bus, the database, logging and metrics.
+/// Options every executable shares: the bus, logging and metrics.
 public struct CommonOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("nats-url"), help: "NATS server URLs, comma-separated (env MESH_NATS_URL).")
     public var natsURL: String = Env.string("MESH_NATS_URL", "nats://127.0.0.1:4222")
-
-    @Option(name: .customLong("database-url"), help: "PostgreSQL URL (env MESH_DATABASE_URL; password via MESH_DATABASE_PASSWORD[_FILE]).")
-    public var databaseURL: String = Env.string("MESH_DATABASE_URL", "postgresql://mesh@127.0.0.1:5432/mesh")
-
-    @Option(name: .customLong("db-pool-size"), help: "Pooled database connections (env MESH_DB_POOL_SIZE).")
-    public var dbPoolSize: Int = Env.int("MESH_DB_POOL_SIZE", 8)
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (env MESH_LOG_LEVEL).")
     public var logLevel: String = Env.string("MESH_LOG_LEVEL", "info")
@@ -91,18 +85,4 @@ public struct CommonOptions: ParsableArguments, Sendable {
         }
         return c
     }
-
-    /// The database URL with the password from MESH_DATABASE_PASSWORD[_FILE] added, if set.
-    public func resolvedDatabaseURL() throws -> String {
-        guard let password = try Env.secret("MESH_DATABASE_PASSWORD"), var comps = URLComponents(string: databaseURL) else {
-            return databaseURL
-        }
-        comps.password = password
-        return comps.string ?? databaseURL
-    }
-}
-
-extension String {
-    /// nil when empty.
-    public var nilIfEmpty: String? { isEmpty ? nil : self }
 }

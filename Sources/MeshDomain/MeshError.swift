@@ -1,11 +1,9 @@
-import MeshBus
 import MeshProto
-import SwiftProtobuf
 
 /// The domain errors of the mesh control plane, shared by every service.
 ///
 /// On the bus an error travels as a protobuf `mesh.v1.Error` body plus the ADR-32 headers
-/// (`Nats-Service-Error-Code` carries ``busCode``); ``init(busError:)`` turns it back into this
+/// (`Nats-Service-Error-Code` carries ``busCode``); MeshClient turns a failed request back into this
 /// type on the caller's side. The gateway maps each case to exactly one HTTP status.
 /// The message is what a client sees; causes are logged where they happen, never sent.
 public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -105,155 +103,6 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .deadlineExceeded: self = .deadlineExceeded(e.message)
         case .failedPrecondition: self = .failedPrecondition(e.message)
         case .internal, .unspecified, .UNRECOGNIZED: self = .internal(e.message.isEmpty ? "internal error" : e.message)
-        }
-    }
-
-    /// Maps a failed bus request to the domain error the service meant, or to `unavailable` /
-    /// `deadlineExceeded` when the service could not be reached.
-    public init(busError: any Error) {
-        switch busError {
-        case let e as MeshError:
-            self = e
-        case BusError.service(let code, let description, let body):
-            if let e = try? Mesh_V1_Error(serializedBytes: body), e.code != .unspecified {
-                self = MeshError(proto: e)
-            } else {
-                self = code == 504 ? .deadlineExceeded(description) : code == 503 ? .unavailable(description) : .internal(description)
-            }
-        case BusError.noResponders(let subject):
-            self = .unavailable("no service answers \(subject)")
-        case BusError.timeout(let subject):
-            self = .deadlineExceeded("\(subject) did not answer in time")
-        case BusError.closed:
-            self = .unavailable("message bus connection closed")
-        case is CancellationError:
-            self = .unavailable("request cancelled")
-        default:
-            self = .internal("internal error")
-        }
-    }
-}
-
-extension MeshError: BusServiceError {
-    public var serviceErrorCode: Int { busCode }
-    public var serviceErrorMessage: String { message }
-    public var serviceErrorBody: [UInt8] { (try? proto.serializedBytes()) ?? [] }
-}
-
-extension Mesh_V1_Plan {
-    /// "Free", "Pro", "Team", "Enterprise".
-    public var displayName: String {
-        switch self {
-        case .free: "Free"
-        case .pro: "Pro"
-        case .team: "Team"
-        case .enterprise: "Enterprise"
-        default: "Unknown"
-        }
-    }
-
-    /// The lowercase name stored in the database and used in APIs.
-    public var key: String {
-        switch self {
-        case .free: "free"
-        case .pro: "pro"
-        case .team: "team"
-        case .enterprise: "enterprise"
-        default: "unspecified"
-        }
-    }
-
-    /// Parses the lowercase name.
-    public init?(key: String) {
-        switch key.lowercased() {
-        case "free", "community": self = .free
-        case "pro": self = .pro
-        case "team": self = .team
-        case "enterprise": self = .enterprise
-        default: return nil
-        }
-    }
-
-    /// The device cap, or nil for unlimited (Enterprise).
-    public var deviceCap: Int? {
-        switch self {
-        case .free: 3
-        case .pro: 20
-        case .team: 100
-        case .enterprise: nil
-        default: 0
-        }
-    }
-
-    /// The diagnostics level the plan includes.
-    public var diagnostics: Mesh_V1_DiagnosticsLevel {
-        switch self {
-        case .free: .basicState
-        case .pro: .perPeerStats
-        case .team: .auditLog
-        case .enterprise: .samlGated
-        default: .unspecified
-        }
-    }
-}
-
-extension Mesh_V1_Role {
-    /// "owner" or "admin".
-    public var key: String {
-        switch self {
-        case .admin: "admin"
-        case .owner: "owner"
-        default: "unspecified"
-        }
-    }
-
-    public init?(key: String) {
-        switch key.lowercased() {
-        case "owner": self = .owner
-        case "admin": self = .admin
-        default: return nil
-        }
-    }
-}
-
-extension Mesh_V1_DeviceType {
-    /// "iphone", "android", "laptop" or "other".
-    public var key: String {
-        switch self {
-        case .iphone: "iphone"
-        case .android: "android"
-        case .laptop: "laptop"
-        case .other: "other"
-        default: "unspecified"
-        }
-    }
-
-    public init?(key: String) {
-        switch key.lowercased() {
-        case "iphone": self = .iphone
-        case "android": self = .android
-        case "laptop": self = .laptop
-        case "other": self = .other
-        default: return nil
-        }
-    }
-}
-
-extension Mesh_V1_PeerKind {
-    /// "device" or "node".
-    public var key: String {
-        switch self {
-        case .device: "device"
-        case .node: "node"
-        default: "unspecified"
-        }
-    }
-
-    public init?(key: String) {
-        switch key {
-        case "device": self = .device
-        case "node": self = .node
-        default: return nil
         }
     }
 }

@@ -20,11 +20,14 @@ public enum MeshSubjects {
     public static let deviceDelete = "mesh.v1.provision.device.delete"
     public static let deviceList = "mesh.v1.provision.device.list"
     public static let deviceRename = "mesh.v1.provision.device.rename"
+    public static let deviceReissue = "mesh.v1.provision.device.reissue"
     public static let enrollmentCreate = "mesh.v1.provision.enrollment.create"
     public static let nodeRegister = "mesh.v1.provision.node.register"
     public static let nodeDeregister = "mesh.v1.provision.node.deregister"
     public static let nodeList = "mesh.v1.provision.node.list"
     public static let nodeGet = "mesh.v1.provision.node.get"
+    public static let nodeDiagnostics = "mesh.v1.provision.node.diagnostics"
+    public static let nodeSetHub = "mesh.v1.provision.node.set_hub"
     public static let licenseGet = "mesh.v1.provision.license.get"
     public static let auditList = "mesh.v1.provision.audit.list"
 
@@ -33,12 +36,17 @@ public enum MeshSubjects {
     public static let handshakeReportWildcard = "mesh.v1.reports.*.*.handshake"
 
     // FanoutSvc
+    /// ProvisionSvc's outbox relay hands FanoutSvc a tenant's changes: `mesh.v1.fanout.ingest`.
+    public static let fanoutIngest = "mesh.v1.fanout.ingest"
     /// The per-tenant peer stream: `mesh.v1.peers.updated.<tenant>`.
     public static func peersUpdated(tenant: String) -> String { "mesh.v1.peers.updated.\(tenant)" }
     public static let peersUpdatedWildcard = "mesh.v1.peers.updated.*"
     /// SyncFromCP: `mesh.v1.fanout.sync.<tenant>.<node>`.
     public static func sync(tenant: String, node: String) -> String { "mesh.v1.fanout.sync.\(tenant).\(node)" }
     public static let syncWildcard = "mesh.v1.fanout.sync.*.*"
+    /// Catch-up after a paged sync: `mesh.v1.fanout.changes.<tenant>.<node>`.
+    public static func changes(tenant: String, node: String) -> String { "mesh.v1.fanout.changes.\(tenant).\(node)" }
+    public static let changesWildcard = "mesh.v1.fanout.changes.*.*"
     /// The newest revision of a tenant: `mesh.v1.fanout.revision.<tenant>`.
     public static func revision(tenant: String) -> String { "mesh.v1.fanout.revision.\(tenant)" }
     public static let revisionWildcard = "mesh.v1.fanout.revision.*"
@@ -61,10 +69,4 @@ public enum MeshServiceName {
 /// The version every service reports (SemVer).
 public enum MeshVersion {
     public static let current = "0.9.0"
-}
-
-/// The change outbox's PostgreSQL NOTIFY channel: ProvisionSvc notifies (payload: tenant id) in the
-/// transaction that writes a change; FanoutSvc listens.
-public enum MeshOutbox {
-    public static let channel = "mesh_outbox"
 }

@@ -1,17 +1,17 @@
 import Foundation
 import Logging
 import Metrics
-import NIOCore
-import NIOHTTP1
-import NIOPosix
-import Prometheus
+internal import NIOCore
+internal import NIOHTTP1
+internal import NIOPosix
+internal import Prometheus
 import ServiceLifecycle
 
 /// Process-wide logging and metrics set-up for the executables. Libraries never call this; they
 /// take a `Logger` and use the global metrics factory.
 public enum Observability {
     /// The Prometheus registry behind `/metrics`.
-    public static let registry = PrometheusCollectorRegistry()
+    static let registry = PrometheusCollectorRegistry()
 
     private static let once: Void = {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

@@ -67,3 +67,51 @@ public enum Slug {
         return trimmed + suffix
     }
 }
+
+/// Mesh DNS names: every device and node is `<slug>.<tenant domain>`. Built here and nowhere else.
+public enum MeshName {
+    /// The DNS name of a member.
+    public static func dnsName(slug: String, domain: String) -> String { "\(slug).\(domain)" }
+
+    /// Validates a tenant's mesh DNS zone: lowercase DNS labels of a–z, 0–9 and '-', joined by dots,
+    /// at most 200 characters (room for a 63-character slug), at least two labels.
+    public static func validateDomain(_ raw: String, field: String = "domain") throws(MeshError) -> String {
+        let d = raw.trimmingCharacters(in: .whitespaces).lowercased()
+        let labels = d.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = !d.isEmpty && d.utf8.count <= 200 && labels.count >= 2 && labels.allSatisfy { l in
+            !l.isEmpty && l.utf8.count <= 63 && !l.hasPrefix("-") && !l.hasSuffix("-")
+                && l.unicodeScalars.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "-" }
+        }
+        guard valid else {
+            throw .invalidArgument(field: field, message: "\(field) must be a DNS name of at least two labels (a-z, 0-9, '-'), such as quazzar.mesh")
+        }
+        return d
+    }
+}
+
+/// Display names of tenants, users and nodes.
+public enum DisplayName {
+    /// A display name: 1–100 characters after trimming, no control characters.
+    public static func validate(_ raw: String, field: String) throws(MeshError) -> String {
+        let s = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !s.isEmpty, s.count <= 100 else { throw .invalidArgument(field: field, message: "\(field) must be 1 to 100 characters") }
+        guard !s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format }) else {
+            throw .invalidArgument(field: field, message: "\(field) must not contain control characters")
+        }
+        return s
+    }
+}
+
+extension Slug {
+    /// The first of `base`, `base-2`, `base-3`, … that is not in `taken` (the tenant's device and node
+    /// names).
+    public static func firstFree(_ base: String, taken: Set<String>) -> String {
+        var n = 1
+        while taken.contains(withSuffix(base, n)) { n += 1 }
+        return withSuffix(base, n)
+    }
+
+    /// The prefix of `base` that every name ``firstFree(_:taken:)`` could pick starts with (storage
+    /// reads only the names that could collide).
+    public static func collisionPrefix(_ base: String) -> String { String(base.prefix(40)) }
+}

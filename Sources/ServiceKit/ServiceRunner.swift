@@ -1,5 +1,7 @@
 import Logging
 import MeshBus
+import MeshClient
+import MeshDomain
 import MeshProto
 import ServiceLifecycle
 import SwiftProtobuf
@@ -66,35 +68,6 @@ extension ServiceEndpoint {
             } catch is CancellationError {
                 throw MeshError.unavailable("service shutting down")
             }
-        }
-    }
-}
-
-extension BusConnection {
-    /// Sends a protobuf request and decodes the protobuf reply; every failure comes back as a
-    /// ``MeshError`` (a service's own error, or `unavailable` / `deadlineExceeded`).
-    public func call<Response: SwiftProtobuf.Message>(
-        _ subject: String, _ request: some SwiftProtobuf.Message, as: Response.Type = Response.self,
-        requestID: String? = nil, timeout: Duration = .seconds(5)
-    ) async throws(MeshError) -> Response {
-        let payload: [UInt8]
-        do {
-            payload = try request.serializedBytes()
-        } catch {
-            throw .internal("cannot encode \(type(of: request).protoMessageName)")
-        }
-        var headers = BusHeaders()
-        if let requestID { headers[BusHeaderName.requestID] = requestID }
-        let reply: BusMessage
-        do {
-            reply = try await self.request(subject, payload, headers: headers, timeout: timeout)
-        } catch {
-            throw MeshError(busError: error)
-        }
-        do {
-            return try Response(serializedBytes: reply.payload)
-        } catch {
-            throw .internal("malformed \(Response.protoMessageName) reply from \(subject)")
         }
     }
 }
