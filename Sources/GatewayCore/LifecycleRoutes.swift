@@ -51,7 +51,7 @@ extension GatewayAPI {
     /// itself (asked with a bounded wait).
     func listNodes(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        guard caller.role == .admin else { throw MeshError.permissionDenied("this route is for admins") }
+        guard !Self.surelyNotAdmin(caller) else { throw MeshError.permissionDenied("this route is for admins") }
         let nodes = try await provision.listNodes(caller: caller, live: true)
         // The hub first, then by age (ProvisionSvc lists them by age).
         let ordered = nodes.filter(\.hub) + nodes.filter { !$0.hub }
@@ -62,7 +62,7 @@ extension GatewayAPI {
     /// answer, its address released, and devices whose configs list it are marked outdated.
     func removeNode(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        guard caller.role == .admin else { throw MeshError.permissionDenied("this route is for admins") }
+        guard !Self.surelyNotAdmin(caller) else { throw MeshError.permissionDenied("this route is for admins") }
         guard let id = UUID(text: context.parameters.get("id") ?? "") else { throw MeshError.notFound("no such node") }
         _ = try await provision.deregisterNode(caller: caller, nodeID: id.lowercasedText)
         return Response(status: .noContent)
@@ -72,7 +72,7 @@ extension GatewayAPI {
     /// with (admins). Shown once; only its hash is kept.
     func createEnrollmentToken(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        guard caller.role == .admin else { throw MeshError.permissionDenied("this route is for admins") }
+        guard !Self.surelyNotAdmin(caller) else { throw MeshError.permissionDenied("this route is for admins") }
         let body = try await readBody(request)
         struct Body: Decodable {
             var ttl_seconds: Int?
@@ -111,7 +111,7 @@ extension GatewayAPI {
     /// null (or 0) turns the default lifetime off.
     func updateSettings(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        guard caller.role == .admin else { throw MeshError.permissionDenied("only admins can change the tenant's settings") }
+        guard !Self.surelyNotAdmin(caller) else { throw MeshError.permissionDenied("only admins can change the tenant's settings") }
         let body = try await readBody(request)
         let object = try JSONBody.object(body, allowed: ["mesh_enabled", "device_lifetime_seconds"])
         struct Body: Decodable {

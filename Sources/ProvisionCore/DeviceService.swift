@@ -251,8 +251,10 @@ public struct DeviceService: Sendable {
         case .iphone, .android, .laptop, .other: q.type = req.type
         default: throw .invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
         }
-        // A token whose user does not exist (any more) is not a valid session.
-        guard let page = try await devices.devices(visibleTo: user, tenant: tenant, query: q) else { throw .unauthenticated("unknown user") }
+        let credential = try CallerCredential(req.caller)
+        let (lookup, found) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential, query: q)
+        _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
+        guard let page = found else { throw .unauthenticated("this user no longer exists") }
         guard let policy = page.tenant.plan.policy else { throw .internal("tenant has an unknown plan") }
         let now = Date()
         var resp = Mesh_V1_ListDevicesResponse()
@@ -267,10 +269,11 @@ public struct DeviceService: Sendable {
         let tenant = try ProvisionValidate.uuid(req.caller.tenantID, field: "caller.tenant_id")
         let user = try ProvisionValidate.uuid(req.caller.userID, field: "caller.user_id")
         guard let id = UUID(text: req.deviceID) else { throw .notFound("no such device") }
-        // The listing's one read: the caller's identity, the tenant, and the device only if the caller sees it.
-        guard let page = try await devices.devices(visibleTo: user, tenant: tenant, query: DeviceQuery(id: id)) else {
-            throw .unauthenticated("unknown user")
-        }
+        // The listing's one read: the caller's check, the tenant, and the device only if the caller sees it.
+        let credential = try CallerCredential(req.caller)
+        let (lookup, found) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential, query: DeviceQuery(id: id))
+        _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
+        guard let page = found else { throw .unauthenticated("this user no longer exists") }
         guard let d = page.devices.first else { throw .notFound("no such device") }
         return try present(d, tenant: page.tenant)
     }

@@ -82,7 +82,8 @@ public struct NodeService: Sendable {
             }
         }
         let hash = Self.hash(req.enrollmentToken)
-        guard let tenant = try await nodes.enrollmentTenant(tokenHash: hash) else { throw .unauthenticated("invalid or expired enrollment token") }
+        let registeringBusKey = busIdentities == nil ? nil : busKey
+        guard let tenant = try await nodes.enrollmentTenant(tokenHash: hash, publicKey: req.publicKey, busKey: registeringBusKey) else { throw .unauthenticated("invalid or expired enrollment token") }
         let existing = try await nodes.node(publicKey: req.publicKey)
         if let existing, existing.tenant != tenant { throw .conflict("that public key belongs to a node of another tenant") }
         let nodeID = existing?.id ?? UUID()
@@ -113,8 +114,9 @@ public struct NodeService: Sendable {
             if existing == nil { await leases.giveBack(tenant: tenant, owner: nodeID, neverPublished: true, via: allocator, requestID: requestID, logger: logger) }
             throw error
         }
-        // The node syncs as soon as it has this answer: FanoutSvc must know it by then.
-        if let revision = result.revision { await notifier.deliver(tenant: tenant, through: revision) }
+        // The node syncs as soon as it has this answer: FanoutSvc must know it by then (also on a retry,
+        // whose first attempt may still be on its way).
+        await notifier.deliver(tenant: tenant, through: result.revision ?? result.tenant.revision)
         var resp = Mesh_V1_RegisterNodeResponse()
         resp.node = result.node.proto(domain: result.tenant.domain, hubID: result.tenant.hubNodeID)
         resp.ipv4Prefix = result.tenant.ipv4Prefix

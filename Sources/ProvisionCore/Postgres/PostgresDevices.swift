@@ -326,15 +326,23 @@ extension PostgresProvisionStore: DeviceRepository {
     }
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
-    /// tenant, and its role), the tenant and one page of device rows (with their owners' names) come
-    /// from the same snapshot. No row at all means an unknown user; a row without a device id is a
-    /// known user with nothing to list. One row more than the page is read, to know whether another
-    /// page follows.
-    public func devices(visibleTo user: UUID, tenant: UUID, query q: DeviceQuery) async throws(MeshError) -> DevicePage? {
+    /// tenant, its role and status, its session or token), the tenant and one page of device rows
+    /// (with their owners' names) come from the same snapshot. No row at all means an unknown user; a
+    /// row without a device id is a known user with nothing to list. One row more than the page is
+    /// read, to know whether another page follows.
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query q: DeviceQuery) async throws(MeshError)
+        -> (CallerLookup, DevicePage?) {
+        let (session, token) = Self.ids(credential)
         let rows = try await query("""
-            WITH caller AS (SELECT role FROM users WHERE id = $2 AND tenant_id = $1),
-                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1)
-            SELECT caller.role AS caller_role, t.id AS t_id, t.name AS t_name, t.plan AS t_plan, t.require_saml AS t_require_saml,
+            WITH caller AS (SELECT role, status FROM users WHERE id = $2 AND tenant_id = $1),
+                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1),
+                 s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $10 AND user_id = $2),
+                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $11 AND user_id = $2)
+            SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
+                   (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
+                   (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
+                   (SELECT id FROM k) AS k_id, (SELECT revoked_at FROM k) AS k_revoked, (SELECT expires_at FROM k) AS k_expires,
+                   t.id AS t_id, t.name AS t_name, t.require_saml AS t_require_saml,
                    t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
                    t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
                    t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
@@ -354,11 +362,13 @@ extension PostgresProvisionStore: DeviceRepository {
             ) d ON true
             LEFT JOIN users u ON u.id = d.owner_user_id
             ORDER BY d.created_at, d.id
-            """, tenant, user, q.owner, q.type?.key, q.status?.key, q.after?.createdMicros, q.after?.id, q.limit.map { $0 + 1 }, q.id)
+            """, tenant, user, q.owner, q.type?.key, q.status?.key, q.after?.createdMicros, q.after?.id, q.limit.map { $0 + 1 }, q.id, session, token)
         do {
-            guard let first = rows.first, let role = Mesh_V1_Role(key: try first.decode("caller_role")) else { return nil }
+            guard let first = rows.first else {
+                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil)
+            }
+            let lookup = try Self.lookup(first, tenant: tenant, user: user, credential: credential)
             let t = try Self.tenant(first, prefix: "t_")
-            let who = CallerIdentity(tenant: tenant, user: user, role: role, plan: t.plan, requireSAML: t.requireSAML)
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
             var lastMicros: Int64 = 0, more = false
@@ -373,7 +383,8 @@ extension PostgresProvisionStore: DeviceRepository {
                 lastMicros = try r.decode("created_us")
             }
             let next = more ? out.last.map { DeviceCursor(createdMicros: lastMicros, id: $0.id) } : nil
-            return DevicePage(caller: who, tenant: t, devices: out, next: next)
+            guard let who = lookup.identity else { return (lookup, nil) }
+            return (lookup, DevicePage(caller: who, tenant: t, devices: out, next: next))
         } catch {
             throw map(error)
         }

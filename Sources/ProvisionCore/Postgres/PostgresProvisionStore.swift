@@ -207,23 +207,13 @@ extension PostgresProvisionStore: TenantRepository {
 // MARK: Users
 
 extension PostgresProvisionStore: UserRepository {
-    static func user(_ r: Row) throws -> Mesh_V1_User {
-        var u = Mesh_V1_User()
-        u.id = (try r.decode("id", as: UUID.self)).lowercased
-        u.tenantID = (try r.decode("tenant_id", as: UUID.self)).lowercased
-        u.name = try r.decode("name")
-        u.role = Mesh_V1_Role(key: try r.decode("role")) ?? .unspecified
-        u.createdAtMs = (try r.decode("created_at", as: Date.self)).unixMilliseconds
-        return u
-    }
-
     public func insertUser(_ u: Mesh_V1_User, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
         guard let id = UUID(text: u.id), let tenant = UUID(text: u.tenantID) else { throw .invalidArgument(field: "id", message: "id must be a UUID") }
         return try await write { tx in
             guard try tx.queryFirst("SELECT 1 AS x FROM tenants WHERE id = $1", tenant) != nil else { throw MeshError.notFound("unknown tenant") }
             guard let row = try tx.queryFirst("""
                 INSERT INTO users (id, tenant_id, name, role) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING
-                RETURNING id, tenant_id, name, role, created_at
+                RETURNING \(Self.userColumns)
                 """, id, tenant, u.name, u.role.key) else { throw MeshError.alreadyExists("user \(id.lowercased) already exists") }
             try tx.batch([Self.auditStatement(audit)])
             return try Self.user(row)
@@ -231,7 +221,7 @@ extension PostgresProvisionStore: UserRepository {
     }
 
     public func user(tenant: UUID, id: UUID) async throws(MeshError) -> Mesh_V1_User? {
-        let rows = try await query("SELECT id, tenant_id, name, role, created_at FROM users WHERE id = $1 AND tenant_id = $2", id, tenant)
+        let rows = try await query("SELECT \(Self.userColumns) FROM users WHERE id = $1 AND tenant_id = $2", id, tenant)
         do {
             return try rows.first.map(Self.user)
         } catch {
@@ -240,21 +230,12 @@ extension PostgresProvisionStore: UserRepository {
     }
 
     public func users(tenant: UUID) async throws(MeshError) -> [Mesh_V1_User] {
-        let rows = try await query("SELECT id, tenant_id, name, role, created_at FROM users WHERE tenant_id = $1 ORDER BY created_at, id", tenant)
+        let rows = try await query("SELECT \(Self.userColumns) FROM users WHERE tenant_id = $1 ORDER BY created_at, id", tenant)
         do {
             return try rows.map(Self.user)
         } catch {
             throw map(error)
         }
-    }
-
-    public func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity? {
-        let rows = try await query("""
-            SELECT u.role, t.plan, t.require_saml FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1 AND u.tenant_id = $2
-            """, user, tenant)
-        guard let r = rows.first, let role = Mesh_V1_Role(key: (try? r.decode("role", as: String.self)) ?? ""),
-              let plan = Mesh_V1_Plan(key: (try? r.decode("plan", as: String.self)) ?? "") else { return nil }
-        return CallerIdentity(tenant: tenant, user: user, role: role, plan: plan, requireSAML: (try? r.decode("require_saml", as: Bool.self)) ?? false)
     }
 }
 
