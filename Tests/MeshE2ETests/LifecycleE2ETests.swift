@@ -74,8 +74,11 @@ struct LifecycleE2ETests {
         for n in nodes { #expect(dig(beta.ns, n.node!.ipv4, b.device.dnsName) == b.device.ipv4, "\(b.device.dnsName) at \(n.name)") }
 
         // Suspend: the device leaves both interfaces and the mesh DNS; its config gets nothing back.
+        let suspendStart = ContinuousClock.now
         let suspended = try await lab.cp.client.suspendDevice(caller: lab.admin, deviceID: b.device.id)
         #expect(suspended.device.status == .suspended)
+        #expect(await eventually { nodes.allSatisfy { (try? lab.livePeers($0))?.contains(b.device.publicKey) == false } }, "both nodes dropped the suspended device")
+        print("suspend to the key gone from both interfaces: \(ContinuousClock.now - suspendStart)")
         try await lab.waitConverged()
         for n in nodes { #expect(!(try lab.livePeers(n)).contains(b.device.publicKey), "\(n.name) dropped the suspended device") }
         #expect(await eventually { nodes.allSatisfy { dig(beta.ns, $0.node!.ipv4, b.device.dnsName).isEmpty } }, "the suspended name stops resolving")
@@ -87,7 +90,10 @@ struct LifecycleE2ETests {
         #expect(lab.ping(from: a.ns, alpha.node!.ipv4, count: 1), "the other device keeps working")
 
         // Resume: back on both nodes; the device handshakes again and reaches the mesh; its name resolves.
+        let resumeStart = ContinuousClock.now
         _ = try await lab.cp.client.resumeDevice(caller: lab.admin, deviceID: b.device.id)
+        #expect(await eventually { nodes.allSatisfy { (try? lab.livePeers($0))?.contains(b.device.publicKey) == true } }, "both nodes hold the resumed device")
+        print("resume to the key back on both interfaces: \(ContinuousClock.now - resumeStart)")
         try await lab.waitConverged()
         for n in nodes { #expect(await reaches(lab, from: b.ns, n.node!.ipv4), "resumed device -> \(n.name)") }
         #expect(try handshakes(alpha.ns, alpha.interface)[b.device.publicKey, default: 0] > 0, "alpha handshook with the resumed device")
@@ -104,6 +110,10 @@ struct LifecycleE2ETests {
             (try? await lab.cp.client.getDevice(caller: lab.admin, deviceID: c.device.id).status) == .expired
         }
         #expect(expired, "the device expired within 60 s of its expiry")
+        if expired {
+            let at = try await lab.cp.client.getDevice(caller: lab.admin, deviceID: c.device.id).suspendedAtMs
+            print("expiry to suspension (sweep every 1 s): \(at - expires) ms")
+        }
         try await lab.waitConverged()
         for n in nodes { #expect(!(try lab.livePeers(n)).contains(c.device.publicKey), "\(n.name) dropped the expired device") }
         #expect(await eventually { dig(beta.ns, alpha.node!.ipv4, c.device.dnsName).isEmpty }, "the expired name stops resolving")
@@ -121,9 +131,12 @@ struct LifecycleE2ETests {
         var off = Mesh_V1_UpdateTenantSettingsRequest()
         off.caller = lab.admin
         off.meshEnabled = false
-        _ = try await lab.cp.client.updateTenantSettings(off)
-        try await lab.waitConverged()
         let deviceKeys = Set([a, b, c].map(\.device.publicKey))
+        let offStart = ContinuousClock.now
+        _ = try await lab.cp.client.updateTenantSettings(off)
+        #expect(await eventually { nodes.allSatisfy { (try? lab.livePeers($0))?.isDisjoint(with: deviceKeys) == true } }, "no node holds a device")
+        print("mesh off to no device on either interface: \(ContinuousClock.now - offStart)")
+        try await lab.waitConverged()
         for n in nodes {
             let live = try lab.livePeers(n)
             #expect(live.isDisjoint(with: deviceKeys), "\(n.name) holds a device with the mesh off")
@@ -138,7 +151,10 @@ struct LifecycleE2ETests {
 
         var on = off
         on.meshEnabled = true
+        let onStart = ContinuousClock.now
         _ = try await lab.cp.client.updateTenantSettings(on)
+        #expect(await eventually { nodes.allSatisfy { (try? lab.livePeers($0)).map { deviceKeys.isSubset(of: $0) } == true } }, "every device back on every node")
+        print("mesh on to every device back on both interfaces: \(ContinuousClock.now - onStart)")
         try await lab.waitConverged()
         for d in [a, b, c] {
             for n in nodes { #expect(await reaches(lab, from: d.ns, n.node!.ipv4), "\(d.device.label) -> \(n.name) with the mesh on again") }
