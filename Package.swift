@@ -133,7 +133,7 @@ let package = Package(
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
-        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", "MeshTestSupport", log]),
         tests("BusSecurityTests", ["MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshStore", "NodeApplierCore", "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 

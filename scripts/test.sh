@@ -18,15 +18,18 @@ step "build"
 swift build --build-tests 2>&1 | grep -vE "^warning: 'swift-distributed-tracing'|found 1 file\(s\) which are unhandled|^    /.*swift-distributed-tracing" \
   ; [ "${PIPESTATUS[0]}" = 0 ] || { echo "test: build failed" >&2; exit 1; }
 
+# Every namespace, bridge, veth pair and WireGuard interface this run creates starts with its own
+# prefix (Sources/MeshTestSupport/TestNames.swift), so that runs sharing the machine never touch
+# each other's, and the clean-up removes this run's objects only.
+MESH_TEST_PREFIX=${MESH_TEST_PREFIX:-mt$(tr -dc 'a-z0-9' </dev/urandom | head -c 4)}
+export MESH_TEST_PREFIX
+echo "test: run prefix $MESH_TEST_PREFIX"
+
 infra=$(mktemp -d /tmp/mesh-test-XXXXXX)
 cleanup() {
   scripts/infra.sh stop "$infra" >/dev/null 2>&1 || true
-  # Anything a failed test left behind: namespaces, bridges, daemons.
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^mq-'); do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null
-  done
-  for br in $(ip -o link show type bridge 2>/dev/null | grep -o 'mqbr[a-z0-9]*' | sort -u); do ip link del "$br" 2>/dev/null; done
+  # Anything a failed test of this run left behind: namespaces, bridges, veth pairs, daemons.
+  scripts/test-cleanup.sh "$MESH_TEST_PREFIX" || true
   rm -rf "$infra"
 }
 trap cleanup EXIT

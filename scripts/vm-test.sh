@@ -103,6 +103,7 @@ done
 cat > "$stage/run-tests" <<EOF
 cd "$root"
 export HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin MESH_WG_REQUIRE_KERNEL=1 NO_COLOR=1
+export MESH_TEST_PREFIX=${MESH_TEST_PREFIX:-}
 "$bin" --testing-library swift-testing --filter '$filter'
 EOF
 

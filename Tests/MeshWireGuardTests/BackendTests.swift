@@ -48,13 +48,13 @@ struct UAPIBackendTests {
 
     @Test func daemonStartFailsLoudlyForBadExecutable() async throws {
         await #expect(throws: WireGuardError.self) {
-            _ = try await WireGuardGoDaemon.start(interface: Names.next("wgt"), executable: "/nonexistent/wireguard-go",
+            _ = try await WireGuardGoDaemon.start(interface: Names.next("w"), executable: "/nonexistent/wireguard-go",
                                                   timeout: .seconds(2))
         }
     }
 
     @Test func daemonStopRemovesSocket() async throws {
-        let name = Names.next("wgt")
+        let name = Names.next("w")
         let daemon = try await WireGuardGoDaemon.start(interface: name)
         #expect(await daemon.isRunning())
         await daemon.stop()
@@ -74,7 +74,7 @@ struct BackendSelectionTests {
     }
 
     @Test func namesBothBackendsWhenNeitherServes() async throws {
-        let name = "wgnone\(Names.tag)"
+        let name = Names.next("x")
         if await kernelWireGuardAvailable() {
             // With the module loaded, the kernel serves any name (the caller creates the link).
             #expect(try await WireGuardBackendSelection.select(interface: name, logger: testLogger).kind == .kernel)
@@ -96,8 +96,9 @@ struct BackendSelectionTests {
 
     @Test func creatingAWireGuardLinkWithoutTheModuleIsATypedError() async throws {
         guard await !kernelWireGuardAvailable() else { return }
-        await #expect(throws: WireGuardError.netlink(errno: EOPNOTSUPP, operation: "create link wgc\(Names.tag) (wireguard)")) {
-            try await RouteNetlink(logger: testLogger).createLink(named: "wgc\(Names.tag)")
+        let name = Names.next("x")
+        await #expect(throws: WireGuardError.netlink(errno: EOPNOTSUPP, operation: "create link \(name) (wireguard)")) {
+            try await RouteNetlink(logger: testLogger).createLink(named: name)
         }
     }
 }
