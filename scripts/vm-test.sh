@@ -10,19 +10,21 @@
 #   2. Builds a busybox-static initramfs holding only the wireguard, veth, tun and virtio/9p modules
 #      (with their dependencies, resolved from modules.dep).
 #   3. Boots it under qemu-system-x86_64 (TCG, no KVM, -nic none). The VM mounts the host root
-#      read-only over virtio-9p, puts fresh proc/sys/dev/tmp/run on top, chroots into it (so the
+#      read-only over virtio-9p, puts fresh proc/sys/dev/tmp/run on top (a checkout that lives
+#      under /tmp is bound back into the fresh /tmp, so any folder works), chroots into it (so the
 #      Swift runtime, `wg`, `ip` and wireguard-go are the host's) and runs the already-built test
 #      binary with MESH_WG_REQUIRE_KERNEL=1, which turns "no kernel module" into a failure.
 #   4. The console goes to .build-vm/console.log; the exit status comes back as a marker line.
 #
 # Fails loudly (non-zero exit, message on stderr) if anything is missing, the VM does not boot, the
-# tests do not report, or any test fails. It never skips. Build the tests first (swift build --build-tests).
+# tests do not report, no test ran, or any test fails. It never skips. Prints "vm-test: N tests
+# passed" at the end (scripts/test.sh reads it). Build the tests first (swift build --build-tests).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 vm="$root/.build-vm"
 log="$vm/console.log"
-filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests)'
+filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests|BackendSelectionTests)'
 [ "${1:-}" = "--filter" ] && filter=$2
 timeout_s=${MESH_VM_TIMEOUT:-900}
 
@@ -99,6 +101,9 @@ for p in "${order[@]}"; do
   basename "${p%.xz}" | sed 's/\.zst$//' >> "$stage/modules.order"
 done
 
+# Where the checkout is: the VM's init binds it back when it lives under /tmp (which gets a fresh tmpfs).
+printf '%s\n' "$root" > "$stage/checkout"
+
 # The command the VM runs, chrooted into the host root. Runs the suites with the kernel required.
 cat > "$stage/run-tests" <<EOF
 cd "$root"
@@ -126,7 +131,21 @@ mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
+# The host's /tmp stays reachable at /hosttmp; a fresh tmpfs goes over /tmp. A checkout under /tmp
+# (a clone in /tmp/x) would be hidden by it, so it is bound back at its own path.
+mkdir -p /hosttmp
+mount -o bind /host/tmp /hosttmp
 mount -t tmpfs tmpfs /host/tmp
+checkout=$(cat /checkout)
+case "$checkout" in
+  /tmp/*)
+    mkdir -p "/host$checkout"
+    if ! mount -o bind "/hosttmp${checkout#/tmp}" "/host$checkout"; then
+      echo "VMTEST-EXIT=96 (cannot bind the checkout $checkout back under the fresh /tmp)"
+      poweroff -f
+    fi
+    ;;
+esac
 mount -t tmpfs tmpfs /host/run
 mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
 mkdir -p /host/run/netns /host/run/wireguard
@@ -164,5 +183,7 @@ exitline=$(grep -a -o "VMTEST-EXIT=[0-9]*" "$log" | tail -1 || true)
 [ -n "$exitline" ] || fail "the tests in the VM did not report (qemu exit $qrc); console in $log"
 rc=${exitline#VMTEST-EXIT=}
 [ "$rc" = 0 ] || fail "kernel WireGuard tests failed in the VM (exit $rc); console in $log"
+ran=$(grep -aoE "Test run with [0-9]+ tests?" "$log" | tail -1 | grep -oE "[0-9]+" || true)
 grep -aqE "Test run with [0-9]+ tests? .*passed" "$log" || fail "no passing test run reported; console in $log"
-echo "vm-test: kernel WireGuard tests passed in the VM ($kver)"
+[ -n "$ran" ] && [ "$ran" -gt 0 ] || fail "the test run in the VM ran no test (filter '$filter'); console in $log"
+echo "vm-test: $ran tests passed in the VM ($kver)"

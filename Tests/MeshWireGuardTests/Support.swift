@@ -44,6 +44,19 @@ let testLogger: Logger = {
 
 var isRoot: Bool { getuid() == 0 }
 
+/// The userspace suites need root, wireguard-go, wg and ip. Run by hand without them they are
+/// skipped; under `make test` (MESH_REQUIRE_INFRA=1) they run, and ``requireUserspace()`` fails them.
+let userspaceRuns = TestEnvironment.runs(root: true, tools: ["wireguard-go", "wg", "ip"])
+
+/// Fails with what is missing for the userspace suites.
+func requireUserspace() throws { try TestEnvironment.require(root: true, tools: ["wireguard-go", "wg", "ip"]) }
+
+/// Whether a test needing `tools` runs (always under `make test`, where a missing tool fails it).
+func toolsRun(_ tools: String...) -> Bool { TestEnvironment.runs(tools: tools) }
+
+/// Fails with the tools that are missing.
+func requireTools(_ tools: String...) throws { try TestEnvironment.require(tools: tools) }
+
 func hasExecutable(_ name: String) -> Bool {
     (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").contains {
         FileManager.default.isExecutableFile(atPath: "\($0)/\(name)")
