@@ -7,7 +7,8 @@
 # Exits non-zero if anything fails, is skipped, or runs past its time limit. Ends with a summary:
 # each group, its tests, passed, failed, and its time. Logs and artifacts go to .test-output/.
 #
-# Time limits (seconds): the whole run MESH_TEST_TIMEOUT (default 3600); each stage its own below,
+# Time limits (seconds): the whole run MESH_TEST_TIMEOUT (default 3600); each stage its own below
+# (MESH_TEST_{DEPS,BUILD,SWIFT,VM,EXTRA}_TIMEOUT),
 # never more than what is left of the whole. When a limit fires, the stage is killed (its whole
 # process group) and the summary says which stage, and which Swift tests, were still running.
 # Every suite also has a Swift Testing .timeLimit, and every wait in a test a deadline.
@@ -32,6 +33,9 @@ record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-}" >
 # (the smaller of LIMIT and what is left of the whole run). Returns the command's status; 124 when
 # the limit fired (then everything the stage started is killed).
 stage_status=0
+current_group=
+# Interrupted (Ctrl-C, SIGTERM): the stage running in the background goes too.
+trap 'echo "test: interrupted" >&2; [ -n "$current_group" ] && kill -TERM -- "-$current_group" 2>/dev/null; exit 130' INT TERM
 run_stage() {
   local name=$1 stage_limit=$2; shift 2
   local left=$(( limit - $(elapsed) ))
@@ -42,9 +46,15 @@ run_stage() {
     return 124
   fi
   echo "$name" > "$out/current-stage"
-  # timeout(1) runs the command in its own process group and signals the whole group.
-  timeout -k 20 "$stage_limit" "$@"
+  # timeout(1) makes itself the leader of a process group for the command and, when the limit
+  # fires, signals the whole group. Whatever of that group outlives the stage (the children of a
+  # test process that crashed) is killed afterwards: only this stage's processes are in it.
+  timeout -k 20 "$stage_limit" "$@" &
+  current_group=$!
+  wait "$current_group"
   stage_status=$?
+  kill -KILL -- "-$current_group" 2>/dev/null
+  current_group=
   [ "$stage_status" = 137 ] && stage_status=124
   if [ "$stage_status" = 124 ]; then
     echo "test: TIME LIMIT: stage '$name' was still running after $stage_limit s; it was stopped" >&2
@@ -55,7 +65,7 @@ run_stage() {
 
 step "dependencies"
 t0=$(date +%s)
-if scripts/deps.sh; then record "dependencies" - - - $(( $(date +%s) - t0 ))
+if run_stage dependencies "${MESH_TEST_DEPS_TIMEOUT:-1200}" scripts/deps.sh; then record "dependencies" - - - $(( $(date +%s) - t0 ))
 else echo "test: installing dependencies failed" >&2; exit 1; fi
 
 step "build"
@@ -81,8 +91,16 @@ export MESH_TEST_SEED
 echo "test: seed $MESH_TEST_SEED"
 
 infra=$(mktemp -d /tmp/mesh-test-XXXXXX)
+# The tests' temporary files and private servers (PrivateInfra) live under the run's own folder, so
+# that the clean-up finds the servers of a test that died before stopping them.
+chmod 755 "$infra"
+export TMPDIR="$infra/tmp"
+mkdir -p "$TMPDIR" && chmod 1777 "$TMPDIR"
 cleanup() {
   scripts/infra.sh stop "$infra" >/dev/null 2>&1 || true
+  for d in "$TMPDIR"/mesh-*/; do
+    [ -f "$d/env" ] && scripts/infra.sh stop "$d" >/dev/null 2>&1
+  done
   # Anything a failed test of this run left behind: namespaces, bridges, veth pairs, daemons.
   scripts/test-cleanup.sh "$MESH_TEST_PREFIX" || true
   rm -rf "$infra"
