@@ -33,7 +33,7 @@ func freePort() throws -> Int {
 
 /// One HTTP request with curl: status and body.
 func curl(_ method: String, _ url: String, token: String? = nil, body: String? = nil) throws -> (status: Int, body: String) {
-    var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "15"]
+    var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "90"]
     if let token { args += ["-H", "Authorization: Bearer \(token)"] }
     if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
     let r = try run("/usr/bin/curl", args + [url])
@@ -78,7 +78,10 @@ extension GatewayTests {
         let logDir = TestEnvironment.outputDir("gateway")
         let gateway = try ManagedProcess(
             name: "Gateway-\(Nuid.short())", executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
+            // Deadlines of a minute towards the services and the node: bounds on a regression (the
+            // machine may be busy), not the product's defaults.
             environment: ["MESH_NATS_URL": f.cp.nats.url, "MESH_GATEWAY_ADDRESS": "127.0.0.1:\(port)", "MESH_GATEWAY_NODE_ID": f.node.id,
+                          "MESH_GATEWAY_NODE_TIMEOUT_SECONDS": "60", "MESH_GATEWAY_SERVICE_TIMEOUT_SECONDS": "60",
                           "MESH_JWT_SECRET": String(decoding: testSecret, as: UTF8.self), "MESH_INSTANCE": "gateway-live", "MESH_LOG_LEVEL": "warning"],
             logDir: logDir)
         let base = "http://127.0.0.1:\(port)"
