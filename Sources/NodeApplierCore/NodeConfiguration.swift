@@ -11,7 +11,7 @@ public enum BackendChoice: String, Sendable, CaseIterable {
 
 /// NodeApplier's settings.
 public struct NodeConfiguration: Sendable {
-    /// The node's name; its DNS name becomes `<slug>.<domain>`.
+    /// The node's name; its DNS name becomes `<slug>.<tenant domain>`.
     public var name: String
     /// Where the private key (`private.key`, mode 0600) and the registration (`node.json`) live.
     public var stateDirectory: String
@@ -32,8 +32,6 @@ public struct NodeConfiguration: Sendable {
     public var handshakePollInterval: Duration
     /// Turn on IPv4/IPv6 forwarding on the interface (the hub routes device-to-device traffic).
     public var forwarding: Bool
-    /// The mesh DNS zone.
-    public var meshDomain: String
     /// DNS port on the mesh addresses; 0 disables the resolver.
     public var dnsPort: UInt16
     /// Names outside the zone: forward to the host's resolver (`forward`) or refuse (`refuse`).
@@ -44,7 +42,7 @@ public struct NodeConfiguration: Sendable {
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
                 endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go", mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
-                handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true, meshDomain: String = "quazzar.mesh",
+                handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
                 dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
         self.name = name
         self.stateDirectory = stateDirectory
@@ -58,7 +56,6 @@ public struct NodeConfiguration: Sendable {
         self.revisionCheckInterval = revisionCheckInterval
         self.handshakePollInterval = handshakePollInterval
         self.forwarding = forwarding
-        self.meshDomain = meshDomain
         self.dnsPort = dnsPort
         self.dnsOutsideZone = dnsOutsideZone
         self.hostsFile = hostsFile

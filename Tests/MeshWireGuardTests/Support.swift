@@ -84,7 +84,7 @@ func makeKeyPair() -> (privateKey: WireGuardKey, publicKey: WireGuardKey) {
     bytes[0] &= 248
     bytes[31] = (bytes[31] & 127) | 64
     let priv = WireGuardKey(bytes: bytes)!
-    return (priv, Curve25519.publicKey(forPrivateKey: priv))
+    return (priv, priv.publicKeyOfPrivate)
 }
 
 func randomKey() -> WireGuardKey {
