@@ -67,7 +67,11 @@ struct BusFuzzTests {
         let seed = TestSeed.seed("BusFuzzTests")
         print("bus fuzz: \(MeshSubjects.served.count) subjects, \(Self.perSubject) messages each, seed \(seed) (replay: MESH_TEST_SEED=\(TestSeed.base))")
         let requestTypes = Set(endpoints.values.compactMap { $0.metadata["request"] }).sorted().compactMap(ProtoTypes.message(named:))
-        for served in MeshSubjects.served {
+        // MESH_FUZZ_ONLY=<substring> fuzzes only the matching subjects (to replay one).
+        let only = ProcessInfo.processInfo.environment["MESH_FUZZ_ONLY"]
+        let failuresFile = TestEnvironment.outputDir("bus-fuzz").appendingPathComponent("failures.txt")
+        try? FileManager.default.removeItem(at: failuresFile)
+        for served in MeshSubjects.served where only.map({ served.subject.contains($0) }) ?? true {
             guard let endpoint = endpoints[served] else { continue }
             let request = try #require(endpoint.metadata["request"].flatMap(ProtoTypes.message(named:)), "\(served): no request type in $SRV.INFO")
             let response = try #require(endpoint.metadata["response"].flatMap(ProtoTypes.message(named:)), "\(served): no response type in $SRV.INFO")
@@ -77,6 +81,13 @@ struct BusFuzzTests {
             let outcome = try await fuzz(served, request: request, response: response, others: requestTypes, nodeID: nodeID, pool: pool,
                                          seed: subjectSeed, bus: bus)
             print("bus fuzz: \(served.subject): \(outcome.summary) (seed \(subjectSeed))")
+            if !outcome.failedInputs.isEmpty {
+                // The whole inputs, to replay a failure byte for byte (grounded ones hold this run's ids).
+                let text = outcome.failedInputs.map { "\(served.subject)\t\($0.subject)\t\($0.hex)" }.joined(separator: "\n") + "\n"
+                let old = (try? String(contentsOf: failuresFile, encoding: .utf8)) ?? ""
+                try? (old + text).write(to: failuresFile, atomically: true, encoding: .utf8)
+                print("bus fuzz: failing inputs of \(served.subject) in \(failuresFile.path)")
+            }
             #expect(outcome.failures.isEmpty, "\(served.subject), \(TestSeed.replay(subjectSeed)): \(outcome.failures.prefix(5))")
             #expect(outcome.sent >= Self.perSubject)
             // Nothing crashed.
@@ -112,6 +123,8 @@ struct BusFuzzTests {
         var code: Int?
         var text: String = ""
         var failure: String?
+        var subject = ""
+        var payload: [UInt8] = []
     }
 
     struct Outcome {
@@ -120,6 +133,7 @@ struct BusFuzzTests {
         var errors: [Int: Int] = [:]
         var texts: [String: Int] = [:]
         var failures: [String] = []
+        var failedInputs: [(subject: String, hex: String)] = []
         var summary: String {
             let codes = errors.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
             let common = texts.sorted { $0.value > $1.value }.prefix(4).map { "\($0.value)× \($0.key)" }.joined(separator: "; ")
@@ -142,7 +156,11 @@ struct BusFuzzTests {
                 let input = inputs[next]
                 next += 1
                 group.addTask {
-                    let r = await Self.send(input.subject, input.payload, kind: input.kind, response: response, bus: bus)
+                    var r = await Self.send(input.subject, input.payload, kind: input.kind, response: response, bus: bus)
+                    if r.failure != nil {
+                        r.subject = input.subject
+                        r.payload = input.payload
+                    }
                     results.add(r)
                 }
             }
@@ -152,7 +170,10 @@ struct BusFuzzTests {
             }
         }
         for a in results.all {
-            if let failure = a.failure { outcome.failures.append(failure) }
+            if let failure = a.failure {
+                outcome.failures.append(failure)
+                outcome.failedInputs.append((a.subject, a.payload.map { String(format: "%02x", $0) }.joined()))
+            }
             if let code = a.code {
                 outcome.errors[code, default: 0] += 1
                 outcome.texts["\(code) \(a.text.prefix(80))", default: 0] += 1
@@ -368,6 +389,11 @@ struct FuzzInput {
                 out[key] = chance(85) ? Data(bytes(32)).base64EncodedString() : value
             case "endpoint":
                 out[key] = chance(85) ? "198.51.100.\(rng.next() % 250 + 1):\(rng.next() % 60000 + 1)" : value
+            case "afterMemberId":
+                // Paging: mostly from the start, sometimes after a real or an unknown member.
+                out[key] = chance(60) ? "" : chance(50) ? pick(pool.nodes + pool.devices) : UUID().uuidString.lowercased()
+            case "afterRevision", "snapshotRevision":
+                out[key] = chance(85) ? "\(rng.next() % 50)" : value
             case "lastHandshakeMs":
                 out[key] = chance(85) ? "\(Date().unixMilliseconds - Int64(rng.next() % 600_000))" : value
             case "listenPort":

@@ -109,6 +109,18 @@ struct ScaledControlPlaneTests {
                 agents.append((agent, wg, t.id))
             }
         }
+        // The other tenants get a registered node too (no agent follows them): a device needs a node
+        // to connect through, and creations in a tenant without one are refused.
+        for (t, admin, _) in tenants where t.plan == .free || t.plan == .team {
+            let token = try await client.createEnrollmentToken(caller: admin)
+            var r = Mesh_V1_RegisterNodeRequest()
+            r.enrollmentToken = token.token
+            r.name = "edge"
+            r.publicKey = WireGuardKeyPair.generate().publicKey
+            r.endpoint = "198.51.100.\(tenants.firstIndex { $0.0.id == t.id }! + 1):51820"
+            r.listenPort = 51820
+            _ = try await client.registerNode(r)
+        }
 
         let tally = Tally()
         // One user of each Enterprise tenant tries 7 creates: the rate limit (5 per window) must hold exactly.
