@@ -122,6 +122,28 @@ public struct GatewayAPI: Sendable {
         return JSONBody.response(DeviceJSON(renamed.device))
     }
 
+    /// `POST /api/mesh/devices/:id/reissue`: a new keypair and config (owner or admin, 404 for anyone
+    /// else), shown this once.
+    func reissueDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await user(request, context)
+        guard let uuid = UUID(text: context.parameters.get("id") ?? "") else { throw MeshError.notFound("no such device") }
+        let r = try await provision.reissueDevice(caller: caller, deviceID: uuid.lowercasedText)
+        context.logger.info("device config re-issued", metadata: ["device.id": "\(r.device.id)", "tenant.id": "\(caller.tenantID)"])
+        return JSONBody.response(CreatedDeviceJSON(r), headers: [.cacheControl: "no-store"])
+    }
+
+    /// `PATCH /api/mesh/nodes/:id` `{"hub": true}`: makes the node the tenant's hub (admins).
+    func updateNode(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let caller = try await admin(request, context)
+        guard let uuid = UUID(text: context.parameters.get("id") ?? "") else { throw MeshError.notFound("no such node") }
+        let object = try JSONBody.object(try await readBody(request), allowed: ["hub"])
+        guard object["hub"] as? Bool == true else {
+            throw MeshError.invalidArgument(field: "hub", message: "hub must be true (to move the hub, make another node the hub)")
+        }
+        let r = try await provision.setHub(caller: caller, nodeID: uuid.lowercasedText)
+        return JSONBody.response(NodeJSON(r.node))
+    }
+
     /// Reads the body up to the configured limit (413 beyond it).
     func readBody(_ request: Request) async throws -> ByteBuffer {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes {

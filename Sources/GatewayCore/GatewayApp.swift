@@ -45,6 +45,8 @@ public enum GatewayApp {
         router.post("/api/mesh/devices", use: api.createDevice)
         router.delete("/api/mesh/devices/:id", use: api.deleteDevice)
         router.patch("/api/mesh/devices/:id", use: api.renameDevice)
+        router.post("/api/mesh/devices/:id/reissue", use: api.reissueDevice)
+        router.patch("/api/mesh/nodes/:id", use: api.updateNode)
         router.post("/api/mesh/refresh", use: api.refresh)
         router.get("/api/mesh/peers", use: api.peers)
         router.get("/api/mesh/audit", use: api.audit)
@@ -53,6 +55,7 @@ public enum GatewayApp {
         // Control-plane authority (called by the OS side and by nodes)
         router.post("/cp/api/v1/mesh/devices", use: api.createDevice)
         router.delete("/cp/api/v1/mesh/devices/:id", use: api.deleteDevice)
+        router.post("/cp/api/v1/mesh/devices/:id/reissue", use: api.reissueDevice)
         router.get("/cp/api/v1/mesh/peers/:node_id", use: api.nodePeerList)
         return router
     }

@@ -203,6 +203,8 @@ public struct DeviceJSON: JSONEncodable {
     var txBytes: UInt64
     var endpoint: String?
     var ownerUserId: String
+    var configOutdated: Bool
+    var configOutdatedReason: String?
 
     /// From the protobuf form.
     public init(_ d: Mesh_V1_Device) {
@@ -219,6 +221,8 @@ public struct DeviceJSON: JSONEncodable {
         txBytes = d.txBytes
         endpoint = d.endpoint.nilIfEmpty
         ownerUserId = d.ownerUserID
+        configOutdated = d.configOutdated
+        configOutdatedReason = d.configOutdatedReason.nilIfEmpty
     }
 
     /// Writes the JSON form.
@@ -237,6 +241,29 @@ public struct DeviceJSON: JSONEncodable {
             w.key("tx_bytes"); w.uint(txBytes)
             w.key("endpoint"); w.string(endpoint)
             w.key("owner_user_id"); w.string(ownerUserId)
+            w.key("config_outdated"); w.bool(configOutdated)
+            w.key("config_outdated_reason"); w.string(configOutdatedReason)
+        }
+    }
+}
+
+/// A node (`PATCH /api/mesh/nodes/:id`).
+public struct NodeJSON: JSONEncodable {
+    var node: Mesh_V1_Node
+
+    /// From the protobuf form.
+    public init(_ n: Mesh_V1_Node) { node = n }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let n = node
+        w.object { w in
+            w.key("id"); w.string(n.id)
+            w.key("name"); w.string(n.name)
+            w.key("dns_name"); w.string(n.dnsName)
+            w.key("mesh_ips"); w.array([n.ipv4, n.ipv6].filter { !$0.isEmpty })
+            w.key("endpoint"); w.string(n.endpoint)
+            w.key("hub"); w.bool(n.hub)
         }
     }
 }

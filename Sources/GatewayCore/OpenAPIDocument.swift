@@ -96,6 +96,19 @@ public enum OpenAPIDocument {
                        "404": error("No such device for this caller."), "413": error("Body larger than the limit (16 KiB).")])
     }
 
+    static var reissueDevice: [String: Any] {
+        op("Re-issue a device's config", "A new keypair and a fresh config with the tenant's current nodes and hub. The device keeps its id, addresses, name and creation time; its old key leaves every node, so the old config stops working. Its owner or an admin of its tenant may; anyone else gets 404. Draws on the creation rate limit, not on the plan's cap. The private key exists only in this response.",
+           id: "reissueDevice", auth: "user", parameters: [uuidPath("id", "Device id")],
+           responses: [
+               "200": ["description": "The new config. Cache-Control: no-store.", "content": json(ref("CreatedDevice"))],
+               "403": error("Node token; SAML session required."),
+               "404": error("No such device for this caller."),
+               "409": error("The mesh is off, or the tenant has no node."),
+               "429": ["description": "Too many creations and re-issues (rate_limited with retry_after_seconds).",
+                       "headers": ["Retry-After": ["schema": ["type": "integer"]]], "content": json(ref("Error"))],
+           ])
+    }
+
     // MARK: The document
 
     static var document: [String: Any] {
@@ -124,6 +137,14 @@ public enum OpenAPIDocument {
                 "post": createDevice,
             ],
             "/api/mesh/devices/{id}": ["delete": deleteDevice, "patch": renameDevice],
+            "/api/mesh/devices/{id}/reissue": ["post": reissueDevice],
+            "/cp/api/v1/mesh/devices/{id}/reissue": ["post": reissueDevice.merging(["operationId": "cpReissueDevice"]) { _, b in b }],
+            "/api/mesh/nodes/{id}": ["patch": op("Make a node the hub", "Admins only. Body {\"hub\": true}. Configs that route through the old hub are marked outdated; they keep working while it lives.",
+                                                 id: "updateNode", auth: "admin", parameters: [uuidPath("id", "Node id")],
+                                                 body: ["required": true, "content": json(ref("UpdateNodeRequest"))],
+                                                 responses: ["200": ok("The node, now the hub.", "Node"), "400": error("Malformed body."),
+                                                             "404": error("No such node in the caller's tenant."),
+                                                             "413": error("Body larger than the limit (16 KiB).")])],
             "/api/mesh/refresh": ["post": op("Force a SyncFromCP on every node", "Admins only. Every node of the tenant re-reads its peer list now; nodes that fail are logged.",
                                              id: "refresh", auth: "admin", responses: ["204": noContent])],
             "/api/mesh/peers": ["get": op("Live peer dump of a node",
@@ -183,7 +204,12 @@ public enum OpenAPIDocument {
             "Device": object(["id": string, "label": string, "slug": string, "dns_name": string, "type": ref("DeviceType"),
                               "mesh_ips": ["type": "array", "items": string, "description": "IPv4 then IPv6."],
                               "created_at": dateTime, "last_handshake_at": nullableDateTime, "online": bool,
-                              "rx_bytes": uint, "tx_bytes": uint, "endpoint": nullableString, "owner_user_id": string]),
+                              "rx_bytes": uint, "tx_bytes": uint, "endpoint": nullableString, "owner_user_id": string,
+                              "config_outdated": ["type": "boolean", "description": "The mesh changed in a way the device's static config cannot follow; re-issue it."],
+                              "config_outdated_reason": nullableString]),
+            "UpdateNodeRequest": object(["hub": ["type": "boolean", "const": true, "description": "Make this node the tenant's hub."]], required: ["hub"]),
+            "Node": object(["id": string, "name": string, "dns_name": string, "mesh_ips": stringArray, "endpoint": string, "hub": bool],
+                           closed: false),
             "DeviceList": object(["devices": ["type": "array", "items": ref("Device")]]),
             "RenameDeviceRequest": object(["label": ["type": "string", "minLength": 1, "maxLength": 63, "description": "The new label, shown as typed."]],
                                           required: ["label"]),

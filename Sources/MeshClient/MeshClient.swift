@@ -125,6 +125,22 @@ public struct ProvisionClient: Sendable {
         return try await call(MeshSubjects.deviceRename, r, caller.requestID.nilIfEmpty)
     }
 
+    /// A new keypair and a fresh config for a device (its owner or an admin).
+    public func reissueDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        var r = Mesh_V1_ReissueDeviceRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        return try await call(MeshSubjects.deviceReissue, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// Makes a node the tenant's hub (admins).
+    public func setHub(caller: Mesh_V1_Caller, nodeID: String) async throws(MeshError) -> Mesh_V1_SetHubResponse {
+        var r = Mesh_V1_SetHubRequest()
+        r.caller = caller
+        r.nodeID = nodeID
+        return try await call(MeshSubjects.nodeSetHub, r, caller.requestID.nilIfEmpty)
+    }
+
     public func listDevices(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_Device] {
         var r = Mesh_V1_ListDevicesRequest()
         r.caller = caller

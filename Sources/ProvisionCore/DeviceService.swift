@@ -132,6 +132,35 @@ public struct DeviceService: Sendable {
         return resp
     }
 
+    /// Re-issues a device's config: a new keypair and a fresh config with the tenant's current nodes and
+    /// hub. The device keeps its addresses, name and creation time, and its slot of the plan; the
+    /// creation rate limit applies. The old key leaves every node with the change. Anyone but the
+    /// owner or an admin gets `notFound`.
+    public func reissue(_ req: Mesh_V1_ReissueDeviceRequest) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
+        let who = try await users.identify(req.caller)
+        guard let id = UUID(text: req.deviceID) else { throw .notFound("no such device") }
+        guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
+        try policy.checkProvisioningSession(tenantRequiresSAML: who.requireSAML, amr: who.amr)
+        let rate = configuration.rateLimit(for: who.user)
+        var phases = DevicePhases()
+        let keys = WireGuardKeyPair.generate()
+        let written = try await devices.reissueDevice(id, caller: who, publicKey: keys.publicKey, rateWindow: rate?.window, requestID: requestID,
+                                                      authorize: { d throws(MeshError) in
+                                                          guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
+                                                      },
+                                                      decide: { state, d throws(MeshError) in
+                                                          try DeviceRules.decideReissue(state, slug: d.slug, rateLimit: rate)
+                                                      })
+        notifier.changed(tenant: who.tenant)
+        var resp = Mesh_V1_CreateDeviceResponse()
+        resp.device = written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow)
+        (resp.config, resp.qrSvg, resp.qrUnavailableReason) = render(privateKey: keys.privateKey, device: written, phases: &phases)
+        logger.info("device config re-issued", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)",
+                                                         "revision": "\(written.revision)", "request.id": "\(requestID)"])
+        return resp
+    }
+
     /// The config text, its QR code (level M, falling back to L) or why there is none.
     func render(privateKey: String, device w: WrittenDevice, phases: inout DevicePhases) -> (String, String, String) {
         let d = w.device

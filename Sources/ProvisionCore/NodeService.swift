@@ -161,6 +161,21 @@ public struct NodeService: Sendable {
         return resp
     }
 
+    /// Makes a node the tenant's hub (admins). Configs that route through the old hub are marked
+    /// outdated; they keep working while the old hub lives (docs/routing.md).
+    public func setHub(_ req: Mesh_V1_SetHubRequest) async throws(MeshError) -> Mesh_V1_SetHubResponse {
+        let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
+        let who = try await users.identify(req.caller)
+        guard who.isAdmin else { throw .permissionDenied("only admins can choose the hub") }
+        guard let id = UUID(text: req.nodeID) else { throw .notFound("no such node") }
+        let (n, t, revision) = try await nodes.setHub(id, tenant: who.tenant, actor: who.actor, requestID: requestID)
+        if revision != nil { notifier.changed(tenant: who.tenant) }
+        var resp = Mesh_V1_SetHubResponse()
+        resp.node = n.proto(domain: t.domain, hubID: t.hubNodeID)
+        resp.revision = revision ?? t.revision
+        return resp
+    }
+
     /// The tenant's nodes, oldest first. Any user of the tenant may list them; a node may read its
     /// own entry with ``get(_:)``.
     public func list(_ req: Mesh_V1_ListNodesRequest) async throws(MeshError) -> [Mesh_V1_Node] {

@@ -102,6 +102,11 @@ public struct Provisioning: Sendable {
                 req.caller.requestID = rid(r.caller, raw)
                 return try await p.devices.rename(req)
             },
+            .proto("device-reissue", subject: MeshSubjects.deviceReissue) { (r: Mesh_V1_ReissueDeviceRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.devices.reissue(req)
+            },
             .proto("device-list", subject: MeshSubjects.deviceList) { (r: Mesh_V1_ListDevicesRequest, _) in
                 var resp = Mesh_V1_ListDevicesResponse()
                 resp.devices = try await p.devices.list(r)
@@ -129,6 +134,11 @@ public struct Provisioning: Sendable {
                 var resp = Mesh_V1_GetNodeResponse()
                 resp.node = try await p.nodes.get(r)
                 return resp
+            },
+            .proto("node-set-hub", subject: MeshSubjects.nodeSetHub) { (r: Mesh_V1_SetHubRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.nodes.setHub(req)
             },
             .proto("node-diagnostics", subject: MeshSubjects.nodeDiagnostics) { (r: Mesh_V1_NodeDiagnosticsRequest, raw) in
                 var req = r

@@ -77,6 +77,14 @@ public protocol DeviceRepository: Sendable {
     /// the change is published when the slug changed.
     func renameDevice(_ id: UUID, caller: CallerIdentity, label: String, slugBase: String, requestID: String,
                       authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void) async throws(MeshError) -> (DeviceRecord, TenantRecord, UInt64?)
+    /// With the tenant (and, for the rate limit, the user) locked: the device must exist in the
+    /// caller's tenant and `authorize` must accept it; `decide` picks the new config (the rate limit is
+    /// checked there); writes the new key and config (the device is no longer outdated), the
+    /// rate-limit event, the outbox change (nodes drop the old key) and the audit entry.
+    func reissueDevice(_ id: UUID, caller: CallerIdentity, publicKey: String, rateWindow: Duration?, requestID: String,
+                       authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void,
+                       decide: @escaping @Sendable (DeviceCreationState, DeviceRecord) throws(MeshError) -> DeviceCreationDecision)
+        async throws(MeshError) -> WrittenDevice
     /// One device of the caller's tenant.
     func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord?
     /// The devices the caller may see (all for an admin, their own otherwise) with the tenant, in
@@ -118,6 +126,9 @@ public protocol NodeRepository: Sendable {
     /// With the tenant locked: deletes the node, revokes its bus key, picks a new hub if it was the
     /// hub, marks outdated configs, records the lease release and the audit entry.
     func deregisterNode(_ id: UUID, tenant: UUID, actor: String, requestID: String) async throws(MeshError) -> (NodeRecord, UInt64)
+    /// With the tenant locked: makes a node of the tenant its hub, marks the configs whose hub was the
+    /// old one outdated, publishes the settings and audits. No change when it is the hub already.
+    func setHub(_ id: UUID, tenant: UUID, actor: String, requestID: String) async throws(MeshError) -> (NodeRecord, TenantRecord, UInt64?)
     /// The tenant's nodes, oldest first, with the tenant.
     func nodes(tenant: UUID) async throws(MeshError) -> (TenantRecord, [NodeRecord])?
 }

@@ -272,7 +272,33 @@ func printToken(_ token: String, json: Bool, expires: Date) throws {
 // MARK: Devices
 
 struct Device: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List devices.", subcommands: [List.self])
+    static let configuration = CommandConfiguration(abstract: "List devices and re-issue their configs.", subcommands: [List.self, Reissue.self])
+
+    struct Reissue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Give a device a new keypair and a fresh config (the old config stops working); prints the new wg-quick config.",
+            discussion: "The device keeps its addresses and name. Writes the config to --output (mode 0600) when given, else to standard output.")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(name: .customLong("as"), help: "The device's owner or an admin of the tenant.") var user: String
+        @Option(help: "The device's id.") var device: String
+        @Option(help: "Write the config to this file (mode 0600) instead of standard output.") var output: String?
+
+        func run() async throws {
+            let r = try await options.withProvision { client in
+                try await client.reissueDevice(caller: try await caller(client, tenant: tenant, user: user), deviceID: device)
+            }
+            if let output {
+                guard FileManager.default.createFile(atPath: output, contents: Data(r.config.utf8), attributes: [.posixPermissions: 0o600]) else {
+                    throw CtlError(message: "cannot write \(output)")
+                }
+            }
+            let json: [String: Any] = ["device_id": r.device.id, "dns_name": r.device.dnsName,
+                                       "config": output == nil ? r.config as Any : NSNull(), "output": output.map { $0 as Any } ?? NSNull()]
+            try options.emit(json,
+                             text: output.map { "wrote the new config of \(r.device.dnsName) to \($0)" } ?? r.config)
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the devices a user sees (an admin sees the whole tenant).")
@@ -299,7 +325,25 @@ struct Device: AsyncParsableCommand {
 // MARK: Nodes
 
 struct Node: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List, enroll and remove nodes.", subcommands: [List.self, Enroll.self, Remove.self])
+    static let configuration = CommandConfiguration(abstract: "List, enroll and remove nodes; choose the hub.",
+                                                    subcommands: [List.self, Enroll.self, Remove.self, SetHub.self])
+
+    struct SetHub: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-hub",
+            abstract: "Make a node the tenant's hub. Configs that route through the old hub are marked outdated (they work while it lives).")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        @Option(help: "The node's id.") var node: String
+
+        func run() async throws {
+            let r = try await options.withProvision { client in
+                try await client.setHub(caller: try await caller(client, tenant: tenant, user: admin), nodeID: node)
+            }
+            try options.emit(["node_id": r.node.id, "hub": r.node.hub, "revision": r.revision], text: "\(r.node.name) is the hub (revision \(r.revision))")
+        }
+    }
 
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -159,6 +159,15 @@ enum MeshLabTool {
             throw TestSetupError.failed("no handshake report for \(key) within \(timeout) s")
         case "node-peers":
             return ["ok": true, "peers": Array(try lab.livePeers(node)).sorted()]
+        case "extra-node":
+            // A registration without a NodeApplier: a node that configs list and that can be removed.
+            guard let name = args.first else { throw TestSetupError.failed("usage: extra-node <name>") }
+            let (n, _) = try await lab.cp.node(lab.tenant, admin: lab.admin, name: name, endpoint: "127.0.0.1:\(Int.random(in: 53000...54000))")
+            return ["ok": true, "node_id": n.id, "name": n.name]
+        case "remove-node":
+            guard let id = args.first else { throw TestSetupError.failed("usage: remove-node <id>") }
+            _ = try await lab.cp.client.deregisterNode(caller: lab.admin, nodeID: id)
+            return ["ok": true]
         default:
             throw TestSetupError.failed("unknown command \(command)")
         }

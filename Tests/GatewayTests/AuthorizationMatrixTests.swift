@@ -48,12 +48,15 @@ extension GatewayTests {
             (.post, "/api/mesh/devices", create),
             (.delete, "/api/mesh/devices/{device}", delete),
             (.patch, "/api/mesh/devices/{device}", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])),
+            (.post, "/api/mesh/devices/{device}/reissue", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])),
+            (.patch, "/api/mesh/nodes/\(f.otherNode.id)", adminOnly),
             (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 204, .node: 403, .otherNode: 403])),
             (.get, "/api/mesh/peers", adminOnly),
             (.get, "/api/mesh/audit", row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])),
             (.get, "/api/license/orbit-features", anyUser),
             (.post, "/cp/api/v1/mesh/devices", create),
             (.delete, "/cp/api/v1/mesh/devices/{device}", delete),
+            (.post, "/cp/api/v1/mesh/devices/{device}/reissue", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])),
             (.get, "/cp/api/v1/mesh/peers/\(f.node.id)",
              row([.ownerA: 403, .ownerB: 403, .admin: 403, .otherTenant: 403, .node: 200, .otherNode: 404])),
             (.get, "/healthz", publicRoute),
@@ -75,6 +78,7 @@ extension GatewayTests {
                         uri = path.replacingOccurrences(of: "{device}", with: d.id)
                     }
                     let body = method == .post && path.hasSuffix("devices") ? deviceBody("m \(who.rawValue)", type: "laptop")
+                        : method == .patch && path.contains("/nodes/") ? #"{"hub":true}"#
                         : method == .patch ? #"{"label":"renamed"}"# : nil
                     let r = try await client.send(method, uri, token: token(who), body: body)
                     let want = expected[who]!

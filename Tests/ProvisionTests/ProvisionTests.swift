@@ -307,6 +307,54 @@ struct ProvisionTests {
         try await c.stop()
     }
 
+    /// Re-issue: who may, what stays, what changes, the rate limit, the cap, and a race with a delete.
+    @Test func reissueKeepsTheDeviceAndReplacesItsKey() async throws {
+        let c = try await ControlPlane.start("reissue", replicas: 2, environment: ["MESH_RATE_WINDOW_SECONDS": "60"])
+        let t = try await c.readyTenant(.free)
+        let owner = try await c.user(t), other = try await c.user(t), admin = try await c.user(t, .admin)
+        let strangerTenant = try await c.readyTenant(.pro)
+        let stranger = try await c.user(strangerTenant, .admin)
+        let d = try await c.client.createDevice(caller: owner, label: "phone", type: .iphone).device
+        for caller in [other, stranger] {
+            #expect(await meshError { _ = try await c.client.reissueDevice(caller: caller, deviceID: d.id) }?.code == .notFound)
+        }
+        #expect(await meshError { _ = try await c.client.reissueDevice(caller: owner, deviceID: "robert'); --") }?.code == .notFound)
+        #expect(await meshError { _ = try await c.client.reissueDevice(caller: owner, deviceID: UUID().lowercased) }?.code == .notFound)
+
+        let r = try await c.client.reissueDevice(caller: admin, deviceID: d.id)
+        #expect(r.device.publicKey != d.publicKey && r.config.contains("PrivateKey = "))
+        #expect(r.device.ipv4 == d.ipv4 && r.device.ipv6 == d.ipv6 && r.device.slug == d.slug && r.device.createdAtMs == d.createdAtMs)
+        #expect(!r.qrSvg.isEmpty)
+        // A Free tenant at its cap can still re-issue (the device keeps its slot).
+        _ = try await c.client.createDevice(caller: owner, label: "two", type: .other)
+        _ = try await c.client.createDevice(caller: admin, label: "three", type: .other)
+        #expect(await meshError { _ = try await c.client.createDevice(caller: admin, label: "four", type: .other) }?.code == .quotaExceeded)
+        _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
+        // The owner made two devices and one re-issue: two more, then the rate limit.
+        _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
+        _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
+        guard case .rateLimited(let retry)? = await meshError({ _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id) }) else {
+            Issue.record("the sixth creation or re-issue in a minute was not rate limited")
+            try await c.stop()
+            return
+        }
+        #expect((1...60).contains(retry))
+        let audit = try await c.store.query("SELECT count(*) AS n FROM audit_log WHERE action = 'device.reissue' AND target_id = $1", d.id).first!
+        #expect(try audit.decode("n", as: Int.self) == 4)
+
+        // A re-issue racing a delete: the device ends up gone, in ProvisionSvc and in FanoutSvc.
+        let e = try await c.client.createDevice(caller: stranger, label: "race", type: .laptop).device
+        async let reissued: MeshError? = meshError { _ = try await c.client.reissueDevice(caller: stranger, deviceID: e.id) }
+        async let deleted: MeshError? = meshError { _ = try await c.client.deleteDevice(caller: stranger, deviceID: e.id) }
+        let (re, de) = await (reissued, deleted)
+        #expect(de == nil && (re == nil || re?.code == .notFound), "\(String(describing: re)) \(String(describing: de))")
+        #expect(try await c.client.listDevices(caller: stranger).allSatisfy { $0.id != e.id })
+        try await waitUntil("the deleted device stops being a member for the nodes") {
+            try await c.store.query("SELECT 1 AS x FROM fanout.members WHERE member_id = $1", UUID(text: e.id)!).first == nil
+        }
+        try await c.stop()
+    }
+
     @Test func aConfigTooLargeForAQRCodeIsStillProvisioned() async throws {
         let c = try await ControlPlane.start("bigqr")
         let t = try await c.tenant(.pro)

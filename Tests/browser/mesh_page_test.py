@@ -635,6 +635,50 @@ class MeshPageTest:
         self.r.check(True, "the node drops the deleted device")
         self.screenshot("deleted")
 
+    def api_post(self, path, body, token):
+        request = urllib.request.Request(self.info["gateway"] + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def reissue_outdated(self):
+        # A device whose config lists a node that is then removed: the page says its config is
+        # outdated, and re-issuing it gives a config that works again.
+        spare = self.lab.call("extra-node spare", timeout=30)
+        created = self.api_post("/api/mesh/devices", {"label": "Spare phone", "type": "iphone"}, self.info["tokens"]["admin"])
+        self.r.check(created["config"].count("[Peer]") == 2, "the config lists the hub and the spare node")
+        self.lab.call(f"remove-node {spare['node_id']}", timeout=30)
+        selector = f'tr[data-id="{created["id"]}"]'
+        self.wait(lambda: self.js(f"const r = document.querySelector('{selector}'); return r && r.dataset.outdated === 'true'"),
+                  "the outdated badge", 20)
+        reason = self.driver.find_element(By.CSS_SELECTOR, f"{selector} .device-outdated-reason").text
+        self.r.check("node spare was removed" in reason, f"the badge says why: {reason!r}")
+        self.r.check(self.driver.find_element(By.CSS_SELECTOR, f"{selector} .badge-outdated").is_displayed(), "the badge is shown")
+        self.screenshot("config-outdated")
+        self.driver.find_element(By.CSS_SELECTOR, f"{selector} .btn-reissue").click()
+        self.wait(lambda: self.js("return document.getElementById('reissue-dialog').open"), "the re-issue confirmation")
+        self.r.check("Spare phone" in self.text("reissue-desc"), f"the confirmation names the device: {self.text('reissue-desc')!r}")
+        self.audit("re-issue confirmation", "#reissue-dialog")
+        self.by_id("reissue-confirm").click()
+        self.wait(lambda: self.js("return document.getElementById('add-dialog').open") and self.visible("add-result"), "the new config")
+        self.r.check(self.text("add-title") == "Config re-issued", f"the dialog says what happened: {self.text('add-title')!r}")
+        conf = self.js("return document.getElementById('config-text').textContent")
+        old_key = [l for l in created["config"].splitlines() if l.startswith("PrivateKey")][0]
+        self.r.check(old_key not in conf and "PrivateKey = " in conf, "the re-issued config has a new key")
+        self.r.check(conf.count("[Peer]") == 1, "the removed node is not in the new config")
+        for ip in created["mesh_ips"]:
+            self.r.check(ip in conf, f"the device keeps its address {ip}")
+        src = self.by_id("qr-image").get_attribute("src") or ""
+        self.r.check(src.startswith("data:image/svg+xml;base64,"), "the new config comes with a QR code")
+        self.screenshot("config-reissued")
+        path = self.out / "reissued.conf"
+        path.write_text(conf)
+        up = self.lab.call(f"device-up {path}", timeout=60)
+        self.r.check(up.get("ping_ok") is True, f"the re-issued config works: {up}")
+        self.close_dialog_with_done()
+        self.wait(lambda: self.js(f"const r = document.querySelector('{selector}'); return r && r.dataset.outdated === 'false'"),
+                  "the badge to go", 20)
+
     def cap_reached(self):
         plain = self.info["plain_gateway"]
         # The other gateway has no Pritunl configured, and /vpn/mesh (no slash) serves the page too.
@@ -753,6 +797,7 @@ class MeshPageTest:
             self.step("rate limit message", self.rate_limit)
             self.step("admin: pasted token, node state and peer stats", self.admin_view)
             self.step("delete with confirmation", self.delete_device)
+            self.step("re-issue an outdated config", self.reissue_outdated)
             self.step("config too large for a QR code", self.config_too_large_for_qr)
             self.step("Free plan: cap reached", self.cap_reached)
             self.step("phone width", self.phone_width)

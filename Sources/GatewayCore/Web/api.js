@@ -66,6 +66,7 @@ export class MeshAPI {
 
   devices() { return request('GET', '/api/mesh/devices', { token: this.token }); }
   createDevice(label, type) { return request('POST', '/api/mesh/devices', { token: this.token, body: { label, type } }); }
+  reissueDevice(id) { return request('POST', `/api/mesh/devices/${encodeURIComponent(id)}/reissue`, { token: this.token }); }
   deleteDevice(id) { return request('DELETE', `/api/mesh/devices/${encodeURIComponent(id)}`, { token: this.token }); }
   license() { return request('GET', '/api/license/orbit-features', { token: this.token }); }
   state() { return request('GET', '/api/mesh/state', { token: this.token }); }

@@ -33,6 +33,8 @@ const el = {
   qrImage: $('qr-image'), qrUnavailable: $('qr-unavailable'), download: $('conf-download'), downloadHint: $('download-hint'),
   configText: $('config-text'),
   deleteDialog: $('delete-dialog'), deleteDesc: $('delete-desc'), deleteError: $('delete-error'),
+  reissueDialog: $('reissue-dialog'), reissueDesc: $('reissue-desc'), reissueError: $('reissue-error'),
+  reissueConfirm: $('reissue-confirm'), reissueCancel: $('reissue-cancel'),
   deleteConfirm: $('delete-confirm'), deleteCancel: $('delete-cancel'),
 };
 
@@ -80,6 +82,7 @@ const state = {
   created: null,           // the device just created, while its result is shown
   downloadURL: null,
   deleting: null,          // the device the delete dialog is about
+  reissuing: null,         // the device the re-issue dialog is about
   expiryTimer: null,
 };
 
@@ -205,17 +208,20 @@ function createRow(d) {
     created: h('time', { class: 'when' }),
     seen: h('span', { class: 'when' }),
     pill: h('span', { class: 'pill' }),
+    outdated: h('span', { class: 'badge-outdated', hidden: true }, 'Config outdated'),
+    outdatedReason: h('span', { class: 'device-outdated-reason', hidden: true }),
+    reissue: h('button', { type: 'button', class: 'btn btn-reissue', onclick: () => openReissue(d.id) }, 'Re-issue config'),
     remove: h('button', { type: 'button', class: 'btn btn-delete', onclick: () => openDelete(d.id) }, 'Delete'),
   };
   const row = h('tr', { dataset: { id: d.id } },
     h('td', { class: 'c-device' },
       h('div', { class: 'device-cell' }, parts.icon,
-        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns))),
+        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns, parts.outdated, parts.outdatedReason))),
     h('td', { class: 'c-ips', dataset: { label: 'Mesh IPs' } }, parts.ips),
     h('td', { class: 'c-created', dataset: { label: 'Created' } }, parts.created),
     h('td', { class: 'c-seen', dataset: { label: 'Last handshake' } }, parts.seen),
     h('td', { class: 'c-status', dataset: { label: 'Status' } }, parts.pill),
-    h('td', { class: 'c-actions' }, parts.remove));
+    h('td', { class: 'c-actions' }, parts.reissue, parts.remove));
   return { row, parts, data: null };
 }
 
@@ -253,6 +259,12 @@ function updateRow(entry, d, now) {
     setText(parts.pill, text);
     if (pill === 'online' && old && !old.online) announce(`${d.label} is online.`);
   }
+  const outdated = Boolean(d.config_outdated);
+  show(parts.outdated, outdated);
+  show(parts.outdatedReason, outdated);
+  setText(parts.outdatedReason, outdated ? `${d.config_outdated_reason || 'The mesh changed'}. Re-issue the config.` : '');
+  row.dataset.outdated = outdated ? 'true' : 'false';
+  parts.reissue.setAttribute('aria-label', `Re-issue the config of ${d.label}`);
   parts.remove.setAttribute('aria-label', `Delete ${d.label}`);
 }
 
@@ -646,6 +658,50 @@ el.deleteConfirm.addEventListener('click', async () => {
   el.addButton.focus();
   devicePoller.now();
   licensePoller.now();
+});
+
+// MARK: Re-issue a config
+
+const reissueModal = new Modal(el.reissueDialog, {
+  onClose: () => { state.reissuing = null; },
+});
+
+function openReissue(id) {
+  const entry = state.devices.get(id);
+  if (!entry) return;
+  state.reissuing = entry.data;
+  el.reissueDesc.replaceChildren(
+    h('strong', {}, entry.data.label), ` (${entry.data.dns_name}) gets a new key and a new configuration with the mesh's current nodes. `,
+    'Its current configuration stops working at once; it keeps its addresses and name.');
+  message(el.reissueError, '');
+  el.reissueConfirm.disabled = false;
+  reissueModal.open(el.reissueCancel);
+}
+
+el.reissueConfirm.addEventListener('click', async () => {
+  const d = state.reissuing;
+  const api = state.api;
+  if (!d || !api) return;
+  el.reissueConfirm.disabled = true;
+  let issued;
+  try {
+    issued = await api.reissueDevice(d.id);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    const e = error instanceof ApiError ? error : new ApiError(0, null, null);
+    message(el.reissueError, e.status === 429
+      ? `Too many configs made in the last minute: try again in ${e.retryAfterSeconds || "a few"} seconds.`
+      : `The config could not be re-issued: ${e.message}`);
+    el.reissueConfirm.disabled = false;
+    return;
+  }
+  reissueModal.close();
+  // The new config, shown once, in the same place a new device's config is.
+  openAdd();
+  showResult(issued);
+  el.addTitle.textContent = 'Config re-issued';
+  announce(`Re-issued the config of ${issued.label}.`);
+  devicePoller.now();
 });
 
 // MARK: Pritunl migration

@@ -215,6 +215,31 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         return (d, tenantRows[caller.tenant]!, revision)
     }
 
+    public func reissueDevice(_ id: UUID, caller: CallerIdentity, publicKey: String, rateWindow: Duration?, requestID: String,
+                              authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void,
+                              decide: @escaping @Sendable (DeviceCreationState, DeviceRecord) throws(MeshError) -> DeviceCreationDecision)
+        async throws(MeshError) -> WrittenDevice {
+        guard let t = tenantRows[caller.tenant] else { throw .notFound("unknown tenant") }
+        guard let old = deviceRows[id], old.tenant == caller.tenant else { throw .notFound("no such device") }
+        try authorize(old)
+        let nodes = nodesByAge(caller.tenant)
+        let (n, oldest) = recent(caller.user, window: rateWindow)
+        let state = DeviceCreationState(plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: n, oldestRecentCreation: oldest,
+                                        takenNames: [], nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now())
+        let decision = try decide(state, old)
+        var device = old
+        device.publicKey = publicKey
+        device.configHubID = decision.hubID
+        device.configNodes = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
+        device.configOutdated = nil
+        deviceRows[id] = device
+        if rateWindow != nil { events[caller.user, default: []].append(now()) }
+        let revision = append(caller.tenant, .upsert(device.member()))
+        write(AuditEvent(tenant: caller.tenant, actor: caller.actor, action: "device.reissue", target: id.lowercased, requestID: requestID,
+                         detail: "\"\(old.label)\": new key and config"))
+        return WrittenDevice(device: device, tenant: tenantRows[caller.tenant]!, config: decision.config, revision: revision)
+    }
+
     public func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord? {
         deviceRows[id].flatMap { $0.tenant == tenant ? $0 : nil }
     }
@@ -336,6 +361,19 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
             revision = append(tenant, .settings(tenantRows[tenant]!.settings))
         }
         return (n, revision)
+    }
+
+    public func setHub(_ id: UUID, tenant: UUID, actor: String, requestID: String) async throws(MeshError) -> (NodeRecord, TenantRecord, UInt64?) {
+        guard let t = tenantRows[tenant] else { throw .notFound("unknown tenant") }
+        guard let n = nodeRows[id], n.tenant == tenant else { throw .notFound("no such node") }
+        guard t.hubNodeID != id.lowercased else { return (n, t, nil) }
+        let old = nodeRows.values.first { $0.id.lowercased == t.hubNodeID }
+        tenantRows[tenant]!.hubNodeID = id.lowercased
+        write(AuditEvent(tenant: tenant, actor: actor, action: "node.set_hub", target: id.lowercased, requestID: requestID,
+                         detail: "hub \(old?.name ?? "none") → \(n.name)"))
+        if let old { markOutdated(tenant: tenant, node: old.id, change: .hubChanged(from: old.name, to: n.name)) }
+        let revision = append(tenant, .settings(tenantRows[tenant]!.settings))
+        return (n, tenantRows[tenant]!, revision)
     }
 
     public func nodes(tenant: UUID) async throws(MeshError) -> (TenantRecord, [NodeRecord])? {

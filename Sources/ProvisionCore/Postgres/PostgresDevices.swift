@@ -168,6 +168,64 @@ extension PostgresProvisionStore: DeviceRepository {
         }
     }
 
+    public func reissueDevice(_ id: UUID, caller: CallerIdentity, publicKey: String, rateWindow: Duration?, requestID: String,
+                              authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void,
+                              decide: @escaping @Sendable (DeviceCreationState, DeviceRecord) throws(MeshError) -> DeviceCreationDecision)
+        async throws(MeshError) -> WrittenDevice {
+        try await write { tx in
+            let c = caller
+            var reads = [
+                Statement("SELECT \(Self.tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", c.tenant),
+                Statement("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, c.tenant),
+                Statement("SELECT \(Self.nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", c.tenant),
+            ]
+            if let window = rateWindow {
+                reads.append(Statement("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", c.user))
+                reads.append(Statement("""
+                    SELECT count(*) AS n, min(at) AS oldest FROM provision_events WHERE user_id = $1 AND at > now() - make_interval(secs => $2)
+                    """, c.user, window.seconds))
+            }
+            let r = try tx.batch(reads)
+            guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+            guard let drow = r[1].rows.first else { throw MeshError.notFound("no such device") }
+            var t = try Self.tenant(trow)
+            let old = try Self.device(drow)
+            try authorize(old)
+            let nodes = try r[2].rows.map(Self.node)
+            let rate = rateWindow != nil ? r[4].rows.first : nil
+            let state = DeviceCreationState(
+                plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: try rate?.decode("n") ?? 0,
+                oldestRecentCreation: try rate?.decodeIfPresent("oldest"), takenNames: [], nodesByAge: nodes.map(\.member),
+                configMaxNodes: t.configMaxNodes, now: try trow.decode("now"))
+            let decision = try decide(state, old)
+            let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
+            var device = old
+            device.publicKey = publicKey
+            device.configHubID = decision.hubID
+            device.configNodes = listed
+            device.configOutdated = nil
+            var writes: [Statement] = []
+            if let window = rateWindow {
+                writes.append(Statement("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", c.user))
+                writes.append(Statement("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)",
+                                        c.user, window.seconds))
+            }
+            writes.append(Statement("""
+                UPDATE devices SET public_key = $2, config_hub_id = $3, config_nodes = $4::jsonb, config_outdated = NULL WHERE id = $1
+                """, id, publicKey, UUID(text: decision.hubID), Self.json(listed)))
+            writes.append(Statement("DELETE FROM peer_stats WHERE public_key = $1 AND node_id IN (SELECT id FROM nodes WHERE tenant_id = $2)",
+                                    old.publicKey, c.tenant))
+            let first = writes.count
+            writes += try Outbox.statements(tenant: c.tenant, change: .upsert(device.member()))
+            writes.append(Self.auditStatement(AuditEvent(
+                tenant: c.tenant, actor: c.actor, action: "device.reissue", target: id.lowercased, requestID: requestID,
+                detail: "\"\(old.label)\" (\(MeshName.dnsName(slug: old.slug, domain: t.domain))): new key and config\(old.configOutdated.map { " (was outdated: \($0))" } ?? "")")))
+            let w = try tx.batch(writes)
+            t.revision = try Outbox.revision(w[first..<(first + Outbox.statementCount)])
+            return WrittenDevice(device: device, tenant: t, config: decision.config, revision: t.revision)
+        }
+    }
+
     public func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord? {
         let rows = try await query("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, tenant)
         do {

@@ -168,6 +168,30 @@ extension PostgresProvisionStore: NodeRepository {
         }
     }
 
+    public func setHub(_ id: UUID, tenant: UUID, actor: String, requestID: String) async throws(MeshError) -> (NodeRecord, TenantRecord, UInt64?) {
+        try await write { tx in
+            let r = try tx.batch([
+                Statement("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1 FOR UPDATE", tenant),
+                Statement("SELECT \(Self.nodeColumns) FROM nodes WHERE tenant_id = $1", tenant),
+            ])
+            guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+            var t = try Self.tenant(trow)
+            let nodes = try r[1].rows.map(Self.node)
+            guard let n = nodes.first(where: { $0.id == id }) else { throw MeshError.notFound("no such node") }
+            guard t.hubNodeID != id.lowercased else { return (n, t, nil) }
+            let old = nodes.first { $0.id.lowercased == t.hubNodeID }
+            t.hubNodeID = id.lowercased
+            try tx.batch([
+                Statement("UPDATE tenants SET hub_node_id = $2 WHERE id = $1", tenant, id),
+                Self.auditStatement(AuditEvent(tenant: tenant, actor: actor, action: "node.set_hub", target: id.lowercased, requestID: requestID,
+                                               detail: "hub \(old?.name ?? "none") → \(n.name)")),
+            ])
+            if let old { try Self.markOutdated(tx, tenant: tenant, node: old.id, change: .hubChanged(from: old.name, to: n.name)) }
+            t.revision = try Outbox.append(tx, tenant: tenant, change: .settings(t.settings))
+            return (n, t, t.revision)
+        }
+    }
+
     public func nodes(tenant: UUID) async throws(MeshError) -> (TenantRecord, [NodeRecord])? {
         try await read { tx in
             let r = try tx.batch([

@@ -1087,6 +1087,51 @@ void   mesh__v1__rename_device_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__rename_device_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__reissue_device_request__init
+                     (Mesh__V1__ReissueDeviceRequest         *message)
+{
+  static const Mesh__V1__ReissueDeviceRequest init_value = MESH__V1__REISSUE_DEVICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__reissue_device_request__get_packed_size
+                     (const Mesh__V1__ReissueDeviceRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__reissue_device_request__pack
+                     (const Mesh__V1__ReissueDeviceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__reissue_device_request__pack_to_buffer
+                     (const Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__ReissueDeviceRequest *
+       mesh__v1__reissue_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__ReissueDeviceRequest *)
+     protobuf_c_message_unpack (&mesh__v1__reissue_device_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__reissue_device_request__free_unpacked
+                     (Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message)
 {
@@ -1490,6 +1535,96 @@ void   mesh__v1__deregister_node_response__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &mesh__v1__deregister_node_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_hub_request__init
+                     (Mesh__V1__SetHubRequest         *message)
+{
+  static const Mesh__V1__SetHubRequest init_value = MESH__V1__SET_HUB_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_hub_request__get_packed_size
+                     (const Mesh__V1__SetHubRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_hub_request__pack
+                     (const Mesh__V1__SetHubRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_hub_request__pack_to_buffer
+                     (const Mesh__V1__SetHubRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetHubRequest *
+       mesh__v1__set_hub_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetHubRequest *)
+     protobuf_c_message_unpack (&mesh__v1__set_hub_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_hub_request__free_unpacked
+                     (Mesh__V1__SetHubRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_hub_response__init
+                     (Mesh__V1__SetHubResponse         *message)
+{
+  static const Mesh__V1__SetHubResponse init_value = MESH__V1__SET_HUB_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_hub_response__get_packed_size
+                     (const Mesh__V1__SetHubResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_hub_response__pack
+                     (const Mesh__V1__SetHubResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_hub_response__pack_to_buffer
+                     (const Mesh__V1__SetHubResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetHubResponse *
+       mesh__v1__set_hub_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetHubResponse *)
+     protobuf_c_message_unpack (&mesh__v1__set_hub_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_hub_response__free_unpacked
+                     (Mesh__V1__SetHubResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   mesh__v1__list_nodes_request__init
@@ -3756,6 +3891,57 @@ const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__rename_device_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor mesh__v1__reissue_device_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ReissueDeviceRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ReissueDeviceRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__reissue_device_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+};
+static const ProtobufCIntRange mesh__v1__reissue_device_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.ReissueDeviceRequest",
+  "ReissueDeviceRequest",
+  "Mesh__V1__ReissueDeviceRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__ReissueDeviceRequest),
+  2,
+  mesh__v1__reissue_device_request__field_descriptors,
+  mesh__v1__reissue_device_request__field_indices_by_name,
+  1,  mesh__v1__reissue_device_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__reissue_device_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[1] =
 {
   {
@@ -4447,6 +4633,108 @@ const ProtobufCMessageDescriptor mesh__v1__deregister_node_response__descriptor 
   mesh__v1__deregister_node_response__field_indices_by_name,
   1,  mesh__v1__deregister_node_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__deregister_node_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_hub_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubRequest, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_hub_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = node_id */
+};
+static const ProtobufCIntRange mesh__v1__set_hub_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_hub_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetHubRequest",
+  "SetHubRequest",
+  "Mesh__V1__SetHubRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetHubRequest),
+  2,
+  mesh__v1__set_hub_request__field_descriptors,
+  mesh__v1__set_hub_request__field_indices_by_name,
+  1,  mesh__v1__set_hub_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_hub_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_hub_response__field_descriptors[2] =
+{
+  {
+    "node",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubResponse, node),
+    &mesh__v1__node__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_hub_response__field_indices_by_name[] = {
+  0,   /* field[0] = node */
+  1,   /* field[1] = revision */
+};
+static const ProtobufCIntRange mesh__v1__set_hub_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_hub_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetHubResponse",
+  "SetHubResponse",
+  "Mesh__V1__SetHubResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetHubResponse),
+  2,
+  mesh__v1__set_hub_response__field_descriptors,
+  mesh__v1__set_hub_response__field_indices_by_name,
+  1,  mesh__v1__set_hub_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_hub_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__list_nodes_request__field_descriptors[1] =

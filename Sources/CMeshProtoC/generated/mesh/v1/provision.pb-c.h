@@ -41,6 +41,7 @@ typedef struct Mesh__V1__DeleteDeviceRequest Mesh__V1__DeleteDeviceRequest;
 typedef struct Mesh__V1__DeleteDeviceResponse Mesh__V1__DeleteDeviceResponse;
 typedef struct Mesh__V1__RenameDeviceRequest Mesh__V1__RenameDeviceRequest;
 typedef struct Mesh__V1__RenameDeviceResponse Mesh__V1__RenameDeviceResponse;
+typedef struct Mesh__V1__ReissueDeviceRequest Mesh__V1__ReissueDeviceRequest;
 typedef struct Mesh__V1__ListDevicesRequest Mesh__V1__ListDevicesRequest;
 typedef struct Mesh__V1__ListDevicesResponse Mesh__V1__ListDevicesResponse;
 typedef struct Mesh__V1__Node Mesh__V1__Node;
@@ -50,6 +51,8 @@ typedef struct Mesh__V1__RegisterNodeRequest Mesh__V1__RegisterNodeRequest;
 typedef struct Mesh__V1__RegisterNodeResponse Mesh__V1__RegisterNodeResponse;
 typedef struct Mesh__V1__DeregisterNodeRequest Mesh__V1__DeregisterNodeRequest;
 typedef struct Mesh__V1__DeregisterNodeResponse Mesh__V1__DeregisterNodeResponse;
+typedef struct Mesh__V1__SetHubRequest Mesh__V1__SetHubRequest;
+typedef struct Mesh__V1__SetHubResponse Mesh__V1__SetHubResponse;
 typedef struct Mesh__V1__ListNodesRequest Mesh__V1__ListNodesRequest;
 typedef struct Mesh__V1__ListNodesResponse Mesh__V1__ListNodesResponse;
 typedef struct Mesh__V1__GetNodeRequest Mesh__V1__GetNodeRequest;
@@ -538,6 +541,23 @@ struct  Mesh__V1__RenameDeviceResponse
 
 
 /*
+ * mesh.v1.provision.device.reissue: a new keypair and a fresh config with the tenant's current nodes
+ * and hub, for the device's owner or an admin. The device keeps its id, addresses, slug, DNS name and
+ * creation time; its old public key leaves every node. Draws on the same per-user rate limit as
+ * creation, not on the plan's cap. Replies like a creation (the private key only in `config`).
+ */
+struct  Mesh__V1__ReissueDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+};
+#define MESH__V1__REISSUE_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__reissue_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+/*
  * mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
  */
 struct  Mesh__V1__ListDevicesRequest
@@ -693,6 +713,32 @@ struct  Mesh__V1__DeregisterNodeResponse
 #define MESH__V1__DEREGISTER_NODE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__deregister_node_response__descriptor) \
     , 0 }
+
+
+/*
+ * mesh.v1.provision.node.set_hub: make a node the tenant's hub (admins). Configs whose hub was the old
+ * hub are marked outdated; they keep working while the old hub lives.
+ */
+struct  Mesh__V1__SetHubRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *node_id;
+};
+#define MESH__V1__SET_HUB_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_hub_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__SetHubResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Node *node;
+  uint64_t revision;
+};
+#define MESH__V1__SET_HUB_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_hub_response__descriptor) \
+    , NULL, 0 }
 
 
 /*
@@ -1332,6 +1378,25 @@ Mesh__V1__RenameDeviceResponse *
 void   mesh__v1__rename_device_response__free_unpacked
                      (Mesh__V1__RenameDeviceResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__ReissueDeviceRequest methods */
+void   mesh__v1__reissue_device_request__init
+                     (Mesh__V1__ReissueDeviceRequest         *message);
+size_t mesh__v1__reissue_device_request__get_packed_size
+                     (const Mesh__V1__ReissueDeviceRequest   *message);
+size_t mesh__v1__reissue_device_request__pack
+                     (const Mesh__V1__ReissueDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__reissue_device_request__pack_to_buffer
+                     (const Mesh__V1__ReissueDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__ReissueDeviceRequest *
+       mesh__v1__reissue_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__reissue_device_request__free_unpacked
+                     (Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__ListDevicesRequest methods */
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message);
@@ -1502,6 +1567,44 @@ Mesh__V1__DeregisterNodeResponse *
                       const uint8_t       *data);
 void   mesh__v1__deregister_node_response__free_unpacked
                      (Mesh__V1__DeregisterNodeResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetHubRequest methods */
+void   mesh__v1__set_hub_request__init
+                     (Mesh__V1__SetHubRequest         *message);
+size_t mesh__v1__set_hub_request__get_packed_size
+                     (const Mesh__V1__SetHubRequest   *message);
+size_t mesh__v1__set_hub_request__pack
+                     (const Mesh__V1__SetHubRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_hub_request__pack_to_buffer
+                     (const Mesh__V1__SetHubRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetHubRequest *
+       mesh__v1__set_hub_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_hub_request__free_unpacked
+                     (Mesh__V1__SetHubRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetHubResponse methods */
+void   mesh__v1__set_hub_response__init
+                     (Mesh__V1__SetHubResponse         *message);
+size_t mesh__v1__set_hub_response__get_packed_size
+                     (const Mesh__V1__SetHubResponse   *message);
+size_t mesh__v1__set_hub_response__pack
+                     (const Mesh__V1__SetHubResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_hub_response__pack_to_buffer
+                     (const Mesh__V1__SetHubResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetHubResponse *
+       mesh__v1__set_hub_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_hub_response__free_unpacked
+                     (Mesh__V1__SetHubResponse *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__ListNodesRequest methods */
 void   mesh__v1__list_nodes_request__init
@@ -1805,6 +1908,9 @@ typedef void (*Mesh__V1__RenameDeviceRequest_Closure)
 typedef void (*Mesh__V1__RenameDeviceResponse_Closure)
                  (const Mesh__V1__RenameDeviceResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__ReissueDeviceRequest_Closure)
+                 (const Mesh__V1__ReissueDeviceRequest *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__ListDevicesRequest_Closure)
                  (const Mesh__V1__ListDevicesRequest *message,
                   void *closure_data);
@@ -1831,6 +1937,12 @@ typedef void (*Mesh__V1__DeregisterNodeRequest_Closure)
                   void *closure_data);
 typedef void (*Mesh__V1__DeregisterNodeResponse_Closure)
                  (const Mesh__V1__DeregisterNodeResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetHubRequest_Closure)
+                 (const Mesh__V1__SetHubRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetHubResponse_Closure)
+                 (const Mesh__V1__SetHubResponse *message,
                   void *closure_data);
 typedef void (*Mesh__V1__ListNodesRequest_Closure)
                  (const Mesh__V1__ListNodesRequest *message,
@@ -1899,6 +2011,7 @@ extern const ProtobufCMessageDescriptor mesh__v1__delete_device_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node__descriptor;
@@ -1908,6 +2021,8 @@ extern const ProtobufCMessageDescriptor mesh__v1__register_node_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__deregister_node_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__deregister_node_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_hub_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_hub_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_node_request__descriptor;
