@@ -116,11 +116,14 @@ extension GatewayTests {
         let report = logDir.appendingPathComponent("schemathesis.txt")
         let seed = TestSeed.seed("GatewayTests.schemathesis") % 1_000_000_000
         print("schemathesis: seed \(seed) (\(TestSeed.replay(seed))), report in \(report.path)")
-        // Run it in the output folder: it keeps a cache in the working directory.
+        // Run it in the output folder: it keeps a cache in the working directory. One worker: with two,
+        // hypothesis parses lambda sources with `ast` in both threads at once, and this Python (3.11.7)
+        // then fails now and then with "SystemError: AST constructor recursion depth mismatch" in the
+        // tool itself (seen on POST /api/mesh/devices and GET /api/auth/callback; no request involved).
         let r = try run("/usr/bin/env", ["-C", logDir.path, st, "run", base + "/openapi.json",
                                          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection",
                                          "--mode", "all", "--max-examples", "\(Self.schemathesisExamples)", "--phases", "examples,coverage,fuzzing",
-                                         "--workers", "2", "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "\(seed)",
+                                         "--workers", "1", "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "\(seed)",
                                          "--generation-database", "none", "--suppress-health-check", "too_slow,filter_too_much",
                                          "--no-color", "--request-timeout", "30"],
                         environment: ["SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"])
