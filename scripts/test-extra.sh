@@ -15,5 +15,6 @@ run_check() {
 
 run_check "compose/: docker-compose config and settings" "$py" scripts/check-compose.py
 run_check "web page in a real browser (scripts/test-browser.sh)" scripts/test-browser.sh
+run_check "make up under its supervisor, closed bus, every program killed and restarted (scripts/test-up.sh)" scripts/test-up.sh
 
 exit "$status"

@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 vm="$root/.build-vm"
 log="$vm/console.log"
-filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests)'
+filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests)|MeshE2ETests\.KernelNodeApplierTests'
 [ "${1:-}" = "--filter" ] && filter=$2
 timeout_s=${MESH_VM_TIMEOUT:-900}
 
@@ -103,6 +103,15 @@ done
 cat > "$stage/run-tests" <<EOF
 cd "$root"
 export HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin MESH_WG_REQUIRE_KERNEL=1 NO_COLOR=1
+# The NodeApplier daemon test needs the control plane: nats-server and PostgreSQL of the VM's own
+# (scripts/infra.sh), and the service executables started by the test, all inside the VM.
+scratch="\${TMPDIR:-/tmp}"
+export MESH_TEST_OUTPUT="\$scratch/test-output"
+if scripts/infra.sh start "\$scratch/infra" > "\$scratch/infra.log" 2>&1; then
+  . "\$scratch/infra/env"; export MESH_REQUIRE_INFRA=1
+else
+  echo "VMTEST-WARN infra.sh could not start nats-server and PostgreSQL:"; cat "\$scratch/infra.log"
+fi
 "$bin" --testing-library swift-testing --filter '$filter'
 EOF
 

@@ -22,12 +22,14 @@ public final class ControlPlane: Sendable {
     public let security: SecureBus?
 
     /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none). With `secureBus`
-    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS).
+    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS). The database
+    /// is made on the shared test server, or on the one `databaseAdminURL` names.
     public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:],
-                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false) async throws -> ControlPlane {
+                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false,
+                             databaseAdminURL: String? = nil) async throws -> ControlPlane {
         let security = secureBus ? try SecureBus(name: name, host: natsHost, tls: secureTLS) : nil
         let nats = try security?.nats ?? TestNatsServer(name: name, host: natsHost)
-        let db = try await TestDatabase.create(prefix: "prov")
+        let db = try await TestDatabase.create(prefix: "prov", adminURL: databaseAdminURL)
         let bus: BusConnection
         if let security {
             bus = try await security.connect(as: .admin, name: "t-\(name)")

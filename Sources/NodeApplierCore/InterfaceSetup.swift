@@ -24,6 +24,8 @@ public enum InterfaceSetup {
                 try await links.createLink(named: iface, kind: "wireguard", mtu: config.mtu)
                 logger.info("created kernel WireGuard link", metadata: ["interface": "\(iface)"])
             }
+        } else if config.userspaceDaemon == .external {
+            try await waitForDaemon(iface, timeout: .seconds(30), logger: logger)
         } else if !UAPIBackend(logger: logger).hasSocket(for: iface) {
             // Detached, so the interface outlives this process: a restarted node keeps its peers.
             try await WireGuardGoDaemon.startDetached(interface: iface, executable: config.wireguardGo,
@@ -49,6 +51,19 @@ public enum InterfaceSetup {
         if config.forwarding { enableForwarding(iface, logger: logger) }
         logger.info("interface ready", metadata: ["interface": "\(iface)", "backend": "\(backend.kind)", "ipv4": "\(identity.ipv4)", "ipv6": "\(identity.ipv6)"])
         return backend
+    }
+
+    /// Waits until a wireguard-go run by a supervisor answers on the interface's UAPI socket.
+    static func waitForDaemon(_ iface: String, timeout: Duration, logger: Logger) async throws {
+        let uapi = UAPIBackend(logger: logger)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if uapi.hasSocket(for: iface), (try? await uapi.device(named: iface)) != nil { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw WireGuardError.noBackend(interface: iface, kernel: "not used (backend=userspace)",
+                                       userspace: "no wireguard-go answered on \(uapi.socketPath(for: iface)) within \(timeout) "
+                                           + "(MESH_WG_USERSPACE_DAEMON=external: a supervisor runs it)")
     }
 
     /// The hub forwards device-to-device traffic in and out of the same interface; any node may

@@ -1,0 +1,109 @@
+import Foundation
+import Logging
+import MeshClient
+import MeshCore
+import MeshProto
+import MeshTestSupport
+import MeshWireGuard
+import Testing
+
+/// Set to 1 by scripts/vm-test.sh inside the VM: there the kernel has WireGuard, and its absence is
+/// a failure, not a reason to skip.
+let requireKernel = ProcessInfo.processInfo.environment["MESH_WG_REQUIRE_KERNEL"] == "1"
+
+func kernelHasWireGuard() async -> Bool {
+    var logger = Logger(label: "test.kernel-check")
+    logger.logLevel = .critical
+    return await KernelBackend(logger: logger).isAvailable()
+}
+
+/// The NodeApplier daemon itself on kernel WireGuard: it creates the interface through netlink,
+/// and devices (in namespaces of their own) handshake and ping through it. Runs in the qemu VM of
+/// `scripts/vm-test.sh`, whose kernel has the module, with the control plane, nats-server and
+/// PostgreSQL inside the VM as well.
+@Suite(.serialized, .enabled("runs where the kernel has WireGuard: in the VM (scripts/vm-test.sh)") {
+    if requireKernel { return true }
+    guard TestEnvironment.isRoot && TestEnvironment.hasInfra else { return false }
+    return await kernelHasWireGuard()
+})
+struct KernelNodeApplierTests {
+    @Test func nodesOnKernelWireGuardCarryADevice() async throws {
+        #expect(await kernelHasWireGuard(), "the kernel has no WireGuard (generic netlink family \"wireguard\")")
+        let lab = try await MeshLab.start("kernode")
+        do {
+            let kernel = ["MESH_WG_BACKEND": "kernel"]
+            let n1 = try await lab.addNode("kern-alpha", environment: kernel)
+            let n2 = try await lab.addNode("kern-beta", environment: kernel)
+            let device = try await lab.addDevice("kernel laptop")
+            try await lab.waitConverged(timeout: .seconds(120))
+            for n in [n1, n2] {
+                let state = try await NodeClient(bus: lab.cp.bus, timeout: .seconds(10)).state(nodeID: n.node!.id)
+                #expect(state.backend == "kernel", "\(n.name) runs on \(state.backend)")
+                // A kernel link, not a TUN device, and no wireguard-go anywhere in the namespace.
+                let link = try n.ns.exec(["ip", "-d", "link", "show", n.interface])
+                #expect(link.contains("wireguard"), "\(n.name): \(link)")
+                #expect(!processes(in: n.ns).contains { $0.contains("wireguard-go") }, "\(n.name) started wireguard-go")
+            }
+            #expect(lab.ping(from: n1.ns, n2.node!.ipv4, count: 3), "node to node over kernel WireGuard")
+            _ = lab.ping(from: device.ns, n1.node!.ipv4, count: 1)
+            #expect(lab.ping(from: device.ns, n1.node!.ipv4, count: 3), "device to its node over kernel WireGuard")
+            #expect(lab.ping(from: n2.ns, device.device.ipv4, count: 3), "the other node to the device")
+            #expect(try await deviceOnline(lab), "the nodes' handshake reports did not turn the device online")
+        } catch {
+            await lab.stop()
+            throw error
+        }
+        await lab.stop()
+    }
+}
+
+/// Where the kernel has no WireGuard, NodeApplier's automatic choice (`MESH_WG_BACKEND=auto`, the
+/// default) starts wireguard-go by itself, and a device handshakes through it. This machine's
+/// kernel has no module, which is the case this test needs; in the VM, which has one, the kernel
+/// suite above runs instead.
+@Suite(.serialized, .enabled("needs root, nats-server, PostgreSQL and wireguard-go, on a kernel without WireGuard") {
+    guard TestEnvironment.isRoot && TestEnvironment.hasInfra && !requireKernel else { return false }
+    return !(await kernelHasWireGuard())
+})
+struct WireGuardGoFallbackTests {
+    @Test func withoutTheModuleNodeApplierStartsWireGuardGo() async throws {
+        let lab = try await MeshLab.start("fallback")
+        do {
+            let n1 = try await lab.addNode("fb-alpha", environment: ["MESH_WG_BACKEND": "auto"])
+            let device = try await lab.addDevice("fallback laptop")
+            try await lab.waitConverged(timeout: .seconds(60))
+            let state = try await NodeClient(bus: lab.cp.bus, timeout: .seconds(10)).state(nodeID: n1.node!.id)
+            #expect(state.backend == "userspace", "the node runs on \(state.backend)")
+            #expect(processes(in: n1.ns).contains { $0.contains("wireguard-go") && $0.contains(n1.interface) },
+                    "no wireguard-go for \(n1.interface) in the node's namespace: \(processes(in: n1.ns))")
+            #expect(n1.process?.log().contains("started wireguard-go") == true, "NodeApplier did not say it started wireguard-go")
+            _ = lab.ping(from: device.ns, n1.node!.ipv4, count: 1)
+            #expect(lab.ping(from: device.ns, n1.node!.ipv4, count: 3), "device to its node through the wireguard-go NodeApplier started")
+            #expect(try await deviceOnline(lab), "the node's handshake report did not turn the device online")
+        } catch {
+            await lab.stop()
+            throw error
+        }
+        await lab.stop()
+    }
+}
+
+/// The command lines of the processes in a namespace.
+func processes(in ns: NetNamespace) -> [String] {
+    let pids = ((try? run("/usr/bin/env", ["ip", "netns", "pids", ns.name]).stdout) ?? "").split(separator: "\n")
+    return pids.compactMap { pid in
+        (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { data in
+            String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+        }
+    }
+}
+
+/// Waits (60 s) until every device of the lab's tenant is online.
+func deviceOnline(_ lab: MeshLab) async throws -> Bool {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while ContinuousClock.now < deadline {
+        if try await lab.cp.client.listDevices(caller: lab.admin).allSatisfy(\.online) { return true }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+    return false
+}
