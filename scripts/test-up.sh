@@ -176,7 +176,7 @@ log "make up run again: no program started again"
 # 7. make down
 ip netns del "$devns"
 scripts/down.sh > "$state/down.log" 2>&1 || die "make down"
-left=$(for f in /proc/[0-9]*/environ; do tr '\0' '\n' < "$f" 2>/dev/null | grep -qxF "MESH_UP_SUPERVISED=$state" && echo "${f//[!0-9]/}"; done)
+left=$(for f in /proc/[0-9]*/environ; do tr '\0' '\n' 2>/dev/null < "$f" | grep -qxF "MESH_UP_SUPERVISED=$state" && echo "${f//[!0-9]/}"; done)
 for pid in $left; do
   st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
   [ -z "$st" ] || [ "$st" = Z ] || die "make down left pid $pid running"

@@ -104,7 +104,7 @@ up_processes() {
   for f in /proc/[0-9]*/environ; do
     pid=${f#/proc/}; pid=${pid%/environ}
     [ "$pid" = $$ ] && continue
-    tr '\0' '\n' < "$f" 2>/dev/null | grep -qxF "MESH_UP_SUPERVISED=$state" || continue
+    tr '\0' '\n' 2>/dev/null < "$f" | grep -qxF "MESH_UP_SUPERVISED=$state" || continue
     st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || continue
     [ "$st" = Z ] || [ -z "$st" ] || echo "$pid"
   done

@@ -65,7 +65,7 @@ WARN
 }
 [ "$secure" = 0 ] && warn_open
 
-steps=10; n=0
+steps=11; n=0
 step() { n=$((n + 1)); printf '\n[%d/%d] %s\n' "$n" "$steps" "$*"; }
 fail() { echo "make up: FAILED: $1" >&2; [ -n "${2:-}" ] && echo "  log: $2" >&2 && tail -n 20 "$2" >&2 2>/dev/null; exit 1; }
 
@@ -197,14 +197,14 @@ write_supervisor_conf() {
 }
 write_supervisor_conf
 
-step "supervisor (supervisord, $conf)"
+step "supervisor (supervisord, $sv_conf)"
 if sv_running; then
   # Pick up a changed configuration; unchanged programs keep running.
   sv_ctl reread > /dev/null && sv_ctl update > /dev/null || fail "supervisorctl update" "$state/logs/supervisord.log"
   echo "  supervisord: already running (pid $(sv_ctl pid))"
 else
   kill_orphans
-  supervisord -c "$conf" || fail "starting supervisord" "$state/logs/supervisord.log"
+  supervisord -c "$sv_conf" || fail "starting supervisord" "$state/logs/supervisord.log"
   for _ in $(seq 1 100); do sv_running && break; sleep 0.1; done
   sv_running || fail "supervisord does not answer" "$state/logs/supervisord.log"
   echo "  supervisord: started (pid $(sv_ctl pid))"
@@ -235,15 +235,17 @@ step "demo nodes: NodeApplier + wireguard-go in $up_name-node1 and $up_name-node
 for i in 1 2; do
   ndir="$state/nodes/node$i"
   if [ ! -f "$ndir/node.json" ] && [ ! -s "$ndir/enroll-token" ]; then
+    # Single use: a node that registers keeps node.json and never needs the token again.
     token=$(ctl node enroll --tenant "$tenant_id" --admin "$admin_id" --uses 1) || fail "meshctl node enroll"
     (umask 077; printf '%s\n' "$token" > "$ndir/enroll-token")
   fi
+  [ -f "$ndir/enroll-token" ] || : > "$ndir/enroll-token"
 done
 sv_start wireguard-go-node1 wireguard-go-node2 NodeApplier-node1 NodeApplier-node2 || fail "starting the nodes" "$state/logs/supervisord.log"
 for i in 1 2; do
   for _ in $(seq 1 150); do [ -f "$state/nodes/node$i/node.json" ] && break; sleep 0.2; done
   [ -f "$state/nodes/node$i/node.json" ] || fail "node$i did not register" "$state/logs/NodeApplier-node$i.log"
-  rm -f "$state/nodes/node$i/enroll-token"   # single-use, and spent
+  : > "$state/nodes/node$i/enroll-token"   # single-use and spent; an empty file, as the program's settings name it
 done
 write_supervisor_conf
 sv_ctl reread > /dev/null && sv_ctl update > /dev/null || fail "supervisorctl update" "$state/logs/supervisord.log"

@@ -62,7 +62,7 @@ moddir="$kdir/lib/modules/$kver"
 [ -f "$vmlinuz" ] || fail "no kernel image at $vmlinuz"
 
 # 2. Initramfs: busybox plus the modules, in dependency order.
-want=(virtio_pci 9pnet_virtio 9p wireguard veth tun)
+want=(virtio_pci 9pnet_virtio 9p wireguard veth tun bridge)
 declare -A seen=()
 order=()
 resolve() {  # depth-first: dependencies before the module

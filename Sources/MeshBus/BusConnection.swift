@@ -54,6 +54,9 @@ public final class BusConnection: Sendable {
             do {
                 let connection = try await connectOnce(configuration, context: context, logger: logger)
                 guard attempt < attempts, context.signaturesRefusedBeforeConnecting > 0, !connection.isConnected else {
+                    if !connection.isConnected {
+                        logger.warning("bus not connected yet; retrying in the background", metadata: ["nats.servers": "\(configuration.servers)"])
+                    }
                     return connection
                 }
                 await connection.close()
@@ -122,8 +125,6 @@ public final class BusConnection: Sendable {
         if natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED {
             context.noteConnected()
             logger.info("bus connected", metadata: ["nats.server": "\(connection.connectedURL ?? "?")"])
-        } else {
-            logger.warning("bus not connected yet; retrying in the background", metadata: ["nats.servers": "\(configuration.servers)"])
         }
         return connection
     }

@@ -74,6 +74,12 @@ struct FaultTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         let ok = try #require(firstOK, "no creation succeeded within 60 s of PostgreSQL's return; last: \(last)")
+        // The test's own pool (which reads the expected peers) lost its connections too; the first
+        // query on each fails and the pool connects again on the next.
+        for _ in 0..<50 {
+            if (try? await lab.cp.store.query("SELECT 1")) != nil { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
         try await lab.waitConverged(timeout: .seconds(60))
         let converged = ContinuousClock.now - back
         Self.figure("postgres restart: first creation ok \(ms(ok)) after PostgreSQL accepted connections again, every node converged after \(ms(converged))")
