@@ -5,10 +5,12 @@
 #      real `make up` or another run), on the executables `make test` built (MESH_UP_BIN=.build/debug);
 #   2. the bus is closed: from a namespace on the demo bridge (a device's underlay), a NATS client
 #      without credentials is refused (meshctl over TLS, and a bare CONNECT with and without TLS);
-#   3. a device created through the gateway reaches both nodes' WireGuard interfaces;
+#   3. a device created through the gateway reaches both nodes' WireGuard interfaces, which hold
+#      their key, port and every peer, and carry traffic between the nodes;
 #   4. every supervised program is killed with SIGKILL in turn: supervisord starts it again,
-#      `make status` shows the restart and "terminated by SIGKILL", and a new device reaches both
-#      nodes again;
+#      `make status` shows the restart and "terminated by SIGKILL", and both nodes are whole again
+#      with a new device (a wireguard-go killed takes its interface with it: NodeApplier notices,
+#      stops, and is started again to set the interface up again);
 #   5. supervisord itself is killed with SIGKILL (its programs live on without it, and it stays a
 #      zombie until init reaps it): `make up` does not take it for running, stops the orphans, and
 #      brings everything back;
@@ -107,13 +109,30 @@ create_device() { # label -> the new device's public key (from the config's priv
   python3 -c 'import json,sys; c=json.loads(sys.argv[1])["config"]; print([l.split("=",1)[1].strip() for l in c.splitlines() if l.startswith("PrivateKey")][0])' \
     "$body" 2>/dev/null | wg pubkey 2>/dev/null | grep .
 }
-works() { # label: the gateway creates a device and both nodes hold it, within 120 s; prints how long it took
+node_ip() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ipv4"])' "$state/nodes/node$1/node.json"; }
+device_count() {
+  curl -s --max-time 10 --cacert "$state/certs/ca.pem" "$MESH_UP_GATEWAY_URL/api/mesh/devices" -H "Authorization: Bearer $token" \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["devices"]))' 2>/dev/null
+}
+node_whole() { # node number, public key: its interface has its key and port, every peer (each device and
+               # the other node), the new key among them, and it reaches the other node over the tunnel
+  local dump want
+  dump=$(ip netns exec "mu$tag-node$1" unshare --mount --propagation private \
+         sh -c "mount --bind '$state/nodes/node$1/run' /var/run/wireguard && wg show wg-quazzar0 dump" 2>/dev/null) || return 1
+  want=$(( $(device_count) + 1 ))
+  echo "$dump" | head -1 | awk '$1 != "(none)" && $3 == 51820 {ok=1} END {exit !ok}' || return 1
+  [ "$(echo "$dump" | tail -n +2 | wc -l)" = "$want" ] || return 1
+  echo "$dump" | tail -n +2 | cut -f1 | grep -qxF "$2" || return 1
+  ip netns exec "mu$tag-node$1" ping -c 1 -W 2 "$(node_ip $((3 - $1)))" > /dev/null 2>&1
+}
+works() { # label: the gateway creates a device and both nodes are whole again with it, within 120 s;
+          # prints how long it took
   local start key; start=$(now)
   local deadline=$((SECONDS + 120))
   while [ $SECONDS -lt $deadline ]; do
     key=$(create_device "$1") || { sleep 0.5; continue; }
     while [ $SECONDS -lt $deadline ]; do
-      node_peers 1 | grep -qxF "$key" && node_peers 2 | grep -qxF "$key" && { since "$start"; return 0; }
+      node_whole 1 "$key" && node_whole 2 "$key" && { since "$start"; return 0; }
       sleep 0.2
     done
   done
