@@ -26,7 +26,9 @@ public enum InterfaceSetup {
             }
         } else if config.userspaceDaemon == .external {
             try await waitForDaemon(iface, timeout: .seconds(30), logger: logger)
-        } else if !UAPIBackend(logger: logger).hasSocket(for: iface) {
+        } else if (try? await UAPIBackend(logger: logger).device(named: iface)) == nil {
+            // No daemon answers: none runs, or the socket is a dead one's (wireguard-go killed
+            // leaves it behind; a new one replaces it).
             // Detached, so the interface outlives this process: a restarted node keeps its peers.
             try await WireGuardGoDaemon.startDetached(interface: iface, executable: config.wireguardGo,
                                                       logLevel: ProcessInfo.processInfo.environment["MESH_WIREGUARD_GO_LOG_LEVEL"] ?? "error")

@@ -187,6 +187,49 @@ struct FaultTests {
         for n in lab.nodes { #expect(n.process?.isRunning == true, "\(n.name) exited") }
     }
 
+    /// The wireguard-go a node started (NodeApplier's default, `MESH_WG_USERSPACE_DAEMON=managed`)
+    /// killed with SIGKILL takes the interface with it: NodeApplier notices and stops with an
+    /// error; started again, as its supervisor would, it starts a new wireguard-go over the dead
+    /// one's socket, sets the interface up again and syncs every peer.
+    @Test func wireguardGoKilledUnderANode() async throws {
+        let lab = try await MeshLab.start("wgkill")
+        do {
+            let n1 = try await lab.addNode("wk-alpha")
+            let n2 = try await lab.addNode("wk-beta")
+            _ = try await lab.addDevice("wgkill laptop")
+            try await lab.waitConverged(timeout: .seconds(60))
+            let daemons = try wireguardGoPids(n1)
+            #expect(daemons.count == 1, "wireguard-go processes in \(n1.name)'s namespace: \(daemons)")
+            let killed = ContinuousClock.now
+            for pid in daemons { kill(pid, SIGKILL) }
+            let process = try #require(n1.process)
+            while process.isRunning {
+                guard ContinuousClock.now - killed < .seconds(60) else { throw TestSetupError.failed("NodeApplier kept running without its interface") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let stopped = ContinuousClock.now - killed
+            #expect(process.exitStatus != 0, "NodeApplier stopped with status 0 after losing its interface")
+            #expect(process.log().contains("the interface was lost"), "NodeApplier did not say why it stopped")
+            try lab.startNodeProcess(n1)
+            _ = try await lab.waitForNode(n1.name)
+            try await lab.waitConverged(timeout: .seconds(60))
+            #expect(lab.ping(from: n1.ns, n2.node!.ipv4, count: 3), "the rebuilt interface carries traffic")
+            #expect(try wireguardGoPids(n1).count == 1, "not exactly one wireguard-go after the restart")
+            Self.figure("wireguard-go killed under a node: NodeApplier stopped after \(ms(stopped)); started again, it converged \(ms(ContinuousClock.now - killed)) after the kill")
+        } catch {
+            await lab.stop()
+            throw error
+        }
+        await lab.stop()
+    }
+
+    func wireguardGoPids(_ node: MeshLab.LabNode) throws -> [Int32] {
+        try node.ns.exec(["ip", "netns", "pids", node.ns.name]).split(separator: "\n").compactMap { Int32($0) }.filter { pid in
+            let cmd = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+            return String(decoding: cmd, as: UTF8.self).contains("wireguard-go")
+        }
+    }
+
     /// Whether ProvisionSvc recorded a handshake between `node` and the peer `key` (peer_stats).
     func handshakeReported(_ lab: MeshLab, node: MeshLab.LabNode, key: String) async throws -> Bool {
         let rows = try await lab.cp.store.query(
