@@ -114,11 +114,11 @@ let package = Package(
         exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshBusAuth", "MeshCore", "MeshProto", argParser, log]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log]),
+        lib("MeshTestSupport", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log, protobuf]),
         // A lab for tests written outside Swift (the browser test): JSON lines on stdout, commands on stdin.
         exe("meshlab", ["MeshTestSupport", "GatewayCore", "MeshBus", "MeshCore", "MeshProto"]),
         tests("MeshNetTests", ["MeshNet"]),
-        tests("MeshCoreTests", ["MeshCore", "MeshProto"]),
+        tests("MeshCoreTests", ["MeshCore", "MeshProto", "MeshBus"]),
         tests("MeshBusTests", ["MeshBus", "MeshCore", "MeshTestSupport", lifecycle]),
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
@@ -127,14 +127,15 @@ let package = Package(
         tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshWireGuard", log]),
         tests("FaultTests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
-        tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", log]),
-        tests("ClusterTests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log]),
-        tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", "MeshTestSupport", log]),
+        tests("ClusterTests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
+                               protobuf]),
+        tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", "MeshTestSupport", protobuf]),
         tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
-        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", "MeshTestSupport", log]),
         tests("BusSecurityTests", ["MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshStore", "NodeApplierCore", "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 

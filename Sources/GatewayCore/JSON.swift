@@ -176,9 +176,10 @@ public enum JSONBody {
         return object
     }
 
-    /// A string member; nil when absent or null.
+    /// A string member; nil when absent. `null` is not a string: like any other wrong type it is
+    /// refused, naming the field.
     public static func string(_ object: [String: Any], _ key: String) throws(MeshError) -> String? {
-        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let v = object[key] else { return nil }
         guard let s = v as? String else { throw .invalidArgument(field: key, message: "\(key) must be a string") }
         return s
     }

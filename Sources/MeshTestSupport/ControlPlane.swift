@@ -61,14 +61,28 @@ public final class ControlPlane: Sendable {
         self.logDir = logDir
     }
 
-    /// Stops every process and removes the database and the nats-server.
-    public func stop() async {
-        for p in processes { await p.terminate() }
+    /// Stops every process and removes the database and the nats-server. Throws when a service
+    /// exited while the test ran (unless the test stopped it) or did not exit 0 on SIGTERM: a crash
+    /// during a test fails that test, even if the other replicas covered for it.
+    public func stop() async throws {
+        let failure: (any Error)?
+        do {
+            try await stopChecked(processes)
+            failure = nil
+        } catch {
+            failure = error
+        }
         await bus.close()
         store.close()
         await db.drop()
         await nats.stop()
         if let security { await security.stop() }
+        if let failure { throw failure }
+    }
+
+    /// Throws ``ProcessFailure`` if any service has exited although the test did not stop it.
+    public func checkAlive() throws {
+        for p in processes { try p.checkAlive() }
     }
 
     /// Creates a tenant on `plan`.

@@ -216,13 +216,17 @@ public final class MeshLab: @unchecked Sendable {
         return Set(try rows.map { try $0.decode("public_key", as: String.self) })
     }
 
-    /// Waits until every node's interface holds exactly the database's peer set; returns how long it took.
+    /// Waits until every node's interface holds exactly the database's peer set; returns how long it
+    /// took. Every node must be running: a node whose NodeApplier has exited (crashed, or stopped and
+    /// not started again) fails the wait at once, with its log, instead of being left out.
     @discardableResult
-    public func waitConverged(timeout: Duration = .seconds(30)) async throws -> Duration {
+    public func waitConverged(timeout: Duration = .seconds(90)) async throws -> Duration {
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
+            try checkNodesRunning()
+            try cp.checkAlive()
             var ok = true
-            for n in nodes where n.process?.isRunning == true {
+            for n in nodes {
                 if try livePeers(n) != (try await expectedPeers(n)) { ok = false; break }
             }
             if ok { return ContinuousClock.now - start }
@@ -233,23 +237,44 @@ public final class MeshLab: @unchecked Sendable {
             let live = (try? livePeers(n)) ?? [], want = (try? await expectedPeers(n)) ?? []
             report += "\(n.name): missing \(want.subtracting(live).count), extra \(live.subtracting(want).count)\n"
         }
-        throw TestSetupError.failed("nodes did not converge:\n\(report)")
+        throw TestSetupError.failed("nodes did not converge within \(timeout):\n\(report)")
     }
 
-    /// Pings `address` from a namespace; true on success.
-    public func ping(from ns: NetNamespace, _ address: String, count: Int = 2) -> Bool {
-        let v6 = address.contains(":")
-        let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
-        return r?.status == 0
-    }
-
-    public func stop() async {
+    /// Throws unless every node's NodeApplier is running.
+    public func checkNodesRunning() throws {
         for n in nodes {
-            if let p = n.process { await p.terminate(timeout: .seconds(5)) }
+            guard let p = n.process else { throw TestSetupError.failed("node \(n.name) has no NodeApplier process") }
+            try p.checkAlive()
+            guard p.isRunning else { throw TestSetupError.failed("node \(n.name): its NodeApplier was stopped and not started again") }
+        }
+    }
+
+    /// Pings `address` from a namespace until a reply comes (true) or `within` passes (false). A
+    /// first packet can be lost while WireGuard handshakes, more so on a busy machine: what is
+    /// checked is that traffic gets through, not how soon.
+    public func ping(from ns: NetNamespace, _ address: String, count: Int = 2, within: Duration = .seconds(30)) -> Bool {
+        let v6 = address.contains(":")
+        let deadline = ContinuousClock.now + within
+        repeat {
+            let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
+            if r?.status == 0 { return true }
+        } while ContinuousClock.now < deadline
+        return false
+    }
+
+    /// Stops everything. Throws when a NodeApplier or a service exited while the test ran (unless
+    /// the test stopped it) or did not exit 0 on SIGTERM.
+    public func stop() async throws {
+        var failures: [String] = []
+        for n in nodes {
+            if let p = n.process {
+                do { try await p.stopChecked(timeout: .seconds(10)) } catch { failures.append("\(error)") }
+            }
             n.ns.destroy()
         }
         for ns in tunnels { ns.destroy() }
-        await cp.stop()
+        do { try await cp.stop() } catch { failures.append("\(error)") }
         bridge.destroy()
+        if !failures.isEmpty { throw TestSetupError.failed(failures.joined(separator: "\n\n")) }
     }
 }

@@ -13,6 +13,9 @@ public final class ManagedProcess: Sendable {
     /// The process id.
     public let pid: Int32
     private let exit = Mutex<Int32?>(nil)
+    /// Set once the test stops the process on purpose (``terminate(timeout:)``, ``kill9()``): from
+    /// then on its exit is expected; before that, any exit is a crash (``checkAlive()``).
+    private let stopRequested = Mutex(false)
 
     /// Starts `executable` with `arguments` and extra `environment`.
     public init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:],
@@ -59,10 +62,37 @@ public final class ManagedProcess: Sendable {
         if isRunning { kill(pid, sig) }
     }
 
+    /// Whether the test has stopped the process on purpose.
+    public var wasStopped: Bool { stopRequested.withLock { $0 } }
+
+    /// Declares that the process ends on its own now (ending is what the test checks, e.g. a node
+    /// whose bus access was revoked): its exit no longer counts as a crash.
+    public func expectExit() { stopRequested.withLock { $0 = true } }
+
+    /// Throws ``ProcessFailure`` when the process has exited although nobody stopped it (it crashed
+    /// or gave up), with its exit status and the end of its log.
+    public func checkAlive() throws {
+        guard !isRunning, !wasStopped else { return }
+        throw ProcessFailure(name: name, what: "exited unexpectedly with status \(exitStatus.map(String.init) ?? "?")", log: log())
+    }
+
+    /// Stops the process for good and checks how it ended: it must have been running until now
+    /// (``checkAlive()``) and must exit 0 on SIGTERM within `timeout`.
+    public func stopChecked(timeout: Duration = .seconds(10)) async throws {
+        try checkAlive()
+        guard !wasStopped else { return }
+        let status = await terminate(timeout: timeout)
+        guard status == 0 else {
+            throw ProcessFailure(name: name, what: status.map { "exited with status \($0) on SIGTERM" } ?? "did not exit within \(timeout) of SIGTERM (killed)",
+                                 log: log())
+        }
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit status, or nil if it
     /// had to be killed.
     @discardableResult
     public func terminate(timeout: Duration = .seconds(10)) async -> Int32? {
+        stopRequested.withLock { $0 = true }
         guard isRunning else { return exitStatus }
         signal(SIGTERM)
         let deadline = ContinuousClock.now + timeout
@@ -76,6 +106,7 @@ public final class ManagedProcess: Sendable {
 
     /// SIGKILL, no grace.
     public func kill9() async {
+        stopRequested.withLock { $0 = true }
         signal(SIGKILL)
         while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
     }
@@ -90,6 +121,25 @@ public final class ManagedProcess: Sendable {
             waitpid(pid, &st, 0)
         }
     }
+}
+
+/// A child process of a test that ended the wrong way: it crashed, gave up, or did not stop cleanly.
+public struct ProcessFailure: Error, CustomStringConvertible {
+    public let name: String
+    public let what: String
+    public let log: String
+
+    public var description: String { "\(name) \(what); end of its log:\n\(log.suffix(4000))" }
+}
+
+/// Stops every process with ``ManagedProcess/stopChecked(timeout:)`` (all of them, even after a
+/// failure) and throws the failures together.
+public func stopChecked(_ processes: [ManagedProcess], timeout: Duration = .seconds(10)) async throws {
+    var failures: [String] = []
+    for p in processes {
+        do { try await p.stopChecked(timeout: timeout) } catch { failures.append("\(error)") }
+    }
+    if !failures.isEmpty { throw TestSetupError.failed(failures.joined(separator: "\n\n")) }
 }
 
 /// Runs a command to completion and returns its exit status, its combined output (stderr after

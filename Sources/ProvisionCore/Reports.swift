@@ -15,6 +15,12 @@ extension Provisioner {
         }
         let tenant = try Validate.uuid(report.tenantID, field: "tenant_id"), node = try Validate.uuid(report.nodeID, field: "node_id")
         let peers = report.peers
+        // A handshake time is a moment a node saw: after 2000 and not in the future (an hour's grace
+        // for clock skew). Anything else is a broken or hostile report, refused before it is stored.
+        let latest = Date().addingTimeInterval(3600).unixMilliseconds
+        for (i, p) in peers.enumerated() where p.lastHandshakeMs != 0 && !(946_684_800_000...latest).contains(p.lastHandshakeMs) {
+            throw .invalidArgument(field: "peers[\(i)].last_handshake_ms", message: "last_handshake_ms must be a time after 2000 and not in the future")
+        }
         let updated: Int = try await run { tx in
             guard try tx.execute("UPDATE nodes SET last_seen_at = now() WHERE id = $1 AND tenant_id = $2", node, tenant) == 1 else {
                 throw MeshError.notFound("unknown node")

@@ -119,11 +119,12 @@ enum MeshLabTool {
             }
         } catch {
             for g in gateways { await g.terminate(timeout: .seconds(5)) }
-            await lab.stop()
+            try? await lab.stop()
             throw error
         }
-        for g in gateways { await g.terminate(timeout: .seconds(5)) }
-        await lab.stop()
+        // A service, node or gateway that crashed while the test ran fails the run here.
+        try await stopChecked(gateways)
+        try await lab.stop()
         emit(["ok": true, "event": "stopped"])
     }
 

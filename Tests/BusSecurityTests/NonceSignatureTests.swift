@@ -7,7 +7,7 @@ import Testing
 /// nats-server refused about one valid JWT connection in 256 from libnats 3.4: nats.c drops a nonce
 /// signature whose first byte is 0 from CONNECT ("Signature missing"; docs/security.md, "Refused
 /// connections"). MeshBus holds such a signature back and connects again, and retries nothing else.
-@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .serialized)
+@Suite(.timeLimit(.minutes(10)), .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .serialized)
 struct NonceSignatureTests {
     /// Many connections with valid credentials, from a `.creds` file and from memory: the server
     /// refuses none. Without the hold-back, about 1 in 256 would be refused, so among 1,500 at least

@@ -7,12 +7,18 @@ import MeshStore
 import MeshTestSupport
 import Testing
 
+/// What the fault tests run besides the test servers.
+let faultTestTools = ["wireguard-go", "wg", "wg-quick", "ip", "nft", "curl", "ping", "nats-server"]
+
 /// Faults under a running mesh with real nodes (NodeApplier and wireguard-go in network namespaces):
 /// PostgreSQL restarted, NATS restarted, and one node cut off from NATS. Every wait has a generous
 /// deadline; how long recovery took is printed (and appended to `.test-output/faults/figures.txt`),
 /// never asserted. docs/deployment.md records the figures.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized)
+@Suite(.timeLimit(.minutes(15)), .serialized,
+       .enabled(if: TestEnvironment.runs(root: true, infra: true, tools: faultTestTools), "needs root, wireguard-go, nftables, nats-server and PostgreSQL"))
 struct FaultTests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: faultTestTools) }
+
     static func figure(_ line: String) {
         print("fault figure: \(line)")
         let url = TestEnvironment.outputDir("faults").appendingPathComponent("figures.txt")
@@ -31,12 +37,12 @@ struct FaultTests {
         do {
             try await postgresBody(lab, infra: infra, gateway: gateway)
         } catch {
-            await gateway.stop()
-            await lab.stop()
+            await gateway.process.terminate()
+            try? await lab.stop()
             throw error
         }
-        await gateway.stop()
-        await lab.stop()
+        try await gateway.stop()
+        try await lab.stop()
     }
 
     func postgresBody(_ lab: MeshLab, infra: PrivateInfra, gateway: RealGateway) async throws {
@@ -108,10 +114,10 @@ struct FaultTests {
         do {
             try await natsBody(lab)
         } catch {
-            await lab.stop()
+            try? await lab.stop()
             throw error
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     func natsBody(_ lab: MeshLab) async throws {
@@ -203,6 +209,7 @@ struct FaultTests {
             let killed = ContinuousClock.now
             for pid in daemons { kill(pid, SIGKILL) }
             let process = try #require(n1.process)
+            process.expectExit()   // what this test checks: it stops by itself
             while process.isRunning {
                 guard ContinuousClock.now - killed < .seconds(60) else { throw TestSetupError.failed("NodeApplier kept running without its interface") }
                 try await Task.sleep(for: .milliseconds(50))
@@ -217,10 +224,10 @@ struct FaultTests {
             #expect(try wireguardGoPids(n1).count == 1, "not exactly one wireguard-go after the restart")
             Self.figure("wireguard-go killed under a node: NodeApplier stopped after \(ms(stopped)); started again, it converged \(ms(ContinuousClock.now - killed)) after the kill")
         } catch {
-            await lab.stop()
+            try? await lab.stop()
             throw error
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     func wireguardGoPids(_ node: MeshLab.LabNode) throws -> [Int32] {
@@ -338,7 +345,8 @@ struct RealGateway {
         try request("POST", "/api/mesh/devices", json: "{\"label\":\"\(label)\",\"type\":\"laptop\"}")
     }
 
-    func stop() async { await process.terminate() }
+    /// Stops the gateway; it must have run all along and exit 0.
+    func stop() async throws { try await process.stopChecked() }
 }
 
 /// A duration in milliseconds, for the printed figures.

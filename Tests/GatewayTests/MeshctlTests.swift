@@ -61,6 +61,6 @@ extension GatewayTests {
         let refused = try run(bin, ["audit", "--tenant", tenantID, "--admin", owner], environment: env)
         #expect(refused.status == 1 && refused.output.contains("audit log is for admins"), "\(refused.output)")
         #expect(try run(bin, ["tenant", "create", "--name", "x", "--plan", "gold"], environment: env).status == 64)
-        await cp.stop()
+        try await cp.stop()
     }
 }
