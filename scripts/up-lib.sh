@@ -66,6 +66,7 @@ CONF
 # (KEY=VALUE entries). Every program is started by up.sh in order (autostart=false) and restarted by
 # supervisord whenever it exits (autorestart=true), at once and then with a growing back-off if it
 # keeps failing within a second of starting; it never gives up for good (startretries is large).
+# PostgreSQL and nats-server stop on SIGINT (a fast shutdown; nats-server exits 1 on SIGTERM).
 sv_program() {
   local name=$1 priority=$2 user=$3; shift 3
   local cmd="" w env="" kv
@@ -84,7 +85,7 @@ autostart=false
 autorestart=true
 startsecs=1
 startretries=1000000
-stopsignal=$([ "$name" = postgres ] && echo INT || echo TERM)
+stopsignal=$(case "$name" in postgres|nats) echo INT ;; *) echo TERM ;; esac)
 stopwaitsecs=15
 redirect_stderr=true
 stdout_logfile=${state//%/%%}/logs/$name.log

@@ -76,7 +76,7 @@ public final class MeshLab: @unchecked Sendable {
 
     /// Adds a node namespace and starts NodeApplier in it (it registers with a fresh enrollment token).
     @discardableResult
-    public func addNode(_ name: String, environment extra: [String: String] = [:]) async throws -> LabNode {
+    public func addNode(_ name: String, environment extra: [String: String] = [:], timeout: Duration = .seconds(60)) async throws -> LabNode {
         let ns = try NetNamespace(prefix: "n")
         let address = "\(subnet).\(11 + nodes.count)"
         try bridge.attach(ns, "\(address)/24")
@@ -85,7 +85,7 @@ public final class MeshLab: @unchecked Sendable {
         nodes.append(node)
         let token = try await cp.client.createEnrollmentToken(caller: admin)
         try startNodeProcess(node, token: token.token, extra: extra)
-        node.node = try await waitForNode(name)
+        node.node = try await waitForNode(name, timeout: timeout)
         return node
     }
 
