@@ -3,8 +3,9 @@
 //
 // Layout (docs/architecture.md has the full map):
 //   C*               one system-library target per C library (pkg-config), each wrapped by exactly one Swift target
-//   Mesh*            shared libraries: bus (nats.c), store (libpq), QR (libqrencode), WireGuard control (libmnl),
-//                    DNS, protobuf contracts, domain types, typed service clients
+//   Mesh*            wrappers (bus/nats.c, store/libpq, QR/libqrencode, WireGuard/libmnl), the protobuf contracts,
+//                    MeshDomain (every product rule, on MeshNet and MeshProto only), typed bus clients, DNS, auth
+//   ServiceKit       the executables' shared start-up (options, logging, metrics, service host)
 //   *Core            the logic of each service, imported by its executable and by the tests
 //   AllocatorSvc, ProvisionSvc, FanoutSvc, NodeApplier, Gateway, meshctl   thin executables
 import PackageDescription
@@ -26,6 +27,7 @@ let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: nio)
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: nio)
 let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: nio)
+let jwt = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
 
 func lib(_ name: String, _ deps: [Target.Dependency], resources: [Resource]? = nil) -> Target {
     .target(name: name, dependencies: deps, resources: resources, swiftSettings: strict)
@@ -81,74 +83,92 @@ let package = Package(
         lib("MeshBus", ["CNats", log, metrics, lifecycle]),
         lib("MeshStore", ["CPostgres", "MeshNet", log, metrics]),
         lib("MeshQR", ["CQRencode"]),
-        lib("MeshWireGuard", ["CMNL", "MeshNet", log]),
+        lib("MeshWireGuard", ["CMNL", "MeshNet", "MeshKeys", log]),
         lib("ProtoInterop", ["CMeshProtoC", "MeshProto", protobuf]),
 
-        // MARK: Shared libraries.
+        // MARK: The domain: every rule of the product, with no infrastructure under it.
         lib("MeshNet", []),
         lib("MeshProto", [protobuf]),
-        lib("MeshCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", log, metrics, lifecycle, crypto, argParser, nioCore, nioPosix, nioHTTP1,
-                         .product(name: "Prometheus", package: "swift-prometheus")]),
+        // Errors, the plan catalogue, names, keys, subjects, the rate limit and the peer catalogue.
+        lib("MeshDomain", ["MeshNet", "MeshProto"]),
+
+        // X25519 keypairs for WireGuard, from swift-crypto.
+        lib("MeshKeys", [crypto]),
+
+        // MARK: Ports and kits shared by the executables.
+        // Typed bus clients of every service, and the mapping of bus errors to MeshError.
+        lib("MeshClient", ["MeshBus", "MeshProto", "MeshDomain", log, protobuf]),
+        // What every executable's start-up shares: options from the environment, logging, metrics,
+        // the service host. No database: each service that has tables brings its own schema.
+        lib("ServiceKit", ["MeshBus", "MeshClient", "MeshDomain", log, metrics, lifecycle, argParser, nioCore, nioPosix, nioHTTP1,
+                           .product(name: "Prometheus", package: "swift-prometheus")]),
+        // API tokens (JWT claims, minting, verification) and device keypairs: the Gateway and meshctl
+        // share it without Hummingbird.
+        // A service's own database schema, opened and migrated at start-up (services with tables only).
+        lib("ServiceStore", ["ServiceKit", "MeshStore", log, argParser]),
+        lib("MeshAuth", ["MeshDomain", "MeshProto", crypto, .product(name: "JWTKit", package: "jwt-kit")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
-        lib("MeshClient", ["MeshBus", "MeshProto", "MeshCore", log, protobuf]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
-        lib("MeshBusAuth", ["MeshCore", crypto]),
+        lib("MeshBusAuth", ["MeshDomain", crypto]),
 
         // MARK: Services: logic in *Core, thin executables.
-        lib("AllocatorCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
-        exe("AllocatorSvc", ["AllocatorCore", "MeshCore", argParser, lifecycle]),
-        lib("ProvisionCore", ["MeshNet", "MeshBus", "MeshBusAuth", "MeshStore", "MeshProto", "MeshCore", "MeshClient", "MeshQR", log, metrics,
-                              lifecycle, crypto]),
-        exe("ProvisionSvc", ["ProvisionCore", "MeshCore", argParser, lifecycle]),
-        lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "MeshProto", "MeshCore", log, metrics, lifecycle]),
-        exe("FanoutSvc", ["FanoutCore", "MeshCore", argParser, lifecycle]),
-        lib("NodeApplierCore", ["MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshCore", "MeshClient", log,
+        lib("AllocatorCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
+        exe("AllocatorSvc", ["AllocatorCore", "ServiceKit", argParser, lifecycle]),
+        lib("ProvisionCore", ["MeshKeys", "MeshNet", "MeshBus", "MeshBusAuth", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit",
+                              "MeshQR", log, metrics, lifecycle, crypto]),
+        exe("ProvisionSvc", ["ProvisionCore", "ServiceKit", argParser, lifecycle]),
+        lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
+        exe("FanoutSvc", ["FanoutCore", "ServiceKit", argParser, lifecycle]),
+        lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
                                 metrics, lifecycle, crypto]),
-        exe("NodeApplier", ["NodeApplierCore", "MeshCore", argParser, lifecycle]),
-        lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshCore", "MeshClient", log, metrics, lifecycle, crypto,
+        exe("NodeApplier", ["NodeApplierCore", "ServiceKit", argParser, lifecycle]),
+        lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
                             .product(name: "Hummingbird", package: "hummingbird"),
-                            .product(name: "HummingbirdTLS", package: "hummingbird"),
-                            .product(name: "JWTKit", package: "jwt-kit")],
+                            .product(name: "HummingbirdTLS", package: "hummingbird")],
             resources: [.copy("Web")]),
-        exe("Gateway", ["GatewayCore", "MeshCore", argParser, lifecycle]),
-        exe("meshctl", ["GatewayCore", "MeshClient", "MeshBus", "MeshBusAuth", "MeshCore", "MeshProto", argParser, log]),
+        exe("Gateway", ["GatewayCore", "ServiceKit", argParser, lifecycle]),
+        exe("meshctl", ["MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshBus", "MeshBusAuth", "MeshStore", "MeshCore", "MeshProto", "MeshClient", log, protobuf]),
+        lib("MeshTestSupport", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log, protobuf]),
         // A lab for tests written outside Swift (the browser test): JSON lines on stdout, commands on stdin.
-        exe("meshlab", ["MeshTestSupport", "GatewayCore", "MeshBus", "MeshCore", "MeshProto"]),
+        exe("meshlab", ["MeshTestSupport", "MeshAuth", "MeshBus", "MeshDomain", "MeshProto", jwt]),
         tests("MeshNetTests", ["MeshNet"]),
-        tests("MeshCoreTests", ["MeshCore", "MeshProto", "MeshBus"]),
-        tests("MeshBusTests", ["MeshBus", "MeshCore", "MeshTestSupport", lifecycle]),
+        tests("MeshDomainTests", ["MeshDomain", "MeshProto", "MeshNet"]),
+        tests("MeshBusTests", ["MeshBus", "MeshDomain", "MeshClient", "ServiceKit", "MeshTestSupport", lifecycle]),
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
-        tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
-        tests("ProvisionTests", ["ProvisionCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshNet", "MeshQR", protobuf]),
-        tests("FanoutTests", ["FanoutCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
-        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshWireGuard", log]),
-        tests("FaultTests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshStore"]),
-        tests("NodeApplierTests", ["NodeApplierCore", "MeshWireGuard", "MeshNet", "MeshCore", "MeshProto", "MeshTestSupport", log]),
-        tests("ClusterTests", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
+        tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshDomain", "MeshClient", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
+        tests("ProvisionTests", ["MeshKeys", "ProvisionCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "MeshProto", "MeshBus", "MeshStore", "MeshNet",
+                                 "MeshQR", protobuf]),
+        // The provisioning rules through ProvisionSvc's services on the in-memory store: no servers.
+        tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
+        tests("FanoutTests", ["NodeApplierCore", "MeshWireGuard", "MeshKeys", "FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
+        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshWireGuard", log]),
+        tests("FaultTests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
+        tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
                                protobuf]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", "MeshTestSupport", protobuf]),
-        tests("GatewayTests", ["GatewayCore", "MeshClient", "MeshTestSupport", "MeshCore", "MeshProto", "MeshBus", lifecycle,
+        tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", "MeshTestSupport", log]),
-        tests("BusSecurityTests", ["MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshStore", "NodeApplierCore", "ProvisionCore", log]),
+        tests("BusSecurityTests", ["MeshKeys", "MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "NodeApplierCore",
+                                   "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
-        bench("FanoutBench", ["MeshTestSupport", "MeshClient", "MeshCore", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
+        bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport", swiftSettings: strict),
         bench("BusBench", ["BenchSupport", "MeshBus", log]),
         bench("StoreBench", ["BenchSupport", "MeshStore", "MeshTestSupport", log]),
-        bench("AllocatorBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshCore", "MeshProto", "MeshStore", "MeshTestSupport", log]),
-        bench("ProvisionBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshCore", "MeshNet", "MeshProto", "MeshQR", "MeshStore",
+        bench("AllocatorBench", ["BenchSupport", "MeshBus", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "MeshTestSupport", log]),
+        bench("ProvisionBench", ["MeshKeys", "BenchSupport", "MeshBus", "MeshClient", "MeshDomain", "MeshAuth", "MeshNet", "MeshProto", "MeshQR", "MeshStore",
                                  "MeshTestSupport", "ProvisionCore", log]),
     ]
 )

@@ -12,7 +12,7 @@ import Foundation
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshStore
 import MeshTestSupport

@@ -2,7 +2,8 @@ import Foundation
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshTestSupport
 import MeshWireGuard
@@ -75,7 +76,7 @@ func simulated(nodes count: Int, changes: Int) async throws {
         let bus = connections[i % connections.count]
         let fanout = FanoutClient(bus: bus)
         let agent = NodeAgent(identity: identity, interface: "sim\(i)", backend: InMemoryWireGuard(devices: ["sim\(i)"]), logger: logger) { () async throws(MeshError) in
-            try await fanout.sync(tenantID: identity.tenantID, nodeID: identity.nodeID)
+            try await fanout.fullView(tenantID: identity.tenantID, nodeID: identity.nodeID)
         }
         agents.append(agent)
         tasks.append(Task { await agent.run() })

@@ -15,7 +15,8 @@ import Foundation
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshNet
 import MeshProto
 import MeshQR
@@ -114,7 +115,7 @@ func scrape() throws -> [String: (sum: Double, count: Double)] {
     return total
 }
 
-let phaseOrder = ["identify", "tenant", "precheck", "keygen", "allocate", "commit", "config", "qr"]
+let phaseOrder = ["identify", "precheck", "keygen", "allocate", "commit", "config", "qr"]
 func printBreakdown(_ before: [String: (sum: Double, count: Double)], _ after: [String: (sum: Double, count: Double)], clientMean: Double) {
     func mean(_ k: String) -> Double? {
         guard let a = after[k] else { return nil }

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
@@ -26,19 +26,13 @@ public struct AllocatorConfiguration: Sendable {
     public var policy: PrefixPolicy
     /// How long a released, published address waits before reuse.
     public var quarantine: Duration
-    /// How old an unconfirmed lease must be before the sweeper frees it.
-    public var sweepGrace: Duration
-    public var sweepInterval: Duration
 
     public init(pool: IPPrefix = IPPrefix("100.64.0.0/10")!, tenantPrefixLength: UInt8 = 16,
-                policy: PrefixPolicy = .uniqueThenShared, quarantine: Duration = .seconds(300),
-                sweepGrace: Duration = .seconds(600), sweepInterval: Duration = .seconds(30)) {
+                policy: PrefixPolicy = .uniqueThenShared, quarantine: Duration = .seconds(300)) {
         self.pool = pool.network
         self.tenantPrefixLength = tenantPrefixLength
         self.policy = policy
         self.quarantine = quarantine
-        self.sweepGrace = sweepGrace
-        self.sweepInterval = sweepInterval
     }
 
     /// Checks the settings make sense together.
@@ -111,7 +105,6 @@ public struct Lease: Sendable, Equatable {
     public var host: Int
     public var ipv4: IPv4Address
     public var ipv6: IPv6Address
-    public var confirmed: Bool
     public var createdAt: Date
 }
 
@@ -206,7 +199,7 @@ public final class Allocator: Sendable {
         }
         let row: Row
         do {
-            guard let r = try await store.query("SELECT host, existing, confirmed, created_at FROM mesh_allocate($1, $2, $3, $4)",
+            guard let r = try await store.query("SELECT host, existing, created_at FROM mesh_allocate($1, $2, $3, $4)",
                                                 tenant, owner, kind.key, requestedHost).first else {
                 throw MeshError.internal("allocation returned nothing")
             }
@@ -218,19 +211,21 @@ public final class Allocator: Sendable {
             let host = try row.decode("host", as: Int.self)
             let (v4, v6) = p.addresses(host: host)
             let lease = Lease(tenantID: tenant, ownerID: owner, kind: kind, host: host, ipv4: v4, ipv6: v6,
-                              confirmed: try row.decode("confirmed", as: Bool.self), createdAt: try row.decode("created_at", as: Date.self))
+                              createdAt: try row.decode("created_at", as: Date.self))
             return (lease, try row.decode("existing", as: Bool.self))
         } catch {
             throw MeshError.internal("corrupt allocation row")
         }
     }
 
-    /// Releases an owner's addresses. Returns nil when the owner held none.
-    public func release(tenant: UUID, owner: UUID) async throws(MeshError) -> (quarantined: Bool, availableAt: Date)? {
+    /// Releases an owner's addresses. They wait out the quarantine unless `neverPublished` (the
+    /// owner's service says no node or config ever saw them). Returns nil when the owner held none.
+    public func release(tenant: UUID, owner: UUID, neverPublished: Bool = false) async throws(MeshError) -> (quarantined: Bool, availableAt: Date)? {
         let seconds = Double(configuration.quarantine.components.seconds)
         do {
-            guard let row = try await store.query("SELECT host, quarantined, available_at FROM mesh_release($1, $2, make_interval(secs => $3))",
-                                                  tenant, owner, seconds).first else { return nil }
+            guard let row = try await store.query("""
+                SELECT host, quarantined, available_at FROM mesh_release($1, $2, make_interval(secs => $3), $4)
+                """, tenant, owner, seconds, neverPublished).first else { return nil }
             return (try row.decode("quarantined", as: Bool.self), try row.decode("available_at", as: Date.self))
         } catch {
             throw storeError(error, tenant)
@@ -241,12 +236,12 @@ public final class Allocator: Sendable {
     public func lease(tenant: UUID, owner: UUID) async throws(MeshError) -> Lease? {
         guard let p = try await prefixes(tenant) else { throw .notFound("unknown tenant") }
         do {
-            guard let row = try await store.query("SELECT host, kind, confirmed, created_at FROM leases WHERE tenant_id = $1 AND owner_id = $2",
+            guard let row = try await store.query("SELECT host, kind, created_at FROM leases WHERE tenant_id = $1 AND owner_id = $2",
                                                   tenant, owner).first else { return nil }
             let host = try row.decode("host", as: Int.self)
             let (v4, v6) = p.addresses(host: host)
             return Lease(tenantID: tenant, ownerID: owner, kind: Mesh_V1_PeerKind(key: try row.decode("kind")) ?? .unspecified, host: host,
-                         ipv4: v4, ipv6: v6, confirmed: try row.decode("confirmed"), createdAt: try row.decode("created_at"))
+                         ipv4: v4, ipv6: v6, createdAt: try row.decode("created_at"))
         } catch {
             throw storeError(error, tenant)
         }
@@ -261,59 +256,6 @@ public final class Allocator: Sendable {
                        (SELECT count(*) FROM free_hosts WHERE tenant_id = $1 AND available_at > now()) AS quarantined
                 """, tenant).first!
             return (p, try row.decode("used"), try row.decode("quarantined"))
-        } catch {
-            throw storeError(error, tenant)
-        }
-    }
-
-    /// Frees leases whose owner never came into being (provisioning failed between allocating and
-    /// committing), and — as a backstop for a release that never arrived — confirmed leases whose
-    /// device or node row is gone; those go through quarantine like any published address.
-    /// Returns how many were freed.
-    @discardableResult
-    public func sweep() async throws(MeshError) -> Int {
-        let grace = configuration.sweepGrace.components.seconds, quarantine = configuration.quarantine.components.seconds
-        do {
-            let unconfirmed = try await store.query("""
-                WITH gone AS (
-                  DELETE FROM leases WHERE NOT confirmed AND created_at < now() - make_interval(secs => $1)
-                  RETURNING tenant_id, host, kind)
-                INSERT INTO free_hosts (tenant_id, host, kind, available_at)
-                SELECT tenant_id, host, kind, now() FROM gone
-                ON CONFLICT (tenant_id, host) DO UPDATE SET available_at = EXCLUDED.available_at
-                RETURNING tenant_id
-                """, Double(grace))
-            // Owners live in the devices and nodes tables (the shared database is the source of
-            // truth); a bounded batch keeps each sweep short.
-            let orphans = try await store.query("""
-                WITH gone AS (
-                  DELETE FROM leases WHERE (tenant_id, host) IN (
-                    SELECT l.tenant_id, l.host FROM leases l
-                    WHERE l.confirmed AND l.created_at < now() - make_interval(secs => $1)
-                      AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = l.owner_id)
-                      AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = l.owner_id)
-                    LIMIT 1000 FOR UPDATE SKIP LOCKED)
-                  RETURNING tenant_id, host, kind)
-                INSERT INTO free_hosts (tenant_id, host, kind, available_at)
-                SELECT tenant_id, host, kind, now() + make_interval(secs => $2) FROM gone
-                ON CONFLICT (tenant_id, host) DO UPDATE SET available_at = EXCLUDED.available_at
-                RETURNING tenant_id
-                """, Double(grace), Double(quarantine))
-            let n = unconfirmed.count + orphans.count
-            if n > 0 {
-                logger.notice("swept leases", metadata: ["unconfirmed": "\(unconfirmed.count)", "orphaned": "\(orphans.count)"])
-            }
-            return n
-        } catch {
-            throw storeError(error, nil)
-        }
-    }
-
-    /// Marks a lease as confirmed: its owner exists. ProvisionSvc does this inside the transaction
-    /// that commits the owner's row (see ``confirmSQL``); this method is for tests and tools.
-    public func confirm(tenant: UUID, owner: UUID) async throws(MeshError) {
-        do {
-            try await store.query("UPDATE leases SET confirmed = true WHERE tenant_id = $1 AND owner_id = $2", tenant, owner)
         } catch {
             throw storeError(error, tenant)
         }

@@ -1,7 +1,8 @@
 import Foundation
 import Logging
 import MeshBus
-import MeshCore
+import MeshDomain
+import ServiceKit
 import MeshNet
 import MeshProto
 import MeshStore
@@ -37,7 +38,8 @@ public enum AllocatorService {
                 return r
             },
             .proto("release", subject: MeshSubjects.allocatorRelease) { (req: Mesh_V1_ReleaseRequest, _) in
-                let result = try await allocator.release(tenant: try uuid(req.tenantID, "tenant_id"), owner: try uuid(req.ownerID, "owner_id"))
+                let result = try await allocator.release(tenant: try uuid(req.tenantID, "tenant_id"), owner: try uuid(req.ownerID, "owner_id"),
+                                                         neverPublished: req.neverPublished)
                 var r = Mesh_V1_ReleaseResponse()
                 if let result {
                     r.released = true
@@ -67,28 +69,6 @@ public enum AllocatorService {
     }
 }
 
-/// Periodically frees leases whose owner never came into being.
-public struct LeaseSweeper: Service {
-    let allocator: Allocator
-    let logger: Logger
-
-    public init(allocator: Allocator, logger: Logger) {
-        self.allocator = allocator
-        self.logger = logger
-    }
-
-    public func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            do {
-                try await allocator.sweep()
-            } catch {
-                logger.warning("lease sweep failed", metadata: ["error": "\(error)"])
-            }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: allocator.configuration.sweepInterval) }
-        }
-    }
-}
-
 extension Lease {
     var proto: Mesh_V1_Lease {
         var l = Mesh_V1_Lease()
@@ -97,7 +77,6 @@ extension Lease {
         l.kind = kind
         l.ipv4 = ipv4.description
         l.ipv6 = ipv6.description
-        l.confirmed = confirmed
         l.createdAtMs = createdAt.unixMilliseconds
         return l
     }

@@ -1,7 +1,9 @@
 import AllocatorCore
 import ArgumentParser
-import MeshCore
+import MeshDomain
 import MeshNet
+import ServiceKit
+import ServiceStore
 
 /// AllocatorSvc: per-tenant prefixes and per-owner addresses over NATS.
 @main
@@ -12,6 +14,7 @@ struct AllocatorSvc: AsyncParsableCommand {
         discussion: "Serves mesh.v1.allocator.* (queue group q). Any number of replicas may run; PostgreSQL keeps them consistent. Every option also reads the environment variable named in its help.")
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var database: StoreOptions
 
     @Option(help: "IPv4 pool tenant prefixes come from (env MESH_ALLOC_POOL).")
     var pool: String = Env.string("MESH_ALLOC_POOL", "100.64.0.0/10")
@@ -25,12 +28,6 @@ struct AllocatorSvc: AsyncParsableCommand {
     @Option(help: "Seconds a released address stays quarantined (env MESH_ALLOC_QUARANTINE_SECONDS).")
     var quarantineSeconds: Int = Env.int("MESH_ALLOC_QUARANTINE_SECONDS", 300)
 
-    @Option(help: "Seconds before an unconfirmed lease is swept (env MESH_ALLOC_SWEEP_GRACE_SECONDS).")
-    var sweepGraceSeconds: Int = Env.int("MESH_ALLOC_SWEEP_GRACE_SECONDS", 600)
-
-    @Option(help: "Seconds between sweeps (env MESH_ALLOC_SWEEP_INTERVAL_SECONDS).")
-    var sweepIntervalSeconds: Int = Env.int("MESH_ALLOC_SWEEP_INTERVAL_SECONDS", 30)
-
     func validate() throws {
         guard let p = IPPrefix(pool), case .v4 = p.address else { throw ValidationError("--pool must be an IPv4 CIDR prefix") }
         guard PrefixPolicy(rawValue: prefixPolicy) != nil else { throw ValidationError("--prefix-policy must be unique-then-shared or unique") }
@@ -41,12 +38,14 @@ struct AllocatorSvc: AsyncParsableCommand {
 
     func run() async throws {
         let config = AllocatorConfiguration(pool: IPPrefix(pool)!, tenantPrefixLength: UInt8(tenantPrefixLength),
-                                            policy: PrefixPolicy(rawValue: prefixPolicy)!, quarantine: .seconds(quarantineSeconds),
-                                            sweepGrace: .seconds(sweepGraceSeconds), sweepInterval: .seconds(sweepIntervalSeconds))
+                                            policy: PrefixPolicy(rawValue: prefixPolicy)!, quarantine: .seconds(quarantineSeconds))
+        let database = self.database
         try await ServiceHost.run(name: MeshServiceName.allocator, description: "per-tenant prefix and per-owner address allocation",
-                                  common: common, useStore: true) { ctx in
-            let allocator = Allocator(store: ctx.store!, configuration: config, logger: ctx.logger)
-            return (AllocatorService.endpoints(allocator, logger: ctx.logger), [LeaseSweeper(allocator: allocator, logger: ctx.logger)])
+                                  common: common) { ctx in
+            let store = try await ServiceStore.open(database, schema: AllocatorSchema.schema, applicationName: MeshServiceName.allocator,
+                                                    logger: ctx.logger)
+            let allocator = Allocator(store: store, configuration: config, logger: ctx.logger)
+            return ServiceParts(endpoints: AllocatorService.endpoints(allocator, logger: ctx.logger), onStop: { store.close() })
         }
     }
 }

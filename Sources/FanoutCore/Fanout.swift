@@ -1,57 +1,44 @@
 import Foundation
 import Logging
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
 import Metrics
 import ServiceLifecycle
-import Synchronization
 
 /// FanoutSvc's settings.
 public struct FanoutConfiguration: Sendable {
-    /// How often to look for unpublished changes without a NOTIFY (the fallback path).
-    public var pollInterval: Duration
-    /// Changes published per transaction.
-    public var batchSize: Int
-    /// Tenants published at once by one replica.
-    public var concurrency: Int
-    /// Published changes older than this are deleted.
+    /// Stored changes older than this are pruned (nodes that fall further behind do a full sync).
     public var retention: Duration
-    /// The mesh DNS zone (for peer DNS names in SyncFromCP).
-    public var meshDomain: String
-    /// PersistentKeepalive for node peers.
-    public var nodeKeepalive: Int
+    /// Members per SyncFromCP page when the node asks for no size, and the most it may ask for.
+    public var defaultPageSize: Int
+    public var maxPageSize: Int
 
-    public init(pollInterval: Duration = .seconds(2), batchSize: Int = 256, concurrency: Int = 4,
-                retention: Duration = .seconds(7 * 86400), meshDomain: String = "quazzar.mesh", nodeKeepalive: Int = 25) {
-        self.pollInterval = pollInterval
-        self.batchSize = batchSize
-        self.concurrency = concurrency
+    public init(retention: Duration = .seconds(7 * 86400), defaultPageSize: Int = 2000, maxPageSize: Int = 4000) {
         self.retention = retention
-        self.meshDomain = meshDomain
-        self.nodeKeepalive = nodeKeepalive
+        self.defaultPageSize = defaultPageSize
+        self.maxPageSize = maxPageSize
     }
 }
 
-/// Publishes the change outbox, one `PeersUpdated` per change, on `mesh.v1.peers.updated.<tenant>`.
+/// FanoutSvc's copy of every tenant's mesh, fed by ProvisionSvc's outbox relay, and the fan-out:
+/// one `PeersUpdated` per change on `mesh.v1.peers.updated.<tenant>`.
 ///
-/// Ordering across replicas: a replica publishes a tenant's changes only while holding that
-/// tenant's transaction-scoped advisory lock, reads them in revision order, waits until nats-server
-/// has them (a flush), and marks them published in the same transaction. Another replica that finds
-/// the lock taken skips the tenant; the holder re-reads after committing, so nothing is left behind.
-/// A change therefore goes out once, in order, unless a replica dies between the flush and the
-/// commit; the next publisher then sends it again, and nodes drop it by revision.
+/// Ordering: an ingest stores a tenant's changes and publishes them while holding the tenant's row
+/// lock, in revision order, and records the newest revision published in the same transaction. So
+/// whichever replica ingests, nodes see a tenant's changes once and in order; a change stored but not
+/// published (a replica died between) goes out when the relay sends it again. A batch that would
+/// leave a gap is refused with the revision it must start at.
 ///
-/// Cost per change is constant: the outbox row already holds the peer as protobuf, so nothing is
-/// recomputed from the tenant's other peers.
+/// Cost per change is constant: a change carries the member's whole state, so nothing is recomputed
+/// from the tenant's other members.
 public final class Fanout: Sendable {
     let store: Store
     let bus: BusConnection
     public let configuration: FanoutConfiguration
     let logger: Logger
-    private let pending = Mutex<(set: Set<UUID>, waiters: [CheckedContinuation<Void, Never>])>(([], []))
     private let published = Counter(label: "mesh_fanout_published_total")
     private let lag = Metrics.Timer(label: "mesh_fanout_commit_to_publish_seconds")
 
@@ -62,182 +49,179 @@ public final class Fanout: Sendable {
         self.logger = logger
     }
 
-    /// Publishes every unpublished change of `tenant`, in revision order. Returns how many this
-    /// replica published (0 if another replica holds the tenant).
-    @discardableResult
-    public func publish(tenant: UUID) async throws -> Int {
-        var total = 0
-        while true {
-            let batch = configuration.batchSize
-            let bus = self.bus
-            let result: (count: Int, more: Bool, locked: Bool, lags: [Int64]) = try await store.write { tx in
-                let got = try tx.queryFirst("SELECT pg_try_advisory_xact_lock(hashtext('mesh.fanout'), hashtext($1)) AS ok", tenant.lowercased)!
-                guard try got.decode("ok", as: Bool.self) else { return (0, false, false, []) }
-                let rows = try tx.query("""
-                    SELECT revision, op, payload, (extract(epoch FROM created_at) * 1000)::bigint AS at_ms,
-                           (extract(epoch FROM (clock_timestamp() - created_at)) * 1e9)::bigint AS lag_ns
-                    FROM peer_changes WHERE tenant_id = $1 AND published_at IS NULL ORDER BY revision LIMIT $2
-                    """, tenant, batch + 1)
-                let work = rows.prefix(batch)
-                guard !work.isEmpty else { return (0, false, true, []) }
-                for row in work {
-                    let message = try Self.message(tenant: tenant, row: row)
-                    try bus.publish(MeshSubjects.peersUpdated(tenant: tenant.lowercased), try message.serializedBytes())
-                }
-                // Only mark what nats-server has acknowledged (PING/PONG after the publishes).
-                try bus.flushBlocking(timeout: .seconds(5))
-                let last = try work.last!.decode("revision", as: Int64.self)
-                try tx.execute("UPDATE peer_changes SET published_at = now() WHERE tenant_id = $1 AND published_at IS NULL AND revision <= $2",
-                               tenant, last)
-                return (work.count, rows.count > batch, true, try work.map { try $0.decode("lag_ns", as: Int64.self) })
+    /// Stores and publishes a tenant's changes (or loads a snapshot).
+    public func ingest(_ req: Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse {
+        guard let tenant = UUID(text: req.tenantID) else { throw .invalidArgument(field: "tenant_id", message: "tenant_id must be a UUID") }
+        if req.snapshot { return try await loadSnapshot(req, tenant: tenant) }
+        let changes = req.changes
+        for (i, c) in changes.enumerated() {
+            guard c.tenantID == req.tenantID || c.tenantID.isEmpty else {
+                throw .invalidArgument(field: "changes", message: "every change must belong to the request's tenant")
             }
-            total += result.count
-            published.increment(by: result.count)
-            for l in result.lags { lag.recordNanoseconds(l) }
-            // After committing, look again: a change that committed while we held the lock may have
-            // been skipped by another replica.
-            if !result.locked || result.count == 0 { break }
-            if !result.more { continue }
+            guard c.revision > 0, i == 0 || c.revision == changes[i - 1].revision + 1 else {
+                throw .invalidArgument(field: "changes", message: "changes must have consecutive revisions above 0")
+            }
+            guard c.change != nil else { throw .invalidArgument(field: "changes", message: "a change must upsert, remove or set something") }
+            if case .upsert(let m) = c.change, UUID(text: m.id) == nil {
+                throw .invalidArgument(field: "changes", message: "a member id must be a UUID")
+            }
+            if case .remove(let r) = c.change, UUID(text: r.id) == nil {
+                throw .invalidArgument(field: "changes", message: "a member id must be a UUID")
+            }
         }
-        if total > 0 { logger.debug("published changes", metadata: ["tenant.id": "\(tenant.lowercased)", "count": "\(total)"]) }
-        return total
-    }
-
-    static func message(tenant: UUID, row: Row) throws -> Mesh_V1_PeersUpdated {
-        var m = Mesh_V1_PeersUpdated()
-        m.tenantID = tenant.lowercasedText
-        m.revision = UInt64(try row.decode("revision", as: Int64.self))
-        m.committedAtMs = try row.decode("at_ms")
-        let peer = try Mesh_V1_Peer(serializedBytes: try row.decode("payload", as: ByteA.self).bytes)
-        switch try row.decode("op", as: String.self) {
-        case "added": m.added = [peer]
-        case "changed": m.changed = [peer]
-        default: m.removed = [peer]
+        let subject = MeshSubjects.peersUpdated(tenant: tenant.lowercased)
+        let bus = self.bus
+        let result: (revision: UInt64, expected: UInt64, sent: [Int64])
+        do {
+            result = try await store.write { tx in
+                let r = try tx.batch([
+                    Statement("INSERT INTO tenant_views (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING", tenant),
+                    Statement("SELECT revision, published_revision, rebuilding FROM tenant_views WHERE tenant_id = $1 FOR UPDATE", tenant),
+                ])
+                let row = r[1].rows[0]
+                var revision = UInt64(try row.decode("revision", as: Int64.self))
+                let publishedThrough = UInt64(try row.decode("published_revision", as: Int64.self))
+                if try row.decode("rebuilding", as: Bool.self) { return (revision, revision + 1, []) }
+                let fresh = changes.filter { $0.revision > revision }
+                if let first = fresh.first, first.revision != revision + 1 { return (revision, revision + 1, []) }
+                var writes: [Statement] = []
+                for c in fresh {
+                    var stored = c
+                    stored.tenantID = tenant.lowercased
+                    writes += try Self.apply(stored, tenant: tenant)
+                    writes.append(Statement("INSERT INTO changes (tenant_id, revision, payload) VALUES ($1, $2, $3)",
+                                            tenant, Int64(c.revision), ByteA(try stored.serializedBytes())))
+                    revision = c.revision
+                }
+                // Publish what no replica published yet, in order, while holding the tenant's lock.
+                var sent: [Int64] = []
+                for c in changes where c.revision > publishedThrough {
+                    var out = c
+                    out.tenantID = tenant.lowercased
+                    try bus.publish(subject, try out.serializedBytes())
+                    sent.append(c.committedAtMs)
+                }
+                if !sent.isEmpty {
+                    // Only record what nats-server has acknowledged (PING/PONG after the publishes).
+                    try bus.flushBlocking(timeout: .seconds(5))
+                    writes.append(Statement("UPDATE tenant_views SET published_revision = $2 WHERE tenant_id = $1",
+                                            tenant, Int64(changes.last!.revision)))
+                }
+                writes.append(Statement("UPDATE tenant_views SET revision = $2 WHERE tenant_id = $1", tenant, Int64(revision)))
+                try tx.batch(writes)
+                return (revision, 0, sent)
+            }
+        } catch {
+            throw map(error)
         }
-        return m
+        published.increment(by: result.sent.count)
+        let now = Date().unixMilliseconds
+        for at in result.sent where at > 0 { lag.recordMilliseconds(max(0, now - at)) }
+        var resp = Mesh_V1_IngestResponse()
+        resp.revision = result.revision
+        resp.expectedRevision = result.expected
+        return resp
     }
 
-    /// Tenants with unpublished changes.
-    public func tenantsWithWork() async throws -> [UUID] {
-        try await store.query("SELECT DISTINCT tenant_id FROM peer_changes WHERE published_at IS NULL").map { try $0.decode("tenant_id") }
+    /// The statements that make one change part of the stored view.
+    static func apply(_ c: Mesh_V1_PeersUpdated, tenant: UUID) throws -> [Statement] {
+        switch c.change {
+        case .upsert(let m):
+            return [Statement("""
+                INSERT INTO members (tenant_id, member_id, revision, payload) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (tenant_id, member_id) DO UPDATE SET revision = EXCLUDED.revision, payload = EXCLUDED.payload
+                """, tenant, UUID(text: m.id)!, Int64(c.revision), ByteA(try m.serializedBytes()))]
+        case .remove(let r):
+            return [Statement("DELETE FROM members WHERE tenant_id = $1 AND member_id = $2", tenant, UUID(text: r.id)!)]
+        case .settings(let s):
+            return [Statement("UPDATE tenant_views SET settings = $2 WHERE tenant_id = $1", tenant, ByteA(try s.serializedBytes()))]
+        case nil:
+            return []
+        }
     }
 
-    /// Deletes published changes older than the retention.
+    /// A snapshot: the tenant's whole state over one or more requests. The first replaces every
+    /// member; sync is refused (unavailable) until the last one sets the revision.
+    func loadSnapshot(_ req: Mesh_V1_IngestRequest, tenant: UUID) async throws(MeshError) -> Mesh_V1_IngestResponse {
+        let members = req.snapshotMembers
+        guard members.allSatisfy({ UUID(text: $0.id) != nil }) else {
+            throw .invalidArgument(field: "snapshot_members", message: "a member id must be a UUID")
+        }
+        do {
+            try await store.write { tx in
+                let r = try tx.batch([
+                    Statement("INSERT INTO tenant_views (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING", tenant),
+                    Statement("SELECT rebuilding FROM tenant_views WHERE tenant_id = $1 FOR UPDATE", tenant),
+                ])
+                var writes: [Statement] = []
+                if !(try r[1].rows[0].decode("rebuilding", as: Bool.self)) {
+                    writes.append(Statement("DELETE FROM members WHERE tenant_id = $1", tenant))
+                    writes.append(Statement("UPDATE tenant_views SET rebuilding = true WHERE tenant_id = $1", tenant))
+                }
+                for m in members {
+                    writes.append(Statement("""
+                        INSERT INTO members (tenant_id, member_id, revision, payload) VALUES ($1, $2, $3, $4)
+                        ON CONFLICT (tenant_id, member_id) DO UPDATE SET revision = EXCLUDED.revision, payload = EXCLUDED.payload
+                        """, tenant, UUID(text: m.id)!, Int64(req.snapshotRevision), ByteA(try m.serializedBytes())))
+                }
+                if req.snapshotDone {
+                    writes.append(Statement("""
+                        UPDATE tenant_views SET rebuilding = false, revision = $2, published_revision = greatest(published_revision, $2),
+                          settings = $3 WHERE tenant_id = $1
+                        """, tenant, Int64(req.snapshotRevision), ByteA(try req.snapshotSettings.serializedBytes())))
+                    writes.append(Statement("DELETE FROM changes WHERE tenant_id = $1", tenant))
+                }
+                try tx.batch(writes)
+            }
+        } catch {
+            throw map(error)
+        }
+        logger.notice("loaded a tenant snapshot", metadata: ["tenant.id": "\(tenant.lowercased)", "members": "\(members.count)",
+                                                             "revision": "\(req.snapshotRevision)", "done": "\(req.snapshotDone)"])
+        var resp = Mesh_V1_IngestResponse()
+        resp.revision = req.snapshotDone ? req.snapshotRevision : 0
+        return resp
+    }
+
+    /// Deletes stored changes older than the retention (members and settings stay).
     public func prune() async throws -> Int {
-        try await store.query("""
-            DELETE FROM peer_changes WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1) RETURNING revision
-            """, Double(configuration.retention.components.seconds)).count
+        try await store.query("DELETE FROM changes WHERE stored_at < now() - make_interval(secs => $1) RETURNING revision",
+                              Double(configuration.retention.components.seconds)).count
     }
 
-    // MARK: Scheduling
-
-    func enqueue(_ tenants: some Sequence<UUID>) {
-        let waiters = pending.withLock { p -> [CheckedContinuation<Void, Never>] in
-            p.set.formUnion(tenants)
-            guard !p.set.isEmpty else { return [] }
-            defer { p.waiters.removeAll() }
-            return p.waiters
-        }
-        waiters.forEach { $0.resume() }
-    }
-
-    func take() async -> [UUID] {
-        while true {
-            let got = pending.withLock { p -> [UUID] in
-                defer { p.set.removeAll() }
-                return Array(p.set)
+    func map(_ error: any Error) -> MeshError {
+        switch error {
+        case let e as MeshError: return e
+        case let e as StoreError:
+            switch e {
+            case .connectionLost, .connectFailed, .poolTimeout, .closed, .queryCanceled:
+                return .unavailable("database unavailable")
+            default:
+                logger.error("database error", metadata: ["error": "\(e)"])
+                return .internal("internal error")
             }
-            if !got.isEmpty { return got }
-            if Task.isCancelled { return [] }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let now = pending.withLock { p -> Bool in
-                        if !p.set.isEmpty || Task.isCancelled { return true }
-                        p.waiters.append(c)
-                        return false
-                    }
-                    if now { c.resume() }
-                }
-            } onCancel: {
-                wakeAll()
-            }
+        case let e as BusError:
+            logger.warning("publishing failed", metadata: ["error": "\(e)"])
+            return .unavailable("message bus unavailable")
+        default:
+            logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return .internal("internal error")
         }
-    }
-
-    func wakeAll() {
-        let waiters = pending.withLock { p -> [CheckedContinuation<Void, Never>] in
-            defer { p.waiters.removeAll() }
-            return p.waiters
-        }
-        waiters.forEach { $0.resume() }
     }
 }
 
-/// The long-running part of FanoutSvc: LISTEN for outbox notifications, poll as a fallback, and
-/// publish tenants with work, several at once.
-public struct FanoutPublisher: Service {
+/// Prunes stored changes now and then.
+public struct FanoutPruner: Service {
     let fanout: Fanout
 
     public init(fanout: Fanout) { self.fanout = fanout }
 
     public func run() async throws {
-        let f = fanout
-        // On graceful shutdown everything is cancelled: a publish in flight still completes or rolls
-        // back as a whole, because store transactions run to the end on their connection's thread.
         await cancelWhenGracefulShutdown {
-            await withDiscardingTaskGroup { group in
-                // Wake-ups from NOTIFY (payload: tenant id). After (re)connecting, re-scan: any
-                // notification sent meanwhile is lost.
-                group.addTask {
-                    for await event in f.store.listen([MeshOutbox.channel]) {
-                        switch event {
-                        case .notification(let n):
-                            if let t = UUID(text: n.payload) { f.enqueue([t]) }
-                        case .listening, .reconnected:
-                            if let all = try? await f.tenantsWithWork() { f.enqueue(all) }
-                        case .disconnected:
-                            break
-                        }
-                    }
-                    f.logger.debug("outbox listener stopped")
-                }
-                // The fallback: poll, and prune now and then.
-                group.addTask {
-                    var ticks = 0
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: f.configuration.pollInterval)
-                        if let all = try? await f.tenantsWithWork() { f.enqueue(all) }
-                        ticks += 1
-                        if ticks % 1800 == 0, let n = try? await f.prune(), n > 0 {
-                            f.logger.info("pruned published changes", metadata: ["count": "\(n)"])
-                        }
-                    }
-                    f.logger.debug("outbox poller stopped")
-                }
-                // The publishers.
-                group.addTask {
-                    while !Task.isCancelled {
-                        let tenants = await f.take()
-                        if tenants.isEmpty { continue }
-                        await withTaskGroup(of: Void.self) { g in
-                            var running = 0
-                            for t in tenants {
-                                if running >= f.configuration.concurrency {
-                                    await g.next()
-                                    running -= 1
-                                }
-                                running += 1
-                                g.addTask {
-                                    do {
-                                        try await f.publish(tenant: t)
-                                    } catch {
-                                        f.logger.warning("publishing failed; will retry", metadata: ["tenant.id": "\(t)", "error": "\(error)"])
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    f.logger.debug("publisher stopped")
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(3600))
+                if let n = try? await fanout.prune(), n > 0 {
+                    fanout.logger.info("pruned stored changes", metadata: ["count": "\(n)"])
                 }
             }
         }

@@ -1,14 +1,16 @@
 import Foundation
 import Logging
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
+import ServiceKit
 
-/// SyncFromCP: a node's full peer list at a consistent revision, and the tenant's newest revision.
-/// The gateway's `GET /cp/api/v1/mesh/peers/:node_id` reads the same source through this endpoint.
-public struct PeerDirectory: Sendable {
+/// SyncFromCP from FanoutSvc's own copy of the tenant: a node's view in pages, the changes after a
+/// revision (catch-up), and the tenant's newest revision. Nothing here reads another service's
+/// tables, and no request loads a whole tenant into memory.
+public struct MeshDirectory: Sendable {
     let store: Store
     let configuration: FanoutConfiguration
     let logger: Logger
@@ -19,55 +21,31 @@ public struct PeerDirectory: Sendable {
         self.logger = logger
     }
 
-    /// Every peer of the tenant except the node itself, read in one REPEATABLE READ snapshot together
-    /// with the revision, so the list is exactly the state after that revision.
-    public func sync(tenant: UUID, node: UUID) async throws(MeshError) -> Mesh_V1_SyncResponse {
-        let domain = configuration.meshDomain, keepalive = configuration.nodeKeepalive
+    /// One page of members (ordered by id, after `after`), with the settings and the revision, read
+    /// in one snapshot. `notFound` when the node is not a member of the tenant (it was removed).
+    public func sync(tenant: UUID, node: UUID, after: UUID?, pageSize: Int) async throws(MeshError) -> Mesh_V1_SyncResponse {
+        let limit = pageSize <= 0 ? configuration.defaultPageSize : min(pageSize, configuration.maxPageSize)
         do {
             return try await store.read(isolation: .repeatableRead) { tx in
-                guard let t = try tx.queryFirst("SELECT revision, ipv4_prefix, ipv6_prefix FROM tenants WHERE id = $1", tenant) else {
-                    throw MeshError.notFound("unknown tenant")
-                }
+                let r = try tx.batch([
+                    Statement("SELECT revision, settings, rebuilding FROM tenant_views WHERE tenant_id = $1", tenant),
+                    Statement("SELECT 1 AS x FROM members WHERE tenant_id = $1 AND member_id = $2", tenant, node),
+                    Statement("""
+                        SELECT member_id, payload FROM members WHERE tenant_id = $1 AND member_id > $2 ORDER BY member_id LIMIT $3
+                        """, tenant, after ?? UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)), limit + 1),
+                ])
+                guard let t = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+                if try t.decode("rebuilding", as: Bool.self) { throw MeshError.unavailable("the tenant's view is being rebuilt; try again") }
+                guard !r[1].rows.isEmpty else { throw MeshError.notFound("unknown node") }
                 var resp = Mesh_V1_SyncResponse()
                 resp.tenantID = tenant.lowercased
                 resp.revision = UInt64(try t.decode("revision", as: Int64.self))
-                resp.ipv4Prefix = try t.decode("ipv4_prefix")
-                resp.ipv6Prefix = try t.decode("ipv6_prefix")
-                var foundSelf = false
-                for (i, r) in try tx.query("""
-                    SELECT id, public_key, ipv4, ipv6, slug, endpoint FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id
-                    """, tenant).enumerated() {
-                    let id: UUID = try r.decode("id")
-                    var p = Mesh_V1_Peer()
-                    p.id = id.lowercased
-                    p.kind = .node
-                    p.publicKey = try r.decode("public_key")
-                    let v4: String = try r.decode("ipv4"), v6: String = try r.decode("ipv6")
-                    p.meshIps = [v4, v6]
-                    p.allowedIps = ["\(v4)/32", "\(v6)/128"]
-                    p.dnsName = "\(try r.decode("slug", as: String.self)).\(domain)"
-                    p.endpoint = try r.decode("endpoint")
-                    p.persistentKeepalive = UInt32(keepalive)
-                    p.hub = i == 0
-                    if id == node {
-                        resp.self_p = p
-                        foundSelf = true
-                    } else {
-                        resp.peers.append(p)
-                    }
+                resp.settings = try Mesh_V1_TenantSettings(serializedBytes: try t.decode("settings", as: ByteA.self).bytes)
+                let rows = r[2].rows
+                for row in rows.prefix(limit) {
+                    resp.members.append(try Mesh_V1_Member(serializedBytes: try row.decode("payload", as: ByteA.self).bytes))
                 }
-                guard foundSelf else { throw MeshError.notFound("unknown node") }
-                for r in try tx.query("SELECT id, public_key, ipv4, ipv6, slug FROM devices WHERE tenant_id = $1 ORDER BY created_at, id", tenant) {
-                    var p = Mesh_V1_Peer()
-                    p.id = (try r.decode("id", as: UUID.self)).lowercased
-                    p.kind = .device
-                    p.publicKey = try r.decode("public_key")
-                    let v4: String = try r.decode("ipv4"), v6: String = try r.decode("ipv6")
-                    p.meshIps = [v4, v6]
-                    p.allowedIps = ["\(v4)/32", "\(v6)/128"]
-                    p.dnsName = "\(try r.decode("slug", as: String.self)).\(domain)"
-                    resp.peers.append(p)
-                }
+                if rows.count > limit, let last = resp.members.last { resp.nextMemberID = last.id }
                 return resp
             }
         } catch let e as MeshError {
@@ -78,10 +56,40 @@ public struct PeerDirectory: Sendable {
         }
     }
 
-    /// The tenant's newest revision.
+    /// The stored changes after `after`, oldest first; `tooOld` when some of them were pruned.
+    public func changes(tenant: UUID, after: UInt64, limit: Int) async throws(MeshError) -> Mesh_V1_ChangesResponse {
+        let n = limit <= 0 ? 1000 : min(limit, 2000)
+        do {
+            return try await store.read(isolation: .repeatableRead) { tx in
+                let r = try tx.batch([
+                    Statement("SELECT revision FROM tenant_views WHERE tenant_id = $1", tenant),
+                    Statement("SELECT min(revision) AS low FROM changes WHERE tenant_id = $1", tenant),
+                    Statement("SELECT payload FROM changes WHERE tenant_id = $1 AND revision > $2 ORDER BY revision LIMIT $3",
+                              tenant, Int64(after), n),
+                ])
+                guard let t = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+                var resp = Mesh_V1_ChangesResponse()
+                resp.tenantID = tenant.lowercased
+                resp.revision = UInt64(try t.decode("revision", as: Int64.self))
+                let low = try r[1].rows.first?.decodeIfPresent("low", as: Int64.self)
+                if resp.revision > after && (low.map { UInt64($0) > after + 1 } ?? true) {
+                    resp.tooOld = true
+                    return resp
+                }
+                resp.changes = try r[2].rows.map { try Mesh_V1_PeersUpdated(serializedBytes: try $0.decode("payload", as: ByteA.self).bytes) }
+                return resp
+            }
+        } catch let e as MeshError {
+            throw e
+        } catch {
+            throw MeshError.unavailable("database unavailable")
+        }
+    }
+
+    /// The tenant's newest revision (0 for a tenant FanoutSvc has not heard of).
     public func revision(tenant: UUID) async throws(MeshError) -> UInt64 {
         do {
-            guard let row = try await store.query("SELECT revision FROM tenants WHERE id = $1", tenant).first else {
+            guard let row = try await store.query("SELECT revision FROM tenant_views WHERE tenant_id = $1", tenant).first else {
                 throw MeshError.notFound("unknown tenant")
             }
             return UInt64(try row.decode("revision", as: Int64.self))
@@ -95,22 +103,28 @@ public struct PeerDirectory: Sendable {
 
 /// FanoutSvc's request endpoints.
 public enum FanoutService {
-    public static func endpoints(_ directory: PeerDirectory) -> [ServiceEndpoint] {
+    public static func endpoints(fanout: Fanout, directory: MeshDirectory) -> [ServiceEndpoint] {
         [
+            .proto("ingest", subject: MeshSubjects.fanoutIngest) { (r: Mesh_V1_IngestRequest, _) in
+                try await fanout.ingest(r)
+            },
             .proto("sync", subject: MeshSubjects.syncWildcard) { (r: Mesh_V1_SyncRequest, raw) in
-                // The subject names the tenant and node (so bus permissions can scope it); it must
-                // agree with the body.
-                let parts = raw.subject.split(separator: ".")
-                guard parts.count == 6, parts[4] == Substring(r.tenantID.lowercased()), parts[5] == Substring(r.nodeID.lowercased()) else {
-                    throw MeshError.permissionDenied("sync subject does not match the request")
+                let (t, n) = try scoped(raw.subject, tenant: r.tenantID, node: r.nodeID)
+                var after: UUID?
+                if !r.afterMemberID.isEmpty {
+                    guard let a = UUID(text: r.afterMemberID) else {
+                        throw MeshError.invalidArgument(field: "after_member_id", message: "after_member_id must be a member id")
+                    }
+                    after = a
                 }
-                guard let t = UUID(text: r.tenantID), let n = UUID(text: r.nodeID) else {
-                    throw MeshError.invalidArgument(field: "tenant_id", message: "tenant_id and node_id must be UUIDs")
-                }
-                return try await directory.sync(tenant: t, node: n)
+                return try await directory.sync(tenant: t, node: n, after: after, pageSize: Int(r.pageSize))
+            },
+            .proto("changes", subject: MeshSubjects.changesWildcard) { (r: Mesh_V1_ChangesRequest, raw) in
+                let (t, _) = try scoped(raw.subject, tenant: r.tenantID, node: r.nodeID)
+                return try await directory.changes(tenant: t, after: r.afterRevision, limit: Int(r.limit))
             },
             .proto("revision", subject: MeshSubjects.revisionWildcard) { (r: Mesh_V1_RevisionRequest, raw) in
-                // As for sync: a node may only publish its own tenant's subject, so the body must name that tenant.
+                // A node may only publish its own tenant's subject, so the body must name that tenant.
                 guard raw.subject.split(separator: ".").last == Substring(r.tenantID.lowercased()) else {
                     throw MeshError.permissionDenied("revision subject does not match the request")
                 }
@@ -123,5 +137,18 @@ public enum FanoutService {
                 return resp
             },
         ]
+    }
+
+    /// The subject names the tenant and node (so bus permissions can scope it); it must agree with
+    /// the body.
+    static func scoped(_ subject: String, tenant: String, node: String) throws(MeshError) -> (UUID, UUID) {
+        let parts = subject.split(separator: ".")
+        guard parts.count == 6, parts[4] == Substring(tenant.lowercased()), parts[5] == Substring(node.lowercased()) else {
+            throw .permissionDenied("subject does not match the request")
+        }
+        guard let t = UUID(text: tenant), let n = UUID(text: node) else {
+            throw .invalidArgument(field: "tenant_id", message: "tenant_id and node_id must be UUIDs")
+        }
+        return (t, n)
     }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import GatewayCore
-import MeshCore
+import MeshAuth
+import MeshDomain
+import ServiceKit
 
 /// The Gateway: the HTTP API of the control plane. Stateless; run any number of replicas behind a
 /// load balancer.
@@ -38,9 +40,6 @@ struct Gateway: AsyncParsableCommand {
     @Option(name: .customLong("node-timeout"), help: "Seconds to wait for a node's NodeApplier (env MESH_GATEWAY_NODE_TIMEOUT_SECONDS).")
     var nodeTimeout: Double = Env.seconds("MESH_GATEWAY_NODE_TIMEOUT_SECONDS", 5)
 
-    @Option(name: .customLong("mesh-domain"), help: "The mesh DNS zone shown to the web page (env MESH_DOMAIN).")
-    var meshDomain: String = Env.string("MESH_DOMAIN", "quazzar.mesh")
-
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain for HTTPS; with --tls-key the API is served over HTTPS only (env MESH_GATEWAY_TLS_CERT).")
     var tlsCert: String = Env.string("MESH_GATEWAY_TLS_CERT", "")
 
@@ -58,7 +57,7 @@ struct Gateway: AsyncParsableCommand {
     func run() async throws {
         let keys: JWTKeyMaterial
         do {
-            keys = try JWTKeyMaterial.fromEnvironment()
+            keys = try JWTKeyMaterial.fromEnvironment(secret: Env.secret)
         } catch let e as MeshError {
             throw ValidationError(e.message)
         }
@@ -68,10 +67,10 @@ struct Gateway: AsyncParsableCommand {
         let (host, port) = GatewayConfiguration.parseAddress(address)!
         let config = GatewayConfiguration(host: host, port: port, nodeID: nodeID.lowercased(), pritunlConfigured: pritunlConfigured,
                                           maxBodyBytes: maxBodyBytes, serviceTimeout: .milliseconds(Int(serviceTimeout * 1000)),
-                                          nodeTimeout: .milliseconds(Int(nodeTimeout * 1000)), meshDomain: meshDomain,
+                                          nodeTimeout: .milliseconds(Int(nodeTimeout * 1000)),
                                           tlsCertificateFile: tlsCert.nilIfEmpty, tlsKeyFile: tlsKey.nilIfEmpty)
         let verifier = await TokenVerifier(keys: keys)
-        try await ServiceHost.run(name: MeshServiceName.gateway, description: "HTTP API", common: common, useStore: false) { ctx in
+        try await ServiceHost.run(name: MeshServiceName.gateway, description: "HTTP API", common: common) { ctx in
             let api = GatewayAPI(configuration: config, bus: ctx.bus, verifier: verifier, logger: ctx.logger)
             let logger = ctx.logger
             let scheme = config.tlsCertificateFile == nil ? "http" : "https"
@@ -79,7 +78,7 @@ struct Gateway: AsyncParsableCommand {
                 logger.info("gateway listening", metadata: ["http.address": "\(channel.localAddress?.description ?? address)",
                                                             "http.scheme": "\(scheme)"])
             }
-            return ([], [app])
+            return ServiceParts(services: [app])
         }
     }
 }

@@ -3,7 +3,8 @@ import Hummingbird
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshAuth
+import MeshDomain
 import MeshNet
 import MeshProto
 
@@ -146,18 +147,14 @@ public struct GatewayAPI: Sendable {
         return JSONBody.response(StateJSON(try await state, nodeID: nodeID))
     }
 
-    /// `GET /api/mesh/peers`: the node's live peer dump, admins only. Free plans get basic state
-    /// (keys, allowed IPs, names); Pro and above get per-peer stats too.
+    /// `GET /api/mesh/peers`: the node's live peer dump, admins only. ProvisionSvc decides what the
+    /// tenant's plan shows (basic state on Free, per-peer stats from Pro up).
     func peers(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let caller = try await admin(request, context)
+        let caller = try await user(request, context)
+        guard caller.role == .admin else { throw MeshError.permissionDenied("this route is for admins") }
         let nodeID = try targetNode(request, caller: caller)
-        async let member = provision.getNode(caller: caller, nodeID: nodeID)
-        async let license = provision.license(caller: caller)
-        async let dump = nodes.peers(nodeID: nodeID, requestID: caller.requestID)
-        _ = try await member
-        let level = try await license.diagnostics
-        let withStats = level.rawValue >= Mesh_V1_DiagnosticsLevel.perPeerStats.rawValue
-        let d = try await dump
+        let answer = try await provision.nodeDiagnostics(caller: caller, nodeID: nodeID)
+        let withStats = answer.perPeerStats, d = answer.dump
         return JSONBody.response(PeerDumpJSON(nodeId: d.nodeID.nilIfEmpty ?? nodeID, diagnostics: withStats ? "per_peer_stats" : "basic_state",
                                               readAt: Timestamp.isoOrNil(ms: d.readAtMs),
                                               peers: d.peers.map { PeerStatsJSON($0, withStats: withStats) }))
@@ -246,10 +243,21 @@ public struct GatewayAPI: Sendable {
         guard let askedID = UUID(text: asked), askedID.lowercasedText == node else {
             throw MeshError.notFound("no such node")
         }
-        let sync = try await fanout.sync(tenantID: tenant, nodeID: node, requestID: context.requestID)
-        return JSONBody.response(SyncJSON(tenantId: sync.tenantID.nilIfEmpty ?? tenant, nodeId: node, revision: sync.revision,
-                                          selfPeer: MeshPeerJSON(sync.self_p), peers: sync.peers.map(MeshPeerJSON.init),
-                                          ipv4Prefix: sync.ipv4Prefix, ipv6Prefix: sync.ipv6Prefix))
+        let view = try await fanout.fullView(tenantID: tenant, nodeID: node)
+        guard let me = view.members[node] else { throw MeshError.notFound("no such node") }
+        var selfPeer = Mesh_V1_Peer()
+        selfPeer.id = me.id
+        selfPeer.kind = me.kind
+        selfPeer.publicKey = me.publicKey
+        selfPeer.meshIps = [me.ipv4, me.ipv6]
+        selfPeer.allowedIps = PeerCatalog.hostRoutes(me)
+        selfPeer.dnsName = MeshName.dnsName(slug: me.slug, domain: view.settings.domain)
+        selfPeer.endpoint = me.endpoint
+        selfPeer.hub = me.id == view.settings.hubNodeID
+        let peers = PeerCatalog.peers(seenBy: node, settings: view.settings, members: view.members.values)
+        return JSONBody.response(SyncJSON(tenantId: tenant, nodeId: node, revision: view.revision,
+                                          selfPeer: MeshPeerJSON(selfPeer), peers: peers.map(MeshPeerJSON.init),
+                                          ipv4Prefix: view.settings.ipv4Prefix, ipv6Prefix: view.settings.ipv6Prefix))
     }
 
     // MARK: Operations
@@ -274,7 +282,7 @@ public struct GatewayAPI: Sendable {
 
     /// `GET /api/mesh/ui-config`.
     func uiConfig(_ request: Request, _ context: GatewayRequestContext) -> Response {
-        JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: configuration.meshDomain,
+        JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: TenantDefaults.domain,
                                        deviceTypes: ["iphone", "android", "laptop", "other"]))
     }
 }

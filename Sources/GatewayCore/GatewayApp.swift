@@ -3,7 +3,8 @@ import Hummingbird
 import HummingbirdTLS
 import Logging
 import MeshBus
-import MeshCore
+import MeshDomain
+import ServiceKit
 import NIOCore
 
 /// Builds the Gateway's router and Hummingbird application.

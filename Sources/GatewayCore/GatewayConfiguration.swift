@@ -20,8 +20,6 @@ public struct GatewayConfiguration: Sendable {
     public var nodeTimeout: Duration
     /// Deadline for the whole of `POST /api/mesh/refresh` (every node at once).
     public var refreshTimeout: Duration
-    /// The mesh DNS zone, shown to the web page.
-    public var meshDomain: String
     /// HTTPS: the certificate chain and private key (PEM files). Both nil serves plain HTTP.
     public var tlsCertificateFile: String?
     public var tlsKeyFile: String?
@@ -29,7 +27,7 @@ public struct GatewayConfiguration: Sendable {
     /// The documented defaults, overridable one by one.
     public init(host: String = "127.0.0.1", port: Int = 8080, nodeID: String = "", pritunlConfigured: Bool = false,
                 maxBodyBytes: Int = 16 * 1024, serviceTimeout: Duration = .seconds(10), nodeTimeout: Duration = .seconds(5),
-                refreshTimeout: Duration = .seconds(10), meshDomain: String = "quazzar.mesh",
+                refreshTimeout: Duration = .seconds(10),
                 tlsCertificateFile: String? = nil, tlsKeyFile: String? = nil) {
         self.tlsCertificateFile = tlsCertificateFile
         self.tlsKeyFile = tlsKeyFile
@@ -41,7 +39,6 @@ public struct GatewayConfiguration: Sendable {
         self.serviceTimeout = serviceTimeout
         self.nodeTimeout = nodeTimeout
         self.refreshTimeout = refreshTimeout
-        self.meshDomain = meshDomain
     }
 
     /// Splits `host:port` (IPv6 as `[addr]:port`); nil when it is not of that form.

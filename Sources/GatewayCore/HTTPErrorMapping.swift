@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import MeshCore
+import MeshDomain
 import MeshProto
 
 /// A header name (`HTTPField.Name`, reached through the `HTTPFields` that Hummingbird exports).

@@ -1,7 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
-import MeshCore
+import MeshDomain
 import MeshNet
 
 /// The per-request context: Hummingbird's core storage plus the request id.

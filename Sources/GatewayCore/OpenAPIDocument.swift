@@ -1,5 +1,5 @@
 import Foundation
-import MeshCore
+import MeshDomain
 
 /// The OpenAPI 3.1 description of every route, served at `GET /openapi.json`.
 ///

@@ -1,4 +1,4 @@
-import MeshCore
+import MeshDomain
 
 /// Who may do what on the bus. Each identity gets the least it needs; docs/security.md has the
 /// same table and the tests check every line of it against a real nats-server.
@@ -14,12 +14,14 @@ public enum BusPolicy {
     static let responseTTL: Duration = .seconds(60)
 
     /// A node, bound to its id and tenant: its own tenant's peer stream, its own control subjects
-    /// and inbox, its own reports and SyncFromCP, its tenant's revision, and replies to what it received.
+    /// and inbox, its own reports, SyncFromCP and catch-up, its tenant's revision, and replies to what
+    /// it received.
     public static func node(tenant: String, node: String) -> BusPermissions {
         BusPermissions(
             publishAllow: [
                 MeshSubjects.handshakeReport(tenant: tenant, node: node),
                 MeshSubjects.sync(tenant: tenant, node: node),
+                MeshSubjects.changes(tenant: tenant, node: node),
                 MeshSubjects.revision(tenant: tenant),
             ],
             subscribeAllow: [
@@ -66,7 +68,8 @@ public enum BusPolicy {
                 return BusPermissions(publishAllow: [inbox], subscribeAllow: ["mesh.v1.allocator.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .provision:
-                return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>"],
+                // The outbox relay hands changes to FanoutSvc; diagnostics read a node's live peers.
+                return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>", MeshSubjects.fanoutIngest, "mesh.v1.node.*.peers"],
                                       subscribeAllow: ["mesh.v1.provision.>", "mesh.v1.reports.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .fanout:
@@ -74,10 +77,14 @@ public enum BusPolicy {
                                       subscribeAllow: ["mesh.v1.fanout.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .gateway:
-                return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.provision.>", "mesh.v1.fanout.>", "mesh.v1.node.>"],
+                return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.provision.>", "mesh.v1.fanout.sync.>", "mesh.v1.fanout.changes.>",
+                                                     "mesh.v1.fanout.revision.>", "mesh.v1.node.>"],
                                       subscribeAllow: [discovery, inbox], responses: 1, responseTTL: responseTTL)
             case .admin:
-                return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.>"], publishDeny: ["mesh.v1.peers.updated.>"],
+                // Everything an operator needs, but never a forged change: only ProvisionSvc feeds
+                // FanoutSvc, and only FanoutSvc publishes to nodes.
+                return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.>"],
+                                      publishDeny: ["mesh.v1.peers.updated.>", MeshSubjects.fanoutIngest],
                                       subscribeAllow: [inbox], responses: 1, responseTTL: responseTTL)
             }
         }

@@ -1,6 +1,6 @@
 import Foundation
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshProto
 import SwiftProtobuf
 
@@ -36,10 +36,12 @@ public struct AllocatorClient: Sendable {
 
     /// Releases an owner's addresses.
     @discardableResult
-    public func release(tenantID: String, ownerID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_ReleaseResponse {
+    public func release(tenantID: String, ownerID: String, neverPublished: Bool = false,
+                        requestID: String? = nil) async throws(MeshError) -> Mesh_V1_ReleaseResponse {
         var r = Mesh_V1_ReleaseRequest()
         r.tenantID = tenantID
         r.ownerID = ownerID
+        r.neverPublished = neverPublished
         return try await bus.call(MeshSubjects.allocatorRelease, r, requestID: requestID, timeout: timeout)
     }
 }
@@ -164,6 +166,14 @@ public struct ProvisionClient: Sendable {
         return resp.node
     }
 
+    /// A node's live peer dump, cut to what the tenant's plan includes (admins only).
+    public func nodeDiagnostics(caller: Mesh_V1_Caller, nodeID: String) async throws(MeshError) -> Mesh_V1_NodeDiagnosticsResponse {
+        var r = Mesh_V1_NodeDiagnosticsRequest()
+        r.caller = caller
+        r.nodeID = nodeID
+        return try await call(MeshSubjects.nodeDiagnostics, r, caller.requestID.nilIfEmpty)
+    }
+
     public func license(caller: Mesh_V1_Caller) async throws(MeshError) -> Mesh_V1_MeshVpnFeature {
         var r = Mesh_V1_GetLicenseRequest()
         r.caller = caller
@@ -180,7 +190,7 @@ public struct ProvisionClient: Sendable {
     }
 }
 
-/// FanoutSvc's SyncFromCP and revision queries.
+/// FanoutSvc: the outbox relay's ingest, SyncFromCP (paged), catch-up and revision queries.
 public struct FanoutClient: Sendable {
     public let bus: BusConnection
     public var timeout: Duration
@@ -190,12 +200,60 @@ public struct FanoutClient: Sendable {
         self.timeout = timeout
     }
 
-    /// The node's full peer list at the tenant's current revision.
-    public func sync(tenantID: String, nodeID: String, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_SyncResponse {
+    /// Hands FanoutSvc a tenant's changes (ProvisionSvc's outbox relay).
+    public func ingest(_ r: Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse {
+        try await bus.call(MeshSubjects.fanoutIngest, r, timeout: timeout)
+    }
+
+    /// One page of a node's view of its tenant: members with an id above `after`.
+    public func sync(tenantID: String, nodeID: String, after: String = "", pageSize: UInt32 = 0,
+                     requestID: String? = nil) async throws(MeshError) -> Mesh_V1_SyncResponse {
         var r = Mesh_V1_SyncRequest()
         r.tenantID = tenantID
         r.nodeID = nodeID
+        r.afterMemberID = after
+        r.pageSize = pageSize
         return try await bus.call(MeshSubjects.sync(tenant: tenantID, node: nodeID), r, requestID: requestID, timeout: timeout)
+    }
+
+    /// A node's whole view of its tenant: every page, then the changes made while the pages were read,
+    /// applied on top, so the result is the state at one revision.
+    public func fullView(tenantID: String, nodeID: String, pageSize: UInt32 = 0) async throws(MeshError) -> MeshView {
+        let first = try await sync(tenantID: tenantID, nodeID: nodeID, pageSize: pageSize)
+        var members = first.members
+        var newest = first.revision
+        var after = first.nextMemberID
+        while !after.isEmpty {
+            let page = try await sync(tenantID: tenantID, nodeID: nodeID, after: after, pageSize: pageSize)
+            members += page.members
+            newest = max(newest, page.revision)
+            after = page.nextMemberID
+        }
+        var view = MeshView(revision: first.revision, settings: first.settings, members: members)
+        if newest > first.revision {
+            // Pages read at later revisions may mix states; replaying every change since the first
+            // page's revision (each carries a member's whole state) makes them one.
+            var since = first.revision
+            while since < newest {
+                let c = try await changes(tenantID: tenantID, nodeID: nodeID, after: since)
+                guard !c.tooOld else { throw .unavailable("the tenant changed too much during the sync; try again") }
+                if c.changes.isEmpty { break }
+                for u in c.changes { view.apply(u) }
+                since = c.changes.last!.revision
+                newest = max(newest, c.revision)
+            }
+        }
+        return view
+    }
+
+    /// The changes of a tenant after a revision.
+    public func changes(tenantID: String, nodeID: String, after: UInt64, limit: UInt32 = 0) async throws(MeshError) -> Mesh_V1_ChangesResponse {
+        var r = Mesh_V1_ChangesRequest()
+        r.tenantID = tenantID
+        r.nodeID = nodeID
+        r.afterRevision = after
+        r.limit = limit
+        return try await bus.call(MeshSubjects.changes(tenant: tenantID, node: nodeID), r, timeout: timeout)
     }
 
     /// The tenant's newest revision.
@@ -204,6 +262,36 @@ public struct FanoutClient: Sendable {
         r.tenantID = tenantID
         let resp: Mesh_V1_RevisionResponse = try await bus.call(MeshSubjects.revision(tenant: tenantID), r, timeout: timeout)
         return resp.revision
+    }
+}
+
+/// A tenant's mesh as a node reads it: settings and members at one revision.
+public struct MeshView: Sendable {
+    public var revision: UInt64
+    public var settings: Mesh_V1_TenantSettings
+    /// Members by id.
+    public var members: [String: Mesh_V1_Member]
+
+    public init(revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
+        self.revision = revision
+        self.settings = settings
+        self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+    }
+
+    /// Applies one change on top (a later page may already hold its result: changes carry whole
+    /// states, so applying them again is harmless).
+    public mutating func apply(_ u: Mesh_V1_PeersUpdated) {
+        switch u.change {
+        case .upsert(let m):
+            members[m.id] = m
+        case .remove(let r):
+            members.removeValue(forKey: r.id)
+        case .settings(let s):
+            settings = s
+        case nil:
+            break
+        }
+        revision = max(revision, u.revision)
     }
 }
 

@@ -231,19 +231,19 @@ public struct MeshDNSZoneSnapshot: Sendable {
 /// `replace`, `upsert` or `remove` returns, every later query sees the new data. Queries never wait for
 /// more than the pointer swap. Safe to call from any actor or thread.
 public final class MeshDNSZone: Sendable {
-    /// The configuration the zone was created with.
-    public let configuration: MeshDNSZoneConfiguration
     private let logger: Logger
     private let state: Mutex<MeshDNSZoneSnapshot>
 
     /// Creates an empty zone at revision 0.
     public init(configuration: MeshDNSZoneConfiguration, logger: Logger) {
-        self.configuration = configuration
         self.logger = logger
         var initial = MeshDNSZoneSnapshot(configuration: configuration)
         initial.addNameServerAddresses()
         state = Mutex(initial)
     }
+
+    /// The zone's configuration now (its origin can change with ``replace(records:revision:configuration:)``).
+    public var configuration: MeshDNSZoneConfiguration { state.withLock { $0.configuration } }
 
     /// The current data; cheap to take and safe to keep.
     public func snapshot() -> MeshDNSZoneSnapshot {
@@ -257,6 +257,12 @@ public final class MeshDNSZone: Sendable {
     /// - Parameter revision: becomes the SOA serial; pass the peer-list revision so serials follow it.
     @discardableResult
     public func replace(records: [MeshDNSRecord], revision: UInt32) -> MeshDNSZoneUpdate {
+        replace(records: records, revision: revision, configuration: configuration)
+    }
+
+    /// Replaces every name and the zone's configuration at once (a tenant whose mesh domain changed).
+    @discardableResult
+    public func replace(records: [MeshDNSRecord], revision: UInt32, configuration: MeshDNSZoneConfiguration) -> MeshDNSZoneUpdate {
         var next = MeshDNSZoneSnapshot(configuration: configuration)
         var rejected: [MeshDNSRejectedRecord] = []
         for record in records {

@@ -99,9 +99,6 @@ public nonisolated struct Mesh_V1_Lease: Sendable {
 
   public var ipv6: String = String()
 
-  /// Set once the owner's row is committed; unconfirmed leases are swept after a grace period.
-  public var confirmed: Bool = false
-
   public var createdAtMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -163,8 +160,8 @@ public nonisolated struct Mesh_V1_AllocateResponse: Sendable {
   fileprivate var _prefixes: Mesh_V1_TenantPrefixes? = nil
 }
 
-/// mesh.v1.allocator.release: return an owner's addresses. Confirmed leases go to
-/// quarantine; unconfirmed ones (never published to any node) are free at once.
+/// mesh.v1.allocator.release: return an owner's addresses. Idempotent. The addresses wait out the
+/// quarantine before anyone else gets them, unless the caller says they were never published.
 public nonisolated struct Mesh_V1_ReleaseRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -173,6 +170,10 @@ public nonisolated struct Mesh_V1_ReleaseRequest: Sendable {
   public var tenantID: String = String()
 
   public var ownerID: String = String()
+
+  /// True when no node and no config ever saw the addresses (an allocation whose owner was never
+  /// committed): they are free at once.
+  public var neverPublished: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -396,7 +397,7 @@ nonisolated extension Mesh_V1_EnsureTenantResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Mesh_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Lease"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}owner_id\0\u{1}kind\0\u{1}ipv4\0\u{1}ipv6\0\u{1}confirmed\0\u{3}created_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}owner_id\0\u{1}kind\0\u{1}ipv4\0\u{1}ipv6\0\u{4}\u{2}created_at_ms\0\u{c}\u{6}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -409,7 +410,6 @@ nonisolated extension Mesh_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 3: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.ipv4) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.ipv6) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.confirmed) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
       default: break
       }
@@ -432,9 +432,6 @@ nonisolated extension Mesh_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if !self.ipv6.isEmpty {
       try visitor.visitSingularStringField(value: self.ipv6, fieldNumber: 5)
     }
-    if self.confirmed != false {
-      try visitor.visitSingularBoolField(value: self.confirmed, fieldNumber: 6)
-    }
     if self.createdAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 7)
     }
@@ -447,7 +444,6 @@ nonisolated extension Mesh_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.kind != rhs.kind {return false}
     if lhs.ipv4 != rhs.ipv4 {return false}
     if lhs.ipv6 != rhs.ipv6 {return false}
-    if lhs.confirmed != rhs.confirmed {return false}
     if lhs.createdAtMs != rhs.createdAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -545,7 +541,7 @@ nonisolated extension Mesh_V1_AllocateResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Mesh_V1_ReleaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReleaseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}owner_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}owner_id\0\u{3}never_published\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -555,6 +551,7 @@ nonisolated extension Mesh_V1_ReleaseRequest: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.ownerID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.neverPublished) }()
       default: break
       }
     }
@@ -567,12 +564,16 @@ nonisolated extension Mesh_V1_ReleaseRequest: SwiftProtobuf.Message, SwiftProtob
     if !self.ownerID.isEmpty {
       try visitor.visitSingularStringField(value: self.ownerID, fieldNumber: 2)
     }
+    if self.neverPublished != false {
+      try visitor.visitSingularBoolField(value: self.neverPublished, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_ReleaseRequest, rhs: Mesh_V1_ReleaseRequest) -> Bool {
     if lhs.tenantID != rhs.tenantID {return false}
     if lhs.ownerID != rhs.ownerID {return false}
+    if lhs.neverPublished != rhs.neverPublished {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

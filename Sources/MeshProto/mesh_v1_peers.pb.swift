@@ -20,13 +20,13 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-/// One member of a tenant's mesh, as every node sees it.
-public nonisolated struct Mesh_V1_Peer: Sendable {
+/// One member of a tenant's mesh: a device or a node.
+public nonisolated struct Mesh_V1_Member: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Device or node id.
+  /// Device or node id (lowercase UUID).
   public var id: String = String()
 
   public var kind: Mesh_V1_PeerKind = .unspecified
@@ -34,52 +34,217 @@ public nonisolated struct Mesh_V1_Peer: Sendable {
   /// base64 X25519 public key.
   public var publicKey: String = String()
 
-  /// The peer's own addresses: IPv4 then IPv6, without prefix length.
-  public var meshIps: [String] = []
+  public var ipv4: String = String()
 
-  /// What a node routes to this peer: CIDRs (the /32 and /128 of mesh_ips).
-  public var allowedIps: [String] = []
+  public var ipv6: String = String()
 
-  /// <slug>.<mesh domain>
-  public var dnsName: String = String()
+  /// DNS label, unique in the tenant; the name is <slug>.<tenant domain>.
+  public var slug: String = String()
 
-  /// host:port; set for nodes only (devices roam).
+  /// Nodes: host:port that devices and other nodes dial.
   public var endpoint: String = String()
 
-  public var persistentKeepalive: UInt32 = 0
+  /// Nodes: the UDP port the interface listens on.
+  public var listenPort: UInt32 = 0
 
-  /// True for the tenant's hub node.
-  public var hub: Bool = false
+  /// Whether the member takes part in the mesh now. A suspended or expired device is a member that
+  /// is not active: nodes hold no peer for it and the mesh DNS does not name it.
+  public var active: Bool = false
+
+  /// Devices: the hub of the wg-quick config the device was given, and every node that config lists
+  /// (the hub included). A node listed here holds the device as its own peer; any other node reaches
+  /// it through config_hub_id.
+  public var configHubID: String = String()
+
+  public var configNodeIds: [String] = []
+
+  /// Devices: who owns it and what it is (for access policies and diagnostics).
+  public var ownerUserID: String = String()
+
+  public var deviceType: Mesh_V1_DeviceType = .unspecified
+
+  /// Admin-assigned tags (access policies).
+  public var tags: [String] = []
+
+  /// The label or node name as typed (display only).
+  public var displayName: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// One peer change of a tenant. Revisions rise by exactly one per change.
-public nonisolated struct Mesh_V1_PeersUpdated: Sendable {
+/// The settings of a tenant that every node needs, published as a change of their own.
+public nonisolated struct Mesh_V1_TenantSettings: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The mesh DNS zone, e.g. "quazzar.mesh".
+  public var domain: String = String()
+
+  /// PersistentKeepalive between nodes (seconds).
+  public var nodeKeepalive: UInt32 = 0
+
+  /// The node that carries the tenant's whole prefix for the others (see docs/routing.md).
+  public var hubNodeID: String = String()
+
+  public var ipv4Prefix: String = String()
+
+  public var ipv6Prefix: String = String()
+
+  /// False when an admin turned the mesh off: nodes hold no device peers.
+  public var meshEnabled: Bool = false
+
+  /// The mesh DNS answers a device only with names it may reach (access policies).
+  public var dnsFiltered: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A member leaving the mesh.
+public nonisolated struct Mesh_V1_MemberRemoval: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var kind: Mesh_V1_PeerKind = .unspecified
+
+  public var publicKey: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One change of a tenant's mesh. Revisions rise by exactly one per change, with no gap.
+public nonisolated struct Mesh_V1_PeersUpdated: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String {
+    get {_storage._tenantID}
+    set {_uniqueStorage()._tenantID = newValue}
+  }
+
+  public var revision: UInt64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
+
+  /// When ProvisionSvc committed the change (Unix milliseconds).
+  public var committedAtMs: Int64 {
+    get {_storage._committedAtMs}
+    set {_uniqueStorage()._committedAtMs = newValue}
+  }
+
+  public var change: OneOf_Change? {
+    get {return _storage._change}
+    set {_uniqueStorage()._change = newValue}
+  }
+
+  /// A member added or changed: its whole new state.
+  public var upsert: Mesh_V1_Member {
+    get {
+      if case .upsert(let v)? = _storage._change {return v}
+      return Mesh_V1_Member()
+    }
+    set {_uniqueStorage()._change = .upsert(newValue)}
+  }
+
+  public var remove: Mesh_V1_MemberRemoval {
+    get {
+      if case .remove(let v)? = _storage._change {return v}
+      return Mesh_V1_MemberRemoval()
+    }
+    set {_uniqueStorage()._change = .remove(newValue)}
+  }
+
+  public var settings: Mesh_V1_TenantSettings {
+    get {
+      if case .settings(let v)? = _storage._change {return v}
+      return Mesh_V1_TenantSettings()
+    }
+    set {_uniqueStorage()._change = .settings(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Change: Equatable, Sendable {
+    /// A member added or changed: its whole new state.
+    case upsert(Mesh_V1_Member)
+    case remove(Mesh_V1_MemberRemoval)
+    case settings(Mesh_V1_TenantSettings)
+
+  }
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// mesh.v1.fanout.ingest: ProvisionSvc hands FanoutSvc the changes of one tenant, in revision order.
+/// FanoutSvc stores them, publishes each on the tenant's subject, then answers. Idempotent: changes at
+/// or below FanoutSvc's revision are published again (nodes drop duplicates) but not stored twice.
+public nonisolated struct Mesh_V1_IngestRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var tenantID: String = String()
 
+  public var changes: [Mesh_V1_PeersUpdated] = []
+
+  /// A snapshot replaces FanoutSvc's whole view of the tenant: members (every one, over one or more
+  /// requests with the same snapshot_revision) and settings at snapshot_revision. Used when
+  /// FanoutSvc lacks revisions that ProvisionSvc no longer keeps.
+  public var snapshot: Bool = false
+
+  public var snapshotRevision: UInt64 = 0
+
+  public var snapshotMembers: [Mesh_V1_Member] = []
+
+  public var snapshotSettings: Mesh_V1_TenantSettings {
+    get {_snapshotSettings ?? Mesh_V1_TenantSettings()}
+    set {_snapshotSettings = newValue}
+  }
+  /// Returns true if `snapshotSettings` has been explicitly set.
+  public var hasSnapshotSettings: Bool {self._snapshotSettings != nil}
+  /// Clears the value of `snapshotSettings`. Subsequent reads from it will return its default value.
+  public mutating func clearSnapshotSettings() {self._snapshotSettings = nil}
+
+  /// True on the last request of a snapshot.
+  public var snapshotDone: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _snapshotSettings: Mesh_V1_TenantSettings? = nil
+}
+
+public nonisolated struct Mesh_V1_IngestResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// FanoutSvc's revision for the tenant after this request.
   public var revision: UInt64 = 0
 
-  public var added: [Mesh_V1_Peer] = []
-
-  public var changed: [Mesh_V1_Peer] = []
-
-  public var removed: [Mesh_V1_Peer] = []
-
-  public var committedAtMs: Int64 = 0
+  /// Set when the request skipped revisions: the first revision FanoutSvc still needs.
+  public var expectedRevision: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// SyncFromCP: a node's full peer list at a revision.
+/// SyncFromCP: a node's full view of its tenant, in pages ordered by member id.
 public nonisolated struct Mesh_V1_SyncRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -88,6 +253,12 @@ public nonisolated struct Mesh_V1_SyncRequest: Sendable {
   public var tenantID: String = String()
 
   public var nodeID: String = String()
+
+  /// Members with an id greater than this (empty: from the start).
+  public var afterMemberID: String = String()
+
+  /// 0 means the default; the service caps it.
+  public var pageSize: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -101,30 +272,68 @@ public nonisolated struct Mesh_V1_SyncResponse: Sendable {
 
   public var tenantID: String = String()
 
+  /// The tenant's revision this page was read at. Pages of one sync may be read at different
+  /// revisions; the node then replays the changes after the first page's revision (ChangesRequest).
   public var revision: UInt64 = 0
 
-  /// The requesting node itself (addresses, name).
-  public var self_p: Mesh_V1_Peer {
-    get {_self_p ?? Mesh_V1_Peer()}
-    set {_self_p = newValue}
+  public var settings: Mesh_V1_TenantSettings {
+    get {_settings ?? Mesh_V1_TenantSettings()}
+    set {_settings = newValue}
   }
-  /// Returns true if `self_p` has been explicitly set.
-  public var hasSelf_p: Bool {self._self_p != nil}
-  /// Clears the value of `self_p`. Subsequent reads from it will return its default value.
-  public mutating func clearSelf_p() {self._self_p = nil}
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
 
-  /// Every other device and node of the tenant.
-  public var peers: [Mesh_V1_Peer] = []
+  public var members: [Mesh_V1_Member] = []
 
-  public var ipv4Prefix: String = String()
-
-  public var ipv6Prefix: String = String()
+  /// Pass as after_member_id for the next page; empty on the last page.
+  public var nextMemberID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _self_p: Mesh_V1_Peer? = nil
+  fileprivate var _settings: Mesh_V1_TenantSettings? = nil
+}
+
+/// Catch-up: the changes after a revision.
+public nonisolated struct Mesh_V1_ChangesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var nodeID: String = String()
+
+  public var afterRevision: UInt64 = 0
+
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mesh_V1_ChangesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var changes: [Mesh_V1_PeersUpdated] = []
+
+  /// The tenant's newest revision.
+  public var revision: UInt64 = 0
+
+  /// True when revisions after after_revision are no longer kept: start a full sync again.
+  public var tooOld: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Mesh_V1_RevisionRequest: Sendable {
@@ -153,9 +362,771 @@ public nonisolated struct Mesh_V1_RevisionResponse: Sendable {
   public init() {}
 }
 
+/// A WireGuard peer as one node holds it: what PeerCatalog makes of the members. It is the form of
+/// GET /cp/api/v1/mesh/peers/:node_id and of the node's peer dumps; it never travels as a change.
+public nonisolated struct Mesh_V1_Peer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Device or node id.
+  public var id: String = String()
+
+  public var kind: Mesh_V1_PeerKind = .unspecified
+
+  /// base64 X25519 public key.
+  public var publicKey: String = String()
+
+  /// The peer's own addresses: IPv4 then IPv6, without prefix length.
+  public var meshIps: [String] = []
+
+  /// What the node routes to this peer: the peer's own /32 and /128, plus, for the hub, the
+  /// tenant's prefixes, and for an older hub, the devices whose config still routes through it.
+  public var allowedIps: [String] = []
+
+  /// <slug>.<mesh domain>
+  public var dnsName: String = String()
+
+  /// host:port; set for nodes only (devices roam).
+  public var endpoint: String = String()
+
+  public var persistentKeepalive: UInt32 = 0
+
+  /// True for the tenant's hub node.
+  public var hub: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// GET /cp/api/v1/mesh/peers/:node_id: the peers a node holds, as the control plane sees them.
+public nonisolated struct Mesh_V1_NodePeers: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var nodeID: String = String()
+
+  public var revision: UInt64 = 0
+
+  public var self_p: Mesh_V1_Peer {
+    get {_self_p ?? Mesh_V1_Peer()}
+    set {_self_p = newValue}
+  }
+  /// Returns true if `self_p` has been explicitly set.
+  public var hasSelf_p: Bool {self._self_p != nil}
+  /// Clears the value of `self_p`. Subsequent reads from it will return its default value.
+  public mutating func clearSelf_p() {self._self_p = nil}
+
+  public var peers: [Mesh_V1_Peer] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _self_p: Mesh_V1_Peer? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "mesh.v1"
+
+nonisolated extension Mesh_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Member"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}public_key\0\u{1}ipv4\0\u{1}ipv6\0\u{1}slug\0\u{1}endpoint\0\u{3}listen_port\0\u{1}active\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}owner_user_id\0\u{3}device_type\0\u{1}tags\0\u{3}display_name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ipv4) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.ipv6) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.slug) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.listenPort) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.active) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.configHubID) }()
+      case 11: try { try decoder.decodeRepeatedStringField(value: &self.configNodeIds) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.ownerUserID) }()
+      case 13: try { try decoder.decodeSingularEnumField(value: &self.deviceType) }()
+      case 14: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.displayName) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.publicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 3)
+    }
+    if !self.ipv4.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv4, fieldNumber: 4)
+    }
+    if !self.ipv6.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv6, fieldNumber: 5)
+    }
+    if !self.slug.isEmpty {
+      try visitor.visitSingularStringField(value: self.slug, fieldNumber: 6)
+    }
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 7)
+    }
+    if self.listenPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.listenPort, fieldNumber: 8)
+    }
+    if self.active != false {
+      try visitor.visitSingularBoolField(value: self.active, fieldNumber: 9)
+    }
+    if !self.configHubID.isEmpty {
+      try visitor.visitSingularStringField(value: self.configHubID, fieldNumber: 10)
+    }
+    if !self.configNodeIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.configNodeIds, fieldNumber: 11)
+    }
+    if !self.ownerUserID.isEmpty {
+      try visitor.visitSingularStringField(value: self.ownerUserID, fieldNumber: 12)
+    }
+    if self.deviceType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.deviceType, fieldNumber: 13)
+    }
+    if !self.tags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 14)
+    }
+    if !self.displayName.isEmpty {
+      try visitor.visitSingularStringField(value: self.displayName, fieldNumber: 15)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_Member, rhs: Mesh_V1_Member) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.ipv4 != rhs.ipv4 {return false}
+    if lhs.ipv6 != rhs.ipv6 {return false}
+    if lhs.slug != rhs.slug {return false}
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.listenPort != rhs.listenPort {return false}
+    if lhs.active != rhs.active {return false}
+    if lhs.configHubID != rhs.configHubID {return false}
+    if lhs.configNodeIds != rhs.configNodeIds {return false}
+    if lhs.ownerUserID != rhs.ownerUserID {return false}
+    if lhs.deviceType != rhs.deviceType {return false}
+    if lhs.tags != rhs.tags {return false}
+    if lhs.displayName != rhs.displayName {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_TenantSettings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TenantSettings"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}domain\0\u{3}node_keepalive\0\u{3}hub_node_id\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}mesh_enabled\0\u{3}dns_filtered\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.domain) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.nodeKeepalive) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.hubNodeID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ipv4Prefix) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.ipv6Prefix) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.meshEnabled) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.dnsFiltered) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.domain.isEmpty {
+      try visitor.visitSingularStringField(value: self.domain, fieldNumber: 1)
+    }
+    if self.nodeKeepalive != 0 {
+      try visitor.visitSingularUInt32Field(value: self.nodeKeepalive, fieldNumber: 2)
+    }
+    if !self.hubNodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.hubNodeID, fieldNumber: 3)
+    }
+    if !self.ipv4Prefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv4Prefix, fieldNumber: 4)
+    }
+    if !self.ipv6Prefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv6Prefix, fieldNumber: 5)
+    }
+    if self.meshEnabled != false {
+      try visitor.visitSingularBoolField(value: self.meshEnabled, fieldNumber: 6)
+    }
+    if self.dnsFiltered != false {
+      try visitor.visitSingularBoolField(value: self.dnsFiltered, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_TenantSettings, rhs: Mesh_V1_TenantSettings) -> Bool {
+    if lhs.domain != rhs.domain {return false}
+    if lhs.nodeKeepalive != rhs.nodeKeepalive {return false}
+    if lhs.hubNodeID != rhs.hubNodeID {return false}
+    if lhs.ipv4Prefix != rhs.ipv4Prefix {return false}
+    if lhs.ipv6Prefix != rhs.ipv6Prefix {return false}
+    if lhs.meshEnabled != rhs.meshEnabled {return false}
+    if lhs.dnsFiltered != rhs.dnsFiltered {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_MemberRemoval: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemberRemoval"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}public_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.publicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_MemberRemoval, rhs: Mesh_V1_MemberRemoval) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PeersUpdated"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{4}\u{4}committed_at_ms\0\u{1}upsert\0\u{1}remove\0\u{1}settings\0\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}\u{c}\u{5}\u{1}")
+
+  fileprivate class _StorageClass {
+    var _tenantID: String = String()
+    var _revision: UInt64 = 0
+    var _committedAtMs: Int64 = 0
+    var _change: Mesh_V1_PeersUpdated.OneOf_Change?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _tenantID = source._tenantID
+      _revision = source._revision
+      _committedAtMs = source._committedAtMs
+      _change = source._change
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._tenantID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._committedAtMs) }()
+        case 7: try {
+          var v: Mesh_V1_Member?
+          var hadOneofValue = false
+          if let current = _storage._change {
+            hadOneofValue = true
+            if case .upsert(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._change = .upsert(v)
+          }
+        }()
+        case 8: try {
+          var v: Mesh_V1_MemberRemoval?
+          var hadOneofValue = false
+          if let current = _storage._change {
+            hadOneofValue = true
+            if case .remove(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._change = .remove(v)
+          }
+        }()
+        case 9: try {
+          var v: Mesh_V1_TenantSettings?
+          var hadOneofValue = false
+          if let current = _storage._change {
+            hadOneofValue = true
+            if case .settings(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._change = .settings(v)
+          }
+        }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._tenantID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenantID, fieldNumber: 1)
+      }
+      if _storage._revision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 2)
+      }
+      if _storage._committedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._committedAtMs, fieldNumber: 6)
+      }
+      switch _storage._change {
+      case .upsert?: try {
+        guard case .upsert(let v)? = _storage._change else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      }()
+      case .remove?: try {
+        guard case .remove(let v)? = _storage._change else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      }()
+      case .settings?: try {
+        guard case .settings(let v)? = _storage._change else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      }()
+      case nil: break
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PeersUpdated, rhs: Mesh_V1_PeersUpdated) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._tenantID != rhs_storage._tenantID {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._committedAtMs != rhs_storage._committedAtMs {return false}
+        if _storage._change != rhs_storage._change {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IngestRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}changes\0\u{1}snapshot\0\u{3}snapshot_revision\0\u{3}snapshot_members\0\u{3}snapshot_settings\0\u{3}snapshot_done\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.changes) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.snapshot) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.snapshotRevision) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.snapshotMembers) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._snapshotSettings) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.snapshotDone) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if !self.changes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.changes, fieldNumber: 2)
+    }
+    if self.snapshot != false {
+      try visitor.visitSingularBoolField(value: self.snapshot, fieldNumber: 3)
+    }
+    if self.snapshotRevision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.snapshotRevision, fieldNumber: 4)
+    }
+    if !self.snapshotMembers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.snapshotMembers, fieldNumber: 5)
+    }
+    try { if let v = self._snapshotSettings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if self.snapshotDone != false {
+      try visitor.visitSingularBoolField(value: self.snapshotDone, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_IngestRequest, rhs: Mesh_V1_IngestRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.changes != rhs.changes {return false}
+    if lhs.snapshot != rhs.snapshot {return false}
+    if lhs.snapshotRevision != rhs.snapshotRevision {return false}
+    if lhs.snapshotMembers != rhs.snapshotMembers {return false}
+    if lhs._snapshotSettings != rhs._snapshotSettings {return false}
+    if lhs.snapshotDone != rhs.snapshotDone {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_IngestResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IngestResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{3}expected_revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.expectedRevision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 1)
+    }
+    if self.expectedRevision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.expectedRevision, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_IngestResponse, rhs: Mesh_V1_IngestResponse) -> Bool {
+    if lhs.revision != rhs.revision {return false}
+    if lhs.expectedRevision != rhs.expectedRevision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_SyncRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SyncRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}node_id\0\u{3}after_member_id\0\u{3}page_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.afterMemberID) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if !self.afterMemberID.isEmpty {
+      try visitor.visitSingularStringField(value: self.afterMemberID, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_SyncRequest, rhs: Mesh_V1_SyncRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.afterMemberID != rhs.afterMemberID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SyncResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{1}settings\0\u{1}members\0\u{3}next_member_id\0\u{c}\u{6}\u{1}\u{c}\u{7}\u{1}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.nextMemberID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
+    }
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.members.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 4)
+    }
+    if !self.nextMemberID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextMemberID, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_SyncResponse, rhs: Mesh_V1_SyncResponse) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs._settings != rhs._settings {return false}
+    if lhs.members != rhs.members {return false}
+    if lhs.nextMemberID != rhs.nextMemberID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_ChangesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChangesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}node_id\0\u{3}after_revision\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.afterRevision) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if self.afterRevision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.afterRevision, fieldNumber: 3)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_ChangesRequest, rhs: Mesh_V1_ChangesRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.afterRevision != rhs.afterRevision {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_ChangesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChangesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}changes\0\u{1}revision\0\u{3}too_old\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.changes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.tooOld) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if !self.changes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.changes, fieldNumber: 2)
+    }
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 3)
+    }
+    if self.tooOld != false {
+      try visitor.visitSingularBoolField(value: self.tooOld, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_ChangesResponse, rhs: Mesh_V1_ChangesResponse) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.changes != rhs.changes {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs.tooOld != rhs.tooOld {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_RevisionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevisionRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_RevisionRequest, rhs: Mesh_V1_RevisionRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_RevisionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevisionResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_RevisionResponse, rhs: Mesh_V1_RevisionResponse) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
 
 nonisolated extension Mesh_V1_Peer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Peer"
@@ -227,64 +1198,9 @@ nonisolated extension Mesh_V1_Peer: SwiftProtobuf.Message, SwiftProtobuf._Messag
   }
 }
 
-nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PeersUpdated"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{1}added\0\u{1}changed\0\u{1}removed\0\u{3}committed_at_ms\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.added) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.changed) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.removed) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.committedAtMs) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
-    }
-    if self.revision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
-    }
-    if !self.added.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.added, fieldNumber: 3)
-    }
-    if !self.changed.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.changed, fieldNumber: 4)
-    }
-    if !self.removed.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.removed, fieldNumber: 5)
-    }
-    if self.committedAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.committedAtMs, fieldNumber: 6)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Mesh_V1_PeersUpdated, rhs: Mesh_V1_PeersUpdated) -> Bool {
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.revision != rhs.revision {return false}
-    if lhs.added != rhs.added {return false}
-    if lhs.changed != rhs.changed {return false}
-    if lhs.removed != rhs.removed {return false}
-    if lhs.committedAtMs != rhs.committedAtMs {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Mesh_V1_SyncRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SyncRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}node_id\0")
+nonisolated extension Mesh_V1_NodePeers: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodePeers"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}node_id\0\u{1}revision\0\u{1}self\0\u{1}peers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -294,45 +1210,9 @@ nonisolated extension Mesh_V1_SyncRequest: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
-    }
-    if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Mesh_V1_SyncRequest, rhs: Mesh_V1_SyncRequest) -> Bool {
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SyncResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{1}self\0\u{1}peers\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._self_p) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.ipv4Prefix) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.ipv6Prefix) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._self_p) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
       default: break
       }
     }
@@ -346,96 +1226,27 @@ nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf
     if !self.tenantID.isEmpty {
       try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
     }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
     if self.revision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 3)
     }
     try { if let v = self._self_p {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
     if !self.peers.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 4)
-    }
-    if !self.ipv4Prefix.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv4Prefix, fieldNumber: 5)
-    }
-    if !self.ipv6Prefix.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv6Prefix, fieldNumber: 6)
+      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Mesh_V1_SyncResponse, rhs: Mesh_V1_SyncResponse) -> Bool {
+  public static func ==(lhs: Mesh_V1_NodePeers, rhs: Mesh_V1_NodePeers) -> Bool {
     if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
     if lhs.revision != rhs.revision {return false}
     if lhs._self_p != rhs._self_p {return false}
     if lhs.peers != rhs.peers {return false}
-    if lhs.ipv4Prefix != rhs.ipv4Prefix {return false}
-    if lhs.ipv6Prefix != rhs.ipv6Prefix {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Mesh_V1_RevisionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RevisionRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Mesh_V1_RevisionRequest, rhs: Mesh_V1_RevisionRequest) -> Bool {
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Mesh_V1_RevisionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RevisionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
-    }
-    if self.revision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Mesh_V1_RevisionResponse, rhs: Mesh_V1_RevisionResponse) -> Bool {
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.revision != rhs.revision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -84,12 +84,138 @@ public nonisolated struct Mesh_V1_Tenant: Sendable {
   /// Enterprise only: device creation needs a caller whose amr includes "saml".
   public var requireSaml: Bool = false
 
-  /// The last peer-change revision written for this tenant.
+  /// The last change revision written for this tenant.
   public var revision: UInt64 = 0
 
   public var createdAtMs: Int64 = 0
 
+  /// The tenant's settings (TenantDefaults when created).
+  /// The mesh DNS zone: members are <slug>.<domain>.
+  public var domain: String = String()
+
+  /// PersistentKeepalive between nodes, and in device configs (seconds).
+  public var nodeKeepalive: UInt32 = 0
+
+  public var deviceKeepalive: UInt32 = 0
+
+  /// MTU written into device configs.
+  public var deviceMtu: UInt32 = 0
+
+  /// How many nodes a device config lists (the hub first); the others are reached through the hub.
+  public var configMaxNodes: UInt32 = 0
+
+  /// How many of the listed nodes a config names as DNS resolvers.
+  public var dnsResolvers: UInt32 = 0
+
+  /// The node that carries the tenant prefix (empty while the tenant has no node).
+  public var hubNodeID: String = String()
+
+  /// False when an admin turned the mesh off.
+  public var meshEnabled: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Optional settings of a tenant: a field left unset keeps its value (TenantDefaults at creation).
+/// (Each sits in a one-field oneof for presence; protobuf-c has no proto3 `optional`.)
+public nonisolated struct Mesh_V1_TenantSettingsPatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var domainSet: Mesh_V1_TenantSettingsPatch.OneOf_DomainSet? = nil
+
+  public var domain: String {
+    get {
+      if case .domain(let v)? = domainSet {return v}
+      return String()
+    }
+    set {domainSet = .domain(newValue)}
+  }
+
+  public var nodeKeepaliveSet: Mesh_V1_TenantSettingsPatch.OneOf_NodeKeepaliveSet? = nil
+
+  public var nodeKeepalive: UInt32 {
+    get {
+      if case .nodeKeepalive(let v)? = nodeKeepaliveSet {return v}
+      return 0
+    }
+    set {nodeKeepaliveSet = .nodeKeepalive(newValue)}
+  }
+
+  public var deviceKeepaliveSet: Mesh_V1_TenantSettingsPatch.OneOf_DeviceKeepaliveSet? = nil
+
+  public var deviceKeepalive: UInt32 {
+    get {
+      if case .deviceKeepalive(let v)? = deviceKeepaliveSet {return v}
+      return 0
+    }
+    set {deviceKeepaliveSet = .deviceKeepalive(newValue)}
+  }
+
+  public var deviceMtuSet: Mesh_V1_TenantSettingsPatch.OneOf_DeviceMtuSet? = nil
+
+  public var deviceMtu: UInt32 {
+    get {
+      if case .deviceMtu(let v)? = deviceMtuSet {return v}
+      return 0
+    }
+    set {deviceMtuSet = .deviceMtu(newValue)}
+  }
+
+  public var configMaxNodesSet: Mesh_V1_TenantSettingsPatch.OneOf_ConfigMaxNodesSet? = nil
+
+  public var configMaxNodes: UInt32 {
+    get {
+      if case .configMaxNodes(let v)? = configMaxNodesSet {return v}
+      return 0
+    }
+    set {configMaxNodesSet = .configMaxNodes(newValue)}
+  }
+
+  public var dnsResolversSet: Mesh_V1_TenantSettingsPatch.OneOf_DnsResolversSet? = nil
+
+  public var dnsResolvers: UInt32 {
+    get {
+      if case .dnsResolvers(let v)? = dnsResolversSet {return v}
+      return 0
+    }
+    set {dnsResolversSet = .dnsResolvers(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_DomainSet: Equatable, Sendable {
+    case domain(String)
+
+  }
+
+  public nonisolated enum OneOf_NodeKeepaliveSet: Equatable, Sendable {
+    case nodeKeepalive(UInt32)
+
+  }
+
+  public nonisolated enum OneOf_DeviceKeepaliveSet: Equatable, Sendable {
+    case deviceKeepalive(UInt32)
+
+  }
+
+  public nonisolated enum OneOf_DeviceMtuSet: Equatable, Sendable {
+    case deviceMtu(UInt32)
+
+  }
+
+  public nonisolated enum OneOf_ConfigMaxNodesSet: Equatable, Sendable {
+    case configMaxNodes(UInt32)
+
+  }
+
+  public nonisolated enum OneOf_DnsResolversSet: Equatable, Sendable {
+    case dnsResolvers(UInt32)
+
+  }
 
   public init() {}
 }
@@ -109,9 +235,20 @@ public nonisolated struct Mesh_V1_CreateTenantRequest: Sendable {
   /// Optional explicit id (UUID); generated when empty.
   public var id: String = String()
 
+  public var settings: Mesh_V1_TenantSettingsPatch {
+    get {_settings ?? Mesh_V1_TenantSettingsPatch()}
+    set {_settings = newValue}
+  }
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _settings: Mesh_V1_TenantSettingsPatch? = nil
 }
 
 public nonisolated struct Mesh_V1_CreateTenantResponse: Sendable {
@@ -150,9 +287,20 @@ public nonisolated struct Mesh_V1_UpdateTenantRequest: Sendable {
 
   public var requireSaml: Bool = false
 
+  public var settings: Mesh_V1_TenantSettingsPatch {
+    get {_settings ?? Mesh_V1_TenantSettingsPatch()}
+    set {_settings = newValue}
+  }
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _settings: Mesh_V1_TenantSettingsPatch? = nil
 }
 
 public nonisolated struct Mesh_V1_UpdateTenantResponse: Sendable {
@@ -355,51 +503,125 @@ public nonisolated struct Mesh_V1_ListUsersResponse: Sendable {
   public init() {}
 }
 
-public nonisolated struct Mesh_V1_Device: Sendable {
+public nonisolated struct Mesh_V1_Device: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var tenantID: String = String()
+  public var tenantID: String {
+    get {_storage._tenantID}
+    set {_uniqueStorage()._tenantID = newValue}
+  }
 
-  public var ownerUserID: String = String()
+  public var ownerUserID: String {
+    get {_storage._ownerUserID}
+    set {_uniqueStorage()._ownerUserID = newValue}
+  }
 
   /// Shown exactly as typed.
-  public var label: String = String()
+  public var label: String {
+    get {_storage._label}
+    set {_uniqueStorage()._label = newValue}
+  }
 
   /// DNS-safe, unique within the tenant.
-  public var slug: String = String()
+  public var slug: String {
+    get {_storage._slug}
+    set {_uniqueStorage()._slug = newValue}
+  }
 
   /// <slug>.<mesh domain>
-  public var dnsName: String = String()
+  public var dnsName: String {
+    get {_storage._dnsName}
+    set {_uniqueStorage()._dnsName = newValue}
+  }
 
-  public var type: Mesh_V1_DeviceType = .unspecified
+  public var type: Mesh_V1_DeviceType {
+    get {_storage._type}
+    set {_uniqueStorage()._type = newValue}
+  }
 
-  public var ipv4: String = String()
+  public var ipv4: String {
+    get {_storage._ipv4}
+    set {_uniqueStorage()._ipv4 = newValue}
+  }
 
-  public var ipv6: String = String()
+  public var ipv6: String {
+    get {_storage._ipv6}
+    set {_uniqueStorage()._ipv6 = newValue}
+  }
 
-  public var publicKey: String = String()
+  public var publicKey: String {
+    get {_storage._publicKey}
+    set {_uniqueStorage()._publicKey = newValue}
+  }
 
-  public var createdAtMs: Int64 = 0
+  public var createdAtMs: Int64 {
+    get {_storage._createdAtMs}
+    set {_uniqueStorage()._createdAtMs = newValue}
+  }
 
   /// 0 when the device never completed a handshake.
-  public var lastHandshakeAtMs: Int64 = 0
+  public var lastHandshakeAtMs: Int64 {
+    get {_storage._lastHandshakeAtMs}
+    set {_uniqueStorage()._lastHandshakeAtMs = newValue}
+  }
 
   /// A handshake within the online window (3 minutes).
-  public var online: Bool = false
+  public var online: Bool {
+    get {_storage._online}
+    set {_uniqueStorage()._online = newValue}
+  }
 
-  public var rxBytes: UInt64 = 0
+  public var rxBytes: UInt64 {
+    get {_storage._rxBytes}
+    set {_uniqueStorage()._rxBytes = newValue}
+  }
 
-  public var txBytes: UInt64 = 0
+  public var txBytes: UInt64 {
+    get {_storage._txBytes}
+    set {_uniqueStorage()._txBytes = newValue}
+  }
 
-  public var endpoint: String = String()
+  public var endpoint: String {
+    get {_storage._endpoint}
+    set {_uniqueStorage()._endpoint = newValue}
+  }
+
+  /// The hub of the device's wg-quick config and every node the config lists (the hub included).
+  public var configHubID: String {
+    get {_storage._configHubID}
+    set {_uniqueStorage()._configHubID = newValue}
+  }
+
+  public var configNodeIds: [String] {
+    get {_storage._configNodeIds}
+    set {_uniqueStorage()._configNodeIds = newValue}
+  }
+
+  /// True when the mesh changed in a way the device's static config cannot follow (its hub was
+  /// removed or changed, a listed node was removed or moved); the reason says which. Re-issuing the
+  /// config brings it up to date (docs/routing.md).
+  public var configOutdated: Bool {
+    get {_storage._configOutdated}
+    set {_uniqueStorage()._configOutdated = newValue}
+  }
+
+  public var configOutdatedReason: String {
+    get {_storage._configOutdatedReason}
+    set {_uniqueStorage()._configOutdatedReason = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// mesh.v1.provision.device.create
@@ -428,43 +650,34 @@ public nonisolated struct Mesh_V1_CreateDeviceRequest: Sendable {
   fileprivate var _caller: Mesh_V1_Caller? = nil
 }
 
-public nonisolated struct Mesh_V1_CreateDeviceResponse: @unchecked Sendable {
+public nonisolated struct Mesh_V1_CreateDeviceResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var device: Mesh_V1_Device {
-    get {_storage._device ?? Mesh_V1_Device()}
-    set {_uniqueStorage()._device = newValue}
+    get {_device ?? Mesh_V1_Device()}
+    set {_device = newValue}
   }
   /// Returns true if `device` has been explicitly set.
-  public var hasDevice: Bool {_storage._device != nil}
+  public var hasDevice: Bool {self._device != nil}
   /// Clears the value of `device`. Subsequent reads from it will return its default value.
-  public mutating func clearDevice() {_uniqueStorage()._device = nil}
+  public mutating func clearDevice() {self._device = nil}
 
   /// wg-quick config. It holds the only copy of the device's private key.
-  public var config: String {
-    get {_storage._config}
-    set {_uniqueStorage()._config = newValue}
-  }
+  public var config: String = String()
 
   /// QR code (SVG) of exactly `config`. Empty when the config is too large for a QR code
   /// (a tenant with very many nodes); qr_unavailable_reason then says why.
-  public var qrSvg: String {
-    get {_storage._qrSvg}
-    set {_uniqueStorage()._qrSvg = newValue}
-  }
+  public var qrSvg: String = String()
 
-  public var qrUnavailableReason: String {
-    get {_storage._qrUnavailableReason}
-    set {_uniqueStorage()._qrUnavailableReason = newValue}
-  }
+  public var qrUnavailableReason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _device: Mesh_V1_Device? = nil
 }
 
 /// mesh.v1.provision.device.delete
@@ -530,30 +743,27 @@ public nonisolated struct Mesh_V1_RenameDeviceRequest: Sendable {
   fileprivate var _caller: Mesh_V1_Caller? = nil
 }
 
-public nonisolated struct Mesh_V1_RenameDeviceResponse: @unchecked Sendable {
+public nonisolated struct Mesh_V1_RenameDeviceResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var device: Mesh_V1_Device {
-    get {_storage._device ?? Mesh_V1_Device()}
-    set {_uniqueStorage()._device = newValue}
+    get {_device ?? Mesh_V1_Device()}
+    set {_device = newValue}
   }
   /// Returns true if `device` has been explicitly set.
-  public var hasDevice: Bool {_storage._device != nil}
+  public var hasDevice: Bool {self._device != nil}
   /// Clears the value of `device`. Subsequent reads from it will return its default value.
-  public mutating func clearDevice() {_uniqueStorage()._device = nil}
+  public mutating func clearDevice() {self._device = nil}
 
-  public var revision: UInt64 {
-    get {_storage._revision}
-    set {_uniqueStorage()._revision = newValue}
-  }
+  public var revision: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _device: Mesh_V1_Device? = nil
 }
 
 /// mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
@@ -618,7 +828,7 @@ public nonisolated struct Mesh_V1_Node: Sendable {
 
   public var createdAtMs: Int64 = 0
 
-  /// The tenant's hub: devices route the tenant's device range through it.
+  /// The tenant's hub: it carries the tenant prefix for devices and the other nodes.
   public var hub: Bool = false
 
   public var lastSeenAtMs: Int64 = 0
@@ -867,6 +1077,55 @@ public nonisolated struct Mesh_V1_GetNodeResponse: Sendable {
   fileprivate var _node: Mesh_V1_Node? = nil
 }
 
+/// mesh.v1.provision.node.diagnostics: a node's live peer dump for an admin of its tenant, cut to
+/// what the tenant's plan includes (per-peer stats from Pro up).
+public nonisolated struct Mesh_V1_NodeDiagnosticsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var nodeID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_NodeDiagnosticsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var dump: Mesh_V1_PeerDump {
+    get {_dump ?? Mesh_V1_PeerDump()}
+    set {_dump = newValue}
+  }
+  /// Returns true if `dump` has been explicitly set.
+  public var hasDump: Bool {self._dump != nil}
+  /// Clears the value of `dump`. Subsequent reads from it will return its default value.
+  public mutating func clearDump() {self._dump = nil}
+
+  /// False when the plan includes basic state only: endpoint, handshake and counters are left out.
+  public var perPeerStats: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _dump: Mesh_V1_PeerDump? = nil
+}
+
 /// The mesh_vpn license feature of one tenant.
 public nonisolated struct Mesh_V1_MeshVpnFeature: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1017,7 +1276,7 @@ nonisolated extension Mesh_V1_DiagnosticsLevel: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Tenant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}plan\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}require_saml\0\u{1}revision\0\u{3}created_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}plan\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}require_saml\0\u{1}revision\0\u{3}created_at_ms\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0\u{3}hub_node_id\0\u{3}mesh_enabled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1033,6 +1292,14 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 6: try { try decoder.decodeSingularBoolField(value: &self.requireSaml) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.domain) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.nodeKeepalive) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.deviceKeepalive) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.deviceMtu) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.configMaxNodes) }()
+      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.dnsResolvers) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.hubNodeID) }()
+      case 16: try { try decoder.decodeSingularBoolField(value: &self.meshEnabled) }()
       default: break
       }
     }
@@ -1063,6 +1330,30 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.createdAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 8)
     }
+    if !self.domain.isEmpty {
+      try visitor.visitSingularStringField(value: self.domain, fieldNumber: 9)
+    }
+    if self.nodeKeepalive != 0 {
+      try visitor.visitSingularUInt32Field(value: self.nodeKeepalive, fieldNumber: 10)
+    }
+    if self.deviceKeepalive != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deviceKeepalive, fieldNumber: 11)
+    }
+    if self.deviceMtu != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deviceMtu, fieldNumber: 12)
+    }
+    if self.configMaxNodes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.configMaxNodes, fieldNumber: 13)
+    }
+    if self.dnsResolvers != 0 {
+      try visitor.visitSingularUInt32Field(value: self.dnsResolvers, fieldNumber: 14)
+    }
+    if !self.hubNodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.hubNodeID, fieldNumber: 15)
+    }
+    if self.meshEnabled != false {
+      try visitor.visitSingularBoolField(value: self.meshEnabled, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1075,6 +1366,115 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.requireSaml != rhs.requireSaml {return false}
     if lhs.revision != rhs.revision {return false}
     if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.domain != rhs.domain {return false}
+    if lhs.nodeKeepalive != rhs.nodeKeepalive {return false}
+    if lhs.deviceKeepalive != rhs.deviceKeepalive {return false}
+    if lhs.deviceMtu != rhs.deviceMtu {return false}
+    if lhs.configMaxNodes != rhs.configMaxNodes {return false}
+    if lhs.dnsResolvers != rhs.dnsResolvers {return false}
+    if lhs.hubNodeID != rhs.hubNodeID {return false}
+    if lhs.meshEnabled != rhs.meshEnabled {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_TenantSettingsPatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TenantSettingsPatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.domainSet != nil {try decoder.handleConflictingOneOf()}
+          self.domainSet = .domain(v)
+        }
+      }()
+      case 2: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.nodeKeepaliveSet != nil {try decoder.handleConflictingOneOf()}
+          self.nodeKeepaliveSet = .nodeKeepalive(v)
+        }
+      }()
+      case 3: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.deviceKeepaliveSet != nil {try decoder.handleConflictingOneOf()}
+          self.deviceKeepaliveSet = .deviceKeepalive(v)
+        }
+      }()
+      case 4: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.deviceMtuSet != nil {try decoder.handleConflictingOneOf()}
+          self.deviceMtuSet = .deviceMtu(v)
+        }
+      }()
+      case 5: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.configMaxNodesSet != nil {try decoder.handleConflictingOneOf()}
+          self.configMaxNodesSet = .configMaxNodes(v)
+        }
+      }()
+      case 6: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.dnsResolversSet != nil {try decoder.handleConflictingOneOf()}
+          self.dnsResolversSet = .dnsResolvers(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if case .domain(let v)? = self.domainSet {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try { if case .nodeKeepalive(let v)? = self.nodeKeepaliveSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try { if case .deviceKeepalive(let v)? = self.deviceKeepaliveSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if case .deviceMtu(let v)? = self.deviceMtuSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
+    try { if case .configMaxNodes(let v)? = self.configMaxNodesSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+    } }()
+    try { if case .dnsResolvers(let v)? = self.dnsResolversSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_TenantSettingsPatch, rhs: Mesh_V1_TenantSettingsPatch) -> Bool {
+    if lhs.domainSet != rhs.domainSet {return false}
+    if lhs.nodeKeepaliveSet != rhs.nodeKeepaliveSet {return false}
+    if lhs.deviceKeepaliveSet != rhs.deviceKeepaliveSet {return false}
+    if lhs.deviceMtuSet != rhs.deviceMtuSet {return false}
+    if lhs.configMaxNodesSet != rhs.configMaxNodesSet {return false}
+    if lhs.dnsResolversSet != rhs.dnsResolversSet {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1082,7 +1482,7 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Mesh_V1_CreateTenantRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateTenantRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}plan\0\u{3}require_saml\0\u{1}id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}plan\0\u{3}require_saml\0\u{1}id\0\u{1}settings\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1094,12 +1494,17 @@ nonisolated extension Mesh_V1_CreateTenantRequest: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularEnumField(value: &self.plan) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.requireSaml) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1112,6 +1517,9 @@ nonisolated extension Mesh_V1_CreateTenantRequest: SwiftProtobuf.Message, SwiftP
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 4)
     }
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1120,6 +1528,7 @@ nonisolated extension Mesh_V1_CreateTenantRequest: SwiftProtobuf.Message, SwiftP
     if lhs.plan != rhs.plan {return false}
     if lhs.requireSaml != rhs.requireSaml {return false}
     if lhs.id != rhs.id {return false}
+    if lhs._settings != rhs._settings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1161,7 +1570,7 @@ nonisolated extension Mesh_V1_CreateTenantResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Mesh_V1_UpdateTenantRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateTenantRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}plan\0\u{3}set_require_saml\0\u{3}require_saml\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}plan\0\u{3}set_require_saml\0\u{3}require_saml\0\u{1}settings\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1173,12 +1582,17 @@ nonisolated extension Mesh_V1_UpdateTenantRequest: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularEnumField(value: &self.plan) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.setRequireSaml) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.requireSaml) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.tenantID.isEmpty {
       try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
     }
@@ -1191,6 +1605,9 @@ nonisolated extension Mesh_V1_UpdateTenantRequest: SwiftProtobuf.Message, SwiftP
     if self.requireSaml != false {
       try visitor.visitSingularBoolField(value: self.requireSaml, fieldNumber: 4)
     }
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1199,6 +1616,7 @@ nonisolated extension Mesh_V1_UpdateTenantRequest: SwiftProtobuf.Message, SwiftP
     if lhs.plan != rhs.plan {return false}
     if lhs.setRequireSaml != rhs.setRequireSaml {return false}
     if lhs.requireSaml != rhs.requireSaml {return false}
+    if lhs._settings != rhs._settings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1611,104 +2029,198 @@ nonisolated extension Mesh_V1_ListUsersResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _tenantID: String = String()
+    var _ownerUserID: String = String()
+    var _label: String = String()
+    var _slug: String = String()
+    var _dnsName: String = String()
+    var _type: Mesh_V1_DeviceType = .unspecified
+    var _ipv4: String = String()
+    var _ipv6: String = String()
+    var _publicKey: String = String()
+    var _createdAtMs: Int64 = 0
+    var _lastHandshakeAtMs: Int64 = 0
+    var _online: Bool = false
+    var _rxBytes: UInt64 = 0
+    var _txBytes: UInt64 = 0
+    var _endpoint: String = String()
+    var _configHubID: String = String()
+    var _configNodeIds: [String] = []
+    var _configOutdated: Bool = false
+    var _configOutdatedReason: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _tenantID = source._tenantID
+      _ownerUserID = source._ownerUserID
+      _label = source._label
+      _slug = source._slug
+      _dnsName = source._dnsName
+      _type = source._type
+      _ipv4 = source._ipv4
+      _ipv6 = source._ipv6
+      _publicKey = source._publicKey
+      _createdAtMs = source._createdAtMs
+      _lastHandshakeAtMs = source._lastHandshakeAtMs
+      _online = source._online
+      _rxBytes = source._rxBytes
+      _txBytes = source._txBytes
+      _endpoint = source._endpoint
+      _configHubID = source._configHubID
+      _configNodeIds = source._configNodeIds
+      _configOutdated = source._configOutdated
+      _configOutdatedReason = source._configOutdatedReason
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.ownerUserID) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.label) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.slug) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.dnsName) }()
-      case 7: try { try decoder.decodeSingularEnumField(value: &self.type) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.ipv4) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.ipv6) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
-      case 11: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
-      case 12: try { try decoder.decodeSingularInt64Field(value: &self.lastHandshakeAtMs) }()
-      case 13: try { try decoder.decodeSingularBoolField(value: &self.online) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.rxBytes) }()
-      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.txBytes) }()
-      case 16: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._tenantID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._ownerUserID) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._label) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._slug) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._dnsName) }()
+        case 7: try { try decoder.decodeSingularEnumField(value: &_storage._type) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._ipv4) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._ipv6) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._publicKey) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtMs) }()
+        case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._lastHandshakeAtMs) }()
+        case 13: try { try decoder.decodeSingularBoolField(value: &_storage._online) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._rxBytes) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._txBytes) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._configHubID) }()
+        case 18: try { try decoder.decodeRepeatedStringField(value: &_storage._configNodeIds) }()
+        case 19: try { try decoder.decodeSingularBoolField(value: &_storage._configOutdated) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._configOutdatedReason) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
-    }
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 2)
-    }
-    if !self.ownerUserID.isEmpty {
-      try visitor.visitSingularStringField(value: self.ownerUserID, fieldNumber: 3)
-    }
-    if !self.label.isEmpty {
-      try visitor.visitSingularStringField(value: self.label, fieldNumber: 4)
-    }
-    if !self.slug.isEmpty {
-      try visitor.visitSingularStringField(value: self.slug, fieldNumber: 5)
-    }
-    if !self.dnsName.isEmpty {
-      try visitor.visitSingularStringField(value: self.dnsName, fieldNumber: 6)
-    }
-    if self.type != .unspecified {
-      try visitor.visitSingularEnumField(value: self.type, fieldNumber: 7)
-    }
-    if !self.ipv4.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv4, fieldNumber: 8)
-    }
-    if !self.ipv6.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv6, fieldNumber: 9)
-    }
-    if !self.publicKey.isEmpty {
-      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 10)
-    }
-    if self.createdAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 11)
-    }
-    if self.lastHandshakeAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.lastHandshakeAtMs, fieldNumber: 12)
-    }
-    if self.online != false {
-      try visitor.visitSingularBoolField(value: self.online, fieldNumber: 13)
-    }
-    if self.rxBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rxBytes, fieldNumber: 14)
-    }
-    if self.txBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.txBytes, fieldNumber: 15)
-    }
-    if !self.endpoint.isEmpty {
-      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._tenantID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenantID, fieldNumber: 2)
+      }
+      if !_storage._ownerUserID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ownerUserID, fieldNumber: 3)
+      }
+      if !_storage._label.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._label, fieldNumber: 4)
+      }
+      if !_storage._slug.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._slug, fieldNumber: 5)
+      }
+      if !_storage._dnsName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._dnsName, fieldNumber: 6)
+      }
+      if _storage._type != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._type, fieldNumber: 7)
+      }
+      if !_storage._ipv4.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ipv4, fieldNumber: 8)
+      }
+      if !_storage._ipv6.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ipv6, fieldNumber: 9)
+      }
+      if !_storage._publicKey.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._publicKey, fieldNumber: 10)
+      }
+      if _storage._createdAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdAtMs, fieldNumber: 11)
+      }
+      if _storage._lastHandshakeAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastHandshakeAtMs, fieldNumber: 12)
+      }
+      if _storage._online != false {
+        try visitor.visitSingularBoolField(value: _storage._online, fieldNumber: 13)
+      }
+      if _storage._rxBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._rxBytes, fieldNumber: 14)
+      }
+      if _storage._txBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._txBytes, fieldNumber: 15)
+      }
+      if !_storage._endpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endpoint, fieldNumber: 16)
+      }
+      if !_storage._configHubID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._configHubID, fieldNumber: 17)
+      }
+      if !_storage._configNodeIds.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._configNodeIds, fieldNumber: 18)
+      }
+      if _storage._configOutdated != false {
+        try visitor.visitSingularBoolField(value: _storage._configOutdated, fieldNumber: 19)
+      }
+      if !_storage._configOutdatedReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._configOutdatedReason, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_Device, rhs: Mesh_V1_Device) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.ownerUserID != rhs.ownerUserID {return false}
-    if lhs.label != rhs.label {return false}
-    if lhs.slug != rhs.slug {return false}
-    if lhs.dnsName != rhs.dnsName {return false}
-    if lhs.type != rhs.type {return false}
-    if lhs.ipv4 != rhs.ipv4 {return false}
-    if lhs.ipv6 != rhs.ipv6 {return false}
-    if lhs.publicKey != rhs.publicKey {return false}
-    if lhs.createdAtMs != rhs.createdAtMs {return false}
-    if lhs.lastHandshakeAtMs != rhs.lastHandshakeAtMs {return false}
-    if lhs.online != rhs.online {return false}
-    if lhs.rxBytes != rhs.rxBytes {return false}
-    if lhs.txBytes != rhs.txBytes {return false}
-    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._tenantID != rhs_storage._tenantID {return false}
+        if _storage._ownerUserID != rhs_storage._ownerUserID {return false}
+        if _storage._label != rhs_storage._label {return false}
+        if _storage._slug != rhs_storage._slug {return false}
+        if _storage._dnsName != rhs_storage._dnsName {return false}
+        if _storage._type != rhs_storage._type {return false}
+        if _storage._ipv4 != rhs_storage._ipv4 {return false}
+        if _storage._ipv6 != rhs_storage._ipv6 {return false}
+        if _storage._publicKey != rhs_storage._publicKey {return false}
+        if _storage._createdAtMs != rhs_storage._createdAtMs {return false}
+        if _storage._lastHandshakeAtMs != rhs_storage._lastHandshakeAtMs {return false}
+        if _storage._online != rhs_storage._online {return false}
+        if _storage._rxBytes != rhs_storage._rxBytes {return false}
+        if _storage._txBytes != rhs_storage._txBytes {return false}
+        if _storage._endpoint != rhs_storage._endpoint {return false}
+        if _storage._configHubID != rhs_storage._configHubID {return false}
+        if _storage._configNodeIds != rhs_storage._configNodeIds {return false}
+        if _storage._configOutdated != rhs_storage._configOutdated {return false}
+        if _storage._configOutdatedReason != rhs_storage._configOutdatedReason {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1762,88 +2274,46 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
   public static let protoMessageName: String = _protobuf_package + ".CreateDeviceResponse"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}config\0\u{3}qr_svg\0\u{3}qr_unavailable_reason\0")
 
-  fileprivate class _StorageClass {
-    var _device: Mesh_V1_Device? = nil
-    var _config: String = String()
-    var _qrSvg: String = String()
-    var _qrUnavailableReason: String = String()
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _device = source._device
-      _config = source._config
-      _qrSvg = source._qrSvg
-      _qrUnavailableReason = source._qrUnavailableReason
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._device) }()
-        case 2: try { try decoder.decodeSingularStringField(value: &_storage._config) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._qrSvg) }()
-        case 4: try { try decoder.decodeSingularStringField(value: &_storage._qrUnavailableReason) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._device) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.config) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.qrSvg) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.qrUnavailableReason) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._device {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      if !_storage._config.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._config, fieldNumber: 2)
-      }
-      if !_storage._qrSvg.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._qrSvg, fieldNumber: 3)
-      }
-      if !_storage._qrUnavailableReason.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._qrUnavailableReason, fieldNumber: 4)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._device {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.config.isEmpty {
+      try visitor.visitSingularStringField(value: self.config, fieldNumber: 2)
+    }
+    if !self.qrSvg.isEmpty {
+      try visitor.visitSingularStringField(value: self.qrSvg, fieldNumber: 3)
+    }
+    if !self.qrUnavailableReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.qrUnavailableReason, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_CreateDeviceResponse, rhs: Mesh_V1_CreateDeviceResponse) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._device != rhs_storage._device {return false}
-        if _storage._config != rhs_storage._config {return false}
-        if _storage._qrSvg != rhs_storage._qrSvg {return false}
-        if _storage._qrUnavailableReason != rhs_storage._qrUnavailableReason {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._device != rhs._device {return false}
+    if lhs.config != rhs.config {return false}
+    if lhs.qrSvg != rhs.qrSvg {return false}
+    if lhs.qrUnavailableReason != rhs.qrUnavailableReason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1966,74 +2436,36 @@ nonisolated extension Mesh_V1_RenameDeviceResponse: SwiftProtobuf.Message, Swift
   public static let protoMessageName: String = _protobuf_package + ".RenameDeviceResponse"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}revision\0")
 
-  fileprivate class _StorageClass {
-    var _device: Mesh_V1_Device? = nil
-    var _revision: UInt64 = 0
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _device = source._device
-      _revision = source._revision
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._device) }()
-        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._device) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._device {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      if _storage._revision != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 2)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._device {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_RenameDeviceResponse, rhs: Mesh_V1_RenameDeviceResponse) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._device != rhs_storage._device {return false}
-        if _storage._revision != rhs_storage._revision {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._device != rhs._device {return false}
+    if lhs.revision != rhs.revision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2640,6 +3072,84 @@ nonisolated extension Mesh_V1_GetNodeResponse: SwiftProtobuf.Message, SwiftProto
 
   public static func ==(lhs: Mesh_V1_GetNodeResponse, rhs: Mesh_V1_GetNodeResponse) -> Bool {
     if lhs._node != rhs._node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_NodeDiagnosticsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeDiagnosticsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}node_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_NodeDiagnosticsRequest, rhs: Mesh_V1_NodeDiagnosticsRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_NodeDiagnosticsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeDiagnosticsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dump\0\u{3}per_peer_stats\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._dump) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.perPeerStats) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._dump {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.perPeerStats != false {
+      try visitor.visitSingularBoolField(value: self.perPeerStats, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_NodeDiagnosticsResponse, rhs: Mesh_V1_NodeDiagnosticsResponse) -> Bool {
+    if lhs._dump != rhs._dump {return false}
+    if lhs.perPeerStats != rhs.perPeerStats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

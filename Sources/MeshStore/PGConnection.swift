@@ -26,12 +26,14 @@ final class PGConnection: @unchecked Sendable {
     }
 
     /// Connects (or reconnects). Runs on the connection's queue.
-    func connect(applicationName: String) throws {
+    func connect(applicationName: String, schema: String? = nil) throws {
         if let conn { PQfinish(conn) }
         conn = nil
         prepared.removeAll()
         let keys = ["dbname", "application_name", "connect_timeout", "options"]
-        let values = [url, applicationName, "5", "-c TimeZone=UTC -c DateStyle=ISO"]
+        // A service's schema comes first on the search path, so its unqualified names are its own tables.
+        let searchPath = schema.map { " -c search_path=\($0),public" } ?? ""
+        let values = [url, applicationName, "5", "-c TimeZone=UTC -c DateStyle=ISO" + searchPath]
         let c = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
         guard let c else { throw StoreError.connectFailed("out of memory") }
         if PQstatus(c) != CONNECTION_OK {

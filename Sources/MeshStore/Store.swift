@@ -14,12 +14,17 @@ public struct StoreConfiguration: Sendable {
     public var acquireTimeout: Duration
     /// Shown in `pg_stat_activity`.
     public var applicationName: String
+    /// The PostgreSQL schema that holds the tables of the one service using this store; first on
+    /// every connection's search path. nil: the database's default search path.
+    public var schema: String?
 
-    public init(url: String, poolSize: Int = 8, acquireTimeout: Duration = .seconds(10), applicationName: String = "quazzar-mesh") {
+    public init(url: String, poolSize: Int = 8, acquireTimeout: Duration = .seconds(10), applicationName: String = "quazzar-mesh",
+                schema: String? = nil) {
         self.url = url
         self.poolSize = poolSize
         self.acquireTimeout = acquireTimeout
         self.applicationName = applicationName
+        self.schema = schema
     }
 }
 
@@ -128,6 +133,11 @@ public final class Store: Sendable {
     /// For a single statement this is as atomic as a transaction and costs one round trip.
     @discardableResult
     public func query(_ sql: SQL, _ params: (any PGEncodable)?...) async throws -> [Row] {
+        try await query(sql: sql, parameters: params)
+    }
+
+    /// ``query(_:_:)`` with the parameters as an array.
+    public func query(sql: SQL, parameters params: [(any PGEncodable)?]) async throws -> [Row] {
         let text = sql.text
         let boxed = SendableParams(params)
         return try await withConnection { conn in try conn.execute(text, boxed.values).rows }
@@ -163,13 +173,13 @@ public final class Store: Sendable {
     /// Borrows a healthy connection, runs `work` on its queue, and returns it to the pool.
     func withConnection<T: Sendable>(_ work: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
         let conn = try await pool.acquire(timeout: configuration.acquireTimeout, url: configuration.url)
-        let appName = configuration.applicationName
+        let appName = configuration.applicationName, schema = configuration.schema
         let logger = self.logger
         let result: Result<T, any Error> = await withCheckedContinuation { cont in
             conn.queue.async {
                 do {
                     if !conn.isHealthy {
-                        try conn.connect(applicationName: appName)
+                        try conn.connect(applicationName: appName, schema: schema)
                     }
                     cont.resume(returning: .success(try work(conn)))
                 } catch {

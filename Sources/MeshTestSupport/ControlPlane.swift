@@ -2,7 +2,8 @@ import Foundation
 import MeshBus
 import MeshBusAuth
 import MeshClient
-import MeshCore
+import MeshKeys
+import MeshDomain
 import MeshProto
 import MeshStore
 
@@ -21,10 +22,11 @@ public final class ControlPlane: Sendable {
     /// ``bus`` is then the operator's `meshctl` identity).
     public let security: SecureBus?
 
-    /// Starts the services. `fanout` FanoutSvc replicas are started too (0 = none). With `secureBus`
+    /// Starts the services: one AllocatorSvc, `replicas` ProvisionSvc and `fanout` FanoutSvc replicas
+    /// (0 = none: ProvisionSvc's outbox relay then waits for one, as it would in production). With `secureBus`
     /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS). The database
     /// is made on the shared test server, or on the one `databaseAdminURL` names.
-    public static func start(_ name: String, replicas: Int = 1, fanout: Int = 0, environment: [String: String] = [:],
+    public static func start(_ name: String, replicas: Int = 1, fanout: Int = 1, environment: [String: String] = [:],
                              natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false,
                              databaseAdminURL: String? = nil) async throws -> ControlPlane {
         let security = secureBus ? try SecureBus(name: name, host: natsHost, tls: secureTLS) : nil
@@ -44,7 +46,7 @@ public final class ControlPlane: Sendable {
                                                     environment: env(.provision), bus: bus, logDir: logDir)
         let fan = fanout == 0 ? [] : try await ServiceProcesses.start("FanoutSvc", count: fanout, natsURL: nats.url, databaseURL: db.url,
                                                                       environment: env(.fanout), bus: bus, logDir: logDir)
-        let store = Store(StoreConfiguration(url: db.url, poolSize: 2), logger: TestEnvironment.logger("t"))
+        let store = Store(StoreConfiguration(url: db.url, poolSize: 2, schema: TestDatabase.allSchemas), logger: TestEnvironment.logger("t"))
         return ControlPlane(nats: nats, db: db, bus: bus, store: store, processes: alloc + prov + fan,
                             client: ProvisionClient(bus: bus, timeout: .seconds(30)), logDir: logDir, security: security)
     }
@@ -92,6 +94,15 @@ public final class ControlPlane: Sendable {
         r.plan = plan
         r.requireSaml = requireSaml
         return try await client.createTenant(r)
+    }
+
+    /// Creates a tenant on `plan` that can take devices: with an admin ("operator") and one node
+    /// ("edge", the hub), since a device config needs a node to connect to.
+    public func readyTenant(_ plan: Mesh_V1_Plan, requireSaml: Bool = false) async throws -> Mesh_V1_Tenant {
+        let t = try await tenant(plan, requireSaml: requireSaml)
+        let admin = try await user(t, .admin)
+        _ = try await node(t, admin: admin, name: "edge", endpoint: "192.0.2.250:51820")
+        return t
     }
 
     /// Creates a user and returns a caller identity for it.

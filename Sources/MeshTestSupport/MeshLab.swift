@@ -1,7 +1,7 @@
 import Foundation
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 
 /// A whole mesh on one machine for end-to-end tests: the control plane (real executables, NATS on a

@@ -31,8 +31,10 @@ public final class NetNamespace: @unchecked Sendable {
     public func startWireGuardGo(_ interface: String) throws {
         try exec(["wireguard-go", interface], environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"])
         let sock = "/var/run/wireguard/\(interface).sock"
-        for _ in 0..<200 where !FileManager.default.fileExists(atPath: sock) { usleep(10_000) }
-        guard FileManager.default.fileExists(atPath: sock) else { throw TestSetupError.failed("wireguard-go did not create \(sock)") }
+        // A generous bound (the machine may be busy), not a speed.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !FileManager.default.fileExists(atPath: sock) && ContinuousClock.now < deadline { usleep(10_000) }
+        guard FileManager.default.fileExists(atPath: sock) else { throw TestSetupError.failed("wireguard-go did not create \(sock) within 60 s") }
     }
 
     /// Kills every process in the namespace and deletes it. A wireguard-go killed this way leaves

@@ -207,11 +207,22 @@ public final class PrivateInfra: Sendable {
         databaseURL = value("MESH_DATABASE_URL")
     }
 
-    /// Stops nats-server only.
+    /// Stops nats-server only, and returns once it has exited and its port takes no connection (so
+    /// that ``start()`` can bind it again and no client reaches the old server meanwhile).
     public func stopNats() throws {
         let pid = try String(contentsOf: dir.appendingPathComponent("nats.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let port = Int(try String(contentsOf: dir.appendingPathComponent("nats.port"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         _ = try run("/bin/kill", [pid])
-        for _ in 0..<200 where (try? run("/bin/kill", ["-0", pid]).status) == 0 { usleep(20_000) }
+        // `kill -0` succeeds on a zombie that init has not reaped yet: read the process state instead.
+        func exited() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !(exited() && !acceptsConnections(host: "127.0.0.1", port: port)) {
+            guard ContinuousClock.now < deadline else { throw TestSetupError.failed("nats-server \(pid) did not stop within 60 s") }
+            usleep(20_000)
+        }
         try? FileManager.default.removeItem(at: dir.appendingPathComponent("nats.pid"))
     }
 
@@ -313,21 +324,26 @@ public final class TestNatsServer: Sendable {
     }
 }
 
-/// Waits (up to 2 s) until something accepts TCP connections on host:port, while `process` runs.
+/// Whether something accepts TCP connections on host:port now.
+func acceptsConnections(host: String, port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr(host)
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}
+
+/// Waits (up to 30 s: a bound, the machine may be busy) until something accepts TCP connections on
+/// host:port, while `process` runs.
 func waitListening(host: String, port: Int, while process: ManagedProcess) -> Bool {
-    for _ in 0..<200 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        if fd >= 0 {
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = in_port_t(UInt16(port).bigEndian)
-            addr.sin_addr.s_addr = inet_addr(host)
-            let ok = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            } == 0
-            close(fd)
-            if ok { return true }
-        }
+    let deadline = ContinuousClock.now + .seconds(30)
+    while ContinuousClock.now < deadline {
+        if acceptsConnections(host: host, port: port) { return true }
         if !process.isRunning { return false }
         usleep(10_000)
     }

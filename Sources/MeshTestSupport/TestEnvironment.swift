@@ -123,6 +123,10 @@ public struct TestDatabase: Sendable {
         return TestDatabase(url: replaceDatabase(in: admin, with: name), name: name, adminURL: admin)
     }
 
+    /// A search path over every service's schema, for tests that read the tables of several
+    /// services at once (the services themselves each see only their own).
+    public static let allSchemas = "provision,allocator,fanout"
+
     /// Drops the database (terminating leftover connections).
     public func drop() async {
         let store = Store(StoreConfiguration(url: adminURL, poolSize: 1), logger: TestEnvironment.logger("test.db"))

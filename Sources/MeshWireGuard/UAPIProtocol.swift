@@ -158,7 +158,7 @@ enum UAPIProtocol {
                 let k = try parseKey(value, "private_key")
                 if !k.isZero {
                     device.privateKey = k
-                    device.publicKey = Curve25519.publicKey(forPrivateKey: k)
+                    device.publicKey = k.publicKeyOfPrivate
                 }
             } else if equals(key, "listen_port") {
                 device.listenPort = UInt16(clamping: try integer(value, "listen_port"))

@@ -1,3 +1,5 @@
+import MeshKeys
+
 /// A 32-byte WireGuard key: a Curve25519 private or public key, or a preshared key.
 ///
 /// Stored inline as four words so a device with ten thousand peers does not allocate per key.
@@ -176,5 +178,13 @@ public struct WireGuardKey: Hashable, Sendable, Comparable, CustomStringConverti
                 return false
             }
         }
+    }
+}
+
+extension WireGuardKey {
+    /// The public key of this key taken as a private key (X25519 from swift-crypto, clamping
+    /// included), as `wg pubkey` computes it.
+    public var publicKeyOfPrivate: WireGuardKey {
+        WireGuardKeyPair.publicKey(forPrivateKey: bytes).flatMap { WireGuardKey(bytes: $0) } ?? .zero
     }
 }

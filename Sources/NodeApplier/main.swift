@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
-import MeshCore
+import MeshDomain
 import NodeApplierCore
+import ServiceKit
 
 /// NodeApplier: keeps one node's `wg-quazzar0` in step with the control plane.
 @main
@@ -55,9 +56,6 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "Enable forwarding on the interface: true or false (env MESH_NODE_FORWARDING).")
     var forwarding: Bool = Env.bool("MESH_NODE_FORWARDING", true)
 
-    @Option(help: "Mesh DNS zone (env MESH_DOMAIN).")
-    var meshDomain: String = Env.string("MESH_DOMAIN", "quazzar.mesh")
-
     @Option(help: "Mesh DNS port on the mesh addresses; 0 disables (env MESH_DNS_PORT).")
     var dnsPort: Int = Env.int("MESH_DNS_PORT", 53)
 
@@ -86,7 +84,7 @@ struct NodeApplier: AsyncParsableCommand {
             backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo, userspaceDaemon: UserspaceDaemon(rawValue: userspaceDaemon)!,
             interfaceCheckInterval: .milliseconds(Int(interfaceCheckSeconds * 1000)), mtu: UInt32(mtu),
             resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
-            handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding, meshDomain: meshDomain,
+            handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding,
             dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile)
         try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret("MESH_NODE_ENROLLMENT_TOKEN"))
     }

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshWireGuard
 import Synchronization
@@ -62,22 +62,24 @@ public struct HandshakeReporter: Sendable {
         report.tenantID = agent.identity.tenantID
         report.nodeID = agent.identity.nodeID
         report.observedAtMs = Date().unixMilliseconds
-        let known = agent.peersByKey()
+        var changed: [WireGuardPeer] = []
         for p in device.peers {
             let seen = Seen(handshake: p.lastHandshake, rx: p.receiveBytes, tx: p.transmitBytes, endpoint: p.endpoint?.description ?? "")
             now[p.publicKey] = seen
             guard last[p.publicKey] != seen else { continue }
             // Nothing to say about a peer that never handshook and never moved a byte.
             if last[p.publicKey] == nil && p.lastHandshake.isNever && p.receiveBytes == 0 && p.transmitBytes == 0 { continue }
-            report.peers.append(PeerStatsMapping.stats(p, known: known[p.publicKey.base64]))
+            changed.append(p)
         }
+        let known = agent.identities(ofKeys: changed.map(\.publicKey.base64))
+        report.peers = changed.map { PeerStatsMapping.stats($0, known: known[$0.publicKey.base64]) }
         return (report, now)
     }
 }
 
 /// WireGuard peer readings as protobuf.
 enum PeerStatsMapping {
-    static func stats(_ p: WireGuardPeer, known: Mesh_V1_Peer?) -> Mesh_V1_PeerStats {
+    static func stats(_ p: WireGuardPeer, known: (id: String, dnsName: String)?) -> Mesh_V1_PeerStats {
         var s = Mesh_V1_PeerStats()
         s.publicKey = p.publicKey.base64
         s.endpoint = p.endpoint?.description ?? ""

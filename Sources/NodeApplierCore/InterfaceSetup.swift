@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshWireGuard
 

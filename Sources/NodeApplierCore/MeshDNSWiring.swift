@@ -1,14 +1,16 @@
 import Foundation
 import Logging
 import MeshDNS
+import MeshDomain
 import MeshNet
 import MeshProto
 import ServiceLifecycle
 
 /// Mesh DNS on the node, the way MagicDNS serves names from the node itself: a resolver on the
-/// node's mesh addresses answers `<slug>.<domain>` from the agent's peer list (no lookup per
-/// query). The zone is replaced after every change the agent applies, so a deleted or renamed
-/// device stops resolving as soon as the node has applied the change. Names outside the zone are
+/// node's mesh addresses answers `<slug>.<domain>` from the agent's view of the tenant (no lookup
+/// per query). The zone follows every change the agent applies (one name at a time for a delta, the
+/// whole zone after a full sync or new settings), so a deleted, suspended or renamed device stops
+/// resolving as soon as the node has applied the change. The domain is the tenant's setting. Names outside the zone are
 /// forwarded to the host's resolvers (or refused), because device configs point their `DNS =` at
 /// the nodes.
 public final class MeshDNSWiring: Sendable {
@@ -23,8 +25,8 @@ public final class MeshDNSWiring: Sendable {
         self.identity = identity
         self.logger = logger
         let addresses = [identity.ipv4, identity.ipv6].compactMap(IPAddress.init)
-        guard let zoneConfig = try? MeshDNSZoneConfiguration(origin: config.meshDomain, nameServerAddresses: addresses) else {
-            logger.error("mesh DNS disabled: bad zone name", metadata: ["zone": "\(config.meshDomain)"])
+        // The tenant's own domain replaces the default with the first full sync.
+        guard let zoneConfig = try? MeshDNSZoneConfiguration(origin: TenantDefaults.domain, nameServerAddresses: addresses) else {
             zone = nil
             server = nil
             return
@@ -43,18 +45,33 @@ public final class MeshDNSWiring: Sendable {
             bindBeforeAddressExists: true), logger: logger)
     }
 
-    /// Keeps the zone equal to the agent's peer list (plus this node).
+    /// Keeps the zone equal to the agent's view (every named member, this node included).
     public func attach(to agent: NodeAgent) {
         guard let zone else { return }
-        let hostsFile = config.hostsFile, domain = "." + config.meshDomain, logger = self.logger
-        agent.observe { snapshot in
-            var records: [MeshDNSRecord] = []
-            for p in snapshot.peers where p.dnsName.hasSuffix(domain) {
-                let addresses = p.meshIps.compactMap(IPAddress.init)
-                if !addresses.isEmpty { records.append(MeshDNSRecord(name: p.dnsName, addresses: addresses)) }
+        let hostsFile = config.hostsFile, logger = self.logger
+        let addresses = [identity.ipv4, identity.ipv6].compactMap(IPAddress.init)
+        agent.observe { change in
+            func record(_ r: (name: String, addresses: [String])) -> MeshDNSRecord {
+                MeshDNSRecord(name: r.name, addresses: r.addresses.compactMap(IPAddress.init))
             }
-            let update = zone.replace(records: records, revision: UInt32(truncatingIfNeeded: snapshot.revision))
-            for r in update.rejected {
+            var rejected: [MeshDNSRejectedRecord] = []
+            switch change {
+            case .all(let domain, let records, let revision):
+                var configuration = zone.configuration
+                if configuration.origin.description.lowercased() != domain.lowercased() + ".", !domain.isEmpty {
+                    guard let c = try? MeshDNSZoneConfiguration(origin: domain, nameServerAddresses: addresses) else {
+                        logger.error("the tenant's mesh domain is not a DNS name; names not served", metadata: ["dns.zone": "\(domain)"])
+                        return
+                    }
+                    configuration = c
+                }
+                rejected = zone.replace(records: records.map(record), revision: UInt32(truncatingIfNeeded: revision),
+                                        configuration: configuration).rejected
+            case .changed(let removed, let added, let revision):
+                for name in removed { zone.remove(name: name, revision: UInt32(truncatingIfNeeded: revision)) }
+                for r in added { rejected += zone.upsert(record(r), revision: UInt32(truncatingIfNeeded: revision)).rejected }
+            }
+            for r in rejected {
                 logger.warning("name not served", metadata: ["dns.name": "\(r.name)", "reason": "\(r.reason)"])
             }
             if !hostsFile.isEmpty {
@@ -73,8 +90,8 @@ public final class MeshDNSWiring: Sendable {
     /// `dns_status` for the node's state.
     public func status() -> Mesh_V1_DnsStatus {
         var s = Mesh_V1_DnsStatus()
-        s.zone = config.meshDomain
         guard let zone else { return s }
+        s.zone = String(zone.configuration.origin.description.dropLast())
         if let server {
             let st = server.status()
             s.serving = st.serving

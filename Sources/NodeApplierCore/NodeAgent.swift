@@ -1,66 +1,70 @@
 import Foundation
 import Logging
-import MeshCore
+import MeshClient
+import MeshDomain
 import MeshNet
 import MeshProto
 import MeshWireGuard
 import Metrics
 import Synchronization
 
-/// Applies the control plane's peer list to one WireGuard interface.
+/// Applies the control plane's view of the tenant to one WireGuard interface.
 ///
-/// All changes go through one queue consumed by ``run()``, so a delta never interleaves with a full
-/// sync. The rules for `PeersUpdated`: revision = last+1 → apply the delta; ≤ last → a duplicate,
-/// ignored; a gap → full sync (SyncFromCP, then the diff against the live device). A full sync also
-/// runs at start, on request, after a bus reconnect, on a timer, and when the tenant's newest
-/// revision is ahead of ours. Only the difference is ever applied.
+/// The agent keeps the tenant's members and settings (``MeshState``); the peers the interface holds
+/// are what ``PeerCatalog`` makes of them, for a delta and a full sync alike. All changes go through
+/// one queue consumed by ``run()``, so a delta never interleaves with a full sync. The rules for
+/// `PeersUpdated`: revision = last+1 → apply the change; ≤ last → a duplicate, ignored; a gap →
+/// full sync. A full sync (SyncFromCP, then the diff against the live device) also runs at start, on
+/// request, after a bus reconnect, on a timer, and when the tenant's newest revision is ahead of
+/// ours. Either way only the difference reaches the interface (``PeerDiff``), and the agent's state
+/// changes only after the interface accepted it.
 public final class NodeAgent: Sendable {
     public let identity: NodeIdentity
     public let interface: String
     let wg: any WireGuardBackend
     let logger: Logger
-    let sync: @Sendable () async throws(MeshError) -> Mesh_V1_SyncResponse
+    let fetch: @Sendable () async throws(MeshError) -> MeshView
     let resolver = EndpointResolver()
     let commands: AsyncStream<Command>
     let continuation: AsyncStream<Command>.Continuation
-    let state = Mutex(State())
-    let observers = Mutex<[@Sendable (ZoneSnapshot) -> Void]>([])
+    let state: Mutex<State>
+    let observers = Mutex<[@Sendable (ZoneUpdate) -> Void]>([])
+    /// The pending retry of a failed background sync (``retrySoon()``), woken by ``runRetries()``.
+    private let retry = Mutex<(delay: Duration, due: Bool, waiter: CheckedContinuation<Void, Never>?)>((.milliseconds(100), false, nil))
 
     let applied = Counter(label: "mesh_node_deltas_applied_total")
     let fullSyncs = Counter(label: "mesh_node_full_syncs_total")
     let applyLatency = Metrics.Timer(label: "mesh_node_commit_to_apply_seconds")
 
     struct State {
-        /// Desired peers by id (devices and other nodes; never this node).
-        var peers: [String: Mesh_V1_Peer] = [:]
-        var selfPeer: Mesh_V1_Peer?
-        var revision: UInt64 = 0
+        var mesh: MeshState
+        /// Member ids by public key, for the peers this node holds (reports and dumps).
+        var byKey: [String: String] = [:]
         var synced = false
         var lastSync: Date?
         var removedFromMesh = false
     }
-
-    /// The pending retry of a failed background sync (``retrySoon()``).
-    private let retry = Mutex<(pending: Bool, delay: Duration)>((false, .milliseconds(100)))
 
     enum Command: Sendable {
         case update(Mesh_V1_PeersUpdated)
         case sync(reason: String, reply: CheckedContinuation<Mesh_V1_RefreshResponse, any Error>?)
     }
 
-    /// What DNS serves: every peer's name and addresses plus this node's, at a revision.
-    public struct ZoneSnapshot: Sendable {
-        public var revision: UInt64
-        public var peers: [Mesh_V1_Peer]
+    /// What the mesh DNS must serve after a change: every name (after a full sync or new settings), or
+    /// the names one change removed and added.
+    public enum ZoneUpdate: Sendable {
+        case all(domain: String, records: [(name: String, addresses: [String])], revision: UInt64)
+        case changed(removed: [String], added: [(name: String, addresses: [String])], revision: UInt64)
     }
 
     public init(identity: NodeIdentity, interface: String, backend: any WireGuardBackend, logger: Logger,
-                sync: @escaping @Sendable () async throws(MeshError) -> Mesh_V1_SyncResponse) {
+                fetch: @escaping @Sendable () async throws(MeshError) -> MeshView) {
         self.identity = identity
         self.interface = interface
         self.wg = backend
         self.logger = logger
-        self.sync = sync
+        self.fetch = fetch
+        self.state = Mutex(State(mesh: MeshState(viewer: identity.nodeID)))
         (commands, continuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
@@ -105,13 +109,21 @@ public final class NodeAgent: Sendable {
         }
     }
 
-    /// Called with the peer set after every change (mesh DNS, hosts file).
-    public func observe(_ observer: @escaping @Sendable (ZoneSnapshot) -> Void) {
+    /// Called with what the mesh DNS must serve after every change the agent applied.
+    public func observe(_ observer: @escaping @Sendable (ZoneUpdate) -> Void) {
         observers.withLock { $0.append(observer) }
     }
 
-    /// Processes the queue until cancelled.
+    /// Processes the queue (and the retries of failed syncs) until cancelled or finished.
     public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.runRetries() }
+            await processCommands()
+            group.cancelAll()
+        }
+    }
+
+    func processCommands() async {
         for await command in commands {
             switch command {
             case .update(let u):
@@ -130,25 +142,55 @@ public final class NodeAgent: Sendable {
     }
 
     /// Stops ``run()``.
-    public func finish() { continuation.finish() }
+    public func finish() {
+        continuation.finish()
+        let w = retry.withLock { r -> CheckedContinuation<Void, Never>? in
+            defer { r.waiter = nil }
+            return r.waiter
+        }
+        w?.resume()
+    }
 
-    /// Queues another full sync after a failed one, with a backoff (0.1 s doubling to 5 s, reset by
+    /// Asks for another full sync after a failed one, with a backoff (0.1 s doubling to 5 s, reset by
     /// a sync that succeeds). Without it a node whose sync request failed (its FanoutSvc replica was
     /// killed while answering, say) stayed behind until the next message or revision check.
     func retrySoon() {
         guard !state.withLock({ $0.removedFromMesh }) else { return }
-        let delay: Duration? = retry.withLock { r in
-            guard !r.pending else { return nil }
-            r.pending = true
-            defer { r.delay = min(r.delay * 2, .seconds(5)) }
-            return r.delay
+        let w = retry.withLock { r -> CheckedContinuation<Void, Never>? in
+            r.due = true
+            defer { r.waiter = nil }
+            return r.waiter
         }
-        guard let delay else { return }
-        Task { [weak self] in
+        w?.resume()
+    }
+
+    /// Runs the retries ``retrySoon()`` asks for, until cancelled.
+    func runRetries() async {
+        while !Task.isCancelled {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let now = retry.withLock { r -> Bool in
+                        if r.due || Task.isCancelled { return true }
+                        r.waiter = c
+                        return false
+                    }
+                    if now { c.resume() }
+                }
+            } onCancel: {
+                let w = retry.withLock { r -> CheckedContinuation<Void, Never>? in
+                    defer { r.waiter = nil }
+                    return r.waiter
+                }
+                w?.resume()
+            }
+            guard !Task.isCancelled else { return }
+            let delay = retry.withLock { r -> Duration in
+                r.due = false
+                defer { r.delay = min(r.delay * 2, .seconds(5)) }
+                return r.delay
+            }
             try? await Task.sleep(for: delay)
-            guard let self else { return }
-            self.retry.withLock { $0.pending = false }
-            self.requestSync(reason: "retry after a failed sync")
+            requestSync(reason: "retry after a failed sync")
         }
     }
 
@@ -159,7 +201,7 @@ public final class NodeAgent: Sendable {
             logger.warning("ignoring an update for another tenant", metadata: ["tenant.id": "\(u.tenantID)"])
             return
         }
-        let (synced, last) = state.withLock { ($0.synced, $0.revision) }
+        let (synced, last) = state.withLock { ($0.synced, $0.mesh.revision) }
         if !synced || u.revision <= last { return }  // a sync is due anyway, or a duplicate
         if u.revision != last + 1 {
             logger.info("revision gap; full sync", metadata: ["revision.last": "\(last)", "revision.got": "\(u.revision)"])
@@ -168,54 +210,75 @@ public final class NodeAgent: Sendable {
         }
         do {
             try await apply(u)
-            state.withLock { $0.revision = u.revision }
             applied.increment()
             if u.committedAtMs > 0 {
                 applyLatency.recordMilliseconds(max(0, Date().unixMilliseconds - u.committedAtMs))
             }
-            notifyObservers()
         } catch {
-            logger.warning("applying a delta failed; full sync", metadata: ["revision": "\(u.revision)", "error": "\(error)"])
+            logger.warning("applying a change failed; full sync", metadata: ["revision": "\(u.revision)", "error": "\(error)"])
             if (try? await fullSync(reason: "apply failed")) == nil { retrySoon() }
         }
     }
 
+    /// Applies one change: the peers it touches, diffed before and after, then the state. Nothing of
+    /// the state is copied for a change that touches one member (a copy of a 50,000-member view would
+    /// cost more than the change).
     func apply(_ u: Mesh_V1_PeersUpdated) async throws {
-        var configs: [WireGuardPeerConfig] = []
-        let myID = identity.nodeID
-        for p in u.removed {
-            if p.id == myID {
-                logger.error("this node was removed from the mesh; dropping every peer")
-                state.withLock { $0.removedFromMesh = true }
-                let all = state.withLock { Array($0.peers.values) }
-                try await configure(all.compactMap { WireGuardKey(base64: $0.publicKey) }.map { .removing($0) })
-                state.withLock { $0.peers.removeAll() }
-                return
-            }
-            let old = state.withLock { $0.peers.removeValue(forKey: p.id) }
-            if let key = WireGuardKey(base64: old?.publicKey ?? p.publicKey) { configs.append(.removing(key)) }
+        let changed: String? = switch u.change {
+        case .upsert(let m): m.id
+        case .remove(let r): r.id
+        default: nil
         }
-        for p in u.added + u.changed where p.id != myID {
-            guard let d = DesiredPeer(p) else {
-                logger.warning("skipping a malformed peer", metadata: ["peer.id": "\(p.id)"])
-                continue
-            }
-            let old = state.withLock { s -> Mesh_V1_Peer? in
-                defer { s.peers[p.id] = p }
-                return s.peers[p.id]
-            }
-            if let old, old.publicKey != p.publicKey, let oldKey = WireGuardKey(base64: old.publicKey) {
-                configs.append(.removing(oldKey))
-            }
-            var resolved = d
-            if let e = d.endpoint { resolved.endpoint = await resolver.resolve(e) }
-            if old == nil || old?.publicKey != p.publicKey {
-                configs += PeerDiff(add: [resolved], update: [], remove: []).configs
-            } else {
-                configs += PeerDiff.forChange(resolved, current: WireGuardPeer(publicKey: d.publicKey))
-            }
+        let (t, whole, oldRecord, domain) = state.withLock { s in
+            let t = s.mesh.prepare(u)
+            let whole = t.touched == nil ? (s.mesh.peers(), s.mesh.peers(after: t)) : nil
+            let old = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
+            return (t, whole, old, s.mesh.settings.domain)
         }
-        try await configure(configs)
+        if t.removesViewer {
+            logger.error("this node was removed from the mesh; dropping every peer")
+            let live = try await wg.device(named: interface)
+            try await configure(live.peers.map { .removing($0.publicKey) })
+            state.withLock { s in
+                s.mesh = MeshState(viewer: identity.nodeID)
+                s.byKey = [:]
+                s.removedFromMesh = true
+            }
+            notify(.all(domain: domain, records: [], revision: u.revision))
+            return
+        }
+        let diff: PeerDiff
+        if let touched = t.touched {
+            diff = PeerDiff(from: touched.values.compactMap { $0.before.flatMap(DesiredPeer.init) },
+                            to: touched.values.compactMap { $0.after.flatMap(DesiredPeer.init) })
+        } else {
+            diff = PeerDiff(from: whole!.0.compactMap(DesiredPeer.init), to: whole!.1.compactMap(DesiredPeer.init))
+        }
+        try await configure(await resolved(diff).configs)
+        let zone = state.withLock { s -> ZoneUpdate in
+            s.mesh.commit(t)
+            guard let touched = t.touched else {
+                s.byKey = Dictionary(whole!.1.map { ($0.publicKey, $0.id) }, uniquingKeysWith: { a, _ in a })
+                return Self.zone(of: s.mesh)
+            }
+            for (id, p) in touched {
+                if let b = p.before { s.byKey.removeValue(forKey: b.publicKey) }
+                if let a = p.after { s.byKey[a.publicKey] = id }
+            }
+            let new = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
+            var removed: [String] = []
+            if let oldRecord, oldRecord.name != new?.name { removed.append(oldRecord.name) }
+            return .changed(removed: removed, added: new.map { [$0] } ?? [], revision: s.mesh.revision)
+        }
+        notify(zone)
+    }
+
+    /// Resolves the host names of endpoints the diff sets.
+    func resolved(_ diff: PeerDiff) async -> PeerDiff {
+        var d = diff
+        for i in d.add.indices { if let e = d.add[i].endpoint { d.add[i].endpoint = await resolver.resolve(e) } }
+        for i in d.update.indices { if let e = d.update[i].endpoint { d.update[i].endpoint = await resolver.resolve(e) } }
+        return d
     }
 
     func configure(_ peers: [WireGuardPeerConfig]) async throws {
@@ -228,9 +291,9 @@ public final class NodeAgent: Sendable {
     /// SyncFromCP, then apply the diff against the live device.
     @discardableResult
     func fullSync(reason: String) async throws -> Mesh_V1_RefreshResponse {
-        let list: Mesh_V1_SyncResponse
+        let view: MeshView
         do {
-            list = try await sync()
+            view = try await fetch()
         } catch {
             if case .notFound = error {
                 // Removed from the mesh (deregistered): hold no peers.
@@ -238,20 +301,23 @@ public final class NodeAgent: Sendable {
                 let live = try await wg.device(named: interface)
                 try await configure(live.peers.map { .removing($0.publicKey) })
                 state.withLock {
-                    $0.peers.removeAll()
+                    $0.mesh = MeshState(viewer: identity.nodeID)
+                    $0.byKey = [:]
                     $0.removedFromMesh = true
                 }
             }
             throw error
         }
-        // The reply must be this node's own list: its tenant, and its own entry when it has one.
-        guard list.tenantID == identity.tenantID, !list.hasSelf_p || list.self_p.id == identity.nodeID else {
-            logger.error("ignoring a peer list for another tenant or node",
-                         metadata: ["tenant.id": "\(list.tenantID)", "peer.id": "\(list.self_p.id)"])
-            throw MeshError.permissionDenied("the peer list is not this node's")
+        // The view must include this node itself.
+        guard view.members[identity.nodeID]?.kind == .node else {
+            logger.error("ignoring a view without this node", metadata: ["tenant.id": "\(identity.tenantID)"])
+            throw MeshError.permissionDenied("the view is not this node's")
         }
+        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, members: view.members.values)
+        let peers = mesh.peers()
         var desired: [DesiredPeer] = []
-        for p in list.peers where p.id != identity.nodeID {
+        desired.reserveCapacity(peers.count)
+        for p in peers {
             guard var d = DesiredPeer(p) else {
                 logger.warning("skipping a malformed peer", metadata: ["peer.id": "\(p.id)"])
                 continue
@@ -262,44 +328,69 @@ public final class NodeAgent: Sendable {
         let live = try await wg.device(named: interface)
         let diff = PeerDiff(current: live.peers, desired: desired)
         try await configure(diff.configs)
-        state.withLock { s in
-            s.peers = Dictionary(list.peers.filter { $0.id != identity.nodeID }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-            s.selfPeer = list.self_p
-            s.revision = list.revision
+        let zone = state.withLock { s -> ZoneUpdate in
+            s.mesh = mesh
+            s.byKey = Dictionary(peers.map { ($0.publicKey, $0.id) }, uniquingKeysWith: { a, _ in a })
             s.synced = true
             s.lastSync = Date()
             s.removedFromMesh = false
+            return Self.zone(of: mesh)
         }
         retry.withLock { $0.delay = .milliseconds(100) }
         fullSyncs.increment()
-        notifyObservers()
-        logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(list.revision)", "peers": "\(desired.count)",
+        notify(zone)
+        logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(view.revision)", "peers": "\(desired.count)",
                                             "added": "\(diff.add.count)", "changed": "\(diff.update.count)", "removed": "\(diff.remove.count)"])
         var r = Mesh_V1_RefreshResponse()
-        r.revision = list.revision
+        r.revision = view.revision
         r.added = UInt32(diff.add.count)
         r.changed = UInt32(diff.update.count)
         r.removed = UInt32(diff.remove.count)
         return r
     }
 
+    // MARK: DNS
+
+    /// Every name the node serves.
+    static func zone(of mesh: MeshState) -> ZoneUpdate {
+        .all(domain: mesh.settings.domain, records: mesh.members.values.compactMap { record($0, mesh.settings) }, revision: mesh.revision)
+    }
+
+    static func record(_ m: Mesh_V1_Member, _ settings: Mesh_V1_TenantSettings) -> (name: String, addresses: [String])? {
+        guard PeerCatalog.isNamed(m, settings: settings), !settings.domain.isEmpty else { return nil }
+        return (MeshName.dnsName(slug: m.slug, domain: settings.domain), [m.ipv4, m.ipv6])
+    }
+
+    func notify(_ update: ZoneUpdate) {
+        for o in observers.withLock({ $0 }) { o(update) }
+    }
+
     // MARK: Reading
 
     /// The revision applied last.
-    public var revision: UInt64 { state.withLock { $0.revision } }
+    public var revision: UInt64 { state.withLock { $0.mesh.revision } }
 
-    /// The desired peers by public key (for reports and dumps).
-    public func peersByKey() -> [String: Mesh_V1_Peer] {
-        state.withLock { s in Dictionary(s.peers.values.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a }) }
+    /// The member ids and DNS names of the given public keys (the peers this node holds).
+    public func identities(ofKeys keys: [String]) -> [String: (id: String, dnsName: String)] {
+        state.withLock { s in
+            var out: [String: (id: String, dnsName: String)] = [:]
+            for k in keys {
+                guard let id = s.byKey[k], let m = s.mesh.members[id] else { continue }
+                out[k] = (id, MeshName.dnsName(slug: m.slug, domain: s.mesh.settings.domain))
+            }
+            return out
+        }
     }
+
+    /// The peers the agent holds now, as PeerCatalog builds them (tests compare a delta with a full
+    /// sync through this).
+    public func peers() -> [Mesh_V1_Peer] { state.withLock { $0.mesh.peers() } }
+
+    /// The tenant's settings as last applied.
+    public var settings: Mesh_V1_TenantSettings { state.withLock { $0.mesh.settings } }
 
     /// Revision, sync time, peer count.
     public func status() -> (revision: UInt64, lastSync: Date?, peers: Int, synced: Bool) {
-        state.withLock { ($0.revision, $0.lastSync, $0.peers.count, $0.synced) }
-    }
-
-    func notifyObservers() {
-        let snapshot = state.withLock { s in ZoneSnapshot(revision: s.revision, peers: Array(s.peers.values) + (s.selfPeer.map { [$0] } ?? [])) }
-        for o in observers.withLock({ $0 }) { o(snapshot) }
+        state.withLock { ($0.mesh.revision, $0.lastSync, $0.byKey.count, $0.synced) }
     }
 }

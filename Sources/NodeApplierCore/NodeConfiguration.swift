@@ -19,7 +19,7 @@ public enum UserspaceDaemon: String, Sendable, CaseIterable {
 
 /// NodeApplier's settings.
 public struct NodeConfiguration: Sendable {
-    /// The node's name; its DNS name becomes `<slug>.<domain>`.
+    /// The node's name; its DNS name becomes `<slug>.<tenant domain>`.
     public var name: String
     /// Where the private key (`private.key`, mode 0600) and the registration (`node.json`) live.
     public var stateDirectory: String
@@ -45,8 +45,6 @@ public struct NodeConfiguration: Sendable {
     public var handshakePollInterval: Duration
     /// Turn on IPv4/IPv6 forwarding on the interface (the hub routes device-to-device traffic).
     public var forwarding: Bool
-    /// The mesh DNS zone.
-    public var meshDomain: String
     /// DNS port on the mesh addresses; 0 disables the resolver.
     public var dnsPort: UInt16
     /// Names outside the zone: forward to the host's resolver (`forward`) or refuse (`refuse`).
@@ -58,7 +56,7 @@ public struct NodeConfiguration: Sendable {
                 endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go",
                 userspaceDaemon: UserspaceDaemon = .managed, interfaceCheckInterval: Duration = .seconds(2), mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
-                handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true, meshDomain: String = "quazzar.mesh",
+                handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
                 dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
         self.name = name
         self.stateDirectory = stateDirectory
@@ -74,7 +72,6 @@ public struct NodeConfiguration: Sendable {
         self.revisionCheckInterval = revisionCheckInterval
         self.handshakePollInterval = handshakePollInterval
         self.forwarding = forwarding
-        self.meshDomain = meshDomain
         self.dnsPort = dnsPort
         self.dnsOutsideZone = dnsOutsideZone
         self.hostsFile = hostsFile

@@ -1,6 +1,7 @@
 import Foundation
 import MeshBusAuth
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshProto
 
 /// What a node keeps on disk: its WireGuard private key and its bus key (both generated here, never
@@ -71,7 +72,10 @@ public struct NodeStateStore: Sendable {
     public func keyPair() throws -> WireGuardKeyPair {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if let text = try? String(contentsOf: keyURL, encoding: .utf8) {
-            return try WireGuardKeyPair(privateKey: text.trimmingCharacters(in: .whitespacesAndNewlines))
+            guard let pair = WireGuardKeyPair(privateKey: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw MeshError.invalidArgument(field: "private.key", message: "\(keyURL.path) does not hold a WireGuard private key")
+            }
+            return pair
         }
         let pair = WireGuardKeyPair.generate()
         try writePrivate(keyURL, Data((pair.privateKey + "\n").utf8))

@@ -3,9 +3,11 @@ import Logging
 import MeshBus
 import MeshBusAuth
 import MeshClient
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshWireGuard
+import ServiceKit
 import ServiceLifecycle
 
 /// Everything one node runs, wired together: registration, the interface, the agent, the bus
@@ -14,12 +16,19 @@ public enum NodeRuntime {
     /// Registers (once; the result is kept in the state directory), prepares the interface and runs
     /// until SIGTERM/SIGINT. The interface stays up afterwards, so a restart does not cut traffic.
     public static func run(_ config: NodeConfiguration, common: CommonOptions, enrollmentToken: String?) async throws {
-        _ = Observability.bootstrap(level: common.logLevel, format: common.logFormat)
-        var logger = Logger(label: MeshServiceName.nodeApplier)
+        try await ServiceHost.run(name: MeshServiceName.nodeApplier, description: "applies mesh changes to \(config.interface)", common: common,
+                                  connect: { initial in try await connectNode(config, common: common, token: enrollmentToken, logger: initial) },
+                                  build: { ctx, prepared in try await build(config, common: common, bus: ctx.bus, identity: prepared.0,
+                                                                            privateKey: prepared.1, logger: ctx.logger) })
+    }
+
+    /// Registers if needed and connects with the node's own identity.
+    static func connectNode(_ config: NodeConfiguration, common: CommonOptions, token: String?,
+                            logger initial: Logger) async throws -> (BusConnection, (NodeIdentity, String), Logger) {
+        var logger = initial
         logger[metadataKey: "node.name"] = "\(config.name)"
         let files = NodeStateStore(directory: config.stateDirectory)
         let keys = try files.keyPair()
-
         // Until it is registered the node speaks with the shared bootstrap identity (MESH_NATS_CREDS[_FILE]),
         // which may only send the registration and read its reply; afterwards with its own key and JWT.
         let base = try common.busConfiguration(name: MeshServiceName.nodeApplier, inboxPrefix: BusPolicy.enrollInboxPrefix)
@@ -30,7 +39,7 @@ public enum NodeRuntime {
             bus = try await BusConnection.connect(try nodeBusConfiguration(base, identity: saved, files: files), logger: logger)
         } else {
             let enrollBus = try await BusConnection.connect(base, logger: logger)
-            identity = try await register(config, files: files, keys: keys, bus: enrollBus, token: enrollmentToken, logger: logger)
+            identity = try await register(config, files: files, keys: keys, bus: enrollBus, token: token, logger: logger)
             if identity.busUserJWT != nil {
                 await enrollBus.drain(timeout: .seconds(2))
                 bus = try await BusConnection.connect(try nodeBusConfiguration(base, identity: identity, files: files), logger: logger)
@@ -40,21 +49,21 @@ public enum NodeRuntime {
         }
         logger[metadataKey: "node.id"] = "\(identity.nodeID)"
         logger[metadataKey: "tenant.id"] = "\(identity.tenantID)"
+        return (bus, (identity, keys.privateKey), logger)
+    }
 
-        let backend = try await InterfaceSetup.prepare(config, identity: identity, privateKey: keys.privateKey, logger: logger)
+    /// The node's parts: the interface, the agent, its loops, handshake reports, the control subjects
+    /// and mesh DNS.
+    static func build(_ config: NodeConfiguration, common: CommonOptions, bus: BusConnection, identity: NodeIdentity, privateKey: String,
+                      logger: Logger) async throws -> ServiceParts {
+        let backend = try await InterfaceSetup.prepare(config, identity: identity, privateKey: privateKey, logger: logger)
         let fanout = FanoutClient(bus: bus)
         let agent = NodeAgent(identity: identity, interface: config.interface, backend: backend, logger: logger) { () async throws(MeshError) in
-            try await fanout.sync(tenantID: identity.tenantID, nodeID: identity.nodeID)
+            try await fanout.fullView(tenantID: identity.tenantID, nodeID: identity.nodeID)
         }
         let dns = MeshDNSWiring(config: config, identity: identity, logger: logger)
         dns.attach(to: agent)
-
         let control = NodeControl(agent: agent, backend: backend, config: config, dns: dns)
-        // The service id is the node id: a node's credentials let it answer discovery under its own id only.
-        let service = try BusService(connection: bus, name: MeshServiceName.nodeApplier, id: identity.nodeID, version: MeshVersion.current,
-                                     description: "applies peer changes to \(config.interface)",
-                                     metadata: ["instance": common.instance, "node_id": identity.nodeID, "tenant_id": identity.tenantID],
-                                     endpoints: control.endpoints(), logger: logger)
         let log = logger
         let reporter = HandshakeReporter(agent: agent, backend: backend, interval: config.handshakePollInterval, logger: logger) { report in
             do {
@@ -64,16 +73,15 @@ public enum NodeRuntime {
                 log.debug("handshake report not sent", metadata: ["error": "\(error)"])
             }
         }
-        var services: [any Service] = [BusConnectionService(connection: bus), service,
-                                       AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger, reporter: reporter),
-                                       FunctionService { await reporter.run() },
-                                       InterfaceWatch(backend: backend, interface: config.interface, privateKey: keys.privateKey,
-                                                      interval: config.interfaceCheckInterval, logger: logger)]
-        services.append(contentsOf: dns.services())
-        if let metrics = MetricsServer(address: common.metricsAddress, logger: logger) { services.append(metrics) }
         logger.info("node starting", metadata: ["interface": "\(config.interface)", "backend": "\(backend.kind)"])
-        try await ServiceRunner.run(services, logger: logger)
-        logger.info("node stopped; the interface stays up")
+        // The service id is the node id: a node's credentials let it answer discovery under its own id only.
+        return ServiceParts(endpoints: control.endpoints(),
+                            services: [AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger, reporter: reporter),
+                                       FunctionService { await reporter.run() },
+                                       InterfaceWatch(backend: backend, interface: config.interface, privateKey: privateKey,
+                                                      interval: config.interfaceCheckInterval, logger: logger)] + dns.services(),
+                            serviceID: identity.nodeID, metadata: ["node_id": identity.nodeID, "tenant_id": identity.tenantID],
+                            onStop: { log.info("node stopped; the interface stays up") })
     }
 
     /// The connection settings of a registered node: its own key and JWT when it has them (the inbox
@@ -283,7 +291,7 @@ struct NodeControl: Sendable {
         } catch {
             throw .unavailable("cannot read \(config.interface): \(error)")
         }
-        let known = agent.peersByKey()
+        let known = agent.identities(ofKeys: device.peers.map(\.publicKey.base64))
         var d = Mesh_V1_PeerDump()
         d.nodeID = agent.identity.nodeID
         d.readAtMs = Date().unixMilliseconds

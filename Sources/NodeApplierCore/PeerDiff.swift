@@ -41,10 +41,11 @@ public struct DesiredPeer: Hashable, Sendable {
 /// a thin step that sends only the difference (never "replace all peers", which would reset every
 /// session and made wireguard-go's memory grow).
 ///
-/// Endpoints: a peer that is added gets its configured endpoint. For a peer that already exists the
-/// live endpoint wins, because WireGuard updates it from authenticated packets (a node behind NAT,
-/// a roaming phone); an endpoint change decided by the control plane arrives as an explicit
-/// `changed` delta, which ``forChange(_:current:)`` applies.
+/// Endpoints: a peer that is added gets its configured endpoint. Against the live device
+/// (``init(current:desired:)``) the live endpoint of an existing peer wins, because WireGuard
+/// updates it from authenticated packets (a node behind NAT, a roaming phone). Between two desired
+/// states (``init(from:to:)``, a change from the control plane) an endpoint is set only when the
+/// control plane changed it.
 public struct PeerDiff: Equatable, Sendable {
     /// Peers to create.
     public var add: [DesiredPeer] = []
@@ -73,13 +74,36 @@ public struct PeerDiff: Equatable, Sendable {
             guard wanted.insert(d.publicKey).inserted else { continue }
             if let l = live[d.publicKey] {
                 if l.allowedIPs.sorted() != d.allowedIPs || l.persistentKeepaliveInterval != d.persistentKeepalive {
-                    update.append(d)
+                    var u = d
+                    u.endpoint = nil  // the live endpoint wins
+                    update.append(u)
                 }
             } else {
                 add.append(d)
             }
         }
         remove = current.map(\.publicKey).filter { !wanted.contains($0) }.sorted()
+    }
+
+    /// The difference between two desired states of the same peers (a change the control plane made):
+    /// new keys are added, gone keys removed, and a peer whose allowed IPs, keepalive or configured
+    /// endpoint changed is updated (with the endpoint only when that changed).
+    public init(from old: [DesiredPeer], to new: [DesiredPeer]) {
+        var before: [WireGuardKey: DesiredPeer] = [:]
+        for p in old { before[p.publicKey] = p }
+        var wanted = Set<WireGuardKey>()
+        for d in new.sorted(by: { $0.publicKey < $1.publicKey }) {
+            guard wanted.insert(d.publicKey).inserted else { continue }
+            if let b = before[d.publicKey] {
+                guard b != d else { continue }
+                var u = d
+                if b.endpoint == d.endpoint { u.endpoint = nil }
+                update.append(u)
+            } else {
+                add.append(d)
+            }
+        }
+        remove = old.map(\.publicKey).filter { !wanted.contains($0) }.sorted()
     }
 
     /// The WireGuard changes that carry out this diff: adds with endpoint, updates that replace
@@ -91,19 +115,10 @@ public struct PeerDiff: Equatable, Sendable {
                                            replaceAllowedIPs: true, allowedIPs: d.allowedIPs))
         }
         for d in update {
-            out.append(WireGuardPeerConfig(publicKey: d.publicKey, updateOnly: true, persistentKeepaliveInterval: d.persistentKeepalive,
-                                           replaceAllowedIPs: true, allowedIPs: d.allowedIPs))
+            out.append(WireGuardPeerConfig(publicKey: d.publicKey, updateOnly: true, endpoint: d.endpoint,
+                                           persistentKeepaliveInterval: d.persistentKeepalive, replaceAllowedIPs: true, allowedIPs: d.allowedIPs))
         }
         for k in remove { out.append(.removing(k)) }
         return out
-    }
-}
-
-extension PeerDiff {
-    /// The change for one explicit `changed` delta: the allowed IPs, keepalive and (unlike the full
-    /// comparison) the endpoint are set from the control plane.
-    public static func forChange(_ d: DesiredPeer, current: WireGuardPeer?) -> [WireGuardPeerConfig] {
-        [WireGuardPeerConfig(publicKey: d.publicKey, updateOnly: current != nil, endpoint: d.endpoint,
-                             persistentKeepaliveInterval: d.persistentKeepalive, replaceAllowedIPs: true, allowedIPs: d.allowedIPs)]
     }
 }

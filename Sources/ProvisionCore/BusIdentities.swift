@@ -2,7 +2,8 @@ import Foundation
 import Logging
 import MeshBus
 import MeshBusAuth
-import MeshCore
+import MeshDomain
+import ServiceKit
 import MeshStore
 import ServiceLifecycle
 import Synchronization

@@ -1,68 +1,59 @@
+import MeshDomain
 import MeshNet
 
-/// A node as a device config needs it.
-public struct ConfigNode: Sendable, Equatable {
-    public var name: String
-    public var dnsName: String
-    public var publicKey: String
-    public var endpoint: String
-    public var ipv4: IPv4Address
-    public var ipv6: IPv6Address
-}
-
-/// Renders a device's wg-quick config.
-///
-/// Routing design (docs/routing.md): the device has one `[Peer]` per node. The tenant's hub node
-/// (the oldest node) carries the device ranges of the tenant, so every other device is reached
-/// through it; every node, the hub included, carries its own /32 and /128, so nodes are reached
-/// directly. Node addresses and device addresses come from disjoint ranges of the tenant prefix,
-/// so no two `AllowedIPs` entries on the device overlap, and nodes (which list each device's /32
-/// and /128 and each other node's) have no overlap either.
+/// Renders a device's wg-quick config from the peers ``PeerCatalog/deviceConfig(nodesByAge:settings:maxNodes:)``
+/// chose: the hub first, with the tenant prefix, then the other listed nodes with their own /32 and
+/// /128 (docs/routing.md).
 public struct ConfigRenderer: Sendable {
-    public var domain: String
-    public var mtu: Int
-    public var keepalive: Int
-    public var dnsResolvers: Int
+    public init() {}
 
-    public init(domain: String, mtu: Int, keepalive: Int, dnsResolvers: Int) {
-        self.domain = domain
-        self.mtu = mtu
-        self.keepalive = keepalive
-        self.dnsResolvers = dnsResolvers
-    }
-
-    /// The AllowedIPs of each node in a device's config; `nodes[0]` is the hub.
-    public func allowedIPs(nodes: [ConfigNode], deviceRanges: [IPPrefix]) -> [[IPPrefix]] {
-        nodes.enumerated().map { i, n in
-            var list = [IPPrefix(host: .v4(n.ipv4)), IPPrefix(host: .v6(n.ipv6))]
-            if i == 0 { list += deviceRanges }
-            return list
-        }
-    }
-
-    /// The config text. `nodes` must be ordered hub first.
-    public func render(privateKey: String, ipv4: IPv4Address, ipv6: IPv6Address, label: String, dnsName: String,
-                       nodes: [ConfigNode], deviceRanges: [IPPrefix]) -> String {
+    /// The config text. The comment line carries `label` as typed (the .conf download); QR codes use
+    /// ``asciiLabel(_:)`` so that scanners which guess the character set show it right.
+    public func render(privateKey: String, ipv4: String, ipv6: String, label: String, dnsName: String,
+                       peers: [PeerCatalog.ConfigPeer], tenant: TenantRecord) -> String {
         var lines: [String] = []
-        lines.append("# Quazzar Mesh: \(label.replacingOccurrences(of: "\n", with: " ")) (\(dnsName))")
+        lines.append("# Quazzar Mesh: \(label.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")) (\(dnsName))")
         lines.append("[Interface]")
         lines.append("PrivateKey = \(privateKey)")
         lines.append("Address = \(ipv4)/32, \(ipv6)/128")
-        let resolvers = nodes.prefix(dnsResolvers).flatMap { ["\($0.ipv4)", "\($0.ipv6)"] }
+        let resolvers = peers.prefix(tenant.dnsResolvers).flatMap { [$0.node.ipv4, $0.node.ipv6] }
         if !resolvers.isEmpty {
-            lines.append("DNS = \((resolvers + [domain]).joined(separator: ", "))")
+            lines.append("DNS = \((resolvers + [tenant.domain]).joined(separator: ", "))")
         }
-        lines.append("MTU = \(mtu)")
-        let allowed = allowedIPs(nodes: nodes, deviceRanges: deviceRanges)
-        for (i, n) in nodes.enumerated() {
+        lines.append("MTU = \(tenant.deviceMTU)")
+        for p in peers {
             lines.append("")
             lines.append("[Peer]")
-            lines.append("# \(n.dnsName)\(i == 0 ? " (hub)" : "")")
-            lines.append("PublicKey = \(n.publicKey)")
-            lines.append("Endpoint = \(n.endpoint)")
-            lines.append("AllowedIPs = \(allowed[i].map(\.description).joined(separator: ", "))")
-            lines.append("PersistentKeepalive = \(keepalive)")
+            lines.append("# \(MeshName.dnsName(slug: p.node.slug, domain: tenant.domain))\(p.isHub ? " (hub)" : "")")
+            lines.append("PublicKey = \(p.node.publicKey)")
+            lines.append("Endpoint = \(p.node.endpoint)")
+            lines.append("AllowedIPs = \(p.allowedIPs.joined(separator: ", "))")
+            if tenant.deviceKeepalive > 0 { lines.append("PersistentKeepalive = \(tenant.deviceKeepalive)") }
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The config as the QR code carries it: the same text with the comment line in ASCII (the
+    /// WireGuard apps ignore comments; a QR code without an ECI marker has no character set, and
+    /// readers that guess one garble UTF-8).
+    public func qrText(of config: String, label: String) -> String {
+        guard !label.unicodeScalars.allSatisfy(\.isASCII) else { return config }
+        var lines = config.split(separator: "\n", omittingEmptySubsequences: false)
+        if let first = lines.first, first.hasPrefix("# ") {
+            let ascii = Self.asciiLabel(label)
+            lines[0] = Substring(first.replacingOccurrences(of: label.replacingOccurrences(of: "\n", with: " ")
+                .replacingOccurrences(of: "\r", with: " "), with: ascii))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// An ASCII form of a label: transliterated to Latin without accents; anything left outside
+    /// printable ASCII becomes '?'.
+    public static func asciiLabel(_ label: String) -> String {
+        let latin = label.applyingTransform(.toLatin, reverse: false) ?? label
+        let folded = latin.applyingTransform(.stripDiacritics, reverse: false) ?? latin
+        return String(String.UnicodeScalarView(folded.unicodeScalars.map { s in
+            (s.value >= 0x20 && s.value < 0x7f) ? s : "?"
+        }))
     }
 }

@@ -1,40 +1,41 @@
 import Foundation
-import MeshCore
+import MeshDomain
 
-/// ProvisionSvc's settings.
+/// ProvisionSvc's settings. What a tenant's mesh looks like (domain, keepalives, MTU, how many nodes
+/// a config lists) is per tenant, in the database; these are the service's own.
 public struct ProvisionConfiguration: Sendable {
-    /// The mesh DNS zone: devices are `<slug>.<domain>`.
-    public var meshDomain: String
-    /// Device creations allowed per user per window (exact across replicas: the window lives in
-    /// PostgreSQL). 0 disables the limit.
-    public var rateLimit: Int
-    public var rateWindow: Duration
+    /// Device creations (and config re-issues) allowed per user per window (exact across replicas:
+    /// the window lives in PostgreSQL). A limit of 0 disables it.
+    public var rateLimit: RateLimit
     /// Users the rate limit does not apply to (benchmarks, automation).
     public var rateLimitExempt: Set<UUID>
-    /// MTU written into device configs.
-    public var deviceMTU: Int
-    /// PersistentKeepalive in device configs (NAT traversal).
-    public var persistentKeepalive: Int
     /// A handshake within this window means "online" (WireGuard rekeys every 2 minutes).
     public var onlineWindow: Duration
-    /// How many nodes' addresses go into a device config's `DNS =` line.
-    public var dnsResolvers: Int
     /// Deadline for calls to AllocatorSvc.
     public var allocatorTimeout: Duration
+    /// How long an allocation may wait for its owner's row before the lease keeper gives the
+    /// addresses back. Far longer than any transaction runs.
+    public var leaseHold: Duration
+    /// How often every replica looks for changes no replica handed to FanoutSvc yet, and for due
+    /// lease tasks.
+    public var sweepInterval: Duration
 
-    public init(meshDomain: String = "quazzar.mesh", rateLimit: Int = 5, rateWindow: Duration = .seconds(60),
-                rateLimitExempt: Set<UUID> = [], deviceMTU: Int = 1280, persistentKeepalive: Int = 25,
-                onlineWindow: Duration = .seconds(180), dnsResolvers: Int = 2, allocatorTimeout: Duration = .seconds(5)) {
-        self.meshDomain = meshDomain
+    public init(rateLimit: RateLimit = .seed, rateLimitExempt: Set<UUID> = [], onlineWindow: Duration = .seconds(180),
+                allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1)) {
         self.rateLimit = rateLimit
-        self.rateWindow = rateWindow
         self.rateLimitExempt = rateLimitExempt
-        self.deviceMTU = deviceMTU
-        self.persistentKeepalive = persistentKeepalive
         self.onlineWindow = onlineWindow
-        self.dnsResolvers = dnsResolvers
         self.allocatorTimeout = allocatorTimeout
+        self.leaseHold = leaseHold
+        self.sweepInterval = sweepInterval
     }
+
+    /// The limit that applies to `user`, or nil when none does.
+    public func rateLimit(for user: UUID) -> RateLimit? {
+        rateLimit.isEnabled && !rateLimitExempt.contains(user) ? rateLimit : nil
+    }
+
+    var leaseHoldSeconds: TimeInterval { leaseHold.seconds }
 }
 
 extension Duration {

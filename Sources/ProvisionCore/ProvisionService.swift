@@ -1,108 +1,168 @@
 import Foundation
 import Logging
 import MeshBus
-import MeshCore
+import MeshClient
+import MeshDomain
 import MeshNet
 import MeshProto
+import MeshStore
+import ServiceKit
+import ServiceLifecycle
 import SwiftProtobuf
 
-/// ProvisionSvc on the bus (queue group "q" for everything, so replicas share the load).
-public enum ProvisionService {
-    public static func endpoints(_ p: Provisioner) -> [ServiceEndpoint] {
+/// ProvisionSvc assembled: its services by concept over one storage backend, the outbox relay and the
+/// lease keeper. The executable and the tests build it the same way.
+public struct Provisioning: Sendable {
+    public let tenants: TenantService
+    public let users: UserService
+    public let devices: DeviceService
+    public let nodes: NodeService
+    public let audit: AuditService
+    /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
+    public let services: [any Service]
+    public let relay: OutboxRelay
+
+    /// ProvisionSvc on PostgreSQL, talking to AllocatorSvc and FanoutSvc over `bus`.
+    public init(store: Store, bus: BusConnection, configuration: ProvisionConfiguration, busIdentities: NodeBusIdentities? = nil,
+                logger: Logger) {
+        let pg = PostgresProvisionStore(store: store, logger: logger)
+        let allocator = AllocatorClient(bus: bus, timeout: configuration.allocatorTimeout)
+        let fanout = FanoutClient(bus: bus)
+        let relay = OutboxRelay(store: store, ingest: { req async throws(MeshError) in try await fanout.ingest(req) },
+                                sweepInterval: configuration.sweepInterval, logger: logger)
+        let users = UserService(users: pg)
+        self.relay = relay
+        self.users = users
+        tenants = TenantService(tenants: pg, prefixes: allocator, notifier: relay, logger: logger)
+        devices = DeviceService(devices: pg, users: users, leases: pg, allocator: allocator, notifier: relay, configuration: configuration, logger: logger)
+        let nodeClient = NodeClient(bus: bus)
+        nodes = NodeService(nodes: pg, users: users, leases: pg, allocator: allocator, notifier: relay, busIdentities: busIdentities,
+                            probe: { id async throws(MeshError) in try await nodeClient.peers(nodeID: id) },
+                            configuration: configuration, logger: logger)
+        audit = AuditService(audit: pg, users: users)
+        var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger)]
+        if let busIdentities { services.append(busIdentities) }
+        self.services = services
+    }
+
+    /// ProvisionSvc's endpoints on the bus (queue group "q" for everything, so replicas share the load).
+    public var endpoints: [ServiceEndpoint] {
+        let p = self
         @Sendable func rid(_ caller: Mesh_V1_Caller, _ raw: BusRequest) -> String {
             caller.requestID.nilIfEmpty ?? raw.requestID ?? UUID().lowercasedText
         }
         return [
             .proto("tenant-create", subject: MeshSubjects.tenantCreate) { (r: Mesh_V1_CreateTenantRequest, raw) in
                 var resp = Mesh_V1_CreateTenantResponse()
-                resp.tenant = try await p.createTenant(r, requestID: raw.requestID ?? UUID().lowercasedText)
+                resp.tenant = try await p.tenants.create(r, requestID: raw.requestID ?? UUID().lowercasedText)
                 return resp
             },
             .proto("tenant-update", subject: MeshSubjects.tenantUpdate) { (r: Mesh_V1_UpdateTenantRequest, raw) in
                 var resp = Mesh_V1_UpdateTenantResponse()
-                resp.tenant = try await p.updateTenant(r, requestID: raw.requestID ?? "")
+                resp.tenant = try await p.tenants.update(r, requestID: raw.requestID ?? "")
                 return resp
             },
             .proto("tenant-get", subject: MeshSubjects.tenantGet) { (r: Mesh_V1_GetTenantRequest, _) in
                 var resp = Mesh_V1_GetTenantResponse()
-                resp.tenant = try await p.tenant(try Validate.uuid(r.tenantID, field: "tenant_id"))
+                resp.tenant = try await p.tenants.get(try ProvisionValidate.uuid(r.tenantID, field: "tenant_id"))
                 return resp
             },
             .proto("tenant-list", subject: MeshSubjects.tenantList) { (_: Mesh_V1_ListTenantsRequest, _) in
                 var resp = Mesh_V1_ListTenantsResponse()
-                resp.tenants = try await p.listTenants()
+                resp.tenants = try await p.tenants.list()
                 return resp
             },
             .proto("user-create", subject: MeshSubjects.userCreate) { (r: Mesh_V1_CreateUserRequest, raw) in
                 var resp = Mesh_V1_CreateUserResponse()
-                resp.user = try await p.createUser(r, requestID: raw.requestID ?? "")
+                resp.user = try await p.users.create(r, requestID: raw.requestID ?? "")
                 return resp
             },
             .proto("user-get", subject: MeshSubjects.userGet) { (r: Mesh_V1_GetUserRequest, _) in
                 var resp = Mesh_V1_GetUserResponse()
-                resp.user = try await p.user(tenant: r.tenantID, id: r.userID)
+                resp.user = try await p.users.get(tenant: r.tenantID, id: r.userID)
                 return resp
             },
             .proto("user-list", subject: MeshSubjects.userList) { (r: Mesh_V1_ListUsersRequest, _) in
                 var resp = Mesh_V1_ListUsersResponse()
-                resp.users = try await p.listUsers(tenant: r.tenantID)
+                resp.users = try await p.users.list(tenant: r.tenantID)
                 return resp
             },
             .proto("device-create", subject: MeshSubjects.deviceCreate) { (r: Mesh_V1_CreateDeviceRequest, raw) in
                 var req = r
                 req.caller.requestID = rid(r.caller, raw)
-                return try await p.createDevice(req)
+                return try await p.devices.create(req)
             },
             .proto("device-delete", subject: MeshSubjects.deviceDelete) { (r: Mesh_V1_DeleteDeviceRequest, raw) in
                 var req = r
                 req.caller.requestID = rid(r.caller, raw)
-                return try await p.deleteDevice(req)
+                return try await p.devices.delete(req)
             },
             .proto("device-rename", subject: MeshSubjects.deviceRename) { (r: Mesh_V1_RenameDeviceRequest, raw) in
                 var req = r
                 req.caller.requestID = rid(r.caller, raw)
-                return try await p.renameDevice(req)
+                return try await p.devices.rename(req)
             },
             .proto("device-list", subject: MeshSubjects.deviceList) { (r: Mesh_V1_ListDevicesRequest, _) in
                 var resp = Mesh_V1_ListDevicesResponse()
-                resp.devices = try await p.listDevices(r)
+                resp.devices = try await p.devices.list(r)
                 return resp
             },
             .proto("enrollment-create", subject: MeshSubjects.enrollmentCreate) { (r: Mesh_V1_CreateEnrollmentTokenRequest, raw) in
                 var req = r
                 req.caller.requestID = rid(r.caller, raw)
-                return try await p.createEnrollmentToken(req)
+                return try await p.nodes.createEnrollmentToken(req)
             },
             .proto("node-register", subject: MeshSubjects.nodeRegister) { (r: Mesh_V1_RegisterNodeRequest, raw) in
-                try await p.registerNode(r, requestID: raw.requestID ?? UUID().lowercasedText)
+                try await p.nodes.register(r, requestID: raw.requestID ?? UUID().lowercasedText)
             },
             .proto("node-deregister", subject: MeshSubjects.nodeDeregister) { (r: Mesh_V1_DeregisterNodeRequest, raw) in
                 var req = r
                 req.caller.requestID = rid(r.caller, raw)
-                return try await p.deregisterNode(req)
+                return try await p.nodes.deregister(req)
             },
             .proto("node-list", subject: MeshSubjects.nodeList) { (r: Mesh_V1_ListNodesRequest, _) in
                 var resp = Mesh_V1_ListNodesResponse()
-                resp.nodes = try await p.listNodes(r)
+                resp.nodes = try await p.nodes.list(r)
                 return resp
             },
             .proto("node-get", subject: MeshSubjects.nodeGet) { (r: Mesh_V1_GetNodeRequest, _) in
                 var resp = Mesh_V1_GetNodeResponse()
-                resp.node = try await p.node(r)
+                resp.node = try await p.nodes.get(r)
                 return resp
+            },
+            .proto("node-diagnostics", subject: MeshSubjects.nodeDiagnostics) { (r: Mesh_V1_NodeDiagnosticsRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.nodes.diagnostics(req)
             },
             .proto("license-get", subject: MeshSubjects.licenseGet) { (r: Mesh_V1_GetLicenseRequest, _) in
                 var resp = Mesh_V1_GetLicenseResponse()
-                resp.meshVpn = try await p.license(caller: r.caller)
+                resp.meshVpn = try await p.audit.license(caller: r.caller)
                 return resp
             },
             .proto("audit-list", subject: MeshSubjects.auditList) { (r: Mesh_V1_ListAuditRequest, _) in
-                try await p.audit(r)
+                try await p.audit.list(r)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
-                try await p.applyReport(r, subject: raw.subject)
+                try await p.devices.applyReport(r, subject: raw.subject)
                 return Google_Protobuf_Empty()
             },
         ]
+    }
+}
+
+extension AllocatorClient: AddressAllocator, TenantPrefixSource {
+    public func allocate(tenant: UUID, owner: UUID, kind: Mesh_V1_PeerKind, requestID: String) async throws(MeshError) -> (ipv4: String, ipv6: String) {
+        let r = try await allocate(tenantID: tenant.lowercased, ownerID: owner.lowercased, kind: kind, requestID: requestID)
+        return (r.lease.ipv4, r.lease.ipv6)
+    }
+
+    public func release(tenant: UUID, owner: UUID, neverPublished: Bool, requestID: String) async throws(MeshError) {
+        try await release(tenantID: tenant.lowercased, ownerID: owner.lowercased, neverPublished: neverPublished, requestID: requestID)
+    }
+
+    public func ensureTenant(_ id: UUID, requestID: String) async throws(MeshError) -> (ipv4: String, ipv6: String) {
+        let p = try await ensureTenant(id.lowercased, requestID: requestID)
+        return (p.ipv4Prefix, p.ipv6Prefix)
     }
 }

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import MeshClient
-import MeshCore
+import MeshDomain
 import ProvisionCore
+import ServiceKit
+import ServiceStore
 import ServiceLifecycle
 
 /// ProvisionSvc: tenants, users, devices, nodes, plans, caps, rate limits, configs, QR codes,
@@ -21,9 +23,7 @@ struct ProvisionSvc: AsyncParsableCommand {
             """)
 
     @OptionGroup var common: CommonOptions
-
-    @Option(help: "Mesh DNS zone (env MESH_DOMAIN).")
-    var meshDomain: String = Env.string("MESH_DOMAIN", "quazzar.mesh")
+    @OptionGroup var database: StoreOptions
 
     @Option(help: "Device creations per user per window; 0 disables (env MESH_RATE_LIMIT).")
     var rateLimit: Int = Env.int("MESH_RATE_LIMIT", 5)
@@ -34,15 +34,11 @@ struct ProvisionSvc: AsyncParsableCommand {
     @Option(help: "Comma-separated user ids exempt from the rate limit (env MESH_RATE_LIMIT_EXEMPT).")
     var rateLimitExempt: String = Env.string("MESH_RATE_LIMIT_EXEMPT", "")
 
-    @Option(help: "MTU written into device configs (env MESH_DEVICE_MTU).")
-    var deviceMTU: Int = Env.int("MESH_DEVICE_MTU", 1280)
-
     @Option(help: "Seconds since the last handshake within which a device counts as online (env MESH_ONLINE_WINDOW_SECONDS).")
     var onlineWindowSeconds: Int = Env.int("MESH_ONLINE_WINDOW_SECONDS", 180)
 
     func validate() throws {
         guard rateLimit >= 0, rateWindowSeconds > 0 else { throw ValidationError("rate limit must be >= 0 and the window > 0") }
-        guard (1280...9000).contains(deviceMTU) else { throw ValidationError("--device-mtu must be between 1280 and 9000") }
         for id in rateLimitExempt.split(separator: ",") where UUID(uuidString: id.trimmingCharacters(in: .whitespaces)) == nil {
             throw ValidationError("--rate-limit-exempt must list user UUIDs")
         }
@@ -50,27 +46,25 @@ struct ProvisionSvc: AsyncParsableCommand {
 
     func run() async throws {
         let exempt = Set(rateLimitExempt.split(separator: ",").compactMap { UUID(uuidString: $0.trimmingCharacters(in: .whitespaces)) })
-        let config = ProvisionConfiguration(meshDomain: meshDomain, rateLimit: rateLimit, rateWindow: .milliseconds(Int(rateWindowSeconds * 1000)),
-                                            rateLimitExempt: exempt, deviceMTU: deviceMTU, onlineWindow: .seconds(onlineWindowSeconds))
+        let config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
+                                            rateLimitExempt: exempt, onlineWindow: .seconds(onlineWindowSeconds))
         let busIdentity: BusIdentityConfiguration?
         do {
             busIdentity = try BusIdentityConfiguration.fromEnvironment()
         } catch let e as MeshError {
             throw ValidationError(e.message)
         }
-        let common = self.common
-        try await ServiceHost.run(name: MeshServiceName.provision, description: "device and node provisioning", common: common, useStore: true) { ctx in
-            var extra: [any Service] = []
+        let common = self.common, database = self.database
+        try await ServiceHost.run(name: MeshServiceName.provision, description: "device and node provisioning", common: common) { ctx in
+            let store = try await ServiceStore.open(database, schema: ProvisionSchema.schema, applicationName: MeshServiceName.provision,
+                                                    logger: ctx.logger)
             var identities: NodeBusIdentities?
             if let busIdentity {
-                let ids = try await NodeBusIdentities.start(busIdentity, base: try common.busConfiguration(name: MeshServiceName.provision),
-                                                            store: ctx.store!, logger: ctx.logger)
-                identities = ids
-                extra.append(ids)
+                identities = try await NodeBusIdentities.start(busIdentity, base: try common.busConfiguration(name: MeshServiceName.provision),
+                                                               store: store, logger: ctx.logger)
             }
-            let p = Provisioner(store: ctx.store!, allocator: AllocatorClient(bus: ctx.bus), configuration: config, logger: ctx.logger,
-                                busIdentities: identities)
-            return (ProvisionService.endpoints(p), extra)
+            let p = Provisioning(store: store, bus: ctx.bus, configuration: config, busIdentities: identities, logger: ctx.logger)
+            return ServiceParts(endpoints: p.endpoints, services: p.services, onStop: { store.close() })
         }
     }
 }

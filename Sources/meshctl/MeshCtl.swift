@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
-import GatewayCore
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshAuth
+import MeshDomain
+import ServiceKit
 import MeshProto
 
 /// meshctl: administration of a Quazzar Mesh control plane over the bus, and token minting with
@@ -210,7 +211,7 @@ struct Token: AsyncParsableCommand {
 
     static func minter() async throws -> TokenMinter {
         do {
-            return try await TokenMinter(keys: try JWTKeyMaterial.fromEnvironment())
+            return try await TokenMinter(keys: try JWTKeyMaterial.fromEnvironment(secret: Env.secret))
         } catch let e as MeshError {
             throw CtlError(message: e.message)
         }

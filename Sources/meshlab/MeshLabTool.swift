@@ -1,7 +1,7 @@
 import Foundation
-import GatewayCore
 import MeshBus
-import MeshCore
+import MeshAuth
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Synchronization
@@ -49,12 +49,16 @@ enum MeshLabTool {
             let node = try await lab.addNode("edge-1")
             guard let registered = node.node else { throw TestSetupError.failed("node edge-1 did not register") }
             let owner = try await lab.cp.user(lab.tenant, .owner)
-            let freeTenant = try await lab.cp.tenant(.free)
+            let freeTenant = try await lab.cp.readyTenant(.free)
             let freeOwner = try await lab.cp.user(freeTenant, .owner)
             // A tenant with 16 registered nodes (registrations only, no NodeApplier): its device
             // configs are too large for a QR code. The endpoints are loopback; nothing dials them.
             let bigTenant = try await lab.cp.tenant(.pro)
             let bigAdmin = try await lab.cp.user(bigTenant, .admin)
+            var listAll = Mesh_V1_UpdateTenantRequest()
+            listAll.tenantID = bigTenant.id
+            listAll.settings.configMaxNodes = 16
+            _ = try await lab.cp.client.updateTenant(listAll)
             let bigOwner = try await lab.cp.user(bigTenant, .owner)
             for i in 0..<16 {
                 _ = try await lab.cp.node(bigTenant, admin: bigAdmin, name: "big-\(i)", endpoint: "127.0.0.1:\(52000 + i)")

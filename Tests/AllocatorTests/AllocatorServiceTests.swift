@@ -1,7 +1,7 @@
 import AllocatorCore
 import Foundation
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshStore
 import MeshTestSupport
@@ -64,7 +64,7 @@ struct AllocatorServiceTests {
         }
 
         // The database agrees: nothing lost, nothing doubled.
-        let store = Store(StoreConfiguration(url: db.url, poolSize: 1), logger: TestEnvironment.logger("t"))
+        let store = Store(StoreConfiguration(url: db.url, poolSize: 1, schema: TestDatabase.allSchemas), logger: TestEnvironment.logger("t"))
         let row = try await store.query("SELECT count(*) AS n, count(DISTINCT (tenant_id, host)) AS u FROM leases").first!
         #expect(try row.decode("n", as: Int.self) == 2000)
         #expect(try row.decode("u", as: Int.self) == 2000)

@@ -1,7 +1,7 @@
 import AllocatorCore
 import Foundation
 import MeshBus
-import MeshCore
+import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
@@ -16,8 +16,8 @@ struct AllocatorFixture {
 
     static func make(_ config: AllocatorConfiguration = AllocatorConfiguration(tenantPrefixLength: 24)) async throws -> AllocatorFixture {
         let db = try await TestDatabase.create(prefix: "alloc")
-        let store = Store(StoreConfiguration(url: db.url, poolSize: 8), logger: TestEnvironment.logger("t"))
-        try await store.migrate(MeshSchema.migrations)
+        let store = Store(StoreConfiguration(url: db.url, poolSize: 8, schema: AllocatorSchema.schema.name), logger: TestEnvironment.logger("t"))
+        try await store.migrate(AllocatorSchema.schema)
         return AllocatorFixture(db: db, store: store, allocator: Allocator(store: store, configuration: config, logger: TestEnvironment.logger("alloc")))
     }
 
@@ -143,7 +143,6 @@ struct AllocatorTests {
         for _ in 0..<59 {
             let o = UUID()
             let l = try await f.allocator.allocate(tenant: t, owner: o, kind: .device).0
-            try await f.allocator.confirm(tenant: t, owner: o)
             #expect(l.host >= 4 && l.host <= 62)
             owners.append(o)
         }
@@ -166,40 +165,50 @@ struct AllocatorTests {
         await f.close()
     }
 
-    @Test func unconfirmedReleasesAreFreeAtOnceAndTheSweeperFreesOrphans() async throws {
-        // An hour's grace, passed below by ageing the leases: nothing depends on how long a step takes.
-        let f = try await AllocatorFixture.make(AllocatorConfiguration(tenantPrefixLength: 24, quarantine: .seconds(300), sweepGrace: .seconds(3600)))
+    @Test func neverPublishedReleasesAreFreeAtOncePublishedOnesWaitOutTheQuarantine() async throws {
+        let f = try await AllocatorFixture.make(AllocatorConfiguration(tenantPrefixLength: 24, quarantine: .seconds(300)))
         let t = UUID()
         _ = try await f.allocator.ensureTenant(t)
         let a = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device).0
-        let released = try await f.allocator.release(tenant: t, owner: a.ownerID)
+        let released = try await f.allocator.release(tenant: t, owner: a.ownerID, neverPublished: true)
         #expect(released?.quarantined == false)
         let b = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device).0
         #expect(b.ipv4 == a.ipv4, "an address no node ever saw is reused immediately")
-
-        let orphan = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .node).0
-        // b belongs to a real device; c was confirmed but its device row is gone (a lost release).
-        try await f.store.query("INSERT INTO tenants (id, name, plan, ipv4_prefix, ipv6_prefix, device_ranges) VALUES ($1, 't', 'pro', '', '', '')", t)
-        let user = UUID()
-        try await f.store.query("INSERT INTO users (id, tenant_id, name, role) VALUES ($1, $2, 'u', 'owner')", user, t)
-        try await f.store.query("""
-            INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6)
-            VALUES ($1, $2, $3, 'b', 'b', 'other', 'key-b', '', '')
-            """, b.ownerID, t, user)
-        try await f.allocator.confirm(tenant: t, owner: b.ownerID)
+        let published = try await f.allocator.release(tenant: t, owner: b.ownerID)
+        #expect(published?.quarantined == true)
         let c = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device).0
-        try await f.allocator.confirm(tenant: t, owner: c.ownerID)
-        #expect(try await f.allocator.sweep() == 0, "nothing is swept within the grace period")
-        try await f.store.query("UPDATE leases SET created_at = created_at - interval '3601 seconds' WHERE tenant_id = $1", t)
-        #expect(try await f.allocator.sweep() == 2)
-        #expect(try await f.allocator.lease(tenant: t, owner: orphan.ownerID) == nil, "an unconfirmed lease is swept")
-        #expect(try await f.allocator.lease(tenant: t, owner: c.ownerID) == nil, "a confirmed lease without an owner is swept")
-        #expect(try await f.allocator.lease(tenant: t, owner: b.ownerID) != nil, "a confirmed lease with an owner is never swept")
-        // The orphan's address went to quarantine (it was published), the unconfirmed one did not.
-        let q = try await f.store.query("SELECT host, available_at > now() + interval '1 minute' AS q FROM free_hosts WHERE tenant_id = $1", t)
-        let quarantined = Dictionary(uniqueKeysWithValues: try q.map { (try $0.decode("host", as: Int.self), try $0.decode("q", as: Bool.self)) })
-        #expect(quarantined[c.host] == true)
-        #expect(quarantined[orphan.host] == false)
+        #expect(c.ipv4 != b.ipv4, "a published address waits out its quarantine")
+        // Releasing again is harmless: nothing is held any more.
+        #expect(try await f.allocator.release(tenant: t, owner: b.ownerID) == nil)
+        await f.close()
+    }
+
+    @Test func devicesNeverGetAddressesEndingInZeroOr255() async throws {
+        // A /22: device hosts 64...1022 cross .255 and .0 three times each.
+        let f = try await AllocatorFixture.make(AllocatorConfiguration(tenantPrefixLength: 22, quarantine: .seconds(300)))
+        let t = UUID()
+        let p = try await f.allocator.ensureTenant(t).0
+        var last: [UInt8] = []
+        var count = 0
+        while true {
+            do {
+                let l = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device).0
+                last.append(l.ipv4.octets[3])
+                count += 1
+            } catch {
+                guard case .poolExhausted = error else { throw error }
+                break
+            }
+        }
+        #expect(!last.contains(0) && !last.contains(255))
+        // Every other device address was handed out: the range minus the .0 and .255 ones inside it.
+        let range = (p.nodeBlock...p.capacity)
+        let skipped = range.filter { h in let (v4, _) = p.addresses(host: h); return v4.octets[3] == 0 || v4.octets[3] == 255 }.count
+        #expect(count == range.count - skipped)
+        #expect(skipped > 0)
+        // Asking for one explicitly is refused as outside the device range.
+        let (dotZero, _) = p.addresses(host: 256)
+        await #expect(throws: MeshError.self) { _ = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device, requested: dotZero) }
         await f.close()
     }
 
@@ -228,7 +237,6 @@ struct AllocatorTests {
                     } else {
                         #expect(!quarantined.contains(l.host), "seed \(seed) step \(step): quarantined address \(l.host) handed out")
                         model[owner] = (l.host, l.kind)
-                        try await f.allocator.confirm(tenant: t, owner: owner)
                     }
                     allocs += 1
                 } catch {

@@ -1,7 +1,8 @@
 import Foundation
 import Logging
 import MeshBusAuth
-import MeshCore
+import MeshClient
+import MeshDomain
 import MeshProto
 import MeshWireGuard
 import NodeApplierCore
@@ -59,7 +60,7 @@ import Testing
         #expect(claims["nats"]?["issuer_account"]?.stringValue == account.publicKey)
         #expect(claims["nats"]?["type"]?.stringValue == "user")
         #expect(claims["nats"]?["pub"]?["allow"] == .strings(["mesh.v1.reports.t1.n1.handshake", "mesh.v1.fanout.sync.t1.n1",
-                                                               "mesh.v1.fanout.revision.t1"]))
+                                                               "mesh.v1.fanout.changes.t1.n1", "mesh.v1.fanout.revision.t1"]))
         #expect(claims["nats"]?["resp"]?["max"]?.intValue == 1)
         // A signature over other claims does not verify.
         let parts = jwt.split(separator: ".")
@@ -88,7 +89,8 @@ import Testing
 
     @Test func nodePermissionsAreBoundToTheNodeAndItsTenant() {
         let p = BusPolicy.node(tenant: "t1", node: "n1")
-        #expect(p.publishAllow == ["mesh.v1.reports.t1.n1.handshake", "mesh.v1.fanout.sync.t1.n1", "mesh.v1.fanout.revision.t1"])
+        #expect(p.publishAllow == ["mesh.v1.reports.t1.n1.handshake", "mesh.v1.fanout.sync.t1.n1", "mesh.v1.fanout.changes.t1.n1",
+                                   "mesh.v1.fanout.revision.t1"])
         #expect(p.subscribeAllow == ["mesh.v1.peers.updated.t1", "mesh.v1.node.n1.>", "_INBOX.node.n1.>", "$SRV.PING", "$SRV.INFO", "$SRV.STATS",
                                      "$SRV.*.NodeApplier", "$SRV.*.NodeApplier.n1"])
         #expect(p.responses == 1)
@@ -99,7 +101,13 @@ import Testing
             let mayPublishUpdates = s.permissions.publishAllow.contains { $0.hasPrefix("mesh.v1.peers.updated") }
             #expect(mayPublishUpdates == (s == .fanout))
         }
-        #expect(BusPolicy.Service.admin.permissions.publishDeny == ["mesh.v1.peers.updated.>"])
+        #expect(BusPolicy.Service.admin.permissions.publishDeny == ["mesh.v1.peers.updated.>", "mesh.v1.fanout.ingest"])
+        // Only ProvisionSvc feeds FanoutSvc.
+        for s in BusPolicy.Service.allCases {
+            let mayIngest = s.permissions.publishAllow.contains { $0 == MeshSubjects.fanoutIngest || $0 == "mesh.v1.fanout.>" || $0 == "mesh.v1.>" }
+                && !s.permissions.publishDeny.contains(MeshSubjects.fanoutIngest)
+            #expect(mayIngest == (s == .provision), "\(s)")
+        }
     }
 
     @Test func busInitWritesPrivateFilesAndAServerConfiguration() throws {
@@ -127,11 +135,8 @@ import Testing
         reg.node.tenantID = "t1"
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let list = { () -> Mesh_V1_SyncResponse in
-            var l = Mesh_V1_SyncResponse()
-            l.tenantID = "t2"
-            return l
-        }()
+        // A view without this node: another tenant's, or a forged one.
+        let list = MeshView(revision: 3, settings: Mesh_V1_TenantSettings(), members: [])
         let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: InMemoryWireGuard(devices: ["wg0"]),
                               logger: logger) { () async throws(MeshError) in list }
         var u = Mesh_V1_PeersUpdated()
@@ -145,7 +150,7 @@ import Testing
         var other = u
         other.tenantID = "t2"
         #expect(agent.receive(subject: "mesh.v1.peers.updated.t1", payload: try other.serializedBytes()) == nil)
-        // A peer list of another tenant is refused, and the agent stays unsynced.
+        // A view that does not hold this node is refused, and the agent stays unsynced.
         let task = Task { await agent.run() }
         defer { task.cancel() }
         await #expect(throws: (any Error).self) { try await agent.refresh(reason: "test") }

@@ -1,7 +1,7 @@
 import Foundation
 import MeshBus
 import MeshBusAuth
-import MeshCore
+import MeshDomain
 import MeshStore
 import MeshTestSupport
 import ProvisionCore
@@ -16,11 +16,11 @@ struct RevocationPushTests {
     @Test func aClosedSystemConnectionIsReplacedAndThePushLands() async throws {
         let sec = try SecureBus(name: "repush")
         let db = try await TestDatabase.create(prefix: "repush")
-        let store = Store(StoreConfiguration(url: db.url, poolSize: 2), logger: TestEnvironment.logger("test.repush.store"))
+        let store = Store(StoreConfiguration(url: db.url, poolSize: 2, schema: ProvisionSchema.schema.name), logger: TestEnvironment.logger("test.repush.store"))
         defer {
             store.close()
         }
-        try await store.migrate(MeshSchema.migrations)
+        try await store.migrate(ProvisionSchema.schema)
 
         var system = BusConfiguration(servers: [sec.url], name: "repush-system", credentials: try BusCredentials.parseCreds(sec.setup.systemCreds),
                                       retryOnFailedConnect: false)

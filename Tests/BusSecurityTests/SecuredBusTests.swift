@@ -2,7 +2,8 @@ import Foundation
 import MeshBus
 import MeshBusAuth
 import MeshClient
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshTestSupport
 import Synchronization
@@ -167,8 +168,8 @@ struct SecuredBusTests {
 
         // MARK: What a node may do.
         let sync = try await fanoutA.sync(tenantID: t1.id, nodeID: a.id)
-        #expect(sync.self_p.id == a.id)
-        #expect(sync.peers.contains { $0.id == b.id })
+        #expect(sync.members.contains { $0.id == a.id })
+        #expect(sync.members.contains { $0.id == b.id })
         #expect(try await fanoutA.revision(tenantID: t1.id) >= 1)
 
         let updatesA = Collector(try busA.subscribe(MeshSubjects.peersUpdated(tenant: t1.id)))
@@ -196,8 +197,8 @@ struct SecuredBusTests {
 
         // A device in tenant 1 reaches tenant 1's nodes through FanoutSvc.
         let device = try await cp.client.createDevice(caller: admin1, label: "phone", type: .iphone)
-        #expect(await updatesA.wait { m in (try? Mesh_V1_PeersUpdated(serializedBytes: m.payload))?.added.contains { $0.id == device.device.id } == true })
-        #expect(await updatesB.wait { m in (try? Mesh_V1_PeersUpdated(serializedBytes: m.payload))?.added.contains { $0.id == device.device.id } == true })
+        #expect(await updatesA.wait { m in (try? Mesh_V1_PeersUpdated(serializedBytes: m.payload))?.upserted?.id == device.device.id })
+        #expect(await updatesB.wait { m in (try? Mesh_V1_PeersUpdated(serializedBytes: m.payload))?.upserted?.id == device.device.id })
 
         // A handshake report on the node's own subject reaches ProvisionSvc.
         var report = Mesh_V1_HandshakeReport()
@@ -223,7 +224,7 @@ struct SecuredBusTests {
             #expect(await errorsA.denied(s), "subscribe \(s)")
         }
         let deviceT2 = try await cp.client.createDevice(caller: admin2, label: "laptop", type: .laptop)
-        #expect(await updatesC.wait { m in (try? Mesh_V1_PeersUpdated(serializedBytes: m.payload))?.added.contains { $0.id == deviceT2.device.id } == true },
+        #expect(await updatesC.wait { m in (try? Mesh_V1_PeersUpdated(serializedBytes: m.payload))?.upserted?.id == deviceT2.device.id },
                 "tenant 2's own node got the update (the control)")
         for (s, spy) in spies { #expect(spy.received.allSatisfy { !$0.subject.hasSuffix(t2.id) }, "\(s) leaked tenant 2's update") }
 
@@ -253,7 +254,7 @@ struct SecuredBusTests {
         }
         // The real services still answer, and B's SyncFromCP goes to FanoutSvc, not to A.
         #expect(try await cp.client.listTenants().contains { $0.id == t1.id })
-        #expect(try await FanoutClient(bus: busB).sync(tenantID: t1.id, nodeID: b.id).self_p.id == b.id)
+        #expect(try await FanoutClient(bus: busB).sync(tenantID: t1.id, nodeID: b.id).members.contains { $0.id == b.id })
 
         // 4. Request another node's peer list (same tenant or another), or another tenant's revision.
         for (tenant, node) in [(t1.id, b.id), (t2.id, c.id)] {
@@ -287,7 +288,7 @@ struct SecuredBusTests {
             #expect(await errorsA.denied(s), "subscribe \(s)")
         }
         let bSync = try await FanoutClient(bus: busB).sync(tenantID: t1.id, nodeID: b.id)
-        #expect(bSync.self_p.id == b.id)
+        #expect(bSync.members.contains { $0.id == b.id })
         // B has its reply; a round trip on A's connection delivers anything the server sent A before.
         try await busA.flush(timeout: .seconds(30))
         for (s, spy) in inboxSpies { #expect(spy.received.isEmpty, "\(s) read \(spy.received.map(\.subject))") }
@@ -382,8 +383,8 @@ struct SecuredBusTests {
                                      retryOnFailedConnect: false)
         await #expect(throws: BusError.self) { _ = try await BusConnection.connect(again, logger: TestEnvironment.logger("revoked")) }
         // The other nodes are untouched.
-        #expect(try await FanoutClient(bus: busB).sync(tenantID: t1.id, nodeID: b.id).self_p.id == b.id)
-        #expect(try await FanoutClient(bus: busC).sync(tenantID: t2.id, nodeID: c.id).self_p.id == c.id)
+        #expect(try await FanoutClient(bus: busB).sync(tenantID: t1.id, nodeID: b.id).members.contains { $0.id == b.id })
+        #expect(try await FanoutClient(bus: busC).sync(tenantID: t2.id, nodeID: c.id).members.contains { $0.id == c.id })
         // The revocation survives the periodic re-push and a ProvisionSvc restart pushes it again.
         let revoked = try await cp.store.query("SELECT count(*) AS n FROM bus_revocations WHERE user_key = $1", a.key.publicKey)
         #expect(try revoked.first?.decode("n", as: Int.self) == 1)

@@ -1,7 +1,7 @@
 import Foundation
 import MeshBusAuth
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Testing

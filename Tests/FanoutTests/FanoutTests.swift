@@ -1,7 +1,7 @@
 import Foundation
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshStore
 import MeshTestSupport
@@ -14,6 +14,16 @@ final class StreamRecorder: Sendable {
     init(bus: BusConnection, tenant: String) async throws {
         sub = try bus.subscribe(MeshSubjects.peersUpdated(tenant: tenant))
         try await bus.flush()
+    }
+
+    /// Reads messages until one at `revision` arrived (or `timeout` passed).
+    func take(until revision: UInt64, timeout: Duration = .seconds(60)) async throws -> [Mesh_V1_PeersUpdated] {
+        var out: [Mesh_V1_PeersUpdated] = []
+        let deadline = ContinuousClock.now + timeout
+        while out.last?.revision != revision, ContinuousClock.now < deadline {
+            out += try await take(1, timeout: deadline - ContinuousClock.now)
+        }
+        return out
     }
 
     /// Reads messages until `count` arrived or `timeout` passed.
@@ -55,50 +65,60 @@ struct FanoutTests {
             for d in devices.prefix(15) { group.addTask { _ = try await c.client.deleteDevice(caller: admin, deviceID: d.id) } }
             try await group.waitForAll()
         }
-        let messages = try await rec.take(56)
-        #expect(messages.map(\.revision) == (1...56).map(UInt64.init), "revisions in order, once each")
+        // The tenant's settings (1), the node and the hub setting (2, 3), 40 devices, 15 removals.
+        let messages = try await rec.take(58)
+        #expect(messages.map(\.revision) == (1...58).map(UInt64.init), "revisions in order, once each")
         #expect(messages.allSatisfy { $0.tenantID == t.id })
-        #expect(messages.filter { !$0.added.isEmpty }.count == 41)
-        #expect(messages.filter { !$0.removed.isEmpty }.count == 15)
-        #expect(messages.allSatisfy { $0.added.count + $0.changed.count + $0.removed.count == 1 }, "one change per message")
-        let removedKeys = Set(messages.flatMap(\.removed).map(\.publicKey))
-        #expect(removedKeys == Set(devices.prefix(15).map(\.publicKey)))
-        // Nothing is published twice: the message after these 56 is the next change, not a repeat.
+        let upserts = messages.compactMap { m -> Mesh_V1_Member? in if case .upsert(let x) = m.change { x } else { nil } }
+        let removals = messages.compactMap { m -> Mesh_V1_MemberRemoval? in if case .remove(let x) = m.change { x } else { nil } }
+        #expect(upserts.count == 41 && removals.count == 15)
+        #expect(messages.filter { if case .settings = $0.change { true } else { false } }.count == 2)
+        #expect(Set(removals.map(\.publicKey)) == Set(devices.prefix(15).map(\.publicKey)))
+        // Nothing is published twice: the message after these is the next change, not a repeat.
+        let last = messages.last?.revision ?? 0
         _ = try await c.client.createDevice(caller: admin, label: "sentinel", type: .other)
         let after = try await rec.take(1)
-        #expect(after.map(\.revision) == [57], "duplicate publication: \(after.map(\.revision))")
-        // And everything is marked published.
-        let unpublished = try await c.store.query("SELECT count(*) AS n FROM peer_changes WHERE published_at IS NULL").first!
-        #expect(try unpublished.decode("n", as: Int.self) == 0)
+        #expect(after.map(\.revision) == [last + 1], "duplicate publication: \(after.map(\.revision))")
+        // Everything is delivered, stored and published.
+        let undelivered = try await c.store.query("SELECT count(*) AS n FROM provision.outbox WHERE delivered_at IS NULL").first!
+        #expect(try undelivered.decode("n", as: Int.self) == 0)
+        let view = try await c.store.query("SELECT revision, published_revision FROM fanout.tenant_views WHERE tenant_id = $1", UUID(text: t.id)!).first!
+        #expect(try view.decode("revision", as: Int64.self) == 59 && view.decode("published_revision", as: Int64.self) == 59)
+        let members = try await c.store.query("SELECT count(*) AS n FROM fanout.members WHERE tenant_id = $1", UUID(text: t.id)!).first!
+        #expect(try members.decode("n", as: Int.self) == 27, "the node and 26 devices")
         try await c.stop()
     }
 
     @Test func changesMadeWhileFanoutIsDownArePublishedWhenItReturns() async throws {
         let c = try await ControlPlane.start("fandown", fanout: 1, environment: ["MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.enterprise)
-        let admin = try await c.user(t, .admin)
         let rec = try await StreamRecorder(bus: c.bus, tenant: t.id)
+        let admin = try await c.user(t, .admin)
+        _ = try await c.node(t, admin: admin, name: "n1", endpoint: "192.0.2.1:51820")
         _ = try await c.client.createDevice(caller: admin, label: "before", type: .other)
-        #expect(try await rec.take(1).map(\.revision) == [1])
+        // The tenant's settings, the node and its hub setting come first (relayed after their commits;
+        // the first may have gone out before the recorder subscribed).
+        let first = try await rec.take(until: 4)
+        #expect(first.last?.revision == 4 && first.map(\.revision) == Array(first.map(\.revision).sorted()))
         let fanout = c.processes.last!
         await fanout.kill9()
         for i in 0..<5 { _ = try await c.client.createDevice(caller: admin, label: "down \(i)", type: .other) }
-        // A new replica picks up where the dead one stopped.
+        // A new replica takes the relayed changes where the dead one stopped.
         let again = try await ServiceProcesses.start("FanoutSvc", natsURL: c.nats.url, databaseURL: c.db.url, bus: c.bus, logDir: c.logDir)
-        // Delivery is at least once across a crash: a replica killed after its flush to nats-server
-        // but before its commit leaves revision 1 unmarked, and the new one sends it again (nodes
-        // drop a revision they already hold). Everything after it comes once, in order.
+        // Delivery is at least once across a crash: a replica killed after publishing revision 4 but
+        // before its commit leaves it unstored, and the relay sends it again (nodes drop a revision
+        // they already hold). Everything after it comes once, in order.
         var revisions = try await rec.take(5).map(\.revision)
-        if revisions.first == 1 {
+        if revisions.first == 4 {
             revisions.removeFirst()
             revisions += try await rec.take(1).map(\.revision)
         }
-        #expect(revisions == [2, 3, 4, 5, 6])
+        #expect(revisions == [5, 6, 7, 8, 9])
         try await stopChecked(again)
         try await c.stop()
     }
 
-    @Test func syncFromCPReturnsTheFullListAtARevision() async throws {
+    @Test func syncFromCPReturnsTheMembersAtARevisionAndPeerCatalogTheirPeers() async throws {
         let c = try await ControlPlane.start("sync", fanout: 1, environment: ["MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.pro)
         let admin = try await c.user(t, .admin)
@@ -106,16 +126,32 @@ struct FanoutTests {
         let (n2, _) = try await c.node(t, admin: admin, name: "beta", endpoint: "192.0.2.2:51820")
         let d1 = try await c.client.createDevice(caller: admin, label: "phone", type: .iphone).device
         let fan = FanoutClient(bus: c.bus)
-        let s = try await fan.sync(tenantID: t.id, nodeID: n2.id)
-        #expect(s.revision == 3)
-        #expect(s.self_p.id == n2.id && !s.self_p.hub)
-        #expect(Set(s.peers.map(\.id)) == [n1.id, d1.id])
-        let hub = try #require(s.peers.first { $0.id == n1.id })
+        // Settings, alpha, the hub, beta, the phone.
+        let view = try await eventually { try await fan.fullView(tenantID: t.id, nodeID: n2.id) } until: { $0.revision == 5 }
+        #expect(Set(view.members.keys) == [n1.id, n2.id, d1.id])
+        #expect(view.settings.hubNodeID == n1.id && view.settings.ipv4Prefix == t.ipv4Prefix && view.settings.domain == "quazzar.mesh")
+        let peers = PeerCatalog.peers(seenBy: n2.id, settings: view.settings, members: view.members.values)
+        #expect(Set(peers.map(\.id)) == [n1.id, d1.id])
+        let hub = try #require(peers.first { $0.id == n1.id })
         #expect(hub.hub && hub.endpoint == "192.0.2.1:51820" && hub.kind == .node && hub.persistentKeepalive == 25)
-        let dev = try #require(s.peers.first { $0.id == d1.id })
+        #expect(hub.allowedIps.contains(t.ipv4Prefix), "the hub carries the tenant prefix for the other nodes")
+        let dev = try #require(peers.first { $0.id == d1.id })
         #expect(dev.allowedIps == ["\(d1.ipv4)/32", "\(d1.ipv6)/128"] && dev.dnsName == "phone.quazzar.mesh" && dev.endpoint.isEmpty)
-        #expect(s.ipv4Prefix == t.ipv4Prefix)
-        #expect(try await fan.revision(tenantID: t.id) == 3)
+        #expect(try await fan.revision(tenantID: t.id) == 5)
+
+        // Pages: one member per page gives the same view.
+        var paged: [String] = []
+        var after = ""
+        repeat {
+            let page = try await fan.sync(tenantID: t.id, nodeID: n2.id, after: after, pageSize: 1)
+            paged += page.members.map(\.id)
+            after = page.nextMemberID
+        } while !after.isEmpty
+        #expect(paged == view.members.keys.sorted())
+
+        // Catch-up: the changes after a revision.
+        let changes = try await fan.changes(tenantID: t.id, nodeID: n2.id, after: 3)
+        #expect(changes.changes.map(\.revision) == [4, 5] && !changes.tooOld)
 
         // Unknown node, and a body that does not match its subject.
         #expect(await meshError { _ = try await fan.sync(tenantID: t.id, nodeID: UUID().uuidString.lowercased()) }?.code == .notFound)
@@ -127,5 +163,48 @@ struct FanoutTests {
         }
         #expect(err?.code == .permissionDenied)
         try await c.stop()
+    }
+
+    /// FanoutSvc refuses changes that would leave a gap, and stores a change once however often it
+    /// is sent (the relay of two ProvisionSvc replicas may send the same rows).
+    @Test func ingestRefusesGapsAndStoresOnce() async throws {
+        let c = try await ControlPlane.start("ingest", replicas: 0, fanout: 1)
+        let fan = FanoutClient(bus: c.bus)
+        let tenant = UUID().lowercased
+        let rec = try await StreamRecorder(bus: c.bus, tenant: tenant)
+        func change(_ r: UInt64, _ name: String) -> Mesh_V1_PeersUpdated {
+            var m = Mesh_V1_Member()
+            m.id = UUID().lowercased
+            m.kind = .device
+            m.slug = name
+            var u = Mesh_V1_PeersUpdated()
+            u.tenantID = tenant
+            u.revision = r
+            u.upsert = m
+            return u
+        }
+        var req = Mesh_V1_IngestRequest()
+        req.tenantID = tenant
+        req.changes = [change(2, "b")]
+        #expect(try await fan.ingest(req).expectedRevision == 1, "a gap is refused with the revision to start at")
+        req.changes = [change(1, "a"), change(2, "b")]
+        let first = try await fan.ingest(req)
+        #expect(first.revision == 2 && first.expectedRevision == 0)
+        #expect(try await fan.ingest(req).revision == 2, "sent again: nothing new")
+        #expect(try await rec.take(2).map(\.revision) == [1, 2])
+        #expect(try await rec.take(1, timeout: .seconds(1)).isEmpty, "a change already published is not published again")
+        req.changes = [change(3, "c"), change(5, "e")]
+        #expect(await meshError { _ = try await fan.ingest(req) }?.code == .invalidArgument)
+        try await c.stop()
+    }
+}
+
+/// Calls `body` until `done` accepts its result (deadline 20 s).
+func eventually<T>(_ body: () async throws -> T, until done: (T) -> Bool) async throws -> T {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while true {
+        let v = try await body()
+        if done(v) || ContinuousClock.now > deadline { return v }
+        try await Task.sleep(for: .milliseconds(20))
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshStore
 import MeshTestSupport

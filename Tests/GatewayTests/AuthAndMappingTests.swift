@@ -2,7 +2,9 @@ import Crypto
 import Foundation
 import GatewayCore
 import Hummingbird
-import MeshCore
+import MeshAuth
+import MeshDomain
+import MeshKeys
 import MeshProto
 import Testing
 

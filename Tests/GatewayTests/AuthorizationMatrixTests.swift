@@ -2,7 +2,9 @@ import Foundation
 import GatewayCore
 import Hummingbird
 import HummingbirdTesting
-import MeshCore
+import MeshAuth
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshTestSupport
 import Testing

@@ -5,7 +5,9 @@ import HummingbirdTesting
 import Logging
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshAuth
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshTestSupport
 import Synchronization
@@ -25,6 +27,8 @@ let testSecret = Array("gateway-tests-secret-0123456789abcdef".utf8)
 final class FakeNodeServices: Sendable {
     let service: BusService
     let task: Task<Void, Never>
+    /// The stand-in for FanoutSvc's ingest, when there is one.
+    let ingest: Task<Void, Never>?
     let calls = Calls()
 
     /// What the fakes were asked.
@@ -36,7 +40,9 @@ final class FakeNodeServices: Sendable {
     }
 
     /// Serves state, peers and refresh for `nodes` (id → tenant), and SyncFromCP for them.
-    init(bus: BusConnection, nodes: [String: String], stateDelay: Duration = .zero, serveSync: Bool = true) async throws {
+    init(bus: BusConnection, nodes: [String: String], stateDelay: Duration = .zero, serveSync: Bool = true,
+         ingest: Task<Void, Never>? = nil) async throws {
+        self.ingest = ingest
         let calls = self.calls
         var endpoints: [ServiceEndpoint] = []
         for (node, tenant) in nodes {
@@ -93,24 +99,32 @@ final class FakeNodeServices: Sendable {
             var s = Mesh_V1_SyncResponse()
             s.tenantID = tenant
             s.revision = 7
-            s.self_p.id = node
-            s.self_p.kind = .node
-            s.self_p.publicKey = WireGuardKeyPair.generate().publicKey
-            s.self_p.meshIps = ["100.64.0.1", "fd00::1"]
-            s.self_p.allowedIps = ["100.64.0.1/32", "fd00::1/128"]
-            s.self_p.dnsName = "edge.quazzar.mesh"
-            s.self_p.endpoint = "198.51.100.1:51820"
-            s.self_p.hub = true
-            var d = Mesh_V1_Peer()
+            s.settings.domain = "quazzar.mesh"
+            s.settings.nodeKeepalive = 25
+            s.settings.hubNodeID = node
+            s.settings.ipv4Prefix = "100.64.0.0/16"
+            s.settings.ipv6Prefix = "fd00::/48"
+            s.settings.meshEnabled = true
+            var me = Mesh_V1_Member()
+            me.id = node
+            me.kind = .node
+            me.publicKey = WireGuardKeyPair.generate().publicKey
+            me.ipv4 = "100.64.0.1"
+            me.ipv6 = "fd00::1"
+            me.slug = "edge"
+            me.endpoint = "198.51.100.1:51820"
+            me.active = true
+            var d = Mesh_V1_Member()
             d.id = UUID().uuidString.lowercased()
             d.kind = .device
             d.publicKey = WireGuardKeyPair.generate().publicKey
-            d.meshIps = ["100.64.1.2", "fd00::1:2"]
-            d.allowedIps = ["100.64.1.2/32", "fd00::1:2/128"]
-            d.dnsName = "phone.quazzar.mesh"
-            s.peers = [d]
-            s.ipv4Prefix = "100.64.0.0/16"
-            s.ipv6Prefix = "fd00::/48"
+            d.ipv4 = "100.64.1.2"
+            d.ipv6 = "fd00::1:2"
+            d.slug = "phone"
+            d.active = true
+            d.configHubID = node
+            d.configNodeIds = [node]
+            s.members = [me, d]
             return s
         }) }
         service = try BusService(connection: bus, name: "FakeNode", version: "1.0.0", endpoints: endpoints, logger: TestEnvironment.logger("fake"))
@@ -122,6 +136,23 @@ final class FakeNodeServices: Sendable {
     func stop() async {
         task.cancel()
         await task.value
+        ingest?.cancel()
+        await ingest?.value
+    }
+
+    /// Stands in for FanoutSvc's ingest when the fakes answer SyncFromCP: every change is taken, so
+    /// ProvisionSvc's relay (and a registration waiting for it) goes on.
+    static func ingest(bus: BusConnection) async throws -> (BusService, Task<Void, Never>) {
+        let service = try BusService(connection: bus, name: "FakeFanout", version: "1.0.0", endpoints: [
+            .proto("ingest", subject: MeshSubjects.fanoutIngest) { (r: Mesh_V1_IngestRequest, _) in
+                var resp = Mesh_V1_IngestResponse()
+                resp.revision = r.snapshot ? r.snapshotRevision : (r.changes.last?.revision ?? 0)
+                return resp
+            },
+        ], logger: TestEnvironment.logger("fake"))
+        let task = Task<Void, Never> { _ = try? await service.run() }
+        await service.waitUntilReady()
+        return (service, task)
     }
 }
 
@@ -151,13 +182,17 @@ struct Fixture: Sendable {
     static func start(_ name: String, plan: Mesh_V1_Plan = .team, otherPlan: Mesh_V1_Plan = .team, environment: [String: String] = [:],
                       realFanout: Bool = false, configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> Fixture {
         let cp = try await ControlPlane.start("gw-\(name)", fanout: realFanout ? 1 : 0, environment: environment)
+        let ingest = realFanout ? nil : try await FakeNodeServices.ingest(bus: cp.bus)
         let t = try await cp.tenant(plan)
         let t2 = try await cp.tenant(otherPlan)
+        let t2Admin = try await cp.user(t2, .admin)
+        // Every tenant that takes devices needs a node.
+        _ = try await cp.node(t2, admin: t2Admin, name: "other-edge", endpoint: "198.51.100.9:51820")
         let ownerA = try await cp.user(t), ownerB = try await cp.user(t), admin = try await cp.user(t, .admin)
         let otherAdmin = try await cp.user(t2, .admin)
         let (node, _) = try await cp.node(t, admin: admin, name: "edge-1", endpoint: "198.51.100.1:51820")
         let (otherNode, _) = try await cp.node(t, admin: admin, name: "edge-2", endpoint: "198.51.100.2:51820")
-        let fakes = try await FakeNodeServices(bus: cp.bus, nodes: [node.id: t.id, otherNode.id: t.id], serveSync: !realFanout)
+        let fakes = try await FakeNodeServices(bus: cp.bus, nodes: [node.id: t.id, otherNode.id: t.id], serveSync: !realFanout, ingest: ingest?.1)
         let minter = try await TokenMinter(keys: try JWTKeyMaterial(hmacSecret: testSecret))
         let wrong = try await TokenMinter(keys: try JWTKeyMaterial(hmacSecret: Array("another-secret-of-at-least-32-bytes!!".utf8)))
         func user(_ c: Mesh_V1_Caller) async throws -> String { try await minter.user(tenantID: c.tenantID, userID: c.userID, role: c.role) }

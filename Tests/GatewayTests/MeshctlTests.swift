@@ -1,6 +1,8 @@
 import Foundation
 import GatewayCore
-import MeshCore
+import MeshAuth
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshTestSupport
 import Testing

@@ -4,7 +4,9 @@ import Hummingbird
 import HummingbirdTesting
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshAuth
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshTestSupport
 import Testing
@@ -142,11 +144,11 @@ extension GatewayTests {
         }
 
         // Plan caps: the Free plan stops at three devices with a body naming plan and cap.
-        let free = try await f.cp.tenant(.free)
+        let free = try await f.cp.readyTenant(.free)
         let freeUser = try await f.cp.user(free)
         let freeToken = try await f.minter.user(tenantID: free.id, userID: freeUser.userID, role: .owner)
         // SAML-gated Enterprise tenant: creation needs amr saml.
-        let ent = try await f.cp.tenant(.enterprise, requireSaml: true)
+        let ent = try await f.cp.readyTenant(.enterprise, requireSaml: true)
         let entUser = try await f.cp.user(ent)
         let noSaml = try await f.minter.user(tenantID: ent.id, userID: entUser.userID, role: .owner)
         let saml = try await f.minter.user(tenantID: ent.id, userID: entUser.userID, role: .owner, amr: ["saml"])
@@ -286,7 +288,13 @@ extension GatewayTests {
         let device = try await f.cp.client.createDevice(caller: f.ownerA, label: "phone", type: .iphone).device
         let app = try await f.application()
         try await app.test(.router) { client in
-            let r = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.node)
+            // The device reaches FanoutSvc through ProvisionSvc's outbox relay, just after the reply.
+            var r = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.node)
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !r.text.contains(device.id), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+                r = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.node)
+            }
             #expect(r.status == 200, "\(r.text)")
             let me = try #require(r.json["self"] as? [String: Any])
             #expect(me["id"] as? String == f.node.id && me["kind"] as? String == "node" && me["hub"] as? Bool == true)

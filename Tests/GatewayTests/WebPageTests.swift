@@ -2,6 +2,7 @@ import Foundation
 import GatewayCore
 import Hummingbird
 import HummingbirdTesting
+import MeshAuth
 import MeshTestSupport
 import Testing
 

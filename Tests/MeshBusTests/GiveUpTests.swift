@@ -1,6 +1,7 @@
 import Foundation
 import MeshBus
-import MeshCore
+import ServiceKit
+import MeshDomain
 import MeshTestSupport
 import Testing
 

@@ -1,6 +1,6 @@
 import Foundation
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import Testing

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import MeshClient
-import MeshCore
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import MeshWireGuard

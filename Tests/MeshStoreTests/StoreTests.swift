@@ -4,14 +4,14 @@ import MeshTestSupport
 import Synchronization
 import Testing
 
-private let schema = [
+private let schema = ServiceSchema(name: "storetest", migrations: [
     Migration(version: 1, name: "items", sql: "CREATE TABLE items (id bigserial PRIMARY KEY, name text UNIQUE NOT NULL, n int NOT NULL DEFAULT 0)"),
     Migration(version: 2, name: "counter", sql: "CREATE TABLE counter (k int PRIMARY KEY, v int NOT NULL); INSERT INTO counter VALUES (1, 0)"),
-]
+])
 
 func withStore<T>(_ body: (Store, TestDatabase) async throws -> T) async throws -> T {
     let db = try await TestDatabase.create(prefix: "store")
-    let store = Store(StoreConfiguration(url: db.url, poolSize: 6), logger: TestEnvironment.logger("test.store"))
+    let store = Store(StoreConfiguration(url: db.url, poolSize: 6, schema: schema.name), logger: TestEnvironment.logger("test.store"))
     do {
         let v = try await body(store, db)
         store.close()
@@ -39,7 +39,7 @@ struct StoreTests {
             let results = try await withThrowingTaskGroup(of: [Int].self) { group in
                 for _ in 0..<4 {
                     group.addTask {
-                        let s = Store(StoreConfiguration(url: db.url, poolSize: 1), logger: TestEnvironment.logger("m"))
+                        let s = Store(StoreConfiguration(url: db.url, poolSize: 1, schema: schema.name), logger: TestEnvironment.logger("m"))
                         defer { s.close() }
                         return try await s.migrate(schema)
                     }

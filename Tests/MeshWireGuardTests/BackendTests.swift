@@ -57,7 +57,7 @@ struct UAPIBackendTests {
 
     @Test func daemonStopRemovesSocket() async throws {
         let name = Names.next("w")
-        let daemon = try await WireGuardGoDaemon.start(interface: name)
+        let daemon = try await WireGuardGoDaemon.start(interface: name, timeout: daemonStartDeadline)
         #expect(await daemon.isRunning())
         await daemon.stop()
         #expect(await !daemon.isRunning())

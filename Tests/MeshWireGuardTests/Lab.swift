@@ -58,7 +58,7 @@ final class Lab: @unchecked Sendable {
                 try await s.links.createLink(named: s.interface, kind: "wireguard")
             } else {
                 let d = try await WireGuardGoDaemon.start(interface: s.interface,
-                                                          commandPrefix: ["ip", "netns", "exec", s.namespace])
+                                                          commandPrefix: ["ip", "netns", "exec", s.namespace], timeout: daemonStartDeadline)
                 daemons.append(d)
             }
         }
@@ -123,7 +123,7 @@ func withLab(kernelA: Bool = false, kernelB: Bool = false, _ body: (Lab) async t
 /// Starts one standalone wireguard-go interface in the host namespace for tests that need no traffic.
 func withDaemon(_ body: (String, UAPIBackend) async throws -> Void) async throws {
     let name = Names.next("w")
-    let daemon = try await WireGuardGoDaemon.start(interface: name)
+    let daemon = try await WireGuardGoDaemon.start(interface: name, timeout: daemonStartDeadline)
     do {
         try await body(name, UAPIBackend(logger: testLogger))
     } catch {

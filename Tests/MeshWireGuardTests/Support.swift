@@ -51,6 +51,10 @@ let userspaceRuns = TestEnvironment.runs(root: true, tools: ["wireguard-go", "wg
 /// Fails with what is missing for the userspace suites.
 func requireUserspace() throws { try TestEnvironment.require(root: true, tools: ["wireguard-go", "wg", "ip"]) }
 
+/// How long a test waits for a wireguard-go daemon's UAPI socket: a bound on a regression, generous
+/// because the suites share two cores with everything else running.
+let daemonStartDeadline: Duration = .seconds(60)
+
 /// Whether a test needing `tools` runs (always under `make test`, where a missing tool fails it).
 func toolsRun(_ tools: String...) -> Bool { TestEnvironment.runs(tools: tools) }
 
@@ -80,7 +84,7 @@ func makeKeyPair() -> (privateKey: WireGuardKey, publicKey: WireGuardKey) {
     bytes[0] &= 248
     bytes[31] = (bytes[31] & 127) | 64
     let priv = WireGuardKey(bytes: bytes)!
-    return (priv, Curve25519.publicKey(forPrivateKey: priv))
+    return (priv, priv.publicKeyOfPrivate)
 }
 
 func randomKey() -> WireGuardKey {

@@ -34,14 +34,14 @@ struct KeyTests {
     }
 
     /// RFC 7748 section 6.1 test vectors.
-    @Test func curve25519MatchesRFC7748() throws {
+    @Test func x25519MatchesRFC7748() throws {
         let alice = try #require(WireGuardKey(hex: "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
-        #expect(Curve25519.publicKey(forPrivateKey: alice).hex == "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        #expect(alice.publicKeyOfPrivate.hex == "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
         let bob = try #require(WireGuardKey(hex: "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"))
-        #expect(Curve25519.publicKey(forPrivateKey: bob).hex == "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+        #expect(bob.publicKeyOfPrivate.hex == "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     }
 
-    @Test(.enabled(if: toolsRun("wg"), "needs wg")) func curve25519MatchesWgPubkey() async throws {
+    @Test(.enabled(if: toolsRun("wg"), "needs wg")) func x25519MatchesWgPubkey() async throws {
         try requireTools("wg")
         for _ in 0..<8 {
             // Not `wg genkey`: writing a private key to a non-pipe makes it add a warning to the output.
@@ -50,7 +50,7 @@ struct KeyTests {
             try (priv.base64 + "\n").write(to: file, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(at: file) }
             let pub = try await sh(["sh", "-c", "wg pubkey < \(file.path)"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(Curve25519.publicKey(forPrivateKey: priv).base64 == pub)
+            #expect(priv.publicKeyOfPrivate.base64 == pub)
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
-import MeshCore
+import MeshClient
+import MeshDomain
 import MeshProto
 import MeshTestSupport
 import MeshWireGuard
@@ -8,31 +9,56 @@ import NodeApplierCore
 import Synchronization
 import Testing
 
-/// A fake control plane for the agent's revision rules: it returns a peer list and counts syncs.
+/// A fake control plane for the agent's revision rules: it returns the tenant's members (this node
+/// and the given devices) and counts syncs.
 final class FakeCP: Sendable {
-    let peers = Mutex<[Mesh_V1_Peer]>([])
+    let peers = Mutex<[Mesh_V1_Member]>([])
     let revision = Mutex<UInt64>(0)
     let syncs = Mutex(0)
 
-    func response() -> Mesh_V1_SyncResponse {
+    func response() -> MeshView {
         syncs.withLock { $0 += 1 }
-        var r = Mesh_V1_SyncResponse()
-        r.tenantID = "t1"
-        r.revision = revision.withLock { $0 }
-        r.peers = peers.withLock { $0 }
-        return r
+        return MeshView(revision: revision.withLock { $0 }, settings: testSettings, members: [selfNode] + peers.withLock { $0 })
     }
 }
 
-func peer(_ n: Int, kind: Mesh_V1_PeerKind = .device) -> Mesh_V1_Peer {
-    var p = Mesh_V1_Peer()
-    p.id = "p\(n)"
-    p.kind = kind
-    p.publicKey = WireGuardKey(bytes: [UInt8](repeating: UInt8(n), count: 32))!.base64
-    p.allowedIps = ["100.64.16.\(n)/32", "fd00::10\(n)/128"]
-    p.meshIps = ["100.64.16.\(n)", "fd00::10\(n)"]
-    p.dnsName = "p\(n).quazzar.mesh"
-    return p
+let testSettings: Mesh_V1_TenantSettings = {
+    var s = Mesh_V1_TenantSettings()
+    s.domain = "quazzar.mesh"
+    s.nodeKeepalive = 25
+    s.hubNodeID = "self"
+    s.ipv4Prefix = "100.64.0.0/16"
+    s.ipv6Prefix = "fd00::/48"
+    s.meshEnabled = true
+    return s
+}()
+
+let selfNode: Mesh_V1_Member = {
+    var m = Mesh_V1_Member()
+    m.id = "self"
+    m.kind = .node
+    m.publicKey = WireGuardKey(bytes: [UInt8](repeating: 200, count: 32))!.base64
+    m.ipv4 = "100.64.0.1"
+    m.ipv6 = "fd00::1"
+    m.slug = "self"
+    m.endpoint = "192.0.2.1:51820"
+    m.active = true
+    return m
+}()
+
+/// Device `n`, whose config lists this node (so the node holds it as a peer).
+func peer(_ n: Int) -> Mesh_V1_Member {
+    var m = Mesh_V1_Member()
+    m.id = "p\(n)"
+    m.kind = .device
+    m.publicKey = WireGuardKey(bytes: [UInt8](repeating: UInt8(n), count: 32))!.base64
+    m.ipv4 = "100.64.16.\(n)"
+    m.ipv6 = "fd00::10\(n)"
+    m.slug = "p\(n)"
+    m.active = true
+    m.configHubID = "self"
+    m.configNodeIds = ["self"]
+    return m
 }
 
 /// A full sync through the agent's queue, with a deadline (the reply is a continuation the agent's
@@ -41,16 +67,27 @@ func refresh(_ agent: NodeAgent, _ reason: String) async throws -> Mesh_V1_Refre
     try await withDeadline(.seconds(60), "refresh (\(reason)) answered by the agent") { try await agent.refresh(reason: reason) }
 }
 
-func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] = []) -> Mesh_V1_PeersUpdated {
+func update(_ rev: UInt64, added: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     var u = Mesh_V1_PeersUpdated()
     u.tenantID = "t1"
     u.revision = rev
-    u.added = added
-    u.removed = removed
+    u.upsert = added
     return u
 }
 
-@Suite(.timeLimit(.minutes(3)), .timeLimit(.minutes(3))) struct NodeAgentTests {
+func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
+    var u = Mesh_V1_PeersUpdated()
+    u.tenantID = "t1"
+    u.revision = rev
+    var r = Mesh_V1_MemberRemoval()
+    r.id = removed.id
+    r.kind = removed.kind
+    r.publicKey = removed.publicKey
+    u.remove = r
+    return u
+}
+
+@Suite(.timeLimit(.minutes(3))) struct NodeAgentTests {
     func makeAgent() -> (NodeAgent, InMemoryWireGuard, FakeCP, Task<Void, Never>) {
         var reg = Mesh_V1_RegisterNodeResponse()
         reg.node.id = "self"
@@ -79,9 +116,9 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         cp.peers.withLock { $0 = [peer(1)] }
         cp.revision.withLock { $0 = 1 }
         _ = try await refresh(agent, "start")
-        agent.submit(update(2, added: [peer(2)]))
-        agent.submit(update(3, added: [peer(3)]))
-        agent.submit(update(4, removed: [peer(1)]))
+        agent.submit(update(2, added: peer(2)))
+        agent.submit(update(3, added: peer(3)))
+        agent.submit(update(4, removed: peer(1)))
         // No full sync may happen in between for this to test deltas; compare the count after.
         let syncsBefore = cp.syncs.withLock { $0 }
         try await waitUntil("the agent reaches revision 4", interval: .milliseconds(5)) { agent.revision >= 4 }
@@ -94,8 +131,8 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         defer { task.cancel() }
         cp.revision.withLock { $0 = 5 }
         _ = try await refresh(agent, "start")
-        agent.submit(update(5, added: [peer(9)]))  // at the current revision: a duplicate
-        agent.submit(update(3, added: [peer(8)]))  // older
+        agent.submit(update(5, added: peer(9)))  // at the current revision: a duplicate
+        agent.submit(update(3, added: peer(8)))  // older
         try await drain(agent)
         #expect(try await keys(wg).isEmpty)
         #expect(agent.revision == 5)
@@ -111,7 +148,7 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         cp.peers.withLock { $0 = [peer(1), peer(2), peer(3)] }
         cp.revision.withLock { $0 = 4 }
         let before = cp.syncs.withLock { $0 }
-        agent.submit(update(4, added: [peer(3)]))
+        agent.submit(update(4, added: peer(3)))
         try await waitUntil("the agent reaches revision 4", interval: .milliseconds(5)) { agent.revision >= 4 }
         #expect(cp.syncs.withLock { $0 } == before + 1)
         #expect(try await keys(wg) == Set([peer(1), peer(2), peer(3)].map(\.publicKey)))
@@ -143,7 +180,7 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         cp.peers.withLock { $0 = [peer(2), peer(3)] }
         cp.revision.withLock { $0 = 3 }
         failuresLeft.withLock { $0 = 3 }
-        agent.submit(update(3, added: [peer(3)]))
+        agent.submit(update(3, added: peer(3)))
         try await waitUntil("the failed sync is retried until the agent reaches revision 3", interval: .milliseconds(20)) { agent.revision >= 3 }
         #expect(agent.revision == 3)
         #expect(failuresLeft.withLock { $0 } == 0)
@@ -170,7 +207,7 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         let (agent, wg, _, task) = makeAgent()
         defer { task.cancel() }
         _ = try await refresh(agent, "start")
-        var u = update(1, added: [peer(1)])
+        var u = update(1, added: peer(1))
         u.tenantID = "other"
         agent.submit(u)
         try await drain(agent)
@@ -184,10 +221,12 @@ func update(_ rev: UInt64, added: [Mesh_V1_Peer] = [], removed: [Mesh_V1_Peer] =
         var bad = peer(7)
         bad.publicKey = "not a key"
         var badIP = peer(6)
-        badIP.allowedIps = ["300.1.1.1/32"]
+        badIP.ipv4 = "300.1.1.1"
         _ = cp
-        agent.submit(update(1, added: [bad, badIP, peer(5)]))
-        try await waitUntil("the agent reaches revision 1", interval: .milliseconds(5)) { agent.revision >= 1 }
+        agent.submit(update(1, added: bad))
+        agent.submit(update(2, added: badIP))
+        agent.submit(update(3, added: peer(5)))
+        try await waitUntil("the agent reaches revision 3", interval: .milliseconds(5)) { agent.revision >= 3 }
         #expect(try await keys(wg) == [peer(5).publicKey])
     }
 }

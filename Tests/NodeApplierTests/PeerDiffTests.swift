@@ -54,9 +54,13 @@ func want(_ n: UInt8, _ ips: [String], keepalive: UInt16 = 0, endpoint: String? 
         let d = PeerDiff(current: [live(1, ["10.0.0.1/32"], endpoint: "198.51.100.9:40000")],
                          desired: [want(1, ["10.0.0.1/32"], endpoint: "192.0.2.1:51820")])
         #expect(d.isEmpty)
-        // An explicit change sets it.
-        let c = PeerDiff.forChange(want(1, ["10.0.0.1/32"], endpoint: "192.0.2.1:51820"), current: live(1, ["10.0.0.1/32"]))
-        #expect(c.first?.endpoint?.description == "192.0.2.1:51820" && c.first?.updateOnly == true)
+        // A change the control plane made sets it, and only then.
+        let moved = PeerDiff(from: [want(1, ["10.0.0.1/32"], endpoint: "192.0.2.9:51820")],
+                             to: [want(1, ["10.0.0.1/32"], endpoint: "192.0.2.1:51820")]).configs
+        #expect(moved.first?.endpoint?.description == "192.0.2.1:51820" && moved.first?.updateOnly == true)
+        let routes = PeerDiff(from: [want(1, ["10.0.0.1/32"], endpoint: "192.0.2.1:51820")],
+                              to: [want(1, ["10.0.0.1/32", "10.1.0.0/16"], endpoint: "192.0.2.1:51820")]).configs
+        #expect(routes.count == 1 && routes[0].endpoint == nil && routes[0].updateOnly, "a route change leaves a roamed endpoint alone")
     }
 
     @Test func duplicateDesiredKeysCountOnce() {

@@ -1,7 +1,8 @@
 import Foundation
 import MeshBus
 import MeshClient
-import MeshCore
+import MeshDomain
+import MeshKeys
 import MeshProto
 import MeshStore
 import MeshTestSupport
@@ -13,7 +14,7 @@ struct ProvisionTests {
     @Test func capIsExactUnderConcurrencyAcrossThreeReplicas() async throws {
         let c = try await ControlPlane.start("cap", replicas: 3)
         for (plan, cap) in [(Mesh_V1_Plan.free, 3), (.pro, 20)] {
-            let t = try await c.tenant(plan)
+            let t = try await c.readyTenant(plan)
             var callers: [Mesh_V1_Caller] = []
             for _ in 0..<50 { callers.append(try await c.user(t)) }
             let results = await withTaskGroup(of: MeshError?.self) { group in
@@ -43,7 +44,7 @@ struct ProvisionTests {
     /// window then passes by ageing the user's creation records, and creating works again.
     @Test func rateLimitIsExactAcrossReplicasAndRecovers() async throws {
         let c = try await ControlPlane.start("rate", replicas: 3, environment: ["MESH_RATE_WINDOW_SECONDS": "3600"])
-        let t = try await c.tenant(.enterprise)
+        let t = try await c.readyTenant(.enterprise)
         let caller = try await c.user(t)
         let results = await withTaskGroup(of: MeshError?.self) { group in
             for i in 0..<7 {
@@ -81,24 +82,25 @@ struct ProvisionTests {
             for d in devices.prefix(10) { group.addTask { _ = try await c.client.deleteDevice(caller: admin, deviceID: d.id) } }
             try await group.waitForAll()
         }
-        let rows = try await c.store.query("SELECT revision, op, peer_id FROM peer_changes WHERE tenant_id = $1 ORDER BY revision", UUID(uuidString: t.id)!)
+        let rows = try await c.store.query("SELECT revision, payload FROM outbox WHERE tenant_id = $1 ORDER BY revision", UUID(uuidString: t.id)!)
         let revisions = try rows.map { try $0.decode("revision", as: Int.self) }
-        #expect(revisions == Array(1...41), "one node + 30 creates + 10 deletes = revisions 1...41 with no gap")
-        let ops = try rows.map { try $0.decode("op", as: String.self) }
-        #expect(ops.filter { $0 == "added" }.count == 31)
-        #expect(ops.filter { $0 == "removed" }.count == 10)
+        #expect(revisions == Array(1...43), "settings, the node and its hub setting, 30 creates, 10 deletes: revisions 1...43 with no gap")
+        let changes = try rows.map { try Mesh_V1_PeersUpdated(serializedBytes: try $0.decode("payload", as: ByteA.self).bytes) }
+        let upserts = changes.compactMap { if case .upsert(let m) = $0.change { m } else { nil } }
+        #expect(upserts.count == 31)
+        #expect(changes.filter { if case .remove = $0.change { true } else { false } }.count == 10)
+        #expect(changes.filter { if case .settings = $0.change { true } else { false } }.count == 2)
         let tenant = try await c.client.getTenant(t.id)
-        #expect(tenant.revision == 41)
-        // Every change carries the peer as protobuf.
-        let payload = try await c.store.query("SELECT payload FROM peer_changes WHERE tenant_id = $1 AND revision = 2", UUID(uuidString: t.id)!).first!
-        let peer = try Mesh_V1_Peer(serializedBytes: try payload.decode("payload", as: ByteA.self).bytes)
-        #expect(peer.kind == .device && peer.allowedIps.count == 2 && peer.dnsName.hasSuffix(".quazzar.mesh"))
+        #expect(tenant.revision == 43)
+        // Every device change carries the member with what its config lists.
+        let device = try #require(upserts.first { $0.kind == .device })
+        #expect(device.configNodeIds.count == 1 && device.configHubID == device.configNodeIds[0] && device.active && device.slug.hasPrefix("d"))
         try await c.stop()
     }
 
     @Test func labelsSlugsAndNonASCII() async throws {
         let c = try await ControlPlane.start("slug", environment: ["MESH_RATE_LIMIT": "0"])
-        let t = try await c.tenant(.enterprise)
+        let t = try await c.readyTenant(.enterprise)
         let u = try await c.user(t)
         let a = try await c.client.createDevice(caller: u, label: "  Zoë's iPhone ", type: .iphone).device
         let b = try await c.client.createDevice(caller: u, label: "Zoë's iPhone", type: .iphone).device
@@ -120,7 +122,7 @@ struct ProvisionTests {
 
     @Test func badInputIsRejectedWithoutSideEffects() async throws {
         let c = try await ControlPlane.start("bad")
-        let t = try await c.tenant(.pro)
+        let t = try await c.readyTenant(.pro)
         let u = try await c.user(t)
         let admin = try await c.user(t, .admin)
         func code(_ label: String, _ type: Mesh_V1_DeviceType, _ caller: Mesh_V1_Caller) async -> Mesh_V1_ErrorCode? {
@@ -165,14 +167,16 @@ struct ProvisionTests {
         #expect(await meshError { _ = try await c.client.deregisterNode(caller: admin, nodeID: UUID().uuidString) }?.code == .notFound)
 
         // Nothing was half-written and no address leaked.
+        // (The tenant has its one node: its settings, the node and the hub setting are its three changes.)
         let row = try await c.store.query("""
             SELECT (SELECT count(*) FROM devices) AS d, (SELECT count(*) FROM nodes) AS n, (SELECT count(*) FROM leases) AS l,
-                   (SELECT count(*) FROM peer_changes) AS o
+                   (SELECT count(*) FROM outbox) AS o, (SELECT count(*) FROM lease_tasks) AS h
             """).first!
         #expect(try row.decode("d", as: Int.self) == 0)
-        #expect(try row.decode("n", as: Int.self) == 0)
-        #expect(try row.decode("l", as: Int.self) == 0)
-        #expect(try row.decode("o", as: Int.self) == 0)
+        #expect(try row.decode("n", as: Int.self) == 1)
+        #expect(try row.decode("l", as: Int.self) == 1)
+        #expect(try row.decode("o", as: Int.self) == 3)
+        #expect(try row.decode("h", as: Int.self) == 0, "no address hold is left behind")
         // Still serving.
         #expect(await code("fine", .iphone, u) == nil)
         try await c.stop()
@@ -180,9 +184,9 @@ struct ProvisionTests {
 
     @Test func ownershipRulesForListAndDelete() async throws {
         let c = try await ControlPlane.start("owner", environment: ["MESH_RATE_LIMIT": "0"])
-        let t = try await c.tenant(.pro)
+        let t = try await c.readyTenant(.pro)
         let a = try await c.user(t), b = try await c.user(t), admin = try await c.user(t, .admin)
-        let other = try await c.tenant(.pro)
+        let other = try await c.readyTenant(.pro)
         let otherAdmin = try await c.user(other, .admin)
         let da = try await c.client.createDevice(caller: a, label: "a's laptop", type: .laptop).device
         let db = try await c.client.createDevice(caller: b, label: "b's phone", type: .android).device
@@ -263,14 +267,14 @@ struct ProvisionTests {
 
     @Test func licenseAuditAndSamlGate() async throws {
         let c = try await ControlPlane.start("license")
-        let free = try await c.tenant(.free)
+        let free = try await c.readyTenant(.free)
         let freeAdmin = try await c.user(free, .admin)
         _ = try await c.client.createDevice(caller: freeAdmin, label: "one", type: .other)
         let lic = try await c.client.license(caller: freeAdmin)
         #expect(lic.enabled && lic.plan == .free && lic.deviceCap == 3 && lic.devicesUsed == 1 && lic.diagnostics == .basicState)
         #expect(await meshError { _ = try await c.client.audit(caller: freeAdmin) }?.code == .permissionDenied)
 
-        let team = try await c.tenant(.team)
+        let team = try await c.readyTenant(.team)
         var teamAdmin = try await c.user(team, .admin)
         let owner = try await c.user(team)
         for i in 0..<3 {
@@ -287,7 +291,7 @@ struct ProvisionTests {
         #expect(page2.entries.map(\.action).contains("tenant.create"))
         #expect(page2.entries.allSatisfy { $0.id < page1.nextBeforeID })
 
-        let ent = try await c.tenant(.enterprise, requireSaml: true)
+        let ent = try await c.readyTenant(.enterprise, requireSaml: true)
         var entUser = try await c.user(ent)
         #expect(await meshError { _ = try await c.client.createDevice(caller: entUser, label: "x", type: .laptop) }?.code == .permissionDenied)
         entUser.amr = ["pwd", "saml"]
@@ -307,6 +311,11 @@ struct ProvisionTests {
         let c = try await ControlPlane.start("bigqr")
         let t = try await c.tenant(.pro)
         let admin = try await c.user(t, .admin)
+        // Configs list every node here (the default lists eight, which fits a QR code).
+        var up = Mesh_V1_UpdateTenantRequest()
+        up.tenantID = t.id
+        up.settings.configMaxNodes = 16
+        _ = try await c.client.updateTenant(up)
         for i in 0..<16 { _ = try await c.node(t, admin: admin, name: "edge \(i)", endpoint: "198.51.100.\(i + 1):51820") }
         let r = try await c.client.createDevice(caller: admin, label: "laptop", type: .laptop)
         #expect(r.config.components(separatedBy: "[Peer]").count == 17, "one [Peer] per node")

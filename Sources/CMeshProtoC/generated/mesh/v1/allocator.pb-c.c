@@ -726,7 +726,7 @@ const ProtobufCMessageDescriptor mesh__v1__ensure_tenant_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__ensure_tenant_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__lease__field_descriptors[7] =
+static const ProtobufCFieldDescriptor mesh__v1__lease__field_descriptors[6] =
 {
   {
     "tenant_id",
@@ -789,18 +789,6 @@ static const ProtobufCFieldDescriptor mesh__v1__lease__field_descriptors[7] =
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
-    "confirmed",
-    6,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_BOOL,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__Lease, confirmed),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
     "created_at_ms",
     7,
     PROTOBUF_C_LABEL_NONE,
@@ -814,18 +802,18 @@ static const ProtobufCFieldDescriptor mesh__v1__lease__field_descriptors[7] =
   },
 };
 static const unsigned mesh__v1__lease__field_indices_by_name[] = {
-  5,   /* field[5] = confirmed */
-  6,   /* field[6] = created_at_ms */
+  5,   /* field[5] = created_at_ms */
   3,   /* field[3] = ipv4 */
   4,   /* field[4] = ipv6 */
   2,   /* field[2] = kind */
   1,   /* field[1] = owner_id */
   0,   /* field[0] = tenant_id */
 };
-static const ProtobufCIntRange mesh__v1__lease__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__lease__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 7, 5 },
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor mesh__v1__lease__descriptor =
 {
@@ -835,10 +823,10 @@ const ProtobufCMessageDescriptor mesh__v1__lease__descriptor =
   "Mesh__V1__Lease",
   "mesh.v1",
   sizeof(Mesh__V1__Lease),
-  7,
+  6,
   mesh__v1__lease__field_descriptors,
   mesh__v1__lease__field_indices_by_name,
-  1,  mesh__v1__lease__number_ranges,
+  2,  mesh__v1__lease__number_ranges,
   (ProtobufCMessageInit) mesh__v1__lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -983,7 +971,7 @@ const ProtobufCMessageDescriptor mesh__v1__allocate_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__allocate_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__release_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor mesh__v1__release_request__field_descriptors[3] =
 {
   {
     "tenant_id",
@@ -1009,15 +997,28 @@ static const ProtobufCFieldDescriptor mesh__v1__release_request__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "never_published",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ReleaseRequest, never_published),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__release_request__field_indices_by_name[] = {
+  2,   /* field[2] = never_published */
   1,   /* field[1] = owner_id */
   0,   /* field[0] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__release_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor mesh__v1__release_request__descriptor =
 {
@@ -1027,7 +1028,7 @@ const ProtobufCMessageDescriptor mesh__v1__release_request__descriptor =
   "Mesh__V1__ReleaseRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ReleaseRequest),
-  2,
+  3,
   mesh__v1__release_request__field_descriptors,
   mesh__v1__release_request__field_indices_by_name,
   1,  mesh__v1__release_request__number_ranges,

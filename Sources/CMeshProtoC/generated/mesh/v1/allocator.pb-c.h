@@ -103,15 +103,11 @@ struct  Mesh__V1__Lease
   Mesh__V1__PeerKind kind;
   char *ipv4;
   char *ipv6;
-  /*
-   * Set once the owner's row is committed; unconfirmed leases are swept after a grace period.
-   */
-  protobuf_c_boolean confirmed;
   int64_t created_at_ms;
 };
 #define MESH__V1__LEASE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__lease__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -149,18 +145,23 @@ struct  Mesh__V1__AllocateResponse
 
 
 /*
- * mesh.v1.allocator.release: return an owner's addresses. Confirmed leases go to
- * quarantine; unconfirmed ones (never published to any node) are free at once.
+ * mesh.v1.allocator.release: return an owner's addresses. Idempotent. The addresses wait out the
+ * quarantine before anyone else gets them, unless the caller says they were never published.
  */
 struct  Mesh__V1__ReleaseRequest
 {
   ProtobufCMessage base;
   char *tenant_id;
   char *owner_id;
+  /*
+   * True when no node and no config ever saw the addresses (an allocation whose owner was never
+   * committed): they are free at once.
+   */
+  protobuf_c_boolean never_published;
 };
 #define MESH__V1__RELEASE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__release_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Mesh__V1__ReleaseResponse

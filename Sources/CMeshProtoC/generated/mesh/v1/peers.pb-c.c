@@ -7,49 +7,139 @@
 #endif
 
 #include "mesh/v1/peers.pb-c.h"
-void   mesh__v1__peer__init
-                     (Mesh__V1__Peer         *message)
+void   mesh__v1__member__init
+                     (Mesh__V1__Member         *message)
 {
-  static const Mesh__V1__Peer init_value = MESH__V1__PEER__INIT;
+  static const Mesh__V1__Member init_value = MESH__V1__MEMBER__INIT;
   *message = init_value;
 }
-size_t mesh__v1__peer__get_packed_size
-                     (const Mesh__V1__Peer *message)
+size_t mesh__v1__member__get_packed_size
+                     (const Mesh__V1__Member *message)
 {
-  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  assert(message->base.descriptor == &mesh__v1__member__descriptor);
   return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
 }
-size_t mesh__v1__peer__pack
-                     (const Mesh__V1__Peer *message,
+size_t mesh__v1__member__pack
+                     (const Mesh__V1__Member *message,
                       uint8_t       *out)
 {
-  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  assert(message->base.descriptor == &mesh__v1__member__descriptor);
   return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
 }
-size_t mesh__v1__peer__pack_to_buffer
-                     (const Mesh__V1__Peer *message,
+size_t mesh__v1__member__pack_to_buffer
+                     (const Mesh__V1__Member *message,
                       ProtobufCBuffer *buffer)
 {
-  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  assert(message->base.descriptor == &mesh__v1__member__descriptor);
   return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
 }
-Mesh__V1__Peer *
-       mesh__v1__peer__unpack
+Mesh__V1__Member *
+       mesh__v1__member__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data)
 {
-  return (Mesh__V1__Peer *)
-     protobuf_c_message_unpack (&mesh__v1__peer__descriptor,
+  return (Mesh__V1__Member *)
+     protobuf_c_message_unpack (&mesh__v1__member__descriptor,
                                 allocator, len, data);
 }
-void   mesh__v1__peer__free_unpacked
-                     (Mesh__V1__Peer *message,
+void   mesh__v1__member__free_unpacked
+                     (Mesh__V1__Member *message,
                       ProtobufCAllocator *allocator)
 {
   if(!message)
     return;
-  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  assert(message->base.descriptor == &mesh__v1__member__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__tenant_settings__init
+                     (Mesh__V1__TenantSettings         *message)
+{
+  static const Mesh__V1__TenantSettings init_value = MESH__V1__TENANT_SETTINGS__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__tenant_settings__get_packed_size
+                     (const Mesh__V1__TenantSettings *message)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__tenant_settings__pack
+                     (const Mesh__V1__TenantSettings *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__tenant_settings__pack_to_buffer
+                     (const Mesh__V1__TenantSettings *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__TenantSettings *
+       mesh__v1__tenant_settings__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__TenantSettings *)
+     protobuf_c_message_unpack (&mesh__v1__tenant_settings__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__tenant_settings__free_unpacked
+                     (Mesh__V1__TenantSettings *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__tenant_settings__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__member_removal__init
+                     (Mesh__V1__MemberRemoval         *message)
+{
+  static const Mesh__V1__MemberRemoval init_value = MESH__V1__MEMBER_REMOVAL__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__member_removal__get_packed_size
+                     (const Mesh__V1__MemberRemoval *message)
+{
+  assert(message->base.descriptor == &mesh__v1__member_removal__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__member_removal__pack
+                     (const Mesh__V1__MemberRemoval *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__member_removal__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__member_removal__pack_to_buffer
+                     (const Mesh__V1__MemberRemoval *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__member_removal__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__MemberRemoval *
+       mesh__v1__member_removal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__MemberRemoval *)
+     protobuf_c_message_unpack (&mesh__v1__member_removal__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__member_removal__free_unpacked
+                     (Mesh__V1__MemberRemoval *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__member_removal__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   mesh__v1__peers_updated__init
@@ -95,6 +185,96 @@ void   mesh__v1__peers_updated__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &mesh__v1__peers_updated__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__ingest_request__init
+                     (Mesh__V1__IngestRequest         *message)
+{
+  static const Mesh__V1__IngestRequest init_value = MESH__V1__INGEST_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__ingest_request__get_packed_size
+                     (const Mesh__V1__IngestRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__ingest_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__ingest_request__pack
+                     (const Mesh__V1__IngestRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__ingest_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__ingest_request__pack_to_buffer
+                     (const Mesh__V1__IngestRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__ingest_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__IngestRequest *
+       mesh__v1__ingest_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__IngestRequest *)
+     protobuf_c_message_unpack (&mesh__v1__ingest_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__ingest_request__free_unpacked
+                     (Mesh__V1__IngestRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__ingest_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__ingest_response__init
+                     (Mesh__V1__IngestResponse         *message)
+{
+  static const Mesh__V1__IngestResponse init_value = MESH__V1__INGEST_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__ingest_response__get_packed_size
+                     (const Mesh__V1__IngestResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__ingest_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__ingest_response__pack
+                     (const Mesh__V1__IngestResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__ingest_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__ingest_response__pack_to_buffer
+                     (const Mesh__V1__IngestResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__ingest_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__IngestResponse *
+       mesh__v1__ingest_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__IngestResponse *)
+     protobuf_c_message_unpack (&mesh__v1__ingest_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__ingest_response__free_unpacked
+                     (Mesh__V1__IngestResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__ingest_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   mesh__v1__sync_request__init
@@ -187,6 +367,96 @@ void   mesh__v1__sync_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__sync_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__changes_request__init
+                     (Mesh__V1__ChangesRequest         *message)
+{
+  static const Mesh__V1__ChangesRequest init_value = MESH__V1__CHANGES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__changes_request__get_packed_size
+                     (const Mesh__V1__ChangesRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__changes_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__changes_request__pack
+                     (const Mesh__V1__ChangesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__changes_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__changes_request__pack_to_buffer
+                     (const Mesh__V1__ChangesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__changes_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__ChangesRequest *
+       mesh__v1__changes_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__ChangesRequest *)
+     protobuf_c_message_unpack (&mesh__v1__changes_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__changes_request__free_unpacked
+                     (Mesh__V1__ChangesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__changes_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__changes_response__init
+                     (Mesh__V1__ChangesResponse         *message)
+{
+  static const Mesh__V1__ChangesResponse init_value = MESH__V1__CHANGES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__changes_response__get_packed_size
+                     (const Mesh__V1__ChangesResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__changes_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__changes_response__pack
+                     (const Mesh__V1__ChangesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__changes_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__changes_response__pack_to_buffer
+                     (const Mesh__V1__ChangesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__changes_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__ChangesResponse *
+       mesh__v1__changes_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__ChangesResponse *)
+     protobuf_c_message_unpack (&mesh__v1__changes_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__changes_response__free_unpacked
+                     (Mesh__V1__ChangesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__changes_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__revision_request__init
                      (Mesh__V1__RevisionRequest         *message)
 {
@@ -277,6 +547,1177 @@ void   mesh__v1__revision_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__revision_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__peer__init
+                     (Mesh__V1__Peer         *message)
+{
+  static const Mesh__V1__Peer init_value = MESH__V1__PEER__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__peer__get_packed_size
+                     (const Mesh__V1__Peer *message)
+{
+  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__peer__pack
+                     (const Mesh__V1__Peer *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__peer__pack_to_buffer
+                     (const Mesh__V1__Peer *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__Peer *
+       mesh__v1__peer__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__Peer *)
+     protobuf_c_message_unpack (&mesh__v1__peer__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__peer__free_unpacked
+                     (Mesh__V1__Peer *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__peer__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__node_peers__init
+                     (Mesh__V1__NodePeers         *message)
+{
+  static const Mesh__V1__NodePeers init_value = MESH__V1__NODE_PEERS__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__node_peers__get_packed_size
+                     (const Mesh__V1__NodePeers *message)
+{
+  assert(message->base.descriptor == &mesh__v1__node_peers__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__node_peers__pack
+                     (const Mesh__V1__NodePeers *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__node_peers__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__node_peers__pack_to_buffer
+                     (const Mesh__V1__NodePeers *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__node_peers__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__NodePeers *
+       mesh__v1__node_peers__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__NodePeers *)
+     protobuf_c_message_unpack (&mesh__v1__node_peers__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__node_peers__free_unpacked
+                     (Mesh__V1__NodePeers *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__node_peers__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor mesh__v1__member__field_descriptors[15] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, kind),
+    &mesh__v1__peer_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "public_key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, public_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv4",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, ipv4),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv6",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, ipv6),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slug",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, slug),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "endpoint",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, endpoint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "listen_port",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, listen_port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "active",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, active),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_hub_id",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, config_hub_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_node_ids",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__Member, n_config_node_ids),
+    offsetof(Mesh__V1__Member, config_node_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner_user_id",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, owner_user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_type",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, device_type),
+    &mesh__v1__device_type__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tags",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__Member, n_tags),
+    offsetof(Mesh__V1__Member, tags),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "display_name",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, display_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__member__field_indices_by_name[] = {
+  8,   /* field[8] = active */
+  9,   /* field[9] = config_hub_id */
+  10,   /* field[10] = config_node_ids */
+  12,   /* field[12] = device_type */
+  14,   /* field[14] = display_name */
+  6,   /* field[6] = endpoint */
+  0,   /* field[0] = id */
+  3,   /* field[3] = ipv4 */
+  4,   /* field[4] = ipv6 */
+  1,   /* field[1] = kind */
+  7,   /* field[7] = listen_port */
+  11,   /* field[11] = owner_user_id */
+  2,   /* field[2] = public_key */
+  5,   /* field[5] = slug */
+  13,   /* field[13] = tags */
+};
+static const ProtobufCIntRange mesh__v1__member__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 15 }
+};
+const ProtobufCMessageDescriptor mesh__v1__member__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.Member",
+  "Member",
+  "Mesh__V1__Member",
+  "mesh.v1",
+  sizeof(Mesh__V1__Member),
+  15,
+  mesh__v1__member__field_descriptors,
+  mesh__v1__member__field_indices_by_name,
+  1,  mesh__v1__member__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__member__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__tenant_settings__field_descriptors[7] =
+{
+  {
+    "domain",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, domain),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_keepalive",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, node_keepalive),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hub_node_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, hub_node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv4_prefix",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, ipv4_prefix),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv6_prefix",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, ipv6_prefix),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mesh_enabled",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, mesh_enabled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_filtered",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettings, dns_filtered),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__tenant_settings__field_indices_by_name[] = {
+  6,   /* field[6] = dns_filtered */
+  0,   /* field[0] = domain */
+  2,   /* field[2] = hub_node_id */
+  3,   /* field[3] = ipv4_prefix */
+  4,   /* field[4] = ipv6_prefix */
+  5,   /* field[5] = mesh_enabled */
+  1,   /* field[1] = node_keepalive */
+};
+static const ProtobufCIntRange mesh__v1__tenant_settings__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor mesh__v1__tenant_settings__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.TenantSettings",
+  "TenantSettings",
+  "Mesh__V1__TenantSettings",
+  "mesh.v1",
+  sizeof(Mesh__V1__TenantSettings),
+  7,
+  mesh__v1__tenant_settings__field_descriptors,
+  mesh__v1__tenant_settings__field_indices_by_name,
+  1,  mesh__v1__tenant_settings__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__tenant_settings__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__member_removal__field_descriptors[3] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__MemberRemoval, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__MemberRemoval, kind),
+    &mesh__v1__peer_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "public_key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__MemberRemoval, public_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__member_removal__field_indices_by_name[] = {
+  0,   /* field[0] = id */
+  1,   /* field[1] = kind */
+  2,   /* field[2] = public_key */
+};
+static const ProtobufCIntRange mesh__v1__member_removal__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__member_removal__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.MemberRemoval",
+  "MemberRemoval",
+  "Mesh__V1__MemberRemoval",
+  "mesh.v1",
+  sizeof(Mesh__V1__MemberRemoval),
+  3,
+  mesh__v1__member_removal__field_descriptors,
+  mesh__v1__member_removal__field_indices_by_name,
+  1,  mesh__v1__member_removal__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__member_removal__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__peers_updated__field_descriptors[6] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PeersUpdated, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PeersUpdated, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "committed_at_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PeersUpdated, committed_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "upsert",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PeersUpdated, change_case),
+    offsetof(Mesh__V1__PeersUpdated, upsert),
+    &mesh__v1__member__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "remove",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PeersUpdated, change_case),
+    offsetof(Mesh__V1__PeersUpdated, remove),
+    &mesh__v1__member_removal__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "settings",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PeersUpdated, change_case),
+    offsetof(Mesh__V1__PeersUpdated, settings),
+    &mesh__v1__tenant_settings__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__peers_updated__field_indices_by_name[] = {
+  2,   /* field[2] = committed_at_ms */
+  4,   /* field[4] = remove */
+  1,   /* field[1] = revision */
+  5,   /* field[5] = settings */
+  0,   /* field[0] = tenant_id */
+  3,   /* field[3] = upsert */
+};
+static const ProtobufCIntRange mesh__v1__peers_updated__number_ranges[2 + 1] =
+{
+  { 1, 0 },
+  { 6, 2 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PeersUpdated",
+  "PeersUpdated",
+  "Mesh__V1__PeersUpdated",
+  "mesh.v1",
+  sizeof(Mesh__V1__PeersUpdated),
+  6,
+  mesh__v1__peers_updated__field_descriptors,
+  mesh__v1__peers_updated__field_indices_by_name,
+  2,  mesh__v1__peers_updated__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__peers_updated__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptors[7] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "changes",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__IngestRequest, n_changes),
+    offsetof(Mesh__V1__IngestRequest, changes),
+    &mesh__v1__peers_updated__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_revision",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot_revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_members",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__IngestRequest, n_snapshot_members),
+    offsetof(Mesh__V1__IngestRequest, snapshot_members),
+    &mesh__v1__member__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_settings",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot_settings),
+    &mesh__v1__tenant_settings__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_done",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot_done),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__ingest_request__field_indices_by_name[] = {
+  1,   /* field[1] = changes */
+  2,   /* field[2] = snapshot */
+  6,   /* field[6] = snapshot_done */
+  4,   /* field[4] = snapshot_members */
+  3,   /* field[3] = snapshot_revision */
+  5,   /* field[5] = snapshot_settings */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__ingest_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.IngestRequest",
+  "IngestRequest",
+  "Mesh__V1__IngestRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__IngestRequest),
+  7,
+  mesh__v1__ingest_request__field_descriptors,
+  mesh__v1__ingest_request__field_indices_by_name,
+  1,  mesh__v1__ingest_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__ingest_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__ingest_response__field_descriptors[2] =
+{
+  {
+    "revision",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expected_revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestResponse, expected_revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__ingest_response__field_indices_by_name[] = {
+  1,   /* field[1] = expected_revision */
+  0,   /* field[0] = revision */
+};
+static const ProtobufCIntRange mesh__v1__ingest_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__ingest_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.IngestResponse",
+  "IngestResponse",
+  "Mesh__V1__IngestResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__IngestResponse),
+  2,
+  mesh__v1__ingest_response__field_descriptors,
+  mesh__v1__ingest_response__field_indices_by_name,
+  1,  mesh__v1__ingest_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__ingest_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__sync_request__field_descriptors[4] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncRequest, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "after_member_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncRequest, after_member_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__sync_request__field_indices_by_name[] = {
+  2,   /* field[2] = after_member_id */
+  1,   /* field[1] = node_id */
+  3,   /* field[3] = page_size */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__sync_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor mesh__v1__sync_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SyncRequest",
+  "SyncRequest",
+  "Mesh__V1__SyncRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__SyncRequest),
+  4,
+  mesh__v1__sync_request__field_descriptors,
+  mesh__v1__sync_request__field_indices_by_name,
+  1,  mesh__v1__sync_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__sync_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors[5] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncResponse, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "settings",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncResponse, settings),
+    &mesh__v1__tenant_settings__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "members",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__SyncResponse, n_members),
+    offsetof(Mesh__V1__SyncResponse, members),
+    &mesh__v1__member__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_member_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncResponse, next_member_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__sync_response__field_indices_by_name[] = {
+  3,   /* field[3] = members */
+  4,   /* field[4] = next_member_id */
+  1,   /* field[1] = revision */
+  2,   /* field[2] = settings */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__sync_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor mesh__v1__sync_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SyncResponse",
+  "SyncResponse",
+  "Mesh__V1__SyncResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__SyncResponse),
+  5,
+  mesh__v1__sync_response__field_descriptors,
+  mesh__v1__sync_response__field_indices_by_name,
+  1,  mesh__v1__sync_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__sync_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__changes_request__field_descriptors[4] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesRequest, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "after_revision",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesRequest, after_revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__changes_request__field_indices_by_name[] = {
+  2,   /* field[2] = after_revision */
+  3,   /* field[3] = limit */
+  1,   /* field[1] = node_id */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__changes_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor mesh__v1__changes_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.ChangesRequest",
+  "ChangesRequest",
+  "Mesh__V1__ChangesRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__ChangesRequest),
+  4,
+  mesh__v1__changes_request__field_descriptors,
+  mesh__v1__changes_request__field_indices_by_name,
+  1,  mesh__v1__changes_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__changes_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__changes_response__field_descriptors[4] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesResponse, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "changes",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__ChangesResponse, n_changes),
+    offsetof(Mesh__V1__ChangesResponse, changes),
+    &mesh__v1__peers_updated__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "too_old",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ChangesResponse, too_old),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__changes_response__field_indices_by_name[] = {
+  1,   /* field[1] = changes */
+  2,   /* field[2] = revision */
+  0,   /* field[0] = tenant_id */
+  3,   /* field[3] = too_old */
+};
+static const ProtobufCIntRange mesh__v1__changes_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor mesh__v1__changes_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.ChangesResponse",
+  "ChangesResponse",
+  "Mesh__V1__ChangesResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__ChangesResponse),
+  4,
+  mesh__v1__changes_response__field_descriptors,
+  mesh__v1__changes_response__field_indices_by_name,
+  1,  mesh__v1__changes_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__changes_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__revision_request__field_descriptors[1] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RevisionRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__revision_request__field_indices_by_name[] = {
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__revision_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor mesh__v1__revision_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.RevisionRequest",
+  "RevisionRequest",
+  "Mesh__V1__RevisionRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__RevisionRequest),
+  1,
+  mesh__v1__revision_request__field_descriptors,
+  mesh__v1__revision_request__field_indices_by_name,
+  1,  mesh__v1__revision_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__revision_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__revision_response__field_descriptors[2] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RevisionResponse, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__RevisionResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__revision_response__field_indices_by_name[] = {
+  1,   /* field[1] = revision */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__revision_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__revision_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.RevisionResponse",
+  "RevisionResponse",
+  "Mesh__V1__RevisionResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__RevisionResponse),
+  2,
+  mesh__v1__revision_response__field_descriptors,
+  mesh__v1__revision_response__field_indices_by_name,
+  1,  mesh__v1__revision_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__revision_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor mesh__v1__peer__field_descriptors[9] =
 {
   {
@@ -419,7 +1860,7 @@ const ProtobufCMessageDescriptor mesh__v1__peer__descriptor =
   (ProtobufCMessageInit) mesh__v1__peer__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__peers_updated__field_descriptors[6] =
+static const ProtobufCFieldDescriptor mesh__v1__node_peers__field_descriptors[5] =
 {
   {
     "tenant_id",
@@ -427,110 +1868,7 @@ static const ProtobufCFieldDescriptor mesh__v1__peers_updated__field_descriptors
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_STRING,
     0,   /* quantifier_offset */
-    offsetof(Mesh__V1__PeersUpdated, tenant_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "revision",
-    2,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_UINT64,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__PeersUpdated, revision),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "added",
-    3,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Mesh__V1__PeersUpdated, n_added),
-    offsetof(Mesh__V1__PeersUpdated, added),
-    &mesh__v1__peer__descriptor,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "changed",
-    4,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Mesh__V1__PeersUpdated, n_changed),
-    offsetof(Mesh__V1__PeersUpdated, changed),
-    &mesh__v1__peer__descriptor,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "removed",
-    5,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Mesh__V1__PeersUpdated, n_removed),
-    offsetof(Mesh__V1__PeersUpdated, removed),
-    &mesh__v1__peer__descriptor,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "committed_at_ms",
-    6,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_INT64,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__PeersUpdated, committed_at_ms),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned mesh__v1__peers_updated__field_indices_by_name[] = {
-  2,   /* field[2] = added */
-  3,   /* field[3] = changed */
-  5,   /* field[5] = committed_at_ms */
-  4,   /* field[4] = removed */
-  1,   /* field[1] = revision */
-  0,   /* field[0] = tenant_id */
-};
-static const ProtobufCIntRange mesh__v1__peers_updated__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 6 }
-};
-const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "mesh.v1.PeersUpdated",
-  "PeersUpdated",
-  "Mesh__V1__PeersUpdated",
-  "mesh.v1",
-  sizeof(Mesh__V1__PeersUpdated),
-  6,
-  mesh__v1__peers_updated__field_descriptors,
-  mesh__v1__peers_updated__field_indices_by_name,
-  1,  mesh__v1__peers_updated__number_ranges,
-  (ProtobufCMessageInit) mesh__v1__peers_updated__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor mesh__v1__sync_request__field_descriptors[2] =
-{
-  {
-    "tenant_id",
-    1,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncRequest, tenant_id),
+    offsetof(Mesh__V1__NodePeers, tenant_id),
     NULL,
     &protobuf_c_empty_string,
     0,             /* flags */
@@ -542,46 +1880,7 @@ static const ProtobufCFieldDescriptor mesh__v1__sync_request__field_descriptors[
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_STRING,
     0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncRequest, node_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned mesh__v1__sync_request__field_indices_by_name[] = {
-  1,   /* field[1] = node_id */
-  0,   /* field[0] = tenant_id */
-};
-static const ProtobufCIntRange mesh__v1__sync_request__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 2 }
-};
-const ProtobufCMessageDescriptor mesh__v1__sync_request__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "mesh.v1.SyncRequest",
-  "SyncRequest",
-  "Mesh__V1__SyncRequest",
-  "mesh.v1",
-  sizeof(Mesh__V1__SyncRequest),
-  2,
-  mesh__v1__sync_request__field_descriptors,
-  mesh__v1__sync_request__field_indices_by_name,
-  1,  mesh__v1__sync_request__number_ranges,
-  (ProtobufCMessageInit) mesh__v1__sync_request__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors[6] =
-{
-  {
-    "tenant_id",
-    1,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncResponse, tenant_id),
+    offsetof(Mesh__V1__NodePeers, node_id),
     NULL,
     &protobuf_c_empty_string,
     0,             /* flags */
@@ -589,11 +1888,11 @@ static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors
   },
   {
     "revision",
-    2,
+    3,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_UINT64,
     0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncResponse, revision),
+    offsetof(Mesh__V1__NodePeers, revision),
     NULL,
     NULL,
     0,             /* flags */
@@ -601,11 +1900,11 @@ static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors
   },
   {
     "self",
-    3,
+    4,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
     0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncResponse, self),
+    offsetof(Mesh__V1__NodePeers, self),
     &mesh__v1__peer__descriptor,
     NULL,
     0,             /* flags */
@@ -613,155 +1912,41 @@ static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors
   },
   {
     "peers",
-    4,
+    5,
     PROTOBUF_C_LABEL_REPEATED,
     PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Mesh__V1__SyncResponse, n_peers),
-    offsetof(Mesh__V1__SyncResponse, peers),
+    offsetof(Mesh__V1__NodePeers, n_peers),
+    offsetof(Mesh__V1__NodePeers, peers),
     &mesh__v1__peer__descriptor,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
-  {
-    "ipv4_prefix",
-    5,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncResponse, ipv4_prefix),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "ipv6_prefix",
-    6,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__SyncResponse, ipv6_prefix),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
 };
-static const unsigned mesh__v1__sync_response__field_indices_by_name[] = {
-  4,   /* field[4] = ipv4_prefix */
-  5,   /* field[5] = ipv6_prefix */
-  3,   /* field[3] = peers */
-  1,   /* field[1] = revision */
-  2,   /* field[2] = self */
+static const unsigned mesh__v1__node_peers__field_indices_by_name[] = {
+  1,   /* field[1] = node_id */
+  4,   /* field[4] = peers */
+  2,   /* field[2] = revision */
+  3,   /* field[3] = self */
   0,   /* field[0] = tenant_id */
 };
-static const ProtobufCIntRange mesh__v1__sync_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__node_peers__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 5 }
 };
-const ProtobufCMessageDescriptor mesh__v1__sync_response__descriptor =
+const ProtobufCMessageDescriptor mesh__v1__node_peers__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "mesh.v1.SyncResponse",
-  "SyncResponse",
-  "Mesh__V1__SyncResponse",
+  "mesh.v1.NodePeers",
+  "NodePeers",
+  "Mesh__V1__NodePeers",
   "mesh.v1",
-  sizeof(Mesh__V1__SyncResponse),
-  6,
-  mesh__v1__sync_response__field_descriptors,
-  mesh__v1__sync_response__field_indices_by_name,
-  1,  mesh__v1__sync_response__number_ranges,
-  (ProtobufCMessageInit) mesh__v1__sync_response__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor mesh__v1__revision_request__field_descriptors[1] =
-{
-  {
-    "tenant_id",
-    1,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__RevisionRequest, tenant_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned mesh__v1__revision_request__field_indices_by_name[] = {
-  0,   /* field[0] = tenant_id */
-};
-static const ProtobufCIntRange mesh__v1__revision_request__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 1 }
-};
-const ProtobufCMessageDescriptor mesh__v1__revision_request__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "mesh.v1.RevisionRequest",
-  "RevisionRequest",
-  "Mesh__V1__RevisionRequest",
-  "mesh.v1",
-  sizeof(Mesh__V1__RevisionRequest),
-  1,
-  mesh__v1__revision_request__field_descriptors,
-  mesh__v1__revision_request__field_indices_by_name,
-  1,  mesh__v1__revision_request__number_ranges,
-  (ProtobufCMessageInit) mesh__v1__revision_request__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor mesh__v1__revision_response__field_descriptors[2] =
-{
-  {
-    "tenant_id",
-    1,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__RevisionResponse, tenant_id),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "revision",
-    2,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_UINT64,
-    0,   /* quantifier_offset */
-    offsetof(Mesh__V1__RevisionResponse, revision),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned mesh__v1__revision_response__field_indices_by_name[] = {
-  1,   /* field[1] = revision */
-  0,   /* field[0] = tenant_id */
-};
-static const ProtobufCIntRange mesh__v1__revision_response__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 2 }
-};
-const ProtobufCMessageDescriptor mesh__v1__revision_response__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "mesh.v1.RevisionResponse",
-  "RevisionResponse",
-  "Mesh__V1__RevisionResponse",
-  "mesh.v1",
-  sizeof(Mesh__V1__RevisionResponse),
-  2,
-  mesh__v1__revision_response__field_descriptors,
-  mesh__v1__revision_response__field_indices_by_name,
-  1,  mesh__v1__revision_response__number_ranges,
-  (ProtobufCMessageInit) mesh__v1__revision_response__init,
+  sizeof(Mesh__V1__NodePeers),
+  5,
+  mesh__v1__node_peers__field_descriptors,
+  mesh__v1__node_peers__field_indices_by_name,
+  1,  mesh__v1__node_peers__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__node_peers__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -16,12 +16,20 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "mesh/v1/common.pb-c.h"
 
-typedef struct Mesh__V1__Peer Mesh__V1__Peer;
+typedef struct Mesh__V1__Member Mesh__V1__Member;
+typedef struct Mesh__V1__TenantSettings Mesh__V1__TenantSettings;
+typedef struct Mesh__V1__MemberRemoval Mesh__V1__MemberRemoval;
 typedef struct Mesh__V1__PeersUpdated Mesh__V1__PeersUpdated;
+typedef struct Mesh__V1__IngestRequest Mesh__V1__IngestRequest;
+typedef struct Mesh__V1__IngestResponse Mesh__V1__IngestResponse;
 typedef struct Mesh__V1__SyncRequest Mesh__V1__SyncRequest;
 typedef struct Mesh__V1__SyncResponse Mesh__V1__SyncResponse;
+typedef struct Mesh__V1__ChangesRequest Mesh__V1__ChangesRequest;
+typedef struct Mesh__V1__ChangesResponse Mesh__V1__ChangesResponse;
 typedef struct Mesh__V1__RevisionRequest Mesh__V1__RevisionRequest;
 typedef struct Mesh__V1__RevisionResponse Mesh__V1__RevisionResponse;
+typedef struct Mesh__V1__Peer Mesh__V1__Peer;
+typedef struct Mesh__V1__NodePeers Mesh__V1__NodePeers;
 
 
 /* --- enums --- */
@@ -30,13 +38,13 @@ typedef struct Mesh__V1__RevisionResponse Mesh__V1__RevisionResponse;
 /* --- messages --- */
 
 /*
- * One member of a tenant's mesh, as every node sees it.
+ * One member of a tenant's mesh: a device or a node.
  */
-struct  Mesh__V1__Peer
+struct  Mesh__V1__Member
 {
   ProtobufCMessage base;
   /*
-   * Device or node id.
+   * Device or node id (lowercase UUID).
    */
   char *id;
   Mesh__V1__PeerKind kind;
@@ -44,90 +52,263 @@ struct  Mesh__V1__Peer
    * base64 X25519 public key.
    */
   char *public_key;
+  char *ipv4;
+  char *ipv6;
   /*
-   * The peer's own addresses: IPv4 then IPv6, without prefix length.
+   * DNS label, unique in the tenant; the name is <slug>.<tenant domain>.
    */
-  size_t n_mesh_ips;
-  char **mesh_ips;
+  char *slug;
   /*
-   * What a node routes to this peer: CIDRs (the /32 and /128 of mesh_ips).
-   */
-  size_t n_allowed_ips;
-  char **allowed_ips;
-  /*
-   * <slug>.<mesh domain>
-   */
-  char *dns_name;
-  /*
-   * host:port; set for nodes only (devices roam).
+   * Nodes: host:port that devices and other nodes dial.
    */
   char *endpoint;
-  uint32_t persistent_keepalive;
   /*
-   * True for the tenant's hub node.
+   * Nodes: the UDP port the interface listens on.
    */
-  protobuf_c_boolean hub;
+  uint32_t listen_port;
+  /*
+   * Whether the member takes part in the mesh now. A suspended or expired device is a member that
+   * is not active: nodes hold no peer for it and the mesh DNS does not name it.
+   */
+  protobuf_c_boolean active;
+  /*
+   * Devices: the hub of the wg-quick config the device was given, and every node that config lists
+   * (the hub included). A node listed here holds the device as its own peer; any other node reaches
+   * it through config_hub_id.
+   */
+  char *config_hub_id;
+  size_t n_config_node_ids;
+  char **config_node_ids;
+  /*
+   * Devices: who owns it and what it is (for access policies and diagnostics).
+   */
+  char *owner_user_id;
+  Mesh__V1__DeviceType device_type;
+  /*
+   * Admin-assigned tags (access policies).
+   */
+  size_t n_tags;
+  char **tags;
+  /*
+   * The label or node name as typed (display only).
+   */
+  char *display_name;
 };
-#define MESH__V1__PEER__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__peer__descriptor) \
-    , (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+#define MESH__V1__MEMBER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__member__descriptor) \
+    , (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /*
- * One peer change of a tenant. Revisions rise by exactly one per change.
+ * The settings of a tenant that every node needs, published as a change of their own.
+ */
+struct  Mesh__V1__TenantSettings
+{
+  ProtobufCMessage base;
+  /*
+   * The mesh DNS zone, e.g. "quazzar.mesh".
+   */
+  char *domain;
+  /*
+   * PersistentKeepalive between nodes (seconds).
+   */
+  uint32_t node_keepalive;
+  /*
+   * The node that carries the tenant's whole prefix for the others (see docs/routing.md).
+   */
+  char *hub_node_id;
+  char *ipv4_prefix;
+  char *ipv6_prefix;
+  /*
+   * False when an admin turned the mesh off: nodes hold no device peers.
+   */
+  protobuf_c_boolean mesh_enabled;
+  /*
+   * The mesh DNS answers a device only with names it may reach (access policies).
+   */
+  protobuf_c_boolean dns_filtered;
+};
+#define MESH__V1__TENANT_SETTINGS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_settings__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * A member leaving the mesh.
+ */
+struct  Mesh__V1__MemberRemoval
+{
+  ProtobufCMessage base;
+  char *id;
+  Mesh__V1__PeerKind kind;
+  char *public_key;
+};
+#define MESH__V1__MEMBER_REMOVAL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__member_removal__descriptor) \
+    , (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string }
+
+
+typedef enum {
+  MESH__V1__PEERS_UPDATED__CHANGE__NOT_SET = 0,
+  MESH__V1__PEERS_UPDATED__CHANGE_UPSERT = 7,
+  MESH__V1__PEERS_UPDATED__CHANGE_REMOVE = 8,
+  MESH__V1__PEERS_UPDATED__CHANGE_SETTINGS = 9
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__PEERS_UPDATED__CHANGE__CASE)
+} Mesh__V1__PeersUpdated__ChangeCase;
+
+/*
+ * One change of a tenant's mesh. Revisions rise by exactly one per change, with no gap.
  */
 struct  Mesh__V1__PeersUpdated
 {
   ProtobufCMessage base;
   char *tenant_id;
   uint64_t revision;
-  size_t n_added;
-  Mesh__V1__Peer **added;
-  size_t n_changed;
-  Mesh__V1__Peer **changed;
-  size_t n_removed;
-  Mesh__V1__Peer **removed;
+  /*
+   * When ProvisionSvc committed the change (Unix milliseconds).
+   */
   int64_t committed_at_ms;
+  Mesh__V1__PeersUpdated__ChangeCase change_case;
+  union {
+    /*
+     * A member added or changed: its whole new state.
+     */
+    Mesh__V1__Member *upsert;
+    Mesh__V1__MemberRemoval *remove;
+    Mesh__V1__TenantSettings *settings;
+  };
 };
 #define MESH__V1__PEERS_UPDATED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__peers_updated__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0,NULL, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, MESH__V1__PEERS_UPDATED__CHANGE__NOT_SET, {0} }
 
 
 /*
- * SyncFromCP: a node's full peer list at a revision.
+ * mesh.v1.fanout.ingest: ProvisionSvc hands FanoutSvc the changes of one tenant, in revision order.
+ * FanoutSvc stores them, publishes each on the tenant's subject, then answers. Idempotent: changes at
+ * or below FanoutSvc's revision are published again (nodes drop duplicates) but not stored twice.
+ */
+struct  Mesh__V1__IngestRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  size_t n_changes;
+  Mesh__V1__PeersUpdated **changes;
+  /*
+   * A snapshot replaces FanoutSvc's whole view of the tenant: members (every one, over one or more
+   * requests with the same snapshot_revision) and settings at snapshot_revision. Used when
+   * FanoutSvc lacks revisions that ProvisionSvc no longer keeps.
+   */
+  protobuf_c_boolean snapshot;
+  uint64_t snapshot_revision;
+  size_t n_snapshot_members;
+  Mesh__V1__Member **snapshot_members;
+  Mesh__V1__TenantSettings *snapshot_settings;
+  /*
+   * True on the last request of a snapshot.
+   */
+  protobuf_c_boolean snapshot_done;
+};
+#define MESH__V1__INGEST_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__ingest_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0,NULL, NULL, 0 }
+
+
+struct  Mesh__V1__IngestResponse
+{
+  ProtobufCMessage base;
+  /*
+   * FanoutSvc's revision for the tenant after this request.
+   */
+  uint64_t revision;
+  /*
+   * Set when the request skipped revisions: the first revision FanoutSvc still needs.
+   */
+  uint64_t expected_revision;
+};
+#define MESH__V1__INGEST_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__ingest_response__descriptor) \
+    , 0, 0 }
+
+
+/*
+ * SyncFromCP: a node's full view of its tenant, in pages ordered by member id.
  */
 struct  Mesh__V1__SyncRequest
 {
   ProtobufCMessage base;
   char *tenant_id;
   char *node_id;
+  /*
+   * Members with an id greater than this (empty: from the start).
+   */
+  char *after_member_id;
+  /*
+   * 0 means the default; the service caps it.
+   */
+  uint32_t page_size;
 };
 #define MESH__V1__SYNC_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__sync_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Mesh__V1__SyncResponse
 {
   ProtobufCMessage base;
   char *tenant_id;
+  /*
+   * The tenant's revision this page was read at. Pages of one sync may be read at different
+   * revisions; the node then replays the changes after the first page's revision (ChangesRequest).
+   */
   uint64_t revision;
+  Mesh__V1__TenantSettings *settings;
+  size_t n_members;
+  Mesh__V1__Member **members;
   /*
-   * The requesting node itself (addresses, name).
+   * Pass as after_member_id for the next page; empty on the last page.
    */
-  Mesh__V1__Peer *self;
-  /*
-   * Every other device and node of the tenant.
-   */
-  size_t n_peers;
-  Mesh__V1__Peer **peers;
-  char *ipv4_prefix;
-  char *ipv6_prefix;
+  char *next_member_id;
 };
 #define MESH__V1__SYNC_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__sync_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, NULL, 0,NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Catch-up: the changes after a revision.
+ */
+struct  Mesh__V1__ChangesRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  char *node_id;
+  uint64_t after_revision;
+  uint32_t limit;
+};
+#define MESH__V1__CHANGES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__changes_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Mesh__V1__ChangesResponse
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  size_t n_changes;
+  Mesh__V1__PeersUpdated **changes;
+  /*
+   * The tenant's newest revision.
+   */
+  uint64_t revision;
+  /*
+   * True when revisions after after_revision are no longer kept: start a full sync again.
+   */
+  protobuf_c_boolean too_old;
+};
+#define MESH__V1__CHANGES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__changes_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0 }
 
 
 struct  Mesh__V1__RevisionRequest
@@ -151,24 +332,126 @@ struct  Mesh__V1__RevisionResponse
     , (char *)protobuf_c_empty_string, 0 }
 
 
-/* Mesh__V1__Peer methods */
-void   mesh__v1__peer__init
-                     (Mesh__V1__Peer         *message);
-size_t mesh__v1__peer__get_packed_size
-                     (const Mesh__V1__Peer   *message);
-size_t mesh__v1__peer__pack
-                     (const Mesh__V1__Peer   *message,
+/*
+ * A WireGuard peer as one node holds it: what PeerCatalog makes of the members. It is the form of
+ * GET /cp/api/v1/mesh/peers/:node_id and of the node's peer dumps; it never travels as a change.
+ */
+struct  Mesh__V1__Peer
+{
+  ProtobufCMessage base;
+  /*
+   * Device or node id.
+   */
+  char *id;
+  Mesh__V1__PeerKind kind;
+  /*
+   * base64 X25519 public key.
+   */
+  char *public_key;
+  /*
+   * The peer's own addresses: IPv4 then IPv6, without prefix length.
+   */
+  size_t n_mesh_ips;
+  char **mesh_ips;
+  /*
+   * What the node routes to this peer: the peer's own /32 and /128, plus, for the hub, the
+   * tenant's prefixes, and for an older hub, the devices whose config still routes through it.
+   */
+  size_t n_allowed_ips;
+  char **allowed_ips;
+  /*
+   * <slug>.<mesh domain>
+   */
+  char *dns_name;
+  /*
+   * host:port; set for nodes only (devices roam).
+   */
+  char *endpoint;
+  uint32_t persistent_keepalive;
+  /*
+   * True for the tenant's hub node.
+   */
+  protobuf_c_boolean hub;
+};
+#define MESH__V1__PEER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__peer__descriptor) \
+    , (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * GET /cp/api/v1/mesh/peers/:node_id: the peers a node holds, as the control plane sees them.
+ */
+struct  Mesh__V1__NodePeers
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  char *node_id;
+  uint64_t revision;
+  Mesh__V1__Peer *self;
+  size_t n_peers;
+  Mesh__V1__Peer **peers;
+};
+#define MESH__V1__NODE_PEERS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_peers__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, 0,NULL }
+
+
+/* Mesh__V1__Member methods */
+void   mesh__v1__member__init
+                     (Mesh__V1__Member         *message);
+size_t mesh__v1__member__get_packed_size
+                     (const Mesh__V1__Member   *message);
+size_t mesh__v1__member__pack
+                     (const Mesh__V1__Member   *message,
                       uint8_t             *out);
-size_t mesh__v1__peer__pack_to_buffer
-                     (const Mesh__V1__Peer   *message,
+size_t mesh__v1__member__pack_to_buffer
+                     (const Mesh__V1__Member   *message,
                       ProtobufCBuffer     *buffer);
-Mesh__V1__Peer *
-       mesh__v1__peer__unpack
+Mesh__V1__Member *
+       mesh__v1__member__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data);
-void   mesh__v1__peer__free_unpacked
-                     (Mesh__V1__Peer *message,
+void   mesh__v1__member__free_unpacked
+                     (Mesh__V1__Member *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__TenantSettings methods */
+void   mesh__v1__tenant_settings__init
+                     (Mesh__V1__TenantSettings         *message);
+size_t mesh__v1__tenant_settings__get_packed_size
+                     (const Mesh__V1__TenantSettings   *message);
+size_t mesh__v1__tenant_settings__pack
+                     (const Mesh__V1__TenantSettings   *message,
+                      uint8_t             *out);
+size_t mesh__v1__tenant_settings__pack_to_buffer
+                     (const Mesh__V1__TenantSettings   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__TenantSettings *
+       mesh__v1__tenant_settings__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__tenant_settings__free_unpacked
+                     (Mesh__V1__TenantSettings *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__MemberRemoval methods */
+void   mesh__v1__member_removal__init
+                     (Mesh__V1__MemberRemoval         *message);
+size_t mesh__v1__member_removal__get_packed_size
+                     (const Mesh__V1__MemberRemoval   *message);
+size_t mesh__v1__member_removal__pack
+                     (const Mesh__V1__MemberRemoval   *message,
+                      uint8_t             *out);
+size_t mesh__v1__member_removal__pack_to_buffer
+                     (const Mesh__V1__MemberRemoval   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__MemberRemoval *
+       mesh__v1__member_removal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__member_removal__free_unpacked
+                     (Mesh__V1__MemberRemoval *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__PeersUpdated methods */
 void   mesh__v1__peers_updated__init
@@ -188,6 +471,44 @@ Mesh__V1__PeersUpdated *
                       const uint8_t       *data);
 void   mesh__v1__peers_updated__free_unpacked
                      (Mesh__V1__PeersUpdated *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__IngestRequest methods */
+void   mesh__v1__ingest_request__init
+                     (Mesh__V1__IngestRequest         *message);
+size_t mesh__v1__ingest_request__get_packed_size
+                     (const Mesh__V1__IngestRequest   *message);
+size_t mesh__v1__ingest_request__pack
+                     (const Mesh__V1__IngestRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__ingest_request__pack_to_buffer
+                     (const Mesh__V1__IngestRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__IngestRequest *
+       mesh__v1__ingest_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__ingest_request__free_unpacked
+                     (Mesh__V1__IngestRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__IngestResponse methods */
+void   mesh__v1__ingest_response__init
+                     (Mesh__V1__IngestResponse         *message);
+size_t mesh__v1__ingest_response__get_packed_size
+                     (const Mesh__V1__IngestResponse   *message);
+size_t mesh__v1__ingest_response__pack
+                     (const Mesh__V1__IngestResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__ingest_response__pack_to_buffer
+                     (const Mesh__V1__IngestResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__IngestResponse *
+       mesh__v1__ingest_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__ingest_response__free_unpacked
+                     (Mesh__V1__IngestResponse *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__SyncRequest methods */
 void   mesh__v1__sync_request__init
@@ -227,6 +548,44 @@ Mesh__V1__SyncResponse *
 void   mesh__v1__sync_response__free_unpacked
                      (Mesh__V1__SyncResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__ChangesRequest methods */
+void   mesh__v1__changes_request__init
+                     (Mesh__V1__ChangesRequest         *message);
+size_t mesh__v1__changes_request__get_packed_size
+                     (const Mesh__V1__ChangesRequest   *message);
+size_t mesh__v1__changes_request__pack
+                     (const Mesh__V1__ChangesRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__changes_request__pack_to_buffer
+                     (const Mesh__V1__ChangesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__ChangesRequest *
+       mesh__v1__changes_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__changes_request__free_unpacked
+                     (Mesh__V1__ChangesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__ChangesResponse methods */
+void   mesh__v1__changes_response__init
+                     (Mesh__V1__ChangesResponse         *message);
+size_t mesh__v1__changes_response__get_packed_size
+                     (const Mesh__V1__ChangesResponse   *message);
+size_t mesh__v1__changes_response__pack
+                     (const Mesh__V1__ChangesResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__changes_response__pack_to_buffer
+                     (const Mesh__V1__ChangesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__ChangesResponse *
+       mesh__v1__changes_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__changes_response__free_unpacked
+                     (Mesh__V1__ChangesResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__RevisionRequest methods */
 void   mesh__v1__revision_request__init
                      (Mesh__V1__RevisionRequest         *message);
@@ -265,13 +624,63 @@ Mesh__V1__RevisionResponse *
 void   mesh__v1__revision_response__free_unpacked
                      (Mesh__V1__RevisionResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__Peer methods */
+void   mesh__v1__peer__init
+                     (Mesh__V1__Peer         *message);
+size_t mesh__v1__peer__get_packed_size
+                     (const Mesh__V1__Peer   *message);
+size_t mesh__v1__peer__pack
+                     (const Mesh__V1__Peer   *message,
+                      uint8_t             *out);
+size_t mesh__v1__peer__pack_to_buffer
+                     (const Mesh__V1__Peer   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__Peer *
+       mesh__v1__peer__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__peer__free_unpacked
+                     (Mesh__V1__Peer *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__NodePeers methods */
+void   mesh__v1__node_peers__init
+                     (Mesh__V1__NodePeers         *message);
+size_t mesh__v1__node_peers__get_packed_size
+                     (const Mesh__V1__NodePeers   *message);
+size_t mesh__v1__node_peers__pack
+                     (const Mesh__V1__NodePeers   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_peers__pack_to_buffer
+                     (const Mesh__V1__NodePeers   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodePeers *
+       mesh__v1__node_peers__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_peers__free_unpacked
+                     (Mesh__V1__NodePeers *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
-typedef void (*Mesh__V1__Peer_Closure)
-                 (const Mesh__V1__Peer *message,
+typedef void (*Mesh__V1__Member_Closure)
+                 (const Mesh__V1__Member *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__TenantSettings_Closure)
+                 (const Mesh__V1__TenantSettings *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__MemberRemoval_Closure)
+                 (const Mesh__V1__MemberRemoval *message,
                   void *closure_data);
 typedef void (*Mesh__V1__PeersUpdated_Closure)
                  (const Mesh__V1__PeersUpdated *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__IngestRequest_Closure)
+                 (const Mesh__V1__IngestRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__IngestResponse_Closure)
+                 (const Mesh__V1__IngestResponse *message,
                   void *closure_data);
 typedef void (*Mesh__V1__SyncRequest_Closure)
                  (const Mesh__V1__SyncRequest *message,
@@ -279,11 +688,23 @@ typedef void (*Mesh__V1__SyncRequest_Closure)
 typedef void (*Mesh__V1__SyncResponse_Closure)
                  (const Mesh__V1__SyncResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__ChangesRequest_Closure)
+                 (const Mesh__V1__ChangesRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__ChangesResponse_Closure)
+                 (const Mesh__V1__ChangesResponse *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__RevisionRequest_Closure)
                  (const Mesh__V1__RevisionRequest *message,
                   void *closure_data);
 typedef void (*Mesh__V1__RevisionResponse_Closure)
                  (const Mesh__V1__RevisionResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__Peer_Closure)
+                 (const Mesh__V1__Peer *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__NodePeers_Closure)
+                 (const Mesh__V1__NodePeers *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -291,12 +712,20 @@ typedef void (*Mesh__V1__RevisionResponse_Closure)
 
 /* --- descriptors --- */
 
-extern const ProtobufCMessageDescriptor mesh__v1__peer__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__member__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__member_removal__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__ingest_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__sync_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__sync_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__changes_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__changes_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__revision_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__revision_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__peer__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_peers__descriptor;
 
 PROTOBUF_C__END_DECLS
 

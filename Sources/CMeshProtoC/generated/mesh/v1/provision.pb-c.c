@@ -52,6 +52,51 @@ void   mesh__v1__tenant__free_unpacked
   assert(message->base.descriptor == &mesh__v1__tenant__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__tenant_settings_patch__init
+                     (Mesh__V1__TenantSettingsPatch         *message)
+{
+  static const Mesh__V1__TenantSettingsPatch init_value = MESH__V1__TENANT_SETTINGS_PATCH__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__tenant_settings_patch__get_packed_size
+                     (const Mesh__V1__TenantSettingsPatch *message)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_patch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__tenant_settings_patch__pack
+                     (const Mesh__V1__TenantSettingsPatch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_patch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__tenant_settings_patch__pack_to_buffer
+                     (const Mesh__V1__TenantSettingsPatch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_patch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__TenantSettingsPatch *
+       mesh__v1__tenant_settings_patch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__TenantSettingsPatch *)
+     protobuf_c_message_unpack (&mesh__v1__tenant_settings_patch__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__tenant_settings_patch__free_unpacked
+                     (Mesh__V1__TenantSettingsPatch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_patch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__create_tenant_request__init
                      (Mesh__V1__CreateTenantRequest         *message)
 {
@@ -1627,6 +1672,96 @@ void   mesh__v1__get_node_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__get_node_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__node_diagnostics_request__init
+                     (Mesh__V1__NodeDiagnosticsRequest         *message)
+{
+  static const Mesh__V1__NodeDiagnosticsRequest init_value = MESH__V1__NODE_DIAGNOSTICS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__node_diagnostics_request__get_packed_size
+                     (const Mesh__V1__NodeDiagnosticsRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__node_diagnostics_request__pack
+                     (const Mesh__V1__NodeDiagnosticsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__node_diagnostics_request__pack_to_buffer
+                     (const Mesh__V1__NodeDiagnosticsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__NodeDiagnosticsRequest *
+       mesh__v1__node_diagnostics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__NodeDiagnosticsRequest *)
+     protobuf_c_message_unpack (&mesh__v1__node_diagnostics_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__node_diagnostics_request__free_unpacked
+                     (Mesh__V1__NodeDiagnosticsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__node_diagnostics_response__init
+                     (Mesh__V1__NodeDiagnosticsResponse         *message)
+{
+  static const Mesh__V1__NodeDiagnosticsResponse init_value = MESH__V1__NODE_DIAGNOSTICS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__node_diagnostics_response__get_packed_size
+                     (const Mesh__V1__NodeDiagnosticsResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__node_diagnostics_response__pack
+                     (const Mesh__V1__NodeDiagnosticsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__node_diagnostics_response__pack_to_buffer
+                     (const Mesh__V1__NodeDiagnosticsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__NodeDiagnosticsResponse *
+       mesh__v1__node_diagnostics_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__NodeDiagnosticsResponse *)
+     protobuf_c_message_unpack (&mesh__v1__node_diagnostics_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__node_diagnostics_response__free_unpacked
+                     (Mesh__V1__NodeDiagnosticsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__node_diagnostics_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__mesh_vpn_feature__init
                      (Mesh__V1__MeshVpnFeature         *message)
 {
@@ -1897,7 +2032,7 @@ void   mesh__v1__list_audit_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__list_audit_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[8] =
+static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[16] =
 {
   {
     "id",
@@ -1995,13 +2130,117 @@ static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "domain",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, domain),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_keepalive",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, node_keepalive),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_keepalive",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, device_keepalive),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_mtu",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, device_mtu),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_max_nodes",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, config_max_nodes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_resolvers",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, dns_resolvers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hub_node_id",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, hub_node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mesh_enabled",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, mesh_enabled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__tenant__field_indices_by_name[] = {
+  12,   /* field[12] = config_max_nodes */
   7,   /* field[7] = created_at_ms */
+  10,   /* field[10] = device_keepalive */
+  11,   /* field[11] = device_mtu */
+  13,   /* field[13] = dns_resolvers */
+  8,   /* field[8] = domain */
+  14,   /* field[14] = hub_node_id */
   0,   /* field[0] = id */
   3,   /* field[3] = ipv4_prefix */
   4,   /* field[4] = ipv6_prefix */
+  15,   /* field[15] = mesh_enabled */
   1,   /* field[1] = name */
+  9,   /* field[9] = node_keepalive */
   2,   /* field[2] = plan */
   5,   /* field[5] = require_saml */
   6,   /* field[6] = revision */
@@ -2009,7 +2248,7 @@ static const unsigned mesh__v1__tenant__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__tenant__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor =
 {
@@ -2019,14 +2258,117 @@ const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor =
   "Mesh__V1__Tenant",
   "mesh.v1",
   sizeof(Mesh__V1__Tenant),
-  8,
+  16,
   mesh__v1__tenant__field_descriptors,
   mesh__v1__tenant__field_indices_by_name,
   1,  mesh__v1__tenant__number_ranges,
   (ProtobufCMessageInit) mesh__v1__tenant__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__create_tenant_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor mesh__v1__tenant_settings_patch__field_descriptors[6] =
+{
+  {
+    "domain",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__TenantSettingsPatch, domain_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, domain),
+    NULL,
+    &protobuf_c_empty_string,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_keepalive",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__TenantSettingsPatch, node_keepalive_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, node_keepalive),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_keepalive",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__TenantSettingsPatch, device_keepalive_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, device_keepalive),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_mtu",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__TenantSettingsPatch, device_mtu_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, device_mtu),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_max_nodes",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__TenantSettingsPatch, config_max_nodes_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, config_max_nodes),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_resolvers",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__TenantSettingsPatch, dns_resolvers_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, dns_resolvers),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__tenant_settings_patch__field_indices_by_name[] = {
+  4,   /* field[4] = config_max_nodes */
+  2,   /* field[2] = device_keepalive */
+  3,   /* field[3] = device_mtu */
+  5,   /* field[5] = dns_resolvers */
+  0,   /* field[0] = domain */
+  1,   /* field[1] = node_keepalive */
+};
+static const ProtobufCIntRange mesh__v1__tenant_settings_patch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.TenantSettingsPatch",
+  "TenantSettingsPatch",
+  "Mesh__V1__TenantSettingsPatch",
+  "mesh.v1",
+  sizeof(Mesh__V1__TenantSettingsPatch),
+  6,
+  mesh__v1__tenant_settings_patch__field_descriptors,
+  mesh__v1__tenant_settings_patch__field_indices_by_name,
+  1,  mesh__v1__tenant_settings_patch__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__tenant_settings_patch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__create_tenant_request__field_descriptors[5] =
 {
   {
     "name",
@@ -2076,17 +2418,30 @@ static const ProtobufCFieldDescriptor mesh__v1__create_tenant_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "settings",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CreateTenantRequest, settings),
+    &mesh__v1__tenant_settings_patch__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__create_tenant_request__field_indices_by_name[] = {
   3,   /* field[3] = id */
   0,   /* field[0] = name */
   1,   /* field[1] = plan */
   2,   /* field[2] = require_saml */
+  4,   /* field[4] = settings */
 };
 static const ProtobufCIntRange mesh__v1__create_tenant_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor mesh__v1__create_tenant_request__descriptor =
 {
@@ -2096,7 +2451,7 @@ const ProtobufCMessageDescriptor mesh__v1__create_tenant_request__descriptor =
   "Mesh__V1__CreateTenantRequest",
   "mesh.v1",
   sizeof(Mesh__V1__CreateTenantRequest),
-  4,
+  5,
   mesh__v1__create_tenant_request__field_descriptors,
   mesh__v1__create_tenant_request__field_indices_by_name,
   1,  mesh__v1__create_tenant_request__number_ranges,
@@ -2141,7 +2496,7 @@ const ProtobufCMessageDescriptor mesh__v1__create_tenant_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__create_tenant_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__update_tenant_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor mesh__v1__update_tenant_request__field_descriptors[5] =
 {
   {
     "tenant_id",
@@ -2191,17 +2546,30 @@ static const ProtobufCFieldDescriptor mesh__v1__update_tenant_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "settings",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__UpdateTenantRequest, settings),
+    &mesh__v1__tenant_settings_patch__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__update_tenant_request__field_indices_by_name[] = {
   1,   /* field[1] = plan */
   3,   /* field[3] = require_saml */
   2,   /* field[2] = set_require_saml */
+  4,   /* field[4] = settings */
   0,   /* field[0] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__update_tenant_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor mesh__v1__update_tenant_request__descriptor =
 {
@@ -2211,7 +2579,7 @@ const ProtobufCMessageDescriptor mesh__v1__update_tenant_request__descriptor =
   "Mesh__V1__UpdateTenantRequest",
   "mesh.v1",
   sizeof(Mesh__V1__UpdateTenantRequest),
-  4,
+  5,
   mesh__v1__update_tenant_request__field_descriptors,
   mesh__v1__update_tenant_request__field_indices_by_name,
   1,  mesh__v1__update_tenant_request__number_ranges,
@@ -2758,7 +3126,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_users_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_users_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[16] =
+static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[20] =
 {
   {
     "id",
@@ -2952,8 +3320,60 @@ static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[16] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "config_hub_id",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, config_hub_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_node_ids",
+    18,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__Device, n_config_node_ids),
+    offsetof(Mesh__V1__Device, config_node_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_outdated",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, config_outdated),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_outdated_reason",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, config_outdated_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__device__field_indices_by_name[] = {
+  16,   /* field[16] = config_hub_id */
+  17,   /* field[17] = config_node_ids */
+  18,   /* field[18] = config_outdated */
+  19,   /* field[19] = config_outdated_reason */
   10,   /* field[10] = created_at_ms */
   5,   /* field[5] = dns_name */
   15,   /* field[15] = endpoint */
@@ -2974,7 +3394,7 @@ static const unsigned mesh__v1__device__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__device__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
 {
@@ -2984,7 +3404,7 @@ const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
   "Mesh__V1__Device",
   "mesh.v1",
   sizeof(Mesh__V1__Device),
-  16,
+  20,
   mesh__v1__device__field_descriptors,
   mesh__v1__device__field_indices_by_name,
   1,  mesh__v1__device__number_ranges,
@@ -4192,6 +4612,108 @@ const ProtobufCMessageDescriptor mesh__v1__get_node_response__descriptor =
   mesh__v1__get_node_response__field_indices_by_name,
   1,  mesh__v1__get_node_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__get_node_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__node_diagnostics_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeDiagnosticsRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeDiagnosticsRequest, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__node_diagnostics_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = node_id */
+};
+static const ProtobufCIntRange mesh__v1__node_diagnostics_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__node_diagnostics_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.NodeDiagnosticsRequest",
+  "NodeDiagnosticsRequest",
+  "Mesh__V1__NodeDiagnosticsRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__NodeDiagnosticsRequest),
+  2,
+  mesh__v1__node_diagnostics_request__field_descriptors,
+  mesh__v1__node_diagnostics_request__field_indices_by_name,
+  1,  mesh__v1__node_diagnostics_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__node_diagnostics_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__node_diagnostics_response__field_descriptors[2] =
+{
+  {
+    "dump",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeDiagnosticsResponse, dump),
+    &mesh__v1__peer_dump__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "per_peer_stats",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeDiagnosticsResponse, per_peer_stats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__node_diagnostics_response__field_indices_by_name[] = {
+  0,   /* field[0] = dump */
+  1,   /* field[1] = per_peer_stats */
+};
+static const ProtobufCIntRange mesh__v1__node_diagnostics_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__node_diagnostics_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.NodeDiagnosticsResponse",
+  "NodeDiagnosticsResponse",
+  "Mesh__V1__NodeDiagnosticsResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__NodeDiagnosticsResponse),
+  2,
+  mesh__v1__node_diagnostics_response__field_descriptors,
+  mesh__v1__node_diagnostics_response__field_indices_by_name,
+  1,  mesh__v1__node_diagnostics_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__node_diagnostics_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__mesh_vpn_feature__field_descriptors[7] =

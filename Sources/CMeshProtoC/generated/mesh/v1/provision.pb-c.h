@@ -15,8 +15,10 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 #include "mesh/v1/common.pb-c.h"
+#include "mesh/v1/node.pb-c.h"
 
 typedef struct Mesh__V1__Tenant Mesh__V1__Tenant;
+typedef struct Mesh__V1__TenantSettingsPatch Mesh__V1__TenantSettingsPatch;
 typedef struct Mesh__V1__CreateTenantRequest Mesh__V1__CreateTenantRequest;
 typedef struct Mesh__V1__CreateTenantResponse Mesh__V1__CreateTenantResponse;
 typedef struct Mesh__V1__UpdateTenantRequest Mesh__V1__UpdateTenantRequest;
@@ -52,6 +54,8 @@ typedef struct Mesh__V1__ListNodesRequest Mesh__V1__ListNodesRequest;
 typedef struct Mesh__V1__ListNodesResponse Mesh__V1__ListNodesResponse;
 typedef struct Mesh__V1__GetNodeRequest Mesh__V1__GetNodeRequest;
 typedef struct Mesh__V1__GetNodeResponse Mesh__V1__GetNodeResponse;
+typedef struct Mesh__V1__NodeDiagnosticsRequest Mesh__V1__NodeDiagnosticsRequest;
+typedef struct Mesh__V1__NodeDiagnosticsResponse Mesh__V1__NodeDiagnosticsResponse;
 typedef struct Mesh__V1__MeshVpnFeature Mesh__V1__MeshVpnFeature;
 typedef struct Mesh__V1__GetLicenseRequest Mesh__V1__GetLicenseRequest;
 typedef struct Mesh__V1__GetLicenseResponse Mesh__V1__GetLicenseResponse;
@@ -86,14 +90,117 @@ struct  Mesh__V1__Tenant
    */
   protobuf_c_boolean require_saml;
   /*
-   * The last peer-change revision written for this tenant.
+   * The last change revision written for this tenant.
    */
   uint64_t revision;
   int64_t created_at_ms;
+  /*
+   * The tenant's settings (TenantDefaults when created).
+   * The mesh DNS zone: members are <slug>.<domain>.
+   */
+  char *domain;
+  /*
+   * PersistentKeepalive between nodes, and in device configs (seconds).
+   */
+  uint32_t node_keepalive;
+  uint32_t device_keepalive;
+  /*
+   * MTU written into device configs.
+   */
+  uint32_t device_mtu;
+  /*
+   * How many nodes a device config lists (the hub first); the others are reached through the hub.
+   */
+  uint32_t config_max_nodes;
+  /*
+   * How many of the listed nodes a config names as DNS resolvers.
+   */
+  uint32_t dns_resolvers;
+  /*
+   * The node that carries the tenant prefix (empty while the tenant has no node).
+   */
+  char *hub_node_id;
+  /*
+   * False when an admin turned the mesh off.
+   */
+  protobuf_c_boolean mesh_enabled;
 };
 #define MESH__V1__TENANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET_DOMAIN = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DomainSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET_NODE_KEEPALIVE = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__NodeKeepaliveSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET_DEVICE_KEEPALIVE = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DeviceKeepaliveSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET_DEVICE_MTU = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DeviceMtuSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET_CONFIG_MAX_NODES = 5
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__ConfigMaxNodesSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET_DNS_RESOLVERS = 6
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DnsResolversSetCase;
+
+/*
+ * Optional settings of a tenant: a field left unset keeps its value (TenantDefaults at creation).
+ * (Each sits in a one-field oneof for presence; protobuf-c has no proto3 `optional`.)
+ */
+struct  Mesh__V1__TenantSettingsPatch
+{
+  ProtobufCMessage base;
+  Mesh__V1__TenantSettingsPatch__DomainSetCase domain_set_case;
+  union {
+    char *domain;
+  };
+  Mesh__V1__TenantSettingsPatch__NodeKeepaliveSetCase node_keepalive_set_case;
+  union {
+    uint32_t node_keepalive;
+  };
+  Mesh__V1__TenantSettingsPatch__DeviceKeepaliveSetCase device_keepalive_set_case;
+  union {
+    uint32_t device_keepalive;
+  };
+  Mesh__V1__TenantSettingsPatch__DeviceMtuSetCase device_mtu_set_case;
+  union {
+    uint32_t device_mtu;
+  };
+  Mesh__V1__TenantSettingsPatch__ConfigMaxNodesSetCase config_max_nodes_set_case;
+  union {
+    uint32_t config_max_nodes;
+  };
+  Mesh__V1__TenantSettingsPatch__DnsResolversSetCase dns_resolvers_set_case;
+  union {
+    uint32_t dns_resolvers;
+  };
+};
+#define MESH__V1__TENANT_SETTINGS_PATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_settings_patch__descriptor) \
+    , MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__NOT_SET, {0} }
 
 
 /*
@@ -109,10 +216,11 @@ struct  Mesh__V1__CreateTenantRequest
    * Optional explicit id (UUID); generated when empty.
    */
   char *id;
+  Mesh__V1__TenantSettingsPatch *settings;
 };
 #define MESH__V1__CREATE_TENANT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__create_tenant_request__descriptor) \
-    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Mesh__V1__CreateTenantResponse
@@ -136,10 +244,11 @@ struct  Mesh__V1__UpdateTenantRequest
   Mesh__V1__Plan plan;
   protobuf_c_boolean set_require_saml;
   protobuf_c_boolean require_saml;
+  Mesh__V1__TenantSettingsPatch *settings;
 };
 #define MESH__V1__UPDATE_TENANT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__update_tenant_request__descriptor) \
-    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, 0 }
+    , (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, 0, 0, NULL }
 
 
 struct  Mesh__V1__UpdateTenantResponse
@@ -323,10 +432,23 @@ struct  Mesh__V1__Device
   uint64_t rx_bytes;
   uint64_t tx_bytes;
   char *endpoint;
+  /*
+   * The hub of the device's wg-quick config and every node the config lists (the hub included).
+   */
+  char *config_hub_id;
+  size_t n_config_node_ids;
+  char **config_node_ids;
+  /*
+   * True when the mesh changed in a way the device's static config cannot follow (its hub was
+   * removed or changed, a listed node was removed or moved); the reason says which. Re-issuing the
+   * config brings it up to date (docs/routing.md).
+   */
+  protobuf_c_boolean config_outdated;
+  char *config_outdated_reason;
 };
 #define MESH__V1__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -457,7 +579,7 @@ struct  Mesh__V1__Node
   char *ipv6;
   int64_t created_at_ms;
   /*
-   * The tenant's hub: devices route the tenant's device range through it.
+   * The tenant's hub: it carries the tenant prefix for devices and the other nodes.
    */
   protobuf_c_boolean hub;
   int64_t last_seen_at_ms;
@@ -622,6 +744,35 @@ struct  Mesh__V1__GetNodeResponse
 
 
 /*
+ * mesh.v1.provision.node.diagnostics: a node's live peer dump for an admin of its tenant, cut to
+ * what the tenant's plan includes (per-peer stats from Pro up).
+ */
+struct  Mesh__V1__NodeDiagnosticsRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *node_id;
+};
+#define MESH__V1__NODE_DIAGNOSTICS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_diagnostics_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__NodeDiagnosticsResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__PeerDump *dump;
+  /*
+   * False when the plan includes basic state only: endpoint, handshake and counters are left out.
+   */
+  protobuf_c_boolean per_peer_stats;
+};
+#define MESH__V1__NODE_DIAGNOSTICS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_diagnostics_response__descriptor) \
+    , NULL, 0 }
+
+
+/*
  * The mesh_vpn license feature of one tenant.
  */
 struct  Mesh__V1__MeshVpnFeature
@@ -743,6 +894,25 @@ Mesh__V1__Tenant *
                       const uint8_t       *data);
 void   mesh__v1__tenant__free_unpacked
                      (Mesh__V1__Tenant *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__TenantSettingsPatch methods */
+void   mesh__v1__tenant_settings_patch__init
+                     (Mesh__V1__TenantSettingsPatch         *message);
+size_t mesh__v1__tenant_settings_patch__get_packed_size
+                     (const Mesh__V1__TenantSettingsPatch   *message);
+size_t mesh__v1__tenant_settings_patch__pack
+                     (const Mesh__V1__TenantSettingsPatch   *message,
+                      uint8_t             *out);
+size_t mesh__v1__tenant_settings_patch__pack_to_buffer
+                     (const Mesh__V1__TenantSettingsPatch   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__TenantSettingsPatch *
+       mesh__v1__tenant_settings_patch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__tenant_settings_patch__free_unpacked
+                     (Mesh__V1__TenantSettingsPatch *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__CreateTenantRequest methods */
 void   mesh__v1__create_tenant_request__init
@@ -1409,6 +1579,44 @@ Mesh__V1__GetNodeResponse *
 void   mesh__v1__get_node_response__free_unpacked
                      (Mesh__V1__GetNodeResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__NodeDiagnosticsRequest methods */
+void   mesh__v1__node_diagnostics_request__init
+                     (Mesh__V1__NodeDiagnosticsRequest         *message);
+size_t mesh__v1__node_diagnostics_request__get_packed_size
+                     (const Mesh__V1__NodeDiagnosticsRequest   *message);
+size_t mesh__v1__node_diagnostics_request__pack
+                     (const Mesh__V1__NodeDiagnosticsRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_diagnostics_request__pack_to_buffer
+                     (const Mesh__V1__NodeDiagnosticsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodeDiagnosticsRequest *
+       mesh__v1__node_diagnostics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_diagnostics_request__free_unpacked
+                     (Mesh__V1__NodeDiagnosticsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__NodeDiagnosticsResponse methods */
+void   mesh__v1__node_diagnostics_response__init
+                     (Mesh__V1__NodeDiagnosticsResponse         *message);
+size_t mesh__v1__node_diagnostics_response__get_packed_size
+                     (const Mesh__V1__NodeDiagnosticsResponse   *message);
+size_t mesh__v1__node_diagnostics_response__pack
+                     (const Mesh__V1__NodeDiagnosticsResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_diagnostics_response__pack_to_buffer
+                     (const Mesh__V1__NodeDiagnosticsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodeDiagnosticsResponse *
+       mesh__v1__node_diagnostics_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_diagnostics_response__free_unpacked
+                     (Mesh__V1__NodeDiagnosticsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__MeshVpnFeature methods */
 void   mesh__v1__mesh_vpn_feature__init
                      (Mesh__V1__MeshVpnFeature         *message);
@@ -1528,6 +1736,9 @@ void   mesh__v1__list_audit_response__free_unpacked
 typedef void (*Mesh__V1__Tenant_Closure)
                  (const Mesh__V1__Tenant *message,
                   void *closure_data);
+typedef void (*Mesh__V1__TenantSettingsPatch_Closure)
+                 (const Mesh__V1__TenantSettingsPatch *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__CreateTenantRequest_Closure)
                  (const Mesh__V1__CreateTenantRequest *message,
                   void *closure_data);
@@ -1633,6 +1844,12 @@ typedef void (*Mesh__V1__GetNodeRequest_Closure)
 typedef void (*Mesh__V1__GetNodeResponse_Closure)
                  (const Mesh__V1__GetNodeResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__NodeDiagnosticsRequest_Closure)
+                 (const Mesh__V1__NodeDiagnosticsRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__NodeDiagnosticsResponse_Closure)
+                 (const Mesh__V1__NodeDiagnosticsResponse *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__MeshVpnFeature_Closure)
                  (const Mesh__V1__MeshVpnFeature *message,
                   void *closure_data);
@@ -1659,6 +1876,7 @@ typedef void (*Mesh__V1__ListAuditResponse_Closure)
 
 extern const ProtobufCEnumDescriptor    mesh__v1__diagnostics_level__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_tenant_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_tenant_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__update_tenant_request__descriptor;
@@ -1694,6 +1912,8 @@ extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_request__descriptor
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_node_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_node_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_diagnostics_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_diagnostics_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__mesh_vpn_feature__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_license_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_license_response__descriptor;

@@ -1,0 +1,169 @@
+import MeshProto
+
+/// A node's view of its tenant at a revision: the settings and every member, with an index so that
+/// a change costs what it touches, not the size of the tenant. The peers come from ``PeerCatalog``
+/// alone: ``peers()`` is the full computation and ``Transition/peer(for:)`` the incremental one,
+/// and both call ``PeerCatalog/peer(for:seenBy:settings:routedThrough:)``.
+///
+/// A change is applied in two steps, so that whoever holds the state can change it only after the
+/// WireGuard interface accepted the new peers: ``prepare(_:)`` works out the new state of what the
+/// change touches without changing anything, and ``commit(_:)`` makes it the state.
+public struct MeshState: Sendable {
+    /// The node this view belongs to.
+    public let viewer: String
+    public private(set) var revision: UInt64
+    public private(set) var settings: Mesh_V1_TenantSettings
+    public private(set) var members: [String: Mesh_V1_Member]
+    /// Device ids by the hub of their config: where a device may need to be routed through.
+    private var byConfigHub: [String: Set<String>]
+
+    /// A view from a full list of members.
+    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
+        self.viewer = viewer
+        self.revision = revision
+        self.settings = settings
+        var all: [String: Mesh_V1_Member] = [:]
+        var index: [String: Set<String>] = [:]
+        for m in members {
+            all[m.id] = m
+            if m.kind == .device && !m.configHubID.isEmpty { index[m.configHubID, default: []].insert(m.id) }
+        }
+        self.members = all
+        self.byConfigHub = index
+    }
+
+    /// An empty view (before the first sync).
+    public init(viewer: String) {
+        self.init(viewer: viewer, revision: 0, settings: Mesh_V1_TenantSettings(), members: [])
+    }
+
+    /// This node's own member entry, once known.
+    public var this: Mesh_V1_Member? { members[viewer] }
+
+    /// Every peer the viewer holds (the full computation).
+    public func peers() -> [Mesh_V1_Peer] {
+        PeerCatalog.peers(seenBy: viewer, settings: settings, members: members.values)
+    }
+
+    /// The peer the viewer holds for member `id`, or nil.
+    public func peer(for id: String) -> Mesh_V1_Peer? {
+        Overlay(base: self).peer(for: id)
+    }
+
+    // MARK: Changes
+
+    /// What a change does to the view: the peers it alters, before and after. Nothing is changed
+    /// until ``MeshState/commit(_:)``.
+    public struct Transition: Sendable {
+        fileprivate var next: Next
+        /// The revision of the change.
+        public let revision: UInt64
+        /// True when this node itself was removed from the mesh.
+        public let removesViewer: Bool
+        /// For a change that touches few members: the peers of those members before and after
+        /// (nil: no peer). Nil for a change that touches everything (new settings): compare
+        /// ``MeshState/peers()`` with ``MeshState/peers(after:)`` then.
+        public let touched: [String: (before: Mesh_V1_Peer?, after: Mesh_V1_Peer?)]?
+
+        fileprivate enum Next: Sendable {
+            case member(id: String, value: Mesh_V1_Member?)
+            case whole(MeshState)
+            case nothing
+        }
+    }
+
+    /// Works out a change (an upsert, a removal or new settings) without applying it.
+    public func prepare(_ change: Mesh_V1_PeersUpdated) -> Transition {
+        let id: String, value: Mesh_V1_Member?
+        switch change.change {
+        case .upsert(let m):
+            id = m.id
+            value = m
+        case .remove(let r):
+            id = r.id
+            value = nil
+        case .settings(let s):
+            var whole = self
+            whole.settings = s
+            return Transition(next: .whole(whole), revision: change.revision, removesViewer: false, touched: nil)
+        case nil:
+            return Transition(next: .nothing, revision: change.revision, removesViewer: false, touched: [:])
+        }
+        let before = Overlay(base: self), after = Overlay(base: self, changed: id, value: value)
+        // The member itself, and the nodes it is routed through before and after.
+        var ids: Set<String> = [id]
+        if let old = members[id], let via = before.via(old) { ids.insert(via) }
+        if let value, let via = after.via(value) { ids.insert(via) }
+        var touched: [String: (before: Mesh_V1_Peer?, after: Mesh_V1_Peer?)] = [:]
+        for i in ids { touched[i] = (before.peer(for: i), after.peer(for: i)) }
+        return Transition(next: .member(id: id, value: value), revision: change.revision,
+                          removesViewer: value == nil && id == viewer, touched: touched)
+    }
+
+    /// Every peer after `t`.
+    public func peers(after t: Transition) -> [Mesh_V1_Peer] {
+        switch t.next {
+        case .whole(let s): return s.peers()
+        case .nothing: return peers()
+        case .member:
+            var copy = self
+            copy.commit(t)
+            return copy.peers()
+        }
+    }
+
+    /// Makes `t` the state.
+    public mutating func commit(_ t: Transition) {
+        switch t.next {
+        case .whole(let s): self = s
+        case .member(let id, let value): if let value { put(value) } else { drop(id) }
+        case .nothing: break
+        }
+        revision = max(revision, t.revision)
+    }
+
+    /// The state read through at most one pending member change, without copying anything.
+    private struct Overlay {
+        let base: MeshState
+        var changed: String? = nil
+        var value: Mesh_V1_Member? = nil
+
+        func member(_ id: String) -> Mesh_V1_Member? { id == changed ? value : base.members[id] }
+        func isNode(_ id: String) -> Bool { member(id)?.kind == .node }
+
+        func via(_ d: Mesh_V1_Member) -> String? {
+            PeerCatalog.routedThrough(d, seenBy: base.viewer, settings: base.settings, isNode: isNode)
+        }
+
+        func peer(for id: String) -> Mesh_V1_Peer? {
+            guard let m = member(id) else { return nil }
+            return PeerCatalog.peer(for: m, seenBy: base.viewer, settings: base.settings, routedThrough: routed(through: m))
+        }
+
+        /// The devices whose addresses ride on node `n`'s peer for the viewer.
+        func routed(through n: Mesh_V1_Member) -> [Mesh_V1_Member] {
+            // By the rules, nothing is routed through the current hub explicitly: skip its (large) set.
+            guard n.kind == .node, n.id != base.settings.hubNodeID else { return [] }
+            var ids = base.byConfigHub[n.id] ?? []
+            if let changed {
+                ids.remove(changed)
+                if let value, value.kind == .device, value.configHubID == n.id { ids.insert(changed) }
+            }
+            return ids.compactMap(member).filter { via($0) == n.id }
+        }
+    }
+
+    private mutating func put(_ m: Mesh_V1_Member) {
+        if let old = members[m.id], old.kind == .device, !old.configHubID.isEmpty, old.configHubID != m.configHubID {
+            byConfigHub[old.configHubID]?.remove(m.id)
+        }
+        members[m.id] = m
+        if m.kind == .device && !m.configHubID.isEmpty { byConfigHub[m.configHubID, default: []].insert(m.id) }
+    }
+
+    private mutating func drop(_ id: String) {
+        if let old = members.removeValue(forKey: id), old.kind == .device, !old.configHubID.isEmpty {
+            byConfigHub[old.configHubID]?.remove(id)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+/// Every NATS subject of the control plane, in one place. docs/architecture.md has the table of
+/// subject → request/reply types → queue group → serving service.
+public enum MeshSubjects {
+    // AllocatorSvc
+    public static let allocatorTenant = "mesh.v1.allocator.tenant"
+    public static let allocatorAllocate = "mesh.v1.allocator.allocate"
+    public static let allocatorRelease = "mesh.v1.allocator.release"
+    public static let allocatorLease = "mesh.v1.allocator.lease"
+    public static let allocatorUsage = "mesh.v1.allocator.usage"
+
+    // ProvisionSvc
+    public static let tenantCreate = "mesh.v1.provision.tenant.create"
+    public static let tenantUpdate = "mesh.v1.provision.tenant.update"
+    public static let tenantGet = "mesh.v1.provision.tenant.get"
+    public static let tenantList = "mesh.v1.provision.tenant.list"
+    public static let userCreate = "mesh.v1.provision.user.create"
+    public static let userGet = "mesh.v1.provision.user.get"
+    public static let userList = "mesh.v1.provision.user.list"
+    public static let deviceCreate = "mesh.v1.provision.device.create"
+    public static let deviceDelete = "mesh.v1.provision.device.delete"
+    public static let deviceList = "mesh.v1.provision.device.list"
+    public static let deviceRename = "mesh.v1.provision.device.rename"
+    public static let enrollmentCreate = "mesh.v1.provision.enrollment.create"
+    public static let nodeRegister = "mesh.v1.provision.node.register"
+    public static let nodeDeregister = "mesh.v1.provision.node.deregister"
+    public static let nodeList = "mesh.v1.provision.node.list"
+    public static let nodeGet = "mesh.v1.provision.node.get"
+    public static let nodeDiagnostics = "mesh.v1.provision.node.diagnostics"
+    public static let licenseGet = "mesh.v1.provision.license.get"
+    public static let auditList = "mesh.v1.provision.audit.list"
+
+    /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
+    public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }
+    public static let handshakeReportWildcard = "mesh.v1.reports.*.*.handshake"
+
+    // FanoutSvc
+    /// ProvisionSvc's outbox relay hands FanoutSvc a tenant's changes: `mesh.v1.fanout.ingest`.
+    public static let fanoutIngest = "mesh.v1.fanout.ingest"
+    /// The per-tenant peer stream: `mesh.v1.peers.updated.<tenant>`.
+    public static func peersUpdated(tenant: String) -> String { "mesh.v1.peers.updated.\(tenant)" }
+    public static let peersUpdatedWildcard = "mesh.v1.peers.updated.*"
+    /// SyncFromCP: `mesh.v1.fanout.sync.<tenant>.<node>`.
+    public static func sync(tenant: String, node: String) -> String { "mesh.v1.fanout.sync.\(tenant).\(node)" }
+    public static let syncWildcard = "mesh.v1.fanout.sync.*.*"
+    /// Catch-up after a paged sync: `mesh.v1.fanout.changes.<tenant>.<node>`.
+    public static func changes(tenant: String, node: String) -> String { "mesh.v1.fanout.changes.\(tenant).\(node)" }
+    public static let changesWildcard = "mesh.v1.fanout.changes.*.*"
+    /// The newest revision of a tenant: `mesh.v1.fanout.revision.<tenant>`.
+    public static func revision(tenant: String) -> String { "mesh.v1.fanout.revision.\(tenant)" }
+    public static let revisionWildcard = "mesh.v1.fanout.revision.*"
+
+    // NodeApplier (one instance per node)
+    public static func nodeState(_ node: String) -> String { "mesh.v1.node.\(node).state" }
+    public static func nodePeers(_ node: String) -> String { "mesh.v1.node.\(node).peers" }
+    public static func nodeRefresh(_ node: String) -> String { "mesh.v1.node.\(node).refresh" }
+
+    /// Every subject a service answers requests on: the pattern (`*` stands for a tenant or node
+    /// token) and the service that serves it. Tests are driven by this list (the bus fuzzer sends
+    /// bad input to each subject) and compare it with what the running services announce in
+    /// `$SRV.INFO`, so a request subject added to a service must be added here too.
+    public static let served: [ServedSubject] = [
+        ServedSubject(MeshServiceName.allocator, allocatorTenant),
+        ServedSubject(MeshServiceName.allocator, allocatorAllocate),
+        ServedSubject(MeshServiceName.allocator, allocatorRelease),
+        ServedSubject(MeshServiceName.allocator, allocatorLease),
+        ServedSubject(MeshServiceName.allocator, allocatorUsage),
+        ServedSubject(MeshServiceName.provision, tenantCreate),
+        ServedSubject(MeshServiceName.provision, tenantUpdate),
+        ServedSubject(MeshServiceName.provision, tenantGet),
+        ServedSubject(MeshServiceName.provision, tenantList),
+        ServedSubject(MeshServiceName.provision, userCreate),
+        ServedSubject(MeshServiceName.provision, userGet),
+        ServedSubject(MeshServiceName.provision, userList),
+        ServedSubject(MeshServiceName.provision, deviceCreate),
+        ServedSubject(MeshServiceName.provision, deviceDelete),
+        ServedSubject(MeshServiceName.provision, deviceList),
+        ServedSubject(MeshServiceName.provision, deviceRename),
+        ServedSubject(MeshServiceName.provision, enrollmentCreate),
+        ServedSubject(MeshServiceName.provision, nodeRegister),
+        ServedSubject(MeshServiceName.provision, nodeDeregister),
+        ServedSubject(MeshServiceName.provision, nodeList),
+        ServedSubject(MeshServiceName.provision, nodeGet),
+        ServedSubject(MeshServiceName.provision, nodeDiagnostics),
+        ServedSubject(MeshServiceName.provision, licenseGet),
+        ServedSubject(MeshServiceName.provision, auditList),
+        ServedSubject(MeshServiceName.provision, handshakeReportWildcard),
+        ServedSubject(MeshServiceName.fanout, fanoutIngest),
+        ServedSubject(MeshServiceName.fanout, syncWildcard),
+        ServedSubject(MeshServiceName.fanout, changesWildcard),
+        ServedSubject(MeshServiceName.fanout, revisionWildcard),
+        ServedSubject(MeshServiceName.nodeApplier, nodeState("*")),
+        ServedSubject(MeshServiceName.nodeApplier, nodePeers("*")),
+        ServedSubject(MeshServiceName.nodeApplier, nodeRefresh("*")),
+    ]
+}
+
+/// A request subject (pattern) and the service that answers it (``MeshSubjects/served``).
+public struct ServedSubject: Sendable, Hashable, CustomStringConvertible {
+    /// The service name announced on `$SRV.*` (``MeshServiceName``).
+    public let service: String
+    /// The subject, with `*` for each tenant or node token.
+    public let subject: String
+
+    public init(_ service: String, _ subject: String) {
+        self.service = service
+        self.subject = subject
+    }
+
+    public var description: String { "\(service) \(subject)" }
+
+    /// Whether a concrete subject (or the same pattern) falls under this pattern, token by token.
+    public func matches(_ other: String) -> Bool {
+        let mine = subject.split(separator: ".", omittingEmptySubsequences: false)
+        let theirs = other.split(separator: ".", omittingEmptySubsequences: false)
+        guard mine.count == theirs.count else { return false }
+        return zip(mine, theirs).allSatisfy { $0 == "*" || $0 == $1 }
+    }
+}
+
+/// The service names announced on `$SRV.*`.
+public enum MeshServiceName {
+    public static let allocator = "AllocatorSvc"
+    public static let provision = "ProvisionSvc"
+    public static let fanout = "FanoutSvc"
+    public static let nodeApplier = "NodeApplier"
+    public static let gateway = "Gateway"
+}
+
+/// The version every service reports (SemVer).
+public enum MeshVersion {
+    public static let current = "0.9.0"
+}

@@ -1,0 +1,73 @@
+import MeshProto
+
+// The stable text forms of the protocol's enums: what the database stores and the HTTP API shows.
+
+extension Mesh_V1_Role {
+    /// "owner" or "admin".
+    public var key: String {
+        switch self {
+        case .admin: "admin"
+        case .owner: "owner"
+        default: "unspecified"
+        }
+    }
+
+    public init?(key: String) {
+        switch key.lowercased() {
+        case "owner": self = .owner
+        case "admin": self = .admin
+        default: return nil
+        }
+    }
+}
+
+extension Mesh_V1_DeviceType {
+    /// "iphone", "android", "laptop" or "other".
+    public var key: String {
+        switch self {
+        case .iphone: "iphone"
+        case .android: "android"
+        case .laptop: "laptop"
+        case .other: "other"
+        default: "unspecified"
+        }
+    }
+
+    public init?(key: String) {
+        switch key.lowercased() {
+        case "iphone": self = .iphone
+        case "android": self = .android
+        case "laptop": self = .laptop
+        case "other": self = .other
+        default: return nil
+        }
+    }
+}
+
+extension Mesh_V1_PeerKind {
+    /// "device" or "node".
+    public var key: String {
+        switch self {
+        case .device: "device"
+        case .node: "node"
+        default: "unspecified"
+        }
+    }
+
+    public init?(key: String) {
+        switch key {
+        case "device": self = .device
+        case "node": self = .node
+        default: return nil
+        }
+    }
+}
+
+extension Mesh_V1_PeersUpdated {
+    /// The member this change adds or changes, if it is an upsert.
+    public var upserted: Mesh_V1_Member? { if case .upsert(let m) = change { m } else { nil } }
+    /// The member this change removes, if it is a removal.
+    public var removed: Mesh_V1_MemberRemoval? { if case .remove(let r) = change { r } else { nil } }
+    /// The settings this change sets, if it sets them.
+    public var newSettings: Mesh_V1_TenantSettings? { if case .settings(let s) = change { s } else { nil } }
+}

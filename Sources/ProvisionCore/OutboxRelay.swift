@@ -1,0 +1,243 @@
+import Foundation
+import Logging
+import MeshDomain
+import MeshProto
+import MeshStore
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// Hands the outbox to FanoutSvc (`mesh.v1.fanout.ingest`), tenant by tenant, in revision order.
+/// The bus is the only way from ProvisionSvc's tables to FanoutSvc's.
+///
+/// A relay reads a tenant's undelivered rows in revision order, always from the lowest, sends them,
+/// and marks them delivered once FanoutSvc answered (it has stored and published them by then).
+/// FanoutSvc keeps the tenant's revision under its own row lock, so changes that two replicas send at
+/// once, or that a replica sends again after dying before its mark, are stored once and published
+/// once; a batch that skips revisions is refused with the revision FanoutSvc expects, and the relay
+/// sends from there (or, when those rows are gone, the tenant's whole state). Within a process one
+/// relay runs per tenant at a time.
+///
+/// Wake-ups: the replica that committed a change relays at once (``changed(tenant:)``); every
+/// replica also looks for rows older than a second that nobody delivered (a replica that died), so a
+/// change is never stuck.
+public final class OutboxRelay: ChangeNotifier, Service, Sendable {
+    let store: Store
+    let ingest: @Sendable (Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse
+    let logger: Logger
+    let sweepInterval: Duration
+    let batchSize: Int
+    private let pending = Mutex<(set: Set<UUID>, waiter: CheckedContinuation<Void, Never>?)>(([], nil))
+    /// Tenants being relayed in this process, and whether a change arrived meanwhile.
+    private let inFlight = Mutex<[UUID: Bool]>([:])
+    private let relayed = Counter(label: "mesh_provision_outbox_relayed_total")
+
+    public init(store: Store, ingest: @escaping @Sendable (Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse,
+                sweepInterval: Duration = .seconds(1), batchSize: Int = 256, logger: Logger) {
+        self.store = store
+        self.ingest = ingest
+        self.sweepInterval = sweepInterval
+        self.batchSize = batchSize
+        self.logger = logger
+    }
+
+    /// A change of `tenant` committed: relay it soon.
+    public func changed(tenant: UUID) {
+        let waiter = pending.withLock { p -> CheckedContinuation<Void, Never>? in
+            p.set.insert(tenant)
+            defer { p.waiter = nil }
+            return p.waiter
+        }
+        waiter?.resume()
+    }
+
+    public func deliver(tenant: UUID, through revision: UInt64) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            _ = try? await relay(tenant: tenant)
+            if let row = try? await store.query("""
+                SELECT coalesce(min(revision), 9223372036854775807) AS low FROM outbox WHERE tenant_id = $1 AND delivered_at IS NULL
+                """, tenant).first, let low = try? row.decode("low", as: Int64.self), low > Int64(revision) {
+                return true
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        logger.warning("changes not delivered in time", metadata: ["tenant.id": "\(tenant.lowercased)", "revision": "\(revision)"])
+        return false
+    }
+
+    /// Relays every undelivered change of `tenant`; returns how many this call delivered (0 when a
+    /// relay of the tenant is already running in this process: it picks the new changes up).
+    @discardableResult
+    public func relay(tenant: UUID) async throws -> Int {
+        let mine = inFlight.withLock { f -> Bool in
+            if f[tenant] != nil { f[tenant] = true; return false }
+            f[tenant] = false
+            return true
+        }
+        guard mine else { return 0 }
+        defer { inFlight.withLock { _ = $0.removeValue(forKey: tenant) } }
+        var total = 0
+        while true {
+            inFlight.withLock { $0[tenant] = false }
+            let n = try await relayOnce(tenant: tenant)
+            total += n
+            relayed.increment(by: n)
+            let again = inFlight.withLock { $0[tenant] ?? false }
+            if n == 0 && !again { break }
+        }
+        return total
+    }
+
+    /// One batch: the lowest undelivered rows, sent and marked.
+    func relayOnce(tenant: UUID) async throws -> Int {
+        let rows = try await store.query("""
+            SELECT revision, payload, created_at FROM outbox WHERE tenant_id = $1 AND delivered_at IS NULL ORDER BY revision LIMIT $2
+            """, tenant, batchSize)
+        guard !rows.isEmpty else { return 0 }
+        var changes = try rows.map(Self.change)
+        var resp = try await send(tenant: tenant, changes: changes)
+        if resp.expectedRevision > 0 && resp.expectedRevision < changes[0].revision {
+            // FanoutSvc lacks earlier revisions (its copy is behind, or new): send them from the ones
+            // still kept, or the whole state when those are gone.
+            let older = try await store.query("""
+                SELECT revision, payload, created_at FROM outbox WHERE tenant_id = $1 AND revision >= $2 AND revision < $3 ORDER BY revision
+                """, tenant, Int64(resp.expectedRevision), Int64(changes[0].revision))
+            if let first = older.first, try first.decode("revision", as: Int64.self) == Int64(resp.expectedRevision),
+               older.count == Int(changes[0].revision - resp.expectedRevision) {
+                changes = try older.map(Self.change) + changes
+                resp = try await send(tenant: tenant, changes: changes)
+            } else {
+                logger.notice("FanoutSvc lacks revisions no longer kept; sending the tenant's whole state",
+                              metadata: ["tenant.id": "\(tenant.lowercased)", "revision.expected": "\(resp.expectedRevision)"])
+                resp = try await sendSnapshot(tenant: tenant)
+                return 1
+            }
+        }
+        guard resp.expectedRevision == 0 || resp.expectedRevision > changes.last!.revision else {
+            throw MeshError.unavailable("FanoutSvc expects revision \(resp.expectedRevision) of \(tenant.lowercased)")
+        }
+        try await store.query("UPDATE outbox SET delivered_at = now() WHERE tenant_id = $1 AND delivered_at IS NULL AND revision <= $2",
+                              tenant, Int64(changes.last!.revision))
+        return changes.count
+    }
+
+    static func change(_ row: Row) throws -> Mesh_V1_PeersUpdated {
+        var c = try Mesh_V1_PeersUpdated(serializedBytes: try row.decode("payload", as: ByteA.self).bytes)
+        c.revision = UInt64(try row.decode("revision", as: Int64.self))
+        c.committedAtMs = (try row.decode("created_at", as: Date.self)).unixMilliseconds
+        return c
+    }
+
+    func send(tenant: UUID, changes: [Mesh_V1_PeersUpdated]) async throws(MeshError) -> Mesh_V1_IngestResponse {
+        var req = Mesh_V1_IngestRequest()
+        req.tenantID = tenant.lowercased
+        req.changes = changes
+        return try await ingest(req)
+    }
+
+    /// The tenant's whole state, read in one snapshot at its current revision, in requests of at
+    /// most 2,000 members; every row up to that revision counts as delivered afterwards.
+    func sendSnapshot(tenant: UUID) async throws -> Mesh_V1_IngestResponse {
+        let (t, members): (TenantRecord, [Mesh_V1_Member]) = try await store.read(isolation: .repeatableRead) { tx in
+            guard let trow = try tx.queryFirst("SELECT \(PostgresProvisionStore.tenantColumns) FROM tenants WHERE id = $1", tenant) else {
+                throw MeshError.notFound("unknown tenant")
+            }
+            var members = try tx.query("SELECT \(PostgresProvisionStore.nodeColumns) FROM nodes WHERE tenant_id = $1", tenant)
+                .map { try PostgresProvisionStore.node($0).member }
+            members += try tx.query("SELECT \(PostgresProvisionStore.deviceColumns) FROM devices WHERE tenant_id = $1", tenant)
+                .map { try PostgresProvisionStore.device($0).member() }
+            return (try PostgresProvisionStore.tenant(trow), members)
+        }
+        var resp = Mesh_V1_IngestResponse()
+        let chunks = stride(from: 0, to: max(members.count, 1), by: 2000).map { Array(members[$0..<min($0 + 2000, members.count)]) }
+        for (i, chunk) in chunks.enumerated() {
+            var req = Mesh_V1_IngestRequest()
+            req.tenantID = tenant.lowercased
+            req.snapshot = true
+            req.snapshotRevision = t.revision
+            req.snapshotSettings = t.settings
+            req.snapshotMembers = chunk
+            req.snapshotDone = i == chunks.count - 1
+            resp = try await ingest(req)
+        }
+        try await store.query("UPDATE outbox SET delivered_at = now() WHERE tenant_id = $1 AND delivered_at IS NULL AND revision <= $2",
+                              tenant, Int64(t.revision))
+        return resp
+    }
+
+    /// Tenants with changes nobody delivered for a second.
+    func overdueTenants() async throws -> [UUID] {
+        try await store.query("""
+            SELECT DISTINCT tenant_id FROM outbox WHERE delivered_at IS NULL AND created_at < now() - interval '1 second'
+            """).map { try $0.decode("tenant_id") }
+    }
+
+    /// Deletes delivered changes older than `retention` (FanoutSvc keeps its own copy for nodes).
+    func prune(retention: Duration) async throws -> Int {
+        try await store.query("""
+            DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < now() - make_interval(secs => $1) RETURNING revision
+            """, retention.seconds).count
+    }
+
+    func take() async -> Set<UUID> {
+        while true {
+            let got = pending.withLock { p -> Set<UUID> in
+                defer { p.set.removeAll() }
+                return p.set
+            }
+            if !got.isEmpty || Task.isCancelled { return got }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let now = pending.withLock { p -> Bool in
+                        if !p.set.isEmpty || Task.isCancelled { return true }
+                        p.waiter = c
+                        return false
+                    }
+                    if now { c.resume() }
+                }
+            } onCancel: {
+                let w = pending.withLock { p -> CheckedContinuation<Void, Never>? in
+                    defer { p.waiter = nil }
+                    return p.waiter
+                }
+                w?.resume()
+            }
+        }
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    var ticks = 0
+                    while !Task.isCancelled {
+                        if let overdue = try? await self.overdueTenants() { overdue.forEach(self.changed) }
+                        ticks += 1
+                        if ticks % 3600 == 0, let n = try? await self.prune(retention: .seconds(86400)), n > 0 {
+                            self.logger.info("pruned delivered changes", metadata: ["count": "\(n)"])
+                        }
+                        try? await Task.sleep(for: self.sweepInterval)
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        let tenants = await self.take()
+                        await withDiscardingTaskGroup { g in
+                            for t in tenants {
+                                g.addTask {
+                                    do {
+                                        try await self.relay(tenant: t)
+                                    } catch {
+                                        self.logger.warning("relaying changes failed; will retry", metadata: ["tenant.id": "\(t.lowercased)",
+                                                                                                            "error": "\(error)"])
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+import Foundation
+import MeshDomain
+import MeshNet
+import MeshProto
+import MeshStore
+
+extension PostgresProvisionStore: DeviceRepository {
+    public func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?, now: Date) {
+        let rows = try await query("""
+            SELECT (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used,
+                   count(e.at) AS recent, min(e.at) AS oldest, now() AS now
+            FROM (SELECT at FROM provision_events WHERE user_id = $2 AND $3::float8 > 0 AND at > now() - make_interval(secs => $3::float8)) e
+            """, tenant, user, window?.seconds ?? 0)
+        do {
+            guard let r = rows.first else { return (0, 0, nil, Date()) }
+            return (try r.decode("used"), try r.decode("recent"), try r.decodeIfPresent("oldest"), try r.decode("now"))
+        } catch {
+            throw map(error)
+        }
+    }
+
+    /// The reads a device decision needs, as statements of one batch (with the tenant row lock first),
+    /// and the state built from their results.
+    static func decisionReads(tenant: UUID, user: UUID, slugBase: String, window: Duration?) -> [Statement] {
+        var reads = [
+            Statement("SELECT \(tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
+            Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, Slug.collisionPrefix(slugBase) + "%"),
+            Statement("SELECT \(nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", tenant),
+            Statement("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", tenant),
+        ]
+        if let window {
+            // The user row lock makes the sliding window exact across replicas.
+            reads.append(Statement("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user))
+            reads.append(Statement("""
+                SELECT count(*) AS n, min(at) AS oldest FROM provision_events WHERE user_id = $1 AND at > now() - make_interval(secs => $2)
+                """, user, window.seconds))
+        }
+        return reads
+    }
+
+    static func decisionState(_ r: [QueryResult], windowed: Bool) throws -> (TenantRecord, [NodeRecord], DeviceCreationState) {
+        guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+        let t = try tenant(trow)
+        let nodes = try r[2].rows.map(node)
+        let rate = windowed ? r[5].rows.first : nil
+        let state = DeviceCreationState(
+            plan: t.plan, settings: t.settings, devicesUsed: try r[3].rows[0].decode("n"),
+            recentCreations: try rate?.decode("n") ?? 0, oldestRecentCreation: try rate?.decodeIfPresent("oldest"),
+            takenNames: Set(try r[1].rows.map { try $0.decode("slug", as: String.self) }), nodesByAge: nodes.map(\.member),
+            configMaxNodes: t.configMaxNodes, now: try trow.decode("now"))
+        return (t, nodes, state)
+    }
+
+    public func createDevice(_ draft: DeviceDraft,
+                             decide: @escaping @Sendable (DeviceCreationState) throws(MeshError) -> DeviceCreationDecision) async throws(MeshError) -> WrittenDevice {
+        try await write { tx in
+            // Round trip 1 (BEGIN rides along): lock the tenant row (it serialises every change of the
+            // tenant: cap, slug, revision) and read everything the rules need.
+            let c = draft.caller
+            let (tenantRecord, nodes, state) = try Self.decisionState(
+                try tx.batch(Self.decisionReads(tenant: c.tenant, user: c.user, slugBase: draft.slugBase, window: draft.rateWindow)),
+                windowed: draft.rateWindow != nil)
+            let decision = try decide(state)
+            let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
+            var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
+                                      ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: state.now, lastHandshake: nil,
+                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+
+            // Round trip 2: every write, in order. COMMIT is the third and last.
+            var writes: [Statement] = []
+            if let window = draft.rateWindow {
+                writes.append(Statement("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", c.user))
+                writes.append(Statement("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)",
+                                        c.user, window.seconds))
+            }
+            let first = writes.count
+            writes.append(Statement("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", c.tenant, decision.slug, draft.id))
+            writes.append(Statement("""
+                INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6, config_hub_id, config_nodes)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) RETURNING created_at
+                """, draft.id, c.tenant, c.user, draft.label, decision.slug, draft.type.key, draft.publicKey, draft.ipv4, draft.ipv6,
+                UUID(text: decision.hubID), Self.json(listed)))
+            writes.append(Self.dropHoldStatement(owner: draft.id))
+            writes += try Outbox.statements(tenant: c.tenant, change: .upsert(device.member()))
+            writes.append(Self.auditStatement(AuditEvent(
+                tenant: c.tenant, actor: c.actor, action: "device.create", target: draft.id.lowercased, requestID: draft.requestID,
+                detail: "\(draft.type.key) \"\(draft.label)\" as \(MeshName.dnsName(slug: decision.slug, domain: tenantRecord.domain)) at \(draft.ipv4), \(draft.ipv6)")))
+            let w = try tx.batch(writes)
+            if let created = try w[first + 1].rows.first?.decode("created_at", as: Date.self) { device.createdAt = created }
+            // The hold is gone only if the lease keeper took it as overdue: its release may already be
+            // on its way, so this device must not be saved with these addresses.
+            guard w[first + 2].affectedRows == 1 else {
+                throw MeshError.unavailable("the address hold expired before the device was saved; try again")
+            }
+            let revision = try Outbox.revision(w[(first + 3)..<(first + 3 + Outbox.statementCount)])
+            var t = tenantRecord
+            t.revision = revision
+            return WrittenDevice(device: device, tenant: t, config: decision.config, revision: revision)
+        }
+    }
+
+    /// Locks the tenant and reads a device of it.
+    static func lockedDevice(_ tx: borrowing Transaction, _ id: UUID, tenant: UUID) throws -> (TenantRecord, DeviceRecord) {
+        let r = try tx.batch([
+            Statement("SELECT \(tenantColumns) FROM tenants WHERE id = $1 FOR UPDATE", tenant),
+            Statement("SELECT \(deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, tenant),
+        ])
+        guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+        guard let drow = r[1].rows.first else { throw MeshError.notFound("no such device") }
+        return (try Self.tenant(trow), try Self.device(drow))
+    }
+
+    public func deleteDevice(_ id: UUID, caller: CallerIdentity, requestID: String,
+                             authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void) async throws(MeshError) -> (DeviceRecord, UInt64) {
+        try await write { tx in
+            let (t, d) = try Self.lockedDevice(tx, id, tenant: caller.tenant)
+            try authorize(d)
+            var removal = Mesh_V1_MemberRemoval()
+            removal.id = id.lowercased
+            removal.kind = .device
+            removal.publicKey = d.publicKey
+            var writes = [
+                Statement("DELETE FROM devices WHERE id = $1", id),
+                Statement("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", caller.tenant, id),
+                Statement("DELETE FROM peer_stats WHERE public_key = $1 AND node_id IN (SELECT id FROM nodes WHERE tenant_id = $2)",
+                          d.publicKey, caller.tenant),
+                Self.releaseStatement(owner: id, tenant: caller.tenant),
+            ]
+            let first = writes.count
+            writes += try Outbox.statements(tenant: caller.tenant, change: .remove(removal))
+            writes.append(Self.auditStatement(AuditEvent(
+                tenant: caller.tenant, actor: caller.actor, action: "device.delete", target: id.lowercased, requestID: requestID,
+                detail: "\"\(d.label)\" (\(MeshName.dnsName(slug: d.slug, domain: t.domain)))")))
+            let w = try tx.batch(writes)
+            return (d, try Outbox.revision(w[first..<(first + Outbox.statementCount)]))
+        }
+    }
+
+    public func renameDevice(_ id: UUID, caller: CallerIdentity, label: String, slugBase: String, requestID: String,
+                             authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void) async throws(MeshError) -> (DeviceRecord, TenantRecord, UInt64?) {
+        try await write { tx in
+            let (t, cur) = try Self.lockedDevice(tx, id, tenant: caller.tenant)
+            try authorize(cur)
+            try tx.execute("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", caller.tenant, id)
+            let taken = Set(try tx.query("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2",
+                                         caller.tenant, Slug.collisionPrefix(slugBase) + "%").map { try $0.decode("slug", as: String.self) })
+            let slug = Slug.firstFree(slugBase, taken: taken)
+            var d = cur
+            d.label = label
+            d.slug = slug
+            var writes = [
+                Statement("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", caller.tenant, slug, id),
+                Statement("UPDATE devices SET label = $2, slug = $3 WHERE id = $1", id, label, slug),
+                Self.auditStatement(AuditEvent(
+                    tenant: caller.tenant, actor: caller.actor, action: "device.rename", target: id.lowercased, requestID: requestID,
+                    detail: "\"\(cur.label)\" (\(cur.slug)) to \"\(label)\" (\(slug))")),
+            ]
+            guard slug != cur.slug else {
+                try tx.batch(writes)
+                return (d, t, nil)
+            }
+            let first = writes.count
+            writes += try Outbox.statements(tenant: caller.tenant, change: .upsert(d.member()))
+            let w = try tx.batch(writes)
+            var after = t
+            after.revision = try Outbox.revision(w[first..<(first + Outbox.statementCount)])
+            return (d, after, after.revision)
+        }
+    }
+
+    public func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord? {
+        let rows = try await query("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, tenant)
+        do {
+            return try rows.first.map(Self.device)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
+    /// tenant, and its role), the tenant and the device rows come from the same snapshot. No row at
+    /// all means an unknown user; a row without a device id is a known user with nothing to list.
+    public func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])? {
+        let rows = try await query("""
+            WITH caller AS (SELECT role FROM users WHERE id = $2 AND tenant_id = $1),
+                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1)
+            SELECT caller.role AS caller_role, t.id AS t_id, t.name AS t_name, t.plan AS t_plan, t.require_saml AS t_require_saml,
+                   t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
+                   t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
+                   t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
+                   t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
+                   d.id, d.tenant_id, d.owner_user_id, d.label, d.slug, d.type, d.ipv4, d.ipv6, d.public_key, d.created_at,
+                   d.last_handshake_at, d.rx_bytes, d.tx_bytes, d.endpoint, d.config_hub_id, d.config_nodes::text AS config_nodes,
+                   d.config_outdated
+            FROM caller CROSS JOIN t
+            LEFT JOIN devices d ON d.tenant_id = $1 AND (caller.role = 'admin' OR d.owner_user_id = $2)
+            ORDER BY d.created_at, d.id
+            """, tenant, user)
+        do {
+            guard let first = rows.first, let role = Mesh_V1_Role(key: try first.decode("caller_role")) else { return nil }
+            let t = try Self.prefixedTenant(first)
+            let who = CallerIdentity(tenant: tenant, user: user, role: role, plan: t.plan, requireSAML: t.requireSAML)
+            var out: [DeviceRecord] = []
+            out.reserveCapacity(rows.count)
+            for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil { out.append(try Self.device(r)) }
+            return (who, t, out)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    /// A tenant read from columns named `t_<column>`.
+    static func prefixedTenant(_ r: Row) throws -> TenantRecord {
+        var t = TenantRecord(id: try r.decode("t_id"), name: try r.decode("t_name"), plan: Mesh_V1_Plan(key: try r.decode("t_plan")) ?? .free,
+                             requireSAML: try r.decode("t_require_saml"), ipv4Prefix: try r.decode("t_ipv4_prefix"),
+                             ipv6Prefix: try r.decode("t_ipv6_prefix"), createdAt: try r.decode("t_created_at"))
+        t.domain = try r.decode("t_domain")
+        t.nodeKeepalive = try r.decode("t_node_keepalive")
+        t.deviceKeepalive = try r.decode("t_device_keepalive")
+        t.deviceMTU = try r.decode("t_device_mtu")
+        t.configMaxNodes = try r.decode("t_config_max_nodes")
+        t.dnsResolvers = try r.decode("t_dns_resolvers")
+        t.hubNodeID = try r.decodeIfPresent("t_hub_node_id", as: UUID.self)?.lowercased ?? ""
+        t.meshEnabled = try r.decode("t_mesh_enabled")
+        t.revision = UInt64(try r.decode("t_revision", as: Int64.self))
+        return t
+    }
+
+    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
+        try await write { tx in
+            guard try tx.execute("UPDATE nodes SET last_seen_at = now() WHERE id = $1 AND tenant_id = $2", node, tenant) == 1 else {
+                throw MeshError.notFound("unknown node")
+            }
+            var devices = 0
+            for p in peers {
+                let prev = try tx.queryFirst("SELECT rx_raw, tx_raw FROM peer_stats WHERE node_id = $1 AND public_key = $2 FOR UPDATE", node, p.publicKey)
+                let lastRx = try prev?.decode("rx_raw", as: Int64.self) ?? 0, lastTx = try prev?.decode("tx_raw", as: Int64.self) ?? 0
+                let rx = Int64(clamping: p.rxBytes), txb = Int64(clamping: p.txBytes)
+                // A raw counter that went down was reset (interface or peer re-created): count from zero.
+                let dRx = rx >= lastRx ? rx - lastRx : rx, dTx = txb >= lastTx ? txb - lastTx : txb
+                let handshake: Date? = p.lastHandshakeMs > 0 ? Date(unixMilliseconds: p.lastHandshakeMs) : nil
+                let endpoint: String? = p.endpoint.isEmpty ? nil : p.endpoint
+                try tx.execute("""
+                    INSERT INTO peer_stats (node_id, public_key, rx_raw, tx_raw, last_handshake_at, endpoint, updated_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, now())
+                    ON CONFLICT (node_id, public_key) DO UPDATE SET rx_raw = $3, tx_raw = $4,
+                      last_handshake_at = coalesce($5, peer_stats.last_handshake_at), endpoint = coalesce($6, peer_stats.endpoint), updated_at = now()
+                    """, node, p.publicKey, rx, txb, handshake, endpoint)
+                devices += try tx.execute("""
+                    UPDATE devices SET rx_bytes = rx_bytes + $3, tx_bytes = tx_bytes + $4,
+                      last_handshake_at = greatest(last_handshake_at, $5), endpoint = coalesce($6, endpoint)
+                    WHERE tenant_id = $1 AND public_key = $2
+                    """, tenant, p.publicKey, dRx, dTx, handshake, endpoint)
+            }
+            return devices
+        }
+    }
+}

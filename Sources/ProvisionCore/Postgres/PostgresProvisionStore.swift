@@ -1,0 +1,329 @@
+import Foundation
+import Logging
+import MeshDomain
+import MeshNet
+import MeshProto
+import MeshStore
+
+/// ProvisionSvc's repositories on PostgreSQL (the `provision` schema, ``ProvisionSchema``).
+///
+/// Every replica is stateless. Anything two replicas could race on is decided inside one
+/// transaction that locks the tenant row (plan cap, per-tenant revision, unique slug, hub) and the
+/// user row (rate limit), so the rules hold exactly however many replicas run.
+public final class PostgresProvisionStore: Sendable {
+    let store: Store
+    let logger: Logger
+
+    public init(store: Store, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    // MARK: Transactions with errors mapped to MeshError
+
+    func write<T: Sendable>(_ body: @escaping @Sendable (borrowing Transaction) throws -> T) async throws(MeshError) -> T {
+        do {
+            return try await store.write(body)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    func read<T: Sendable>(_ body: @escaping @Sendable (borrowing Transaction) throws -> T) async throws(MeshError) -> T {
+        do {
+            return try await store.read(body)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    /// One statement in autocommit mode: one round trip.
+    func query(_ sql: SQL, _ params: (any PGEncodable)?...) async throws(MeshError) -> [Row] {
+        do {
+            return try await store.query(sql: sql, parameters: params)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    /// The one mapping of storage errors to domain errors.
+    func map(_ error: any Error) -> MeshError {
+        switch error {
+        case let e as MeshError: return e
+        case let e as StoreError:
+            switch e {
+            case .connectionLost, .connectFailed, .poolTimeout, .closed, .queryCanceled:
+                logger.error("database unavailable", metadata: ["error": "\(e)"])
+                return .unavailable("database unavailable")
+            default:
+                logger.error("database error", metadata: ["error": "\(e)"])
+                return .internal("internal error")
+            }
+        default:
+            logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return .internal("internal error")
+        }
+    }
+
+    // MARK: Shared pieces
+
+    static let tenantColumns: SQL = """
+        id, name, plan, require_saml, ipv4_prefix, ipv6_prefix, domain, node_keepalive, device_keepalive, device_mtu,
+        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at
+        """
+
+    static func tenant(_ r: Row) throws -> TenantRecord {
+        var t = TenantRecord(id: try r.decode("id"), name: try r.decode("name"), plan: Mesh_V1_Plan(key: try r.decode("plan")) ?? .free,
+                             requireSAML: try r.decode("require_saml"), ipv4Prefix: try r.decode("ipv4_prefix"),
+                             ipv6Prefix: try r.decode("ipv6_prefix"), createdAt: try r.decode("created_at"))
+        t.domain = try r.decode("domain")
+        t.nodeKeepalive = try r.decode("node_keepalive")
+        t.deviceKeepalive = try r.decode("device_keepalive")
+        t.deviceMTU = try r.decode("device_mtu")
+        t.configMaxNodes = try r.decode("config_max_nodes")
+        t.dnsResolvers = try r.decode("dns_resolvers")
+        t.hubNodeID = try r.decodeIfPresent("hub_node_id", as: UUID.self)?.lowercased ?? ""
+        t.meshEnabled = try r.decode("mesh_enabled")
+        t.revision = UInt64(try r.decode("revision", as: Int64.self))
+        return t
+    }
+
+    static let deviceColumns: SQL = """
+        id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
+        rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated
+        """
+
+    static func device(_ r: Row) throws -> DeviceRecord {
+        let nodesJSON: String = try r.decode("config_nodes")
+        let listed = (try? JSONDecoder().decode([PeerCatalog.ListedNode].self, from: Data(nodesJSON.utf8))) ?? []
+        return DeviceRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), owner: try r.decode("owner_user_id"),
+                            label: try r.decode("label"), slug: try r.decode("slug"),
+                            type: Mesh_V1_DeviceType(key: try r.decode("type")) ?? .other, ipv4: try r.decode("ipv4"),
+                            ipv6: try r.decode("ipv6"), publicKey: try r.decode("public_key"), createdAt: try r.decode("created_at"),
+                            lastHandshake: try r.decodeIfPresent("last_handshake_at"), rxBytes: try r.decode("rx_bytes"),
+                            txBytes: try r.decode("tx_bytes"), endpoint: try r.decodeIfPresent("endpoint"),
+                            configHubID: try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "",
+                            configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"))
+    }
+
+    static let nodeColumns: SQL = """
+        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at
+        """
+
+    static func node(_ r: Row) throws -> NodeRecord {
+        NodeRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), name: try r.decode("name"), slug: try r.decode("slug"),
+                   publicKey: try r.decode("public_key"), endpoint: try r.decode("endpoint"), listenPort: try r.decode("listen_port"),
+                   ipv4: try r.decode("ipv4"), ipv6: try r.decode("ipv6"), createdAt: try r.decode("created_at"),
+                   lastSeen: try r.decodeIfPresent("last_seen_at"))
+    }
+
+    static func auditStatement(_ a: AuditEvent) -> Statement {
+        Statement("""
+            INSERT INTO audit_log (tenant_id, actor, action, target_id, request_id, detail) VALUES ($1, $2, $3, $4, $5, $6)
+            """, a.tenant, a.actor, a.action, a.target, a.requestID, a.detail)
+    }
+
+    static func json(_ listed: [PeerCatalog.ListedNode]) -> String {
+        let data = (try? JSONEncoder().encode(listed)) ?? Data("[]".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+// MARK: Tenants
+
+extension PostgresProvisionStore: TenantRepository {
+    public func insertTenant(_ t: TenantRecord, audit: AuditEvent) async throws(MeshError) {
+        let hub: UUID? = UUID(text: t.hubNodeID)
+        try await write { tx in
+            let n = try tx.execute("""
+                INSERT INTO tenants (id, name, plan, require_saml, ipv4_prefix, ipv6_prefix, domain, node_keepalive, device_keepalive,
+                                     device_mtu, config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING
+                """, t.id, t.name, t.plan.key, t.requireSAML, t.ipv4Prefix, t.ipv6Prefix, t.domain, t.nodeKeepalive, t.deviceKeepalive,
+                t.deviceMTU, t.configMaxNodes, t.dnsResolvers, hub, t.meshEnabled)
+            guard n == 1 else { throw MeshError.alreadyExists("tenant \(t.id.lowercased) already exists") }
+            // The first change of every tenant: its settings, so a node starts from a known state.
+            try Outbox.append(tx, tenant: t.id, change: .settings(t.settings))
+            try tx.batch([Self.auditStatement(audit)])
+        }
+    }
+
+    public func tenant(_ id: UUID) async throws(MeshError) -> TenantRecord? {
+        let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1", id)
+        do {
+            return try rows.first.map(Self.tenant)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    public func tenants() async throws(MeshError) -> [TenantRecord] {
+        let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants ORDER BY created_at, id")
+        do {
+            return try rows.map(Self.tenant)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    public func updateTenant(_ id: UUID, _ change: @escaping @Sendable (TenantRecord) throws(MeshError) -> (TenantRecord, AuditEvent)?)
+        async throws(MeshError) -> (tenant: TenantRecord, revision: UInt64?) {
+        try await write { tx in
+            guard let row = try tx.queryFirst("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1 FOR UPDATE", id) else {
+                throw MeshError.notFound("unknown tenant")
+            }
+            let cur = try Self.tenant(row)
+            guard let (t, audit) = try change(cur) else { return (cur, nil) }
+            try tx.execute("""
+                UPDATE tenants SET name = $2, plan = $3, require_saml = $4, domain = $5, node_keepalive = $6, device_keepalive = $7,
+                  device_mtu = $8, config_max_nodes = $9, dns_resolvers = $10, mesh_enabled = $11 WHERE id = $1
+                """, id, t.name, t.plan.key, t.requireSAML, t.domain, t.nodeKeepalive, t.deviceKeepalive, t.deviceMTU, t.configMaxNodes,
+                t.dnsResolvers, t.meshEnabled)
+            var revision: UInt64?
+            var after = t
+            if t.settings != cur.settings {
+                revision = try Outbox.append(tx, tenant: id, change: .settings(t.settings))
+                after.revision = revision!
+            }
+            try tx.batch([Self.auditStatement(audit)])
+            return (after, revision)
+        }
+    }
+}
+
+// MARK: Users
+
+extension PostgresProvisionStore: UserRepository {
+    static func user(_ r: Row) throws -> Mesh_V1_User {
+        var u = Mesh_V1_User()
+        u.id = (try r.decode("id", as: UUID.self)).lowercased
+        u.tenantID = (try r.decode("tenant_id", as: UUID.self)).lowercased
+        u.name = try r.decode("name")
+        u.role = Mesh_V1_Role(key: try r.decode("role")) ?? .unspecified
+        u.createdAtMs = (try r.decode("created_at", as: Date.self)).unixMilliseconds
+        return u
+    }
+
+    public func insertUser(_ u: Mesh_V1_User, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
+        guard let id = UUID(text: u.id), let tenant = UUID(text: u.tenantID) else { throw .invalidArgument(field: "id", message: "id must be a UUID") }
+        return try await write { tx in
+            guard try tx.queryFirst("SELECT 1 AS x FROM tenants WHERE id = $1", tenant) != nil else { throw MeshError.notFound("unknown tenant") }
+            guard let row = try tx.queryFirst("""
+                INSERT INTO users (id, tenant_id, name, role) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING
+                RETURNING id, tenant_id, name, role, created_at
+                """, id, tenant, u.name, u.role.key) else { throw MeshError.alreadyExists("user \(id.lowercased) already exists") }
+            try tx.batch([Self.auditStatement(audit)])
+            return try Self.user(row)
+        }
+    }
+
+    public func user(tenant: UUID, id: UUID) async throws(MeshError) -> Mesh_V1_User? {
+        let rows = try await query("SELECT id, tenant_id, name, role, created_at FROM users WHERE id = $1 AND tenant_id = $2", id, tenant)
+        do {
+            return try rows.first.map(Self.user)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    public func users(tenant: UUID) async throws(MeshError) -> [Mesh_V1_User] {
+        let rows = try await query("SELECT id, tenant_id, name, role, created_at FROM users WHERE tenant_id = $1 ORDER BY created_at, id", tenant)
+        do {
+            return try rows.map(Self.user)
+        } catch {
+            throw map(error)
+        }
+    }
+
+    public func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity? {
+        let rows = try await query("""
+            SELECT u.role, t.plan, t.require_saml FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1 AND u.tenant_id = $2
+            """, user, tenant)
+        guard let r = rows.first, let role = Mesh_V1_Role(key: (try? r.decode("role", as: String.self)) ?? ""),
+              let plan = Mesh_V1_Plan(key: (try? r.decode("plan", as: String.self)) ?? "") else { return nil }
+        return CallerIdentity(tenant: tenant, user: user, role: role, plan: plan, requireSAML: (try? r.decode("require_saml", as: Bool.self)) ?? false)
+    }
+}
+
+// MARK: Audit and license
+
+extension PostgresProvisionStore: AuditRepository {
+    public func audit(tenant: UUID, before: Int64, limit: Int) async throws(MeshError) -> [Mesh_V1_AuditEntry] {
+        let rows = try await query("""
+            SELECT id, tenant_id, actor, action, target_id, request_id, detail, at FROM audit_log
+            WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3
+            """, tenant, before, limit)
+        do {
+            return try rows.map { r in
+                var a = Mesh_V1_AuditEntry()
+                a.id = try r.decode("id")
+                a.tenantID = (try r.decode("tenant_id", as: UUID.self)).lowercased
+                a.actor = try r.decode("actor")
+                a.action = try r.decode("action")
+                a.targetID = try r.decode("target_id")
+                a.requestID = try r.decode("request_id")
+                a.detail = try r.decode("detail")
+                a.atMs = (try r.decode("at", as: Date.self)).unixMilliseconds
+                return a
+            }
+        } catch {
+            throw map(error)
+        }
+    }
+
+    public func license(tenant: UUID) async throws(MeshError) -> (TenantRecord, devices: Int)? {
+        let rows = try await query("""
+            SELECT \(Self.tenantColumns), (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used FROM tenants WHERE id = $1
+            """, tenant)
+        do {
+            guard let r = rows.first else { return nil }
+            return (try Self.tenant(r), try r.decode("used", as: Int.self))
+        } catch {
+            throw map(error)
+        }
+    }
+}
+
+// MARK: Lease tasks
+
+extension PostgresProvisionStore: LeaseTaskRepository {
+    public func holdLease(owner: UUID, tenant: UUID, due: Date) async throws(MeshError) {
+        _ = try await query("""
+            INSERT INTO lease_tasks (owner_id, tenant_id, op, never_published, due_at) VALUES ($1, $2, 'pending', true, $3)
+            ON CONFLICT (owner_id) DO NOTHING
+            """, owner, tenant, due)
+    }
+
+    public func claimLeaseTasks(limit: Int, retryAfter: Duration) async throws(MeshError) -> [LeaseTask] {
+        let rows = try await query("""
+            WITH due AS (
+              SELECT owner_id FROM lease_tasks WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            UPDATE lease_tasks t SET op = 'release', due_at = now() + make_interval(secs => $2)
+            FROM due WHERE t.owner_id = due.owner_id
+            RETURNING t.owner_id, t.tenant_id, t.never_published
+            """, limit, retryAfter.seconds)
+        do {
+            return try rows.map { LeaseTask(owner: try $0.decode("owner_id"), tenant: try $0.decode("tenant_id"),
+                                            neverPublished: try $0.decode("never_published")) }
+        } catch {
+            throw map(error)
+        }
+    }
+
+    public func finishLeaseTask(owner: UUID) async throws(MeshError) {
+        _ = try await query("DELETE FROM lease_tasks WHERE owner_id = $1", owner)
+    }
+
+    /// The statements that record an owner's release, for the transaction that deletes it.
+    static func releaseStatement(owner: UUID, tenant: UUID) -> Statement {
+        Statement("""
+            INSERT INTO lease_tasks (owner_id, tenant_id, op, never_published, due_at) VALUES ($1, $2, 'release', false, now())
+            ON CONFLICT (owner_id) DO UPDATE SET op = 'release', never_published = false, due_at = now()
+            """, owner, tenant)
+    }
+
+    /// The statement that drops an owner's hold as it commits; it must affect exactly one row.
+    static func dropHoldStatement(owner: UUID) -> Statement {
+        Statement("DELETE FROM lease_tasks WHERE owner_id = $1 AND op = 'pending'", owner)
+    }
+}

@@ -1,0 +1,173 @@
+import MeshStore
+
+/// ProvisionSvc's tables, in the PostgreSQL schema `provision`: tenants and their settings, users,
+/// devices, nodes, names, enrollment, the audit log, the rate limit's window, bus revocations, the
+/// change outbox and the lease tasks. No other service reads or writes them (docs/architecture.md).
+public enum ProvisionSchema {
+    public static let schema = ServiceSchema(name: "provision", migrations: [
+        Migration(version: 1, name: "tenancy", sql: """
+            CREATE TABLE tenants (
+              id uuid PRIMARY KEY,
+              name text NOT NULL,
+              plan text NOT NULL CHECK (plan IN ('free', 'pro', 'team', 'enterprise')),
+              require_saml boolean NOT NULL DEFAULT false,
+              -- copied from AllocatorSvc at creation; fixed for the tenant's life
+              ipv4_prefix text NOT NULL,
+              ipv6_prefix text NOT NULL,
+              -- the tenant's settings (TenantDefaults at creation); nodes get them as TenantSettings
+              domain text NOT NULL,
+              node_keepalive int NOT NULL CHECK (node_keepalive BETWEEN 0 AND 65535),
+              device_keepalive int NOT NULL CHECK (device_keepalive BETWEEN 0 AND 65535),
+              device_mtu int NOT NULL CHECK (device_mtu BETWEEN 1280 AND 9000),
+              config_max_nodes int NOT NULL CHECK (config_max_nodes >= 1),
+              dns_resolvers int NOT NULL CHECK (dns_resolvers >= 0),
+              -- the node that carries the tenant prefix for devices and the other nodes (docs/routing.md)
+              hub_node_id uuid,
+              mesh_enabled boolean NOT NULL DEFAULT true,
+              -- the last change revision written (outbox); bumped by exactly one per change
+              revision bigint NOT NULL DEFAULT 0,
+              created_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE TABLE users (
+              id uuid PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              name text NOT NULL,
+              role text NOT NULL CHECK (role IN ('owner', 'admin')),
+              created_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX users_tenant ON users (tenant_id);
+            """),
+        Migration(version: 2, name: "devices and nodes", sql: """
+            -- DNS names are shared by devices and nodes: <slug>.<mesh domain> must be unique per tenant.
+            CREATE TABLE mesh_names (
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              slug text NOT NULL,
+              owner_id uuid NOT NULL,
+              PRIMARY KEY (tenant_id, slug)
+            );
+            CREATE TABLE devices (
+              id uuid PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              owner_user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+              label text NOT NULL,
+              slug text NOT NULL,
+              type text NOT NULL CHECK (type IN ('iphone', 'android', 'laptop', 'other')),
+              public_key text NOT NULL UNIQUE,
+              ipv4 text NOT NULL,
+              ipv6 text NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(),
+              last_handshake_at timestamptz,
+              rx_bytes bigint NOT NULL DEFAULT 0,
+              tx_bytes bigint NOT NULL DEFAULT 0,
+              endpoint text,
+              -- what the device's wg-quick config lists: its hub and every node with the endpoint and
+              -- key it was given (JSON array of PeerCatalog.ListedNode), and, once the mesh moved on,
+              -- why the config is outdated
+              config_hub_id uuid,
+              config_nodes jsonb NOT NULL DEFAULT '[]',
+              config_outdated text,
+              UNIQUE (tenant_id, slug)
+            );
+            CREATE INDEX devices_owner ON devices (tenant_id, owner_user_id);
+            CREATE TABLE nodes (
+              id uuid PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              name text NOT NULL,
+              slug text NOT NULL,
+              public_key text NOT NULL UNIQUE,
+              endpoint text NOT NULL,
+              listen_port int NOT NULL CHECK (listen_port BETWEEN 1 AND 65535),
+              ipv4 text NOT NULL,
+              ipv6 text NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(),
+              last_seen_at timestamptz,
+              UNIQUE (tenant_id, slug)
+            );
+            CREATE INDEX nodes_tenant ON nodes (tenant_id, created_at, id);
+
+            -- Raw counters per (node, peer), so device totals survive counter resets on either side.
+            CREATE TABLE peer_stats (
+              node_id uuid NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+              public_key text NOT NULL,
+              rx_raw bigint NOT NULL DEFAULT 0,
+              tx_raw bigint NOT NULL DEFAULT 0,
+              last_handshake_at timestamptz,
+              endpoint text,
+              updated_at timestamptz NOT NULL DEFAULT now(),
+              PRIMARY KEY (node_id, public_key)
+            );
+
+            -- Node enrollment: a node registers with a token an admin created; only its hash is kept.
+            CREATE TABLE enrollment_tokens (
+              token_hash bytea PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              created_by text NOT NULL,
+              expires_at timestamptz NOT NULL,
+              uses_left int NOT NULL CHECK (uses_left >= 0)
+            );
+            """),
+        Migration(version: 3, name: "outbox, lease tasks, audit, rate limit", sql: """
+            -- The change outbox: one row per change of a tenant's mesh (a mesh.v1.PeersUpdated), written in
+            -- the same transaction as the change and numbered by the tenant's revision. The relay hands
+            -- rows to FanoutSvc over the bus in revision order and marks them delivered.
+            CREATE TABLE outbox (
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              revision bigint NOT NULL,
+              payload bytea NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(),
+              delivered_at timestamptz,
+              PRIMARY KEY (tenant_id, revision)
+            );
+            CREATE INDEX outbox_undelivered ON outbox (tenant_id, revision) WHERE delivered_at IS NULL;
+
+            -- Addresses asked of AllocatorSvc that must go back unless their owner's row commits:
+            -- 'pending' is written before the allocation and deleted by the transaction that commits the
+            -- owner; 'release' is written by the transaction that deletes an owner. The lease keeper sends
+            -- the due ones back (mesh.v1.allocator.release) until AllocatorSvc confirms.
+            CREATE TABLE lease_tasks (
+              owner_id uuid PRIMARY KEY,
+              tenant_id uuid NOT NULL,
+              op text NOT NULL CHECK (op IN ('pending', 'release')),
+              -- true for an allocation whose owner never committed: released without quarantine
+              never_published boolean NOT NULL,
+              due_at timestamptz NOT NULL
+            );
+            CREATE INDEX lease_tasks_due ON lease_tasks (due_at);
+
+            CREATE TABLE audit_log (
+              id bigserial PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              actor text NOT NULL,
+              action text NOT NULL,
+              target_id text NOT NULL DEFAULT '',
+              request_id text NOT NULL DEFAULT '',
+              at timestamptz NOT NULL DEFAULT now(),
+              detail text NOT NULL DEFAULT ''
+            );
+            CREATE INDEX audit_log_tenant ON audit_log (tenant_id, id DESC);
+
+            -- Sliding-window log of device creations per user (rate limit), shared by all replicas.
+            CREATE TABLE provision_events (
+              user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+              at timestamptz NOT NULL
+            );
+            CREATE INDEX provision_events_user ON provision_events (user_id, at);
+            """),
+        Migration(version: 4, name: "bus identities", sql: """
+            -- A node's own NATS user key (made on the node) and when the newest JWT issued for it expires.
+            ALTER TABLE nodes ADD COLUMN bus_public_key text;
+            ALTER TABLE nodes ADD COLUMN bus_jwt_expires_at timestamptz;
+            CREATE UNIQUE INDEX nodes_bus_public_key ON nodes (bus_public_key) WHERE bus_public_key IS NOT NULL;
+
+            -- Revoked node user keys. The mesh account JWT carries them to nats-server, which then
+            -- refuses every JWT issued for the key up to revoked_at. An entry may go once no JWT for
+            -- the key can still be valid (prune_after); NULL keeps it.
+            CREATE TABLE bus_revocations (
+              user_key text PRIMARY KEY,
+              node_id uuid NOT NULL,
+              revoked_at timestamptz NOT NULL DEFAULT now(),
+              prune_after timestamptz
+            );
+            """),
+    ])
+}

@@ -1,0 +1,249 @@
+import Foundation
+import MeshDomain
+import MeshNet
+import MeshProto
+
+/// A tenant as ProvisionSvc keeps it: its plan, its prefixes and its settings.
+public struct TenantRecord: Sendable, Equatable {
+    public var id: UUID
+    public var name: String
+    public var plan: Mesh_V1_Plan
+    public var requireSAML: Bool
+    public var ipv4Prefix: String
+    public var ipv6Prefix: String
+    public var domain: String
+    public var nodeKeepalive: Int
+    public var deviceKeepalive: Int
+    public var deviceMTU: Int
+    public var configMaxNodes: Int
+    public var dnsResolvers: Int
+    /// Empty while the tenant has no node.
+    public var hubNodeID: String
+    public var meshEnabled: Bool
+    /// The last change revision written.
+    public var revision: UInt64
+    public var createdAt: Date
+
+    /// A new tenant with the default settings.
+    public init(id: UUID, name: String, plan: Mesh_V1_Plan, requireSAML: Bool, ipv4Prefix: String, ipv6Prefix: String,
+                createdAt: Date = Date()) {
+        self.id = id
+        self.name = name
+        self.plan = plan
+        self.requireSAML = requireSAML
+        self.ipv4Prefix = ipv4Prefix
+        self.ipv6Prefix = ipv6Prefix
+        domain = TenantDefaults.domain
+        nodeKeepalive = TenantDefaults.nodeKeepalive
+        deviceKeepalive = TenantDefaults.deviceKeepalive
+        deviceMTU = TenantDefaults.deviceMTU
+        configMaxNodes = TenantDefaults.configMaxNodes
+        dnsResolvers = TenantDefaults.dnsResolvers
+        hubNodeID = ""
+        meshEnabled = true
+        revision = 0
+        self.createdAt = createdAt
+    }
+
+    /// What every node of the tenant is told.
+    public var settings: Mesh_V1_TenantSettings {
+        var s = Mesh_V1_TenantSettings()
+        s.domain = domain
+        s.nodeKeepalive = UInt32(nodeKeepalive)
+        s.hubNodeID = hubNodeID
+        s.ipv4Prefix = ipv4Prefix
+        s.ipv6Prefix = ipv6Prefix
+        s.meshEnabled = meshEnabled
+        return s
+    }
+
+    /// The protobuf form.
+    public var proto: Mesh_V1_Tenant {
+        var t = Mesh_V1_Tenant()
+        t.id = id.lowercased
+        t.name = name
+        t.plan = plan
+        t.requireSaml = requireSAML
+        t.revision = revision
+        t.ipv4Prefix = ipv4Prefix
+        t.ipv6Prefix = ipv6Prefix
+        t.createdAtMs = createdAt.unixMilliseconds
+        t.domain = domain
+        t.nodeKeepalive = UInt32(nodeKeepalive)
+        t.deviceKeepalive = UInt32(deviceKeepalive)
+        t.deviceMtu = UInt32(deviceMTU)
+        t.configMaxNodes = UInt32(configMaxNodes)
+        t.dnsResolvers = UInt32(dnsResolvers)
+        t.hubNodeID = hubNodeID
+        t.meshEnabled = meshEnabled
+        return t
+    }
+}
+
+/// The verified identity of a user caller: the user exists in the tenant, with the role stored here
+/// (a token's claim is only a hint), and the tenant's plan and SAML gate.
+public struct CallerIdentity: Sendable, Equatable {
+    public var tenant: UUID
+    public var user: UUID
+    public var role: Mesh_V1_Role
+    public var plan: Mesh_V1_Plan
+    public var requireSAML: Bool
+    /// Authentication methods of the caller's session (from the gateway).
+    public var amr: [String]
+    public var isAdmin: Bool { role == .admin }
+    /// "user:<id>" in the audit log.
+    public var actor: String { "user:\(user.lowercased)" }
+
+    public init(tenant: UUID, user: UUID, role: Mesh_V1_Role, plan: Mesh_V1_Plan, requireSAML: Bool, amr: [String] = []) {
+        self.tenant = tenant
+        self.user = user
+        self.role = role
+        self.plan = plan
+        self.requireSAML = requireSAML
+        self.amr = amr
+    }
+
+    /// The caller may manage a device owned by `owner`: its owner, or an admin of the tenant.
+    public func mayManage(deviceOwnedBy owner: UUID) -> Bool { isAdmin || owner == user }
+}
+
+/// A device as ProvisionSvc keeps it.
+public struct DeviceRecord: Sendable, Equatable {
+    public var id: UUID
+    public var tenant: UUID
+    public var owner: UUID
+    public var label: String
+    public var slug: String
+    public var type: Mesh_V1_DeviceType
+    public var ipv4: String
+    public var ipv6: String
+    public var publicKey: String
+    public var createdAt: Date
+    public var lastHandshake: Date?
+    public var rxBytes: Int64
+    public var txBytes: Int64
+    public var endpoint: String?
+    /// What the device's config lists, and why it is outdated (nil: current).
+    public var configHubID: String
+    public var configNodes: [PeerCatalog.ListedNode]
+    public var configOutdated: String?
+
+    /// The member every node of the tenant is told about.
+    public func member(active: Bool = true) -> Mesh_V1_Member {
+        var m = Mesh_V1_Member()
+        m.id = id.lowercased
+        m.kind = .device
+        m.publicKey = publicKey
+        m.ipv4 = ipv4
+        m.ipv6 = ipv6
+        m.slug = slug
+        m.active = active
+        m.configHubID = configHubID
+        m.configNodeIds = configNodes.map(\.id)
+        m.ownerUserID = owner.lowercased
+        m.deviceType = type
+        m.displayName = label
+        return m
+    }
+
+    /// The protobuf form; `online` says whether the last handshake lies within the online window.
+    public func proto(domain: String, onlineWindow: Duration, now: Date = Date()) -> Mesh_V1_Device {
+        var d = Mesh_V1_Device()
+        d.id = id.lowercased
+        d.tenantID = tenant.lowercased
+        d.ownerUserID = owner.lowercased
+        d.label = label
+        d.slug = slug
+        d.dnsName = MeshName.dnsName(slug: slug, domain: domain)
+        d.type = type
+        d.ipv4 = ipv4
+        d.ipv6 = ipv6
+        d.publicKey = publicKey
+        d.createdAtMs = createdAt.unixMilliseconds
+        d.lastHandshakeAtMs = lastHandshake?.unixMilliseconds ?? 0
+        let window = Double(onlineWindow.components.seconds)
+        d.online = lastHandshake.map { now.timeIntervalSince($0) < window } ?? false
+        d.rxBytes = UInt64(max(0, rxBytes))
+        d.txBytes = UInt64(max(0, txBytes))
+        d.endpoint = endpoint ?? ""
+        d.configHubID = configHubID
+        d.configNodeIds = configNodes.map(\.id)
+        d.configOutdated = configOutdated != nil
+        d.configOutdatedReason = configOutdated ?? ""
+        return d
+    }
+}
+
+/// A node as ProvisionSvc keeps it.
+public struct NodeRecord: Sendable, Equatable {
+    public var id: UUID
+    public var tenant: UUID
+    public var name: String
+    public var slug: String
+    public var publicKey: String
+    public var endpoint: String
+    public var listenPort: Int
+    public var ipv4: String
+    public var ipv6: String
+    public var createdAt: Date
+    public var lastSeen: Date?
+
+    /// The member every node of the tenant is told about.
+    public var member: Mesh_V1_Member {
+        var m = Mesh_V1_Member()
+        m.id = id.lowercased
+        m.kind = .node
+        m.publicKey = publicKey
+        m.ipv4 = ipv4
+        m.ipv6 = ipv6
+        m.slug = slug
+        m.endpoint = endpoint
+        m.listenPort = UInt32(listenPort)
+        m.active = true
+        m.displayName = name
+        return m
+    }
+
+    /// How a device config records this node.
+    public var listed: PeerCatalog.ListedNode {
+        PeerCatalog.ListedNode(id: id.lowercased, name: name, endpoint: endpoint, publicKey: publicKey)
+    }
+
+    /// The protobuf form.
+    public func proto(domain: String, hubID: String) -> Mesh_V1_Node {
+        var n = Mesh_V1_Node()
+        n.id = id.lowercased
+        n.tenantID = tenant.lowercased
+        n.name = name
+        n.slug = slug
+        n.dnsName = MeshName.dnsName(slug: slug, domain: domain)
+        n.publicKey = publicKey
+        n.endpoint = endpoint
+        n.listenPort = UInt32(listenPort)
+        n.ipv4 = ipv4
+        n.ipv6 = ipv6
+        n.createdAtMs = createdAt.unixMilliseconds
+        n.lastSeenAtMs = lastSeen?.unixMilliseconds ?? 0
+        n.hub = id.lowercased == hubID
+        return n
+    }
+}
+
+/// One audit log entry to write.
+public struct AuditEvent: Sendable, Equatable {
+    public var tenant: UUID
+    public var actor: String
+    public var action: String
+    public var target: String
+    public var requestID: String
+    public var detail: String
+
+    public init(tenant: UUID, actor: String, action: String, target: String, requestID: String, detail: String) {
+        self.tenant = tenant
+        self.actor = actor
+        self.action = action
+        self.target = target
+        self.requestID = requestID
+        self.detail = detail
+    }
+}

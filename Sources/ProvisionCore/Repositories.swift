@@ -1,0 +1,153 @@
+import Foundation
+import MeshDomain
+import MeshProto
+
+// The storage ports of ProvisionSvc's services. Each service holds the repository of its concept;
+// `PostgresProvisionStore` implements them all on the `provision` schema and
+// `InMemoryProvisionStore` in memory, for the unit tests of the rules. An operation that must be
+// atomic (check a rule, then write) is one method: it runs the rule, passed in as a pure closure,
+// inside the same transaction (PostgreSQL) or actor turn (memory) as the writes.
+//
+// Every write that changes what nodes see appends its change to the tenant's outbox in the same
+// step, numbered by the tenant's revision; the returned revision is the last one written.
+
+/// Tenants and their settings (TenantService).
+public protocol TenantRepository: Sendable {
+    /// Inserts a tenant; `alreadyExists` when its id is taken.
+    func insertTenant(_ t: TenantRecord, audit: AuditEvent) async throws(MeshError)
+    func tenant(_ id: UUID) async throws(MeshError) -> TenantRecord?
+    func tenants() async throws(MeshError) -> [TenantRecord]
+    /// Locks the tenant, applies `change` (nil from it: nothing to write) and, when the settings every
+    /// node sees changed, appends them to the outbox. Returns the record after and the revision
+    /// written (nil when nothing was published).
+    func updateTenant(_ id: UUID, _ change: @escaping @Sendable (TenantRecord) throws(MeshError) -> (TenantRecord, AuditEvent)?)
+        async throws(MeshError) -> (tenant: TenantRecord, revision: UInt64?)
+}
+
+/// Users (UserService) and the identity of every caller.
+public protocol UserRepository: Sendable {
+    /// Inserts a user; `notFound` for an unknown tenant, `alreadyExists` for a taken id.
+    func insertUser(_ u: Mesh_V1_User, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User
+    func user(tenant: UUID, id: UUID) async throws(MeshError) -> Mesh_V1_User?
+    func users(tenant: UUID) async throws(MeshError) -> [Mesh_V1_User]
+    /// The caller's role with its tenant's plan and SAML gate, in one read; nil for a user the
+    /// tenant does not have.
+    func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity?
+}
+
+/// What a device operation reads and decides with the tenant locked.
+public struct DeviceDraft: Sendable {
+    public var id: UUID
+    public var caller: CallerIdentity
+    public var label: String
+    public var type: Mesh_V1_DeviceType
+    public var publicKey: String
+    public var ipv4: String
+    public var ipv6: String
+    public var slugBase: String
+    /// The rate-limit window to count and record the creation in; nil when the caller is exempt.
+    public var rateWindow: Duration?
+    public var requestID: String
+}
+
+/// A device that was written, with the revision of its change.
+public struct WrittenDevice: Sendable {
+    public var device: DeviceRecord
+    public var tenant: TenantRecord
+    public var config: [PeerCatalog.ConfigPeer]
+    public var revision: UInt64
+}
+
+/// Devices (DeviceService).
+public protocol DeviceRepository: Sendable {
+    /// A cheap, unlocked look at the cap and the rate limit before anything is allocated, with the
+    /// storage's clock (the rate limit's window is measured on it).
+    func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?, now: Date)
+    /// With the tenant (and, for the rate limit, the user) locked: reads the state, lets `decide`
+    /// apply the rules, writes the device, its name, the rate-limit event, the outbox change and the
+    /// audit entry, and drops the lease hold.
+    func createDevice(_ draft: DeviceDraft,
+                      decide: @escaping @Sendable (DeviceCreationState) throws(MeshError) -> DeviceCreationDecision) async throws(MeshError) -> WrittenDevice
+    /// With the tenant locked: the device must exist in the caller's tenant and `authorize` must
+    /// accept it; deletes it (its name and stats too), appends the removal, records the lease
+    /// release and the audit entry.
+    func deleteDevice(_ id: UUID, caller: CallerIdentity, requestID: String,
+                      authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void) async throws(MeshError) -> (DeviceRecord, UInt64)
+    /// With the tenant locked: a new label and the first free slug of `slugBase` (`authorize` first);
+    /// the change is published when the slug changed.
+    func renameDevice(_ id: UUID, caller: CallerIdentity, label: String, slugBase: String, requestID: String,
+                      authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void) async throws(MeshError) -> (DeviceRecord, TenantRecord, UInt64?)
+    /// One device of the caller's tenant.
+    func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord?
+    /// The devices the caller may see (all for an admin, their own otherwise) with the tenant, in
+    /// one read; nil when the caller is not a user of the tenant.
+    func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])?
+    /// Applies a node's handshake report to the per-peer counters and the devices; `notFound` for a
+    /// node the tenant does not have. Returns how many devices changed.
+    func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int
+}
+
+/// A node registration, as the rules see it.
+public struct NodeRegistration: Sendable {
+    public var name: String
+    public var publicKey: String
+    public var endpoint: String
+    public var listenPort: Int
+    public var busKey: String?
+    public var busJWTExpires: Date?
+    public var tokenHash: [UInt8]
+    public var requestID: String
+}
+
+/// Nodes and their enrollment (NodeService).
+public protocol NodeRepository: Sendable {
+    func insertEnrollmentToken(hash: [UInt8], tenant: UUID, createdBy: String, ttl: Duration, uses: Int,
+                               audit: AuditEvent) async throws(MeshError) -> Date
+    /// The tenant a valid token enrolls into, or nil.
+    func enrollmentTenant(tokenHash: [UInt8]) async throws(MeshError) -> UUID?
+    /// The node holding a WireGuard public key, anywhere.
+    func node(publicKey: String) async throws(MeshError) -> NodeRecord?
+    /// The node holding a bus key, and whether the key was revoked.
+    func busKeyHolder(_ key: String) async throws(MeshError) -> (holder: UUID?, revoked: Bool)
+    /// With the tenant locked: spends one use of the token, then inserts the node (with its name and
+    /// addresses, making it the hub if the tenant has none, dropping the lease hold) or, for a known
+    /// node, updates its endpoint, port, name and bus key (revoking an older bus key). Appends the
+    /// changes and marks the device configs the change outdates.
+    func registerNode(id: UUID, tenant: UUID, _ r: NodeRegistration, addresses: (ipv4: String, ipv6: String)?) async throws(MeshError)
+        -> (node: NodeRecord, tenant: TenantRecord, revision: UInt64?, isNew: Bool)
+    /// With the tenant locked: deletes the node, revokes its bus key, picks a new hub if it was the
+    /// hub, marks outdated configs, records the lease release and the audit entry.
+    func deregisterNode(_ id: UUID, tenant: UUID, actor: String, requestID: String) async throws(MeshError) -> (NodeRecord, UInt64)
+    /// The tenant's nodes, oldest first, with the tenant.
+    func nodes(tenant: UUID) async throws(MeshError) -> (TenantRecord, [NodeRecord])?
+}
+
+/// An address release ProvisionSvc owes AllocatorSvc.
+public struct LeaseTask: Sendable, Equatable {
+    public var owner: UUID
+    public var tenant: UUID
+    /// True for an allocation whose owner never committed: no node or config ever saw the addresses.
+    public var neverPublished: Bool
+}
+
+/// The addresses ProvisionSvc asked AllocatorSvc for and must give back (the lease keeper). A hold
+/// is written before an allocation; the transaction that commits the owner drops it, and fails if it
+/// is gone (the keeper took it because it was due), so an address is never both used and released.
+public protocol LeaseTaskRepository: Sendable {
+    /// Records that `owner`'s addresses must be released unless its row commits by `due`.
+    func holdLease(owner: UUID, tenant: UUID, due: Date) async throws(MeshError)
+    /// Claims up to `limit` due tasks (a hold past its due time becomes a release) and makes them due
+    /// again after `retryAfter`, so a keeper that dies leaves them to the next.
+    func claimLeaseTasks(limit: Int, retryAfter: Duration) async throws(MeshError) -> [LeaseTask]
+    /// Forgets a task once AllocatorSvc released the addresses (or the owner's creation failed and
+    /// released them itself).
+    func finishLeaseTask(owner: UUID) async throws(MeshError)
+}
+
+/// The audit log (AuditService).
+public protocol AuditRepository: Sendable {
+    /// Entries of a tenant with id < `before`, newest first, at most `limit`.
+    func audit(tenant: UUID, before: Int64, limit: Int) async throws(MeshError) -> [Mesh_V1_AuditEntry]
+    /// The license feature counts: the tenant's plan, gate and device count.
+    func license(tenant: UUID) async throws(MeshError) -> (TenantRecord, devices: Int)?
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeshStore
+import ServiceKit
+
+/// The database options of a service that has tables.
+public struct StoreOptions: ParsableArguments, Sendable {
+    @Option(name: .customLong("database-url"), help: "PostgreSQL URL (env MESH_DATABASE_URL; password via MESH_DATABASE_PASSWORD[_FILE]).")
+    public var databaseURL: String = Env.string("MESH_DATABASE_URL", "postgresql://mesh@127.0.0.1:5432/mesh")
+
+    @Option(name: .customLong("db-pool-size"), help: "Pooled database connections (env MESH_DB_POOL_SIZE).")
+    public var dbPoolSize: Int = Env.int("MESH_DB_POOL_SIZE", 8)
+
+    public init() {}
+
+    /// The database URL with the password from MESH_DATABASE_PASSWORD[_FILE] added, if set.
+    public func resolvedDatabaseURL() throws -> String {
+        guard let password = try Env.secret("MESH_DATABASE_PASSWORD"), var comps = URLComponents(string: databaseURL) else {
+            return databaseURL
+        }
+        comps.password = password
+        return comps.string ?? databaseURL
+    }
+}
+
+/// Opens a service's own schema: a store whose connections see the service's tables first, with
+/// the schema's migrations applied (waiting, with backoff, up to two minutes for PostgreSQL).
+public enum ServiceStore {
+    public static func open(_ options: StoreOptions, schema: ServiceSchema, applicationName: String, logger: Logger) async throws -> Store {
+        let store = Store(StoreConfiguration(url: try options.resolvedDatabaseURL(), poolSize: options.dbPoolSize,
+                                             applicationName: applicationName, schema: schema.name), logger: logger)
+        try await migrateWithRetry(store, schema: schema, logger: logger)
+        return store
+    }
+
+    /// Applies the schema, waiting (with backoff, up to two minutes) for PostgreSQL to accept connections.
+    public static func migrateWithRetry(_ store: Store, schema: ServiceSchema, logger: Logger) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        var delay = Duration.milliseconds(200)
+        while true {
+            do {
+                try await store.migrate(schema)
+                return
+            } catch let e as StoreError {
+                switch e {
+                case .connectFailed, .connectionLost, .poolTimeout:
+                    if ContinuousClock.now > deadline { throw e }
+                    logger.warning("database not reachable yet; retrying", metadata: ["error": "\(e)"])
+                    try await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
+                default:
+                    throw e
+                }
+            }
+        }
+    }
+}
