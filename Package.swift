@@ -146,7 +146,8 @@ let package = Package(
         // The provisioning rules through ProvisionSvc's services on the in-memory store: no servers.
         tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
         tests("FanoutTests", ["NodeApplierCore", "MeshWireGuard", "MeshKeys", "FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
-        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto"]),
+        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshWireGuard", log]),
+        tests("FaultTests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
         tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
         tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
                                protobuf]),

@@ -37,6 +37,8 @@ run_check() {
 
 run_check "compose" "compose/: docker-compose config and settings" "$py" scripts/check-compose.py
 run_check "browser" "web page in a real browser (scripts/test-browser.sh)" bash scripts/test-browser.sh
+run_check "make-up" "make up under its supervisor, closed bus, every program killed and restarted (scripts/test-up.sh)" \
+  bash scripts/test-up.sh
 run_check "compose-cluster" "compose cluster end to end on a real Docker engine (scripts/test-compose.sh)" \
   timeout --kill-after=30 1200 bash scripts/test-compose.sh
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the kernel-WireGuard tests (MeshWireGuardTests: KernelBackendTests, ParityTests) inside a
-# throw-away VM, because the host kernel has no wireguard module.
+# Runs the kernel-WireGuard tests (MeshWireGuardTests: KernelBackendTests, ParityTests,
+# BackendSelectionTests; MeshE2ETests.KernelNodeApplierTests, the NodeApplier daemon on the module with
+# a control plane inside the VM) inside a throw-away VM, because the host kernel has no wireguard
+# module; then unloads the module and runs MeshE2ETests.WireGuardGoFallbackTests (NodeApplier starts
+# wireguard-go by itself).
 #
 #   scripts/vm-test.sh [--filter REGEX]
 #
@@ -25,8 +28,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 vm="$root/.build-vm"
 log="$vm/console.log"
 filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests|BackendSelectionTests)'
-[ "${1:-}" = "--filter" ] && filter=$2
-timeout_s=${MESH_VM_TIMEOUT:-900}
+# Then, one run each (they start a control plane, and would compete with the others for the VM's
+# two emulated CPUs): the NodeApplier daemon on the module, and, once the module is unloaded, the
+# fallback to wireguard-go. Not with --filter.
+node_filter='MeshE2ETests\.KernelNodeApplierTests'
+fallback_filter='MeshE2ETests\.WireGuardGoFallbackTests'
+[ "${1:-}" = "--filter" ] && filter=$2 && node_filter='' && fallback_filter=''
+timeout_s=${MESH_VM_TIMEOUT:-1100}
 
 fail() { echo "vm-test: FAILED: $*" >&2; exit 1; }
 
@@ -64,7 +72,7 @@ moddir="$kdir/lib/modules/$kver"
 [ -f "$vmlinuz" ] || fail "no kernel image at $vmlinuz"
 
 # 2. Initramfs: busybox plus the modules, in dependency order.
-want=(virtio_pci 9pnet_virtio 9p wireguard veth tun)
+want=(virtio_pci 9pnet_virtio 9p wireguard veth tun bridge)
 declare -A seen=()
 order=()
 resolve() {  # depth-first: dependencies before the module
@@ -109,7 +117,29 @@ cat > "$stage/run-tests" <<EOF
 cd "$root"
 export HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin MESH_WG_REQUIRE_KERNEL=1 NO_COLOR=1
 export MESH_TEST_PREFIX=${MESH_TEST_PREFIX:-}
+# The NodeApplier daemon test needs the control plane: nats-server and PostgreSQL of the VM's own
+# (scripts/infra.sh), and the service executables started by the test, all inside the VM.
+scratch="\${TMPDIR:-/tmp}"
+export MESH_TEST_OUTPUT="\$scratch/test-output"
+if scripts/infra.sh start "\$scratch/infra" > "\$scratch/infra.log" 2>&1; then
+  . "\$scratch/infra/env"; export MESH_REQUIRE_INFRA=1
+else
+  echo "VMTEST-WARN infra.sh could not start nats-server and PostgreSQL:"; cat "\$scratch/infra.log"
+fi
 "$bin" --testing-library swift-testing --filter '$filter'
+rc=\$?
+if [ -n '$node_filter' ]; then
+  "$bin" --testing-library swift-testing --filter '$node_filter' || rc=1
+fi
+# NodeApplier's automatic fallback, end to end: with the module gone, it must start wireguard-go itself.
+if [ -n '$fallback_filter' ]; then
+  if rmmod wireguard; then
+    MESH_WG_REQUIRE_KERNEL=0 MESH_WG_REQUIRE_NO_KERNEL=1 "$bin" --testing-library swift-testing --filter '$fallback_filter' || rc=1
+  else
+    echo "VMTEST-WARN cannot unload the wireguard module for the fallback test"; rc=1
+  fi
+fi
+exit \$rc
 EOF
 
 cat > "$stage/init" <<'EOF'
@@ -183,7 +213,11 @@ exitline=$(grep -a -o "VMTEST-EXIT=[0-9]*" "$log" | tail -1 || true)
 [ -n "$exitline" ] || fail "the tests in the VM did not report (qemu exit $qrc); console in $log"
 rc=${exitline#VMTEST-EXIT=}
 [ "$rc" = 0 ] || fail "kernel WireGuard tests failed in the VM (exit $rc); console in $log"
-ran=$(grep -aoE "Test run with [0-9]+ tests?" "$log" | tail -1 | grep -oE "[0-9]+" || true)
-grep -aqE "Test run with [0-9]+ tests? .*passed" "$log" || fail "no passing test run reported; console in $log"
+# One test run, or three with the node and fallback runs: each must have passed; their tests add up.
+runs=$(grep -acE "Test run with [0-9]+ tests?" "$log" || true)
+passes=$(grep -acE "Test run with [0-9]+ tests? .*passed" "$log" || true)
+ran=$(grep -aoE "Test run with [0-9]+ tests?" "$log" | grep -oE "[0-9]+" | awk '{ s += $1 } END { print s + 0 }')
+[ "${runs:-0}" -gt 0 ] && [ "$passes" = "$runs" ] || fail "no passing test run reported ($passes of ${runs:-0} runs passed); console in $log"
+[ -n "$fallback_filter" ] && [ "$runs" != 3 ] && fail "the node and fallback runs did not both report; console in $log"
 [ -n "$ran" ] && [ "$ran" -gt 0 ] || fail "the test run in the VM ran no test (filter '$filter'); console in $log"
 echo "vm-test: $ran tests passed in the VM ($kver)"

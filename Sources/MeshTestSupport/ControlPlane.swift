@@ -24,12 +24,14 @@ public final class ControlPlane: Sendable {
 
     /// Starts the services: one AllocatorSvc, `replicas` ProvisionSvc and `fanout` FanoutSvc replicas
     /// (0 = none: ProvisionSvc's outbox relay then waits for one, as it would in production). With `secureBus`
-    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS).
+    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS). The database
+    /// is made on the shared test server, or on the one `databaseAdminURL` names.
     public static func start(_ name: String, replicas: Int = 1, fanout: Int = 1, environment: [String: String] = [:],
-                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false) async throws -> ControlPlane {
+                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false,
+                             databaseAdminURL: String? = nil) async throws -> ControlPlane {
         let security = secureBus ? try SecureBus(name: name, host: natsHost, tls: secureTLS) : nil
         let nats = try security?.nats ?? TestNatsServer(name: name, host: natsHost)
-        let db = try await TestDatabase.create(prefix: "prov")
+        let db = try await TestDatabase.create(prefix: "prov", adminURL: databaseAdminURL)
         let bus: BusConnection
         if let security {
             bus = try await security.connect(as: .admin, name: "t-\(name)")

@@ -50,13 +50,14 @@ public final class MeshLab: @unchecked Sendable {
     /// Starts the control plane on a bridge; `secureBus` runs it on the secured bus (per-service and
     /// per-node credentials, TLS), and the nodes enroll with the bootstrap identity.
     public static func start(_ name: String, plan: Mesh_V1_Plan = .enterprise, environment: [String: String] = [:],
-                             secureBus: Bool = false) async throws -> MeshLab {
+                             secureBus: Bool = false, databaseAdminURL: String? = nil) async throws -> MeshLab {
         let octet = Int.random(in: 100...250)
         let subnet = "10.\(octet).\(Int.random(in: 1...250))"
         let bridge = try TestBridge(address: "\(subnet).1/24")
         var env = environment
         env["MESH_RATE_LIMIT"] = env["MESH_RATE_LIMIT"] ?? "0"
-        let cp = try await ControlPlane.start(name, fanout: 1, environment: env, natsHost: bridge.host, secureBus: secureBus, secureTLS: secureBus)
+        let cp = try await ControlPlane.start(name, fanout: 1, environment: env, natsHost: bridge.host, secureBus: secureBus, secureTLS: secureBus,
+                                              databaseAdminURL: databaseAdminURL)
         let tenant = try await cp.tenant(plan)
         let admin = try await cp.user(tenant, .admin)
         return MeshLab(cp: cp, bridge: bridge, tenant: tenant, admin: admin, subnet: subnet, out: TestEnvironment.outputDir("lab-\(name)"), environment: env)
@@ -75,7 +76,7 @@ public final class MeshLab: @unchecked Sendable {
 
     /// Adds a node namespace and starts NodeApplier in it (it registers with a fresh enrollment token).
     @discardableResult
-    public func addNode(_ name: String, environment extra: [String: String] = [:]) async throws -> LabNode {
+    public func addNode(_ name: String, environment extra: [String: String] = [:], timeout: Duration = .seconds(60)) async throws -> LabNode {
         let ns = try NetNamespace(prefix: "n")
         let address = "\(subnet).\(11 + nodes.count)"
         try bridge.attach(ns, "\(address)/24")
@@ -84,13 +85,14 @@ public final class MeshLab: @unchecked Sendable {
         nodes.append(node)
         let token = try await cp.client.createEnrollmentToken(caller: admin)
         try startNodeProcess(node, token: token.token, extra: extra)
-        node.node = try await waitForNode(name)
+        node.node = try await waitForNode(name, timeout: timeout)
         return node
     }
 
-    /// (Re)starts NodeApplier for a node.
+    /// (Re)starts NodeApplier for a node. `extra` overrides any setting (e.g. `MESH_WG_BACKEND`,
+    /// userspace by default).
     public func startNodeProcess(_ node: LabNode, token: String = "", extra: [String: String] = [:]) throws {
-        var env = environment.merging(cp.security?.nodeEnvironment ?? [:]) { _, new in new }.merging(extra) { _, new in new }
+        var env = environment.merging(cp.security?.nodeEnvironment ?? [:]) { _, new in new }
         env["MESH_NATS_URL"] = cp.nats.url
         env["MESH_NODE_NAME"] = node.name
         env["MESH_NODE_STATE_DIR"] = node.stateDir.path
@@ -101,6 +103,7 @@ public final class MeshLab: @unchecked Sendable {
         env["MESH_INSTANCE"] = "node-\(node.name)"
         env["MESH_DNS_PORT"] = env["MESH_DNS_PORT"] ?? "53"
         env["MESH_LOG_LEVEL"] = env["MESH_LOG_LEVEL"] ?? "debug"
+        env.merge(extra) { _, new in new }
         if !token.isEmpty { env["MESH_NODE_ENROLLMENT_TOKEN"] = token }
         node.process = try ManagedProcess(name: "NodeApplier-\(node.name)-\(Nuid.short())", executable: TestEnvironment.which("ip"),
                                           arguments: ["netns", "exec", node.ns.name, TestEnvironment.binDir.appendingPathComponent("NodeApplier").path],

@@ -258,11 +258,15 @@ extension Nuid {
 }
 
 /// A nats-server of a test's own (JetStream off, random port), so that services started by one test
-/// never answer another test's requests. Starting one takes a few milliseconds.
+/// never answer another test's requests. Starting one takes a few milliseconds. It can be killed and
+/// started again on the same port (``kill()``, ``start()``), for outage tests.
 public final class TestNatsServer: Sendable {
     public let url: String
     public let port: Int
-    let process: ManagedProcess
+    let host: String
+    let name: String
+    let extraArguments: [String]
+    private let current: Mutex<ManagedProcess?>
 
     /// Starts the server listening on `host` (a bridge address lets network namespaces reach it).
     public init(name: String = "t", host: String = "127.0.0.1", extraArguments: [String] = []) throws {
@@ -270,13 +274,14 @@ public final class TestNatsServer: Sendable {
         for _ in 0..<5 {
             let port = Int.random(in: 20000...60000)
             do {
-                let p = try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
-                                           arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
-                                           logDir: TestEnvironment.outputDir("nats"))
+                let p = try Self.spawn(name: name, host: host, port: port, extraArguments: extraArguments)
                 if waitListening(host: host, port: port, while: p) {
-                    self.process = p
+                    self.current = Mutex(p)
                     self.port = port
                     self.url = "nats://\(host):\(port)"
+                    self.host = host
+                    self.name = name
+                    self.extraArguments = extraArguments
                     return
                 }
                 lastError = TestSetupError.failed("nats-server did not listen on \(port): \(p.log())")
@@ -287,8 +292,36 @@ public final class TestNatsServer: Sendable {
         throw lastError ?? TestSetupError.failed("nats-server did not start")
     }
 
+    static func spawn(name: String, host: String, port: Int, extraArguments: [String]) throws -> ManagedProcess {
+        try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
+                           arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
+                           logDir: TestEnvironment.outputDir("nats"))
+    }
+
+    var process: ManagedProcess? { current.withLock { $0 } }
+
     /// Stops the server (SIGKILL).
-    public func stop() async { await process.kill9() }
+    public func stop() async { await kill() }
+
+    /// Kills the server (SIGKILL), as a crash would; ``start()`` brings it back on the same port.
+    public func kill() async {
+        if let p = current.withLock({ p -> ManagedProcess? in defer { p = nil }; return p }) { await p.kill9() }
+    }
+
+    /// Starts the server again on the same port and with the same arguments, and waits until it listens.
+    public func start() throws {
+        guard process == nil else { return }
+        let p = try Self.spawn(name: name, host: host, port: port, extraArguments: extraArguments)
+        guard waitListening(host: host, port: port, while: p) else {
+            throw TestSetupError.failed("nats-server did not listen on \(port) again: \(p.log().suffix(2000))")
+        }
+        current.withLock { $0 = p }
+    }
+
+    /// The server's log so far (every start appends to the same file).
+    public func log() -> String {
+        (try? String(contentsOf: TestEnvironment.outputDir("nats").appendingPathComponent("nats-\(name)-\(port).log"), encoding: .utf8)) ?? ""
+    }
 }
 
 /// Whether something accepts TCP connections on host:port now.

@@ -112,9 +112,10 @@ public struct TestDatabase: Sendable {
     public let name: String
     let adminURL: String
 
-    /// Creates a fresh, empty database.
-    public static func create(prefix: String = "t") async throws -> TestDatabase {
-        let admin = try TestEnvironment.requireDatabaseURL()
+    /// Creates a fresh, empty database, on the shared test server or on the one `adminURL` names
+    /// (a ``PrivateInfra``'s, for tests that stop PostgreSQL).
+    public static func create(prefix: String = "t", adminURL: String? = nil) async throws -> TestDatabase {
+        let admin = try adminURL ?? TestEnvironment.requireDatabaseURL()
         let name = "\(prefix)_\(Nuid.next().lowercased())"
         let store = Store(StoreConfiguration(url: admin, poolSize: 1), logger: TestEnvironment.logger("test.db"))
         try await store.executeScript("CREATE DATABASE \(name)")
