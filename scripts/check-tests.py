@@ -9,7 +9,8 @@
     only, so an XCTest case would never run);
   - no suite is switched off (`.disabled`), and no gate is a bare `.enabled(if: ...)` on a tool or
     root check that `make test` could not turn into a failure (gates go through
-    `TestEnvironment.runs(...)`, `hasInfra`, or the VM's kernel requirement).
+    `TestEnvironment.runs(...)`, `hasInfra`, or the VM's kernel requirement), and no test returns
+    early, unnoticed, when it is not root or a tool is missing (`guard getuid() == 0 else { return }`).
 
 Prints each problem with its file and line; exits 1 if there is any.
 """
@@ -47,6 +48,8 @@ for path in sorted((root / "Tests").rglob("*.swift")):
             problems.append(f"{rel}:{n}: a disabled test")
         if re.search(r"#(expect|require)\(.*(ContinuousClock|\bnow\s*-|\.now\(\)\s*-|elapsed|[<>]=?\s*\.(seconds|milliseconds)\()", l):
             problems.append(f"{rel}:{n}: an expectation on elapsed time: {l.strip()}")
+        if re.search(r"guard\b.*(getuid\(\)|isRoot|hasExecutable|fileExists).*else\s*\{\s*return\s*\}", l):
+            problems.append(f"{rel}:{n}: a test that returns early, silently, when something is missing: {l.strip()}")
         m = re.search(r"@Test\((.*)\)", l)
         if m and ".enabled(if:" in m.group(1) and not re.search(r"TestEnvironment\.runs|toolsRun|userspaceRuns|hasInfra", m.group(1)):
             problems.append(f"{rel}:{n}: a test gate make test cannot turn into a failure: {l.strip()}")
