@@ -209,7 +209,7 @@ struct ProvisionTests {
         #expect(uses.contains(0), "the retry spent nothing: the token's one use went to the first attempt")
         let nodes = try await c.store.query("SELECT count(*) AS n FROM nodes WHERE public_key = $1", r.publicKey).first!
         #expect(try nodes.decode("n", as: Int.self) == 1)
-        await c.stop()
+        try await c.stop()
     }
 
     @Test func ownershipRulesForListAndDelete() async throws {
