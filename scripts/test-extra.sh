@@ -12,7 +12,8 @@ out=${MESH_TEST_OUTPUT:-$(pwd)/.test-output}
 mkdir -p "$out"
 
 # run_check GROUP NAME COMMAND...: runs one check, prints its verdict, and records it. A check may
-# print "<group>: N passed, M failed" to report how many tests it holds; otherwise it counts as one.
+# print "<group>: N passed, M failed" (or "$COUNT_LABEL: ...", when set) to report how many tests it
+# holds; otherwise it counts as one.
 run_check() {
   local group=$1 name=$2; shift 2
   local log="$out/$group.log" t0 rc counts passed failed
@@ -20,7 +21,7 @@ run_check() {
   t0=$(date +%s)
   "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  counts=$(grep -oE "^$group: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+  counts=$(grep -oE "^${COUNT_LABEL:-$group}: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
   if [ -n "$counts" ]; then
     passed=$(echo "$counts" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+")
     failed=$(echo "$counts" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")
@@ -39,7 +40,7 @@ run_check "compose" "compose/: docker-compose config and settings" "$py" scripts
 run_check "browser" "web page in a real browser (scripts/test-browser.sh)" bash scripts/test-browser.sh
 run_check "make-up" "make up under its supervisor, closed bus, every program killed and restarted (scripts/test-up.sh)" \
   bash scripts/test-up.sh
-run_check "compose-cluster" "compose cluster end to end on a real Docker engine (scripts/test-compose.sh)" \
+COUNT_LABEL=compose run_check "compose-cluster" "compose cluster end to end on a real Docker engine (scripts/test-compose.sh)" \
   timeout --kill-after=30 1200 bash scripts/test-compose.sh
 
 exit "$status"

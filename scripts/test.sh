@@ -150,8 +150,9 @@ fi
 #    records one summary line per check.
 step "checks outside Swift"
 run_stage "checks outside Swift" "${MESH_TEST_EXTRA_TIMEOUT:-1200}" bash scripts/test-extra.sh || status=1
-grep -q "^compose" "$summary" || { record "compose check" 0 0 1 0 "FAILED: did not run"; status=1; }
-grep -q "^browser" "$summary" || { record "browser test" 0 0 1 0 "FAILED: did not run"; status=1; }
+for group in compose browser make-up compose-cluster; do
+  grep -q "^$group	" "$summary" || { record "$group" 0 0 1 0 "FAILED: did not run"; status=1; }
+done
 
 python3 scripts/test-report.py --print-summary "$summary" --total-seconds "$(elapsed)"
 if [ "$status" != 0 ]; then
