@@ -176,9 +176,9 @@ public enum JSONBody {
         return object
     }
 
-    /// An integer member; nil when absent or null. Booleans and fractions are refused.
+    /// An integer member; nil when absent. `null`, booleans and fractions are refused, naming the field.
     public static func int(_ object: [String: Any], _ key: String) throws(MeshError) -> Int? {
-        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let v = object[key] else { return nil }
         // JSONSerialization gives booleans as an NSNumber subclass; its type tells them from 0 and 1.
         guard let n = v as? NSNumber, !String(describing: type(of: v)).contains("Boolean"), let i = Int(exactly: n.doubleValue) else {
             throw .invalidArgument(field: key, message: "\(key) must be an integer")
