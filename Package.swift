@@ -132,7 +132,7 @@ let package = Package(
         exe("meshctl", ["MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log]),
+        lib("MeshTestSupport", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log, protobuf]),
         // A lab for tests written outside Swift (the browser test): JSON lines on stdout, commands on stdin.
         exe("meshlab", ["MeshTestSupport", "MeshAuth", "MeshBus", "MeshDomain", "MeshProto", jwt]),
         tests("MeshNetTests", ["MeshNet"]),
@@ -146,15 +146,17 @@ let package = Package(
         // The provisioning rules through ProvisionSvc's services on the in-memory store: no servers.
         tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
         tests("FanoutTests", ["NodeApplierCore", "MeshWireGuard", "MeshKeys", "FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
-        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto"]),
+        tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshWireGuard", log]),
+        tests("FaultTests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
         tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
-        tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log]),
-        tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
+        tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
+                               protobuf]),
+        tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", "MeshTestSupport", protobuf]),
         tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "JWTKit", package: "jwt-kit")]),
-        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", log]),
+        tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", "MeshTestSupport", log]),
         tests("BusSecurityTests", ["MeshKeys", "MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "NodeApplierCore",
                                    "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),

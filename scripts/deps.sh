@@ -8,12 +8,14 @@ packages=(
   libnats-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libmnl-dev libqrencode-dev libpq-dev
   # real components the tests and `make up` run
   nats-server postgresql wireguard-go wireguard-tools iproute2 iputils-ping procps psmisc
+  # make up's process supervisor; the firewall the fault tests cut a node off NATS with
+  supervisor nftables
   # QR round trip, DNS, kernel WireGuard under qemu
   zbar-tools librsvg2-bin dnsutils qemu-system-x86 busybox-static kmod cpio
   # the compose cluster (scripts/docker-engine.sh, scripts/compose-images.sh), browser tests, benchmarks
   docker.io docker-compose debootstrap chromium chromium-driver wrk hyperfine dnsperf
-  # misc tools used by scripts
-  curl jq openssl python3-venv
+  # misc tools used by scripts; gcc and pkg-config build the C references in Benchmarks/c
+  curl jq openssl python3-venv gcc pkg-config
 )
 
 missing=()

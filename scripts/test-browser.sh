@@ -30,9 +30,13 @@ if ! version=$(timeout 60 chromium --headless=new --no-sandbox --disable-gpu --v
   fail "chromium does not start: $version"
 fi
 
+# The namespaces and links meshlab makes carry the run's prefix (scripts/test.sh exports it; run
+# alone, this script picks one), and only those are removed at the end.
+export MESH_TEST_PREFIX=${MESH_TEST_PREFIX:-mt$(tr -dc 'a-z0-9' </dev/urandom | head -c 4)}
 infra=""
 cleanup() {
   if [ -n "$infra" ]; then scripts/infra.sh stop "$infra" >/dev/null 2>&1 || true; rm -rf "$infra"; fi
+  scripts/test-cleanup.sh "$MESH_TEST_PREFIX" >/dev/null || true
 }
 trap cleanup EXIT
 if [ -z "${MESH_DATABASE_URL:-}" ] || [ -z "${MESH_NATS_URL:-}" ]; then

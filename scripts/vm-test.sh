@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the kernel-WireGuard tests (MeshWireGuardTests: KernelBackendTests, ParityTests) inside a
-# throw-away VM, because the host kernel has no wireguard module.
+# Runs the kernel-WireGuard tests (MeshWireGuardTests: KernelBackendTests, ParityTests,
+# BackendSelectionTests; MeshE2ETests.KernelNodeApplierTests, the NodeApplier daemon on the module with
+# a control plane inside the VM) inside a throw-away VM, because the host kernel has no wireguard
+# module; then unloads the module and runs MeshE2ETests.WireGuardGoFallbackTests (NodeApplier starts
+# wireguard-go by itself).
 #
 #   scripts/vm-test.sh [--filter REGEX]
 #
@@ -10,21 +13,28 @@
 #   2. Builds a busybox-static initramfs holding only the wireguard, veth, tun and virtio/9p modules
 #      (with their dependencies, resolved from modules.dep).
 #   3. Boots it under qemu-system-x86_64 (TCG, no KVM, -nic none). The VM mounts the host root
-#      read-only over virtio-9p, puts fresh proc/sys/dev/tmp/run on top, chroots into it (so the
+#      read-only over virtio-9p, puts fresh proc/sys/dev/tmp/run on top (a checkout that lives
+#      under /tmp is bound back into the fresh /tmp, so any folder works), chroots into it (so the
 #      Swift runtime, `wg`, `ip` and wireguard-go are the host's) and runs the already-built test
 #      binary with MESH_WG_REQUIRE_KERNEL=1, which turns "no kernel module" into a failure.
 #   4. The console goes to .build-vm/console.log; the exit status comes back as a marker line.
 #
 # Fails loudly (non-zero exit, message on stderr) if anything is missing, the VM does not boot, the
-# tests do not report, or any test fails. It never skips. Build the tests first (swift build --build-tests).
+# tests do not report, no test ran, or any test fails. It never skips. Prints "vm-test: N tests
+# passed" at the end (scripts/test.sh reads it). Build the tests first (swift build --build-tests).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 vm="$root/.build-vm"
 log="$vm/console.log"
-filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests)'
-[ "${1:-}" = "--filter" ] && filter=$2
-timeout_s=${MESH_VM_TIMEOUT:-900}
+filter='MeshWireGuardTests\.(KernelBackendTests|ParityTests|BackendSelectionTests)'
+# Then, one run each (they start a control plane, and would compete with the others for the VM's
+# two emulated CPUs): the NodeApplier daemon on the module, and, once the module is unloaded, the
+# fallback to wireguard-go. Not with --filter.
+node_filter='MeshE2ETests\.KernelNodeApplierTests'
+fallback_filter='MeshE2ETests\.WireGuardGoFallbackTests'
+[ "${1:-}" = "--filter" ] && filter=$2 && node_filter='' && fallback_filter=''
+timeout_s=${MESH_VM_TIMEOUT:-1100}
 
 fail() { echo "vm-test: FAILED: $*" >&2; exit 1; }
 
@@ -62,7 +72,7 @@ moddir="$kdir/lib/modules/$kver"
 [ -f "$vmlinuz" ] || fail "no kernel image at $vmlinuz"
 
 # 2. Initramfs: busybox plus the modules, in dependency order.
-want=(virtio_pci 9pnet_virtio 9p wireguard veth tun)
+want=(virtio_pci 9pnet_virtio 9p wireguard veth tun bridge)
 declare -A seen=()
 order=()
 resolve() {  # depth-first: dependencies before the module
@@ -99,11 +109,37 @@ for p in "${order[@]}"; do
   basename "${p%.xz}" | sed 's/\.zst$//' >> "$stage/modules.order"
 done
 
+# Where the checkout is: the VM's init binds it back when it lives under /tmp (which gets a fresh tmpfs).
+printf '%s\n' "$root" > "$stage/checkout"
+
 # The command the VM runs, chrooted into the host root. Runs the suites with the kernel required.
 cat > "$stage/run-tests" <<EOF
 cd "$root"
 export HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin MESH_WG_REQUIRE_KERNEL=1 NO_COLOR=1
+export MESH_TEST_PREFIX=${MESH_TEST_PREFIX:-}
+# The NodeApplier daemon test needs the control plane: nats-server and PostgreSQL of the VM's own
+# (scripts/infra.sh), and the service executables started by the test, all inside the VM.
+scratch="\${TMPDIR:-/tmp}"
+export MESH_TEST_OUTPUT="\$scratch/test-output"
+if scripts/infra.sh start "\$scratch/infra" > "\$scratch/infra.log" 2>&1; then
+  . "\$scratch/infra/env"; export MESH_REQUIRE_INFRA=1
+else
+  echo "VMTEST-WARN infra.sh could not start nats-server and PostgreSQL:"; cat "\$scratch/infra.log"
+fi
 "$bin" --testing-library swift-testing --filter '$filter'
+rc=\$?
+if [ -n '$node_filter' ]; then
+  "$bin" --testing-library swift-testing --filter '$node_filter' || rc=1
+fi
+# NodeApplier's automatic fallback, end to end: with the module gone, it must start wireguard-go itself.
+if [ -n '$fallback_filter' ]; then
+  if rmmod wireguard; then
+    MESH_WG_REQUIRE_KERNEL=0 MESH_WG_REQUIRE_NO_KERNEL=1 "$bin" --testing-library swift-testing --filter '$fallback_filter' || rc=1
+  else
+    echo "VMTEST-WARN cannot unload the wireguard module for the fallback test"; rc=1
+  fi
+fi
+exit \$rc
 EOF
 
 cat > "$stage/init" <<'EOF'
@@ -125,7 +161,21 @@ mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
+# The host's /tmp stays reachable at /hosttmp; a fresh tmpfs goes over /tmp. A checkout under /tmp
+# (a clone in /tmp/x) would be hidden by it, so it is bound back at its own path.
+mkdir -p /hosttmp
+mount -o bind /host/tmp /hosttmp
 mount -t tmpfs tmpfs /host/tmp
+checkout=$(cat /checkout)
+case "$checkout" in
+  /tmp/*)
+    mkdir -p "/host$checkout"
+    if ! mount -o bind "/hosttmp${checkout#/tmp}" "/host$checkout"; then
+      echo "VMTEST-EXIT=96 (cannot bind the checkout $checkout back under the fresh /tmp)"
+      poweroff -f
+    fi
+    ;;
+esac
 mount -t tmpfs tmpfs /host/run
 mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
 mkdir -p /host/run/netns /host/run/wireguard
@@ -163,5 +213,11 @@ exitline=$(grep -a -o "VMTEST-EXIT=[0-9]*" "$log" | tail -1 || true)
 [ -n "$exitline" ] || fail "the tests in the VM did not report (qemu exit $qrc); console in $log"
 rc=${exitline#VMTEST-EXIT=}
 [ "$rc" = 0 ] || fail "kernel WireGuard tests failed in the VM (exit $rc); console in $log"
-grep -aqE "Test run with [0-9]+ tests? .*passed" "$log" || fail "no passing test run reported; console in $log"
-echo "vm-test: kernel WireGuard tests passed in the VM ($kver)"
+# One test run, or three with the node and fallback runs: each must have passed; their tests add up.
+runs=$(grep -acE "Test run with [0-9]+ tests?" "$log" || true)
+passes=$(grep -acE "Test run with [0-9]+ tests? .*passed" "$log" || true)
+ran=$(grep -aoE "Test run with [0-9]+ tests?" "$log" | grep -oE "[0-9]+" | awk '{ s += $1 } END { print s + 0 }')
+[ "${runs:-0}" -gt 0 ] && [ "$passes" = "$runs" ] || fail "no passing test run reported ($passes of ${runs:-0} runs passed); console in $log"
+[ -n "$fallback_filter" ] && [ "$runs" != 3 ] && fail "the node and fallback runs did not both report; console in $log"
+[ -n "$ran" ] && [ "$ran" -gt 0 ] || fail "the test run in the VM ran no test (filter '$filter'); console in $log"
+echo "vm-test: $ran tests passed in the VM ($kver)"

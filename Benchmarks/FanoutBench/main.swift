@@ -111,7 +111,7 @@ func simulated(nodes count: Int, changes: Int) async throws {
     for a in agents { a.finish() }
     for s in subs { s.unsubscribe() }
     for c in connections { await c.close() }
-    await cp.stop()
+    try await cp.stop()
 }
 
 /// Three real nodes: the peer is present (read from each node's wireguard-go over UAPI) on all.
@@ -157,7 +157,7 @@ func real(changes: Int) async throws {
         gone.append(ms(ContinuousClock.now - replied))
     }
     report("re-issue reply -> old key gone and new key present on all 3 real nodes", gone)
-    await lab.stop()
+    try await lab.stop()
 }
 
 /// FanoutSvc CPU per change at several tenant sizes (utime+stime of the process, from /proc).
@@ -190,7 +190,7 @@ func cpu(sizes: [Int], changes: Int) async throws {
         print(String(format: "FanoutSvc CPU per change, tenant of %d devices: %.0f µs (%d changes, %.2f s CPU)", size, perChange, changes,
                      Double(after - before) / hz))
         sub.unsubscribe()
-        await cp.stop()
+        try await cp.stop()
     }
 }
 
@@ -240,7 +240,7 @@ func online(devices count: Int) async throws {
         }
     }
     report("first handshake -> online in the device list", samples)
-    await lab.stop()
+    try await lab.stop()
 }
 
 extension Sequence where Element: Sendable {

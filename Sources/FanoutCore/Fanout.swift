@@ -49,6 +49,9 @@ public final class Fanout: Sendable {
         self.logger = logger
     }
 
+    /// The highest revision a tenant can reach (revisions are stored as PostgreSQL bigint).
+    static let maxRevision = UInt64(Int64.max)
+
     /// Stores and publishes a tenant's changes (or loads a snapshot).
     public func ingest(_ req: Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse {
         guard let tenant = UUID(text: req.tenantID) else { throw .invalidArgument(field: "tenant_id", message: "tenant_id must be a UUID") }
@@ -58,8 +61,9 @@ public final class Fanout: Sendable {
             guard c.tenantID == req.tenantID || c.tenantID.isEmpty else {
                 throw .invalidArgument(field: "changes", message: "every change must belong to the request's tenant")
             }
-            guard c.revision > 0, i == 0 || c.revision == changes[i - 1].revision + 1 else {
-                throw .invalidArgument(field: "changes", message: "changes must have consecutive revisions above 0")
+            // Revisions are stored as PostgreSQL bigint: one beyond Int64.max is refused, not trapped on.
+            guard c.revision > 0, c.revision <= Self.maxRevision, i == 0 || c.revision == changes[i - 1].revision + 1 else {
+                throw .invalidArgument(field: "changes", message: "changes must have consecutive revisions above 0 (and at most \(Self.maxRevision))")
             }
             guard c.change != nil else { throw .invalidArgument(field: "changes", message: "a change must upsert, remove or set something") }
             if case .upsert(let m) = c.change, UUID(text: m.id) == nil {
@@ -144,6 +148,9 @@ public final class Fanout: Sendable {
     /// member; sync is refused (unavailable) until the last one sets the revision.
     func loadSnapshot(_ req: Mesh_V1_IngestRequest, tenant: UUID) async throws(MeshError) -> Mesh_V1_IngestResponse {
         let members = req.snapshotMembers
+        guard req.snapshotRevision <= Self.maxRevision else {
+            throw .invalidArgument(field: "snapshot_revision", message: "snapshot_revision must be at most \(Self.maxRevision)")
+        }
         guard members.allSatisfy({ UUID(text: $0.id) != nil }) else {
             throw .invalidArgument(field: "snapshot_members", message: "a member id must be a UUID")
         }

@@ -121,6 +121,10 @@ public enum FanoutService {
             },
             .proto("changes", subject: MeshSubjects.changesWildcard) { (r: Mesh_V1_ChangesRequest, raw) in
                 let (t, _) = try scoped(raw.subject, tenant: r.tenantID, node: r.nodeID)
+                // Revisions are PostgreSQL bigints: one beyond Int64.max cannot exist (and is refused, not trapped on).
+                guard r.afterRevision <= UInt64(Int64.max) else {
+                    throw MeshError.invalidArgument(field: "after_revision", message: "after_revision must be at most \(Int64.max)")
+                }
                 return try await directory.changes(tenant: t, after: r.afterRevision, limit: Int(r.limit))
             },
             .proto("revision", subject: MeshSubjects.revisionWildcard) { (r: Mesh_V1_RevisionRequest, raw) in

@@ -110,7 +110,8 @@ public struct GatewayAPI: Sendable {
 
     /// The node a diagnostics route is about: `?node_id=` (admins only) or this gateway's node.
     func targetNode(_ request: Request, caller: Mesh_V1_Caller) throws(MeshError) -> String {
-        if let raw = request.uri.queryParameters["node_id"].map(String.init), !raw.isEmpty {
+        // Present means chosen: an empty node_id is not a UUID either.
+        if let raw = request.uri.queryParameters["node_id"].map(String.init) {
             guard !Self.surelyNotAdmin(caller) else { throw .permissionDenied("only admins may choose node_id") }
             guard let id = UUID(text: raw) else { throw .invalidArgument(field: "node_id", message: "node_id must be a UUID") }
             return id.lowercasedText

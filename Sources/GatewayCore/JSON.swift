@@ -176,9 +176,9 @@ public enum JSONBody {
         return object
     }
 
-    /// An integer member; nil when absent or null. Booleans and fractions are refused.
+    /// An integer member; nil when absent. `null`, booleans and fractions are refused, naming the field.
     public static func int(_ object: [String: Any], _ key: String) throws(MeshError) -> Int? {
-        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let v = object[key] else { return nil }
         // JSONSerialization gives booleans as an NSNumber subclass; its type tells them from 0 and 1.
         guard let n = v as? NSNumber, !String(describing: type(of: v)).contains("Boolean"), let i = Int(exactly: n.doubleValue) else {
             throw .invalidArgument(field: key, message: "\(key) must be an integer")
@@ -186,9 +186,10 @@ public enum JSONBody {
         return i
     }
 
-    /// A string member; nil when absent or null.
+    /// A string member; nil when absent. `null` is not a string: like any other wrong type it is
+    /// refused, naming the field.
     public static func string(_ object: [String: Any], _ key: String) throws(MeshError) -> String? {
-        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let v = object[key] else { return nil }
         guard let s = v as? String else { throw .invalidArgument(field: key, message: "\(key) must be a string") }
         return s
     }

@@ -45,8 +45,8 @@ public enum OpenAPIDocument {
 
     static var requestIDHeader: [String: Any] { [
         "name": "X-Request-Id", "in": "header", "required": false,
-        "description": "A request id to use (letters, digits and ._:-, at most 128); one is generated otherwise. Echoed on every response.",
-        "schema": ["type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"],
+        "description": "A request id to use: kept when it is letters, digits and ._:- (at most 128), replaced by a new UUID otherwise (any value is accepted). Echoed on every response.",
+        "schema": ["type": "string"],
     ] }
 
     /// An operation. `auth`: "user", "admin", "node" or nil (public).

@@ -40,58 +40,46 @@ public final class BusConnection: Sendable {
     /// With `retryOnFailedConnect` (the default) this returns even when no server is reachable yet;
     /// the connection keeps trying in the background and publishes are buffered meanwhile.
     ///
-    /// nats.c gives a connection up for good when the server answers its first CONNECT with an
-    /// authentication error, and nats-server 2.9 with nats.c 3.4 does that now and then for valid
-    /// JWT credentials ("Signature missing" in the server's debug log: 6 of 824 connections over 61
-    /// runs of the security tests, docs/security.md; the next attempt succeeds). So a connection that
-    /// nats.c closes before it was ever connected is made again, up to five times.
+    /// A refusal by the server is final: nats.c closes the connection (or, without
+    /// `retryOnFailedConnect`, this throws). There is one exception, and only that one is tried
+    /// again: libnats before 3.8 cannot send a nonce signature whose first byte is 0, so the
+    /// signature callback holds such a signature back instead of letting nats.c send a CONNECT
+    /// without one (``SignatureEncoding``, docs/security.md "Refused connections"). nats.c 3.4 then
+    /// gives up a first connection, so it is made again here, with a new nonce.
     public static func connect(_ configuration: BusConfiguration, logger: Logger) async throws -> BusConnection {
-        var attempt = 1
-        while true {
+        // Each attempt fails this way with probability 1/256, so eight in a row do not happen.
+        let attempts = 8
+        for attempt in 1...attempts {
+            let context = ConnectionContext(configuration: configuration, logger: logger)
             do {
-                let connection = try await connectOnce(configuration, logger: logger)
-                guard attempt < 5, configuration.retryOnFailedConnect,
-                      await connection.closedBeforeConnecting(within: configuration.connectTimeout) else {
+                let connection = try await connectOnce(configuration, context: context, logger: logger)
+                guard attempt < attempts, context.signaturesRefusedBeforeConnecting > 0, !connection.isConnected else {
+                    if !connection.isConnected {
+                        logger.warning("bus not connected yet; retrying in the background", metadata: ["nats.servers": "\(configuration.servers)"])
+                    }
                     return connection
                 }
                 await connection.close()
-            } catch let error where attempt < 5 && Self.isRefusal(error) {
-                // nats.c reports the refusal of a first CONNECT as the connection being closed, or
-                // as an authentication error when it does not retry failed connects.
+            } catch where attempt < attempts && context.signaturesRefusedBeforeConnecting > 0 {
             }
-            logger.warning("the server refused the connection before it was established; connecting again",
-                           metadata: ["nats.attempt": "\(attempt)"])
-            attempt += 1
-            try await Task.sleep(for: .milliseconds(100 * attempt))
+            logger.debug("nonce signature held back before the first CONNECT; connecting again", metadata: ["nats.attempt": "\(attempt)"])
         }
+        throw BusError.nats(status: -1, text: "every nonce signature was held back", operation: "connect")
     }
 
-    /// Whether `error` is the server refusing the connection (closed during the handshake, or an
-    /// authentication error), as opposed to, say, a malformed URL.
-    static func isRefusal(_ error: any Error) -> Bool {
-        switch error as? BusError {
-        case .closed?: true
-        case .nats(let status, _, _)?:
-            status == Int32(NATS_CONNECTION_AUTH_FAILED.rawValue) || status == Int32(NATS_NOT_PERMITTED.rawValue)
-        default: false
-        }
-    }
+    /// Nonce signatures held back from nats.c in this process so far, because the loaded libnats
+    /// would have sent them as no signature (``SignatureEncoding``; also the metric
+    /// `mesh_bus_nonce_signatures_held_back_total`). For tests and diagnosis.
+    public static var nonceSignaturesHeldBack: Int { SignatureEncoding.heldBack.load(ordering: .relaxed) }
 
-    /// True when nats.c closed the connection before it was ever connected, within `window`;
-    /// false as soon as it is connected, or when it is still trying at the end of the window.
-    func closedBeforeConnecting(within window: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + window
-        while ContinuousClock.now < deadline {
-            if isConnected { return false }
-            if isClosed { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return isClosed
-    }
+    /// Whether the loaded libnats drops a nonce signature whose first byte is 0 (before 3.8.0).
+    public static var libnatsDropsLeadingZeroSignatures: Bool { SignatureEncoding.dropsLeadingZero }
 
-    private static func connectOnce(_ configuration: BusConfiguration, logger: Logger) async throws -> BusConnection {
+    private static func connectOnce(_ configuration: BusConfiguration, context: ConnectionContext, logger: Logger) async throws -> BusConnection {
         BusRuntime.initialise()
-        let context = ConnectionContext(configuration: configuration, logger: logger)
+        if context.credentials != nil {
+            _ = try context.jwtAndSeed()   // a missing or malformed file fails here, with its name
+        }
         var opts: OpaquePointer?
         try check(natsOptions_Create(&opts), "options")
         defer { natsOptions_Destroy(opts) }
@@ -106,7 +94,9 @@ public final class BusConnection: Sendable {
         if configuration.retryOnFailedConnect {
             try check(natsOptions_SetRetryOnFailedConnect(opts, true, onConnected, retained), "retry on failed connect")
         }
-        if case .jwt = configuration.credentials {
+        if context.credentials != nil {
+            // Our own callbacks for `.creds` files too (not natsOptions_SetUserCredentialsFromFiles),
+            // so that every signature goes through ``signatureCallback``.
             try check(natsOptions_SetUserCredentialsCallbacks(opts, userJWTCallback, retained, signatureCallback, retained), "credentials")
         }
 
@@ -133,9 +123,8 @@ public final class BusConnection: Sendable {
         let connection = BusConnection(nc: nc, context: context, mux: mux, configuration: configuration, logger: logger)
         try connection.startMux()
         if natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED {
+            context.noteConnected()
             logger.info("bus connected", metadata: ["nats.server": "\(connection.connectedURL ?? "?")"])
-        } else {
-            logger.warning("bus not connected yet; retrying in the background", metadata: ["nats.servers": "\(configuration.servers)"])
         }
         return connection
     }
@@ -162,14 +151,13 @@ public final class BusConnection: Sendable {
         try check(natsOptions_UseGlobalMessageDelivery(opts, true), "global delivery")
         try check(natsOptions_SetCustomInboxPrefix(opts, c.inboxPrefix), "inbox prefix")
         switch c.credentials {
-        case .credsFile(let path)?:
-            try check(natsOptions_SetUserCredentialsFromFiles(opts, path, nil), "credentials file")
         case .token(let t)?:
             try check(natsOptions_SetToken(opts, t), "token")
         case .userPassword(let u, let p)?:
             try check(natsOptions_SetUserInfo(opts, u, p), "user info")
-        case .jwt, nil:
-            break
+        case .jwt, .credsFile, nil:
+            break   // JWT credentials go through the callbacks set in connectOnce
+
         }
         if let tls = c.tls {
             try check(natsOptions_SetSecure(opts, true), "tls")

@@ -1,6 +1,7 @@
 import CNats
 import Glibc
 import Dispatch
+import Foundation
 import Logging
 import Metrics
 import Synchronization
@@ -18,21 +19,51 @@ final class ConnectionContext: Sendable {
         var closedWaiters: [CheckedContinuation<Void, Never>] = []
     }
     private let state = Mutex(State())
-    /// JWT credentials handed to nats.c's callbacks.
-    let jwt: String?
-    let seed: String?
+    /// Where nats.c's credential callbacks take the user JWT and the nkey seed from: held in
+    /// memory, or a `.creds` file read again at each (re)connect (so a replaced file is used).
+    let credentials: BusCredentials?
+    /// Signatures ``signatureCallback`` held back from nats.c (see ``SignatureEncoding``) while the
+    /// connection had never been connected.
+    private let refusedBeforeConnecting = Atomic<Int>(0)
+    private let everConnected = Atomic<Bool>(false)
 
     init(configuration: BusConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        if case .jwt(let j, let s) = configuration.credentials {
-            jwt = j
-            seed = s
-        } else {
-            jwt = nil
-            seed = nil
+        switch configuration.credentials {
+        case .jwt?, .credsFile?: credentials = configuration.credentials
+        default: credentials = nil
         }
     }
+
+    /// The user JWT and seed, from memory or read from the `.creds` file now.
+    func jwtAndSeed() throws -> (jwt: String, seed: String) {
+        switch credentials {
+        case .jwt(let jwt, let seed)?:
+            return (jwt, seed)
+        case .credsFile(let path)?:
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw BusError.invalidCredentials("cannot read the credentials file \(path)")
+            }
+            guard case .jwt(let jwt, let seed) = try BusCredentials.parseCreds(text) else {
+                throw BusError.invalidCredentials("\(path) holds no user JWT and seed")
+            }
+            return (jwt, seed)
+        default:
+            throw BusError.invalidCredentials("no JWT credentials configured")
+        }
+    }
+
+    func noteRefusedSignature() {
+        SignatureEncoding.heldBack.add(1, ordering: .relaxed)
+        SignatureEncoding.heldBackCounter.increment()
+        if !everConnected.load(ordering: .relaxed) { refusedBeforeConnecting.add(1, ordering: .relaxed) }
+    }
+
+    func noteConnected() { everConnected.store(true, ordering: .relaxed) }
+
+    /// Signatures held back before the connection was ever established.
+    var signaturesRefusedBeforeConnecting: Int { refusedBeforeConnecting.load(ordering: .relaxed) }
 
     func makeEventStream() -> AsyncStream<BusEvent> {
         let (stream, cont) = AsyncStream<BusEvent>.makeStream(bufferingPolicy: .bufferingNewest(64))
@@ -334,6 +365,7 @@ let onDisconnected: natsConnectionHandler = { nc, closure in
 let onReconnected: natsConnectionHandler = { nc, closure in
     guard let closure else { return }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeUnretainedValue()
+    ctx.noteConnected()
     ctx.logger.info("bus reconnected")
     ctx.emit(.reconnected)
 }
@@ -341,6 +373,7 @@ let onReconnected: natsConnectionHandler = { nc, closure in
 let onConnected: natsConnectionHandler = { _, closure in
     guard let closure else { return }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeUnretainedValue()
+    ctx.noteConnected()
     ctx.logger.info("bus connected after retrying")
     ctx.emit(.connected)
 }
@@ -365,17 +398,63 @@ let reconnectDelay: natsCustomReconnectDelayHandler = { _, attempts, closure in
     return ctx.reconnectDelay(attempts: Int(attempts))
 }
 
-let userJWTCallback: natsUserJWTHandler = { jwtOut, _, closure in
+let userJWTCallback: natsUserJWTHandler = { jwtOut, errText, closure in
     guard let closure, let jwtOut else { return NATS_ERR }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeUnretainedValue()
-    guard let jwt = ctx.jwt else { return NATS_ERR }
-    jwtOut.pointee = strdup(jwt)
-    return NATS_OK
+    do {
+        jwtOut.pointee = strdup(try ctx.jwtAndSeed().jwt)
+        return NATS_OK
+    } catch {
+        errText?.pointee = strdup("\(error)")
+        return NATS_ERR
+    }
 }
 
-let signatureCallback: natsSignatureHandler = { _, sigOut, sigLen, nonce, closure in
+/// How nats.c puts the nonce signature into CONNECT.
+///
+/// libnats before 3.8.0 base64-encodes the signature with a function that treats its input as a C
+/// string: a signature whose first byte is 0 (one Ed25519 signature in 256, since the nonce is
+/// random) comes out as no text at all, so nats.c sends a CONNECT without `sig` and nats-server
+/// refuses valid credentials ("Signature missing", Authorization Violation). Fixed upstream in
+/// nats.c 3.8.0 (nats-io/nats.c#705); Debian 12 ships 3.4.1. Reproduced with plain nats.c by
+/// `scripts/repro-nats-signature.sh` (docs/security.md, "Refused connections").
+enum SignatureEncoding {
+    /// True when the loaded libnats drops a signature that starts with a zero byte.
+    static let dropsLeadingZero: Bool = nats_GetVersionNumber() < 0x03_08_00
+    /// Signatures held back in this process so far.
+    static let heldBack = Atomic<Int>(0)
+    static let heldBackCounter = Counter(label: "mesh_bus_nonce_signatures_held_back_total")
+}
+
+/// Signs the server's nonce with the user's seed. A signature the loaded libnats would drop (see
+/// ``SignatureEncoding``) is held back: the callback fails, nats.c sends no CONNECT on that socket,
+/// and the next attempt gets a new nonce, hence a new signature. Nothing reaches the server that it
+/// would refuse, so a refusal by the server always means the credentials are wrong.
+let signatureCallback: natsSignatureHandler = { errText, sigOut, sigLen, nonce, closure in
     guard let closure, let sigOut, let sigLen, let nonce else { return NATS_ERR }
     let ctx = Unmanaged<ConnectionContext>.fromOpaque(closure).takeUnretainedValue()
-    guard let seed = ctx.seed else { return NATS_ERR }
-    return nats_Sign(seed, nonce, sigOut, sigLen)
+    let seed: String
+    do {
+        seed = try ctx.jwtAndSeed().seed
+    } catch {
+        errText?.pointee = strdup("\(error)")
+        return NATS_ERR
+    }
+    var signature: UnsafeMutablePointer<UInt8>?
+    var length: Int32 = 0
+    let s = nats_Sign(seed, nonce, &signature, &length)
+    guard s == NATS_OK, let signature, length > 0 else {
+        free(signature)
+        return s == NATS_OK ? NATS_ERR : s
+    }
+    if SignatureEncoding.dropsLeadingZero && signature[0] == 0 {
+        free(signature)
+        ctx.noteRefusedSignature()
+        ctx.logger.debug("nonce signature starts with a zero byte, which this libnats would drop; connecting again")
+        errText?.pointee = strdup("nonce signature starts with a zero byte, which libnats < 3.8 drops from CONNECT")
+        return NATS_ERR
+    }
+    sigOut.pointee = signature
+    sigLen.pointee = length
+    return NATS_OK
 }

@@ -74,6 +74,82 @@ public enum MeshSubjects {
     public static func nodeState(_ node: String) -> String { "mesh.v1.node.\(node).state" }
     public static func nodePeers(_ node: String) -> String { "mesh.v1.node.\(node).peers" }
     public static func nodeRefresh(_ node: String) -> String { "mesh.v1.node.\(node).refresh" }
+
+    /// Every subject a service answers requests on: the pattern (`*` stands for a tenant or node
+    /// token) and the service that serves it. Tests are driven by this list (the bus fuzzer sends
+    /// bad input to each subject) and compare it with what the running services announce in
+    /// `$SRV.INFO`, so a request subject added to a service must be added here too.
+    public static let served: [ServedSubject] = [
+        ServedSubject(MeshServiceName.allocator, allocatorTenant),
+        ServedSubject(MeshServiceName.allocator, allocatorAllocate),
+        ServedSubject(MeshServiceName.allocator, allocatorRelease),
+        ServedSubject(MeshServiceName.allocator, allocatorLease),
+        ServedSubject(MeshServiceName.allocator, allocatorUsage),
+        ServedSubject(MeshServiceName.provision, tenantCreate),
+        ServedSubject(MeshServiceName.provision, tenantUpdate),
+        ServedSubject(MeshServiceName.provision, tenantGet),
+        ServedSubject(MeshServiceName.provision, tenantList),
+        ServedSubject(MeshServiceName.provision, userCreate),
+        ServedSubject(MeshServiceName.provision, userGet),
+        ServedSubject(MeshServiceName.provision, userList),
+        ServedSubject(MeshServiceName.provision, userInvite),
+        ServedSubject(MeshServiceName.provision, userRole),
+        ServedSubject(MeshServiceName.provision, userDelete),
+        ServedSubject(MeshServiceName.provision, callerIdentify),
+        ServedSubject(MeshServiceName.provision, signInStart),
+        ServedSubject(MeshServiceName.provision, signInFinish),
+        ServedSubject(MeshServiceName.provision, sessionCreate),
+        ServedSubject(MeshServiceName.provision, sessionEnd),
+        ServedSubject(MeshServiceName.provision, tokenCreate),
+        ServedSubject(MeshServiceName.provision, tokenList),
+        ServedSubject(MeshServiceName.provision, tokenRevoke),
+        ServedSubject(MeshServiceName.provision, tokenAuthenticate),
+        ServedSubject(MeshServiceName.provision, deviceCreate),
+        ServedSubject(MeshServiceName.provision, deviceDelete),
+        ServedSubject(MeshServiceName.provision, deviceList),
+        ServedSubject(MeshServiceName.provision, deviceRename),
+        ServedSubject(MeshServiceName.provision, deviceReissue),
+        ServedSubject(MeshServiceName.provision, enrollmentCreate),
+        ServedSubject(MeshServiceName.provision, nodeRegister),
+        ServedSubject(MeshServiceName.provision, nodeDeregister),
+        ServedSubject(MeshServiceName.provision, nodeList),
+        ServedSubject(MeshServiceName.provision, nodeGet),
+        ServedSubject(MeshServiceName.provision, nodeDiagnostics),
+        ServedSubject(MeshServiceName.provision, nodeSetHub),
+        ServedSubject(MeshServiceName.provision, licenseGet),
+        ServedSubject(MeshServiceName.provision, auditList),
+        ServedSubject(MeshServiceName.provision, handshakeReportWildcard),
+        ServedSubject(MeshServiceName.fanout, fanoutIngest),
+        ServedSubject(MeshServiceName.fanout, syncWildcard),
+        ServedSubject(MeshServiceName.fanout, changesWildcard),
+        ServedSubject(MeshServiceName.fanout, revisionWildcard),
+        ServedSubject(MeshServiceName.nodeApplier, nodeState("*")),
+        ServedSubject(MeshServiceName.nodeApplier, nodePeers("*")),
+        ServedSubject(MeshServiceName.nodeApplier, nodeRefresh("*")),
+    ]
+}
+
+/// A request subject (pattern) and the service that answers it (``MeshSubjects/served``).
+public struct ServedSubject: Sendable, Hashable, CustomStringConvertible {
+    /// The service name announced on `$SRV.*` (``MeshServiceName``).
+    public let service: String
+    /// The subject, with `*` for each tenant or node token.
+    public let subject: String
+
+    public init(_ service: String, _ subject: String) {
+        self.service = service
+        self.subject = subject
+    }
+
+    public var description: String { "\(service) \(subject)" }
+
+    /// Whether a concrete subject (or the same pattern) falls under this pattern, token by token.
+    public func matches(_ other: String) -> Bool {
+        let mine = subject.split(separator: ".", omittingEmptySubsequences: false)
+        let theirs = other.split(separator: ".", omittingEmptySubsequences: false)
+        guard mine.count == theirs.count else { return false }
+        return zip(mine, theirs).allSatisfy { $0 == "*" || $0 == $1 }
+    }
 }
 
 /// The service names announced on `$SRV.*`.

@@ -113,8 +113,16 @@ public struct ByteA: PGEncodable, PGDecodable, Hashable {
 /// `2026-11-25 08:50:01.123456+00`; formatting and parsing here avoid Foundation's formatters,
 /// which are not safe to share between threads on every platform.
 extension Date: PGEncodable, PGDecodable {
+    /// The earliest and latest instants written as dates (0001-01-01, and the last second whose
+    /// microseconds fit in an Int64, in the year 294247: both within PostgreSQL's timestamptz);
+    /// anything beyond, NaN included, is written as `-infinity` or `infinity`, PostgreSQL's own
+    /// values for an unbounded time, instead of overflowing here.
+    static let pgRange: ClosedRange<Double> = -62_135_596_800...9_223_372_036_853
+
     public var pgText: String {
-        let micros = Int64((timeIntervalSince1970 * 1_000_000).rounded())
+        let seconds = timeIntervalSince1970
+        guard seconds.isFinite, Self.pgRange.contains(seconds) else { return seconds < 0 ? "-infinity" : "infinity" }
+        let micros = Int64((seconds * 1_000_000).rounded())
         var secs = Int(micros.quotientAndRemainder(dividingBy: 1_000_000).quotient)
         var frac = Int(micros.quotientAndRemainder(dividingBy: 1_000_000).remainder)
         if frac < 0 { frac += 1_000_000; secs -= 1 }

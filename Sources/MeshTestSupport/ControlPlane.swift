@@ -24,12 +24,14 @@ public final class ControlPlane: Sendable {
 
     /// Starts the services: one AllocatorSvc, `replicas` ProvisionSvc and `fanout` FanoutSvc replicas
     /// (0 = none: ProvisionSvc's outbox relay then waits for one, as it would in production). With `secureBus`
-    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS).
+    /// the bus runs the `meshctl bus init` configuration (`secureTLS`: and requires TLS). The database
+    /// is made on the shared test server, or on the one `databaseAdminURL` names.
     public static func start(_ name: String, replicas: Int = 1, fanout: Int = 1, environment: [String: String] = [:],
-                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false) async throws -> ControlPlane {
+                             natsHost: String = "127.0.0.1", secureBus: Bool = false, secureTLS: Bool = false,
+                             databaseAdminURL: String? = nil) async throws -> ControlPlane {
         let security = secureBus ? try SecureBus(name: name, host: natsHost, tls: secureTLS) : nil
         let nats = try security?.nats ?? TestNatsServer(name: name, host: natsHost)
-        let db = try await TestDatabase.create(prefix: "prov")
+        let db = try await TestDatabase.create(prefix: "prov", adminURL: databaseAdminURL)
         let bus: BusConnection
         if let security {
             bus = try await security.connect(as: .admin, name: "t-\(name)")
@@ -61,14 +63,28 @@ public final class ControlPlane: Sendable {
         self.logDir = logDir
     }
 
-    /// Stops every process and removes the database and the nats-server.
-    public func stop() async {
-        for p in processes { await p.terminate() }
+    /// Stops every process and removes the database and the nats-server. Throws when a service
+    /// exited while the test ran (unless the test stopped it) or did not exit 0 on SIGTERM: a crash
+    /// during a test fails that test, even if the other replicas covered for it.
+    public func stop() async throws {
+        let failure: (any Error)?
+        do {
+            try await stopChecked(processes)
+            failure = nil
+        } catch {
+            failure = error
+        }
         await bus.close()
         store.close()
         await db.drop()
         await nats.stop()
         if let security { await security.stop() }
+        if let failure { throw failure }
+    }
+
+    /// Throws ``ProcessFailure`` if any service has exited although the test did not stop it.
+    public func checkAlive() throws {
+        for p in processes { try p.checkAlive() }
     }
 
     /// Creates a tenant on `plan`.

@@ -50,13 +50,14 @@ public final class MeshLab: @unchecked Sendable {
     /// Starts the control plane on a bridge; `secureBus` runs it on the secured bus (per-service and
     /// per-node credentials, TLS), and the nodes enroll with the bootstrap identity.
     public static func start(_ name: String, plan: Mesh_V1_Plan = .enterprise, environment: [String: String] = [:],
-                             secureBus: Bool = false) async throws -> MeshLab {
+                             secureBus: Bool = false, databaseAdminURL: String? = nil) async throws -> MeshLab {
         let octet = Int.random(in: 100...250)
         let subnet = "10.\(octet).\(Int.random(in: 1...250))"
         let bridge = try TestBridge(address: "\(subnet).1/24")
         var env = environment
         env["MESH_RATE_LIMIT"] = env["MESH_RATE_LIMIT"] ?? "0"
-        let cp = try await ControlPlane.start(name, fanout: 1, environment: env, natsHost: bridge.host, secureBus: secureBus, secureTLS: secureBus)
+        let cp = try await ControlPlane.start(name, fanout: 1, environment: env, natsHost: bridge.host, secureBus: secureBus, secureTLS: secureBus,
+                                              databaseAdminURL: databaseAdminURL)
         let tenant = try await cp.tenant(plan)
         let admin = try await cp.user(tenant, .admin)
         return MeshLab(cp: cp, bridge: bridge, tenant: tenant, admin: admin, subnet: subnet, out: TestEnvironment.outputDir("lab-\(name)"), environment: env)
@@ -75,7 +76,7 @@ public final class MeshLab: @unchecked Sendable {
 
     /// Adds a node namespace and starts NodeApplier in it (it registers with a fresh enrollment token).
     @discardableResult
-    public func addNode(_ name: String, environment extra: [String: String] = [:]) async throws -> LabNode {
+    public func addNode(_ name: String, environment extra: [String: String] = [:], timeout: Duration = .seconds(60)) async throws -> LabNode {
         let ns = try NetNamespace(prefix: "n")
         let address = "\(subnet).\(11 + nodes.count)"
         try bridge.attach(ns, "\(address)/24")
@@ -84,13 +85,14 @@ public final class MeshLab: @unchecked Sendable {
         nodes.append(node)
         let token = try await cp.client.createEnrollmentToken(caller: admin)
         try startNodeProcess(node, token: token.token, extra: extra)
-        node.node = try await waitForNode(name)
+        node.node = try await waitForNode(name, timeout: timeout)
         return node
     }
 
-    /// (Re)starts NodeApplier for a node.
+    /// (Re)starts NodeApplier for a node. `extra` overrides any setting (e.g. `MESH_WG_BACKEND`,
+    /// userspace by default).
     public func startNodeProcess(_ node: LabNode, token: String = "", extra: [String: String] = [:]) throws {
-        var env = environment.merging(cp.security?.nodeEnvironment ?? [:]) { _, new in new }.merging(extra) { _, new in new }
+        var env = environment.merging(cp.security?.nodeEnvironment ?? [:]) { _, new in new }
         env["MESH_NATS_URL"] = cp.nats.url
         env["MESH_NODE_NAME"] = node.name
         env["MESH_NODE_STATE_DIR"] = node.stateDir.path
@@ -101,6 +103,7 @@ public final class MeshLab: @unchecked Sendable {
         env["MESH_INSTANCE"] = "node-\(node.name)"
         env["MESH_DNS_PORT"] = env["MESH_DNS_PORT"] ?? "53"
         env["MESH_LOG_LEVEL"] = env["MESH_LOG_LEVEL"] ?? "debug"
+        env.merge(extra) { _, new in new }
         if !token.isEmpty { env["MESH_NODE_ENROLLMENT_TOKEN"] = token }
         node.process = try ManagedProcess(name: "NodeApplier-\(node.name)-\(Nuid.short())", executable: TestEnvironment.which("ip"),
                                           arguments: ["netns", "exec", node.ns.name, TestEnvironment.binDir.appendingPathComponent("NodeApplier").path],
@@ -229,13 +232,17 @@ public final class MeshLab: @unchecked Sendable {
         return byKey
     }
 
-    /// Waits until every node's interface holds exactly the database's peer set; returns how long it took.
+    /// Waits until every node's interface holds exactly the database's peer set; returns how long it
+    /// took. Every node must be running: a node whose NodeApplier has exited (crashed, or stopped and
+    /// not started again) fails the wait at once, with its log, instead of being left out.
     @discardableResult
-    public func waitConverged(timeout: Duration = .seconds(30)) async throws -> Duration {
+    public func waitConverged(timeout: Duration = .seconds(90)) async throws -> Duration {
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
+            try checkNodesRunning()
+            try cp.checkAlive()
             var ok = true
-            for n in nodes where n.process?.isRunning == true {
+            for n in nodes {
                 if try livePeers(n) != (try await expectedPeers(n)) { ok = false; break }
             }
             if ok { return ContinuousClock.now - start }
@@ -246,23 +253,44 @@ public final class MeshLab: @unchecked Sendable {
             let live = (try? livePeers(n)) ?? [], want = (try? await expectedPeers(n)) ?? []
             report += "\(n.name): missing \(want.subtracting(live).count), extra \(live.subtracting(want).count)\n"
         }
-        throw TestSetupError.failed("nodes did not converge:\n\(report)")
+        throw TestSetupError.failed("nodes did not converge within \(timeout):\n\(report)")
     }
 
-    /// Pings `address` from a namespace; true on success.
-    public func ping(from ns: NetNamespace, _ address: String, count: Int = 2) -> Bool {
-        let v6 = address.contains(":")
-        let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
-        return r?.status == 0
-    }
-
-    public func stop() async {
+    /// Throws unless every node's NodeApplier is running.
+    public func checkNodesRunning() throws {
         for n in nodes {
-            if let p = n.process { await p.terminate(timeout: .seconds(5)) }
+            guard let p = n.process else { throw TestSetupError.failed("node \(n.name) has no NodeApplier process") }
+            try p.checkAlive()
+            guard p.isRunning else { throw TestSetupError.failed("node \(n.name): its NodeApplier was stopped and not started again") }
+        }
+    }
+
+    /// Pings `address` from a namespace until a reply comes (true) or `within` passes (false). A
+    /// first packet can be lost while WireGuard handshakes, more so on a busy machine: what is
+    /// checked is that traffic gets through, not how soon.
+    public func ping(from ns: NetNamespace, _ address: String, count: Int = 2, within: Duration = .seconds(30)) -> Bool {
+        let v6 = address.contains(":")
+        let deadline = ContinuousClock.now + within
+        repeat {
+            let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
+            if r?.status == 0 { return true }
+        } while ContinuousClock.now < deadline
+        return false
+    }
+
+    /// Stops everything. Throws when a NodeApplier or a service exited while the test ran (unless
+    /// the test stopped it) or did not exit 0 on SIGTERM.
+    public func stop() async throws {
+        var failures: [String] = []
+        for n in nodes {
+            if let p = n.process {
+                do { try await p.stopChecked(timeout: .seconds(10)) } catch { failures.append("\(error)") }
+            }
             n.ns.destroy()
         }
         for ns in tunnels { ns.destroy() }
-        await cp.stop()
+        do { try await cp.stop() } catch { failures.append("\(error)") }
         bridge.destroy()
+        if !failures.isEmpty { throw TestSetupError.failed(failures.joined(separator: "\n\n")) }
     }
 }

@@ -7,9 +7,9 @@ public final class NetNamespace: @unchecked Sendable {
     public let name: String
     private var destroyed = false
 
-    /// Creates `mq-<prefix>-<random>` with loopback up.
+    /// Creates `<run prefix>-<prefix>-<random>` (``TestNames/namespace(_:)``) with loopback up.
     public init(prefix: String) throws {
-        name = "mq-\(prefix)-\(Nuid.short())"
+        name = TestNames.namespace(prefix)
         try Self.ip(["netns", "add", name])
         try exec(["ip", "link", "set", "lo", "up"])
     }
@@ -31,8 +31,10 @@ public final class NetNamespace: @unchecked Sendable {
     public func startWireGuardGo(_ interface: String) throws {
         try exec(["wireguard-go", interface], environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"])
         let sock = "/var/run/wireguard/\(interface).sock"
-        for _ in 0..<200 where !FileManager.default.fileExists(atPath: sock) { usleep(10_000) }
-        guard FileManager.default.fileExists(atPath: sock) else { throw TestSetupError.failed("wireguard-go did not create \(sock)") }
+        // A generous bound (the machine may be busy), not a speed.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !FileManager.default.fileExists(atPath: sock) && ContinuousClock.now < deadline { usleep(10_000) }
+        guard FileManager.default.fileExists(atPath: sock) else { throw TestSetupError.failed("wireguard-go did not create \(sock) within 60 s") }
     }
 
     /// Kills every process in the namespace and deletes it. A wireguard-go killed this way leaves
@@ -67,8 +69,7 @@ public final class NetNamespace: @unchecked Sendable {
 
     /// Connects two namespaces with a veth pair and gives each end an address (CIDR).
     public static func link(_ a: NetNamespace, _ aAddress: String, _ b: NetNamespace, _ bAddress: String) throws {
-        let id = Nuid.short().prefix(6)
-        let va = "va\(id)", vb = "vb\(id)"
+        let va = TestNames.link("a"), vb = TestNames.link("b")
         try ip(["link", "add", va, "type", "veth", "peer", "name", vb])
         try ip(["link", "set", va, "netns", a.name])
         try ip(["link", "set", vb, "netns", b.name])
@@ -79,10 +80,10 @@ public final class NetNamespace: @unchecked Sendable {
     }
 }
 
-/// A short unique WireGuard interface name (the UAPI socket path is global to the host, so names
-/// must be unique across namespaces too). At most 15 characters.
-public func uniqueInterfaceName(_ prefix: String = "wq") -> String {
-    String((prefix + Nuid.short()).prefix(15))
+/// A unique WireGuard interface name carrying the run's prefix (the UAPI socket path is global to
+/// the host, so names must be unique across namespaces too). At most 15 characters.
+public func uniqueInterfaceName(_ kind: String = "w") -> String {
+    TestNames.link(kind)
 }
 
 /// A Linux bridge in the root namespace that network namespaces plug into, like a switch: the
@@ -94,7 +95,7 @@ public final class TestBridge: @unchecked Sendable {
 
     /// Creates the bridge with `address` (CIDR, e.g. "10.99.0.1/24").
     public init(address: String) throws {
-        name = "mqbr\(Nuid.short().prefix(6))"
+        name = TestNames.link("br")
         self.address = address
         try NetNamespace.ip(["link", "add", name, "type", "bridge"])
         // Pin the bridge's MAC address. Otherwise Linux gives the bridge the lowest MAC of its ports,
@@ -111,8 +112,7 @@ public final class TestBridge: @unchecked Sendable {
 
     /// Plugs `ns` in with `nsAddress` (CIDR).
     public func attach(_ ns: NetNamespace, _ nsAddress: String) throws {
-        let id = Nuid.short().prefix(6)
-        let outside = "vo\(id)", inside = "vi\(id)"
+        let outside = TestNames.link("o"), inside = TestNames.link("i")
         try NetNamespace.ip(["link", "add", outside, "type", "veth", "peer", "name", inside])
         try NetNamespace.ip(["link", "set", inside, "netns", ns.name])
         try NetNamespace.ip(["link", "set", outside, "master", name])

@@ -13,6 +13,9 @@ public final class ManagedProcess: Sendable {
     /// The process id.
     public let pid: Int32
     private let exit = Mutex<Int32?>(nil)
+    /// Set once the test stops the process on purpose (``terminate(timeout:)``, ``kill9()``): from
+    /// then on its exit is expected; before that, any exit is a crash (``checkAlive()``).
+    private let stopRequested = Mutex(false)
 
     /// Starts `executable` with `arguments` and extra `environment`.
     public init(name: String, executable: String, arguments: [String] = [], environment: [String: String] = [:],
@@ -59,10 +62,37 @@ public final class ManagedProcess: Sendable {
         if isRunning { kill(pid, sig) }
     }
 
+    /// Whether the test has stopped the process on purpose.
+    public var wasStopped: Bool { stopRequested.withLock { $0 } }
+
+    /// Declares that the process ends on its own now (ending is what the test checks, e.g. a node
+    /// whose bus access was revoked): its exit no longer counts as a crash.
+    public func expectExit() { stopRequested.withLock { $0 = true } }
+
+    /// Throws ``ProcessFailure`` when the process has exited although nobody stopped it (it crashed
+    /// or gave up), with its exit status and the end of its log.
+    public func checkAlive() throws {
+        guard !isRunning, !wasStopped else { return }
+        throw ProcessFailure(name: name, what: "exited unexpectedly with status \(exitStatus.map(String.init) ?? "?")", log: log())
+    }
+
+    /// Stops the process for good and checks how it ended: it must have been running until now
+    /// (``checkAlive()``) and must exit 0 on SIGTERM within `timeout`.
+    public func stopChecked(timeout: Duration = .seconds(10)) async throws {
+        try checkAlive()
+        guard !wasStopped else { return }
+        let status = await terminate(timeout: timeout)
+        guard status == 0 else {
+            throw ProcessFailure(name: name, what: status.map { "exited with status \($0) on SIGTERM" } ?? "did not exit within \(timeout) of SIGTERM (killed)",
+                                 log: log())
+        }
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit status, or nil if it
     /// had to be killed.
     @discardableResult
     public func terminate(timeout: Duration = .seconds(10)) async -> Int32? {
+        stopRequested.withLock { $0 = true }
         guard isRunning else { return exitStatus }
         signal(SIGTERM)
         let deadline = ContinuousClock.now + timeout
@@ -76,6 +106,7 @@ public final class ManagedProcess: Sendable {
 
     /// SIGKILL, no grace.
     public func kill9() async {
+        stopRequested.withLock { $0 = true }
         signal(SIGKILL)
         while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
     }
@@ -90,6 +121,25 @@ public final class ManagedProcess: Sendable {
             waitpid(pid, &st, 0)
         }
     }
+}
+
+/// A child process of a test that ended the wrong way: it crashed, gave up, or did not stop cleanly.
+public struct ProcessFailure: Error, CustomStringConvertible {
+    public let name: String
+    public let what: String
+    public let log: String
+
+    public var description: String { "\(name) \(what); end of its log:\n\(log.suffix(4000))" }
+}
+
+/// Stops every process with ``ManagedProcess/stopChecked(timeout:)`` (all of them, even after a
+/// failure) and throws the failures together.
+public func stopChecked(_ processes: [ManagedProcess], timeout: Duration = .seconds(10)) async throws {
+    var failures: [String] = []
+    for p in processes {
+        do { try await p.stopChecked(timeout: timeout) } catch { failures.append("\(error)") }
+    }
+    if !failures.isEmpty { throw TestSetupError.failed(failures.joined(separator: "\n\n")) }
 }
 
 /// Runs a command to completion and returns its exit status, its combined output (stderr after
@@ -157,11 +207,22 @@ public final class PrivateInfra: Sendable {
         databaseURL = value("MESH_DATABASE_URL")
     }
 
-    /// Stops nats-server only.
+    /// Stops nats-server only, and returns once it has exited and its port takes no connection (so
+    /// that ``start()`` can bind it again and no client reaches the old server meanwhile).
     public func stopNats() throws {
         let pid = try String(contentsOf: dir.appendingPathComponent("nats.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let port = Int(try String(contentsOf: dir.appendingPathComponent("nats.port"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         _ = try run("/bin/kill", [pid])
-        for _ in 0..<200 where (try? run("/bin/kill", ["-0", pid]).status) == 0 { usleep(20_000) }
+        // `kill -0` succeeds on a zombie that init has not reaped yet: read the process state instead.
+        func exited() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !(exited() && !acceptsConnections(host: "127.0.0.1", port: port)) {
+            guard ContinuousClock.now < deadline else { throw TestSetupError.failed("nats-server \(pid) did not stop within 60 s") }
+            usleep(20_000)
+        }
         try? FileManager.default.removeItem(at: dir.appendingPathComponent("nats.pid"))
     }
 
@@ -197,11 +258,15 @@ extension Nuid {
 }
 
 /// A nats-server of a test's own (JetStream off, random port), so that services started by one test
-/// never answer another test's requests. Starting one takes a few milliseconds.
+/// never answer another test's requests. Starting one takes a few milliseconds. It can be killed and
+/// started again on the same port (``kill()``, ``start()``), for outage tests.
 public final class TestNatsServer: Sendable {
     public let url: String
     public let port: Int
-    let process: ManagedProcess
+    let host: String
+    let name: String
+    let extraArguments: [String]
+    private let current: Mutex<ManagedProcess?>
 
     /// Starts the server listening on `host` (a bridge address lets network namespaces reach it).
     public init(name: String = "t", host: String = "127.0.0.1", extraArguments: [String] = []) throws {
@@ -209,13 +274,14 @@ public final class TestNatsServer: Sendable {
         for _ in 0..<5 {
             let port = Int.random(in: 20000...60000)
             do {
-                let p = try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
-                                           arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
-                                           logDir: TestEnvironment.outputDir("nats"))
+                let p = try Self.spawn(name: name, host: host, port: port, extraArguments: extraArguments)
                 if waitListening(host: host, port: port, while: p) {
-                    self.process = p
+                    self.current = Mutex(p)
                     self.port = port
                     self.url = "nats://\(host):\(port)"
+                    self.host = host
+                    self.name = name
+                    self.extraArguments = extraArguments
                     return
                 }
                 lastError = TestSetupError.failed("nats-server did not listen on \(port): \(p.log())")
@@ -226,25 +292,58 @@ public final class TestNatsServer: Sendable {
         throw lastError ?? TestSetupError.failed("nats-server did not start")
     }
 
+    static func spawn(name: String, host: String, port: Int, extraArguments: [String]) throws -> ManagedProcess {
+        try ManagedProcess(name: "nats-\(name)-\(port)", executable: TestEnvironment.which("nats-server"),
+                           arguments: ["-a", host, "-p", "\(port)"] + extraArguments,
+                           logDir: TestEnvironment.outputDir("nats"))
+    }
+
+    var process: ManagedProcess? { current.withLock { $0 } }
+
     /// Stops the server (SIGKILL).
-    public func stop() async { await process.kill9() }
+    public func stop() async { await kill() }
+
+    /// Kills the server (SIGKILL), as a crash would; ``start()`` brings it back on the same port.
+    public func kill() async {
+        if let p = current.withLock({ p -> ManagedProcess? in defer { p = nil }; return p }) { await p.kill9() }
+    }
+
+    /// Starts the server again on the same port and with the same arguments, and waits until it listens.
+    public func start() throws {
+        guard process == nil else { return }
+        let p = try Self.spawn(name: name, host: host, port: port, extraArguments: extraArguments)
+        guard waitListening(host: host, port: port, while: p) else {
+            throw TestSetupError.failed("nats-server did not listen on \(port) again: \(p.log().suffix(2000))")
+        }
+        current.withLock { $0 = p }
+    }
+
+    /// The server's log so far (every start appends to the same file).
+    public func log() -> String {
+        (try? String(contentsOf: TestEnvironment.outputDir("nats").appendingPathComponent("nats-\(name)-\(port).log"), encoding: .utf8)) ?? ""
+    }
 }
 
-/// Waits (up to 2 s) until something accepts TCP connections on host:port, while `process` runs.
+/// Whether something accepts TCP connections on host:port now.
+func acceptsConnections(host: String, port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr(host)
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}
+
+/// Waits (up to 30 s: a bound, the machine may be busy) until something accepts TCP connections on
+/// host:port, while `process` runs.
 func waitListening(host: String, port: Int, while process: ManagedProcess) -> Bool {
-    for _ in 0..<200 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        if fd >= 0 {
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = in_port_t(UInt16(port).bigEndian)
-            addr.sin_addr.s_addr = inet_addr(host)
-            let ok = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            } == 0
-            close(fd)
-            if ok { return true }
-        }
+    let deadline = ContinuousClock.now + .seconds(30)
+    while ContinuousClock.now < deadline {
+        if acceptsConnections(host: host, port: port) { return true }
         if !process.isRunning { return false }
         usleep(10_000)
     }

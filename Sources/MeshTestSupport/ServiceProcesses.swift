@@ -46,21 +46,49 @@ public enum ServiceProcesses {
 
     /// Everything that answers `$SRV.PING.<service>` (or `$SRV.PING` when nil) within `window`.
     public static func ping(bus: BusConnection, service: String?, window: Duration = .milliseconds(300)) async throws -> [BusService.PingResponse] {
-        let inbox = "_INBOX.ping.\(Nuid.next())"
+        try await discover("PING", as: BusService.PingResponse.self, bus: bus, service: service, window: window)
+    }
+
+    /// Every instance's `$SRV.INFO` (endpoints, their subjects and metadata) within `window`.
+    public static func info(bus: BusConnection, service: String?, window: Duration = .milliseconds(500)) async throws -> [BusService.InfoResponse] {
+        try await discover("INFO", as: BusService.InfoResponse.self, bus: bus, service: service, window: window)
+    }
+
+    /// Every instance's `$SRV.STATS` (per-endpoint request and error counts) within `window`.
+    public static func stats(bus: BusConnection, service: String?, window: Duration = .milliseconds(500)) async throws -> [BusService.StatsResponse] {
+        try await discover("STATS", as: BusService.StatsResponse.self, bus: bus, service: service, window: window)
+    }
+
+    /// How many requests each instance (by its `instance` metadata) served on `endpoint`, once every
+    /// one of `instances` has answered `$SRV.STATS` (asked again until then, up to `timeout`).
+    public static func requestsServed(bus: BusConnection, service: String, endpoint: String, instances: Set<String>,
+                                      timeout: Duration = .seconds(60)) async throws -> [String: Int] {
+        try await waitFor("every instance of \(service) (\(instances.sorted())) answers $SRV.STATS", timeout: timeout, interval: .milliseconds(100)) {
+            var served: [String: Int] = [:]
+            for s in try await stats(bus: bus, service: service) {
+                served[s.metadata["instance"] ?? s.id] = s.endpoints.first { $0.name == endpoint }?.num_requests ?? 0
+            }
+            return instances.isSubset(of: Set(served.keys)) ? served : nil
+        }
+    }
+
+    /// Sends `$SRV.<verb>[.<service>]` and collects the answers that arrive within `window` (a
+    /// discovery request has no single reply: every instance answers).
+    static func discover<R: Decodable & Sendable>(_ verb: String, as: R.Type, bus: BusConnection, service: String?,
+                                                 window: Duration) async throws -> [R] {
+        let inbox = "_INBOX.discover.\(Nuid.next())"
         let sub = try bus.subscribe(inbox)
         try await bus.flush()
-        try bus.publish(service.map { "$SRV.PING.\($0)" } ?? "$SRV.PING", [], reply: inbox)
-        var out: [BusService.PingResponse] = []
+        try bus.publish(service.map { "$SRV.\(verb).\($0)" } ?? "$SRV.\(verb)", [], reply: inbox)
         let collector = Task {
-            var got: [BusService.PingResponse] = []
+            var got: [R] = []
             for await m in sub {
-                if let p = try? JSONDecoder().decode(BusService.PingResponse.self, from: Data(m.payload)) { got.append(p) }
+                if let p = try? JSONDecoder().decode(R.self, from: Data(m.payload)) { got.append(p) }
             }
             return got
         }
         try await Task.sleep(for: window)
         sub.unsubscribe()
-        out = await collector.value
-        return out
+        return await collector.value
     }
 }

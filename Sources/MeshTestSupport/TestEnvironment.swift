@@ -20,6 +20,29 @@ public enum TestEnvironment {
     /// Whether the tests run as root (network namespaces and WireGuard need it).
     public static var isRoot: Bool { getuid() == 0 }
 
+    /// What a suite needs that is missing here: root, the test servers, programs on PATH.
+    public static func missing(root: Bool = false, infra: Bool = false, tools: [String] = []) -> [String] {
+        var out: [String] = []
+        if root && !isRoot { out.append("root (network namespaces, WireGuard)") }
+        if infra && (natsURL == nil || databaseURL == nil) { out.append("nats-server and PostgreSQL (MESH_NATS_URL, MESH_DATABASE_URL)") }
+        for tool in tools where !FileManager.default.isExecutableFile(atPath: which(tool)) { out.append("`\(tool)` on PATH") }
+        return out
+    }
+
+    /// Whether a suite with these needs runs: when nothing is missing, and always under `make test`
+    /// (`MESH_REQUIRE_INFRA=1`), where a missing piece must fail the suite (see ``require(root:infra:tools:)``)
+    /// rather than skip it. Use as `.enabled(if: TestEnvironment.runs(...), "needs ...")`.
+    public static func runs(root: Bool = false, infra: Bool = false, tools: [String] = []) -> Bool {
+        requireInfra || missing(root: root, infra: infra, tools: tools).isEmpty
+    }
+
+    /// Throws a failure naming what is missing. Called from the `init()` of a suite gated with
+    /// ``runs(root:infra:tools:)``, so that under `make test` each of its tests fails with the reason.
+    public static func require(root: Bool = false, infra: Bool = false, tools: [String] = []) throws {
+        let gone = missing(root: root, infra: infra, tools: tools)
+        guard gone.isEmpty else { throw TestSetupError.failed("missing: \(gone.joined(separator: ", ")) (scripts/deps.sh installs the tools; run as root)") }
+    }
+
     /// The repository root, found from this file's path.
     public static let repoRoot: URL = {
         var url = URL(fileURLWithPath: #filePath)
@@ -89,9 +112,10 @@ public struct TestDatabase: Sendable {
     public let name: String
     let adminURL: String
 
-    /// Creates a fresh, empty database.
-    public static func create(prefix: String = "t") async throws -> TestDatabase {
-        let admin = try TestEnvironment.requireDatabaseURL()
+    /// Creates a fresh, empty database, on the shared test server or on the one `adminURL` names
+    /// (a ``PrivateInfra``'s, for tests that stop PostgreSQL).
+    public static func create(prefix: String = "t", adminURL: String? = nil) async throws -> TestDatabase {
+        let admin = try adminURL ?? TestEnvironment.requireDatabaseURL()
         let name = "\(prefix)_\(Nuid.next().lowercased())"
         let store = Store(StoreConfiguration(url: admin, poolSize: 1), logger: TestEnvironment.logger("test.db"))
         try await store.executeScript("CREATE DATABASE \(name)")

@@ -35,6 +35,12 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "wireguard-go binary for the userspace backend (env MESH_WIREGUARD_GO).")
     var wireguardGo: String = Env.string("MESH_WIREGUARD_GO", "wireguard-go")
 
+    @Option(help: "Who runs wireguard-go: managed (NodeApplier starts it) or external (a supervisor does; env MESH_WG_USERSPACE_DAEMON).")
+    var userspaceDaemon: String = Env.string("MESH_WG_USERSPACE_DAEMON", "managed")
+
+    @Option(help: "Seconds between interface checks; a lost interface stops the node with an error (env MESH_NODE_INTERFACE_CHECK_SECONDS).")
+    var interfaceCheckSeconds: Double = Env.seconds("MESH_NODE_INTERFACE_CHECK_SECONDS", 2)
+
     @Option(help: "Interface MTU (env MESH_WG_MTU).")
     var mtu: Int = Env.int("MESH_WG_MTU", 1420)
 
@@ -63,6 +69,8 @@ struct NodeApplier: AsyncParsableCommand {
         guard !interface.isEmpty, interface.utf8.count <= 15 else { throw ValidationError("--interface must be 1 to 15 characters") }
         guard (1...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 1 to 65535") }
         guard BackendChoice(rawValue: backend) != nil else { throw ValidationError("--backend must be auto, kernel or userspace") }
+        guard UserspaceDaemon(rawValue: userspaceDaemon) != nil else { throw ValidationError("--userspace-daemon must be managed or external") }
+        guard interfaceCheckSeconds > 0 else { throw ValidationError("--interface-check-seconds must be positive") }
         guard (1280...9000).contains(mtu) else { throw ValidationError("--mtu must be 1280 to 9000") }
         guard (0...65535).contains(dnsPort) else { throw ValidationError("--dns-port must be 0 to 65535") }
         guard ["forward", "refuse"].contains(dnsOutsideZone) else { throw ValidationError("--dns-outside-zone must be forward or refuse") }
@@ -73,7 +81,8 @@ struct NodeApplier: AsyncParsableCommand {
         if ep.isEmpty { ep = "\(Self.firstAddress() ?? "127.0.0.1"):\(listenPort)" }
         let config = NodeConfiguration(
             name: name, stateDirectory: stateDir, interface: interface, listenPort: UInt16(listenPort), endpoint: ep,
-            backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo, mtu: UInt32(mtu),
+            backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo, userspaceDaemon: UserspaceDaemon(rawValue: userspaceDaemon)!,
+            interfaceCheckInterval: .milliseconds(Int(interfaceCheckSeconds * 1000)), mtu: UInt32(mtu),
             resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
             handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding,
             dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile)

@@ -24,7 +24,11 @@ public enum InterfaceSetup {
                 try await links.createLink(named: iface, kind: "wireguard", mtu: config.mtu)
                 logger.info("created kernel WireGuard link", metadata: ["interface": "\(iface)"])
             }
+        } else if config.userspaceDaemon == .external {
+            try await waitForDaemon(iface, timeout: .seconds(30), logger: logger)
         } else if !(await userspaceDaemonServes(iface, logger: logger)) {
+            // No daemon answers: none runs, or the socket is a dead one's (wireguard-go killed
+            // leaves it behind; it was removed and a new one replaces it).
             // Detached, so the interface outlives this process: a restarted node keeps its peers.
             try await WireGuardGoDaemon.startDetached(interface: iface, executable: config.wireguardGo,
                                                       logLevel: ProcessInfo.processInfo.environment["MESH_WIREGUARD_GO_LOG_LEVEL"] ?? "error")
@@ -68,6 +72,19 @@ public enum InterfaceSetup {
             // Anything else (permissions, a daemon that answers oddly) is for the caller to see.
             return true
         }
+    }
+
+    /// Waits until a wireguard-go run by a supervisor answers on the interface's UAPI socket.
+    static func waitForDaemon(_ iface: String, timeout: Duration, logger: Logger) async throws {
+        let uapi = UAPIBackend(logger: logger)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if uapi.hasSocket(for: iface), (try? await uapi.device(named: iface)) != nil { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw WireGuardError.noBackend(interface: iface, kernel: "not used (backend=userspace)",
+                                       userspace: "no wireguard-go answered on \(uapi.socketPath(for: iface)) within \(timeout) "
+                                           + "(MESH_WG_USERSPACE_DAEMON=external: a supervisor runs it)")
     }
 
     /// The hub forwards device-to-device traffic in and out of the same interface; any node may

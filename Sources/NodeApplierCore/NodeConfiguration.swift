@@ -9,6 +9,14 @@ public enum BackendChoice: String, Sendable, CaseIterable {
     case userspace
 }
 
+/// Who runs wireguard-go for the userspace backend.
+public enum UserspaceDaemon: String, Sendable, CaseIterable {
+    /// NodeApplier starts it (detached, so the interface outlives NodeApplier) when no UAPI socket answers.
+    case managed
+    /// A supervisor runs it (`wireguard-go -f`); NodeApplier waits for its UAPI socket and never starts one.
+    case external
+}
+
 /// NodeApplier's settings.
 public struct NodeConfiguration: Sendable {
     /// The node's name; its DNS name becomes `<slug>.<tenant domain>`.
@@ -23,6 +31,11 @@ public struct NodeConfiguration: Sendable {
     public var backend: BackendChoice
     /// wireguard-go, for the userspace backend.
     public var wireguardGo: String
+    /// Whether NodeApplier starts wireguard-go itself or a supervisor does.
+    public var userspaceDaemon: UserspaceDaemon
+    /// How often the interface is checked; a node whose interface is gone, or was replaced by an
+    /// unconfigured one, stops with an error so that its supervisor starts it again.
+    public var interfaceCheckInterval: Duration
     public var mtu: UInt32
     /// Full resync by diff, whatever happened.
     public var resyncInterval: Duration
@@ -40,7 +53,8 @@ public struct NodeConfiguration: Sendable {
     public var hostsFile: String
 
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
-                endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go", mtu: UInt32 = 1420,
+                endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go",
+                userspaceDaemon: UserspaceDaemon = .managed, interfaceCheckInterval: Duration = .seconds(2), mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
                 handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
                 dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
@@ -51,6 +65,8 @@ public struct NodeConfiguration: Sendable {
         self.endpoint = endpoint
         self.backend = backend
         self.wireguardGo = wireguardGo
+        self.userspaceDaemon = userspaceDaemon
+        self.interfaceCheckInterval = interfaceCheckInterval
         self.mtu = mtu
         self.resyncInterval = resyncInterval
         self.revisionCheckInterval = revisionCheckInterval

@@ -77,7 +77,9 @@ public enum NodeRuntime {
         // The service id is the node id: a node's credentials let it answer discovery under its own id only.
         return ServiceParts(endpoints: control.endpoints(),
                             services: [AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger, reporter: reporter),
-                                       FunctionService { await reporter.run() }] + dns.services(),
+                                       FunctionService { await reporter.run() },
+                                       InterfaceWatch(backend: backend, interface: config.interface, privateKey: privateKey,
+                                                      interval: config.interfaceCheckInterval, logger: logger)] + dns.services(),
                             serviceID: identity.nodeID, metadata: ["node_id": identity.nodeID, "tenant_id": identity.tenantID],
                             onStop: { log.info("node stopped; the interface stays up") })
     }
@@ -186,6 +188,44 @@ struct AgentService: Service {
         }
         agent.finish()
         updates.unsubscribe()
+    }
+}
+
+/// Stops the node with an error when its interface is gone, or was replaced by one without the
+/// node's key (wireguard-go restarted, the link deleted): the supervisor then starts the node again,
+/// and the start sets the interface up again and syncs every peer. Two readings in a row must say
+/// so, so that one failed read is not taken for a lost interface.
+struct InterfaceWatch: Service {
+    let backend: any WireGuardBackend
+    let interface: String
+    let privateKey: String
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        let key = WireGuardKey(base64: privateKey)
+        let lost: String? = await cancelWhenGracefulShutdown { () async -> String? in
+            var misses = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { break }
+                let why: String?
+                do {
+                    let device = try await backend.device(named: interface)
+                    why = device.privateKey == key ? nil : "it no longer holds the node's key"
+                } catch {
+                    why = "it cannot be read: \(error)"
+                }
+                misses = why == nil ? 0 : misses + 1
+                if misses >= 2, let why { return why }
+            }
+            return nil
+        }
+        if let lost {
+            logger.error("the interface was lost; stopping so that the node starts again and sets it up",
+                         metadata: ["interface": "\(interface)", "why": "\(lost)"])
+            throw MeshError.unavailable("interface \(interface) lost: \(lost)")
+        }
     }
 }
 

@@ -359,6 +359,12 @@ public struct DeviceService: Sendable {
         }
         let tenant = try ProvisionValidate.uuid(report.tenantID, field: "tenant_id")
         let node = try ProvisionValidate.uuid(report.nodeID, field: "node_id")
+        // A handshake time is a moment a node saw: after 2000 and not in the future (an hour's grace
+        // for clock skew). Anything else is a broken or hostile report, refused before it is stored.
+        let latest = Date().addingTimeInterval(3600).unixMilliseconds
+        for (i, p) in report.peers.enumerated() where p.lastHandshakeMs != 0 && !(946_684_800_000...latest).contains(p.lastHandshakeMs) {
+            throw .invalidArgument(field: "peers[\(i)].last_handshake_ms", message: "last_handshake_ms must be a time after 2000 and not in the future")
+        }
         let n = try await devices.applyReport(tenant: tenant, node: node, peers: report.peers.filter { !$0.publicKey.isEmpty })
         logger.debug("handshake report applied", metadata: ["node.id": "\(node.lowercased)", "peers": "\(report.peers.count)", "devices": "\(n)"])
     }

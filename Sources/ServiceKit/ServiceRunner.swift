@@ -49,12 +49,15 @@ public enum ServiceRunner {
 extension ServiceEndpoint {
     /// An endpoint that decodes a protobuf request and encodes a protobuf response. Bytes that do
     /// not decode as `Request` get an `invalidArgument` error instead of reaching the handler; any
-    /// thrown ``MeshError`` goes back to the caller as a typed error.
+    /// thrown ``MeshError`` goes back to the caller as a typed error. The endpoint's `$SRV.INFO`
+    /// metadata names both message types (`request`, `response`: protobuf full names).
     public static func proto<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ name: String, subject: String, queueGroup: String? = BusService.defaultQueueGroup, maxConcurrency: Int = 64,
         _ handler: @escaping @Sendable (Request, BusRequest) async throws -> Response
     ) -> ServiceEndpoint {
-        ServiceEndpoint(name: name, subject: subject, queueGroup: queueGroup, maxConcurrency: maxConcurrency) { raw in
+        ServiceEndpoint(name: name, subject: subject, queueGroup: queueGroup,
+                        metadata: ["request": Request.protoMessageName, "response": Response.protoMessageName],
+                        maxConcurrency: maxConcurrency) { raw in
             let request: Request
             do {
                 request = try Request(serializedBytes: raw.payload)

@@ -160,12 +160,15 @@ enum MeshLabTool {
         } catch {
             for g in gateways { await g.terminate(timeout: .seconds(5)) }
             await identityProvider?.stop()
-            await lab.stop()
+            try? await lab.stop()
             throw error
         }
-        for g in gateways { await g.terminate(timeout: .seconds(5)) }
+        // A service, node or gateway that crashed while the test ran fails the run here.
+        var crashed: (any Error)?
+        do { try await stopChecked(gateways) } catch { crashed = error }
         await identityProvider?.stop()
-        await lab.stop()
+        do { try await lab.stop() } catch { crashed = crashed ?? error }
+        if let crashed { throw crashed }
         emit(["ok": true, "event": "stopped"])
     }
 

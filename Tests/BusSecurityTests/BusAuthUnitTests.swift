@@ -9,7 +9,7 @@ import NodeApplierCore
 import Testing
 
 /// nkeys, NATS JWTs, the permission policy and the node's checks of what it receives: no servers needed.
-@Suite struct BusAuthUnitTests {
+@Suite(.timeLimit(.minutes(10))) struct BusAuthUnitTests {
     @Test func nkeysRoundTripAndRejectDamage() throws {
         for kind in NKeyKind.allCases {
             let k = NKeyPair.generate(kind)

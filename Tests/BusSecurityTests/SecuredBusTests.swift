@@ -21,8 +21,8 @@ final class Collector: Sendable {
 
     var received: [BusMessage] { state.withLock { $0 } }
 
-    /// Waits until a message matches, or the timeout passes.
-    func wait(timeout: Duration = .seconds(5), _ match: (BusMessage) -> Bool) async -> Bool {
+    /// Waits until a message matches, or the timeout passes (a bound on a regression, not a speed).
+    func wait(timeout: Duration = .seconds(60), _ match: (BusMessage) -> Bool) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if received.contains(where: match) { return true }
@@ -47,8 +47,9 @@ final class ErrorLog: Sendable {
 
     var all: [String] { errors.withLock { $0 } }
 
-    /// Whether the server reported a permission violation naming `subject` within the timeout.
-    func denied(_ subject: String, timeout: Duration = .seconds(3)) async -> Bool {
+    /// Whether the server reported a permission violation naming `subject` within the timeout (a
+    /// bound on a regression, not a speed).
+    func denied(_ subject: String, timeout: Duration = .seconds(30)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         func seen() -> Bool { all.contains { $0.contains("Permissions Violation") && $0.contains("\"\(subject)\"") } }
         while ContinuousClock.now < deadline {
@@ -82,7 +83,7 @@ struct EnrolledNode {
 /// Every line of the permission matrix (docs/security.md) against a real nats-server running the
 /// `meshctl bus init` configuration with TLS, the real AllocatorSvc, ProvisionSvc and FanoutSvc
 /// with their own credentials, and nodes with the credentials ProvisionSvc signed for them.
-@Suite(.serialized, .enabled(if: TestEnvironment.hasInfra, "needs nats-server and PostgreSQL"))
+@Suite(.timeLimit(.minutes(10)), .serialized, .enabled(if: TestEnvironment.hasInfra, "needs nats-server and PostgreSQL"))
 struct SecuredBusTests {
     static func enroll(_ cp: ControlPlane, admin: Mesh_V1_Caller, name: String, port: Int) async throws -> EnrolledNode {
         let sec = try #require(cp.security)
@@ -121,11 +122,11 @@ struct SecuredBusTests {
             try await matrix(cp, gatewayProcess)
         } catch {
             await gatewayProcess.value.withLock { $0 }?.terminate()
-            await cp.stop()
+            try? await cp.stop()
             throw error
         }
-        await gatewayProcess.value.withLock { $0 }?.terminate()
-        await cp.stop()
+        if let gw = gatewayProcess.value.withLock({ $0 }) { try await gw.stopChecked() }
+        try await cp.stop()
     }
 
     func matrix(_ cp: ControlPlane, _ gatewayProcess: ProcessBox) async throws {
@@ -209,12 +210,9 @@ struct SecuredBusTests {
         stat.lastHandshakeMs = Int64(Date().timeIntervalSince1970 * 1000)
         report.peers = [stat]
         try busA.publish(MeshSubjects.handshakeReport(tenant: t1.id, node: a.id), try report.serializedBytes())
-        var reported = false
-        for _ in 0..<100 where !reported {
-            reported = try await cp.client.listDevices(caller: admin1).first { $0.id == device.device.id }?.rxBytes == 4242
-            if !reported { try await Task.sleep(for: .milliseconds(50)) }
+        try await waitUntil("ProvisionSvc applies the node's report") {
+            try await cp.client.listDevices(caller: admin1).first { $0.id == device.device.id }?.rxBytes == 4242
         }
-        #expect(reported, "ProvisionSvc applied the node's report")
         #expect(errorsA.all.isEmpty, "the legitimate flows raised no permission error: \(errorsA.all)")
 
         // MARK: What a node may not do. Each line: the server reports the violation, and the effect is absent.
@@ -237,7 +235,9 @@ struct SecuredBusTests {
         let forgedBytes: [UInt8] = try forged.serializedBytes()
         try busA.publish(MeshSubjects.peersUpdated(tenant: t1.id), forgedBytes)
         #expect(await errorsA.denied(MeshSubjects.peersUpdated(tenant: t1.id)))
-        try await Task.sleep(for: .milliseconds(300))
+        // The server refused it before reporting the violation; a round trip on B's connection then
+        // delivers anything the server had sent B before.
+        try await busB.flush(timeout: .seconds(30))
         #expect(!updatesB.received.contains { $0.payload == forgedBytes }, "node B received a forged update")
 
         // 3. Serve (or queue-serve) the control plane's subjects: a request to a subject only the node
@@ -289,7 +289,8 @@ struct SecuredBusTests {
         }
         let bSync = try await FanoutClient(bus: busB).sync(tenantID: t1.id, nodeID: b.id)
         #expect(bSync.members.contains { $0.id == b.id })
-        try await Task.sleep(for: .milliseconds(200))
+        // B has its reply; a round trip on A's connection delivers anything the server sent A before.
+        try await busA.flush(timeout: .seconds(30))
         for (s, spy) in inboxSpies { #expect(spy.received.isEmpty, "\(s) read \(spy.received.map(\.subject))") }
 
         // 6. Report for another node, or answer another node's control subjects.
@@ -319,14 +320,13 @@ struct SecuredBusTests {
         let provisionErrors = ErrorLog(provisionBus)
         // The permission check needs a live connection: wait for it (a first attempt can fail and
         // be retried in the background), so a slow connect is not mistaken for a missing denial.
-        for _ in 0..<200 where !provisionBus.isConnected { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(provisionBus.isConnected, "the provision identity could not connect: \(provisionErrors.all)")
+        try await waitUntil("the provision identity connects (errors: \(provisionErrors.all))") { provisionBus.isConnected }
         try provisionBus.publish(MeshSubjects.peersUpdated(tenant: t1.id), forgedBytes)
         #expect(await provisionErrors.denied(MeshSubjects.peersUpdated(tenant: t1.id)))
         let adminErrors = ErrorLog(cp.bus)
         try cp.bus.publish(MeshSubjects.peersUpdated(tenant: t1.id), forgedBytes)
         #expect(await adminErrors.denied(MeshSubjects.peersUpdated(tenant: t1.id)))
-        try await Task.sleep(for: .milliseconds(200))
+        try await busB.flush(timeout: .seconds(30))
         #expect(!updatesB.received.contains { $0.payload == forgedBytes })
         await provisionBus.close()
 
@@ -354,13 +354,11 @@ struct SecuredBusTests {
         let gw = try ManagedProcess(name: "Gateway-tls-\(Nuid.short())", executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
                                     environment: env, logDir: cp.logDir)
         gatewayProcess.value.withLock { $0 = gw }
-        var ready = ""
-        for _ in 0..<150 where !ready.contains("\"ready\"") {
-            ready = try run("curl", ["-sS", "--max-time", "2", "--cacert", certs.appendingPathComponent("ca.pem").path,
-                                     "https://127.0.0.1:\(port)/readyz"]).stdout
-            if !ready.contains("\"ready\"") { try await Task.sleep(for: .milliseconds(100)) }
+        try await waitUntil("the gateway is ready over HTTPS", interval: .milliseconds(100)) {
+            try gw.checkAlive()
+            return try run("curl", ["-sS", "--max-time", "5", "--cacert", certs.appendingPathComponent("ca.pem").path,
+                                    "https://127.0.0.1:\(port)/readyz"]).stdout.contains("\"ready\"")
         }
-        #expect(ready.contains("\"ready\""), "readyz over HTTPS: \(ready)\n\(gw.log().suffix(2000))")
         let cleartext = try run("curl", ["-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
         #expect(cleartext.stdout != "200", "plain HTTP must not be served: \(cleartext.output)")
         let untrusted = try run("curl", ["-sS", "--max-time", "2", "https://127.0.0.1:\(port)/healthz"])
@@ -375,16 +373,10 @@ struct SecuredBusTests {
         let start = ContinuousClock.now
         _ = try await cp.client.deregisterNode(caller: admin1, nodeID: a.id)
         let answeredAt = ContinuousClock.now
-        let cutAt = try await withThrowingTaskGroup(of: ContinuousClock.Instant?.self) { group in
-            group.addTask { await cut.value }
-            group.addTask { try await Task.sleep(for: .seconds(10)); return nil }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            cut.cancel()
-            return first
-        }
-        let cutAfter = try #require(cutAt, "node A was still connected 10 s after its removal") - start
-        #expect(cutAfter < .seconds(5))
+        // It happens (how fast is a figure: scripts/bench-latency.sh, docs/benchmarks.md).
+        let cutAt = try await withDeadline(.seconds(60), "node A is disconnected after its removal") { await cut.value }
+        cut.cancel()
+        let cutAfter = try #require(cutAt, "node A's event stream ended without a disconnect") - start
         Self.figure("revocation: deregister request to node disconnected \(ms(cutAfter)), deregister reply after \(ms(answeredAt - start))")
         let again = BusConfiguration(servers: [sec.url], name: "revoked", inboxPrefix: a.registration.inboxPrefix,
                                      credentials: .jwt(jwt: a.registration.busUserJwt, seed: a.key.seed), tls: sec.clientTLS,

@@ -126,6 +126,6 @@ struct DeltaFullSyncTests {
         try await check("node removed")
         #expect(checked.count == 9)
         for f in followers { f.stop() }
-        await c.stop()
+        try await c.stop()
     }
 }

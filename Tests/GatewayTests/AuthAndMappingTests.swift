@@ -9,7 +9,7 @@ import MeshProto
 import Testing
 
 /// Token verification and the error mapping, without any server.
-@Suite struct GatewayAuthTests {
+@Suite(.timeLimit(.minutes(10))) struct GatewayAuthTests {
     let tenant = UUID().uuidString.lowercased()
     let user = UUID().uuidString.lowercased()
 

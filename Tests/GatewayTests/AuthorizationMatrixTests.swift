@@ -210,6 +210,6 @@ extension GatewayTests {
             return mismatches
         }
         #expect(mismatches.isEmpty, "\(mismatches.count) mismatches:\n\(mismatches.joined(separator: "\n"))")
-        await f.stop()
+        try await f.stop()
     }
 }

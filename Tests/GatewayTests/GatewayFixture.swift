@@ -16,7 +16,7 @@ import Testing
 /// Every gateway test, one at a time: each starts its own control plane (nats-server, database,
 /// AllocatorSvc, ProvisionSvc), and the timing-sensitive ones (rate limits, deadlines) should not
 /// compete for the two cores.
-@Suite(.serialized, .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
+@Suite(.timeLimit(.minutes(10)), .serialized, .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
 struct GatewayTests {}
 
 /// The HS256 secret every test signs and verifies with.
@@ -218,9 +218,9 @@ struct Fixture: Sendable {
         return Application(router: GatewayApp.router(api: api), logger: TestEnvironment.logger("gateway"))
     }
 
-    func stop() async {
+    func stop() async throws {
         await fakes.stop()
-        await cp.stop()
+        try await cp.stop()
     }
 }
 

@@ -79,6 +79,6 @@ extension GatewayTests {
         #expect(left.compactMap { $0["id"] as? String } == [admin])
         #expect((json(try ctl("device", "list", "--tenant", tenantID, "--as", admin, "--json"))["devices"] as? [[String: Any]])?.first?["owner_user_id"] as? String == admin)
 
-        await cp.stop()
+        try await cp.stop()
     }
 }

@@ -61,6 +61,8 @@ extension GatewayTests {
                 (#"{"label":"x","type":"tablet"}"#, "type"),
                 (#"{"label":"x","type":"IPHONE"}"#, "type"),
                 (#"{"label":"x","type":3}"#, "type"),
+                (#"{"label":"x","type":null}"#, "type"),
+                (#"{"label":null}"#, "label"),
                 (#"{"type":"laptop"}"#, "label"),
                 (#"{"label":7}"#, "label"),
                 (#"{"label":""}"#, "label"),
@@ -182,7 +184,7 @@ extension GatewayTests {
 
             #expect(try await client.send(.get, "/api/mesh/ui-config").json["pritunl_configured"] as? Bool == true)
         }
-        await f.stop()
+        try await f.stop()
     }
 
     /// State, peers (per plan), refresh and the node's own peer list.
@@ -204,6 +206,7 @@ extension GatewayTests {
             #expect(other.status == 200 && other.json["node_id"] as? String == f.otherNode.id)
             #expect(try await client.send(.get, "/api/mesh/state?node_id=\(f.otherNode.id)", token: f.tokens.ownerA).status == 403)
             #expect(try await client.send(.get, "/api/mesh/state?node_id=nope", token: f.tokens.admin).status == 400)
+            #expect(try await client.send(.get, "/api/mesh/state?node_id=", token: f.tokens.admin).status == 400)
             #expect(try await client.send(.get, "/api/mesh/state?node_id=\(UUID())", token: f.tokens.admin).status == 404)
 
             // Free plan: basic state only.
@@ -252,10 +255,12 @@ extension GatewayTests {
             let r = try await client.send(.get, "/api/mesh/state", token: f.tokens.ownerA)
             #expect(r.status == 503 && r.errorCode == "unavailable")
         }
-        await f.stop()
+        try await f.stop()
     }
 
-    /// Services that are missing or slow give 503 or 504 within the deadline, never a hang.
+    /// Services that are missing or slow give 503 or 504, never a hang. The slow node answers after
+    /// 3 s, six times the gateway's 500 ms node deadline: a 504 shows that the deadline ended the
+    /// wait (with no deadline the answer would come, as a 200).
     @Test func unavailableAndSlowServices() async throws {
         let f = try await Fixture.start("failures")
         // A registered node whose NodeApplier is not running, and one that answers too slowly.
@@ -266,15 +271,10 @@ extension GatewayTests {
         config.nodeTimeout = .milliseconds(500)
         let app = try await f.application(configuration: config)
         try await app.test(.router) { client in
-            let clock = ContinuousClock()
-            var start = clock.now
             let none = try await client.send(.get, "/api/mesh/state", token: f.tokens.ownerA)
             #expect(none.status == 503 && none.errorCode == "unavailable", "\(none.text)")
-            #expect(clock.now - start < .seconds(2))
-            start = clock.now
             let late = try await client.send(.get, "/api/mesh/state?node_id=\(slow.id)", token: f.tokens.admin)
             #expect(late.status == 504 && late.errorCode == "deadline_exceeded", "\(late.text)")
-            #expect(clock.now - start < .seconds(2))
             // Refresh still answers, within its own bound, although one node never answers: 3 of 4.
             let refreshed = try await client.send(.post, "/api/mesh/refresh", token: f.tokens.admin)
             #expect(refreshed.status == 204 && refreshed.headers[nodesReachedHeader] == "3" && refreshed.headers[nodesTotalHeader] == "4",
@@ -296,7 +296,7 @@ extension GatewayTests {
         }
         await bus.close()
         await empty.stop()
-        await f.stop()
+        try await f.stop()
     }
 
     /// A node's peer list through the real FanoutSvc.
@@ -307,7 +307,7 @@ extension GatewayTests {
         try await app.test(.router) { client in
             // The device reaches FanoutSvc through ProvisionSvc's outbox relay, just after the reply.
             var r = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.node)
-            let deadline = ContinuousClock.now + .seconds(20)
+            let deadline = ContinuousClock.now + .seconds(60)
             while !r.text.contains(device.id), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
                 r = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: f.tokens.node)
@@ -324,6 +324,6 @@ extension GatewayTests {
             let s = try await client.send(.get, "/cp/api/v1/mesh/peers/\(f.node.id)", token: stranger)
             #expect(s.status == 404 && s.errorCode == "not_found", "\(s.text)")
         }
-        await f.stop()
+        try await f.stop()
     }
 }

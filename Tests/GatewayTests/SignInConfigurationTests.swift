@@ -5,7 +5,7 @@ import MeshDomain
 import Testing
 
 /// The providers document, the cookie sealer and the sign-in refusals' HTTP form: no servers.
-@Suite struct SignInConfigurationTests {
+@Suite(.timeLimit(.minutes(2))) struct SignInConfigurationTests {
     let secretFile: String = {
         let path = NSTemporaryDirectory() + "oidc-secret-\(UUID().uuidString)"
         try? Data("s3cret\n".utf8).write(to: URL(fileURLWithPath: path))

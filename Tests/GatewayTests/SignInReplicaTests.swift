@@ -138,6 +138,6 @@ extension GatewayTests {
 
         for g in gateways { #expect(await g.terminate(timeout: .seconds(10)) == 0, "\(g.log().suffix(1000))") }
         await idp.stop()
-        await f.stop()
+        try await f.stop()
     }
 }

@@ -54,9 +54,9 @@ struct SignInLab: Sendable {
         return SignInLab(f: f, idp: idp, signIn: signIn)
     }
 
-    func stop() async {
+    func stop() async throws {
         await idp.stop()
-        await f.stop()
+        try await f.stop()
     }
 
     /// What a sign-in came to.
@@ -193,7 +193,7 @@ extension GatewayTests {
             let after = try await client.send(.get, "/api/mesh/devices", cookies: cookies)
             #expect(after.status == 401 && after.text.contains("session has ended") && after.setCookies[sessionCookieName]?.value == "", "\(after.text)")
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     /// Every broken ID token, a replayed or foreign state, a missing attempt and an identity without
@@ -250,7 +250,7 @@ extension GatewayTests {
             let unknown = try await client.send(.get, "/api/auth/login?provider=nope")
             #expect(unknown.status == 404 && unknown.error["reason"] as? String == "unknown_provider")
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     /// The provider rotates its keys: the next sign-in reads the JWKS again for the new key id and
@@ -272,7 +272,7 @@ extension GatewayTests {
             }
             #expect(try lab.idp.stats().jwksReads == 2, "unknown key ids within the interval do not read the keys again")
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     /// Invitations bind at the first sign-in; removing a user ends their session at once and deletes
@@ -317,7 +317,7 @@ extension GatewayTests {
             let audit = try await lab.f.cp.client.audit(caller: lab.f.admin, limit: 200).entries.map(\.action)
             #expect(Set(audit).isSuperset(of: ["user.invite", "user.join", "user.create", "session.create", "user.role", "user.delete", "device.delete"]))
         }
-        await lab.stop()
+        try await lab.stop()
     }
 }
 

@@ -11,7 +11,7 @@ func makeQuery(_ name: String, _ type: DNSRecordType, id: UInt16 = 0x1234, edns:
                edns: edns).serialized()
 }
 
-@Suite struct DNSNameTests {
+@Suite(.timeLimit(.minutes(5))) struct DNSNameTests {
     @Test func parsesAndPrints() throws {
         let name = try DNSName("Laptop-3F2A.quazzar.mesh")
         #expect(name.wire == [11] + Array("Laptop-3F2A".utf8) + [7] + Array("quazzar".utf8) + [4] + Array("mesh".utf8) + [0])
@@ -66,7 +66,7 @@ func makeQuery(_ name: String, _ type: DNSRecordType, id: UInt16 = 0x1234, edns:
     }
 }
 
-@Suite struct DNSCodecTests {
+@Suite(.timeLimit(.minutes(5))) struct DNSCodecTests {
     static let zoneName = try! DNSName("quazzar.mesh")
 
     static func sampleResponse() throws -> DNSMessage {

@@ -67,7 +67,7 @@ struct Mutator {
     }
 }
 
-@Suite struct FuzzTests {
+@Suite(.timeLimit(.minutes(5))) struct FuzzTests {
     /// Every decoded message must re-encode to something that decodes to the same message, and the
     /// responder must never trap and only ever produce replies that are valid, sized and matched by id.
     @Test(arguments: [UInt64(1), 2, 3, 0xdead_beef])
@@ -118,18 +118,24 @@ extension ServerTests {
             var mutator = try Mutator(seed: 0x5eed)
             let valid = try makeQuery("printer.quazzar.mesh", .a, id: 0x7777)
 
-            // UDP: 3,000 hostile datagrams, then every reply that came back must be a well-formed response.
-            // The first reply may take a while when parallel tests keep the machine busy; later ones follow
-            // closely, so a short timeout then marks the end.
-            let udp = try RawSocket.udp(receiveTimeoutMillis: 5000)
+            // UDP: 3,000 hostile datagrams, then a valid query as an end marker; every reply up to the
+            // marker's must be a well-formed response. (The 60 s receive timeout only bounds a hang.)
+            let udp = try RawSocket.udp(receiveTimeoutMillis: 60_000)
             for _ in 0..<3000 { udp.send(mutator.next(), toPort: port) }
-            var received = 0
-            while let reply = udp.receiveDatagram() {
-                if received == 0 { udp.setTimeout(millis: 500) }
-                received += 1
+            let marker = try makeQuery("printer.quazzar.mesh", .a, id: 0x6666)
+            udp.send(marker, toPort: port)
+            let markerName = try DNSName("printer.quazzar.mesh")
+            var received = 0, sawMarker = false
+            while !sawMarker, let reply = udp.receiveDatagram() {
                 let message = try DNSMessage(parsing: reply)
                 #expect(message.header.isResponse)
+                if message.header.id == 0x6666 && message.questions.first?.name == markerName {
+                    sawMarker = true
+                } else {
+                    received += 1
+                }
             }
+            #expect(sawMarker, "the server did not answer a valid query after the hostile ones")
             #expect(received > 1000)
 
             // TCP: hostile frames on many connections, some with lying length prefixes or raw garbage.

@@ -39,7 +39,7 @@ func answer(_ responder: MeshDNSResponder, _ query: [UInt8], transport: MeshDNST
     }
 }
 
-@Suite struct ResponderTests {
+@Suite(.timeLimit(.minutes(5))) struct ResponderTests {
     let zone: MeshDNSZone
     let responder: MeshDNSResponder
 
@@ -213,7 +213,7 @@ func answer(_ responder: MeshDNSResponder, _ query: [UInt8], transport: MeshDNST
     }
 }
 
-@Suite struct ZoneTests {
+@Suite(.timeLimit(.minutes(5))) struct ZoneTests {
     @Test func updatesAreImmediateAndAtomic() throws {
         let zone = try sampleZone()
         let responder = MeshDNSResponder(zone: zone)

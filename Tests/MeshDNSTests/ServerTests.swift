@@ -8,7 +8,7 @@ import Testing
 
 /// Serialized: these tests block on sockets, and running them one at a time keeps their timing checks
 /// (idle timeout, shutdown time) independent of each other.
-@Suite(.serialized) struct ServerTests {
+@Suite(.timeLimit(.minutes(5)), .serialized) struct ServerTests {
     @Test func digResolvesOverUDPAndTCP() async throws {
         let zone = try sampleZone()
         try await withServer(zone: zone) { _, port async throws in
@@ -136,28 +136,33 @@ import Testing
     }
 
     @Test func deadUpstreamGivesServFail() async throws {
-        // Find a port with nothing listening: bind a UDP socket, note its port, close it.
-        let probe = try RawSocket.udp()
-        probe.send([0], toPort: 9)
-        var address = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe.fd, $0, &length) }
+        // Two upstreams that take queries and never answer: UDP sockets of our own, bound to a port
+        // by a first send, that nobody reads until the end.
+        var upstreams: [(RawSocket, UInt16)] = []
+        for _ in 0..<2 {
+            let probe = try RawSocket.udp()
+            probe.send([0], toPort: 9)
+            var address = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe.fd, $0, &length) }
+            }
+            upstreams.append((probe, UInt16(bigEndian: address.sin_port)))
         }
-        let deadPort = UInt16(bigEndian: address.sin_port)
         let zone = try sampleZone()
         try await withServer(zone: zone, configure: { config in
-            config.outsideZonePolicy = .forward(to: [HostPort(host: "127.0.0.1", port: deadPort),
-                                                     HostPort(host: "127.0.0.1", port: deadPort)])
+            config.outsideZonePolicy = .forward(to: upstreams.map { HostPort(host: "127.0.0.1", port: $0.1) })
             config.forwardTimeout = .milliseconds(200)
         }) { _, port async throws in
-            let started = ContinuousClock.now
             let output = try await dig(["@127.0.0.1", "-p", "\(port)", "example.com", "A"])
             #expect(output.contains("status: SERVFAIL"))
-            // Both upstreams were tried, each for the timeout, before giving up.
-            #expect(ContinuousClock.now - started >= .milliseconds(400))
-            #expect(try await dig(["@127.0.0.1", "-p", "\(port)", "+tcp", "example.com", "A"]).contains("status: SERVFAIL"))
             #expect(output.contains("example.com.\t\t\tIN\tA"), "the question is echoed")
+            // Both upstreams were asked, one after the other, before giving up.
+            for (i, (probe, _)) in upstreams.enumerated() {
+                let query = try #require(probe.receiveDatagram(), "upstream \(i) was never asked")
+                #expect(try DNSMessage(parsing: query).questions.first?.name == (try DNSName("example.com")), "upstream \(i)")
+            }
+            #expect(try await dig(["@127.0.0.1", "-p", "\(port)", "+tcp", "example.com", "A"]).contains("status: SERVFAIL"))
         }
     }
 
@@ -205,6 +210,7 @@ import Testing
             // A query split across writes is reassembled.
             let c = framed(try makeQuery("laptop-3f2a.quazzar.mesh", .a, id: 3))
             #expect(first.write(Array(c.prefix(5))))
+            // A pause between the two writes so that they travel apart (nothing is awaited).
             try await Task.sleep(for: .milliseconds(50))
             #expect(first.write(Array(c.dropFirst(5))))
             #expect(try DNSMessage(parsing: try #require(first.readFrame())).header.id == 3)
@@ -242,6 +248,8 @@ import Testing
             let payload = stream
             let writer = Thread { client.write(payload) }
             writer.start()
+            // The client starts reading late, so that the server meets full socket buffers (a
+            // pause that shapes the test, not a wait for anything).
             try await Task.sleep(for: .milliseconds(300))
             let answered = try await offPool {
                 var answered = 0
@@ -300,10 +308,9 @@ import Testing
             let port = try #require(try await server.listeningAddresses().first?.port)
             servedPort = port
             #expect(try await digShort(port: port, "printer.quazzar.mesh", "A") == ["100.64.0.9"])
-            let start = ContinuousClock.now
             await group.triggerGracefulShutdown()
+            // It stops (the suite's time limit keeps a regression from hanging the run).
             try await tasks.waitForAll()
-            #expect(ContinuousClock.now - start < .seconds(2))
         }
         #expect(!server.status().serving)
         // The sockets are closed: nothing answers on that port any more.

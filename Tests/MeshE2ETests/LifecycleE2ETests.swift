@@ -8,7 +8,8 @@ import Testing
 /// Suspension, resumption, expiry and the mesh switch with real WireGuard: two nodes running
 /// NodeApplier with wireguard-go in namespaces, devices brought up from the exact configs they were
 /// given, and the nodes' mesh DNS.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized,
+@Suite(.enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "dig", "ping"]),
+                "needs root, wireguard-go, nats-server and PostgreSQL"), .serialized,
        .timeLimit(.minutes(10)))
 struct LifecycleE2ETests {
     func dig(_ from: NetNamespace, _ server: String, _ name: String) -> String {

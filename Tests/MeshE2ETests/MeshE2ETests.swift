@@ -7,8 +7,10 @@ import Testing
 
 /// The whole mesh with real WireGuard: the control plane, three nodes running NodeApplier with
 /// wireguard-go in network namespaces, and two devices brought up from the configs they were given.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized)
+@Suite(.timeLimit(.minutes(15)), .enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip", "dig", "ping"]), "needs root, wireguard-go, nats-server and PostgreSQL"), .serialized)
 struct MeshE2ETests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip", "dig", "ping"]) }
+
     @Test func meshConvergesRoutesAndSurvivesRestarts() async throws {
         let lab = try await MeshLab.start("e2e")
         let n1 = try await lab.addNode("alpha")
@@ -43,13 +45,9 @@ struct MeshE2ETests {
         #expect(lab.ping(from: b.ns, a.device.ipv6), "device to device v6 through the hub")
 
         // Device status turns online after its first handshake (node reports -> ProvisionSvc).
-        var online = false
-        for _ in 0..<50 {
-            let list = try await lab.cp.client.listDevices(caller: lab.admin)
-            if list.allSatisfy(\.online) { online = true; break }
-            try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("both devices online after their handshakes", interval: .milliseconds(100)) {
+            try await lab.cp.client.listDevices(caller: lab.admin).allSatisfy(\.online)
         }
-        #expect(online, "devices online after handshakes")
 
         // Mesh DNS: from a device, over the tunnel, every device and node name resolves (A and AAAA)
         // at every node's resolver.
@@ -69,42 +67,39 @@ struct MeshE2ETests {
         }
         let status = try await NodeClient(bus: lab.cp.bus).state(nodeID: n1.node!.id)
         #expect(status.dnsStatus.serving && status.dnsStatus.zone == "quazzar.mesh" && status.dnsStatus.recordCount >= 10)
-        // A renamed device stops resolving under its old name, within a second, on every node.
+        // A renamed device stops resolving under its old name, and resolves under the new one, on
+        // every node (how fast is a figure: scripts/bench-latency.sh, docs/benchmarks.md).
         let renamed = try await lab.cp.client.renameDevice(caller: lab.admin, deviceID: a.device.id, label: "Ann's new laptop").device
-        var gone = false
         let renameStart = ContinuousClock.now
-        while ContinuousClock.now - renameStart < .seconds(1) {
-            if lab.nodes.allSatisfy({ dig(b.ns, $0.node!.ipv4, a.device.dnsName, "A").isEmpty && dig(b.ns, $0.node!.ipv4, renamed.dnsName, "A") == a.device.ipv4 }) {
-                gone = true
-                break
-            }
+        try await waitUntil("the old name stops resolving and the new one resolves on every node", interval: .milliseconds(10)) {
+            lab.nodes.allSatisfy { dig(b.ns, $0.node!.ipv4, a.device.dnsName, "A").isEmpty && dig(b.ns, $0.node!.ipv4, renamed.dnsName, "A") == a.device.ipv4 }
         }
-        #expect(gone, "the old name stops resolving and the new one resolves within 1 s")
-        print("rename visible in DNS on every node after \(ContinuousClock.now - renameStart)")
+        print("figure: rename visible in DNS on every node after \(ContinuousClock.now - renameStart)")
 
         // Deleting a device removes it from every node.
         _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: b.device.id)
         let deleteStart = ContinuousClock.now
-        var unresolvable = false
-        while ContinuousClock.now - deleteStart < .seconds(1) {
-            if lab.nodes.allSatisfy({ dig(a.ns, $0.node!.ipv4, b.device.dnsName, "A").isEmpty }) {
-                unresolvable = true
-                break
-            }
+        try await waitUntil("a deleted device stops resolving on every node", interval: .milliseconds(10)) {
+            lab.nodes.allSatisfy { dig(a.ns, $0.node!.ipv4, b.device.dnsName, "A").isEmpty }
         }
-        #expect(unresolvable, "a deleted device stops resolving within 1 s")
-        try await lab.waitConverged(timeout: .seconds(10))
+        print("figure: delete visible in DNS on every node after \(ContinuousClock.now - deleteStart)")
+        try await lab.waitConverged()
         for n in lab.nodes { #expect(!(try lab.livePeers(n)).contains(b.device.publicKey)) }
 
         // Kill NodeApplier (SIGKILL) and FanoutSvc mid-stream; keep provisioning; restart both.
         await n2.process!.kill9()
         let fanout = lab.cp.processes.last!
+        let createdSoFar = TestCounter()
         async let churn: [Mesh_V1_Device] = {
             var made: [Mesh_V1_Device] = []
-            for i in 0..<12 { made.append(try await lab.cp.client.createDevice(caller: lab.admin, label: "churn \(i)", type: .other).device) }
+            for i in 0..<12 {
+                made.append(try await lab.cp.client.createDevice(caller: lab.admin, label: "churn \(i)", type: .other).device)
+                createdSoFar.increment()
+            }
             return made
         }()
-        try await Task.sleep(for: .milliseconds(300))
+        // FanoutSvc dies mid-stream: after some of the creations, before the rest.
+        try await waitUntil("a few creations made") { createdSoFar.value >= 3 }
         await fanout.kill9()
         let made = try await churn
         for d in made.prefix(4) { _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: d.id) }
@@ -112,11 +107,11 @@ struct MeshE2ETests {
         #expect(lab.ping(from: n2.ns, n1.node!.ipv4), "n2's interface outlives its agent")
         let fanout2 = try await ServiceProcesses.start("FanoutSvc", natsURL: lab.cp.nats.url, databaseURL: lab.cp.db.url, bus: lab.cp.bus, logDir: lab.cp.logDir)
         try lab.startNodeProcess(n2)
-        let took = try await lab.waitConverged(timeout: .seconds(30))
-        print("converged \(took) after restarting NodeApplier and FanoutSvc")
+        let took = try await lab.waitConverged()
+        print("figure: converged \(took) after restarting NodeApplier and FanoutSvc")
         #expect(lab.ping(from: a.ns, n2.node!.ipv4), "a device still reaches the restarted node")
         #expect(lab.ping(from: n3.ns, a.device.ipv4))
-        for p in fanout2 { await p.terminate() }
-        await lab.stop()
+        try await stopChecked(fanout2)
+        try await lab.stop()
     }
 }

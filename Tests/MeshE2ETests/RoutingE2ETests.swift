@@ -7,16 +7,19 @@ import Testing
 
 /// Configs that never go stale (docs/routing.md), with real WireGuard: nodes running NodeApplier with
 /// wireguard-go in namespaces, devices brought up from the exact configs they were given.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized,
+@Suite(.enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip", "dig", "ping"]),
+                 "needs root, wireguard-go, nats-server and PostgreSQL"), .serialized,
        .timeLimit(.minutes(10)))
 struct RoutingE2ETests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip", "dig", "ping"]) }
+
     func dig(_ from: NetNamespace, _ server: String, _ name: String, _ type: String) -> String {
         (try? from.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, type]).stdout)?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
     /// Pings until it answers or the deadline passes (the first packets start handshakes).
-    func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(20)) async -> Bool {
+    func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(60)) async -> Bool {
         let deadline = ContinuousClock.now + within
         while ContinuousClock.now < deadline {
             if lab.ping(from: ns, address, count: 1) { return true }
@@ -40,10 +43,10 @@ struct RoutingE2ETests {
         do {
             try await run(lab)
         } catch {
-            await lab.stop()
+            try? await lab.stop()
             throw error
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     func run(_ lab: MeshLab) async throws {

@@ -1,7 +1,7 @@
 import MeshNet
 import Testing
 
-@Suite struct IPAddressTests {
+@Suite(.timeLimit(.minutes(2))) struct IPAddressTests {
     @Test(arguments: ["0.0.0.0", "100.64.0.1", "255.255.255.255", "10.1.2.3"])
     func ipv4RoundTrip(_ text: String) throws {
         let a = try #require(IPv4Address(text))
@@ -64,7 +64,7 @@ import Testing
     }
 }
 
-@Suite struct SummarizeTests {
+@Suite(.timeLimit(.minutes(2))) struct SummarizeTests {
     @Test func ipv4DeviceRangeOfASlash16() {
         // Hosts 4096...65535 of 100.64.0.0/16: the /16 minus its first /20.
         let r = IPPrefix.summarize(IPv4Address("100.64.16.0")!, IPv4Address("100.64.255.255")!)

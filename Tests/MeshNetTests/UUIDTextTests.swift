@@ -2,7 +2,7 @@ import Foundation
 import MeshNet
 import Testing
 
-@Suite struct UUIDTextTests {
+@Suite(.timeLimit(.minutes(2))) struct UUIDTextTests {
     @Test func roundTripsAndMatchesFoundation() throws {
         for _ in 0..<10_000 {
             let id = UUID()

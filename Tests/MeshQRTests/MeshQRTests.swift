@@ -42,7 +42,7 @@ func scanBack(_ svg: String) throws -> [UInt8] {
     return try ExternalTools.decodeQR(png: png)
 }
 
-@Suite struct RoundTripTests {
+@Suite(.timeLimit(.minutes(5))) struct RoundTripTests {
     @Test func deviceConfigScansBackByteForByte() throws {
         let svg = try MeshQR.svg(for: deviceConfig)
         let scanned = try scanBack(svg)
@@ -73,7 +73,7 @@ func scanBack(_ svg: String) throws -> [UInt8] {
     }
 }
 
-@Suite struct SVGStructureTests {
+@Suite(.timeLimit(.minutes(5))) struct SVGStructureTests {
     @Test func documentShape() throws {
         let code = try QRCode(encoding: deviceConfig)
         let svg = code.svg(moduleSize: 5)
@@ -137,7 +137,7 @@ func scanBack(_ svg: String) throws -> [UInt8] {
     }
 }
 
-@Suite struct InputLimitTests {
+@Suite(.timeLimit(.minutes(5))) struct InputLimitTests {
     @Test func emptyInputIsATypedError() {
         #expect(throws: QRCodeError.emptyInput) { try MeshQR.svg(for: "") }
         #expect(throws: QRCodeError.emptyInput) { try QRCode(encoding: [UInt8]()) }
@@ -168,7 +168,7 @@ func scanBack(_ svg: String) throws -> [UInt8] {
     }
 }
 
-@Suite struct ConcurrencyTests {
+@Suite(.timeLimit(.minutes(5))) struct ConcurrencyTests {
     /// Many tasks encoding at once get the same symbols as one task encoding in turn. libqrencode
     /// is called without a lock of ours, so this is the test of its thread safety: different
     /// payloads at every level (each level has its own Reed–Solomon codes in the shared cache).

@@ -31,7 +31,7 @@ final class Counter: Sendable {
     var value: Int { n.load(ordering: .relaxed) }
 }
 
-@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
+@Suite(.timeLimit(.minutes(5)), .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
 struct StoreTests {
     @Test func migrationsAreIdempotentAndRaceSafe() async throws {
         try await withStore { store, db in
@@ -215,11 +215,11 @@ struct StoreTests {
         try await withStore { store, _ in
             let events = store.listen(["mesh_test"])
             var it = events.makeAsyncIterator()
-            #expect(await it.next() == .listening)
+            #expect(try await next(&it, "store event") == .listening)
             try await store.notify(channel: "mesh_test", payload: "hello")
             try await store.write { tx in try tx.execute("SELECT pg_notify('mesh_test', $1)", "from-tx") }
-            #expect(await it.next() == .notification(StoreNotification(channel: "mesh_test", payload: "hello")))
-            #expect(await it.next() == .notification(StoreNotification(channel: "mesh_test", payload: "from-tx")))
+            #expect(try await next(&it, "store event") == .notification(StoreNotification(channel: "mesh_test", payload: "hello")))
+            #expect(try await next(&it, "store event") == .notification(StoreNotification(channel: "mesh_test", payload: "from-tx")))
         }
     }
 
@@ -243,6 +243,15 @@ struct StoreTests {
             #expect(try row.decode("s", as: String.self) == "Zürich 🚀")
             #expect(throws: StoreError.self) { try row.decode("n", as: String.self) }
             #expect(throws: StoreError.self) { try row.decode("missing", as: String.self) }
+            // Instants PostgreSQL cannot hold (and NaN) are written as its infinities, not a crash.
+            let far = try await store.read { tx in
+                try tx.queryFirst("""
+                    SELECT $1::timestamptz = 'infinity' AS a, $2::timestamptz = '-infinity' AS b, $3::timestamptz = 'infinity' AS c,
+                           $4::timestamptz > '294000-01-01 00:00:00+00' AND $4::timestamptz < 'infinity' AS d
+                    """, Date(timeIntervalSince1970: 1e300), Date(timeIntervalSince1970: -1e300), Date(timeIntervalSince1970: .nan),
+                    Date(timeIntervalSince1970: 9_223_372_036_853))!
+            }
+            #expect(try far.decode("a", as: Bool.self) && far.decode("b", as: Bool.self) && far.decode("c", as: Bool.self) && far.decode("d", as: Bool.self))
         }
     }
 
@@ -257,7 +266,7 @@ struct StoreTests {
     }
 }
 
-@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .serialized)
+@Suite(.timeLimit(.minutes(5)), .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .serialized)
 struct StoreRecoveryTests {
     @Test func lostConnectionIsTypedAndThePoolRecovers() async throws {
         let infra = try PrivateInfra(name: "pgrestart")
@@ -267,7 +276,7 @@ struct StoreRecoveryTests {
         #expect(one == 1)
         let events = store.listen(["restart_test"])
         var it = events.makeAsyncIterator()
-        #expect(await it.next() == .listening)
+        #expect(try await next(&it, "store event") == .listening)
 
         try infra.stopPostgres()
         do {
@@ -279,19 +288,16 @@ struct StoreRecoveryTests {
             default: Issue.record("expected connectionLost/connectFailed, got \(e)")
             }
         }
-        #expect(await it.next() == .disconnected)
+        #expect(try await next(&it, "store event") == .disconnected)
 
         try infra.start()
         // The pool reconnects on the next transaction, and the listener re-subscribes.
-        var recovered = false
-        for _ in 0..<100 {
-            if (try? await store.read({ tx in try tx.query("SELECT 1") })) != nil { recovered = true; break }
-            try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("the pool reconnects after the restart", interval: .milliseconds(100)) {
+            (try? await store.read({ tx in try tx.query("SELECT 1") })) != nil
         }
-        #expect(recovered)
-        #expect(await it.next() == .reconnected)
+        #expect(try await next(&it, "store event") == .reconnected)
         try await store.notify(channel: "restart_test", payload: "back")
-        #expect(await it.next() == .notification(StoreNotification(channel: "restart_test", payload: "back")))
+        #expect(try await next(&it, "store event") == .notification(StoreNotification(channel: "restart_test", payload: "back")))
         store.close()
     }
 }

@@ -29,8 +29,8 @@ final class Lab: @unchecked Sendable {
     init(kernelA: Bool, kernelB: Bool) {
         let subnet = UInt8(truncatingIfNeeded: Int(getpid()) &+ Int.random(in: 0...255))
         func side(_ host: UInt8, _ kernel: Bool) -> Side {
-            let ns = Names.next("mwn")
-            return Side(namespace: ns, namespacePath: "/run/netns/\(ns)", interface: Names.next("wgt"),
+            let ns = Names.namespace()
+            return Side(namespace: ns, namespacePath: "/run/netns/\(ns)", interface: Names.next("w"),
                         underlayAddress: IPv4Address(198, 18, subnet, host),
                         tunnelAddress: IPPrefix("100.64.\(subnet).\(host)/24")!,
                         tunnelAddress6: IPPrefix("fd00:\(String(subnet, radix: 16))::\(host)/64")!,
@@ -47,7 +47,7 @@ final class Lab: @unchecked Sendable {
             namespaces.append(s.namespace)
             try await sh(["ip", "-n", s.namespace, "link", "set", "lo", "up"])
         }
-        let vethA = Names.next("mve"), vethB = Names.next("mve")
+        let vethA = Names.next("v"), vethB = Names.next("v")
         try await sh(["ip", "link", "add", vethA, "netns", a.namespace, "type", "veth", "peer", "name", vethB, "netns", b.namespace])
         try await sh(["ip", "-n", a.namespace, "addr", "add", "\(a.underlayAddress)/24", "dev", vethA])
         try await sh(["ip", "-n", b.namespace, "addr", "add", "\(b.underlayAddress)/24", "dev", vethB])
@@ -58,7 +58,7 @@ final class Lab: @unchecked Sendable {
                 try await s.links.createLink(named: s.interface, kind: "wireguard")
             } else {
                 let d = try await WireGuardGoDaemon.start(interface: s.interface,
-                                                          commandPrefix: ["ip", "netns", "exec", s.namespace])
+                                                          commandPrefix: ["ip", "netns", "exec", s.namespace], timeout: daemonStartDeadline)
                 daemons.append(d)
             }
         }
@@ -122,8 +122,8 @@ func withLab(kernelA: Bool = false, kernelB: Bool = false, _ body: (Lab) async t
 
 /// Starts one standalone wireguard-go interface in the host namespace for tests that need no traffic.
 func withDaemon(_ body: (String, UAPIBackend) async throws -> Void) async throws {
-    let name = Names.next("wgt")
-    let daemon = try await WireGuardGoDaemon.start(interface: name)
+    let name = Names.next("w")
+    let daemon = try await WireGuardGoDaemon.start(interface: name, timeout: daemonStartDeadline)
     do {
         try await body(name, UAPIBackend(logger: testLogger))
     } catch {

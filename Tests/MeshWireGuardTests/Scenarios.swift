@@ -185,7 +185,7 @@ enum Scenarios {
         try await withLab(kernelA: kernel) { lab in
             let s = lab.a
             let backend = lab.backend(s)
-            let missing = "wgnone\(Names.tag)"
+            let missing = Names.next("x")
             await #expect(throws: WireGuardError.deviceNotFound(missing)) { _ = try await backend.device(named: missing) }
             await #expect(throws: WireGuardError.deviceNotFound(missing)) {
                 try await backend.configure(device: missing, WireGuardConfig(listenPort: 1))
@@ -242,10 +242,11 @@ enum Scenarios {
             #expect(!addrs.contains(v4) && addrs.contains(v6))
 
             #expect(try await links.links().contains { $0.name == s.interface })
-            await #expect(throws: WireGuardError.deviceNotFound("nolink\(Names.tag)")) { _ = try await links.link(named: "nolink\(Names.tag)") }
+            let missing = Names.next("x")
+            await #expect(throws: WireGuardError.deviceNotFound(missing)) { _ = try await links.link(named: missing) }
 
             // Create and delete a link of our own: WireGuard where the kernel has it, veth otherwise.
-            let extra = Names.next("wgx")
+            let extra = Names.next("x")
             try await links.createLink(named: extra, kind: kernel ? "wireguard" : "veth", mtu: 1400)
             let created = try await links.link(named: extra)
             #expect(created.mtu == 1400 && created.kind == (kernel ? "wireguard" : "veth"))

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import MeshNet
-import Synchronization
+import MeshTestSupport
 @testable import MeshWireGuard
 
 /// Runs a command to completion without blocking a cooperative thread: output goes to a temporary
@@ -44,25 +44,37 @@ let testLogger: Logger = {
 
 var isRoot: Bool { getuid() == 0 }
 
+/// The userspace suites need root, wireguard-go, wg and ip. Run by hand without them they are
+/// skipped; under `make test` (MESH_REQUIRE_INFRA=1) they run, and ``requireUserspace()`` fails them.
+let userspaceRuns = TestEnvironment.runs(root: true, tools: ["wireguard-go", "wg", "ip"])
+
+/// Fails with what is missing for the userspace suites.
+func requireUserspace() throws { try TestEnvironment.require(root: true, tools: ["wireguard-go", "wg", "ip"]) }
+
+/// How long a test waits for a wireguard-go daemon's UAPI socket: a bound on a regression, generous
+/// because the suites share two cores with everything else running.
+let daemonStartDeadline: Duration = .seconds(60)
+
+/// Whether a test needing `tools` runs (always under `make test`, where a missing tool fails it).
+func toolsRun(_ tools: String...) -> Bool { TestEnvironment.runs(tools: tools) }
+
+/// Fails with the tools that are missing.
+func requireTools(_ tools: String...) throws { try TestEnvironment.require(tools: tools) }
+
 func hasExecutable(_ name: String) -> Bool {
     (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").contains {
         FileManager.default.isExecutableFile(atPath: "\($0)/\(name)")
     }
 }
 
-/// Interface and namespace names unique on the host: UAPI sockets live in one global directory,
-/// so two test processes (or two worktrees) must never pick the same interface name.
+/// Interface and namespace names unique on the host, carrying the run's prefix (``TestNames``): UAPI
+/// sockets live in one global directory, so two test runs must never pick the same interface name,
+/// and a run's clean-up removes only what carries its prefix.
 enum Names {
-    private static let counter = Mutex(0)
-    static let tag = String(getpid() % 100_000)
-
-    static func next(_ prefix: String) -> String {
-        let n = counter.withLock { value -> Int in
-            value += 1
-            return value
-        }
-        return "\(prefix)\(tag)\(n)"  // e.g. wgt123451: at most 3 + 5 + 3 chars, under 15
-    }
+    /// A link name (WireGuard interface, veth end) starting with the run's prefix and `kind`.
+    static func next(_ kind: String) -> String { TestNames.link(kind) }
+    /// A network namespace name starting with the run's prefix.
+    static func namespace() -> String { TestNames.namespace("wg") }
 }
 
 /// A random private key (clamped) and its public key.

@@ -3,7 +3,7 @@ import MeshNet
 import Testing
 @testable import MeshWireGuard
 
-@Suite("WireGuardKey")
+@Suite("WireGuardKey", .timeLimit(.minutes(10)))
 struct KeyTests {
     @Test func base64AndHexRoundTrip() throws {
         let text = "2Ec4bQ9I7Fy4n9TAyo9YdrBXxUhMVqbeVGjGOqt1D3U="
@@ -41,7 +41,8 @@ struct KeyTests {
         #expect(bob.publicKeyOfPrivate.hex == "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     }
 
-    @Test(.enabled(if: hasExecutable("wg"))) func x25519MatchesWgPubkey() async throws {
+    @Test(.enabled(if: toolsRun("wg"), "needs wg")) func x25519MatchesWgPubkey() async throws {
+        try requireTools("wg")
         for _ in 0..<8 {
             // Not `wg genkey`: writing a private key to a non-pipe makes it add a warning to the output.
             let priv = randomKey()
@@ -54,7 +55,7 @@ struct KeyTests {
     }
 }
 
-@Suite("UAPI protocol")
+@Suite("UAPI protocol", .timeLimit(.minutes(10)))
 struct UAPIProtocolTests {
     @Test func encodesEverySettingInProtocolOrder() throws {
         let peer = randomKey(), psk = randomKey(), priv = randomKey()
@@ -172,7 +173,7 @@ struct UAPIProtocolTests {
     }
 }
 
-@Suite("Netlink messages")
+@Suite("Netlink messages", .timeLimit(.minutes(10)))
 struct NetlinkMessageTests {
     let family: UInt16 = 0x1c
 
@@ -278,7 +279,7 @@ struct NetlinkMessageTests {
     }
 }
 
-@Suite("Byte-level address parsing")
+@Suite("Byte-level address parsing", .timeLimit(.minutes(10)))
 struct ByteParsingTests {
     func bytes<R>(_ s: String, _ body: (ByteParsing.Bytes) -> R) -> R {
         Array(s.utf8).withUnsafeBufferPointer { body($0[...]) }

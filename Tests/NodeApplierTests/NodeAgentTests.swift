@@ -3,6 +3,7 @@ import Logging
 import MeshClient
 import MeshDomain
 import MeshProto
+import MeshTestSupport
 import MeshWireGuard
 import NodeApplierCore
 import Synchronization
@@ -60,6 +61,12 @@ func peer(_ n: Int) -> Mesh_V1_Member {
     return m
 }
 
+/// A full sync through the agent's queue, with a deadline (the reply is a continuation the agent's
+/// loop resumes: if the loop is stuck, nothing else would end the wait).
+func refresh(_ agent: NodeAgent, _ reason: String) async throws -> Mesh_V1_RefreshResponse {
+    try await withDeadline(.seconds(60), "refresh (\(reason)) answered by the agent") { try await agent.refresh(reason: reason) }
+}
+
 func update(_ rev: UInt64, added: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     var u = Mesh_V1_PeersUpdated()
     u.tenantID = "t1"
@@ -80,7 +87,7 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     return u
 }
 
-@Suite struct NodeAgentTests {
+@Suite(.timeLimit(.minutes(3))) struct NodeAgentTests {
     func makeAgent() -> (NodeAgent, InMemoryWireGuard, FakeCP, Task<Void, Never>) {
         var reg = Mesh_V1_RegisterNodeResponse()
         reg.node.id = "self"
@@ -101,20 +108,20 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     }
 
     /// Waits for the agent's queue to drain: a refresh is queued behind everything before it.
-    func drain(_ agent: NodeAgent) async { _ = try? await agent.refresh(reason: "drain") }
+    func drain(_ agent: NodeAgent) async throws { _ = try await refresh(agent, "drain") }
 
     @Test func deltasInOrderAreApplied() async throws {
         let (agent, wg, cp, task) = makeAgent()
         defer { task.cancel() }
         cp.peers.withLock { $0 = [peer(1)] }
         cp.revision.withLock { $0 = 1 }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
         agent.submit(update(2, added: peer(2)))
         agent.submit(update(3, added: peer(3)))
         agent.submit(update(4, removed: peer(1)))
         // No full sync may happen in between for this to test deltas; compare the count after.
         let syncsBefore = cp.syncs.withLock { $0 }
-        while agent.revision < 4 { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the agent reaches revision 4", interval: .milliseconds(5)) { agent.revision >= 4 }
         #expect(cp.syncs.withLock { $0 } == syncsBefore, "deltas applied without a full sync")
         #expect(try await keys(wg) == [peer(2).publicKey, peer(3).publicKey])
     }
@@ -123,10 +130,10 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         let (agent, wg, cp, task) = makeAgent()
         defer { task.cancel() }
         cp.revision.withLock { $0 = 5 }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
         agent.submit(update(5, added: peer(9)))  // at the current revision: a duplicate
         agent.submit(update(3, added: peer(8)))  // older
-        await drain(agent)
+        try await drain(agent)
         #expect(try await keys(wg).isEmpty)
         #expect(agent.revision == 5)
     }
@@ -136,13 +143,13 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         defer { task.cancel() }
         cp.revision.withLock { $0 = 1 }
         cp.peers.withLock { $0 = [peer(1)] }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
         // Revisions 2 and 3 were lost; the CP now has peers 1, 2, 3 at revision 4.
         cp.peers.withLock { $0 = [peer(1), peer(2), peer(3)] }
         cp.revision.withLock { $0 = 4 }
         let before = cp.syncs.withLock { $0 }
         agent.submit(update(4, added: peer(3)))
-        while agent.revision < 4 { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the agent reaches revision 4", interval: .milliseconds(5)) { agent.revision >= 4 }
         #expect(cp.syncs.withLock { $0 } == before + 1)
         #expect(try await keys(wg) == Set([peer(1), peer(2), peer(3)].map(\.publicKey)))
     }
@@ -167,16 +174,15 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         let task = Task { await agent.run() }
         defer { task.cancel() }
         cp.revision.withLock { $0 = 1 }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
 
         // Revision 2 is lost, 3 arrives: the gap's sync fails three times, then succeeds.
         cp.peers.withLock { $0 = [peer(2), peer(3)] }
         cp.revision.withLock { $0 = 3 }
         failuresLeft.withLock { $0 = 3 }
         agent.submit(update(3, added: peer(3)))
-        let deadline = ContinuousClock.now + .seconds(30)
-        while agent.revision < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(agent.revision == 3, "the failed sync was never retried")
+        try await waitUntil("the failed sync is retried until the agent reaches revision 3", interval: .milliseconds(20)) { agent.revision >= 3 }
+        #expect(agent.revision == 3)
         #expect(failuresLeft.withLock { $0 } == 0)
         #expect(try await keys(wg) == Set([peer(2), peer(3)].map(\.publicKey)))
     }
@@ -186,11 +192,11 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         defer { task.cancel() }
         cp.peers.withLock { $0 = (1...20).map { peer($0) } }
         cp.revision.withLock { $0 = 20 }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
         wg.calls.withLock { $0.removeAll() }
         cp.peers.withLock { $0 = (2...21).map { peer($0) } }
         cp.revision.withLock { $0 = 22 }
-        let r = try await agent.refresh(reason: "again")
+        let r = try await refresh(agent, "again")
         #expect(r.added == 1 && r.removed == 1 && r.changed == 0)
         let sent = wg.calls.withLock { $0.flatMap(\.peers) }
         #expect(sent.count == 2, "only the difference is sent, never a replace-all")
@@ -200,18 +206,18 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     @Test func updatesForAnotherTenantAreIgnored() async throws {
         let (agent, wg, _, task) = makeAgent()
         defer { task.cancel() }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
         var u = update(1, added: peer(1))
         u.tenantID = "other"
         agent.submit(u)
-        await drain(agent)
+        try await drain(agent)
         #expect(try await keys(wg).isEmpty)
     }
 
     @Test func malformedPeersAreSkippedNotFatal() async throws {
         let (agent, wg, cp, task) = makeAgent()
         defer { task.cancel() }
-        _ = try await agent.refresh(reason: "start")
+        _ = try await refresh(agent, "start")
         var bad = peer(7)
         bad.publicKey = "not a key"
         var badIP = peer(6)
@@ -220,7 +226,7 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         agent.submit(update(1, added: bad))
         agent.submit(update(2, added: badIP))
         agent.submit(update(3, added: peer(5)))
-        while agent.revision < 3 { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the agent reaches revision 3", interval: .milliseconds(5)) { agent.revision >= 3 }
         #expect(try await keys(wg) == [peer(5).publicKey])
     }
 }

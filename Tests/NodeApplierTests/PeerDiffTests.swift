@@ -1,4 +1,5 @@
 import MeshNet
+import MeshTestSupport
 import MeshWireGuard
 import NodeApplierCore
 import Testing
@@ -18,7 +19,7 @@ func want(_ n: UInt8, _ ips: [String], keepalive: UInt16 = 0, endpoint: String? 
     DesiredPeer(publicKey: key(n), allowedIPs: ips.map(pfx), endpoint: endpoint.flatMap(HostPort.init), persistentKeepalive: keepalive)
 }
 
-@Suite struct PeerDiffTests {
+@Suite(.timeLimit(.minutes(3)), .timeLimit(.minutes(3))) struct PeerDiffTests {
     @Test func emptyToEmpty() { #expect(PeerDiff(current: [], desired: []).isEmpty) }
 
     @Test func identicalIsEmptyWhateverTheOrder() {
@@ -74,12 +75,17 @@ func want(_ n: UInt8, _ ips: [String], keepalive: UInt16 = 0, endpoint: String? 
     }
 
     /// Random current/desired sets: applying the diff to an in-memory device gives exactly the
-    /// desired peers, and a second diff is empty.
+    /// desired peers, and a second diff is empty. Each case draws its sets from its own seed
+    /// (printed, and in every failure; `MESH_TEST_SEED` replays a run).
     @Test(arguments: 0..<100)
-    func applyingTheDiffConverges(_ seed: Int) async throws {
-        var rng = SystemRandomNumberGenerator()
+    func applyingTheDiffConverges(_ index: Int) async throws {
+        let seed = TestSeed.seed("PeerDiffTests.applyingTheDiffConverges.\(index)")
+        var rng = SeededRandom(seed: seed)
         func randomPeers(_ n: Int) -> [DesiredPeer] {
-            Set((0..<n).map { _ in UInt8.random(in: 1...60, using: &rng) }).map { k in
+            let keys = (0..<n).map { _ in UInt8.random(in: 1...60, using: &rng) }
+            // Unique keys, in the order drawn (a Set's order would differ between runs).
+            var seen = Set<UInt8>()
+            return keys.filter { seen.insert($0).inserted }.map { k in
                 want(k, ["10.0.\(Int.random(in: 0...3, using: &rng)).\(k)/32"], keepalive: Bool.random(using: &rng) ? 25 : 0)
             }
         }
@@ -90,10 +96,10 @@ func want(_ n: UInt8, _ ips: [String], keepalive: UInt16 = 0, endpoint: String? 
         let d = PeerDiff(current: try await wg.device(named: "wg0").peers, desired: target)
         try await wg.configure(device: "wg0", WireGuardConfig(peers: d.configs))
         let after = try await wg.device(named: "wg0").peers
-        #expect(Set(after.map(\.publicKey)) == Set(target.map(\.publicKey)), "seed \(seed)")
-        #expect(PeerDiff(current: after, desired: target).isEmpty, "seed \(seed)")
+        #expect(Set(after.map(\.publicKey)) == Set(target.map(\.publicKey)), "\(TestSeed.replay(seed))")
+        #expect(PeerDiff(current: after, desired: target).isEmpty, "\(TestSeed.replay(seed))")
         // Peers present in both sets and unchanged were not touched.
         let untouched = Set(start).intersection(Set(target)).map(\.publicKey)
-        #expect(Set(d.configs.map(\.publicKey)).isDisjoint(with: untouched), "seed \(seed)")
+        #expect(Set(d.configs.map(\.publicKey)).isDisjoint(with: untouched), "\(TestSeed.replay(seed))")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import MeshProto
+import MeshTestSupport
 import ProtoInterop
 import SwiftProtobuf
 import Testing
@@ -58,7 +59,7 @@ private func fieldsSetByBuilder<M: SwiftProtobuf.Message>(_ type: M.Type) throws
     return try FieldCollector.collect(message).instances[0].setFields
 }
 
-@Suite struct CatalogTests {
+@Suite(.timeLimit(.minutes(5))) struct CatalogTests {
     @Test func swiftCatalogLoads() throws {
         let catalog = try MessageCatalog.shared.get()
         #expect(catalog.count > 50, "found only \(catalog.count) message types under Sources/MeshProto")
@@ -83,7 +84,7 @@ private func fieldsSetByBuilder<M: SwiftProtobuf.Message>(_ type: M.Type) throws
 }
 
 /// Swift builds and encodes; protobuf-c decodes and must read exactly what Swift meant.
-@Suite struct SwiftToCTests {
+@Suite(.timeLimit(.minutes(5))) struct SwiftToCTests {
     @Test(arguments: MessageCatalog.fullNames)
     func cDecodesWhatSwiftEncodes(fullName: String) throws {
         let entry = try MessageCatalog.entry(fullName)
@@ -112,7 +113,7 @@ private func fieldsSetByBuilder<M: SwiftProtobuf.Message>(_ type: M.Type) throws
 
 /// protobuf-c builds and encodes; Swift decodes, must know every field, and what it encodes back
 /// must read the same in C.
-@Suite struct CToSwiftTests {
+@Suite(.timeLimit(.minutes(5))) struct CToSwiftTests {
     @Test(arguments: MessageCatalog.fullNames)
     func swiftDecodesWhatCEncodes(fullName: String) throws {
         let entry = try MessageCatalog.entry(fullName)
@@ -155,7 +156,7 @@ private func fieldsSetByBuilder<M: SwiftProtobuf.Message>(_ type: M.Type) throws
 }
 
 /// The checks above can fail: each guard fires on input made to trip it.
-@Suite struct HarnessSelfTests {
+@Suite(.timeLimit(.minutes(5))) struct HarnessSelfTests {
     /// Field 999, varint 1: a field no mesh.v1 message has.
     let strayField: [UInt8] = [0xB8, 0x3E, 0x01]
 

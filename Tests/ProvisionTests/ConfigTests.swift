@@ -9,8 +9,10 @@ import Testing
 /// The rendered config against real tools: wireguard-tools parses it, a real wireguard-go interface
 /// brought up from it handshakes with a node configured from the same data, the QR decodes to it,
 /// and no private key is ever stored or logged.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized)
+@Suite(.timeLimit(.minutes(10)), .enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip"]), "needs root, wireguard-go, nats-server and PostgreSQL"), .serialized)
 struct ConfigTests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip"]) }
+
     @Test func configBringsUpARealInterfaceThatHandshakesAndTheQRMatches() async throws {
         let c = try await ControlPlane.start("config")
         let out = TestEnvironment.outputDir("provision-config")
@@ -72,7 +74,7 @@ struct ConfigTests {
         let decoded = try run("/usr/bin/env", ["zbarimg", "--raw", "-q", "-Sbinary", pngPath.path])
         #expect(decoded.status == 0)
         #expect(decoded.stdout == config, "QR payload differs from the config")
-        await c.stop()
+        try await c.stop()
     }
 
     /// A QR code has no character set unless it carries an ECI marker, and readers that guess one
@@ -128,6 +130,6 @@ struct ConfigTests {
             #expect(!dump.stdout.contains(hex) && !logs.contains(hex))
             #expect(!dump.stdout.contains(String(k.dropLast())))
         }
-        await c.stop()
+        try await c.stop()
     }
 }
