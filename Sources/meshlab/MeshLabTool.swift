@@ -84,7 +84,7 @@ enum MeshLabTool {
             let logDir = TestEnvironment.outputDir("browser/lab")
             var urls: [String] = []
             for pritunl in [true, false] {
-                let port = try freePort()
+                let port = try freeLoopbackPort()
                 let name = pritunl ? "gateway-pritunl" : "gateway-plain"
                 gateways.append(try ManagedProcess(
                     name: name, executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
@@ -172,23 +172,6 @@ enum MeshLabTool {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw TestSetupError.failed("\(process.name) not ready at \(url):\n\(process.log().suffix(3000))")
-    }
-
-    /// A TCP port on 127.0.0.1 that nothing listens on now.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSetupError.failed("socket: errno \(errno)") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        guard bound == 0 else { throw TestSetupError.failed("bind: errno \(errno)") }
-        let named = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        guard named == 0 else { throw TestSetupError.failed("getsockname: errno \(errno)") }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// Writes one JSON object as one line on stdout.
