@@ -105,7 +105,7 @@ let package = Package(
         // API tokens (JWT claims, minting, verification) and device keypairs: the Gateway and meshctl
         // share it without Hummingbird.
         // A service's own database schema, opened and migrated at start-up (services with tables only).
-        lib("ServiceStore", ["ServiceKit", "MeshStore", log, argParser]),
+        lib("ServiceStore", ["ServiceKit", "MeshStore", "MeshDomain", log, argParser]),
         lib("MeshAuth", ["MeshDomain", "MeshProto", crypto, .product(name: "JWTKit", package: "jwt-kit")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).

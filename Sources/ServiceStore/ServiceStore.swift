@@ -1,4 +1,5 @@
 import ArgumentParser
+import MeshDomain
 import Foundation
 import Logging
 import MeshStore
@@ -53,6 +54,31 @@ public enum ServiceStore {
                     throw e
                 }
             }
+        }
+    }
+}
+
+extension MeshError {
+    /// The one mapping of storage failures to domain errors, for every service with tables: a
+    /// `MeshError` passes through; a database that cannot be reached or lost the connection (or
+    /// cancelled a statement that ran too long) is `unavailable`, which the caller may retry;
+    /// anything else is `internal`. The cause is logged here, and never shown to the client.
+    public static func fromStore(_ error: any Error, logger: Logger, metadata: Logger.Metadata = [:]) -> MeshError {
+        switch error {
+        case let e as MeshError:
+            return e
+        case let e as StoreError:
+            switch e {
+            case .connectionLost, .connectFailed, .poolTimeout, .closed, .queryCanceled:
+                logger.error("database unavailable", metadata: metadata.merging(["error": "\(e)"]) { _, new in new })
+                return .unavailable("database unavailable")
+            default:
+                logger.error("database error", metadata: metadata.merging(["error": "\(e)"]) { _, new in new })
+                return .internal("internal error")
+            }
+        default:
+            logger.error("unexpected error", metadata: metadata.merging(["error": "\(error)"]) { _, new in new })
+            return .internal("internal error")
         }
     }
 }

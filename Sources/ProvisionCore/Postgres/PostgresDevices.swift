@@ -115,10 +115,7 @@ extension PostgresProvisionStore: DeviceRepository {
         try await write { tx in
             let (t, d) = try Self.lockedDevice(tx, id, tenant: caller.tenant)
             try authorize(d)
-            var removal = Mesh_V1_MemberRemoval()
-            removal.id = id.lowercased
-            removal.kind = .device
-            removal.publicKey = d.publicKey
+            let removal = Mesh_V1_MemberRemoval(id: id.lowercased, kind: .device, publicKey: d.publicKey)
             var writes = [
                 Statement("DELETE FROM devices WHERE id = $1", id),
                 Statement("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", caller.tenant, id),
@@ -198,7 +195,7 @@ extension PostgresProvisionStore: DeviceRepository {
             """, tenant, user)
         do {
             guard let first = rows.first, let role = Mesh_V1_Role(key: try first.decode("caller_role")) else { return nil }
-            let t = try Self.prefixedTenant(first)
+            let t = try Self.tenant(first, prefix: "t_")
             let who = CallerIdentity(tenant: tenant, user: user, role: role, plan: t.plan, requireSAML: t.requireSAML)
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
@@ -207,23 +204,6 @@ extension PostgresProvisionStore: DeviceRepository {
         } catch {
             throw map(error)
         }
-    }
-
-    /// A tenant read from columns named `t_<column>`.
-    static func prefixedTenant(_ r: Row) throws -> TenantRecord {
-        var t = TenantRecord(id: try r.decode("t_id"), name: try r.decode("t_name"), plan: Mesh_V1_Plan(key: try r.decode("t_plan")) ?? .free,
-                             requireSAML: try r.decode("t_require_saml"), ipv4Prefix: try r.decode("t_ipv4_prefix"),
-                             ipv6Prefix: try r.decode("t_ipv6_prefix"), createdAt: try r.decode("t_created_at"))
-        t.domain = try r.decode("t_domain")
-        t.nodeKeepalive = try r.decode("t_node_keepalive")
-        t.deviceKeepalive = try r.decode("t_device_keepalive")
-        t.deviceMTU = try r.decode("t_device_mtu")
-        t.configMaxNodes = try r.decode("t_config_max_nodes")
-        t.dnsResolvers = try r.decode("t_dns_resolvers")
-        t.hubNodeID = try r.decodeIfPresent("t_hub_node_id", as: UUID.self)?.lowercased ?? ""
-        t.meshEnabled = try r.decode("t_mesh_enabled")
-        t.revision = UInt64(try r.decode("t_revision", as: Int64.self))
-        return t
     }
 
     public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {

@@ -4,6 +4,7 @@ import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
+import ServiceStore
 
 /// ProvisionSvc's repositories on PostgreSQL (the `provision` schema, ``ProvisionSchema``).
 ///
@@ -46,24 +47,8 @@ public final class PostgresProvisionStore: Sendable {
         }
     }
 
-    /// The one mapping of storage errors to domain errors.
-    func map(_ error: any Error) -> MeshError {
-        switch error {
-        case let e as MeshError: return e
-        case let e as StoreError:
-            switch e {
-            case .connectionLost, .connectFailed, .poolTimeout, .closed, .queryCanceled:
-                logger.error("database unavailable", metadata: ["error": "\(e)"])
-                return .unavailable("database unavailable")
-            default:
-                logger.error("database error", metadata: ["error": "\(e)"])
-                return .internal("internal error")
-            }
-        default:
-            logger.error("unexpected error", metadata: ["error": "\(error)"])
-            return .internal("internal error")
-        }
-    }
+    /// Storage errors as domain errors (ServiceStore's one mapping).
+    func map(_ error: any Error) -> MeshError { .fromStore(error, logger: logger) }
 
     // MARK: Shared pieces
 
@@ -72,19 +57,23 @@ public final class PostgresProvisionStore: Sendable {
         config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at
         """
 
-    static func tenant(_ r: Row) throws -> TenantRecord {
-        var t = TenantRecord(id: try r.decode("id"), name: try r.decode("name"), plan: Mesh_V1_Plan(key: try r.decode("plan")) ?? .free,
-                             requireSAML: try r.decode("require_saml"), ipv4Prefix: try r.decode("ipv4_prefix"),
-                             ipv6Prefix: try r.decode("ipv6_prefix"), createdAt: try r.decode("created_at"))
-        t.domain = try r.decode("domain")
-        t.nodeKeepalive = try r.decode("node_keepalive")
-        t.deviceKeepalive = try r.decode("device_keepalive")
-        t.deviceMTU = try r.decode("device_mtu")
-        t.configMaxNodes = try r.decode("config_max_nodes")
-        t.dnsResolvers = try r.decode("dns_resolvers")
-        t.hubNodeID = try r.decodeIfPresent("hub_node_id", as: UUID.self)?.lowercased ?? ""
-        t.meshEnabled = try r.decode("mesh_enabled")
-        t.revision = UInt64(try r.decode("revision", as: Int64.self))
+    /// A tenant read from ``tenantColumns``, each named with `prefix` first (a query that joins
+    /// tenants to other tables names them `t_<column>`).
+    static func tenant(_ r: Row, prefix: String = "") throws -> TenantRecord {
+        func column(_ name: String) -> String { prefix + name }
+        var t = TenantRecord(id: try r.decode(column("id")), name: try r.decode(column("name")),
+                             plan: Mesh_V1_Plan(key: try r.decode(column("plan"))) ?? .free, requireSAML: try r.decode(column("require_saml")),
+                             ipv4Prefix: try r.decode(column("ipv4_prefix")), ipv6Prefix: try r.decode(column("ipv6_prefix")),
+                             createdAt: try r.decode(column("created_at")))
+        t.domain = try r.decode(column("domain"))
+        t.nodeKeepalive = try r.decode(column("node_keepalive"))
+        t.deviceKeepalive = try r.decode(column("device_keepalive"))
+        t.deviceMTU = try r.decode(column("device_mtu"))
+        t.configMaxNodes = try r.decode(column("config_max_nodes"))
+        t.dnsResolvers = try r.decode(column("dns_resolvers"))
+        t.hubNodeID = try r.decodeIfPresent(column("hub_node_id"), as: UUID.self)?.lowercased ?? ""
+        t.meshEnabled = try r.decode(column("mesh_enabled"))
+        t.revision = UInt64(try r.decode(column("revision"), as: Int64.self))
         return t
     }
 
@@ -151,7 +140,7 @@ extension PostgresProvisionStore: TenantRepository {
     public func tenant(_ id: UUID) async throws(MeshError) -> TenantRecord? {
         let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1", id)
         do {
-            return try rows.first.map(Self.tenant)
+            return try rows.first.map { try Self.tenant($0) }
         } catch {
             throw map(error)
         }
@@ -160,7 +149,7 @@ extension PostgresProvisionStore: TenantRepository {
     public func tenants() async throws(MeshError) -> [TenantRecord] {
         let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants ORDER BY created_at, id")
         do {
-            return try rows.map(Self.tenant)
+            return try rows.map { try Self.tenant($0) }
         } catch {
             throw map(error)
         }
