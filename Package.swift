@@ -156,6 +156,8 @@ let package = Package(
         tests("BusSecurityTests", ["MeshKeys", "MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "NodeApplierCore",
                                    "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
+        // The built executables from outside: their settings against docs/configuration.md, and what they link.
+        tests("ExecutableTests", ["MeshTestSupport"]),
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),

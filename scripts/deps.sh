@@ -14,6 +14,8 @@ packages=(
   docker-compose chromium chromium-driver wrk hyperfine dnsperf
   # misc tools used by scripts
   curl jq openssl python3-venv
+  # nm (the linkage checks of ExecutableTests)
+  binutils
 )
 
 missing=()

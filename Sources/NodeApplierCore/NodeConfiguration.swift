@@ -23,6 +23,8 @@ public struct NodeConfiguration: Sendable {
     public var backend: BackendChoice
     /// wireguard-go, for the userspace backend.
     public var wireguardGo: String
+    /// wireguard-go's `LOG_LEVEL` when the node starts it (verbose, error or silent).
+    public var wireguardGoLogLevel: String
     public var mtu: UInt32
     /// Full resync by diff, whatever happened.
     public var resyncInterval: Duration
@@ -40,7 +42,8 @@ public struct NodeConfiguration: Sendable {
     public var hostsFile: String
 
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
-                endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go", mtu: UInt32 = 1420,
+                endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go",
+                wireguardGoLogLevel: String = "error", mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
                 handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
                 dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
@@ -51,6 +54,7 @@ public struct NodeConfiguration: Sendable {
         self.endpoint = endpoint
         self.backend = backend
         self.wireguardGo = wireguardGo
+        self.wireguardGoLogLevel = wireguardGoLogLevel
         self.mtu = mtu
         self.resyncInterval = resyncInterval
         self.revisionCheckInterval = revisionCheckInterval

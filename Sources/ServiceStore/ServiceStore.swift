@@ -7,13 +7,20 @@ import ServiceKit
 
 /// The database options of a service that has tables.
 public struct StoreOptions: ParsableArguments, Sendable {
-    @Option(name: .customLong("database-url"), help: "PostgreSQL URL (env MESH_DATABASE_URL; password via MESH_DATABASE_PASSWORD[_FILE]).")
+    @Option(name: .customLong("database-url"), help: "PostgreSQL URL; the password may come from MESH_DATABASE_PASSWORD instead (env MESH_DATABASE_URL).")
     public var databaseURL: String = Env.string("MESH_DATABASE_URL", "postgresql://mesh@127.0.0.1:5432/mesh")
 
     @Option(name: .customLong("db-pool-size"), help: "Pooled database connections (env MESH_DB_POOL_SIZE).")
     public var dbPoolSize: Int = Env.int("MESH_DB_POOL_SIZE", 8)
 
     public init() {}
+
+    /// The secrets of the database connection.
+    public static let secrets = [SecretSetting("MESH_DATABASE_PASSWORD", "The database password, added to --database-url.")]
+
+    public func validate() throws {
+        guard (1...1000).contains(dbPoolSize) else { throw ValidationError("--db-pool-size (MESH_DB_POOL_SIZE) must be between 1 and 1000") }
+    }
 
     /// The database URL with the password from MESH_DATABASE_PASSWORD[_FILE] added, if set.
     public func resolvedDatabaseURL() throws -> String {
