@@ -162,6 +162,7 @@ let package = Package(
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
         bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
+        bench("JSONBench", ["BenchSupport", "GatewayCore", "MeshDomain", "MeshProto"]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport", swiftSettings: strict),
