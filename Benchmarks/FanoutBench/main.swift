@@ -136,6 +136,27 @@ func real(changes: Int) async throws {
         samples.append(ms(ContinuousClock.now - replied))
     }
     report("provision reply -> peer present on all 3 real nodes", samples)
+
+    // Re-issue: the old key must leave every node (a lost phone's config stops working).
+    var gone: [Double] = []
+    let devices = try await lab.cp.client.listDevices(caller: lab.admin)
+    for i in 0..<min(changes, devices.count) {
+        let old = devices[i].publicKey
+        let r = try await lab.cp.client.reissueDevice(caller: lab.admin, deviceID: devices[i].id)
+        let replied = ContinuousClock.now
+        var pending = Set(lab.nodes.map(\.interface))
+        while !pending.isEmpty {
+            for iface in pending {
+                if let dev = try? await uapi.device(named: iface), !dev.peers.contains(where: { $0.publicKey.base64 == old }),
+                   dev.peers.contains(where: { $0.publicKey.base64 == r.device.publicKey }) {
+                    pending.remove(iface)
+                }
+            }
+            if ContinuousClock.now - replied > .seconds(10) { print("timeout waiting for \(pending)"); break }
+        }
+        gone.append(ms(ContinuousClock.now - replied))
+    }
+    report("re-issue reply -> old key gone and new key present on all 3 real nodes", gone)
     await lab.stop()
 }
 

@@ -203,14 +203,29 @@ public final class MeshLab: @unchecked Sendable {
         return Set(dump.split(separator: "\n").dropFirst().compactMap { $0.split(separator: "\t").first.map(String.init) })
     }
 
-    /// The public keys the database says the node should hold: every device and every other node.
+    /// The public keys the database says the node should hold: every other node, and every device
+    /// whose config lists this node (docs/routing.md), read from ProvisionSvc's tables, not through
+    /// the code that computes peers.
     public func expectedPeers(_ node: LabNode) async throws -> Set<String> {
         guard let id = node.node.map({ UUID(uuidString: $0.id)! }) else { return [] }
         let rows = try await cp.store.query("""
-            SELECT public_key FROM devices WHERE tenant_id = $1
-            UNION ALL SELECT public_key FROM nodes WHERE tenant_id = $1 AND id <> $2
-            """, UUID(uuidString: tenant.id)!, id)
+            SELECT public_key FROM devices d JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.tenant_id = $1 AND t.mesh_enabled AND d.config_nodes @> jsonb_build_array(jsonb_build_object('id', $2::text))
+            UNION ALL SELECT public_key FROM nodes WHERE tenant_id = $1 AND id <> $2::uuid
+            """, UUID(uuidString: tenant.id)!, id.lowercased)
         return Set(try rows.map { try $0.decode("public_key", as: String.self) })
+    }
+
+    /// Every allowed IP of every peer on an interface in a namespace (read with `wg`).
+    public static func allowedIPs(_ ns: NetNamespace, _ interface: String) throws -> [String: [String]] {
+        let out = try ns.exec(["wg", "show", interface, "allowed-ips"])
+        var byKey: [String: [String]] = [:]
+        for line in out.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).map(String.init)
+            guard let key = fields.first else { continue }
+            byKey[key] = fields.dropFirst().filter { $0 != "(none)" }
+        }
+        return byKey
     }
 
     /// Waits until every node's interface holds exactly the database's peer set; returns how long it took.

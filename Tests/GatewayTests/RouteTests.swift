@@ -92,6 +92,15 @@ extension GatewayTests {
             let retry = try #require(limited.headers[.retryAfter].flatMap { Int($0) })
             #expect((1...60).contains(retry))
             #expect(limited.error["retry_after_seconds"] as? Int == retry)
+            // Re-issuing draws on the same budget: 429 with Retry-After too, on both surfaces.
+            let mine = try #require((try await client.send(.get, "/api/mesh/devices", token: f.tokens.ownerB).json["devices"] as? [[String: Any]])?
+                .first?["id"] as? String)
+            for path in ["/api/mesh/devices/\(mine)/reissue", "/cp/api/v1/mesh/devices/\(mine)/reissue"] {
+                let again = try await client.send(.post, path, token: f.tokens.ownerB)
+                #expect(again.status == 429 && again.errorCode == "rate_limited" && again.headers[.retryAfter] != nil, "\(path): \(again.text)")
+            }
+            #expect(try await client.send(.post, "/api/mesh/devices/not-a-uuid/reissue", token: f.tokens.ownerB).status == 404)
+            #expect(try await client.send(.post, "/api/mesh/devices/\(mine)/reissue", token: f.tokens.ownerA).status == 404, "another owner's device")
 
             // Delete: twice is 404 the second time; not a UUID is 404 too.
             #expect(try await client.send(.delete, "/api/mesh/devices/\(id)", token: f.tokens.ownerA).status == 204)

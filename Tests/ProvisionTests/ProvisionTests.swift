@@ -131,10 +131,11 @@ struct ProvisionTests {
         #expect(await code("ok", Mesh_V1_DeviceType(rawValue: 99)!, u) == .invalidArgument)
         var stranger = u
         stranger.userID = UUID().uuidString
-        #expect(await code("ok", .iphone, stranger) == .notFound)
+        // A caller whose user the tenant does not have (never had, or removed) is not signed in.
+        #expect(await code("ok", .iphone, stranger) == .unauthenticated)
         var otherTenant = u
         otherTenant.tenantID = UUID().uuidString
-        #expect(await code("ok", .iphone, otherTenant) == .notFound)
+        #expect(await code("ok", .iphone, otherTenant) == .unauthenticated)
         var malformed = u
         malformed.userID = "robert'); DROP TABLE users;--"
         #expect(await code("ok", .iphone, malformed) == .invalidArgument)
@@ -172,6 +173,35 @@ struct ProvisionTests {
         #expect(try row.decode("h", as: Int.self) == 0, "no address hold is left behind")
         // Still serving.
         #expect(await code("fine", .iphone, u) == nil)
+        await c.stop()
+    }
+
+    /// A node whose registration committed but whose answer it never got retries with the same
+    /// single-use token: it gets the same node back and spends nothing; anyone else with that spent
+    /// token (another WireGuard key, or the same key with another bus key) is refused.
+    @Test func aRegistrationRetriedWithItsSpentTokenGetsTheSameNode() async throws {
+        let c = try await ControlPlane.start("reg-retry")
+        let t = try await c.readyTenant(.pro)
+        let admin = try await c.user(t, .admin)
+        let token = try await c.client.createEnrollmentToken(caller: admin)
+        var r = Mesh_V1_RegisterNodeRequest()
+        r.enrollmentToken = token.token
+        r.name = "retrying node"
+        r.publicKey = WireGuardKeyPair.generate().publicKey
+        r.endpoint = "203.0.113.9:51820"
+        r.listenPort = 51820
+        let first = try await c.client.registerNode(r)
+        let again = try await c.client.registerNode(r)
+        #expect(again.node.id == first.node.id)
+        #expect(again.node.ipv4 == first.node.ipv4 && again.node.ipv6 == first.node.ipv6)
+        #expect(again.node.dnsName == first.node.dnsName)
+        var other = r
+        other.publicKey = WireGuardKeyPair.generate().publicKey
+        #expect(await meshError { _ = try await c.client.registerNode(other) }?.code == .unauthenticated)
+        let uses = try await c.store.query("SELECT uses_left FROM enrollment_tokens").map { try $0.decode("uses_left", as: Int.self) }
+        #expect(uses.contains(0), "the retry spent nothing: the token's one use went to the first attempt")
+        let nodes = try await c.store.query("SELECT count(*) AS n FROM nodes WHERE public_key = $1", r.publicKey).first!
+        #expect(try nodes.decode("n", as: Int.self) == 1)
         await c.stop()
     }
 
@@ -280,6 +310,58 @@ struct ProvisionTests {
         up.setRequireSaml = true
         up.requireSaml = true
         #expect(await meshError { _ = try await c.client.updateTenant(up) }?.code == .failedPrecondition)
+        await c.stop()
+    }
+
+    /// Re-issue: who may, what stays, what changes, the rate limit, the cap, and a race with a delete.
+    @Test func reissueKeepsTheDeviceAndReplacesItsKey() async throws {
+        let c = try await ControlPlane.start("reissue", replicas: 2, environment: ["MESH_RATE_WINDOW_SECONDS": "60"])
+        let t = try await c.readyTenant(.free)
+        let owner = try await c.user(t), other = try await c.user(t), admin = try await c.user(t, .admin)
+        let strangerTenant = try await c.readyTenant(.pro)
+        let stranger = try await c.user(strangerTenant, .admin)
+        let d = try await c.client.createDevice(caller: owner, label: "phone", type: .iphone).device
+        for caller in [other, stranger] {
+            #expect(await meshError { _ = try await c.client.reissueDevice(caller: caller, deviceID: d.id) }?.code == .notFound)
+        }
+        #expect(await meshError { _ = try await c.client.reissueDevice(caller: owner, deviceID: "robert'); --") }?.code == .notFound)
+        #expect(await meshError { _ = try await c.client.reissueDevice(caller: owner, deviceID: UUID().lowercased) }?.code == .notFound)
+
+        let r = try await c.client.reissueDevice(caller: admin, deviceID: d.id)
+        #expect(r.device.publicKey != d.publicKey && r.config.contains("PrivateKey = "))
+        #expect(r.device.ipv4 == d.ipv4 && r.device.ipv6 == d.ipv6 && r.device.slug == d.slug && r.device.createdAtMs == d.createdAtMs)
+        #expect(!r.qrSvg.isEmpty)
+        // A Free tenant at its cap can still re-issue (the device keeps its slot).
+        _ = try await c.client.createDevice(caller: owner, label: "two", type: .other)
+        _ = try await c.client.createDevice(caller: admin, label: "three", type: .other)
+        #expect(await meshError { _ = try await c.client.createDevice(caller: admin, label: "four", type: .other) }?.code == .quotaExceeded)
+        _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
+        // The owner made two devices and one re-issue: two more, then the rate limit.
+        _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
+        _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
+        guard case .rateLimited(let retry)? = await meshError({ _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id) }) else {
+            Issue.record("the sixth creation or re-issue in a minute was not rate limited")
+            await c.stop()
+            return
+        }
+        #expect((1...60).contains(retry))
+        let audit = try await c.store.query("SELECT count(*) AS n FROM audit_log WHERE action = 'device.reissue' AND target_id = $1", d.id).first!
+        #expect(try audit.decode("n", as: Int.self) == 4)
+
+        // A re-issue racing a delete: the device ends up gone, in ProvisionSvc and in FanoutSvc.
+        let e = try await c.client.createDevice(caller: stranger, label: "race", type: .laptop).device
+        async let reissued: MeshError? = meshError { _ = try await c.client.reissueDevice(caller: stranger, deviceID: e.id) }
+        async let deleted: MeshError? = meshError { _ = try await c.client.deleteDevice(caller: stranger, deviceID: e.id) }
+        let (re, de) = await (reissued, deleted)
+        #expect(de == nil && (re == nil || re?.code == .notFound), "\(String(describing: re)) \(String(describing: de))")
+        #expect(try await c.client.listDevices(caller: stranger).allSatisfy { $0.id != e.id })
+        let deadline = ContinuousClock.now + .seconds(20)
+        var inFanout = true
+        while inFanout, ContinuousClock.now < deadline {
+            inFanout = try await c.store.query("SELECT 1 AS x FROM fanout.members WHERE member_id = $1", UUID(text: e.id)!).first != nil
+            if inFanout { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(!inFanout, "the deleted device is still a member for the nodes")
         await c.stop()
     }
 

@@ -165,6 +165,64 @@ extension PostgresProvisionStore: DeviceRepository {
         }
     }
 
+    public func reissueDevice(_ id: UUID, caller: CallerIdentity, publicKey: String, rateWindow: Duration?, requestID: String,
+                              authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void,
+                              decide: @escaping @Sendable (DeviceCreationState, DeviceRecord) throws(MeshError) -> DeviceCreationDecision)
+        async throws(MeshError) -> WrittenDevice {
+        try await write { tx in
+            let c = caller
+            var reads = [
+                Statement("SELECT \(Self.tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", c.tenant),
+                Statement("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, c.tenant),
+                Statement("SELECT \(Self.nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", c.tenant),
+            ]
+            if let window = rateWindow {
+                reads.append(Statement("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", c.user))
+                reads.append(Statement("""
+                    SELECT count(*) AS n, min(at) AS oldest FROM provision_events WHERE user_id = $1 AND at > now() - make_interval(secs => $2)
+                    """, c.user, window.seconds))
+            }
+            let r = try tx.batch(reads)
+            guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+            guard let drow = r[1].rows.first else { throw MeshError.notFound("no such device") }
+            var t = try Self.tenant(trow)
+            let old = try Self.device(drow)
+            try authorize(old)
+            let nodes = try r[2].rows.map(Self.node)
+            let rate = rateWindow != nil ? r[4].rows.first : nil
+            let state = DeviceCreationState(
+                plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: try rate?.decode("n") ?? 0,
+                oldestRecentCreation: try rate?.decodeIfPresent("oldest"), takenNames: [], nodesByAge: nodes.map(\.member),
+                configMaxNodes: t.configMaxNodes, now: try trow.decode("now"))
+            let decision = try decide(state, old)
+            let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
+            var device = old
+            device.publicKey = publicKey
+            device.configHubID = decision.hubID
+            device.configNodes = listed
+            device.configOutdated = nil
+            var writes: [Statement] = []
+            if let window = rateWindow {
+                writes.append(Statement("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", c.user))
+                writes.append(Statement("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)",
+                                        c.user, window.seconds))
+            }
+            writes.append(Statement("""
+                UPDATE devices SET public_key = $2, config_hub_id = $3, config_nodes = $4::jsonb, config_outdated = NULL WHERE id = $1
+                """, id, publicKey, UUID(text: decision.hubID), Self.json(listed)))
+            writes.append(Statement("DELETE FROM peer_stats WHERE public_key = $1 AND node_id IN (SELECT id FROM nodes WHERE tenant_id = $2)",
+                                    old.publicKey, c.tenant))
+            let first = writes.count
+            writes += try Outbox.statements(tenant: c.tenant, change: .upsert(device.member()))
+            writes.append(Self.auditStatement(AuditEvent(
+                tenant: c.tenant, actor: c.actor, action: "device.reissue", target: id.lowercased, requestID: requestID,
+                detail: "\"\(old.label)\" (\(MeshName.dnsName(slug: old.slug, domain: t.domain))): new key and config\(old.configOutdated.map { " (was outdated: \($0))" } ?? "")")))
+            let w = try tx.batch(writes)
+            t.revision = try Outbox.revision(w[first..<(first + Outbox.statementCount)])
+            return WrittenDevice(device: device, tenant: t, config: decision.config, revision: t.revision)
+        }
+    }
+
     public func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord? {
         let rows = try await query("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, tenant)
         do {
@@ -175,13 +233,21 @@ extension PostgresProvisionStore: DeviceRepository {
     }
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
-    /// tenant, and its role), the tenant and the device rows come from the same snapshot. No row at
-    /// all means an unknown user; a row without a device id is a known user with nothing to list.
-    public func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])? {
+    /// tenant, its role and status, its session or token), the tenant and the device rows come from
+    /// the same snapshot. No row at all means an unknown user; a row without a device id is a known
+    /// user with nothing to list.
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord]) {
+        let (session, token) = Self.ids(credential)
         let rows = try await query("""
-            WITH caller AS (SELECT role FROM users WHERE id = $2 AND tenant_id = $1),
-                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1)
-            SELECT caller.role AS caller_role, t.id AS t_id, t.name AS t_name, t.plan AS t_plan, t.require_saml AS t_require_saml,
+            WITH caller AS (SELECT role, status FROM users WHERE id = $2 AND tenant_id = $1),
+                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1),
+                 s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $3 AND user_id = $2),
+                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $4 AND user_id = $2)
+            SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
+                   (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
+                   (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
+                   (SELECT id FROM k) AS k_id, (SELECT revoked_at FROM k) AS k_revoked, (SELECT expires_at FROM k) AS k_expires,
+                   t.id AS t_id, t.name AS t_name, t.require_saml AS t_require_saml,
                    t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
                    t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
                    t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
@@ -192,15 +258,17 @@ extension PostgresProvisionStore: DeviceRepository {
             FROM caller CROSS JOIN t
             LEFT JOIN devices d ON d.tenant_id = $1 AND (caller.role = 'admin' OR d.owner_user_id = $2)
             ORDER BY d.created_at, d.id
-            """, tenant, user)
+            """, tenant, user, session, token)
         do {
-            guard let first = rows.first, let role = Mesh_V1_Role(key: try first.decode("caller_role")) else { return nil }
+            guard let first = rows.first else {
+                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil, [])
+            }
+            let lookup = try Self.lookup(first, tenant: tenant, user: user, credential: credential)
             let t = try Self.tenant(first, prefix: "t_")
-            let who = CallerIdentity(tenant: tenant, user: user, role: role, plan: t.plan, requireSAML: t.requireSAML)
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
             for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil { out.append(try Self.device(r)) }
-            return (who, t, out)
+            return (lookup, t, out)
         } catch {
             throw map(error)
         }

@@ -1087,6 +1087,51 @@ void   mesh__v1__rename_device_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__rename_device_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__reissue_device_request__init
+                     (Mesh__V1__ReissueDeviceRequest         *message)
+{
+  static const Mesh__V1__ReissueDeviceRequest init_value = MESH__V1__REISSUE_DEVICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__reissue_device_request__get_packed_size
+                     (const Mesh__V1__ReissueDeviceRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__reissue_device_request__pack
+                     (const Mesh__V1__ReissueDeviceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__reissue_device_request__pack_to_buffer
+                     (const Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__ReissueDeviceRequest *
+       mesh__v1__reissue_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__ReissueDeviceRequest *)
+     protobuf_c_message_unpack (&mesh__v1__reissue_device_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__reissue_device_request__free_unpacked
+                     (Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__reissue_device_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message)
 {
@@ -1490,6 +1535,96 @@ void   mesh__v1__deregister_node_response__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &mesh__v1__deregister_node_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_hub_request__init
+                     (Mesh__V1__SetHubRequest         *message)
+{
+  static const Mesh__V1__SetHubRequest init_value = MESH__V1__SET_HUB_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_hub_request__get_packed_size
+                     (const Mesh__V1__SetHubRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_hub_request__pack
+                     (const Mesh__V1__SetHubRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_hub_request__pack_to_buffer
+                     (const Mesh__V1__SetHubRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetHubRequest *
+       mesh__v1__set_hub_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetHubRequest *)
+     protobuf_c_message_unpack (&mesh__v1__set_hub_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_hub_request__free_unpacked
+                     (Mesh__V1__SetHubRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_hub_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_hub_response__init
+                     (Mesh__V1__SetHubResponse         *message)
+{
+  static const Mesh__V1__SetHubResponse init_value = MESH__V1__SET_HUB_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_hub_response__get_packed_size
+                     (const Mesh__V1__SetHubResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_hub_response__pack
+                     (const Mesh__V1__SetHubResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_hub_response__pack_to_buffer
+                     (const Mesh__V1__SetHubResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetHubResponse *
+       mesh__v1__set_hub_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetHubResponse *)
+     protobuf_c_message_unpack (&mesh__v1__set_hub_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_hub_response__free_unpacked
+                     (Mesh__V1__SetHubResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_hub_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   mesh__v1__list_nodes_request__init
@@ -2756,7 +2891,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_tenants_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_tenants_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__user__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__user__field_descriptors[11] =
 {
   {
     "id",
@@ -2818,18 +2953,96 @@ static const ProtobufCFieldDescriptor mesh__v1__user__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "email",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, email),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "identity_issuer",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, identity_issuer),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "identity_subject",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, identity_subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, status),
+    &mesh__v1__user_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_sign_in_at_ms",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, last_sign_in_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "invite_expires_at_ms",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, invite_expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__user__field_indices_by_name[] = {
   4,   /* field[4] = created_at_ms */
+  5,   /* field[5] = email */
   0,   /* field[0] = id */
+  6,   /* field[6] = identity_issuer */
+  7,   /* field[7] = identity_subject */
+  10,   /* field[10] = invite_expires_at_ms */
+  9,   /* field[9] = last_sign_in_at_ms */
   2,   /* field[2] = name */
   3,   /* field[3] = role */
+  8,   /* field[8] = status */
   1,   /* field[1] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__user__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor mesh__v1__user__descriptor =
 {
@@ -2839,7 +3052,7 @@ const ProtobufCMessageDescriptor mesh__v1__user__descriptor =
   "Mesh__V1__User",
   "mesh.v1",
   sizeof(Mesh__V1__User),
-  5,
+  11,
   mesh__v1__user__field_descriptors,
   mesh__v1__user__field_indices_by_name,
   1,  mesh__v1__user__number_ranges,
@@ -3050,7 +3263,7 @@ const ProtobufCMessageDescriptor mesh__v1__get_user_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__get_user_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_users_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor mesh__v1__list_users_request__field_descriptors[2] =
 {
   {
     "tenant_id",
@@ -3064,14 +3277,27 @@ static const ProtobufCFieldDescriptor mesh__v1__list_users_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "caller",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListUsersRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_users_request__field_indices_by_name[] = {
+  1,   /* field[1] = caller */
   0,   /* field[0] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__list_users_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_users_request__descriptor =
 {
@@ -3081,7 +3307,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_users_request__descriptor =
   "Mesh__V1__ListUsersRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ListUsersRequest),
-  1,
+  2,
   mesh__v1__list_users_request__field_descriptors,
   mesh__v1__list_users_request__field_indices_by_name,
   1,  mesh__v1__list_users_request__number_ranges,
@@ -3754,6 +3980,57 @@ const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor =
   mesh__v1__rename_device_response__field_indices_by_name,
   1,  mesh__v1__rename_device_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__rename_device_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__reissue_device_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ReissueDeviceRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ReissueDeviceRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__reissue_device_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+};
+static const ProtobufCIntRange mesh__v1__reissue_device_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.ReissueDeviceRequest",
+  "ReissueDeviceRequest",
+  "Mesh__V1__ReissueDeviceRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__ReissueDeviceRequest),
+  2,
+  mesh__v1__reissue_device_request__field_descriptors,
+  mesh__v1__reissue_device_request__field_indices_by_name,
+  1,  mesh__v1__reissue_device_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__reissue_device_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[1] =
@@ -4447,6 +4724,108 @@ const ProtobufCMessageDescriptor mesh__v1__deregister_node_response__descriptor 
   mesh__v1__deregister_node_response__field_indices_by_name,
   1,  mesh__v1__deregister_node_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__deregister_node_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_hub_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubRequest, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_hub_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = node_id */
+};
+static const ProtobufCIntRange mesh__v1__set_hub_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_hub_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetHubRequest",
+  "SetHubRequest",
+  "Mesh__V1__SetHubRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetHubRequest),
+  2,
+  mesh__v1__set_hub_request__field_descriptors,
+  mesh__v1__set_hub_request__field_indices_by_name,
+  1,  mesh__v1__set_hub_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_hub_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_hub_response__field_descriptors[2] =
+{
+  {
+    "node",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubResponse, node),
+    &mesh__v1__node__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetHubResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_hub_response__field_indices_by_name[] = {
+  0,   /* field[0] = node */
+  1,   /* field[1] = revision */
+};
+static const ProtobufCIntRange mesh__v1__set_hub_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_hub_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetHubResponse",
+  "SetHubResponse",
+  "Mesh__V1__SetHubResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetHubResponse),
+  2,
+  mesh__v1__set_hub_response__field_descriptors,
+  mesh__v1__set_hub_response__field_indices_by_name,
+  1,  mesh__v1__set_hub_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_hub_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__list_nodes_request__field_descriptors[1] =
@@ -5151,6 +5530,36 @@ const ProtobufCMessageDescriptor mesh__v1__list_audit_response__descriptor =
   1,  mesh__v1__list_audit_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__list_audit_response__init,
   NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue mesh__v1__user_status__enum_values_by_number[3] =
+{
+  { "USER_STATUS_UNSPECIFIED", "MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED", 0 },
+  { "USER_STATUS_ACTIVE", "MESH__V1__USER_STATUS__USER_STATUS_ACTIVE", 1 },
+  { "USER_STATUS_INVITED", "MESH__V1__USER_STATUS__USER_STATUS_INVITED", 2 },
+};
+static const ProtobufCIntRange mesh__v1__user_status__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex mesh__v1__user_status__enum_values_by_name[3] =
+{
+  { "USER_STATUS_ACTIVE", 1 },
+  { "USER_STATUS_INVITED", 2 },
+  { "USER_STATUS_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor mesh__v1__user_status__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "mesh.v1.UserStatus",
+  "UserStatus",
+  "Mesh__V1__UserStatus",
+  "mesh.v1",
+  3,
+  mesh__v1__user_status__enum_values_by_number,
+  3,
+  mesh__v1__user_status__enum_values_by_name,
+  1,
+  mesh__v1__user_status__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue mesh__v1__diagnostics_level__enum_values_by_number[5] =
 {

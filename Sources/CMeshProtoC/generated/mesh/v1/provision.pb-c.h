@@ -41,6 +41,7 @@ typedef struct Mesh__V1__DeleteDeviceRequest Mesh__V1__DeleteDeviceRequest;
 typedef struct Mesh__V1__DeleteDeviceResponse Mesh__V1__DeleteDeviceResponse;
 typedef struct Mesh__V1__RenameDeviceRequest Mesh__V1__RenameDeviceRequest;
 typedef struct Mesh__V1__RenameDeviceResponse Mesh__V1__RenameDeviceResponse;
+typedef struct Mesh__V1__ReissueDeviceRequest Mesh__V1__ReissueDeviceRequest;
 typedef struct Mesh__V1__ListDevicesRequest Mesh__V1__ListDevicesRequest;
 typedef struct Mesh__V1__ListDevicesResponse Mesh__V1__ListDevicesResponse;
 typedef struct Mesh__V1__Node Mesh__V1__Node;
@@ -50,6 +51,8 @@ typedef struct Mesh__V1__RegisterNodeRequest Mesh__V1__RegisterNodeRequest;
 typedef struct Mesh__V1__RegisterNodeResponse Mesh__V1__RegisterNodeResponse;
 typedef struct Mesh__V1__DeregisterNodeRequest Mesh__V1__DeregisterNodeRequest;
 typedef struct Mesh__V1__DeregisterNodeResponse Mesh__V1__DeregisterNodeResponse;
+typedef struct Mesh__V1__SetHubRequest Mesh__V1__SetHubRequest;
+typedef struct Mesh__V1__SetHubResponse Mesh__V1__SetHubResponse;
 typedef struct Mesh__V1__ListNodesRequest Mesh__V1__ListNodesRequest;
 typedef struct Mesh__V1__ListNodesResponse Mesh__V1__ListNodesResponse;
 typedef struct Mesh__V1__GetNodeRequest Mesh__V1__GetNodeRequest;
@@ -66,6 +69,18 @@ typedef struct Mesh__V1__ListAuditResponse Mesh__V1__ListAuditResponse;
 
 /* --- enums --- */
 
+typedef enum _Mesh__V1__UserStatus {
+  MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED = 0,
+  /*
+   * Signs in (or was created by an operator).
+   */
+  MESH__V1__USER_STATUS__USER_STATUS_ACTIVE = 1,
+  /*
+   * Invited by an admin and not signed in yet; the first sign-in that matches binds the identity.
+   */
+  MESH__V1__USER_STATUS__USER_STATUS_INVITED = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__USER_STATUS)
+} Mesh__V1__UserStatus;
 typedef enum _Mesh__V1__DiagnosticsLevel {
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_UNSPECIFIED = 0,
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_BASIC_STATE = 1,
@@ -315,10 +330,25 @@ struct  Mesh__V1__User
   char *name;
   Mesh__V1__Role role;
   int64_t created_at_ms;
+  /*
+   * The address the user was invited by, or the verified address the provider gave.
+   */
+  char *email;
+  /*
+   * The identity at the provider (OpenID Connect iss + sub); users are keyed by the pair.
+   */
+  char *identity_issuer;
+  char *identity_subject;
+  Mesh__V1__UserStatus status;
+  int64_t last_sign_in_at_ms;
+  /*
+   * Invited users: when the invitation lapses (0 for others).
+   */
+  int64_t invite_expires_at_ms;
 };
 #define MESH__V1__USER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__user__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED, 0, 0 }
 
 
 /*
@@ -375,16 +405,18 @@ struct  Mesh__V1__GetUserResponse
 
 
 /*
- * mesh.v1.provision.user.list
+ * mesh.v1.provision.user.list: with a caller, an admin of the caller's tenant (tenant_id is then
+ * ignored); without one (operators, meshctl), the tenant named.
  */
 struct  Mesh__V1__ListUsersRequest
 {
   ProtobufCMessage base;
   char *tenant_id;
+  Mesh__V1__Caller *caller;
 };
 #define MESH__V1__LIST_USERS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_users_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Mesh__V1__ListUsersResponse
@@ -535,6 +567,23 @@ struct  Mesh__V1__RenameDeviceResponse
 #define MESH__V1__RENAME_DEVICE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__rename_device_response__descriptor) \
     , NULL, 0 }
+
+
+/*
+ * mesh.v1.provision.device.reissue: a new keypair and a fresh config with the tenant's current nodes
+ * and hub, for the device's owner or an admin. The device keeps its id, addresses, slug, DNS name and
+ * creation time; its old public key leaves every node. Draws on the same per-user rate limit as
+ * creation, not on the plan's cap. Replies like a creation (the private key only in `config`).
+ */
+struct  Mesh__V1__ReissueDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+};
+#define MESH__V1__REISSUE_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__reissue_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -693,6 +742,32 @@ struct  Mesh__V1__DeregisterNodeResponse
 #define MESH__V1__DEREGISTER_NODE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__deregister_node_response__descriptor) \
     , 0 }
+
+
+/*
+ * mesh.v1.provision.node.set_hub: make a node the tenant's hub (admins). Configs whose hub was the old
+ * hub are marked outdated; they keep working while the old hub lives.
+ */
+struct  Mesh__V1__SetHubRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *node_id;
+};
+#define MESH__V1__SET_HUB_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_hub_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__SetHubResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Node *node;
+  uint64_t revision;
+};
+#define MESH__V1__SET_HUB_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_hub_response__descriptor) \
+    , NULL, 0 }
 
 
 /*
@@ -1332,6 +1407,25 @@ Mesh__V1__RenameDeviceResponse *
 void   mesh__v1__rename_device_response__free_unpacked
                      (Mesh__V1__RenameDeviceResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__ReissueDeviceRequest methods */
+void   mesh__v1__reissue_device_request__init
+                     (Mesh__V1__ReissueDeviceRequest         *message);
+size_t mesh__v1__reissue_device_request__get_packed_size
+                     (const Mesh__V1__ReissueDeviceRequest   *message);
+size_t mesh__v1__reissue_device_request__pack
+                     (const Mesh__V1__ReissueDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__reissue_device_request__pack_to_buffer
+                     (const Mesh__V1__ReissueDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__ReissueDeviceRequest *
+       mesh__v1__reissue_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__reissue_device_request__free_unpacked
+                     (Mesh__V1__ReissueDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__ListDevicesRequest methods */
 void   mesh__v1__list_devices_request__init
                      (Mesh__V1__ListDevicesRequest         *message);
@@ -1502,6 +1596,44 @@ Mesh__V1__DeregisterNodeResponse *
                       const uint8_t       *data);
 void   mesh__v1__deregister_node_response__free_unpacked
                      (Mesh__V1__DeregisterNodeResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetHubRequest methods */
+void   mesh__v1__set_hub_request__init
+                     (Mesh__V1__SetHubRequest         *message);
+size_t mesh__v1__set_hub_request__get_packed_size
+                     (const Mesh__V1__SetHubRequest   *message);
+size_t mesh__v1__set_hub_request__pack
+                     (const Mesh__V1__SetHubRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_hub_request__pack_to_buffer
+                     (const Mesh__V1__SetHubRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetHubRequest *
+       mesh__v1__set_hub_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_hub_request__free_unpacked
+                     (Mesh__V1__SetHubRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetHubResponse methods */
+void   mesh__v1__set_hub_response__init
+                     (Mesh__V1__SetHubResponse         *message);
+size_t mesh__v1__set_hub_response__get_packed_size
+                     (const Mesh__V1__SetHubResponse   *message);
+size_t mesh__v1__set_hub_response__pack
+                     (const Mesh__V1__SetHubResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_hub_response__pack_to_buffer
+                     (const Mesh__V1__SetHubResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetHubResponse *
+       mesh__v1__set_hub_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_hub_response__free_unpacked
+                     (Mesh__V1__SetHubResponse *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__ListNodesRequest methods */
 void   mesh__v1__list_nodes_request__init
@@ -1805,6 +1937,9 @@ typedef void (*Mesh__V1__RenameDeviceRequest_Closure)
 typedef void (*Mesh__V1__RenameDeviceResponse_Closure)
                  (const Mesh__V1__RenameDeviceResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__ReissueDeviceRequest_Closure)
+                 (const Mesh__V1__ReissueDeviceRequest *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__ListDevicesRequest_Closure)
                  (const Mesh__V1__ListDevicesRequest *message,
                   void *closure_data);
@@ -1831,6 +1966,12 @@ typedef void (*Mesh__V1__DeregisterNodeRequest_Closure)
                   void *closure_data);
 typedef void (*Mesh__V1__DeregisterNodeResponse_Closure)
                  (const Mesh__V1__DeregisterNodeResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetHubRequest_Closure)
+                 (const Mesh__V1__SetHubRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetHubResponse_Closure)
+                 (const Mesh__V1__SetHubResponse *message,
                   void *closure_data);
 typedef void (*Mesh__V1__ListNodesRequest_Closure)
                  (const Mesh__V1__ListNodesRequest *message,
@@ -1874,6 +2015,7 @@ typedef void (*Mesh__V1__ListAuditResponse_Closure)
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    mesh__v1__user_status__descriptor;
 extern const ProtobufCEnumDescriptor    mesh__v1__diagnostics_level__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor;
@@ -1899,6 +2041,7 @@ extern const ProtobufCMessageDescriptor mesh__v1__delete_device_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node__descriptor;
@@ -1908,6 +2051,8 @@ extern const ProtobufCMessageDescriptor mesh__v1__register_node_request__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__register_node_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__deregister_node_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__deregister_node_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_hub_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_hub_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_nodes_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__get_node_request__descriptor;
