@@ -37,11 +37,13 @@ struct DeviceKeyed: Encodable {
     var rxBytes, txBytes: UInt64
     var endpoint: String?
     var ownerUserId: String
+    var configOutdated: Bool
+    var configOutdatedReason: String?
 
     enum CodingKeys: String, CodingKey {
         case id, label, slug, dnsName = "dns_name", type, meshIps = "mesh_ips", createdAt = "created_at"
         case lastHandshakeAt = "last_handshake_at", online, rxBytes = "rx_bytes", txBytes = "tx_bytes", endpoint
-        case ownerUserId = "owner_user_id"
+        case ownerUserId = "owner_user_id", configOutdated = "config_outdated", configOutdatedReason = "config_outdated_reason"
     }
 
     init(_ d: Mesh_V1_Device) {
@@ -58,6 +60,8 @@ struct DeviceKeyed: Encodable {
         txBytes = d.txBytes
         endpoint = d.endpoint.nilIfEmpty
         ownerUserId = d.ownerUserID
+        configOutdated = d.configOutdated
+        configOutdatedReason = d.configOutdatedReason.nilIfEmpty
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -75,6 +79,8 @@ struct DeviceKeyed: Encodable {
         try c.encode(txBytes, forKey: .txBytes)
         try c.encode(endpoint, forKey: .endpoint)
         try c.encode(ownerUserId, forKey: .ownerUserId)
+        try c.encode(configOutdated, forKey: .configOutdated)
+        try c.encode(configOutdatedReason, forKey: .configOutdatedReason)
     }
 }
 
@@ -92,17 +98,20 @@ struct DeviceSynthesized: Encodable {
     var rxBytes, txBytes: UInt64
     var endpoint: String?
     var ownerUserId: String
+    var configOutdated: Bool
+    var configOutdatedReason: String?
 
     enum CodingKeys: String, CodingKey {
         case id, label, slug, dnsName = "dns_name", type, meshIps = "mesh_ips", createdAt = "created_at"
         case lastHandshakeAt = "last_handshake_at", online, rxBytes = "rx_bytes", txBytes = "tx_bytes", endpoint
-        case ownerUserId = "owner_user_id"
+        case ownerUserId = "owner_user_id", configOutdated = "config_outdated", configOutdatedReason = "config_outdated_reason"
     }
 
     init(_ d: DeviceKeyed) {
         (id, label, slug, dnsName, type) = (d.id, d.label, d.slug, d.dnsName, d.type)
         (meshIps, createdAt, lastHandshakeAt, online) = (d.meshIps, d.createdAt, d.lastHandshakeAt, d.online)
         (rxBytes, txBytes, endpoint, ownerUserId) = (d.rxBytes, d.txBytes, d.endpoint, d.ownerUserId)
+        (configOutdated, configOutdatedReason) = (d.configOutdated, d.configOutdatedReason)
     }
 }
 
@@ -120,11 +129,14 @@ struct DeviceSnake: Encodable {
     var rxBytes, txBytes: UInt64
     var endpoint: String?
     var ownerUserId: String
+    var configOutdated: Bool
+    var configOutdatedReason: String?
 
     init(_ d: DeviceKeyed) {
         (id, label, slug, dnsName, type) = (d.id, d.label, d.slug, d.dnsName, d.type)
         (meshIps, createdAt, lastHandshakeAt, online) = (d.meshIps, d.createdAt, d.lastHandshakeAt, d.online)
         (rxBytes, txBytes, endpoint, ownerUserId) = (d.rxBytes, d.txBytes, d.endpoint, d.ownerUserId)
+        (configOutdated, configOutdatedReason) = (d.configOutdated, d.configOutdatedReason)
     }
 }
 
@@ -154,6 +166,10 @@ func devices(_ n: Int) -> [Mesh_V1_Device] {
             d.online = true
             d.rxBytes = UInt64(i) * 123_456_789
             d.txBytes = UInt64(i) * 98_765_432
+        }
+        if i % 10 == 3 {
+            d.configOutdated = true
+            d.configOutdatedReason = "node \"edge-2\" was removed"
         }
         return d
     }
