@@ -106,7 +106,7 @@ let package = Package(
         // API tokens (JWT claims, minting, verification) and device keypairs: the Gateway and meshctl
         // share it without Hummingbird.
         // A service's own database schema, opened and migrated at start-up (services with tables only).
-        lib("ServiceStore", ["ServiceKit", "MeshStore", log, argParser]),
+        lib("ServiceStore", ["ServiceKit", "MeshStore", "MeshDomain", log, argParser]),
         lib("MeshAuth", ["MeshDomain", "MeshProto", crypto, .product(name: "JWTKit", package: "jwt-kit")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
@@ -160,10 +160,13 @@ let package = Package(
         tests("BusSecurityTests", ["MeshKeys", "MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "NodeApplierCore",
                                    "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
+        // The built executables from outside: their settings against docs/configuration.md, and what they link.
+        tests("ExecutableTests", ["MeshTestSupport"]),
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
         bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
+        bench("JSONBench", ["BenchSupport", "GatewayCore", "MeshDomain", "MeshProto"]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport", swiftSettings: strict),

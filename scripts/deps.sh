@@ -16,6 +16,8 @@ packages=(
   docker.io docker-compose debootstrap chromium chromium-driver wrk hyperfine dnsperf
   # misc tools used by scripts; gcc and pkg-config build the C references in Benchmarks/c
   curl jq openssl python3-venv gcc pkg-config
+  # nm (the linkage checks of ExecutableTests)
+  binutils
 )
 
 missing=()

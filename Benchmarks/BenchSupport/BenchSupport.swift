@@ -237,25 +237,6 @@ public func machineLine() -> String {
     return "\(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(load)"
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for a benchmark's own servers).
-public func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-            bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
-        }
-    }
-    guard ok else { throw BenchError("bind: errno \(errno)") }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
-
 /// The `_sum` and `_count` of every series of a Prometheus histogram in a `/metrics` text,
 /// keyed by the value of `label`.
 public func histogramSums(_ text: String, metric: String, label: String) -> [String: (sum: Double, count: Double)] {

@@ -4,6 +4,7 @@ import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
+import ServiceStore
 import Synchronization
 
 /// What happens when every tenant-sized block of the pool is taken.
@@ -269,11 +270,11 @@ public final class Allocator: Sendable {
         return IPPrefix(.v6(IPv6Address(high: high, low: 0)), length: 48)!
     }
 
+    /// The allocator's own refusals (SQLSTATE `MA00x` from `mesh_allocate`) as domain errors; every
+    /// other failure goes through ServiceStore's one mapping.
     func storeError(_ error: any Error, _ tenant: UUID?, requested: IPv4Address? = nil) -> MeshError {
-        if let e = error as? MeshError { return e }
-        guard let e = error as? StoreError else { return .internal("internal error") }
-        switch e {
-        case .server(let state, let message) where state.hasPrefix("MA"):
+        switch error {
+        case StoreError.server(let state, let message) where state.hasPrefix("MA"):
             switch state {
             case "MA001": return .poolExhausted("the tenant's address pool is exhausted (\(message))")
             case "MA002": return .conflict("\(requested.map { "\($0)" } ?? "the address") is already in use")
@@ -283,12 +284,8 @@ public final class Allocator: Sendable {
             case "MA006": return .conflict("\(requested.map { "\($0)" } ?? "the address") is quarantined after a release; \(message.replacingOccurrences(of: "address ", with: ""))")
             default: return .internal("allocation failed")
             }
-        case .connectionLost, .connectFailed, .poolTimeout, .closed:
-            logger.error("database unavailable", metadata: ["error": "\(e)"])
-            return .unavailable("database unavailable")
         default:
-            logger.error("allocation failed", metadata: ["error": "\(e)", "tenant.id": "\(tenant.map { "\($0)" } ?? "-")"])
-            return .internal("internal error")
+            return .fromStore(error, logger: logger, metadata: ["tenant.id": "\(tenant.map { "\($0)" } ?? "-")"])
         }
     }
 }

@@ -11,7 +11,12 @@ struct AllocatorSvc: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "AllocatorSvc",
         abstract: "Hands out per-tenant /16 + ULA /48 prefixes and per-device/node /32 + /128 addresses.",
-        discussion: "Serves mesh.v1.allocator.* (queue group q). Any number of replicas may run; PostgreSQL keeps them consistent. Every option also reads the environment variable named in its help.")
+        discussion: """
+            Serves mesh.v1.allocator.* (queue group q). Any number of replicas may run; PostgreSQL keeps them consistent. \
+            Every option also reads the environment variable named in its help.
+
+            \(Env.secretsHelp(BusOptions.secrets + StoreOptions.secrets))
+            """)
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var database: StoreOptions

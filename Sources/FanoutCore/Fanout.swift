@@ -5,6 +5,7 @@ import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
+import ServiceStore
 import Metrics
 import ServiceLifecycle
 
@@ -196,24 +197,13 @@ public final class Fanout: Sendable {
                               Double(configuration.retention.components.seconds)).count
     }
 
+    /// A failed publish is `unavailable`; storage errors go through ServiceStore's one mapping.
     func map(_ error: any Error) -> MeshError {
-        switch error {
-        case let e as MeshError: return e
-        case let e as StoreError:
-            switch e {
-            case .connectionLost, .connectFailed, .poolTimeout, .closed, .queryCanceled:
-                return .unavailable("database unavailable")
-            default:
-                logger.error("database error", metadata: ["error": "\(e)"])
-                return .internal("internal error")
-            }
-        case let e as BusError:
+        if let e = error as? BusError {
             logger.warning("publishing failed", metadata: ["error": "\(e)"])
             return .unavailable("message bus unavailable")
-        default:
-            logger.error("unexpected error", metadata: ["error": "\(error)"])
-            return .internal("internal error")
         }
+        return .fromStore(error, logger: logger)
     }
 }
 

@@ -15,6 +15,8 @@ struct FanoutSvc: AsyncParsableCommand {
             Serves mesh.v1.fanout.ingest, mesh.v1.fanout.sync.*.*, mesh.v1.fanout.changes.*.* and mesh.v1.fanout.revision.* \
             (queue group q); publishes mesh.v1.peers.updated.<tenant>. Any number of replicas may run. Every option also reads the \
             environment variable named in its help.
+
+            \(Env.secretsHelp(BusOptions.secrets + StoreOptions.secrets))
             """)
 
     @OptionGroup var common: CommonOptions

@@ -13,12 +13,24 @@ struct Gateway: AsyncParsableCommand {
         commandName: "Gateway",
         abstract: "The HTTP API of Quazzar Mesh (devices, mesh state, diagnostics, license, CP authority routes).",
         discussion: """
-            Every option also reads the environment variable named in its help. Tokens are verified with \
-            MESH_JWT_SECRET or MESH_JWT_SECRET_FILE (HS256, at least 32 bytes) and/or \
-            MESH_JWT_EDDSA_PUBLIC_KEY or MESH_JWT_EDDSA_PUBLIC_KEY_FILE (EdDSA, Ed25519 PEM or base64); \
-            secrets are never taken from the command line. The gateway keeps no state and needs no database. \
-            See docs/api.md.
+            Every option also reads the environment variable named in its help. Bearer tokens are verified with \
+            MESH_JWT_SECRET (HS256) and/or MESH_JWT_EDDSA_PUBLIC_KEY (EdDSA); at least one must be set. The gateway keeps no \
+            state and needs no database. See docs/api.md.
+
+            \(Env.secretsHelp(BusOptions.secrets + Gateway.tokenKeys + Gateway.signInSecrets))
             """)
+
+    /// The keys bearer tokens are verified with.
+    static let tokenKeys = [
+        SecretSetting("MESH_JWT_SECRET", "The HS256 key (at least 32 bytes) that verifies HS256 tokens."),
+        SecretSetting("MESH_JWT_EDDSA_PUBLIC_KEY", "The Ed25519 public key (PEM, or base64 of its 32 bytes) that verifies EdDSA tokens."),
+    ]
+
+    /// The identity providers people sign in with, and the key that seals their session cookies.
+    static let signInSecrets = [
+        SecretSetting("MESH_OIDC_PROVIDERS", "The OpenID Connect providers people sign in with: a JSON array (docs/security.md); none: no sign-in."),
+        SecretSetting("MESH_SESSION_SECRET", "The key (at least 32 bytes) that seals session cookies; without it, one derived from MESH_JWT_SECRET."),
+    ]
 
     @OptionGroup var common: CommonOptions
 

@@ -84,3 +84,13 @@ extension Mesh_V1_PeersUpdated {
     /// The settings this change sets, if it sets them.
     public var newSettings: Mesh_V1_TenantSettings? { if case .settings(let s) = change { s } else { nil } }
 }
+
+extension Mesh_V1_MemberRemoval {
+    /// The removal of a member: what a node needs to drop its peer (the id, its kind and its key).
+    public init(id: String, kind: Mesh_V1_PeerKind, publicKey: String) {
+        self.init()
+        self.id = id
+        self.kind = kind
+        self.publicKey = publicKey
+    }
+}

@@ -393,3 +393,20 @@ public final class TestNatsCluster: @unchecked Sendable {
         for i in servers.indices { await kill(i) }
     }
 }
+
+/// A TCP port on 127.0.0.1 that nothing listens on now (bound to port 0, read back, released).
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestSetupError.failed("socket: errno \(errno)") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    guard bound == 0 else { throw TestSetupError.failed("bind: errno \(errno)") }
+    let named = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    guard named == 0 else { throw TestSetupError.failed("getsockname: errno \(errno)") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}

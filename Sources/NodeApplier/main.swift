@@ -10,12 +10,20 @@ struct NodeApplier: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "NodeApplier",
         abstract: "Registers this node, brings up its WireGuard interface, and applies every peer change without restarting anything.",
-        discussion: "The enrollment token comes from MESH_NODE_ENROLLMENT_TOKEN or MESH_NODE_ENROLLMENT_TOKEN_FILE (never the command line). Every option also reads the environment variable named in its help.")
+        discussion: """
+            Every option also reads the environment variable named in its help.
+
+            \(Env.secretsHelp(BusOptions.secrets + [NodeApplier.enrollmentToken]))
+            """)
+
+    /// The one-time token that lets the node register into its tenant (`meshctl node enroll`).
+    static let enrollmentToken = SecretSetting("MESH_NODE_ENROLLMENT_TOKEN",
+                                               "The enrollment token (`meshctl node enroll`); needed until the node has registered once.")
 
     @OptionGroup var common: CommonOptions
 
-    @Option(help: "Node name (env MESH_NODE_NAME).")
-    var name: String = Env.string("MESH_NODE_NAME", ProcessInfo.processInfo.hostName)
+    @Option(help: "Node name; empty: the host name (env MESH_NODE_NAME).")
+    var name: String = Env.string("MESH_NODE_NAME", "")
 
     @Option(help: "State directory for the key and registration (env MESH_NODE_STATE_DIR).")
     var stateDir: String = Env.string("MESH_NODE_STATE_DIR", "/var/lib/quazzar-mesh")
@@ -40,6 +48,9 @@ struct NodeApplier: AsyncParsableCommand {
 
     @Option(help: "Seconds between interface checks; a lost interface stops the node with an error (env MESH_NODE_INTERFACE_CHECK_SECONDS).")
     var interfaceCheckSeconds: Double = Env.seconds("MESH_NODE_INTERFACE_CHECK_SECONDS", 2)
+
+    @Option(help: "wireguard-go's LOG_LEVEL when the node starts it: verbose, error or silent (env MESH_WIREGUARD_GO_LOG_LEVEL).")
+    var wireguardGoLogLevel: String = Env.string("MESH_WIREGUARD_GO_LOG_LEVEL", "error")
 
     @Option(help: "Interface MTU (env MESH_WG_MTU).")
     var mtu: Int = Env.int("MESH_WG_MTU", 1420)
@@ -74,19 +85,26 @@ struct NodeApplier: AsyncParsableCommand {
         guard (1280...9000).contains(mtu) else { throw ValidationError("--mtu must be 1280 to 9000") }
         guard (0...65535).contains(dnsPort) else { throw ValidationError("--dns-port must be 0 to 65535") }
         guard ["forward", "refuse"].contains(dnsOutsideZone) else { throw ValidationError("--dns-outside-zone must be forward or refuse") }
+        guard ["verbose", "error", "silent"].contains(wireguardGoLogLevel) else {
+            throw ValidationError("--wireguard-go-log-level must be verbose, error or silent")
+        }
+        guard resyncSeconds > 0, revisionCheckSeconds > 0, handshakePollSeconds > 0 else {
+            throw ValidationError("--resync-seconds, --revision-check-seconds and --handshake-poll-seconds must be positive")
+        }
     }
 
     func run() async throws {
         var ep = endpoint
         if ep.isEmpty { ep = "\(Self.firstAddress() ?? "127.0.0.1"):\(listenPort)" }
         let config = NodeConfiguration(
-            name: name, stateDirectory: stateDir, interface: interface, listenPort: UInt16(listenPort), endpoint: ep,
-            backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo, userspaceDaemon: UserspaceDaemon(rawValue: userspaceDaemon)!,
+            name: name.isEmpty ? ProcessInfo.processInfo.hostName : name, stateDirectory: stateDir, interface: interface,
+            listenPort: UInt16(listenPort), endpoint: ep, backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo,
+            wireguardGoLogLevel: wireguardGoLogLevel, userspaceDaemon: UserspaceDaemon(rawValue: userspaceDaemon)!,
             interfaceCheckInterval: .milliseconds(Int(interfaceCheckSeconds * 1000)), mtu: UInt32(mtu),
             resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
             handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding,
             dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile)
-        try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret("MESH_NODE_ENROLLMENT_TOKEN"))
+        try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret(Self.enrollmentToken.name))
     }
 
     /// The first non-loopback IPv4 address of this host (network namespace), for the default endpoint.

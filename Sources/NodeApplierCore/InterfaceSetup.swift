@@ -31,7 +31,7 @@ public enum InterfaceSetup {
             // leaves it behind; it was removed and a new one replaces it).
             // Detached, so the interface outlives this process: a restarted node keeps its peers.
             try await WireGuardGoDaemon.startDetached(interface: iface, executable: config.wireguardGo,
-                                                      logLevel: ProcessInfo.processInfo.environment["MESH_WIREGUARD_GO_LOG_LEVEL"] ?? "error")
+                                                      logLevel: config.wireguardGoLogLevel)
             logger.info("started wireguard-go", metadata: ["interface": "\(iface)"])
         }
         let backend = try await WireGuardBackendSelection.select(interface: iface, logger: logger)

@@ -31,6 +31,8 @@ public struct NodeConfiguration: Sendable {
     public var backend: BackendChoice
     /// wireguard-go, for the userspace backend.
     public var wireguardGo: String
+    /// wireguard-go's `LOG_LEVEL` when the node starts it (verbose, error or silent).
+    public var wireguardGoLogLevel: String
     /// Whether NodeApplier starts wireguard-go itself or a supervisor does.
     public var userspaceDaemon: UserspaceDaemon
     /// How often the interface is checked; a node whose interface is gone, or was replaced by an
@@ -54,7 +56,8 @@ public struct NodeConfiguration: Sendable {
 
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
                 endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go",
-                userspaceDaemon: UserspaceDaemon = .managed, interfaceCheckInterval: Duration = .seconds(2), mtu: UInt32 = 1420,
+                wireguardGoLogLevel: String = "error", userspaceDaemon: UserspaceDaemon = .managed, interfaceCheckInterval: Duration = .seconds(2),
+                mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
                 handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
                 dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
@@ -65,6 +68,7 @@ public struct NodeConfiguration: Sendable {
         self.endpoint = endpoint
         self.backend = backend
         self.wireguardGo = wireguardGo
+        self.wireguardGoLogLevel = wireguardGoLogLevel
         self.userspaceDaemon = userspaceDaemon
         self.interfaceCheckInterval = interfaceCheckInterval
         self.mtu = mtu

@@ -173,9 +173,9 @@ actor PushGate {
     }
 }
 
-/// ProvisionSvc's bus-identity settings, read from the environment (secrets from `NAME` or the file
-/// named by `NAME_FILE`, never the command line). All four keys or none: without them the bus runs
-/// without per-node identities.
+/// ProvisionSvc's bus-identity settings: four secrets from the environment (`NAME` or the file named
+/// by `NAME_FILE`, never the command line) and two tuning options. All four keys or none: without
+/// them the bus runs without per-node identities.
 public struct BusIdentityConfiguration: Sendable {
     /// The mesh account's JWT (`MESH_BUS_ACCOUNT_JWT[_FILE]`).
     public var accountJWT: String
@@ -185,9 +185,9 @@ public struct BusIdentityConfiguration: Sendable {
     public var operatorSigningSeed: String
     /// A system-account user's `.creds` (`MESH_BUS_SYSTEM_CREDS[_FILE]`); pushes account updates.
     public var systemCreds: String
-    /// Lifetime of node JWTs (`MESH_BUS_NODE_JWT_TTL_SECONDS`, 0 = none).
+    /// Lifetime of node JWTs (ProvisionSvc's `--bus-node-jwt-ttl`; nil: no expiry).
     public var nodeJWTLifetime: Duration?
-    /// How often the revocation list is pushed again (`MESH_BUS_REVOCATION_RESYNC_SECONDS`).
+    /// How often the revocation list is pushed again (ProvisionSvc's `--bus-revocation-resync`).
     public var resyncInterval: Duration
 
     public init(accountJWT: String, accountSigningSeed: String, operatorSigningSeed: String, systemCreds: String,
@@ -200,18 +200,24 @@ public struct BusIdentityConfiguration: Sendable {
         self.resyncInterval = resyncInterval
     }
 
-    /// The settings from the environment; nil when none is set; an error when only some are.
-    public static func fromEnvironment() throws -> BusIdentityConfiguration? {
-        let names = ["MESH_BUS_ACCOUNT_JWT", "MESH_BUS_ACCOUNT_SIGNING_KEY", "MESH_BUS_OPERATOR_SIGNING_KEY", "MESH_BUS_SYSTEM_CREDS"]
+    /// The four secrets, in the order ``fromEnvironment(nodeJWTLifetime:resyncInterval:)`` reads them.
+    public static let secrets = [
+        SecretSetting("MESH_BUS_ACCOUNT_JWT", "The mesh account's JWT (accounts/mesh.jwt of `meshctl bus init`); with the next three, turns per-node bus identities on."),
+        SecretSetting("MESH_BUS_ACCOUNT_SIGNING_KEY", "The mesh account's signing key seed (keys/mesh-signing.nk), which signs node JWTs."),
+        SecretSetting("MESH_BUS_OPERATOR_SIGNING_KEY", "The operator's signing key seed (keys/operator-signing.nk), which signs account updates (revocations)."),
+        SecretSetting("MESH_BUS_SYSTEM_CREDS", "A system-account user's .creds (creds/system.creds), which pushes account updates to nats-server."),
+    ]
+
+    /// The settings from the environment; nil when none of the secrets is set; an error when only some are.
+    public static func fromEnvironment(nodeJWTLifetime: Duration?, resyncInterval: Duration) throws -> BusIdentityConfiguration? {
+        let names = secrets.map(\.name)
         let values = try names.map { try Env.secret($0) }
         if values.allSatisfy({ $0 == nil }) { return nil }
         if let missing = zip(names, values).first(where: { $0.1 == nil })?.0 {
             throw MeshError.invalidArgument(field: missing, message: "per-node bus identities need all of \(names.map { $0 + "[_FILE]" }.joined(separator: ", ")); \(missing) is missing")
         }
-        let ttl = Env.int("MESH_BUS_NODE_JWT_TTL_SECONDS", 0)
         return BusIdentityConfiguration(accountJWT: values[0]!, accountSigningSeed: values[1]!, operatorSigningSeed: values[2]!,
-                                        systemCreds: values[3]!, nodeJWTLifetime: ttl > 0 ? .seconds(ttl) : nil,
-                                        resyncInterval: .seconds(max(1, Env.int("MESH_BUS_REVOCATION_RESYNC_SECONDS", 60))))
+                                        systemCreds: values[3]!, nodeJWTLifetime: nodeJWTLifetime, resyncInterval: resyncInterval)
     }
 }
 

@@ -17,9 +17,9 @@ struct ProvisionSvc: AsyncParsableCommand {
         discussion: """
             Serves mesh.v1.provision.* and mesh.v1.reports.*.*.handshake (queue group q). Stateless: run any number of replicas. \
             Every option also reads the environment variable named in its help. Per-node bus identities (docs/security.md) are on \
-            when MESH_BUS_ACCOUNT_JWT, MESH_BUS_ACCOUNT_SIGNING_KEY, MESH_BUS_OPERATOR_SIGNING_KEY and MESH_BUS_SYSTEM_CREDS \
-            (each also as *_FILE) are set; MESH_BUS_NODE_JWT_TTL_SECONDS (default 0: no expiry) and \
-            MESH_BUS_REVOCATION_RESYNC_SECONDS (default 60) tune them.
+            when all four MESH_BUS_* secrets are set.
+
+            \(Env.secretsHelp(BusOptions.secrets + StoreOptions.secrets + BusIdentityConfiguration.secrets))
             """)
 
     @OptionGroup var common: CommonOptions
@@ -40,7 +40,18 @@ struct ProvisionSvc: AsyncParsableCommand {
     @Option(help: "How often to look for devices whose expiry passed, in seconds; at most 55 (env MESH_EXPIRY_SWEEP_SECONDS).")
     var expirySweepSeconds: Double = Env.seconds("MESH_EXPIRY_SWEEP_SECONDS", 5)
 
+    @Option(name: .customLong("bus-node-jwt-ttl"), help: "Lifetime in seconds of the bus JWTs issued to nodes; 0: no expiry (env MESH_BUS_NODE_JWT_TTL_SECONDS).")
+    var busNodeJWTTTL: Int = Env.int("MESH_BUS_NODE_JWT_TTL_SECONDS", 0)
+
+    @Option(name: .customLong("bus-revocation-resync"), help: "Seconds between pushes of the bus revocation list to nats-server (env MESH_BUS_REVOCATION_RESYNC_SECONDS).")
+    var busRevocationResync: Int = Env.int("MESH_BUS_REVOCATION_RESYNC_SECONDS", 60)
+
     func validate() throws {
+        guard busNodeJWTTTL >= 0 else { throw ValidationError("--bus-node-jwt-ttl (MESH_BUS_NODE_JWT_TTL_SECONDS) must be 0 or more") }
+        guard busRevocationResync >= 1 else {
+            throw ValidationError("--bus-revocation-resync (MESH_BUS_REVOCATION_RESYNC_SECONDS) must be at least 1")
+        }
+        guard onlineWindowSeconds >= 1 else { throw ValidationError("--online-window-seconds (MESH_ONLINE_WINDOW_SECONDS) must be at least 1") }
         guard rateLimit >= 0, rateWindowSeconds > 0 else { throw ValidationError("rate limit must be >= 0 and the window > 0") }
         // An expired device must leave the mesh within 60 s of its expiry.
         guard expirySweepSeconds > 0, expirySweepSeconds <= 55 else { throw ValidationError("--expiry-sweep-seconds must be more than 0 and at most 55") }
@@ -56,7 +67,8 @@ struct ProvisionSvc: AsyncParsableCommand {
                                             expirySweepInterval: .milliseconds(Int(expirySweepSeconds * 1000)))
         let busIdentity: BusIdentityConfiguration?
         do {
-            busIdentity = try BusIdentityConfiguration.fromEnvironment()
+            busIdentity = try BusIdentityConfiguration.fromEnvironment(nodeJWTLifetime: busNodeJWTTTL > 0 ? .seconds(busNodeJWTTTL) : nil,
+                                                                       resyncInterval: .seconds(busRevocationResync))
         } catch let e as MeshError {
             throw ValidationError(e.message)
         }

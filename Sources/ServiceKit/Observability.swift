@@ -69,14 +69,22 @@ public struct MetricsServer: Service {
     let port: Int
     let logger: Logger
 
-    /// `address` is `host:port`.
+    /// `address` is `host:port`; nil when it is empty (no metrics endpoint) or not `host:port`.
     public init?(address: String, logger: Logger) {
-        guard !address.isEmpty, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            return nil
-        }
-        self.host = String(address[..<colon])
+        guard let (host, port) = Self.parse(address) else { return nil }
+        self.host = host
         self.port = port
         self.logger = logger
+    }
+
+    /// The host and port of `host:port` (an IPv6 host in brackets loses them), nil for anything else.
+    public static func parse(_ address: String) -> (host: String, port: Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            return nil
+        }
+        let host = address[..<colon]
+        guard !host.isEmpty else { return nil }
+        return (String(host.hasPrefix("[") && host.hasSuffix("]") ? host.dropFirst().dropLast() : host), port)
     }
 
     public func run() async throws {

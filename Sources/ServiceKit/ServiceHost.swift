@@ -55,13 +55,13 @@ public enum ServiceHost {
     ) async throws {
         _ = Observability.bootstrap(level: common.logLevel, format: common.logFormat)
         var initial = Logger(label: name)
-        initial[metadataKey: "instance"] = "\(common.instance)"
+        initial[metadataKey: "instance"] = "\(common.instanceName)"
         let (bus, prepared, logger) = try await connect(initial)
         let parts = try await build(ServiceContext(bus: bus, logger: logger), prepared)
         var services: [any Service] = [BusConnectionService(connection: bus)]
         // Every service answers $SRV.PING/INFO/STATS, even one with no endpoints of its own (the Gateway).
         services.append(try BusService(connection: bus, name: name, id: parts.serviceID, version: MeshVersion.current, description: description,
-                                       metadata: parts.metadata.merging(["instance": common.instance]) { a, _ in a },
+                                       metadata: parts.metadata.merging(["instance": common.instanceName]) { a, _ in a },
                                        endpoints: parts.endpoints, logger: logger))
         services.append(contentsOf: parts.services)
         if let metrics = MetricsServer(address: common.metricsAddress, logger: logger) { services.append(metrics) }

@@ -16,17 +16,23 @@ struct MeshCtl: AsyncParsableCommand {
         commandName: "meshctl",
         abstract: "Administer Quazzar Mesh: tenants, users, tokens, devices, nodes, audit log.",
         discussion: """
-            Talks to the services over NATS (MESH_NATS_URL and the other MESH_NATS_* settings). Tokens are signed \
-            with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
-            --json prints one JSON document on stdout for scripts.
+            Talks to the services over NATS (the --nats-* options of each command; each also reads the environment variable \
+            named in its help). --json prints one JSON document on stdout for scripts.
+
+            \(Env.secretsHelp(BusOptions.secrets + MeshCtl.tokenKeys))
             """,
         subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Mesh.self, Settings.self, Audit.self, Bus.self, ServiceCommand.self])
+
+    /// The keys `meshctl token` signs with (the Gateway's).
+    static let tokenKeys = [
+        SecretSetting("MESH_JWT_SECRET", "The HS256 key (at least 32 bytes) that `meshctl token` signs with."),
+        SecretSetting("MESH_JWT_EDDSA_PRIVATE_KEY", "The Ed25519 private key (PEM, or base64 of its 32-byte seed) that `meshctl token` signs with when MESH_JWT_SECRET is not set."),
+    ]
 }
 
 /// Options every subcommand shares.
 struct CtlOptions: ParsableArguments {
-    @Option(name: .customLong("nats-url"), help: "NATS server URLs, comma-separated (env MESH_NATS_URL).")
-    var natsURL: String = Env.string("MESH_NATS_URL", "nats://127.0.0.1:4222")
+    @OptionGroup var bus: BusOptions
 
     @Flag(name: .customLong("json"), help: "Print JSON (for scripts).")
     var json = false
@@ -36,12 +42,9 @@ struct CtlOptions: ParsableArguments {
 
     /// A bus connection for one command.
     func connect(inboxPrefix: String = "_INBOX") async throws -> BusConnection {
-        var common = CommonOptions()
-        common.natsURL = natsURL
-        common.instance = "meshctl"
         var logger = Logger(label: "meshctl")
         logger.logLevel = .error
-        var config = try common.busConfiguration(name: "meshctl", inboxPrefix: inboxPrefix)
+        var config = try bus.busConfiguration(name: "meshctl", inboxPrefix: inboxPrefix)
         config.retryOnFailedConnect = false
         return try await BusConnection.connect(config, logger: logger)
     }

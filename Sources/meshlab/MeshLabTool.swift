@@ -98,7 +98,7 @@ enum MeshLabTool {
             }
 
             let logDir = TestEnvironment.outputDir("browser/lab")
-            let ports = [try freePort(), try freePort()]
+            let ports = [try freeLoopbackPort(), try freeLoopbackPort()]
             let urls = ports.map { "http://127.0.0.1:\($0)" }
             // The identity provider people sign in with on the plain gateway: Ada, an admin of the Pro
             // tenant by its tenant and group claims.
@@ -222,23 +222,6 @@ enum MeshLabTool {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw TestSetupError.failed("\(process.name) not ready at \(url):\n\(process.log().suffix(3000))")
-    }
-
-    /// A TCP port on 127.0.0.1 that nothing listens on now.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSetupError.failed("socket: errno \(errno)") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        guard bound == 0 else { throw TestSetupError.failed("bind: errno \(errno)") }
-        let named = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        guard named == 0 else { throw TestSetupError.failed("getsockname: errno \(errno)") }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// Writes one JSON object as one line on stdout.

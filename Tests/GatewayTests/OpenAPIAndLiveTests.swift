@@ -26,13 +26,6 @@ enum PythonTools {
     }
 }
 
-/// A free TCP port on the loopback interface.
-func freePort() throws -> Int {
-    let r = try run("/usr/bin/env", ["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])
-    guard let port = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestSetupError.failed("no free port: \(r.output)") }
-    return port
-}
-
 /// One HTTP request with curl: status and body.
 func curl(_ method: String, _ url: String, token: String? = nil, body: String? = nil) throws -> (status: Int, body: String) {
     var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "90"]
@@ -76,7 +69,7 @@ extension GatewayTests {
     /// with no 5xx, and exits 0 on SIGTERM.
     @Test func liveGatewayProcess() async throws {
         let f = try await Fixture.start("live", plan: .pro, environment: ["MESH_RATE_LIMIT": "0"])
-        let port = try freePort()
+        let port = try freeLoopbackPort()
         let logDir = TestEnvironment.outputDir("gateway")
         let gateway = try ManagedProcess(
             name: "Gateway-\(Nuid.short())", executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,

@@ -61,7 +61,7 @@ extension GatewayTests {
     @Test func sessionsAndTokensAcrossGatewayReplicas() async throws {
         let f = try await Fixture.start("signin-replicas", environment: ["MESH_RATE_LIMIT": "0"])
         let logDir = TestEnvironment.outputDir("gateway")
-        let ports = [try freePort(), try freePort()]
+        let ports = [try freeLoopbackPort(), try freeLoopbackPort()]
         let urls = ports.map { "http://127.0.0.1:\($0)" }
         let publicURL = urls[0]
         let idp = try await TestIdentityProvider(

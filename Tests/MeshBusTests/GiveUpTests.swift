@@ -42,10 +42,3 @@ struct GiveUpTests {
         await second.kill9()
     }
 }
-
-/// A free TCP port on the loopback interface.
-func freeLoopbackPort() throws -> Int {
-    let r = try run("/usr/bin/env", ["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])
-    guard let port = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestSetupError.failed("no free port: \(r.output)") }
-    return port
-}

@@ -17,11 +17,7 @@ struct MeshStateTests {
     func change(_ r: UInt64, remove m: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         var u = Mesh_V1_PeersUpdated()
         u.revision = r
-        var x = Mesh_V1_MemberRemoval()
-        x.id = m.id
-        x.kind = m.kind
-        x.publicKey = m.publicKey
-        u.remove = x
+        u.remove = Mesh_V1_MemberRemoval(id: m.id, kind: m.kind, publicKey: m.publicKey)
         return u
     }
 

@@ -79,11 +79,7 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     var u = Mesh_V1_PeersUpdated()
     u.tenantID = "t1"
     u.revision = rev
-    var r = Mesh_V1_MemberRemoval()
-    r.id = removed.id
-    r.kind = removed.kind
-    r.publicKey = removed.publicKey
-    u.remove = r
+    u.remove = Mesh_V1_MemberRemoval(id: removed.id, kind: removed.kind, publicKey: removed.publicKey)
     return u
 }
 

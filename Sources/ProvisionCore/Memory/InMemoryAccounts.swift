@@ -178,10 +178,7 @@ extension InMemoryProvisionStore: AccountRepository {
                 deviceRows.removeValue(forKey: d.id)
                 names[tenant]?.removeValue(forKey: d.slug)
                 tasks[d.id] = (tenant, false, false, now())
-                var r = Mesh_V1_MemberRemoval()
-                r.id = d.id.lowercased
-                r.kind = .device
-                r.publicKey = d.publicKey
+                let r = Mesh_V1_MemberRemoval(id: d.id.lowercased, kind: .device, publicKey: d.publicKey)
                 revision = append(tenant, .remove(r))
                 write(AuditEvent(tenant: tenant, actor: actor, action: "device.delete", target: d.id.lowercased, requestID: requestID,
                                  detail: "\"\(d.label)\" with its owner \(target.name)"))

@@ -217,11 +217,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         deviceRows.removeValue(forKey: id)
         names[caller.tenant]?.removeValue(forKey: d.slug)
         tasks[id] = (caller.tenant, false, false, now())
-        var r = Mesh_V1_MemberRemoval()
-        r.id = id.lowercased
-        r.kind = .device
-        r.publicKey = d.publicKey
-        let revision = append(caller.tenant, .remove(r))
+        let revision = append(caller.tenant, .remove(Mesh_V1_MemberRemoval(id: id.lowercased, kind: .device, publicKey: d.publicKey)))
         write(AuditEvent(tenant: caller.tenant, actor: caller.actor, action: "device.delete", target: id.lowercased, requestID: requestID,
                          detail: "\"\(d.label)\""))
         return (d, revision)
@@ -451,11 +447,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         tasks[id] = (tenant, false, false, now())
         write(AuditEvent(tenant: tenant, actor: actor, action: "node.deregister", target: id.lowercased, requestID: requestID, detail: n.name))
         markOutdated(tenant: tenant, node: id, change: .nodeRemoved(name: n.name))
-        var r = Mesh_V1_MemberRemoval()
-        r.id = id.lowercased
-        r.kind = .node
-        r.publicKey = n.publicKey
-        var revision = append(tenant, .remove(r))
+        var revision = append(tenant, .remove(Mesh_V1_MemberRemoval(id: id.lowercased, kind: .node, publicKey: n.publicKey)))
         if tenantRows[tenant]!.hubNodeID == id.lowercased {
             tenantRows[tenant]!.hubNodeID = DeviceRules.hub(current: "", nodesByAge: nodesByAge(tenant).map(\.id.lowercased))
             revision = append(tenant, .settings(tenantRows[tenant]!.settings))

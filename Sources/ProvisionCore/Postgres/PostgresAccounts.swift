@@ -376,10 +376,7 @@ extension PostgresProvisionStore: AccountRepository {
                                                                  requestID: requestID, detail: "\"\(d.label)\" from \(target.name) to \(to.name)")))
                     reassigned += 1
                 } else {
-                    var removal = Mesh_V1_MemberRemoval()
-                    removal.id = d.id.lowercased
-                    removal.kind = .device
-                    removal.publicKey = d.publicKey
+                    let removal = Mesh_V1_MemberRemoval(id: d.id.lowercased, kind: .device, publicKey: d.publicKey)
                     writes += [
                         Statement("DELETE FROM devices WHERE id = $1", d.id),
                         Statement("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", tenant, d.id),

@@ -118,10 +118,7 @@ extension PostgresProvisionStore: DeviceRepository {
         try await write { tx in
             let (t, d) = try Self.lockedDevice(tx, id, tenant: caller.tenant)
             try authorize(d)
-            var removal = Mesh_V1_MemberRemoval()
-            removal.id = id.lowercased
-            removal.kind = .device
-            removal.publicKey = d.publicKey
+            let removal = Mesh_V1_MemberRemoval(id: id.lowercased, kind: .device, publicKey: d.publicKey)
             var writes = [
                 Statement("DELETE FROM devices WHERE id = $1", id),
                 Statement("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", caller.tenant, id),

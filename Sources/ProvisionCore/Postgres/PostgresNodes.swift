@@ -168,10 +168,7 @@ extension PostgresProvisionStore: NodeRepository {
             ]
             try tx.batch(writes)
             try Self.markOutdated(tx, tenant: tenant, node: id, change: .nodeRemoved(name: n.name))
-            var removal = Mesh_V1_MemberRemoval()
-            removal.id = id.lowercased
-            removal.kind = .node
-            removal.publicKey = n.publicKey
+            let removal = Mesh_V1_MemberRemoval(id: id.lowercased, kind: .node, publicKey: n.publicKey)
             var revision = try Outbox.append(tx, tenant: tenant, change: .remove(removal))
             if t.hubNodeID == id.lowercased {
                 let rest = try tx.query("SELECT id FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", tenant)

@@ -4,6 +4,7 @@ import MeshDomain
 import MeshNet
 import MeshProto
 import MeshStore
+import ServiceStore
 
 /// ProvisionSvc's repositories on PostgreSQL (the `provision` schema, ``ProvisionSchema``).
 ///
@@ -46,24 +47,8 @@ public final class PostgresProvisionStore: Sendable {
         }
     }
 
-    /// The one mapping of storage errors to domain errors.
-    func map(_ error: any Error) -> MeshError {
-        switch error {
-        case let e as MeshError: return e
-        case let e as StoreError:
-            switch e {
-            case .connectionLost, .connectFailed, .poolTimeout, .closed, .queryCanceled:
-                logger.error("database unavailable", metadata: ["error": "\(e)"])
-                return .unavailable("database unavailable")
-            default:
-                logger.error("database error", metadata: ["error": "\(e)"])
-                return .internal("internal error")
-            }
-        default:
-            logger.error("unexpected error", metadata: ["error": "\(error)"])
-            return .internal("internal error")
-        }
-    }
+    /// Storage errors as domain errors (ServiceStore's one mapping).
+    func map(_ error: any Error) -> MeshError { .fromStore(error, logger: logger) }
 
     // MARK: Shared pieces
 
