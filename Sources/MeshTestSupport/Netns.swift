@@ -109,8 +109,9 @@ public final class TestBridge: @unchecked Sendable {
     /// The bridge's address without prefix length.
     public var host: String { String(address.split(separator: "/")[0]) }
 
-    /// Plugs `ns` in with `nsAddress` (CIDR).
-    public func attach(_ ns: NetNamespace, _ nsAddress: String) throws {
+    /// Plugs `ns` in with `nsAddress` (CIDR), and any further addresses (IPv6 ones without duplicate
+    /// address detection, so they work at once).
+    public func attach(_ ns: NetNamespace, _ nsAddress: String, _ more: [String] = []) throws {
         let id = Nuid.short().prefix(6)
         let outside = "vo\(id)", inside = "vi\(id)"
         try NetNamespace.ip(["link", "add", outside, "type", "veth", "peer", "name", inside])
@@ -118,6 +119,7 @@ public final class TestBridge: @unchecked Sendable {
         try NetNamespace.ip(["link", "set", outside, "master", name])
         try NetNamespace.ip(["link", "set", outside, "up"])
         try ns.exec(["ip", "addr", "add", nsAddress, "dev", inside])
+        for a in more { try ns.exec(["ip", "addr", "add", a, "dev", inside] + (a.contains(":") ? ["nodad"] : [])) }
         try ns.exec(["ip", "link", "set", inside, "up"])
     }
 
