@@ -11,7 +11,7 @@ packages=(
   # QR round trip, DNS, kernel WireGuard under qemu
   zbar-tools librsvg2-bin dnsutils qemu-system-x86 busybox-static kmod cpio
   # compose validation, browser tests, benchmarks
-  docker-compose chromium chromium-driver wrk hyperfine dnsperf
+  docker-compose chromium chromium-driver wrk hyperfine dnsperf iperf3
   # misc tools used by scripts
   curl jq openssl python3-venv
 )

@@ -229,9 +229,32 @@ func scale(nodes: Int, devices: Int, workers: Int, changes: Int, joins: Int, ing
     var regs: [Mesh_V1_RegisterNodeResponse] = []
     for i in 0..<listed { regs.append(try await register(i)) }
     stamp("registered \(listed) nodes; FanoutSvc RSS \(residentKiB(pid: fanoutPid)) KiB")
+    // FanoutSvc's CPU per change in a small tenant and, below, in the full one: device creations
+    // through ProvisionSvc (16 in flight), CPU from /proc once FanoutSvc has published them all.
+    let fanForCPU = FanoutClient(bus: cp.bus, timeout: .seconds(60))
+    @Sendable func fanoutCPU(_ label: String, count: Int, from: Int) async throws {
+        let before = cpuTicks(fanoutPid), provBefore = cpuTicks(provisionPid)
+        let start = ContinuousClock.now
+        try await (0..<16).concurrentForEach { w in
+            for i in stride(from: w, to: count, by: 16) { _ = try await client.createDevice(caller: admin, label: "cpu \(from + i)", type: .other) }
+        }
+        let want = UInt64(try await cp.store.query("SELECT revision FROM provision.tenants WHERE id = $1", UUID(uuidString: t.id)!).first!
+            .decode("revision", as: Int64.self))
+        while try await fanForCPU.revision(tenantID: t.id) < want { try await Task.sleep(for: .milliseconds(5)) }
+        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let elapsed = ms(ContinuousClock.now - start) / 1000
+        print(String(format: "CPU per change, %@: FanoutSvc %.0f µs, ProvisionSvc %.0f µs (%d device creations, %.0f/s)", label,
+                     Double(cpuTicks(fanoutPid) - before) / hz / Double(count) * 1e6, Double(cpuTicks(provisionPid) - provBefore) / hz / Double(count) * 1e6,
+                     count, Double(count) / elapsed))
+    }
+    let small = min(100, devices)
+    try await (0..<16).concurrentForEach { w in
+        for i in stride(from: w, to: small, by: 16) { _ = try await client.createDevice(caller: admin, label: "fill \(i)", type: .other) }
+    }
+    try await fanoutCPU("tenant of \(small)-\(small + 500) devices", count: 500, from: 0)
     let fillStart = ContinuousClock.now
     try await (0..<16).concurrentForEach { w in
-        for i in stride(from: w, to: devices, by: 16) { _ = try await client.createDevice(caller: admin, label: "fill \(i)", type: .other) }
+        for i in stride(from: small + w, to: devices - 500, by: 16) { _ = try await client.createDevice(caller: admin, label: "fill \(i)", type: .other) }
     }
     stamp(String(format: "created %d devices (%.0f/s); FanoutSvc RSS %d KiB", devices,
                  Double(devices) / (ms(ContinuousClock.now - fillStart) / 1000), residentKiB(pid: fanoutPid)))
@@ -247,6 +270,7 @@ func scale(nodes: Int, devices: Int, workers: Int, changes: Int, joins: Int, ing
     let want = UInt64(try await cp.store.query("SELECT revision FROM provision.tenants WHERE id = $1", tid).first!.decode("revision", as: Int64.self))
     while try await fan.revision(tenantID: t.id) < want { try await Task.sleep(for: .milliseconds(200)) }
     stamp("FanoutSvc at revision \(want)")
+    try await fanoutCPU("tenant of \(devices)-\(devices + 500) devices and \(nodes) nodes (none subscribed yet)", count: 500, from: devices)
 
     // A node joins: SyncFromCP of the whole tenant, as the last node sees it.
     let joiner = regs.last!.node.id
