@@ -19,13 +19,24 @@ extension PostgresProvisionStore: DeviceRepository {
         }
     }
 
+    /// The nodes a new config can list, oldest first: the hub and the `config_max_nodes` oldest (all
+    /// that `PeerCatalog.deviceConfig` reads), not every node of the tenant: with 10,000 nodes, reading
+    /// them all under the tenant row lock was most of a device creation.
+    static let configNodesQuery: SQL = """
+        SELECT \(nodeColumns) FROM nodes WHERE tenant_id = $1
+           AND (id = (SELECT hub_node_id FROM tenants WHERE id = $1)
+                OR id IN (SELECT id FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id
+                          LIMIT (SELECT config_max_nodes FROM tenants WHERE id = $1)))
+         ORDER BY created_at, id
+        """
+
     /// The reads a device decision needs, as statements of one batch (with the tenant row lock first),
     /// and the state built from their results.
     static func decisionReads(tenant: UUID, user: UUID, slugBase: String, window: Duration?) -> [Statement] {
         var reads = [
             Statement("SELECT \(tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
             Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, Slug.collisionPrefix(slugBase) + "%"),
-            Statement("SELECT \(nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", tenant),
+            Statement(configNodesQuery, tenant),
             Statement("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", tenant),
         ]
         if let window {
@@ -177,7 +188,7 @@ extension PostgresProvisionStore: DeviceRepository {
             var reads = [
                 Statement("SELECT \(Self.tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", c.tenant),
                 Statement("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, c.tenant),
-                Statement("SELECT \(Self.nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", c.tenant),
+                Statement(Self.configNodesQuery, c.tenant),
             ]
             if let window = rateWindow {
                 reads.append(Statement("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", c.user))
