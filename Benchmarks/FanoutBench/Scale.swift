@@ -46,6 +46,8 @@ struct WorkerReport: Codable, Sendable {
     var allSyncSeconds: Double = 0
     var rssKiB: Int = 0
     var rssViewKiB: Int = 0     // after the shared view was decoded, before any agent
+    var syncApplied: Int = 0    // peers added + changed + removed by the other agents' full syncs
+    var syncPeers: Int = 0      // peers those agents hold after their syncs
 }
 
 enum ScaleSubjects {
@@ -157,10 +159,16 @@ func scaleWorker(index: Int, of workers: Int, file: String) async throws {
     }
     for c in connections { try await c.flush(timeout: .seconds(30)) }
     let t2 = ContinuousClock.now
-    try await agents.dropFirst().concurrentForEach(limit: 2) { (_, agent) in _ = try await agent.refresh(reason: "start") }
+    let syncApplied = Tally(), syncPeers = Tally()
+    try await agents.dropFirst().concurrentForEach(limit: 2) { (_, agent) in
+        let r = try await agent.refresh(reason: "start")
+        syncApplied.add(Int(r.added + r.changed + r.removed))
+        syncPeers.add(agent.status().peers)
+    }
     let allSync = ContinuousClock.now - t2
     send(WorkerReport(worker: index, kind: "ready", agents: agents.count, joinMs: joinMs, joinMembers: view.members.count,
-                      templateSyncMs: templateSyncMs, allSyncSeconds: ms(allSync) / 1000, rssKiB: residentKiB(), rssViewKiB: rssView))
+                      templateSyncMs: templateSyncMs, allSyncSeconds: ms(allSync) / 1000, rssKiB: residentKiB(), rssViewKiB: rssView,
+                      syncApplied: syncApplied.value, syncPeers: syncPeers.value))
 
     // Wait for the coordinator's "stop".
     let ctl = try control.subscribe(ScaleSubjects.control)
@@ -325,6 +333,9 @@ func scale(nodes: Int, devices: Int, workers: Int, changes: Int, joins: Int, ing
         print(String(format: "worker %d: %d agents; its join (SyncFromCP of %d members) %.0f ms; template sync onto an empty interface %.0f ms; the other agents' syncs %.1f s; RSS %d MiB (view alone %d MiB)",
                      r.worker, r.agents, r.joinMembers, r.joinMs, r.templateSyncMs, r.allSyncSeconds, r.rssKiB / 1024, r.rssViewKiB / 1024))
     }
+    let held = ready.map(\.syncPeers).reduce(0, +), changed = ready.map(\.syncApplied).reduce(0, +)
+    print(String(format: "restart syncs: %d agents whose interfaces already held a node's peers synced %d peers in all and applied %d peer changes (%.2f per agent)",
+                 ready.map { $0.agents - 1 }.reduce(0, +), held, changed, Double(changed) / Double(max(1, ready.map { $0.agents - 1 }.reduce(0, +)))))
     stamp("all \(nodes) agents synced; FanoutSvc RSS \(residentKiB(pid: fanoutPid)) KiB")
 
     // Propagation: a new device, then its deletion, on every agent.
@@ -535,7 +546,7 @@ extension Sequence where Element: Sendable {
         return try await withThrowingTaskGroup(of: (Int, T).self) { g in
             var out = [T?](repeating: nil, count: items.count)
             var next = 0
-            for _ in 0..<min(workers, items.count) {
+            for _ in 0..<Swift.min(workers, items.count) {
                 let i = next, e = items[i]
                 g.addTask { (i, try await f(e)) }
                 next += 1
