@@ -7,7 +7,7 @@ import MeshStore
 extension PostgresProvisionStore: DeviceRepository {
     public func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?, now: Date) {
         let rows = try await query("""
-            SELECT (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used,
+            SELECT (SELECT device_count FROM tenants WHERE id = $1) AS used,
                    count(e.at) AS recent, min(e.at) AS oldest, now() AS now
             FROM (SELECT at FROM provision_events WHERE user_id = $2 AND $3::float8 > 0 AND at > now() - make_interval(secs => $3::float8)) e
             """, tenant, user, window?.seconds ?? 0)
@@ -37,7 +37,7 @@ extension PostgresProvisionStore: DeviceRepository {
             Statement("SELECT \(tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
             Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, Slug.collisionPrefix(slugBase) + "%"),
             Statement(configNodesQuery, tenant),
-            Statement("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", tenant),
+            Statement("SELECT device_count AS n FROM tenants WHERE id = $1", tenant),
         ]
         if let window {
             // The user row lock makes the sliding window exact across replicas.
