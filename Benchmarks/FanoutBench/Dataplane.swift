@@ -59,8 +59,16 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
                                           arguments: ["netns", "exec", node.ns.name, "iperf3", "-s", "-p", "5201"], environment: [:], logDir: out))
         try await Task.sleep(for: .milliseconds(500))
 
-        func iperf(_ to: String, reverse: Bool) throws -> Double {
-            let r = try dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+        func iperf(_ to: String, reverse: Bool) async throws -> Double {
+            var r = try dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+            // iperf3's server takes one test at a time and may still be closing the previous one
+            // (slowly, on a loaded machine): only that refusal is tried again, for up to 10 s.
+            var tries = 0
+            while r.status != 0, r.output.contains("the server is busy running a test"), tries < 40 {
+                tries += 1
+                try await Task.sleep(for: .milliseconds(250))
+                r = try dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+            }
             guard r.status == 0, let data = r.stdout.data(using: .utf8),
                   let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let end = json["end"] as? [String: Any], let recv = end["sum_received"] as? [String: Any],
@@ -78,14 +86,14 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
                 for k in 0..<paths.count {
                     let (name, to) = paths[(k + round) % paths.count]
                     let label = "\(name) \(reverse ? "node -> device" : "device -> node")"
-                    results[label, default: []].append(try iperf(to, reverse: reverse))
+                    results[label, default: []].append(try await iperf(to, reverse: reverse))
                 }
             }
             // wg-quick's default MTU for the hand pair, once per round, both directions.
             for iface in [(node.ns, nodeHand), (dev.ns, devHand)] { try iface.0.exec(["ip", "link", "set", iface.1, "mtu", "1420"]) }
             for reverse in [false, true] {
                 results["by hand (wg, MTU 1420) \(reverse ? "node -> device" : "device -> node")", default: []]
-                    .append(try iperf("10.99.254.1", reverse: reverse))
+                    .append(try await iperf("10.99.254.1", reverse: reverse))
             }
             for iface in [(node.ns, nodeHand), (dev.ns, devHand)] { try iface.0.exec(["ip", "link", "set", iface.1, "mtu", "\(deviceMTU)"]) }
         }
