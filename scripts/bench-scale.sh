@@ -15,13 +15,13 @@ bench_infra
 export MESH_TEST_OUTPUT="$MESH_BENCH_OUTPUT"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ $# -gt 0 ]; then
-  .build/release/FanoutBench "$@"
+  stdbuf -oL .build/release/FanoutBench "$@"
 else
-  .build/release/FanoutBench maps
-  .build/release/FanoutBench ingest --tenants 50 --seconds 10
-  .build/release/FanoutBench scale --nodes 10000 --devices 50000 --workers 4 --changes 50
+  stdbuf -oL .build/release/FanoutBench maps
+  stdbuf -oL .build/release/FanoutBench ingest --tenants 50 --seconds 10
+  stdbuf -oL .build/release/FanoutBench scale --nodes 10000 --devices 50000 --workers 4 --changes 50
   if [ "$(id -u)" = 0 ]; then
-    .build/release/FanoutBench node --devices 50000 --changes 100 --restart-changes 20
+    stdbuf -oL .build/release/FanoutBench node --devices 50000 --changes 100 --restart-changes 20
   else
     echo "bench-scale: the node part needs root (network namespaces); skipped"
   fi

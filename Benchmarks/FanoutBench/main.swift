@@ -259,8 +259,6 @@ extension Sequence where Element: Sendable {
     }
 }
 
-// Line-buffered output, so that a long run piped to a file or `tee` shows its progress.
-setvbuf(stdout, nil, _IOLBF, 0)
 let mode = CommandLine.arguments.dropFirst().first ?? "sim"
 switch mode {
 case "sim": try await simulated(nodes: arg("nodes", 1000), changes: arg("changes", 200))
