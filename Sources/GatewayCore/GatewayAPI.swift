@@ -123,18 +123,49 @@ public struct GatewayAPI: Sendable {
 
     // MARK: Devices
 
-    /// `GET /api/mesh/devices`: owners see theirs, admins the whole tenant (ProvisionSvc filters).
+    /// `GET /api/mesh/devices?cursor=&limit=&owner=&status=&type=`: one page, oldest first; owners
+    /// see theirs, admins the whole tenant (ProvisionSvc filters, and leaves the per-peer stats out
+    /// below Pro).
     func listDevices(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        let devices = try await provision.listDevices(caller: caller)
-        return JSONBody.response(DeviceListJSON(devices: devices.map(DeviceJSON.init)))
+        let q = request.uri.queryParameters
+        var r = Mesh_V1_ListDevicesRequest()
+        r.caller = caller
+        if let raw = q["limit"].map(String.init), !raw.isEmpty {
+            guard let v = UInt32(raw), (1...500).contains(v) else { throw MeshError.invalidArgument(field: "limit", message: "limit must be 1 to 500") }
+            r.limit = v
+        }
+        r.cursor = q["cursor"].map(String.init) ?? ""
+        if let raw = q["owner"].map(String.init), !raw.isEmpty {
+            if raw == "me" {
+                r.ownerUserID = caller.userID
+            } else {
+                guard let id = UUID(text: raw) else { throw MeshError.invalidArgument(field: "owner", message: "owner must be a user id or \"me\"") }
+                r.ownerUserID = id.lowercasedText
+            }
+        }
+        if let raw = q["status"].map(String.init), !raw.isEmpty {
+            guard let st = Mesh_V1_DeviceStatus(key: raw) else {
+                throw MeshError.invalidArgument(field: "status", message: "status must be active, suspended or expired")
+            }
+            r.status = st
+        }
+        if let raw = q["type"].map(String.init), !raw.isEmpty {
+            guard let t = Mesh_V1_DeviceType(key: raw), t.key == raw else {
+                throw MeshError.invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
+            }
+            r.type = t
+        }
+        let page = try await provision.listDevices(r)
+        return JSONBody.response(DeviceListJSON(devices: page.devices.map(DeviceJSON.init), nextCursor: page.nextCursor.nilIfEmpty,
+                                                perPeerStats: page.perPeerStats))
     }
 
     /// `POST /api/mesh/devices` `{label, type?}`: 201 with the config and QR code, shown this once.
     func createDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
         let body = try await readBody(request)
-        let object = try JSONBody.object(body, allowed: ["label", "type"])
+        let object = try JSONBody.object(body, allowed: ["label", "type", "expires_at"])
         guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
         var type = Mesh_V1_DeviceType.other
         if let t = try JSONBody.string(object, "type") {
@@ -143,7 +174,8 @@ public struct GatewayAPI: Sendable {
             }
             type = parsed
         }
-        let created = try await provision.createDevice(caller: caller, label: label, type: type)
+        let expires = try JSONBody.timestamp(object, "expires_at") ?? 0
+        let created = try await provision.createDevice(caller: caller, label: label, type: type, expiresAtMs: expires)
         context.logger.info("device created", metadata: ["device.id": "\(created.device.id)", "tenant.id": "\(caller.tenantID)"])
         // The body holds a private key: nothing on the way may keep a copy.
         return JSONBody.response(CreatedDeviceJSON(created), status: .created,
@@ -160,15 +192,28 @@ public struct GatewayAPI: Sendable {
         return Response(status: .noContent)
     }
 
-    /// `PATCH /api/mesh/devices/:id` `{label}`: a new label, slug and DNS name; owner or admin, 404 for anyone else.
+    /// `PATCH /api/mesh/devices/:id` with one of `{label}` (a new label, slug and DNS name; owner or
+    /// admin) or `{expires_at}` (an RFC 3339 time, or null for never; admins). 404 for anyone who
+    /// may not see the device.
     func renameDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
         let id = context.parameters.get("id") ?? ""
         guard let uuid = UUID(text: id) else { throw MeshError.notFound("no such device") }
-        let object = try JSONBody.object(try await readBody(request), allowed: ["label"])
-        guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
-        let renamed = try await provision.renameDevice(caller: caller, deviceID: uuid.lowercasedText, label: label)
-        return JSONBody.response(DeviceJSON(renamed.device))
+        let object = try JSONBody.object(try await readBody(request), allowed: ["label", "expires_at"])
+        switch (object["label"] != nil, object["expires_at"] != nil) {
+        case (true, false):
+            guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
+            let renamed = try await provision.renameDevice(caller: caller, deviceID: uuid.lowercasedText, label: label)
+            return JSONBody.response(DeviceJSON(renamed.device))
+        case (false, true):
+            let expires = try JSONBody.timestamp(object, "expires_at") ?? 0
+            let changed = try await provision.setDeviceExpiry(caller: caller, deviceID: uuid.lowercasedText, expiresAtMs: expires)
+            return JSONBody.response(DeviceJSON(changed.device))
+        case (true, true):
+            throw MeshError.invalidArgument(field: "expires_at", message: "change the label and the expiry in separate requests")
+        case (false, false):
+            throw MeshError.invalidArgument(field: "label", message: "give a label or an expires_at")
+        }
     }
 
     /// `POST /api/mesh/devices/:id/reissue`: a new keypair and config (owner or admin, 404 for anyone
@@ -232,11 +277,15 @@ public struct GatewayAPI: Sendable {
     }
 
     /// `POST /api/mesh/refresh`: every node of the tenant re-syncs from the control plane at once.
-    /// Admins only. Nodes that fail or are too slow are logged; the request still succeeds, since
-    /// each node also re-syncs by itself.
+    /// Admins only. 204 when at least one node was reached, with how many in `X-Mesh-Nodes-Reached`
+    /// (and `X-Mesh-Nodes-Total`); nodes that fail or are too slow are logged (each also re-syncs by
+    /// itself). 503 when none was reached; 409 for a tenant without nodes.
     func refresh(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await admin(request, context)
         let list = try await provision.listNodes(caller: caller)
+        guard !list.isEmpty else {
+            throw MeshError.failedPrecondition("this tenant has no node to refresh: enroll a node first")
+        }
         let nodes = self.nodes, log = context.logger, deadline = configuration.refreshTimeout
         let failures = await withTaskGroup(of: String?.self) { group in
             for node in list {
@@ -270,7 +319,13 @@ public struct GatewayAPI: Sendable {
             return failed
         }
         log.info("refresh requested", metadata: ["nodes": "\(list.count)", "nodes.failed": "\(failures.count)"])
-        return Response(status: .noContent)
+        let reached = list.count - failures.count
+        guard reached > 0 else {
+            throw APIError(status: .serviceUnavailable, code: "unavailable",
+                           message: "no node could be reached (\(list.count) tried); each node re-syncs by itself once it is back",
+                           headers: [(nodesReachedHeader, "0"), (nodesTotalHeader, String(list.count))])
+        }
+        return Response(status: .noContent, headers: [nodesReachedHeader: String(reached), nodesTotalHeader: String(list.count)])
     }
 
     // MARK: License and audit
@@ -285,7 +340,8 @@ public struct GatewayAPI: Sendable {
         return JSONBody.response(OrbitFeaturesJSON(meshVpn: try await feature))
     }
 
-    /// `GET /api/mesh/audit?before=&limit=`: newest first. ProvisionSvc checks admin and plan (Team and above).
+    /// `GET /api/mesh/audit?before=&limit=&action=&actor=`: newest first. ProvisionSvc checks admin
+    /// and plan (Team and above) and the filters.
     func audit(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
         let q = request.uri.queryParameters
@@ -299,7 +355,8 @@ public struct GatewayAPI: Sendable {
             guard let v = UInt32(raw), (1...500).contains(v) else { throw MeshError.invalidArgument(field: "limit", message: "limit must be 1 to 500") }
             limit = v
         }
-        let page = try await provision.audit(caller: caller, beforeID: before, limit: limit)
+        let page = try await provision.audit(caller: caller, beforeID: before, limit: limit, action: q["action"].map(String.init) ?? "",
+                                             actor: q["actor"].map(String.init) ?? "")
         return JSONBody.response(AuditPageJSON(entries: page.entries, nextBefore: page.nextBeforeID > 0 ? page.nextBeforeID : nil))
     }
 

@@ -20,6 +20,9 @@ public enum GatewayApp {
         // Outermost first: metrics see the final status, after errors became JSON responses.
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: RequestIDMiddleware())
+        // A known path with another method is a 405 with Allow (filled in once every route is added).
+        let methods = AllowedMethods()
+        router.add(middleware: MethodNotAllowedMiddleware(methods: methods))
         router.add(middleware: SessionMiddleware(configuration: api.signIn))
         if let webRoot {
             router.add(middleware: WebPageHeadersMiddleware())
@@ -44,13 +47,22 @@ public enum GatewayApp {
         router.get("/api/mesh/state", use: api.state)
         router.get("/api/mesh/devices", use: api.listDevices)
         router.post("/api/mesh/devices", use: api.createDevice)
+        router.get("/api/mesh/devices/:id", use: api.getDevice)
         router.delete("/api/mesh/devices/:id", use: api.deleteDevice)
         router.patch("/api/mesh/devices/:id", use: api.renameDevice)
+        router.post("/api/mesh/devices/:id/suspend", use: api.suspendDevice)
+        router.post("/api/mesh/devices/:id/resume", use: api.resumeDevice)
+        router.get("/api/mesh/nodes", use: api.listNodes)
+        router.delete("/api/mesh/nodes/:id", use: api.removeNode)
+        router.post("/api/mesh/enrollment-tokens", use: api.createEnrollmentToken)
+        router.get("/api/mesh/settings", use: api.getSettings)
+        router.patch("/api/mesh/settings", use: api.updateSettings)
         router.post("/api/mesh/devices/:id/reissue", use: api.reissueDevice)
         router.patch("/api/mesh/nodes/:id", use: api.updateNode)
         router.post("/api/mesh/refresh", use: api.refresh)
         router.get("/api/mesh/peers", use: api.peers)
         router.get("/api/mesh/audit", use: api.audit)
+        router.get("/api/mesh/audit/export", use: api.exportAudit)
         router.get("/api/license/orbit-features", use: api.orbitFeatures)
 
         // Sign-in, sessions, users and personal API tokens (docs/security.md, "Sign-in")
@@ -71,6 +83,7 @@ public enum GatewayApp {
         router.delete("/cp/api/v1/mesh/devices/:id", use: api.deleteDevice)
         router.post("/cp/api/v1/mesh/devices/:id/reissue", use: api.reissueDevice)
         router.get("/cp/api/v1/mesh/peers/:node_id", use: api.nodePeerList)
+        methods.set(router.routes.map { (method: $0.method, path: $0.path) })
         return router
     }
 

@@ -192,12 +192,48 @@ public enum JSONBody {
         guard let s = v as? String else { throw .invalidArgument(field: key, message: "\(key) must be a string") }
         return s
     }
+
+    /// The body decoded strictly into `T` (after ``object(_:allowed:)`` checked its members): a
+    /// member of the wrong type is `invalidArgument` naming it (`true` is no number, `1` no boolean).
+    public static func decode<T: Decodable>(_ body: ByteBuffer, as type: T.Type) throws(MeshError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        } catch let DecodingError.typeMismatch(expected, context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw .invalidArgument(field: field, message: "\(field) must be \(Self.kind(expected))")
+        } catch let DecodingError.dataCorrupted(context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw .invalidArgument(field: field, message: field.isEmpty ? "request body is not valid JSON" : "\(field) is not valid")
+        } catch {
+            throw .invalidArgument(field: "", message: "request body does not have the expected shape")
+        }
+    }
+
+    static func kind(_ t: Any.Type) -> String {
+        switch t {
+        case is Bool.Type: "true or false"
+        case is String.Type: "a string"
+        case is Int.Type, is Int64.Type, is UInt32.Type, is UInt64.Type: "an integer"
+        default: "of another type"
+        }
+    }
+
+    /// An RFC 3339 timestamp member (`"2026-05-01T12:00:00Z"`) as Unix milliseconds; nil when absent
+    /// or null.
+    public static func timestamp(_ object: [String: Any], _ key: String) throws(MeshError) -> Int64? {
+        guard let text = try string(object, key) else { return nil }
+        guard let ms = Timestamp.parseRFC3339(text), ms > 0 else {
+            throw .invalidArgument(field: key, message: "\(key) must be an RFC 3339 time such as 2026-05-01T12:00:00Z")
+        }
+        return ms
+    }
 }
 
 
 // MARK: Response models
 
-/// A device as `GET /api/mesh/devices` lists it.
+/// A device as `GET /api/mesh/devices` lists it. `endpoint`, `rx_bytes` and `tx_bytes` are written
+/// only when the tenant's plan includes per-peer stats (ProvisionSvc decides: `per_peer_stats`).
 public struct DeviceJSON: JSONEncodable {
     var id: String
     var label: String
@@ -212,6 +248,12 @@ public struct DeviceJSON: JSONEncodable {
     var txBytes: UInt64
     var endpoint: String?
     var ownerUserId: String
+    var ownerName: String
+    var perPeerStats: Bool
+    var status: String
+    var suspendReason: String?
+    var suspendedAt: String?
+    var expiresAt: String?
     var configOutdated: Bool
     var configOutdatedReason: String?
 
@@ -230,6 +272,12 @@ public struct DeviceJSON: JSONEncodable {
         txBytes = d.txBytes
         endpoint = d.endpoint.nilIfEmpty
         ownerUserId = d.ownerUserID
+        ownerName = d.ownerName
+        perPeerStats = d.perPeerStats
+        status = d.status == .unspecified ? "active" : d.status.key
+        suspendReason = d.suspendReason == .unspecified ? nil : d.suspendReason.key
+        suspendedAt = Timestamp.isoOrNil(ms: d.suspendedAtMs)
+        expiresAt = Timestamp.isoOrNil(ms: d.expiresAtMs)
         configOutdated = d.configOutdated
         configOutdatedReason = d.configOutdatedReason.nilIfEmpty
     }
@@ -246,45 +294,37 @@ public struct DeviceJSON: JSONEncodable {
             w.key("created_at"); w.string(createdAt)
             w.key("last_handshake_at"); w.string(lastHandshakeAt)
             w.key("online"); w.bool(online)
-            w.key("rx_bytes"); w.uint(rxBytes)
-            w.key("tx_bytes"); w.uint(txBytes)
-            w.key("endpoint"); w.string(endpoint)
+            if perPeerStats {
+                w.key("rx_bytes"); w.uint(rxBytes)
+                w.key("tx_bytes"); w.uint(txBytes)
+                w.key("endpoint"); w.string(endpoint)
+            }
             w.key("owner_user_id"); w.string(ownerUserId)
+            w.key("owner_name"); w.string(ownerName)
+            w.key("status"); w.string(status)
+            w.key("suspend_reason"); w.string(suspendReason)
+            w.key("suspended_at"); w.string(suspendedAt)
+            w.key("expires_at"); w.string(expiresAt)
             w.key("config_outdated"); w.bool(configOutdated)
             w.key("config_outdated_reason"); w.string(configOutdatedReason)
         }
     }
 }
 
-/// A node (`PATCH /api/mesh/nodes/:id`).
-public struct NodeJSON: JSONEncodable {
-    var node: Mesh_V1_Node
-
-    /// From the protobuf form.
-    public init(_ n: Mesh_V1_Node) { node = n }
-
-    /// Writes the JSON form.
-    public func encode(to w: inout JSONWriter) {
-        let n = node
-        w.object { w in
-            w.key("id"); w.string(n.id)
-            w.key("name"); w.string(n.name)
-            w.key("dns_name"); w.string(n.dnsName)
-            w.key("mesh_ips"); w.array([n.ipv4, n.ipv6].filter { !$0.isEmpty })
-            w.key("endpoint"); w.string(n.endpoint)
-            w.key("hub"); w.bool(n.hub)
-        }
-    }
-}
-
-/// `GET /api/mesh/devices`.
+/// `GET /api/mesh/devices`: one page.
 public struct DeviceListJSON: JSONEncodable {
     var devices: [DeviceJSON]
+    /// Pass as `cursor` for the next page; null on the last page.
+    var nextCursor: String? = nil
+    /// Whether the devices carry endpoint and traffic (the plan includes per-peer stats).
+    var perPeerStats: Bool = true
 
     /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
             w.key("devices"); w.array(devices)
+            w.key("next_cursor"); w.string(nextCursor)
+            w.key("per_peer_stats"); w.bool(perPeerStats)
         }
     }
 }
@@ -294,6 +334,7 @@ public struct CreatedDeviceJSON: JSONEncodable {
     var device: DeviceJSON
     var config: String
     var qrSvg: String
+    var qrUnavailableReason: String?
 
     /// What the client is told about the key it just received.
     public static let notice = "This config holds the device's only copy of its private key. It is not stored and will not be shown again."
@@ -303,6 +344,7 @@ public struct CreatedDeviceJSON: JSONEncodable {
         device = DeviceJSON(r.device)
         config = r.config
         qrSvg = r.qrSvg
+        qrUnavailableReason = r.qrUnavailableReason.nilIfEmpty
     }
 
     /// Writes the JSON form.
@@ -315,8 +357,11 @@ public struct CreatedDeviceJSON: JSONEncodable {
             w.key("type"); w.string(device.type)
             w.key("mesh_ips"); w.array(device.meshIps)
             w.key("created_at"); w.string(device.createdAt)
+            w.key("status"); w.string(device.status)
+            w.key("expires_at"); w.string(device.expiresAt)
             w.key("config"); w.string(config)
             w.key("qr_svg"); w.string(qrSvg)
+            w.key("qr_unavailable_reason"); w.string(qrUnavailableReason)
             w.key("private_key_notice"); w.string(Self.notice)
         }
     }

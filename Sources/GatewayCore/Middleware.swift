@@ -4,6 +4,7 @@ import Logging
 import MeshAuth
 import MeshDomain
 import MeshNet
+import Synchronization
 
 /// The per-request context: Hummingbird's core storage plus the request id.
 public struct GatewayRequestContext: RequestContext {
@@ -68,6 +69,62 @@ public struct RequestIDMiddleware: RouterMiddleware {
             "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000 + elapsed.components.seconds * 1_000_000) / 1000)",
         ])
         return response
+    }
+}
+
+/// The router's routes as (method, path), for telling "no such path" (404) from "no such method
+/// here" (405). Set once, after every route is added; read by every request after that.
+public final class AllowedMethods: Sendable {
+    private let routes = Mutex<[(method: HTTPRequest.Method, path: RouterPath)]>([])
+
+    public init() {}
+
+    /// Records the routes.
+    public func set(_ list: [(method: HTTPRequest.Method, path: RouterPath)]) {
+        routes.withLock { $0 = list }
+    }
+
+    /// The methods a path has routes for, sorted (HEAD with GET); empty for an unknown path.
+    public func methods(for path: String) -> [String] {
+        let parts = path.split(separator: "/")
+        var found = Set<String>()
+        for r in routes.withLock({ $0 }) where Self.matches(r.path.components, parts) {
+            found.insert(r.method.rawValue)
+            if r.method == .get { found.insert("HEAD") }
+        }
+        return found.sorted()
+    }
+
+    /// Whether a route's path matches the request's segments (Hummingbird's own element matching).
+    static func matches(_ pattern: [RouterPath.Element], _ parts: [Substring]) -> Bool {
+        var i = 0
+        for element in pattern {
+            if element.description == "**" { return true }
+            guard i < parts.count, element ~= parts[i] else { return false }
+            i += 1
+        }
+        return i == parts.count
+    }
+}
+
+/// Turns the router's 404 for a path that exists with other methods into `405 method_not_allowed`
+/// with an `Allow` header listing them.
+public struct MethodNotAllowedMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    let methods: AllowedMethods
+
+    public init(methods: AllowedMethods) { self.methods = methods }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as any HTTPResponseError where e.status == .notFound {
+            let allowed = methods.methods(for: request.uri.path)
+            guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else { throw e }
+            throw APIError(status: .methodNotAllowed, code: "method_not_allowed",
+                           message: "\(request.method.rawValue) is not allowed here; this path takes \(allowed.joined(separator: ", "))",
+                           headers: [(.allow, allowed.joined(separator: ", "))])
+        }
     }
 }
 

@@ -74,8 +74,10 @@ public enum BusPolicy {
                 return BusPermissions(publishAllow: [inbox], subscribeAllow: ["mesh.v1.allocator.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .provision:
-                // The outbox relay hands changes to FanoutSvc; diagnostics read a node's live peers.
-                return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>", MeshSubjects.fanoutIngest, "mesh.v1.node.*.peers"],
+                // The outbox relay hands changes to FanoutSvc; diagnostics read a node's live peers, and
+                // the admins' node list its live state.
+                return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>", MeshSubjects.fanoutIngest, "mesh.v1.node.*.peers",
+                                                     "mesh.v1.node.*.state"],
                                       subscribeAllow: ["mesh.v1.provision.>", "mesh.v1.reports.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .fanout:

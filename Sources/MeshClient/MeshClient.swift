@@ -200,12 +200,62 @@ public struct ProvisionClient: Sendable {
         return resp.caller
     }
 
-    public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+    /// Creates a device; `expiresAtMs` 0 takes the tenant's default lifetime (if any).
+    public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType,
+                             expiresAtMs: Int64 = 0) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
         var r = Mesh_V1_CreateDeviceRequest()
         r.caller = caller
         r.label = label
         r.type = type
+        r.expiresAtMs = expiresAtMs
         return try await call(MeshSubjects.deviceCreate, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// One device, for its owner or an admin of its tenant.
+    public func getDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_Device {
+        var r = Mesh_V1_GetDeviceRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        let resp: Mesh_V1_GetDeviceResponse = try await call(MeshSubjects.deviceGet, r, caller.requestID.nilIfEmpty)
+        return resp.device
+    }
+
+    /// Suspends a device (its owner or an admin).
+    public func suspendDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        var r = Mesh_V1_SuspendDeviceRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        return try await call(MeshSubjects.deviceSuspend, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// Resumes a suspended device.
+    public func resumeDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        var r = Mesh_V1_ResumeDeviceRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        return try await call(MeshSubjects.deviceResume, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// Sets a device's expiry (admins); 0 clears it.
+    public func setDeviceExpiry(caller: Mesh_V1_Caller, deviceID: String, expiresAtMs: Int64) async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        var r = Mesh_V1_SetDeviceExpiryRequest()
+        r.caller = caller
+        r.deviceID = deviceID
+        r.expiresAtMs = expiresAtMs
+        return try await call(MeshSubjects.deviceExpiry, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// The settings a tenant's admins change.
+    public func tenantSettings(caller: Mesh_V1_Caller) async throws(MeshError) -> Mesh_V1_TenantAdminSettings {
+        var r = Mesh_V1_GetTenantSettingsRequest()
+        r.caller = caller
+        let resp: Mesh_V1_TenantSettingsResponse = try await call(MeshSubjects.settingsGet, r, caller.requestID.nilIfEmpty)
+        return resp.settings
+    }
+
+    /// Changes them (admins): the mesh switch, the default device lifetime.
+    public func updateTenantSettings(_ r: Mesh_V1_UpdateTenantSettingsRequest) async throws(MeshError) -> Mesh_V1_TenantSettingsResponse {
+        try await call(MeshSubjects.settingsUpdate, r, r.caller.requestID.nilIfEmpty)
     }
 
     public func deleteDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
@@ -239,11 +289,23 @@ public struct ProvisionClient: Sendable {
         return try await call(MeshSubjects.nodeSetHub, r, caller.requestID.nilIfEmpty)
     }
 
+    /// Every device the caller sees (all pages).
     public func listDevices(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_Device] {
         var r = Mesh_V1_ListDevicesRequest()
         r.caller = caller
-        let resp: Mesh_V1_ListDevicesResponse = try await call(MeshSubjects.deviceList, r, caller.requestID.nilIfEmpty)
-        return resp.devices
+        r.limit = 500
+        var all: [Mesh_V1_Device] = []
+        while true {
+            let page = try await listDevices(r)
+            all += page.devices
+            guard !page.nextCursor.isEmpty else { return all }
+            r.cursor = page.nextCursor
+        }
+    }
+
+    /// One page of devices, with the request's filters.
+    public func listDevices(_ r: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> Mesh_V1_ListDevicesResponse {
+        try await call(MeshSubjects.deviceList, r, r.caller.requestID.nilIfEmpty)
     }
 
     public func createEnrollmentToken(caller: Mesh_V1_Caller, ttlSeconds: UInt32 = 3600, maxUses: UInt32 = 1) async throws(MeshError) -> Mesh_V1_CreateEnrollmentTokenResponse {
@@ -265,9 +327,11 @@ public struct ProvisionClient: Sendable {
         return try await call(MeshSubjects.nodeDeregister, r, caller.requestID.nilIfEmpty)
     }
 
-    public func listNodes(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_Node] {
+    /// The tenant's nodes; `live` (admins) also asks each node for its state.
+    public func listNodes(caller: Mesh_V1_Caller, live: Bool = false) async throws(MeshError) -> [Mesh_V1_Node] {
         var r = Mesh_V1_ListNodesRequest()
         r.caller = caller
+        r.live = live
         let resp: Mesh_V1_ListNodesResponse = try await call(MeshSubjects.nodeList, r, caller.requestID.nilIfEmpty)
         return resp.nodes
     }
@@ -295,11 +359,14 @@ public struct ProvisionClient: Sendable {
         return resp.meshVpn
     }
 
-    public func audit(caller: Mesh_V1_Caller, beforeID: Int64 = 0, limit: UInt32 = 50) async throws(MeshError) -> Mesh_V1_ListAuditResponse {
+    public func audit(caller: Mesh_V1_Caller, beforeID: Int64 = 0, limit: UInt32 = 50, action: String = "",
+                      actor: String = "") async throws(MeshError) -> Mesh_V1_ListAuditResponse {
         var r = Mesh_V1_ListAuditRequest()
         r.caller = caller
         r.beforeID = beforeID
         r.limit = limit
+        r.action = action
+        r.actor = actor
         return try await call(MeshSubjects.auditList, r, caller.requestID.nilIfEmpty)
     }
 }

@@ -53,6 +53,19 @@ public struct PlanPolicy: Sendable, Equatable {
         }
     }
 
+    /// A device as a listing on this plan shows it: the status pill's basic state (online, last
+    /// handshake) always; the per-peer stats (endpoint, traffic) only on a plan that includes them.
+    public func presenting(_ device: Mesh_V1_Device) -> Mesh_V1_Device {
+        var d = device
+        d.perPeerStats = includes(.perPeerStats)
+        if !d.perPeerStats {
+            d.endpoint = ""
+            d.rxBytes = 0
+            d.txBytes = 0
+        }
+        return d
+    }
+
     /// Throws `quotaExceeded` when `used` devices already fill the cap (one more would not fit).
     public func checkCap(used: Int) throws(MeshError) {
         if let cap = deviceCap, used >= cap { throw .quotaExceeded(plan: plan, cap: cap) }

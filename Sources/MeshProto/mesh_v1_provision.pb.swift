@@ -62,6 +62,100 @@ public nonisolated enum Mesh_V1_UserStatus: SwiftProtobuf.Enum, Swift.CaseIterab
 
 }
 
+public nonisolated enum Mesh_V1_DeviceStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case active // = 1
+
+  /// Suspended by its owner or an admin (suspend_reason says which).
+  case suspended // = 2
+
+  /// Suspended because its expiry passed.
+  case expired // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .active
+    case 2: self = .suspended
+    case 3: self = .expired
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .active: return 1
+    case .suspended: return 2
+    case .expired: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Mesh_V1_DeviceStatus] = [
+    .unspecified,
+    .active,
+    .suspended,
+    .expired,
+  ]
+
+}
+
+public nonisolated enum Mesh_V1_SuspendReason: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// The device's owner suspended it.
+  case user // = 1
+
+  /// An admin suspended it; only an admin can resume it.
+  case admin // = 2
+
+  /// Its expiry passed; it resumes when an admin extends the expiry.
+  case expired // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .user
+    case 2: self = .admin
+    case 3: self = .expired
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .user: return 1
+    case .admin: return 2
+    case .expired: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Mesh_V1_SuspendReason] = [
+    .unspecified,
+    .user,
+    .admin,
+    .expired,
+  ]
+
+}
+
 public nonisolated enum Mesh_V1_DiagnosticsLevel: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -108,56 +202,112 @@ public nonisolated enum Mesh_V1_DiagnosticsLevel: SwiftProtobuf.Enum, Swift.Case
 
 }
 
-public nonisolated struct Mesh_V1_Tenant: Sendable {
+public nonisolated struct Mesh_V1_Tenant: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
-  public var plan: Mesh_V1_Plan = .unspecified
+  public var plan: Mesh_V1_Plan {
+    get {_storage._plan}
+    set {_uniqueStorage()._plan = newValue}
+  }
 
-  public var ipv4Prefix: String = String()
+  public var ipv4Prefix: String {
+    get {_storage._ipv4Prefix}
+    set {_uniqueStorage()._ipv4Prefix = newValue}
+  }
 
-  public var ipv6Prefix: String = String()
+  public var ipv6Prefix: String {
+    get {_storage._ipv6Prefix}
+    set {_uniqueStorage()._ipv6Prefix = newValue}
+  }
 
   /// Enterprise only: device creation needs a caller whose amr includes "saml".
-  public var requireSaml: Bool = false
+  public var requireSaml: Bool {
+    get {_storage._requireSaml}
+    set {_uniqueStorage()._requireSaml = newValue}
+  }
 
   /// The last change revision written for this tenant.
-  public var revision: UInt64 = 0
+  public var revision: UInt64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
 
-  public var createdAtMs: Int64 = 0
+  public var createdAtMs: Int64 {
+    get {_storage._createdAtMs}
+    set {_uniqueStorage()._createdAtMs = newValue}
+  }
 
   /// The tenant's settings (TenantDefaults when created).
   /// The mesh DNS zone: members are <slug>.<domain>.
-  public var domain: String = String()
+  public var domain: String {
+    get {_storage._domain}
+    set {_uniqueStorage()._domain = newValue}
+  }
 
   /// PersistentKeepalive between nodes, and in device configs (seconds).
-  public var nodeKeepalive: UInt32 = 0
+  public var nodeKeepalive: UInt32 {
+    get {_storage._nodeKeepalive}
+    set {_uniqueStorage()._nodeKeepalive = newValue}
+  }
 
-  public var deviceKeepalive: UInt32 = 0
+  public var deviceKeepalive: UInt32 {
+    get {_storage._deviceKeepalive}
+    set {_uniqueStorage()._deviceKeepalive = newValue}
+  }
 
   /// MTU written into device configs.
-  public var deviceMtu: UInt32 = 0
+  public var deviceMtu: UInt32 {
+    get {_storage._deviceMtu}
+    set {_uniqueStorage()._deviceMtu = newValue}
+  }
 
   /// How many nodes a device config lists (the hub first); the others are reached through the hub.
-  public var configMaxNodes: UInt32 = 0
+  public var configMaxNodes: UInt32 {
+    get {_storage._configMaxNodes}
+    set {_uniqueStorage()._configMaxNodes = newValue}
+  }
 
   /// How many of the listed nodes a config names as DNS resolvers.
-  public var dnsResolvers: UInt32 = 0
+  public var dnsResolvers: UInt32 {
+    get {_storage._dnsResolvers}
+    set {_uniqueStorage()._dnsResolvers = newValue}
+  }
 
   /// The node that carries the tenant prefix (empty while the tenant has no node).
-  public var hubNodeID: String = String()
+  public var hubNodeID: String {
+    get {_storage._hubNodeID}
+    set {_uniqueStorage()._hubNodeID = newValue}
+  }
 
   /// False when an admin turned the mesh off.
-  public var meshEnabled: Bool = false
+  public var meshEnabled: Bool {
+    get {_storage._meshEnabled}
+    set {_uniqueStorage()._meshEnabled = newValue}
+  }
+
+  /// A new device's default lifetime in seconds (0: devices do not expire unless asked to).
+  public var deviceLifetimeSeconds: UInt32 {
+    get {_storage._deviceLifetimeSeconds}
+    set {_uniqueStorage()._deviceLifetimeSeconds = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Optional settings of a tenant: a field left unset keeps its value (TenantDefaults at creation).
@@ -227,6 +377,27 @@ public nonisolated struct Mesh_V1_TenantSettingsPatch: Sendable {
     set {dnsResolversSet = .dnsResolvers(newValue)}
   }
 
+  public var meshEnabledSet: Mesh_V1_TenantSettingsPatch.OneOf_MeshEnabledSet? = nil
+
+  public var meshEnabled: Bool {
+    get {
+      if case .meshEnabled(let v)? = meshEnabledSet {return v}
+      return false
+    }
+    set {meshEnabledSet = .meshEnabled(newValue)}
+  }
+
+  /// 0 turns the default lifetime off.
+  public var deviceLifetimeSet: Mesh_V1_TenantSettingsPatch.OneOf_DeviceLifetimeSet? = nil
+
+  public var deviceLifetimeSeconds: UInt32 {
+    get {
+      if case .deviceLifetimeSeconds(let v)? = deviceLifetimeSet {return v}
+      return 0
+    }
+    set {deviceLifetimeSet = .deviceLifetimeSeconds(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_DomainSet: Equatable, Sendable {
@@ -256,6 +427,17 @@ public nonisolated struct Mesh_V1_TenantSettingsPatch: Sendable {
 
   public nonisolated enum OneOf_DnsResolversSet: Equatable, Sendable {
     case dnsResolvers(UInt32)
+
+  }
+
+  public nonisolated enum OneOf_MeshEnabledSet: Equatable, Sendable {
+    case meshEnabled(Bool)
+
+  }
+
+  /// 0 turns the default lifetime off.
+  public nonisolated enum OneOf_DeviceLifetimeSet: Equatable, Sendable {
+    case deviceLifetimeSeconds(UInt32)
 
   }
 
@@ -686,6 +868,43 @@ public nonisolated struct Mesh_V1_Device: @unchecked Sendable {
     set {_uniqueStorage()._configOutdatedReason = newValue}
   }
 
+  /// Lifecycle: suspended devices (by a person, or because their expiry passed) keep their
+  /// addresses, name and plan slot, but no node holds them and the mesh DNS does not name them.
+  public var status: Mesh_V1_DeviceStatus {
+    get {_storage._status}
+    set {_uniqueStorage()._status = newValue}
+  }
+
+  public var suspendReason: Mesh_V1_SuspendReason {
+    get {_storage._suspendReason}
+    set {_uniqueStorage()._suspendReason = newValue}
+  }
+
+  /// 0 while the device is active.
+  public var suspendedAtMs: Int64 {
+    get {_storage._suspendedAtMs}
+    set {_uniqueStorage()._suspendedAtMs = newValue}
+  }
+
+  /// 0: the device does not expire.
+  public var expiresAtMs: Int64 {
+    get {_storage._expiresAtMs}
+    set {_uniqueStorage()._expiresAtMs = newValue}
+  }
+
+  /// The owner's display name.
+  public var ownerName: String {
+    get {_storage._ownerName}
+    set {_uniqueStorage()._ownerName = newValue}
+  }
+
+  /// True when endpoint, rx_bytes and tx_bytes are filled: the tenant's plan includes per-peer
+  /// stats (Pro and above). On Free they are left empty; online and last_handshake_at_ms remain.
+  public var perPeerStats: Bool {
+    get {_storage._perPeerStats}
+    set {_uniqueStorage()._perPeerStats = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -711,6 +930,10 @@ public nonisolated struct Mesh_V1_CreateDeviceRequest: Sendable {
   public var label: String = String()
 
   public var type: Mesh_V1_DeviceType = .unspecified
+
+  /// When the device expires (Unix milliseconds, in the future); 0: the tenant's default lifetime,
+  /// if it has one. Only admins may go beyond the tenant's default lifetime.
+  public var expiresAtMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -862,7 +1085,8 @@ public nonisolated struct Mesh_V1_ReissueDeviceRequest: Sendable {
   fileprivate var _caller: Mesh_V1_Caller? = nil
 }
 
-/// mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
+/// mesh.v1.provision.device.list: owners see their own, admins the whole tenant; oldest first,
+/// one page at a time.
 public nonisolated struct Mesh_V1_ListDevicesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -876,6 +1100,19 @@ public nonisolated struct Mesh_V1_ListDevicesRequest: Sendable {
   public var hasCaller: Bool {self._caller != nil}
   /// Clears the value of `caller`. Subsequent reads from it will return its default value.
   public mutating func clearCaller() {self._caller = nil}
+
+  /// From a previous page's next_cursor; empty for the first page.
+  public var cursor: String = String()
+
+  /// Page size, 1 to 500; 0 means 100.
+  public var limit: UInt32 = 0
+
+  /// Filters (empty or unspecified: any).
+  public var ownerUserID: String = String()
+
+  public var status: Mesh_V1_DeviceStatus = .unspecified
+
+  public var type: Mesh_V1_DeviceType = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -891,47 +1128,275 @@ public nonisolated struct Mesh_V1_ListDevicesResponse: Sendable {
 
   public var devices: [Mesh_V1_Device] = []
 
+  /// Pass as cursor for the next page; empty on the last page.
+  public var nextCursor: String = String()
+
+  /// Whether the devices carry per-peer stats (the tenant's plan includes them).
+  public var perPeerStats: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-public nonisolated struct Mesh_V1_Node: Sendable {
+/// mesh.v1.provision.device.get: one device, for its owner or an admin of its tenant.
+public nonisolated struct Mesh_V1_GetDeviceRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
 
-  public var tenantID: String = String()
-
-  public var name: String = String()
-
-  public var slug: String = String()
-
-  public var dnsName: String = String()
-
-  public var publicKey: String = String()
-
-  /// host:port that devices and other nodes dial.
-  public var endpoint: String = String()
-
-  public var listenPort: UInt32 = 0
-
-  public var ipv4: String = String()
-
-  public var ipv6: String = String()
-
-  public var createdAtMs: Int64 = 0
-
-  /// The tenant's hub: it carries the tenant prefix for devices and the other nodes.
-  public var hub: Bool = false
-
-  public var lastSeenAtMs: Int64 = 0
+  public var deviceID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_GetDeviceResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var device: Mesh_V1_Device {
+    get {_device ?? Mesh_V1_Device()}
+    set {_device = newValue}
+  }
+  /// Returns true if `device` has been explicitly set.
+  public var hasDevice: Bool {self._device != nil}
+  /// Clears the value of `device`. Subsequent reads from it will return its default value.
+  public mutating func clearDevice() {self._device = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _device: Mesh_V1_Device? = nil
+}
+
+/// mesh.v1.provision.device.suspend: the owner or an admin. The device leaves every node and the
+/// mesh DNS; it keeps its keys, addresses, name and plan slot.
+public nonisolated struct Mesh_V1_SuspendDeviceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var deviceID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+/// mesh.v1.provision.device.resume: the owner (unless an admin suspended it) or an admin. Refused
+/// for a device whose expiry passed, until an admin extends it.
+public nonisolated struct Mesh_V1_ResumeDeviceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var deviceID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+/// mesh.v1.provision.device.expiry: an admin sets, extends or clears a device's expiry. A device
+/// suspended because it expired comes back when the new expiry lies in the future.
+public nonisolated struct Mesh_V1_SetDeviceExpiryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var deviceID: String = String()
+
+  /// Unix milliseconds, in the future; 0: never expires.
+  public var expiresAtMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+/// The answer of suspend, resume and expiry changes.
+public nonisolated struct Mesh_V1_DeviceChangeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var device: Mesh_V1_Device {
+    get {_device ?? Mesh_V1_Device()}
+    set {_device = newValue}
+  }
+  /// Returns true if `device` has been explicitly set.
+  public var hasDevice: Bool {self._device != nil}
+  /// Clears the value of `device`. Subsequent reads from it will return its default value.
+  public mutating func clearDevice() {self._device = nil}
+
+  /// The change revision written; 0 when nothing changed.
+  public var revision: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _device: Mesh_V1_Device? = nil
+}
+
+public nonisolated struct Mesh_V1_Node: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var tenantID: String {
+    get {_storage._tenantID}
+    set {_uniqueStorage()._tenantID = newValue}
+  }
+
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
+
+  public var slug: String {
+    get {_storage._slug}
+    set {_uniqueStorage()._slug = newValue}
+  }
+
+  public var dnsName: String {
+    get {_storage._dnsName}
+    set {_uniqueStorage()._dnsName = newValue}
+  }
+
+  public var publicKey: String {
+    get {_storage._publicKey}
+    set {_uniqueStorage()._publicKey = newValue}
+  }
+
+  /// host:port that devices and other nodes dial.
+  public var endpoint: String {
+    get {_storage._endpoint}
+    set {_uniqueStorage()._endpoint = newValue}
+  }
+
+  public var listenPort: UInt32 {
+    get {_storage._listenPort}
+    set {_uniqueStorage()._listenPort = newValue}
+  }
+
+  public var ipv4: String {
+    get {_storage._ipv4}
+    set {_uniqueStorage()._ipv4 = newValue}
+  }
+
+  public var ipv6: String {
+    get {_storage._ipv6}
+    set {_uniqueStorage()._ipv6 = newValue}
+  }
+
+  public var createdAtMs: Int64 {
+    get {_storage._createdAtMs}
+    set {_uniqueStorage()._createdAtMs = newValue}
+  }
+
+  /// The tenant's hub: it carries the tenant prefix for devices and the other nodes.
+  public var hub: Bool {
+    get {_storage._hub}
+    set {_uniqueStorage()._hub = newValue}
+  }
+
+  public var lastSeenAtMs: Int64 {
+    get {_storage._lastSeenAtMs}
+    set {_uniqueStorage()._lastSeenAtMs = newValue}
+  }
+
+  /// What the node itself said when asked (ListNodesRequest.live): whether it answered within the
+  /// deadline with an active interface, its WireGuard backend, the revision it applied and when it
+  /// last synced. Empty when it was not asked or did not answer (state_error says why).
+  public var online: Bool {
+    get {_storage._online}
+    set {_uniqueStorage()._online = newValue}
+  }
+
+  public var backend: String {
+    get {_storage._backend}
+    set {_uniqueStorage()._backend = newValue}
+  }
+
+  public var appliedRevision: UInt64 {
+    get {_storage._appliedRevision}
+    set {_uniqueStorage()._appliedRevision = newValue}
+  }
+
+  public var lastSyncAtMs: Int64 {
+    get {_storage._lastSyncAtMs}
+    set {_uniqueStorage()._lastSyncAtMs = newValue}
+  }
+
+  public var live: Bool {
+    get {_storage._live}
+    set {_uniqueStorage()._live = newValue}
+  }
+
+  public var stateError: String {
+    get {_storage._stateError}
+    set {_uniqueStorage()._stateError = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// mesh.v1.provision.enrollment.create: a one-time-use (or N-use) token that lets a
@@ -1001,61 +1466,43 @@ public nonisolated struct Mesh_V1_RegisterNodeRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Mesh_V1_RegisterNodeResponse: @unchecked Sendable {
+public nonisolated struct Mesh_V1_RegisterNodeResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var node: Mesh_V1_Node {
-    get {_storage._node ?? Mesh_V1_Node()}
-    set {_uniqueStorage()._node = newValue}
+    get {_node ?? Mesh_V1_Node()}
+    set {_node = newValue}
   }
   /// Returns true if `node` has been explicitly set.
-  public var hasNode: Bool {_storage._node != nil}
+  public var hasNode: Bool {self._node != nil}
   /// Clears the value of `node`. Subsequent reads from it will return its default value.
-  public mutating func clearNode() {_uniqueStorage()._node = nil}
+  public mutating func clearNode() {self._node = nil}
 
-  public var ipv4Prefix: String {
-    get {_storage._ipv4Prefix}
-    set {_uniqueStorage()._ipv4Prefix = newValue}
-  }
+  public var ipv4Prefix: String = String()
 
-  public var ipv6Prefix: String {
-    get {_storage._ipv6Prefix}
-    set {_uniqueStorage()._ipv6Prefix = newValue}
-  }
+  public var ipv6Prefix: String = String()
 
   /// Not used: the control plane never sends a node a seed (see bus_user_jwt). Always empty.
-  public var busCredentials: String {
-    get {_storage._busCredentials}
-    set {_uniqueStorage()._busCredentials = newValue}
-  }
+  public var busCredentials: String = String()
 
   /// The inbox prefix the node must use for replies, e.g. "_INBOX.node.<id>".
-  public var inboxPrefix: String {
-    get {_storage._inboxPrefix}
-    set {_uniqueStorage()._inboxPrefix = newValue}
-  }
+  public var inboxPrefix: String = String()
 
   /// A NATS user JWT for the request's bus_public_key, bound to this node and its tenant (its
   /// permissions are in docs/security.md). Not a secret: only the holder of the key's seed can use
   /// it. Empty when the bus runs without per-node identities.
-  public var busUserJwt: String {
-    get {_storage._busUserJwt}
-    set {_uniqueStorage()._busUserJwt = newValue}
-  }
+  public var busUserJwt: String = String()
 
   /// When bus_user_jwt expires (Unix milliseconds); 0 when it does not.
-  public var busJwtExpiresAtMs: Int64 {
-    get {_storage._busJwtExpiresAtMs}
-    set {_uniqueStorage()._busJwtExpiresAtMs = newValue}
-  }
+  public var busJwtExpiresAtMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _node: Mesh_V1_Node? = nil
 }
 
 /// mesh.v1.provision.node.deregister: admin, or the node itself.
@@ -1156,6 +1603,9 @@ public nonisolated struct Mesh_V1_ListNodesRequest: Sendable {
   public var hasCaller: Bool {self._caller != nil}
   /// Clears the value of `caller`. Subsequent reads from it will return its default value.
   public mutating func clearCaller() {self._caller = nil}
+
+  /// Admins: also ask every node for its live state (a bounded wait).
+  public var live: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1388,6 +1838,12 @@ public nonisolated struct Mesh_V1_ListAuditRequest: Sendable {
 
   public var limit: UInt32 = 0
 
+  /// Filters: an action ("device.suspend"), or a family without a dot ("device" is every
+  /// device.* action); an actor exactly ("user:<id>", "node:<id>", "system").
+  public var action: String = String()
+
+  public var actor: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1410,6 +1866,123 @@ public nonisolated struct Mesh_V1_ListAuditResponse: Sendable {
   public init() {}
 }
 
+/// A tenant's settings that its admins change (the operator's are in TenantSettingsPatch).
+public nonisolated struct Mesh_V1_TenantAdminSettings: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// False: no node holds any device, and creation is refused; devices keep everything else.
+  public var meshEnabled: Bool = false
+
+  /// A new device's default lifetime in seconds; 0: off.
+  public var deviceLifetimeSeconds: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// mesh.v1.provision.settings.get: any user of the tenant.
+public nonisolated struct Mesh_V1_GetTenantSettingsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+/// mesh.v1.provision.settings.update: admins. Unset fields keep their value.
+public nonisolated struct Mesh_V1_UpdateTenantSettingsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var meshEnabledSet: Mesh_V1_UpdateTenantSettingsRequest.OneOf_MeshEnabledSet? = nil
+
+  public var meshEnabled: Bool {
+    get {
+      if case .meshEnabled(let v)? = meshEnabledSet {return v}
+      return false
+    }
+    set {meshEnabledSet = .meshEnabled(newValue)}
+  }
+
+  /// 0 turns the default lifetime off.
+  public var deviceLifetimeSet: Mesh_V1_UpdateTenantSettingsRequest.OneOf_DeviceLifetimeSet? = nil
+
+  public var deviceLifetimeSeconds: UInt32 {
+    get {
+      if case .deviceLifetimeSeconds(let v)? = deviceLifetimeSet {return v}
+      return 0
+    }
+    set {deviceLifetimeSet = .deviceLifetimeSeconds(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_MeshEnabledSet: Equatable, Sendable {
+    case meshEnabled(Bool)
+
+  }
+
+  /// 0 turns the default lifetime off.
+  public nonisolated enum OneOf_DeviceLifetimeSet: Equatable, Sendable {
+    case deviceLifetimeSeconds(UInt32)
+
+  }
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_TenantSettingsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var settings: Mesh_V1_TenantAdminSettings {
+    get {_settings ?? Mesh_V1_TenantAdminSettings()}
+    set {_settings = newValue}
+  }
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
+
+  /// The change revision written for the nodes (the mesh switched); 0 otherwise.
+  public var revision: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _settings: Mesh_V1_TenantAdminSettings? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "mesh.v1"
@@ -1418,110 +1991,191 @@ nonisolated extension Mesh_V1_UserStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0USER_STATUS_UNSPECIFIED\0\u{1}USER_STATUS_ACTIVE\0\u{1}USER_STATUS_INVITED\0")
 }
 
+nonisolated extension Mesh_V1_DeviceStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEVICE_STATUS_UNSPECIFIED\0\u{1}DEVICE_STATUS_ACTIVE\0\u{1}DEVICE_STATUS_SUSPENDED\0\u{1}DEVICE_STATUS_EXPIRED\0")
+}
+
+nonisolated extension Mesh_V1_SuspendReason: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SUSPEND_REASON_UNSPECIFIED\0\u{1}SUSPEND_REASON_USER\0\u{1}SUSPEND_REASON_ADMIN\0\u{1}SUSPEND_REASON_EXPIRED\0")
+}
+
 nonisolated extension Mesh_V1_DiagnosticsLevel: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DIAGNOSTICS_LEVEL_UNSPECIFIED\0\u{1}DIAGNOSTICS_LEVEL_BASIC_STATE\0\u{1}DIAGNOSTICS_LEVEL_PER_PEER_STATS\0\u{1}DIAGNOSTICS_LEVEL_AUDIT_LOG\0\u{1}DIAGNOSTICS_LEVEL_SAML_GATED\0")
 }
 
 nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Tenant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}plan\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}require_saml\0\u{1}revision\0\u{3}created_at_ms\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0\u{3}hub_node_id\0\u{3}mesh_enabled\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}plan\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}require_saml\0\u{1}revision\0\u{3}created_at_ms\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0\u{3}hub_node_id\0\u{3}mesh_enabled\0\u{4}\u{18}device_lifetime_seconds\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _name: String = String()
+    var _plan: Mesh_V1_Plan = .unspecified
+    var _ipv4Prefix: String = String()
+    var _ipv6Prefix: String = String()
+    var _requireSaml: Bool = false
+    var _revision: UInt64 = 0
+    var _createdAtMs: Int64 = 0
+    var _domain: String = String()
+    var _nodeKeepalive: UInt32 = 0
+    var _deviceKeepalive: UInt32 = 0
+    var _deviceMtu: UInt32 = 0
+    var _configMaxNodes: UInt32 = 0
+    var _dnsResolvers: UInt32 = 0
+    var _hubNodeID: String = String()
+    var _meshEnabled: Bool = false
+    var _deviceLifetimeSeconds: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _name = source._name
+      _plan = source._plan
+      _ipv4Prefix = source._ipv4Prefix
+      _ipv6Prefix = source._ipv6Prefix
+      _requireSaml = source._requireSaml
+      _revision = source._revision
+      _createdAtMs = source._createdAtMs
+      _domain = source._domain
+      _nodeKeepalive = source._nodeKeepalive
+      _deviceKeepalive = source._deviceKeepalive
+      _deviceMtu = source._deviceMtu
+      _configMaxNodes = source._configMaxNodes
+      _dnsResolvers = source._dnsResolvers
+      _hubNodeID = source._hubNodeID
+      _meshEnabled = source._meshEnabled
+      _deviceLifetimeSeconds = source._deviceLifetimeSeconds
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 3: try { try decoder.decodeSingularEnumField(value: &self.plan) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.ipv4Prefix) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.ipv6Prefix) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.requireSaml) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.domain) }()
-      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.nodeKeepalive) }()
-      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.deviceKeepalive) }()
-      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.deviceMtu) }()
-      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.configMaxNodes) }()
-      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.dnsResolvers) }()
-      case 15: try { try decoder.decodeSingularStringField(value: &self.hubNodeID) }()
-      case 16: try { try decoder.decodeSingularBoolField(value: &self.meshEnabled) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 3: try { try decoder.decodeSingularEnumField(value: &_storage._plan) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._ipv4Prefix) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._ipv6Prefix) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._requireSaml) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtMs) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._domain) }()
+        case 10: try { try decoder.decodeSingularUInt32Field(value: &_storage._nodeKeepalive) }()
+        case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._deviceKeepalive) }()
+        case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._deviceMtu) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._configMaxNodes) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._dnsResolvers) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._hubNodeID) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._meshEnabled) }()
+        case 40: try { try decoder.decodeSingularUInt32Field(value: &_storage._deviceLifetimeSeconds) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
-    }
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
-    }
-    if self.plan != .unspecified {
-      try visitor.visitSingularEnumField(value: self.plan, fieldNumber: 3)
-    }
-    if !self.ipv4Prefix.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv4Prefix, fieldNumber: 4)
-    }
-    if !self.ipv6Prefix.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv6Prefix, fieldNumber: 5)
-    }
-    if self.requireSaml != false {
-      try visitor.visitSingularBoolField(value: self.requireSaml, fieldNumber: 6)
-    }
-    if self.revision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 7)
-    }
-    if self.createdAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 8)
-    }
-    if !self.domain.isEmpty {
-      try visitor.visitSingularStringField(value: self.domain, fieldNumber: 9)
-    }
-    if self.nodeKeepalive != 0 {
-      try visitor.visitSingularUInt32Field(value: self.nodeKeepalive, fieldNumber: 10)
-    }
-    if self.deviceKeepalive != 0 {
-      try visitor.visitSingularUInt32Field(value: self.deviceKeepalive, fieldNumber: 11)
-    }
-    if self.deviceMtu != 0 {
-      try visitor.visitSingularUInt32Field(value: self.deviceMtu, fieldNumber: 12)
-    }
-    if self.configMaxNodes != 0 {
-      try visitor.visitSingularUInt32Field(value: self.configMaxNodes, fieldNumber: 13)
-    }
-    if self.dnsResolvers != 0 {
-      try visitor.visitSingularUInt32Field(value: self.dnsResolvers, fieldNumber: 14)
-    }
-    if !self.hubNodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.hubNodeID, fieldNumber: 15)
-    }
-    if self.meshEnabled != false {
-      try visitor.visitSingularBoolField(value: self.meshEnabled, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 2)
+      }
+      if _storage._plan != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._plan, fieldNumber: 3)
+      }
+      if !_storage._ipv4Prefix.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ipv4Prefix, fieldNumber: 4)
+      }
+      if !_storage._ipv6Prefix.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ipv6Prefix, fieldNumber: 5)
+      }
+      if _storage._requireSaml != false {
+        try visitor.visitSingularBoolField(value: _storage._requireSaml, fieldNumber: 6)
+      }
+      if _storage._revision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 7)
+      }
+      if _storage._createdAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdAtMs, fieldNumber: 8)
+      }
+      if !_storage._domain.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._domain, fieldNumber: 9)
+      }
+      if _storage._nodeKeepalive != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._nodeKeepalive, fieldNumber: 10)
+      }
+      if _storage._deviceKeepalive != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._deviceKeepalive, fieldNumber: 11)
+      }
+      if _storage._deviceMtu != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._deviceMtu, fieldNumber: 12)
+      }
+      if _storage._configMaxNodes != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._configMaxNodes, fieldNumber: 13)
+      }
+      if _storage._dnsResolvers != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._dnsResolvers, fieldNumber: 14)
+      }
+      if !_storage._hubNodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._hubNodeID, fieldNumber: 15)
+      }
+      if _storage._meshEnabled != false {
+        try visitor.visitSingularBoolField(value: _storage._meshEnabled, fieldNumber: 16)
+      }
+      if _storage._deviceLifetimeSeconds != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._deviceLifetimeSeconds, fieldNumber: 40)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_Tenant, rhs: Mesh_V1_Tenant) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.name != rhs.name {return false}
-    if lhs.plan != rhs.plan {return false}
-    if lhs.ipv4Prefix != rhs.ipv4Prefix {return false}
-    if lhs.ipv6Prefix != rhs.ipv6Prefix {return false}
-    if lhs.requireSaml != rhs.requireSaml {return false}
-    if lhs.revision != rhs.revision {return false}
-    if lhs.createdAtMs != rhs.createdAtMs {return false}
-    if lhs.domain != rhs.domain {return false}
-    if lhs.nodeKeepalive != rhs.nodeKeepalive {return false}
-    if lhs.deviceKeepalive != rhs.deviceKeepalive {return false}
-    if lhs.deviceMtu != rhs.deviceMtu {return false}
-    if lhs.configMaxNodes != rhs.configMaxNodes {return false}
-    if lhs.dnsResolvers != rhs.dnsResolvers {return false}
-    if lhs.hubNodeID != rhs.hubNodeID {return false}
-    if lhs.meshEnabled != rhs.meshEnabled {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._plan != rhs_storage._plan {return false}
+        if _storage._ipv4Prefix != rhs_storage._ipv4Prefix {return false}
+        if _storage._ipv6Prefix != rhs_storage._ipv6Prefix {return false}
+        if _storage._requireSaml != rhs_storage._requireSaml {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._createdAtMs != rhs_storage._createdAtMs {return false}
+        if _storage._domain != rhs_storage._domain {return false}
+        if _storage._nodeKeepalive != rhs_storage._nodeKeepalive {return false}
+        if _storage._deviceKeepalive != rhs_storage._deviceKeepalive {return false}
+        if _storage._deviceMtu != rhs_storage._deviceMtu {return false}
+        if _storage._configMaxNodes != rhs_storage._configMaxNodes {return false}
+        if _storage._dnsResolvers != rhs_storage._dnsResolvers {return false}
+        if _storage._hubNodeID != rhs_storage._hubNodeID {return false}
+        if _storage._meshEnabled != rhs_storage._meshEnabled {return false}
+        if _storage._deviceLifetimeSeconds != rhs_storage._deviceLifetimeSeconds {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1529,7 +2183,7 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Mesh_V1_TenantSettingsPatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TenantSettingsPatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0\u{4}\"mesh_enabled\0\u{3}device_lifetime_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1585,6 +2239,22 @@ nonisolated extension Mesh_V1_TenantSettingsPatch: SwiftProtobuf.Message, SwiftP
           self.dnsResolversSet = .dnsResolvers(v)
         }
       }()
+      case 40: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.meshEnabledSet != nil {try decoder.handleConflictingOneOf()}
+          self.meshEnabledSet = .meshEnabled(v)
+        }
+      }()
+      case 41: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.deviceLifetimeSet != nil {try decoder.handleConflictingOneOf()}
+          self.deviceLifetimeSet = .deviceLifetimeSeconds(v)
+        }
+      }()
       default: break
       }
     }
@@ -1613,6 +2283,12 @@ nonisolated extension Mesh_V1_TenantSettingsPatch: SwiftProtobuf.Message, SwiftP
     try { if case .dnsResolvers(let v)? = self.dnsResolversSet {
       try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
     } }()
+    try { if case .meshEnabled(let v)? = self.meshEnabledSet {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 40)
+    } }()
+    try { if case .deviceLifetimeSeconds(let v)? = self.deviceLifetimeSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 41)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1623,6 +2299,8 @@ nonisolated extension Mesh_V1_TenantSettingsPatch: SwiftProtobuf.Message, SwiftP
     if lhs.deviceMtuSet != rhs.deviceMtuSet {return false}
     if lhs.configMaxNodesSet != rhs.configMaxNodesSet {return false}
     if lhs.dnsResolversSet != rhs.dnsResolversSet {return false}
+    if lhs.meshEnabledSet != rhs.meshEnabledSet {return false}
+    if lhs.deviceLifetimeSet != rhs.deviceLifetimeSet {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2216,7 +2894,7 @@ nonisolated extension Mesh_V1_ListUsersResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0\u{2}\u{14}status\0\u{3}suspend_reason\0\u{3}suspended_at_ms\0\u{3}expires_at_ms\0\u{3}owner_name\0\u{3}per_peer_stats\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -2239,6 +2917,12 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
     var _configNodeIds: [String] = []
     var _configOutdated: Bool = false
     var _configOutdatedReason: String = String()
+    var _status: Mesh_V1_DeviceStatus = .unspecified
+    var _suspendReason: Mesh_V1_SuspendReason = .unspecified
+    var _suspendedAtMs: Int64 = 0
+    var _expiresAtMs: Int64 = 0
+    var _ownerName: String = String()
+    var _perPeerStats: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2269,6 +2953,12 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
       _configNodeIds = source._configNodeIds
       _configOutdated = source._configOutdated
       _configOutdatedReason = source._configOutdatedReason
+      _status = source._status
+      _suspendReason = source._suspendReason
+      _suspendedAtMs = source._suspendedAtMs
+      _expiresAtMs = source._expiresAtMs
+      _ownerName = source._ownerName
+      _perPeerStats = source._perPeerStats
     }
   }
 
@@ -2307,6 +2997,12 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
         case 18: try { try decoder.decodeRepeatedStringField(value: &_storage._configNodeIds) }()
         case 19: try { try decoder.decodeSingularBoolField(value: &_storage._configOutdated) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._configOutdatedReason) }()
+        case 40: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
+        case 41: try { try decoder.decodeSingularEnumField(value: &_storage._suspendReason) }()
+        case 42: try { try decoder.decodeSingularInt64Field(value: &_storage._suspendedAtMs) }()
+        case 43: try { try decoder.decodeSingularInt64Field(value: &_storage._expiresAtMs) }()
+        case 44: try { try decoder.decodeSingularStringField(value: &_storage._ownerName) }()
+        case 45: try { try decoder.decodeSingularBoolField(value: &_storage._perPeerStats) }()
         default: break
         }
       }
@@ -2375,6 +3071,24 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
       if !_storage._configOutdatedReason.isEmpty {
         try visitor.visitSingularStringField(value: _storage._configOutdatedReason, fieldNumber: 20)
       }
+      if _storage._status != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 40)
+      }
+      if _storage._suspendReason != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._suspendReason, fieldNumber: 41)
+      }
+      if _storage._suspendedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._suspendedAtMs, fieldNumber: 42)
+      }
+      if _storage._expiresAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._expiresAtMs, fieldNumber: 43)
+      }
+      if !_storage._ownerName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ownerName, fieldNumber: 44)
+      }
+      if _storage._perPeerStats != false {
+        try visitor.visitSingularBoolField(value: _storage._perPeerStats, fieldNumber: 45)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2404,6 +3118,12 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
         if _storage._configNodeIds != rhs_storage._configNodeIds {return false}
         if _storage._configOutdated != rhs_storage._configOutdated {return false}
         if _storage._configOutdatedReason != rhs_storage._configOutdatedReason {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._suspendReason != rhs_storage._suspendReason {return false}
+        if _storage._suspendedAtMs != rhs_storage._suspendedAtMs {return false}
+        if _storage._expiresAtMs != rhs_storage._expiresAtMs {return false}
+        if _storage._ownerName != rhs_storage._ownerName {return false}
+        if _storage._perPeerStats != rhs_storage._perPeerStats {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2415,7 +3135,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateDeviceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}label\0\u{1}type\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}label\0\u{1}type\0\u{4}%expires_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2426,6 +3146,7 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.label) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.type) }()
+      case 40: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
       default: break
       }
     }
@@ -2445,6 +3166,9 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
     if self.type != .unspecified {
       try visitor.visitSingularEnumField(value: self.type, fieldNumber: 3)
     }
+    if self.expiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresAtMs, fieldNumber: 40)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2452,6 +3176,7 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
     if lhs._caller != rhs._caller {return false}
     if lhs.label != rhs.label {return false}
     if lhs.type != rhs.type {return false}
+    if lhs.expiresAtMs != rhs.expiresAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2699,7 +3424,7 @@ nonisolated extension Mesh_V1_ReissueDeviceRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListDevicesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}cursor\0\u{1}limit\0\u{3}owner_user_id\0\u{1}status\0\u{1}type\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2708,6 +3433,11 @@ nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftPr
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.cursor) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ownerUserID) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.type) }()
       default: break
       }
     }
@@ -2721,11 +3451,31 @@ nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._caller {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.cursor.isEmpty {
+      try visitor.visitSingularStringField(value: self.cursor, fieldNumber: 2)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
+    }
+    if !self.ownerUserID.isEmpty {
+      try visitor.visitSingularStringField(value: self.ownerUserID, fieldNumber: 4)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 5)
+    }
+    if self.type != .unspecified {
+      try visitor.visitSingularEnumField(value: self.type, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_ListDevicesRequest, rhs: Mesh_V1_ListDevicesRequest) -> Bool {
     if lhs._caller != rhs._caller {return false}
+    if lhs.cursor != rhs.cursor {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.ownerUserID != rhs.ownerUserID {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.type != rhs.type {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2733,7 +3483,7 @@ nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Mesh_V1_ListDevicesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListDevicesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}devices\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}devices\0\u{3}next_cursor\0\u{3}per_peer_stats\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2742,6 +3492,8 @@ nonisolated extension Mesh_V1_ListDevicesResponse: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.devices) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextCursor) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.perPeerStats) }()
       default: break
       }
     }
@@ -2751,19 +3503,27 @@ nonisolated extension Mesh_V1_ListDevicesResponse: SwiftProtobuf.Message, SwiftP
     if !self.devices.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.devices, fieldNumber: 1)
     }
+    if !self.nextCursor.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextCursor, fieldNumber: 2)
+    }
+    if self.perPeerStats != false {
+      try visitor.visitSingularBoolField(value: self.perPeerStats, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_ListDevicesResponse, rhs: Mesh_V1_ListDevicesResponse) -> Bool {
     if lhs.devices != rhs.devices {return false}
+    if lhs.nextCursor != rhs.nextCursor {return false}
+    if lhs.perPeerStats != rhs.perPeerStats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{1}name\0\u{1}slug\0\u{3}dns_name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0\u{1}ipv4\0\u{1}ipv6\0\u{3}created_at_ms\0\u{1}hub\0\u{3}last_seen_at_ms\0")
+nonisolated extension Mesh_V1_GetDeviceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetDeviceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}device_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2771,81 +3531,417 @@ nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.slug) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.dnsName) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.listenPort) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.ipv4) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.ipv6) }()
-      case 11: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
-      case 12: try { try decoder.decodeSingularBoolField(value: &self.hub) }()
-      case 13: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenAtMs) }()
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 2)
     }
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 2)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_GetDeviceRequest, rhs: Mesh_V1_GetDeviceRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_GetDeviceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetDeviceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._device) }()
+      default: break
+      }
     }
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._device {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_GetDeviceResponse, rhs: Mesh_V1_GetDeviceResponse) -> Bool {
+    if lhs._device != rhs._device {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_SuspendDeviceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SuspendDeviceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}device_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
+      default: break
+      }
     }
-    if !self.slug.isEmpty {
-      try visitor.visitSingularStringField(value: self.slug, fieldNumber: 4)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 2)
     }
-    if !self.dnsName.isEmpty {
-      try visitor.visitSingularStringField(value: self.dnsName, fieldNumber: 5)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_SuspendDeviceRequest, rhs: Mesh_V1_SuspendDeviceRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_ResumeDeviceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResumeDeviceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}device_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
+      default: break
+      }
     }
-    if !self.publicKey.isEmpty {
-      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 6)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 2)
     }
-    if !self.endpoint.isEmpty {
-      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 7)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_ResumeDeviceRequest, rhs: Mesh_V1_ResumeDeviceRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_SetDeviceExpiryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetDeviceExpiryRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}device_id\0\u{3}expires_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
+      default: break
+      }
     }
-    if self.listenPort != 0 {
-      try visitor.visitSingularUInt32Field(value: self.listenPort, fieldNumber: 8)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 2)
     }
-    if !self.ipv4.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv4, fieldNumber: 9)
+    if self.expiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresAtMs, fieldNumber: 3)
     }
-    if !self.ipv6.isEmpty {
-      try visitor.visitSingularStringField(value: self.ipv6, fieldNumber: 10)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_SetDeviceExpiryRequest, rhs: Mesh_V1_SetDeviceExpiryRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.expiresAtMs != rhs.expiresAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_DeviceChangeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeviceChangeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._device) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      default: break
+      }
     }
-    if self.createdAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 11)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._device {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
     }
-    if self.hub != false {
-      try visitor.visitSingularBoolField(value: self.hub, fieldNumber: 12)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_DeviceChangeResponse, rhs: Mesh_V1_DeviceChangeResponse) -> Bool {
+    if lhs._device != rhs._device {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Node"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{1}name\0\u{1}slug\0\u{3}dns_name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0\u{1}ipv4\0\u{1}ipv6\0\u{3}created_at_ms\0\u{1}hub\0\u{3}last_seen_at_ms\0\u{2}\u{1b}online\0\u{1}backend\0\u{3}applied_revision\0\u{3}last_sync_at_ms\0\u{1}live\0\u{3}state_error\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _tenantID: String = String()
+    var _name: String = String()
+    var _slug: String = String()
+    var _dnsName: String = String()
+    var _publicKey: String = String()
+    var _endpoint: String = String()
+    var _listenPort: UInt32 = 0
+    var _ipv4: String = String()
+    var _ipv6: String = String()
+    var _createdAtMs: Int64 = 0
+    var _hub: Bool = false
+    var _lastSeenAtMs: Int64 = 0
+    var _online: Bool = false
+    var _backend: String = String()
+    var _appliedRevision: UInt64 = 0
+    var _lastSyncAtMs: Int64 = 0
+    var _live: Bool = false
+    var _stateError: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _tenantID = source._tenantID
+      _name = source._name
+      _slug = source._slug
+      _dnsName = source._dnsName
+      _publicKey = source._publicKey
+      _endpoint = source._endpoint
+      _listenPort = source._listenPort
+      _ipv4 = source._ipv4
+      _ipv6 = source._ipv6
+      _createdAtMs = source._createdAtMs
+      _hub = source._hub
+      _lastSeenAtMs = source._lastSeenAtMs
+      _online = source._online
+      _backend = source._backend
+      _appliedRevision = source._appliedRevision
+      _lastSyncAtMs = source._lastSyncAtMs
+      _live = source._live
+      _stateError = source._stateError
     }
-    if self.lastSeenAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.lastSeenAtMs, fieldNumber: 13)
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._tenantID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._slug) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._dnsName) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._publicKey) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._listenPort) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._ipv4) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._ipv6) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtMs) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._hub) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._lastSeenAtMs) }()
+        case 40: try { try decoder.decodeSingularBoolField(value: &_storage._online) }()
+        case 41: try { try decoder.decodeSingularStringField(value: &_storage._backend) }()
+        case 42: try { try decoder.decodeSingularUInt64Field(value: &_storage._appliedRevision) }()
+        case 43: try { try decoder.decodeSingularInt64Field(value: &_storage._lastSyncAtMs) }()
+        case 44: try { try decoder.decodeSingularBoolField(value: &_storage._live) }()
+        case 45: try { try decoder.decodeSingularStringField(value: &_storage._stateError) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._tenantID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenantID, fieldNumber: 2)
+      }
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 3)
+      }
+      if !_storage._slug.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._slug, fieldNumber: 4)
+      }
+      if !_storage._dnsName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._dnsName, fieldNumber: 5)
+      }
+      if !_storage._publicKey.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._publicKey, fieldNumber: 6)
+      }
+      if !_storage._endpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endpoint, fieldNumber: 7)
+      }
+      if _storage._listenPort != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._listenPort, fieldNumber: 8)
+      }
+      if !_storage._ipv4.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ipv4, fieldNumber: 9)
+      }
+      if !_storage._ipv6.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ipv6, fieldNumber: 10)
+      }
+      if _storage._createdAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdAtMs, fieldNumber: 11)
+      }
+      if _storage._hub != false {
+        try visitor.visitSingularBoolField(value: _storage._hub, fieldNumber: 12)
+      }
+      if _storage._lastSeenAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastSeenAtMs, fieldNumber: 13)
+      }
+      if _storage._online != false {
+        try visitor.visitSingularBoolField(value: _storage._online, fieldNumber: 40)
+      }
+      if !_storage._backend.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._backend, fieldNumber: 41)
+      }
+      if _storage._appliedRevision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._appliedRevision, fieldNumber: 42)
+      }
+      if _storage._lastSyncAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastSyncAtMs, fieldNumber: 43)
+      }
+      if _storage._live != false {
+        try visitor.visitSingularBoolField(value: _storage._live, fieldNumber: 44)
+      }
+      if !_storage._stateError.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stateError, fieldNumber: 45)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_Node, rhs: Mesh_V1_Node) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.name != rhs.name {return false}
-    if lhs.slug != rhs.slug {return false}
-    if lhs.dnsName != rhs.dnsName {return false}
-    if lhs.publicKey != rhs.publicKey {return false}
-    if lhs.endpoint != rhs.endpoint {return false}
-    if lhs.listenPort != rhs.listenPort {return false}
-    if lhs.ipv4 != rhs.ipv4 {return false}
-    if lhs.ipv6 != rhs.ipv6 {return false}
-    if lhs.createdAtMs != rhs.createdAtMs {return false}
-    if lhs.hub != rhs.hub {return false}
-    if lhs.lastSeenAtMs != rhs.lastSeenAtMs {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._tenantID != rhs_storage._tenantID {return false}
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._slug != rhs_storage._slug {return false}
+        if _storage._dnsName != rhs_storage._dnsName {return false}
+        if _storage._publicKey != rhs_storage._publicKey {return false}
+        if _storage._endpoint != rhs_storage._endpoint {return false}
+        if _storage._listenPort != rhs_storage._listenPort {return false}
+        if _storage._ipv4 != rhs_storage._ipv4 {return false}
+        if _storage._ipv6 != rhs_storage._ipv6 {return false}
+        if _storage._createdAtMs != rhs_storage._createdAtMs {return false}
+        if _storage._hub != rhs_storage._hub {return false}
+        if _storage._lastSeenAtMs != rhs_storage._lastSeenAtMs {return false}
+        if _storage._online != rhs_storage._online {return false}
+        if _storage._backend != rhs_storage._backend {return false}
+        if _storage._appliedRevision != rhs_storage._appliedRevision {return false}
+        if _storage._lastSyncAtMs != rhs_storage._lastSyncAtMs {return false}
+        if _storage._live != rhs_storage._live {return false}
+        if _storage._stateError != rhs_storage._stateError {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2989,109 +4085,61 @@ nonisolated extension Mesh_V1_RegisterNodeResponse: SwiftProtobuf.Message, Swift
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeResponse"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}bus_credentials\0\u{3}inbox_prefix\0\u{3}bus_user_jwt\0\u{3}bus_jwt_expires_at_ms\0")
 
-  fileprivate class _StorageClass {
-    var _node: Mesh_V1_Node? = nil
-    var _ipv4Prefix: String = String()
-    var _ipv6Prefix: String = String()
-    var _busCredentials: String = String()
-    var _inboxPrefix: String = String()
-    var _busUserJwt: String = String()
-    var _busJwtExpiresAtMs: Int64 = 0
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _node = source._node
-      _ipv4Prefix = source._ipv4Prefix
-      _ipv6Prefix = source._ipv6Prefix
-      _busCredentials = source._busCredentials
-      _inboxPrefix = source._inboxPrefix
-      _busUserJwt = source._busUserJwt
-      _busJwtExpiresAtMs = source._busJwtExpiresAtMs
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._node) }()
-        case 2: try { try decoder.decodeSingularStringField(value: &_storage._ipv4Prefix) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._ipv6Prefix) }()
-        case 4: try { try decoder.decodeSingularStringField(value: &_storage._busCredentials) }()
-        case 5: try { try decoder.decodeSingularStringField(value: &_storage._inboxPrefix) }()
-        case 6: try { try decoder.decodeSingularStringField(value: &_storage._busUserJwt) }()
-        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._busJwtExpiresAtMs) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ipv4Prefix) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.ipv6Prefix) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.busCredentials) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.inboxPrefix) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.busUserJwt) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.busJwtExpiresAtMs) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._node {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      if !_storage._ipv4Prefix.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._ipv4Prefix, fieldNumber: 2)
-      }
-      if !_storage._ipv6Prefix.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._ipv6Prefix, fieldNumber: 3)
-      }
-      if !_storage._busCredentials.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._busCredentials, fieldNumber: 4)
-      }
-      if !_storage._inboxPrefix.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._inboxPrefix, fieldNumber: 5)
-      }
-      if !_storage._busUserJwt.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._busUserJwt, fieldNumber: 6)
-      }
-      if _storage._busJwtExpiresAtMs != 0 {
-        try visitor.visitSingularInt64Field(value: _storage._busJwtExpiresAtMs, fieldNumber: 7)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._node {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.ipv4Prefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv4Prefix, fieldNumber: 2)
+    }
+    if !self.ipv6Prefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv6Prefix, fieldNumber: 3)
+    }
+    if !self.busCredentials.isEmpty {
+      try visitor.visitSingularStringField(value: self.busCredentials, fieldNumber: 4)
+    }
+    if !self.inboxPrefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.inboxPrefix, fieldNumber: 5)
+    }
+    if !self.busUserJwt.isEmpty {
+      try visitor.visitSingularStringField(value: self.busUserJwt, fieldNumber: 6)
+    }
+    if self.busJwtExpiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.busJwtExpiresAtMs, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_RegisterNodeResponse, rhs: Mesh_V1_RegisterNodeResponse) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._node != rhs_storage._node {return false}
-        if _storage._ipv4Prefix != rhs_storage._ipv4Prefix {return false}
-        if _storage._ipv6Prefix != rhs_storage._ipv6Prefix {return false}
-        if _storage._busCredentials != rhs_storage._busCredentials {return false}
-        if _storage._inboxPrefix != rhs_storage._inboxPrefix {return false}
-        if _storage._busUserJwt != rhs_storage._busUserJwt {return false}
-        if _storage._busJwtExpiresAtMs != rhs_storage._busJwtExpiresAtMs {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._node != rhs._node {return false}
+    if lhs.ipv4Prefix != rhs.ipv4Prefix {return false}
+    if lhs.ipv6Prefix != rhs.ipv6Prefix {return false}
+    if lhs.busCredentials != rhs.busCredentials {return false}
+    if lhs.inboxPrefix != rhs.inboxPrefix {return false}
+    if lhs.busUserJwt != rhs.busUserJwt {return false}
+    if lhs.busJwtExpiresAtMs != rhs.busJwtExpiresAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3246,7 +4294,7 @@ nonisolated extension Mesh_V1_SetHubResponse: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Mesh_V1_ListNodesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListNodesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}live\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3255,6 +4303,7 @@ nonisolated extension Mesh_V1_ListNodesRequest: SwiftProtobuf.Message, SwiftProt
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.live) }()
       default: break
       }
     }
@@ -3268,11 +4317,15 @@ nonisolated extension Mesh_V1_ListNodesRequest: SwiftProtobuf.Message, SwiftProt
     try { if let v = self._caller {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if self.live != false {
+      try visitor.visitSingularBoolField(value: self.live, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_ListNodesRequest, rhs: Mesh_V1_ListNodesRequest) -> Bool {
     if lhs._caller != rhs._caller {return false}
+    if lhs.live != rhs.live {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3654,7 +4707,7 @@ nonisolated extension Mesh_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Mesh_V1_ListAuditRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListAuditRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}before_id\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}before_id\0\u{1}limit\0\u{1}action\0\u{1}actor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3665,6 +4718,8 @@ nonisolated extension Mesh_V1_ListAuditRequest: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.beforeID) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.actor) }()
       default: break
       }
     }
@@ -3684,6 +4739,12 @@ nonisolated extension Mesh_V1_ListAuditRequest: SwiftProtobuf.Message, SwiftProt
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
     }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 4)
+    }
+    if !self.actor.isEmpty {
+      try visitor.visitSingularStringField(value: self.actor, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3691,6 +4752,8 @@ nonisolated extension Mesh_V1_ListAuditRequest: SwiftProtobuf.Message, SwiftProt
     if lhs._caller != rhs._caller {return false}
     if lhs.beforeID != rhs.beforeID {return false}
     if lhs.limit != rhs.limit {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.actor != rhs.actor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3726,6 +4789,172 @@ nonisolated extension Mesh_V1_ListAuditResponse: SwiftProtobuf.Message, SwiftPro
   public static func ==(lhs: Mesh_V1_ListAuditResponse, rhs: Mesh_V1_ListAuditResponse) -> Bool {
     if lhs.entries != rhs.entries {return false}
     if lhs.nextBeforeID != rhs.nextBeforeID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_TenantAdminSettings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TenantAdminSettings"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}mesh_enabled\0\u{3}device_lifetime_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.meshEnabled) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.deviceLifetimeSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.meshEnabled != false {
+      try visitor.visitSingularBoolField(value: self.meshEnabled, fieldNumber: 1)
+    }
+    if self.deviceLifetimeSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deviceLifetimeSeconds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_TenantAdminSettings, rhs: Mesh_V1_TenantAdminSettings) -> Bool {
+    if lhs.meshEnabled != rhs.meshEnabled {return false}
+    if lhs.deviceLifetimeSeconds != rhs.deviceLifetimeSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_GetTenantSettingsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetTenantSettingsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_GetTenantSettingsRequest, rhs: Mesh_V1_GetTenantSettingsRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_UpdateTenantSettingsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateTenantSettingsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{3}mesh_enabled\0\u{3}device_lifetime_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.meshEnabledSet != nil {try decoder.handleConflictingOneOf()}
+          self.meshEnabledSet = .meshEnabled(v)
+        }
+      }()
+      case 3: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.deviceLifetimeSet != nil {try decoder.handleConflictingOneOf()}
+          self.deviceLifetimeSet = .deviceLifetimeSeconds(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if case .meshEnabled(let v)? = self.meshEnabledSet {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try { if case .deviceLifetimeSeconds(let v)? = self.deviceLifetimeSet {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_UpdateTenantSettingsRequest, rhs: Mesh_V1_UpdateTenantSettingsRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.meshEnabledSet != rhs.meshEnabledSet {return false}
+    if lhs.deviceLifetimeSet != rhs.deviceLifetimeSet {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_TenantSettingsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TenantSettingsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}settings\0\u{1}revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_TenantSettingsResponse, rhs: Mesh_V1_TenantSettingsResponse) -> Bool {
+    if lhs._settings != rhs._settings {return false}
+    if lhs.revision != rhs.revision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -138,8 +138,8 @@ public final class MeshLab: @unchecked Sendable {
     /// Provisions a device through ProvisionSvc and brings it up in its own namespace from the
     /// config it was given (see ``bringUp(config:)``).
     @discardableResult
-    public func addDevice(_ label: String, type: Mesh_V1_DeviceType = .laptop) async throws -> LabDevice {
-        let created = try await cp.client.createDevice(caller: admin, label: label, type: type)
+    public func addDevice(_ label: String, type: Mesh_V1_DeviceType = .laptop, expiresAtMs: Int64 = 0) async throws -> LabDevice {
+        let created = try await cp.client.createDevice(caller: admin, label: label, type: type, expiresAtMs: expiresAtMs)
         let tunnel = try bringUp(config: created.config)
         let d = LabDevice(device: created.device, config: created.config, ns: tunnel.ns, interface: tunnel.interface)
         devices.append(d)
@@ -221,7 +221,8 @@ public final class MeshLab: @unchecked Sendable {
         guard let id = node.node.map({ UUID(uuidString: $0.id)! }) else { return [] }
         let rows = try await cp.store.query("""
             SELECT public_key FROM devices d JOIN tenants t ON t.id = d.tenant_id
-             WHERE d.tenant_id = $1 AND t.mesh_enabled AND d.config_nodes @> jsonb_build_array(jsonb_build_object('id', $2::text))
+             WHERE d.tenant_id = $1 AND t.mesh_enabled AND d.suspended_at IS NULL
+               AND d.config_nodes @> jsonb_build_array(jsonb_build_object('id', $2::text))
             UNION ALL SELECT public_key FROM nodes WHERE tenant_id = $1 AND id <> $2::uuid
             """, UUID(uuidString: tenant.id)!, id.lowercased)
         return Set(try rows.map { try $0.decode("public_key", as: String.self) })

@@ -109,11 +109,13 @@ public struct DeviceService: Sendable {
 
         let draft = DeviceDraft(id: deviceID, caller: who, label: label, type: req.type, publicKey: keys.publicKey,
                                 ipv4: addresses.ipv4, ipv6: addresses.ipv6, slugBase: Slug.make(label, fallback: req.type.key),
-                                rateWindow: rate?.window, requestID: requestID)
+                                rateWindow: rate?.window, requestID: requestID,
+                                requestedExpiry: req.expiresAtMs > 0 ? Date(unixMilliseconds: req.expiresAtMs) : nil)
         let written: WrittenDevice
         do {
             written = try await devices.createDevice(draft) { state throws(MeshError) in
-                try DeviceRules.decideCreation(state, slugBase: draft.slugBase, rateLimit: rate)
+                try DeviceRules.decideCreation(state, slugBase: draft.slugBase, rateLimit: rate, requestedExpiry: draft.requestedExpiry,
+                                               callerIsAdmin: who.isAdmin)
             }
         } catch {
             // Nothing was committed: the addresses were never published; give them back at once.
@@ -124,7 +126,7 @@ public struct DeviceService: Sendable {
         phases.lap(.commit)
 
         var resp = Mesh_V1_CreateDeviceResponse()
-        resp.device = written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow)
+        resp.device = policy.presenting(written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow))
         (resp.config, resp.qrSvg, resp.qrUnavailableReason) = render(privateKey: keys.privateKey, device: written, phases: &phases)
         logger.info("device created", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(deviceID.lowercased)",
                                                  "device.slug": "\(written.device.slug)", "revision": "\(written.revision)",
@@ -150,11 +152,11 @@ public struct DeviceService: Sendable {
                                                           guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
                                                       },
                                                       decide: { state, d throws(MeshError) in
-                                                          try DeviceRules.decideReissue(state, slug: d.slug, rateLimit: rate)
+                                                          try DeviceRules.decideReissue(state, slug: d.slug, rateLimit: rate, lifecycle: d.lifecycle)
                                                       })
         notifier.changed(tenant: who.tenant)
         var resp = Mesh_V1_CreateDeviceResponse()
-        resp.device = written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow)
+        resp.device = policy.presenting(written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow))
         (resp.config, resp.qrSvg, resp.qrUnavailableReason) = render(privateKey: keys.privateKey, device: written, phases: &phases)
         logger.info("device config re-issued", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)",
                                                          "revision": "\(written.revision)", "request.id": "\(requestID)"])
@@ -204,8 +206,8 @@ public struct DeviceService: Sendable {
     /// every node once they apply the change.
     public func rename(_ req: Mesh_V1_RenameDeviceRequest) async throws(MeshError) -> Mesh_V1_RenameDeviceResponse {
         let requestID = req.caller.requestID.isEmpty ? UUID().lowercased : req.caller.requestID
-        let label = try Slug.validateLabel(req.label)
         let who = try await users.identify(req.caller)
+        let label = try Slug.validateLabel(req.label)
         guard let id = UUID(text: req.deviceID) else { throw .notFound("no such device") }
         let current = try await devices.device(id, tenant: who.tenant)
         let base = Slug.make(label, fallback: (current?.type ?? .other).key)
@@ -215,21 +217,136 @@ public struct DeviceService: Sendable {
         }
         if revision != nil { notifier.changed(tenant: who.tenant) }
         var resp = Mesh_V1_RenameDeviceResponse()
-        resp.device = device.proto(domain: tenant.domain, onlineWindow: configuration.onlineWindow)
+        resp.device = try present(device, tenant: tenant)
         resp.revision = revision ?? 0
         return resp
     }
 
-    /// Owners see their own devices; admins see the whole tenant.
-    public func list(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> [Mesh_V1_Device] {
+    /// A device as its tenant's plan shows it (``PlanPolicy/presenting(_:)``: no per-peer stats on Free).
+    func present(_ d: DeviceRecord, tenant: TenantRecord, now: Date = Date()) throws(MeshError) -> Mesh_V1_Device {
+        guard let policy = tenant.plan.policy else { throw .internal("tenant has an unknown plan") }
+        return policy.presenting(d.proto(domain: tenant.domain, onlineWindow: configuration.onlineWindow, now: now))
+    }
+
+    /// One page of the devices the caller sees, oldest first: owners their own, admins the whole
+    /// tenant, filtered by owner, status and type.
+    public func list(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> Mesh_V1_ListDevicesResponse {
         let tenant = try ProvisionValidate.uuid(req.caller.tenantID, field: "caller.tenant_id")
         let user = try ProvisionValidate.uuid(req.caller.userID, field: "caller.user_id")
+        var q = DeviceQuery()
+        guard req.limit <= 500 else { throw .invalidArgument(field: "limit", message: "limit must be 1 to 500") }
+        q.limit = req.limit == 0 ? 100 : Int(req.limit)
+        if !req.cursor.isEmpty {
+            guard let c = DeviceCursor(text: req.cursor) else { throw .invalidArgument(field: "cursor", message: "cursor is not one this service gave out") }
+            q.after = c
+        }
+        if !req.ownerUserID.isEmpty { q.owner = try ProvisionValidate.uuid(req.ownerUserID, field: "owner") }
+        switch req.status {
+        case .unspecified: break
+        case .active, .suspended, .expired: q.status = req.status
+        default: throw .invalidArgument(field: "status", message: "status must be active, suspended or expired")
+        }
+        switch req.type {
+        case .unspecified: break
+        case .iphone, .android, .laptop, .other: q.type = req.type
+        default: throw .invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
+        }
         let credential = try CallerCredential(req.caller)
-        let (lookup, tenantRecord, list) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential)
+        let (lookup, found) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential, query: q)
         _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
-        guard let t = tenantRecord else { throw .unauthenticated("this user no longer exists") }
+        guard let page = found else { throw .unauthenticated("this user no longer exists") }
+        guard let policy = page.tenant.plan.policy else { throw .internal("tenant has an unknown plan") }
         let now = Date()
-        return list.map { $0.proto(domain: t.domain, onlineWindow: configuration.onlineWindow, now: now) }
+        var resp = Mesh_V1_ListDevicesResponse()
+        resp.devices = page.devices.map { policy.presenting($0.proto(domain: page.tenant.domain, onlineWindow: configuration.onlineWindow, now: now)) }
+        resp.nextCursor = page.next?.text ?? ""
+        resp.perPeerStats = policy.includes(.perPeerStats)
+        return resp
+    }
+
+    /// One device, for its owner or an admin of its tenant (`notFound` for anyone else).
+    public func get(_ req: Mesh_V1_GetDeviceRequest) async throws(MeshError) -> Mesh_V1_Device {
+        let tenant = try ProvisionValidate.uuid(req.caller.tenantID, field: "caller.tenant_id")
+        let user = try ProvisionValidate.uuid(req.caller.userID, field: "caller.user_id")
+        guard let id = UUID(text: req.deviceID) else { throw .notFound("no such device") }
+        // The listing's one read: the caller's check, the tenant, and the device only if the caller sees it.
+        let credential = try CallerCredential(req.caller)
+        let (lookup, found) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential, query: DeviceQuery(id: id))
+        _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
+        guard let page = found else { throw .unauthenticated("this user no longer exists") }
+        guard let d = page.devices.first else { throw .notFound("no such device") }
+        return try present(d, tenant: page.tenant)
+    }
+
+    // MARK: Lifecycle
+
+    /// Suspends a device (its owner or an admin): it leaves every node and the mesh DNS, and keeps
+    /// its keys, addresses, name and plan slot.
+    public func suspend(_ req: Mesh_V1_SuspendDeviceRequest) async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        try await changeLifecycle(req.caller, deviceID: req.deviceID, action: "device.suspend") { who, d, now throws(MeshError) in
+            d.lifecycle.suspend(byAdmin: who.isAdmin, at: now).map { ($0, "\(who.isAdmin ? "by an admin" : "by its owner")") }
+        }
+    }
+
+    /// Resumes a suspended device (its owner, unless an admin suspended it, or an admin); refused
+    /// while its expiry has passed.
+    public func resume(_ req: Mesh_V1_ResumeDeviceRequest) async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        try await changeLifecycle(req.caller, deviceID: req.deviceID, action: "device.resume") { who, d, now throws(MeshError) in
+            try d.lifecycle.resume(byAdmin: who.isAdmin, at: now).map { ($0, "") }
+        }
+    }
+
+    /// Sets, extends or clears a device's expiry (admins). A device that was suspended because it
+    /// expired comes back when the new expiry lies in the future.
+    public func setExpiry(_ req: Mesh_V1_SetDeviceExpiryRequest) async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        let expiry: Date? = req.expiresAtMs > 0 ? Date(unixMilliseconds: req.expiresAtMs) : nil
+        guard req.expiresAtMs >= 0 else { throw .invalidArgument(field: "expires_at", message: "expires_at must be a time in the future, or null for never") }
+        return try await changeLifecycle(req.caller, deviceID: req.deviceID, action: "device.expiry") { who, d, now throws(MeshError) in
+            guard who.isAdmin else { throw .permissionDenied("only an admin can change a device's expiry") }
+            guard let next = try d.lifecycle.withExpiry(expiry, at: now) else { return nil }
+            let when = expiry.map { "expires \(Timestamp.iso(ms: $0.unixMilliseconds))" } ?? "never expires"
+            return (next, d.lifecycle.status == .expired ? "\(when); resumed" : when)
+        }
+    }
+
+    /// The common steps of a lifecycle change: the caller must manage the device (`notFound`
+    /// otherwise), `decide` applies the rule with the storage's clock, the change and its audit entry
+    /// are written with the tenant locked, and the nodes hear of it when the device joins or leaves
+    /// the mesh.
+    func changeLifecycle(_ caller: Mesh_V1_Caller, deviceID: String, action: String,
+                         decide: @escaping @Sendable (CallerIdentity, DeviceRecord, Date) throws(MeshError) -> (DeviceLifecycle, String)?)
+        async throws(MeshError) -> Mesh_V1_DeviceChangeResponse {
+        let requestID = caller.requestID.isEmpty ? UUID().lowercased : caller.requestID
+        let who = try await users.identify(caller)
+        guard let id = UUID(text: deviceID) else { throw .notFound("no such device") }
+        let (device, tenant, revision) = try await devices.changeLifecycle(id, caller: who) { d, now throws(MeshError) in
+            guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
+            guard let (next, note) = try decide(who, d, now) else { return nil }
+            return LifecycleChange(lifecycle: next, audit: AuditEvent(
+                tenant: who.tenant, actor: who.actor, action: action, target: d.id.lowercased, requestID: requestID,
+                detail: "\"\(d.label)\" (\(d.slug))\(note.isEmpty ? "" : ": \(note)")"))
+        }
+        if let revision {
+            notifier.changed(tenant: who.tenant)
+            logger.info("device lifecycle changed", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)",
+                                                               "action": "\(action)", "status": "\(device.lifecycle.status.key)",
+                                                               "revision": "\(revision)", "request.id": "\(requestID)"])
+        }
+        var resp = Mesh_V1_DeviceChangeResponse()
+        resp.device = try present(device, tenant: tenant)
+        resp.revision = revision ?? 0
+        return resp
+    }
+
+    /// Suspends the devices whose expiry has passed (the expiry sweeper's step). Returns what it did.
+    @discardableResult
+    public func expireDue(limit: Int = 100) async throws(MeshError) -> [ExpiredDevice] {
+        let done = try await devices.expireDevices(limit: limit) { lifecycle, now in lifecycle.expire(at: now) }
+        for tenant in Set(done.map(\.tenant)) { notifier.changed(tenant: tenant) }
+        for e in done {
+            logger.info("device expired", metadata: ["tenant.id": "\(e.tenant.lowercased)", "device.id": "\(e.device.lowercased)", "revision": "\(e.revision)"])
+        }
+        return done
     }
 
     /// Applies a node's handshake report: per-peer raw counters (so totals survive a counter reset

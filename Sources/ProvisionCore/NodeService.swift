@@ -17,14 +17,19 @@ public struct NodeService: Sendable {
     let busIdentities: NodeBusIdentities?
     /// A node's live peer dump (its NodeApplier over the bus).
     let probe: @Sendable (String) async throws(MeshError) -> Mesh_V1_PeerDump
+    /// A node's live state (its NodeApplier over the bus, with the configured deadline); nil: the
+    /// node list is never live.
+    let stateProbe: (@Sendable (String) async throws(MeshError) -> Mesh_V1_NodeState)?
     let configuration: ProvisionConfiguration
     let logger: Logger
 
     public init(nodes: any NodeRepository, users: UserService, leases: any LeaseTaskRepository, allocator: any AddressAllocator,
                 notifier: any ChangeNotifier, busIdentities: NodeBusIdentities?,
                 probe: @escaping @Sendable (String) async throws(MeshError) -> Mesh_V1_PeerDump,
+                stateProbe: (@Sendable (String) async throws(MeshError) -> Mesh_V1_NodeState)? = nil,
                 configuration: ProvisionConfiguration, logger: Logger) {
         self.probe = probe
+        self.stateProbe = stateProbe
         self.nodes = nodes
         self.users = users
         self.leases = leases
@@ -39,8 +44,12 @@ public struct NodeService: Sendable {
     public func createEnrollmentToken(_ req: Mesh_V1_CreateEnrollmentTokenRequest) async throws(MeshError) -> Mesh_V1_CreateEnrollmentTokenResponse {
         let who = try await users.identify(req.caller)
         guard who.isAdmin else { throw .permissionDenied("only admins can enroll nodes") }
-        let ttl = req.ttlSeconds == 0 ? 3600 : min(Int(req.ttlSeconds), 30 * 86400)
-        let uses = req.maxUses == 0 ? 1 : min(Int(req.maxUses), 10_000)
+        let ttl = req.ttlSeconds == 0 ? 3600 : Int(req.ttlSeconds)
+        let uses = req.maxUses == 0 ? 1 : Int(req.maxUses)
+        guard (60...(30 * 86400)).contains(ttl) else {
+            throw .invalidArgument(field: "ttl_seconds", message: "ttl_seconds must be 60 to 2592000 (30 days)")
+        }
+        guard (1...10_000).contains(uses) else { throw .invalidArgument(field: "uses", message: "uses must be 1 to 10000") }
         var raw = [UInt8](repeating: 0, count: 32)
         var rng = SystemRandomNumberGenerator()
         for i in raw.indices { raw[i] = UInt8.random(in: 0...255, using: &rng) }
@@ -173,7 +182,62 @@ public struct NodeService: Sendable {
             tenant = try await users.identify(req.caller).tenant
         }
         guard let (t, list) = try await nodes.nodes(tenant: tenant) else { throw .notFound("unknown tenant") }
-        return list.map { $0.proto(domain: t.domain, hubID: t.hubNodeID) }
+        let out = list.map { $0.proto(domain: t.domain, hubID: t.hubNodeID) }
+        guard req.live else { return out }
+        if !req.caller.nodeID.isEmpty { throw .permissionDenied("the live node list is for admins") }
+        guard try await users.identify(req.caller).isAdmin else { throw .permissionDenied("the live node list is for admins") }
+        return await withLiveState(out)
+    }
+
+    /// The nodes with what each says about itself: the nodes are asked at once (at most 32 at a
+    /// time), each within the state probe's deadline; one that does not answer is shown offline with
+    /// the reason. No node is asked after ``ProvisionConfiguration/liveNodeListBudget`` has passed,
+    /// so the answer stays within the callers' deadlines however many nodes a tenant has.
+    func withLiveState(_ list: [Mesh_V1_Node]) async -> [Mesh_V1_Node] {
+        guard let stateProbe else { return list }
+        var out = list
+        let stop = ContinuousClock.now + configuration.liveNodeListBudget
+        await withTaskGroup(of: (Int, Result<Mesh_V1_NodeState, MeshError>).self) { group in
+            var next = 0
+            func add() {
+                guard next < list.count else { return }
+                guard ContinuousClock.now < stop else {
+                    for i in next..<list.count { out[i].stateError = "not asked: the list took too long to ask every node" }
+                    next = list.count
+                    return
+                }
+                let i = next, id = list[i].id
+                next += 1
+                group.addTask {
+                    do throws(MeshError) {
+                        return (i, .success(try await stateProbe(id)))
+                    } catch {
+                        return (i, .failure(error))
+                    }
+                }
+            }
+            for _ in 0..<min(32, list.count) { add() }
+            for await (i, result) in group {
+                out[i].live = true
+                switch result {
+                case .success(let st):
+                    out[i].online = st.active
+                    out[i].backend = st.backend
+                    out[i].appliedRevision = st.revision
+                    out[i].lastSyncAtMs = st.lastSyncMs
+                    if !st.active { out[i].stateError = "its WireGuard interface is not active" }
+                case .failure(let e):
+                    out[i].online = false
+                    out[i].stateError = switch e {
+                    case .unavailable: "it does not answer (its NodeApplier is not connected)"
+                    case .deadlineExceeded: "it did not answer in time"
+                    default: e.message
+                    }
+                }
+                add()
+            }
+        }
+        return out
     }
 
     /// A node's live peer dump for an admin of its tenant, with per-peer stats only on a plan that

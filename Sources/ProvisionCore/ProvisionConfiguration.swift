@@ -19,9 +19,20 @@ public struct ProvisionConfiguration: Sendable {
     /// How often every replica looks for changes no replica handed to FanoutSvc yet, and for due
     /// lease tasks.
     public var sweepInterval: Duration
+    /// How often every replica looks for devices whose expiry has passed (a device is suspended at
+    /// most this long, plus one transaction, after its expiry; the seed's bound is 60 s).
+    public var expirySweepInterval: Duration
+    /// Deadline for one node's live state (the admins' node list).
+    public var nodeStateTimeout: Duration
+    /// How long the live node list may spend asking nodes in all.
+    public var liveNodeListBudget: Duration
 
     public init(rateLimit: RateLimit = .seed, rateLimitExempt: Set<UUID> = [], onlineWindow: Duration = .seconds(180),
-                allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1)) {
+                allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1),
+                expirySweepInterval: Duration = .seconds(5), nodeStateTimeout: Duration = .seconds(2), liveNodeListBudget: Duration = .seconds(5)) {
+        self.expirySweepInterval = expirySweepInterval
+        self.nodeStateTimeout = nodeStateTimeout
+        self.liveNodeListBudget = liveNodeListBudget
         self.rateLimit = rateLimit
         self.rateLimitExempt = rateLimitExempt
         self.onlineWindow = onlineWindow

@@ -230,7 +230,20 @@ public enum ProvisionSchema {
             -- single-use token; the token it spent identifies the retry.
             ALTER TABLE nodes ADD COLUMN enrolled_with bytea;
             """),
-        Migration(version: 7, name: "device count and name indexes", sql: """
+        Migration(version: 7, name: "device lifecycle", sql: """
+            -- Suspension and expiry (MeshDomain.DeviceLifecycle). A suspended device keeps its row, name and
+            -- addresses; its member is published with active = false.
+            ALTER TABLE devices ADD COLUMN suspended_at timestamptz;
+            ALTER TABLE devices ADD COLUMN suspend_reason text CHECK (suspend_reason IN ('user', 'admin', 'expired'));
+            ALTER TABLE devices ADD COLUMN expires_at timestamptz;
+            ALTER TABLE devices ADD CONSTRAINT devices_suspension CHECK ((suspended_at IS NULL) = (suspend_reason IS NULL));
+            -- The expiry sweeper's candidates, and the device list's order (and cursor).
+            CREATE INDEX devices_due ON devices (expires_at) WHERE suspended_at IS NULL AND expires_at IS NOT NULL;
+            CREATE INDEX devices_tenant_created ON devices (tenant_id, created_at, id);
+            -- A new device's default lifetime (NULL: off), set by the tenant's admins.
+            ALTER TABLE tenants ADD COLUMN device_lifetime_seconds int CHECK (device_lifetime_seconds > 0);
+            """),
+        Migration(version: 8, name: "device count and name indexes", sql: """
             -- The reads a device creation makes under the tenant row lock cost the same at 100 and at
             -- 50,000 devices: the count is kept on the tenant row (by trigger, so no path that adds or
             -- removes devices can forget it), and the slug prefix, owner and oldest-node lookups use

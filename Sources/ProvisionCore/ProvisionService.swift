@@ -37,12 +37,15 @@ public struct Provisioning: Sendable {
         tenants = TenantService(tenants: pg, prefixes: allocator, notifier: relay, logger: logger)
         devices = DeviceService(devices: pg, users: users, leases: pg, allocator: allocator, notifier: relay, configuration: configuration, logger: logger)
         let nodeClient = NodeClient(bus: bus)
+        let stateClient = NodeClient(bus: bus, timeout: configuration.nodeStateTimeout)
         nodes = NodeService(nodes: pg, users: users, leases: pg, allocator: allocator, notifier: relay, busIdentities: busIdentities,
                             probe: { id async throws(MeshError) in try await nodeClient.peers(nodeID: id) },
+                            stateProbe: { id async throws(MeshError) in try await stateClient.state(nodeID: id) },
                             configuration: configuration, logger: logger)
         audit = AuditService(audit: pg, users: users)
         accounts = AccountService(accounts: pg, users: users, leases: pg, allocator: allocator, notifier: relay, logger: logger)
-        var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger)]
+        var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger),
+                                       ExpirySweeper(devices: devices, interval: configuration.expirySweepInterval, logger: logger)]
         if let busIdentities { services.append(busIdentities) }
         self.services = services
     }
@@ -160,9 +163,35 @@ public struct Provisioning: Sendable {
                 return try await p.devices.reissue(req)
             },
             .proto("device-list", subject: MeshSubjects.deviceList) { (r: Mesh_V1_ListDevicesRequest, _) in
-                var resp = Mesh_V1_ListDevicesResponse()
-                resp.devices = try await p.devices.list(r)
+                try await p.devices.list(r)
+            },
+            .proto("device-get", subject: MeshSubjects.deviceGet) { (r: Mesh_V1_GetDeviceRequest, _) in
+                var resp = Mesh_V1_GetDeviceResponse()
+                resp.device = try await p.devices.get(r)
                 return resp
+            },
+            .proto("device-suspend", subject: MeshSubjects.deviceSuspend) { (r: Mesh_V1_SuspendDeviceRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.devices.suspend(req)
+            },
+            .proto("device-resume", subject: MeshSubjects.deviceResume) { (r: Mesh_V1_ResumeDeviceRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.devices.resume(req)
+            },
+            .proto("device-expiry", subject: MeshSubjects.deviceExpiry) { (r: Mesh_V1_SetDeviceExpiryRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.devices.setExpiry(req)
+            },
+            .proto("settings-get", subject: MeshSubjects.settingsGet) { (r: Mesh_V1_GetTenantSettingsRequest, _) in
+                var resp = Mesh_V1_TenantSettingsResponse()
+                resp.settings = try await p.tenants.adminSettings(of: try await p.users.identify(r.caller))
+                return resp
+            },
+            .proto("settings-update", subject: MeshSubjects.settingsUpdate) { (r: Mesh_V1_UpdateTenantSettingsRequest, raw) in
+                try await p.tenants.updateAdminSettings(r, by: try await p.users.identify(r.caller), requestID: rid(r.caller, raw))
             },
             .proto("enrollment-create", subject: MeshSubjects.enrollmentCreate) { (r: Mesh_V1_CreateEnrollmentTokenRequest, raw) in
                 var req = r

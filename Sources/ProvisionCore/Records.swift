@@ -20,6 +20,8 @@ public struct TenantRecord: Sendable, Equatable {
     /// Empty while the tenant has no node.
     public var hubNodeID: String
     public var meshEnabled: Bool
+    /// A new device's default lifetime in seconds (0: off); the tenant's admins set it.
+    public var deviceLifetimeSeconds: Int = 0
     /// The last change revision written.
     public var revision: UInt64
     public var createdAt: Date
@@ -76,7 +78,16 @@ public struct TenantRecord: Sendable, Equatable {
         t.dnsResolvers = UInt32(dnsResolvers)
         t.hubNodeID = hubNodeID
         t.meshEnabled = meshEnabled
+        t.deviceLifetimeSeconds = UInt32(clamping: deviceLifetimeSeconds)
         return t
+    }
+
+    /// The settings its admins change.
+    public var adminSettings: Mesh_V1_TenantAdminSettings {
+        var s = Mesh_V1_TenantAdminSettings()
+        s.meshEnabled = meshEnabled
+        s.deviceLifetimeSeconds = UInt32(clamping: deviceLifetimeSeconds)
+        return s
     }
 }
 
@@ -127,9 +138,14 @@ public struct DeviceRecord: Sendable, Equatable {
     public var configHubID: String
     public var configNodes: [PeerCatalog.ListedNode]
     public var configOutdated: String?
+    /// Suspension and expiry.
+    public var lifecycle = DeviceLifecycle()
+    /// The owner's display name (read with the device for listings; empty otherwise).
+    public var ownerName = ""
 
-    /// The member every node of the tenant is told about.
-    public func member(active: Bool = true) -> Mesh_V1_Member {
+    /// The member every node of the tenant is told about: inactive while the device is suspended
+    /// (`active` overrides that).
+    public func member(active: Bool? = nil) -> Mesh_V1_Member {
         var m = Mesh_V1_Member()
         m.id = id.lowercased
         m.kind = .device
@@ -137,7 +153,7 @@ public struct DeviceRecord: Sendable, Equatable {
         m.ipv4 = ipv4
         m.ipv6 = ipv6
         m.slug = slug
-        m.active = active
+        m.active = active ?? lifecycle.isActive
         m.configHubID = configHubID
         m.configNodeIds = configNodes.map(\.id)
         m.ownerUserID = owner.lowercased
@@ -170,6 +186,12 @@ public struct DeviceRecord: Sendable, Equatable {
         d.configNodeIds = configNodes.map(\.id)
         d.configOutdated = configOutdated != nil
         d.configOutdatedReason = configOutdated ?? ""
+        d.status = lifecycle.status
+        d.suspendReason = lifecycle.suspendReason
+        d.suspendedAtMs = lifecycle.suspendedAt?.unixMilliseconds ?? 0
+        d.expiresAtMs = lifecycle.expiresAt?.unixMilliseconds ?? 0
+        d.ownerName = ownerName
+        d.perPeerStats = true
         return d
     }
 }

@@ -88,6 +88,111 @@ public struct DeviceDraft: Sendable {
     /// The rate-limit window to count and record the creation in; nil when the caller is exempt.
     public var rateWindow: Duration?
     public var requestID: String
+    /// The expiry the caller asked for (nil: the tenant's default lifetime, if any); the decision
+    /// checks it against the storage's clock.
+    public var requestedExpiry: Date? = nil
+}
+
+/// Which devices a listing wants: filters and one page, oldest first.
+public struct DeviceQuery: Sendable, Equatable {
+    /// One device only (the single-device read).
+    public var id: UUID?
+    public var owner: UUID?
+    public var status: Mesh_V1_DeviceStatus?
+    public var type: Mesh_V1_DeviceType?
+    /// Devices after this one (a previous page's ``DevicePage/next``).
+    public var after: DeviceCursor?
+    /// Page size; nil: every device.
+    public var limit: Int?
+
+    public init(id: UUID? = nil, owner: UUID? = nil, status: Mesh_V1_DeviceStatus? = nil, type: Mesh_V1_DeviceType? = nil,
+                after: DeviceCursor? = nil, limit: Int? = nil) {
+        self.id = id
+        self.owner = owner
+        self.status = status
+        self.type = type
+        self.after = after
+        self.limit = limit
+    }
+
+    /// Every device the caller may see.
+    public static let all = DeviceQuery()
+}
+
+/// A position in the device list's order (creation time, then id). Its text form is opaque to
+/// clients.
+public struct DeviceCursor: Sendable, Equatable {
+    /// Creation time in microseconds since the epoch (the database's precision, exactly).
+    public var createdMicros: Int64
+    public var id: UUID
+
+    public init(createdMicros: Int64, id: UUID) {
+        self.createdMicros = createdMicros
+        self.id = id
+    }
+
+    /// The opaque text: base64url of "d1:<micros>:<id>".
+    public var text: String {
+        Data("d1:\(createdMicros):\(id.lowercased)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Parses ``text``; nil for anything else.
+    public init?(text: String) {
+        guard text.count <= 128 else { return nil }
+        var b64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while b64.count % 4 != 0 { b64 += "=" }
+        guard let data = Data(base64Encoded: b64), let plain = String(data: data, encoding: .utf8) else { return nil }
+        let parts = plain.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "d1", let micros = Int64(parts[1]), let id = UUID(text: String(parts[2])) else { return nil }
+        self.init(createdMicros: micros, id: id)
+    }
+}
+
+/// One page of devices, with where the next one starts (nil: this was the last).
+public struct DevicePage: Sendable {
+    public var caller: CallerIdentity
+    public var tenant: TenantRecord
+    public var devices: [DeviceRecord]
+    public var next: DeviceCursor?
+}
+
+/// A lifecycle change a rule decided: the device's next lifecycle and the audit entry.
+public struct LifecycleChange: Sendable {
+    public var lifecycle: DeviceLifecycle
+    public var audit: AuditEvent
+
+    public init(lifecycle: DeviceLifecycle, audit: AuditEvent) {
+        self.lifecycle = lifecycle
+        self.audit = audit
+    }
+}
+
+/// A device the expiry sweeper suspended, with the revision of its change.
+public struct ExpiredDevice: Sendable, Equatable {
+    public var tenant: UUID
+    public var device: UUID
+    public var revision: UInt64
+}
+
+/// Filters of the audit log.
+public struct AuditFilter: Sendable, Equatable {
+    /// An action, or a family without a dot ("device" is every "device.*").
+    public var action: String?
+    /// An actor, exactly.
+    public var actor: String?
+
+    public init(action: String? = nil, actor: String? = nil) {
+        self.action = action
+        self.actor = actor
+    }
+
+    /// Whether an entry passes (the in-memory store's form of the SQL condition).
+    public func matches(action a: String, actor who: String) -> Bool {
+        if let actor, actor != who { return false }
+        guard let action else { return true }
+        return action.contains(".") ? a == action : (a == action || a.hasPrefix(action + "."))
+    }
 }
 
 /// A device that was written, with the revision of its change.
@@ -117,6 +222,19 @@ public protocol DeviceRepository: Sendable {
     /// the change is published when the slug changed.
     func renameDevice(_ id: UUID, caller: CallerIdentity, label: String, slugBase: String, requestID: String,
                       authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void) async throws(MeshError) -> (DeviceRecord, TenantRecord, UInt64?)
+    /// With the tenant locked: the device must exist in the caller's tenant; `change` sees it and the
+    /// storage's clock, checks who may do what, and returns its next lifecycle with the audit entry
+    /// (nil: nothing changes). Writes it, and appends the device's change when it joins or leaves the
+    /// mesh. Returns the device after, the tenant and the revision written (nil: none).
+    func changeLifecycle(_ id: UUID, caller: CallerIdentity,
+                         change: @escaping @Sendable (DeviceRecord, Date) throws(MeshError) -> LifecycleChange?) async throws(MeshError)
+        -> (DeviceRecord, TenantRecord, UInt64?)
+    /// Suspends devices whose expiry has passed, at most `limit`, each exactly once however many
+    /// replicas sweep at the same time: per tenant, with the tenant locked, it claims the due devices
+    /// (`FOR UPDATE SKIP LOCKED`), lets `expire` decide each, and writes the suspension, the outbox
+    /// change and the audit entry in that one transaction.
+    func expireDevices(limit: Int, expire: @escaping @Sendable (DeviceLifecycle, Date) -> DeviceLifecycle?) async throws(MeshError)
+        -> [ExpiredDevice]
     /// With the tenant (and, for the rate limit, the user) locked: the device must exist in the
     /// caller's tenant and `authorize` must accept it; `decide` picks the new config (the rate limit is
     /// checked there); writes the new key and config (the device is no longer outdated), the
@@ -127,10 +245,11 @@ public protocol DeviceRepository: Sendable {
         async throws(MeshError) -> WrittenDevice
     /// One device of the caller's tenant.
     func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord?
-    /// The devices the caller may see (all for an admin, their own otherwise) with the tenant and the
-    /// caller's check (as ``UserRepository/identify(tenant:user:credential:)``), in one read; nil
-    /// tenant when the tenant does not exist.
-    func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord])
+    /// One page of the devices the caller may see (all for an admin, their own otherwise) with the
+    /// tenant and the caller's check (as ``UserRepository/identify(tenant:user:credential:)``), in one
+    /// read, with the owners' names; a nil page when the caller is not a user of the tenant (or the
+    /// tenant does not exist).
+    func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query: DeviceQuery) async throws(MeshError) -> (CallerLookup, DevicePage?)
     /// Applies a node's handshake report to the per-peer counters and the devices; `notFound` for a
     /// node the tenant does not have. Returns how many devices changed.
     func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int
@@ -201,8 +320,15 @@ public protocol LeaseTaskRepository: Sendable {
 
 /// The audit log (AuditService).
 public protocol AuditRepository: Sendable {
-    /// Entries of a tenant with id < `before`, newest first, at most `limit`.
-    func audit(tenant: UUID, before: Int64, limit: Int) async throws(MeshError) -> [Mesh_V1_AuditEntry]
+    /// Entries of a tenant with id < `before` that pass `filter`, newest first, at most `limit`.
+    func audit(tenant: UUID, before: Int64, limit: Int, filter: AuditFilter) async throws(MeshError) -> [Mesh_V1_AuditEntry]
     /// The license feature counts: the tenant's plan, gate and device count.
     func license(tenant: UUID) async throws(MeshError) -> (TenantRecord, devices: Int)?
+}
+
+extension AuditRepository {
+    /// Entries of a tenant with id < `before`, newest first, at most `limit`.
+    public func audit(tenant: UUID, before: Int64, limit: Int) async throws(MeshError) -> [Mesh_V1_AuditEntry] {
+        try await audit(tenant: tenant, before: before, limit: limit, filter: AuditFilter())
+    }
 }

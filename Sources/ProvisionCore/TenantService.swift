@@ -55,6 +55,50 @@ public struct TenantService: Sendable {
         return t.proto
     }
 
+    /// The settings a tenant's admins change, for any user of the tenant.
+    public func adminSettings(of who: CallerIdentity) async throws(MeshError) -> Mesh_V1_TenantAdminSettings {
+        guard let t = try await tenants.tenant(who.tenant) else { throw .notFound("unknown tenant") }
+        return t.adminSettings
+    }
+
+    /// An admin turns the tenant's mesh off or on (the seed's plan table: "Mesh on / off"), or sets
+    /// the default lifetime of new devices. Turning the mesh off takes every device off every node
+    /// (devices, addresses and names are kept) and refuses creation; turning it on restores every
+    /// peer. The switch reaches the nodes as one change of the tenant's settings, and is audited.
+    public func updateAdminSettings(_ req: Mesh_V1_UpdateTenantSettingsRequest, by who: CallerIdentity,
+                                    requestID: String) async throws(MeshError) -> Mesh_V1_TenantSettingsResponse {
+        guard who.isAdmin else { throw .permissionDenied("only admins can change the tenant's settings") }
+        var lifetimeAsked: Int?
+        if case .deviceLifetimeSeconds(let v)? = req.deviceLifetimeSet { lifetimeAsked = try DeviceLifecycle.validateDefaultLifetime(Int(v)) }
+        var meshAsked: Bool?
+        if case .meshEnabled(let v)? = req.meshEnabledSet { meshAsked = v }
+        let lifetime = lifetimeAsked, meshOn = meshAsked
+        let actor = who.actor
+        let (t, revision) = try await tenants.updateTenant(who.tenant) { cur throws(MeshError) in
+            var t = cur
+            if let meshOn {
+                guard let policy = t.plan.policy, policy.meshToggle else {
+                    throw .permissionDenied("the \(t.plan.displayName) plan has no mesh switch")
+                }
+                t.meshEnabled = meshOn
+            }
+            if let lifetime { t.deviceLifetimeSeconds = lifetime }
+            guard t != cur else { return nil }
+            let action = t.meshEnabled == cur.meshEnabled ? "tenant.settings" : (t.meshEnabled ? "mesh.enable" : "mesh.disable")
+            return (t, AuditEvent(tenant: who.tenant, actor: actor, action: action, target: who.tenant.lowercased, requestID: requestID,
+                                  detail: Self.describe(from: cur, to: t)))
+        }
+        if let revision {
+            notifier.changed(tenant: who.tenant)
+            logger.info("tenant mesh switched", metadata: ["tenant.id": "\(who.tenant.lowercased)", "mesh.enabled": "\(t.meshEnabled)",
+                                                           "revision": "\(revision)", "request.id": "\(requestID)"])
+        }
+        var resp = Mesh_V1_TenantSettingsResponse()
+        resp.settings = t.adminSettings
+        resp.revision = revision ?? 0
+        return resp
+    }
+
     public func get(_ id: UUID) async throws(MeshError) -> Mesh_V1_Tenant {
         guard let t = try await tenants.tenant(id) else { throw .notFound("unknown tenant") }
         return t.proto
@@ -72,6 +116,10 @@ public struct TenantService: Sendable {
         if p.deviceMtuSet != nil { t.deviceMTU = try range(p.deviceMtu, 1280...9000, "settings.device_mtu") }
         if p.configMaxNodesSet != nil { t.configMaxNodes = try range(p.configMaxNodes, 1...64, "settings.config_max_nodes") }
         if p.dnsResolversSet != nil { t.dnsResolvers = try range(p.dnsResolvers, 0...8, "settings.dns_resolvers") }
+        if p.meshEnabledSet != nil { t.meshEnabled = p.meshEnabled }
+        if p.deviceLifetimeSet != nil {
+            t.deviceLifetimeSeconds = try DeviceLifecycle.validateDefaultLifetime(Int(p.deviceLifetimeSeconds), field: "settings.device_lifetime_seconds")
+        }
     }
 
     static func range(_ v: UInt32, _ r: ClosedRange<Int>, _ field: String) throws(MeshError) -> Int {
@@ -89,6 +137,10 @@ public struct TenantService: Sendable {
         if a.deviceMTU != b.deviceMTU { parts.append("device_mtu \(b.deviceMTU)") }
         if a.configMaxNodes != b.configMaxNodes { parts.append("config_max_nodes \(b.configMaxNodes)") }
         if a.dnsResolvers != b.dnsResolvers { parts.append("dns_resolvers \(b.dnsResolvers)") }
+        if a.meshEnabled != b.meshEnabled { parts.append(b.meshEnabled ? "mesh on" : "mesh off") }
+        if a.deviceLifetimeSeconds != b.deviceLifetimeSeconds {
+            parts.append(b.deviceLifetimeSeconds == 0 ? "device lifetime off" : "device lifetime \(DeviceLifecycle.describe(TimeInterval(b.deviceLifetimeSeconds)))")
+        }
         return parts.joined(separator: ", ")
     }
 }
@@ -187,11 +239,21 @@ public struct AuditService: Sendable {
         try policy.requireDiagnostics(.auditLog, for: "the audit log")
         let limit = Int(req.limit == 0 ? 50 : min(req.limit, 500))
         let before = req.beforeID <= 0 ? Int64.max : req.beforeID
-        let rows = try await audit.audit(tenant: who.tenant, before: before, limit: limit + 1)
+        let filter = AuditFilter(action: try Self.filterValue(req.action, field: "action"), actor: try Self.filterValue(req.actor, field: "actor"))
+        let rows = try await audit.audit(tenant: who.tenant, before: before, limit: limit + 1, filter: filter)
         var resp = Mesh_V1_ListAuditResponse()
         resp.entries = Array(rows.prefix(limit))
         if rows.count > limit, let last = resp.entries.last { resp.nextBeforeID = last.id }
         return resp
+    }
+
+    /// A filter's value: nil when empty; printable ASCII up to 200 characters otherwise.
+    static func filterValue(_ s: String, field: String) throws(MeshError) -> String? {
+        guard !s.isEmpty else { return nil }
+        guard s.utf8.count <= 200, s.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+            throw .invalidArgument(field: field, message: "\(field) must be printable ASCII without spaces, at most 200 characters")
+        }
+        return s
     }
 
     /// The mesh_vpn license feature of the caller's tenant.

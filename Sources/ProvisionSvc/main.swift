@@ -37,8 +37,13 @@ struct ProvisionSvc: AsyncParsableCommand {
     @Option(help: "Seconds since the last handshake within which a device counts as online (env MESH_ONLINE_WINDOW_SECONDS).")
     var onlineWindowSeconds: Int = Env.int("MESH_ONLINE_WINDOW_SECONDS", 180)
 
+    @Option(help: "How often to look for devices whose expiry passed, in seconds; at most 55 (env MESH_EXPIRY_SWEEP_SECONDS).")
+    var expirySweepSeconds: Double = Env.seconds("MESH_EXPIRY_SWEEP_SECONDS", 5)
+
     func validate() throws {
         guard rateLimit >= 0, rateWindowSeconds > 0 else { throw ValidationError("rate limit must be >= 0 and the window > 0") }
+        // An expired device must leave the mesh within 60 s of its expiry.
+        guard expirySweepSeconds > 0, expirySweepSeconds <= 55 else { throw ValidationError("--expiry-sweep-seconds must be more than 0 and at most 55") }
         for id in rateLimitExempt.split(separator: ",") where UUID(uuidString: id.trimmingCharacters(in: .whitespaces)) == nil {
             throw ValidationError("--rate-limit-exempt must list user UUIDs")
         }
@@ -47,7 +52,8 @@ struct ProvisionSvc: AsyncParsableCommand {
     func run() async throws {
         let exempt = Set(rateLimitExempt.split(separator: ",").compactMap { UUID(uuidString: $0.trimmingCharacters(in: .whitespaces)) })
         let config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
-                                            rateLimitExempt: exempt, onlineWindow: .seconds(onlineWindowSeconds))
+                                            rateLimitExempt: exempt, onlineWindow: .seconds(onlineWindowSeconds),
+                                            expirySweepInterval: .milliseconds(Int(expirySweepSeconds * 1000)))
         let busIdentity: BusIdentityConfiguration?
         do {
             busIdentity = try BusIdentityConfiguration.fromEnvironment()

@@ -20,7 +20,7 @@ struct MeshCtl: AsyncParsableCommand {
             with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
             --json prints one JSON document on stdout for scripts.
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self, ServiceCommand.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Mesh.self, Settings.self, Audit.self, Bus.self, ServiceCommand.self])
 }
 
 /// Options every subcommand shares.
@@ -357,7 +357,40 @@ func printToken(_ token: String, json: Bool, expires: Date) throws {
 // MARK: Devices
 
 struct Device: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List devices and re-issue their configs.", subcommands: [List.self, Reissue.self])
+    static let configuration = CommandConfiguration(
+        abstract: "List, show, rename, suspend and resume devices, set their expiry, and re-issue their configs.",
+        subcommands: [List.self, Get.self, Rename.self, Suspend.self, Resume.self, SetExpiry.self, Reissue.self])
+
+    static func json(_ d: Mesh_V1_Device) -> [String: Any] {
+        var o: [String: Any] = [
+            "id": d.id, "label": d.label, "slug": d.slug, "dns_name": d.dnsName, "type": d.type.key, "mesh_ips": [d.ipv4, d.ipv6],
+            "owner_user_id": d.ownerUserID, "owner_name": d.ownerName, "online": d.online, "created_at": iso(d.createdAtMs),
+            "last_handshake_at": d.lastHandshakeAtMs > 0 ? iso(d.lastHandshakeAtMs) : NSNull(), "status": d.status.key,
+            "suspend_reason": d.suspendReason == .unspecified ? NSNull() : d.suspendReason.key,
+            "suspended_at": d.suspendedAtMs > 0 ? iso(d.suspendedAtMs) : NSNull(),
+            "expires_at": d.expiresAtMs > 0 ? iso(d.expiresAtMs) : NSNull(),
+        ]
+        // Per-peer stats only where the plan includes them.
+        if d.perPeerStats {
+            o["rx_bytes"] = d.rxBytes
+            o["tx_bytes"] = d.txBytes
+            o["endpoint"] = d.endpoint.isEmpty ? NSNull() : d.endpoint
+        }
+        return o
+    }
+
+    static func line(_ d: Mesh_V1_Device) -> String {
+        let state = d.status == .active ? (d.online ? "online   " : "offline  ") : (d.status == .expired ? "expired  " : "suspended")
+        let expires = d.expiresAtMs > 0 ? "  expires \(iso(d.expiresAtMs))" : ""
+        return "\(d.id)  \(state)  \(d.ipv4)  \(d.dnsName)  \(d.label)\(expires)"
+    }
+
+    /// The options that name one device as one user.
+    struct Target: ParsableArguments {
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(name: .customLong("as"), help: "The user acting (the device's owner, or an admin of the tenant).") var user: String
+        @Option(help: "The device's id.") var device: String
+    }
 
     struct Reissue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -386,25 +419,137 @@ struct Device: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the devices a user sees (an admin sees the whole tenant).")
+        static let configuration = CommandConfiguration(abstract: "List the devices a user sees (an admin sees the whole tenant), oldest first.")
         @OptionGroup var options: CtlOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(name: .customLong("as"), help: "The user to list as (an admin sees every device of the tenant).") var user: String
+        @Option(help: "Only this owner's devices (a user id, or me).") var owner: String?
+        @Option(help: "Only devices in this state: active, suspended or expired.") var status: String?
+        @Option(help: "Only devices of this type: iphone, android, laptop or other.") var type: String?
+        @Option(help: "One page of this many (1-500) instead of every device.") var limit: UInt32?
+        @Option(help: "Where the page starts (the next_cursor of the previous page).") var cursor: String?
 
         func run() async throws {
-            let devices = try await options.withProvision { client in
-                try await client.listDevices(caller: try await caller(client, tenant: tenant, user: user))
+            var r = Mesh_V1_ListDevicesRequest()
+            if let status {
+                guard let s = Mesh_V1_DeviceStatus(key: status) else { throw ValidationError("--status must be active, suspended or expired") }
+                r.status = s
             }
-            let rows: [[String: Any]] = devices.map { d in
-                ["id": d.id, "label": d.label, "slug": d.slug, "dns_name": d.dnsName, "type": d.type.key, "mesh_ips": [d.ipv4, d.ipv6],
-                 "owner_user_id": d.ownerUserID, "online": d.online, "created_at": iso(d.createdAtMs),
-                 "last_handshake_at": d.lastHandshakeAtMs > 0 ? iso(d.lastHandshakeAtMs) : NSNull(), "rx_bytes": d.rxBytes, "tx_bytes": d.txBytes]
+            if let type {
+                guard let t = Mesh_V1_DeviceType(key: type), t.key == type else { throw ValidationError("--type must be iphone, android, laptop or other") }
+                r.type = t
             }
-            try options.emit(["devices": rows], text: devices.map {
-                "\($0.id)  \($0.online ? "online " : "offline")  \($0.ipv4)  \($0.dnsName)  \($0.label)"
-            }.joined(separator: "\n"))
+            let (devices, next) = try await options.withProvision { client in
+                r.caller = try await caller(client, tenant: tenant, user: user)
+                if let owner { r.ownerUserID = owner == "me" ? r.caller.userID : owner }
+                r.cursor = cursor ?? ""
+                if let limit {
+                    r.limit = limit
+                    let page = try await client.listDevices(r)
+                    return (page.devices, page.nextCursor)
+                }
+                r.limit = 500
+                var all: [Mesh_V1_Device] = []
+                while true {
+                    let page = try await client.listDevices(r)
+                    all += page.devices
+                    if page.nextCursor.isEmpty { return (all, "") }
+                    r.cursor = page.nextCursor
+                }
+            }
+            try options.emit(["devices": devices.map(Device.json), "next_cursor": next.isEmpty ? NSNull() : next as Any],
+                             text: devices.map(Device.line).joined(separator: "\n") + (next.isEmpty ? "" : "\nnext page: --cursor \(next)"))
         }
     }
+
+    struct Get: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one device.")
+        @OptionGroup var options: CtlOptions
+        @OptionGroup var target: Target
+
+        func run() async throws {
+            let d = try await options.withProvision { client in
+                try await client.getDevice(caller: try await caller(client, tenant: target.tenant, user: target.user), deviceID: target.device)
+            }
+            try options.emit(Device.json(d), text: Device.line(d))
+        }
+    }
+
+    struct Rename: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Give a device a new label: its slug and DNS name change with it, and the old name stops resolving.")
+        @OptionGroup var options: CtlOptions
+        @OptionGroup var target: Target
+        @Option(help: "The new label (1-63 characters, shown as typed).") var label: String
+
+        func run() async throws {
+            let r = try await options.withProvision { client in
+                try await client.renameDevice(caller: try await caller(client, tenant: target.tenant, user: target.user), deviceID: target.device, label: label)
+            }
+            try options.emit(Device.json(r.device), text: Device.line(r.device))
+        }
+    }
+
+    struct Suspend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Suspend a device: it leaves every node and the mesh DNS, and keeps its keys, addresses, name and plan slot.")
+        @OptionGroup var options: CtlOptions
+        @OptionGroup var target: Target
+
+        func run() async throws {
+            let r = try await options.withProvision { client in
+                try await client.suspendDevice(caller: try await caller(client, tenant: target.tenant, user: target.user), deviceID: target.device)
+            }
+            try options.emit(["device": Device.json(r.device), "revision": r.revision], text: Device.line(r.device))
+        }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Resume a suspended device (refused while its expiry has passed: an admin extends it with set-expiry).")
+        @OptionGroup var options: CtlOptions
+        @OptionGroup var target: Target
+
+        func run() async throws {
+            let r = try await options.withProvision { client in
+                try await client.resumeDevice(caller: try await caller(client, tenant: target.tenant, user: target.user), deviceID: target.device)
+            }
+            try options.emit(["device": Device.json(r.device), "revision": r.revision], text: Device.line(r.device))
+        }
+    }
+
+    struct SetExpiry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-expiry",
+            abstract: "Set, extend or clear a device's expiry (admins). A device suspended because it expired comes back.")
+        @OptionGroup var options: CtlOptions
+        @OptionGroup var target: Target
+        @Option(help: "An RFC 3339 time (2026-12-31T23:59:59Z), a lifetime from now (30d, 12h, 90m), or never.") var at: String
+
+        func run() async throws {
+            let ms: Int64
+            if at == "never" {
+                ms = 0
+            } else if let parsed = Timestamp.parseRFC3339(at) {
+                ms = parsed
+            } else if let seconds = lifetimeSeconds(at) {
+                ms = Date().addingTimeInterval(Double(seconds)).unixMilliseconds
+            } else {
+                throw ValidationError("--at must be an RFC 3339 time, a lifetime such as 30d, or never")
+            }
+            let r = try await options.withProvision { client in
+                try await client.setDeviceExpiry(caller: try await caller(client, tenant: target.tenant, user: target.user), deviceID: target.device,
+                                                 expiresAtMs: ms)
+            }
+            try options.emit(["device": Device.json(r.device), "revision": r.revision], text: Device.line(r.device))
+        }
+    }
+}
+
+/// "30d", "12h", "90m", "45s" or plain seconds; nil for anything else.
+func lifetimeSeconds(_ s: String) -> Int? {
+    let units: [Character: Int] = ["d": 86_400, "h": 3600, "m": 60, "s": 1]
+    if let last = s.last, let unit = units[last], let n = Int(s.dropLast()), n > 0 { return n * unit }
+    return Int(s).flatMap { $0 > 0 ? $0 : nil }
 }
 
 // MARK: Nodes
@@ -451,18 +596,31 @@ struct Node: AsyncParsableCommand {
         @OptionGroup var options: CtlOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(name: .customLong("as"), help: "A user of the tenant to list as.") var user: String
+        @Flag(help: "Admins: ask every node for its live state (online, backend, revision, last sync).") var live = false
 
         func run() async throws {
-            let nodes = try await options.withProvision { client in
-                try await client.listNodes(caller: try await caller(client, tenant: tenant, user: user))
+            let listed = try await options.withProvision { client in
+                try await client.listNodes(caller: try await caller(client, tenant: tenant, user: user), live: live)
             }
+            let nodes = listed.filter(\.hub) + listed.filter { !$0.hub }
             let rows: [[String: Any]] = nodes.map { n in
-                ["id": n.id, "name": n.name, "slug": n.slug, "dns_name": n.dnsName, "public_key": n.publicKey, "endpoint": n.endpoint,
-                 "listen_port": n.listenPort, "mesh_ips": [n.ipv4, n.ipv6], "hub": n.hub, "created_at": iso(n.createdAtMs),
-                 "last_seen_at": n.lastSeenAtMs > 0 ? iso(n.lastSeenAtMs) : NSNull()]
+                var o: [String: Any] = [
+                    "id": n.id, "name": n.name, "slug": n.slug, "dns_name": n.dnsName, "public_key": n.publicKey, "endpoint": n.endpoint,
+                    "listen_port": n.listenPort, "mesh_ips": [n.ipv4, n.ipv6], "hub": n.hub, "created_at": iso(n.createdAtMs),
+                    "last_seen_at": n.lastSeenAtMs > 0 ? iso(n.lastSeenAtMs) : NSNull()]
+                if live {
+                    let answered = n.live && n.stateError.isEmpty
+                    o["online"] = n.online
+                    o["backend"] = answered && !n.backend.isEmpty ? n.backend : NSNull()
+                    o["revision"] = answered ? n.appliedRevision as Any : NSNull()
+                    o["last_sync_at"] = answered && n.lastSyncAtMs > 0 ? iso(n.lastSyncAtMs) : NSNull()
+                    o["state_error"] = n.stateError.isEmpty ? NSNull() : n.stateError
+                }
+                return o
             }
-            try options.emit(["nodes": rows], text: nodes.map {
-                "\($0.id)  \($0.hub ? "hub " : "    ")  \($0.ipv4)  \($0.endpoint)  \($0.dnsName)"
+            try options.emit(["nodes": rows], text: nodes.map { n in
+                let state = live ? (n.online ? "  online  \(n.backend)" : "  offline (\(n.stateError))") : ""
+                return "\(n.id)  \(n.hub ? "hub " : "    ")  \(n.ipv4)  \(n.endpoint)  \(n.dnsName)\(state)"
             }.joined(separator: "\n"))
         }
     }
@@ -484,24 +642,138 @@ struct Node: AsyncParsableCommand {
     }
 }
 
+// MARK: Mesh switch and settings
+
+struct Mesh: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn a tenant's mesh on or off (admins): off takes every device off every node and refuses new ones.",
+        subcommands: [On.self, Off.self])
+
+    static func set(_ on: Bool, options: CtlOptions, tenant: String, admin: String) async throws {
+        let r = try await options.withProvision { client in
+            var req = Mesh_V1_UpdateTenantSettingsRequest()
+            req.caller = try await caller(client, tenant: tenant, user: admin)
+            req.meshEnabled = on
+            return try await client.updateTenantSettings(req)
+        }
+        try options.emit(Settings.json(r.settings).merging(["revision": r.revision]) { a, _ in a },
+                         text: "mesh \(r.settings.meshEnabled ? "on" : "off")\(r.revision > 0 ? " at revision \(r.revision)" : " (unchanged)")")
+    }
+
+    struct On: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Turn the mesh on: every device that is not suspended is back on every node.")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        func run() async throws { try await Mesh.set(true, options: options, tenant: tenant, admin: admin) }
+    }
+
+    struct Off: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Turn the mesh off: no node holds any device; devices, addresses and names are kept; creation is refused.")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        func run() async throws { try await Mesh.set(false, options: options, tenant: tenant, admin: admin) }
+    }
+}
+
+struct Settings: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a tenant's settings, or change the default lifetime of new devices (admins).")
+    @OptionGroup var options: CtlOptions
+    @Option(help: "Tenant id.") var tenant: String
+    @Option(name: .customLong("as"), help: "A user of the tenant (an admin to change anything).") var user: String
+    @Option(name: .customLong("device-lifetime"), help: "Default lifetime of new devices: 30d, 12h, seconds, or off.") var deviceLifetime: String?
+
+    static func json(_ s: Mesh_V1_TenantAdminSettings) -> [String: Any] {
+        ["mesh_enabled": s.meshEnabled, "device_lifetime_seconds": s.deviceLifetimeSeconds > 0 ? s.deviceLifetimeSeconds as Any : NSNull()]
+    }
+
+    static func text(_ s: Mesh_V1_TenantAdminSettings) -> String {
+        "mesh \(s.meshEnabled ? "on" : "off"); device lifetime \(s.deviceLifetimeSeconds > 0 ? DeviceLifecycle.describe(TimeInterval(s.deviceLifetimeSeconds)) : "off")"
+    }
+
+    func run() async throws {
+        var seconds: UInt32?
+        if let deviceLifetime {
+            if deviceLifetime == "off" {
+                seconds = 0
+            } else {
+                guard let v = lifetimeSeconds(deviceLifetime), let u = UInt32(exactly: v) else {
+                    throw ValidationError("--device-lifetime must be like 30d, 12h or 3600, or off")
+                }
+                seconds = u
+            }
+        }
+        let settings = try await options.withProvision { client in
+            let c = try await caller(client, tenant: tenant, user: user)
+            guard let seconds else { return try await client.tenantSettings(caller: c) }
+            var req = Mesh_V1_UpdateTenantSettingsRequest()
+            req.caller = c
+            req.deviceLifetimeSeconds = seconds
+            return try await client.updateTenantSettings(req).settings
+        }
+        try options.emit(Settings.json(settings), text: Settings.text(settings))
+    }
+}
+
 // MARK: Audit
 
 struct Audit: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a tenant's audit log, newest first (Team and Enterprise).")
+    static let configuration = CommandConfiguration(abstract: "Show or export a tenant's audit log, newest first (Team and Enterprise).")
     @OptionGroup var options: CtlOptions
     @Option(help: "Tenant id.") var tenant: String
     @Option(help: "An admin user of the tenant.") var admin: String
     @Option(help: "Entries with an id below this (paging).") var before: Int64 = 0
     @Option(help: "Entries to show (1-500).") var limit: UInt32 = 50
+    @Option(help: "Only this action (device.suspend), or a family (device).") var action: String = ""
+    @Option(help: "Only this actor (user:<id>, node:<id>, system).") var actor: String = ""
+    @Option(help: "Write every matching entry to stdout as csv or jsonl, page by page.") var export: String?
 
     func run() async throws {
+        if let export {
+            guard export == "csv" || export == "jsonl" else { throw ValidationError("--export must be csv or jsonl") }
+            try await options.withProvision { client in
+                let c = try await caller(client, tenant: tenant, user: admin)
+                if export == "csv" { FileHandle.standardOutput.write(Data("id,at,actor,action,target_id,request_id,detail\r\n".utf8)) }
+                var before = self.before
+                while true {
+                    let page = try await client.audit(caller: c, beforeID: before, limit: 500, action: action, actor: actor)
+                    var out = ""
+                    for e in page.entries { out += export == "csv" ? Audit.csvLine(e) : Audit.jsonLine(e) }
+                    FileHandle.standardOutput.write(Data(out.utf8))
+                    guard page.nextBeforeID > 0 else { return }
+                    before = page.nextBeforeID
+                }
+            }
+            return
+        }
         let page = try await options.withProvision { client in
-            try await client.audit(caller: try await caller(client, tenant: tenant, user: admin), beforeID: before, limit: limit)
+            try await client.audit(caller: try await caller(client, tenant: tenant, user: admin), beforeID: before, limit: limit, action: action,
+                                   actor: actor)
         }
-        let rows: [[String: Any]] = page.entries.map { e in
-            ["id": e.id, "at": iso(e.atMs), "actor": e.actor, "action": e.action, "target_id": e.targetID, "request_id": e.requestID, "detail": e.detail]
-        }
+        let rows: [[String: Any]] = page.entries.map(Audit.json)
         try options.emit(["entries": rows, "next_before": page.nextBeforeID > 0 ? page.nextBeforeID as Any : NSNull()],
                          text: page.entries.map { "\($0.id)  \(iso($0.atMs))  \($0.actor)  \($0.action)  \($0.detail)" }.joined(separator: "\n"))
+    }
+
+    static func json(_ e: Mesh_V1_AuditEntry) -> [String: Any] {
+        ["id": e.id, "at": iso(e.atMs), "actor": e.actor, "action": e.action, "target_id": e.targetID, "request_id": e.requestID, "detail": e.detail]
+    }
+
+    static func jsonLine(_ e: Mesh_V1_AuditEntry) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: json(e), options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+
+    static func csvLine(_ e: Mesh_V1_AuditEntry) -> String {
+        func field(_ s: String) -> String {
+            var v = s
+            if let first = v.unicodeScalars.first, ["=", "+", "-", "@", "\t", "\r"].contains(first) { v = "'" + v }
+            guard v.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return v }
+            return "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        }
+        return [String(e.id), iso(e.atMs), e.actor, e.action, e.targetID, e.requestID, e.detail].map(field).joined(separator: ",") + "\r\n"
     }
 }

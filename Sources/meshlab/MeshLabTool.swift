@@ -9,15 +9,18 @@ import Synchronization
 /// `meshlab`: a whole Quazzar Mesh on this machine, for tests written outside Swift (the browser
 /// test, `Tests/browser`). It starts the lab (private nats-server and database, the real
 /// AllocatorSvc, ProvisionSvc and FanoutSvc, one node running the real NodeApplier with
-/// wireguard-go in a network namespace), three tenants (Pro with the node, Free, and Pro with 16
-/// registered nodes whose device configs are too large for a QR code) and two real Gateway
-/// processes (with and without a Pritunl VPN configured; the plain one also signs people in through
-/// the test OpenID Connect provider, `Tests/oidc/test_provider.py`), prints one JSON line with
+/// wireguard-go in a network namespace), four tenants (Pro with the node, Free, Pro with 16
+/// registered nodes whose device configs are too large for a QR code, and Team with 30 devices of
+/// six owners, for pages and the audit log) and two real Gateway processes (with and without a
+/// Pritunl VPN configured; the plain one also signs people in through the test OpenID Connect
+/// provider, `Tests/oidc/test_provider.py`), prints one JSON line with
 /// everything a test needs, then answers line commands on stdin with one JSON line each:
 ///
 ///     device-up <path>                 bring up the wg-quick config in that file in a new namespace
 ///     handshake-report <key> [secs]    wait for the node's first handshake report naming that public key
 ///     node-peers                       the public keys the node's WireGuard interface holds now
+///     extra-node <name>                register a node (no NodeApplier) in the Pro tenant
+///     remove-node <id>                 remove a node of the Pro tenant
 ///     quit                             stop everything and exit 0 (also on end of input, SIGINT, SIGTERM)
 ///
 /// Needs root, and `MESH_DATABASE_URL` (an admin URL of a PostgreSQL server); the executables are
@@ -64,6 +67,17 @@ enum MeshLabTool {
             let bigOwner = try await lab.cp.user(bigTenant, .owner)
             for i in 0..<16 {
                 _ = try await lab.cp.node(bigTenant, admin: bigAdmin, name: "big-\(i)", endpoint: "127.0.0.1:\(52000 + i)")
+            }
+            // A Team tenant with 30 devices of six owners (the rate limit allows five each): pages,
+            // filters and the audit log. Its node is a registration only.
+            let teamTenant = try await lab.cp.readyTenant(.team)
+            let teamAdmin = try await lab.cp.user(teamTenant, .admin)
+            let types: [Mesh_V1_DeviceType] = [.iphone, .android, .laptop, .other]
+            for o in 0..<6 {
+                let owner = try await lab.cp.user(teamTenant, .owner)
+                for i in 0..<5 {
+                    _ = try await lab.cp.client.createDevice(caller: owner, label: "Team device \(o * 5 + i + 1)", type: types[(o * 5 + i) % 4])
+                }
             }
 
             let reports = HandshakeReports()
@@ -121,7 +135,8 @@ enum MeshLabTool {
                 "gateway": urls[0], "plain_gateway": urls[1],
                 "gateway_logs": gateways.map(\.logFile.path),
                 "tokens": ["owner": try await token(owner), "admin": try await token(lab.admin), "free_owner": try await token(freeOwner),
-                           "big_owner": try await token(bigOwner)],
+                           "big_owner": try await token(bigOwner), "team_admin": try await token(teamAdmin)],
+                "team_tenant": ["id": teamTenant.id, "plan": "team", "devices": 30],
                 "tenant": ["id": lab.tenant.id, "plan": "pro"],
                 "free_tenant": ["id": freeTenant.id, "plan": "free"],
                 "big_tenant": ["id": bigTenant.id, "plan": "pro", "nodes": 16],

@@ -74,6 +74,8 @@ extension GatewayTests {
         let create = row([.ownerA: 201, .ownerB: 201, .admin: 201, .otherTenant: 201, .node: 403, .otherNode: 403], unsafe: true)
         let delete = row([.ownerA: 204, .ownerB: 404, .admin: 204, .otherTenant: 404, .node: 403, .otherNode: 403], unsafe: true)
         let adminOnly = row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])
+        let ownDevice = row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403])
+        let changeOwnDevice = row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403], unsafe: true)
         let anyUser = row([.ownerA: 200, .ownerB: 200, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])
         let tenantAdmin = row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403])
         let publicRoute = Dictionary(uniqueKeysWithValues: Who.allCases.map { ($0, 200) })
@@ -84,13 +86,24 @@ extension GatewayTests {
             (.get, "/api/mesh/devices", anyUser),
             (.post, "/api/mesh/devices", create),
             (.delete, "/api/mesh/devices/{device}", delete),
-            (.patch, "/api/mesh/devices/{device}", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
+            (.patch, "/api/mesh/devices/{device}", changeOwnDevice),
+            (.get, "/api/mesh/devices/{device}", ownDevice),
+            (.post, "/api/mesh/devices/{device}/suspend", changeOwnDevice),
+            (.post, "/api/mesh/devices/{device}/resume", changeOwnDevice),
+            (.get, "/api/mesh/nodes", tenantAdmin),
+            (.delete, "/api/mesh/nodes/{node}", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 404, .node: 403, .otherNode: 403],
+                                                    unsafe: true)),
+            (.post, "/api/mesh/enrollment-tokens", row([.ownerA: 403, .ownerB: 403, .admin: 201, .otherTenant: 201, .node: 403, .otherNode: 403],
                                                        unsafe: true)),
-            (.post, "/api/mesh/devices/{device}/reissue", row([.ownerA: 200, .ownerB: 404, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
-                                                              unsafe: true)),
+            (.get, "/api/mesh/settings", anyUser),
+            (.patch, "/api/mesh/settings", row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 200, .node: 403, .otherNode: 403],
+                                               unsafe: true)),
+            (.get, "/api/mesh/audit/export", tenantAdmin),
+            // The other tenant's node has no NodeApplier answering: none reached is 503.
+            (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 503, .node: 403, .otherNode: 403], unsafe: true)),
+            (.post, "/api/mesh/devices/{device}/reissue", changeOwnDevice),
             (.patch, "/api/mesh/nodes/\(f.otherNode.id)", row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403],
                                                             unsafe: true)),
-            (.post, "/api/mesh/refresh", row([.ownerA: 403, .ownerB: 403, .admin: 204, .otherTenant: 204, .node: 403, .otherNode: 403], unsafe: true)),
             (.get, "/api/mesh/peers", adminOnly),
             (.get, "/api/mesh/audit", tenantAdmin),
             (.get, "/api/license/orbit-features", anyUser),
@@ -126,11 +139,16 @@ extension GatewayTests {
             for (method, path, expected) in matrix {
                 for who in Who.allCases {
                     var uri = path
-                    var deviceID: String?
+                    var deviceID: String?, nodeID: String?
                     if path.contains("{device}") {
                         let d = try await f.cp.client.createDevice(caller: f.ownerA, label: "victim", type: .laptop).device
                         deviceID = d.id
                         uri = path.replacingOccurrences(of: "{device}", with: d.id)
+                    }
+                    if path.contains("{node}") {
+                        let (n, _) = try await f.cp.node(f.tenant, admin: f.admin, name: "victim \(who.rawValue)", endpoint: "198.51.100.77:51820")
+                        nodeID = n.id
+                        uri = path.replacingOccurrences(of: "{node}", with: n.id)
                     }
                     if path.contains("{user}") {
                         // A role change leaves owner B an owner; a removal takes a fresh user.
@@ -149,6 +167,7 @@ extension GatewayTests {
                     case (.post, "/api/mesh/users"): #"{"email":"m-\#(who.rawValue)@example.com"}"#
                     case (.post, "/api/mesh/tokens"): #"{"name":"m \#(who.rawValue)"}"#
                     case (.patch, _) where path.contains("users"): #"{"role":"owner"}"#
+                    case (.patch, "/api/mesh/settings"): #"{"device_lifetime_seconds":86400}"#
                     case (.patch, _) where path.contains("/nodes/"): #"{"hub":true}"#
                     case (.patch, _): #"{"label":"renamed"}"#
                     default: nil
@@ -165,6 +184,17 @@ extension GatewayTests {
                     if let deviceID {
                         let left = try await f.cp.client.listDevices(caller: f.admin).contains { $0.id == deviceID }
                         if left != (want != 204) { mismatches.append("\(method) \(path) as \(who): device present afterwards = \(left)") }
+                        // A refused suspension leaves the device active; an allowed one suspends it.
+                        if path.hasSuffix("/suspend") {
+                            let d = try await f.cp.client.getDevice(caller: f.admin, deviceID: deviceID)
+                            if (d.status == .suspended) != (want == 200) { mismatches.append("\(method) \(path) as \(who): status \(d.status)") }
+                        }
+                        // A victim left behind gives its plan slot back (the matrix makes more victims than Team's cap).
+                        if left { _ = try await f.cp.client.deleteDevice(caller: f.admin, deviceID: deviceID) }
+                    }
+                    if let nodeID {
+                        let left = try await f.cp.client.listNodes(caller: f.admin).contains { $0.id == nodeID }
+                        if left != (want != 204) { mismatches.append("\(method) \(path) as \(who): node present afterwards = \(left)") }
                     }
                 }
             }

@@ -135,7 +135,12 @@ extension GatewayTests {
             // Unknown routes and methods are JSON 404s.
             let nowhere = try await client.send(.get, "/api/mesh/nowhere", token: f.tokens.admin)
             #expect(nowhere.status == 404 && nowhere.errorCode == "not_found")
-            #expect(try await client.send(.put, "/api/mesh/devices", token: f.tokens.admin).status == 404)
+            // A known path with another method: 405 with what it takes.
+            let put = try await client.send(.put, "/api/mesh/devices", token: f.tokens.admin)
+            #expect(put.status == 405 && put.errorCode == "method_not_allowed" && put.headers[.allow] == "GET, HEAD, POST", "\(put.headers) \(put.text)")
+            let put2 = try await client.send(.put, "/api/mesh/devices/\(UUID())/suspend", token: f.tokens.admin)
+            #expect(put2.status == 405 && put2.headers[.allow] == "POST", "\(put2.status) \(put2.headers) \(put2.text)")
+            #expect(try await client.send(.put, "/api/mesh/nowhere/else", token: f.tokens.admin).status == 404)
 
             // A sane X-Request-Id is echoed, anything else replaced.
             let echoed = try await client.send(.get, "/healthz", headers: [requestIDHeader: "abc.DEF_1:2-3"])
@@ -220,8 +225,9 @@ extension GatewayTests {
             #expect(p["rx_bytes"] as? Int == 1234 && p["tx_bytes"] as? Int == 5678 && p["endpoint"] as? String == "203.0.113.7:40000")
             #expect(p["last_handshake_at"] as? String == "2023-11-14T22:13:20.000Z")
 
-            // Refresh reaches every node of the tenant.
-            #expect(try await client.send(.post, "/api/mesh/refresh", token: f.tokens.admin).status == 204)
+            // Refresh reaches every node of the tenant, and says how many.
+            let refreshed = try await client.send(.post, "/api/mesh/refresh", token: f.tokens.admin)
+            #expect(refreshed.status == 204 && refreshed.headers[nodesReachedHeader] == "2" && refreshed.headers[nodesTotalHeader] == "2")
             #expect(Set(f.fakes.calls.refreshes.withLock { $0 }) == [f.node.id, f.otherNode.id])
 
             // The node's own peer list, from FanoutSvc's SyncFromCP.
@@ -269,8 +275,10 @@ extension GatewayTests {
             let late = try await client.send(.get, "/api/mesh/state?node_id=\(slow.id)", token: f.tokens.admin)
             #expect(late.status == 504 && late.errorCode == "deadline_exceeded", "\(late.text)")
             #expect(clock.now - start < .seconds(2))
-            // Refresh still answers, within its own bound, although one node never answers.
-            #expect(try await client.send(.post, "/api/mesh/refresh", token: f.tokens.admin).status == 204)
+            // Refresh still answers, within its own bound, although one node never answers: 3 of 4.
+            let refreshed = try await client.send(.post, "/api/mesh/refresh", token: f.tokens.admin)
+            #expect(refreshed.status == 204 && refreshed.headers[nodesReachedHeader] == "3" && refreshed.headers[nodesTotalHeader] == "4",
+                    "\(refreshed.headers)")
             #expect(try await client.send(.get, "/readyz").status == 200)
         }
         await slowFake.stop()

@@ -75,6 +75,34 @@ struct ConfigTests {
         await c.stop()
     }
 
+    /// A QR code has no character set unless it carries an ECI marker, and readers that guess one
+    /// (zbar, some phone scanners) garble UTF-8: the QR payload is ASCII, with an ASCII form of the
+    /// label in its comment line, while the .conf keeps the label as typed.
+    @Test func aNonASCIILabelGivesAnASCIIQRCode() async throws {
+        let c = try await ControlPlane.start("qr-ascii")
+        let t = try await c.readyTenant(.pro)
+        let admin = try await c.user(t, .admin)
+        let out = TestEnvironment.outputDir("provision-config")
+        for label in ["Zoë's Ноутбук", "東京 phone", "Café ☕"] {
+            let created = try await c.client.createDevice(caller: admin, label: label, type: .laptop)
+            let config = created.config
+            #expect(config.hasPrefix("# Quazzar Mesh: \(label) ("), "the .conf names the device as typed")
+            let svg = out.appendingPathComponent("qr-ascii.svg"), png = out.appendingPathComponent("qr-ascii.png")
+            try created.qrSvg.write(to: svg, atomically: true, encoding: .utf8)
+            #expect(try run("/usr/bin/env", ["rsvg-convert", "-o", png.path, svg.path]).status == 0)
+            let decoded = try run("/usr/bin/env", ["zbarimg", "--raw", "-q", "-Sbinary", png.path])
+            #expect(decoded.status == 0)
+            let bytes = Array(decoded.stdout.utf8)
+            #expect(bytes.allSatisfy { $0 < 0x80 }, "\(label): the QR payload is ASCII")
+            let qrLines = decoded.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            let confLines = config.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(Array(qrLines.dropFirst()) == Array(confLines.dropFirst()), "\(label): the rest of the QR code is the .conf")
+            #expect(qrLines.first?.hasPrefix("# Quazzar Mesh: ") == true && qrLines.first != confLines.first, "\(label): \(qrLines.first ?? "")")
+            print("QR comment for \(label): \(qrLines.first ?? "")")
+        }
+        await c.stop()
+    }
+
     @Test func noPrivateKeyIsStoredOrLogged() async throws {
         let c = try await ControlPlane.start("secrets", environment: ["MESH_LOG_LEVEL": "trace", "MESH_RATE_LIMIT": "0"])
         let t = try await c.tenant(.team)

@@ -6,7 +6,7 @@ import MeshStore
 import MeshTestSupport
 import Testing
 
-/// The device count kept on the tenant row (migration 7, a trigger on `provision.devices`) follows
+/// The device count kept on the tenant row (migration 8, a trigger on `provision.devices`) follows
 /// every path that adds or removes devices, and the plan's cap is enforced from it.
 @Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"), .timeLimit(.minutes(3)))
 struct DeviceCountTests {

@@ -233,7 +233,7 @@ struct AccountRulesTests {
         #expect(moved.map(\.id) == [kept.id] && moved[0].ownerUserID == b.user.id)
         #expect(await refusal { _ = try await h.users.identify(ann) } == .unauthenticated("this user no longer exists"))
         #expect(await refusal { _ = try await h.authenticate(annToken) } == .unauthenticated("unknown API token"))
-        let bobs = try await h.devices.list({ var q = Mesh_V1_ListDevicesRequest(); q.caller = bob; return q }())
+        let bobs = try await h.devices.list({ var q = Mesh_V1_ListDevicesRequest(); q.caller = bob; return q }()).devices
         #expect(Set(bobs.map(\.id)) == [kept.id, gone.id])
 
         let r2 = try await h.remove(admin, b.user.id, .delete)

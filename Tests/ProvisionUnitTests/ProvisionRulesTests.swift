@@ -47,8 +47,19 @@ final class TestClock: Sendable {
     func advance(_ seconds: Double) { t.withLock { $0 = $0.addingTimeInterval(seconds) } }
 }
 
+/// Which nodes answer their state subject, and how (the live node list).
+final class NodeStates: Sendable {
+    let answering = Mutex<[String: Mesh_V1_NodeState]>([:])
+
+    func state(_ id: String) throws(MeshError) -> Mesh_V1_NodeState {
+        guard let s = answering.withLock({ $0[id] }) else { throw .unavailable("no responders") }
+        return s
+    }
+}
+
 /// ProvisionSvc's services over the in-memory store: every rule, no servers.
 struct Harness {
+    let nodeStates = NodeStates()
     let store: InMemoryProvisionStore
     let allocator = MemoryAllocator()
     let changes = Changes()
@@ -70,8 +81,10 @@ struct Harness {
         users = UserService(users: store)
         tenants = TenantService(tenants: store, prefixes: allocator, notifier: changes, logger: logger)
         devices = DeviceService(devices: store, users: users, leases: store, allocator: allocator, notifier: changes, configuration: config, logger: logger)
+        let states = nodeStates
         nodes = NodeService(nodes: store, users: users, leases: store, allocator: allocator, notifier: changes, busIdentities: nil,
-                            probe: { _ async throws(MeshError) in Mesh_V1_PeerDump() }, configuration: config, logger: logger)
+                            probe: { _ async throws(MeshError) in Mesh_V1_PeerDump() },
+                            stateProbe: { id async throws(MeshError) in try states.state(id) }, configuration: config, logger: logger)
         audit = AuditService(audit: store, users: users)
         accounts = AccountService(accounts: store, users: users, leases: store, allocator: allocator, notifier: changes, logger: logger)
         keeper = LeaseKeeper(tasks: store, allocator: allocator, logger: logger)
@@ -112,11 +125,13 @@ struct Harness {
         return try await nodes.register(r, requestID: "r").node
     }
 
-    func create(_ caller: Mesh_V1_Caller, _ label: String, type: Mesh_V1_DeviceType = .iphone) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+    func create(_ caller: Mesh_V1_Caller, _ label: String, type: Mesh_V1_DeviceType = .iphone,
+                expires: Date? = nil) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
         var r = Mesh_V1_CreateDeviceRequest()
         r.caller = caller
         r.label = label
         r.type = type
+        r.expiresAtMs = expires?.unixMilliseconds ?? 0
         return try await devices.create(r)
     }
 
@@ -226,7 +241,7 @@ struct ProvisionRulesTests {
         let after = try await h.tenants.update(down, requestID: "r")
         #expect(after.plan == .free && !after.requireSaml, "the gate goes with a plan that lacks it")
         #expect(await h.code(admin, "sixth") == .quotaExceeded, "over the new cap: nothing new")
-        #expect(try await h.devices.list({ var r = Mesh_V1_ListDevicesRequest(); r.caller = admin; return r }()).count == 5)
+        #expect(try await h.devices.list({ var r = Mesh_V1_ListDevicesRequest(); r.caller = admin; return r }()).devices.count == 5)
         down.plan = .pro
         _ = try await h.tenants.update(down, requestID: "r")
         #expect(await h.code(admin, "sixth") == nil)
@@ -276,13 +291,13 @@ struct ProvisionRulesTests {
         _ = try await h.node(t, admin: admin, name: "late")
         var list = Mesh_V1_ListDevicesRequest()
         list.caller = admin
-        #expect(try await h.devices.list(list).allSatisfy { !$0.configOutdated })
+        #expect(try await h.devices.list(list).devices.allSatisfy { !$0.configOutdated })
         // Removing the hub: the next node becomes the hub, and the phone's config is outdated.
         var dr = Mesh_V1_DeregisterNodeRequest()
         dr.caller = admin
         dr.nodeID = hub.id
         _ = try await h.nodes.deregister(dr)
-        let listed = try await h.devices.list(list)
+        let listed = try await h.devices.list(list).devices
         #expect(listed.first?.configOutdated == true && listed.first?.configOutdatedReason == "its hub hub was removed")
         var nl = Mesh_V1_ListNodesRequest()
         nl.caller = admin

@@ -46,12 +46,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError as exc:  # pragma: no cover - reported loudly
     print(f"browser test: selenium is missing ({exc}); run scripts/deps.sh", file=sys.stderr)
     sys.exit(2)
@@ -234,7 +234,9 @@ class MeshPageTest:
 
     def wait(self, condition, what, timeout=10):
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda d: condition())
+            # Rows are replaced as the lists refresh: an element gone between two reads is just read again.
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition())
         except TimeoutException:
             raise Failed(f"timed out after {timeout} s waiting for {what}")
 
@@ -461,14 +463,12 @@ class MeshPageTest:
         shown = self.js("return document.getElementById('config-text').textContent")
         self.r.check(shown.encode() == conf, "the config text shown equals the download")
         self.r.measurements["config_bytes"] = len(conf)
+        # The device's live status, next to the QR code, for whoever holds the phone.
+        pill = self.by_id("result-pill")
+        self.r.check(pill.get_attribute("data-state") == "pending" and pill.text == "Waiting for the first handshake",
+                     f"the dialog's status pill waits for the first handshake: {pill.text!r}")
 
-        self.close_dialog_with_done()
-        self.r.check(self.js("return document.getElementById('qr-image').getAttribute('src')") is None
-                     and self.text("config-text") == "" and self.by_id("conf-download").get_attribute("href").endswith("#"),
-                     "closing the dialog removes the QR code, the config and its download (the private key) from the page")
-        self.r.check(self.active() == "add-device", "focus returns to Add device")
-
-        # The new row: every field, and the label shown as text (no element made from it).
+        # The new row (behind the open dialog): every field, and the label shown as text.
         self.wait(lambda: len(self.rows()) == 1, "the new device in the list")
         row = self.rows()[0]
         self.device_id = row.get_attribute("data-id")
@@ -492,18 +492,34 @@ class MeshPageTest:
         self.wait(lambda: self.usage() == "1 of 20 devices — Pro", "usage 1 of 20")
 
     def bring_up_and_turn_green(self):
-        # Record the moment the pill turns green, in the page.
+        # The config is brought up while the dialog is still open (the seed's step 4: the person
+        # holding the phone watches the pill). Record when each pill turns green, in the page.
+        self.r.require(self.js("return document.getElementById('add-dialog').open"), "the dialog is still open")
         self.js("""
             window.__greenAt = null;
+            window.__dialogGreenAt = null;
             const pill = document.querySelector(`tr[data-id="${arguments[0]}"] .pill`);
             new MutationObserver(() => {
               if (pill.dataset.state === 'online' && window.__greenAt === null) window.__greenAt = Date.now();
             }).observe(pill, {attributes: true, attributeFilter: ['data-state']});
+            const inDialog = document.getElementById('result-pill');
+            new MutationObserver(() => {
+              if (inDialog.dataset.state === 'online' && window.__dialogGreenAt === null) window.__dialogGreenAt = Date.now();
+            }).observe(inDialog, {attributes: true, attributeFilter: ['data-state']});
         """, self.device_id)
         up = self.lab.call(f"device-up {self.conf_path}", timeout=60)
         self.device_key = up["public_key"]
         self.r.check(up["ping_ok"], "the device reaches the node's mesh address through the tunnel")
         report = self.lab.call(f"handshake-report {up['public_key']} 30", timeout=40)
+        self.wait(lambda: self.js("return window.__dialogGreenAt") is not None, "the dialog's status pill to turn green", 15)
+        self.r.check(self.js("return document.getElementById('add-dialog').open"), "the dialog stayed open")
+        dialog_at = self.js("return window.__dialogGreenAt")
+        dialog_delay = (dialog_at - report["report_at_ms"]) / 1000
+        self.r.measurements["dialog_pill_green_after_report_seconds"] = round(dialog_delay, 3)
+        self.r.check(dialog_delay <= 2.0, f"the dialog's pill turns green within 2 s of the handshake report ({dialog_delay:.3f} s)")
+        self.r.check(self.text("result-pill") == "Online: the device is connected", f"dialog pill text: {self.text('result-pill')!r}")
+        self.screenshot("device-online-in-dialog")
+        self.audit("dialog with the device online", "#add-dialog")
         self.wait(lambda: self.js("return window.__greenAt") is not None, "the status pill to turn green", 15)
         green_at = self.js("return window.__greenAt")
         delay = (green_at - report["report_at_ms"]) / 1000
@@ -511,6 +527,12 @@ class MeshPageTest:
         self.r.measurements["pill_green_after_handshake_seconds"] = round((green_at - report["handshake_at_ms"]) / 1000, 3)
         self.r.measurements["pill_green_after_device_up_seconds"] = round((green_at - up["up_at_ms"]) / 1000, 3)
         self.r.check(delay <= 2.0, f"the pill turns green within 2 s of the handshake report ({delay:.3f} s)")
+
+        self.close_dialog_with_done()
+        self.r.check(self.js("return document.getElementById('qr-image').getAttribute('src')") is None
+                     and self.text("config-text") == "" and self.by_id("conf-download").get_attribute("href").endswith("#"),
+                     "closing the dialog removes the QR code, the config and its download (the private key) from the page")
+        self.r.check(self.active() == "add-device", "focus returns to Add device")
         pill = self.driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"] .pill')
         self.r.check(pill.text == "Online", f"pill text: {pill.text}")
         seen = self.driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{self.device_id}"] .c-seen').text
@@ -664,6 +686,230 @@ class MeshPageTest:
         self.wait(lambda: self.js(f"const r = document.querySelector('{selector}'); return r && r.dataset.outdated === 'false'"),
                   "the badge to go", 20)
 
+    def row_of(self, label):
+        for row in self.rows():
+            if row.find_element(By.CSS_SELECTOR, ".device-label").text == label:
+                return row
+        return None
+
+    def lifecycle_on_page(self):
+        # The re-issued "Spare phone" is up in its namespace: rename it, suspend it (the node drops
+        # its key), filter by status, resume it (the key is back), and give it an expiry.
+        self.wait(lambda: self.row_of("Spare phone") is not None, "the spare phone in the list")
+        row = self.row_of("Spare phone")
+        device_id = row.get_attribute("data-id")
+        sel = f'tr[data-id="{device_id}"]'
+        peers_before = set(self.lab.call("node-peers")["peers"])
+        # Rename through the dialog: the label and the DNS name change together.
+        self.driver.find_element(By.CSS_SELECTOR, f"{sel} button[aria-label='Rename Spare phone']").click()
+        self.wait(lambda: self.js("return document.getElementById('rename-dialog').open"), "the rename dialog")
+        self.r.check(self.active() == "rename-input", "the rename dialog focuses the label")
+        self.audit("rename dialog", "#rename-dialog")
+        # Every announcement, in order (another, such as a device coming online, may follow at once).
+        self.js("window.__notices = []; new MutationObserver(() => window.__notices.push(document.getElementById('notice').textContent))"
+                ".observe(document.getElementById('notice'), {childList: true, characterData: true, subtree: true})")
+        field = self.by_id("rename-input")
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys("Spare phone renamed")
+        self.keys(Keys.ENTER)
+        self.wait(lambda: not self.js("return document.getElementById('rename-dialog').open"), "the rename to finish")
+        self.wait(lambda: self.driver.find_element(By.CSS_SELECTOR, f"{sel} .device-dns").text == "spare-phone-renamed.quazzar.mesh",
+                  "the new DNS name")
+        self.r.check(self.driver.find_element(By.CSS_SELECTOR, f"{sel} .device-label").text == "Spare phone renamed", "the new label")
+        notices = self.js("return window.__notices")
+        self.r.check(any(n.startswith("Renamed to Spare phone renamed") for n in notices), f"the rename is announced: {notices!r}")
+        # Suspend from the row: the pill and the badge say so, and the node drops the key.
+        self.driver.find_element(By.CSS_SELECTOR, f"{sel} button[aria-label='Suspend Spare phone renamed']").click()
+        self.wait(lambda: self.driver.find_element(By.CSS_SELECTOR, f"{sel} .pill").get_attribute("data-state") == "suspended",
+                  "the Suspended pill")
+        self.r.check(self.driver.find_element(By.CSS_SELECTOR, f"{sel} .pill").text == "Suspended", "pill text Suspended")
+        badge = self.driver.find_element(By.CSS_SELECTOR, f"{sel} .badge-status").text
+        self.r.check(badge == "Suspended by an admin", f"the badge says who: {badge!r}")
+        toggle = self.driver.find_element(By.CSS_SELECTOR, f"{sel} button[aria-label='Resume Spare phone renamed']")
+        self.r.check(toggle.text == "Resume", "the row offers Resume")
+        deadline = time.monotonic() + 15
+        while True:
+            peers = set(self.lab.call("node-peers")["peers"])
+            if len(peers_before - peers) == 1:
+                break
+            if time.monotonic() > deadline:
+                raise Failed(f"the node did not drop the suspended device's key ({len(peers_before)} -> {len(peers)} peers)")
+            time.sleep(0.2)
+        suspended_key = (peers_before - peers).pop()
+        self.r.check(True, "the node drops the suspended device's key")
+        self.screenshot("suspended")
+        self.audit("a suspended device")
+        # The status filter shows just it.
+        Select(self.by_id("filter-status")).select_by_value("suspended")
+        self.wait(lambda: [r.get_attribute("data-id") for r in self.rows()] == [device_id], "only the suspended device")
+        Select(self.by_id("filter-status")).select_by_value("expired")
+        self.wait(lambda: self.visible("empty-filtered") and not self.rows(), "no expired device")
+        Select(self.by_id("filter-status")).select_by_value("")
+        self.wait(lambda: len(self.rows()) > 1, "every device again")
+        # Resume: the key is back on the node.
+        self.driver.find_element(By.CSS_SELECTOR, f"{sel} button[aria-label='Resume Spare phone renamed']").click()
+        self.wait(lambda: self.driver.find_element(By.CSS_SELECTOR, f"{sel} .pill").get_attribute("data-state") != "suspended", "the pill")
+        deadline = time.monotonic() + 15
+        while suspended_key not in self.lab.call("node-peers")["peers"]:
+            if time.monotonic() > deadline:
+                raise Failed("the node did not take the resumed device back")
+            time.sleep(0.2)
+        self.r.check(not self.driver.find_elements(By.CSS_SELECTOR, f"{sel} .badge-status"), "no badge once resumed")
+        # An expiry, set by the admin: the row says when.
+        self.driver.find_element(By.CSS_SELECTOR, f"{sel} button[aria-label='Expiry of Spare phone renamed']").click()
+        self.wait(lambda: self.js("return document.getElementById('expiry-dialog').open"), "the expiry dialog")
+        self.audit("expiry dialog", "#expiry-dialog")
+        self.r.check(self.by_id("expiry-never").is_selected(), "it never expires yet")
+        self.by_id("expiry-never").click()
+        self.js("const i = document.getElementById('expiry-input'); const d = new Date(Date.now() + 3 * 86400000);"
+                "const p = (n) => String(n).padStart(2, '0');"
+                "i.value = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;")
+        self.by_id("expiry-save").click()
+        self.wait(lambda: not self.js("return document.getElementById('expiry-dialog').open"), "the expiry to be saved")
+        self.wait(lambda: self.driver.find_element(By.CSS_SELECTOR, f"{sel} .expiry").text.startswith("Expires in"),
+                  "the expiry in the row")
+        self.r.check("3 days" in self.driver.find_element(By.CSS_SELECTOR, f"{sel} .expiry").text,
+                     f"expiry shown: {self.driver.find_element(By.CSS_SELECTOR, f'{sel} .expiry').text!r}")
+        self.screenshot("expiry-set")
+
+    def mesh_switch_on_page(self):
+        # Turning the mesh off (with a confirmation) takes every device off the node and refuses
+        # new ones; on again, they are back.
+        peers_on = set(self.lab.call("node-peers")["peers"])
+        self.r.require(peers_on, "the node holds devices before the switch")
+        switch = self.by_id("mesh-switch")
+        self.r.check(switch.is_selected(), "the switch shows the mesh on")
+        switch.click()
+        self.wait(lambda: self.js("return document.getElementById('mesh-dialog').open"), "the confirmation")
+        self.r.check(self.active() == "mesh-cancel", "the confirmation focuses Cancel")
+        self.audit("mesh switch confirmation", "#mesh-dialog")
+        self.by_id("mesh-confirm").click()
+        self.wait(lambda: self.visible("mesh-off"), "the mesh-off message")
+        self.r.check(self.text("mesh-off").startswith("The mesh is turned off for this tenant"), f"message: {self.text('mesh-off')!r}")
+        self.r.check(not self.by_id("add-device").is_enabled(), "Add device is disabled while the mesh is off")
+        self.r.check(not self.by_id("mesh-switch").is_selected(), "the switch shows the mesh off")
+        deadline = time.monotonic() + 15
+        while self.lab.call("node-peers")["peers"]:
+            if time.monotonic() > deadline:
+                raise Failed("the node still holds devices with the mesh off")
+            time.sleep(0.2)
+        self.r.check(True, "the node holds no device with the mesh off")
+        self.screenshot("mesh-off")
+        self.audit("mesh off")
+        self.by_id("mesh-switch").click()
+        self.wait(lambda: not self.visible("mesh-off") and self.by_id("add-device").is_enabled(), "the mesh back on")
+        deadline = time.monotonic() + 15
+        while set(self.lab.call("node-peers")["peers"]) != peers_on:
+            if time.monotonic() > deadline:
+                raise Failed("the node did not take every device back")
+            time.sleep(0.2)
+        self.r.check(True, "every device is back on the node")
+
+    def nodes_on_page(self):
+        # The node list: the lab's node is the hub and online; an enrollment token; the diagnostics
+        # picker; a registered node without a NodeApplier is offline and can be removed.
+        node = self.info["node"]
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f'#node-rows tr[data-id="{node["id"]}"][data-online="true"]'),
+                  "the node online in the list")
+        row = self.driver.find_element(By.CSS_SELECTOR, f'#node-rows tr[data-id="{node["id"]}"]')
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        self.r.check("Hub" in cells[0] and node["name"] in cells[0], f"the hub's name and badge: {cells[0]!r}")
+        self.r.check(node["ipv4"] in cells[1] and cells[3] == "userspace", f"addresses and backend: {cells}")
+        self.r.check(cells[4] != "—" and cells[6] == "Online", f"last sync and status: {cells}")
+        extra = self.lab.call("extra-node picker", timeout=30)
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f'#node-rows tr[data-id="{extra["node_id"]}"][data-online="false"]'),
+                  "the registered node, offline")
+        # Enrollment token, shown once.
+        self.by_id("enroll").click()
+        self.wait(lambda: self.js("return document.getElementById('enroll-dialog').open"), "the enrollment dialog")
+        self.audit("enrollment dialog", "#enroll-dialog")
+        self.by_id("enroll-create").click()
+        self.wait(lambda: self.visible("enroll-result"), "the token")
+        token = self.js("return document.getElementById('enroll-token').value")
+        self.r.check(token.startswith("qme_") and len(token) > 40, "an enrollment token is shown")
+        self.r.check("1 node" in self.text("enroll-summary"), f"its uses and expiry: {self.text('enroll-summary')!r}")
+        self.screenshot("enrollment-token")
+        self.by_id("enroll-done").click()
+        self.r.check(self.js("return document.getElementById('enroll-token').value") == "", "closing forgets the token")
+        # The diagnostics picker: the registered node does not answer; the lab's node does.
+        Select(self.by_id("diag-node")).select_by_value(extra["node_id"])
+        self.wait(lambda: self.visible("admin-error") and "could not be read" in self.text("admin-error"), "the picked node's error")
+        Select(self.by_id("diag-node")).select_by_value(node["id"])
+        self.wait(lambda: not self.visible("admin-error") and node["ipv4"] in self.text("node-state"), "the picked node's state")
+        resources = self.js("return performance.getEntriesByType('resource').map(e => e.name)")
+        self.r.check(any(f"node_id={extra['node_id']}" in r for r in resources), "the picker asks for that node")
+        self.screenshot("nodes-and-diagnostics")
+        self.audit("nodes and diagnostics")
+        # Remove the registered node with the confirmation.
+        self.driver.find_element(By.CSS_SELECTOR, f'#node-rows tr[data-id="{extra["node_id"]}"] .btn-delete').click()
+        self.wait(lambda: self.js("return document.getElementById('node-dialog').open"), "the removal confirmation")
+        self.r.check("picker" in self.text("node-dialog-desc"), f"the confirmation names the node: {self.text('node-dialog-desc')!r}")
+        self.audit("node removal confirmation", "#node-dialog")
+        self.by_id("node-confirm").click()
+        self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, f'#node-rows tr[data-id="{extra["node_id"]}"]'), "the node to go")
+        self.r.check("Removed node picker" in self.text("notice"), f"announced: {self.text('notice')!r}")
+        # A Pro tenant has no audit log: the page says which plans have it.
+        self.r.check("Team and Enterprise" in self.text("audit-note") and not self.visible("audit-body"), f"audit note: {self.text('audit-note')!r}")
+
+    def team_pages_and_audit(self):
+        # A Team tenant with 30 devices: pages of 25, filters, the audit log with its filters and export.
+        self.open_page(f"{self.info['gateway']}/vpn/mesh/#token={self.info['tokens']['team_admin']}")
+        self.wait(lambda: self.visible("app") and len(self.rows()) == 25, "the first page of 25")
+        first = [r.get_attribute("data-id") for r in self.rows()]
+        self.r.check(self.visible("pager") and self.text("page-info") == "Page 1" and not self.by_id("page-prev").is_enabled(), "page 1")
+        self.by_id("page-next").click()
+        self.wait(lambda: len(self.rows()) == 5, "the second page of 5")
+        second = [r.get_attribute("data-id") for r in self.rows()]
+        self.r.check(not set(first) & set(second) and self.text("page-info") == "Page 2" and not self.by_id("page-next").is_enabled(),
+                     "page 2 holds the other five")
+        self.by_id("page-prev").click()
+        self.wait(lambda: [r.get_attribute("data-id") for r in self.rows()] == first, "back to page 1")
+        Select(self.by_id("filter-type")).select_by_value("laptop")
+        self.wait(lambda: self.rows() and all(r.find_element(By.CSS_SELECTOR, ".device-icon use").get_attribute("href") == "#icon-laptop"
+                                              for r in self.rows()) and len(self.rows()) < 25, "only laptops")
+        laptops = len(self.rows())
+        self.r.check(laptops == 7, f"7 of the 30 devices are laptops ({laptops})")
+        owners = [o.get_attribute("value") for o in Select(self.by_id("filter-owner")).options]
+        self.r.check(len(owners) >= 3, f"the owner filter offers the owners seen: {len(owners)} options")
+        Select(self.by_id("filter-owner")).select_by_index(2)
+        self.wait(lambda: 0 < len(self.rows()) <= laptops, "one owner's laptops")
+        self.screenshot("filters")
+        Select(self.by_id("filter-type")).select_by_value("")
+        Select(self.by_id("filter-owner")).select_by_value("")
+        self.wait(lambda: len(self.rows()) == 25, "every device again")
+        # The audit log: newest first, in pages, filtered, exported.
+        self.wait(lambda: len(self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]")) == 25, "a page of the audit log")
+        ids = [int(r.get_attribute("data-id")) for r in self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]")]
+        self.r.check(ids == sorted(ids, reverse=True), "newest first")
+        self.by_id("audit-older").click()
+        self.wait(lambda: (self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]") or [None])[0] is not None
+                  and int(self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]")[0].get_attribute("data-id")) < ids[-1],
+                  "the older page")
+        self.by_id("audit-newer").click()
+        self.wait(lambda: int(self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]")[0].get_attribute("data-id")) == ids[0],
+                  "the newest page again")
+        Select(self.by_id("audit-action")).select_by_value("device.create")
+        self.by_id("audit-filters").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.wait(lambda: all(r.get_attribute("data-action") == "device.create" for r in self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]"))
+                  and self.driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr[data-id]"), "device.create entries only")
+        self.screenshot("audit-log")
+        self.audit("audit log")
+        for button, name in [("export-csv", "audit.csv"), ("export-jsonl", "audit.jsonl")]:
+            target = self.downloads / name
+            if target.exists():
+                target.unlink()
+            self.by_id(button).click()
+            self.wait(lambda: target.exists() and not (self.downloads / (name + ".crdownload")).exists(), f"the export {name}", 15)
+            text = target.read_bytes().decode()   # as written: CSV lines end in CRLF
+            if name.endswith(".csv"):
+                lines = [l for l in text.split("\r\n") if l]
+                self.r.check(lines[0] == "id,at,actor,action,target_id,request_id,detail" and len(lines) == 31
+                             and all(",device.create," in l for l in lines[1:]), f"the CSV export: {len(lines)} lines")
+            else:
+                rows = [json.loads(l) for l in text.splitlines() if l]
+                self.r.check(len(rows) == 30 and all(r["action"] == "device.create" for r in rows), f"the JSON-lines export: {len(rows)} lines")
+        self.r.measurements["audit_export_files"] = sorted(p.name for p in self.downloads.glob("audit.*"))
+
     def cap_reached(self):
         plain = self.info["plain_gateway"]
         # The other gateway has no Pritunl configured, and /vpn/mesh (no slash) serves the page too.
@@ -680,6 +926,16 @@ class MeshPageTest:
             self.add_device(f"Free device {i + 1}", kind)
             self.close_dialog_with_done()
         self.wait(lambda: self.usage() == "3 of 3 devices — Free", "usage 3 of 3 — Free")
+        # Free is basic state: the list the page reads has no per-peer stats (endpoint, traffic).
+        listing = self.driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch('/api/mesh/devices', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('quazzar.mesh.token')}})
+              .then((r) => r.json()).then(done, (e) => done({error: String(e)}));
+        """)
+        devices = listing.get("devices") or []
+        self.r.check(listing.get("per_peer_stats") is False and len(devices) == 3
+                     and all("rx_bytes" not in d and "tx_bytes" not in d and "endpoint" not in d and "online" in d for d in devices),
+                     f"the Free device list carries the basic state only: {listing}")
         self.r.check(self.text("cap-notice").startswith("Device cap reached: the Free plan allows 3 devices."), f"cap notice: {self.text('cap-notice')!r}")
         self.add_device("Fourth device", "laptop", expect_success=False)
         kind = self.by_id("add-error").get_attribute("data-kind")
@@ -853,7 +1109,8 @@ class MeshPageTest:
         # Browser console: nothing but the refusals the test provoked (401 forged token, 403 cap, 429 rate limit).
         entries = self.driver.get_log("browser")
         (self.out / "console.json").write_text(json.dumps(entries, indent=1))
-        expected = re.compile(r"status of (401|403|429)")
+        # (503: the diagnostics of a registered node whose NodeApplier does not run.)
+        expected = re.compile(r"status of (401|403|429|503)")
         severe = [e["message"] for e in entries if e.get("level") == "SEVERE" and not expected.search(e["message"])]
         self.r.check(not severe, f"no errors in the browser console: {severe}")
 
@@ -880,7 +1137,11 @@ class MeshPageTest:
             self.step("admin: pasted token, node state and peer stats", self.admin_view)
             self.step("delete with confirmation", self.delete_device)
             self.step("re-issue an outdated config", self.reissue_outdated)
+            self.step("rename, suspend, resume and expiry on the page", self.lifecycle_on_page)
+            self.step("mesh off and on from the page", self.mesh_switch_on_page)
+            self.step("nodes, enrollment, diagnostics picker", self.nodes_on_page)
             self.step("config too large for a QR code", self.config_too_large_for_qr)
+            self.step("Team: pages, filters, audit log and export", self.team_pages_and_audit)
             self.step("Free plan: cap reached", self.cap_reached)
             self.step("phone width", self.phone_width)
             self.step("sign in through the identity provider", self.sign_in_with_provider)

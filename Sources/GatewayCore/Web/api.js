@@ -30,8 +30,8 @@ export class ApiError extends Error {
  * @param {string} path  a path of this origin, e.g. "/api/mesh/devices"
  * @param {{token?: string, body?: object, signal?: AbortSignal}} options
  */
-export async function request(method, path, { token, body, signal } = {}) {
-  const headers = { Accept: 'application/json' };
+export async function request(method, path, { token, body, signal, raw } = {}) {
+  const headers = { Accept: raw ? '*/*' : 'application/json' };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
@@ -50,6 +50,7 @@ export async function request(method, path, { token, body, signal } = {}) {
     if (err && err.name === 'AbortError') throw err;
     throw new ApiError(0, null, null);
   }
+  if (raw && response.ok) return response;
   let parsed = null;
   if (response.status !== 204) {
     const text = await response.text();
@@ -60,6 +61,18 @@ export async function request(method, path, { token, body, signal } = {}) {
   if (!response.ok) throw new ApiError(response.status, parsed, response.headers.get('Retry-After'));
   return parsed;
 }
+
+/** A query string from the non-empty members of `params` ('' when none). */
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
+  }
+  const text = q.toString();
+  return text ? `?${text}` : '';
+}
+
+const device = (id) => `/api/mesh/devices/${encodeURIComponent(id)}`;
 
 /** The calls of the page, bound to a token, or (token null) to the session cookie. */
 export class MeshAPI {
@@ -84,11 +97,34 @@ export class MeshAPI {
   createToken(name, days) { return request('POST', '/api/mesh/tokens', { token: this.token, body: { name, expires_in_days: days } }); }
   revokeToken(id) { return request('DELETE', `/api/mesh/tokens/${encodeURIComponent(id)}`, { token: this.token }); }
 
-  devices() { return request('GET', '/api/mesh/devices', { token: this.token }); }
-  createDevice(label, type) { return request('POST', '/api/mesh/devices', { token: this.token, body: { label, type } }); }
-  reissueDevice(id) { return request('POST', `/api/mesh/devices/${encodeURIComponent(id)}/reissue`, { token: this.token }); }
-  deleteDevice(id) { return request('DELETE', `/api/mesh/devices/${encodeURIComponent(id)}`, { token: this.token }); }
+  /** One page of devices: `{cursor, limit, owner, status, type}`. */
+  devices(params) { return request('GET', `/api/mesh/devices${query(params)}`, { token: this.token }); }
+  device(id) { return request('GET', device(id), { token: this.token }); }
+  createDevice(label, type, expiresAt) {
+    const body = { label, type };
+    if (expiresAt) body.expires_at = expiresAt;
+    return request('POST', '/api/mesh/devices', { token: this.token, body });
+  }
+  deleteDevice(id) { return request('DELETE', device(id), { token: this.token }); }
+  renameDevice(id, label) { return request('PATCH', device(id), { token: this.token, body: { label } }); }
+  setExpiry(id, expiresAt) { return request('PATCH', device(id), { token: this.token, body: { expires_at: expiresAt } }); }
+  suspend(id) { return request('POST', `${device(id)}/suspend`, { token: this.token }); }
+  resume(id) { return request('POST', `${device(id)}/resume`, { token: this.token }); }
+  reissueDevice(id) { return request('POST', `${device(id)}/reissue`, { token: this.token }); }
   license() { return request('GET', '/api/license/orbit-features', { token: this.token }); }
-  state() { return request('GET', '/api/mesh/state', { token: this.token }); }
-  peers() { return request('GET', '/api/mesh/peers', { token: this.token }); }
+  state(nodeId) { return request('GET', `/api/mesh/state${query({ node_id: nodeId })}`, { token: this.token }); }
+  peers(nodeId) { return request('GET', `/api/mesh/peers${query({ node_id: nodeId })}`, { token: this.token }); }
+  nodes() { return request('GET', '/api/mesh/nodes', { token: this.token }); }
+  removeNode(id) { return request('DELETE', `/api/mesh/nodes/${encodeURIComponent(id)}`, { token: this.token }); }
+  enrollmentToken(ttlSeconds, uses) {
+    return request('POST', '/api/mesh/enrollment-tokens', { token: this.token, body: { ttl_seconds: ttlSeconds, uses } });
+  }
+  settings() { return request('GET', '/api/mesh/settings', { token: this.token }); }
+  updateSettings(patch) { return request('PATCH', '/api/mesh/settings', { token: this.token, body: patch }); }
+  /** A page of the audit log: `{before, limit, action, actor}`. */
+  audit(params) { return request('GET', `/api/mesh/audit${query(params)}`, { token: this.token }); }
+  /** The audit export as a Response (streamed by the server): `format` csv or jsonl. */
+  auditExport(format, params) {
+    return request('GET', `/api/mesh/audit/export${query({ ...params, format })}`, { token: this.token, raw: true });
+  }
 }

@@ -1,5 +1,7 @@
-// The /vpn/mesh page: the user's mesh devices, adding one (QR code and .conf), deleting one, plan
-// usage, live status, and node diagnostics for admins. docs/web.md describes it.
+// The /vpn/mesh page: the user's mesh devices (filtered, a page at a time), adding one (QR code,
+// .conf and its live status), renaming, suspending, resuming and deleting one, plan usage, live
+// status, and for admins the mesh switch, the default lifetime, nodes, diagnostics and the audit log.
+// docs/web.md describes it.
 import { ApiError, MeshAPI } from './api.js';
 import {
   DEVICE_TYPES, Modal, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, typeIcon,
@@ -13,6 +15,11 @@ const DEVICE_POLL_MS = 1000;
 /** How often plan usage and node diagnostics are read. */
 const LICENSE_POLL_MS = 5000;
 const ADMIN_POLL_MS = 3000;
+const NODES_POLL_MS = 5000;
+const AUDIT_POLL_MS = 10000;
+/** Devices per page of the list, and entries per page of the audit log. */
+const PAGE_SIZE = 25;
+const AUDIT_PAGE_SIZE = 25;
 const PLAN_NAMES = { free: 'Free', pro: 'Pro', team: 'Team', enterprise: 'Enterprise' };
 const MAX_LABEL = 63;
 
@@ -36,6 +43,25 @@ const el = {
   reissueDialog: $('reissue-dialog'), reissueDesc: $('reissue-desc'), reissueError: $('reissue-error'),
   reissueConfirm: $('reissue-confirm'), reissueCancel: $('reissue-cancel'),
   deleteConfirm: $('delete-confirm'), deleteCancel: $('delete-cancel'),
+  meshOff: $('mesh-off'), emptyFiltered: $('empty-filtered'), filterStatus: $('filter-status'), filterType: $('filter-type'),
+  filterOwnerBox: $('filter-owner-box'), filterOwner: $('filter-owner'), pager: $('pager'), pagePrev: $('page-prev'),
+  pageNext: $('page-next'), pageInfo: $('page-info'), deviceExpiry: $('device-expiry'), resultPill: $('result-pill'),
+  renameDialog: $('rename-dialog'), renameForm: $('rename-form'), renameInput: $('rename-input'), renameError: $('rename-error'),
+  renameSave: $('rename-save'),
+  expiryDialog: $('expiry-dialog'), expiryForm: $('expiry-form'), expiryDesc: $('expiry-desc'), expiryInput: $('expiry-input'),
+  expiryNever: $('expiry-never'), expiryError: $('expiry-error'), expirySave: $('expiry-save'),
+  settingsError: $('settings-error'), meshSwitch: $('mesh-switch'), lifetimeSelect: $('lifetime-select'),
+  meshDialog: $('mesh-dialog'), meshConfirm: $('mesh-confirm'), meshCancel: $('mesh-cancel'),
+  nodesError: $('nodes-error'), nodeRows: $('node-rows'), enroll: $('enroll'),
+  nodeDialog: $('node-dialog'), nodeDialogDesc: $('node-dialog-desc'), nodeDialogError: $('node-dialog-error'),
+  nodeConfirm: $('node-confirm'), nodeCancel: $('node-cancel'),
+  enrollDialog: $('enroll-dialog'), enrollForm: $('enroll-form'), enrollTtl: $('enroll-ttl'), enrollUses: $('enroll-uses'),
+  enrollError: $('enroll-error'), enrollCreate: $('enroll-create'), enrollResult: $('enroll-result'), enrollSummary: $('enroll-summary'),
+  enrollToken: $('enroll-token'),
+  diagNode: $('diag-node'), auditPanel: $('audit-panel'), auditNote: $('audit-note'), auditBody: $('audit-body'),
+  auditFilters: $('audit-filters'), auditAction: $('audit-action'), auditActor: $('audit-actor'), auditError: $('audit-error'),
+  auditRows: $('audit-rows'), auditNewer: $('audit-newer'), auditOlder: $('audit-older'), exportCsv: $('export-csv'),
+  exportJsonl: $('export-jsonl'),
   providers: $('providers'), providerButtons: $('provider-buttons'),
   tokens: $('tokens'), tokenForm: $('token-form'), tokenName: $('token-name'), tokenDays: $('token-days'), tokensError: $('tokens-error'),
   tokenCreated: $('token-created'), tokenSecret: $('token-secret'), tokenCopy: $('token-copy'), tokenDismiss: $('token-dismiss'),
@@ -92,6 +118,20 @@ const state = {
   deleting: null,          // the device the delete dialog is about
   reissuing: null,         // the device the re-issue dialog is about
   expiryTimer: null,
+  filters: { status: '', type: '', owner: '' },
+  cursors: [''],           // the cursor of each page shown so far; the last is the current page's
+  nextCursor: null,
+  owners: new Map(),       // owner id → name, for the owner filter
+  settings: null,          // {mesh_enabled, device_lifetime_seconds}
+  renaming: null,          // the device the rename dialog is about
+  expiring: null,          // the device the expiry dialog is about
+  removingNode: null,      // the node the remove dialog is about
+  nodes: [],
+  diagNode: '',            // '' is this gateway's node
+  auditBefore: [0],        // the `before` of each audit page shown so far
+  auditNext: null,
+  auditFilter: { action: '', actor: '' },
+  auditSeq: 0,
   me: null,                // with a session: who the server says the caller is (GET /api/auth/session)
   users: [],               // admins: the tenant's users, as last listed
   removing: null,          // the user the remove dialog is about
@@ -105,7 +145,11 @@ function isAdmin() {
 const devicePoller = new Poller(loadDevices, DEVICE_POLL_MS);
 const licensePoller = new Poller(loadLicense, LICENSE_POLL_MS);
 const adminPoller = new Poller(loadAdmin, ADMIN_POLL_MS);
-const pollers = [devicePoller, licensePoller, adminPoller];
+const nodesPoller = new Poller(loadNodes, NODES_POLL_MS);
+const auditPoller = new Poller(loadAudit, AUDIT_POLL_MS);
+/** Reads the device just created, while its result is shown: its status pill inside the dialog. */
+const createdPoller = new Poller(loadCreated, DEVICE_POLL_MS);
+const pollers = [devicePoller, licensePoller, adminPoller, nodesPoller, auditPoller, createdPoller];
 
 // MARK: Sign-in
 
@@ -134,9 +178,25 @@ function stopSession() {
   state.devices.clear();
   el.peerRows.replaceChildren();
   el.nodeState.replaceChildren();
+  el.nodeRows.replaceChildren();
+  el.auditRows.replaceChildren();
   message(el.notice, '');
   el.usage.replaceChildren();
   message(el.capNotice, '');
+  message(el.meshOff, '');
+  state.settings = null;
+  state.filters = { status: '', type: '', owner: '' };
+  el.filterStatus.value = '';
+  el.filterType.value = '';
+  el.filterOwner.value = '';
+  state.cursors = [''];
+  state.nextCursor = null;
+  state.owners.clear();
+  for (const o of [...el.filterOwner.options].slice(2)) o.remove();
+  state.nodes = [];
+  state.diagNode = '';
+  state.auditBefore = [0];
+  state.auditNext = null;
   state.me = null;
   state.users = [];
   el.tokenRows.replaceChildren();
@@ -145,9 +205,7 @@ function stopSession() {
   message(el.tokensError, '');
   message(el.usersError, '');
   show(el.users, false);
-  addModal.close();
-  deleteModal.close();
-  removeModal.close();
+  for (const m of [addModal, deleteModal, renameModal, expiryModal, meshModal, nodeModal, enrollModal, reissueModal, removeModal]) m.close();
 }
 
 /** Starts a session with `token` (already taken out of the address bar). */
@@ -168,7 +226,8 @@ function signIn(token) {
   const role = c.role === 'admin' ? 'Admin' : 'Owner';
   const until = typeof c.exp === 'number' ? ` · session until ${formatDateTime(new Date(c.exp * 1000).toISOString())}` : '';
   el.accountWho.replaceChildren(`Signed in as ${role}`, h('span', { class: 'account-until' }, until));
-  show(el.admin, c.role === 'admin');
+  show(el.admin, isAdmin());
+  show(el.filterOwnerBox, isAdmin());
   if (typeof c.exp === 'number') {
     const left = c.exp * 1000 - Date.now();
     // setTimeout holds at most ~24.8 days.
@@ -178,9 +237,8 @@ function signIn(token) {
   }
   devicePoller.start();
   licensePoller.start();
-  if (c.role === 'admin') adminPoller.start();
+  startAdmin();
   loadTokens();
-  if (c.role === 'admin') loadUsers();
   return true;
 }
 
@@ -201,11 +259,20 @@ function signInSession(info) {
   const via = info.session?.provider ? ` via ${providerName(info.session.provider)}` : '';
   el.accountWho.replaceChildren(`Signed in as ${info.user?.name || 'user'} (${role})${via}`);
   show(el.admin, isAdmin());
+  show(el.filterOwnerBox, isAdmin());
   devicePoller.start();
   licensePoller.start();
-  if (isAdmin()) adminPoller.start();
+  startAdmin();
   loadTokens();
-  if (isAdmin()) loadUsers();
+}
+
+/** The admin parts of the page: diagnostics, nodes, the audit log and the users. */
+function startAdmin() {
+  if (!isAdmin()) return;
+  adminPoller.start();
+  nodesPoller.start();
+  auditPoller.start();
+  loadUsers();
 }
 
 function providerName(id) {
@@ -255,9 +322,19 @@ function handleAuthError(error) {
 // MARK: Device list
 
 function pillState(d) {
+  if (d.status === 'suspended') return ['suspended', 'Suspended'];
+  if (d.status === 'expired') return ['expired', 'Expired'];
   if (d.online) return ['online', 'Online'];
   if (d.last_handshake_at) return ['offline', 'Offline'];
   return ['pending', 'Not yet connected'];
+}
+
+
+/** "Expires in 3 days" (the exact time on hover), "Expired …", or nothing. */
+function expiryText(d, now) {
+  if (!d.expires_at) return '';
+  const t = new Date(d.expires_at).getTime();
+  return t <= now ? `Expired ${formatAgo(d.expires_at, now)}` : `Expires ${formatAgo(d.expires_at, now)}`;
 }
 
 function createRow(d) {
@@ -266,10 +343,17 @@ function createRow(d) {
     label: h('span', { class: 'device-label' }),
     typeName: h('span', { class: 'visually-hidden' }),
     dns: h('span', { class: 'device-dns mono' }),
+    owner: h('span', { class: 'device-owner' }),
+    // Status badges beside the name (suspended, expired; also where a stale config is flagged).
+    badges: h('span', { class: 'badges' }),
     ips: h('ul', { class: 'ips mono' }),
     created: h('time', { class: 'when' }),
+    expiry: h('span', { class: 'when expiry' }),
     seen: h('span', { class: 'when' }),
     pill: h('span', { class: 'pill' }),
+    rename: h('button', { type: 'button', class: 'btn btn-small', onclick: () => openRename(d.id) }, 'Rename'),
+    toggle: h('button', { type: 'button', class: 'btn btn-small', onclick: () => toggleSuspension(d.id) }, 'Suspend'),
+    expire: h('button', { type: 'button', class: 'btn btn-small', onclick: () => openExpiry(d.id), hidden: !isAdmin() }, 'Expiry'),
     outdated: h('span', { class: 'badge-outdated', hidden: true }, 'Config outdated'),
     outdatedReason: h('span', { class: 'device-outdated-reason', hidden: true }),
     reissue: h('button', { type: 'button', class: 'btn btn-reissue', onclick: () => openReissue(d.id) }, 'Re-issue config'),
@@ -278,12 +362,15 @@ function createRow(d) {
   const row = h('tr', { dataset: { id: d.id } },
     h('td', { class: 'c-device' },
       h('div', { class: 'device-cell' }, parts.icon,
-        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns, parts.outdated, parts.outdatedReason))),
+        h('div', { class: 'device-names' }, parts.label, parts.typeName, parts.dns, parts.owner, parts.badges, parts.outdatedReason))),
     h('td', { class: 'c-ips', dataset: { label: 'Mesh IPs' } }, parts.ips),
-    h('td', { class: 'c-created', dataset: { label: 'Created' } }, parts.created),
+    h('td', { class: 'c-created', dataset: { label: 'Created' } }, h('div', { class: 'stack' }, parts.created, parts.expiry)),
     h('td', { class: 'c-seen', dataset: { label: 'Last handshake' } }, parts.seen),
     h('td', { class: 'c-status', dataset: { label: 'Status' } }, parts.pill),
-    h('td', { class: 'c-actions' }, parts.reissue, parts.remove));
+    h('td', { class: 'c-actions' },
+      h('div', { class: 'row-actions' }, parts.rename, parts.toggle, parts.reissue, parts.expire, parts.remove)));
+  // The "Config outdated" badge sits with the status badges.
+  parts.badges.append(parts.outdated);
   return { row, parts, data: null };
 }
 
@@ -299,13 +386,19 @@ function updateRow(entry, d, now) {
   }
   setText(parts.label, d.label);
   setText(parts.dns, d.dns_name);
+  setText(parts.owner, isAdmin() && d.owner_name ? `Owner: ${d.owner_name}` : '');
+  show(parts.owner, isAdmin() && Boolean(d.owner_name));
   row.dataset.slug = d.slug;
+  row.dataset.status = d.status || 'active';
   const ips = Array.isArray(d.mesh_ips) ? d.mesh_ips : [];
   if (!old || (old.mesh_ips || []).join() !== ips.join()) {
     parts.ips.replaceChildren(...ips.map((ip) => h('li', {}, ip)));
   }
   parts.created.dateTime = d.created_at;
   setText(parts.created, formatDateTime(d.created_at));
+  setText(parts.expiry, expiryText(d, now));
+  parts.expiry.title = d.expires_at ? formatDateTime(d.expires_at) : '';
+  show(parts.expiry, Boolean(d.expires_at));
   if (d.last_handshake_at) {
     const t = parts.seen.firstChild instanceof HTMLTimeElement ? parts.seen.firstChild : h('time');
     if (t !== parts.seen.firstChild) parts.seen.replaceChildren(t);
@@ -321,6 +414,19 @@ function updateRow(entry, d, now) {
     setText(parts.pill, text);
     if (pill === 'online' && old && !old.online) announce(`${d.label} is online.`);
   }
+  const badge = d.status === 'suspended' ? `Suspended${d.suspend_reason === 'admin' ? ' by an admin' : ''}` : (d.status === 'expired' ? 'Expired' : '');
+  const shown = parts.badges.querySelector('.badge-status');
+  if (badge && (!shown || shown.textContent !== badge)) {
+    if (shown) shown.remove();
+    parts.badges.prepend(h('span', { class: 'badge badge-status', dataset: { state: d.status } }, badge));
+  } else if (!badge && shown) {
+    shown.remove();
+  }
+  const active = (d.status || 'active') === 'active';
+  setText(parts.toggle, active ? 'Suspend' : 'Resume');
+  parts.toggle.setAttribute('aria-label', `${active ? 'Suspend' : 'Resume'} ${d.label}`);
+  parts.rename.setAttribute('aria-label', `Rename ${d.label}`);
+  parts.expire.setAttribute('aria-label', `Expiry of ${d.label}`);
   const outdated = Boolean(d.config_outdated);
   show(parts.outdated, outdated);
   show(parts.outdatedReason, outdated);
@@ -336,6 +442,7 @@ function renderDevices(list) {
   let index = 0;
   for (const d of list) {
     seen.add(d.id);
+    if (d.owner_user_id && d.owner_name && !state.owners.has(d.owner_user_id)) addOwnerOption(d.owner_user_id, d.owner_name);
     let entry = state.devices.get(d.id);
     if (!entry) {
       entry = createRow(d);
@@ -356,24 +463,88 @@ function renderDevices(list) {
     if (hadFocus) el.addButton.focus();
   }
   const none = list.length === 0;
-  show(el.empty, none);
+  const filtered = Boolean(state.filters.status || state.filters.type || state.filters.owner) || state.cursors.length > 1;
+  show(el.empty, none && !filtered);
+  show(el.emptyFiltered, none && filtered);
   show(el.table, !none);
+  const page = state.cursors.length;
+  show(el.pager, page > 1 || Boolean(state.nextCursor));
+  el.pagePrev.disabled = page <= 1;
+  el.pageNext.disabled = !state.nextCursor;
+  el.pageInfo.textContent = `Page ${page}`;
+}
+
+/** An owner in the owner filter (admins), labelled with the name the list gave. */
+function addOwnerOption(id, name) {
+  state.owners.set(id, name);
+  if (id === (state.me?.user?.id || state.claims.sub)) return;   // "Me" already
+  el.filterOwner.append(h('option', { value: id }, name));
 }
 
 async function loadDevices() {
   const api = state.api;
   if (!api) return;
   const seq = ++state.deviceSeq;
+  const cursor = state.cursors[state.cursors.length - 1];
   try {
-    const answer = await api.devices();
+    const answer = await api.devices({ cursor, limit: PAGE_SIZE, ...state.filters });
     // An older answer that arrives after a newer one (or after sign-out) is dropped.
     if (api !== state.api || seq < state.renderedSeq) return;
     state.renderedSeq = seq;
+    state.nextCursor = answer?.next_cursor || null;
     renderDevices(Array.isArray(answer?.devices) ? answer.devices : []);
     message(el.listError, '');
   } catch (error) {
     if (api !== state.api || handleAuthError(error)) return;
     message(el.listError, `The device list could not be refreshed: ${error.message}`);
+  }
+}
+
+/** New filters or another page: the list starts over from what the server says. */
+function reloadDevices() {
+  state.renderedSeq = ++state.deviceSeq;
+  devicePoller.now();
+}
+
+function onFilterChange() {
+  state.filters = { status: el.filterStatus.value, type: el.filterType.value, owner: el.filterOwner.value };
+  state.cursors = [''];
+  state.nextCursor = null;
+  reloadDevices();
+}
+for (const select of [el.filterStatus, el.filterType, el.filterOwner]) select.addEventListener('change', onFilterChange);
+el.pageNext.addEventListener('click', () => {
+  if (!state.nextCursor) return;
+  state.cursors.push(state.nextCursor);
+  state.nextCursor = null;
+  reloadDevices();
+});
+el.pagePrev.addEventListener('click', () => {
+  if (state.cursors.length <= 1) return;
+  state.cursors.pop();
+  reloadDevices();
+});
+
+/** Suspends an active device, resumes a suspended one. */
+async function toggleSuspension(id) {
+  const entry = state.devices.get(id);
+  const api = state.api;
+  if (!entry || !api) return;
+  const d = entry.data;
+  const suspend = (d.status || 'active') === 'active';
+  entry.parts.toggle.disabled = true;
+  try {
+    const after = suspend ? await api.suspend(id) : await api.resume(id);
+    if (api !== state.api) return;
+    updateRow(entry, after, Date.now());
+    announce(suspend ? `Suspended ${d.label}: it has no mesh access until it is resumed.` : `Resumed ${d.label}.`);
+    message(el.listError, '');
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.listError, `${d.label} could not be ${suspend ? 'suspended' : 'resumed'}: ${error.message}`);
+  } finally {
+    entry.parts.toggle.disabled = false;
+    reloadDevices();
   }
 }
 
@@ -404,21 +575,106 @@ function renderLicense(f) {
   const full = f.cap !== null && f.cap !== undefined && f.used >= f.cap;
   message(el.capNotice, full
     ? `Device cap reached: the ${plan} plan allows ${f.cap} ${f.cap === 1 ? 'device' : 'devices'}. Delete a device to add another, or move to a larger plan.`
-    : (f.enabled === false ? 'Mesh VPN is not enabled for this tenant.' : ''));
+    : '');
+  renderMeshSwitch(f.enabled !== false);
+}
+
+/** The mesh switch's state on the page: the message, the Add button, the admins' switch. */
+function renderMeshSwitch(on) {
+  message(el.meshOff, on ? '' : `The mesh is turned off for this tenant: no device can connect and no device can be added. ${
+    isAdmin() ? 'Turn it on again under Mesh settings below.' : 'An admin can turn it on again.'}`);
+  el.addButton.disabled = !on;
+  el.addButton.title = on ? '' : 'The mesh is turned off for this tenant';
+  if (!state.switching) el.meshSwitch.checked = on;
+  el.admin.dataset.mesh = on ? 'on' : 'off';
 }
 
 async function loadLicense() {
   const api = state.api;
   if (!api) return;
   try {
-    const answer = await api.license();
+    const [answer, settings] = await Promise.all([api.license(), api.settings()]);
     if (api !== state.api) return;
     if (answer && answer.mesh_vpn) renderLicense(answer.mesh_vpn);
+    if (settings) renderSettings(settings);
   } catch (error) {
     if (api !== state.api) return;
     handleAuthError(error);
   }
 }
+
+// MARK: Mesh settings (admins)
+
+function renderSettings(s) {
+  state.settings = s;
+  renderMeshSwitch(s.mesh_enabled !== false);
+  const lifetime = String(s.device_lifetime_seconds || 0);
+  if (![...el.lifetimeSelect.options].some((o) => o.value === lifetime)) {
+    el.lifetimeSelect.append(h('option', { value: lifetime }, formatDuration(Number(lifetime))));
+  }
+  if (!state.savingLifetime) el.lifetimeSelect.value = lifetime;
+  const def = el.deviceExpiry.options[0];
+  def.textContent = s.device_lifetime_seconds ? `Tenant default (in ${formatDuration(s.device_lifetime_seconds)})` : 'Tenant default (never)';
+}
+
+async function saveSettings(patch) {
+  const api = state.api;
+  if (!api) return null;
+  try {
+    const after = await api.updateSettings(patch);
+    if (api !== state.api) return null;
+    renderSettings(after);
+    message(el.settingsError, '');
+    return after;
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return null;
+    message(el.settingsError, `The settings could not be saved: ${error.message}`);
+    return null;
+  }
+}
+
+const meshModal = new Modal(el.meshDialog, {
+  onClose: () => {
+    // Cancelled: the switch shows the state the server has.
+    if (state.settings) el.meshSwitch.checked = state.settings.mesh_enabled !== false;
+  },
+});
+
+el.meshSwitch.addEventListener('change', async () => {
+  if (!el.meshSwitch.checked) {
+    // Turning the mesh off cuts every device: confirm first.
+    el.meshSwitch.checked = true;
+    meshModal.open(el.meshCancel);
+    return;
+  }
+  state.switching = true;
+  el.meshSwitch.disabled = true;
+  const after = await saveSettings({ mesh_enabled: true });
+  state.switching = false;
+  el.meshSwitch.disabled = false;
+  if (after) announce('The mesh is on: every device that is not suspended is back on every node.');
+  licensePoller.now();
+});
+
+el.meshConfirm.addEventListener('click', async () => {
+  el.meshConfirm.disabled = true;
+  state.switching = true;
+  const after = await saveSettings({ mesh_enabled: false });
+  state.switching = false;
+  el.meshConfirm.disabled = false;
+  meshModal.close();
+  if (after) announce('The mesh is off: no device has mesh access until it is turned on again.');
+  el.meshSwitch.focus();
+  licensePoller.now();
+});
+
+el.lifetimeSelect.addEventListener('change', async () => {
+  state.savingLifetime = true;
+  const seconds = Number(el.lifetimeSelect.value);
+  const after = await saveSettings({ device_lifetime_seconds: seconds > 0 ? seconds : null });
+  state.savingLifetime = false;
+  if (after) announce(seconds > 0 ? `New devices now expire after ${formatDuration(seconds)}.` : 'New devices no longer expire by default.');
+});
 
 // MARK: Admin diagnostics
 
@@ -470,23 +726,271 @@ function renderPeers(dump) {
 async function loadAdmin() {
   const api = state.api;
   if (!api) return;
-  const [st, peers] = await Promise.allSettled([api.state(), api.peers()]);
-  if (api !== state.api) return;
+  const node = state.diagNode;
+  // Nothing to show until the node list named one (a tenant without nodes has none).
+  if (!node) {
+    message(el.adminError, state.nodes.length === 0 && el.nodeRows.children.length > 0 ? 'This tenant has no node yet.' : '');
+    return;
+  }
+  const [st, peers] = await Promise.allSettled([api.state(node), api.peers(node)]);
+  if (api !== state.api || node !== state.diagNode) return;
   for (const r of [st, peers]) {
     if (r.status === 'rejected' && handleAuthError(r.reason)) return;
   }
   const refused = [st, peers].find((r) => r.status === 'rejected' && r.reason instanceof ApiError && r.reason.status === 403);
   if (refused) {
     // The stored role is not admin after all: this view is not for this user.
-    adminPoller.stop();
+    for (const p of [adminPoller, nodesPoller, auditPoller]) p.stop();
     show(el.admin, false);
     return;
   }
   if (st.status === 'fulfilled') renderNodeState(st.value);
+  else el.nodeState.replaceChildren();
   if (peers.status === 'fulfilled') renderPeers(peers.value);
+  else el.peerRows.replaceChildren();
   const failed = [st, peers].find((r) => r.status === 'rejected');
   message(el.adminError, failed ? `The node could not be read: ${failed.reason.message}` : '');
 }
+
+el.diagNode.addEventListener('change', () => {
+  state.diagNode = el.diagNode.value;
+  el.nodeState.replaceChildren();
+  el.peerRows.replaceChildren();
+  message(el.adminError, '');
+  adminPoller.now();
+});
+
+// MARK: Nodes (admins)
+
+function nodeRow(n, now) {
+  const [pill, text] = n.online ? ['online', 'Online'] : ['offline', 'Offline'];
+  const name = h('div', { class: 'device-names' },
+    h('span', { class: 'device-label' }, n.name),
+    h('span', { class: 'device-dns mono' }, n.dns_name),
+    h('span', { class: 'badges' }, n.hub ? h('span', { class: 'badge badge-hub' }, 'Hub') : null));
+  const remove = h('button', { type: 'button', class: 'btn btn-delete', 'aria-label': `Remove ${n.name}`, onclick: () => openRemoveNode(n.id) },
+    'Remove');
+  return h('tr', { dataset: { id: n.id, hub: n.hub ? 'true' : 'false', online: n.online ? 'true' : 'false' } },
+    h('td', {}, name),
+    h('td', { class: 'mono' }, (n.mesh_ips || []).join(', ')),
+    h('td', { class: 'mono' }, n.endpoint || '—'),
+    h('td', {}, n.backend || '—'),
+    h('td', {}, n.last_sync_at ? formatAgo(n.last_sync_at, now) : '—'),
+    h('td', {}, n.last_seen_at ? formatAgo(n.last_seen_at, now) : 'Never'),
+    h('td', {}, h('span', { class: 'pill', dataset: { state: pill }, title: n.state_error || '' }, text),
+      n.state_error ? h('span', { class: 'visually-hidden' }, `: ${n.state_error}`) : null),
+    h('td', {}, remove));
+}
+
+function renderNodes(list) {
+  state.nodes = list;
+  const now = Date.now();
+  const focused = document.activeElement && el.nodeRows.contains(document.activeElement) ? document.activeElement.getAttribute('aria-label') : null;
+  const rows = list.map((n) => nodeRow(n, now));
+  if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: '8', class: 'muted' }, 'No nodes yet: create an enrollment token and start NodeApplier with it.')));
+  el.nodeRows.replaceChildren(...rows);
+  if (focused) el.nodeRows.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
+  // The diagnostics picker: every node of the tenant, the hub first (and chosen until someone picks).
+  const keep = el.diagNode.value;
+  const options = list.map((n) => h('option', { value: n.id }, `${n.name}${n.hub ? ' (hub)' : ''}`));
+  const same = el.diagNode.options.length === options.length && options.every((o, i) => el.diagNode.options[i].value === o.value
+    && el.diagNode.options[i].textContent === o.textContent);
+  if (!same) {
+    el.diagNode.replaceChildren(...options);
+    el.diagNode.value = list.some((n) => n.id === keep) ? keep : (list[0]?.id || '');
+  }
+  el.diagNode.disabled = list.length === 0;
+  if (el.diagNode.value !== state.diagNode) {
+    state.diagNode = el.diagNode.value;
+    el.nodeState.replaceChildren();
+    el.peerRows.replaceChildren();
+    adminPoller.now();
+  }
+}
+
+async function loadNodes() {
+  const api = state.api;
+  if (!api) return;
+  try {
+    const answer = await api.nodes();
+    if (api !== state.api) return;
+    renderNodes(Array.isArray(answer?.nodes) ? answer.nodes : []);
+    message(el.nodesError, '');
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.nodesError, `The nodes could not be read: ${error.message}`);
+  }
+}
+
+const nodeModal = new Modal(el.nodeDialog, { onClose: () => { state.removingNode = null; } });
+
+function openRemoveNode(id) {
+  const n = state.nodes.find((x) => x.id === id);
+  if (!n) return;
+  state.removingNode = n;
+  el.nodeDialogDesc.replaceChildren(h('strong', {}, n.name), ` (${n.dns_name}) leaves the mesh at once: every peer drops it, its bus access is revoked, and device configs that list it are marked outdated.${n.hub ? ' The next oldest node becomes the hub.' : ''}`);
+  message(el.nodeDialogError, '');
+  el.nodeConfirm.disabled = false;
+  nodeModal.open(el.nodeCancel);
+}
+
+el.nodeConfirm.addEventListener('click', async () => {
+  const n = state.removingNode;
+  const api = state.api;
+  if (!n || !api) return;
+  el.nodeConfirm.disabled = true;
+  try {
+    await api.removeNode(n.id);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    if (!(error instanceof ApiError && error.status === 404)) {
+      message(el.nodeDialogError, `The node could not be removed: ${error.message}`);
+      el.nodeConfirm.disabled = false;
+      return;
+    }
+  }
+  nodeModal.close();
+  announce(`Removed node ${n.name}.`);
+  el.enroll.focus();
+  nodesPoller.now();
+});
+
+const enrollModal = new Modal(el.enrollDialog, {
+  onClose: () => {
+    // The token leaves the page with the dialog.
+    el.enrollToken.value = '';
+    show(el.enrollResult, false);
+    show(el.enrollForm, true);
+  },
+});
+
+el.enroll.addEventListener('click', () => {
+  el.enrollForm.reset();
+  message(el.enrollError, '');
+  el.enrollCreate.disabled = false;
+  enrollModal.open(el.enrollTtl);
+});
+
+el.enrollForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const api = state.api;
+  if (!api) return;
+  const uses = Number(el.enrollUses.value);
+  if (!Number.isInteger(uses) || uses < 1 || uses > 10000) {
+    el.enrollUses.setAttribute('aria-invalid', 'true');
+    message(el.enrollError, 'Give a whole number of nodes from 1 to 10000.');
+    el.enrollUses.focus();
+    return;
+  }
+  el.enrollUses.removeAttribute('aria-invalid');
+  el.enrollCreate.disabled = true;
+  try {
+    const t = await api.enrollmentToken(Number(el.enrollTtl.value), uses);
+    if (api !== state.api) return;
+    el.enrollToken.value = t.token;
+    el.enrollSummary.textContent = `Valid until ${formatDateTime(t.expires_at)} for ${t.uses} ${t.uses === 1 ? 'node' : 'nodes'}.`;
+    show(el.enrollForm, false);
+    show(el.enrollResult, true);
+    el.enrollSummary.focus();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.enrollError, error.message);
+    el.enrollCreate.disabled = false;
+  }
+});
+
+// MARK: Audit log (admins, Team and Enterprise)
+
+function auditRow(e, now) {
+  return h('tr', { dataset: { id: String(e.id), action: e.action } },
+    h('td', {}, h('time', { dateTime: e.at, title: formatDateTime(e.at) }, formatAgo(e.at, now))),
+    h('td', { class: 'mono' }, e.actor),
+    h('td', { class: 'mono' }, e.action),
+    h('td', { class: 'audit-detail' }, e.detail));
+}
+
+async function loadAudit() {
+  const api = state.api;
+  if (!api) return;
+  const seq = ++state.auditSeq;
+  const before = state.auditBefore[state.auditBefore.length - 1];
+  try {
+    const page = await api.audit({ before: before || undefined, limit: AUDIT_PAGE_SIZE, ...state.auditFilter });
+    if (api !== state.api || seq !== state.auditSeq) return;
+    show(el.auditBody, true);
+    message(el.auditNote, '');
+    state.auditNext = page.next_before ?? null;
+    const now = Date.now();
+    const rows = (page.entries || []).map((e) => auditRow(e, now));
+    if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: '4', class: 'muted' }, 'No entries.')));
+    el.auditRows.replaceChildren(...rows);
+    el.auditNewer.disabled = state.auditBefore.length <= 1;
+    el.auditOlder.disabled = state.auditNext === null;
+    message(el.auditError, '');
+    // Only the newest page changes by itself.
+    if (state.auditBefore.length > 1) auditPoller.stop();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    if (error instanceof ApiError && error.status === 403) {
+      // The plan has no audit log (Team and above), or the stored role is not admin.
+      auditPoller.stop();
+      show(el.auditBody, false);
+      const plan = state.license ? planName(state.license.plan) : 'this';
+      message(el.auditNote, `The audit log comes with the Team and Enterprise plans; the ${plan} plan does not include it.`);
+      return;
+    }
+    message(el.auditError, `The audit log could not be read: ${error.message}`);
+  }
+}
+
+function restartAudit() {
+  state.auditSeq++;
+  auditPoller.stop();
+  auditPoller.start();
+}
+
+el.auditFilters.addEventListener('submit', (event) => {
+  event.preventDefault();
+  state.auditFilter = { action: el.auditAction.value, actor: el.auditActor.value.trim() };
+  state.auditBefore = [0];
+  restartAudit();
+});
+el.auditOlder.addEventListener('click', () => {
+  if (state.auditNext === null) return;
+  state.auditBefore.push(state.auditNext);
+  restartAudit();
+});
+el.auditNewer.addEventListener('click', () => {
+  if (state.auditBefore.length <= 1) return;
+  state.auditBefore.pop();
+  restartAudit();
+});
+
+/** Downloads the (filtered) audit log; the server streams it, the page saves what arrives. */
+async function exportAudit(format, button) {
+  const api = state.api;
+  if (!api) return;
+  button.disabled = true;
+  try {
+    const response = await api.auditExport(format, state.auditFilter);
+    const blob = await response.blob();
+    if (api !== state.api) return;
+    const url = URL.createObjectURL(blob);
+    const a = h('a', { href: url, download: `audit.${format}`, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    announce(`The audit log was exported as ${format === 'csv' ? 'CSV' : 'JSON lines'}.`);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.auditError, `The export failed: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+el.exportCsv.addEventListener('click', () => exportAudit('csv', el.exportCsv));
+el.exportJsonl.addEventListener('click', () => exportAudit('jsonl', el.exportJsonl));
 
 // MARK: Add device
 
@@ -504,6 +1008,9 @@ function graphemeCount(text) {
 
 function resetAddDialog() {
   state.created = null;
+  createdPoller.stop();
+  el.resultPill.dataset.state = 'pending';
+  el.resultPill.textContent = 'Waiting for the first handshake';
   if (state.downloadURL) URL.revokeObjectURL(state.downloadURL);
   state.downloadURL = null;
   // The private key leaves the page with the dialog.
@@ -574,6 +1081,7 @@ function showCreateError(error) {
     el.labelInput.focus();
     return;
   }
+  if (error.code === 'failed_precondition') licensePoller.now();   // the mesh may have been turned off
   el.addError.dataset.kind = error.code;
   message(el.addError, error.message);
 }
@@ -624,6 +1132,34 @@ function showResult(d) {
   show(el.addForm, false);
   show(el.result, true);
   el.resultSummary.focus();
+  // The person holding the phone sees the pill turn green here, without closing the dialog.
+  renderCreatedStatus({ status: d.status, online: false, last_handshake_at: null });
+  createdPoller.start();
+}
+
+/** The status pill inside the add dialog. */
+function renderCreatedStatus(d) {
+  const [pill, text] = pillState(d);
+  const label = pill === 'pending' ? 'Waiting for the first handshake' : (pill === 'online' ? 'Online: the device is connected' : text);
+  if (el.resultPill.dataset.state !== pill) {
+    el.resultPill.dataset.state = pill;
+    if (pill === 'online' && state.created) announce(`${state.created.label} is online.`);
+  }
+  setText(el.resultPill, label);
+}
+
+async function loadCreated() {
+  const api = state.api, created = state.created;
+  if (!api || !created) return;
+  try {
+    const d = await api.device(created.id);
+    if (api !== state.api || created !== state.created) return;
+    renderCreatedStatus(d);
+    if (d.online) createdPoller.stop();   // it stays green; the list keeps following it
+  } catch (error) {
+    if (api !== state.api) return;
+    handleAuthError(error);
+  }
 }
 
 el.addForm.addEventListener('submit', async (event) => {
@@ -647,8 +1183,10 @@ el.addForm.addEventListener('submit', async (event) => {
   setGenerateEnabled(false);
   el.generate.textContent = 'Generating…';
   const api = state.api;
+  const lifetime = Number(el.deviceExpiry.value);
+  const expiresAt = lifetime > 0 ? new Date(Date.now() + lifetime * 1000).toISOString() : undefined;
   try {
-    const created = await api.createDevice(label, selectedType());
+    const created = await api.createDevice(label, selectedType(), expiresAt);
     if (api !== state.api) return;
     showResult(created);
     announce(`Added ${created.label}.`);
@@ -720,6 +1258,116 @@ el.deleteConfirm.addEventListener('click', async () => {
   el.addButton.focus();
   devicePoller.now();
   licensePoller.now();
+});
+
+// MARK: Rename
+
+const renameModal = new Modal(el.renameDialog, { onClose: () => { state.renaming = null; } });
+
+function openRename(id) {
+  const entry = state.devices.get(id);
+  if (!entry) return;
+  state.renaming = entry.data;
+  el.renameInput.value = entry.data.label;
+  el.renameInput.removeAttribute('aria-invalid');
+  message(el.renameError, '');
+  el.renameSave.disabled = false;
+  renameModal.open(el.renameInput);
+  el.renameInput.select();
+}
+
+el.renameForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const d = state.renaming, api = state.api;
+  if (!d || !api) return;
+  const label = el.renameInput.value.trim();
+  let problem = '';
+  if (!label) problem = 'Give the device a label.';
+  else if (graphemeCount(label) > MAX_LABEL) problem = `The label is too long: at most ${MAX_LABEL} characters.`;
+  if (problem) {
+    el.renameInput.setAttribute('aria-invalid', 'true');
+    message(el.renameError, problem);
+    el.renameInput.focus();
+    return;
+  }
+  el.renameSave.disabled = true;
+  try {
+    const after = await api.renameDevice(d.id, label);
+    if (api !== state.api) return;
+    const entry = state.devices.get(d.id);
+    if (entry) updateRow(entry, after, Date.now());
+    renameModal.close();
+    announce(`Renamed to ${after.label}: now ${after.dns_name}.`);
+    reloadDevices();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    el.renameInput.setAttribute('aria-invalid', 'true');
+    message(el.renameError, error.message);
+    el.renameSave.disabled = false;
+    el.renameInput.focus();
+  }
+});
+
+// MARK: Expiry (admins)
+
+const expiryModal = new Modal(el.expiryDialog, { onClose: () => { state.expiring = null; } });
+
+/** A Date as the value of a datetime-local input (local time, minutes). */
+function localInputValue(date) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+function openExpiry(id) {
+  const entry = state.devices.get(id);
+  if (!entry) return;
+  const d = entry.data;
+  state.expiring = d;
+  el.expiryDesc.replaceChildren(h('strong', {}, d.label), d.status === 'expired'
+    ? ' has expired. A new expiry in the future brings it back at once.'
+    : (d.expires_at ? ` expires ${formatDateTime(d.expires_at)}.` : ' never expires.'));
+  el.expiryNever.checked = !d.expires_at;
+  const base = d.expires_at && new Date(d.expires_at).getTime() > Date.now() ? new Date(d.expires_at) : new Date(Date.now() + 30 * 86400000);
+  el.expiryInput.value = localInputValue(base);
+  el.expiryInput.disabled = el.expiryNever.checked;
+  el.expiryInput.removeAttribute('aria-invalid');
+  message(el.expiryError, '');
+  el.expirySave.disabled = false;
+  expiryModal.open(el.expiryNever.checked ? el.expiryNever : el.expiryInput);
+}
+
+el.expiryNever.addEventListener('change', () => { el.expiryInput.disabled = el.expiryNever.checked; });
+
+el.expiryForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const d = state.expiring, api = state.api;
+  if (!d || !api) return;
+  let at = null;
+  if (!el.expiryNever.checked) {
+    const t = new Date(el.expiryInput.value);
+    if (!el.expiryInput.value || Number.isNaN(t.getTime())) {
+      el.expiryInput.setAttribute('aria-invalid', 'true');
+      message(el.expiryError, 'Give a date and time, or choose Never expires.');
+      el.expiryInput.focus();
+      return;
+    }
+    at = t.toISOString();
+  }
+  el.expirySave.disabled = true;
+  try {
+    const after = await api.setExpiry(d.id, at);
+    if (api !== state.api) return;
+    const entry = state.devices.get(d.id);
+    if (entry) updateRow(entry, after, Date.now());
+    expiryModal.close();
+    announce(at ? `${after.label} now expires ${formatDateTime(at)}.` : `${after.label} no longer expires.`);
+    reloadDevices();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    el.expiryInput.setAttribute('aria-invalid', 'true');
+    message(el.expiryError, error.message);
+    el.expirySave.disabled = false;
+  }
 });
 
 // MARK: API tokens
@@ -813,6 +1461,8 @@ function userWho(u) {
 
 function renderUsers(list) {
   state.users = list;
+  // Every active user is a choice of the owner filter, not only the owners the list has shown.
+  for (const u of list) if (u.status === 'active' && !state.owners.has(u.id)) addOwnerOption(u.id, u.name);
   const me = state.me?.user?.id || null;
   el.userRows.replaceChildren(...list.map((u) => {
     const role = h('select', { 'aria-label': `Role of ${u.name}`, onchange: (e) => changeRole(u, e.target.value, e.target) },

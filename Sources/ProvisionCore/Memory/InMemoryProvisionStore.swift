@@ -27,6 +27,8 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     var tasks: [UUID: (tenant: UUID, pending: Bool, neverPublished: Bool, due: Date)] = [:]
     /// Insertion order of nodes (their age, where the clock shows no difference).
     var nodeOrder: [UUID: Int] = [:]
+    /// Raw traffic counters per "node/public key" (the handshake reports').
+    var rawCounters: [String: (rx: Int64, tx: Int64)] = [:]
     /// Sign-in attempts: id → (provider, expires, used).
     var attempts: [[UInt8]: (provider: String, expires: Date, used: Bool)] = [:]
     /// Sessions by id.
@@ -186,15 +188,17 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         let (n, oldest) = recent(c.user, window: draft.rateWindow)
         let state = DeviceCreationState(plan: t.plan, settings: t.settings, devicesUsed: deviceRows.values.filter { $0.tenant == c.tenant }.count,
                                         recentCreations: n, oldestRecentCreation: oldest, takenNames: taken(c.tenant, draft.slugBase),
-                                        nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now())
+                                        nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now(),
+                                        defaultLifetimeSeconds: t.deviceLifetimeSeconds)
         let decision = try decide(state)
         guard tasks[draft.id]?.pending == true else {
             throw .unavailable("the address hold expired before the device was saved; try again")
         }
         let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
-        let device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
+        var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                   ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: now(), lastHandshake: nil,
                                   rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+        device.lifecycle.expiresAt = decision.expiresAt
         tasks.removeValue(forKey: draft.id)
         if draft.rateWindow != nil { events[c.user, default: []].append(now()) }
         names[c.tenant, default: [:]][decision.slug] = draft.id
@@ -251,9 +255,11 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         let nodes = nodesByAge(caller.tenant)
         let (n, oldest) = recent(caller.user, window: rateWindow)
         let state = DeviceCreationState(plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: n, oldestRecentCreation: oldest,
-                                        takenNames: [], nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now())
+                                        takenNames: [], nodesByAge: nodes.map(\.member), configMaxNodes: t.configMaxNodes, now: now(),
+                                        defaultLifetimeSeconds: t.deviceLifetimeSeconds)
         let decision = try decide(state, old)
         var device = old
+        if let renewed = decision.lifecycle { device.lifecycle = renewed }
         device.publicKey = publicKey
         device.configHubID = decision.hubID
         device.configNodes = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
@@ -270,12 +276,61 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         deviceRows[id].flatMap { $0.tenant == tenant ? $0 : nil }
     }
 
-    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord]) {
+    /// The list's order: creation time (to the microsecond, as PostgreSQL keeps it), then id.
+    func position(_ d: DeviceRecord) -> (Int64, String) {
+        (Int64((d.createdAt.timeIntervalSince1970 * 1_000_000).rounded()), d.id.lowercased)
+    }
+
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query q: DeviceQuery) async throws(MeshError)
+        -> (CallerLookup, DevicePage?) {
         let lookup = try await identify(tenant: tenant, user: user, credential: credential)
-        guard let who = lookup.identity, let t = tenantRows[tenant] else { return (lookup, nil, []) }
-        let list = deviceRows.values.filter { $0.tenant == tenant && (who.isAdmin || $0.owner == user) }
-            .sorted { ($0.createdAt, $0.id.lowercased) < ($1.createdAt, $1.id.lowercased) }
-        return (lookup, t, list)
+        guard let who = lookup.identity, let t = tenantRows[tenant] else { return (lookup, nil) }
+        let after = q.after.map { ($0.createdMicros, $0.id.lowercased) }
+        var list = deviceRows.values.filter { d in
+            d.tenant == tenant && (who.isAdmin || d.owner == user) && (q.owner.map { d.owner == $0 } ?? true) && (q.id.map { d.id == $0 } ?? true)
+                && (q.type.map { d.type == $0 } ?? true) && (q.status.map { d.lifecycle.status == $0 } ?? true)
+                && (after.map { position(d) > $0 } ?? true)
+        }.sorted { position($0) < position($1) }
+        var next: DeviceCursor?
+        if let limit = q.limit, list.count > limit {
+            list = Array(list.prefix(limit))
+            next = list.last.map { DeviceCursor(createdMicros: position($0).0, id: $0.id) }
+        }
+        for i in list.indices { list[i].ownerName = userRows[list[i].owner]?.name ?? "" }
+        return (lookup, DevicePage(caller: who, tenant: t, devices: list, next: next))
+    }
+
+    public func changeLifecycle(_ id: UUID, caller: CallerIdentity,
+                                change: @escaping @Sendable (DeviceRecord, Date) throws(MeshError) -> LifecycleChange?) async throws(MeshError)
+        -> (DeviceRecord, TenantRecord, UInt64?) {
+        guard let t = tenantRows[caller.tenant] else { throw .notFound("unknown tenant") }
+        guard let before = deviceRows[id], before.tenant == caller.tenant else { throw .notFound("no such device") }
+        guard let decided = try change(before, now()) else { return (before, t, nil) }
+        var after = before
+        after.lifecycle = decided.lifecycle
+        deviceRows[id] = after
+        write(decided.audit)
+        guard after.member() != before.member() else { return (after, t, nil) }
+        let revision = append(caller.tenant, .upsert(after.member()))
+        return (after, tenantRows[caller.tenant]!, revision)
+    }
+
+    public func expireDevices(limit: Int, expire: @escaping @Sendable (DeviceLifecycle, Date) -> DeviceLifecycle?) async throws(MeshError)
+        -> [ExpiredDevice] {
+        let at = now()
+        let due = deviceRows.values.filter { $0.lifecycle.isActive && $0.lifecycle.isPastExpiry(at: at) }
+            .sorted { ($0.lifecycle.expiresAt!, $0.id.lowercased) < ($1.lifecycle.expiresAt!, $1.id.lowercased) }.prefix(limit)
+        var out: [ExpiredDevice] = []
+        for d in due {
+            guard let next = expire(d.lifecycle, at) else { continue }
+            var after = d
+            after.lifecycle = next
+            deviceRows[d.id] = after
+            write(AuditEvent(tenant: d.tenant, actor: "system", action: "device.expire", target: d.id.lowercased, requestID: "",
+                             detail: "\"\(d.label)\" expired and was suspended"))
+            out.append(ExpiredDevice(tenant: d.tenant, device: d.id, revision: append(d.tenant, .upsert(after.member()))))
+        }
+        return out
     }
 
     public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
@@ -283,8 +338,15 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         nodeRows[node]?.lastSeen = now()
         var changed = 0
         for p in peers {
+            // Raw counters per (node, peer), as PostgreSQL keeps them: a counter that went down was reset.
+            let key = "\(node.lowercased)/\(p.publicKey)"
+            let (lastRx, lastTx) = rawCounters[key] ?? (0, 0)
+            let rx = Int64(clamping: p.rxBytes), tx = Int64(clamping: p.txBytes)
+            rawCounters[key] = (rx, tx)
             guard let (id, d) = deviceRows.first(where: { $0.value.tenant == tenant && $0.value.publicKey == p.publicKey }) else { continue }
             var updated = d
+            updated.rxBytes += rx >= lastRx ? rx - lastRx : rx
+            updated.txBytes += tx >= lastTx ? tx - lastTx : tx
             if p.lastHandshakeMs > 0 {
                 let h = Date(unixMilliseconds: p.lastHandshakeMs)
                 updated.lastHandshake = max(d.lastHandshake ?? h, h)
@@ -421,8 +483,9 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
 
     // MARK: Audit and license
 
-    public func audit(tenant: UUID, before: Int64, limit: Int) async throws(MeshError) -> [Mesh_V1_AuditEntry] {
-        Array(auditRows.filter { $0.tenantID == tenant.lowercased && $0.id < before }.sorted { $0.id > $1.id }.prefix(limit))
+    public func audit(tenant: UUID, before: Int64, limit: Int, filter: AuditFilter) async throws(MeshError) -> [Mesh_V1_AuditEntry] {
+        Array(auditRows.filter { $0.tenantID == tenant.lowercased && $0.id < before && filter.matches(action: $0.action, actor: $0.actor) }
+            .sorted { $0.id > $1.id }.prefix(limit))
     }
 
     public func license(tenant: UUID) async throws(MeshError) -> (TenantRecord, devices: Int)? {

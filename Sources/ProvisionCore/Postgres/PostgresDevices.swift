@@ -58,7 +58,7 @@ extension PostgresProvisionStore: DeviceRepository {
             plan: t.plan, settings: t.settings, devicesUsed: try r[3].rows[0].decode("n"),
             recentCreations: try rate?.decode("n") ?? 0, oldestRecentCreation: try rate?.decodeIfPresent("oldest"),
             takenNames: Set(try r[1].rows.map { try $0.decode("slug", as: String.self) }), nodesByAge: nodes.map(\.member),
-            configMaxNodes: t.configMaxNodes, now: try trow.decode("now"))
+            configMaxNodes: t.configMaxNodes, now: try trow.decode("now"), defaultLifetimeSeconds: t.deviceLifetimeSeconds)
         return (t, nodes, state)
     }
 
@@ -76,6 +76,7 @@ extension PostgresProvisionStore: DeviceRepository {
             var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                       ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: state.now, lastHandshake: nil,
                                       rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+            device.lifecycle.expiresAt = decision.expiresAt
 
             // Round trip 2: every write, in order. COMMIT is the third and last.
             var writes: [Statement] = []
@@ -87,15 +88,17 @@ extension PostgresProvisionStore: DeviceRepository {
             let first = writes.count
             writes.append(Statement("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", c.tenant, decision.slug, draft.id))
             writes.append(Statement("""
-                INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6, config_hub_id, config_nodes)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) RETURNING created_at
+                INSERT INTO devices (id, tenant_id, owner_user_id, label, slug, type, public_key, ipv4, ipv6, config_hub_id, config_nodes,
+                                     expires_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12) RETURNING created_at
                 """, draft.id, c.tenant, c.user, draft.label, decision.slug, draft.type.key, draft.publicKey, draft.ipv4, draft.ipv6,
-                UUID(text: decision.hubID), Self.json(listed)))
+                UUID(text: decision.hubID), Self.json(listed), decision.expiresAt))
             writes.append(Self.dropHoldStatement(owner: draft.id))
             writes += try Outbox.statements(tenant: c.tenant, change: .upsert(device.member()))
             writes.append(Self.auditStatement(AuditEvent(
                 tenant: c.tenant, actor: c.actor, action: "device.create", target: draft.id.lowercased, requestID: draft.requestID,
-                detail: "\(draft.type.key) \"\(draft.label)\" as \(MeshName.dnsName(slug: decision.slug, domain: tenantRecord.domain)) at \(draft.ipv4), \(draft.ipv6)")))
+                detail: "\(draft.type.key) \"\(draft.label)\" as \(MeshName.dnsName(slug: decision.slug, domain: tenantRecord.domain)) at \(draft.ipv4), \(draft.ipv6)"
+                    + (decision.expiresAt.map { ", expires \(Timestamp.iso(ms: $0.unixMilliseconds))" } ?? ""))))
             let w = try tx.batch(writes)
             if let created = try w[first + 1].rows.first?.decode("created_at", as: Date.self) { device.createdAt = created }
             // The hold is gone only if the lease keeper took it as overdue: its release may already be
@@ -179,6 +182,88 @@ extension PostgresProvisionStore: DeviceRepository {
         }
     }
 
+    public func changeLifecycle(_ id: UUID, caller: CallerIdentity,
+                                change: @escaping @Sendable (DeviceRecord, Date) throws(MeshError) -> LifecycleChange?) async throws(MeshError)
+        -> (DeviceRecord, TenantRecord, UInt64?) {
+        try await write { tx in
+            // Round trip 1: lock the tenant (it orders every change of its mesh) and read the device
+            // and the clock the rules decide with.
+            let r = try tx.batch([
+                Statement("SELECT \(Self.tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", caller.tenant),
+                Statement("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, caller.tenant),
+            ])
+            guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
+            guard let drow = r[1].rows.first else { throw MeshError.notFound("no such device") }
+            var t = try Self.tenant(trow)
+            let before = try Self.device(drow)
+            guard let decided = try change(before, try trow.decode("now")) else { return (before, t, nil) }
+            var after = before
+            after.lifecycle = decided.lifecycle
+            // Round trip 2: the lifecycle, the audit entry and, when the device joins or leaves the
+            // mesh, its change for the nodes.
+            var writes = [Self.lifecycleStatement(id, decided.lifecycle), Self.auditStatement(decided.audit)]
+            let publish = after.member() != before.member()
+            if publish { writes += try Outbox.statements(tenant: caller.tenant, change: .upsert(after.member())) }
+            let w = try tx.batch(writes)
+            guard publish else { return (after, t, nil) }
+            t.revision = try Outbox.revision(w[2..<(2 + Outbox.statementCount)])
+            return (after, t, t.revision)
+        }
+    }
+
+    public func expireDevices(limit: Int, expire: @escaping @Sendable (DeviceLifecycle, Date) -> DeviceLifecycle?) async throws(MeshError)
+        -> [ExpiredDevice] {
+        // The tenants with due devices (no lock: only a hint where to look).
+        let due = try await query("""
+            SELECT DISTINCT tenant_id FROM devices WHERE suspended_at IS NULL AND expires_at <= now() LIMIT $1
+            """, limit)
+        var expired: [ExpiredDevice] = []
+        for row in due {
+            let tenant: UUID
+            do {
+                tenant = try row.decode("tenant_id")
+            } catch {
+                throw map(error)
+            }
+            expired += try await write { tx in
+                // The tenant lock orders this with every other change of the tenant, a concurrent sweep
+                // included: a replica that waited for it reads the devices again (a new snapshot per
+                // statement) and finds them suspended already. SKIP LOCKED passes over a device another
+                // transaction holds (a handshake report); the next sweep takes it.
+                let r = try tx.batch([
+                    Statement("SELECT \(Self.tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
+                    Statement("""
+                        SELECT \(Self.deviceColumns) FROM devices
+                        WHERE tenant_id = $1 AND suspended_at IS NULL AND expires_at <= now()
+                        ORDER BY expires_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+                        """, tenant, limit),
+                ])
+                guard let trow = r[0].rows.first else { return [] }
+                let t = try Self.tenant(trow)
+                let now: Date = try trow.decode("now")
+                var writes: [Statement] = [], suspended: [(UUID, Int)] = []
+                for drow in r[1].rows {
+                    let d = try Self.device(drow)
+                    guard let next = expire(d.lifecycle, now) else { continue }
+                    var after = d
+                    after.lifecycle = next
+                    writes.append(Self.lifecycleStatement(d.id, next))
+                    writes.append(Self.auditStatement(AuditEvent(
+                        tenant: tenant, actor: "system", action: "device.expire", target: d.id.lowercased, requestID: "",
+                        detail: "\"\(d.label)\" (\(MeshName.dnsName(slug: d.slug, domain: t.domain))) expired at \(Timestamp.iso(ms: (d.lifecycle.expiresAt ?? now).unixMilliseconds)) and was suspended")))
+                    suspended.append((d.id, writes.count))
+                    writes += try Outbox.statements(tenant: tenant, change: .upsert(after.member()))
+                }
+                guard !writes.isEmpty else { return [] }
+                let w = try tx.batch(writes)
+                return try suspended.map { id, at in
+                    ExpiredDevice(tenant: tenant, device: id, revision: try Outbox.revision(w[at..<(at + Outbox.statementCount)]))
+                }
+            }
+        }
+        return expired
+    }
+
     public func reissueDevice(_ id: UUID, caller: CallerIdentity, publicKey: String, rateWindow: Duration?, requestID: String,
                               authorize: @escaping @Sendable (DeviceRecord) throws(MeshError) -> Void,
                               decide: @escaping @Sendable (DeviceCreationState, DeviceRecord) throws(MeshError) -> DeviceCreationDecision)
@@ -207,7 +292,7 @@ extension PostgresProvisionStore: DeviceRepository {
             let state = DeviceCreationState(
                 plan: t.plan, settings: t.settings, devicesUsed: 0, recentCreations: try rate?.decode("n") ?? 0,
                 oldestRecentCreation: try rate?.decodeIfPresent("oldest"), takenNames: [], nodesByAge: nodes.map(\.member),
-                configMaxNodes: t.configMaxNodes, now: try trow.decode("now"))
+                configMaxNodes: t.configMaxNodes, now: try trow.decode("now"), defaultLifetimeSeconds: t.deviceLifetimeSeconds)
             let decision = try decide(state, old)
             let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
             var device = old
@@ -216,6 +301,11 @@ extension PostgresProvisionStore: DeviceRepository {
             device.configNodes = listed
             device.configOutdated = nil
             var writes: [Statement] = []
+            // A tenant's default lifetime renews the device with its new config.
+            if let renewed = decision.lifecycle {
+                device.lifecycle = renewed
+                writes.append(Self.lifecycleStatement(id, renewed))
+            }
             if let window = rateWindow {
                 writes.append(Statement("INSERT INTO provision_events (user_id, at) VALUES ($1, now())", c.user))
                 writes.append(Statement("DELETE FROM provision_events WHERE user_id = $1 AND at < now() - make_interval(secs => $2)",
@@ -247,16 +337,18 @@ extension PostgresProvisionStore: DeviceRepository {
     }
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
-    /// tenant, its role and status, its session or token), the tenant and the device rows come from
-    /// the same snapshot. No row at all means an unknown user; a row without a device id is a known
-    /// user with nothing to list.
-    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord]) {
+    /// tenant, its role and status, its session or token), the tenant and one page of device rows
+    /// (with their owners' names) come from the same snapshot. No row at all means an unknown user; a
+    /// row without a device id is a known user with nothing to list. One row more than the page is
+    /// read, to know whether another page follows.
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query q: DeviceQuery) async throws(MeshError)
+        -> (CallerLookup, DevicePage?) {
         let (session, token) = Self.ids(credential)
         let rows = try await query("""
             WITH caller AS (SELECT role, status FROM users WHERE id = $2 AND tenant_id = $1),
                  t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1),
-                 s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $3 AND user_id = $2),
-                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $4 AND user_id = $2)
+                 s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $10 AND user_id = $2),
+                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $11 AND user_id = $2)
             SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
                    (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
                    (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
@@ -266,23 +358,44 @@ extension PostgresProvisionStore: DeviceRepository {
                    t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
                    t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
                    t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
-                   d.id, d.tenant_id, d.owner_user_id, d.label, d.slug, d.type, d.ipv4, d.ipv6, d.public_key, d.created_at,
-                   d.last_handshake_at, d.rx_bytes, d.tx_bytes, d.endpoint, d.config_hub_id, d.config_nodes::text AS config_nodes,
-                   d.config_outdated
+                   t.device_lifetime_seconds AS t_device_lifetime_seconds, d.*, u.name AS owner_name
             FROM caller CROSS JOIN t
-            LEFT JOIN devices d ON d.tenant_id = $1 AND (caller.role = 'admin' OR d.owner_user_id = $2)
+            LEFT JOIN LATERAL (
+              SELECT \(Self.deviceColumns), (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM devices
+              WHERE tenant_id = $1 AND (caller.role = 'admin' OR owner_user_id = $2)
+                AND ($3::uuid IS NULL OR owner_user_id = $3)
+                AND ($4::text IS NULL OR type = $4)
+                AND ($5::text IS NULL OR ($5 = 'active' AND suspended_at IS NULL) OR ($5 = 'suspended' AND suspend_reason IN ('user', 'admin'))
+                     OR ($5 = 'expired' AND suspend_reason = 'expired'))
+                AND ($6::bigint IS NULL OR (created_at, id) > (timestamptz 'epoch' + $6::bigint * interval '1 microsecond', $7::uuid))
+                AND ($9::uuid IS NULL OR id = $9)
+              ORDER BY created_at, id LIMIT $8
+            ) d ON true
+            LEFT JOIN users u ON u.id = d.owner_user_id
             ORDER BY d.created_at, d.id
-            """, tenant, user, session, token)
+            """, tenant, user, q.owner, q.type?.key, q.status?.key, q.after?.createdMicros, q.after?.id, q.limit.map { $0 + 1 }, q.id, session, token)
         do {
             guard let first = rows.first else {
-                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil, [])
+                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil)
             }
             let lookup = try Self.lookup(first, tenant: tenant, user: user, credential: credential)
             let t = try Self.tenant(first, prefix: "t_")
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
-            for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil { out.append(try Self.device(r)) }
-            return (lookup, t, out)
+            var lastMicros: Int64 = 0, more = false
+            for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil {
+                if let limit = q.limit, out.count == limit {
+                    more = true
+                    break
+                }
+                var d = try Self.device(r)
+                d.ownerName = try r.decodeIfPresent("owner_name") ?? ""
+                out.append(d)
+                lastMicros = try r.decode("created_us")
+            }
+            let next = more ? out.last.map { DeviceCursor(createdMicros: lastMicros, id: $0.id) } : nil
+            guard let who = lookup.identity else { return (lookup, nil) }
+            return (lookup, DevicePage(caller: who, tenant: t, devices: out, next: next))
         } catch {
             throw map(error)
         }

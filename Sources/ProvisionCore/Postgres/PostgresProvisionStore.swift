@@ -69,7 +69,7 @@ public final class PostgresProvisionStore: Sendable {
 
     static let tenantColumns: SQL = """
         id, name, plan, require_saml, ipv4_prefix, ipv6_prefix, domain, node_keepalive, device_keepalive, device_mtu,
-        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at
+        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at, device_lifetime_seconds
         """
 
     /// A tenant from `tenantColumns`, each name optionally prefixed (`t_` in a join).
@@ -86,25 +86,37 @@ public final class PostgresProvisionStore: Sendable {
         t.hubNodeID = try r.decodeIfPresent(p + "hub_node_id", as: UUID.self)?.lowercased ?? ""
         t.meshEnabled = try r.decode(p + "mesh_enabled")
         t.revision = UInt64(try r.decode(p + "revision", as: Int64.self))
+        t.deviceLifetimeSeconds = try r.decodeIfPresent(p + "device_lifetime_seconds", as: Int.self) ?? 0
         return t
     }
 
     static let deviceColumns: SQL = """
         id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
-        rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated
+        rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated,
+        suspended_at, suspend_reason, expires_at
         """
 
     static func device(_ r: Row) throws -> DeviceRecord {
         let nodesJSON: String = try r.decode("config_nodes")
         let listed = (try? JSONDecoder().decode([PeerCatalog.ListedNode].self, from: Data(nodesJSON.utf8))) ?? []
-        return DeviceRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), owner: try r.decode("owner_user_id"),
-                            label: try r.decode("label"), slug: try r.decode("slug"),
-                            type: Mesh_V1_DeviceType(key: try r.decode("type")) ?? .other, ipv4: try r.decode("ipv4"),
-                            ipv6: try r.decode("ipv6"), publicKey: try r.decode("public_key"), createdAt: try r.decode("created_at"),
-                            lastHandshake: try r.decodeIfPresent("last_handshake_at"), rxBytes: try r.decode("rx_bytes"),
-                            txBytes: try r.decode("tx_bytes"), endpoint: try r.decodeIfPresent("endpoint"),
-                            configHubID: try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "",
-                            configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"))
+        var d = DeviceRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), owner: try r.decode("owner_user_id"),
+                             label: try r.decode("label"), slug: try r.decode("slug"),
+                             type: Mesh_V1_DeviceType(key: try r.decode("type")) ?? .other, ipv4: try r.decode("ipv4"),
+                             ipv6: try r.decode("ipv6"), publicKey: try r.decode("public_key"), createdAt: try r.decode("created_at"),
+                             lastHandshake: try r.decodeIfPresent("last_handshake_at"), rxBytes: try r.decode("rx_bytes"),
+                             txBytes: try r.decode("tx_bytes"), endpoint: try r.decodeIfPresent("endpoint"),
+                             configHubID: try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "",
+                             configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"))
+        d.lifecycle = DeviceLifecycle(suspendedAt: try r.decodeIfPresent("suspended_at"),
+                                      suspendReason: Mesh_V1_SuspendReason(key: try r.decodeIfPresent("suspend_reason", as: String.self) ?? "") ?? .unspecified,
+                                      expiresAt: try r.decodeIfPresent("expires_at"))
+        return d
+    }
+
+    /// The statement that writes a device's lifecycle.
+    static func lifecycleStatement(_ id: UUID, _ l: DeviceLifecycle) -> Statement {
+        Statement("UPDATE devices SET suspended_at = $2, suspend_reason = $3, expires_at = $4 WHERE id = $1",
+                  id, l.suspendedAt, l.isActive ? nil : l.suspendReason.key, l.expiresAt)
     }
 
     static let nodeColumns: SQL = """
@@ -138,10 +150,10 @@ extension PostgresProvisionStore: TenantRepository {
         try await write { tx in
             let n = try tx.execute("""
                 INSERT INTO tenants (id, name, plan, require_saml, ipv4_prefix, ipv6_prefix, domain, node_keepalive, device_keepalive,
-                                     device_mtu, config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING
+                                     device_mtu, config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, device_lifetime_seconds)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (id) DO NOTHING
                 """, t.id, t.name, t.plan.key, t.requireSAML, t.ipv4Prefix, t.ipv6Prefix, t.domain, t.nodeKeepalive, t.deviceKeepalive,
-                t.deviceMTU, t.configMaxNodes, t.dnsResolvers, hub, t.meshEnabled)
+                t.deviceMTU, t.configMaxNodes, t.dnsResolvers, hub, t.meshEnabled, t.deviceLifetimeSeconds > 0 ? t.deviceLifetimeSeconds : nil)
             guard n == 1 else { throw MeshError.alreadyExists("tenant \(t.id.lowercased) already exists") }
             // The first change of every tenant: its settings, so a node starts from a known state.
             try Outbox.append(tx, tenant: t.id, change: .settings(t.settings))
@@ -177,9 +189,9 @@ extension PostgresProvisionStore: TenantRepository {
             guard let (t, audit) = try change(cur) else { return (cur, nil) }
             try tx.execute("""
                 UPDATE tenants SET name = $2, plan = $3, require_saml = $4, domain = $5, node_keepalive = $6, device_keepalive = $7,
-                  device_mtu = $8, config_max_nodes = $9, dns_resolvers = $10, mesh_enabled = $11 WHERE id = $1
+                  device_mtu = $8, config_max_nodes = $9, dns_resolvers = $10, mesh_enabled = $11, device_lifetime_seconds = $12 WHERE id = $1
                 """, id, t.name, t.plan.key, t.requireSAML, t.domain, t.nodeKeepalive, t.deviceKeepalive, t.deviceMTU, t.configMaxNodes,
-                t.dnsResolvers, t.meshEnabled)
+                t.dnsResolvers, t.meshEnabled, t.deviceLifetimeSeconds > 0 ? t.deviceLifetimeSeconds : nil)
             var revision: UInt64?
             var after = t
             if t.settings != cur.settings {
@@ -230,11 +242,16 @@ extension PostgresProvisionStore: UserRepository {
 // MARK: Audit and license
 
 extension PostgresProvisionStore: AuditRepository {
-    public func audit(tenant: UUID, before: Int64, limit: Int) async throws(MeshError) -> [Mesh_V1_AuditEntry] {
+    public func audit(tenant: UUID, before: Int64, limit: Int, filter: AuditFilter) async throws(MeshError) -> [Mesh_V1_AuditEntry] {
+        // An action family ("device") matches "device" and "device.*"; a full action matches itself.
+        let family = filter.action.flatMap { $0.contains(".") ? nil : $0 + ".%" }
         let rows = try await query("""
             SELECT id, tenant_id, actor, action, target_id, request_id, detail, at FROM audit_log
-            WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3
-            """, tenant, before, limit)
+            WHERE tenant_id = $1 AND id < $2
+              AND ($4::text IS NULL OR action = $4 OR ($5::text IS NOT NULL AND action LIKE $5))
+              AND ($6::text IS NULL OR actor = $6)
+            ORDER BY id DESC LIMIT $3
+            """, tenant, before, limit, filter.action, family, filter.actor)
         do {
             return try rows.map { r in
                 var a = Mesh_V1_AuditEntry()

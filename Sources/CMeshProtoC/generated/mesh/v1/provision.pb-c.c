@@ -1222,6 +1222,276 @@ void   mesh__v1__list_devices_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__list_devices_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__get_device_request__init
+                     (Mesh__V1__GetDeviceRequest         *message)
+{
+  static const Mesh__V1__GetDeviceRequest init_value = MESH__V1__GET_DEVICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__get_device_request__get_packed_size
+                     (const Mesh__V1__GetDeviceRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__get_device_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__get_device_request__pack
+                     (const Mesh__V1__GetDeviceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__get_device_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__get_device_request__pack_to_buffer
+                     (const Mesh__V1__GetDeviceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__get_device_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__GetDeviceRequest *
+       mesh__v1__get_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__GetDeviceRequest *)
+     protobuf_c_message_unpack (&mesh__v1__get_device_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__get_device_request__free_unpacked
+                     (Mesh__V1__GetDeviceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__get_device_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__get_device_response__init
+                     (Mesh__V1__GetDeviceResponse         *message)
+{
+  static const Mesh__V1__GetDeviceResponse init_value = MESH__V1__GET_DEVICE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__get_device_response__get_packed_size
+                     (const Mesh__V1__GetDeviceResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__get_device_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__get_device_response__pack
+                     (const Mesh__V1__GetDeviceResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__get_device_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__get_device_response__pack_to_buffer
+                     (const Mesh__V1__GetDeviceResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__get_device_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__GetDeviceResponse *
+       mesh__v1__get_device_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__GetDeviceResponse *)
+     protobuf_c_message_unpack (&mesh__v1__get_device_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__get_device_response__free_unpacked
+                     (Mesh__V1__GetDeviceResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__get_device_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__suspend_device_request__init
+                     (Mesh__V1__SuspendDeviceRequest         *message)
+{
+  static const Mesh__V1__SuspendDeviceRequest init_value = MESH__V1__SUSPEND_DEVICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__suspend_device_request__get_packed_size
+                     (const Mesh__V1__SuspendDeviceRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__suspend_device_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__suspend_device_request__pack
+                     (const Mesh__V1__SuspendDeviceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__suspend_device_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__suspend_device_request__pack_to_buffer
+                     (const Mesh__V1__SuspendDeviceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__suspend_device_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SuspendDeviceRequest *
+       mesh__v1__suspend_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SuspendDeviceRequest *)
+     protobuf_c_message_unpack (&mesh__v1__suspend_device_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__suspend_device_request__free_unpacked
+                     (Mesh__V1__SuspendDeviceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__suspend_device_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__resume_device_request__init
+                     (Mesh__V1__ResumeDeviceRequest         *message)
+{
+  static const Mesh__V1__ResumeDeviceRequest init_value = MESH__V1__RESUME_DEVICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__resume_device_request__get_packed_size
+                     (const Mesh__V1__ResumeDeviceRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__resume_device_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__resume_device_request__pack
+                     (const Mesh__V1__ResumeDeviceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__resume_device_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__resume_device_request__pack_to_buffer
+                     (const Mesh__V1__ResumeDeviceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__resume_device_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__ResumeDeviceRequest *
+       mesh__v1__resume_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__ResumeDeviceRequest *)
+     protobuf_c_message_unpack (&mesh__v1__resume_device_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__resume_device_request__free_unpacked
+                     (Mesh__V1__ResumeDeviceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__resume_device_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_device_expiry_request__init
+                     (Mesh__V1__SetDeviceExpiryRequest         *message)
+{
+  static const Mesh__V1__SetDeviceExpiryRequest init_value = MESH__V1__SET_DEVICE_EXPIRY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_device_expiry_request__get_packed_size
+                     (const Mesh__V1__SetDeviceExpiryRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_device_expiry_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_device_expiry_request__pack
+                     (const Mesh__V1__SetDeviceExpiryRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_device_expiry_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_device_expiry_request__pack_to_buffer
+                     (const Mesh__V1__SetDeviceExpiryRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_device_expiry_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetDeviceExpiryRequest *
+       mesh__v1__set_device_expiry_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetDeviceExpiryRequest *)
+     protobuf_c_message_unpack (&mesh__v1__set_device_expiry_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_device_expiry_request__free_unpacked
+                     (Mesh__V1__SetDeviceExpiryRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_device_expiry_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__device_change_response__init
+                     (Mesh__V1__DeviceChangeResponse         *message)
+{
+  static const Mesh__V1__DeviceChangeResponse init_value = MESH__V1__DEVICE_CHANGE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__device_change_response__get_packed_size
+                     (const Mesh__V1__DeviceChangeResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__device_change_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__device_change_response__pack
+                     (const Mesh__V1__DeviceChangeResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__device_change_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__device_change_response__pack_to_buffer
+                     (const Mesh__V1__DeviceChangeResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__device_change_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__DeviceChangeResponse *
+       mesh__v1__device_change_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__DeviceChangeResponse *)
+     protobuf_c_message_unpack (&mesh__v1__device_change_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__device_change_response__free_unpacked
+                     (Mesh__V1__DeviceChangeResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__device_change_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__node__init
                      (Mesh__V1__Node         *message)
 {
@@ -2167,7 +2437,187 @@ void   mesh__v1__list_audit_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__list_audit_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[16] =
+void   mesh__v1__tenant_admin_settings__init
+                     (Mesh__V1__TenantAdminSettings         *message)
+{
+  static const Mesh__V1__TenantAdminSettings init_value = MESH__V1__TENANT_ADMIN_SETTINGS__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__tenant_admin_settings__get_packed_size
+                     (const Mesh__V1__TenantAdminSettings *message)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_admin_settings__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__tenant_admin_settings__pack
+                     (const Mesh__V1__TenantAdminSettings *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_admin_settings__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__tenant_admin_settings__pack_to_buffer
+                     (const Mesh__V1__TenantAdminSettings *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_admin_settings__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__TenantAdminSettings *
+       mesh__v1__tenant_admin_settings__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__TenantAdminSettings *)
+     protobuf_c_message_unpack (&mesh__v1__tenant_admin_settings__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__tenant_admin_settings__free_unpacked
+                     (Mesh__V1__TenantAdminSettings *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__tenant_admin_settings__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__get_tenant_settings_request__init
+                     (Mesh__V1__GetTenantSettingsRequest         *message)
+{
+  static const Mesh__V1__GetTenantSettingsRequest init_value = MESH__V1__GET_TENANT_SETTINGS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__get_tenant_settings_request__get_packed_size
+                     (const Mesh__V1__GetTenantSettingsRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__get_tenant_settings_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__get_tenant_settings_request__pack
+                     (const Mesh__V1__GetTenantSettingsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__get_tenant_settings_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__get_tenant_settings_request__pack_to_buffer
+                     (const Mesh__V1__GetTenantSettingsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__get_tenant_settings_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__GetTenantSettingsRequest *
+       mesh__v1__get_tenant_settings_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__GetTenantSettingsRequest *)
+     protobuf_c_message_unpack (&mesh__v1__get_tenant_settings_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__get_tenant_settings_request__free_unpacked
+                     (Mesh__V1__GetTenantSettingsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__get_tenant_settings_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__update_tenant_settings_request__init
+                     (Mesh__V1__UpdateTenantSettingsRequest         *message)
+{
+  static const Mesh__V1__UpdateTenantSettingsRequest init_value = MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__update_tenant_settings_request__get_packed_size
+                     (const Mesh__V1__UpdateTenantSettingsRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__update_tenant_settings_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__update_tenant_settings_request__pack
+                     (const Mesh__V1__UpdateTenantSettingsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__update_tenant_settings_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__update_tenant_settings_request__pack_to_buffer
+                     (const Mesh__V1__UpdateTenantSettingsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__update_tenant_settings_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__UpdateTenantSettingsRequest *
+       mesh__v1__update_tenant_settings_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__UpdateTenantSettingsRequest *)
+     protobuf_c_message_unpack (&mesh__v1__update_tenant_settings_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__update_tenant_settings_request__free_unpacked
+                     (Mesh__V1__UpdateTenantSettingsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__update_tenant_settings_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__tenant_settings_response__init
+                     (Mesh__V1__TenantSettingsResponse         *message)
+{
+  static const Mesh__V1__TenantSettingsResponse init_value = MESH__V1__TENANT_SETTINGS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__tenant_settings_response__get_packed_size
+                     (const Mesh__V1__TenantSettingsResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__tenant_settings_response__pack
+                     (const Mesh__V1__TenantSettingsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__tenant_settings_response__pack_to_buffer
+                     (const Mesh__V1__TenantSettingsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__TenantSettingsResponse *
+       mesh__v1__tenant_settings_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__TenantSettingsResponse *)
+     protobuf_c_message_unpack (&mesh__v1__tenant_settings_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__tenant_settings_response__free_unpacked
+                     (Mesh__V1__TenantSettingsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__tenant_settings_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[17] =
 {
   {
     "id",
@@ -2361,11 +2811,24 @@ static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[16] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "device_lifetime_seconds",
+    40,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, device_lifetime_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__tenant__field_indices_by_name[] = {
   12,   /* field[12] = config_max_nodes */
   7,   /* field[7] = created_at_ms */
   10,   /* field[10] = device_keepalive */
+  16,   /* field[16] = device_lifetime_seconds */
   11,   /* field[11] = device_mtu */
   13,   /* field[13] = dns_resolvers */
   8,   /* field[8] = domain */
@@ -2380,10 +2843,11 @@ static const unsigned mesh__v1__tenant__field_indices_by_name[] = {
   5,   /* field[5] = require_saml */
   6,   /* field[6] = revision */
 };
-static const ProtobufCIntRange mesh__v1__tenant__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__tenant__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 40, 16 },
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor =
 {
@@ -2393,14 +2857,14 @@ const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor =
   "Mesh__V1__Tenant",
   "mesh.v1",
   sizeof(Mesh__V1__Tenant),
-  16,
+  17,
   mesh__v1__tenant__field_descriptors,
   mesh__v1__tenant__field_indices_by_name,
-  1,  mesh__v1__tenant__number_ranges,
+  2,  mesh__v1__tenant__number_ranges,
   (ProtobufCMessageInit) mesh__v1__tenant__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__tenant_settings_patch__field_descriptors[6] =
+static const ProtobufCFieldDescriptor mesh__v1__tenant_settings_patch__field_descriptors[8] =
 {
   {
     "domain",
@@ -2474,19 +2938,46 @@ static const ProtobufCFieldDescriptor mesh__v1__tenant_settings_patch__field_des
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mesh_enabled",
+    40,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Mesh__V1__TenantSettingsPatch, mesh_enabled_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, mesh_enabled),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_lifetime_seconds",
+    41,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__TenantSettingsPatch, device_lifetime_set_case),
+    offsetof(Mesh__V1__TenantSettingsPatch, device_lifetime_seconds),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__tenant_settings_patch__field_indices_by_name[] = {
   4,   /* field[4] = config_max_nodes */
   2,   /* field[2] = device_keepalive */
+  7,   /* field[7] = device_lifetime_seconds */
   3,   /* field[3] = device_mtu */
   5,   /* field[5] = dns_resolvers */
   0,   /* field[0] = domain */
+  6,   /* field[6] = mesh_enabled */
   1,   /* field[1] = node_keepalive */
 };
-static const ProtobufCIntRange mesh__v1__tenant_settings_patch__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__tenant_settings_patch__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 40, 6 },
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor =
 {
@@ -2496,10 +2987,10 @@ const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor =
   "Mesh__V1__TenantSettingsPatch",
   "mesh.v1",
   sizeof(Mesh__V1__TenantSettingsPatch),
-  6,
+  8,
   mesh__v1__tenant_settings_patch__field_descriptors,
   mesh__v1__tenant_settings_patch__field_indices_by_name,
-  1,  mesh__v1__tenant_settings_patch__number_ranges,
+  2,  mesh__v1__tenant_settings_patch__number_ranges,
   (ProtobufCMessageInit) mesh__v1__tenant_settings_patch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -3352,7 +3843,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_users_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_users_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[20] =
+static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[26] =
 {
   {
     "id",
@@ -3594,6 +4085,78 @@ static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[20] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "status",
+    40,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, status),
+    &mesh__v1__device_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "suspend_reason",
+    41,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, suspend_reason),
+    &mesh__v1__suspend_reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "suspended_at_ms",
+    42,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, suspended_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at_ms",
+    43,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner_name",
+    44,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, owner_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "per_peer_stats",
+    45,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, per_peer_stats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__device__field_indices_by_name[] = {
   16,   /* field[16] = config_hub_id */
@@ -3603,24 +4166,31 @@ static const unsigned mesh__v1__device__field_indices_by_name[] = {
   10,   /* field[10] = created_at_ms */
   5,   /* field[5] = dns_name */
   15,   /* field[15] = endpoint */
+  23,   /* field[23] = expires_at_ms */
   0,   /* field[0] = id */
   7,   /* field[7] = ipv4 */
   8,   /* field[8] = ipv6 */
   3,   /* field[3] = label */
   11,   /* field[11] = last_handshake_at_ms */
   12,   /* field[12] = online */
+  24,   /* field[24] = owner_name */
   2,   /* field[2] = owner_user_id */
+  25,   /* field[25] = per_peer_stats */
   9,   /* field[9] = public_key */
   13,   /* field[13] = rx_bytes */
   4,   /* field[4] = slug */
+  20,   /* field[20] = status */
+  21,   /* field[21] = suspend_reason */
+  22,   /* field[22] = suspended_at_ms */
   1,   /* field[1] = tenant_id */
   14,   /* field[14] = tx_bytes */
   6,   /* field[6] = type */
 };
-static const ProtobufCIntRange mesh__v1__device__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__device__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 20 }
+  { 40, 20 },
+  { 0, 26 }
 };
 const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
 {
@@ -3630,14 +4200,14 @@ const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
   "Mesh__V1__Device",
   "mesh.v1",
   sizeof(Mesh__V1__Device),
-  20,
+  26,
   mesh__v1__device__field_descriptors,
   mesh__v1__device__field_indices_by_name,
-  1,  mesh__v1__device__number_ranges,
+  2,  mesh__v1__device__number_ranges,
   (ProtobufCMessageInit) mesh__v1__device__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_descriptors[4] =
 {
   {
     "caller",
@@ -3675,16 +4245,30 @@ static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "expires_at_ms",
+    40,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CreateDeviceRequest, expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__create_device_request__field_indices_by_name[] = {
   0,   /* field[0] = caller */
+  3,   /* field[3] = expires_at_ms */
   1,   /* field[1] = label */
   2,   /* field[2] = type */
 };
-static const ProtobufCIntRange mesh__v1__create_device_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__create_device_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 40, 3 },
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor =
 {
@@ -3694,10 +4278,10 @@ const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor =
   "Mesh__V1__CreateDeviceRequest",
   "mesh.v1",
   sizeof(Mesh__V1__CreateDeviceRequest),
-  3,
+  4,
   mesh__v1__create_device_request__field_descriptors,
   mesh__v1__create_device_request__field_indices_by_name,
-  1,  mesh__v1__create_device_request__number_ranges,
+  2,  mesh__v1__create_device_request__number_ranges,
   (ProtobufCMessageInit) mesh__v1__create_device_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -4033,7 +4617,7 @@ const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor =
   (ProtobufCMessageInit) mesh__v1__reissue_device_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[6] =
 {
   {
     "caller",
@@ -4047,14 +4631,79 @@ static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cursor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesRequest, cursor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner_user_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesRequest, owner_user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesRequest, status),
+    &mesh__v1__device_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "type",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesRequest, type),
+    &mesh__v1__device_type__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_devices_request__field_indices_by_name[] = {
   0,   /* field[0] = caller */
+  1,   /* field[1] = cursor */
+  2,   /* field[2] = limit */
+  3,   /* field[3] = owner_user_id */
+  4,   /* field[4] = status */
+  5,   /* field[5] = type */
 };
 static const ProtobufCIntRange mesh__v1__list_devices_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor =
 {
@@ -4064,14 +4713,14 @@ const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor =
   "Mesh__V1__ListDevicesRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ListDevicesRequest),
-  1,
+  6,
   mesh__v1__list_devices_request__field_descriptors,
   mesh__v1__list_devices_request__field_indices_by_name,
   1,  mesh__v1__list_devices_request__number_ranges,
   (ProtobufCMessageInit) mesh__v1__list_devices_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_devices_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor mesh__v1__list_devices_response__field_descriptors[3] =
 {
   {
     "devices",
@@ -4085,14 +4734,40 @@ static const ProtobufCFieldDescriptor mesh__v1__list_devices_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_cursor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesResponse, next_cursor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "per_peer_stats",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesResponse, per_peer_stats),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_devices_response__field_indices_by_name[] = {
   0,   /* field[0] = devices */
+  1,   /* field[1] = next_cursor */
+  2,   /* field[2] = per_peer_stats */
 };
 static const ProtobufCIntRange mesh__v1__list_devices_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor =
 {
@@ -4102,14 +4777,320 @@ const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor =
   "Mesh__V1__ListDevicesResponse",
   "mesh.v1",
   sizeof(Mesh__V1__ListDevicesResponse),
-  1,
+  3,
   mesh__v1__list_devices_response__field_descriptors,
   mesh__v1__list_devices_response__field_indices_by_name,
   1,  mesh__v1__list_devices_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__list_devices_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[13] =
+static const ProtobufCFieldDescriptor mesh__v1__get_device_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__GetDeviceRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__GetDeviceRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__get_device_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+};
+static const ProtobufCIntRange mesh__v1__get_device_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__get_device_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.GetDeviceRequest",
+  "GetDeviceRequest",
+  "Mesh__V1__GetDeviceRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__GetDeviceRequest),
+  2,
+  mesh__v1__get_device_request__field_descriptors,
+  mesh__v1__get_device_request__field_indices_by_name,
+  1,  mesh__v1__get_device_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__get_device_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__get_device_response__field_descriptors[1] =
+{
+  {
+    "device",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__GetDeviceResponse, device),
+    &mesh__v1__device__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__get_device_response__field_indices_by_name[] = {
+  0,   /* field[0] = device */
+};
+static const ProtobufCIntRange mesh__v1__get_device_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor mesh__v1__get_device_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.GetDeviceResponse",
+  "GetDeviceResponse",
+  "Mesh__V1__GetDeviceResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__GetDeviceResponse),
+  1,
+  mesh__v1__get_device_response__field_descriptors,
+  mesh__v1__get_device_response__field_indices_by_name,
+  1,  mesh__v1__get_device_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__get_device_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__suspend_device_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SuspendDeviceRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SuspendDeviceRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__suspend_device_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+};
+static const ProtobufCIntRange mesh__v1__suspend_device_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__suspend_device_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SuspendDeviceRequest",
+  "SuspendDeviceRequest",
+  "Mesh__V1__SuspendDeviceRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__SuspendDeviceRequest),
+  2,
+  mesh__v1__suspend_device_request__field_descriptors,
+  mesh__v1__suspend_device_request__field_indices_by_name,
+  1,  mesh__v1__suspend_device_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__suspend_device_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__resume_device_request__field_descriptors[2] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ResumeDeviceRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ResumeDeviceRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__resume_device_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+};
+static const ProtobufCIntRange mesh__v1__resume_device_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__resume_device_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.ResumeDeviceRequest",
+  "ResumeDeviceRequest",
+  "Mesh__V1__ResumeDeviceRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__ResumeDeviceRequest),
+  2,
+  mesh__v1__resume_device_request__field_descriptors,
+  mesh__v1__resume_device_request__field_indices_by_name,
+  1,  mesh__v1__resume_device_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__resume_device_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_device_expiry_request__field_descriptors[3] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetDeviceExpiryRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetDeviceExpiryRequest, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetDeviceExpiryRequest, expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_device_expiry_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = device_id */
+  2,   /* field[2] = expires_at_ms */
+};
+static const ProtobufCIntRange mesh__v1__set_device_expiry_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_device_expiry_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetDeviceExpiryRequest",
+  "SetDeviceExpiryRequest",
+  "Mesh__V1__SetDeviceExpiryRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetDeviceExpiryRequest),
+  3,
+  mesh__v1__set_device_expiry_request__field_descriptors,
+  mesh__v1__set_device_expiry_request__field_indices_by_name,
+  1,  mesh__v1__set_device_expiry_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_device_expiry_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__device_change_response__field_descriptors[2] =
+{
+  {
+    "device",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__DeviceChangeResponse, device),
+    &mesh__v1__device__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__DeviceChangeResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__device_change_response__field_indices_by_name[] = {
+  0,   /* field[0] = device */
+  1,   /* field[1] = revision */
+};
+static const ProtobufCIntRange mesh__v1__device_change_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__device_change_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.DeviceChangeResponse",
+  "DeviceChangeResponse",
+  "Mesh__V1__DeviceChangeResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__DeviceChangeResponse),
+  2,
+  mesh__v1__device_change_response__field_descriptors,
+  mesh__v1__device_change_response__field_indices_by_name,
+  1,  mesh__v1__device_change_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__device_change_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[19] =
 {
   {
     "id",
@@ -4267,8 +5248,82 @@ static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[13] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "online",
+    40,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Node, online),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "backend",
+    41,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Node, backend),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "applied_revision",
+    42,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Node, applied_revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_sync_at_ms",
+    43,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Node, last_sync_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "live",
+    44,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Node, live),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state_error",
+    45,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Node, state_error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__node__field_indices_by_name[] = {
+  15,   /* field[15] = applied_revision */
+  14,   /* field[14] = backend */
   10,   /* field[10] = created_at_ms */
   4,   /* field[4] = dns_name */
   6,   /* field[6] = endpoint */
@@ -4277,16 +5332,21 @@ static const unsigned mesh__v1__node__field_indices_by_name[] = {
   8,   /* field[8] = ipv4 */
   9,   /* field[9] = ipv6 */
   12,   /* field[12] = last_seen_at_ms */
+  16,   /* field[16] = last_sync_at_ms */
   7,   /* field[7] = listen_port */
+  17,   /* field[17] = live */
   2,   /* field[2] = name */
+  13,   /* field[13] = online */
   5,   /* field[5] = public_key */
   3,   /* field[3] = slug */
+  18,   /* field[18] = state_error */
   1,   /* field[1] = tenant_id */
 };
-static const ProtobufCIntRange mesh__v1__node__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__node__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 40, 13 },
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor mesh__v1__node__descriptor =
 {
@@ -4296,10 +5356,10 @@ const ProtobufCMessageDescriptor mesh__v1__node__descriptor =
   "Mesh__V1__Node",
   "mesh.v1",
   sizeof(Mesh__V1__Node),
-  13,
+  19,
   mesh__v1__node__field_descriptors,
   mesh__v1__node__field_indices_by_name,
-  1,  mesh__v1__node__number_ranges,
+  2,  mesh__v1__node__number_ranges,
   (ProtobufCMessageInit) mesh__v1__node__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -4828,7 +5888,7 @@ const ProtobufCMessageDescriptor mesh__v1__set_hub_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__set_hub_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_nodes_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor mesh__v1__list_nodes_request__field_descriptors[2] =
 {
   {
     "caller",
@@ -4842,14 +5902,27 @@ static const ProtobufCFieldDescriptor mesh__v1__list_nodes_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "live",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListNodesRequest, live),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_nodes_request__field_indices_by_name[] = {
   0,   /* field[0] = caller */
+  1,   /* field[1] = live */
 };
 static const ProtobufCIntRange mesh__v1__list_nodes_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_nodes_request__descriptor =
 {
@@ -4859,7 +5932,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_nodes_request__descriptor =
   "Mesh__V1__ListNodesRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ListNodesRequest),
-  1,
+  2,
   mesh__v1__list_nodes_request__field_descriptors,
   mesh__v1__list_nodes_request__field_indices_by_name,
   1,  mesh__v1__list_nodes_request__number_ranges,
@@ -5416,7 +6489,7 @@ const ProtobufCMessageDescriptor mesh__v1__audit_entry__descriptor =
   (ProtobufCMessageInit) mesh__v1__audit_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_audit_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor mesh__v1__list_audit_request__field_descriptors[5] =
 {
   {
     "caller",
@@ -5454,8 +6527,34 @@ static const ProtobufCFieldDescriptor mesh__v1__list_audit_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "action",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListAuditRequest, action),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListAuditRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_audit_request__field_indices_by_name[] = {
+  3,   /* field[3] = action */
+  4,   /* field[4] = actor */
   1,   /* field[1] = before_id */
   0,   /* field[0] = caller */
   2,   /* field[2] = limit */
@@ -5463,7 +6562,7 @@ static const unsigned mesh__v1__list_audit_request__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__list_audit_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_audit_request__descriptor =
 {
@@ -5473,7 +6572,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_audit_request__descriptor =
   "Mesh__V1__ListAuditRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ListAuditRequest),
-  3,
+  5,
   mesh__v1__list_audit_request__field_descriptors,
   mesh__v1__list_audit_request__field_indices_by_name,
   1,  mesh__v1__list_audit_request__number_ranges,
@@ -5531,6 +6630,210 @@ const ProtobufCMessageDescriptor mesh__v1__list_audit_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_audit_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor mesh__v1__tenant_admin_settings__field_descriptors[2] =
+{
+  {
+    "mesh_enabled",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantAdminSettings, mesh_enabled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_lifetime_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantAdminSettings, device_lifetime_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__tenant_admin_settings__field_indices_by_name[] = {
+  1,   /* field[1] = device_lifetime_seconds */
+  0,   /* field[0] = mesh_enabled */
+};
+static const ProtobufCIntRange mesh__v1__tenant_admin_settings__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__tenant_admin_settings__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.TenantAdminSettings",
+  "TenantAdminSettings",
+  "Mesh__V1__TenantAdminSettings",
+  "mesh.v1",
+  sizeof(Mesh__V1__TenantAdminSettings),
+  2,
+  mesh__v1__tenant_admin_settings__field_descriptors,
+  mesh__v1__tenant_admin_settings__field_indices_by_name,
+  1,  mesh__v1__tenant_admin_settings__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__tenant_admin_settings__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__get_tenant_settings_request__field_descriptors[1] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__GetTenantSettingsRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__get_tenant_settings_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+};
+static const ProtobufCIntRange mesh__v1__get_tenant_settings_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor mesh__v1__get_tenant_settings_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.GetTenantSettingsRequest",
+  "GetTenantSettingsRequest",
+  "Mesh__V1__GetTenantSettingsRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__GetTenantSettingsRequest),
+  1,
+  mesh__v1__get_tenant_settings_request__field_descriptors,
+  mesh__v1__get_tenant_settings_request__field_indices_by_name,
+  1,  mesh__v1__get_tenant_settings_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__get_tenant_settings_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__update_tenant_settings_request__field_descriptors[3] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__UpdateTenantSettingsRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mesh_enabled",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Mesh__V1__UpdateTenantSettingsRequest, mesh_enabled_set_case),
+    offsetof(Mesh__V1__UpdateTenantSettingsRequest, mesh_enabled),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_lifetime_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Mesh__V1__UpdateTenantSettingsRequest, device_lifetime_set_case),
+    offsetof(Mesh__V1__UpdateTenantSettingsRequest, device_lifetime_seconds),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__update_tenant_settings_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  2,   /* field[2] = device_lifetime_seconds */
+  1,   /* field[1] = mesh_enabled */
+};
+static const ProtobufCIntRange mesh__v1__update_tenant_settings_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__update_tenant_settings_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.UpdateTenantSettingsRequest",
+  "UpdateTenantSettingsRequest",
+  "Mesh__V1__UpdateTenantSettingsRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__UpdateTenantSettingsRequest),
+  3,
+  mesh__v1__update_tenant_settings_request__field_descriptors,
+  mesh__v1__update_tenant_settings_request__field_indices_by_name,
+  1,  mesh__v1__update_tenant_settings_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__update_tenant_settings_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__tenant_settings_response__field_descriptors[2] =
+{
+  {
+    "settings",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettingsResponse, settings),
+    &mesh__v1__tenant_admin_settings__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__TenantSettingsResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__tenant_settings_response__field_indices_by_name[] = {
+  1,   /* field[1] = revision */
+  0,   /* field[0] = settings */
+};
+static const ProtobufCIntRange mesh__v1__tenant_settings_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__tenant_settings_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.TenantSettingsResponse",
+  "TenantSettingsResponse",
+  "Mesh__V1__TenantSettingsResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__TenantSettingsResponse),
+  2,
+  mesh__v1__tenant_settings_response__field_descriptors,
+  mesh__v1__tenant_settings_response__field_indices_by_name,
+  1,  mesh__v1__tenant_settings_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__tenant_settings_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue mesh__v1__user_status__enum_values_by_number[3] =
 {
   { "USER_STATUS_UNSPECIFIED", "MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED", 0 },
@@ -5559,6 +6862,70 @@ const ProtobufCEnumDescriptor mesh__v1__user_status__descriptor =
   mesh__v1__user_status__enum_values_by_name,
   1,
   mesh__v1__user_status__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue mesh__v1__device_status__enum_values_by_number[4] =
+{
+  { "DEVICE_STATUS_UNSPECIFIED", "MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED", 0 },
+  { "DEVICE_STATUS_ACTIVE", "MESH__V1__DEVICE_STATUS__DEVICE_STATUS_ACTIVE", 1 },
+  { "DEVICE_STATUS_SUSPENDED", "MESH__V1__DEVICE_STATUS__DEVICE_STATUS_SUSPENDED", 2 },
+  { "DEVICE_STATUS_EXPIRED", "MESH__V1__DEVICE_STATUS__DEVICE_STATUS_EXPIRED", 3 },
+};
+static const ProtobufCIntRange mesh__v1__device_status__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex mesh__v1__device_status__enum_values_by_name[4] =
+{
+  { "DEVICE_STATUS_ACTIVE", 1 },
+  { "DEVICE_STATUS_EXPIRED", 3 },
+  { "DEVICE_STATUS_SUSPENDED", 2 },
+  { "DEVICE_STATUS_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor mesh__v1__device_status__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "mesh.v1.DeviceStatus",
+  "DeviceStatus",
+  "Mesh__V1__DeviceStatus",
+  "mesh.v1",
+  4,
+  mesh__v1__device_status__enum_values_by_number,
+  4,
+  mesh__v1__device_status__enum_values_by_name,
+  1,
+  mesh__v1__device_status__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue mesh__v1__suspend_reason__enum_values_by_number[4] =
+{
+  { "SUSPEND_REASON_UNSPECIFIED", "MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED", 0 },
+  { "SUSPEND_REASON_USER", "MESH__V1__SUSPEND_REASON__SUSPEND_REASON_USER", 1 },
+  { "SUSPEND_REASON_ADMIN", "MESH__V1__SUSPEND_REASON__SUSPEND_REASON_ADMIN", 2 },
+  { "SUSPEND_REASON_EXPIRED", "MESH__V1__SUSPEND_REASON__SUSPEND_REASON_EXPIRED", 3 },
+};
+static const ProtobufCIntRange mesh__v1__suspend_reason__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex mesh__v1__suspend_reason__enum_values_by_name[4] =
+{
+  { "SUSPEND_REASON_ADMIN", 2 },
+  { "SUSPEND_REASON_EXPIRED", 3 },
+  { "SUSPEND_REASON_UNSPECIFIED", 0 },
+  { "SUSPEND_REASON_USER", 1 },
+};
+const ProtobufCEnumDescriptor mesh__v1__suspend_reason__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "mesh.v1.SuspendReason",
+  "SuspendReason",
+  "Mesh__V1__SuspendReason",
+  "mesh.v1",
+  4,
+  mesh__v1__suspend_reason__enum_values_by_number,
+  4,
+  mesh__v1__suspend_reason__enum_values_by_name,
+  1,
+  mesh__v1__suspend_reason__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue mesh__v1__diagnostics_level__enum_values_by_number[5] =

@@ -44,6 +44,12 @@ typedef struct Mesh__V1__RenameDeviceResponse Mesh__V1__RenameDeviceResponse;
 typedef struct Mesh__V1__ReissueDeviceRequest Mesh__V1__ReissueDeviceRequest;
 typedef struct Mesh__V1__ListDevicesRequest Mesh__V1__ListDevicesRequest;
 typedef struct Mesh__V1__ListDevicesResponse Mesh__V1__ListDevicesResponse;
+typedef struct Mesh__V1__GetDeviceRequest Mesh__V1__GetDeviceRequest;
+typedef struct Mesh__V1__GetDeviceResponse Mesh__V1__GetDeviceResponse;
+typedef struct Mesh__V1__SuspendDeviceRequest Mesh__V1__SuspendDeviceRequest;
+typedef struct Mesh__V1__ResumeDeviceRequest Mesh__V1__ResumeDeviceRequest;
+typedef struct Mesh__V1__SetDeviceExpiryRequest Mesh__V1__SetDeviceExpiryRequest;
+typedef struct Mesh__V1__DeviceChangeResponse Mesh__V1__DeviceChangeResponse;
 typedef struct Mesh__V1__Node Mesh__V1__Node;
 typedef struct Mesh__V1__CreateEnrollmentTokenRequest Mesh__V1__CreateEnrollmentTokenRequest;
 typedef struct Mesh__V1__CreateEnrollmentTokenResponse Mesh__V1__CreateEnrollmentTokenResponse;
@@ -65,6 +71,10 @@ typedef struct Mesh__V1__GetLicenseResponse Mesh__V1__GetLicenseResponse;
 typedef struct Mesh__V1__AuditEntry Mesh__V1__AuditEntry;
 typedef struct Mesh__V1__ListAuditRequest Mesh__V1__ListAuditRequest;
 typedef struct Mesh__V1__ListAuditResponse Mesh__V1__ListAuditResponse;
+typedef struct Mesh__V1__TenantAdminSettings Mesh__V1__TenantAdminSettings;
+typedef struct Mesh__V1__GetTenantSettingsRequest Mesh__V1__GetTenantSettingsRequest;
+typedef struct Mesh__V1__UpdateTenantSettingsRequest Mesh__V1__UpdateTenantSettingsRequest;
+typedef struct Mesh__V1__TenantSettingsResponse Mesh__V1__TenantSettingsResponse;
 
 
 /* --- enums --- */
@@ -81,6 +91,35 @@ typedef enum _Mesh__V1__UserStatus {
   MESH__V1__USER_STATUS__USER_STATUS_INVITED = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__USER_STATUS)
 } Mesh__V1__UserStatus;
+typedef enum _Mesh__V1__DeviceStatus {
+  MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED = 0,
+  MESH__V1__DEVICE_STATUS__DEVICE_STATUS_ACTIVE = 1,
+  /*
+   * Suspended by its owner or an admin (suspend_reason says which).
+   */
+  MESH__V1__DEVICE_STATUS__DEVICE_STATUS_SUSPENDED = 2,
+  /*
+   * Suspended because its expiry passed.
+   */
+  MESH__V1__DEVICE_STATUS__DEVICE_STATUS_EXPIRED = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__DEVICE_STATUS)
+} Mesh__V1__DeviceStatus;
+typedef enum _Mesh__V1__SuspendReason {
+  MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED = 0,
+  /*
+   * The device's owner suspended it.
+   */
+  MESH__V1__SUSPEND_REASON__SUSPEND_REASON_USER = 1,
+  /*
+   * An admin suspended it; only an admin can resume it.
+   */
+  MESH__V1__SUSPEND_REASON__SUSPEND_REASON_ADMIN = 2,
+  /*
+   * Its expiry passed; it resumes when an admin extends the expiry.
+   */
+  MESH__V1__SUSPEND_REASON__SUSPEND_REASON_EXPIRED = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__SUSPEND_REASON)
+} Mesh__V1__SuspendReason;
 typedef enum _Mesh__V1__DiagnosticsLevel {
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_UNSPECIFIED = 0,
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_BASIC_STATE = 1,
@@ -139,10 +178,14 @@ struct  Mesh__V1__Tenant
    * False when an admin turned the mesh off.
    */
   protobuf_c_boolean mesh_enabled;
+  /*
+   * A new device's default lifetime in seconds (0: devices do not expire unless asked to).
+   */
+  uint32_t device_lifetime_seconds;
 };
 #define MESH__V1__TENANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 typedef enum {
@@ -181,6 +224,18 @@ typedef enum {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__CASE)
 } Mesh__V1__TenantSettingsPatch__DnsResolversSetCase;
 
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__MESH_ENABLED_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__MESH_ENABLED_SET_MESH_ENABLED = 40
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__MESH_ENABLED_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__MeshEnabledSetCase;
+
+typedef enum {
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_LIFETIME_SET__NOT_SET = 0,
+  MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_LIFETIME_SET_DEVICE_LIFETIME_SECONDS = 41
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_LIFETIME_SET__CASE)
+} Mesh__V1__TenantSettingsPatch__DeviceLifetimeSetCase;
+
 /*
  * Optional settings of a tenant: a field left unset keeps its value (TenantDefaults at creation).
  * (Each sits in a one-field oneof for presence; protobuf-c has no proto3 `optional`.)
@@ -212,10 +267,18 @@ struct  Mesh__V1__TenantSettingsPatch
   union {
     uint32_t dns_resolvers;
   };
+  Mesh__V1__TenantSettingsPatch__MeshEnabledSetCase mesh_enabled_set_case;
+  union {
+    protobuf_c_boolean mesh_enabled;
+  };
+  Mesh__V1__TenantSettingsPatch__DeviceLifetimeSetCase device_lifetime_set_case;
+  union {
+    uint32_t device_lifetime_seconds;
+  };
 };
 #define MESH__V1__TENANT_SETTINGS_PATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_settings_patch__descriptor) \
-    , MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__NOT_SET, {0} }
+    , MESH__V1__TENANT_SETTINGS_PATCH__DOMAIN_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__NODE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_KEEPALIVE_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_MTU_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__CONFIG_MAX_NODES_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DNS_RESOLVERS_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__MESH_ENABLED_SET__NOT_SET, {0}, MESH__V1__TENANT_SETTINGS_PATCH__DEVICE_LIFETIME_SET__NOT_SET, {0} }
 
 
 /*
@@ -477,10 +540,33 @@ struct  Mesh__V1__Device
    */
   protobuf_c_boolean config_outdated;
   char *config_outdated_reason;
+  /*
+   * Lifecycle: suspended devices (by a person, or because their expiry passed) keep their
+   * addresses, name and plan slot, but no node holds them and the mesh DNS does not name them.
+   */
+  Mesh__V1__DeviceStatus status;
+  Mesh__V1__SuspendReason suspend_reason;
+  /*
+   * 0 while the device is active.
+   */
+  int64_t suspended_at_ms;
+  /*
+   * 0: the device does not expire.
+   */
+  int64_t expires_at_ms;
+  /*
+   * The owner's display name.
+   */
+  char *owner_name;
+  /*
+   * True when endpoint, rx_bytes and tx_bytes are filled: the tenant's plan includes per-peer
+   * stats (Pro and above). On Free they are left empty; online and last_handshake_at_ms remain.
+   */
+  protobuf_c_boolean per_peer_stats;
 };
 #define MESH__V1__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -492,10 +578,15 @@ struct  Mesh__V1__CreateDeviceRequest
   Mesh__V1__Caller *caller;
   char *label;
   Mesh__V1__DeviceType type;
+  /*
+   * When the device expires (Unix milliseconds, in the future); 0: the tenant's default lifetime,
+   * if it has one. Only admins may go beyond the tenant's default lifetime.
+   */
+  int64_t expires_at_ms;
 };
 #define MESH__V1__CREATE_DEVICE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__create_device_request__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED }
+    , NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, 0 }
 
 
 struct  Mesh__V1__CreateDeviceResponse
@@ -587,16 +678,31 @@ struct  Mesh__V1__ReissueDeviceRequest
 
 
 /*
- * mesh.v1.provision.device.list: owners see their own, admins the whole tenant.
+ * mesh.v1.provision.device.list: owners see their own, admins the whole tenant; oldest first,
+ * one page at a time.
  */
 struct  Mesh__V1__ListDevicesRequest
 {
   ProtobufCMessage base;
   Mesh__V1__Caller *caller;
+  /*
+   * From a previous page's next_cursor; empty for the first page.
+   */
+  char *cursor;
+  /*
+   * Page size, 1 to 500; 0 means 100.
+   */
+  uint32_t limit;
+  /*
+   * Filters (empty or unspecified: any).
+   */
+  char *owner_user_id;
+  Mesh__V1__DeviceStatus status;
+  Mesh__V1__DeviceType type;
 };
 #define MESH__V1__LIST_DEVICES_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_devices_request__descriptor) \
-    , NULL }
+    , NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED }
 
 
 struct  Mesh__V1__ListDevicesResponse
@@ -604,10 +710,108 @@ struct  Mesh__V1__ListDevicesResponse
   ProtobufCMessage base;
   size_t n_devices;
   Mesh__V1__Device **devices;
+  /*
+   * Pass as cursor for the next page; empty on the last page.
+   */
+  char *next_cursor;
+  /*
+   * Whether the devices carry per-peer stats (the tenant's plan includes them).
+   */
+  protobuf_c_boolean per_peer_stats;
 };
 #define MESH__V1__LIST_DEVICES_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_devices_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * mesh.v1.provision.device.get: one device, for its owner or an admin of its tenant.
+ */
+struct  Mesh__V1__GetDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+};
+#define MESH__V1__GET_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__get_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__GetDeviceResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Device *device;
+};
+#define MESH__V1__GET_DEVICE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__get_device_response__descriptor) \
+    , NULL }
+
+
+/*
+ * mesh.v1.provision.device.suspend: the owner or an admin. The device leaves every node and the
+ * mesh DNS; it keeps its keys, addresses, name and plan slot.
+ */
+struct  Mesh__V1__SuspendDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+};
+#define MESH__V1__SUSPEND_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__suspend_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * mesh.v1.provision.device.resume: the owner (unless an admin suspended it) or an admin. Refused
+ * for a device whose expiry passed, until an admin extends it.
+ */
+struct  Mesh__V1__ResumeDeviceRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+};
+#define MESH__V1__RESUME_DEVICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__resume_device_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * mesh.v1.provision.device.expiry: an admin sets, extends or clears a device's expiry. A device
+ * suspended because it expired comes back when the new expiry lies in the future.
+ */
+struct  Mesh__V1__SetDeviceExpiryRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *device_id;
+  /*
+   * Unix milliseconds, in the future; 0: never expires.
+   */
+  int64_t expires_at_ms;
+};
+#define MESH__V1__SET_DEVICE_EXPIRY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_device_expiry_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * The answer of suspend, resume and expiry changes.
+ */
+struct  Mesh__V1__DeviceChangeResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Device *device;
+  /*
+   * The change revision written; 0 when nothing changed.
+   */
+  uint64_t revision;
+};
+#define MESH__V1__DEVICE_CHANGE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device_change_response__descriptor) \
+    , NULL, 0 }
 
 
 struct  Mesh__V1__Node
@@ -632,10 +836,21 @@ struct  Mesh__V1__Node
    */
   protobuf_c_boolean hub;
   int64_t last_seen_at_ms;
+  /*
+   * What the node itself said when asked (ListNodesRequest.live): whether it answered within the
+   * deadline with an active interface, its WireGuard backend, the revision it applied and when it
+   * last synced. Empty when it was not asked or did not answer (state_error says why).
+   */
+  protobuf_c_boolean online;
+  char *backend;
+  uint64_t applied_revision;
+  int64_t last_sync_at_ms;
+  protobuf_c_boolean live;
+  char *state_error;
 };
 #define MESH__V1__NODE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -777,10 +992,14 @@ struct  Mesh__V1__ListNodesRequest
 {
   ProtobufCMessage base;
   Mesh__V1__Caller *caller;
+  /*
+   * Admins: also ask every node for its live state (a bounded wait).
+   */
+  protobuf_c_boolean live;
 };
 #define MESH__V1__LIST_NODES_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_nodes_request__descriptor) \
-    , NULL }
+    , NULL, 0 }
 
 
 struct  Mesh__V1__ListNodesResponse
@@ -930,10 +1149,16 @@ struct  Mesh__V1__ListAuditRequest
    */
   int64_t before_id;
   uint32_t limit;
+  /*
+   * Filters: an action ("device.suspend"), or a family without a dot ("device" is every
+   * device.* action); an actor exactly ("user:<id>", "node:<id>", "system").
+   */
+  char *action;
+  char *actor;
 };
 #define MESH__V1__LIST_AUDIT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_audit_request__descriptor) \
-    , NULL, 0, 0 }
+    , NULL, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Mesh__V1__ListAuditResponse
@@ -949,6 +1174,86 @@ struct  Mesh__V1__ListAuditResponse
 #define MESH__V1__LIST_AUDIT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_audit_response__descriptor) \
     , 0,NULL, 0 }
+
+
+/*
+ * A tenant's settings that its admins change (the operator's are in TenantSettingsPatch).
+ */
+struct  Mesh__V1__TenantAdminSettings
+{
+  ProtobufCMessage base;
+  /*
+   * False: no node holds any device, and creation is refused; devices keep everything else.
+   */
+  protobuf_c_boolean mesh_enabled;
+  /*
+   * A new device's default lifetime in seconds; 0: off.
+   */
+  uint32_t device_lifetime_seconds;
+};
+#define MESH__V1__TENANT_ADMIN_SETTINGS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_admin_settings__descriptor) \
+    , 0, 0 }
+
+
+/*
+ * mesh.v1.provision.settings.get: any user of the tenant.
+ */
+struct  Mesh__V1__GetTenantSettingsRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+};
+#define MESH__V1__GET_TENANT_SETTINGS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__get_tenant_settings_request__descriptor) \
+    , NULL }
+
+
+typedef enum {
+  MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__MESH_ENABLED_SET__NOT_SET = 0,
+  MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__MESH_ENABLED_SET_MESH_ENABLED = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__MESH_ENABLED_SET__CASE)
+} Mesh__V1__UpdateTenantSettingsRequest__MeshEnabledSetCase;
+
+typedef enum {
+  MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__DEVICE_LIFETIME_SET__NOT_SET = 0,
+  MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__DEVICE_LIFETIME_SET_DEVICE_LIFETIME_SECONDS = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__DEVICE_LIFETIME_SET__CASE)
+} Mesh__V1__UpdateTenantSettingsRequest__DeviceLifetimeSetCase;
+
+/*
+ * mesh.v1.provision.settings.update: admins. Unset fields keep their value.
+ */
+struct  Mesh__V1__UpdateTenantSettingsRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  Mesh__V1__UpdateTenantSettingsRequest__MeshEnabledSetCase mesh_enabled_set_case;
+  union {
+    protobuf_c_boolean mesh_enabled;
+  };
+  Mesh__V1__UpdateTenantSettingsRequest__DeviceLifetimeSetCase device_lifetime_set_case;
+  union {
+    uint32_t device_lifetime_seconds;
+  };
+};
+#define MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__update_tenant_settings_request__descriptor) \
+    , NULL, MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__MESH_ENABLED_SET__NOT_SET, {0}, MESH__V1__UPDATE_TENANT_SETTINGS_REQUEST__DEVICE_LIFETIME_SET__NOT_SET, {0} }
+
+
+struct  Mesh__V1__TenantSettingsResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__TenantAdminSettings *settings;
+  /*
+   * The change revision written for the nodes (the mesh switched); 0 otherwise.
+   */
+  uint64_t revision;
+};
+#define MESH__V1__TENANT_SETTINGS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_settings_response__descriptor) \
+    , NULL, 0 }
 
 
 /* Mesh__V1__Tenant methods */
@@ -1464,6 +1769,120 @@ Mesh__V1__ListDevicesResponse *
 void   mesh__v1__list_devices_response__free_unpacked
                      (Mesh__V1__ListDevicesResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__GetDeviceRequest methods */
+void   mesh__v1__get_device_request__init
+                     (Mesh__V1__GetDeviceRequest         *message);
+size_t mesh__v1__get_device_request__get_packed_size
+                     (const Mesh__V1__GetDeviceRequest   *message);
+size_t mesh__v1__get_device_request__pack
+                     (const Mesh__V1__GetDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__get_device_request__pack_to_buffer
+                     (const Mesh__V1__GetDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__GetDeviceRequest *
+       mesh__v1__get_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__get_device_request__free_unpacked
+                     (Mesh__V1__GetDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__GetDeviceResponse methods */
+void   mesh__v1__get_device_response__init
+                     (Mesh__V1__GetDeviceResponse         *message);
+size_t mesh__v1__get_device_response__get_packed_size
+                     (const Mesh__V1__GetDeviceResponse   *message);
+size_t mesh__v1__get_device_response__pack
+                     (const Mesh__V1__GetDeviceResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__get_device_response__pack_to_buffer
+                     (const Mesh__V1__GetDeviceResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__GetDeviceResponse *
+       mesh__v1__get_device_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__get_device_response__free_unpacked
+                     (Mesh__V1__GetDeviceResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SuspendDeviceRequest methods */
+void   mesh__v1__suspend_device_request__init
+                     (Mesh__V1__SuspendDeviceRequest         *message);
+size_t mesh__v1__suspend_device_request__get_packed_size
+                     (const Mesh__V1__SuspendDeviceRequest   *message);
+size_t mesh__v1__suspend_device_request__pack
+                     (const Mesh__V1__SuspendDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__suspend_device_request__pack_to_buffer
+                     (const Mesh__V1__SuspendDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SuspendDeviceRequest *
+       mesh__v1__suspend_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__suspend_device_request__free_unpacked
+                     (Mesh__V1__SuspendDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__ResumeDeviceRequest methods */
+void   mesh__v1__resume_device_request__init
+                     (Mesh__V1__ResumeDeviceRequest         *message);
+size_t mesh__v1__resume_device_request__get_packed_size
+                     (const Mesh__V1__ResumeDeviceRequest   *message);
+size_t mesh__v1__resume_device_request__pack
+                     (const Mesh__V1__ResumeDeviceRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__resume_device_request__pack_to_buffer
+                     (const Mesh__V1__ResumeDeviceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__ResumeDeviceRequest *
+       mesh__v1__resume_device_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__resume_device_request__free_unpacked
+                     (Mesh__V1__ResumeDeviceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetDeviceExpiryRequest methods */
+void   mesh__v1__set_device_expiry_request__init
+                     (Mesh__V1__SetDeviceExpiryRequest         *message);
+size_t mesh__v1__set_device_expiry_request__get_packed_size
+                     (const Mesh__V1__SetDeviceExpiryRequest   *message);
+size_t mesh__v1__set_device_expiry_request__pack
+                     (const Mesh__V1__SetDeviceExpiryRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_device_expiry_request__pack_to_buffer
+                     (const Mesh__V1__SetDeviceExpiryRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetDeviceExpiryRequest *
+       mesh__v1__set_device_expiry_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_device_expiry_request__free_unpacked
+                     (Mesh__V1__SetDeviceExpiryRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__DeviceChangeResponse methods */
+void   mesh__v1__device_change_response__init
+                     (Mesh__V1__DeviceChangeResponse         *message);
+size_t mesh__v1__device_change_response__get_packed_size
+                     (const Mesh__V1__DeviceChangeResponse   *message);
+size_t mesh__v1__device_change_response__pack
+                     (const Mesh__V1__DeviceChangeResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__device_change_response__pack_to_buffer
+                     (const Mesh__V1__DeviceChangeResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__DeviceChangeResponse *
+       mesh__v1__device_change_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__device_change_response__free_unpacked
+                     (Mesh__V1__DeviceChangeResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__Node methods */
 void   mesh__v1__node__init
                      (Mesh__V1__Node         *message);
@@ -1863,6 +2282,82 @@ Mesh__V1__ListAuditResponse *
 void   mesh__v1__list_audit_response__free_unpacked
                      (Mesh__V1__ListAuditResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__TenantAdminSettings methods */
+void   mesh__v1__tenant_admin_settings__init
+                     (Mesh__V1__TenantAdminSettings         *message);
+size_t mesh__v1__tenant_admin_settings__get_packed_size
+                     (const Mesh__V1__TenantAdminSettings   *message);
+size_t mesh__v1__tenant_admin_settings__pack
+                     (const Mesh__V1__TenantAdminSettings   *message,
+                      uint8_t             *out);
+size_t mesh__v1__tenant_admin_settings__pack_to_buffer
+                     (const Mesh__V1__TenantAdminSettings   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__TenantAdminSettings *
+       mesh__v1__tenant_admin_settings__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__tenant_admin_settings__free_unpacked
+                     (Mesh__V1__TenantAdminSettings *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__GetTenantSettingsRequest methods */
+void   mesh__v1__get_tenant_settings_request__init
+                     (Mesh__V1__GetTenantSettingsRequest         *message);
+size_t mesh__v1__get_tenant_settings_request__get_packed_size
+                     (const Mesh__V1__GetTenantSettingsRequest   *message);
+size_t mesh__v1__get_tenant_settings_request__pack
+                     (const Mesh__V1__GetTenantSettingsRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__get_tenant_settings_request__pack_to_buffer
+                     (const Mesh__V1__GetTenantSettingsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__GetTenantSettingsRequest *
+       mesh__v1__get_tenant_settings_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__get_tenant_settings_request__free_unpacked
+                     (Mesh__V1__GetTenantSettingsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__UpdateTenantSettingsRequest methods */
+void   mesh__v1__update_tenant_settings_request__init
+                     (Mesh__V1__UpdateTenantSettingsRequest         *message);
+size_t mesh__v1__update_tenant_settings_request__get_packed_size
+                     (const Mesh__V1__UpdateTenantSettingsRequest   *message);
+size_t mesh__v1__update_tenant_settings_request__pack
+                     (const Mesh__V1__UpdateTenantSettingsRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__update_tenant_settings_request__pack_to_buffer
+                     (const Mesh__V1__UpdateTenantSettingsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__UpdateTenantSettingsRequest *
+       mesh__v1__update_tenant_settings_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__update_tenant_settings_request__free_unpacked
+                     (Mesh__V1__UpdateTenantSettingsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__TenantSettingsResponse methods */
+void   mesh__v1__tenant_settings_response__init
+                     (Mesh__V1__TenantSettingsResponse         *message);
+size_t mesh__v1__tenant_settings_response__get_packed_size
+                     (const Mesh__V1__TenantSettingsResponse   *message);
+size_t mesh__v1__tenant_settings_response__pack
+                     (const Mesh__V1__TenantSettingsResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__tenant_settings_response__pack_to_buffer
+                     (const Mesh__V1__TenantSettingsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__TenantSettingsResponse *
+       mesh__v1__tenant_settings_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__tenant_settings_response__free_unpacked
+                     (Mesh__V1__TenantSettingsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Mesh__V1__Tenant_Closure)
@@ -1946,6 +2441,24 @@ typedef void (*Mesh__V1__ListDevicesRequest_Closure)
 typedef void (*Mesh__V1__ListDevicesResponse_Closure)
                  (const Mesh__V1__ListDevicesResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__GetDeviceRequest_Closure)
+                 (const Mesh__V1__GetDeviceRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__GetDeviceResponse_Closure)
+                 (const Mesh__V1__GetDeviceResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SuspendDeviceRequest_Closure)
+                 (const Mesh__V1__SuspendDeviceRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__ResumeDeviceRequest_Closure)
+                 (const Mesh__V1__ResumeDeviceRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetDeviceExpiryRequest_Closure)
+                 (const Mesh__V1__SetDeviceExpiryRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__DeviceChangeResponse_Closure)
+                 (const Mesh__V1__DeviceChangeResponse *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__Node_Closure)
                  (const Mesh__V1__Node *message,
                   void *closure_data);
@@ -2009,6 +2522,18 @@ typedef void (*Mesh__V1__ListAuditRequest_Closure)
 typedef void (*Mesh__V1__ListAuditResponse_Closure)
                  (const Mesh__V1__ListAuditResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__TenantAdminSettings_Closure)
+                 (const Mesh__V1__TenantAdminSettings *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__GetTenantSettingsRequest_Closure)
+                 (const Mesh__V1__GetTenantSettingsRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__UpdateTenantSettingsRequest_Closure)
+                 (const Mesh__V1__UpdateTenantSettingsRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__TenantSettingsResponse_Closure)
+                 (const Mesh__V1__TenantSettingsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2016,6 +2541,8 @@ typedef void (*Mesh__V1__ListAuditResponse_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    mesh__v1__user_status__descriptor;
+extern const ProtobufCEnumDescriptor    mesh__v1__device_status__descriptor;
+extern const ProtobufCEnumDescriptor    mesh__v1__suspend_reason__descriptor;
 extern const ProtobufCEnumDescriptor    mesh__v1__diagnostics_level__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor;
@@ -2044,6 +2571,12 @@ extern const ProtobufCMessageDescriptor mesh__v1__rename_device_response__descri
 extern const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_devices_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__get_device_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__get_device_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__suspend_device_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__resume_device_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_device_expiry_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__device_change_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_enrollment_token_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_enrollment_token_response__descriptor;
@@ -2065,6 +2598,10 @@ extern const ProtobufCMessageDescriptor mesh__v1__get_license_response__descript
 extern const ProtobufCMessageDescriptor mesh__v1__audit_entry__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_audit_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_audit_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__tenant_admin_settings__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__get_tenant_settings_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__update_tenant_settings_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 
