@@ -52,7 +52,8 @@ struct DeviceCountTests {
         _ = try await c.client.deleteDevice(caller: admin, deviceID: ids[0])
         _ = try await c.client.createDevice(caller: admin, label: "again", type: .other)
         await #expect(throws: MeshError.self) { _ = try await c.client.createDevice(caller: admin, label: "over 2", type: .other) }
-        let r = try await c.store.query("SELECT device_count AS n FROM provision.tenants WHERE id = $1", try #require(UUID(text: t.id)))
+        let tid = try #require(UUID(text: t.id))
+        let r = try await c.store.query("SELECT device_count AS n FROM provision.tenants WHERE id = $1", tid)
         #expect(try r[0].decode("n", as: Int.self) == cap)
         await c.stop()
     }
