@@ -28,6 +28,8 @@ let nioCore = Target.Dependency.product(name: "NIOCore", package: nio)
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: nio)
 let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: nio)
 let jwt = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
+// Persistent hash maps with structural sharing (TreeDictionary): a node's view of a large tenant.
+let treeCollections = Target.Dependency.product(name: "HashTreeCollections", package: "swift-collections")
 
 func lib(_ name: String, _ deps: [Target.Dependency], resources: [Resource]? = nil) -> Target {
     .target(name: name, dependencies: deps, resources: resources, swiftSettings: strict)
@@ -64,6 +66,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
@@ -91,14 +94,14 @@ let package = Package(
         lib("MeshNet", []),
         lib("MeshProto", [protobuf]),
         // Errors, the plan catalogue, names, keys, subjects, the rate limit and the peer catalogue.
-        lib("MeshDomain", ["MeshNet", "MeshProto"]),
+        lib("MeshDomain", ["MeshNet", "MeshProto", treeCollections]),
 
         // X25519 keypairs for WireGuard, from swift-crypto.
         lib("MeshKeys", [crypto]),
 
         // MARK: Ports and kits shared by the executables.
         // Typed bus clients of every service, and the mapping of bus errors to MeshError.
-        lib("MeshClient", ["MeshBus", "MeshProto", "MeshDomain", log, protobuf]),
+        lib("MeshClient", ["MeshBus", "MeshProto", "MeshDomain", log, protobuf, treeCollections]),
         // What every executable's start-up shares: options from the environment, logging, metrics,
         // the service host. No database: each service that has tables brings its own schema.
         lib("ServiceKit", ["MeshBus", "MeshClient", "MeshDomain", log, metrics, lifecycle, argParser, nioCore, nioPosix, nioHTTP1,
@@ -108,7 +111,7 @@ let package = Package(
         // A service's own database schema, opened and migrated at start-up (services with tables only).
         lib("ServiceStore", ["ServiceKit", "MeshStore", "MeshDomain", log, argParser]),
         lib("MeshAuth", ["MeshDomain", "MeshProto", crypto, .product(name: "JWTKit", package: "jwt-kit")]),
-        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
+        lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle, treeCollections]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
         lib("MeshBusAuth", ["MeshDomain", crypto]),
 
@@ -121,7 +124,7 @@ let package = Package(
         lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "ServiceKit", argParser, lifecycle]),
         lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
-                                metrics, lifecycle, crypto]),
+                                metrics, lifecycle, crypto, treeCollections]),
         exe("NodeApplier", ["NodeApplierCore", "ServiceKit", argParser, lifecycle]),
         lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
                             nioCore, nioHTTP1, .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -165,7 +168,8 @@ let package = Package(
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
-        bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
+        bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log,
+                              treeCollections]),
         bench("JSONBench", ["BenchSupport", "GatewayCore", "MeshDomain", "MeshProto"]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),

@@ -5,13 +5,13 @@
 # the others still run; the exit status is non-zero if any failed.
 #   scripts/bench.sh                 everything
 #   scripts/bench.sh bus store       only the named parts (bus store store-durable allocator
-#                                    provision fanout wireguard dns gateway latency json)
+#                                    provision fanout scale dataplane wireguard dns gateway latency json)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh || { echo "bench: installing dependencies failed" >&2; exit 1; }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout wireguard dns gateway latency json)
+[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout scale dataplane wireguard dns gateway latency json)
 failed=()
 run() {
   local name=$1; shift
@@ -32,6 +32,8 @@ for part in "${parts[@]}"; do
     allocator) run allocator scripts/bench-allocator.sh ;;
     provision) run provision scripts/bench-provision.sh ;;
     fanout) run fanout scripts/bench-fanout.sh ;;
+    scale) run scale scripts/bench-scale.sh ;;
+    dataplane) run dataplane scripts/bench-dataplane.sh ;;
     wireguard) run wireguard scripts/bench-wireguard.sh ;;
     latency) run latency scripts/bench-latency.sh ;;
     json) run json scripts/bench-json.sh ;;

@@ -13,7 +13,7 @@ packages=(
   # QR round trip, DNS, kernel WireGuard under qemu
   zbar-tools librsvg2-bin dnsutils qemu-system-x86 busybox-static kmod cpio
   # the compose cluster (scripts/docker-engine.sh, scripts/compose-images.sh), browser tests, benchmarks
-  docker.io docker-compose debootstrap chromium chromium-driver wrk hyperfine dnsperf
+  docker.io docker-compose debootstrap chromium chromium-driver wrk hyperfine dnsperf iperf3
   # misc tools used by scripts; gcc and pkg-config build the C references in Benchmarks/c
   curl jq openssl python3-venv gcc pkg-config
   # nm (the linkage checks of ExecutableTests)

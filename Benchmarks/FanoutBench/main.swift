@@ -19,6 +19,7 @@ import NodeApplierCore
 //   FanoutBench real [--changes 100]
 //   FanoutBench cpu [--sizes 100,10000] [--changes 300]
 //   FanoutBench online [--devices 20]
+//   FanoutBench node [--devices 50000] [--changes 100] [--restart-changes 20]   (Node.swift)
 
 func percentile(_ xs: [Double], _ p: Double) -> Double {
     guard !xs.isEmpty else { return .nan }
@@ -264,7 +265,20 @@ case "sim": try await simulated(nodes: arg("nodes", 1000), changes: arg("changes
 case "real": try await real(changes: arg("changes", 100))
 case "cpu": try await cpu(sizes: argList("sizes", [100, 10_000]), changes: arg("changes", 300))
 case "online": try await online(devices: arg("devices", 20))
+case "node": try await nodeAtScale(devices: arg("devices", 50_000), changes: arg("changes", 100), restartChanges: arg("restart-changes", 20))
+case "maps": mapsBench(size: arg("size", 60_000))
+case "dataplane": try await dataplane(seconds: arg("seconds", 5), rounds: arg("rounds", 3), underlay6: arg("underlay6", 0) == 1)
+case "scale":
+    try await scale(nodes: arg("nodes", 10_000), devices: arg("devices", 50_000), workers: arg("workers", 4), changes: arg("changes", 50),
+                    joins: arg("joins", 3), ingestSeconds: arg("ingest-seconds", 10), ingestTenants: arg("ingest-tenants", 50))
+case "scale-worker":
+    let file = CommandLine.arguments.firstIndex(of: "--file").map { CommandLine.arguments[$0 + 1] } ?? ""
+    try await scaleWorker(index: arg("index", 0), of: arg("of", 1), file: file)
+case "ingest":
+    let cp = try await ControlPlane.start("bench-ingest", fanout: 1, environment: ["MESH_LOG_LEVEL": "warning"])
+    try await ingestLoad(cp: cp, tenants: arg("tenants", 50), seconds: arg("seconds", 10), fanoutPid: cp.processes.last!.pid, label: "no nodes")
+    await cp.stop()
 default:
-    print("usage: FanoutBench sim|real|cpu|online [options]")
+    print("usage: FanoutBench sim|real|cpu|online|maps|scale|ingest|dataplane|node [options]")
     exit(2)
 }

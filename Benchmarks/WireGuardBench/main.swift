@@ -1,7 +1,7 @@
 // WireGuardBench: the library's UAPI backend against wireguard-tools (`wg`) on one wireguard-go
 // daemon, in one run on one machine. Needs root, wireguard-go and wg. Prints figures; asserts nothing.
 //
-//   WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N]
+//   WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--base N]
 //                  [--replace-cycles N] [--long-cycles N]
 //
 // See docs/benchmarks.md (WireGuard section) and scripts/bench-wireguard.sh.
@@ -19,6 +19,7 @@ var onePeerIterations = 200
 var memoryCycles = 100
 var replaceCycles = 5
 var longCycles = 0
+var base = 10_000
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -30,8 +31,9 @@ while let a = args.popFirst() {
     case "--memory-cycles": memoryCycles = Int(args.popFirst() ?? "") ?? 100
     case "--replace-cycles": replaceCycles = Int(args.popFirst() ?? "") ?? 5
     case "--long-cycles": longCycles = Int(args.popFirst() ?? "") ?? 0
+    case "--base": base = Int(args.popFirst() ?? "") ?? 10_000
     default:
-        print("usage: WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N] [--long-cycles N]")
+        print("usage: WireGuardBench [--sizes 100,1000,10000] [--iterations N] [--one-peer N] [--memory-cycles N] [--replace-cycles N] [--long-cycles N] [--base N]")
         exit(2)
     }
 }
@@ -187,8 +189,7 @@ do {
     }
     print("")
 
-    // MARK: One peer on top of 10,000
-    let base = 10_000
+    // MARK: One peer on top of `base` (10,000 unless --base)
     let baseKeys = (0..<base).map { _ in randomKey() }
     let baseConfig = WireGuardConfig(privateKey: privateKey, listenPort: port, replacePeers: true,
                                      peers: baseKeys.enumerated().map { peer($0.offset, $0.element) })

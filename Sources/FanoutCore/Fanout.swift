@@ -145,8 +145,11 @@ public final class Fanout: Sendable {
         }
     }
 
-    /// A snapshot: the tenant's whole state over one or more requests. The first replaces every
-    /// member; sync is refused (unavailable) until the last one sets the revision.
+    /// A snapshot: the tenant's whole state over one or more requests. The first (page 0) replaces
+    /// every member; sync is refused (unavailable) until the last one sets the revision. A page other
+    /// than the first must belong to the snapshot in progress (same `snapshot_id`), otherwise it is
+    /// refused with `failedPrecondition`: when two senders stream the same tenant, the one that
+    /// started last wins and the other stops, and no view is ever made of both halves.
     func loadSnapshot(_ req: Mesh_V1_IngestRequest, tenant: UUID) async throws(MeshError) -> Mesh_V1_IngestResponse {
         let members = req.snapshotMembers
         guard req.snapshotRevision <= Self.maxRevision else {
@@ -159,12 +162,18 @@ public final class Fanout: Sendable {
             try await store.write { tx in
                 let r = try tx.batch([
                     Statement("INSERT INTO tenant_views (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING", tenant),
-                    Statement("SELECT rebuilding FROM tenant_views WHERE tenant_id = $1 FOR UPDATE", tenant),
+                    Statement("SELECT rebuilding, rebuild_id FROM tenant_views WHERE tenant_id = $1 FOR UPDATE", tenant),
                 ])
+                let rebuilding = try r[1].rows[0].decode("rebuilding", as: Bool.self)
+                let current = try r[1].rows[0].decode("rebuild_id", as: String.self)
                 var writes: [Statement] = []
-                if !(try r[1].rows[0].decode("rebuilding", as: Bool.self)) {
+                let starts = req.snapshotID.isEmpty ? !rebuilding : req.snapshotPage == 0
+                if starts {
                     writes.append(Statement("DELETE FROM members WHERE tenant_id = $1", tenant))
-                    writes.append(Statement("UPDATE tenant_views SET rebuilding = true WHERE tenant_id = $1", tenant))
+                    writes.append(Statement("UPDATE tenant_views SET rebuilding = true, rebuild_id = $2 WHERE tenant_id = $1",
+                                            tenant, req.snapshotID))
+                } else if !req.snapshotID.isEmpty && (!rebuilding || current != req.snapshotID) {
+                    throw MeshError.failedPrecondition("snapshot \(req.snapshotID) is not the one in progress for this tenant")
                 }
                 for m in members {
                     writes.append(Statement("""

@@ -33,5 +33,10 @@ public enum FanoutSchema {
             );
             CREATE INDEX changes_stored ON changes (stored_at);
             """),
+        Migration(version: 2, name: "snapshot ids", sql: """
+            -- The snapshot being loaded (IngestRequest.snapshot_id): a later page of any other snapshot
+            -- is refused, so two senders never mix their pages.
+            ALTER TABLE tenant_views ADD COLUMN rebuild_id text NOT NULL DEFAULT '';
+            """),
     ])
 }

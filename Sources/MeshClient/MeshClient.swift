@@ -1,4 +1,5 @@
 import Foundation
+import HashTreeCollections
 import MeshBus
 import MeshDomain
 import MeshProto
@@ -400,16 +401,15 @@ public struct FanoutClient: Sendable {
     /// applied on top, so the result is the state at one revision.
     public func fullView(tenantID: String, nodeID: String, pageSize: UInt32 = 0) async throws(MeshError) -> MeshView {
         let first = try await sync(tenantID: tenantID, nodeID: nodeID, pageSize: pageSize)
-        var members = first.members
+        var view = MeshView(revision: first.revision, settings: first.settings, members: first.members)
         var newest = first.revision
         var after = first.nextMemberID
         while !after.isEmpty {
             let page = try await sync(tenantID: tenantID, nodeID: nodeID, after: after, pageSize: pageSize)
-            members += page.members
+            for m in page.members { view.table.put(m) }
             newest = max(newest, page.revision)
             after = page.nextMemberID
         }
-        var view = MeshView(revision: first.revision, settings: first.settings, members: members)
         if newest > first.revision {
             // Pages read at later revisions may mix states; replaying every change since the first
             // page's revision (each carries a member's whole state) makes them one.
@@ -445,17 +445,20 @@ public struct FanoutClient: Sendable {
     }
 }
 
-/// A tenant's mesh as a node reads it: settings and members at one revision.
+/// A tenant's mesh as a node reads it: settings and members at one revision. The members are a
+/// ``MemberTable`` (persistent maps), so a view can be shared by many ``MeshState``s without a copy.
 public struct MeshView: Sendable {
     public var revision: UInt64
     public var settings: Mesh_V1_TenantSettings
+    /// Members with their indexes.
+    public var table: MemberTable
     /// Members by id.
-    public var members: [String: Mesh_V1_Member]
+    public var members: TreeDictionary<String, Mesh_V1_Member> { table.members }
 
     public init(revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
         self.revision = revision
         self.settings = settings
-        self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        self.table = MemberTable(members)
     }
 
     /// Applies one change on top (a later page may already hold its result: changes carry whole
@@ -463,9 +466,9 @@ public struct MeshView: Sendable {
     public mutating func apply(_ u: Mesh_V1_PeersUpdated) {
         switch u.change {
         case .upsert(let m):
-            members[m.id] = m
+            table.put(m)
         case .remove(let r):
-            members.removeValue(forKey: r.id)
+            table.drop(r.id)
         case .settings(let s):
             settings = s
         case nil:

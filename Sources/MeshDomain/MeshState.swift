@@ -1,4 +1,51 @@
+import HashTreeCollections
 import MeshProto
+
+/// A tenant's members with the indexes a node's view needs, independent of which node looks at
+/// them. Every map is a persistent hash tree (`TreeDictionary`): a copy shares all storage and a
+/// change copies only the path it touches, so a view of 50,000 members costs nothing to copy, and
+/// many views (simulated nodes, a transition's "after") can share one decoded table.
+public struct MemberTable: Sendable {
+    /// Every member by id.
+    public private(set) var members: TreeDictionary<String, Mesh_V1_Member> = [:]
+    /// Device ids by the hub of their config: where a device may need to be routed through.
+    private(set) var byConfigHub: TreeDictionary<String, TreeSet<String>> = [:]
+    /// Member ids by public key (what a node's interface reports peers by).
+    public private(set) var byKey: TreeDictionary<String, String> = [:]
+
+    public init() {}
+
+    public init(_ members: some Sequence<Mesh_V1_Member>) {
+        for m in members { put(m) }
+    }
+
+    public var count: Int { members.count }
+
+    public subscript(id: String) -> Mesh_V1_Member? { members[id] }
+
+    /// Adds or replaces a member (its whole state).
+    public mutating func put(_ m: Mesh_V1_Member) {
+        if let old = members[m.id] {
+            if old.kind == .device, !old.configHubID.isEmpty, old.configHubID != m.configHubID || m.kind != .device {
+                byConfigHub[old.configHubID]?.remove(m.id)
+            }
+            if old.publicKey != m.publicKey, byKey[old.publicKey] == m.id { byKey[old.publicKey] = nil }
+        }
+        members[m.id] = m
+        if m.kind == .device && !m.configHubID.isEmpty { byConfigHub[m.configHubID, default: []].insert(m.id) }
+        if !m.publicKey.isEmpty { byKey[m.publicKey] = m.id }
+    }
+
+    /// Removes a member.
+    public mutating func drop(_ id: String) {
+        guard let old = members.removeValue(forKey: id) else { return }
+        if old.kind == .device, !old.configHubID.isEmpty { byConfigHub[old.configHubID]?.remove(id) }
+        if byKey[old.publicKey] == id { byKey[old.publicKey] = nil }
+    }
+
+    /// The ids of devices whose config's hub is `node`.
+    func devices(withConfigHub node: String) -> TreeSet<String> { byConfigHub[node] ?? [] }
+}
 
 /// A node's view of its tenant at a revision: the settings and every member, with an index so that
 /// a change costs what it touches, not the size of the tenant. The peers come from ``PeerCatalog``
@@ -8,33 +55,35 @@ import MeshProto
 /// A change is applied in two steps, so that whoever holds the state can change it only after the
 /// WireGuard interface accepted the new peers: ``prepare(_:)`` works out the new state of what the
 /// change touches without changing anything, and ``commit(_:)`` makes it the state.
+///
+/// The members live in a ``MemberTable`` of persistent maps: copying a state is O(1) and a change
+/// copies O(log n) of it, which is what keeps ``peers(after:)`` and many views of one tenant cheap.
 public struct MeshState: Sendable {
     /// The node this view belongs to.
     public let viewer: String
     public private(set) var revision: UInt64
     public private(set) var settings: Mesh_V1_TenantSettings
-    public private(set) var members: [String: Mesh_V1_Member]
-    /// Device ids by the hub of their config: where a device may need to be routed through.
-    private var byConfigHub: [String: Set<String>]
+    /// Every member and its indexes.
+    public private(set) var table: MemberTable
+    /// Every member by id.
+    public var members: TreeDictionary<String, Mesh_V1_Member> { table.members }
 
     /// A view from a full list of members.
     public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
+        self.init(viewer: viewer, revision: revision, settings: settings, table: MemberTable(members))
+    }
+
+    /// A view over a table that is already built (shared, not copied).
+    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, table: MemberTable) {
         self.viewer = viewer
         self.revision = revision
         self.settings = settings
-        var all: [String: Mesh_V1_Member] = [:]
-        var index: [String: Set<String>] = [:]
-        for m in members {
-            all[m.id] = m
-            if m.kind == .device && !m.configHubID.isEmpty { index[m.configHubID, default: []].insert(m.id) }
-        }
-        self.members = all
-        self.byConfigHub = index
+        self.table = table
     }
 
     /// An empty view (before the first sync).
     public init(viewer: String) {
-        self.init(viewer: viewer, revision: 0, settings: Mesh_V1_TenantSettings(), members: [])
+        self.init(viewer: viewer, revision: 0, settings: Mesh_V1_TenantSettings(), table: MemberTable())
     }
 
     /// This node's own member entry, once known.
@@ -92,7 +141,7 @@ public struct MeshState: Sendable {
         let before = Overlay(base: self), after = Overlay(base: self, changed: id, value: value)
         // The member itself, and the nodes it is routed through before and after.
         var ids: Set<String> = [id]
-        if let old = members[id], let via = before.via(old) { ids.insert(via) }
+        if let old = table[id], let via = before.via(old) { ids.insert(via) }
         if let value, let via = after.via(value) { ids.insert(via) }
         var touched: [String: (before: Mesh_V1_Peer?, after: Mesh_V1_Peer?)] = [:]
         for i in ids { touched[i] = (before.peer(for: i), after.peer(for: i)) }
@@ -116,7 +165,7 @@ public struct MeshState: Sendable {
     public mutating func commit(_ t: Transition) {
         switch t.next {
         case .whole(let s): self = s
-        case .member(let id, let value): if let value { put(value) } else { drop(id) }
+        case .member(let id, let value): if let value { table.put(value) } else { table.drop(id) }
         case .nothing: break
         }
         revision = max(revision, t.revision)
@@ -128,7 +177,7 @@ public struct MeshState: Sendable {
         var changed: String? = nil
         var value: Mesh_V1_Member? = nil
 
-        func member(_ id: String) -> Mesh_V1_Member? { id == changed ? value : base.members[id] }
+        func member(_ id: String) -> Mesh_V1_Member? { id == changed ? value : base.table[id] }
         func isNode(_ id: String) -> Bool { member(id)?.kind == .node }
 
         func via(_ d: Mesh_V1_Member) -> String? {
@@ -144,26 +193,12 @@ public struct MeshState: Sendable {
         func routed(through n: Mesh_V1_Member) -> [Mesh_V1_Member] {
             // By the rules, nothing is routed through the current hub explicitly: skip its (large) set.
             guard n.kind == .node, n.id != base.settings.hubNodeID else { return [] }
-            var ids = base.byConfigHub[n.id] ?? []
+            var ids = base.table.devices(withConfigHub: n.id)
             if let changed {
                 ids.remove(changed)
                 if let value, value.kind == .device, value.configHubID == n.id { ids.insert(changed) }
             }
             return ids.compactMap(member).filter { via($0) == n.id }
-        }
-    }
-
-    private mutating func put(_ m: Mesh_V1_Member) {
-        if let old = members[m.id], old.kind == .device, !old.configHubID.isEmpty, old.configHubID != m.configHubID {
-            byConfigHub[old.configHubID]?.remove(m.id)
-        }
-        members[m.id] = m
-        if m.kind == .device && !m.configHubID.isEmpty { byConfigHub[m.configHubID, default: []].insert(m.id) }
-    }
-
-    private mutating func drop(_ id: String) {
-        if let old = members.removeValue(forKey: id), old.kind == .device, !old.configHubID.isEmpty {
-            byConfigHub[old.configHubID]?.remove(id)
         }
     }
 }

@@ -86,9 +86,11 @@ public enum PeerCatalog {
                 through[via, default: []].append(m)
             }
         }
-        return members.sorted { $0.id < $1.id }.compactMap {
-            peer(for: $0, seenBy: viewer, settings: settings, routedThrough: through[$0.id] ?? [])
-        }
+        // Build the (few) peers, then sort them: sorting every member of a large tenant cost more
+        // than everything else here.
+        var out = members.compactMap { peer(for: $0, seenBy: viewer, settings: settings, routedThrough: through[$0.id] ?? []) }
+        out.sort { $0.id < $1.id }
+        return out
     }
 
     /// The names the mesh DNS of a node serves: every member in the mesh (a device out of the mesh

@@ -221,6 +221,14 @@ public nonisolated struct Mesh_V1_IngestRequest: Sendable {
   /// True on the last request of a snapshot.
   public var snapshotDone: Bool = false
 
+  /// Names one snapshot (a random id per snapshot), and its requests in order from 0. A snapshot
+  /// starts with page 0, which replaces the member list; FanoutSvc refuses (failed_precondition) a
+  /// later page of a snapshot that is not the one in progress, so two senders (two ProvisionSvc
+  /// replicas) never mix their pages: the one that started last wins and the other stops.
+  public var snapshotID: String = String()
+
+  public var snapshotPage: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -777,7 +785,7 @@ nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IngestRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}changes\0\u{1}snapshot\0\u{3}snapshot_revision\0\u{3}snapshot_members\0\u{3}snapshot_settings\0\u{3}snapshot_done\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}changes\0\u{1}snapshot\0\u{3}snapshot_revision\0\u{3}snapshot_members\0\u{3}snapshot_settings\0\u{3}snapshot_done\0\u{3}snapshot_id\0\u{3}snapshot_page\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -792,6 +800,8 @@ nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobu
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.snapshotMembers) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._snapshotSettings) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.snapshotDone) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.snapshotID) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotPage) }()
       default: break
       }
     }
@@ -823,6 +833,12 @@ nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobu
     if self.snapshotDone != false {
       try visitor.visitSingularBoolField(value: self.snapshotDone, fieldNumber: 7)
     }
+    if !self.snapshotID.isEmpty {
+      try visitor.visitSingularStringField(value: self.snapshotID, fieldNumber: 8)
+    }
+    if self.snapshotPage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.snapshotPage, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -834,6 +850,8 @@ nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobu
     if lhs.snapshotMembers != rhs.snapshotMembers {return false}
     if lhs._snapshotSettings != rhs._snapshotSettings {return false}
     if lhs.snapshotDone != rhs.snapshotDone {return false}
+    if lhs.snapshotID != rhs.snapshotID {return false}
+    if lhs.snapshotPage != rhs.snapshotPage {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -17,6 +17,9 @@ public final class MeshLab: @unchecked Sendable {
     /// Every device namespace made so far (``addDevice(_:type:)`` and ``bringUp(config:)``), for clean-up.
     private var tunnels: [NetNamespace] = []
     let subnet: String
+    /// The IPv6 underlay's prefix ("fdxx:xxxx:xxxx::"), when the lab has one: nodes' endpoints are then
+    /// IPv6 and every WireGuard packet crosses the bridge over IPv6.
+    let subnet6: String?
     let out: URL
     let environment: [String: String]
 
@@ -50,21 +53,24 @@ public final class MeshLab: @unchecked Sendable {
     /// Starts the control plane on a bridge; `secureBus` runs it on the secured bus (per-service and
     /// per-node credentials, TLS), and the nodes enroll with the bootstrap identity.
     public static func start(_ name: String, plan: Mesh_V1_Plan = .enterprise, environment: [String: String] = [:],
-                             secureBus: Bool = false, databaseAdminURL: String? = nil) async throws -> MeshLab {
+                             secureBus: Bool = false, underlay6: Bool = false, databaseAdminURL: String? = nil) async throws -> MeshLab {
         let octet = Int.random(in: 100...250)
         let subnet = "10.\(octet).\(Int.random(in: 1...250))"
         let bridge = try TestBridge(address: "\(subnet).1/24")
+        let subnet6 = underlay6 ? String(format: "fd%02x:%04x:%04x::", Int.random(in: 0...255), Int.random(in: 0...0xffff), Int.random(in: 0...0xffff)) : nil
         var env = environment
         env["MESH_RATE_LIMIT"] = env["MESH_RATE_LIMIT"] ?? "0"
         let cp = try await ControlPlane.start(name, fanout: 1, environment: env, natsHost: bridge.host, secureBus: secureBus, secureTLS: secureBus,
                                               databaseAdminURL: databaseAdminURL)
         let tenant = try await cp.tenant(plan)
         let admin = try await cp.user(tenant, .admin)
-        return MeshLab(cp: cp, bridge: bridge, tenant: tenant, admin: admin, subnet: subnet, out: TestEnvironment.outputDir("lab-\(name)"), environment: env)
+        return MeshLab(cp: cp, bridge: bridge, tenant: tenant, admin: admin, subnet: subnet, subnet6: subnet6,
+                       out: TestEnvironment.outputDir("lab-\(name)"), environment: env)
     }
 
-    private init(cp: ControlPlane, bridge: TestBridge, tenant: Mesh_V1_Tenant, admin: Mesh_V1_Caller, subnet: String, out: URL,
-                 environment: [String: String]) {
+    private init(cp: ControlPlane, bridge: TestBridge, tenant: Mesh_V1_Tenant, admin: Mesh_V1_Caller, subnet: String, subnet6: String?,
+                 out: URL, environment: [String: String]) {
+        self.subnet6 = subnet6
         self.cp = cp
         self.bridge = bridge
         self.tenant = tenant
@@ -74,12 +80,17 @@ public final class MeshLab: @unchecked Sendable {
         self.environment = environment
     }
 
+    /// The IPv6 underlay address that goes with an IPv4 one on the bridge (same last octet), if any.
+    public func underlay6(_ address: String) -> String? {
+        subnet6.map { "\($0)\(address.split(separator: ".").last ?? "1")" }
+    }
+
     /// Adds a node namespace and starts NodeApplier in it (it registers with a fresh enrollment token).
     @discardableResult
     public func addNode(_ name: String, environment extra: [String: String] = [:], timeout: Duration = .seconds(60)) async throws -> LabNode {
         let ns = try NetNamespace(prefix: "n")
         let address = "\(subnet).\(11 + nodes.count)"
-        try bridge.attach(ns, "\(address)/24")
+        try bridge.attach(ns, "\(address)/24", underlay6(address).map { ["\($0)/64"] } ?? [])
         let stateDir = out.appendingPathComponent("node-\(name)-\(Nuid.short())")
         let node = LabNode(name: name, ns: ns, address: address, interface: uniqueInterfaceName("wn"), stateDir: stateDir)
         nodes.append(node)
@@ -98,7 +109,7 @@ public final class MeshLab: @unchecked Sendable {
         env["MESH_NODE_STATE_DIR"] = node.stateDir.path
         env["MESH_WG_INTERFACE"] = node.interface
         env["MESH_WG_LISTEN_PORT"] = "51820"
-        env["MESH_NODE_ENDPOINT"] = "\(node.address):51820"
+        env["MESH_NODE_ENDPOINT"] = underlay6(node.address).map { "[\($0)]:51820" } ?? "\(node.address):51820"
         env["MESH_WG_BACKEND"] = "userspace"
         env["MESH_INSTANCE"] = "node-\(node.name)"
         env["MESH_DNS_PORT"] = env["MESH_DNS_PORT"] ?? "53"
@@ -165,7 +176,7 @@ public final class MeshLab: @unchecked Sendable {
         let ns = try NetNamespace(prefix: "d")
         tunnels.append(ns)
         let bridgeAddress = "\(subnet).\(101 + tunnels.count - 1)"
-        try bridge.attach(ns, "\(bridgeAddress)/24")
+        try bridge.attach(ns, "\(bridgeAddress)/24", underlay6(bridgeAddress).map { ["\($0)/64"] } ?? [])
         let iface = uniqueInterfaceName("wd")
         let conf = out.appendingPathComponent("\(iface).conf")
         _ = FileManager.default.createFile(atPath: conf.path, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])

@@ -110,14 +110,16 @@ public final class TestBridge: @unchecked Sendable {
     /// The bridge's address without prefix length.
     public var host: String { String(address.split(separator: "/")[0]) }
 
-    /// Plugs `ns` in with `nsAddress` (CIDR).
-    public func attach(_ ns: NetNamespace, _ nsAddress: String) throws {
+    /// Plugs `ns` in with `nsAddress` (CIDR), and any further addresses (IPv6 ones without duplicate
+    /// address detection, so they work at once).
+    public func attach(_ ns: NetNamespace, _ nsAddress: String, _ more: [String] = []) throws {
         let outside = TestNames.link("o"), inside = TestNames.link("i")
         try NetNamespace.ip(["link", "add", outside, "type", "veth", "peer", "name", inside])
         try NetNamespace.ip(["link", "set", inside, "netns", ns.name])
         try NetNamespace.ip(["link", "set", outside, "master", name])
         try NetNamespace.ip(["link", "set", outside, "up"])
         try ns.exec(["ip", "addr", "add", nsAddress, "dev", inside])
+        for a in more { try ns.exec(["ip", "addr", "add", a, "dev", inside] + (a.contains(":") ? ["nodad"] : [])) }
         try ns.exec(["ip", "link", "set", inside, "up"])
     }
 

@@ -29,6 +29,7 @@ public final class NodeAgent: Sendable {
     let continuation: AsyncStream<Command>.Continuation
     let state: Mutex<State>
     let observers = Mutex<[@Sendable (ZoneUpdate) -> Void]>([])
+    let revisionObservers = Mutex<[@Sendable (UInt64) -> Void]>([])
     /// The pending retry of a failed background sync (``retrySoon()``), woken by ``runRetries()``.
     private let retry = Mutex<(delay: Duration, due: Bool, waiter: CheckedContinuation<Void, Never>?)>((.milliseconds(100), false, nil))
 
@@ -38,8 +39,8 @@ public final class NodeAgent: Sendable {
 
     struct State {
         var mesh: MeshState
-        /// Member ids by public key, for the peers this node holds (reports and dumps).
-        var byKey: [String: String] = [:]
+        /// How many peers the interface holds (as PeerCatalog builds them).
+        var peerCount = 0
         var synced = false
         var lastSync: Date?
         var removedFromMesh = false
@@ -112,6 +113,12 @@ public final class NodeAgent: Sendable {
     /// Called with what the mesh DNS must serve after every change the agent applied.
     public func observe(_ observer: @escaping @Sendable (ZoneUpdate) -> Void) {
         observers.withLock { $0.append(observer) }
+    }
+
+    /// Called with the revision after every change or full sync the interface accepted (cheap: no
+    /// zone is built for it).
+    public func observeRevisions(_ observer: @escaping @Sendable (UInt64) -> Void) {
+        revisionObservers.withLock { $0.append(observer) }
     }
 
     /// Processes the queue (and the retries of failed syncs) until cancelled or finished.
@@ -241,10 +248,10 @@ public final class NodeAgent: Sendable {
             try await configure(live.peers.map { .removing($0.publicKey) })
             state.withLock { s in
                 s.mesh = MeshState(viewer: identity.nodeID)
-                s.byKey = [:]
+                s.peerCount = 0
                 s.removedFromMesh = true
             }
-            notify(.all(domain: domain, records: [], revision: u.revision))
+            notify(revision: u.revision) { .all(domain: domain, records: [], revision: u.revision) }
             return
         }
         let diff: PeerDiff
@@ -255,22 +262,24 @@ public final class NodeAgent: Sendable {
             diff = PeerDiff(from: whole!.0.compactMap(DesiredPeer.init), to: whole!.1.compactMap(DesiredPeer.init))
         }
         try await configure(await resolved(diff).configs)
-        let zone = state.withLock { s -> ZoneUpdate in
+        let (mesh, newRecord) = state.withLock { s -> (MeshState, (name: String, addresses: [String])?) in
             s.mesh.commit(t)
             guard let touched = t.touched else {
-                s.byKey = Dictionary(whole!.1.map { ($0.publicKey, $0.id) }, uniquingKeysWith: { a, _ in a })
-                return Self.zone(of: s.mesh)
+                s.peerCount = whole!.1.count
+                return (s.mesh, nil)
             }
-            for (id, p) in touched {
-                if let b = p.before { s.byKey.removeValue(forKey: b.publicKey) }
-                if let a = p.after { s.byKey[a.publicKey] = id }
+            for p in touched.values {
+                if p.before != nil { s.peerCount -= 1 }
+                if p.after != nil { s.peerCount += 1 }
             }
-            let new = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
-            var removed: [String] = []
-            if let oldRecord, oldRecord.name != new?.name { removed.append(oldRecord.name) }
-            return .changed(removed: removed, added: new.map { [$0] } ?? [], revision: s.mesh.revision)
+            return (s.mesh, changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) })
         }
-        notify(zone)
+        notify(revision: mesh.revision) {
+            guard t.touched != nil else { return Self.zone(of: mesh) }
+            var removed: [String] = []
+            if let oldRecord, oldRecord.name != newRecord?.name { removed.append(oldRecord.name) }
+            return .changed(removed: removed, added: newRecord.map { [$0] } ?? [], revision: mesh.revision)
+        }
     }
 
     /// Resolves the host names of endpoints the diff sets.
@@ -302,7 +311,7 @@ public final class NodeAgent: Sendable {
                 try await configure(live.peers.map { .removing($0.publicKey) })
                 state.withLock {
                     $0.mesh = MeshState(viewer: identity.nodeID)
-                    $0.byKey = [:]
+                    $0.peerCount = 0
                     $0.removedFromMesh = true
                 }
             }
@@ -313,7 +322,8 @@ public final class NodeAgent: Sendable {
             logger.error("ignoring a view without this node", metadata: ["tenant.id": "\(identity.tenantID)"])
             throw MeshError.permissionDenied("the view is not this node's")
         }
-        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, members: view.members.values)
+        // The view's table is shared, not copied (a persistent map).
+        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, table: view.table)
         let peers = mesh.peers()
         var desired: [DesiredPeer] = []
         desired.reserveCapacity(peers.count)
@@ -328,17 +338,16 @@ public final class NodeAgent: Sendable {
         let live = try await wg.device(named: interface)
         let diff = PeerDiff(current: live.peers, desired: desired)
         try await configure(diff.configs)
-        let zone = state.withLock { s -> ZoneUpdate in
+        state.withLock { s in
             s.mesh = mesh
-            s.byKey = Dictionary(peers.map { ($0.publicKey, $0.id) }, uniquingKeysWith: { a, _ in a })
+            s.peerCount = peers.count
             s.synced = true
             s.lastSync = Date()
             s.removedFromMesh = false
-            return Self.zone(of: mesh)
         }
         retry.withLock { $0.delay = .milliseconds(100) }
         fullSyncs.increment()
-        notify(zone)
+        notify(revision: mesh.revision) { Self.zone(of: mesh) }
         logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(view.revision)", "peers": "\(desired.count)",
                                             "added": "\(diff.add.count)", "changed": "\(diff.update.count)", "removed": "\(diff.remove.count)"])
         var r = Mesh_V1_RefreshResponse()
@@ -361,8 +370,14 @@ public final class NodeAgent: Sendable {
         return (MeshName.dnsName(slug: m.slug, domain: settings.domain), [m.ipv4, m.ipv6])
     }
 
-    func notify(_ update: ZoneUpdate) {
-        for o in observers.withLock({ $0 }) { o(update) }
+    /// Tells the observers; the update is only built when someone observes (a whole zone of a large
+    /// tenant is 50,000 names).
+    func notify(revision: UInt64, _ update: () -> ZoneUpdate) {
+        for o in revisionObservers.withLock({ $0 }) { o(revision) }
+        let all = observers.withLock { $0 }
+        guard !all.isEmpty else { return }
+        let u = update()
+        for o in all { o(u) }
     }
 
     // MARK: Reading
@@ -375,7 +390,7 @@ public final class NodeAgent: Sendable {
         state.withLock { s in
             var out: [String: (id: String, dnsName: String)] = [:]
             for k in keys {
-                guard let id = s.byKey[k], let m = s.mesh.members[id] else { continue }
+                guard let id = s.mesh.table.byKey[k], let m = s.mesh.members[id] else { continue }
                 out[k] = (id, MeshName.dnsName(slug: m.slug, domain: s.mesh.settings.domain))
             }
             return out
@@ -391,6 +406,6 @@ public final class NodeAgent: Sendable {
 
     /// Revision, sync time, peer count.
     public func status() -> (revision: UInt64, lastSync: Date?, peers: Int, synced: Bool) {
-        state.withLock { ($0.mesh.revision, $0.lastSync, $0.byKey.count, $0.synced) }
+        state.withLock { ($0.mesh.revision, $0.lastSync, $0.peerCount, $0.synced) }
     }
 }

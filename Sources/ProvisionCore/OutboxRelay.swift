@@ -27,14 +27,17 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
     let logger: Logger
     let sweepInterval: Duration
     let batchSize: Int
+    /// Members per snapshot request (and per page read from the database).
+    let snapshotPageSize: Int
     private let pending = Mutex<(set: Set<UUID>, waiter: CheckedContinuation<Void, Never>?)>(([], nil))
     /// Tenants being relayed in this process, and whether a change arrived meanwhile.
     private let inFlight = Mutex<[UUID: Bool]>([:])
     private let relayed = Counter(label: "mesh_provision_outbox_relayed_total")
 
     public init(store: Store, ingest: @escaping @Sendable (Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse,
-                sweepInterval: Duration = .seconds(1), batchSize: Int = 256, logger: Logger) {
+                sweepInterval: Duration = .seconds(1), batchSize: Int = 256, snapshotPageSize: Int = 2000, logger: Logger) {
         self.store = store
+        self.snapshotPageSize = max(1, snapshotPageSize)
         self.ingest = ingest
         self.sweepInterval = sweepInterval
         self.batchSize = batchSize
@@ -136,31 +139,64 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
         return try await ingest(req)
     }
 
-    /// The tenant's whole state, read in one snapshot at its current revision, in requests of at
-    /// most 2,000 members; every row up to that revision counts as delivered afterwards.
-    func sendSnapshot(tenant: UUID) async throws -> Mesh_V1_IngestResponse {
-        let (t, members): (TenantRecord, [Mesh_V1_Member]) = try await store.read(isolation: .repeatableRead) { tx in
-            guard let trow = try tx.queryFirst("SELECT \(PostgresProvisionStore.tenantColumns) FROM tenants WHERE id = $1", tenant) else {
-                throw MeshError.notFound("unknown tenant")
-            }
-            var members = try tx.query("SELECT \(PostgresProvisionStore.nodeColumns) FROM nodes WHERE tenant_id = $1", tenant)
-                .map { try PostgresProvisionStore.node($0).member }
-            members += try tx.query("SELECT \(PostgresProvisionStore.deviceColumns) FROM devices WHERE tenant_id = $1", tenant)
-                .map { try PostgresProvisionStore.device($0).member() }
-            return (try PostgresProvisionStore.tenant(trow), members)
+    /// The tenant's whole state, streamed page by page so that no process holds a whole tenant: the
+    /// revision R and the settings first, then the nodes and the devices in pages of
+    /// ``snapshotPageSize`` ordered by id, each sent as it is read; the last request says done. Pages are
+    /// read after R, so they may already show changes after R: those changes are still undelivered
+    /// and follow the snapshot, and since each carries a member's whole state, replaying them on top
+    /// gives exactly the tenant at their revision (the argument of `FanoutClient.fullView`). Every
+    /// row up to R counts as delivered afterwards.
+    public func sendSnapshot(tenant: UUID) async throws -> Mesh_V1_IngestResponse {
+        guard let trow = try await store.query("SELECT \(PostgresProvisionStore.tenantColumns) FROM tenants WHERE id = $1", tenant).first else {
+            throw MeshError.notFound("unknown tenant")
         }
+        let t = try PostgresProvisionStore.tenant(trow)
         var resp = Mesh_V1_IngestResponse()
-        let chunks = stride(from: 0, to: max(members.count, 1), by: 2000).map { Array(members[$0..<min($0 + 2000, members.count)]) }
-        for (i, chunk) in chunks.enumerated() {
+        var page: [Mesh_V1_Member] = []
+        var sent = 0, pages: UInt32 = 0
+        let id = UUID().lowercased
+        func flush(done: Bool) async throws {
             var req = Mesh_V1_IngestRequest()
             req.tenantID = tenant.lowercased
             req.snapshot = true
+            req.snapshotID = id
+            req.snapshotPage = pages
+            pages += 1
             req.snapshotRevision = t.revision
             req.snapshotSettings = t.settings
-            req.snapshotMembers = chunk
-            req.snapshotDone = i == chunks.count - 1
+            req.snapshotMembers = page
+            req.snapshotDone = done
             resp = try await ingest(req)
+            sent += page.count
+            page.removeAll(keepingCapacity: true)
         }
+        let zero = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        var after = zero
+        while true {
+            let rows = try await store.query("""
+                SELECT \(PostgresProvisionStore.nodeColumns) FROM nodes WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3
+                """, tenant, after, snapshotPageSize)
+            for row in rows {
+                page.append(try PostgresProvisionStore.node(row).member)
+                if page.count == snapshotPageSize { try await flush(done: false) }
+            }
+            guard rows.count == snapshotPageSize, let last = rows.last else { break }
+            after = try last.decode("id", as: UUID.self)
+        }
+        after = zero
+        while true {
+            let rows = try await store.query("""
+                SELECT \(PostgresProvisionStore.deviceColumns) FROM devices WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3
+                """, tenant, after, snapshotPageSize)
+            for row in rows {
+                page.append(try PostgresProvisionStore.device(row).member())
+                if page.count == snapshotPageSize { try await flush(done: false) }
+            }
+            guard rows.count == snapshotPageSize, let last = rows.last else { break }
+            after = try last.decode("id", as: UUID.self)
+        }
+        try await flush(done: true)
+        logger.notice("sent the tenant's whole state", metadata: ["tenant.id": "\(tenant.lowercased)", "members": "\(sent)", "revision": "\(t.revision)"])
         try await store.query("UPDATE outbox SET delivered_at = now() WHERE tenant_id = $1 AND delivered_at IS NULL AND revision <= $2",
                               tenant, Int64(t.revision))
         return resp

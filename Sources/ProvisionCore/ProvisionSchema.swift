@@ -243,5 +243,28 @@ public enum ProvisionSchema {
             -- A new device's default lifetime (NULL: off), set by the tenant's admins.
             ALTER TABLE tenants ADD COLUMN device_lifetime_seconds int CHECK (device_lifetime_seconds > 0);
             """),
+        Migration(version: 8, name: "device count and name indexes", sql: """
+            -- The reads a device creation makes under the tenant row lock cost the same at 100 and at
+            -- 50,000 devices: the count is kept on the tenant row (by trigger, so no path that adds or
+            -- removes devices can forget it), and the slug prefix, owner and oldest-node lookups use
+            -- indexes.
+            ALTER TABLE tenants ADD COLUMN device_count bigint NOT NULL DEFAULT 0;
+            UPDATE tenants t SET device_count = (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id);
+            CREATE FUNCTION devices_count() RETURNS trigger
+            LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN
+              IF TG_OP = 'INSERT' THEN
+                UPDATE tenants SET device_count = device_count + 1 WHERE id = NEW.tenant_id;
+              ELSE
+                UPDATE tenants SET device_count = device_count - 1 WHERE id = OLD.tenant_id;
+              END IF;
+              RETURN NULL;
+            END $$;
+            CREATE TRIGGER devices_count AFTER INSERT OR DELETE ON devices
+              FOR EACH ROW EXECUTE FUNCTION devices_count();
+            CREATE INDEX mesh_names_slug_prefix ON mesh_names (tenant_id, slug text_pattern_ops);
+            CREATE INDEX mesh_names_owner ON mesh_names (owner_id);
+            CREATE INDEX nodes_tenant_age ON nodes (tenant_id, created_at, id);
+            """),
     ])
 }

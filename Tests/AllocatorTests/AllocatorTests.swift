@@ -165,6 +165,27 @@ struct AllocatorTests {
         await f.close()
     }
 
+    /// The node block is 1/16 of the prefix; nodes beyond it take addresses from the device range
+    /// (shared bump pointer, no .0/.255), so a tenant of many nodes is not capped at the block.
+    @Test func nodesBeyondTheNodeBlockTakeDeviceRangeAddresses() async throws {
+        // A /26 tenant: node block 1..3, devices 4..62.
+        let f = try await AllocatorFixture.make(AllocatorConfiguration(tenantPrefixLength: 26, quarantine: .seconds(300)))
+        let t = UUID()
+        _ = try await f.allocator.ensureTenant(t)
+        var hosts: [Int] = []
+        for _ in 0..<5 { hosts.append(try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .node).0.host) }
+        #expect(hosts == [1, 2, 3, 4, 5], "the block first, then the device range")
+        let device = try await f.allocator.allocate(tenant: t, owner: UUID(), kind: .device).0.host
+        #expect(device == 6, "devices continue after the nodes that overflowed")
+        // Everything is taken once nodes and devices fill the range together; no address twice.
+        var all = Set(hosts + [device])
+        while let l = try? await f.allocator.allocate(tenant: t, owner: UUID(), kind: all.count % 2 == 0 ? .node : .device).0 {
+            #expect(all.insert(l.host).inserted)
+        }
+        #expect(all.count == 62 && all.min() == 1 && all.max() == 62)
+        await f.close()
+    }
+
     @Test func neverPublishedReleasesAreFreeAtOncePublishedOnesWaitOutTheQuarantine() async throws {
         let f = try await AllocatorFixture.make(AllocatorConfiguration(tenantPrefixLength: 24, quarantine: .seconds(300)))
         let t = UUID()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshClient
 import MeshDomain
+import MeshNet
 import MeshProto
 import MeshTestSupport
 import MeshWireGuard
@@ -105,6 +106,27 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
 
     /// Waits for the agent's queue to drain: a refresh is queued behind everything before it.
     func drain(_ agent: NodeAgent) async throws { _ = try await refresh(agent, "drain") }
+
+    /// Interfaces made from another's state share it until they change, and never see each other's changes.
+    @Test func sharedInMemoryInterfacesAreIndependent() async throws {
+        let template = InMemoryWireGuard(devices: ["t"], recordCalls: false)
+        let k1 = try #require(WireGuardKey(base64: peer(1).publicKey)), k2 = try #require(WireGuardKey(base64: peer(2).publicKey))
+        let a4 = try #require(IPPrefix("100.64.0.1/32"))
+        try await template.configure(device: "t", WireGuardConfig(peers: [
+            WireGuardPeerConfig(publicKey: k1, replaceAllowedIPs: true, allowedIPs: [a4])]))
+        let copy = InMemoryWireGuard(sharing: template, device: "t", as: "c")
+        #expect(try await copy.device(named: "c").peers.map(\.publicKey) == [k1])
+        // The copy moves the address to a new peer and drops the old one; the template keeps its own.
+        try await copy.configure(device: "c", WireGuardConfig(peers: [
+            WireGuardPeerConfig(publicKey: k2, replaceAllowedIPs: true, allowedIPs: [a4]), .removing(k1)]))
+        #expect(try await copy.device(named: "c").peers.map(\.publicKey) == [k2])
+        #expect(try await copy.device(named: "c").peers.first?.allowedIPs == [a4])
+        let t = try await template.device(named: "t")
+        #expect(t.peers.map(\.publicKey) == [k1] && t.peers.first?.allowedIPs == [a4])
+        // An update-only peer that is missing is skipped and reported, as on a real interface.
+        let r = try await copy.configure(device: "c", WireGuardConfig(peers: [WireGuardPeerConfig(publicKey: k1, updateOnly: true, allowedIPs: [a4])]))
+        #expect(r.skippedUpdateOnlyPeers == [k1] && copy.peerCount(device: "c") == 1)
+    }
 
     @Test func deltasInOrderAreApplied() async throws {
         let (agent, wg, cp, task) = makeAgent()

@@ -7,7 +7,7 @@ import MeshStore
 extension PostgresProvisionStore: DeviceRepository {
     public func creationCounts(tenant: UUID, user: UUID, window: Duration?) async throws(MeshError) -> (devices: Int, recent: Int, oldest: Date?, now: Date) {
         let rows = try await query("""
-            SELECT (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used,
+            SELECT (SELECT device_count FROM tenants WHERE id = $1) AS used,
                    count(e.at) AS recent, min(e.at) AS oldest, now() AS now
             FROM (SELECT at FROM provision_events WHERE user_id = $2 AND $3::float8 > 0 AND at > now() - make_interval(secs => $3::float8)) e
             """, tenant, user, window?.seconds ?? 0)
@@ -19,14 +19,25 @@ extension PostgresProvisionStore: DeviceRepository {
         }
     }
 
+    /// The nodes a new config can list, oldest first: the hub and the `config_max_nodes` oldest (all
+    /// that `PeerCatalog.deviceConfig` reads), not every node of the tenant: with 10,000 nodes, reading
+    /// them all under the tenant row lock was most of a device creation.
+    static let configNodesQuery: SQL = """
+        SELECT \(nodeColumns) FROM nodes WHERE tenant_id = $1
+           AND (id = (SELECT hub_node_id FROM tenants WHERE id = $1)
+                OR id IN (SELECT id FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id
+                          LIMIT (SELECT config_max_nodes FROM tenants WHERE id = $1)))
+         ORDER BY created_at, id
+        """
+
     /// The reads a device decision needs, as statements of one batch (with the tenant row lock first),
     /// and the state built from their results.
     static func decisionReads(tenant: UUID, user: UUID, slugBase: String, window: Duration?) -> [Statement] {
         var reads = [
             Statement("SELECT \(tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
             Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, Slug.collisionPrefix(slugBase) + "%"),
-            Statement("SELECT \(nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", tenant),
-            Statement("SELECT count(*) AS n FROM devices WHERE tenant_id = $1", tenant),
+            Statement(configNodesQuery, tenant),
+            Statement("SELECT device_count AS n FROM tenants WHERE id = $1", tenant),
         ]
         if let window {
             // The user row lock makes the sliding window exact across replicas.
@@ -259,7 +270,7 @@ extension PostgresProvisionStore: DeviceRepository {
             var reads = [
                 Statement("SELECT \(Self.tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", c.tenant),
                 Statement("SELECT \(Self.deviceColumns) FROM devices WHERE id = $1 AND tenant_id = $2", id, c.tenant),
-                Statement("SELECT \(Self.nodeColumns) FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", c.tenant),
+                Statement(Self.configNodesQuery, c.tenant),
             ]
             if let window = rateWindow {
                 reads.append(Statement("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", c.user))

@@ -121,8 +121,15 @@ extension PostgresProvisionStore: NodeRepository {
                                                    target: nodeID.lowercased, requestID: r.requestID,
                                                    detail: "\(r.name) as \(MeshName.dnsName(slug: slug, domain: t.domain)) at \(r.endpoint), \(addresses.ipv4)")),
                 ]
-                let existingNodes = try tx.query("SELECT id FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id", tenant)
-                    .map { try $0.decode("id", as: UUID.self).lowercased }
+                // The hub rule needs the current hub, if it still exists, and the oldest node: not
+                // every node of the tenant (10,000 rows under the tenant lock for each registration).
+                let existingNodes = try tx.query("""
+                    SELECT id FROM (
+                      (SELECT id, created_at FROM nodes WHERE tenant_id = $1 AND id = (SELECT hub_node_id FROM tenants WHERE id = $1))
+                      UNION
+                      (SELECT id, created_at FROM nodes WHERE tenant_id = $1 ORDER BY created_at, id LIMIT 1)
+                    ) n ORDER BY created_at, id
+                    """, tenant).map { try $0.decode("id", as: UUID.self).lowercased }
                 let w = try tx.batch(writes)
                 writes.removeAll()
                 guard w[2].affectedRows == 1 else {

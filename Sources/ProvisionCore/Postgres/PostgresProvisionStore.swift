@@ -257,7 +257,7 @@ extension PostgresProvisionStore: AuditRepository {
 
     public func license(tenant: UUID) async throws(MeshError) -> (TenantRecord, devices: Int)? {
         let rows = try await query("""
-            SELECT \(Self.tenantColumns), (SELECT count(*) FROM devices WHERE tenant_id = $1) AS used FROM tenants WHERE id = $1
+            SELECT \(Self.tenantColumns), device_count AS used FROM tenants WHERE id = $1
             """, tenant)
         do {
             guard let r = rows.first else { return nil }

@@ -1141,7 +1141,7 @@ const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor =
   (ProtobufCMessageInit) mesh__v1__peers_updated__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptors[7] =
+static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptors[9] =
 {
   {
     "tenant_id",
@@ -1227,12 +1227,38 @@ static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "snapshot_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_page",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot_page),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__ingest_request__field_indices_by_name[] = {
   1,   /* field[1] = changes */
   2,   /* field[2] = snapshot */
   6,   /* field[6] = snapshot_done */
+  7,   /* field[7] = snapshot_id */
   4,   /* field[4] = snapshot_members */
+  8,   /* field[8] = snapshot_page */
   3,   /* field[3] = snapshot_revision */
   5,   /* field[5] = snapshot_settings */
   0,   /* field[0] = tenant_id */
@@ -1240,7 +1266,7 @@ static const unsigned mesh__v1__ingest_request__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__ingest_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor =
 {
@@ -1250,7 +1276,7 @@ const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor =
   "Mesh__V1__IngestRequest",
   "mesh.v1",
   sizeof(Mesh__V1__IngestRequest),
-  7,
+  9,
   mesh__v1__ingest_request__field_descriptors,
   mesh__v1__ingest_request__field_indices_by_name,
   1,  mesh__v1__ingest_request__number_ranges,

@@ -208,10 +208,18 @@ struct  Mesh__V1__IngestRequest
    * True on the last request of a snapshot.
    */
   protobuf_c_boolean snapshot_done;
+  /*
+   * Names one snapshot (a random id per snapshot), and its requests in order from 0. A snapshot
+   * starts with page 0, which replaces the member list; FanoutSvc refuses (failed_precondition) a
+   * later page of a snapshot that is not the one in progress, so two senders (two ProvisionSvc
+   * replicas) never mix their pages: the one that started last wins and the other stops.
+   */
+  char *snapshot_id;
+  uint32_t snapshot_page;
 };
 #define MESH__V1__INGEST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__ingest_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0,NULL, NULL, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0,NULL, NULL, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Mesh__V1__IngestResponse
