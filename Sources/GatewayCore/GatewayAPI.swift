@@ -23,6 +23,8 @@ public struct GatewayAPI: Sendable {
     let signIn: SignInConfiguration
     /// The configured providers by id.
     let providers: [String: OIDCProvider]
+    /// The live channel's feed: a Service the gateway runs beside its HTTP server.
+    public let live: LiveFeed
 
     /// The API over `bus`, with service clients bounded by the configured deadlines.
     public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, signIn: SignInConfiguration = SignInConfiguration(),
@@ -40,6 +42,7 @@ public struct GatewayAPI: Sendable {
             providers[p.id] = OIDCProvider(configuration: p, timeout: signIn.providerTimeout, refresh: signIn.jwksRefresh, logger: logger)
         }
         self.providers = providers
+        live = LiveFeed(bus: bus, tick: configuration.liveTick, logger: logger)
     }
 
     /// The provider with this id (tests read its counters).

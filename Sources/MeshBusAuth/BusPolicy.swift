@@ -69,7 +69,9 @@ public enum BusPolicy {
                                       responses: 1, responseTTL: responseTTL)
             case .provision:
                 // The outbox relay hands changes to FanoutSvc; diagnostics read a node's live peers.
-                return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>", MeshSubjects.fanoutIngest, "mesh.v1.node.*.peers"],
+                // Device status events go to the gateways' live channels.
+                return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>", MeshSubjects.fanoutIngest, "mesh.v1.node.*.peers",
+                                                     MeshSubjects.deviceStatusWildcard],
                                       subscribeAllow: ["mesh.v1.provision.>", "mesh.v1.reports.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .fanout:
@@ -79,12 +81,14 @@ public enum BusPolicy {
             case .gateway:
                 return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.provision.>", "mesh.v1.fanout.sync.>", "mesh.v1.fanout.changes.>",
                                                      "mesh.v1.fanout.revision.>", "mesh.v1.node.>"],
-                                      subscribeAllow: [discovery, inbox], responses: 1, responseTTL: responseTTL)
+                                      // The live channel reads every tenant's changes and device status.
+                                      subscribeAllow: [discovery, inbox, MeshSubjects.peersUpdatedWildcard, MeshSubjects.deviceStatusWildcard],
+                                      responses: 1, responseTTL: responseTTL)
             case .admin:
                 // Everything an operator needs, but never a forged change: only ProvisionSvc feeds
-                // FanoutSvc, and only FanoutSvc publishes to nodes.
+                // FanoutSvc and publishes device status, and only FanoutSvc publishes to nodes.
                 return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.>"],
-                                      publishDeny: ["mesh.v1.peers.updated.>", MeshSubjects.fanoutIngest],
+                                      publishDeny: ["mesh.v1.peers.updated.>", MeshSubjects.fanoutIngest, MeshSubjects.deviceStatusWildcard],
                                       subscribeAllow: [inbox], responses: 1, responseTTL: responseTTL)
             }
         }

@@ -235,15 +235,23 @@ public struct DeviceService: Sendable {
     /// Applies a node's handshake report: per-peer raw counters (so totals survive a counter reset
     /// on either side), the newest handshake and the endpoint. The subject names the sender's tenant
     /// and node and must match what the message says.
-    public func applyReport(_ report: Mesh_V1_HandshakeReport, subject: String) async throws(MeshError) {
+    /// Returns the devices whose status changed (nil when none did), for the status event.
+    @discardableResult
+    public func applyReport(_ report: Mesh_V1_HandshakeReport, subject: String) async throws(MeshError) -> Mesh_V1_DeviceStatusChanged? {
         let parts = subject.split(separator: ".")
         guard parts.count == 6, String(parts[3]) == report.tenantID.lowercased(), String(parts[4]) == report.nodeID.lowercased() else {
             throw .permissionDenied("report subject does not match its tenant and node")
         }
         let tenant = try ProvisionValidate.uuid(report.tenantID, field: "tenant_id")
         let node = try ProvisionValidate.uuid(report.nodeID, field: "node_id")
-        let n = try await devices.applyReport(tenant: tenant, node: node, peers: report.peers.filter { !$0.publicKey.isEmpty })
-        logger.debug("handshake report applied", metadata: ["node.id": "\(node.lowercased)", "peers": "\(report.peers.count)", "devices": "\(n)"])
+        let (domain, changed) = try await devices.applyReport(tenant: tenant, node: node, peers: report.peers.filter { !$0.publicKey.isEmpty })
+        logger.debug("handshake report applied", metadata: ["node.id": "\(node.lowercased)", "peers": "\(report.peers.count)", "devices.changed": "\(changed.count)"])
+        guard !changed.isEmpty else { return nil }
+        var event = Mesh_V1_DeviceStatusChanged()
+        event.tenantID = tenant.lowercased
+        let now = Date()
+        event.devices = changed.map { $0.proto(domain: domain, onlineWindow: configuration.onlineWindow, now: now) }
+        return event
     }
 }
 

@@ -278,10 +278,10 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         return (lookup, t, list)
     }
 
-    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
+    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> (domain: String, changed: [DeviceRecord]) {
         guard nodeRows[node]?.tenant == tenant else { throw .notFound("unknown node") }
         nodeRows[node]?.lastSeen = now()
-        var changed = 0
+        var changed: [DeviceRecord] = []
         for p in peers {
             guard let (id, d) = deviceRows.first(where: { $0.value.tenant == tenant && $0.value.publicKey == p.publicKey }) else { continue }
             var updated = d
@@ -291,9 +291,9 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
             }
             if !p.endpoint.isEmpty { updated.endpoint = p.endpoint }
             deviceRows[id] = updated
-            changed += 1
+            if updated.lastHandshake != d.lastHandshake || updated.endpoint != d.endpoint { changed.append(updated) }
         }
-        return changed
+        return (tenantRows[tenant]?.domain ?? TenantDefaults.domain, changed)
     }
 
     // MARK: Nodes
