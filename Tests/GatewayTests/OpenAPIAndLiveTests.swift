@@ -113,7 +113,9 @@ extension GatewayTests {
         // then fails now and then with "SystemError: AST constructor recursion depth mismatch" in the
         // tool itself (seen on POST /api/mesh/devices and GET /api/auth/callback; no request involved).
         let r = try run("/usr/bin/env", ["-C", logDir.path, st, "run", base + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "1",
-                             "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "1", "--no-color", "--request-timeout", "15"],
+                             "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "1", "--no-color", "--request-timeout", "15",
+                             // The live channel's answer is a stream that does not end (LiveChannelTests cover it).
+                             "--exclude-operation-id", "liveEvents"],
                         environment: ["SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"])
         try r.output.write(to: report, atomically: true, encoding: .utf8)
         #expect(r.status == 0, "schemathesis found problems (full output in \(report.path)):\n\(r.output.suffix(4000))")
