@@ -50,7 +50,7 @@ extension GatewayAPI {
                 var out = ByteBuffer()
                 let now = Date().unixMilliseconds
                 if work.meshChanged || work.resync || listPending || (work.tick && stream.offlineDue(nowMs: now)) {
-                    do {
+                    do throws(MeshError) {
                         let list = try await provision.listDevices(caller: caller)
                         listPending = false
                         if stream.replace(list) { stream.appendList(to: &out) }

@@ -33,7 +33,9 @@ final class LiveInbox: Sendable {
 
     init(tenant: String) {
         self.tenant = tenant
-        (signal, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (signal, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.signal = signal
+        self.continuation = continuation
     }
 
     /// Adds to the pending work and wakes the stream.
@@ -77,7 +79,9 @@ public final class LiveFeed: Service, Sendable {
     }
 
     /// How many live streams are open on this replica.
-    public var openStreams: Int { streams.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    public var openStreams: Int {
+        streams.withLock { byTenant in byTenant.values.reduce(0) { sum, inboxes in sum + inboxes.count } }
+    }
 
     /// A new stream's inbox for `tenant`. Registered before the stream's first list read, so no change
     /// that commits after that read started can be missed.

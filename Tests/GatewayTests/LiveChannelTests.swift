@@ -19,13 +19,20 @@ final class LiveReader: Sendable {
         var deviceIDs: [String] { (json["devices"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String } }
     }
 
+    /// What the stream delivered so far, and whether it ended.
+    final class Received: Sendable {
+        let events = Mutex<[Event]>([])
+        let ended = Mutex(false)
+    }
+
     let status: Int
     let contentType: String
-    let events = Mutex<[Event]>([])
-    let ended = Mutex(false)
+    let received: Received
     let task: Task<Void, Never>?
 
     init(port: Int, token: String?) async throws {
+        let received = Received()
+        self.received = received
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/mesh/events")
         request.headers.add(name: "Accept", value: "text/event-stream")
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -36,7 +43,7 @@ final class LiveReader: Sendable {
             task = nil
             return
         }
-        let events = self.events, ended = self.ended
+        let events = received
         task = Task {
             var buffer = ""
             do {
@@ -50,11 +57,11 @@ final class LiveReader: Sendable {
                             if line.hasPrefix("event: ") { name = String(line.dropFirst(7)) }
                             if line.hasPrefix("data: ") { data.append(String(line.dropFirst(6))) }
                         }
-                        if !data.isEmpty { events.withLock { $0.append(Event(name: name, data: data.joined(separator: "\n"))) } }
+                        if !data.isEmpty { events.events.withLock { $0.append(Event(name: name, data: data.joined(separator: "\n"))) } }
                     }
                 }
             } catch {}
-            ended.withLock { $0 = true }
+            events.ended.withLock { $0 = true }
         }
     }
 
@@ -62,7 +69,7 @@ final class LiveReader: Sendable {
     func next(after: Int = 0, timeout: Duration = .seconds(20), _ match: @escaping (Event) -> Bool) async throws -> (Int, Event) {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let found = events.withLock { list -> (Int, Event)? in
+            let found = received.events.withLock { list -> (Int, Event)? in
                 guard after < list.count else { return nil }
                 for i in after..<list.count where match(list[i]) { return (i, list[i]) }
                 return nil
@@ -70,11 +77,12 @@ final class LiveReader: Sendable {
             if let found { return found }
             try await Task.sleep(for: .milliseconds(20))
         }
-        Issue.record("no matching live event within \(timeout); got \(events.withLock { $0.map { "\($0.name) \($0.data)" } })")
+        Issue.record("no matching live event within \(timeout); got \(received.events.withLock { $0.map { "\($0.name) \($0.data)" } })")
         throw CancellationError()
     }
 
-    var all: [Event] { events.withLock { $0 } }
+    var all: [Event] { received.events.withLock { $0 } }
+    var ended: Bool { received.ended.withLock { $0 } }
 
     func close() async {
         task?.cancel()
@@ -88,7 +96,7 @@ extension GatewayTests {
     /// status change (to its owner and admins only, through two gateway replicas), a device leaving
     /// its online window, a reconnect that misses nothing, and the same credentials as the API.
     @Test func liveChannelPushesChangesAndStatusPerUser() async throws {
-        let f = try await Fixture.start("live", plan: .team, environment: ["MESH_RATE_LIMIT": "0", "MESH_ONLINE_WINDOW_SECONDS": "4"],
+        let f = try await Fixture.start("live-push", plan: .team, environment: ["MESH_RATE_LIMIT": "0", "MESH_ONLINE_WINDOW_SECONDS": "4"],
                                         realFanout: true) { $0.liveTick = .seconds(1) }
         let app = try await f.application()
         let replica = try await f.application()
@@ -193,8 +201,8 @@ extension GatewayTests {
             let short = try await LiveReader(port: port, token: f.tokens.ownerA)
             _ = try await short.next { $0.name == "devices" }
             let deadline = ContinuousClock.now + .seconds(30)
-            while !short.ended.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(short.ended.withLock { $0 }, "the stream did not end after its lifetime")
+            while !short.ended, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(short.ended, "the stream did not end after its lifetime")
             await short.close()
         }
         try await longLived.test(.live) { client in
