@@ -276,6 +276,7 @@ async def main():
     ap.add_argument("--burst", type=int, default=20)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--poll-seconds", type=float, default=20)
+    ap.add_argument("--lifetime", type=float, default=300, help="the gateway's MESH_GATEWAY_LIVE_MAX_SECONDS")
     a = ap.parse_args()
     tokens, pids = json.loads(a.tokens), {k: int(v) for k, v in json.loads(a.pids).items()}
     owners = tokens["owners"]
@@ -310,10 +311,16 @@ async def main():
     # The pages.
     pages = [Page(i % len(owners)) for i in range(a.pages)]
     t0 = time.monotonic()
+    cpu0 = cpu_seconds(pids)
     for start in range(0, len(pages), 100):
         await asyncio.gather(*(p.open(a.gateway, owners[p.owner]) for p in pages[start:start + 100]))
     await asyncio.wait_for(asyncio.gather(*(p.first.wait() for p in pages)), 120)
     out["open_seconds"] = round(time.monotonic() - t0, 2)
+    cpu1 = cpu_seconds(pids)
+    # Each stream is reopened once per live lifetime (300 s by default): that cost, spread over it.
+    opening = sum(cpu1.values()) - sum(cpu0.values())
+    out["open_cpu_ms_per_page"] = round(1000 * opening / a.pages, 2)
+    out["reconnect_cpu_percent_of_one_core_at_lifetime"] = round(100 * opening / a.lifetime, 2)
     await asyncio.sleep(2)
     idle_cpu = await measure_cpu(pids, a.idle)
     out["idle_cpu_percent_of_one_core"] = {k: round(v, 2) for k, v in idle_cpu.items()}

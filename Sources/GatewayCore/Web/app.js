@@ -408,6 +408,9 @@ function startUpdates() {
   state.live = new LiveChannel(api.token, {
     onOpen: () => {
       if (api !== state.api) return;
+      // A stream reopened after its lifetime changes nothing; the first one (or the first after
+      // polling) reads what the channel does not carry.
+      if (state.liveMode === 'push') return;
       for (const p of pollers) p.stop();
       setLiveMode('push');
       loadLicense();
