@@ -158,6 +158,7 @@ let package = Package(
         tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                               .product(name: "AsyncHTTPClient", package: "async-http-client"), nioCore,
                                .product(name: "JWTKit", package: "jwt-kit")]),
         tests("MeshWireGuardTests", ["MeshWireGuard", "MeshNet", "MeshTestSupport", log]),
         tests("BusSecurityTests", ["MeshKeys", "MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "NodeApplierCore",

@@ -5,13 +5,13 @@
 # the others still run; the exit status is non-zero if any failed.
 #   scripts/bench.sh                 everything
 #   scripts/bench.sh bus store       only the named parts (bus store store-durable allocator
-#                                    provision fanout scale dataplane wireguard dns gateway latency json)
+#                                    provision fanout scale dataplane wireguard dns gateway latency json live)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh || { echo "bench: installing dependencies failed" >&2; exit 1; }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout scale dataplane wireguard dns gateway latency json)
+[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout scale dataplane wireguard dns gateway latency json live)
 failed=()
 run() {
   local name=$1; shift
@@ -37,6 +37,7 @@ for part in "${parts[@]}"; do
     wireguard) run wireguard scripts/bench-wireguard.sh ;;
     latency) run latency scripts/bench-latency.sh ;;
     json) run json scripts/bench-json.sh ;;
+    live) run live scripts/bench-live.sh ;;
     dns|gateway)
       if [ -x "scripts/bench-$part.sh" ]; then run "$part" "scripts/bench-$part.sh"
       else printf '\n==> %s: scripts/bench-%s.sh is not there yet; skipped\n' "$part" "$part"; fi ;;

@@ -70,6 +70,12 @@ struct Gateway: AsyncParsableCommand {
     @Option(name: .customLong("session-max"), help: "Seconds a browser session lasts at most after sign-in (env MESH_SESSION_MAX_SECONDS).")
     var sessionMax: Double = Env.seconds("MESH_SESSION_MAX_SECONDS", 43200)
 
+    @Option(name: .customLong("live-tick"), help: "Seconds between the live channel's heartbeats and offline checks (env MESH_GATEWAY_LIVE_TICK_SECONDS).")
+    var liveTick: Double = Env.seconds("MESH_GATEWAY_LIVE_TICK_SECONDS", 15)
+
+    @Option(name: .customLong("live-max"), help: "Seconds a live stream lasts before the page reconnects (env MESH_GATEWAY_LIVE_MAX_SECONDS).")
+    var liveMax: Double = Env.seconds("MESH_GATEWAY_LIVE_MAX_SECONDS", 300)
+
     @Option(name: .customLong("jwks-min-refresh"), help: "Seconds between two reads of a provider's keys forced by an unknown key id (env MESH_OIDC_JWKS_MIN_REFRESH_SECONDS).")
     var jwksMinRefresh: Double = Env.seconds("MESH_OIDC_JWKS_MIN_REFRESH_SECONDS", 30)
 
@@ -86,6 +92,7 @@ struct Gateway: AsyncParsableCommand {
         guard nodeID.isEmpty || UUID(uuidString: nodeID) != nil else { throw ValidationError("--node-id must be a UUID") }
         guard (256...(1 << 20)).contains(maxBodyBytes) else { throw ValidationError("--max-body-bytes must be between 256 and 1048576") }
         guard serviceTimeout > 0, nodeTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        guard liveTick >= 1, liveMax >= liveTick else { throw ValidationError("--live-tick must be at least 1 s and --live-max at least --live-tick") }
     }
 
     func run() async throws {
@@ -102,6 +109,7 @@ struct Gateway: AsyncParsableCommand {
         let config = GatewayConfiguration(host: host, port: port, nodeID: nodeID.lowercased(), pritunlConfigured: pritunlConfigured,
                                           maxBodyBytes: maxBodyBytes, serviceTimeout: .milliseconds(Int(serviceTimeout * 1000)),
                                           nodeTimeout: .milliseconds(Int(nodeTimeout * 1000)),
+                                          liveTick: .milliseconds(Int(liveTick * 1000)), liveMaxDuration: .milliseconds(Int(liveMax * 1000)),
                                           tlsCertificateFile: tlsCert.nilIfEmpty, tlsKeyFile: tlsKey.nilIfEmpty)
         let verifier = await TokenVerifier(keys: keys)
         let signIn = try signInConfiguration(jwtSecret: keys.hmacSecret)
@@ -117,7 +125,8 @@ struct Gateway: AsyncParsableCommand {
                 logger.info("gateway listening", metadata: ["http.address": "\(channel.localAddress?.description ?? address)",
                                                             "http.scheme": "\(scheme)"])
             }
-            return ServiceParts(services: [app])
+            // The feed is listed last so it stops first: it ends the open live streams, which the HTTP server waits for.
+            return ServiceParts(services: [app, api.live])
         }
     }
 

@@ -23,6 +23,8 @@ public struct GatewayAPI: Sendable {
     let signIn: SignInConfiguration
     /// The configured providers by id.
     let providers: [String: OIDCProvider]
+    /// The live channel's feed: a Service the gateway runs beside its HTTP server.
+    public let live: LiveFeed
 
     /// The API over `bus`, with service clients bounded by the configured deadlines.
     public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, signIn: SignInConfiguration = SignInConfiguration(),
@@ -40,6 +42,7 @@ public struct GatewayAPI: Sendable {
             providers[p.id] = OIDCProvider(configuration: p, timeout: signIn.providerTimeout, refresh: signIn.jwksRefresh, logger: logger)
         }
         self.providers = providers
+        live = LiveFeed(bus: bus, tick: configuration.liveTick, logger: logger)
     }
 
     /// The provider with this id (tests read its counters).
@@ -129,6 +132,14 @@ public struct GatewayAPI: Sendable {
     /// below Pro).
     func listDevices(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
+        let page = try await provision.listDevices(try Self.deviceListRequest(request, caller: caller))
+        return JSONBody.response(DeviceListJSON(devices: page.devices.map(DeviceJSON.init), nextCursor: page.nextCursor.nilIfEmpty,
+                                                perPeerStats: page.perPeerStats))
+    }
+
+    /// The page of devices a request asks for (`cursor`, `limit`, `owner`, `status`, `type`), shared by
+    /// the list and the live channel, so both show the same page.
+    static func deviceListRequest(_ request: Request, caller: Mesh_V1_Caller) throws -> Mesh_V1_ListDevicesRequest {
         let q = request.uri.queryParameters
         var r = Mesh_V1_ListDevicesRequest()
         r.caller = caller
@@ -157,9 +168,7 @@ public struct GatewayAPI: Sendable {
             }
             r.type = t
         }
-        let page = try await provision.listDevices(r)
-        return JSONBody.response(DeviceListJSON(devices: page.devices.map(DeviceJSON.init), nextCursor: page.nextCursor.nilIfEmpty,
-                                                perPeerStats: page.perPeerStats))
+        return r
     }
 
     /// `POST /api/mesh/devices` `{label, type?}`: 201 with the config and QR code, shown this once.

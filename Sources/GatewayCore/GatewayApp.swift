@@ -46,6 +46,7 @@ public enum GatewayApp {
         router.get("/api/mesh/ui-config") { request, context in api.uiConfig(request, context) }
         router.get("/api/mesh/state", use: api.state)
         router.get("/api/mesh/devices", use: api.listDevices)
+        router.get("/api/mesh/events", use: api.liveEvents)
         router.post("/api/mesh/devices", use: api.createDevice)
         router.get("/api/mesh/devices/:id", use: api.getDevice)
         router.delete("/api/mesh/devices/:id", use: api.deleteDevice)

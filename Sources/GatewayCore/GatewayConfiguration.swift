@@ -20,6 +20,11 @@ public struct GatewayConfiguration: Sendable {
     public var nodeTimeout: Duration
     /// Deadline for the whole of `POST /api/mesh/refresh` (every node at once).
     public var refreshTimeout: Duration
+    /// The live channel (`GET /api/mesh/events`): how often each open stream gets a heartbeat and
+    /// checks whether a device left its online window, and how long a stream lasts before the page
+    /// reconnects (the caller's credential is checked again then).
+    public var liveTick: Duration
+    public var liveMaxDuration: Duration
     /// HTTPS: the certificate chain and private key (PEM files). Both nil serves plain HTTP.
     public var tlsCertificateFile: String?
     public var tlsKeyFile: String?
@@ -27,7 +32,7 @@ public struct GatewayConfiguration: Sendable {
     /// The documented defaults, overridable one by one.
     public init(host: String = "127.0.0.1", port: Int = 8080, nodeID: String = "", pritunlConfigured: Bool = false,
                 maxBodyBytes: Int = 16 * 1024, serviceTimeout: Duration = .seconds(10), nodeTimeout: Duration = .seconds(5),
-                refreshTimeout: Duration = .seconds(10),
+                refreshTimeout: Duration = .seconds(10), liveTick: Duration = .seconds(15), liveMaxDuration: Duration = .seconds(300),
                 tlsCertificateFile: String? = nil, tlsKeyFile: String? = nil) {
         self.tlsCertificateFile = tlsCertificateFile
         self.tlsKeyFile = tlsKeyFile
@@ -39,6 +44,8 @@ public struct GatewayConfiguration: Sendable {
         self.serviceTimeout = serviceTimeout
         self.nodeTimeout = nodeTimeout
         self.refreshTimeout = refreshTimeout
+        self.liveTick = liveTick
+        self.liveMaxDuration = liveMaxDuration
     }
 
     /// Splits `host:port` (IPv6 as `[addr]:port`); nil when it is not of that form.

@@ -50,6 +50,17 @@ public enum OpenAPIDocument {
     ] }
 
     /// An operation. `auth`: "user", "admin", "node" or nil (public).
+    /// The query of a page of the device list: `GET /api/mesh/devices` and its live channel.
+    static var deviceListParameters: [[String: Any]] { [
+        queryString("cursor", "next_cursor of the previous page."),
+        ["name": "limit", "in": "query", "required": false, "description": "Page size (default 100).",
+         "schema": ["type": "integer", "minimum": 1, "maximum": 500]],
+        queryString("owner", "A user id, or \"me\"."),
+        ["name": "status", "in": "query", "required": false, "description": "Only devices in this state.",
+         "schema": ["type": "string", "enum": ["active", "suspended", "expired"]]],
+        ["name": "type", "in": "query", "required": false, "schema": ref("DeviceType")],
+    ] }
+
     static func op(_ summary: String, _ description: String, id: String, auth: String?, parameters: [[String: Any]] = [],
                    body: [String: Any]? = nil, responses: [String: Any]) -> [String: Any] {
         var r = responses
@@ -271,15 +282,7 @@ public enum OpenAPIDocument {
             "/api/mesh/devices": [
                 "get": op("List devices", "One page, oldest first. Owners see their own devices; admins see the whole tenant. Below Pro the per-peer stats (endpoint, rx_bytes, tx_bytes) are left out (per_peer_stats false).",
                           id: "listDevices", auth: "user",
-                          parameters: [
-                              queryString("cursor", "next_cursor of the previous page."),
-                              ["name": "limit", "in": "query", "required": false, "description": "Page size (default 100).",
-                               "schema": ["type": "integer", "minimum": 1, "maximum": 500]],
-                              queryString("owner", "A user id, or \"me\"."),
-                              ["name": "status", "in": "query", "required": false, "description": "Only devices in this state.",
-                               "schema": ["type": "string", "enum": ["active", "suspended", "expired"]]],
-                              ["name": "type", "in": "query", "required": false, "schema": ref("DeviceType")],
-                          ],
+                          parameters: deviceListParameters,
                           responses: ["200": ok("A page of devices, oldest first.", "DeviceList"),
                                       "400": error("Bad limit, cursor, owner, status or type.")]),
                 "post": createDevice,
@@ -321,6 +324,11 @@ public enum OpenAPIDocument {
                                                                              "X-Mesh-Nodes-Total": ["schema": ["type": "integer"]]]],
                                                          "409": error("failed_precondition: the tenant has no node."),
                                                          "503": error("No node was reached (or a service did not answer).")])],
+            "/api/mesh/events": ["get": op("Live device list (Server-Sent Events)",
+                                           "One page of the device list the caller may see (the query of GET /api/mesh/devices), pushed: a `devices` event with that page (and its next_cursor) on connect and after every change of it, a `device` event when a listed device's status changes, a `mesh` event (`{\"revision\": n}`) after every change of the tenant's mesh, a comment line as heartbeat, and an `ended` event (`{\"status\", \"error\"}`) when the credential is refused at a later read. The stream ends after the gateway's live lifetime (300 s by default); reconnect at once. See docs/api.md, \"Live updates\".",
+                                           id: "liveEvents", auth: "user", parameters: deviceListParameters,
+                                           responses: ["200": ["description": "An event stream (text/event-stream) that lasts until the live lifetime ends.",
+                                                               "content": ["text/event-stream": ["schema": ["type": "string"]]]]])],
             "/api/mesh/devices/{id}/reissue": ["post": reissueDevice],
             "/cp/api/v1/mesh/devices/{id}/reissue": ["post": reissueDevice.merging(["operationId": "cpReissueDevice"]) { _, b in b }],
             "/api/mesh/peers": ["get": op("Live peer dump of a node",

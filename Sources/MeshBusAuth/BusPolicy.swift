@@ -75,9 +75,9 @@ public enum BusPolicy {
                                       responses: 1, responseTTL: responseTTL)
             case .provision:
                 // The outbox relay hands changes to FanoutSvc; diagnostics read a node's live peers, and
-                // the admins' node list its live state.
+                // the admins' node list its live state. Device status events go to the gateways' live channels.
                 return BusPermissions(publishAllow: [inbox, "mesh.v1.allocator.>", MeshSubjects.fanoutIngest, "mesh.v1.node.*.peers",
-                                                     "mesh.v1.node.*.state"],
+                                                     "mesh.v1.node.*.state", MeshSubjects.deviceStatusWildcard],
                                       subscribeAllow: ["mesh.v1.provision.>", "mesh.v1.reports.>", discovery, inbox],
                                       responses: 1, responseTTL: responseTTL)
             case .fanout:
@@ -87,12 +87,14 @@ public enum BusPolicy {
             case .gateway:
                 return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.provision.>", "mesh.v1.fanout.sync.>", "mesh.v1.fanout.changes.>",
                                                      "mesh.v1.fanout.revision.>", "mesh.v1.node.>"],
-                                      subscribeAllow: [discovery, inbox], responses: 1, responseTTL: responseTTL)
+                                      // The live channel reads every tenant's changes and device status.
+                                      subscribeAllow: [discovery, inbox, MeshSubjects.peersUpdatedWildcard, MeshSubjects.deviceStatusWildcard],
+                                      responses: 1, responseTTL: responseTTL)
             case .admin:
                 // Everything an operator needs, but never a forged change: only ProvisionSvc feeds
-                // FanoutSvc, and only FanoutSvc publishes to nodes.
+                // FanoutSvc and publishes device status, and only FanoutSvc publishes to nodes.
                 return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.>"],
-                                      publishDeny: ["mesh.v1.peers.updated.>", MeshSubjects.fanoutIngest],
+                                      publishDeny: ["mesh.v1.peers.updated.>", MeshSubjects.fanoutIngest, MeshSubjects.deviceStatusWildcard],
                                       subscribeAllow: [inbox], responses: 1, responseTTL: responseTTL)
             case .monitor:
                 return BusPermissions(publishAllow: ["$SRV.PING", "$SRV.PING.>"], subscribeAllow: [monitorInboxPrefix + ".>"])

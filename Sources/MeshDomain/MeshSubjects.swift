@@ -53,6 +53,10 @@ public enum MeshSubjects {
     /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
     public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }
     public static let handshakeReportWildcard = "mesh.v1.reports.*.*.handshake"
+    /// Device status changes (`DeviceStatusChanged`): `mesh.v1.status.<tenant>.devices`, published by
+    /// ProvisionSvc after a handshake report changed a device, read by every gateway's live channel.
+    public static func deviceStatus(tenant: String) -> String { "mesh.v1.status.\(tenant).devices" }
+    public static let deviceStatusWildcard = "mesh.v1.status.*.devices"
 
     // FanoutSvc
     /// ProvisionSvc's outbox relay hands FanoutSvc a tenant's changes: `mesh.v1.fanout.ingest`.

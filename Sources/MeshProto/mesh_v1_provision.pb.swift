@@ -905,11 +905,35 @@ public nonisolated struct Mesh_V1_Device: @unchecked Sendable {
     set {_uniqueStorage()._perPeerStats = newValue}
   }
 
+  /// While online: when the device turns offline unless it handshakes again (the last handshake plus
+  /// the online window); 0 when offline. The gateway's live channel re-reads the list then.
+  public var onlineUntilMs: Int64 {
+    get {_storage._onlineUntilMs}
+    set {_uniqueStorage()._onlineUntilMs = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// mesh.v1.status.<tenant>.devices (published by ProvisionSvc, read by the gateways' live channels):
+/// the devices of one tenant whose last handshake or endpoint a node's handshake report just changed,
+/// each as the device list shows it.
+public nonisolated struct Mesh_V1_DeviceStatusChanged: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var devices: [Mesh_V1_Device] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// mesh.v1.provision.device.create
@@ -2894,7 +2918,7 @@ nonisolated extension Mesh_V1_ListUsersResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0\u{2}\u{14}status\0\u{3}suspend_reason\0\u{3}suspended_at_ms\0\u{3}expires_at_ms\0\u{3}owner_name\0\u{3}per_peer_stats\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0\u{2}\u{14}status\0\u{3}suspend_reason\0\u{3}suspended_at_ms\0\u{3}expires_at_ms\0\u{3}owner_name\0\u{3}per_peer_stats\0\u{3}online_until_ms\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -2923,6 +2947,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
     var _expiresAtMs: Int64 = 0
     var _ownerName: String = String()
     var _perPeerStats: Bool = false
+    var _onlineUntilMs: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2959,6 +2984,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
       _expiresAtMs = source._expiresAtMs
       _ownerName = source._ownerName
       _perPeerStats = source._perPeerStats
+      _onlineUntilMs = source._onlineUntilMs
     }
   }
 
@@ -3003,6 +3029,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
         case 43: try { try decoder.decodeSingularInt64Field(value: &_storage._expiresAtMs) }()
         case 44: try { try decoder.decodeSingularStringField(value: &_storage._ownerName) }()
         case 45: try { try decoder.decodeSingularBoolField(value: &_storage._perPeerStats) }()
+        case 46: try { try decoder.decodeSingularInt64Field(value: &_storage._onlineUntilMs) }()
         default: break
         }
       }
@@ -3089,6 +3116,9 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
       if _storage._perPeerStats != false {
         try visitor.visitSingularBoolField(value: _storage._perPeerStats, fieldNumber: 45)
       }
+      if _storage._onlineUntilMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._onlineUntilMs, fieldNumber: 46)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3124,10 +3154,46 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
         if _storage._expiresAtMs != rhs_storage._expiresAtMs {return false}
         if _storage._ownerName != rhs_storage._ownerName {return false}
         if _storage._perPeerStats != rhs_storage._perPeerStats {return false}
+        if _storage._onlineUntilMs != rhs_storage._onlineUntilMs {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_DeviceStatusChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeviceStatusChanged"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}devices\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.devices) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if !self.devices.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.devices, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_DeviceStatusChanged, rhs: Mesh_V1_DeviceStatusChanged) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.devices != rhs.devices {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -352,7 +352,9 @@ public struct DeviceService: Sendable {
     /// Applies a node's handshake report: per-peer raw counters (so totals survive a counter reset
     /// on either side), the newest handshake and the endpoint. The subject names the sender's tenant
     /// and node and must match what the message says.
-    public func applyReport(_ report: Mesh_V1_HandshakeReport, subject: String) async throws(MeshError) {
+    /// Returns the devices whose status changed (nil when none did), for the status event.
+    @discardableResult
+    public func applyReport(_ report: Mesh_V1_HandshakeReport, subject: String) async throws(MeshError) -> Mesh_V1_DeviceStatusChanged? {
         let parts = subject.split(separator: ".")
         guard parts.count == 6, String(parts[3]) == report.tenantID.lowercased(), String(parts[4]) == report.nodeID.lowercased() else {
             throw .permissionDenied("report subject does not match its tenant and node")
@@ -365,8 +367,14 @@ public struct DeviceService: Sendable {
         for (i, p) in report.peers.enumerated() where p.lastHandshakeMs != 0 && !(946_684_800_000...latest).contains(p.lastHandshakeMs) {
             throw .invalidArgument(field: "peers[\(i)].last_handshake_ms", message: "last_handshake_ms must be a time after 2000 and not in the future")
         }
-        let n = try await devices.applyReport(tenant: tenant, node: node, peers: report.peers.filter { !$0.publicKey.isEmpty })
-        logger.debug("handshake report applied", metadata: ["node.id": "\(node.lowercased)", "peers": "\(report.peers.count)", "devices": "\(n)"])
+        let (domain, changed) = try await devices.applyReport(tenant: tenant, node: node, peers: report.peers.filter { !$0.publicKey.isEmpty })
+        logger.debug("handshake report applied", metadata: ["node.id": "\(node.lowercased)", "peers": "\(report.peers.count)", "devices.changed": "\(changed.count)"])
+        guard !changed.isEmpty else { return nil }
+        var event = Mesh_V1_DeviceStatusChanged()
+        event.tenantID = tenant.lowercased
+        let now = Date()
+        event.devices = changed.map { $0.proto(domain: domain, onlineWindow: configuration.onlineWindow, now: now) }
+        return event
     }
 }
 

@@ -22,6 +22,9 @@ public struct Provisioning: Sendable {
     /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
     public let services: [any Service]
     public let relay: OutboxRelay
+    /// Where device status events go (`mesh.v1.status.<tenant>.devices`).
+    let bus: BusConnection
+    let logger: Logger
 
     /// ProvisionSvc on PostgreSQL, talking to AllocatorSvc and FanoutSvc over `bus`.
     public init(store: Store, bus: BusConnection, configuration: ProvisionConfiguration, busIdentities: NodeBusIdentities? = nil,
@@ -33,6 +36,8 @@ public struct Provisioning: Sendable {
                                 sweepInterval: configuration.sweepInterval, logger: logger)
         let users = UserService(users: pg)
         self.relay = relay
+        self.bus = bus
+        self.logger = logger
         self.users = users
         tenants = TenantService(tenants: pg, prefixes: allocator, notifier: relay, logger: logger)
         devices = DeviceService(devices: pg, users: users, leases: pg, allocator: allocator, notifier: relay, configuration: configuration, logger: logger)
@@ -235,7 +240,15 @@ public struct Provisioning: Sendable {
                 try await p.audit.list(r)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
-                try await p.devices.applyReport(r, subject: raw.subject)
+                if let event = try await p.devices.applyReport(r, subject: raw.subject) {
+                    // After the commit, so a reader that sees the event reads at least this state. Best
+                    // effort: a gateway that misses it still shows the change at its next list read.
+                    do {
+                        try p.bus.publish(MeshSubjects.deviceStatus(tenant: event.tenantID), try event.serializedBytes())
+                    } catch {
+                        p.logger.warning("device status event not published", metadata: ["tenant.id": "\(event.tenantID)", "error": "\(error)"])
+                    }
+                }
                 return Google_Protobuf_Empty()
             },
         ]

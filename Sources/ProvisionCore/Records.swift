@@ -179,6 +179,7 @@ public struct DeviceRecord: Sendable, Equatable {
         d.lastHandshakeAtMs = lastHandshake?.unixMilliseconds ?? 0
         let window = Double(onlineWindow.components.seconds)
         d.online = lastHandshake.map { now.timeIntervalSince($0) < window } ?? false
+        if d.online, let h = lastHandshake { d.onlineUntilMs = h.addingTimeInterval(window).unixMilliseconds }
         d.rxBytes = UInt64(max(0, rxBytes))
         d.txBytes = UInt64(max(0, txBytes))
         d.endpoint = endpoint ?? ""

@@ -251,8 +251,9 @@ public protocol DeviceRepository: Sendable {
     /// tenant does not exist).
     func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query: DeviceQuery) async throws(MeshError) -> (CallerLookup, DevicePage?)
     /// Applies a node's handshake report to the per-peer counters and the devices; `notFound` for a
-    /// node the tenant does not have. Returns how many devices changed.
-    func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int
+    /// node the tenant does not have. Returns the tenant's mesh domain and the devices whose last
+    /// handshake or endpoint changed (as stored after the report), for the status events.
+    func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> (domain: String, changed: [DeviceRecord])
 }
 
 /// A node registration, as the rules see it.

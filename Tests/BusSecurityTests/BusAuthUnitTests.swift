@@ -101,7 +101,15 @@ import Testing
             let mayPublishUpdates = s.permissions.publishAllow.contains { $0.hasPrefix("mesh.v1.peers.updated") }
             #expect(mayPublishUpdates == (s == .fanout))
         }
-        #expect(BusPolicy.Service.admin.permissions.publishDeny == ["mesh.v1.peers.updated.>", "mesh.v1.fanout.ingest"])
+        #expect(BusPolicy.Service.admin.permissions.publishDeny == ["mesh.v1.peers.updated.>", "mesh.v1.fanout.ingest", "mesh.v1.status.*.devices"])
+        // Only ProvisionSvc publishes device status (what the pages' live channels show).
+        for s in BusPolicy.Service.allCases {
+            let mayPublishStatus = s.permissions.publishAllow.contains { $0 == MeshSubjects.deviceStatusWildcard || $0 == "mesh.v1.>" }
+                && !s.permissions.publishDeny.contains(MeshSubjects.deviceStatusWildcard)
+            #expect(mayPublishStatus == (s == .provision), "\(s)")
+        }
+        #expect(BusPolicy.Service.gateway.permissions.subscribeAllow.contains(MeshSubjects.deviceStatusWildcard))
+        #expect(!BusPolicy.node(tenant: "t1", node: "n1").publishAllow.contains { $0.hasPrefix("mesh.v1.status") })
         // Only ProvisionSvc feeds FanoutSvc.
         for s in BusPolicy.Service.allCases {
             let mayIngest = s.permissions.publishAllow.contains { $0 == MeshSubjects.fanoutIngest || $0 == "mesh.v1.fanout.>" || $0 == "mesh.v1.>" }

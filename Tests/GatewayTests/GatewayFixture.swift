@@ -215,7 +215,8 @@ struct Fixture: Sendable {
         let verifier = await TokenVerifier(keys: try JWTKeyMaterial(hmacSecret: testSecret))
         let api = GatewayAPI(configuration: configuration ?? self.configuration, bus: bus ?? cp.bus, verifier: verifier, signIn: signIn,
                              logger: TestEnvironment.logger("gateway"))
-        return Application(router: GatewayApp.router(api: api), logger: TestEnvironment.logger("gateway"))
+        // The live channel's feed runs beside the server, as in the Gateway executable.
+        return Application(router: GatewayApp.router(api: api), services: [api.live], logger: TestEnvironment.logger("gateway"))
     }
 
     func stop() async throws {

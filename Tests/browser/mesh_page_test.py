@@ -365,6 +365,7 @@ class MeshPageTest:
         gw, token = self.info["gateway"], self.info["tokens"]["owner"]
         self.open_page(f"{gw}/vpn/mesh/#token={token}")
         self.wait(lambda: self.visible("app"), "the signed-in page")
+        self.wait(lambda: self.live_mode() == "push", "the live channel to open", 20)
         url = self.driver.current_url
         self.r.check("token" not in url and "#" not in url, f"the token is stripped from the address bar ({url})")
         self.r.check(token not in self.js("return JSON.stringify(history.state) + location.href"), "no token in history state")
@@ -1134,6 +1135,49 @@ class MeshPageTest:
         severe = [e["message"] for e in entries if e.get("level") == "SEVERE" and not expected.search(e["message"])]
         self.r.check(not severe, f"no errors in the browser console: {severe}")
 
+    def api_delete(self, path, token):
+        request = urllib.request.Request(self.info["gateway"] + path, method="DELETE", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request) as response:
+            return response.status
+
+    def live_mode(self):
+        return self.js("return document.getElementById('app').dataset.live || ''")
+
+    def list_reads(self):
+        return self.js("return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/mesh/devices')).length")
+
+    def live_channel_and_fallback(self):
+        gw, admin = self.info["gateway"], self.info["tokens"]["admin"]
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        self.open_page(f"{gw}/vpn/mesh/#token={admin}")
+        self.wait(lambda: self.live_mode() == "push", "the live channel to open", 20)
+        self.wait(lambda: len(self.rows()) >= 2, "the tenant's devices")
+        # Pushed, not polled: an idle page reads nothing (it read the list every second before).
+        reads = self.list_reads()
+        time.sleep(3)
+        self.r.check(self.list_reads() == reads, f"an idle page with the live channel reads no list ({self.list_reads() - reads} reads)")
+        ids = [r.get_attribute("data-id") for r in self.rows()]
+        # A deletion elsewhere reaches the page through the channel.
+        self.r.check(self.api_delete(f"/api/mesh/devices/{ids[0]}", admin) == 204, "a device deleted through the API")
+        self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, f'tr[data-id="{ids[0]}"]'), "the pushed deletion", 15)
+        self.r.check(self.list_reads() == reads, "the pushed change needed no list read")
+        # The channel blocked (as a proxy that refuses streams would): the page polls instead.
+        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/mesh/events*"]})
+        self.open_page(f"{gw}/vpn/mesh/")
+        self.wait(lambda: self.live_mode() == "polling", "the page to fall back to polling", 20)
+        self.r.check(self.visible("app"), "the page works without the live channel")
+        self.r.check(self.api_delete(f"/api/mesh/devices/{ids[1]}", admin) == 204, "another device deleted through the API")
+        self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, f'tr[data-id="{ids[1]}"]'), "the polled deletion", 15)
+        self.r.check(self.list_reads() > 0, "the fallback reads the list")
+        self.screenshot("polling-fallback")
+        # Unblocked: the page goes back to the channel by itself.
+        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        self.wait(lambda: self.live_mode() == "push", "the page to return to the live channel", 45)
+        reads = self.list_reads()
+        time.sleep(3)
+        self.r.check(self.list_reads() == reads, "polling stops once the channel is back")
+
     # MARK: run
 
     def run(self):
@@ -1167,6 +1211,8 @@ class MeshPageTest:
             self.step("sign in through the identity provider", self.sign_in_with_provider)
             self.step("a refused sign-in", self.refused_provider_sign_in)
             self.step("tokens and console", self.hygiene)
+            # After the console check: the blocked channel logs a failed request on purpose.
+            self.step("live channel; polling while it is blocked", self.live_channel_and_fallback)
         finally:
             if self.driver:
                 try:

@@ -3,6 +3,7 @@
 // status, and for admins the mesh switch, the default lifetime, nodes, diagnostics and the audit log.
 // docs/web.md describes it.
 import { ApiError, MeshAPI } from './api.js';
+import { LiveChannel } from './live.js';
 import {
   DEVICE_TYPES, Modal, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, typeIcon,
 } from './dom.js';
@@ -10,9 +11,12 @@ import {
   claims as readClaims, clearToken, looksLikeJWT, normalizeToken, storeToken, storedToken, takeTokenFromFragment,
 } from './session.js';
 
-/** How often the device list is read: the status pill turns green within this of the node's report. */
+/**
+ * The device list, plan usage and node diagnostics are pushed over the live channel (live.js) and
+ * read again only when it says something changed. When the channel cannot be opened the page polls
+ * them instead, at these intervals, until it can.
+ */
 const DEVICE_POLL_MS = 1000;
-/** How often plan usage and node diagnostics are read. */
 const LICENSE_POLL_MS = 5000;
 const ADMIN_POLL_MS = 3000;
 const NODES_POLL_MS = 5000;
@@ -135,6 +139,10 @@ const state = {
   me: null,                // with a session: who the server says the caller is (GET /api/auth/session)
   users: [],               // admins: the tenant's users, as last listed
   removing: null,          // the user the remove dialog is about
+  live: null,              // the LiveChannel while signed in
+  liveMode: '',            // 'connecting', 'push' or 'polling' (also on #app as data-live)
+  ageTimer: null,          // re-renders "12 seconds ago" every second
+  adminTimer: null,        // a pending node diagnostics read after a mesh change
 };
 
 /** Whether the signed-in person is an admin: the stored role with a session, the token's claim otherwise. */
@@ -168,6 +176,11 @@ function showLogin(reason, kind = 'warn') {
 
 function stopSession() {
   for (const p of pollers) p.stop();
+  if (state.live) state.live.stop();
+  state.live = null;
+  setLiveMode('');
+  clearInterval(state.ageTimer);
+  clearTimeout(state.adminTimer);
   clearTimeout(state.expiryTimer);
   state.api = null;
   state.claims = {};
@@ -235,8 +248,7 @@ function signIn(token) {
       state.expiryTimer = setTimeout(() => signOut('Your session has expired. Open a new login link or paste a new token.'), left);
     }
   }
-  devicePoller.start();
-  licensePoller.start();
+  startUpdates();
   startAdmin();
   loadTokens();
   return true;
@@ -260,8 +272,7 @@ function signInSession(info) {
   el.accountWho.replaceChildren(`Signed in as ${info.user?.name || 'user'} (${role})${via}`);
   show(el.admin, isAdmin());
   show(el.filterOwnerBox, isAdmin());
-  devicePoller.start();
-  licensePoller.start();
+  startUpdates();
   startAdmin();
   loadTokens();
 }
@@ -500,10 +511,23 @@ async function loadDevices() {
   }
 }
 
-/** New filters or another page: the list starts over from what the server says. */
+/**
+ * New filters or another page: the list starts over from what the server says. The live channel
+ * carries the page it was opened for, so it is opened again for the new one.
+ */
 function reloadDevices() {
   state.renderedSeq = ++state.deviceSeq;
-  devicePoller.now();
+  if (state.live) state.live.setQuery(listQuery());
+  if (state.liveMode !== 'push') devicePoller.now();
+}
+
+/** The query of the page of devices shown: its cursor, size and filters (the list's and the live channel's). */
+function listQuery() {
+  const q = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const cursor = state.cursors[state.cursors.length - 1];
+  if (cursor) q.set('cursor', cursor);
+  for (const [k, v] of Object.entries(state.filters)) if (v) q.set(k, v);
+  return `?${q}`;
 }
 
 function onFilterChange() {
@@ -546,6 +570,84 @@ async function toggleSuspension(id) {
     entry.parts.toggle.disabled = false;
     reloadDevices();
   }
+}
+
+// MARK: Live updates
+
+function setLiveMode(mode) {
+  state.liveMode = mode;
+  if (mode) el.app.dataset.live = mode;
+  else delete el.app.dataset.live;
+}
+
+/** What the live channel replaces; the nodes, the audit log and a new device's dialog keep their own reads. */
+const pushedPollers = [devicePoller, licensePoller, adminPoller];
+
+function startPolling() {
+  devicePoller.start();
+  licensePoller.start();
+  if (isAdmin()) adminPoller.start();
+}
+
+/** Opens the live channel; polls while it cannot be opened. */
+function startUpdates() {
+  const api = state.api;
+  clearInterval(state.ageTimer);
+  state.ageTimer = setInterval(refreshAges, 1000);
+  state.live = new LiveChannel(api.token, listQuery(), {
+    onOpen: () => {
+      if (api !== state.api) return;
+      // A stream reopened after its lifetime changes nothing; the first one (or the first after
+      // polling) reads what the channel does not carry.
+      if (state.liveMode === 'push') return;
+      for (const p of pushedPollers) p.stop();
+      setLiveMode('push');
+      loadLicense();
+      if (isAdmin()) loadAdmin();
+    },
+    onEvent: (name, data) => {
+      if (api === state.api) liveEvent(name, data);
+    },
+    onFallback: () => {
+      if (api !== state.api || state.liveMode === 'polling') return;
+      setLiveMode('polling');
+      startPolling();
+    },
+    onRefused: (error) => {
+      if (api !== state.api || handleAuthError(error)) return;
+      setLiveMode('polling');
+      startPolling();
+    },
+  });
+  setLiveMode('connecting');
+  state.live.start();
+}
+
+function liveEvent(name, data) {
+  if (name === 'devices') {
+    const before = [...state.devices.keys()].sort().join();
+    // Any list read still in flight is older than this: it is dropped when it arrives.
+    state.renderedSeq = ++state.deviceSeq;
+    state.nextCursor = data?.next_cursor || null;
+    renderDevices(Array.isArray(data?.devices) ? data.devices : []);
+    message(el.listError, '');
+    if ([...state.devices.keys()].sort().join() !== before) loadLicense();
+  } else if (name === 'device') {
+    const entry = data && state.devices.get(data.id);
+    if (entry) updateRow(entry, data, Date.now());
+  } else if (name === 'mesh') {
+    // Node state follows the mesh: read it once after a burst of changes.
+    if (isAdmin() && !state.adminTimer) {
+      state.adminTimer = setTimeout(() => { state.adminTimer = null; loadAdmin(); }, 500);
+    }
+  }
+}
+
+/** "12 seconds ago" moves on without asking the server. */
+function refreshAges() {
+  if (document.hidden) return;
+  const now = Date.now();
+  for (const entry of state.devices.values()) if (entry.data) updateRow(entry, entry.data, now);
 }
 
 let noticeTimer = null;

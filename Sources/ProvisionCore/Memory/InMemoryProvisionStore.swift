@@ -329,10 +329,10 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         return out
     }
 
-    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
+    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> (domain: String, changed: [DeviceRecord]) {
         guard nodeRows[node]?.tenant == tenant else { throw .notFound("unknown node") }
         nodeRows[node]?.lastSeen = now()
-        var changed = 0
+        var changed: [DeviceRecord] = []
         for p in peers {
             // Raw counters per (node, peer), as PostgreSQL keeps them: a counter that went down was reset.
             let key = "\(node.lowercased)/\(p.publicKey)"
@@ -349,9 +349,9 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
             }
             if !p.endpoint.isEmpty { updated.endpoint = p.endpoint }
             deviceRows[id] = updated
-            changed += 1
+            if updated.lastHandshake != d.lastHandshake || updated.endpoint != d.endpoint { changed.append(updated) }
         }
-        return changed
+        return (tenantRows[tenant]?.domain ?? TenantDefaults.domain, changed)
     }
 
     // MARK: Nodes

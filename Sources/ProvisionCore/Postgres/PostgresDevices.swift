@@ -398,12 +398,12 @@ extension PostgresProvisionStore: DeviceRepository {
         }
     }
 
-    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
+    public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> (domain: String, changed: [DeviceRecord]) {
         try await write { tx in
             guard try tx.execute("UPDATE nodes SET last_seen_at = now() WHERE id = $1 AND tenant_id = $2", node, tenant) == 1 else {
                 throw MeshError.notFound("unknown node")
             }
-            var devices = 0
+            var changed: [DeviceRecord] = []
             for p in peers {
                 let prev = try tx.queryFirst("SELECT rx_raw, tx_raw FROM peer_stats WHERE node_id = $1 AND public_key = $2 FOR UPDATE", node, p.publicKey)
                 let lastRx = try prev?.decode("rx_raw", as: Int64.self) ?? 0, lastTx = try prev?.decode("tx_raw", as: Int64.self) ?? 0
@@ -418,13 +418,21 @@ extension PostgresProvisionStore: DeviceRepository {
                     ON CONFLICT (node_id, public_key) DO UPDATE SET rx_raw = $3, tx_raw = $4,
                       last_handshake_at = coalesce($5, peer_stats.last_handshake_at), endpoint = coalesce($6, peer_stats.endpoint), updated_at = now()
                     """, node, p.publicKey, rx, txb, handshake, endpoint)
-                devices += try tx.execute("""
+                // The row as it was (locked) and as it is: a new handshake or endpoint is a status change.
+                let rows = try tx.query("""
                     UPDATE devices SET rx_bytes = rx_bytes + $3, tx_bytes = tx_bytes + $4,
                       last_handshake_at = greatest(last_handshake_at, $5), endpoint = coalesce($6, endpoint)
-                    WHERE tenant_id = $1 AND public_key = $2
+                    FROM (SELECT id AS old_id, last_handshake_at AS old_handshake, endpoint AS old_endpoint
+                          FROM devices WHERE tenant_id = $1 AND public_key = $2 FOR UPDATE) old
+                    WHERE devices.id = old.old_id
+                    RETURNING \(Self.deviceColumns),
+                      (last_handshake_at IS DISTINCT FROM old.old_handshake OR endpoint IS DISTINCT FROM old.old_endpoint) AS status_changed
                     """, tenant, p.publicKey, dRx, dTx, handshake, endpoint)
+                for r in rows where try r.decode("status_changed", as: Bool.self) { changed.append(try Self.device(r)) }
             }
-            return devices
+            guard !changed.isEmpty else { return ("", changed) }
+            let domain = try tx.queryFirst("SELECT domain FROM tenants WHERE id = $1", tenant)?.decode("domain", as: String.self)
+            return (domain ?? TenantDefaults.domain, changed)
         }
     }
 }

@@ -817,6 +817,51 @@ void   mesh__v1__device__free_unpacked
   assert(message->base.descriptor == &mesh__v1__device__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__device_status_changed__init
+                     (Mesh__V1__DeviceStatusChanged         *message)
+{
+  static const Mesh__V1__DeviceStatusChanged init_value = MESH__V1__DEVICE_STATUS_CHANGED__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__device_status_changed__get_packed_size
+                     (const Mesh__V1__DeviceStatusChanged *message)
+{
+  assert(message->base.descriptor == &mesh__v1__device_status_changed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__device_status_changed__pack
+                     (const Mesh__V1__DeviceStatusChanged *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__device_status_changed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__device_status_changed__pack_to_buffer
+                     (const Mesh__V1__DeviceStatusChanged *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__device_status_changed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__DeviceStatusChanged *
+       mesh__v1__device_status_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__DeviceStatusChanged *)
+     protobuf_c_message_unpack (&mesh__v1__device_status_changed__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__device_status_changed__free_unpacked
+                     (Mesh__V1__DeviceStatusChanged *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__device_status_changed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__create_device_request__init
                      (Mesh__V1__CreateDeviceRequest         *message)
 {
@@ -3843,7 +3888,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_users_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_users_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[26] =
+static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[27] =
 {
   {
     "id",
@@ -4157,6 +4202,18 @@ static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[26] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "online_until_ms",
+    46,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Device, online_until_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__device__field_indices_by_name[] = {
   16,   /* field[16] = config_hub_id */
@@ -4173,6 +4230,7 @@ static const unsigned mesh__v1__device__field_indices_by_name[] = {
   3,   /* field[3] = label */
   11,   /* field[11] = last_handshake_at_ms */
   12,   /* field[12] = online */
+  26,   /* field[26] = online_until_ms */
   24,   /* field[24] = owner_name */
   2,   /* field[2] = owner_user_id */
   25,   /* field[25] = per_peer_stats */
@@ -4190,7 +4248,7 @@ static const ProtobufCIntRange mesh__v1__device__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 40, 20 },
-  { 0, 26 }
+  { 0, 27 }
 };
 const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
 {
@@ -4200,11 +4258,62 @@ const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
   "Mesh__V1__Device",
   "mesh.v1",
   sizeof(Mesh__V1__Device),
-  26,
+  27,
   mesh__v1__device__field_descriptors,
   mesh__v1__device__field_indices_by_name,
   2,  mesh__v1__device__number_ranges,
   (ProtobufCMessageInit) mesh__v1__device__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__device_status_changed__field_descriptors[2] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__DeviceStatusChanged, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "devices",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__DeviceStatusChanged, n_devices),
+    offsetof(Mesh__V1__DeviceStatusChanged, devices),
+    &mesh__v1__device__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__device_status_changed__field_indices_by_name[] = {
+  1,   /* field[1] = devices */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__device_status_changed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__device_status_changed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.DeviceStatusChanged",
+  "DeviceStatusChanged",
+  "Mesh__V1__DeviceStatusChanged",
+  "mesh.v1",
+  sizeof(Mesh__V1__DeviceStatusChanged),
+  2,
+  mesh__v1__device_status_changed__field_descriptors,
+  mesh__v1__device_status_changed__field_indices_by_name,
+  1,  mesh__v1__device_status_changed__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__device_status_changed__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_descriptors[4] =

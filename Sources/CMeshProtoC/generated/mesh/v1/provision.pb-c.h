@@ -35,6 +35,7 @@ typedef struct Mesh__V1__GetUserResponse Mesh__V1__GetUserResponse;
 typedef struct Mesh__V1__ListUsersRequest Mesh__V1__ListUsersRequest;
 typedef struct Mesh__V1__ListUsersResponse Mesh__V1__ListUsersResponse;
 typedef struct Mesh__V1__Device Mesh__V1__Device;
+typedef struct Mesh__V1__DeviceStatusChanged Mesh__V1__DeviceStatusChanged;
 typedef struct Mesh__V1__CreateDeviceRequest Mesh__V1__CreateDeviceRequest;
 typedef struct Mesh__V1__CreateDeviceResponse Mesh__V1__CreateDeviceResponse;
 typedef struct Mesh__V1__DeleteDeviceRequest Mesh__V1__DeleteDeviceRequest;
@@ -563,10 +564,32 @@ struct  Mesh__V1__Device
    * stats (Pro and above). On Free they are left empty; online and last_handshake_at_ms remain.
    */
   protobuf_c_boolean per_peer_stats;
+  /*
+   * While online: when the device turns offline unless it handshakes again (the last handshake plus
+   * the online window); 0 when offline. The gateway's live channel re-reads the list then.
+   */
+  int64_t online_until_ms;
 };
 #define MESH__V1__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * mesh.v1.status.<tenant>.devices (published by ProvisionSvc, read by the gateways' live channels):
+ * the devices of one tenant whose last handshake or endpoint a node's handshake report just changed,
+ * each as the device list shows it.
+ */
+struct  Mesh__V1__DeviceStatusChanged
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  size_t n_devices;
+  Mesh__V1__Device **devices;
+};
+#define MESH__V1__DEVICE_STATUS_CHANGED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device_status_changed__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /*
@@ -1598,6 +1621,25 @@ Mesh__V1__Device *
 void   mesh__v1__device__free_unpacked
                      (Mesh__V1__Device *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__DeviceStatusChanged methods */
+void   mesh__v1__device_status_changed__init
+                     (Mesh__V1__DeviceStatusChanged         *message);
+size_t mesh__v1__device_status_changed__get_packed_size
+                     (const Mesh__V1__DeviceStatusChanged   *message);
+size_t mesh__v1__device_status_changed__pack
+                     (const Mesh__V1__DeviceStatusChanged   *message,
+                      uint8_t             *out);
+size_t mesh__v1__device_status_changed__pack_to_buffer
+                     (const Mesh__V1__DeviceStatusChanged   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__DeviceStatusChanged *
+       mesh__v1__device_status_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__device_status_changed__free_unpacked
+                     (Mesh__V1__DeviceStatusChanged *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__CreateDeviceRequest methods */
 void   mesh__v1__create_device_request__init
                      (Mesh__V1__CreateDeviceRequest         *message);
@@ -2414,6 +2456,9 @@ typedef void (*Mesh__V1__ListUsersResponse_Closure)
 typedef void (*Mesh__V1__Device_Closure)
                  (const Mesh__V1__Device *message,
                   void *closure_data);
+typedef void (*Mesh__V1__DeviceStatusChanged_Closure)
+                 (const Mesh__V1__DeviceStatusChanged *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__CreateDeviceRequest_Closure)
                  (const Mesh__V1__CreateDeviceRequest *message,
                   void *closure_data);
@@ -2562,6 +2607,7 @@ extern const ProtobufCMessageDescriptor mesh__v1__get_user_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_users_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__list_users_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__device__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__device_status_changed__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_request__descriptor;
