@@ -28,6 +28,9 @@ let nioCore = Target.Dependency.product(name: "NIOCore", package: nio)
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: nio)
 let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: nio)
 let jwt = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
+let x509 = Target.Dependency.product(name: "X509", package: "swift-certificates")
+let asn1 = Target.Dependency.product(name: "SwiftASN1", package: "swift-asn1")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
 
 func lib(_ name: String, _ deps: [Target.Dependency], resources: [Resource]? = nil) -> Target {
     .target(name: name, dependencies: deps, resources: resources, swiftSettings: strict)
@@ -65,6 +68,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // MARK: C libraries (Debian packages), one system-library target each.
@@ -109,6 +115,12 @@ let package = Package(
         lib("ServiceStore", ["ServiceKit", "MeshStore", log, argParser]),
         lib("MeshAuth", ["MeshDomain", "MeshProto", crypto, .product(name: "JWTKit", package: "jwt-kit")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle]),
+        // The per-tenant certificate authority and the node certificates of the phone fallback (swift-certificates).
+        lib("MeshPKI", [x509, asn1, crypto]),
+        // A node's HTTPS front on its mesh addresses (TLS with swift-nio-ssl, proxied to the gateway beside it).
+        lib("MeshHTTPS", ["MeshPKI", log, nioCore, nioPosix, nioSSL, lifecycle]),
+        // The phone fallback's reference client: the relay while it is healthy, the nodes' mesh URLs when it degrades.
+        lib("RelayClient", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, nioHTTP1, nioSSL]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
         lib("MeshBusAuth", ["MeshDomain", crypto]),
 
@@ -116,11 +128,11 @@ let package = Package(
         lib("AllocatorCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
         exe("AllocatorSvc", ["AllocatorCore", "ServiceKit", argParser, lifecycle]),
         lib("ProvisionCore", ["MeshKeys", "MeshNet", "MeshBus", "MeshBusAuth", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit",
-                              "MeshQR", log, metrics, lifecycle, crypto]),
-        exe("ProvisionSvc", ["ProvisionCore", "ServiceKit", argParser, lifecycle]),
+                              "MeshQR", "MeshPKI", log, metrics, lifecycle, crypto]),
+        exe("ProvisionSvc", ["ProvisionCore", "ServiceKit", argParser, lifecycle, crypto]),
         lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "ServiceKit", argParser, lifecycle]),
-        lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
+        lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshPKI", "MeshHTTPS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "ServiceKit", argParser, lifecycle]),
         lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
@@ -129,7 +141,7 @@ let package = Package(
                             .product(name: "HummingbirdTLS", package: "hummingbird")],
             resources: [.copy("Web")]),
         exe("Gateway", ["GatewayCore", "ServiceKit", argParser, lifecycle]),
-        exe("meshctl", ["MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
+        exe("meshctl", ["RelayClient", "MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log]),
@@ -158,6 +170,9 @@ let package = Package(
         tests("BusSecurityTests", ["MeshKeys", "MeshBusAuth", "MeshBus", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshStore", "NodeApplierCore",
                                    "ProvisionCore", log]),
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
+        // The phone fallback: the tenant CA, the nodes' HTTPS front and the relay client (real TCP, TLS, WireGuard).
+        tests("FallbackTests", ["MeshPKI", "MeshHTTPS", "RelayClient", "NodeApplierCore", "MeshAuth", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshNet",
+                                "MeshDNS", "MeshKeys", log, nioCore, nioPosix, nioSSL, x509, crypto]),
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),

@@ -199,12 +199,24 @@ public struct ProvisionClient: Sendable {
         return resp.caller
     }
 
-    public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+    /// Creates a device; `pair` marks a phone's pairing, whose reply carries its fallback (docs/fallback.md).
+    public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType, pair: Bool = false)
+        async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
         var r = Mesh_V1_CreateDeviceRequest()
         r.caller = caller
         r.label = label
         r.type = type
+        r.pair = pair
         return try await call(MeshSubjects.deviceCreate, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// The certificate of a node's HTTPS front, for the node's own P-256 public key (DER).
+    public func nodeCertificate(tenantID: String, nodeID: String, publicKeyDER: [UInt8]) async throws(MeshError) -> Mesh_V1_NodeCertificateResponse {
+        var r = Mesh_V1_NodeCertificateRequest()
+        r.tenantID = tenantID
+        r.nodeID = nodeID
+        r.publicKeyDer = Data(publicKeyDER)
+        return try await call(MeshSubjects.nodeCertificate(tenant: tenantID, node: nodeID), r, nil)
     }
 
     public func deleteDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {

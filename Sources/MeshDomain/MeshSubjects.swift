@@ -47,6 +47,10 @@ public enum MeshSubjects {
     /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
     public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }
     public static let handshakeReportWildcard = "mesh.v1.reports.*.*.handshake"
+    /// A node's certificate for its HTTPS front (the phone fallback):
+    /// `mesh.v1.provision.node.certificate.<tenant>.<node>`, served by ProvisionSvc.
+    public static func nodeCertificate(tenant: String, node: String) -> String { "mesh.v1.provision.node.certificate.\(tenant).\(node)" }
+    public static let nodeCertificateWildcard = "mesh.v1.provision.node.certificate.*.*"
 
     // FanoutSvc
     /// ProvisionSvc's outbox relay hands FanoutSvc a tenant's changes: `mesh.v1.fanout.ingest`.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import MeshDomain
 
@@ -19,6 +20,8 @@ public struct ProvisionConfiguration: Sendable {
     /// How often every replica looks for changes no replica handed to FanoutSvc yet, and for due
     /// lease tasks.
     public var sweepInterval: Duration
+    /// Seals the tenant CAs' private keys at rest (AES-256-GCM) when set (env MESH_CA_SEALING_KEY).
+    public var caSealingKey: SymmetricKey?
 
     public init(rateLimit: RateLimit = .seed, rateLimitExempt: Set<UUID> = [], onlineWindow: Duration = .seconds(180),
                 allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1)) {
@@ -28,6 +31,7 @@ public struct ProvisionConfiguration: Sendable {
         self.allocatorTimeout = allocatorTimeout
         self.leaseHold = leaseHold
         self.sweepInterval = sweepInterval
+        caSealingKey = nil
     }
 
     /// The limit that applies to `user`, or nil when none does.

@@ -230,5 +230,18 @@ public enum ProvisionSchema {
             -- single-use token; the token it spent identifies the retry.
             ALTER TABLE nodes ADD COLUMN enrolled_with bytea;
             """),
+        Migration(version: 7, name: "tenant certificate authorities", sql: """
+            -- Each tenant's certificate authority for the nodes' HTTPS fronts (docs/fallback.md). Made on
+            -- first use; the first replica to insert wins. The private key is never served: it is sealed
+            -- (AES-GCM, key_sealed) when ProvisionSvc has a sealing key, and only signs node certificates.
+            CREATE TABLE tenant_authorities (
+              tenant_id uuid PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+              certificate_pem text NOT NULL,
+              private_key bytea NOT NULL,
+              key_sealed boolean NOT NULL,
+              not_after timestamptz NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now()
+            );
+            """),
     ])
 }

@@ -1,3 +1,4 @@
+import Crypto
 import ArgumentParser
 import Foundation
 import MeshClient
@@ -34,6 +35,9 @@ struct ProvisionSvc: AsyncParsableCommand {
     @Option(help: "Comma-separated user ids exempt from the rate limit (env MESH_RATE_LIMIT_EXEMPT).")
     var rateLimitExempt: String = Env.string("MESH_RATE_LIMIT_EXEMPT", "")
 
+    @Option(help: "Seals the tenant CA private keys at rest: 32 bytes in base64 (env MESH_CA_SEALING_KEY).")
+    var caSealingKey: String = Env.string("MESH_CA_SEALING_KEY", "")
+
     @Option(help: "Seconds since the last handshake within which a device counts as online (env MESH_ONLINE_WINDOW_SECONDS).")
     var onlineWindowSeconds: Int = Env.int("MESH_ONLINE_WINDOW_SECONDS", 180)
 
@@ -46,8 +50,14 @@ struct ProvisionSvc: AsyncParsableCommand {
 
     func run() async throws {
         let exempt = Set(rateLimitExempt.split(separator: ",").compactMap { UUID(uuidString: $0.trimmingCharacters(in: .whitespaces)) })
-        let config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
+        var config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
                                             rateLimitExempt: exempt, onlineWindow: .seconds(onlineWindowSeconds))
+        if !caSealingKey.isEmpty {
+            guard let raw = Data(base64Encoded: caSealingKey), raw.count == 32 else {
+                throw ValidationError("--ca-sealing-key must be 32 bytes in base64 (e.g. openssl rand -base64 32)")
+            }
+            config.caSealingKey = SymmetricKey(data: raw)
+        }
         let busIdentity: BusIdentityConfiguration?
         do {
             busIdentity = try BusIdentityConfiguration.fromEnvironment()

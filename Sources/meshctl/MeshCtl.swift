@@ -20,7 +20,7 @@ struct MeshCtl: AsyncParsableCommand {
             with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
             --json prints one JSON document on stdout for scripts.
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self, Fallback.self])
 }
 
 /// Options every subcommand shares.
