@@ -153,7 +153,7 @@ let package = Package(
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshDomain", "MeshClient", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
-        tests("ProvisionTests", ["MeshKeys", "ProvisionCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "MeshProto", "MeshBus", "MeshStore", "MeshNet",
+        tests("ProvisionTests", ["MeshKeys", "MeshPKI", x509, crypto, "ProvisionCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "MeshProto", "MeshBus", "MeshStore", "MeshNet",
                                  "MeshQR", protobuf]),
         // The provisioning rules through ProvisionSvc's services on the in-memory store: no servers.
         tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),

@@ -21,7 +21,8 @@ public final class HTTPSFront: Sendable {
     private let context = Mutex<NIOSSLContext?>(nil)
     private let channels = Mutex<[any Channel]>([])
 
-    public init(listen: [(host: String, port: Int)], upstream: (host: String, port: Int), group: any EventLoopGroup, logger: Logger) {
+    public init(listen: [(host: String, port: Int)], upstream: (host: String, port: Int),
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.listen = listen
         self.upstream = upstream
         self.group = group

@@ -5,7 +5,6 @@ import MeshDomain
 import MeshHTTPS
 import MeshPKI
 import MeshProto
-import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -66,7 +65,7 @@ public final class NodeHTTPSService: Service, Sendable {
 
     public func run() async throws {
         let front = HTTPSFront(listen: [identity.ipv4, identity.ipv6].filter { !$0.isEmpty }.map { ($0, port) }, upstream: upstream,
-                               group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                               logger: logger)
         let key = ServerKey()
         await cancelWhenGracefulShutdown { [self] in
             var started = false

@@ -72,9 +72,10 @@ public struct CertificateService: Sendable {
         guard subject == MeshSubjects.nodeCertificate(tenant: tenantID.lowercased, node: nodeID.lowercased) else {
             throw .permissionDenied("the subject does not name this node")
         }
-        guard let (tenant, all) = try await nodes.nodes(tenant: tenantID), let node = all.first(where: { $0.id == nodeID }) else {
+        guard let found = try await nodes.nodes(tenant: tenantID), let node = found.1.first(where: { $0.id == nodeID }) else {
             throw .notFound("no such node")
         }
+        let tenant = found.0
         let ca = try await authority(tenant)
         let dns = MeshName.dnsName(slug: node.slug, domain: tenant.domain)
         let ips = [node.ipv4, node.ipv6].filter { !$0.isEmpty }
@@ -82,10 +83,8 @@ public struct CertificateService: Sendable {
         do {
             let cert = try ca.issueServer(publicKeyDER: Array(req.publicKeyDer), dnsNames: [dns], ipAddresses: ips)
             leaf = X509Leaf(pem: cert.pemText, notBefore: cert.notValidBefore, notAfter: cert.notValidAfter)
-        } catch let e as PKIError {
-            if case .invalidRequest(let message) = e { throw .invalidArgument(field: "public_key_der", message: message) }
-            throw .internal("could not sign the node certificate")
         } catch {
+            if case .invalidRequest(let message) = error { throw .invalidArgument(field: "public_key_der", message: message) }
             throw .internal("could not sign the node certificate")
         }
         var resp = Mesh_V1_NodeCertificateResponse()
@@ -103,7 +102,8 @@ public struct CertificateService: Sendable {
     /// What a paired phone falls back on: each node's HTTPS URL over the mesh (the hub first) and the
     /// tenant CA to trust for them.
     public func fallback(tenant: UUID) async throws(MeshError) -> Mesh_V1_PhoneFallback {
-        guard let (t, all) = try await nodes.nodes(tenant: tenant) else { throw .notFound("unknown tenant") }
+        guard let found = try await nodes.nodes(tenant: tenant) else { throw .notFound("unknown tenant") }
+        let (t, all) = found
         let ca = try await authority(t)
         var f = Mesh_V1_PhoneFallback()
         f.caCertificatePem = ca.certificatePEM

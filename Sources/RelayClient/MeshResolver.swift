@@ -86,7 +86,7 @@ public struct MeshResolver: Sendable {
             throw .resolve("malformed answer")
         }
         guard answer.responseCode == .noError else { throw .resolve("\(name): \(answer.responseCode)") }
-        return answer.answers.compactMap { r in
+        return answer.answers.compactMap { r -> String? in
             switch r.data {
             case .a(let ip): ip.description
             case .aaaa(let ip): ip.description

@@ -5,7 +5,6 @@ import MeshHTTPS
 import MeshNet
 import MeshPKI
 import MeshTestSupport
-import NIOPosix
 import RelayClient
 import Testing
 
@@ -50,8 +49,7 @@ struct FallbackClientTests {
             for (i, ip) in nodeIPs.enumerated() {
                 let key = ServerKey()
                 let leaf = try ca.issueServer(publicKeyDER: key.publicKeyDER, dnsNames: ["node-\(i).quazzar.mesh"], ipAddresses: [ip])
-                let front = HTTPSFront(listen: [(ip, 8443)], upstream: ("127.0.0.1", upstreamPort), group: MultiThreadedEventLoopGroup.singleton,
-                                       logger: logger)
+                let front = HTTPSFront(listen: [(ip, 8443)], upstream: ("127.0.0.1", upstreamPort), logger: logger)
                 try front.install(certificateChainPEM: leaf.pemText + ca.certificatePEM, privateKeyPEM: key.privateKeyPEM)
                 try await front.start()
                 fronts.append(front)
