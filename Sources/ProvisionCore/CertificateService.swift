@@ -52,7 +52,7 @@ public struct CertificateService: Sendable {
 
     /// The tenant's authority, made and stored on first use.
     func authority(_ tenant: TenantRecord) async throws(MeshError) -> TenantAuthority {
-        if let stored = try await authorities.authority(tenant: tenant.id) { return try open(stored) }
+        if let stored = try await authorities.authority(tenant: tenant.id) { return try unseal(stored) }
         let made: TenantAuthority
         do {
             made = try TenantAuthority.create(tenantID: tenant.id.lowercased, tenantName: tenant.name)
@@ -61,7 +61,7 @@ public struct CertificateService: Sendable {
         }
         let stored = try await authorities.insertAuthority(tenant: tenant.id, try seal(made))
         logger.info("tenant certificate authority made", metadata: ["tenant.id": "\(tenant.id.lowercased)"])
-        return try open(stored)
+        return try unseal(stored)
     }
 
     /// Issues the certificate of a node's HTTPS front: its DNS name and mesh addresses, for its public key.
@@ -139,7 +139,7 @@ public struct CertificateService: Sendable {
         }
     }
 
-    private func open(_ s: StoredAuthority) throws(MeshError) -> TenantAuthority {
+    private func unseal(_ s: StoredAuthority) throws(MeshError) -> TenantAuthority {
         var key = s.privateKey
         if s.keySealed {
             guard let sealingKey else { throw .internal("the CA key is sealed and ProvisionSvc has no sealing key (MESH_CA_SEALING_KEY)") }

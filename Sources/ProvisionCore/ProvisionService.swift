@@ -36,9 +36,10 @@ public struct Provisioning: Sendable {
         self.relay = relay
         self.users = users
         tenants = TenantService(tenants: pg, prefixes: allocator, notifier: relay, logger: logger)
-        certificates = CertificateService(authorities: pg, nodes: pg, sealingKey: configuration.caSealingKey, logger: logger)
+        let certificates = CertificateService(authorities: pg, nodes: pg, sealingKey: configuration.caSealingKey, logger: logger)
+        self.certificates = certificates
         devices = DeviceService(devices: pg, users: users, leases: pg, allocator: allocator, notifier: relay, configuration: configuration,
-                                fallback: { [certificates] t async throws(MeshError) in try await certificates.fallback(tenant: t) }, logger: logger)
+                                fallback: { t async throws(MeshError) in try await certificates.fallback(tenant: t) }, logger: logger)
         let nodeClient = NodeClient(bus: bus)
         nodes = NodeService(nodes: pg, users: users, leases: pg, allocator: allocator, notifier: relay, busIdentities: busIdentities,
                             probe: { id async throws(MeshError) in try await nodeClient.peers(nodeID: id) },

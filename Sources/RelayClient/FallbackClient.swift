@@ -95,7 +95,11 @@ public final class FallbackClient: Sendable {
         tls.certificateVerification = .fullVerification
         tls.minimumTLSVersion = .tlsv12
         meshTLS = try NIOSSLContext(configuration: tls)
-        relayTLS = relay.scheme == "https" ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        if relay.scheme == "https" {
+            relayTLS = try NIOSSLContext(configuration: .makeClientConfiguration())
+        } else {
+            relayTLS = nil
+        }
     }
 
     /// The path requests take now.
