@@ -35,12 +35,24 @@ public final class TestRelay: @unchecked Sendable {
         throw TestSetupError.failed("relay proxy did not listen: \(p.log())")
     }
 
+    /// Stalls the path without closing it (SIGSTOP): connections are still accepted by the kernel but
+    /// nothing is relayed, so requests time out. ``resume()`` undoes it.
+    public func stall() {
+        lock.withLock { process }?.signal(SIGSTOP)
+    }
+
+    /// Lets a stalled proxy run again (SIGCONT).
+    public func resume() {
+        lock.withLock { process }?.signal(SIGCONT)
+    }
+
     /// Cuts the path: the proxy stops, its connections close.
     public func cut() async {
         let p = lock.withLock { () -> ManagedProcess? in
             defer { process = nil }
             return process
         }
+        p?.signal(SIGCONT)
         await p?.kill9()
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import ServiceLifecycle
 import Synchronization
 
 /// When the relay counts as degraded and when as recovered (docs/fallback.md has the rules).
@@ -54,9 +55,9 @@ public struct FallbackError: Error, Sendable, CustomStringConvertible {
 /// through the relay while it is healthy. A request that fails on the relay is sent at once over the
 /// mesh, so the caller still gets its answer; when the relay's recent outcomes show it degraded
 /// (``FallbackPolicy``), every request goes over the mesh — to `https://<node>.<domain>:8443`, the
-/// name resolved through the mesh DNS, TLS verified against the tenant CA alone — and the relay is
-/// probed until it answers well again, then used again.
-public final class FallbackClient: Sendable {
+/// name resolved through the mesh DNS, TLS verified against the tenant CA alone — and ``run()``
+/// probes the relay until it answers well again; then it is used again.
+public final class FallbackClient: Service, Sendable {
     /// The relay's base URL (`http://host:port` or `https://host:port`).
     public let relay: URL
     /// The nodes' HTTPS URLs, in order of preference (the pairing reply's, the hub first).
@@ -124,18 +125,19 @@ public final class FallbackClient: Sendable {
             }
             return try await overMesh(request, attempts: attempts)
         case .mesh:
-            if probeDue() {
-                async let probe: Void = probeRelay()
-                do {
-                    let r = try await overMesh(request, attempts: attempts)
-                    await probe
-                    return r
-                } catch {
-                    await probe
-                    throw error
-                }
-            }
             return try await overMesh(request, attempts: attempts)
+        }
+    }
+
+    /// Probes the relay while it is degraded, once per `probeInterval`, and brings the client back to
+    /// it after `recoverAfter` good probes in a row. Run it beside the requests (in a ServiceGroup);
+    /// without it a degraded client stays on the mesh.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { [self] in
+            while !Task.isCancelled {
+                if probeDue() { await probeRelay() }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
         }
     }
 

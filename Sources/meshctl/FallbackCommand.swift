@@ -43,6 +43,9 @@ struct Fallback: AsyncParsableCommand {
     @Option(name: .customLong("interval-ms"), help: "Milliseconds between requests.")
     var intervalMs: Int = 200
 
+    /// One line on stdout, written at once (another process reads it while this one runs).
+    static func emit(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
     /// Wall-clock milliseconds, so another process can line its events up with these lines.
     static func unixMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
@@ -71,21 +74,39 @@ struct Fallback: AsyncParsableCommand {
         let client = try FallbackClient(relay: relayURL, meshURLs: urls.compactMap(URL.init(string:)), caCertificatePEM: caPEM,
                                         resolver: MeshResolver(servers: servers), logger: logger)
         let start = ContinuousClock.now
-        var headers: [(String, String)] = []
-        if !token.isEmpty { headers.append(("Authorization", "Bearer \(token)")) }
-        var failures = 0
-        for i in 0..<max(1, count) {
-            do {
-                let r = try await client.send(FallbackRequest(path: path, headers: headers))
-                print("answer\t\(i)\t\(Self.unixMs())\t\(r.status)\t\(r.path)\t\(r.elapsed)")
-            } catch {
-                failures += 1
-                print("error\t\(i)\t\(Self.unixMs())\t\(error)")
+        let headers: [(String, String)] = token.isEmpty ? [] : [("Authorization", "Bearer \(token)")]
+        let count = max(1, self.count), path = self.path, intervalMs = self.intervalMs
+        let failures = try await withThrowingTaskGroup(of: Int?.self) { group in
+            // The relay probe runs beside the requests.
+            group.addTask {
+                try await client.run()
+                return nil
             }
-            if i + 1 < count { try await Task.sleep(for: .milliseconds(intervalMs)) }
+            group.addTask {
+                var failures = 0
+                for i in 0..<count {
+                    do {
+                        let r = try await client.send(FallbackRequest(path: path, headers: headers))
+                        Self.emit("answer\t\(i)\t\(Self.unixMs())\t\(r.status)\t\(r.path)\t\(r.elapsed)")
+                    } catch {
+                        failures += 1
+                        Self.emit("error\t\(i)\t\(Self.unixMs())\t\(error)")
+                    }
+                    if i + 1 < count { try await Task.sleep(for: .milliseconds(intervalMs)) }
+                }
+                return failures
+            }
+            var failures = 0
+            for try await result in group {
+                if let result {
+                    failures = result
+                    group.cancelAll()
+                }
+            }
+            return failures
         }
         for t in client.transitions {
-            print("switch\t\(t.mode.rawValue)\t\(t.at - start)\t\(t.reason)")
+            Self.emit("switch\t\(t.mode.rawValue)\t\(t.at - start)\t\(t.reason)")
         }
         if failures > 0 { throw ExitCode(1) }
     }

@@ -111,50 +111,107 @@ struct FallbackClientTests {
         await rig.stop()
     }
 
+    /// Runs `body` while the client's relay probe runs.
+    func running(_ client: FallbackClient, _ body: () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await client.run() }
+            do {
+                try await body()
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+            group.cancelAll()
+        }
+    }
+
     @Test func theClientFailsOverToTheMeshAndBack() async throws {
         try await withRig { rig in
             let client = try rig.client()
-            var answers: [(at: ContinuousClock.Instant, path: FallbackPath)] = []
-            var failures: [String] = []
-            func tick(_ n: Int) async {
-                for _ in 0..<n {
+            try await running(client) {
+                var answers: [(at: ContinuousClock.Instant, path: FallbackPath)] = []
+                var failures: [String] = []
+                func tick(_ n: Int) async {
+                    for _ in 0..<n {
+                        do {
+                            let r = try await client.send(FallbackRequest(path: "/api/mesh/devices"))
+                            #expect(r.status == 200 && String(decoding: r.body, as: UTF8.self).contains("devices"))
+                            answers.append((.now, r.path))
+                        } catch {
+                            failures.append("\(error)")
+                        }
+                        try? await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                await tick(10)
+                #expect(client.mode == .relay)
+                #expect(answers.allSatisfy { $0.path == .relay })
+
+                let cutAt = ContinuousClock.now
+                await rig.relay.cut()
+                await tick(20)
+                #expect(client.mode == .mesh, "the relay is degraded after the cut")
+                let firstMesh = answers.first { $0.at > cutAt && $0.path != .relay }
+                #expect(firstMesh != nil, "answers come over the mesh after the cut")
+
+                let restoredAt = ContinuousClock.now
+                try await rig.relay.restore()
+                // Recovery needs `recoverAfter` good probes, one per probe interval: wait for it with a deadline.
+                let deadline = ContinuousClock.now + .seconds(20)
+                while client.mode != .relay, ContinuousClock.now < deadline { await tick(1) }
+                #expect(client.mode == .relay, "the client returns to the relay once it answers again")
+                await tick(5)
+                let firstRelayAgain = answers.first { $0.at > restoredAt && $0.path == .relay }
+                #expect(firstRelayAgain != nil)
+                #expect(failures.isEmpty, "every request got an answer: \(failures)")
+                let modes = client.transitions.map(\.mode)
+                #expect(modes == [.mesh, .relay], "\(client.transitions.map { ($0.mode, $0.reason) })")
+                if let firstMesh, let firstRelayAgain {
+                    print("fallback loopback: failover \(firstMesh.at - cutAt) (cut to first mesh answer), "
+                          + "recovery \(firstRelayAgain.at - restoredAt) (restore to first relay answer), "
+                          + "\(answers.count) answers, \(failures.count) failures")
+                }
+            }
+        }
+    }
+
+    @Test func aStalledRelayTimesOutAndTheClientFailsOver() async throws {
+        try await withRig { rig in
+            let client = try rig.client()
+            try await running(client) {
+                var answers: [(at: ContinuousClock.Instant, path: FallbackPath)] = []
+                var failures: [String] = []
+                func tick() async {
                     do {
                         let r = try await client.send(FallbackRequest(path: "/api/mesh/devices"))
-                        #expect(r.status == 200 && String(decoding: r.body, as: UTF8.self).contains("devices"))
                         answers.append((.now, r.path))
                     } catch {
                         failures.append("\(error)")
                     }
                     try? await Task.sleep(for: .milliseconds(50))
                 }
-            }
-            await tick(10)
-            #expect(client.mode == .relay)
-            #expect(answers.allSatisfy { $0.path == .relay })
-
-            let cutAt = ContinuousClock.now
-            await rig.relay.cut()
-            await tick(20)
-            #expect(client.mode == .mesh, "the relay is degraded after the cut")
-            let firstMesh = answers.first { $0.at > cutAt && $0.path != .relay }
-            #expect(firstMesh != nil, "answers come over the mesh after the cut")
-
-            let restoredAt = ContinuousClock.now
-            try await rig.relay.restore()
-            // Recovery needs `recoverAfter` good probes, one per probe interval: wait for it with a deadline.
-            let deadline = ContinuousClock.now + .seconds(20)
-            while client.mode != .relay, ContinuousClock.now < deadline { await tick(1) }
-            #expect(client.mode == .relay, "the client returns to the relay once it answers again")
-            await tick(5)
-            let firstRelayAgain = answers.first { $0.at > restoredAt && $0.path == .relay }
-            #expect(firstRelayAgain != nil)
-            #expect(failures.isEmpty, "every request got an answer: \(failures)")
-            let modes = client.transitions.map(\.mode)
-            #expect(modes == [.mesh, .relay], "\(client.transitions.map { ($0.mode, $0.reason) })")
-            if let firstMesh, let firstRelayAgain {
-                print("fallback loopback: failover \(firstMesh.at - cutAt) (cut to first mesh answer), "
-                      + "recovery \(firstRelayAgain.at - restoredAt) (restore to first relay answer), "
-                      + "\(answers.count) answers, \(failures.count) failures")
+                for _ in 0..<5 { await tick() }
+                #expect(client.mode == .relay)
+                // The relay accepts connections but answers nothing: each request waits out relayTimeout.
+                let stalledAt = ContinuousClock.now
+                rig.relay.stall()
+                let deadline = ContinuousClock.now + .seconds(20)
+                while client.mode == .relay, ContinuousClock.now < deadline { await tick() }
+                #expect(client.mode == .mesh)
+                for _ in 0..<5 { await tick() }
+                let firstMesh = answers.first { $0.at > stalledAt && $0.path != .relay }
+                #expect(firstMesh != nil)
+                let resumedAt = ContinuousClock.now
+                rig.relay.resume()
+                while client.mode != .relay, ContinuousClock.now < deadline + .seconds(20) { await tick() }
+                #expect(client.mode == .relay)
+                #expect(failures.isEmpty, "every request got an answer: \(failures)")
+                let reasons = client.transitions.map(\.reason)
+                #expect(reasons.first?.contains("timed out") == true, "\(reasons)")
+                if let firstMesh, let back = client.transitions.last, back.mode == .relay {
+                    print("fallback loopback (stalled relay): failover \(firstMesh.at - stalledAt) (stall to first mesh answer), "
+                          + "recovery \(back.at - resumedAt) (resume to switching back)")
+                }
             }
         }
     }
