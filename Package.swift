@@ -30,6 +30,9 @@ let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: nio)
 let jwt = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
 // Persistent hash maps with structural sharing (TreeDictionary): a node's view of a large tenant.
 let treeCollections = Target.Dependency.product(name: "HashTreeCollections", package: "swift-collections")
+let x509 = Target.Dependency.product(name: "X509", package: "swift-certificates")
+let asn1 = Target.Dependency.product(name: "SwiftASN1", package: "swift-asn1")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
 
 func lib(_ name: String, _ deps: [Target.Dependency], resources: [Resource]? = nil) -> Target {
     .target(name: name, dependencies: deps, resources: resources, swiftSettings: strict)
@@ -68,6 +71,9 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // MARK: C libraries (Debian packages), one system-library target each.
@@ -112,6 +118,12 @@ let package = Package(
         lib("ServiceStore", ["ServiceKit", "MeshStore", "MeshDomain", log, argParser]),
         lib("MeshAuth", ["MeshDomain", "MeshProto", crypto, .product(name: "JWTKit", package: "jwt-kit")]),
         lib("MeshDNS", ["MeshNet", log, nioCore, nioPosix, lifecycle, treeCollections]),
+        // The per-tenant certificate authority and the node certificates of the phone fallback (swift-certificates).
+        lib("MeshPKI", [x509, asn1, crypto]),
+        // A node's HTTPS front on its mesh addresses (TLS with swift-nio-ssl, proxied to the gateway beside it).
+        lib("MeshHTTPS", ["MeshPKI", log, nioCore, nioPosix, nioSSL, lifecycle]),
+        // The phone fallback's reference client: the relay while it is healthy, the nodes' mesh URLs when it degrades.
+        lib("RelayClient", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, nioHTTP1, nioSSL, lifecycle]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
         lib("MeshBusAuth", ["MeshDomain", crypto]),
 
@@ -119,11 +131,11 @@ let package = Package(
         lib("AllocatorCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
         exe("AllocatorSvc", ["AllocatorCore", "ServiceKit", argParser, lifecycle]),
         lib("ProvisionCore", ["MeshKeys", "MeshNet", "MeshBus", "MeshBusAuth", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit",
-                              "MeshQR", log, metrics, lifecycle, crypto]),
-        exe("ProvisionSvc", ["ProvisionCore", "ServiceKit", argParser, lifecycle]),
+                              "MeshQR", "MeshPKI", log, metrics, lifecycle, crypto]),
+        exe("ProvisionSvc", ["ProvisionCore", "ServiceKit", argParser, lifecycle, crypto]),
         lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "ServiceKit", argParser, lifecycle]),
-        lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
+        lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshPKI", "MeshHTTPS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
                                 metrics, lifecycle, crypto, treeCollections]),
         exe("NodeApplier", ["NodeApplierCore", "ServiceKit", argParser, lifecycle]),
         lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
@@ -132,7 +144,7 @@ let package = Package(
                             .product(name: "HummingbirdTLS", package: "hummingbird")],
             resources: [.copy("Web")]),
         exe("Gateway", ["GatewayCore", "ServiceKit", argParser, lifecycle]),
-        exe("meshctl", ["MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
+        exe("meshctl", ["RelayClient", "MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
         lib("MeshTestSupport", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log, protobuf]),
@@ -144,7 +156,7 @@ let package = Package(
         tests("MeshStoreTests", ["MeshStore", "MeshTestSupport"]),
         tests("MeshQRTests", ["MeshQR", "MeshTestSupport"]),
         tests("AllocatorTests", ["AllocatorCore", "MeshTestSupport", "MeshDomain", "MeshClient", "MeshProto", "MeshBus", "MeshStore", "MeshNet"]),
-        tests("ProvisionTests", ["MeshKeys", "ProvisionCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "MeshProto", "MeshBus", "MeshStore", "MeshNet",
+        tests("ProvisionTests", ["MeshKeys", "MeshPKI", x509, crypto, "ProvisionCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "MeshProto", "MeshBus", "MeshStore", "MeshNet",
                                  "MeshQR", protobuf]),
         // The provisioning rules through ProvisionSvc's services on the in-memory store: no servers.
         tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
@@ -166,6 +178,9 @@ let package = Package(
         tests("MeshDNSTests", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),
         // The built executables from outside: their settings against docs/configuration.md, and what they link.
         tests("ExecutableTests", ["MeshTestSupport"]),
+        // The phone fallback: the tenant CA, the nodes' HTTPS front and the relay client (real TCP, TLS, WireGuard).
+        tests("FallbackTests", ["MeshPKI", "MeshHTTPS", "RelayClient", "NodeApplierCore", "MeshAuth", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshNet",
+                                "MeshDNS", "MeshKeys", log, nioCore, nioPosix, nioSSL, x509, crypto]),
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),

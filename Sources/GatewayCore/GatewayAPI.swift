@@ -175,8 +175,9 @@ public struct GatewayAPI: Sendable {
     func createDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
         let body = try await readBody(request)
-        let object = try JSONBody.object(body, allowed: ["label", "type", "expires_at"])
+        let object = try JSONBody.object(body, allowed: ["label", "type", "expires_at", "pair"])
         guard let label = try JSONBody.string(object, "label") else { throw MeshError.invalidArgument(field: "label", message: "label is required") }
+        let pair = try JSONBody.bool(object, "pair") ?? false
         var type = Mesh_V1_DeviceType.other
         if let t = try JSONBody.string(object, "type") {
             guard let parsed = Mesh_V1_DeviceType(key: t), parsed.key == t else {
@@ -185,7 +186,7 @@ public struct GatewayAPI: Sendable {
             type = parsed
         }
         let expires = try JSONBody.timestamp(object, "expires_at") ?? 0
-        let created = try await provision.createDevice(caller: caller, label: label, type: type, expiresAtMs: expires)
+        let created = try await provision.createDevice(caller: caller, label: label, type: type, expiresAtMs: expires, pair: pair)
         context.logger.info("device created", metadata: ["device.id": "\(created.device.id)", "tenant.id": "\(caller.tenantID)"])
         // The body holds a private key: nothing on the way may keep a copy.
         return JSONBody.response(CreatedDeviceJSON(created), status: .created,

@@ -186,6 +186,15 @@ public enum JSONBody {
         return i
     }
 
+    /// A boolean member; nil when absent or null. Numbers and strings are refused.
+    public static func bool(_ object: [String: Any], _ key: String) throws(MeshError) -> Bool? {
+        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let n = v as? NSNumber, String(describing: type(of: v)).contains("Boolean") else {
+            throw .invalidArgument(field: key, message: "\(key) must be true or false")
+        }
+        return n.boolValue
+    }
+
     /// A string member; nil when absent. `null` is not a string: like any other wrong type it is
     /// refused, naming the field.
     public static func string(_ object: [String: Any], _ key: String) throws(MeshError) -> String? {
@@ -336,6 +345,8 @@ public struct CreatedDeviceJSON: JSONEncodable {
     var config: String
     var qrSvg: String
     var qrUnavailableReason: String?
+    /// A pairing's fallback: the nodes' HTTPS URLs over the mesh and the tenant CA.
+    var fallback: Mesh_V1_PhoneFallback?
 
     /// What the client is told about the key it just received.
     public static let notice = "This config holds the device's only copy of its private key. It is not stored and will not be shown again."
@@ -346,6 +357,7 @@ public struct CreatedDeviceJSON: JSONEncodable {
         config = r.config
         qrSvg = r.qrSvg
         qrUnavailableReason = r.qrUnavailableReason.nilIfEmpty
+        fallback = r.hasFallback ? r.fallback : nil
     }
 
     /// Writes the JSON form.
@@ -364,6 +376,24 @@ public struct CreatedDeviceJSON: JSONEncodable {
             w.key("qr_svg"); w.string(qrSvg)
             w.key("qr_unavailable_reason"); w.string(qrUnavailableReason)
             w.key("private_key_notice"); w.string(Self.notice)
+            if let fallback {
+                w.key("fallback")
+                w.object { w in
+                    w.key("urls"); w.array(fallback.nodes.map(\.url))
+                    w.key("nodes")
+                    w.array { w in
+                        for n in fallback.nodes {
+                            w.object { w in
+                                w.key("node_id"); w.string(n.nodeID)
+                                w.key("dns_name"); w.string(n.dnsName)
+                                w.key("url"); w.string(n.url)
+                                w.key("mesh_ips"); w.array([n.ipv4, n.ipv6].filter { !$0.isEmpty })
+                            }
+                        }
+                    }
+                    w.key("ca_certificate_pem"); w.string(fallback.caCertificatePem)
+                }
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ public enum BusPolicy {
         BusPermissions(
             publishAllow: [
                 MeshSubjects.handshakeReport(tenant: tenant, node: node),
+                MeshSubjects.nodeCertificate(tenant: tenant, node: node),
                 MeshSubjects.sync(tenant: tenant, node: node),
                 MeshSubjects.changes(tenant: tenant, node: node),
                 MeshSubjects.revision(tenant: tenant),

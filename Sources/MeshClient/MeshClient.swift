@@ -200,14 +200,16 @@ public struct ProvisionClient: Sendable {
         return resp.caller
     }
 
-    /// Creates a device; `expiresAtMs` 0 takes the tenant's default lifetime (if any).
+    /// Creates a device; `expiresAtMs` 0 takes the tenant's default lifetime (if any); `pair` marks a
+    /// phone's pairing, whose reply carries its fallback (docs/fallback.md).
     public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType,
-                             expiresAtMs: Int64 = 0) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+                             expiresAtMs: Int64 = 0, pair: Bool = false) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
         var r = Mesh_V1_CreateDeviceRequest()
         r.caller = caller
         r.label = label
         r.type = type
         r.expiresAtMs = expiresAtMs
+        r.pair = pair
         return try await call(MeshSubjects.deviceCreate, r, caller.requestID.nilIfEmpty)
     }
 
@@ -256,6 +258,15 @@ public struct ProvisionClient: Sendable {
     /// Changes them (admins): the mesh switch, the default device lifetime.
     public func updateTenantSettings(_ r: Mesh_V1_UpdateTenantSettingsRequest) async throws(MeshError) -> Mesh_V1_TenantSettingsResponse {
         try await call(MeshSubjects.settingsUpdate, r, r.caller.requestID.nilIfEmpty)
+    }
+
+    /// The certificate of a node's HTTPS front, for the node's own P-256 public key (DER).
+    public func nodeCertificate(tenantID: String, nodeID: String, publicKeyDER: [UInt8]) async throws(MeshError) -> Mesh_V1_NodeCertificateResponse {
+        var r = Mesh_V1_NodeCertificateRequest()
+        r.tenantID = tenantID
+        r.nodeID = nodeID
+        r.publicKeyDer = Data(publicKeyDER)
+        return try await call(MeshSubjects.nodeCertificate(tenant: tenantID, node: nodeID), r, nil)
     }
 
     public func deleteDevice(caller: Mesh_V1_Caller, deviceID: String) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {

@@ -58,6 +58,11 @@ public enum MeshSubjects {
     public static func deviceStatus(tenant: String) -> String { "mesh.v1.status.\(tenant).devices" }
     public static let deviceStatusWildcard = "mesh.v1.status.*.devices"
 
+    /// A node's certificate for its HTTPS front (the phone fallback):
+    /// `mesh.v1.provision.node.certificate.<tenant>.<node>`, served by ProvisionSvc.
+    public static func nodeCertificate(tenant: String, node: String) -> String { "mesh.v1.provision.node.certificate.\(tenant).\(node)" }
+    public static let nodeCertificateWildcard = "mesh.v1.provision.node.certificate.*.*"
+
     // FanoutSvc
     /// ProvisionSvc's outbox relay hands FanoutSvc a tenant's changes: `mesh.v1.fanout.ingest`.
     public static let fanoutIngest = "mesh.v1.fanout.ingest"

@@ -8,6 +8,11 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -959,6 +964,10 @@ public nonisolated struct Mesh_V1_CreateDeviceRequest: Sendable {
   /// if it has one. Only admins may go beyond the tenant's default lifetime.
   public var expiresAtMs: Int64 = 0
 
+  /// A phone paired through the host system's pair flow: the reply carries its fallback
+  /// (docs/fallback.md). Only for type iphone or android.
+  public var pair: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -989,11 +998,103 @@ public nonisolated struct Mesh_V1_CreateDeviceResponse: Sendable {
 
   public var qrUnavailableReason: String = String()
 
+  /// Set for a pairing request (pair = true): how the phone reaches the API over the mesh.
+  public var fallback: Mesh_V1_PhoneFallback {
+    get {_fallback ?? Mesh_V1_PhoneFallback()}
+    set {_fallback = newValue}
+  }
+  /// Returns true if `fallback` has been explicitly set.
+  public var hasFallback: Bool {self._fallback != nil}
+  /// Clears the value of `fallback`. Subsequent reads from it will return its default value.
+  public mutating func clearFallback() {self._fallback = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _device: Mesh_V1_Device? = nil
+  fileprivate var _fallback: Mesh_V1_PhoneFallback? = nil
+}
+
+/// What a paired phone needs to reach the API over the mesh when the relay degrades.
+public nonisolated struct Mesh_V1_PhoneFallback: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// One per node of the tenant, the hub first.
+  public var nodes: [Mesh_V1_FallbackNode] = []
+
+  /// The tenant's certificate authority (PEM): the only root the phone trusts for these URLs.
+  public var caCertificatePem: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mesh_V1_FallbackNode: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  /// <node slug>.<mesh domain>
+  public var dnsName: String = String()
+
+  /// https://<dns_name>:8443
+  public var url: String = String()
+
+  public var ipv4: String = String()
+
+  public var ipv6: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// mesh.v1.provision.node.certificate.<tenant>.<node>: a node asks for the certificate of its HTTPS
+/// front on its mesh addresses. The key pair is the node's; only its public key travels.
+public nonisolated struct Mesh_V1_NodeCertificateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var nodeID: String = String()
+
+  /// DER SubjectPublicKeyInfo of the node's P-256 key.
+  public var publicKeyDer: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mesh_V1_NodeCertificateResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The leaf for the node's mesh names and addresses, signed by the tenant CA (PEM).
+  public var certificatePem: String = String()
+
+  public var caCertificatePem: String = String()
+
+  public var notBeforeMs: Int64 = 0
+
+  public var notAfterMs: Int64 = 0
+
+  public var dnsNames: [String] = []
+
+  public var ipAddresses: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// mesh.v1.provision.device.delete
@@ -3201,7 +3302,7 @@ nonisolated extension Mesh_V1_DeviceStatusChanged: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateDeviceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}label\0\u{1}type\0\u{4}%expires_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}label\0\u{1}type\0\u{1}pair\0\u{4}$expires_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3212,6 +3313,7 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.label) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.type) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.pair) }()
       case 40: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
       default: break
       }
@@ -3232,6 +3334,9 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
     if self.type != .unspecified {
       try visitor.visitSingularEnumField(value: self.type, fieldNumber: 3)
     }
+    if self.pair != false {
+      try visitor.visitSingularBoolField(value: self.pair, fieldNumber: 4)
+    }
     if self.expiresAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.expiresAtMs, fieldNumber: 40)
     }
@@ -3243,6 +3348,7 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
     if lhs.label != rhs.label {return false}
     if lhs.type != rhs.type {return false}
     if lhs.expiresAtMs != rhs.expiresAtMs {return false}
+    if lhs.pair != rhs.pair {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3250,7 +3356,7 @@ nonisolated extension Mesh_V1_CreateDeviceRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateDeviceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}config\0\u{3}qr_svg\0\u{3}qr_unavailable_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{1}config\0\u{3}qr_svg\0\u{3}qr_unavailable_reason\0\u{1}fallback\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3262,6 +3368,7 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
       case 2: try { try decoder.decodeSingularStringField(value: &self.config) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.qrSvg) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.qrUnavailableReason) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._fallback) }()
       default: break
       }
     }
@@ -3284,6 +3391,9 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
     if !self.qrUnavailableReason.isEmpty {
       try visitor.visitSingularStringField(value: self.qrUnavailableReason, fieldNumber: 4)
     }
+    try { if let v = self._fallback {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3292,6 +3402,187 @@ nonisolated extension Mesh_V1_CreateDeviceResponse: SwiftProtobuf.Message, Swift
     if lhs.config != rhs.config {return false}
     if lhs.qrSvg != rhs.qrSvg {return false}
     if lhs.qrUnavailableReason != rhs.qrUnavailableReason {return false}
+    if lhs._fallback != rhs._fallback {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PhoneFallback: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PhoneFallback"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0\u{3}ca_certificate_pem\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.caCertificatePem) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 1)
+    }
+    if !self.caCertificatePem.isEmpty {
+      try visitor.visitSingularStringField(value: self.caCertificatePem, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PhoneFallback, rhs: Mesh_V1_PhoneFallback) -> Bool {
+    if lhs.nodes != rhs.nodes {return false}
+    if lhs.caCertificatePem != rhs.caCertificatePem {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_FallbackNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FallbackNode"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}dns_name\0\u{1}url\0\u{1}ipv4\0\u{1}ipv6\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.dnsName) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.url) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ipv4) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.ipv6) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.dnsName.isEmpty {
+      try visitor.visitSingularStringField(value: self.dnsName, fieldNumber: 2)
+    }
+    if !self.url.isEmpty {
+      try visitor.visitSingularStringField(value: self.url, fieldNumber: 3)
+    }
+    if !self.ipv4.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv4, fieldNumber: 4)
+    }
+    if !self.ipv6.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv6, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_FallbackNode, rhs: Mesh_V1_FallbackNode) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.dnsName != rhs.dnsName {return false}
+    if lhs.url != rhs.url {return false}
+    if lhs.ipv4 != rhs.ipv4 {return false}
+    if lhs.ipv6 != rhs.ipv6 {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_NodeCertificateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeCertificateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}node_id\0\u{3}public_key_der\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.publicKeyDer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if !self.publicKeyDer.isEmpty {
+      try visitor.visitSingularBytesField(value: self.publicKeyDer, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_NodeCertificateRequest, rhs: Mesh_V1_NodeCertificateRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.publicKeyDer != rhs.publicKeyDer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_NodeCertificateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeCertificateResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}certificate_pem\0\u{3}ca_certificate_pem\0\u{3}not_before_ms\0\u{3}not_after_ms\0\u{3}dns_names\0\u{3}ip_addresses\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.certificatePem) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.caCertificatePem) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.notBeforeMs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.notAfterMs) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.dnsNames) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.ipAddresses) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.certificatePem.isEmpty {
+      try visitor.visitSingularStringField(value: self.certificatePem, fieldNumber: 1)
+    }
+    if !self.caCertificatePem.isEmpty {
+      try visitor.visitSingularStringField(value: self.caCertificatePem, fieldNumber: 2)
+    }
+    if self.notBeforeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.notBeforeMs, fieldNumber: 3)
+    }
+    if self.notAfterMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.notAfterMs, fieldNumber: 4)
+    }
+    if !self.dnsNames.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.dnsNames, fieldNumber: 5)
+    }
+    if !self.ipAddresses.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.ipAddresses, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_NodeCertificateResponse, rhs: Mesh_V1_NodeCertificateResponse) -> Bool {
+    if lhs.certificatePem != rhs.certificatePem {return false}
+    if lhs.caCertificatePem != rhs.caCertificatePem {return false}
+    if lhs.notBeforeMs != rhs.notBeforeMs {return false}
+    if lhs.notAfterMs != rhs.notAfterMs {return false}
+    if lhs.dnsNames != rhs.dnsNames {return false}
+    if lhs.ipAddresses != rhs.ipAddresses {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -76,7 +76,15 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "Also write the zone to this hosts-format file (env MESH_DNS_HOSTS_FILE).")
     var hostsFile: String = Env.string("MESH_DNS_HOSTS_FILE", "")
 
+    @Option(help: "HTTPS front on the mesh addresses for the phone fallback; 0 disables (env MESH_NODE_HTTPS_PORT).")
+    var httpsPort: Int = Env.int("MESH_NODE_HTTPS_PORT", 8443)
+
+    @Option(help: "The gateway beside the node that the HTTPS front relays to, host:port (env MESH_NODE_HTTPS_UPSTREAM).")
+    var httpsUpstream: String = Env.string("MESH_NODE_HTTPS_UPSTREAM", "127.0.0.1:8080")
+
     func validate() throws {
+        guard (0...65535).contains(httpsPort) else { throw ValidationError("--https-port must be 0 to 65535") }
+        guard HostPort.parse(httpsUpstream) != nil else { throw ValidationError("--https-upstream must be host:port") }
         guard !interface.isEmpty, interface.utf8.count <= 15 else { throw ValidationError("--interface must be 1 to 15 characters") }
         guard (1...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 1 to 65535") }
         guard BackendChoice(rawValue: backend) != nil else { throw ValidationError("--backend must be auto, kernel or userspace") }
@@ -103,7 +111,8 @@ struct NodeApplier: AsyncParsableCommand {
             interfaceCheckInterval: .milliseconds(Int(interfaceCheckSeconds * 1000)), mtu: UInt32(mtu),
             resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
             handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding,
-            dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile)
+            dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile,
+            httpsPort: UInt16(httpsPort), httpsUpstream: httpsUpstream)
         try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret(Self.enrollmentToken.name))
     }
 

@@ -401,6 +401,15 @@ public final class NodeAgent: Sendable {
     /// sync through this).
     public func peers() -> [Mesh_V1_Peer] { state.withLock { $0.mesh.peers() } }
 
+    /// This node's own DNS name as last applied (nil before the first sync): it changes when the node
+    /// is renamed.
+    public var ownDNSName: String? {
+        state.withLock { s in
+            guard let m = s.mesh.members[identity.nodeID], !s.mesh.settings.domain.isEmpty else { return nil }
+            return MeshName.dnsName(slug: m.slug, domain: s.mesh.settings.domain)
+        }
+    }
+
     /// The tenant's settings as last applied.
     public var settings: Mesh_V1_TenantSettings { state.withLock { $0.mesh.settings } }
 

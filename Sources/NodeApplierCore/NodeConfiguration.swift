@@ -53,6 +53,10 @@ public struct NodeConfiguration: Sendable {
     public var dnsOutsideZone: String
     /// Also write the zone as a hosts-format file here (empty: don't).
     public var hostsFile: String
+    /// The HTTPS front on the mesh addresses (docs/fallback.md); 0 disables it.
+    public var httpsPort: UInt16
+    /// Where the HTTPS front relays to: the gateway beside the node (`host:port`, plain HTTP).
+    public var httpsUpstream: String
 
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
                 endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go",
@@ -60,7 +64,10 @@ public struct NodeConfiguration: Sendable {
                 mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
                 handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
-                dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
+                dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "",
+                httpsPort: UInt16 = 0, httpsUpstream: String = "127.0.0.1:8080") {
+        self.httpsPort = httpsPort
+        self.httpsUpstream = httpsUpstream
         self.name = name
         self.stateDirectory = stateDirectory
         self.interface = interface

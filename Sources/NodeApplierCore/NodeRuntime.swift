@@ -73,13 +73,17 @@ public enum NodeRuntime {
                 log.debug("handshake report not sent", metadata: ["error": "\(error)"])
             }
         }
+        var https: [any Service] = []
+        if config.httpsPort != 0 {
+            https.append(try NodeHTTPSService(config: config, agent: agent, provision: ProvisionClient(bus: bus), logger: logger))
+        }
         logger.info("node starting", metadata: ["interface": "\(config.interface)", "backend": "\(backend.kind)"])
         // The service id is the node id: a node's credentials let it answer discovery under its own id only.
         return ServiceParts(endpoints: control.endpoints(),
                             services: [AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger, reporter: reporter),
                                        FunctionService { await reporter.run() },
                                        InterfaceWatch(backend: backend, interface: config.interface, privateKey: privateKey,
-                                                      interval: config.interfaceCheckInterval, logger: logger)] + dns.services(),
+                                                      interval: config.interfaceCheckInterval, logger: logger)] + dns.services() + https,
                             serviceID: identity.nodeID, metadata: ["node_id": identity.nodeID, "tenant_id": identity.tenantID],
                             onStop: { log.info("node stopped; the interface stays up") })
     }

@@ -56,11 +56,15 @@ public struct DeviceService: Sendable {
     let allocator: any AddressAllocator
     let notifier: any ChangeNotifier
     let configuration: ProvisionConfiguration
+    /// What a paired phone falls back on (CertificateService), for a pairing request.
+    let fallback: (@Sendable (UUID) async throws(MeshError) -> Mesh_V1_PhoneFallback)?
     let renderer = ConfigRenderer()
     let logger: Logger
 
     public init(devices: any DeviceRepository, users: UserService, leases: any LeaseTaskRepository, allocator: any AddressAllocator,
-                notifier: any ChangeNotifier, configuration: ProvisionConfiguration, logger: Logger) {
+                notifier: any ChangeNotifier, configuration: ProvisionConfiguration,
+                fallback: (@Sendable (UUID) async throws(MeshError) -> Mesh_V1_PhoneFallback)? = nil, logger: Logger) {
+        self.fallback = fallback
         self.devices = devices
         self.users = users
         self.leases = leases
@@ -78,12 +82,22 @@ public struct DeviceService: Sendable {
         guard req.type != .unspecified, Mesh_V1_DeviceType(key: req.type.key) != nil else {
             throw .invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
         }
+        if req.pair {
+            guard req.type == .iphone || req.type == .android else {
+                throw .invalidArgument(field: "pair", message: "only a phone (type iphone or android) is paired")
+            }
+            guard fallback != nil else { throw .failedPrecondition("pairing is not available") }
+        }
         var phases = DevicePhases()
         let who = try await users.identify(req.caller)
         phases.lap(.identify)
         guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
         try policy.checkProvisioningSession(tenantRequiresSAML: who.requireSAML, amr: who.amr)
         let rate = configuration.rateLimit(for: who.user)
+        // A pairing's fallback (the nodes' URLs and the tenant CA) is read first: when it cannot be
+        // had, nothing is created.
+        var pairing: Mesh_V1_PhoneFallback?
+        if req.pair, let fallback { pairing = try await fallback(who.tenant) }
 
         // Cheap pre-checks, so a request that must fail does not allocate an address first. They
         // are repeated, authoritatively, with the tenant locked below.
@@ -128,6 +142,7 @@ public struct DeviceService: Sendable {
         var resp = Mesh_V1_CreateDeviceResponse()
         resp.device = policy.presenting(written.device.proto(domain: written.tenant.domain, onlineWindow: configuration.onlineWindow))
         (resp.config, resp.qrSvg, resp.qrUnavailableReason) = render(privateKey: keys.privateKey, device: written, phases: &phases)
+        if let pairing { resp.fallback = pairing }
         logger.info("device created", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(deviceID.lowercased)",
                                                  "device.slug": "\(written.device.slug)", "revision": "\(written.revision)",
                                                  "request.id": "\(requestID)"])

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import MeshDomain
 
@@ -26,6 +27,8 @@ public struct ProvisionConfiguration: Sendable {
     public var nodeStateTimeout: Duration
     /// How long the live node list may spend asking nodes in all.
     public var liveNodeListBudget: Duration
+    /// Seals the tenant CAs' private keys at rest (AES-256-GCM) when set (env MESH_CA_SEALING_KEY).
+    public var caSealingKey: SymmetricKey?
 
     public init(rateLimit: RateLimit = .seed, rateLimitExempt: Set<UUID> = [], onlineWindow: Duration = .seconds(180),
                 allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1),
@@ -39,6 +42,7 @@ public struct ProvisionConfiguration: Sendable {
         self.allocatorTimeout = allocatorTimeout
         self.leaseHold = leaseHold
         self.sweepInterval = sweepInterval
+        caSealingKey = nil
     }
 
     /// The limit that applies to `user`, or nil when none does.

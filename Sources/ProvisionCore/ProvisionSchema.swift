@@ -266,5 +266,18 @@ public enum ProvisionSchema {
             CREATE INDEX mesh_names_owner ON mesh_names (owner_id);
             CREATE INDEX nodes_tenant_age ON nodes (tenant_id, created_at, id);
             """),
+        Migration(version: 9, name: "tenant certificate authorities", sql: """
+            -- Each tenant's certificate authority for the nodes' HTTPS fronts (docs/fallback.md). Made on
+            -- first use; the first replica to insert wins. The private key is never served: it is sealed
+            -- (AES-GCM, key_sealed) when ProvisionSvc has a sealing key, and only signs node certificates.
+            CREATE TABLE tenant_authorities (
+              tenant_id uuid PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+              certificate_pem text NOT NULL,
+              private_key bytea NOT NULL,
+              key_sealed boolean NOT NULL,
+              not_after timestamptz NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now()
+            );
+            """),
     ])
 }

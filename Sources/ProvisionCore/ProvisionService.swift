@@ -19,6 +19,7 @@ public struct Provisioning: Sendable {
     public let nodes: NodeService
     public let audit: AuditService
     public let accounts: AccountService
+    public let certificates: CertificateService
     /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
     public let services: [any Service]
     public let relay: OutboxRelay
@@ -40,7 +41,10 @@ public struct Provisioning: Sendable {
         self.logger = logger
         self.users = users
         tenants = TenantService(tenants: pg, prefixes: allocator, notifier: relay, logger: logger)
-        devices = DeviceService(devices: pg, users: users, leases: pg, allocator: allocator, notifier: relay, configuration: configuration, logger: logger)
+        let certificates = CertificateService(authorities: pg, nodes: pg, sealingKey: configuration.caSealingKey, logger: logger)
+        self.certificates = certificates
+        devices = DeviceService(devices: pg, users: users, leases: pg, allocator: allocator, notifier: relay, configuration: configuration,
+                                fallback: { t async throws(MeshError) in try await certificates.fallback(tenant: t) }, logger: logger)
         let nodeClient = NodeClient(bus: bus)
         let stateClient = NodeClient(bus: bus, timeout: configuration.nodeStateTimeout)
         nodes = NodeService(nodes: pg, users: users, leases: pg, allocator: allocator, notifier: relay, busIdentities: busIdentities,
@@ -238,6 +242,9 @@ public struct Provisioning: Sendable {
             },
             .proto("audit-list", subject: MeshSubjects.auditList) { (r: Mesh_V1_ListAuditRequest, _) in
                 try await p.audit.list(r)
+            },
+            .proto("node-certificate", subject: MeshSubjects.nodeCertificateWildcard) { (r: Mesh_V1_NodeCertificateRequest, raw) in
+                try await p.certificates.issueNode(r, subject: raw.subject)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
                 if let event = try await p.devices.applyReport(r, subject: raw.subject) {

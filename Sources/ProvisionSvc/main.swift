@@ -1,3 +1,4 @@
+import Crypto
 import ArgumentParser
 import Foundation
 import MeshClient
@@ -19,8 +20,12 @@ struct ProvisionSvc: AsyncParsableCommand {
             Every option also reads the environment variable named in its help. Per-node bus identities (docs/security.md) are on \
             when all four MESH_BUS_* secrets are set.
 
-            \(Env.secretsHelp(BusOptions.secrets + StoreOptions.secrets + BusIdentityConfiguration.secrets))
+            \(Env.secretsHelp(BusOptions.secrets + StoreOptions.secrets + BusIdentityConfiguration.secrets + [Self.caSealingKey]))
             """)
+
+    /// Seals the tenant CAs' private keys at rest (docs/fallback.md).
+    static let caSealingKey = SecretSetting("MESH_CA_SEALING_KEY",
+                                            "Seals the tenant CAs' private keys at rest (AES-256-GCM): 32 bytes in base64 (openssl rand -base64 32). Unset: stored unsealed.")
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var database: StoreOptions
@@ -62,9 +67,15 @@ struct ProvisionSvc: AsyncParsableCommand {
 
     func run() async throws {
         let exempt = Set(rateLimitExempt.split(separator: ",").compactMap { UUID(uuidString: $0.trimmingCharacters(in: .whitespaces)) })
-        let config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
+        var config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
                                             rateLimitExempt: exempt, onlineWindow: .seconds(onlineWindowSeconds),
                                             expirySweepInterval: .milliseconds(Int(expirySweepSeconds * 1000)))
+        if let sealing = try Env.secret(Self.caSealingKey.name), !sealing.isEmpty {
+            guard let raw = Data(base64Encoded: sealing), raw.count == 32 else {
+                throw ValidationError("MESH_CA_SEALING_KEY must be 32 bytes in base64 (e.g. openssl rand -base64 32)")
+            }
+            config.caSealingKey = SymmetricKey(data: raw)
+        }
         let busIdentity: BusIdentityConfiguration?
         do {
             busIdentity = try BusIdentityConfiguration.fromEnvironment(nodeJWTLifetime: busNodeJWTTTL > 0 ? .seconds(busNodeJWTTTL) : nil,

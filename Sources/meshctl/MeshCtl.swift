@@ -21,7 +21,7 @@ struct MeshCtl: AsyncParsableCommand {
 
             \(Env.secretsHelp(BusOptions.secrets + MeshCtl.tokenKeys))
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Mesh.self, Settings.self, Audit.self, Bus.self, ServiceCommand.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Mesh.self, Settings.self, Audit.self, Bus.self, ServiceCommand.self, Fallback.self])
 
     /// The keys `meshctl token` signs with (the Gateway's).
     static let tokenKeys = [

@@ -89,7 +89,7 @@ import Testing
 
     @Test func nodePermissionsAreBoundToTheNodeAndItsTenant() {
         let p = BusPolicy.node(tenant: "t1", node: "n1")
-        #expect(p.publishAllow == ["mesh.v1.reports.t1.n1.handshake", "mesh.v1.fanout.sync.t1.n1", "mesh.v1.fanout.changes.t1.n1",
+        #expect(p.publishAllow == ["mesh.v1.reports.t1.n1.handshake", "mesh.v1.provision.node.certificate.t1.n1", "mesh.v1.fanout.sync.t1.n1", "mesh.v1.fanout.changes.t1.n1",
                                    "mesh.v1.fanout.revision.t1"])
         #expect(p.subscribeAllow == ["mesh.v1.peers.updated.t1", "mesh.v1.node.n1.>", "_INBOX.node.n1.>", "$SRV.PING", "$SRV.INFO", "$SRV.STATS",
                                      "$SRV.*.NodeApplier", "$SRV.*.NodeApplier.n1"])

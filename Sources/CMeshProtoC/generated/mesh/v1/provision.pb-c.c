@@ -952,6 +952,186 @@ void   mesh__v1__create_device_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__create_device_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__phone_fallback__init
+                     (Mesh__V1__PhoneFallback         *message)
+{
+  static const Mesh__V1__PhoneFallback init_value = MESH__V1__PHONE_FALLBACK__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__phone_fallback__get_packed_size
+                     (const Mesh__V1__PhoneFallback *message)
+{
+  assert(message->base.descriptor == &mesh__v1__phone_fallback__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__phone_fallback__pack
+                     (const Mesh__V1__PhoneFallback *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__phone_fallback__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__phone_fallback__pack_to_buffer
+                     (const Mesh__V1__PhoneFallback *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__phone_fallback__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PhoneFallback *
+       mesh__v1__phone_fallback__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PhoneFallback *)
+     protobuf_c_message_unpack (&mesh__v1__phone_fallback__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__phone_fallback__free_unpacked
+                     (Mesh__V1__PhoneFallback *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__phone_fallback__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__fallback_node__init
+                     (Mesh__V1__FallbackNode         *message)
+{
+  static const Mesh__V1__FallbackNode init_value = MESH__V1__FALLBACK_NODE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__fallback_node__get_packed_size
+                     (const Mesh__V1__FallbackNode *message)
+{
+  assert(message->base.descriptor == &mesh__v1__fallback_node__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__fallback_node__pack
+                     (const Mesh__V1__FallbackNode *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__fallback_node__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__fallback_node__pack_to_buffer
+                     (const Mesh__V1__FallbackNode *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__fallback_node__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__FallbackNode *
+       mesh__v1__fallback_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__FallbackNode *)
+     protobuf_c_message_unpack (&mesh__v1__fallback_node__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__fallback_node__free_unpacked
+                     (Mesh__V1__FallbackNode *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__fallback_node__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__node_certificate_request__init
+                     (Mesh__V1__NodeCertificateRequest         *message)
+{
+  static const Mesh__V1__NodeCertificateRequest init_value = MESH__V1__NODE_CERTIFICATE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__node_certificate_request__get_packed_size
+                     (const Mesh__V1__NodeCertificateRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__node_certificate_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__node_certificate_request__pack
+                     (const Mesh__V1__NodeCertificateRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__node_certificate_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__node_certificate_request__pack_to_buffer
+                     (const Mesh__V1__NodeCertificateRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__node_certificate_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__NodeCertificateRequest *
+       mesh__v1__node_certificate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__NodeCertificateRequest *)
+     protobuf_c_message_unpack (&mesh__v1__node_certificate_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__node_certificate_request__free_unpacked
+                     (Mesh__V1__NodeCertificateRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__node_certificate_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__node_certificate_response__init
+                     (Mesh__V1__NodeCertificateResponse         *message)
+{
+  static const Mesh__V1__NodeCertificateResponse init_value = MESH__V1__NODE_CERTIFICATE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__node_certificate_response__get_packed_size
+                     (const Mesh__V1__NodeCertificateResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__node_certificate_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__node_certificate_response__pack
+                     (const Mesh__V1__NodeCertificateResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__node_certificate_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__node_certificate_response__pack_to_buffer
+                     (const Mesh__V1__NodeCertificateResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__node_certificate_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__NodeCertificateResponse *
+       mesh__v1__node_certificate_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__NodeCertificateResponse *)
+     protobuf_c_message_unpack (&mesh__v1__node_certificate_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__node_certificate_response__free_unpacked
+                     (Mesh__V1__NodeCertificateResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__node_certificate_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__delete_device_request__init
                      (Mesh__V1__DeleteDeviceRequest         *message)
 {
@@ -4316,7 +4496,7 @@ const ProtobufCMessageDescriptor mesh__v1__device_status_changed__descriptor =
   (ProtobufCMessageInit) mesh__v1__device_status_changed__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_descriptors[5] =
 {
   {
     "caller",
@@ -4355,6 +4535,18 @@ static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_des
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "pair",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CreateDeviceRequest, pair),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "expires_at_ms",
     40,
     PROTOBUF_C_LABEL_NONE,
@@ -4369,15 +4561,16 @@ static const ProtobufCFieldDescriptor mesh__v1__create_device_request__field_des
 };
 static const unsigned mesh__v1__create_device_request__field_indices_by_name[] = {
   0,   /* field[0] = caller */
-  3,   /* field[3] = expires_at_ms */
+  4,   /* field[4] = expires_at_ms */
   1,   /* field[1] = label */
+  3,   /* field[3] = pair */
   2,   /* field[2] = type */
 };
 static const ProtobufCIntRange mesh__v1__create_device_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 40, 3 },
-  { 0, 4 }
+  { 40, 4 },
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor =
 {
@@ -4387,14 +4580,14 @@ const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor =
   "Mesh__V1__CreateDeviceRequest",
   "mesh.v1",
   sizeof(Mesh__V1__CreateDeviceRequest),
-  4,
+  5,
   mesh__v1__create_device_request__field_descriptors,
   mesh__v1__create_device_request__field_indices_by_name,
   2,  mesh__v1__create_device_request__number_ranges,
   (ProtobufCMessageInit) mesh__v1__create_device_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__create_device_response__field_descriptors[4] =
+static const ProtobufCFieldDescriptor mesh__v1__create_device_response__field_descriptors[5] =
 {
   {
     "device",
@@ -4444,17 +4637,30 @@ static const ProtobufCFieldDescriptor mesh__v1__create_device_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "fallback",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CreateDeviceResponse, fallback),
+    &mesh__v1__phone_fallback__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__create_device_response__field_indices_by_name[] = {
   1,   /* field[1] = config */
   0,   /* field[0] = device */
+  4,   /* field[4] = fallback */
   2,   /* field[2] = qr_svg */
   3,   /* field[3] = qr_unavailable_reason */
 };
 static const ProtobufCIntRange mesh__v1__create_device_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor =
 {
@@ -4464,11 +4670,319 @@ const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor =
   "Mesh__V1__CreateDeviceResponse",
   "mesh.v1",
   sizeof(Mesh__V1__CreateDeviceResponse),
-  4,
+  5,
   mesh__v1__create_device_response__field_descriptors,
   mesh__v1__create_device_response__field_indices_by_name,
   1,  mesh__v1__create_device_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__create_device_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__phone_fallback__field_descriptors[2] =
+{
+  {
+    "nodes",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PhoneFallback, n_nodes),
+    offsetof(Mesh__V1__PhoneFallback, nodes),
+    &mesh__v1__fallback_node__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ca_certificate_pem",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PhoneFallback, ca_certificate_pem),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__phone_fallback__field_indices_by_name[] = {
+  1,   /* field[1] = ca_certificate_pem */
+  0,   /* field[0] = nodes */
+};
+static const ProtobufCIntRange mesh__v1__phone_fallback__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__phone_fallback__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PhoneFallback",
+  "PhoneFallback",
+  "Mesh__V1__PhoneFallback",
+  "mesh.v1",
+  sizeof(Mesh__V1__PhoneFallback),
+  2,
+  mesh__v1__phone_fallback__field_descriptors,
+  mesh__v1__phone_fallback__field_indices_by_name,
+  1,  mesh__v1__phone_fallback__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__phone_fallback__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__fallback_node__field_descriptors[5] =
+{
+  {
+    "node_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__FallbackNode, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__FallbackNode, dns_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "url",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__FallbackNode, url),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv4",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__FallbackNode, ipv4),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv6",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__FallbackNode, ipv6),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__fallback_node__field_indices_by_name[] = {
+  1,   /* field[1] = dns_name */
+  3,   /* field[3] = ipv4 */
+  4,   /* field[4] = ipv6 */
+  0,   /* field[0] = node_id */
+  2,   /* field[2] = url */
+};
+static const ProtobufCIntRange mesh__v1__fallback_node__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor mesh__v1__fallback_node__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.FallbackNode",
+  "FallbackNode",
+  "Mesh__V1__FallbackNode",
+  "mesh.v1",
+  sizeof(Mesh__V1__FallbackNode),
+  5,
+  mesh__v1__fallback_node__field_descriptors,
+  mesh__v1__fallback_node__field_indices_by_name,
+  1,  mesh__v1__fallback_node__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__fallback_node__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__node_certificate_request__field_descriptors[3] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateRequest, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "public_key_der",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateRequest, public_key_der),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__node_certificate_request__field_indices_by_name[] = {
+  1,   /* field[1] = node_id */
+  2,   /* field[2] = public_key_der */
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange mesh__v1__node_certificate_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__node_certificate_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.NodeCertificateRequest",
+  "NodeCertificateRequest",
+  "Mesh__V1__NodeCertificateRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__NodeCertificateRequest),
+  3,
+  mesh__v1__node_certificate_request__field_descriptors,
+  mesh__v1__node_certificate_request__field_indices_by_name,
+  1,  mesh__v1__node_certificate_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__node_certificate_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__node_certificate_response__field_descriptors[6] =
+{
+  {
+    "certificate_pem",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateResponse, certificate_pem),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ca_certificate_pem",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateResponse, ca_certificate_pem),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "not_before_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateResponse, not_before_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "not_after_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeCertificateResponse, not_after_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_names",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__NodeCertificateResponse, n_dns_names),
+    offsetof(Mesh__V1__NodeCertificateResponse, dns_names),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ip_addresses",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__NodeCertificateResponse, n_ip_addresses),
+    offsetof(Mesh__V1__NodeCertificateResponse, ip_addresses),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__node_certificate_response__field_indices_by_name[] = {
+  1,   /* field[1] = ca_certificate_pem */
+  0,   /* field[0] = certificate_pem */
+  4,   /* field[4] = dns_names */
+  5,   /* field[5] = ip_addresses */
+  3,   /* field[3] = not_after_ms */
+  2,   /* field[2] = not_before_ms */
+};
+static const ProtobufCIntRange mesh__v1__node_certificate_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor mesh__v1__node_certificate_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.NodeCertificateResponse",
+  "NodeCertificateResponse",
+  "Mesh__V1__NodeCertificateResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__NodeCertificateResponse),
+  6,
+  mesh__v1__node_certificate_response__field_descriptors,
+  mesh__v1__node_certificate_response__field_indices_by_name,
+  1,  mesh__v1__node_certificate_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__node_certificate_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__delete_device_request__field_descriptors[2] =

@@ -38,6 +38,10 @@ typedef struct Mesh__V1__Device Mesh__V1__Device;
 typedef struct Mesh__V1__DeviceStatusChanged Mesh__V1__DeviceStatusChanged;
 typedef struct Mesh__V1__CreateDeviceRequest Mesh__V1__CreateDeviceRequest;
 typedef struct Mesh__V1__CreateDeviceResponse Mesh__V1__CreateDeviceResponse;
+typedef struct Mesh__V1__PhoneFallback Mesh__V1__PhoneFallback;
+typedef struct Mesh__V1__FallbackNode Mesh__V1__FallbackNode;
+typedef struct Mesh__V1__NodeCertificateRequest Mesh__V1__NodeCertificateRequest;
+typedef struct Mesh__V1__NodeCertificateResponse Mesh__V1__NodeCertificateResponse;
 typedef struct Mesh__V1__DeleteDeviceRequest Mesh__V1__DeleteDeviceRequest;
 typedef struct Mesh__V1__DeleteDeviceResponse Mesh__V1__DeleteDeviceResponse;
 typedef struct Mesh__V1__RenameDeviceRequest Mesh__V1__RenameDeviceRequest;
@@ -606,10 +610,15 @@ struct  Mesh__V1__CreateDeviceRequest
    * if it has one. Only admins may go beyond the tenant's default lifetime.
    */
   int64_t expires_at_ms;
+  /*
+   * A phone paired through the host system's pair flow: the reply carries its fallback
+   * (docs/fallback.md). Only for type iphone or android.
+   */
+  protobuf_c_boolean pair;
 };
 #define MESH__V1__CREATE_DEVICE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__create_device_request__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, 0 }
+    , NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, 0, 0 }
 
 
 struct  Mesh__V1__CreateDeviceResponse
@@ -626,10 +635,94 @@ struct  Mesh__V1__CreateDeviceResponse
    */
   char *qr_svg;
   char *qr_unavailable_reason;
+  /*
+   * Set for a pairing request (pair = true): how the phone reaches the API over the mesh.
+   */
+  Mesh__V1__PhoneFallback *fallback;
 };
 #define MESH__V1__CREATE_DEVICE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__create_device_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+
+
+/*
+ * What a paired phone needs to reach the API over the mesh when the relay degrades.
+ */
+struct  Mesh__V1__PhoneFallback
+{
+  ProtobufCMessage base;
+  /*
+   * One per node of the tenant, the hub first.
+   */
+  size_t n_nodes;
+  Mesh__V1__FallbackNode **nodes;
+  /*
+   * The tenant's certificate authority (PEM): the only root the phone trusts for these URLs.
+   */
+  char *ca_certificate_pem;
+};
+#define MESH__V1__PHONE_FALLBACK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__phone_fallback__descriptor) \
+    , 0,NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Mesh__V1__FallbackNode
+{
+  ProtobufCMessage base;
+  char *node_id;
+  /*
+   * <node slug>.<mesh domain>
+   */
+  char *dns_name;
+  /*
+   * https://<dns_name>:8443
+   */
+  char *url;
+  char *ipv4;
+  char *ipv6;
+};
+#define MESH__V1__FALLBACK_NODE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__fallback_node__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * mesh.v1.provision.node.certificate.<tenant>.<node>: a node asks for the certificate of its HTTPS
+ * front on its mesh addresses. The key pair is the node's; only its public key travels.
+ */
+struct  Mesh__V1__NodeCertificateRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  char *node_id;
+  /*
+   * DER SubjectPublicKeyInfo of the node's P-256 key.
+   */
+  ProtobufCBinaryData public_key_der;
+};
+#define MESH__V1__NODE_CERTIFICATE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_certificate_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, {0,NULL} }
+
+
+struct  Mesh__V1__NodeCertificateResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The leaf for the node's mesh names and addresses, signed by the tenant CA (PEM).
+   */
+  char *certificate_pem;
+  char *ca_certificate_pem;
+  int64_t not_before_ms;
+  int64_t not_after_ms;
+  size_t n_dns_names;
+  char **dns_names;
+  size_t n_ip_addresses;
+  char **ip_addresses;
+};
+#define MESH__V1__NODE_CERTIFICATE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_certificate_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL }
 
 
 /*
@@ -1678,6 +1771,82 @@ Mesh__V1__CreateDeviceResponse *
 void   mesh__v1__create_device_response__free_unpacked
                      (Mesh__V1__CreateDeviceResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__PhoneFallback methods */
+void   mesh__v1__phone_fallback__init
+                     (Mesh__V1__PhoneFallback         *message);
+size_t mesh__v1__phone_fallback__get_packed_size
+                     (const Mesh__V1__PhoneFallback   *message);
+size_t mesh__v1__phone_fallback__pack
+                     (const Mesh__V1__PhoneFallback   *message,
+                      uint8_t             *out);
+size_t mesh__v1__phone_fallback__pack_to_buffer
+                     (const Mesh__V1__PhoneFallback   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PhoneFallback *
+       mesh__v1__phone_fallback__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__phone_fallback__free_unpacked
+                     (Mesh__V1__PhoneFallback *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__FallbackNode methods */
+void   mesh__v1__fallback_node__init
+                     (Mesh__V1__FallbackNode         *message);
+size_t mesh__v1__fallback_node__get_packed_size
+                     (const Mesh__V1__FallbackNode   *message);
+size_t mesh__v1__fallback_node__pack
+                     (const Mesh__V1__FallbackNode   *message,
+                      uint8_t             *out);
+size_t mesh__v1__fallback_node__pack_to_buffer
+                     (const Mesh__V1__FallbackNode   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__FallbackNode *
+       mesh__v1__fallback_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__fallback_node__free_unpacked
+                     (Mesh__V1__FallbackNode *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__NodeCertificateRequest methods */
+void   mesh__v1__node_certificate_request__init
+                     (Mesh__V1__NodeCertificateRequest         *message);
+size_t mesh__v1__node_certificate_request__get_packed_size
+                     (const Mesh__V1__NodeCertificateRequest   *message);
+size_t mesh__v1__node_certificate_request__pack
+                     (const Mesh__V1__NodeCertificateRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_certificate_request__pack_to_buffer
+                     (const Mesh__V1__NodeCertificateRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodeCertificateRequest *
+       mesh__v1__node_certificate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_certificate_request__free_unpacked
+                     (Mesh__V1__NodeCertificateRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__NodeCertificateResponse methods */
+void   mesh__v1__node_certificate_response__init
+                     (Mesh__V1__NodeCertificateResponse         *message);
+size_t mesh__v1__node_certificate_response__get_packed_size
+                     (const Mesh__V1__NodeCertificateResponse   *message);
+size_t mesh__v1__node_certificate_response__pack
+                     (const Mesh__V1__NodeCertificateResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__node_certificate_response__pack_to_buffer
+                     (const Mesh__V1__NodeCertificateResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__NodeCertificateResponse *
+       mesh__v1__node_certificate_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__node_certificate_response__free_unpacked
+                     (Mesh__V1__NodeCertificateResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__DeleteDeviceRequest methods */
 void   mesh__v1__delete_device_request__init
                      (Mesh__V1__DeleteDeviceRequest         *message);
@@ -2465,6 +2634,18 @@ typedef void (*Mesh__V1__CreateDeviceRequest_Closure)
 typedef void (*Mesh__V1__CreateDeviceResponse_Closure)
                  (const Mesh__V1__CreateDeviceResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__PhoneFallback_Closure)
+                 (const Mesh__V1__PhoneFallback *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__FallbackNode_Closure)
+                 (const Mesh__V1__FallbackNode *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__NodeCertificateRequest_Closure)
+                 (const Mesh__V1__NodeCertificateRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__NodeCertificateResponse_Closure)
+                 (const Mesh__V1__NodeCertificateResponse *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__DeleteDeviceRequest_Closure)
                  (const Mesh__V1__DeleteDeviceRequest *message,
                   void *closure_data);
@@ -2610,6 +2791,10 @@ extern const ProtobufCMessageDescriptor mesh__v1__device__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__device_status_changed__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__create_device_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__phone_fallback__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__fallback_node__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_certificate_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__node_certificate_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__delete_device_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__rename_device_request__descriptor;

@@ -1,0 +1,182 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// One HTTP request of the fallback client.
+public struct FallbackRequest: Sendable {
+    public var method: String
+    /// The path and query, e.g. `/api/mesh/devices`.
+    public var path: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = []) {
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Which path answered.
+public enum FallbackPath: Sendable, Equatable, CustomStringConvertible {
+    case relay
+    /// A node over the mesh: its URL.
+    case mesh(String)
+
+    public var description: String {
+        switch self {
+        case .relay: "relay"
+        case .mesh(let url): "mesh \(url)"
+        }
+    }
+}
+
+/// An answer, and the path it came by.
+public struct FallbackResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    public var path: FallbackPath
+    /// From the start of the request on this path to the end of the answer.
+    public var elapsed: Duration
+}
+
+/// Why one attempt on one path failed.
+public enum ExchangeError: Error, Sendable, Equatable, CustomStringConvertible {
+    case timedOut
+    case closedEarly
+    case tls(String)
+    case connect(String)
+    case resolve(String)
+    /// A server error (5xx) from the path: the path is unhealthy even though it answered.
+    case serverError(Int)
+
+    public var description: String {
+        switch self {
+        case .timedOut: "timed out"
+        case .closedEarly: "connection closed before the answer ended"
+        case .tls(let m): "TLS: \(m)"
+        case .connect(let m): "connect: \(m)"
+        case .resolve(let m): "resolve: \(m)"
+        case .serverError(let s): "server error \(s)"
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on a new connection (`Connection: close`), optionally over TLS, with one
+/// deadline for everything (connect, handshake, answer).
+enum HTTPExchange {
+    static func run(host: String, port: Int, tls: (context: NIOSSLContext, serverName: String)?, hostHeader: String,
+                    request: FallbackRequest, timeout: Duration, group: any EventLoopGroup) async throws -> (status: Int, headers: [(String, String)], body: [UInt8]) {
+        let loop = group.next()
+        let promise = Once(loop.makePromise(of: CollectedResponse.self))
+        let timeoutMs = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let deadline = loop.scheduleTask(in: .milliseconds(timeoutMs)) { promise.fail(ExchangeError.timedOut) }
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.milliseconds(timeoutMs))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                do {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverName))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: host, port: port).get()
+        } catch {
+            deadline.cancel()
+            promise.fail(error)
+            throw ExchangeError.connect("\(host):\(port): \(error)")
+        }
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
+        head.headers.add(name: "Host", value: hostHeader)
+        head.headers.add(name: "Connection", value: "close")
+        head.headers.add(name: "Content-Length", value: "\(request.body.count)")
+        for (n, v) in request.headers { head.headers.add(name: n, value: v) }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if !request.body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: request.body))), promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        do {
+            let r = try await promise.future.get()
+            deadline.cancel()
+            channel.close(promise: nil)
+            return (r.status, r.headers, r.body)
+        } catch {
+            deadline.cancel()
+            channel.close(promise: nil)
+            if let e = error as? ExchangeError { throw e }
+            if let e = error as? NIOSSLError { throw ExchangeError.tls("\(e)") }
+            if let e = error as? BoringSSLError { throw ExchangeError.tls("\(e)") }
+            throw ExchangeError.connect("\(error)")
+        }
+    }
+}
+
+struct CollectedResponse: Sendable {
+    var status: Int
+    var headers: [(String, String)]
+    var body: [UInt8]
+}
+
+/// Gathers one response and completes the promise (once).
+final class ResponseCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    let promise: Once<CollectedResponse>
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
+
+    init(promise: Once<CollectedResponse>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): head = h
+        case .body(let b): body += b.readableBytesView
+        case .end:
+            guard let head else { return }
+            promise.succeed(CollectedResponse(status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) }, body: body))
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(ExchangeError.closedEarly)
+        context.fireChannelInactive()
+    }
+}
+
+/// A promise completed at most once, whoever comes first (the answer, an error, the deadline).
+final class Once<Value: Sendable>: Sendable {
+    private let promise: EventLoopPromise<Value>
+    private let done = Mutex(false)
+
+    init(_ promise: EventLoopPromise<Value>) { self.promise = promise }
+
+    var future: EventLoopFuture<Value> { promise.futureResult }
+
+    private func claim() -> Bool {
+        done.withLock { d in
+            defer { d = true }
+            return !d
+        }
+    }
+
+    func succeed(_ r: Value) { if claim() { promise.succeed(r) } }
+    func fail(_ e: any Error) { if claim() { promise.fail(e) } }
+}
