@@ -83,6 +83,14 @@ public struct DeviceService: Sendable {
         phases.lap(.identify)
         guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
         try policy.checkProvisioningSession(tenantRequiresSAML: who.requireSAML, amr: who.amr)
+        return try await create(for: who, label: label, type: req.type, requestID: requestID, phases: &phases)
+    }
+
+    /// Creates a device for `who`, whose identity (and, where it applies, provisioning session) was
+    /// checked: the cap and the rate limit, a keypair, addresses, the config and its QR code.
+    func create(for who: CallerIdentity, label: String, type: Mesh_V1_DeviceType, requestID: String,
+                phases: inout DevicePhases) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
         let rate = configuration.rateLimit(for: who.user)
 
         // Cheap pre-checks, so a request that must fail does not allocate an address first. They
@@ -107,8 +115,8 @@ public struct DeviceService: Sendable {
         }
         phases.lap(.allocate)
 
-        let draft = DeviceDraft(id: deviceID, caller: who, label: label, type: req.type, publicKey: keys.publicKey,
-                                ipv4: addresses.ipv4, ipv6: addresses.ipv6, slugBase: Slug.make(label, fallback: req.type.key),
+        let draft = DeviceDraft(id: deviceID, caller: who, label: label, type: type, publicKey: keys.publicKey,
+                                ipv4: addresses.ipv4, ipv6: addresses.ipv6, slugBase: Slug.make(label, fallback: type.key),
                                 rateWindow: rate?.window, requestID: requestID)
         let written: WrittenDevice
         do {

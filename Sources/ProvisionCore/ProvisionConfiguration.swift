@@ -19,6 +19,8 @@ public struct ProvisionConfiguration: Sendable {
     /// How often every replica looks for changes no replica handed to FanoutSvc yet, and for due
     /// lease tasks.
     public var sweepInterval: Duration
+    /// Lifetimes of one-time config links (the default and the bounds a request may ask within).
+    public var configLinks: ConfigLinkPolicy = .standard
 
     public init(rateLimit: RateLimit = .seed, rateLimitExempt: Set<UUID> = [], onlineWindow: Duration = .seconds(180),
                 allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1)) {

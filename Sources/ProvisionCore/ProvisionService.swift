@@ -19,6 +19,7 @@ public struct Provisioning: Sendable {
     public let nodes: NodeService
     public let audit: AuditService
     public let accounts: AccountService
+    public let migration: MigrationService
     /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
     public let services: [any Service]
     public let relay: OutboxRelay
@@ -42,6 +43,7 @@ public struct Provisioning: Sendable {
                             configuration: configuration, logger: logger)
         audit = AuditService(audit: pg, users: users)
         accounts = AccountService(accounts: pg, users: users, leases: pg, allocator: allocator, notifier: relay, logger: logger)
+        migration = MigrationService(migration: pg, users: users, devices: devices, configuration: configuration, logger: logger)
         var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger)]
         if let busIdentities { services.append(busIdentities) }
         self.services = services
@@ -204,6 +206,22 @@ public struct Provisioning: Sendable {
             },
             .proto("audit-list", subject: MeshSubjects.auditList) { (r: Mesh_V1_ListAuditRequest, _) in
                 try await p.audit.list(r)
+            },
+            .proto("migration-status", subject: MeshSubjects.migrationStatus) { (r: Mesh_V1_MigrationStatusRequest, _) in
+                try await p.migration.status(r)
+            },
+            .proto("migration-check", subject: MeshSubjects.migrationCheck) { (r: Mesh_V1_SetMigrationCheckRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.migration.setCheck(req)
+            },
+            .proto("link-create", subject: MeshSubjects.linkCreate) { (r: Mesh_V1_CreateConfigLinkRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.migration.createLink(req)
+            },
+            .proto("link-open", subject: MeshSubjects.linkOpen) { (r: Mesh_V1_OpenConfigLinkRequest, raw) in
+                try await p.migration.open(r, requestID: raw.requestID ?? UUID().lowercasedText)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
                 try await p.devices.applyReport(r, subject: raw.subject)

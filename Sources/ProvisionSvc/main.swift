@@ -37,17 +37,23 @@ struct ProvisionSvc: AsyncParsableCommand {
     @Option(help: "Seconds since the last handshake within which a device counts as online (env MESH_ONLINE_WINDOW_SECONDS).")
     var onlineWindowSeconds: Int = Env.int("MESH_ONLINE_WINDOW_SECONDS", 180)
 
+    @Option(name: .customLong("config-link-ttl"),
+            help: "How long a one-time config link stays valid when its maker names no lifetime, in seconds, 60 to 604800 (env MESH_CONFIG_LINK_TTL_SECONDS).")
+    var configLinkTTL: Int = Env.int("MESH_CONFIG_LINK_TTL_SECONDS", 3600)
+
     func validate() throws {
         guard rateLimit >= 0, rateWindowSeconds > 0 else { throw ValidationError("rate limit must be >= 0 and the window > 0") }
         for id in rateLimitExempt.split(separator: ",") where UUID(uuidString: id.trimmingCharacters(in: .whitespaces)) == nil {
             throw ValidationError("--rate-limit-exempt must list user UUIDs")
         }
+        guard (60...604_800).contains(configLinkTTL) else { throw ValidationError("--config-link-ttl must be 60 to 604800 seconds") }
     }
 
     func run() async throws {
         let exempt = Set(rateLimitExempt.split(separator: ",").compactMap { UUID(uuidString: $0.trimmingCharacters(in: .whitespaces)) })
-        let config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
+        var config = ProvisionConfiguration(rateLimit: RateLimit(limit: rateLimit, window: .milliseconds(Int(rateWindowSeconds * 1000))),
                                             rateLimitExempt: exempt, onlineWindow: .seconds(onlineWindowSeconds))
+        config.configLinks.defaultTTL = .seconds(configLinkTTL)
         let busIdentity: BusIdentityConfiguration?
         do {
             busIdentity = try BusIdentityConfiguration.fromEnvironment()

@@ -89,6 +89,11 @@ export class MeshAPI {
   reissueDevice(id) { return request('POST', `/api/mesh/devices/${encodeURIComponent(id)}/reissue`, { token: this.token }); }
   deleteDevice(id) { return request('DELETE', `/api/mesh/devices/${encodeURIComponent(id)}`, { token: this.token }); }
   license() { return request('GET', '/api/license/orbit-features', { token: this.token }); }
+  migration() { return request('GET', '/api/mesh/migration', { token: this.token }); }
+  setPritunlRevoked(userId, revoked) {
+    return request('PUT', `/api/mesh/migration/users/${encodeURIComponent(userId)}`, { token: this.token, body: { pritunl_revoked: revoked } });
+  }
+  createLink(body) { return request('POST', '/api/mesh/links', { token: this.token, body }); }
   state() { return request('GET', '/api/mesh/state', { token: this.token }); }
   peers() { return request('GET', '/api/mesh/peers', { token: this.token }); }
 }
