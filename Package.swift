@@ -147,7 +147,7 @@ let package = Package(
         tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
         tests("FanoutTests", ["NodeApplierCore", "MeshWireGuard", "MeshKeys", "FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto"]),
-        tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", log]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
         tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", lifecycle,

@@ -20,7 +20,7 @@ struct MeshCtl: AsyncParsableCommand {
             with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
             --json prints one JSON document on stdout for scripts.
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self, ServiceCommand.self])
 }
 
 /// Options every subcommand shares.
@@ -35,13 +35,13 @@ struct CtlOptions: ParsableArguments {
     var timeout: Double = 10
 
     /// A bus connection for one command.
-    func connect() async throws -> BusConnection {
+    func connect(inboxPrefix: String = "_INBOX") async throws -> BusConnection {
         var common = CommonOptions()
         common.natsURL = natsURL
         common.instance = "meshctl"
         var logger = Logger(label: "meshctl")
         logger.logLevel = .error
-        var config = try common.busConfiguration(name: "meshctl")
+        var config = try common.busConfiguration(name: "meshctl", inboxPrefix: inboxPrefix)
         config.retryOnFailedConnect = false
         return try await BusConnection.connect(config, logger: logger)
     }
