@@ -49,7 +49,9 @@ extension InMemoryProvisionStore: MigrationRepository {
     }
 
     public func finishConfigLink(_ id: UUID, tenant: UUID, device: UUID?, failure: String, requestID: String) async throws(MeshError) {
-        guard let (hash, var l) = linkRows.first(where: { $0.value.id == id }).map({ ($0.key, $0.value) }) else { return }
+        guard let entry = linkRows.first(where: { $0.value.id == id }) else { return }
+        let hash = entry.key
+        var l = entry.value
         if let device {
             l.device = device
             write(AuditEvent(tenant: tenant, actor: "link:\(id.lowercased)", action: "config_link.used", target: id.lowercased, requestID: requestID,
