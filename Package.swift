@@ -167,7 +167,7 @@ let package = Package(
         tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
                                protobuf]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", "MeshTestSupport", protobuf]),
-        tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", lifecycle,
+        tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", "MeshStore", lifecycle,
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdTesting", package: "hummingbird"),
                                .product(name: "AsyncHTTPClient", package: "async-http-client"), nioCore,

@@ -4,6 +4,7 @@ import GatewayCore
 import MeshAuth
 import MeshDomain
 import ServiceKit
+import ServiceLifecycle
 
 /// The Gateway: the HTTP API of the control plane. Stateless; run any number of replicas behind a
 /// load balancer.
@@ -42,6 +43,15 @@ struct Gateway: AsyncParsableCommand {
 
     @Option(name: .customLong("pritunl-configured"), help: "Whether the legacy Pritunl VPN is configured, so the web page shows its migration banner: true or false (env MESH_PRITUNL_CONFIGURED).")
     var pritunlConfigured: Bool = Env.bool("MESH_PRITUNL_CONFIGURED", false)
+
+    @Option(name: .customLong("pritunl-url"), help: "The legacy Pritunl web server to probe, e.g. https://127.0.0.1:443; the banner shows while it answers GET /ping (env MESH_PRITUNL_URL; empty: no probe, only --pritunl-configured).")
+    var pritunlURL: String = Env.string("MESH_PRITUNL_URL", "")
+
+    @Option(name: .customLong("pritunl-probe-interval"), help: "Seconds between two probes of --pritunl-url (env MESH_PRITUNL_PROBE_INTERVAL_SECONDS).")
+    var pritunlProbeInterval: Double = Env.seconds("MESH_PRITUNL_PROBE_INTERVAL_SECONDS", 60)
+
+    @Option(name: .customLong("pritunl-verify-tls"), help: "Verify the certificate of --pritunl-url (Pritunl's own is self-signed unless replaced): true or false (env MESH_PRITUNL_VERIFY_TLS).")
+    var pritunlVerifyTLS: Bool = Env.bool("MESH_PRITUNL_VERIFY_TLS", false)
 
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted; larger ones get 413 (env MESH_GATEWAY_MAX_BODY_BYTES).")
     var maxBodyBytes: Int = Env.int("MESH_GATEWAY_MAX_BODY_BYTES", 16 * 1024)
@@ -93,6 +103,10 @@ struct Gateway: AsyncParsableCommand {
         guard (256...(1 << 20)).contains(maxBodyBytes) else { throw ValidationError("--max-body-bytes must be between 256 and 1048576") }
         guard serviceTimeout > 0, nodeTimeout > 0 else { throw ValidationError("timeouts must be positive") }
         guard liveTick >= 1, liveMax >= liveTick else { throw ValidationError("--live-tick must be at least 1 s and --live-max at least --live-tick") }
+        guard pritunlURL.isEmpty || URL(string: pritunlURL).map({ ($0.scheme == "http" || $0.scheme == "https") && $0.host != nil }) == true else {
+            throw ValidationError("--pritunl-url must be an http(s) URL")
+        }
+        guard pritunlProbeInterval >= 1 else { throw ValidationError("--pritunl-probe-interval must be at least 1 second") }
     }
 
     func run() async throws {
@@ -118,7 +132,11 @@ struct Gateway: AsyncParsableCommand {
                 ctx.logger.info("sign-in through identity providers", metadata: ["providers": "\(signIn.providers.map(\.id).joined(separator: ","))",
                                                                                  "callback": "\(signIn.callbackURL ?? "")"])
             }
-            let api = GatewayAPI(configuration: config, bus: ctx.bus, verifier: verifier, signIn: signIn, logger: ctx.logger)
+            let probe = URL(string: pritunlURL).flatMap { url in
+                pritunlURL.isEmpty ? nil : PritunlProbe(url: url, interval: .milliseconds(Int(pritunlProbeInterval * 1000)), verifyTLS: pritunlVerifyTLS,
+                                                        logger: ctx.logger)
+            }
+            let api = GatewayAPI(configuration: config, bus: ctx.bus, verifier: verifier, signIn: signIn, pritunlProbe: probe, logger: ctx.logger)
             let logger = ctx.logger
             let scheme = config.tlsCertificateFile == nil ? "http" : "https"
             let app = try GatewayApp.application(api: api, configuration: config, logger: ctx.logger) { channel in
@@ -126,7 +144,10 @@ struct Gateway: AsyncParsableCommand {
                                                             "http.scheme": "\(scheme)"])
             }
             // The feed is listed last so it stops first: it ends the open live streams, which the HTTP server waits for.
-            return ServiceParts(services: [app, api.live])
+            var services: [any Service] = [app]
+            if let probe { services.append(probe) }
+            services.append(api.live)
+            return ServiceParts(services: services)
         }
     }
 

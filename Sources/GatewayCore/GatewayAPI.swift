@@ -25,11 +25,14 @@ public struct GatewayAPI: Sendable {
     let providers: [String: OIDCProvider]
     /// The live channel's feed: a Service the gateway runs beside its HTTP server.
     public let live: LiveFeed
+    /// Looks for the legacy Pritunl VPN at its configured address (nil: only the flag counts).
+    let pritunlProbe: PritunlProbe?
 
     /// The API over `bus`, with service clients bounded by the configured deadlines.
     public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, signIn: SignInConfiguration = SignInConfiguration(),
-                logger: Logger) {
+                pritunlProbe: PritunlProbe? = nil, logger: Logger) {
         self.configuration = configuration
+        self.pritunlProbe = pritunlProbe
         self.bus = bus
         self.verifier = verifier
         self.provision = ProvisionClient(bus: bus, timeout: configuration.serviceTimeout)
@@ -421,7 +424,7 @@ public struct GatewayAPI: Sendable {
 
     /// `GET /api/mesh/ui-config`.
     func uiConfig(_ request: Request, _ context: GatewayRequestContext) -> Response {
-        JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: TenantDefaults.domain,
+        JSONBody.response(UIConfigJSON(pritunlConfigured: pritunlBanner, meshDomain: TenantDefaults.domain,
                                        deviceTypes: ["iphone", "android", "laptop", "other"],
                                        providers: signIn.sessionsEnabled ? signIn.providers.map { ($0.id, $0.name) } : []))
     }

@@ -66,6 +66,12 @@ public enum GatewayApp {
         router.get("/api/mesh/audit/export", use: api.exportAudit)
         router.get("/api/license/orbit-features", use: api.orbitFeatures)
 
+        // The Pritunl walk-through and one-time config links (docs/pritunl.md)
+        router.get("/api/mesh/migration", use: api.migration)
+        router.put("/api/mesh/migration/users/:id", use: api.setMigrationCheck)
+        router.post("/api/mesh/links", use: api.createLink)
+        router.post("/api/mesh/links/open", use: api.openLink)
+
         // Sign-in, sessions, users and personal API tokens (docs/security.md, "Sign-in")
         router.get("/api/auth/login", use: api.login)
         router.get("/api/auth/callback", use: api.callback)

@@ -65,6 +65,8 @@ public struct APIError: Error, Sendable, Equatable {
             self.init(status: .conflict, code: "pool_exhausted", message: m)
         case .failedPrecondition(let m):
             self.init(status: .conflict, code: "failed_precondition", message: m)
+        case .gone(let m):
+            self.init(status: .gone, code: "gone", message: m)
         case .unavailable(let m):
             self.init(status: .serviceUnavailable, code: "unavailable", message: m)
         case .deadlineExceeded(let m):

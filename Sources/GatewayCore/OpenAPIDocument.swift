@@ -383,13 +383,14 @@ public enum OpenAPIDocument {
         ]
 
         paths.merge(accountPaths) { a, _ in a }
+        paths.merge(migrationPaths) { a, _ in a }
         let peer = object(["id": string, "kind": ["type": "string", "enum": ["device", "node"]], "public_key": string,
                            "mesh_ips": stringArray, "allowed_ips": stringArray, "dns_name": string, "endpoint": nullableString,
                            "persistent_keepalive": uint, "hub": bool])
         let schemas: [String: Any] = [
             "Error": object(["error": object([
                 "code": ["type": "string", "enum": ["invalid_argument", "not_found", "already_exists", "conflict", "permission_denied", "unauthenticated",
-                                                    "quota_exceeded", "rate_limited", "pool_exhausted", "failed_precondition", "unavailable",
+                                                    "quota_exceeded", "rate_limited", "pool_exhausted", "failed_precondition", "gone", "unavailable",
                                                     "deadline_exceeded", "internal", "payload_too_large", "method_not_allowed"]],
                 "message": string, "request_id": string,
                 "field": ["type": "string", "description": "invalid_argument: the field at fault."],
@@ -482,7 +483,7 @@ public enum OpenAPIDocument {
                                   "at": dateTime, "detail": string]),
             "AuditPage": object(["entries": ["type": "array", "items": ref("AuditEntry")], "next_before": ["type": ["integer", "null"]]]),
         ]
-        let allSchemas = schemas.merging(accountSchemas) { a, _ in a }
+        let allSchemas = schemas.merging(accountSchemas) { a, _ in a }.merging(migrationSchemas) { a, _ in a }
         return [
             "openapi": "3.1.0",
             "info": [

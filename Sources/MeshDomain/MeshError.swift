@@ -19,6 +19,8 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
     case unavailable(String)
     case deadlineExceeded(String)
     case failedPrecondition(String)
+    /// It existed but can no longer be used (a one-time config link that was used or expired).
+    case gone(String)
     case `internal`(String)
 
     /// The stable error code.
@@ -36,6 +38,7 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unavailable: .unavailable
         case .deadlineExceeded: .deadlineExceeded
         case .failedPrecondition: .failedPrecondition
+        case .gone: .gone
         case .internal: .internal
         }
     }
@@ -45,7 +48,7 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .invalidArgument(_, let m), .notFound(let m), .alreadyExists(let m), .conflict(let m),
              .permissionDenied(let m), .unauthenticated(let m), .poolExhausted(let m), .unavailable(let m),
-             .deadlineExceeded(let m), .failedPrecondition(let m), .internal(let m):
+             .deadlineExceeded(let m), .failedPrecondition(let m), .gone(let m), .internal(let m):
             return m
         case .quotaExceeded(let plan, let cap):
             return "device cap reached: the \(plan.displayName) plan allows \(cap) devices"
@@ -64,6 +67,7 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .permissionDenied, .quotaExceeded: 403
         case .notFound: 404
         case .alreadyExists, .conflict, .poolExhausted, .failedPrecondition: 409
+        case .gone: 410
         case .rateLimited: 429
         case .internal: 500
         case .unavailable: 503
@@ -102,6 +106,7 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unavailable: self = .unavailable(e.message)
         case .deadlineExceeded: self = .deadlineExceeded(e.message)
         case .failedPrecondition: self = .failedPrecondition(e.message)
+        case .gone: self = .gone(e.message)
         case .internal, .unspecified, .UNRECOGNIZED: self = .internal(e.message.isEmpty ? "internal error" : e.message)
         }
     }

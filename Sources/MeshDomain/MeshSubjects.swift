@@ -49,6 +49,10 @@ public enum MeshSubjects {
     public static let nodeSetHub = "mesh.v1.provision.node.set_hub"
     public static let licenseGet = "mesh.v1.provision.license.get"
     public static let auditList = "mesh.v1.provision.audit.list"
+    public static let migrationStatus = "mesh.v1.provision.migration.status"
+    public static let migrationCheck = "mesh.v1.provision.migration.check"
+    public static let linkCreate = "mesh.v1.provision.link.create"
+    public static let linkOpen = "mesh.v1.provision.link.open"
 
     /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
     public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }

@@ -38,6 +38,9 @@ public nonisolated enum Mesh_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
   case `internal` // = 11
   case deadlineExceeded // = 12
   case failedPrecondition // = 13
+
+  /// Existed, but no longer usable (a one-time config link that was used or expired): HTTP 410.
+  case gone // = 14
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -60,6 +63,7 @@ public nonisolated enum Mesh_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 11: self = .internal
     case 12: self = .deadlineExceeded
     case 13: self = .failedPrecondition
+    case 14: self = .gone
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -80,6 +84,7 @@ public nonisolated enum Mesh_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .internal: return 11
     case .deadlineExceeded: return 12
     case .failedPrecondition: return 13
+    case .gone: return 14
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -100,6 +105,7 @@ public nonisolated enum Mesh_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     .internal,
     .deadlineExceeded,
     .failedPrecondition,
+    .gone,
   ]
 
 }
@@ -339,7 +345,7 @@ public nonisolated struct Mesh_V1_Caller: Sendable {
 fileprivate nonisolated let _protobuf_package = "mesh.v1"
 
 nonisolated extension Mesh_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_ALREADY_EXISTS\0\u{1}ERROR_CODE_CONFLICT\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_UNAUTHENTICATED\0\u{1}ERROR_CODE_QUOTA_EXCEEDED\0\u{1}ERROR_CODE_RATE_LIMITED\0\u{1}ERROR_CODE_POOL_EXHAUSTED\0\u{1}ERROR_CODE_UNAVAILABLE\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_DEADLINE_EXCEEDED\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_ALREADY_EXISTS\0\u{1}ERROR_CODE_CONFLICT\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_UNAUTHENTICATED\0\u{1}ERROR_CODE_QUOTA_EXCEEDED\0\u{1}ERROR_CODE_RATE_LIMITED\0\u{1}ERROR_CODE_POOL_EXHAUSTED\0\u{1}ERROR_CODE_UNAVAILABLE\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_DEADLINE_EXCEEDED\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_GONE\0")
 }
 
 nonisolated extension Mesh_V1_Plan: SwiftProtobuf._ProtoNameProviding {

@@ -93,11 +93,22 @@ public struct DeviceService: Sendable {
         phases.lap(.identify)
         guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
         try policy.checkProvisioningSession(tenantRequiresSAML: who.requireSAML, amr: who.amr)
+        return try await create(for: who, label: label, type: req.type,
+                                requestedExpiry: req.expiresAtMs > 0 ? Date(unixMilliseconds: req.expiresAtMs) : nil, pair: req.pair,
+                                requestID: requestID, phases: &phases)
+    }
+
+    /// Creates a device for `who`, whose identity (and, where it applies, provisioning session) was
+    /// checked: the cap and the rate limit, a keypair, addresses, the config and its QR code.
+    /// `requestedExpiry` nil takes the tenant's default lifetime (if any); `pair` adds a phone's fallback.
+    func create(for who: CallerIdentity, label: String, type: Mesh_V1_DeviceType, requestedExpiry: Date? = nil, pair: Bool = false,
+                requestID: String, phases: inout DevicePhases) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
         let rate = configuration.rateLimit(for: who.user)
         // A pairing's fallback (the nodes' URLs and the tenant CA) is read first: when it cannot be
         // had, nothing is created.
         var pairing: Mesh_V1_PhoneFallback?
-        if req.pair, let fallback { pairing = try await fallback(who.tenant) }
+        if pair, let fallback { pairing = try await fallback(who.tenant) }
 
         // Cheap pre-checks, so a request that must fail does not allocate an address first. They
         // are repeated, authoritatively, with the tenant locked below.
@@ -121,10 +132,9 @@ public struct DeviceService: Sendable {
         }
         phases.lap(.allocate)
 
-        let draft = DeviceDraft(id: deviceID, caller: who, label: label, type: req.type, publicKey: keys.publicKey,
-                                ipv4: addresses.ipv4, ipv6: addresses.ipv6, slugBase: Slug.make(label, fallback: req.type.key),
-                                rateWindow: rate?.window, requestID: requestID,
-                                requestedExpiry: req.expiresAtMs > 0 ? Date(unixMilliseconds: req.expiresAtMs) : nil)
+        let draft = DeviceDraft(id: deviceID, caller: who, label: label, type: type, publicKey: keys.publicKey,
+                                ipv4: addresses.ipv4, ipv6: addresses.ipv6, slugBase: Slug.make(label, fallback: type.key),
+                                rateWindow: rate?.window, requestID: requestID, requestedExpiry: requestedExpiry)
         let written: WrittenDevice
         do {
             written = try await devices.createDevice(draft) { state throws(MeshError) in

@@ -29,6 +29,8 @@ public struct ProvisionConfiguration: Sendable {
     public var liveNodeListBudget: Duration
     /// Seals the tenant CAs' private keys at rest (AES-256-GCM) when set (env MESH_CA_SEALING_KEY).
     public var caSealingKey: SymmetricKey?
+    /// Lifetimes of one-time config links (the default and the bounds a request may ask within).
+    public var configLinks: ConfigLinkPolicy = .standard
 
     public init(rateLimit: RateLimit = .seed, rateLimitExempt: Set<UUID> = [], onlineWindow: Duration = .seconds(180),
                 allocatorTimeout: Duration = .seconds(5), leaseHold: Duration = .seconds(120), sweepInterval: Duration = .seconds(1),

@@ -279,5 +279,35 @@ public enum ProvisionSchema {
               created_at timestamptz NOT NULL DEFAULT now()
             );
             """),
+        Migration(version: 10, name: "Pritunl walk-through checklist, one-time config links", sql: """
+            -- The walk-through from the legacy Pritunl VPN: per user, whether an admin marked the user's
+            -- Pritunl access revoked, when and by whom. No row: not checked yet.
+            CREATE TABLE migration_checklist (
+              user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              pritunl_revoked boolean NOT NULL,
+              checked_at timestamptz NOT NULL DEFAULT now(),
+              checked_by text NOT NULL
+            );
+            CREATE INDEX migration_checklist_tenant ON migration_checklist (tenant_id);
+
+            -- One-time config links: only the SHA-256 of the token is kept. The link names the device to
+            -- make (label, type, owner); the device and its key are made when the link is opened, which
+            -- sets used_at (once; a failed creation clears it again) and then device_id.
+            CREATE TABLE config_links (
+              id uuid PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+              token_hash bytea NOT NULL UNIQUE,
+              label text NOT NULL,
+              type text NOT NULL,
+              created_by text NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(),
+              expires_at timestamptz NOT NULL,
+              used_at timestamptz,
+              device_id uuid
+            );
+            CREATE INDEX config_links_pending ON config_links (tenant_id, expires_at) WHERE used_at IS NULL;
+            """),
     ])
 }

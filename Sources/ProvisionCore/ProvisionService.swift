@@ -20,6 +20,7 @@ public struct Provisioning: Sendable {
     public let audit: AuditService
     public let accounts: AccountService
     public let certificates: CertificateService
+    public let migration: MigrationService
     /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
     public let services: [any Service]
     public let relay: OutboxRelay
@@ -53,6 +54,7 @@ public struct Provisioning: Sendable {
                             configuration: configuration, logger: logger)
         audit = AuditService(audit: pg, users: users)
         accounts = AccountService(accounts: pg, users: users, leases: pg, allocator: allocator, notifier: relay, logger: logger)
+        migration = MigrationService(migration: pg, users: users, devices: devices, configuration: configuration, logger: logger)
         var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger),
                                        ExpirySweeper(devices: devices, interval: configuration.expirySweepInterval, logger: logger)]
         if let busIdentities { services.append(busIdentities) }
@@ -245,6 +247,22 @@ public struct Provisioning: Sendable {
             },
             .proto("node-certificate", subject: MeshSubjects.nodeCertificateWildcard) { (r: Mesh_V1_NodeCertificateRequest, raw) in
                 try await p.certificates.issueNode(r, subject: raw.subject)
+            },
+            .proto("migration-status", subject: MeshSubjects.migrationStatus) { (r: Mesh_V1_MigrationStatusRequest, _) in
+                try await p.migration.status(r)
+            },
+            .proto("migration-check", subject: MeshSubjects.migrationCheck) { (r: Mesh_V1_SetMigrationCheckRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.migration.setCheck(req)
+            },
+            .proto("link-create", subject: MeshSubjects.linkCreate) { (r: Mesh_V1_CreateConfigLinkRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.migration.createLink(req)
+            },
+            .proto("link-open", subject: MeshSubjects.linkOpen) { (r: Mesh_V1_OpenConfigLinkRequest, raw) in
+                try await p.migration.open(r, requestID: raw.requestID ?? UUID().lowercasedText)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
                 if let event = try await p.devices.applyReport(r, subject: raw.subject) {

@@ -51,6 +51,10 @@ struct ProvisionSvc: AsyncParsableCommand {
     @Option(name: .customLong("bus-revocation-resync"), help: "Seconds between pushes of the bus revocation list to nats-server (env MESH_BUS_REVOCATION_RESYNC_SECONDS).")
     var busRevocationResync: Int = Env.int("MESH_BUS_REVOCATION_RESYNC_SECONDS", 60)
 
+    @Option(name: .customLong("config-link-ttl"),
+            help: "How long a one-time config link stays valid when its maker names no lifetime, in seconds, 60 to 604800 (env MESH_CONFIG_LINK_TTL_SECONDS).")
+    var configLinkTTL: Int = Env.int("MESH_CONFIG_LINK_TTL_SECONDS", 3600)
+
     func validate() throws {
         guard busNodeJWTTTL >= 0 else { throw ValidationError("--bus-node-jwt-ttl (MESH_BUS_NODE_JWT_TTL_SECONDS) must be 0 or more") }
         guard busRevocationResync >= 1 else {
@@ -63,6 +67,7 @@ struct ProvisionSvc: AsyncParsableCommand {
         for id in rateLimitExempt.split(separator: ",") where UUID(uuidString: id.trimmingCharacters(in: .whitespaces)) == nil {
             throw ValidationError("--rate-limit-exempt must list user UUIDs")
         }
+        guard (60...604_800).contains(configLinkTTL) else { throw ValidationError("--config-link-ttl must be 60 to 604800 seconds") }
     }
 
     func run() async throws {
@@ -76,6 +81,7 @@ struct ProvisionSvc: AsyncParsableCommand {
             }
             config.caSealingKey = SymmetricKey(data: raw)
         }
+        config.configLinks.defaultTTL = .seconds(configLinkTTL)
         let busIdentity: BusIdentityConfiguration?
         do {
             busIdentity = try BusIdentityConfiguration.fromEnvironment(nodeJWTLifetime: busNodeJWTTTL > 0 ? .seconds(busNodeJWTTTL) : nil,

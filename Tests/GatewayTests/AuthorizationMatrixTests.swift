@@ -122,6 +122,12 @@ extension GatewayTests {
             (.get, "/api/mesh/tokens", anyUser),
             (.post, "/api/mesh/tokens", row([.ownerA: 201, .ownerB: 201, .admin: 201, .otherTenant: 201, .node: 403, .otherNode: 403], unsafe: true)),
             (.delete, "/api/mesh/tokens/{token}", delete),
+            // The Pritunl walk-through (admins) and one-time config links (anyone for themselves; opening needs no sign-in).
+            (.get, "/api/mesh/migration", tenantAdmin),
+            (.put, "/api/mesh/migration/users/\(f.ownerA.userID)",
+             row([.ownerA: 403, .ownerB: 403, .admin: 200, .otherTenant: 404, .node: 403, .otherNode: 403], unsafe: true)),
+            (.post, "/api/mesh/links", row([.ownerA: 201, .ownerB: 404, .admin: 201, .otherTenant: 404, .node: 403, .otherNode: 403], unsafe: true)),
+            (.post, "/api/mesh/links/open", Dictionary(uniqueKeysWithValues: Who.allCases.map { ($0, $0 == .cookieNoOrigin ? 403 : 404) })),
             // Sign-in is public; here no provider is configured.
             (.get, "/api/auth/login?provider=corp", Dictionary(uniqueKeysWithValues: Who.allCases.map { ($0, 404) })),
             (.get, "/api/auth/callback?code=c&state=s", Dictionary(uniqueKeysWithValues: Who.allCases.map { ($0, 401) })),
@@ -166,6 +172,9 @@ extension GatewayTests {
                     case (.post, _) where path.hasSuffix("devices"): deviceBody("m \(who.rawValue)", type: "laptop")
                     case (.post, "/api/mesh/users"): #"{"email":"m-\#(who.rawValue)@example.com"}"#
                     case (.post, "/api/mesh/tokens"): #"{"name":"m \#(who.rawValue)"}"#
+                    case (.post, "/api/mesh/links"): #"{"label":"m \#(who.rawValue)","user_id":"\#(f.ownerA.userID)"}"#
+                    case (.post, "/api/mesh/links/open"): #"{"token":"qml_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#
+                    case (.put, _): #"{"pritunl_revoked":true}"#
                     case (.patch, _) where path.contains("users"): #"{"role":"owner"}"#
                     case (.patch, "/api/mesh/settings"): #"{"device_lifetime_seconds":86400}"#
                     case (.patch, _) where path.contains("/nodes/"): #"{"hub":true}"#

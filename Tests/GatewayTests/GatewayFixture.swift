@@ -211,10 +211,10 @@ struct Fixture: Sendable {
 
     /// The in-process application (`app.test(.router)` sends requests straight to its router).
     func application(configuration: GatewayConfiguration? = nil, bus: BusConnection? = nil,
-                     signIn: SignInConfiguration = SignInConfiguration()) async throws -> some ApplicationProtocol {
+                     signIn: SignInConfiguration = SignInConfiguration(), pritunlProbe: PritunlProbe? = nil) async throws -> some ApplicationProtocol {
         let verifier = await TokenVerifier(keys: try JWTKeyMaterial(hmacSecret: testSecret))
         let api = GatewayAPI(configuration: configuration ?? self.configuration, bus: bus ?? cp.bus, verifier: verifier, signIn: signIn,
-                             logger: TestEnvironment.logger("gateway"))
+                             pritunlProbe: pritunlProbe, logger: TestEnvironment.logger("gateway"))
         // The live channel's feed runs beside the server, as in the Gateway executable.
         return Application(router: GatewayApp.router(api: api), services: [api.live], logger: TestEnvironment.logger("gateway"))
     }

@@ -14,6 +14,9 @@ namespace, two Gateway processes; see Sources/meshlab) and drives headless Chrom
   4. the rate limit (5 creations per user and window): the message with the time to wait
   5. log out, sign in by pasting an admin token: node state and per-peer stats
   6. delete with the confirmation step; the node drops the peer
+     then the Pritunl walk-through (admin): every user with devices, the "Pritunl access revoked"
+     item saved and still ticked after a reload, a one-time config link made, opened in another tab
+     without a session (config and QR code once), and the same link refused the second time
   7. a tenant with 16 nodes: no QR code, the reason, and the .conf download with every node
   8. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner;
      signed in by a login link opened in the same tab, without a reload)
@@ -662,6 +665,84 @@ class MeshPageTest:
         self.r.check(True, "the node drops the deleted device")
         self.screenshot("deleted")
 
+    def jwt_subject(self, token):
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        return json.loads(base64.urlsafe_b64decode(payload))["sub"]
+
+    def pritunl_walk_through(self):
+        gw = self.info["gateway"]
+        owner = self.jwt_subject(self.info["tokens"]["owner"])
+        self.by_id("migrate-link").click()
+        self.wait(lambda: self.visible("migrate") and self.js("return document.getElementById('migrate').dataset.loaded === 'true'"),
+                  "the walk-through to load")
+        self.r.check(self.visible("migrate-admin") and not self.visible("migrate-not-admin"), "admins see the walk-through's table")
+        steps = self.js("return [...document.querySelectorAll('#pritunl-steps li')].map(li => li.textContent.replace(/\\s+/g, ' ').trim())")
+        self.r.check(len(steps) >= 4 and any("Users" in t for t in steps) and any("Save" in t for t in steps),
+                     f"the Pritunl console steps are written out: {steps}")
+        row = f'#migrate-rows tr[data-id="{owner}"]'
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, row), "the owner's row")
+        devices = self.driver.find_element(By.CSS_SELECTOR, f"{row} td:nth-child(2)").text
+        self.r.check(bool(devices) and "None yet" not in devices and any(w in devices for w in ("Online", "Offline", "Not yet connected")),
+                     f"the owner's devices are listed with their status: {devices!r}")
+        box = self.driver.find_element(By.CSS_SELECTOR, f"{row} .revoked-box")
+        self.r.check(not box.is_selected(), "the item starts unticked")
+        self.r.check(box.accessible_name.startswith("Pritunl access revoked for"), f"the checkbox names the person: {box.accessible_name!r}")
+        box.click()
+        self.wait(lambda: self.js(f"return document.querySelector('{row}').dataset.revoked") == "true", "the item to be saved")
+        self.screenshot("pritunl-walk-through")
+        self.audit("Pritunl walk-through", "#migrate")
+        # Stop and come back: the state is the server's.
+        self.open_page(f"{gw}/vpn/mesh/")
+        self.wait(lambda: self.visible("app") and self.visible("pritunl-banner"), "the signed-in page after a reload")
+        self.by_id("migrate-link").click()
+        self.wait(lambda: self.js("return document.getElementById('migrate').dataset.loaded === 'true'"), "the walk-through after a reload")
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, row), "the owner's row after a reload")
+        self.r.check(self.driver.find_element(By.CSS_SELECTOR, f"{row} .revoked-box").is_selected(), "the item is still ticked after a reload")
+        # A one-time config link for the owner.
+        self.driver.find_element(By.CSS_SELECTOR, f"{row} .btn-link-make").click()
+        self.wait(lambda: self.visible("link-form"), "the link form")
+        label = self.by_id("link-label")
+        label.clear()
+        label.send_keys("Linked phone")
+        self.by_id("link-create").click()
+        self.wait(lambda: self.visible("link-created"), "the new link")
+        url = self.text("link-url")
+        self.r.check(url.startswith(f"{gw}/vpn/mesh/link.html#qml_"), f"the link's address: {url!r}")
+        self.screenshot("config-link-made")
+        self.audit("config link made", "#migrate")
+        main = self.driver.current_window_handle
+        self.driver.switch_to.new_window("tab")
+        try:
+            self.driver.get(url)
+            self.wait(lambda: self.js("return document.documentElement.dataset.ready === 'true'"), "the link page")
+            self.r.check("#" not in self.driver.current_url, f"the token leaves the address bar ({self.driver.current_url})")
+            self.r.check(self.js("return sessionStorage.length") == 0 and self.js("return document.cookie") == "", "no session in the new tab")
+            self.r.check(self.visible("link-start") and not self.visible("link-result"), "nothing is fetched before the click")
+            self.by_id("link-open").click()
+            self.wait(lambda: self.visible("link-result"), "the config from the link")
+            conf = self.js("return document.getElementById('link-config').textContent")
+            self.r.check("PrivateKey = " in conf and "[Peer]" in conf, "the link gives a config")
+            src = self.by_id("link-qr-image").get_attribute("src") or ""
+            self.r.check(src.startswith("data:image/svg+xml;base64,"), "the link gives a QR code")
+            self.r.check("Linked phone" in self.text("link-summary"), f"the summary names the device: {self.text('link-summary')!r}")
+            self.screenshot("config-link-opened")
+            self.audit("config link opened")
+            # Used once: opened again, it says so.
+            self.driver.get(url)
+            self.wait(lambda: self.js("return document.documentElement.dataset.ready === 'true'") and self.visible("link-start"), "the link page again")
+            self.by_id("link-open").click()
+            self.wait(lambda: self.visible("link-error"), "the refusal of a used link")
+            self.r.check("already used" in self.text("link-error"), f"a used link is refused: {self.text('link-error')!r}")
+            self.r.check(not self.visible("link-result"), "no config the second time")
+            self.screenshot("config-link-used")
+            self.audit("config link used")
+        finally:
+            self.driver.close()
+            self.driver.switch_to.window(main)
+        self.by_id("link-dismiss").click()
+        self.by_id("migrate-close").click()
+
     def api_post(self, path, body, token):
         request = urllib.request.Request(self.info["gateway"] + path, data=json.dumps(body).encode(), method="POST",
                                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -1200,6 +1281,7 @@ class MeshPageTest:
             self.step("rate limit message", self.rate_limit)
             self.step("admin: pasted token, node state and peer stats", self.admin_view)
             self.step("delete with confirmation", self.delete_device)
+            self.step("Pritunl walk-through", self.pritunl_walk_through)
             self.step("re-issue an outdated config", self.reissue_outdated)
             self.step("rename, suspend, resume and expiry on the page", self.lifecycle_on_page)
             self.step("mesh off and on from the page", self.mesh_switch_on_page)

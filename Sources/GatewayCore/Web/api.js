@@ -112,6 +112,11 @@ export class MeshAPI {
   resume(id) { return request('POST', `${device(id)}/resume`, { token: this.token }); }
   reissueDevice(id) { return request('POST', `${device(id)}/reissue`, { token: this.token }); }
   license() { return request('GET', '/api/license/orbit-features', { token: this.token }); }
+  migration() { return request('GET', '/api/mesh/migration', { token: this.token }); }
+  setPritunlRevoked(userId, revoked) {
+    return request('PUT', `/api/mesh/migration/users/${encodeURIComponent(userId)}`, { token: this.token, body: { pritunl_revoked: revoked } });
+  }
+  createLink(body) { return request('POST', '/api/mesh/links', { token: this.token, body }); }
   state(nodeId) { return request('GET', `/api/mesh/state${query({ node_id: nodeId })}`, { token: this.token }); }
   peers(nodeId) { return request('GET', `/api/mesh/peers${query({ node_id: nodeId })}`, { token: this.token }); }
   nodes() { return request('GET', '/api/mesh/nodes', { token: this.token }); }

@@ -5,7 +5,7 @@
 import { ApiError, MeshAPI } from './api.js';
 import { LiveChannel } from './live.js';
 import {
-  DEVICE_TYPES, Modal, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, typeIcon,
+  DEVICE_TYPES, Modal, configFileName, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, svgDataURL, typeIcon,
 } from './dom.js';
 import {
   claims as readClaims, clearToken, looksLikeJWT, normalizeToken, storeToken, storedToken, takeTokenFromFragment,
@@ -30,7 +30,11 @@ const MAX_LABEL = 63;
 const $ = (id) => document.getElementById(id);
 const el = {
   banner: $('pritunl-banner'), migrate: $('migrate'), migrateLink: $('migrate-link'), migrateAdd: $('migrate-add'),
-  migrateClose: $('migrate-close'),
+  migrateClose: $('migrate-close'), migrateAdmin: $('migrate-admin'), migrateNotAdmin: $('migrate-not-admin'),
+  migrateRows: $('migrate-rows'), migrateError: $('migrate-error'), migrateDetected: $('migrate-detected'),
+  linkForm: $('link-form'), linkFor: $('link-for'), linkLabel: $('link-label'), linkType: $('link-type'), linkExpiry: $('link-expiry'),
+  linkCancel: $('link-cancel'), linkCreated: $('link-created'), linkPerson: $('link-person'), linkExpires: $('link-expires'),
+  linkURL: $('link-url'), linkCopy: $('link-copy'), linkDismiss: $('link-dismiss'),
   login: $('login'), loginTitle: $('login-title'), loginReason: $('login-reason'), loginForm: $('login-form'),
   tokenInput: $('token-input'), tokenError: $('token-error'),
   account: $('account'), accountWho: $('account-who'), logout: $('logout'),
@@ -143,6 +147,7 @@ const state = {
   liveMode: '',            // 'connecting', 'push' or 'polling' (also on #app as data-live)
   ageTimer: null,          // re-renders "12 seconds ago" every second
   adminTimer: null,        // a pending node diagnostics read after a mesh change
+  linkUser: null,          // the person the config-link form is for
 };
 
 /** Whether the signed-in person is an admin: the stored role with a session, the token's claim otherwise. */
@@ -218,6 +223,10 @@ function stopSession() {
   message(el.tokensError, '');
   message(el.usersError, '');
   show(el.users, false);
+  show(el.migrate, false);
+  el.migrateRows.replaceChildren();
+  hideLinkForm();
+  hideCreatedLink();
   for (const m of [addModal, deleteModal, renameModal, expiryModal, meshModal, nodeModal, enrollModal, reissueModal, removeModal]) m.close();
 }
 
@@ -1188,20 +1197,6 @@ function showCreateError(error) {
   message(el.addError, error.message);
 }
 
-function configFileName(slug) {
-  // wg-quick names the interface after the file, and Linux interface names hold at most 15 characters.
-  const safe = String(slug || 'mesh').toLowerCase().replace(/[^a-z0-9-]+/g, '-').slice(0, 15).replace(/-+$/, '');
-  return `${safe || 'mesh'}.conf`;
-}
-
-function svgDataURL(svg) {
-  // The SVG is shown as an image (no scripts, no access to the page), from a data: URL.
-  const bytes = new TextEncoder().encode(svg);
-  let binary = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return `data:image/svg+xml;base64,${btoa(binary)}`;
-}
-
 function showResult(d) {
   state.created = d;
   el.addTitle.textContent = 'Device added';
@@ -1735,6 +1730,7 @@ function openMigrate(event) {
   if (event) event.preventDefault();
   show(el.migrate, true);
   el.migrate.focus();
+  loadMigration();
 }
 el.migrateLink.addEventListener('click', openMigrate);
 el.migrateClose.addEventListener('click', () => { show(el.migrate, false); el.migrateLink.focus(); });
@@ -1742,6 +1738,135 @@ el.migrateAdd.addEventListener('click', () => {
   if (state.api) openAdd();
   else el.tokenInput.focus();
 });
+
+function migrationPerson(u) {
+  return u.user.name || u.user.email || u.user.id;
+}
+
+function renderMigration(answer) {
+  const p = answer?.pritunl;
+  if (p && p.probe && p.probe.detected === true) {
+    message(el.migrateDetected, `Pritunl answers at ${p.probe.url}.`);
+  } else {
+    message(el.migrateDetected, '');
+  }
+  const users = Array.isArray(answer?.users) ? answer.users : [];
+  el.migrateRows.replaceChildren(...users.map((u) => {
+    const person = migrationPerson(u);
+    const devices = u.devices.length
+      ? h('ul', { class: 'plain' }, ...u.devices.map((d) => h('li', { dataset: { id: d.id } },
+        `${d.label} — ${d.online ? 'Online' : (d.last_handshake_at ? 'Offline' : 'Not yet connected')}`)))
+      : h('span', { class: 'muted' }, 'None yet');
+    const pending = u.pending_links.length
+      ? h('p', { class: 'muted' }, `${u.pending_links.length} unused link${u.pending_links.length > 1 ? 's' : ''}, until ${formatDateTime(u.pending_links[u.pending_links.length - 1].expires_at)}`)
+      : null;
+    const linkButton = u.user.status === 'active'
+      ? h('button', { type: 'button', class: 'btn btn-link-make', 'aria-label': `Make a config link for ${person}`, onclick: () => openLinkForm(u) }, 'Make link')
+      : h('span', { class: 'muted' }, 'Invited: not signed in yet');
+    const box = h('input', {
+      type: 'checkbox', class: 'revoked-box', checked: u.pritunl_revoked, 'aria-label': `Pritunl access revoked for ${person}`,
+      onchange: (e) => setRevoked(u, e.target.checked, e.target),
+    });
+    const when = u.pritunl_revoked && u.checked_at ? h('span', { class: 'muted' }, ` ${formatDateTime(u.checked_at)}`) : null;
+    return h('tr', { dataset: { id: u.user.id, revoked: String(u.pritunl_revoked) } },
+      h('td', {}, person, h('br'), h('span', { class: 'mono muted' }, u.user.email || '')),
+      h('td', {}, devices),
+      h('td', {}, linkButton, pending),
+      h('td', {}, h('label', { class: 'check' }, box, ' Revoked'), when));
+  }));
+}
+
+async function loadMigration() {
+  const api = state.api;
+  if (!api) { show(el.migrateAdmin, false); show(el.migrateNotAdmin, false); return; }
+  if (!isAdmin()) { show(el.migrateAdmin, false); show(el.migrateNotAdmin, true); return; }
+  show(el.migrateNotAdmin, false);
+  try {
+    const answer = await api.migration();
+    if (api !== state.api) return;
+    show(el.migrateAdmin, true);
+    renderMigration(answer);
+    el.migrate.dataset.loaded = 'true';
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    if (error instanceof ApiError && error.status === 403) { show(el.migrateAdmin, false); show(el.migrateNotAdmin, true); return; }
+    show(el.migrateAdmin, true);
+    message(el.migrateError, `The walk-through could not be read: ${error.message}`);
+  }
+}
+
+async function setRevoked(u, revoked, box) {
+  const api = state.api;
+  if (!api) return;
+  message(el.migrateError, '');
+  box.disabled = true;
+  try {
+    const saved = await api.setPritunlRevoked(u.user.id, revoked);
+    u.pritunl_revoked = saved.pritunl_revoked;
+    box.checked = saved.pritunl_revoked;
+    box.closest('tr').dataset.revoked = String(saved.pritunl_revoked);
+    announce(`${migrationPerson(u)}: Pritunl access ${saved.pritunl_revoked ? 'marked revoked' : 'no longer marked revoked'}.`);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    box.checked = u.pritunl_revoked;
+    message(el.migrateError, error.message);
+  } finally {
+    box.disabled = false;
+  }
+}
+
+function openLinkForm(u) {
+  state.linkUser = u;
+  hideCreatedLink();
+  el.linkFor.textContent = `A one-time config link for ${migrationPerson(u)}.`;
+  el.linkLabel.value = `${migrationPerson(u)}'s phone`.slice(0, 63);
+  show(el.linkForm, true);
+  el.linkLabel.focus();
+}
+
+function hideLinkForm() {
+  state.linkUser = null;
+  show(el.linkForm, false);
+}
+
+function hideCreatedLink() {
+  el.linkURL.textContent = '';
+  show(el.linkCreated, false);
+}
+
+el.linkCancel.addEventListener('click', () => { hideLinkForm(); el.migrate.focus(); });
+el.linkForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const api = state.api, u = state.linkUser;
+  if (!api || !u) return;
+  message(el.migrateError, '');
+  const label = el.linkLabel.value.trim();
+  if (!label) { message(el.migrateError, 'Enter a name for the device.'); el.linkLabel.focus(); return; }
+  try {
+    const link = await api.createLink({ label, type: el.linkType.value, user_id: u.user.id, expires_in: Number(el.linkExpiry.value) });
+    if (api !== state.api) return;
+    hideLinkForm();
+    el.linkPerson.textContent = migrationPerson(u);
+    el.linkExpires.textContent = formatDateTime(link.expires_at);
+    el.linkURL.textContent = link.url.startsWith('/') ? `${window.location.origin}${link.url}` : link.url;
+    show(el.linkCreated, true);
+    el.linkCopy.focus();
+    loadMigration();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.migrateError, error.message);
+  }
+});
+el.linkCopy.addEventListener('click', async () => {
+  try {
+    await navigator.clipboard.writeText(el.linkURL.textContent);
+    announce('Link copied.');
+  } catch {
+    // Without clipboard access the link stays selectable on the page.
+    window.getSelection()?.selectAllChildren(el.linkURL);
+  }
+});
+el.linkDismiss.addEventListener('click', () => { hideCreatedLink(); el.migrate.focus(); });
 
 // MARK: Start
 

@@ -159,3 +159,19 @@ export class Modal {
     }
   }
 }
+
+/** The .conf file name for a device's slug. */
+export function configFileName(slug) {
+  // wg-quick names the interface after the file, and Linux interface names hold at most 15 characters.
+  const safe = String(slug || 'mesh').toLowerCase().replace(/[^a-z0-9-]+/g, '-').slice(0, 15).replace(/-+$/, '');
+  return `${safe || 'mesh'}.conf`;
+}
+
+/** A QR code's SVG as a data: URL for an <img>. */
+export function svgDataURL(svg) {
+  // The SVG is shown as an image (no scripts, no access to the page), from a data: URL.
+  const bytes = new TextEncoder().encode(svg);
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return `data:image/svg+xml;base64,${btoa(binary)}`;
+}

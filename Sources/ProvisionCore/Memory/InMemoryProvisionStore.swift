@@ -35,6 +35,10 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     var sessionRows: [UUID: (user: UUID, tenant: UUID, provider: String, amr: [String], expires: Date, ended: Bool)] = [:]
     /// API tokens by id.
     var tokenRows: [UUID: APITokenRecord] = [:]
+    /// The Pritunl walk-through's checklist, by user.
+    var checklist: [UUID: (tenant: UUID, check: MigrationCheck)] = [:]
+    /// One-time config links by the SHA-256 of their token.
+    var linkRows: [[UInt8]: ConfigLinkRecord] = [:]
     var now: @Sendable () -> Date
 
     public init(clock: @escaping @Sendable () -> Date = { Date() }) {

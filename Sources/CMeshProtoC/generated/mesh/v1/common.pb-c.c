@@ -329,7 +329,7 @@ const ProtobufCMessageDescriptor mesh__v1__caller__descriptor =
   (ProtobufCMessageInit) mesh__v1__caller__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue mesh__v1__error_code__enum_values_by_number[14] =
+static const ProtobufCEnumValue mesh__v1__error_code__enum_values_by_number[15] =
 {
   { "ERROR_CODE_UNSPECIFIED", "MESH__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED", 0 },
   { "ERROR_CODE_INVALID_ARGUMENT", "MESH__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT", 1 },
@@ -345,16 +345,18 @@ static const ProtobufCEnumValue mesh__v1__error_code__enum_values_by_number[14] 
   { "ERROR_CODE_INTERNAL", "MESH__V1__ERROR_CODE__ERROR_CODE_INTERNAL", 11 },
   { "ERROR_CODE_DEADLINE_EXCEEDED", "MESH__V1__ERROR_CODE__ERROR_CODE_DEADLINE_EXCEEDED", 12 },
   { "ERROR_CODE_FAILED_PRECONDITION", "MESH__V1__ERROR_CODE__ERROR_CODE_FAILED_PRECONDITION", 13 },
+  { "ERROR_CODE_GONE", "MESH__V1__ERROR_CODE__ERROR_CODE_GONE", 14 },
 };
 static const ProtobufCIntRange mesh__v1__error_code__value_ranges[] = {
-{0, 0},{0, 14}
+{0, 0},{0, 15}
 };
-static const ProtobufCEnumValueIndex mesh__v1__error_code__enum_values_by_name[14] =
+static const ProtobufCEnumValueIndex mesh__v1__error_code__enum_values_by_name[15] =
 {
   { "ERROR_CODE_ALREADY_EXISTS", 3 },
   { "ERROR_CODE_CONFLICT", 4 },
   { "ERROR_CODE_DEADLINE_EXCEEDED", 12 },
   { "ERROR_CODE_FAILED_PRECONDITION", 13 },
+  { "ERROR_CODE_GONE", 14 },
   { "ERROR_CODE_INTERNAL", 11 },
   { "ERROR_CODE_INVALID_ARGUMENT", 1 },
   { "ERROR_CODE_NOT_FOUND", 2 },
@@ -373,9 +375,9 @@ const ProtobufCEnumDescriptor mesh__v1__error_code__descriptor =
   "ErrorCode",
   "Mesh__V1__ErrorCode",
   "mesh.v1",
-  14,
+  15,
   mesh__v1__error_code__enum_values_by_number,
-  14,
+  15,
   mesh__v1__error_code__enum_values_by_name,
   1,
   mesh__v1__error_code__value_ranges,

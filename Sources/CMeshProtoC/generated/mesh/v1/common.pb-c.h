@@ -39,7 +39,11 @@ typedef enum _Mesh__V1__ErrorCode {
   MESH__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE = 10,
   MESH__V1__ERROR_CODE__ERROR_CODE_INTERNAL = 11,
   MESH__V1__ERROR_CODE__ERROR_CODE_DEADLINE_EXCEEDED = 12,
-  MESH__V1__ERROR_CODE__ERROR_CODE_FAILED_PRECONDITION = 13
+  MESH__V1__ERROR_CODE__ERROR_CODE_FAILED_PRECONDITION = 13,
+  /*
+   * Existed, but no longer usable (a one-time config link that was used or expired): HTTP 410.
+   */
+  MESH__V1__ERROR_CODE__ERROR_CODE_GONE = 14
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__ERROR_CODE)
 } Mesh__V1__ErrorCode;
 typedef enum _Mesh__V1__Plan {
