@@ -14,14 +14,18 @@ public struct MeshState: Sendable {
     public private(set) var revision: UInt64
     public private(set) var settings: Mesh_V1_TenantSettings
     public private(set) var members: [String: Mesh_V1_Member]
+    /// The tenant's access policy (docs/policies.md); it never changes a peer.
+    public private(set) var policy: Mesh_V1_PolicySet
     /// Device ids by the hub of their config: where a device may need to be routed through.
     private var byConfigHub: [String: Set<String>]
 
     /// A view from a full list of members.
-    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
+    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>,
+                policy: Mesh_V1_PolicySet = Mesh_V1_PolicySet()) {
         self.viewer = viewer
         self.revision = revision
         self.settings = settings
+        self.policy = policy
         var all: [String: Mesh_V1_Member] = [:]
         var index: [String: Set<String>] = [:]
         for m in members {
@@ -68,11 +72,12 @@ public struct MeshState: Sendable {
         fileprivate enum Next: Sendable {
             case member(id: String, value: Mesh_V1_Member?)
             case whole(MeshState)
+            case policy(Mesh_V1_PolicySet)
             case nothing
         }
     }
 
-    /// Works out a change (an upsert, a removal or new settings) without applying it.
+    /// Works out a change (an upsert, a removal, new settings or a new policy) without applying it.
     public func prepare(_ change: Mesh_V1_PeersUpdated) -> Transition {
         let id: String, value: Mesh_V1_Member?
         switch change.change {
@@ -86,6 +91,8 @@ public struct MeshState: Sendable {
             var whole = self
             whole.settings = s
             return Transition(next: .whole(whole), revision: change.revision, removesViewer: false, touched: nil)
+        case .policy(let p):
+            return Transition(next: .policy(p), revision: change.revision, removesViewer: false, touched: [:])
         case nil:
             return Transition(next: .nothing, revision: change.revision, removesViewer: false, touched: [:])
         }
@@ -104,7 +111,7 @@ public struct MeshState: Sendable {
     public func peers(after t: Transition) -> [Mesh_V1_Peer] {
         switch t.next {
         case .whole(let s): return s.peers()
-        case .nothing: return peers()
+        case .nothing, .policy: return peers()
         case .member:
             var copy = self
             copy.commit(t)
@@ -117,6 +124,7 @@ public struct MeshState: Sendable {
         switch t.next {
         case .whole(let s): self = s
         case .member(let id, let value): if let value { put(value) } else { drop(id) }
+        case .policy(let p): policy = p
         case .nothing: break
         }
         revision = max(revision, t.revision)

@@ -30,6 +30,10 @@ public enum MeshSubjects {
     public static let nodeSetHub = "mesh.v1.provision.node.set_hub"
     public static let licenseGet = "mesh.v1.provision.license.get"
     public static let auditList = "mesh.v1.provision.audit.list"
+    public static let policyGet = "mesh.v1.provision.policy.get"
+    public static let policyUpdate = "mesh.v1.provision.policy.update"
+    public static let policyCheck = "mesh.v1.provision.policy.check"
+    public static let tagsSet = "mesh.v1.provision.tags.set"
 
     /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
     public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }
