@@ -33,5 +33,9 @@ public enum FanoutSchema {
             );
             CREATE INDEX changes_stored ON changes (stored_at);
             """),
+        Migration(version: 2, name: "access policies", sql: """
+            -- The tenant's access policy (mesh.v1.PolicySet), as its last policy change set it.
+            ALTER TABLE tenant_views ADD COLUMN policy bytea NOT NULL DEFAULT '';
+            """),
     ])
 }

@@ -245,7 +245,7 @@ public struct FanoutClient: Sendable {
             newest = max(newest, page.revision)
             after = page.nextMemberID
         }
-        var view = MeshView(revision: first.revision, settings: first.settings, members: members)
+        var view = MeshView(revision: first.revision, settings: first.settings, members: members, policy: first.policy)
         if newest > first.revision {
             // Pages read at later revisions may mix states; replaying every change since the first
             // page's revision (each carries a member's whole state) makes them one.
@@ -287,11 +287,15 @@ public struct MeshView: Sendable {
     public var settings: Mesh_V1_TenantSettings
     /// Members by id.
     public var members: [String: Mesh_V1_Member]
+    /// The tenant's access policy.
+    public var policy: Mesh_V1_PolicySet
 
-    public init(revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
+    public init(revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>,
+                policy: Mesh_V1_PolicySet = Mesh_V1_PolicySet()) {
         self.revision = revision
         self.settings = settings
         self.members = Dictionary(members.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        self.policy = policy
     }
 
     /// Applies one change on top (a later page may already hold its result: changes carry whole
@@ -304,6 +308,8 @@ public struct MeshView: Sendable {
             members.removeValue(forKey: r.id)
         case .settings(let s):
             settings = s
+        case .policy(let p):
+            policy = p
         case nil:
             break
         }

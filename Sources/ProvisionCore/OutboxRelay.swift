@@ -95,7 +95,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
             SELECT revision, payload, created_at FROM outbox WHERE tenant_id = $1 AND delivered_at IS NULL ORDER BY revision LIMIT $2
             """, tenant, batchSize)
         guard !rows.isEmpty else { return 0 }
-        var changes = try rows.map(Self.change)
+        var changes = Self.fit(try rows.map(Self.change))
         var resp = try await send(tenant: tenant, changes: changes)
         if resp.expectedRevision > 0 && resp.expectedRevision < changes[0].revision {
             // FanoutSvc lacks earlier revisions (its copy is behind, or new): send them from the ones
@@ -105,7 +105,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
                 """, tenant, Int64(resp.expectedRevision), Int64(changes[0].revision))
             if let first = older.first, try first.decode("revision", as: Int64.self) == Int64(resp.expectedRevision),
                older.count == Int(changes[0].revision - resp.expectedRevision) {
-                changes = try older.map(Self.change) + changes
+                changes = Self.fit(try older.map(Self.change) + changes)
                 resp = try await send(tenant: tenant, changes: changes)
             } else {
                 logger.notice("FanoutSvc lacks revisions no longer kept; sending the tenant's whole state",
@@ -120,6 +120,22 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
         try await store.query("UPDATE outbox SET delivered_at = now() WHERE tenant_id = $1 AND delivered_at IS NULL AND revision <= $2",
                               tenant, Int64(changes.last!.revision))
         return changes.count
+    }
+
+    /// The most bytes of changes one ingest request carries: a request must fit in one NATS message
+    /// (1 MiB by default), and an access policy alone may take 256 KiB.
+    static let maxBatchBytes = 512 * 1024
+
+    /// The leading changes that fit in ``maxBatchBytes`` (at least one).
+    static func fit(_ changes: [Mesh_V1_PeersUpdated]) -> [Mesh_V1_PeersUpdated] {
+        var total = 0
+        var n = 0
+        for c in changes {
+            total += (try? c.serializedBytes() as [UInt8])?.count ?? 0
+            if n > 0 && total > maxBatchBytes { break }
+            n += 1
+        }
+        return Array(changes.prefix(n))
     }
 
     static func change(_ row: Row) throws -> Mesh_V1_PeersUpdated {
@@ -139,7 +155,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
     /// The tenant's whole state, read in one snapshot at its current revision, in requests of at
     /// most 2,000 members; every row up to that revision counts as delivered afterwards.
     func sendSnapshot(tenant: UUID) async throws -> Mesh_V1_IngestResponse {
-        let (t, members): (TenantRecord, [Mesh_V1_Member]) = try await store.read(isolation: .repeatableRead) { tx in
+        let (t, members, policy): (TenantRecord, [Mesh_V1_Member], Mesh_V1_PolicySet) = try await store.read(isolation: .repeatableRead) { tx in
             guard let trow = try tx.queryFirst("SELECT \(PostgresProvisionStore.tenantColumns) FROM tenants WHERE id = $1", tenant) else {
                 throw MeshError.notFound("unknown tenant")
             }
@@ -147,7 +163,11 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
                 .map { try PostgresProvisionStore.node($0).member }
             members += try tx.query("SELECT \(PostgresProvisionStore.deviceColumns) FROM devices WHERE tenant_id = $1", tenant)
                 .map { try PostgresProvisionStore.device($0).member() }
-            return (try PostgresProvisionStore.tenant(trow), members)
+            let t = try PostgresProvisionStore.tenant(trow)
+            var policy = Mesh_V1_PolicySet()
+            policy.version = t.policyVersion
+            policy.rules = try PostgresProvisionStore.rules(try tx.query(PostgresProvisionStore.rulesQuery, tenant))
+            return (t, members, policy)
         }
         var resp = Mesh_V1_IngestResponse()
         let chunks = stride(from: 0, to: max(members.count, 1), by: 2000).map { Array(members[$0..<min($0 + 2000, members.count)]) }
@@ -158,6 +178,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
             req.snapshotRevision = t.revision
             req.snapshotSettings = t.settings
             req.snapshotMembers = chunk
+            req.snapshotPolicy = policy
             req.snapshotDone = i == chunks.count - 1
             resp = try await ingest(req)
         }

@@ -18,6 +18,7 @@ public struct Provisioning: Sendable {
     public let devices: DeviceService
     public let nodes: NodeService
     public let audit: AuditService
+    public let policies: PolicyService
     /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
     public let services: [any Service]
     public let relay: OutboxRelay
@@ -40,6 +41,7 @@ public struct Provisioning: Sendable {
                             probe: { id async throws(MeshError) in try await nodeClient.peers(nodeID: id) },
                             configuration: configuration, logger: logger)
         audit = AuditService(audit: pg, users: users)
+        policies = PolicyService(policies: pg, users: users, notifier: relay, logger: logger)
         var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger)]
         if let busIdentities { services.append(busIdentities) }
         self.services = services
@@ -152,6 +154,24 @@ public struct Provisioning: Sendable {
             },
             .proto("audit-list", subject: MeshSubjects.auditList) { (r: Mesh_V1_ListAuditRequest, _) in
                 try await p.audit.list(r)
+            },
+            .proto("policy-get", subject: MeshSubjects.policyGet) { (r: Mesh_V1_GetPolicyRequest, _) in
+                var resp = Mesh_V1_GetPolicyResponse()
+                resp.policy = try await p.policies.get(r)
+                return resp
+            },
+            .proto("policy-update", subject: MeshSubjects.policyUpdate) { (r: Mesh_V1_UpdatePolicyRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.policies.update(req)
+            },
+            .proto("policy-check", subject: MeshSubjects.policyCheck) { (r: Mesh_V1_CheckPolicyRequest, _) in
+                try await p.policies.check(r)
+            },
+            .proto("tags-set", subject: MeshSubjects.tagsSet) { (r: Mesh_V1_SetTagsRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.policies.setTags(req)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
                 try await p.devices.applyReport(r, subject: raw.subject)

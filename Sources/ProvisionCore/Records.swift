@@ -20,6 +20,10 @@ public struct TenantRecord: Sendable, Equatable {
     /// Empty while the tenant has no node.
     public var hubNodeID: String
     public var meshEnabled: Bool
+    /// The mesh DNS answers a device only with the names it may reach (access policies).
+    public var dnsFiltered: Bool
+    /// The version of the access policy (0 before the first rule).
+    public var policyVersion: UInt64
     /// The last change revision written.
     public var revision: UInt64
     public var createdAt: Date
@@ -41,6 +45,8 @@ public struct TenantRecord: Sendable, Equatable {
         dnsResolvers = TenantDefaults.dnsResolvers
         hubNodeID = ""
         meshEnabled = true
+        dnsFiltered = false
+        policyVersion = 0
         revision = 0
         self.createdAt = createdAt
     }
@@ -54,6 +60,7 @@ public struct TenantRecord: Sendable, Equatable {
         s.ipv4Prefix = ipv4Prefix
         s.ipv6Prefix = ipv6Prefix
         s.meshEnabled = meshEnabled
+        s.dnsFiltered = dnsFiltered
         return s
     }
 
@@ -76,6 +83,8 @@ public struct TenantRecord: Sendable, Equatable {
         t.dnsResolvers = UInt32(dnsResolvers)
         t.hubNodeID = hubNodeID
         t.meshEnabled = meshEnabled
+        t.dnsFiltered = dnsFiltered
+        t.policyVersion = policyVersion
         return t
     }
 }
@@ -127,6 +136,9 @@ public struct DeviceRecord: Sendable, Equatable {
     public var configHubID: String
     public var configNodes: [PeerCatalog.ListedNode]
     public var configOutdated: String?
+    /// Admin-assigned tags (sorted) and the owner's role, for access policies.
+    public var tags: [String] = []
+    public var ownerRole: Mesh_V1_Role = .unspecified
 
     /// The member every node of the tenant is told about.
     public func member(active: Bool = true) -> Mesh_V1_Member {
@@ -143,6 +155,8 @@ public struct DeviceRecord: Sendable, Equatable {
         m.ownerUserID = owner.lowercased
         m.deviceType = type
         m.displayName = label
+        m.tags = tags
+        m.ownerRole = ownerRole
         return m
     }
 
@@ -170,6 +184,7 @@ public struct DeviceRecord: Sendable, Equatable {
         d.configNodeIds = configNodes.map(\.id)
         d.configOutdated = configOutdated != nil
         d.configOutdatedReason = configOutdated ?? ""
+        d.tags = tags
         return d
     }
 }
@@ -187,6 +202,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var ipv6: String
     public var createdAt: Date
     public var lastSeen: Date?
+    /// Admin-assigned tags (sorted), for access policies.
+    public var tags: [String] = []
 
     /// The member every node of the tenant is told about.
     public var member: Mesh_V1_Member {
@@ -201,6 +218,7 @@ public struct NodeRecord: Sendable, Equatable {
         m.listenPort = UInt32(listenPort)
         m.active = true
         m.displayName = name
+        m.tags = tags
         return m
     }
 
@@ -225,6 +243,7 @@ public struct NodeRecord: Sendable, Equatable {
         n.createdAtMs = createdAt.unixMilliseconds
         n.lastSeenAtMs = lastSeen?.unixMilliseconds ?? 0
         n.hub = id.lowercased == hubID
+        n.tags = tags
         return n
     }
 }

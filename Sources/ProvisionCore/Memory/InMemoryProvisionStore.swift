@@ -7,7 +7,7 @@ import MeshProto
 /// one actor turn, so it is atomic exactly where the PostgreSQL transaction is. The clock is
 /// injected so that rate-limit windows can be tested at their edges.
 public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRepository, NodeRepository, AuditRepository,
-    LeaseTaskRepository {
+    LeaseTaskRepository, PolicyRepository {
     var tenantRows: [UUID: TenantRecord] = [:]
     var userRows: [UUID: Mesh_V1_User] = [:]
     var deviceRows: [UUID: DeviceRecord] = [:]
@@ -25,6 +25,8 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     var tasks: [UUID: (tenant: UUID, pending: Bool, neverPublished: Bool, due: Date)] = [:]
     /// Insertion order of nodes (their age, where the clock shows no difference).
     var nodeOrder: [UUID: Int] = [:]
+    /// Per tenant: the access-policy rules in order.
+    var policyRows: [UUID: [Mesh_V1_PolicyRule]] = [:]
     var now: @Sendable () -> Date
 
     public init(clock: @escaping @Sendable () -> Date = { Date() }) {
@@ -168,7 +170,8 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
         let device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                   ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: now(), lastHandshake: nil,
-                                  rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+                                  rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil,
+                                  ownerRole: c.role)
         tasks.removeValue(forKey: draft.id)
         if draft.rateWindow != nil { events[c.user, default: []].append(now()) }
         names[c.tenant, default: [:]][decision.slug] = draft.id

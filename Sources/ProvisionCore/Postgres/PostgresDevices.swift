@@ -64,7 +64,8 @@ extension PostgresProvisionStore: DeviceRepository {
             let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
             var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                       ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: state.now, lastHandshake: nil,
-                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil,
+                                      ownerRole: c.role)
 
             // Round trip 2: every write, in order. COMMIT is the third and last.
             var writes: [Statement] = []
@@ -247,9 +248,10 @@ extension PostgresProvisionStore: DeviceRepository {
                    t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
                    t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
                    t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
+                   t.dns_filtered AS t_dns_filtered, t.policy_version AS t_policy_version,
                    d.id, d.tenant_id, d.owner_user_id, d.label, d.slug, d.type, d.ipv4, d.ipv6, d.public_key, d.created_at,
                    d.last_handshake_at, d.rx_bytes, d.tx_bytes, d.endpoint, d.config_hub_id, d.config_nodes::text AS config_nodes,
-                   d.config_outdated
+                   d.config_outdated, d.tags::text AS tags, (SELECT role FROM users o WHERE o.id = d.owner_user_id) AS owner_role
             FROM caller CROSS JOIN t
             LEFT JOIN devices d ON d.tenant_id = $1 AND (caller.role = 'admin' OR d.owner_user_id = $2)
             ORDER BY d.created_at, d.id
@@ -280,6 +282,8 @@ extension PostgresProvisionStore: DeviceRepository {
         t.dnsResolvers = try r.decode("t_dns_resolvers")
         t.hubNodeID = try r.decodeIfPresent("t_hub_node_id", as: UUID.self)?.lowercased ?? ""
         t.meshEnabled = try r.decode("t_mesh_enabled")
+        t.dnsFiltered = try r.decode("t_dns_filtered")
+        t.policyVersion = UInt64(try r.decode("t_policy_version", as: Int64.self))
         t.revision = UInt64(try r.decode("t_revision", as: Int64.self))
         return t
     }

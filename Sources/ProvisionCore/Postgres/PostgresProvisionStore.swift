@@ -69,7 +69,7 @@ public final class PostgresProvisionStore: Sendable {
 
     static let tenantColumns: SQL = """
         id, name, plan, require_saml, ipv4_prefix, ipv6_prefix, domain, node_keepalive, device_keepalive, device_mtu,
-        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at
+        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at, dns_filtered, policy_version
         """
 
     static func tenant(_ r: Row) throws -> TenantRecord {
@@ -84,13 +84,16 @@ public final class PostgresProvisionStore: Sendable {
         t.dnsResolvers = try r.decode("dns_resolvers")
         t.hubNodeID = try r.decodeIfPresent("hub_node_id", as: UUID.self)?.lowercased ?? ""
         t.meshEnabled = try r.decode("mesh_enabled")
+        t.dnsFiltered = try r.decode("dns_filtered")
+        t.policyVersion = UInt64(try r.decode("policy_version", as: Int64.self))
         t.revision = UInt64(try r.decode("revision", as: Int64.self))
         return t
     }
 
     static let deviceColumns: SQL = """
         id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
-        rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated
+        rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated, tags::text AS tags,
+        (SELECT role FROM users o WHERE o.id = devices.owner_user_id) AS owner_role
         """
 
     static func device(_ r: Row) throws -> DeviceRecord {
@@ -103,18 +106,29 @@ public final class PostgresProvisionStore: Sendable {
                             lastHandshake: try r.decodeIfPresent("last_handshake_at"), rxBytes: try r.decode("rx_bytes"),
                             txBytes: try r.decode("tx_bytes"), endpoint: try r.decodeIfPresent("endpoint"),
                             configHubID: try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "",
-                            configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"))
+                            configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"),
+                            tags: tags(try r.decode("tags")),
+                            ownerRole: Mesh_V1_Role(key: try r.decodeIfPresent("owner_role") ?? "") ?? .unspecified)
+    }
+
+    /// Tags stored as a JSON array of strings.
+    static func tags(_ json: String) -> [String] {
+        (try? JSONDecoder().decode([String].self, from: Data(json.utf8))) ?? []
+    }
+
+    static func json(tags: [String]) -> String {
+        String(decoding: (try? JSONEncoder().encode(tags)) ?? Data("[]".utf8), as: UTF8.self)
     }
 
     static let nodeColumns: SQL = """
-        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at
+        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at, tags::text AS tags
         """
 
     static func node(_ r: Row) throws -> NodeRecord {
         NodeRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), name: try r.decode("name"), slug: try r.decode("slug"),
                    publicKey: try r.decode("public_key"), endpoint: try r.decode("endpoint"), listenPort: try r.decode("listen_port"),
                    ipv4: try r.decode("ipv4"), ipv6: try r.decode("ipv6"), createdAt: try r.decode("created_at"),
-                   lastSeen: try r.decodeIfPresent("last_seen_at"))
+                   lastSeen: try r.decodeIfPresent("last_seen_at"), tags: tags(try r.decode("tags")))
     }
 
     static func auditStatement(_ a: AuditEvent) -> Statement {
