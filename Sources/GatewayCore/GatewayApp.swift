@@ -51,6 +51,7 @@ public enum GatewayApp {
         router.get("/api/mesh/peers", use: api.peers)
         router.get("/api/mesh/audit", use: api.audit)
         router.get("/api/license/orbit-features", use: api.orbitFeatures)
+        api.addPolicyRoutes(to: router)
 
         // Control-plane authority (called by the OS side and by nodes)
         router.post("/cp/api/v1/mesh/devices", use: api.createDevice)

@@ -204,6 +204,7 @@ public struct DeviceJSON: JSONEncodable {
     var ownerUserId: String
     var configOutdated: Bool
     var configOutdatedReason: String?
+    var tags: [String]
 
     /// From the protobuf form.
     public init(_ d: Mesh_V1_Device) {
@@ -222,6 +223,7 @@ public struct DeviceJSON: JSONEncodable {
         ownerUserId = d.ownerUserID
         configOutdated = d.configOutdated
         configOutdatedReason = d.configOutdatedReason.nilIfEmpty
+        tags = d.tags
     }
 
     /// Writes the JSON form.
@@ -242,6 +244,7 @@ public struct DeviceJSON: JSONEncodable {
             w.key("owner_user_id"); w.string(ownerUserId)
             w.key("config_outdated"); w.bool(configOutdated)
             w.key("config_outdated_reason"); w.string(configOutdatedReason)
+            w.key("tags"); w.array(tags)
         }
     }
 }
@@ -263,6 +266,7 @@ public struct NodeJSON: JSONEncodable {
             w.key("mesh_ips"); w.array([n.ipv4, n.ipv6].filter { !$0.isEmpty })
             w.key("endpoint"); w.string(n.endpoint)
             w.key("hub"); w.bool(n.hub)
+            w.key("tags"); w.array(n.tags)
         }
     }
 }

@@ -14,13 +14,13 @@ import MeshProto
 struct MeshCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meshctl",
-        abstract: "Administer Quazzar Mesh: tenants, users, tokens, devices, nodes, audit log.",
+        abstract: "Administer Quazzar Mesh: tenants, users, tokens, devices, nodes, access policies, audit log.",
         discussion: """
             Talks to the services over NATS (MESH_NATS_URL and the other MESH_NATS_* settings). Tokens are signed \
             with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
             --json prints one JSON document on stdout for scripts.
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Audit.self, Bus.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Policy.self, Audit.self, Bus.self])
 }
 
 /// Options every subcommand shares.

@@ -1,6 +1,7 @@
 // The /vpn/mesh page: the user's mesh devices, adding one (QR code and .conf), deleting one, plan
 // usage, live status, and node diagnostics for admins. docs/web.md describes it.
 import { ApiError, MeshAPI } from './api.js';
+import { PolicyPanel } from './policies.js';
 import {
   DEVICE_TYPES, Modal, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, typeIcon,
 } from './dom.js';
@@ -89,6 +90,7 @@ const state = {
 const devicePoller = new Poller(loadDevices, DEVICE_POLL_MS);
 const licensePoller = new Poller(loadLicense, LICENSE_POLL_MS);
 const adminPoller = new Poller(loadAdmin, ADMIN_POLL_MS);
+const policyPanel = new PolicyPanel();
 const pollers = [devicePoller, licensePoller, adminPoller];
 
 // MARK: Sign-in
@@ -108,6 +110,7 @@ function showLogin(reason, kind = 'warn') {
 
 function stopSession() {
   for (const p of pollers) p.stop();
+  policyPanel.stop();
   clearTimeout(state.expiryTimer);
   state.api = null;
   state.claims = {};
@@ -154,6 +157,7 @@ function signIn(token) {
   devicePoller.start();
   licensePoller.start();
   if (c.role === 'admin') adminPoller.start();
+  if (c.role === 'admin') policyPanel.start(token);
   return true;
 }
 
