@@ -26,7 +26,7 @@ RUN mkdir /out && for p in AllocatorSvc ProvisionSvc FanoutSvc NodeApplier Gatew
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnats3.4 libprotobuf-c1 libmnl0 libqrencode4 libpq5 \
-      wireguard-go wireguard-tools iproute2 ca-certificates tzdata \
+      wireguard-go wireguard-tools iproute2 nftables conntrack ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/quazzar-mesh --create-home mesh
 COPY --from=build /out/ /usr/local/bin/

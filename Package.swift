@@ -145,7 +145,7 @@ let package = Package(
         tests("ProvisionUnitTests", ["ProvisionCore", "MeshDomain", "MeshProto", log]),
         tests("FanoutTests", ["NodeApplierCore", "MeshWireGuard", "MeshKeys", "FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto"]),
-        tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", log]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
         tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", protobuf]),
         tests("GatewayTests", ["MeshKeys", "GatewayCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshAuth", "ServiceKit", "MeshProto", "MeshBus", lifecycle,
@@ -159,6 +159,7 @@ let package = Package(
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
+        bench("PolicyBench", ["MeshTestSupport", "MeshBus", "MeshClient", "MeshDomain", "MeshNet", "MeshProto", "NodeApplierCore", log]),
         bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log]),
         bench("GatewayBench", [.product(name: "Hummingbird", package: "hummingbird"), log]),
         bench("DNSBench", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, lifecycle]),

@@ -8,6 +8,8 @@ packages=(
   libnats-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libmnl-dev libqrencode-dev libpq-dev
   # real components the tests and `make up` run
   nats-server postgresql wireguard-go wireguard-tools iproute2 iputils-ping procps psmisc
+  # access policies: the nodes' packet filter and connection tracking, throughput checks
+  nftables conntrack iperf3 python3
   # QR round trip, DNS, kernel WireGuard under qemu
   zbar-tools librsvg2-bin dnsutils qemu-system-x86 busybox-static kmod cpio
   # compose validation, browser tests, benchmarks

@@ -59,6 +59,15 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "Also write the zone to this hosts-format file (env MESH_DNS_HOSTS_FILE).")
     var hostsFile: String = Env.string("MESH_DNS_HOSTS_FILE", "")
 
+    @Option(help: "Enforce the tenant's access policy: nftables or off (env MESH_POLICY_FILTER).")
+    var policyFilter: String = Env.string("MESH_POLICY_FILTER", "nftables")
+
+    @Option(help: "The nft tool (env MESH_NFT).")
+    var nft: String = Env.string("MESH_NFT", "nft")
+
+    @Option(help: "The conntrack tool (env MESH_CONNTRACK).")
+    var conntrack: String = Env.string("MESH_CONNTRACK", "conntrack")
+
     func validate() throws {
         guard !interface.isEmpty, interface.utf8.count <= 15 else { throw ValidationError("--interface must be 1 to 15 characters") }
         guard (1...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 1 to 65535") }
@@ -66,6 +75,7 @@ struct NodeApplier: AsyncParsableCommand {
         guard (1280...9000).contains(mtu) else { throw ValidationError("--mtu must be 1280 to 9000") }
         guard (0...65535).contains(dnsPort) else { throw ValidationError("--dns-port must be 0 to 65535") }
         guard ["forward", "refuse"].contains(dnsOutsideZone) else { throw ValidationError("--dns-outside-zone must be forward or refuse") }
+        guard ["nftables", "off"].contains(policyFilter) else { throw ValidationError("--policy-filter must be nftables or off") }
     }
 
     func run() async throws {
@@ -76,7 +86,8 @@ struct NodeApplier: AsyncParsableCommand {
             backend: BackendChoice(rawValue: backend)!, wireguardGo: wireguardGo, mtu: UInt32(mtu),
             resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
             handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding,
-            dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile)
+            dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile,
+            policyFilter: policyFilter == "nftables", nft: nft, conntrack: conntrack)
         try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret("MESH_NODE_ENROLLMENT_TOKEN"))
     }
 

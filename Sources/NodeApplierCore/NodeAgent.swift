@@ -24,6 +24,10 @@ public final class NodeAgent: Sendable {
     let wg: any WireGuardBackend
     let logger: Logger
     let fetch: @Sendable () async throws(MeshError) -> MeshView
+    /// The packet filter of the tenant's access policy (nil: not enforced here) and the mesh DNS's
+    /// view of it (docs/policies.md).
+    public let enforcer: PolicyEnforcer?
+    public let dnsFilter: DNSPolicyFilter?
     let resolver = EndpointResolver()
     let commands: AsyncStream<Command>
     let continuation: AsyncStream<Command>.Continuation
@@ -58,11 +62,14 @@ public final class NodeAgent: Sendable {
     }
 
     public init(identity: NodeIdentity, interface: String, backend: any WireGuardBackend, logger: Logger,
+                enforcer: PolicyEnforcer? = nil, dnsFilter: DNSPolicyFilter? = nil,
                 fetch: @escaping @Sendable () async throws(MeshError) -> MeshView) {
         self.identity = identity
         self.interface = interface
         self.wg = backend
         self.logger = logger
+        self.enforcer = enforcer
+        self.dnsFilter = dnsFilter
         self.fetch = fetch
         self.state = Mutex(State(mesh: MeshState(viewer: identity.nodeID)))
         (commands, continuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -229,11 +236,11 @@ public final class NodeAgent: Sendable {
         case .remove(let r): r.id
         default: nil
         }
-        let (t, whole, oldRecord, domain) = state.withLock { s in
+        let (t, whole, oldMember, oldRecord, domain) = state.withLock { s in
             let t = s.mesh.prepare(u)
             let whole = t.touched == nil ? (s.mesh.peers(), s.mesh.peers(after: t)) : nil
-            let old = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
-            return (t, whole, old, s.mesh.settings.domain)
+            let old = changed.flatMap { s.mesh.members[$0] }
+            return (t, whole, old, old.flatMap { Self.record($0, s.mesh.settings) }, s.mesh.settings.domain)
         }
         if t.removesViewer {
             logger.error("this node was removed from the mesh; dropping every peer")
@@ -255,22 +262,37 @@ public final class NodeAgent: Sendable {
             diff = PeerDiff(from: whole!.0.compactMap(DesiredPeer.init), to: whole!.1.compactMap(DesiredPeer.init))
         }
         try await configure(await resolved(diff).configs)
-        let zone = state.withLock { s -> ZoneUpdate in
+        let (zone, after) = state.withLock { s -> (ZoneUpdate, MeshState) in
             s.mesh.commit(t)
-            guard let touched = t.touched else {
-                s.byKey = Dictionary(whole!.1.map { ($0.publicKey, $0.id) }, uniquingKeysWith: { a, _ in a })
-                return Self.zone(of: s.mesh)
+            return (zoneAfterCommit(&s, t, whole: whole?.1, changed: changed, oldRecord: oldRecord), s.mesh)
+        }
+        if let dnsFilter {
+            if let changed {
+                dnsFilter.update(before: oldMember, after: after.members[changed], mesh: after)
+            } else {
+                dnsFilter.rebuild(after)
             }
-            for (id, p) in touched {
-                if let b = p.before { s.byKey.removeValue(forKey: b.publicKey) }
-                if let a = p.after { s.byKey[a.publicKey] = id }
-            }
-            let new = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
-            var removed: [String] = []
-            if let oldRecord, oldRecord.name != new?.name { removed.append(oldRecord.name) }
-            return .changed(removed: removed, added: new.map { [$0] } ?? [], revision: s.mesh.revision)
         }
         notify(zone)
+        // The peers are in; now the filter (a failure makes the agent resync, which installs it whole).
+        try await enforcer?.apply(u, before: oldMember, mesh: after)
+    }
+
+    /// The zone update and peer index after a committed change (called with the state locked).
+    private func zoneAfterCommit(_ s: inout State, _ t: MeshState.Transition, whole: [Mesh_V1_Peer]?, changed: String?,
+                                 oldRecord: (name: String, addresses: [String])?) -> ZoneUpdate {
+        guard let touched = t.touched else {
+            s.byKey = Dictionary(whole!.map { ($0.publicKey, $0.id) }, uniquingKeysWith: { a, _ in a })
+            return Self.zone(of: s.mesh)
+        }
+        for (id, p) in touched {
+            if let b = p.before { s.byKey.removeValue(forKey: b.publicKey) }
+            if let a = p.after { s.byKey[a.publicKey] = id }
+        }
+        let new = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
+        var removed: [String] = []
+        if let oldRecord, oldRecord.name != new?.name { removed.append(oldRecord.name) }
+        return .changed(removed: removed, added: new.map { [$0] } ?? [], revision: s.mesh.revision)
     }
 
     /// Resolves the host names of endpoints the diff sets.
@@ -313,7 +335,8 @@ public final class NodeAgent: Sendable {
             logger.error("ignoring a view without this node", metadata: ["tenant.id": "\(identity.tenantID)"])
             throw MeshError.permissionDenied("the view is not this node's")
         }
-        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, members: view.members.values)
+        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, members: view.members.values,
+                             policy: view.policy)
         let peers = mesh.peers()
         var desired: [DesiredPeer] = []
         desired.reserveCapacity(peers.count)
@@ -336,9 +359,12 @@ public final class NodeAgent: Sendable {
             s.removedFromMesh = false
             return Self.zone(of: mesh)
         }
+        dnsFilter?.rebuild(mesh)
+        notify(zone)
+        // The whole filter, after the peers; a failure fails the sync, and it is retried.
+        try await enforcer?.sync(mesh)
         retry.withLock { $0.delay = .milliseconds(100) }
         fullSyncs.increment()
-        notify(zone)
         logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(view.revision)", "peers": "\(desired.count)",
                                             "added": "\(diff.add.count)", "changed": "\(diff.update.count)", "removed": "\(diff.remove.count)"])
         var r = Mesh_V1_RefreshResponse()

@@ -38,12 +38,22 @@ public struct NodeConfiguration: Sendable {
     public var dnsOutsideZone: String
     /// Also write the zone as a hosts-format file here (empty: don't).
     public var hostsFile: String
+    /// Enforce the tenant's access policy with nftables (false: the policy is tracked but not enforced
+    /// on this node; docs/policies.md).
+    public var policyFilter: Bool
+    /// The nft and conntrack tools (Debian's nftables and conntrack packages).
+    public var nft: String
+    public var conntrack: String
 
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
                 endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go", mtu: UInt32 = 1420,
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
                 handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
-                dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "") {
+                dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "",
+                policyFilter: Bool = true, nft: String = "nft", conntrack: String = "conntrack") {
+        self.policyFilter = policyFilter
+        self.nft = nft
+        self.conntrack = conntrack
         self.name = name
         self.stateDirectory = stateDirectory
         self.interface = interface
