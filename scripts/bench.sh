@@ -5,13 +5,13 @@
 # the others still run; the exit status is non-zero if any failed.
 #   scripts/bench.sh                 everything
 #   scripts/bench.sh bus store       only the named parts (bus store store-durable allocator
-#                                    provision fanout wireguard dns gateway)
+#                                    provision fanout wireguard dns gateway policy)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh || { echo "bench: installing dependencies failed" >&2; exit 1; }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout wireguard dns gateway)
+[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout wireguard dns gateway policy)
 failed=()
 run() {
   local name=$1; shift
@@ -33,6 +33,7 @@ for part in "${parts[@]}"; do
     provision) run provision scripts/bench-provision.sh ;;
     fanout) run fanout scripts/bench-fanout.sh ;;
     wireguard) run wireguard scripts/bench-wireguard.sh ;;
+    policy) run policy scripts/bench-policy.sh ;;
     dns|gateway)
       if [ -x "scripts/bench-$part.sh" ]; then run "$part" "scripts/bench-$part.sh"
       else printf '\n==> %s: scripts/bench-%s.sh is not there yet; skipped\n' "$part" "$part"; fi ;;
