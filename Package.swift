@@ -64,6 +64,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // MARK: C libraries (Debian packages), one system-library target each.
@@ -123,6 +124,7 @@ let package = Package(
                                 metrics, lifecycle, crypto]),
         exe("NodeApplier", ["NodeApplierCore", "ServiceKit", argParser, lifecycle]),
         lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
+                            nioCore, nioHTTP1, .product(name: "AsyncHTTPClient", package: "async-http-client"),
                             .product(name: "Hummingbird", package: "hummingbird"),
                             .product(name: "HummingbirdTLS", package: "hummingbird")],
             resources: [.copy("Web")]),

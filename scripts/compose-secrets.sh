@@ -17,6 +17,12 @@ fi
 umask 077
 mkdir -p "$out"
 scripts/gen-certs.sh "$out/certs" --san nats-1 --san nats-2 --san nats-3 --san gateway --san gateway-1 --san gateway-2 >/dev/null
+if [ -f "$out/nats/nats.conf" ] && [ ! -f "$out/nats/creds/monitor.creds" ]; then
+  echo "compose-secrets: $out/nats predates the monitor identity (creds/monitor.creds) the health checks use;" >&2
+  echo "  remove the cluster's volumes and the bus set-up, then run this again:" >&2
+  echo "  docker-compose -f compose/docker-compose.yml down -v && rm -rf $out/nats" >&2
+  exit 1
+fi
 if [ ! -f "$out/nats/nats.conf" ]; then
   "$meshctl" bus init --out "$out/nats" --tls-cert "$out/certs/nats.pem" --tls-key "$out/certs/nats.key" >/dev/null
   abs_nats=$(cd "$out/nats" && pwd) abs_certs=$(cd "$out/certs" && pwd)

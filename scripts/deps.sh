@@ -12,8 +12,8 @@ packages=(
   nftables conntrack iperf3 python3
   # QR round trip, DNS, kernel WireGuard under qemu
   zbar-tools librsvg2-bin dnsutils qemu-system-x86 busybox-static kmod cpio
-  # compose validation, browser tests, benchmarks
-  docker-compose chromium chromium-driver wrk hyperfine dnsperf
+  # the compose cluster (scripts/docker-engine.sh, scripts/compose-images.sh), browser tests, benchmarks
+  docker.io docker-compose debootstrap chromium chromium-driver wrk hyperfine dnsperf
   # misc tools used by scripts
   curl jq openssl python3-venv
 )
@@ -24,6 +24,11 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
+  # Should the package start dockerd, it must already run with the settings that leave the host's
+  # forwarding alone (scripts/docker-engine.sh explains them and keeps them in place).
+  if [ ! -e /etc/docker/daemon.json ]; then
+    mkdir -p /etc/docker && printf '{\n  "iptables": false,\n  "ip-forward": false\n}\n' > /etc/docker/daemon.json
+  fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

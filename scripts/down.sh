@@ -14,7 +14,7 @@ stop_pid() { # name pidfile
   fi
   rm -f "$2"
 }
-for f in "$state"/run/Gateway.pid "$state"/run/NodeApplier-*.pid "$state"/run/FanoutSvc.pid "$state"/run/ProvisionSvc.pid "$state"/run/AllocatorSvc.pid; do
+for f in "$state"/run/Gateway.pid "$state"/run/demo-idp.pid "$state"/run/NodeApplier-*.pid "$state"/run/FanoutSvc.pid "$state"/run/ProvisionSvc.pid "$state"/run/AllocatorSvc.pid; do
   [ -f "$f" ] && stop_pid "$(basename "$f" .pid)" "$f"
 done
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^mesh-demo-'); do

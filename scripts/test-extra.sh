@@ -15,5 +15,7 @@ run_check() {
 
 run_check "compose/: docker-compose config and settings" "$py" scripts/check-compose.py
 run_check "web page in a real browser (scripts/test-browser.sh)" scripts/test-browser.sh
+run_check "compose cluster end to end on a real Docker engine (scripts/test-compose.sh)" \
+  timeout --kill-after=30 1200 scripts/test-compose.sh
 
 exit "$status"

@@ -10,6 +10,11 @@
 # MESH_UP_BUILD (release; "skip" to use what is built), MESH_UP_SECURE (0; 1 = TLS on the bus and
 # HTTPS on the gateway, with per-identity bus credentials: certificates from scripts/gen-certs.sh and
 # keys from `meshctl bus init`, kept in .mesh/certs and .mesh/bus; docs/security.md).
+# Sign-in: the login link printed at the end always works. With MESH_UP_OIDC_PROVIDERS_FILE (a JSON
+# array of OpenID Connect providers, docs/security.md "Sign-in") the page also offers sign-in through
+# them; with MESH_UP_DEMO_IDP=1 a local test provider (Tests/oidc/test_provider.py) is started with a
+# demo user who becomes an admin of the demo tenant. The callback to register at a provider is
+# <gateway URL>/api/auth/callback.
 # Logs: .mesh/logs/<name>.log. Stop with `make down`; see what runs with `make status`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -155,8 +160,35 @@ done
 node1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nodeID"])' "$state/nodes/node1/node.json")
 
 step "gateway on $scheme://$gateway"
+signin=(); signin_note=""
+providers_file=${MESH_UP_OIDC_PROVIDERS_FILE:-}
+if [ "${MESH_UP_DEMO_IDP:-0}" = 1 ]; then
+  demo_password_file="$state/secrets/demo-idp-password"
+  [ -s "$demo_password_file" ] || (umask 077; head -c 12 /dev/urandom | base64 -w0 | tr -d '/+=' > "$demo_password_file")
+  [ -s "$state/secrets/demo-idp-client-secret" ] || (umask 077; head -c 24 /dev/urandom | base64 -w0 | tr -d '/+=' > "$state/secrets/demo-idp-client-secret")
+  idp_port=${MESH_UP_DEMO_IDP_PORT:-8099}
+  if ! running demo-idp; then
+    claims=$(printf '{"name":"Demo person","email":"demo@example.com","email_verified":true,"mesh_tenant":"%s","groups":["mesh-admins"]}' "$tenant_id")
+    nohup "${MESH_VENV:-$root/.build-venv}/bin/python" Tests/oidc/test_provider.py --port "$idp_port" \
+      --client "quazzar-mesh:$(cat "$state/secrets/demo-idp-client-secret"):$scheme://$gateway/api/auth/callback" \
+      --user "demo:$(cat "$demo_password_file"):$claims" >> "$state/logs/demo-idp.log" 2>&1 < /dev/null &
+    echo $! > "$state/run/demo-idp.pid"
+    for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$idp_port/.well-known/openid-configuration" >/dev/null 2>&1 && break; sleep 0.2; done
+  fi
+  curl -fsS "http://127.0.0.1:$idp_port/.well-known/openid-configuration" >/dev/null 2>&1 || fail "the demo identity provider did not start" "$state/logs/demo-idp.log"
+  providers_file="$state/demo-idp-providers.json"
+  printf '[{"id":"demo","name":"Demo IdP","issuer":"http://127.0.0.1:%s","client_id":"quazzar-mesh","client_secret_file":"%s","tenant_claim":"mesh_tenant","admin_claim":"groups=mesh-admins"}]\n' \
+    "$idp_port" "$state/secrets/demo-idp-client-secret" > "$providers_file"
+  signin_note="Sign in:     with \"Demo IdP\" on the page: user demo, password $(cat "$demo_password_file") (local test provider, http://127.0.0.1:$idp_port)"
+fi
+if [ -n "$providers_file" ]; then
+  [ -f "$providers_file" ] || fail "MESH_UP_OIDC_PROVIDERS_FILE=$providers_file does not exist"
+  [ -s "$state/secrets/session-secret" ] || (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$state/secrets/session-secret")
+  signin=(MESH_OIDC_PROVIDERS_FILE="$providers_file" MESH_GATEWAY_PUBLIC_URL="$scheme://$gateway" MESH_SESSION_SECRET_FILE="$state/secrets/session-secret")
+  [ -n "$signin_note" ] || signin_note="Sign in:     through the providers of $providers_file (callback: $scheme://$gateway/api/auth/callback)"
+fi
 start Gateway MESH_GATEWAY_ADDRESS="$gateway" MESH_GATEWAY_NODE_ID="$node1" MESH_METRICS_ADDRESS= "$(creds gateway)" \
-  "${gateway_tls[@]+"${gateway_tls[@]}"}"
+  "${gateway_tls[@]+"${gateway_tls[@]}"}" "${signin[@]+"${signin[@]}"}"
 curl_ca=(); [ "$secure" = 1 ] && curl_ca=(--cacert "$state/certs/ca.pem")
 for _ in $(seq 1 100); do curl -fsS "${curl_ca[@]+"${curl_ca[@]}"}" "$scheme://$gateway/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS "${curl_ca[@]+"${curl_ca[@]}"}" "$scheme://$gateway/readyz" >/dev/null 2>&1 || fail "the gateway is not ready" "$state/logs/Gateway.log"
@@ -168,7 +200,7 @@ cat <<MSG
 Quazzar Mesh is running.
 
   Web page:    $scheme://$gateway/vpn/mesh/#token=$token
-               (the token is in the URL fragment, which never reaches the server's logs; valid 24 h)
+               (the token is in the URL fragment, which never reaches the server's logs; valid 24 h)$( [ -n "$signin_note" ] && printf '\n  %s' "$signin_note")
   API:         $scheme://$gateway/api/mesh/...   (docs/api.md, $scheme://$gateway/openapi.json)$( [ "$secure" = 1 ] && printf '\n               TLS: trust %s (curl --cacert)' "$state/certs/ca.pem")
   Nodes:       node1 $subnet.11:51820 and node2 $subnet.12:51820 (mesh DNS on their mesh addresses)
 

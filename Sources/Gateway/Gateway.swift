@@ -46,7 +46,29 @@ struct Gateway: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: "PEM private key for HTTPS, a file path (env MESH_GATEWAY_TLS_KEY).")
     var tlsKey: String = Env.string("MESH_GATEWAY_TLS_KEY", "")
 
+    @Option(name: .customLong("public-url"), help: "The URL people reach this gateway at, e.g. https://mesh.example.com: sign-in redirects to <url>/api/auth/callback, and requests carrying the session cookie must come from its origin (env MESH_GATEWAY_PUBLIC_URL).")
+    var publicURL: String = Env.string("MESH_GATEWAY_PUBLIC_URL", "")
+
+    @Option(name: .customLong("allowed-origins"), help: "More origins, comma-separated, whose pages may send state-changing requests with the session cookie (env MESH_GATEWAY_ALLOWED_ORIGINS).")
+    var allowedOrigins: String = Env.string("MESH_GATEWAY_ALLOWED_ORIGINS", "")
+
+    @Option(name: .customLong("session-idle"), help: "Seconds a browser session lasts without use; it is renewed while used (env MESH_SESSION_IDLE_SECONDS).")
+    var sessionIdle: Double = Env.seconds("MESH_SESSION_IDLE_SECONDS", 1800)
+
+    @Option(name: .customLong("session-max"), help: "Seconds a browser session lasts at most after sign-in (env MESH_SESSION_MAX_SECONDS).")
+    var sessionMax: Double = Env.seconds("MESH_SESSION_MAX_SECONDS", 43200)
+
+    @Option(name: .customLong("jwks-min-refresh"), help: "Seconds between two reads of a provider's keys forced by an unknown key id (env MESH_OIDC_JWKS_MIN_REFRESH_SECONDS).")
+    var jwksMinRefresh: Double = Env.seconds("MESH_OIDC_JWKS_MIN_REFRESH_SECONDS", 30)
+
     func validate() throws {
+        guard publicURL.isEmpty || URL(string: publicURL).map({ ($0.scheme == "http" || $0.scheme == "https") && $0.host != nil }) == true else {
+            throw ValidationError("--public-url must be an http(s) URL")
+        }
+        guard sessionIdle >= 60, sessionMax >= sessionIdle, sessionMax <= 7 * 86400 else {
+            throw ValidationError("sessions: idle at least 60 s, at most the maximum, which is at most 7 days")
+        }
+        guard jwksMinRefresh >= 0 else { throw ValidationError("--jwks-min-refresh must not be negative") }
         guard tlsCert.isEmpty == tlsKey.isEmpty else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard GatewayConfiguration.parseAddress(address) != nil else { throw ValidationError("--address must be host:port") }
         guard nodeID.isEmpty || UUID(uuidString: nodeID) != nil else { throw ValidationError("--node-id must be a UUID") }
@@ -70,8 +92,13 @@ struct Gateway: AsyncParsableCommand {
                                           nodeTimeout: .milliseconds(Int(nodeTimeout * 1000)),
                                           tlsCertificateFile: tlsCert.nilIfEmpty, tlsKeyFile: tlsKey.nilIfEmpty)
         let verifier = await TokenVerifier(keys: keys)
+        let signIn = try signInConfiguration(jwtSecret: keys.hmacSecret)
         try await ServiceHost.run(name: MeshServiceName.gateway, description: "HTTP API", common: common) { ctx in
-            let api = GatewayAPI(configuration: config, bus: ctx.bus, verifier: verifier, logger: ctx.logger)
+            if !signIn.providers.isEmpty {
+                ctx.logger.info("sign-in through identity providers", metadata: ["providers": "\(signIn.providers.map(\.id).joined(separator: ","))",
+                                                                                 "callback": "\(signIn.callbackURL ?? "")"])
+            }
+            let api = GatewayAPI(configuration: config, bus: ctx.bus, verifier: verifier, signIn: signIn, logger: ctx.logger)
             let logger = ctx.logger
             let scheme = config.tlsCertificateFile == nil ? "http" : "https"
             let app = try GatewayApp.application(api: api, configuration: config, logger: ctx.logger) { channel in
@@ -79,6 +106,30 @@ struct Gateway: AsyncParsableCommand {
                                                             "http.scheme": "\(scheme)"])
             }
             return ServiceParts(services: [app])
+        }
+    }
+
+    /// Providers from MESH_OIDC_PROVIDERS[_FILE] (a JSON array; docs/security.md), sessions sealed with
+    /// MESH_SESSION_SECRET[_FILE] or, without it, a key derived from the HS256 JWT secret.
+    func signInConfiguration(jwtSecret: [UInt8]?) throws -> SignInConfiguration {
+        do {
+            let providers = try Env.secret("MESH_OIDC_PROVIDERS").map { json in
+                try OIDCProviderConfiguration.parse(json) { path in try String(contentsOfFile: path, encoding: .utf8) }
+            } ?? []
+            var secret = try Env.secret("MESH_SESSION_SECRET").map { Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8) }
+            if secret == nil, let jwt = jwtSecret { secret = jwt }
+            if !providers.isEmpty {
+                guard !publicURL.isEmpty else { throw ValidationError("sign-in providers need --public-url (MESH_GATEWAY_PUBLIC_URL)") }
+                guard secret != nil else { throw ValidationError("sign-in providers need MESH_SESSION_SECRET[_FILE] (or an HS256 MESH_JWT_SECRET)") }
+            }
+            return SignInConfiguration(
+                providers: providers, publicURL: publicURL.isEmpty ? nil : URL(string: publicURL),
+                sealer: providers.isEmpty ? nil : try secret.map { try CookieSealer(secret: $0) },
+                session: SessionPolicy(idle: .milliseconds(Int(sessionIdle * 1000)), maximum: .milliseconds(Int(sessionMax * 1000))),
+                jwksRefresh: JWKSRefreshPolicy(interval: .milliseconds(Int(jwksMinRefresh * 1000))),
+                extraOrigins: allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        } catch let e as MeshError {
+            throw ValidationError(e.message)
         }
     }
 }

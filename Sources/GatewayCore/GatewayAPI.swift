@@ -19,9 +19,14 @@ public struct GatewayAPI: Sendable {
     let fanout: FanoutClient
     let nodes: NodeClient
     let logger: Logger
+    /// Sign-in through identity providers and sessions (empty: bearer tokens only).
+    let signIn: SignInConfiguration
+    /// The configured providers by id.
+    let providers: [String: OIDCProvider]
 
     /// The API over `bus`, with service clients bounded by the configured deadlines.
-    public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, logger: Logger) {
+    public init(configuration: GatewayConfiguration, bus: BusConnection, verifier: TokenVerifier, signIn: SignInConfiguration = SignInConfiguration(),
+                logger: Logger) {
         self.configuration = configuration
         self.bus = bus
         self.verifier = verifier
@@ -29,39 +34,84 @@ public struct GatewayAPI: Sendable {
         self.fanout = FanoutClient(bus: bus, timeout: configuration.serviceTimeout)
         self.nodes = NodeClient(bus: bus, timeout: configuration.nodeTimeout)
         self.logger = logger
+        self.signIn = signIn
+        var providers: [String: OIDCProvider] = [:]
+        for p in signIn.providers {
+            providers[p.id] = OIDCProvider(configuration: p, timeout: signIn.providerTimeout, refresh: signIn.jwksRefresh, logger: logger)
+        }
+        self.providers = providers
     }
+
+    /// The provider with this id (tests read its counters).
+    public func provider(_ id: String) -> OIDCProvider? { providers[id] }
 
     // MARK: Identity
 
-    /// The verified identity of the bearer token; `unauthenticated` without one.
-    func identity(_ request: Request) async throws(MeshError) -> Identity {
-        guard let header = request.headers[.authorization] else { throw .unauthenticated("missing bearer token") }
+    /// The bearer token of the `Authorization` header; `unauthenticated` when there is none.
+    static func bearer(_ request: Request) throws(MeshError) -> String? {
+        guard let header = request.headers[.authorization] else { return nil }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("missing bearer token") }
-        return try await verifier.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
+        return String(parts[1]).trimmingCharacters(in: .whitespaces)
     }
 
-    /// A user's caller identity; node tokens are refused.
+    /// The verified identity of the bearer JWT; `unauthenticated` without one.
+    func identity(_ request: Request) async throws(MeshError) -> Identity {
+        guard let token = try Self.bearer(request) else { throw .unauthenticated("missing bearer token") }
+        if token.hasPrefix(APITokenFormat.prefix) { throw .permissionDenied("this route needs a node token") }
+        return try await verifier.verify(token)
+    }
+
+    /// A user's caller identity, from (in this order) the `Authorization: Bearer` header — a personal
+    /// API token (`qmp_…`, resolved by ProvisionSvc) or a signed JWT — or the session cookie. Node
+    /// tokens are refused. ProvisionSvc checks the user and the session or token again on the call
+    /// the route makes, so a removed user or a revoked credential fails on its next request.
     func user(_ request: Request, _ context: GatewayRequestContext) async throws(MeshError) -> Mesh_V1_Caller {
-        let id = try await identity(request)
-        guard case .user = id else { throw .permissionDenied("this route needs a user token") }
-        return id.caller(requestID: context.requestID)
+        if let token = try Self.bearer(request) {
+            if token.hasPrefix(APITokenFormat.prefix) {
+                guard APITokenFormat.isWellFormed(token) else { throw .unauthenticated("malformed API token") }
+                var c = try await provision.authenticateAPIToken(hash: SignInSecrets.tokenHash(token), requestID: context.requestID)
+                c.requestID = context.requestID
+                return c
+            }
+            let id = try await verifier.verify(token)
+            guard case .user = id else { throw .permissionDenied("this route needs a user token") }
+            return id.caller(requestID: context.requestID)
+        }
+        if let s = context.session {
+            var c = Mesh_V1_Caller()
+            c.tenantID = s.tid
+            c.userID = s.uid
+            c.role = Mesh_V1_Role(key: s.role) ?? .owner
+            c.amr = s.amr
+            c.sessionID = s.sid
+            c.requestID = context.requestID
+            return c
+        }
+        throw .unauthenticated(context.sessionRefusal ?? "missing bearer token")
     }
 
-    /// A user whose stored role (not only the token's claim) is admin. The token's claim is
-    /// checked first so that owners are refused without a service call.
+    /// Whether the caller's role is known to be not admin without asking: only a JWT's claim says so
+    /// (a session's role may have changed since sign-in; a token's role came from ProvisionSvc).
+    static func surelyNotAdmin(_ c: Mesh_V1_Caller) -> Bool {
+        c.role != .admin && c.sessionID.isEmpty && c.apiTokenID.isEmpty
+    }
+
+    /// A user whose stored role (not only the token's claim) is admin. A JWT's claim is checked
+    /// first so that owners are refused without a service call.
     func admin(_ request: Request, _ context: GatewayRequestContext) async throws(MeshError) -> Mesh_V1_Caller {
-        let caller = try await user(request, context)
-        guard caller.role == .admin else { throw .permissionDenied("this route is for admins") }
-        let stored = try await provision.getUser(tenantID: caller.tenantID, userID: caller.userID, requestID: caller.requestID)
-        guard stored.role == .admin else { throw .permissionDenied("this route is for admins") }
+        var caller = try await user(request, context)
+        guard !Self.surelyNotAdmin(caller) else { throw .permissionDenied("this route is for admins") }
+        let stored = try await provision.identify(caller: caller)
+        guard stored.user.role == .admin else { throw .permissionDenied("this route is for admins") }
+        caller.role = .admin
         return caller
     }
 
     /// The node a diagnostics route is about: `?node_id=` (admins only) or this gateway's node.
     func targetNode(_ request: Request, caller: Mesh_V1_Caller) throws(MeshError) -> String {
         if let raw = request.uri.queryParameters["node_id"].map(String.init), !raw.isEmpty {
-            guard caller.role == .admin else { throw .permissionDenied("only admins may choose node_id") }
+            guard !Self.surelyNotAdmin(caller) else { throw .permissionDenied("only admins may choose node_id") }
             guard let id = UUID(text: raw) else { throw .invalidArgument(field: "node_id", message: "node_id must be a UUID") }
             return id.lowercasedText
         }
@@ -172,7 +222,7 @@ public struct GatewayAPI: Sendable {
     /// tenant's plan shows (basic state on Free, per-peer stats from Pro up).
     func peers(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        guard caller.role == .admin else { throw MeshError.permissionDenied("this route is for admins") }
+        guard !Self.surelyNotAdmin(caller) else { throw MeshError.permissionDenied("this route is for admins") }
         let nodeID = try targetNode(request, caller: caller)
         let answer = try await provision.nodeDiagnostics(caller: caller, nodeID: nodeID)
         let withStats = answer.perPeerStats, d = answer.dump
@@ -228,8 +278,8 @@ public struct GatewayAPI: Sendable {
     /// `GET /api/license/orbit-features`.
     func orbitFeatures(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let caller = try await user(request, context)
-        // The user must exist: the license reveals a tenant's usage.
-        async let stored = provision.getUser(tenantID: caller.tenantID, userID: caller.userID, requestID: caller.requestID)
+        // The user must exist (and its session or token stand): the license reveals a tenant's usage.
+        async let stored = provision.identify(caller: caller)
         async let feature = provision.license(caller: caller)
         _ = try await stored
         return JSONBody.response(OrbitFeaturesJSON(meshVpn: try await feature))
@@ -304,6 +354,7 @@ public struct GatewayAPI: Sendable {
     /// `GET /api/mesh/ui-config`.
     func uiConfig(_ request: Request, _ context: GatewayRequestContext) -> Response {
         JSONBody.response(UIConfigJSON(pritunlConfigured: configuration.pritunlConfigured, meshDomain: TenantDefaults.domain,
-                                       deviceTypes: ["iphone", "android", "laptop", "other"]))
+                                       deviceTypes: ["iphone", "android", "laptop", "other"],
+                                       providers: signIn.sessionsEnabled ? signIn.providers.map { ($0.id, $0.name) } : []))
     }
 }

@@ -20,6 +20,7 @@ public enum GatewayApp {
         // Outermost first: metrics see the final status, after errors became JSON responses.
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: RequestIDMiddleware())
+        router.add(middleware: SessionMiddleware(configuration: api.signIn))
         if let webRoot {
             router.add(middleware: WebPageHeadersMiddleware())
             router.add(middleware: FileMiddleware(webRoot, urlBasePath: "/vpn/mesh", cacheControl: .init([]),
@@ -52,6 +53,19 @@ public enum GatewayApp {
         router.get("/api/mesh/audit", use: api.audit)
         router.get("/api/license/orbit-features", use: api.orbitFeatures)
         api.addPolicyRoutes(to: router)
+
+        // Sign-in, sessions, users and personal API tokens (docs/security.md, "Sign-in")
+        router.get("/api/auth/login", use: api.login)
+        router.get("/api/auth/callback", use: api.callback)
+        router.get("/api/auth/session", use: api.sessionInfo)
+        router.post("/api/auth/logout", use: api.logout)
+        router.get("/api/mesh/users", use: api.listUsers)
+        router.post("/api/mesh/users", use: api.inviteUser)
+        router.patch("/api/mesh/users/:id", use: api.setUserRole)
+        router.delete("/api/mesh/users/:id", use: api.deleteUser)
+        router.get("/api/mesh/tokens", use: api.listTokens)
+        router.post("/api/mesh/tokens", use: api.createToken)
+        router.delete("/api/mesh/tokens/:id", use: api.revokeToken)
 
         // Control-plane authority (called by the OS side and by nodes)
         router.post("/cp/api/v1/mesh/devices", use: api.createDevice)

@@ -86,6 +86,8 @@ public struct APIError: Error, Sendable, Equatable {
             return e
         case let e as MeshError:
             return APIError(e)
+        case let e as SignInError:
+            return APIError(e)
         case let e as any HTTPResponseError:
             switch e.status {
             case .notFound: return APIError(status: .notFound, code: "not_found", message: "no such route")
@@ -99,6 +101,22 @@ public struct APIError: Error, Sendable, Equatable {
             }
         default:
             return APIError(MeshError.internal(""))
+        }
+    }
+
+    /// A refused sign-in: `unauthenticated` (401) for what the protocol refuses, `permission_denied`
+    /// (403) for an identity without an account, `not_found` for an unknown provider, `unavailable`
+    /// (503) for an unreachable provider; `reason` says which.
+    public init(_ e: SignInError) {
+        switch e {
+        case .unknownProvider:
+            self.init(status: .notFound, code: "not_found", message: e.message, details: ["reason": .string(e.reason)])
+        case .providerUnavailable:
+            self.init(status: .serviceUnavailable, code: "unavailable", message: e.message, details: ["reason": .string(e.reason)])
+        case .notInvited, .invitationExpired, .unknownTenant:
+            self.init(status: .forbidden, code: "permission_denied", message: e.message, details: ["reason": .string(e.reason)])
+        default:
+            self.init(status: .unauthorized, code: "unauthenticated", message: e.message, details: ["reason": .string(e.reason)])
         }
     }
 

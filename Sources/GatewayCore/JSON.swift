@@ -176,6 +176,16 @@ public enum JSONBody {
         return object
     }
 
+    /// An integer member; nil when absent or null. Booleans and fractions are refused.
+    public static func int(_ object: [String: Any], _ key: String) throws(MeshError) -> Int? {
+        guard let v = object[key], !(v is NSNull) else { return nil }
+        // JSONSerialization gives booleans as an NSNumber subclass; its type tells them from 0 and 1.
+        guard let n = v as? NSNumber, !String(describing: type(of: v)).contains("Boolean"), let i = Int(exactly: n.doubleValue) else {
+            throw .invalidArgument(field: key, message: "\(key) must be an integer")
+        }
+        return i
+    }
+
     /// A string member; nil when absent or null.
     public static func string(_ object: [String: Any], _ key: String) throws(MeshError) -> String? {
         guard let v = object[key], !(v is NSNull) else { return nil }
@@ -506,6 +516,8 @@ public struct UIConfigJSON: JSONEncodable {
     var pritunlConfigured: Bool
     var meshDomain: String
     var deviceTypes: [String]
+    /// The identity providers people can sign in with (id, button text); empty: tokens only.
+    var providers: [(id: String, name: String)] = []
 
     /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
@@ -513,6 +525,145 @@ public struct UIConfigJSON: JSONEncodable {
             w.key("pritunl_configured"); w.bool(pritunlConfigured)
             w.key("mesh_domain"); w.string(meshDomain)
             w.key("device_types"); w.array(deviceTypes)
+            w.key("sign_in"); w.object { w in
+                w.key("providers"); w.array { w in
+                    for p in providers {
+                        w.object { w in
+                            w.key("id"); w.string(p.id)
+                            w.key("name"); w.string(p.name)
+                            w.key("login_url"); w.string("/api/auth/login?provider=\(p.id)")
+                        }
+                    }
+                }
+                w.key("token"); w.bool(true)
+            }
+        }
+    }
+}
+
+/// A user as the admin's list shows them.
+public struct UserJSON: JSONEncodable {
+    var user: Mesh_V1_User
+
+    public init(_ u: Mesh_V1_User) { user = u }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let u = user
+        w.object { w in
+            w.key("id"); w.string(u.id)
+            w.key("name"); w.string(u.name)
+            w.key("email"); w.string(u.email.nilIfEmpty)
+            w.key("role"); w.string(u.role.key)
+            w.key("status"); w.string(u.status.key)
+            w.key("identity")
+            if u.status == .active && !u.identitySubject.isEmpty {
+                w.object { w in
+                    w.key("issuer"); w.string(u.identityIssuer)
+                    w.key("subject"); w.string(u.identitySubject)
+                }
+            } else {
+                w.null()
+            }
+            w.key("invited_subject"); w.string(u.status == .invited ? u.identitySubject.nilIfEmpty : nil)
+            w.key("created_at"); w.string(Timestamp.iso(ms: u.createdAtMs))
+            w.key("last_sign_in_at"); w.string(Timestamp.isoOrNil(ms: u.lastSignInAtMs))
+            w.key("invite_expires_at"); w.string(Timestamp.isoOrNil(ms: u.inviteExpiresAtMs))
+        }
+    }
+}
+
+/// `GET /api/mesh/users`.
+public struct UserListJSON: JSONEncodable {
+    var users: [UserJSON]
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in w.key("users"); w.array(users) }
+    }
+}
+
+/// `DELETE /api/mesh/users/:id`.
+public struct UserRemovalJSON: JSONEncodable {
+    var removal: Mesh_V1_DeleteUserResponse
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in
+            w.key("devices_deleted"); w.uint(UInt64(removal.devicesDeleted))
+            w.key("devices_reassigned"); w.uint(UInt64(removal.devicesReassigned))
+        }
+    }
+}
+
+/// A personal API token as listed (never the token itself).
+public struct APITokenJSON: JSONEncodable {
+    var token: Mesh_V1_ApiToken
+    /// Set only in the answer that creates it.
+    var secret: String?
+
+    /// What the client is told about the token it just received.
+    public static let notice = "This is the only time the token is shown. Store it now; only its hash is kept."
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let t = token
+        w.object { w in
+            w.key("id"); w.string(t.id)
+            w.key("name"); w.string(t.name)
+            w.key("prefix"); w.string(t.prefix)
+            w.key("created_at"); w.string(Timestamp.iso(ms: t.createdAtMs))
+            w.key("expires_at"); w.string(Timestamp.iso(ms: t.expiresAtMs))
+            w.key("last_used_at"); w.string(Timestamp.isoOrNil(ms: t.lastUsedAtMs))
+            if let secret {
+                w.key("token"); w.string(secret)
+                w.key("notice"); w.string(Self.notice)
+            }
+        }
+    }
+}
+
+/// `GET /api/mesh/tokens`.
+public struct APITokenListJSON: JSONEncodable {
+    var tokens: [APITokenJSON]
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        w.object { w in w.key("tokens"); w.array(tokens) }
+    }
+}
+
+/// `GET /api/auth/session`: who the caller is and how they signed in.
+public struct SessionInfoJSON: JSONEncodable {
+    var identity: Mesh_V1_IdentifyResponse
+    var tenantID: String
+    /// "session", "api_token" or "bearer".
+    var credential: String
+    /// The session cookie's idle end (sessions only).
+    var idleExpires: Int64?
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let i = identity
+        w.object { w in
+            w.key("user"); UserJSON(i.user).encode(to: &w)
+            w.key("tenant"); w.object { w in
+                w.key("id"); w.string(tenantID)
+                w.key("name"); w.string(i.tenantName)
+                w.key("plan"); w.string(i.plan.key)
+            }
+            w.key("credential"); w.string(credential)
+            w.key("session")
+            if credential == "session" {
+                w.object { w in
+                    w.key("provider"); w.string(i.sessionProvider)
+                    w.key("amr"); w.array(i.sessionAmr)
+                    w.key("expires_at"); w.string(Timestamp.isoOrNil(ms: i.sessionExpiresAtMs))
+                    w.key("idle_expires_at"); w.string(idleExpires.map { Timestamp.iso(ms: $0 * 1000) })
+                }
+            } else {
+                w.null()
+            }
         }
     }
 }

@@ -63,8 +63,123 @@ public enum OpenAPIDocument {
         var o: [String: Any] = ["summary": summary, "description": description, "operationId": id,
                                 "parameters": [requestIDHeader] + parameters, "responses": r]
         if let body { o["requestBody"] = body }
-        o["security"] = auth == nil ? [] as [Any] : [["bearer": []]]
+        // Users may also call with the session cookie of a sign-in (node routes take node tokens only).
+        o["security"] = auth == nil ? [] as [Any] : auth == "node" ? [["bearer": []]] : [["bearer": []], ["session": []]]
         return o
+    }
+
+    static func jsonBody(_ schema: String) -> [String: Any] { ["required": true, "content": json(ref(schema))] }
+
+    static var redirect: [String: Any] {
+        ["description": "A redirect (Location); a browser that sent Accept: text/html is also sent back to the page this way when the sign-in is refused, with the reason in the fragment.",
+         "headers": ["Location": ["schema": string]]]
+    }
+
+    /// Sign-in, sessions, users and API tokens.
+    static var accountPaths: [String: Any] {
+        let id = uuidPath("id", "User id")
+        return [
+            "/api/auth/login": ["get": op("Start a sign-in", "Redirects to the identity provider's authorization endpoint (code flow, PKCE S256, state and nonce), with a sealed cookie holding the attempt. Without a provider configured: 404.",
+                                          id: "signInStart", auth: nil,
+                                          parameters: [
+                                              ["name": "provider", "in": "query", "required": false, "description": "Provider id (may be left out when only one is configured).",
+                                               "schema": ["type": "string", "maxLength": 32]],
+                                              ["name": "return_to", "in": "query", "required": false, "description": "A path under /vpn/mesh to land on afterwards.",
+                                               "schema": ["type": "string", "maxLength": 512]],
+                                          ],
+                                          responses: ["302": redirect, "303": redirect, "404": error("No such provider, or sign-in is not configured."),
+                                                      "503": error("The provider or ProvisionSvc could not be reached.")])],
+            "/api/auth/callback": ["get": op("Finish a sign-in", "The provider's redirect. Checks the attempt (this browser's cookie, state, age, single use), exchanges the code with the PKCE verifier, verifies the ID token (JWKS signature, iss, aud, exp, nonce), finds or binds the user, sets the session cookie and redirects to return_to. Refusals are 401 (403 for an identity without an account) with a reason.",
+                                             id: "signInCallback", auth: nil,
+                                             parameters: [
+                                                 ["name": "state", "in": "query", "required": false, "schema": ["type": "string", "maxLength": 256]],
+                                                 ["name": "code", "in": "query", "required": false, "schema": ["type": "string", "maxLength": 2048]],
+                                                 ["name": "error", "in": "query", "required": false, "schema": ["type": "string", "maxLength": 256]],
+                                             ],
+                                             responses: ["303": redirect, "401": error("The sign-in was refused (reason says why); no session."),
+                                                         "403": error("No account for this identity (not invited)."), "404": error("Sign-in is not configured."),
+                                                         "503": error("The provider or ProvisionSvc could not be reached.")])],
+            "/api/auth/session": ["get": op("Who am I", "The caller as ProvisionSvc knows them (stored role, status), their tenant, and how they authenticated: session (with its provider, amr and ends), api_token or bearer.",
+                                            id: "sessionInfo", auth: "user", responses: ["200": ok("The caller.", "SessionInfo")])],
+            "/api/auth/logout": ["post": op("Log out", "Ends the session (refused from then on, on every replica) and clears the cookie. Needs this site's Origin when sent with the cookie.",
+                                            id: "logout", auth: nil, responses: ["204": noContent, "403": error("A cross-site request (Origin)."),
+                                                                                  "503": error("ProvisionSvc could not be reached.")])],
+            "/api/mesh/users": [
+                "get": op("List users", "Admins: the tenant's users and pending invitations.", id: "listUsers", auth: "admin",
+                          responses: ["200": ok("Users, oldest first.", "UserList")]),
+                "post": op("Invite a user", "Admins: invite a person by email (bound at their first sign-in with a verified email) or by provider subject (and optionally issuer).",
+                           id: "inviteUser", auth: "admin", body: jsonBody("InviteUserRequest"),
+                           responses: ["201": ok("The invited user.", "User"), "400": error("Malformed body, both or neither of email and subject, bad role."),
+                                       "409": error("The tenant already has a user or invitation for it."), "413": error("Body larger than the limit.")]),
+            ],
+            "/api/mesh/users/{id}": [
+                "patch": op("Change a user's role", "Admins. A tenant keeps at least one admin (409).", id: "setUserRole", auth: "admin",
+                            parameters: [id], body: jsonBody("SetRoleRequest"),
+                            responses: ["200": ok("The user.", "User"), "400": error("Bad role."), "404": error("No such user in the tenant."),
+                                        "409": error("It would leave the tenant without an admin."), "413": error("Body larger than the limit.")]),
+                "delete": op("Remove a user", "Admins. The user's sessions and API tokens end at once; their devices are deleted or reassigned to another user (devices=delete|reassign, reassign_to). Cancels an invitation too.",
+                             id: "deleteUser", auth: "admin",
+                             parameters: [id,
+                                          ["name": "devices", "in": "query", "required": false, "description": "What happens to the user's devices (required when there are any).",
+                                           "schema": ["type": "string", "enum": ["delete", "reassign"]]],
+                                          ["name": "reassign_to", "in": "query", "required": false, "description": "With devices=reassign: the user who gets them.",
+                                           "schema": ["type": "string", "format": "uuid"]]],
+                             responses: ["200": ok("What happened to the devices.", "UserRemoval"), "400": error("Bad devices or reassign_to."),
+                                         "404": error("No such user in the tenant."), "409": error("Removing yourself.")]),
+            ],
+            "/api/mesh/tokens": [
+                "get": op("List your API tokens", "The caller's personal API tokens (never the tokens), newest first, with their last use.", id: "listTokens",
+                          auth: "user", responses: ["200": ok("Tokens.", "APITokenList")]),
+                "post": op("Create an API token", "A personal API token for scripts (Authorization: Bearer qmp_...), shown only in this answer; only its SHA-256 is stored. 90 days unless expires_in_days says otherwise (1 to 365); at most 50 live tokens per user.",
+                           id: "createToken", auth: "user", body: jsonBody("CreateTokenRequest"),
+                           responses: ["201": ["description": "Created. Cache-Control: no-store.", "content": json(ref("CreatedAPIToken")),
+                                               "headers": ["Location": ["schema": string]]],
+                                       "400": error("Malformed body, bad name or lifetime."), "409": error("Too many live tokens."),
+                                       "413": error("Body larger than the limit.")]),
+            ],
+            "/api/mesh/tokens/{id}": ["delete": op("Revoke an API token", "The caller's own token (admins: any of the tenant's). It fails on its next request.",
+                                                   id: "revokeToken", auth: "user", parameters: [uuidPath("id", "Token id")],
+                                                   responses: ["204": noContent, "404": error("No such token for this caller.")])],
+        ]
+    }
+
+    static var accountSchemas: [String: Any] {
+        let user = object(["id": string, "name": string, "email": nullableString, "role": ["type": "string", "enum": ["owner", "admin"]],
+                           "status": ["type": "string", "enum": ["active", "invited"]],
+                           "identity": ["oneOf": [["type": "null"], object(["issuer": string, "subject": string])],
+                                        "description": "The provider identity the user signs in with (iss + sub)."],
+                           "invited_subject": nullableString, "created_at": dateTime, "last_sign_in_at": nullableDateTime,
+                           "invite_expires_at": nullableDateTime])
+        let token = ["id": string, "name": string, "prefix": ["type": "string", "description": "qmp_ and the token's first 4 characters."],
+                     "created_at": dateTime, "expires_at": dateTime, "last_used_at": nullableDateTime] as [String: Any]
+        return [
+            "User": user,
+            "UserList": object(["users": ["type": "array", "items": ref("User")]]),
+            "UserRemoval": object(["devices_deleted": uint, "devices_reassigned": uint]),
+            "InviteUserRequest": {
+                var o = object(["email": ["type": "string", "format": "email", "maxLength": 254],
+                                "subject": ["type": "string", "minLength": 1, "maxLength": 255],
+                                "issuer": ["type": "string", "format": "uri", "maxLength": 512], "role": ["type": "string", "enum": ["owner", "admin"]],
+                                "name": ["type": "string", "maxLength": 63], "expires_in_days": ["type": "integer", "minimum": 1, "maximum": 90]],
+                               required: [])
+                // Exactly one of the two names the person.
+                o["oneOf"] = [["required": ["email"]], ["required": ["subject"]]]
+                return o
+            }(),
+            "SetRoleRequest": object(["role": ["type": "string", "enum": ["owner", "admin"]]], required: ["role"]),
+            "CreateTokenRequest": object(["name": ["type": "string", "minLength": 1, "maxLength": 64],
+                                          "expires_in_days": ["type": "integer", "minimum": 1, "maximum": 365]], required: ["name"]),
+            "APIToken": object(token),
+            "APITokenList": object(["tokens": ["type": "array", "items": ref("APIToken")]]),
+            "CreatedAPIToken": object(token.merging(["token": ["type": "string", "description": "qmp_ + 36 characters; shown only here."],
+                                                     "notice": string]) { a, _ in a }),
+            "SessionInfo": object(["user": ref("User"),
+                                   "tenant": object(["id": string, "name": string, "plan": ["type": "string", "enum": ["free", "pro", "team", "enterprise"]]]),
+                                   "credential": ["type": "string", "enum": ["session", "api_token", "bearer"]],
+                                   "session": ["oneOf": [["type": "null"],
+                                                         object(["provider": string, "amr": stringArray, "expires_at": nullableDateTime,
+                                                                 "idle_expires_at": nullableDateTime])]]]),
+        ]
     }
 
     static var createDevice: [String: Any] {
@@ -112,7 +227,7 @@ public enum OpenAPIDocument {
     // MARK: The document
 
     static var document: [String: Any] {
-        let paths: [String: Any] = [
+        var paths: [String: Any] = [
             "/healthz": ["get": op("Liveness", "200 while the process serves HTTP.", id: "healthz", auth: nil,
                                    responses: ["200": ok("Alive.", "Health")])],
             "/readyz": ["get": op("Readiness", "200 when the bus is connected and ProvisionSvc answers $SRV.PING; 503 otherwise.",
@@ -184,6 +299,7 @@ public enum OpenAPIDocument {
                                                           responses: ["200": ok("Peer list.", "Sync"), "404": error("Not this node's id, or the node is unknown.")])],
         ]
 
+        paths.merge(accountPaths) { a, _ in a }
         let peer = object(["id": string, "kind": ["type": "string", "enum": ["device", "node"]], "public_key": string,
                            "mesh_ips": stringArray, "allowed_ips": stringArray, "dns_name": string, "endpoint": nullableString,
                            "persistent_keepalive": uint, "hub": bool])
@@ -197,9 +313,12 @@ public enum OpenAPIDocument {
                 "plan": ["type": "string", "description": "quota_exceeded: the tenant's plan."],
                 "cap": ["type": "integer", "description": "quota_exceeded: the plan's device cap."],
                 "retry_after_seconds": ["type": "integer", "description": "rate_limited: seconds until a creation is allowed again."],
+                "reason": ["type": "string", "description": "A refused sign-in: why (e.g. id_token_signature, state_replayed, not_invited)."],
             ], required: ["code", "message", "request_id"])]),
             "Health": object(["status": string, "checks": ["type": "object", "additionalProperties": ["type": "string"]]]),
-            "UIConfig": object(["pritunl_configured": bool, "mesh_domain": string, "device_types": stringArray]),
+            "UIConfig": object(["pritunl_configured": bool, "mesh_domain": string, "device_types": stringArray,
+                                "sign_in": object(["providers": ["type": "array", "items": object(["id": string, "name": string, "login_url": string])],
+                                                   "token": bool])]),
             "DeviceType": ["type": "string", "enum": ["iphone", "android", "laptop", "other"]],
             "Device": object(["id": string, "label": string, "slug": string, "dns_name": string, "type": ref("DeviceType"),
                               "mesh_ips": ["type": "array", "items": string, "description": "IPv4 then IPv6."],
@@ -243,6 +362,7 @@ public enum OpenAPIDocument {
                                   "at": dateTime, "detail": string]),
             "AuditPage": object(["entries": ["type": "array", "items": ref("AuditEntry")], "next_before": ["type": ["integer", "null"]]]),
         ]
+        let allSchemas = schemas.merging(accountSchemas) { a, _ in a }.merging(policySchemas) { a, _ in a }
         return [
             "openapi": "3.1.0",
             "info": [
@@ -252,9 +372,13 @@ public enum OpenAPIDocument {
             ],
             "paths": paths.merging(policyPaths) { a, _ in a },
             "components": [
-                "schemas": schemas.merging(policySchemas) { a, _ in a },
-                "securitySchemes": ["bearer": ["type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                               "description": "HS256 or EdDSA. Users: sub (user id), tenant, role (owner|admin), exp, optional amr. Nodes: sub node:<id>, tenant, exp."]],
+                "schemas": allSchemas,
+                "securitySchemes": [
+                    "bearer": ["type": "http", "scheme": "bearer",
+                               "description": "A signed JWT (HS256 or EdDSA; users: sub (user id), tenant, role (owner|admin), exp, optional amr; nodes: sub node:<id>, tenant, exp) or a personal API token (qmp_...)."],
+                    "session": ["type": "apiKey", "in": "cookie", "name": "__Host-qm_session",
+                                "description": "The browser session after a sign-in (qm_session over plain HTTP to a non-loopback host). State-changing requests need this site's Origin."],
+                ],
             ],
         ]
     }

@@ -10,6 +10,9 @@ public enum BusPolicy {
     /// Reply inboxes of a node that is registering with the shared bootstrap identity.
     public static let enrollInboxPrefix = "_INBOX.enroll"
 
+    /// Reply inboxes of the monitor identity (`meshctl service ping`, container health checks).
+    public static let monitorInboxPrefix = "_INBOX.monitor"
+
     /// How long the permission to answer a received request lasts.
     static let responseTTL: Duration = .seconds(60)
 
@@ -48,6 +51,8 @@ public enum BusPolicy {
         case gateway
         /// meshctl and other operator tools.
         case admin
+        /// Health checks: ADR-32 PING of the services, replies on its own inboxes; nothing else.
+        case monitor
 
         /// The user name in its JWT.
         public var userName: String {
@@ -57,6 +62,7 @@ public enum BusPolicy {
             case .fanout: MeshServiceName.fanout
             case .gateway: MeshServiceName.gateway
             case .admin: "meshctl"
+            case .monitor: "monitor"
             }
         }
 
@@ -86,6 +92,8 @@ public enum BusPolicy {
                 return BusPermissions(publishAllow: [inbox, discovery, "mesh.v1.>"],
                                       publishDeny: ["mesh.v1.peers.updated.>", MeshSubjects.fanoutIngest],
                                       subscribeAllow: [inbox], responses: 1, responseTTL: responseTTL)
+            case .monitor:
+                return BusPermissions(publishAllow: ["$SRV.PING", "$SRV.PING.>"], subscribeAllow: [monitorInboxPrefix + ".>"])
             }
         }
     }

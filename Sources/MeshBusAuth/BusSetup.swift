@@ -139,6 +139,8 @@ public struct BusSetup: Sendable {
         MESH_NATS_CREDS_FILE=\(dir)/creds/gateway.creds
         # meshctl
         MESH_NATS_CREDS_FILE=\(dir)/creds/admin.creds
+        # meshctl service ping (health checks)
+        MESH_NATS_CREDS_FILE=\(dir)/creds/monitor.creds
         # NodeApplier, until it has registered (afterwards it uses its own key and JWT)
         MESH_NATS_CREDS_FILE=\(dir)/creds/enroll.creds
 

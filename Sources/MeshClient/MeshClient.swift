@@ -102,6 +102,103 @@ public struct ProvisionClient: Sendable {
         return resp.users
     }
 
+    /// The users of an admin's tenant (the caller's check included).
+    public func listUsers(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_User] {
+        var r = Mesh_V1_ListUsersRequest()
+        r.caller = caller
+        let resp: Mesh_V1_ListUsersResponse = try await call(MeshSubjects.userList, r, caller.requestID.nilIfEmpty)
+        return resp.users
+    }
+
+    /// The per-request check of a user caller: the user as stored (its role), the session's facts.
+    public func identify(caller: Mesh_V1_Caller) async throws(MeshError) -> Mesh_V1_IdentifyResponse {
+        var r = Mesh_V1_IdentifyRequest()
+        r.caller = caller
+        return try await call(MeshSubjects.callerIdentify, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func inviteUser(_ r: Mesh_V1_InviteUserRequest) async throws(MeshError) -> Mesh_V1_User {
+        let resp: Mesh_V1_InviteUserResponse = try await call(MeshSubjects.userInvite, r, r.caller.requestID.nilIfEmpty)
+        return resp.user
+    }
+
+    public func setUserRole(caller: Mesh_V1_Caller, userID: String, role: Mesh_V1_Role) async throws(MeshError) -> Mesh_V1_User {
+        var r = Mesh_V1_SetUserRoleRequest()
+        r.caller = caller
+        r.userID = userID
+        r.role = role
+        let resp: Mesh_V1_SetUserRoleResponse = try await call(MeshSubjects.userRole, r, caller.requestID.nilIfEmpty)
+        return resp.user
+    }
+
+    public func deleteUser(caller: Mesh_V1_Caller, userID: String, devices: Mesh_V1_DeviceDisposition,
+                           reassignTo: String = "") async throws(MeshError) -> Mesh_V1_DeleteUserResponse {
+        var r = Mesh_V1_DeleteUserRequest()
+        r.caller = caller
+        r.userID = userID
+        r.devices = devices
+        r.reassignTo = reassignTo
+        return try await call(MeshSubjects.userDelete, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func startSignIn(attemptID: [UInt8], provider: String, ttlSeconds: UInt32, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_StartSignInResponse {
+        var r = Mesh_V1_StartSignInRequest()
+        r.attemptID = Data(attemptID)
+        r.provider = provider
+        r.ttlSeconds = ttlSeconds
+        return try await call(MeshSubjects.signInStart, r, requestID)
+    }
+
+    public func finishSignIn(attemptID: [UInt8], provider: String, requestID: String? = nil) async throws(MeshError) {
+        var r = Mesh_V1_FinishSignInRequest()
+        r.attemptID = Data(attemptID)
+        r.provider = provider
+        let _: Mesh_V1_FinishSignInResponse = try await call(MeshSubjects.signInFinish, r, requestID)
+    }
+
+    public func createSession(_ r: Mesh_V1_CreateSessionRequest, requestID: String? = nil) async throws(MeshError) -> Mesh_V1_CreateSessionResponse {
+        try await call(MeshSubjects.sessionCreate, r, requestID)
+    }
+
+    public func endSession(caller: Mesh_V1_Caller) async throws(MeshError) {
+        var r = Mesh_V1_EndSessionRequest()
+        r.caller = caller
+        let _: Mesh_V1_EndSessionResponse = try await call(MeshSubjects.sessionEnd, r, caller.requestID.nilIfEmpty)
+    }
+
+    public func createAPIToken(caller: Mesh_V1_Caller, name: String, hash: [UInt8], prefix: String, ttlSeconds: UInt32) async throws(MeshError) -> Mesh_V1_ApiToken {
+        var r = Mesh_V1_CreateApiTokenRequest()
+        r.caller = caller
+        r.name = name
+        r.tokenHash = Data(hash)
+        r.prefix = prefix
+        r.ttlSeconds = ttlSeconds
+        let resp: Mesh_V1_CreateApiTokenResponse = try await call(MeshSubjects.tokenCreate, r, caller.requestID.nilIfEmpty)
+        return resp.token
+    }
+
+    public func listAPITokens(caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_ApiToken] {
+        var r = Mesh_V1_ListApiTokensRequest()
+        r.caller = caller
+        let resp: Mesh_V1_ListApiTokensResponse = try await call(MeshSubjects.tokenList, r, caller.requestID.nilIfEmpty)
+        return resp.tokens
+    }
+
+    public func revokeAPIToken(caller: Mesh_V1_Caller, tokenID: String) async throws(MeshError) {
+        var r = Mesh_V1_RevokeApiTokenRequest()
+        r.caller = caller
+        r.tokenID = tokenID
+        let _: Mesh_V1_RevokeApiTokenResponse = try await call(MeshSubjects.tokenRevoke, r, caller.requestID.nilIfEmpty)
+    }
+
+    /// The caller an API token (its SHA-256) stands for.
+    public func authenticateAPIToken(hash: [UInt8], requestID: String? = nil) async throws(MeshError) -> Mesh_V1_Caller {
+        var r = Mesh_V1_AuthenticateTokenRequest()
+        r.tokenHash = Data(hash)
+        let resp: Mesh_V1_AuthenticateTokenResponse = try await call(MeshSubjects.tokenAuthenticate, r, requestID)
+        return resp.caller
+    }
+
     public func createDevice(caller: Mesh_V1_Caller, label: String, type: Mesh_V1_DeviceType) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
         var r = Mesh_V1_CreateDeviceRequest()
         r.caller = caller

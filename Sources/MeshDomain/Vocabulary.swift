@@ -21,6 +21,19 @@ extension Mesh_V1_Role {
     }
 }
 
+extension Mesh_V1_UserStatus {
+    /// "active" or "invited".
+    public var key: String {
+        switch self {
+        case .invited: "invited"
+        default: "active"
+        }
+    }
+
+    /// "invited" is invited; anything else active.
+    public init(key: String) { self = key == "invited" ? .invited : .active }
+}
+
 extension Mesh_V1_DeviceType {
     /// "iphone", "android", "laptop" or "other".
     public var key: String {

@@ -322,6 +322,13 @@ public nonisolated struct Mesh_V1_Caller: Sendable {
   /// Set when the caller is a node (CC-agent token) rather than a user.
   public var nodeID: String = String()
 
+  /// The credential the gateway verified, checked again by ProvisionSvc on every request: a
+  /// browser session (sign-in through an identity provider) or a personal API token. Both empty
+  /// for a signed bearer JWT (meshctl token, a login link), which is valid until it expires.
+  public var sessionID: String = String()
+
+  public var apiTokenID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -408,7 +415,7 @@ nonisolated extension Mesh_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Mesh_V1_Caller: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Caller"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}user_id\0\u{1}role\0\u{1}amr\0\u{3}request_id\0\u{3}node_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}user_id\0\u{1}role\0\u{1}amr\0\u{3}request_id\0\u{3}node_id\0\u{3}session_id\0\u{3}api_token_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -422,6 +429,8 @@ nonisolated extension Mesh_V1_Caller: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.amr) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.apiTokenID) }()
       default: break
       }
     }
@@ -446,6 +455,12 @@ nonisolated extension Mesh_V1_Caller: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.nodeID.isEmpty {
       try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 6)
     }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 7)
+    }
+    if !self.apiTokenID.isEmpty {
+      try visitor.visitSingularStringField(value: self.apiTokenID, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -456,6 +471,8 @@ nonisolated extension Mesh_V1_Caller: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.amr != rhs.amr {return false}
     if lhs.requestID != rhs.requestID {return false}
     if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.apiTokenID != rhs.apiTokenID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -20,6 +20,48 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Mesh_V1_UserStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Signs in (or was created by an operator).
+  case active // = 1
+
+  /// Invited by an admin and not signed in yet; the first sign-in that matches binds the identity.
+  case invited // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .active
+    case 2: self = .invited
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .active: return 1
+    case .invited: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Mesh_V1_UserStatus] = [
+    .unspecified,
+    .active,
+    .invited,
+  ]
+
+}
+
 public nonisolated enum Mesh_V1_DiagnosticsLevel: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -458,6 +500,21 @@ public nonisolated struct Mesh_V1_User: Sendable {
 
   public var createdAtMs: Int64 = 0
 
+  /// The address the user was invited by, or the verified address the provider gave.
+  public var email: String = String()
+
+  /// The identity at the provider (OpenID Connect iss + sub); users are keyed by the pair.
+  public var identityIssuer: String = String()
+
+  public var identitySubject: String = String()
+
+  public var status: Mesh_V1_UserStatus = .unspecified
+
+  public var lastSignInAtMs: Int64 = 0
+
+  /// Invited users: when the invitation lapses (0 for others).
+  public var inviteExpiresAtMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -540,7 +597,8 @@ public nonisolated struct Mesh_V1_GetUserResponse: Sendable {
   fileprivate var _user: Mesh_V1_User? = nil
 }
 
-/// mesh.v1.provision.user.list
+/// mesh.v1.provision.user.list: with a caller, an admin of the caller's tenant (tenant_id is then
+/// ignored); without one (operators, meshctl), the tenant named.
 public nonisolated struct Mesh_V1_ListUsersRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -548,9 +606,20 @@ public nonisolated struct Mesh_V1_ListUsersRequest: Sendable {
 
   public var tenantID: String = String()
 
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
 }
 
 public nonisolated struct Mesh_V1_ListUsersResponse: Sendable {
@@ -1713,6 +1782,10 @@ public nonisolated struct Mesh_V1_SetTagsResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "mesh.v1"
 
+nonisolated extension Mesh_V1_UserStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0USER_STATUS_UNSPECIFIED\0\u{1}USER_STATUS_ACTIVE\0\u{1}USER_STATUS_INVITED\0")
+}
+
 nonisolated extension Mesh_V1_DiagnosticsLevel: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DIAGNOSTICS_LEVEL_UNSPECIFIED\0\u{1}DIAGNOSTICS_LEVEL_BASIC_STATE\0\u{1}DIAGNOSTICS_LEVEL_PER_PEER_STATS\0\u{1}DIAGNOSTICS_LEVEL_AUDIT_LOG\0\u{1}DIAGNOSTICS_LEVEL_SAML_GATED\0")
 }
@@ -2294,7 +2367,7 @@ nonisolated extension Mesh_V1_ListTenantsResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Mesh_V1_User: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".User"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{1}name\0\u{1}role\0\u{3}created_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{1}name\0\u{1}role\0\u{3}created_at_ms\0\u{1}email\0\u{3}identity_issuer\0\u{3}identity_subject\0\u{1}status\0\u{3}last_sign_in_at_ms\0\u{3}invite_expires_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2307,6 +2380,12 @@ nonisolated extension Mesh_V1_User: SwiftProtobuf.Message, SwiftProtobuf._Messag
       case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.role) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.email) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.identityIssuer) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.identitySubject) }()
+      case 9: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.lastSignInAtMs) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.inviteExpiresAtMs) }()
       default: break
       }
     }
@@ -2328,6 +2407,24 @@ nonisolated extension Mesh_V1_User: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if self.createdAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 5)
     }
+    if !self.email.isEmpty {
+      try visitor.visitSingularStringField(value: self.email, fieldNumber: 6)
+    }
+    if !self.identityIssuer.isEmpty {
+      try visitor.visitSingularStringField(value: self.identityIssuer, fieldNumber: 7)
+    }
+    if !self.identitySubject.isEmpty {
+      try visitor.visitSingularStringField(value: self.identitySubject, fieldNumber: 8)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 9)
+    }
+    if self.lastSignInAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastSignInAtMs, fieldNumber: 10)
+    }
+    if self.inviteExpiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.inviteExpiresAtMs, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2337,6 +2434,12 @@ nonisolated extension Mesh_V1_User: SwiftProtobuf.Message, SwiftProtobuf._Messag
     if lhs.name != rhs.name {return false}
     if lhs.role != rhs.role {return false}
     if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.email != rhs.email {return false}
+    if lhs.identityIssuer != rhs.identityIssuer {return false}
+    if lhs.identitySubject != rhs.identitySubject {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.lastSignInAtMs != rhs.lastSignInAtMs {return false}
+    if lhs.inviteExpiresAtMs != rhs.inviteExpiresAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2492,7 +2595,7 @@ nonisolated extension Mesh_V1_GetUserResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Mesh_V1_ListUsersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListUsersRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}caller\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2501,20 +2604,29 @@ nonisolated extension Mesh_V1_ListUsersRequest: SwiftProtobuf.Message, SwiftProt
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.tenantID.isEmpty {
       try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
     }
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_ListUsersRequest, rhs: Mesh_V1_ListUsersRequest) -> Bool {
     if lhs.tenantID != rhs.tenantID {return false}
+    if lhs._caller != rhs._caller {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -24,7 +24,7 @@ public enum InterfaceSetup {
                 try await links.createLink(named: iface, kind: "wireguard", mtu: config.mtu)
                 logger.info("created kernel WireGuard link", metadata: ["interface": "\(iface)"])
             }
-        } else if !UAPIBackend(logger: logger).hasSocket(for: iface) {
+        } else if !(await userspaceDaemonServes(iface, logger: logger)) {
             // Detached, so the interface outlives this process: a restarted node keeps its peers.
             try await WireGuardGoDaemon.startDetached(interface: iface, executable: config.wireguardGo,
                                                       logLevel: ProcessInfo.processInfo.environment["MESH_WIREGUARD_GO_LOG_LEVEL"] ?? "error")
@@ -49,6 +49,25 @@ public enum InterfaceSetup {
         if config.forwarding { enableForwarding(iface, logger: logger) }
         logger.info("interface ready", metadata: ["interface": "\(iface)", "backend": "\(backend.kind)", "ipv4": "\(identity.ipv4)", "ipv6": "\(identity.ipv6)"])
         return backend
+    }
+
+    /// True when a userspace daemon answers on the interface's UAPI socket. A socket file that no
+    /// daemon listens on (wireguard-go killed with SIGKILL, or a container restarted with its
+    /// filesystem kept) is removed, so that a new daemon can be started in its place.
+    public static func userspaceDaemonServes(_ iface: String, logger: Logger) async -> Bool {
+        let uapi = UAPIBackend(logger: logger)
+        guard uapi.hasSocket(for: iface) else { return false }
+        do {
+            _ = try await uapi.device(named: iface)
+            return true
+        } catch .deviceNotFound {
+            logger.warning("removing a stale UAPI socket (no daemon listens on it)", metadata: ["path": "\(uapi.socketPath(for: iface))"])
+            unlink(uapi.socketPath(for: iface))
+            return false
+        } catch {
+            // Anything else (permissions, a daemon that answers oddly) is for the caller to see.
+            return true
+        }
     }
 
     /// The hub forwards device-to-device traffic in and out of the same interface; any node may

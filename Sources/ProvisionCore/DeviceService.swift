@@ -102,7 +102,7 @@ public struct DeviceService: Sendable {
         do {
             addresses = try await allocator.allocate(tenant: who.tenant, owner: deviceID, kind: .device, requestID: requestID)
         } catch {
-            await giveBack(tenant: who.tenant, owner: deviceID, requestID: requestID)
+            await leases.giveBack(tenant: who.tenant, owner: deviceID, neverPublished: true, via: allocator, requestID: requestID, logger: logger)
             throw error
         }
         phases.lap(.allocate)
@@ -117,7 +117,7 @@ public struct DeviceService: Sendable {
             }
         } catch {
             // Nothing was committed: the addresses were never published; give them back at once.
-            await giveBack(tenant: who.tenant, owner: deviceID, requestID: requestID)
+            await leases.giveBack(tenant: who.tenant, owner: deviceID, neverPublished: true, via: allocator, requestID: requestID, logger: logger)
             throw error
         }
         notifier.changed(tenant: who.tenant)
@@ -183,29 +183,6 @@ public struct DeviceService: Sendable {
         return (config, svg, reason)
     }
 
-    /// Releases the addresses of a creation that did not commit, and forgets its hold; if that fails
-    /// the lease keeper releases them once the hold is due.
-    func giveBack(tenant: UUID, owner: UUID, requestID: String) async {
-        do {
-            try await allocator.release(tenant: tenant, owner: owner, neverPublished: true, requestID: requestID)
-            try await leases.finishLeaseTask(owner: owner)
-        } catch {
-            logger.warning("address release after a failed creation failed; the lease keeper will retry",
-                           metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
-        }
-    }
-
-    /// Hands a deleted owner's addresses back at once (they wait out the quarantine); when that
-    /// fails, the lease keeper does it from the task the deletion recorded.
-    func releaseNow(tenant: UUID, owner: UUID, requestID: String) async {
-        do {
-            try await allocator.release(tenant: tenant, owner: owner, neverPublished: false, requestID: requestID)
-            try await leases.finishLeaseTask(owner: owner)
-        } catch {
-            logger.warning("address release failed; the lease keeper will retry", metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
-        }
-    }
-
     /// Deletes a device (its owner, or an admin of its tenant). Anyone else gets `notFound`, so that
     /// nothing about other users' or tenants' devices leaks.
     public func delete(_ req: Mesh_V1_DeleteDeviceRequest) async throws(MeshError) -> Mesh_V1_DeleteDeviceResponse {
@@ -216,7 +193,7 @@ public struct DeviceService: Sendable {
             guard who.mayManage(deviceOwnedBy: d.owner) else { throw .notFound("no such device") }
         }
         notifier.changed(tenant: who.tenant)
-        await releaseNow(tenant: who.tenant, owner: id, requestID: requestID)
+        await leases.giveBack(tenant: who.tenant, owner: id, neverPublished: false, via: allocator, requestID: requestID, logger: logger)
         logger.info("device deleted", metadata: ["tenant.id": "\(who.tenant.lowercased)", "device.id": "\(id.lowercased)", "revision": "\(revision)"])
         var resp = Mesh_V1_DeleteDeviceResponse()
         resp.revision = revision
@@ -247,7 +224,10 @@ public struct DeviceService: Sendable {
     public func list(_ req: Mesh_V1_ListDevicesRequest) async throws(MeshError) -> [Mesh_V1_Device] {
         let tenant = try ProvisionValidate.uuid(req.caller.tenantID, field: "caller.tenant_id")
         let user = try ProvisionValidate.uuid(req.caller.userID, field: "caller.user_id")
-        guard let (_, t, list) = try await devices.devices(visibleTo: user, tenant: tenant) else { throw .notFound("unknown user") }
+        let credential = try CallerCredential(req.caller)
+        let (lookup, tenantRecord, list) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential)
+        _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
+        guard let t = tenantRecord else { throw .unauthenticated("this user no longer exists") }
         let now = Date()
         return list.map { $0.proto(domain: t.domain, onlineWindow: configuration.onlineWindow, now: now) }
     }

@@ -52,3 +52,18 @@ public struct LeaseKeeper: Service {
         }
     }
 }
+
+extension LeaseTaskRepository {
+    /// Gives an owner's addresses back at once and forgets the task: after a creation that did not
+    /// commit (`neverPublished`: free at once) or a deletion (they wait out the quarantine). When
+    /// that fails, the lease keeper does it from the task.
+    func giveBack(tenant: UUID, owner: UUID, neverPublished: Bool, via allocator: any AddressAllocator, requestID: String,
+                  logger: Logger) async {
+        do {
+            try await allocator.release(tenant: tenant, owner: owner, neverPublished: neverPublished, requestID: requestID)
+            try await finishLeaseTask(owner: owner)
+        } catch {
+            logger.warning("address release failed; the lease keeper will retry", metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
+        }
+    }
+}

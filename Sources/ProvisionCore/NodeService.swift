@@ -73,7 +73,8 @@ public struct NodeService: Sendable {
             }
         }
         let hash = Self.hash(req.enrollmentToken)
-        guard let tenant = try await nodes.enrollmentTenant(tokenHash: hash) else { throw .unauthenticated("invalid or expired enrollment token") }
+        let registeringBusKey = busIdentities == nil ? nil : busKey
+        guard let tenant = try await nodes.enrollmentTenant(tokenHash: hash, publicKey: req.publicKey, busKey: registeringBusKey) else { throw .unauthenticated("invalid or expired enrollment token") }
         let existing = try await nodes.node(publicKey: req.publicKey)
         if let existing, existing.tenant != tenant { throw .conflict("that public key belongs to a node of another tenant") }
         let nodeID = existing?.id ?? UUID()
@@ -90,7 +91,7 @@ public struct NodeService: Sendable {
             do {
                 addresses = try await allocator.allocate(tenant: tenant, owner: nodeID, kind: .node, requestID: requestID)
             } catch {
-                await giveBack(tenant: tenant, owner: nodeID, requestID: requestID)
+                await leases.giveBack(tenant: tenant, owner: nodeID, neverPublished: true, via: allocator, requestID: requestID, logger: logger)
                 throw error
             }
         }
@@ -101,11 +102,12 @@ public struct NodeService: Sendable {
         do {
             result = try await nodes.registerNode(id: nodeID, tenant: tenant, registration, addresses: addresses)
         } catch {
-            if existing == nil { await giveBack(tenant: tenant, owner: nodeID, requestID: requestID) }
+            if existing == nil { await leases.giveBack(tenant: tenant, owner: nodeID, neverPublished: true, via: allocator, requestID: requestID, logger: logger) }
             throw error
         }
-        // The node syncs as soon as it has this answer: FanoutSvc must know it by then.
-        if let revision = result.revision { await notifier.deliver(tenant: tenant, through: revision) }
+        // The node syncs as soon as it has this answer: FanoutSvc must know it by then (also on a retry,
+        // whose first attempt may still be on its way).
+        await notifier.deliver(tenant: tenant, through: result.revision ?? result.tenant.revision)
         var resp = Mesh_V1_RegisterNodeResponse()
         resp.node = result.node.proto(domain: result.tenant.domain, hubID: result.tenant.hubNodeID)
         resp.ipv4Prefix = result.tenant.ipv4Prefix
@@ -119,16 +121,6 @@ public struct NodeService: Sendable {
         }
         logger.info("node registered", metadata: ["tenant.id": "\(tenant.lowercased)", "node.id": "\(nodeID.lowercased)", "request.id": "\(requestID)"])
         return resp
-    }
-
-    func giveBack(tenant: UUID, owner: UUID, requestID: String) async {
-        do {
-            try await allocator.release(tenant: tenant, owner: owner, neverPublished: true, requestID: requestID)
-            try await leases.finishLeaseTask(owner: owner)
-        } catch {
-            logger.warning("address release after a failed registration failed; the lease keeper will retry",
-                           metadata: ["owner.id": "\(owner.lowercased)", "error": "\(error)"])
-        }
     }
 
     /// Removes a node (an admin of its tenant, or the node itself). Its bus key is revoked before the
@@ -150,12 +142,7 @@ public struct NodeService: Sendable {
         notifier.changed(tenant: tenant)
         // Cut the node off the bus before answering (a failed push is retried by the service).
         await busIdentities?.push(reason: "node deregistered")
-        do {
-            try await allocator.release(tenant: tenant, owner: nodeID, neverPublished: false, requestID: requestID)
-            try await leases.finishLeaseTask(owner: nodeID)
-        } catch {
-            logger.warning("address release failed; the lease keeper will retry", metadata: ["owner.id": "\(nodeID.lowercased)", "error": "\(error)"])
-        }
+        await leases.giveBack(tenant: tenant, owner: nodeID, neverPublished: false, via: allocator, requestID: requestID, logger: logger)
         var resp = Mesh_V1_DeregisterNodeResponse()
         resp.revision = revision
         return resp

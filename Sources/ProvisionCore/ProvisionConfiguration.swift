@@ -38,7 +38,3 @@ public struct ProvisionConfiguration: Sendable {
     var leaseHoldSeconds: TimeInterval { leaseHold.seconds }
 }
 
-extension Duration {
-    /// Whole seconds as a Double (for SQL intervals).
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -169,7 +169,68 @@ public enum ProvisionSchema {
               prune_after timestamptz
             );
             """),
-        Migration(version: 5, name: "access policies", sql: """
+        Migration(version: 5, name: "sign-in, sessions, API tokens, invitations", sql: """
+            -- People sign in through an OpenID Connect provider; a user is keyed by the provider's issuer and
+            -- subject. An invited user (status 'invited') names the person by email, or by subject (and
+            -- optionally issuer) in identity_subject / identity_issuer; the first matching sign-in binds it.
+            ALTER TABLE users ADD COLUMN email text;
+            ALTER TABLE users ADD COLUMN identity_issuer text;
+            ALTER TABLE users ADD COLUMN identity_subject text;
+            ALTER TABLE users ADD COLUMN status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'invited'));
+            ALTER TABLE users ADD COLUMN invite_expires_at timestamptz;
+            ALTER TABLE users ADD COLUMN last_sign_in_at timestamptz;
+            CREATE UNIQUE INDEX users_identity ON users (identity_issuer, identity_subject) WHERE status = 'active' AND identity_subject IS NOT NULL;
+            CREATE INDEX users_invited_email ON users (email) WHERE status = 'invited';
+            CREATE INDEX users_invited_subject ON users (identity_subject) WHERE status = 'invited';
+
+            -- Sign-in attempts (the SHA-256 of their state): recorded when a gateway starts one, consumed
+            -- once by whichever gateway gets the callback, refused after expires_at.
+            CREATE TABLE signin_attempts (
+              id bytea PRIMARY KEY,
+              provider text NOT NULL,
+              expires_at timestamptz NOT NULL,
+              used_at timestamptz
+            );
+            CREATE INDEX signin_attempts_expiry ON signin_attempts (expires_at);
+
+            -- Browser sessions. The gateway holds the session in a sealed cookie; every request is checked
+            -- here, so an ended session (logout) or a removed user (cascade) is refused at once.
+            CREATE TABLE sessions (
+              id uuid PRIMARY KEY,
+              user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              provider text NOT NULL,
+              -- how the provider authenticated the person (space-separated amr values; "saml" for the gate)
+              amr text NOT NULL DEFAULT '',
+              acr text NOT NULL DEFAULT '',
+              created_at timestamptz NOT NULL DEFAULT now(),
+              expires_at timestamptz NOT NULL,
+              ended_at timestamptz
+            );
+            CREATE INDEX sessions_user ON sessions (user_id);
+            CREATE INDEX sessions_expiry ON sessions (expires_at);
+
+            -- Personal API tokens: only the SHA-256 of the token is kept, with a display prefix.
+            CREATE TABLE api_tokens (
+              id uuid PRIMARY KEY,
+              user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              name text NOT NULL,
+              token_hash bytea NOT NULL UNIQUE,
+              prefix text NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(),
+              expires_at timestamptz NOT NULL,
+              last_used_at timestamptz,
+              revoked_at timestamptz
+            );
+            CREATE INDEX api_tokens_user ON api_tokens (user_id, created_at);
+            """),
+        Migration(version: 6, name: "the token a node registered with", sql: """
+            -- A node whose registration committed but whose answer was lost retries with the same
+            -- single-use token; the token it spent identifies the retry.
+            ALTER TABLE nodes ADD COLUMN enrolled_with bytea;
+            """),
+        Migration(version: 7, name: "access policies", sql: """
             -- Access policies (docs/policies.md): the tenant's rules in order, the policy version nodes
             -- report, the DNS filter, and the tags admins give devices and nodes (JSON arrays of strings).
             ALTER TABLE tenants ADD COLUMN dns_filtered boolean NOT NULL DEFAULT false;

@@ -19,6 +19,7 @@ public struct Provisioning: Sendable {
     public let nodes: NodeService
     public let audit: AuditService
     public let policies: PolicyService
+    public let accounts: AccountService
     /// The long-running parts: the outbox relay and the lease keeper (and the bus identities, when on).
     public let services: [any Service]
     public let relay: OutboxRelay
@@ -42,6 +43,7 @@ public struct Provisioning: Sendable {
                             configuration: configuration, logger: logger)
         audit = AuditService(audit: pg, users: users)
         policies = PolicyService(policies: pg, users: users, notifier: relay, logger: logger)
+        accounts = AccountService(accounts: pg, users: users, leases: pg, allocator: allocator, notifier: relay, logger: logger)
         var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger)]
         if let busIdentities { services.append(busIdentities) }
         self.services = services
@@ -86,8 +88,58 @@ public struct Provisioning: Sendable {
             },
             .proto("user-list", subject: MeshSubjects.userList) { (r: Mesh_V1_ListUsersRequest, _) in
                 var resp = Mesh_V1_ListUsersResponse()
-                resp.users = try await p.users.list(tenant: r.tenantID)
+                resp.users = try await p.users.list(tenant: r.tenantID, caller: r.hasCaller ? r.caller : nil)
                 return resp
+            },
+            .proto("user-invite", subject: MeshSubjects.userInvite) { (r: Mesh_V1_InviteUserRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.accounts.invite(req)
+            },
+            .proto("user-role", subject: MeshSubjects.userRole) { (r: Mesh_V1_SetUserRoleRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.accounts.setRole(req)
+            },
+            .proto("user-delete", subject: MeshSubjects.userDelete) { (r: Mesh_V1_DeleteUserRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.accounts.deleteUser(req)
+            },
+            .proto("caller-identify", subject: MeshSubjects.callerIdentify) { (r: Mesh_V1_IdentifyRequest, _) in
+                var resp = try await p.accounts.identify(r)
+                if let id = UUID(text: r.caller.tenantID), let t = try? await p.tenants.get(id) { resp.tenantName = t.name }
+                return resp
+            },
+            .proto("signin-start", subject: MeshSubjects.signInStart) { (r: Mesh_V1_StartSignInRequest, _) in
+                try await p.accounts.startSignIn(r)
+            },
+            .proto("signin-finish", subject: MeshSubjects.signInFinish) { (r: Mesh_V1_FinishSignInRequest, _) in
+                try await p.accounts.finishSignIn(r)
+            },
+            .proto("session-create", subject: MeshSubjects.sessionCreate) { (r: Mesh_V1_CreateSessionRequest, raw) in
+                try await p.accounts.createSession(r, requestID: raw.requestID ?? UUID().lowercasedText)
+            },
+            .proto("session-end", subject: MeshSubjects.sessionEnd) { (r: Mesh_V1_EndSessionRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.accounts.endSession(req)
+            },
+            .proto("token-create", subject: MeshSubjects.tokenCreate) { (r: Mesh_V1_CreateApiTokenRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.accounts.createAPIToken(req)
+            },
+            .proto("token-list", subject: MeshSubjects.tokenList) { (r: Mesh_V1_ListApiTokensRequest, _) in
+                try await p.accounts.listAPITokens(r)
+            },
+            .proto("token-revoke", subject: MeshSubjects.tokenRevoke) { (r: Mesh_V1_RevokeApiTokenRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.accounts.revokeAPIToken(req)
+            },
+            .proto("token-authenticate", subject: MeshSubjects.tokenAuthenticate) { (r: Mesh_V1_AuthenticateTokenRequest, _) in
+                try await p.accounts.authenticateAPIToken(r)
             },
             .proto("device-create", subject: MeshSubjects.deviceCreate) { (r: Mesh_V1_CreateDeviceRequest, raw) in
                 var req = r

@@ -266,3 +266,131 @@ public struct AuditEvent: Sendable, Equatable {
         self.detail = detail
     }
 }
+
+/// How a user caller proved who they are, as the gateway verified it; ProvisionSvc checks it again
+/// on every request.
+public enum CallerCredential: Sendable, Equatable {
+    /// A signed bearer JWT (meshctl token, a login link): valid until it expires.
+    case bearer
+    /// A browser session opened by a sign-in.
+    case session(UUID)
+    /// A personal API token.
+    case apiToken(UUID)
+
+    /// The credential a caller names; `unauthenticated` for an id that is not a UUID.
+    public init(_ c: Mesh_V1_Caller) throws(MeshError) {
+        if !c.sessionID.isEmpty {
+            guard let id = UUID(text: c.sessionID) else { throw .unauthenticated("your session has ended: sign in again") }
+            self = .session(id)
+        } else if !c.apiTokenID.isEmpty {
+            guard let id = UUID(text: c.apiTokenID) else { throw .unauthenticated("unknown API token") }
+            self = .apiToken(id)
+        } else {
+            self = .bearer
+        }
+    }
+}
+
+/// What storage holds about a caller: the user (nil when the tenant has no such user), its status,
+/// the credential's state and, for a session, how it was authenticated; with the storage's clock.
+public struct CallerLookup: Sendable {
+    public var identity: CallerIdentity?
+    public var status: Mesh_V1_UserStatus
+    public var credential: CredentialRules.Stored
+    /// The session's amr, provider and absolute end.
+    public var sessionAMR: [String]
+    public var sessionProvider: String
+    public var sessionExpires: Date?
+    public var now: Date
+
+    public init(identity: CallerIdentity?, status: Mesh_V1_UserStatus, credential: CredentialRules.Stored, sessionAMR: [String] = [],
+                sessionProvider: String = "", sessionExpires: Date? = nil, now: Date) {
+        self.identity = identity
+        self.status = status
+        self.credential = credential
+        self.sessionAMR = sessionAMR
+        self.sessionProvider = sessionProvider
+        self.sessionExpires = sessionExpires
+        self.now = now
+    }
+}
+
+/// A personal API token as stored: its SHA-256, never the token.
+public struct APITokenRecord: Sendable, Equatable {
+    public var id: UUID
+    public var user: UUID
+    public var tenant: UUID
+    public var name: String
+    public var prefix: String
+    public var hash: [UInt8]
+    public var created: Date
+    public var expires: Date
+    public var lastUsed: Date?
+    public var revoked: Date?
+
+    public init(id: UUID, user: UUID, tenant: UUID, name: String, prefix: String, hash: [UInt8], created: Date, expires: Date,
+                lastUsed: Date? = nil, revoked: Date? = nil) {
+        self.id = id
+        self.user = user
+        self.tenant = tenant
+        self.name = name
+        self.prefix = prefix
+        self.hash = hash
+        self.created = created
+        self.expires = expires
+        self.lastUsed = lastUsed
+        self.revoked = revoked
+    }
+
+    /// The listed form.
+    public var proto: Mesh_V1_ApiToken {
+        var t = Mesh_V1_ApiToken()
+        t.id = id.lowercased
+        t.userID = user.lowercased
+        t.name = name
+        t.prefix = prefix
+        t.createdAtMs = created.unixMilliseconds
+        t.expiresAtMs = expires.unixMilliseconds
+        t.lastUsedAtMs = lastUsed?.unixMilliseconds ?? 0
+        return t
+    }
+}
+
+/// A sign-in as storage writes it: the facts, the session to open, and the audit trail.
+public struct SignInDraft: Sendable {
+    public var facts: SignInBinding.Facts
+    public var provider: String
+    public var amr: [String]
+    public var acr: String
+    public var sessionID: UUID
+    public var ttl: Duration
+    public var requestID: String
+
+    public init(facts: SignInBinding.Facts, provider: String, amr: [String], acr: String, sessionID: UUID, ttl: Duration, requestID: String) {
+        self.facts = facts
+        self.provider = provider
+        self.amr = amr
+        self.acr = acr
+        self.sessionID = sessionID
+        self.ttl = ttl
+        self.requestID = requestID
+    }
+}
+
+/// What a user's removal did.
+public struct UserRemoval: Sendable {
+    public var removed: Mesh_V1_User
+    /// The devices deleted (their addresses are released after the commit).
+    public var deleted: [DeviceRecord]
+    public var reassigned: Int
+    public var revision: UInt64?
+}
+
+
+extension Mesh_V1_User {
+    /// The user as the administration rules see it.
+    public var member: UserAdminRules.Member? {
+        guard let id = UUID(text: id) else { return nil }
+        return UserAdminRules.Member(id: id, role: role, status: status)
+    }
+}

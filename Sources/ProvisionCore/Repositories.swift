@@ -30,9 +30,49 @@ public protocol UserRepository: Sendable {
     func insertUser(_ u: Mesh_V1_User, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User
     func user(tenant: UUID, id: UUID) async throws(MeshError) -> Mesh_V1_User?
     func users(tenant: UUID) async throws(MeshError) -> [Mesh_V1_User]
-    /// The caller's role with its tenant's plan and SAML gate, in one read; nil for a user the
-    /// tenant does not have.
-    func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity?
+    /// The caller's role with its tenant's plan and SAML gate, and the state of its credential, in
+    /// one read.
+    func identify(tenant: UUID, user: UUID, credential: CallerCredential) async throws(MeshError) -> CallerLookup
+}
+
+/// Sign-in, sessions, API tokens and the administration of users (AccountService).
+public protocol AccountRepository: Sendable {
+    /// Records a sign-in attempt; returns when it expires.
+    func startSignIn(attempt: [UInt8], provider: String, ttl: Duration) async throws(MeshError) -> Date
+    /// Consumes an attempt: true exactly once for a recorded, unexpired attempt of `provider`.
+    func finishSignIn(attempt: [UInt8], provider: String) async throws(MeshError) -> Bool
+    /// With the identity serialised (and its candidate invitations locked): reads the identity's
+    /// user, the invitations that might match and whether the named tenant exists, lets `decide`
+    /// pick, then writes the binding or the new user, opens the session and audits both.
+    func signIn(_ draft: SignInDraft,
+                decide: @escaping @Sendable (SignInBinding.Bound?, [SignInBinding.Invitation], Bool, Date) throws(SignInError) -> SignInBinding.Decision)
+        async throws(MeshError) -> (user: Mesh_V1_User, expires: Date, decision: SignInBinding.Decision)
+    /// Ends a session of `user` (idempotent) and audits it.
+    func endSession(_ id: UUID, user: UUID, tenant: UUID, requestID: String) async throws(MeshError)
+
+    /// With the user locked: `check` sees how many live tokens the user holds; then the token is stored.
+    func createAPIToken(_ t: APITokenRecord, requestID: String, check: @escaping @Sendable (Int) throws(MeshError) -> Void)
+        async throws(MeshError) -> APITokenRecord
+    /// The user's tokens that are not revoked, newest first.
+    func apiTokens(user: UUID) async throws(MeshError) -> [APITokenRecord]
+    /// Revokes a token of the tenant that `authorize` accepts; `notFound` for any other.
+    func revokeAPIToken(_ id: UUID, tenant: UUID, actor: String, requestID: String,
+                        authorize: @escaping @Sendable (APITokenRecord) throws(MeshError) -> Void) async throws(MeshError)
+    /// The token with this hash and its user (role, status), recording its use when it is valid at the
+    /// storage's clock (returned too).
+    func authenticateAPIToken(hash: [UInt8]) async throws(MeshError) -> (token: APITokenRecord?, user: Mesh_V1_User?, now: Date)
+
+    /// Inserts an invited user; `alreadyExists` when the tenant already has a user or a pending
+    /// invitation for that email or subject.
+    func inviteUser(_ u: Mesh_V1_User, ttl: Duration, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User
+    /// With the tenant's users locked: `check` sees the target and the number of active admins.
+    func setRole(_ user: UUID, tenant: UUID, role: Mesh_V1_Role, actor: String, requestID: String,
+                 check: @escaping @Sendable (Mesh_V1_User, Int) throws(MeshError) -> Void) async throws(MeshError) -> Mesh_V1_User
+    /// With the tenant locked: `check` sees the target, its device count and the reassignment
+    /// target; then the devices are deleted (removals appended, releases recorded) or reassigned
+    /// (upserts appended), and the user (with its sessions and tokens) is deleted.
+    func deleteUser(_ user: UUID, tenant: UUID, disposition: Mesh_V1_DeviceDisposition, reassignTo: UUID?, actor: String, requestID: String,
+                    check: @escaping @Sendable (Mesh_V1_User, Int, Mesh_V1_User?) throws(MeshError) -> Void) async throws(MeshError) -> UserRemoval
 }
 
 /// What a device operation reads and decides with the tenant locked.
@@ -87,9 +127,10 @@ public protocol DeviceRepository: Sendable {
         async throws(MeshError) -> WrittenDevice
     /// One device of the caller's tenant.
     func device(_ id: UUID, tenant: UUID) async throws(MeshError) -> DeviceRecord?
-    /// The devices the caller may see (all for an admin, their own otherwise) with the tenant, in
-    /// one read; nil when the caller is not a user of the tenant.
-    func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])?
+    /// The devices the caller may see (all for an admin, their own otherwise) with the tenant and the
+    /// caller's check (as ``UserRepository/identify(tenant:user:credential:)``), in one read; nil
+    /// tenant when the tenant does not exist.
+    func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord])
     /// Applies a node's handshake report to the per-peer counters and the devices; `notFound` for a
     /// node the tenant does not have. Returns how many devices changed.
     func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int
@@ -111,13 +152,16 @@ public struct NodeRegistration: Sendable {
 public protocol NodeRepository: Sendable {
     func insertEnrollmentToken(hash: [UInt8], tenant: UUID, createdBy: String, ttl: Duration, uses: Int,
                                audit: AuditEvent) async throws(MeshError) -> Date
-    /// The tenant a valid token enrolls into, or nil.
-    func enrollmentTenant(tokenHash: [UInt8]) async throws(MeshError) -> UUID?
+    /// The tenant a valid token enrolls into, or nil. A token this very node spent (same WireGuard
+    /// key, same bus key, token not expired) still answers: that is the node retrying a registration
+    /// whose answer it never got.
+    func enrollmentTenant(tokenHash: [UInt8], publicKey: String, busKey: String?) async throws(MeshError) -> UUID?
     /// The node holding a WireGuard public key, anywhere.
     func node(publicKey: String) async throws(MeshError) -> NodeRecord?
     /// The node holding a bus key, and whether the key was revoked.
     func busKeyHolder(_ key: String) async throws(MeshError) -> (holder: UUID?, revoked: Bool)
-    /// With the tenant locked: spends one use of the token, then inserts the node (with its name and
+    /// With the tenant locked: spends one use of the token (or accepts the retry of the node that
+    /// spent it, see ``enrollmentTenant(tokenHash:publicKey:busKey:)``), then inserts the node (with its name and
     /// addresses, making it the hub if the tenant has none, dropping the lease hold) or, for a known
     /// node, updates its endpoint, port, name and bus key (revoking an older bus key). Appends the
     /// changes and marks the device configs the change outdates.

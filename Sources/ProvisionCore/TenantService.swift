@@ -123,17 +123,48 @@ public struct UserService: Sendable {
         return user
     }
 
-    public func list(tenant: String) async throws(MeshError) -> [Mesh_V1_User] {
-        try await users.users(tenant: try ProvisionValidate.uuid(tenant, field: "tenant_id"))
+    /// A tenant's users (and pending invitations). With a caller: an admin of the caller's tenant
+    /// (its tenant, whatever `tenant` says); without one (operators): the tenant named.
+    public func list(tenant: String, caller: Mesh_V1_Caller? = nil) async throws(MeshError) -> [Mesh_V1_User] {
+        if let caller {
+            let who = try await identify(caller)
+            guard who.isAdmin else { throw .permissionDenied("only admins see the tenant's users") }
+            return try await users.users(tenant: who.tenant)
+        }
+        return try await users.users(tenant: try ProvisionValidate.uuid(tenant, field: "tenant_id"))
     }
 
-    /// The verified identity of a user caller: the tenant and user must exist, and the role is the one
-    /// stored here.
+    /// The verified identity of a user caller: the tenant and user must exist, the user must be
+    /// active, and the caller's credential must stand (a session not ended or expired, an API token
+    /// not revoked or expired; ``CredentialRules``). The role is the one stored here; `amr` is the
+    /// session's (stored at sign-in), none for an API token, the token's claim for a bearer JWT.
     public func identify(_ caller: Mesh_V1_Caller) async throws(MeshError) -> CallerIdentity {
+        try await lookup(caller).identity
+    }
+
+    /// ``identify(_:)`` with the lookup it was decided from.
+    public func lookup(_ caller: Mesh_V1_Caller) async throws(MeshError) -> (identity: CallerIdentity, lookup: CallerLookup) {
         let tenant = try ProvisionValidate.uuid(caller.tenantID, field: "caller.tenant_id")
         let user = try ProvisionValidate.uuid(caller.userID, field: "caller.user_id")
-        guard var who = try await users.identify(tenant: tenant, user: user) else { throw .notFound("unknown user") }
-        who.amr = caller.amr
+        let credential = try CallerCredential(caller)
+        let l = try await users.identify(tenant: tenant, user: user, credential: credential)
+        return (try Self.decide(l, credential: credential, caller: caller), l)
+    }
+
+    /// The credential rules applied to a lookup.
+    static func decide(_ l: CallerLookup, credential: CallerCredential, caller: Mesh_V1_Caller) throws(MeshError) -> CallerIdentity {
+        try CredentialRules.checkUser(exists: l.identity != nil, status: l.status)
+        guard var who = l.identity else { throw .unauthenticated("this user no longer exists") }
+        switch credential {
+        case .bearer:
+            who.amr = caller.amr
+        case .session:
+            try CredentialRules.checkSession(l.credential, now: l.now)
+            who.amr = l.sessionAMR
+        case .apiToken:
+            try CredentialRules.checkAPIToken(l.credential, now: l.now)
+            who.amr = []
+        }
         return who
     }
 }

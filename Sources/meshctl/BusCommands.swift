@@ -12,7 +12,7 @@ struct Bus: AsyncParsableCommand {
             abstract: "Create the operator, the system and mesh accounts, every service's credentials and the nats-server configuration.",
             discussion: """
                 Writes into DIR: nats.conf (start nats-server with -c DIR/nats.conf), operator.jwt, accounts/*.jwt, \
-                creds/<service>.creds (mode 0600) for AllocatorSvc, ProvisionSvc, FanoutSvc, the Gateway and meshctl, \
+                creds/<service>.creds (mode 0600) for AllocatorSvc, ProvisionSvc, FanoutSvc, the Gateway, meshctl and health checks (monitor), \
                 creds/enroll.creds (the bootstrap identity unregistered nodes register with), creds/system.creds and the \
                 signing keys ProvisionSvc needs (keys/*-signing.nk), the identity keys (keys/operator.nk, SYS.nk, mesh.nk: \
                 keep them offline), and services.env, which names the variables each executable reads. Existing keys are never \

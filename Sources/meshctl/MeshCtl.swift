@@ -20,7 +20,7 @@ struct MeshCtl: AsyncParsableCommand {
             with MESH_JWT_SECRET[_FILE] (HS256), or MESH_JWT_EDDSA_PRIVATE_KEY[_FILE] (EdDSA) when no secret is set. \
             --json prints one JSON document on stdout for scripts.
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Policy.self, Audit.self, Bus.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Policy.self, Audit.self, Bus.self, ServiceCommand.self])
 }
 
 /// Options every subcommand shares.
@@ -35,13 +35,13 @@ struct CtlOptions: ParsableArguments {
     var timeout: Double = 10
 
     /// A bus connection for one command.
-    func connect() async throws -> BusConnection {
+    func connect(inboxPrefix: String = "_INBOX") async throws -> BusConnection {
         var common = CommonOptions()
         common.natsURL = natsURL
         common.instance = "meshctl"
         var logger = Logger(label: "meshctl")
         logger.logLevel = .error
-        var config = try common.busConfiguration(name: "meshctl")
+        var config = try common.busConfiguration(name: "meshctl", inboxPrefix: inboxPrefix)
         config.retryOnFailedConnect = false
         return try await BusConnection.connect(config, logger: logger)
     }
@@ -165,10 +165,96 @@ struct Tenant: AsyncParsableCommand {
 // MARK: Users
 
 struct User: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create and list users.", subcommands: [Create.self, List.self])
+    static let configuration = CommandConfiguration(abstract: "Create, invite, list and remove users; change their role.",
+                                                    subcommands: [Create.self, Invite.self, List.self, SetRole.self, Delete.self])
 
     static func json(_ u: Mesh_V1_User) -> [String: Any] {
-        ["id": u.id, "tenant_id": u.tenantID, "name": u.name, "role": u.role.key, "created_at": iso(u.createdAtMs)]
+        ["id": u.id, "tenant_id": u.tenantID, "name": u.name, "role": u.role.key, "created_at": iso(u.createdAtMs), "status": u.status.key,
+         "email": u.email.isEmpty ? NSNull() : u.email as Any,
+         "identity": u.status == .active && !u.identitySubject.isEmpty ? ["issuer": u.identityIssuer, "subject": u.identitySubject] as Any : NSNull(),
+         "last_sign_in_at": u.lastSignInAtMs > 0 ? iso(u.lastSignInAtMs) : NSNull()]
+    }
+
+    static func line(_ u: Mesh_V1_User) -> String {
+        let who = u.email.isEmpty ? (u.identitySubject.isEmpty ? "" : "  \(u.identitySubject)") : "  \(u.email)"
+        return "\(u.id)  \(u.role.key)  \(u.status.key)  \(u.name)\(who)"
+    }
+
+    struct Invite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Invite a person by email or by their subject at the identity provider; the first matching sign-in binds it.")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        @Option(help: "The person's email (bound when the provider says it is verified).") var email: String?
+        @Option(help: "The person's subject (sub) at the provider.") var subject: String?
+        @Option(help: "With --subject: the provider's issuer URL (any provider when absent).") var issuer: String?
+        @Option(help: "owner or admin.") var role: String = "owner"
+        @Option(help: "Display name (the email or subject when absent).") var name: String?
+        @Option(help: "Days the invitation stays valid (1-90, default 7).") var days: UInt32?
+
+        func run() async throws {
+            guard let r = Mesh_V1_Role(key: role) else { throw ValidationError("role must be owner or admin") }
+            guard (email == nil) != (subject == nil) else { throw ValidationError("give --email or --subject, one of the two") }
+            let u = try await options.withProvision { client in
+                var req = Mesh_V1_InviteUserRequest()
+                req.caller = try await caller(client, tenant: tenant, user: admin)
+                req.email = email ?? ""
+                req.subject = subject ?? ""
+                req.issuer = issuer ?? ""
+                req.role = r
+                req.name = name ?? ""
+                req.ttlSeconds = (days ?? 0) * 86400
+                return try await client.inviteUser(req)
+            }
+            try options.emit(User.json(u), text: u.id)
+        }
+    }
+
+    struct SetRole: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-role", abstract: "Change a user's role (a tenant keeps at least one admin).")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        @Option(help: "The user whose role changes.") var user: String
+        @Option(help: "owner or admin.") var role: String
+
+        func run() async throws {
+            guard let r = Mesh_V1_Role(key: role) else { throw ValidationError("role must be owner or admin") }
+            let u = try await options.withProvision { client in
+                try await client.setUserRole(caller: try await caller(client, tenant: tenant, user: admin), userID: user, role: r)
+            }
+            try options.emit(User.json(u), text: User.line(u))
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a user (or cancel an invitation): their sessions and API tokens end at once; their devices are deleted or reassigned.")
+        @OptionGroup var options: CtlOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "An admin user of the tenant.") var admin: String
+        @Option(help: "The user to remove.") var user: String
+        @Option(help: "What happens to the user's devices: delete or reassign (required when there are any).") var devices: String?
+        @Option(name: .customLong("to"), help: "With --devices reassign: the user who gets them.") var reassignTo: String?
+
+        func run() async throws {
+            var d = Mesh_V1_DeviceDisposition.unspecified
+            switch devices {
+            case nil: break
+            case "delete": d = .delete
+            case "reassign":
+                guard reassignTo != nil else { throw ValidationError("--devices reassign needs --to USER") }
+                d = .reassign
+            default: throw ValidationError("--devices must be delete or reassign")
+            }
+            let r = try await options.withProvision { client in
+                try await client.deleteUser(caller: try await caller(client, tenant: tenant, user: admin), userID: user, devices: d,
+                                            reassignTo: reassignTo ?? "")
+            }
+            try options.emit(["user_id": user.lowercased(), "devices_deleted": r.devicesDeleted, "devices_reassigned": r.devicesReassigned],
+                             text: "removed \(user.lowercased()): \(r.devicesDeleted) device(s) deleted, \(r.devicesReassigned) reassigned")
+        }
     }
 
     struct Create: AsyncParsableCommand {
@@ -198,8 +284,7 @@ struct User: AsyncParsableCommand {
 
         func run() async throws {
             let users = try await options.withProvision { try await $0.listUsers(tenantID: tenant) }
-            try options.emit(["users": users.map(User.json)],
-                             text: users.map { "\($0.id)  \($0.role.key)  \($0.name)" }.joined(separator: "\n"))
+            try options.emit(["users": users.map(User.json)], text: users.map(User.line).joined(separator: "\n"))
         }
     }
 }

@@ -11,7 +11,8 @@ import Synchronization
 /// AllocatorSvc, ProvisionSvc and FanoutSvc, one node running the real NodeApplier with
 /// wireguard-go in a network namespace), three tenants (Pro with the node, Free, and Pro with 16
 /// registered nodes whose device configs are too large for a QR code) and two real Gateway
-/// processes (with and without a Pritunl VPN configured), prints one JSON line with
+/// processes (with and without a Pritunl VPN configured; the plain one also signs people in through
+/// the test OpenID Connect provider, `Tests/oidc/test_provider.py`), prints one JSON line with
 /// everything a test needs, then answers line commands on stdin with one JSON line each:
 ///
 ///     device-up <path>                 bring up the wg-quick config in that file in a new namespace
@@ -45,6 +46,7 @@ enum MeshLabTool {
             "MESH_RATE_LIMIT": rateLimit, "MESH_RATE_WINDOW_SECONDS": rateWindow, "MESH_LOG_LEVEL": "info",
         ])
         var gateways: [ManagedProcess] = []
+        var identityProvider: TestIdentityProvider?
         do {
             let node = try await lab.addNode("edge-1")
             guard let registered = node.node else { throw TestSetupError.failed("node edge-1 did not register") }
@@ -82,17 +84,35 @@ enum MeshLabTool {
             }
 
             let logDir = TestEnvironment.outputDir("browser/lab")
-            var urls: [String] = []
-            for pritunl in [true, false] {
-                let port = try freePort()
+            let ports = [try freePort(), try freePort()]
+            let urls = ports.map { "http://127.0.0.1:\($0)" }
+            // The identity provider people sign in with on the plain gateway: Ada, an admin of the Pro
+            // tenant by its tenant and group claims.
+            let adaPassword = "ada-" + Nuid.short()
+            let idp = try await TestIdentityProvider(
+                name: "browser", redirectURI: urls[1] + "/api/auth/callback",
+                users: [TestIdentityProvider.User("ada", password: adaPassword, claims: [
+                    "name": "Ada Lovelace", "email": "ada@example.com", "email_verified": true, "mesh_tenant": lab.tenant.id, "groups": ["mesh-admins"],
+                ])], logDir: logDir)
+            identityProvider = idp
+            let secretFile = logDir.appendingPathComponent("idp-client-secret")
+            try Data(idp.clientSecret.utf8).write(to: secretFile)
+            let providers = #"[{"id":"idp","name":"Test IdP","issuer":"\#(idp.issuer)","client_id":"\#(idp.clientID)","client_secret_file":"\#(secretFile.path)","tenant_claim":"mesh_tenant","admin_claim":"groups=mesh-admins"}]"#
+            var sessionBytes = [UInt8](repeating: 0, count: 32)
+            for i in sessionBytes.indices { sessionBytes[i] = UInt8.random(in: 0...255) }
+            let sessionSecret = sessionBytes.map { String(format: "%02x", $0) }.joined()
+            for (i, pritunl) in [true, false].enumerated() {
                 let name = pritunl ? "gateway-pritunl" : "gateway-plain"
-                gateways.append(try ManagedProcess(
-                    name: name, executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
-                    environment: ["MESH_NATS_URL": lab.cp.nats.url, "MESH_GATEWAY_ADDRESS": "127.0.0.1:\(port)",
-                                  "MESH_GATEWAY_NODE_ID": registered.id, "MESH_JWT_SECRET": secret, "MESH_JWT_SECRET_FILE": "",
-                                  "MESH_PRITUNL_CONFIGURED": pritunl ? "true" : "false", "MESH_INSTANCE": name, "MESH_LOG_LEVEL": "info"],
-                    logDir: logDir))
-                urls.append("http://127.0.0.1:\(port)")
+                var environment = ["MESH_NATS_URL": lab.cp.nats.url, "MESH_GATEWAY_ADDRESS": "127.0.0.1:\(ports[i])",
+                                   "MESH_GATEWAY_NODE_ID": registered.id, "MESH_JWT_SECRET": secret, "MESH_JWT_SECRET_FILE": "",
+                                   "MESH_PRITUNL_CONFIGURED": pritunl ? "true" : "false", "MESH_INSTANCE": name, "MESH_LOG_LEVEL": "info"]
+                if !pritunl {
+                    environment["MESH_OIDC_PROVIDERS"] = providers
+                    environment["MESH_GATEWAY_PUBLIC_URL"] = urls[i]
+                    environment["MESH_SESSION_SECRET"] = sessionSecret
+                }
+                gateways.append(try ManagedProcess(name: name, executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
+                                                   environment: environment, logDir: logDir))
             }
             for (url, process) in zip(urls, gateways) { try await waitReady(url, process) }
 
@@ -108,6 +128,7 @@ enum MeshLabTool {
                 "node": ["id": registered.id, "name": registered.name, "ipv4": registered.ipv4, "ipv6": registered.ipv6,
                          "dns_name": registered.dnsName],
                 "rate_limit": Int(rateLimit) ?? 5, "rate_window_seconds": Int(rateWindow) ?? 300,
+                "idp": ["issuer": idp.issuer, "id": "idp", "name": "Test IdP", "user": "ada", "password": adaPassword, "display_name": "Ada Lovelace"],
                 "output": logDir.path,
             ])
 
@@ -123,10 +144,12 @@ enum MeshLabTool {
             }
         } catch {
             for g in gateways { await g.terminate(timeout: .seconds(5)) }
+            await identityProvider?.stop()
             await lab.stop()
             throw error
         }
         for g in gateways { await g.terminate(timeout: .seconds(5)) }
+        await identityProvider?.stop()
         await lab.stop()
         emit(["ok": true, "event": "stopped"])
     }

@@ -210,9 +210,10 @@ struct Fixture: Sendable {
     }
 
     /// The in-process application (`app.test(.router)` sends requests straight to its router).
-    func application(configuration: GatewayConfiguration? = nil, bus: BusConnection? = nil) async throws -> some ApplicationProtocol {
+    func application(configuration: GatewayConfiguration? = nil, bus: BusConnection? = nil,
+                     signIn: SignInConfiguration = SignInConfiguration()) async throws -> some ApplicationProtocol {
         let verifier = await TokenVerifier(keys: try JWTKeyMaterial(hmacSecret: testSecret))
-        let api = GatewayAPI(configuration: configuration ?? self.configuration, bus: bus ?? cp.bus, verifier: verifier,
+        let api = GatewayAPI(configuration: configuration ?? self.configuration, bus: bus ?? cp.bus, verifier: verifier, signIn: signIn,
                              logger: TestEnvironment.logger("gateway"))
         return Application(router: GatewayApp.router(api: api), logger: TestEnvironment.logger("gateway"))
     }
@@ -239,16 +240,28 @@ struct Reply: Sendable {
     let text: String
 
     var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:] }
+
+    /// The cookies the response sets: name → (value, attributes).
+    var setCookies: [String: (value: String, attributes: String)] {
+        var out: [String: (String, String)] = [:]
+        for line in headers[values: .setCookie] {
+            let first = line.split(separator: ";", maxSplits: 1).map(String.init)
+            let nv = first[0].split(separator: "=", maxSplits: 1).map(String.init)
+            out[nv[0]] = (nv.count > 1 ? nv[1] : "", first.count > 1 ? first[1] : "")
+        }
+        return out
+    }
     var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
     var error: [String: Any] { json["error"] as? [String: Any] ?? [:] }
 }
 
 extension TestClientProtocol {
-    /// Sends one request with an optional bearer token and body.
-    func send(_ method: HTTPRequest.Method, _ uri: String, token: String? = nil, body: String? = nil,
+    /// Sends one request with an optional bearer token, cookies and body.
+    func send(_ method: HTTPRequest.Method, _ uri: String, token: String? = nil, body: String? = nil, cookies: [String: String] = [:],
               headers extra: HTTPFields = [:]) async throws -> Reply {
         var headers = extra
         if let token { headers[.authorization] = "Bearer \(token)" }
+        if !cookies.isEmpty { headers[.cookie] = cookies.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; ") }
         if body != nil { headers[.contentType] = "application/json" }
         let r = try await executeRequest(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
         return Reply(status: Int(r.status.code), headers: r.headers, text: String(buffer: r.body))

@@ -131,10 +131,11 @@ struct ProvisionTests {
         #expect(await code("ok", Mesh_V1_DeviceType(rawValue: 99)!, u) == .invalidArgument)
         var stranger = u
         stranger.userID = UUID().uuidString
-        #expect(await code("ok", .iphone, stranger) == .notFound)
+        // A caller whose user the tenant does not have (never had, or removed) is not signed in.
+        #expect(await code("ok", .iphone, stranger) == .unauthenticated)
         var otherTenant = u
         otherTenant.tenantID = UUID().uuidString
-        #expect(await code("ok", .iphone, otherTenant) == .notFound)
+        #expect(await code("ok", .iphone, otherTenant) == .unauthenticated)
         var malformed = u
         malformed.userID = "robert'); DROP TABLE users;--"
         #expect(await code("ok", .iphone, malformed) == .invalidArgument)
@@ -172,6 +173,35 @@ struct ProvisionTests {
         #expect(try row.decode("h", as: Int.self) == 0, "no address hold is left behind")
         // Still serving.
         #expect(await code("fine", .iphone, u) == nil)
+        await c.stop()
+    }
+
+    /// A node whose registration committed but whose answer it never got retries with the same
+    /// single-use token: it gets the same node back and spends nothing; anyone else with that spent
+    /// token (another WireGuard key, or the same key with another bus key) is refused.
+    @Test func aRegistrationRetriedWithItsSpentTokenGetsTheSameNode() async throws {
+        let c = try await ControlPlane.start("reg-retry")
+        let t = try await c.readyTenant(.pro)
+        let admin = try await c.user(t, .admin)
+        let token = try await c.client.createEnrollmentToken(caller: admin)
+        var r = Mesh_V1_RegisterNodeRequest()
+        r.enrollmentToken = token.token
+        r.name = "retrying node"
+        r.publicKey = WireGuardKeyPair.generate().publicKey
+        r.endpoint = "203.0.113.9:51820"
+        r.listenPort = 51820
+        let first = try await c.client.registerNode(r)
+        let again = try await c.client.registerNode(r)
+        #expect(again.node.id == first.node.id)
+        #expect(again.node.ipv4 == first.node.ipv4 && again.node.ipv6 == first.node.ipv6)
+        #expect(again.node.dnsName == first.node.dnsName)
+        var other = r
+        other.publicKey = WireGuardKeyPair.generate().publicKey
+        #expect(await meshError { _ = try await c.client.registerNode(other) }?.code == .unauthenticated)
+        let uses = try await c.store.query("SELECT uses_left FROM enrollment_tokens").map { try $0.decode("uses_left", as: Int.self) }
+        #expect(uses.contains(0), "the retry spent nothing: the token's one use went to the first attempt")
+        let nodes = try await c.store.query("SELECT count(*) AS n FROM nodes WHERE public_key = $1", r.publicKey).first!
+        #expect(try nodes.decode("n", as: Int.self) == 1)
         await c.stop()
     }
 

@@ -58,6 +58,7 @@ struct Harness {
     let devices: DeviceService
     let nodes: NodeService
     let audit: AuditService
+    let accounts: AccountService
     let keeper: LeaseKeeper
 
     init(rate: RateLimit = .seed) {
@@ -72,6 +73,7 @@ struct Harness {
         nodes = NodeService(nodes: store, users: users, leases: store, allocator: allocator, notifier: changes, busIdentities: nil,
                             probe: { _ async throws(MeshError) in Mesh_V1_PeerDump() }, configuration: config, logger: logger)
         audit = AuditService(audit: store, users: users)
+        accounts = AccountService(accounts: store, users: users, leases: store, allocator: allocator, notifier: changes, logger: logger)
         keeper = LeaseKeeper(tasks: store, allocator: allocator, logger: logger)
     }
 
@@ -146,6 +148,26 @@ struct ProvisionRulesTests {
         // The refused creation was refused before it allocated anything, and left no hold behind.
         #expect(await h.allocator.held.count == cap + 1, "the devices and the node")
         #expect(await h.store.leaseTaskCount == 0)
+    }
+
+    @Test func aRegistrationRetriedWithItsSpentTokenGetsTheSameNodeAndSpendsNothing() async throws {
+        let h = Harness()
+        let (t, admin) = try await h.tenant(.pro)
+        let token = try await h.nodes.createEnrollmentToken({ var r = Mesh_V1_CreateEnrollmentTokenRequest(); r.caller = admin; return r }())
+        var r = Mesh_V1_RegisterNodeRequest()
+        r.enrollmentToken = token.token
+        r.name = "retrying"
+        r.publicKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        r.endpoint = "192.0.2.7:51820"
+        r.listenPort = 51820
+        let first = try await h.nodes.register(r, requestID: "a")
+        let again = try await h.nodes.register(r, requestID: "b")
+        #expect(again.node.id == first.node.id && again.node.ipv4 == first.node.ipv4)
+        var other = r
+        other.publicKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        await #expect(throws: MeshError.self) { _ = try await h.nodes.register(other, requestID: "c") }
+        #expect(try await h.nodes.list({ var l = Mesh_V1_ListNodesRequest(); l.caller = admin; return l }()).count == 2)
+        _ = t
     }
 
     @Test func enterpriseHasNoCap() async throws {
@@ -234,7 +256,7 @@ struct ProvisionRulesTests {
         #expect(await h.code(admin, "") == .invalidArgument)
         var stranger = admin
         stranger.userID = UUID().lowercased
-        #expect(await h.code(stranger, "x") == .notFound)
+        #expect(await h.code(stranger, "x") == .unauthenticated, "a caller whose user is gone is not signed in")
         await h.allocator.setFailing(true)
         #expect(await h.code(admin, "allocator down") == .unavailable)
         await h.allocator.setFailing(false)

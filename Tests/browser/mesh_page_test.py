@@ -17,7 +17,11 @@ namespace, two Gateway processes; see Sources/meshlab) and drives headless Chrom
   8. a Free tenant: 3 devices, then the cap-reached message (plain gateway at /vpn/mesh, no banner;
      signed in by a login link opened in the same tab, without a reload)
   9. phone width: no horizontal scrolling, cards instead of a table, the dialog fits
- 10. colour contrast (WCAG AA) measured in the page in each state, labels, visible focus, no
+ 10. sign-in through the OpenID Connect provider (a real provider process): its login page, back on
+     the device list with an HttpOnly, Secure, SameSite=Strict session cookie and no token in the
+     page; a device added with the session; an API token made, shown once, used, revoked; the users
+     list for an admin; a broken ID token refused with its reason; log out ends the session
+ 11. colour contrast (WCAG AA) measured in the page in each state, labels, visible focus, no
      console errors, no token in a URL or in the gateway logs
 
 Screenshots of every step, the decoded QR, the download and a summary go to the output folder
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -739,8 +744,106 @@ class MeshPageTest:
         self.keys(Keys.ESCAPE)
         self.driver.set_window_size(1280, 900)
 
+    def provider_sign_in(self, expect_app=True):
+        """Clicks the provider's button on the sign-in form and logs in on the provider's page."""
+        idp = self.info["idp"]
+        self.wait(lambda: self.visible("login") and self.visible("providers"), "the sign-in form with the provider")
+        button = self.driver.find_element(By.CSS_SELECTOR, f'#provider-buttons a[data-provider="{idp["id"]}"]')
+        self.r.check(button.text == f"Sign in with {idp['name']}", f"the provider button: {button.text!r}")
+        button.click()
+        self.wait(lambda: self.driver.current_url.startswith(idp["issuer"] + "/authorize"), "the provider's login page", 15)
+        url = self.driver.current_url
+        self.r.check("code_challenge_method=S256" in url and "nonce=" in url and "state=" in url, f"PKCE, nonce and state in {url}")
+        self.wait(lambda: self.driver.find_elements(By.ID, "username"), "the provider's login form")
+        self.by_id("username").send_keys(idp["user"])
+        self.by_id("password").send_keys(idp["password"])
+        self.by_id("sign-in").click()
+        self.wait(lambda: self.driver.current_url.startswith(self.info["plain_gateway"] + "/vpn/mesh/")
+                  and self.js("return document.documentElement.dataset.ready === 'true'"), "the way back to the page", 20)
+        if expect_app:
+            self.wait(lambda: self.visible("app"), "the device list after signing in", 15)
+
+    def sign_in_with_provider(self):
+        plain, idp = self.info["plain_gateway"], self.info["idp"]
+        self.open_page(f"{plain}/vpn/mesh/")
+        if self.visible("app"):
+            self.by_id("logout").click()
+        self.wait(lambda: self.visible("login"), "the sign-in form")
+        self.screenshot("sign-in-choices")
+        self.audit("sign-in with a provider or a token", "#login")
+        self.provider_sign_in()
+        self.r.check(self.driver.current_url == f"{plain}/vpn/mesh/", f"lands on the page ({self.driver.current_url})")
+        self.wait(lambda: self.usage() != "", "plan usage")
+        self.r.check(self.visible("empty") or self.visible("devices"), "lands on the device list")
+        who = self.text("account-who")
+        self.r.check(who.startswith(f"Signed in as {idp['display_name']} (Admin) via {idp['name']}"), f"account: {who!r}")
+        cookies = {c["name"]: c for c in self.driver.get_cookies()}
+        session = cookies.get("__Host-qm_session", {})
+        self.r.check(session.get("httpOnly") is True and session.get("secure") is True and session.get("sameSite") == "Strict",
+                     f"the session cookie is HttpOnly, Secure, SameSite=Strict: {session}")
+        self.r.check(not any(n.startswith("__Host-qm_signin_") for n in cookies), f"the sign-in attempt cookie is gone: {list(cookies)}")
+        self.r.check(self.js("return sessionStorage.getItem('quazzar.mesh.token')") is None and self.js("return document.cookie") == "",
+                     "no token in the page: the session cookie is HttpOnly")
+        self.screenshot("signed-in-through-the-provider")
+        # The session writes from the page (its requests carry this site's Origin).
+        self.add_device("SSO laptop", "laptop")
+        self.close_dialog_with_done()
+        self.wait(lambda: any("SSO laptop" in r.text for r in self.rows()), "the new device in the list")
+        # An admin sees the tenant's users, herself among them.
+        self.wait(lambda: self.visible("users") and self.driver.find_elements(By.CSS_SELECTOR, "#user-rows tr"), "the users list")
+        mine = [r.text for r in self.driver.find_elements(By.CSS_SELECTOR, "#user-rows tr") if "ada@example.com" in r.text]
+        self.r.check(len(mine) == 1 and "You" in mine[0], f"the users list holds Ada as 'You': {mine}")
+        # A personal API token: made on the page, shown once, works for a script, listed, revoked.
+        self.by_id("token-name").send_keys("backup script")
+        self.by_id("token-create").click()
+        self.wait(lambda: self.visible("token-created"), "the new token")
+        secret = self.text("token-secret")
+        self.api_token = secret
+        self.r.check(re.fullmatch(r"qmp_[0-9A-Za-z]{36}", secret) is not None, f"the token's shape: {secret[:8]}…")
+        request = urllib.request.Request(f"{plain}/api/mesh/devices", headers={"Authorization": f"Bearer {secret}"})
+        with urllib.request.urlopen(request) as response:
+            labels = [d["label"] for d in json.load(response)["devices"]]
+        self.r.check("SSO laptop" in labels, f"the token reads the devices: {labels}")
+        self.screenshot("api-token-shown-once")
+        self.audit("an API token shown once", "#tokens")
+        self.by_id("token-dismiss").click()
+        self.r.check(secret not in self.js("return document.body.textContent"), "the token leaves the page once dismissed")
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, "#token-rows tr"), "the token in the list")
+        row = self.driver.find_element(By.CSS_SELECTOR, "#token-rows tr")
+        self.r.check(secret[:8] in row.text and "backup script" in row.text, f"the listed token: {row.text!r}")
+        row.find_element(By.CSS_SELECTOR, ".btn-delete").click()
+        self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, "#token-rows tr"), "the token to leave the list")
+        try:
+            urllib.request.urlopen(request)
+            refused = None
+        except urllib.error.HTTPError as e:
+            refused = (e.code, json.load(e)["error"]["message"])
+        self.r.check(refused == (401, "this API token was revoked"), f"the revoked token fails on its next request: {refused}")
+        # Log out: the session ends; the page asks to sign in again, also after a reload.
+        self.by_id("logout").click()
+        self.wait(lambda: self.visible("login"), "the sign-in form after logging out")
+        self.open_page(f"{plain}/vpn/mesh/")
+        self.r.check(self.visible("login") and not self.visible("app"), "after logging out a reload asks to sign in")
+        self.r.check("__Host-qm_session" not in {c["name"] for c in self.driver.get_cookies()}, "the session cookie is gone")
+
+    def refused_provider_sign_in(self):
+        # The provider's next ID token carries another nonce: the gateway refuses it, the page says why.
+        idp = self.info["idp"]
+        request = urllib.request.Request(idp["issuer"] + "/_control/next-token", data=json.dumps({"fault": "wrong_nonce"}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(request).read()
+        self.provider_sign_in(expect_app=False)
+        self.wait(lambda: self.visible("login-reason"), "the reason on the sign-in form")
+        reason = self.text("login-reason")
+        self.r.check(reason == "Sign-in refused: the ID token's nonce does not match this sign-in", f"the reason shown: {reason!r}")
+        self.r.check(not self.visible("app"), "no session after a refused sign-in")
+        self.r.check("__Host-qm_session" not in {c["name"] for c in self.driver.get_cookies()}, "no session cookie")
+        self.r.check("#" not in self.driver.current_url, f"the reason leaves the address bar ({self.driver.current_url})")
+        self.screenshot("sign-in-refused")
+        self.audit("a refused sign-in", "#login")
+
     def hygiene(self):
-        tokens = list(self.info["tokens"].values())
+        tokens = list(self.info["tokens"].values()) + ([self.api_token] if getattr(self, "api_token", None) else [])
         for log in self.info["gateway_logs"]:
             text = pathlib.Path(log).read_text(errors="replace")
             self.r.check(not any(t in text for t in tokens), f"no token in the gateway log {log}")
@@ -780,6 +883,8 @@ class MeshPageTest:
             self.step("config too large for a QR code", self.config_too_large_for_qr)
             self.step("Free plan: cap reached", self.cap_reached)
             self.step("phone width", self.phone_width)
+            self.step("sign in through the identity provider", self.sign_in_with_provider)
+            self.step("a refused sign-in", self.refused_provider_sign_in)
             self.step("tokens and console", self.hygiene)
         finally:
             if self.driver:

@@ -1,5 +1,7 @@
-// The Gateway's HTTP API (docs/api.md), as the page uses it. The bearer token travels only in the
-// Authorization header: never in a URL, never in a cookie.
+// The Gateway's HTTP API (docs/api.md), as the page uses it. Two ways to be signed in: a bearer token
+// (a login link or a pasted token), which travels only in the Authorization header, never in a URL or
+// a cookie; or the session cookie a sign-in through an identity provider set (HttpOnly: the page
+// never sees it), sent by the browser on same-origin requests.
 
 /** An error answer of the API: `{"error": {code, message, ...}}`, or a network failure (status 0). */
 export class ApiError extends Error {
@@ -39,7 +41,8 @@ export async function request(method, path, { token, body, signal } = {}) {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
-      credentials: 'omit',
+      // With a token, no cookie goes along; without one, the session cookie does (same origin only).
+      credentials: token ? 'omit' : 'same-origin',
       referrerPolicy: 'no-referrer',
       signal,
     });
@@ -58,11 +61,28 @@ export async function request(method, path, { token, body, signal } = {}) {
   return parsed;
 }
 
-/** The calls of the page, bound to a token. */
+/** The calls of the page, bound to a token, or (token null) to the session cookie. */
 export class MeshAPI {
   constructor(token) { this.token = token; }
 
   static uiConfig() { return request('GET', '/api/mesh/ui-config'); }
+
+  get usesSession() { return !this.token; }
+
+  session() { return request('GET', '/api/auth/session', { token: this.token }); }
+  logout() { return request('POST', '/api/auth/logout', { token: this.token }); }
+  users() { return request('GET', '/api/mesh/users', { token: this.token }); }
+  invite(body) { return request('POST', '/api/mesh/users', { token: this.token, body }); }
+  setRole(id, role) { return request('PATCH', `/api/mesh/users/${encodeURIComponent(id)}`, { token: this.token, body: { role } }); }
+  removeUser(id, devices, reassignTo) {
+    const q = new URLSearchParams();
+    if (devices) q.set('devices', devices);
+    if (reassignTo) q.set('reassign_to', reassignTo);
+    return request('DELETE', `/api/mesh/users/${encodeURIComponent(id)}?${q}`, { token: this.token });
+  }
+  tokens() { return request('GET', '/api/mesh/tokens', { token: this.token }); }
+  createToken(name, days) { return request('POST', '/api/mesh/tokens', { token: this.token, body: { name, expires_in_days: days } }); }
+  revokeToken(id) { return request('DELETE', `/api/mesh/tokens/${encodeURIComponent(id)}`, { token: this.token }); }
 
   devices() { return request('GET', '/api/mesh/devices', { token: this.token }); }
   createDevice(label, type) { return request('POST', '/api/mesh/devices', { token: this.token, body: { label, type } }); }

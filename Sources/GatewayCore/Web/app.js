@@ -37,6 +37,14 @@ const el = {
   reissueDialog: $('reissue-dialog'), reissueDesc: $('reissue-desc'), reissueError: $('reissue-error'),
   reissueConfirm: $('reissue-confirm'), reissueCancel: $('reissue-cancel'),
   deleteConfirm: $('delete-confirm'), deleteCancel: $('delete-cancel'),
+  providers: $('providers'), providerButtons: $('provider-buttons'),
+  tokens: $('tokens'), tokenForm: $('token-form'), tokenName: $('token-name'), tokenDays: $('token-days'), tokensError: $('tokens-error'),
+  tokenCreated: $('token-created'), tokenSecret: $('token-secret'), tokenCopy: $('token-copy'), tokenDismiss: $('token-dismiss'),
+  tokenRows: $('token-rows'), tokenTable: $('token-table'), tokensEmpty: $('tokens-empty'),
+  users: $('users'), inviteForm: $('invite-form'), inviteBy: $('invite-by'), inviteWho: $('invite-who'), inviteWhoLabel: $('invite-who-label'),
+  inviteRole: $('invite-role'), usersError: $('users-error'), userRows: $('user-rows'),
+  removeDialog: $('remove-dialog'), removeForm: $('remove-form'), removeDesc: $('remove-desc'), removeDevices: $('remove-devices'),
+  removeTo: $('remove-to'), removeError: $('remove-error'), removeCancel: $('remove-cancel'), removeConfirm: $('remove-confirm'),
 };
 
 /** Runs a task now and then every `interval` ms after it finishes; pauses while the tab is hidden. */
@@ -85,7 +93,15 @@ const state = {
   deleting: null,          // the device the delete dialog is about
   reissuing: null,         // the device the re-issue dialog is about
   expiryTimer: null,
+  me: null,                // with a session: who the server says the caller is (GET /api/auth/session)
+  users: [],               // admins: the tenant's users, as last listed
+  removing: null,          // the user the remove dialog is about
 };
+
+/** Whether the signed-in person is an admin: the stored role with a session, the token's claim otherwise. */
+function isAdmin() {
+  return state.me ? state.me.user?.role === 'admin' : state.claims.role === 'admin';
+}
 
 const devicePoller = new Poller(loadDevices, DEVICE_POLL_MS);
 const licensePoller = new Poller(loadLicense, LICENSE_POLL_MS);
@@ -124,8 +140,17 @@ function stopSession() {
   message(el.notice, '');
   el.usage.replaceChildren();
   message(el.capNotice, '');
+  state.me = null;
+  state.users = [];
+  el.tokenRows.replaceChildren();
+  el.userRows.replaceChildren();
+  hideCreatedToken();
+  message(el.tokensError, '');
+  message(el.usersError, '');
+  show(el.users, false);
   addModal.close();
   deleteModal.close();
+  removeModal.close();
 }
 
 /** Starts a session with `token` (already taken out of the address bar). */
@@ -157,18 +182,53 @@ function signIn(token) {
   devicePoller.start();
   licensePoller.start();
   if (c.role === 'admin') adminPoller.start();
-  if (c.role === 'admin') policyPanel.start(token);
+  loadTokens();
+  if (c.role === 'admin') { loadUsers(); policyPanel.start(token); }
   return true;
 }
 
-/** Ends the session: forgets the token and shows the sign-in form with `reason`. */
-function signOut(reason, kind = 'warn') {
+/**
+ * Starts the page for a session (the cookie a sign-in through an identity provider set), with what
+ * the server says about the caller.
+ */
+function signInSession(info) {
+  stopSession();
+  clearToken();
+  state.api = new MeshAPI(null);
+  state.me = info;
+  state.claims = { role: info.user?.role };
+  show(el.login, false);
+  show(el.app, true);
+  show(el.account, true);
+  const role = info.user?.role === 'admin' ? 'Admin' : 'Owner';
+  const via = info.session?.provider ? ` via ${providerName(info.session.provider)}` : '';
+  el.accountWho.replaceChildren(`Signed in as ${info.user?.name || 'user'} (${role})${via}`);
+  show(el.admin, isAdmin());
+  devicePoller.start();
+  licensePoller.start();
+  if (isAdmin()) adminPoller.start();
+  loadTokens();
+  if (isAdmin()) loadUsers();
+}
+
+function providerName(id) {
+  const p = (state.config.sign_in?.providers || []).find((x) => x.id === id);
+  return p ? p.name : id;
+}
+
+/** Ends the session: forgets the token (or ends the server session) and shows the sign-in form with `reason`. */
+function signOut(reason, kind = 'warn', { endSession = false } = {}) {
+  const api = state.api;
+  if (endSession && api && api.usesSession) api.logout().catch(() => {});
   clearToken();
   showLogin(reason, kind);
   el.loginTitle.focus();
 }
 
-el.logout.addEventListener('click', () => signOut('You have logged out. The token was removed from this browser tab.', 'info'));
+el.logout.addEventListener('click', () => {
+  const session = state.api && state.api.usesSession;
+  signOut(session ? 'You have logged out.' : 'You have logged out. The token was removed from this browser tab.', 'info', { endSession: true });
+});
 
 el.loginForm.addEventListener('submit', (event) => {
   event.preventDefault();
@@ -188,7 +248,8 @@ el.loginForm.addEventListener('submit', (event) => {
 /** What every failed call does with a refused token: back to the sign-in form. True when handled. */
 function handleAuthError(error) {
   if (error instanceof ApiError && error.status === 401) {
-    signOut('The server did not accept your token (it may have expired). Open a new login link or paste a new token.');
+    if (state.api && state.api.usesSession) signOut(`Your session has ended (${error.message}). Sign in again.`);
+    else signOut('The server did not accept your token (it may have expired). Open a new login link or paste a new token.');
     return true;
   }
   return false;
@@ -664,6 +725,217 @@ el.deleteConfirm.addEventListener('click', async () => {
   licensePoller.now();
 });
 
+// MARK: API tokens
+
+function hideCreatedToken() {
+  el.tokenSecret.textContent = '';
+  show(el.tokenCreated, false);
+}
+
+function renderTokens(list) {
+  const now = Date.now();
+  el.tokenRows.replaceChildren(...list.map((t) => h('tr', { dataset: { id: t.id } },
+    h('td', {}, t.name),
+    h('td', { class: 'mono' }, `${t.prefix}…`),
+    h('td', {}, formatDateTime(t.created_at)),
+    h('td', {}, formatDateTime(t.expires_at)),
+    h('td', { class: 'last-used' }, t.last_used_at ? formatAgo(t.last_used_at, now) : 'Never'),
+    h('td', {}, h('button', { type: 'button', class: 'btn btn-delete', 'aria-label': `Revoke ${t.name}`, onclick: () => revokeToken(t) }, 'Revoke')))));
+  show(el.tokensEmpty, list.length === 0);
+  show(el.tokenTable, list.length > 0);
+}
+
+async function loadTokens() {
+  const api = state.api;
+  if (!api) return;
+  try {
+    const answer = await api.tokens();
+    if (api !== state.api) return;
+    renderTokens(Array.isArray(answer?.tokens) ? answer.tokens : []);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.tokensError, `The API tokens could not be read: ${error.message}`);
+  }
+}
+
+async function revokeToken(t) {
+  const api = state.api;
+  if (!api) return;
+  try {
+    await api.revokeToken(t.id);
+    announce(`Revoked ${t.name}.`);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    if (!(error instanceof ApiError && error.status === 404)) message(el.tokensError, `The token could not be revoked: ${error.message}`);
+  }
+  loadTokens();
+}
+
+el.tokenForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const api = state.api;
+  if (!api) return;
+  const name = el.tokenName.value.trim();
+  const days = Number(el.tokenDays.value || 90);
+  if (!name) {
+    message(el.tokensError, 'Give the token a name, e.g. the script that uses it.');
+    el.tokenName.focus();
+    return;
+  }
+  message(el.tokensError, '');
+  try {
+    const made = await api.createToken(name, Number.isInteger(days) ? days : 90);
+    if (api !== state.api) return;
+    el.tokenSecret.textContent = made.token;
+    show(el.tokenCreated, true);
+    el.tokenForm.reset();
+    el.tokenCopy.focus();
+    loadTokens();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.tokensError, error.message);
+  }
+});
+
+el.tokenCopy.addEventListener('click', async () => {
+  try {
+    await navigator.clipboard.writeText(el.tokenSecret.textContent);
+    announce('Token copied.');
+  } catch {
+    // Without clipboard access the token stays selectable on the page.
+    window.getSelection()?.selectAllChildren(el.tokenSecret);
+  }
+});
+el.tokenDismiss.addEventListener('click', () => { hideCreatedToken(); el.tokenName.focus(); });
+
+// MARK: Users (admins)
+
+function userWho(u) {
+  return u.email || u.identity?.subject || u.invited_subject || '—';
+}
+
+function renderUsers(list) {
+  state.users = list;
+  const me = state.me?.user?.id || null;
+  el.userRows.replaceChildren(...list.map((u) => {
+    const role = h('select', { 'aria-label': `Role of ${u.name}`, onchange: (e) => changeRole(u, e.target.value, e.target) },
+      h('option', { value: 'owner', selected: u.role === 'owner' }, 'Owner'),
+      h('option', { value: 'admin', selected: u.role === 'admin' }, 'Admin'));
+    const remove = u.id === me ? h('span', { class: 'muted' }, 'You')
+      : h('button', { type: 'button', class: 'btn btn-delete', 'aria-label': `Remove ${u.name}`, onclick: () => openRemove(u) },
+        u.status === 'invited' ? 'Cancel invitation' : 'Remove');
+    return h('tr', { dataset: { id: u.id, status: u.status } },
+      h('td', {}, u.name),
+      h('td', { class: 'mono' }, userWho(u)),
+      h('td', {}, role),
+      h('td', { class: `status-${u.status}` }, u.status === 'invited' ? 'Invited' : 'Active'),
+      h('td', {}, u.last_sign_in_at ? formatAgo(u.last_sign_in_at) : 'Never'),
+      h('td', {}, remove));
+  }));
+}
+
+async function loadUsers() {
+  const api = state.api;
+  if (!api || !isAdmin()) return;
+  try {
+    const answer = await api.users();
+    if (api !== state.api) return;
+    show(el.users, true);
+    renderUsers(Array.isArray(answer?.users) ? answer.users : []);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    if (error instanceof ApiError && error.status === 403) { show(el.users, false); return; }
+    message(el.usersError, `The users could not be read: ${error.message}`);
+  }
+}
+
+async function changeRole(u, role, select) {
+  const api = state.api;
+  if (!api) return;
+  message(el.usersError, '');
+  try {
+    await api.setRole(u.id, role);
+    announce(`${u.name} is now ${role === 'admin' ? 'an admin' : 'an owner'}.`);
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.usersError, error.message);
+    select.value = u.role;
+  }
+  loadUsers();
+}
+
+el.inviteBy.addEventListener('change', () => {
+  el.inviteWhoLabel.textContent = el.inviteBy.value === 'email' ? 'Email' : 'Provider subject';
+});
+
+el.inviteForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const api = state.api;
+  if (!api) return;
+  const who = el.inviteWho.value.trim();
+  if (!who) {
+    message(el.usersError, el.inviteBy.value === 'email' ? 'Type the email address to invite.' : 'Type the subject to invite.');
+    el.inviteWho.focus();
+    return;
+  }
+  message(el.usersError, '');
+  try {
+    const body = { role: el.inviteRole.value };
+    body[el.inviteBy.value === 'email' ? 'email' : 'subject'] = who;
+    const u = await api.invite(body);
+    if (api !== state.api) return;
+    announce(`Invited ${u.name}.`);
+    el.inviteForm.reset();
+    el.inviteWhoLabel.textContent = 'Email';
+    loadUsers();
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    message(el.usersError, error.message);
+  }
+});
+
+const removeModal = new Modal(el.removeDialog, { onClose: () => { state.removing = null; } });
+
+function openRemove(u) {
+  state.removing = u;
+  el.removeDesc.replaceChildren(h('strong', {}, u.name), u.status === 'invited'
+    ? ' has not signed in yet; the invitation is cancelled.'
+    : ' is signed out at once, and their API tokens stop working.');
+  const others = state.users.filter((x) => x.id !== u.id && x.status === 'active');
+  el.removeTo.replaceChildren(...others.map((x) => h('option', { value: x.id }, `${x.name} (${userWho(x)})`)));
+  const reassign = el.removeForm.querySelector('input[value="reassign"]');
+  reassign.disabled = others.length === 0;
+  el.removeForm.querySelector('input[value="delete"]').checked = true;
+  show(el.removeDevices, u.status !== 'invited');
+  message(el.removeError, '');
+  el.removeConfirm.disabled = false;
+  removeModal.open(el.removeCancel);
+}
+
+el.removeForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const u = state.removing;
+  const api = state.api;
+  if (!u || !api) return;
+  const devices = u.status === 'invited' ? '' : el.removeForm.querySelector('input[name="devices"]:checked').value;
+  el.removeConfirm.disabled = true;
+  try {
+    await api.removeUser(u.id, devices, devices === 'reassign' ? el.removeTo.value : '');
+  } catch (error) {
+    if (api !== state.api || handleAuthError(error)) return;
+    if (!(error instanceof ApiError && error.status === 404)) {
+      message(el.removeError, error.message);
+      el.removeConfirm.disabled = false;
+      return;
+    }
+  }
+  removeModal.close();
+  announce(`Removed ${u.name}.`);
+  loadUsers();
+  devicePoller.now();
+  licensePoller.now();
+});
+
 // MARK: Re-issue a config
 
 const reissueModal = new Modal(el.reissueDialog, {
@@ -737,6 +1009,12 @@ async function loadConfig() {
   }
   show(el.banner, state.config.pritunl_configured === true);
   el.dnsExample.textContent = `zoes-iphone.${state.config.mesh_domain || 'quazzar.mesh'}`;
+  const providers = Array.isArray(state.config.sign_in?.providers) ? state.config.sign_in.providers : [];
+  el.providerButtons.replaceChildren(...providers.map((p) => {
+    const href = `/api/auth/login?provider=${encodeURIComponent(p.id)}&return_to=${encodeURIComponent('/vpn/mesh/')}`;
+    return h('a', { class: 'btn btn-primary', href, dataset: { provider: p.id } }, `Sign in with ${p.name}`);
+  }));
+  show(el.providers, providers.length > 0);
   if (state.config.pritunl_configured === true && window.location.hash === '#migrate') openMigrate();
 }
 
@@ -754,15 +1032,38 @@ window.addEventListener('hashchange', () => {
   }
 });
 
-function start() {
+/**
+ * Takes a refused sign-in's reason out of the fragment (`#signin_error=…&message=…`, where the
+ * gateway sends the browser back) and returns its message, or null.
+ */
+function takeSignInError() {
+  const params = new URLSearchParams(window.location.hash.replace(/^#/, ''));
+  if (!params.has('signin_error')) return null;
+  const text = params.get('message') || 'The sign-in was refused.';
+  window.history.replaceState(window.history.state, '', window.location.pathname + window.location.search);
+  return `Sign-in refused: ${text}`;
+}
+
+async function start() {
   const fromLink = takeTokenFromFragment();
-  loadConfig();
+  const refused = takeSignInError();
+  const config = loadConfig();
   const token = fromLink || storedToken();
   if (token && looksLikeJWT(token)) {
     signIn(token);
   } else {
     if (token) clearToken();
-    showLogin(fromLink === '' ? 'The login link holds no token.' : '');
+    // Without a token: a session cookie from a sign-in, if there is one.
+    let info = null;
+    if (!refused) {
+      try { info = await new MeshAPI(null).session(); } catch { info = null; }
+    }
+    await config;
+    if (info && info.user) {
+      signInSession(info);
+    } else {
+      showLogin(refused || (fromLink === '' ? 'The login link holds no token.' : ''), refused ? 'warn' : 'info');
+    }
   }
   document.documentElement.dataset.ready = 'true';
 }

@@ -22,11 +22,19 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     public private(set) var outbox: [UUID: [Mesh_V1_PeersUpdated]] = [:]
     var auditRows: [Mesh_V1_AuditEntry] = []
     var tokens: [[UInt8]: (tenant: UUID, expires: Date, uses: Int)] = [:]
+    /// The token each node registered with last.
+    var enrolledWith: [UUID: [UInt8]] = [:]
     var tasks: [UUID: (tenant: UUID, pending: Bool, neverPublished: Bool, due: Date)] = [:]
     /// Insertion order of nodes (their age, where the clock shows no difference).
     var nodeOrder: [UUID: Int] = [:]
     /// Per tenant: the access-policy rules in order.
     var policyRows: [UUID: [Mesh_V1_PolicyRule]] = [:]
+    /// Sign-in attempts: id → (provider, expires, used).
+    var attempts: [[UInt8]: (provider: String, expires: Date, used: Bool)] = [:]
+    /// Sessions by id.
+    var sessionRows: [UUID: (user: UUID, tenant: UUID, provider: String, amr: [String], expires: Date, ended: Bool)] = [:]
+    /// API tokens by id.
+    var tokenRows: [UUID: APITokenRecord] = [:]
     var now: @Sendable () -> Date
 
     public init(clock: @escaping @Sendable () -> Date = { Date() }) {
@@ -122,6 +130,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         guard userRows[id] == nil else { throw .alreadyExists("user \(id.lowercased) already exists") }
         var stored = u
         stored.createdAtMs = now().unixMilliseconds
+        if stored.status == .unspecified { stored.status = .active }
         userRows[id] = stored
         write(audit)
         return stored
@@ -135,9 +144,26 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         userRows.values.filter { $0.tenantID == tenant.lowercased }.sorted { $0.createdAtMs < $1.createdAtMs }
     }
 
-    public func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity? {
-        guard let u = userRows[user], u.tenantID == tenant.lowercased, let t = tenantRows[tenant] else { return nil }
-        return CallerIdentity(tenant: tenant, user: user, role: u.role, plan: t.plan, requireSAML: t.requireSAML)
+    public func identify(tenant: UUID, user: UUID, credential: CallerCredential) async throws(MeshError) -> CallerLookup {
+        guard let u = userRows[user], u.tenantID == tenant.lowercased, let t = tenantRows[tenant] else {
+            return CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: now())
+        }
+        let who = CallerIdentity(tenant: tenant, user: user, role: u.role, plan: t.plan, requireSAML: t.requireSAML)
+        switch credential {
+        case .bearer:
+            return CallerLookup(identity: who, status: u.status, credential: .init(exists: true), now: now())
+        case .session(let id):
+            guard let s = sessionRows[id], s.user == user else {
+                return CallerLookup(identity: who, status: u.status, credential: .init(exists: false), now: now())
+            }
+            return CallerLookup(identity: who, status: u.status, credential: .init(exists: true, revoked: s.ended, expires: s.expires),
+                                sessionAMR: s.amr, sessionProvider: s.provider, sessionExpires: s.expires, now: now())
+        case .apiToken(let id):
+            guard let k = tokenRows[id], k.user == user else {
+                return CallerLookup(identity: who, status: u.status, credential: .init(exists: false), now: now())
+            }
+            return CallerLookup(identity: who, status: u.status, credential: .init(exists: true, revoked: k.revoked != nil, expires: k.expires), now: now())
+        }
     }
 
     // MARK: Devices
@@ -247,11 +273,12 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         deviceRows[id].flatMap { $0.tenant == tenant ? $0 : nil }
     }
 
-    public func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])? {
-        guard let who = try await identify(tenant: tenant, user: user), let t = tenantRows[tenant] else { return nil }
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord]) {
+        let lookup = try await identify(tenant: tenant, user: user, credential: credential)
+        guard let who = lookup.identity, let t = tenantRows[tenant] else { return (lookup, nil, []) }
         let list = deviceRows.values.filter { $0.tenant == tenant && (who.isAdmin || $0.owner == user) }
             .sorted { ($0.createdAt, $0.id.lowercased) < ($1.createdAt, $1.id.lowercased) }
-        return (who, t, list)
+        return (lookup, t, list)
     }
 
     public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {
@@ -283,9 +310,16 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         return expires
     }
 
-    public func enrollmentTenant(tokenHash: [UInt8]) async throws(MeshError) -> UUID? {
-        guard let t = tokens[tokenHash], t.uses > 0, t.expires > now() else { return nil }
+    public func enrollmentTenant(tokenHash: [UInt8], publicKey: String, busKey: String?) async throws(MeshError) -> UUID? {
+        guard let t = tokens[tokenHash], t.expires > now(),
+              t.uses > 0 || spentBy(tokenHash, tenant: t.tenant, publicKey: publicKey, busKey: busKey) else { return nil }
         return t.tenant
+    }
+
+    /// Whether the node with these keys registered with this token (its retry spends nothing).
+    private func spentBy(_ hash: [UInt8], tenant: UUID, publicKey: String, busKey: String?) -> Bool {
+        guard let n = nodeRows.values.first(where: { $0.publicKey == publicKey && $0.tenant == tenant }) else { return false }
+        return enrolledWith[n.id] == hash && busKeys[n.id] == busKey
     }
 
     public func node(publicKey: String) async throws(MeshError) -> NodeRecord? {
@@ -299,10 +333,14 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     public func registerNode(id: UUID, tenant: UUID, _ r: NodeRegistration, addresses: (ipv4: String, ipv6: String)?)
         async throws(MeshError) -> (node: NodeRecord, tenant: TenantRecord, revision: UInt64?, isNew: Bool) {
         guard tenantRows[tenant] != nil else { throw .notFound("unknown tenant") }
-        guard let tok = tokens[r.tokenHash], tok.tenant == tenant, tok.uses > 0, tok.expires > now() else {
+        guard let tok = tokens[r.tokenHash], tok.tenant == tenant, tok.expires > now() else {
             throw .unauthenticated("invalid or expired enrollment token")
         }
-        tokens[r.tokenHash]?.uses -= 1
+        if !spentBy(r.tokenHash, tenant: tenant, publicKey: r.publicKey, busKey: r.busKey) {
+            guard tok.uses > 0 else { throw .unauthenticated("invalid or expired enrollment token") }
+            tokens[r.tokenHash]?.uses -= 1
+        }
+        enrolledWith[id] = r.tokenHash
         var revision: UInt64?
         if var n = nodeRows[id] {
             let before = n

@@ -237,13 +237,21 @@ extension PostgresProvisionStore: DeviceRepository {
     }
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
-    /// tenant, and its role), the tenant and the device rows come from the same snapshot. No row at
-    /// all means an unknown user; a row without a device id is a known user with nothing to list.
-    public func devices(visibleTo user: UUID, tenant: UUID) async throws(MeshError) -> (CallerIdentity, TenantRecord, [DeviceRecord])? {
+    /// tenant, its role and status, its session or token), the tenant and the device rows come from
+    /// the same snapshot. No row at all means an unknown user; a row without a device id is a known
+    /// user with nothing to list.
+    public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential) async throws(MeshError) -> (CallerLookup, TenantRecord?, [DeviceRecord]) {
+        let (session, token) = Self.ids(credential)
         let rows = try await query("""
-            WITH caller AS (SELECT role FROM users WHERE id = $2 AND tenant_id = $1),
-                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1)
-            SELECT caller.role AS caller_role, t.id AS t_id, t.name AS t_name, t.plan AS t_plan, t.require_saml AS t_require_saml,
+            WITH caller AS (SELECT role, status FROM users WHERE id = $2 AND tenant_id = $1),
+                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1),
+                 s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $3 AND user_id = $2),
+                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $4 AND user_id = $2)
+            SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
+                   (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
+                   (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
+                   (SELECT id FROM k) AS k_id, (SELECT revoked_at FROM k) AS k_revoked, (SELECT expires_at FROM k) AS k_expires,
+                   t.id AS t_id, t.name AS t_name, t.require_saml AS t_require_saml,
                    t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
                    t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
                    t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
@@ -255,37 +263,20 @@ extension PostgresProvisionStore: DeviceRepository {
             FROM caller CROSS JOIN t
             LEFT JOIN devices d ON d.tenant_id = $1 AND (caller.role = 'admin' OR d.owner_user_id = $2)
             ORDER BY d.created_at, d.id
-            """, tenant, user)
+            """, tenant, user, session, token)
         do {
-            guard let first = rows.first, let role = Mesh_V1_Role(key: try first.decode("caller_role")) else { return nil }
-            let t = try Self.prefixedTenant(first)
-            let who = CallerIdentity(tenant: tenant, user: user, role: role, plan: t.plan, requireSAML: t.requireSAML)
+            guard let first = rows.first else {
+                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil, [])
+            }
+            let lookup = try Self.lookup(first, tenant: tenant, user: user, credential: credential)
+            let t = try Self.tenant(first, prefix: "t_")
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
             for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil { out.append(try Self.device(r)) }
-            return (who, t, out)
+            return (lookup, t, out)
         } catch {
             throw map(error)
         }
-    }
-
-    /// A tenant read from columns named `t_<column>`.
-    static func prefixedTenant(_ r: Row) throws -> TenantRecord {
-        var t = TenantRecord(id: try r.decode("t_id"), name: try r.decode("t_name"), plan: Mesh_V1_Plan(key: try r.decode("t_plan")) ?? .free,
-                             requireSAML: try r.decode("t_require_saml"), ipv4Prefix: try r.decode("t_ipv4_prefix"),
-                             ipv6Prefix: try r.decode("t_ipv6_prefix"), createdAt: try r.decode("t_created_at"))
-        t.domain = try r.decode("t_domain")
-        t.nodeKeepalive = try r.decode("t_node_keepalive")
-        t.deviceKeepalive = try r.decode("t_device_keepalive")
-        t.deviceMTU = try r.decode("t_device_mtu")
-        t.configMaxNodes = try r.decode("t_config_max_nodes")
-        t.dnsResolvers = try r.decode("t_dns_resolvers")
-        t.hubNodeID = try r.decodeIfPresent("t_hub_node_id", as: UUID.self)?.lowercased ?? ""
-        t.meshEnabled = try r.decode("t_mesh_enabled")
-        t.dnsFiltered = try r.decode("t_dns_filtered")
-        t.policyVersion = UInt64(try r.decode("t_policy_version", as: Int64.self))
-        t.revision = UInt64(try r.decode("t_revision", as: Int64.self))
-        return t
     }
 
     public func applyReport(tenant: UUID, node: UUID, peers: [Mesh_V1_PeerStats]) async throws(MeshError) -> Int {

@@ -18,11 +18,20 @@ extension PostgresProvisionStore: NodeRepository {
         }
     }
 
-    public func enrollmentTenant(tokenHash: [UInt8]) async throws(MeshError) -> UUID? {
-        let rows = try await query("SELECT tenant_id FROM enrollment_tokens WHERE token_hash = $1 AND uses_left > 0 AND expires_at > now()",
-                                   ByteA(tokenHash))
+    public func enrollmentTenant(tokenHash: [UInt8], publicKey: String, busKey: String?) async throws(MeshError) -> UUID? {
+        let rows = try await query("""
+            SELECT e.tenant_id FROM enrollment_tokens e
+            WHERE e.token_hash = $1 AND e.expires_at > now()
+              AND (e.uses_left > 0 OR EXISTS (\(Self.spentByThisNode)))
+            """, ByteA(tokenHash), publicKey, busKey)
         return try? rows.first?.decode("tenant_id", as: UUID.self)
     }
+
+    /// The node with key $2 and bus key $3 registered with token $1 (of `e`, the token's row).
+    static let spentByThisNode: SQL = """
+        SELECT 1 FROM nodes n WHERE n.tenant_id = e.tenant_id AND n.public_key = $2 AND n.enrolled_with = $1
+          AND n.bus_public_key IS NOT DISTINCT FROM $3
+        """
 
     public func node(publicKey: String) async throws(MeshError) -> NodeRecord? {
         let rows = try await query("SELECT \(Self.nodeColumns) FROM nodes WHERE public_key = $1", publicKey)
@@ -47,18 +56,25 @@ extension PostgresProvisionStore: NodeRepository {
         try await write { tx in
             let pre = try tx.batch([
                 Statement("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1 FOR UPDATE", tenant),
+                // A retry of the node that spent the token spends nothing.
                 Statement("""
-                    UPDATE enrollment_tokens SET uses_left = uses_left - 1
-                    WHERE token_hash = $1 AND tenant_id = $2 AND uses_left > 0 AND expires_at > now()
-                    """, ByteA(r.tokenHash), tenant),
+                    UPDATE enrollment_tokens e SET uses_left = uses_left - 1
+                    WHERE e.token_hash = $1 AND e.tenant_id = $4 AND e.uses_left > 0 AND e.expires_at > now()
+                      AND NOT EXISTS (\(Self.spentByThisNode))
+                    """, ByteA(r.tokenHash), r.publicKey, r.busKey, tenant),
+                Statement("""
+                    SELECT 1 FROM enrollment_tokens e WHERE e.token_hash = $1 AND e.expires_at > now() AND e.tenant_id = $4
+                      AND EXISTS (\(Self.spentByThisNode))
+                    """, ByteA(r.tokenHash), r.publicKey, r.busKey, tenant),
                 Statement("SELECT \(Self.nodeColumns), bus_public_key, bus_jwt_expires_at FROM nodes WHERE id = $1", nodeID),
             ])
             guard let trow = pre[0].rows.first else { throw MeshError.notFound("unknown tenant") }
             var t = try Self.tenant(trow)
-            guard pre[1].affectedRows == 1 else { throw MeshError.unauthenticated("invalid or expired enrollment token") }
+            // A use spent now, or the retry of the node that spent it.
+            guard pre[1].affectedRows == 1 || !pre[2].rows.isEmpty else { throw MeshError.unauthenticated("invalid or expired enrollment token") }
             var revision: UInt64?
             let node: NodeRecord
-            if let old = pre[2].rows.first {
+            if let old = pre[3].rows.first {
                 let before = try Self.node(old)
                 var n = before
                 n.endpoint = r.endpoint
@@ -70,8 +86,8 @@ extension PostgresProvisionStore: NodeRepository {
                                                              pruneAfter: try old.decodeIfPresent("bus_jwt_expires_at", as: Date.self))])
                 }
                 var writes = [
-                    Statement("UPDATE nodes SET endpoint = $2, listen_port = $3, name = $4, last_seen_at = now() WHERE id = $1",
-                              nodeID, r.endpoint, r.listenPort, r.name),
+                    Statement("UPDATE nodes SET endpoint = $2, listen_port = $3, name = $4, enrolled_with = $5, last_seen_at = now() WHERE id = $1",
+                              nodeID, r.endpoint, r.listenPort, r.name, ByteA(r.tokenHash)),
                 ]
                 if let busKey = r.busKey {
                     writes.append(Statement("UPDATE nodes SET bus_public_key = $2, bus_jwt_expires_at = $3 WHERE id = $1", nodeID, busKey, r.busJWTExpires))
@@ -96,10 +112,10 @@ extension PostgresProvisionStore: NodeRepository {
                     Statement("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", tenant, slug, nodeID),
                     Statement("""
                         INSERT INTO nodes (id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, last_seen_at,
-                                           bus_public_key, bus_jwt_expires_at)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10, $11) RETURNING created_at, last_seen_at
+                                           bus_public_key, bus_jwt_expires_at, enrolled_with)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10, $11, $12) RETURNING created_at, last_seen_at
                         """, nodeID, tenant, r.name, slug, r.publicKey, r.endpoint, r.listenPort, addresses.ipv4, addresses.ipv6,
-                        r.busKey, r.busJWTExpires),
+                        r.busKey, r.busJWTExpires, ByteA(r.tokenHash)),
                     Self.dropHoldStatement(owner: nodeID),
                     Self.auditStatement(AuditEvent(tenant: tenant, actor: "node:\(nodeID.lowercased)", action: "node.register",
                                                    target: nodeID.lowercased, requestID: r.requestID,
@@ -125,7 +141,7 @@ extension PostgresProvisionStore: NodeRepository {
                 }
             }
             if let revision { t.revision = revision }
-            return (node, t, revision, pre[2].rows.isEmpty)
+            return (node, t, revision, pre[3].rows.isEmpty)
         }
     }
 

@@ -72,21 +72,22 @@ public final class PostgresProvisionStore: Sendable {
         config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at, dns_filtered, policy_version
         """
 
-    static func tenant(_ r: Row) throws -> TenantRecord {
-        var t = TenantRecord(id: try r.decode("id"), name: try r.decode("name"), plan: Mesh_V1_Plan(key: try r.decode("plan")) ?? .free,
-                             requireSAML: try r.decode("require_saml"), ipv4Prefix: try r.decode("ipv4_prefix"),
-                             ipv6Prefix: try r.decode("ipv6_prefix"), createdAt: try r.decode("created_at"))
-        t.domain = try r.decode("domain")
-        t.nodeKeepalive = try r.decode("node_keepalive")
-        t.deviceKeepalive = try r.decode("device_keepalive")
-        t.deviceMTU = try r.decode("device_mtu")
-        t.configMaxNodes = try r.decode("config_max_nodes")
-        t.dnsResolvers = try r.decode("dns_resolvers")
-        t.hubNodeID = try r.decodeIfPresent("hub_node_id", as: UUID.self)?.lowercased ?? ""
-        t.meshEnabled = try r.decode("mesh_enabled")
-        t.dnsFiltered = try r.decode("dns_filtered")
-        t.policyVersion = UInt64(try r.decode("policy_version", as: Int64.self))
-        t.revision = UInt64(try r.decode("revision", as: Int64.self))
+    /// A tenant from `tenantColumns`, each name optionally prefixed (`t_` in a join).
+    static func tenant(_ r: Row, prefix p: String = "") throws -> TenantRecord {
+        var t = TenantRecord(id: try r.decode(p + "id"), name: try r.decode(p + "name"), plan: Mesh_V1_Plan(key: try r.decode(p + "plan")) ?? .free,
+                             requireSAML: try r.decode(p + "require_saml"), ipv4Prefix: try r.decode(p + "ipv4_prefix"),
+                             ipv6Prefix: try r.decode(p + "ipv6_prefix"), createdAt: try r.decode(p + "created_at"))
+        t.domain = try r.decode(p + "domain")
+        t.nodeKeepalive = try r.decode(p + "node_keepalive")
+        t.deviceKeepalive = try r.decode(p + "device_keepalive")
+        t.deviceMTU = try r.decode(p + "device_mtu")
+        t.configMaxNodes = try r.decode(p + "config_max_nodes")
+        t.dnsResolvers = try r.decode(p + "dns_resolvers")
+        t.hubNodeID = try r.decodeIfPresent(p + "hub_node_id", as: UUID.self)?.lowercased ?? ""
+        t.meshEnabled = try r.decode(p + "mesh_enabled")
+        t.dnsFiltered = try r.decode(p + "dns_filtered")
+        t.policyVersion = UInt64(try r.decode(p + "policy_version", as: Int64.self))
+        t.revision = UInt64(try r.decode(p + "revision", as: Int64.self))
         return t
     }
 
@@ -165,7 +166,7 @@ extension PostgresProvisionStore: TenantRepository {
     public func tenant(_ id: UUID) async throws(MeshError) -> TenantRecord? {
         let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1", id)
         do {
-            return try rows.first.map(Self.tenant)
+            return try rows.first.map { try Self.tenant($0) }
         } catch {
             throw map(error)
         }
@@ -174,7 +175,7 @@ extension PostgresProvisionStore: TenantRepository {
     public func tenants() async throws(MeshError) -> [TenantRecord] {
         let rows = try await query("SELECT \(Self.tenantColumns) FROM tenants ORDER BY created_at, id")
         do {
-            return try rows.map(Self.tenant)
+            return try rows.map { try Self.tenant($0) }
         } catch {
             throw map(error)
         }
@@ -208,23 +209,13 @@ extension PostgresProvisionStore: TenantRepository {
 // MARK: Users
 
 extension PostgresProvisionStore: UserRepository {
-    static func user(_ r: Row) throws -> Mesh_V1_User {
-        var u = Mesh_V1_User()
-        u.id = (try r.decode("id", as: UUID.self)).lowercased
-        u.tenantID = (try r.decode("tenant_id", as: UUID.self)).lowercased
-        u.name = try r.decode("name")
-        u.role = Mesh_V1_Role(key: try r.decode("role")) ?? .unspecified
-        u.createdAtMs = (try r.decode("created_at", as: Date.self)).unixMilliseconds
-        return u
-    }
-
     public func insertUser(_ u: Mesh_V1_User, audit: AuditEvent) async throws(MeshError) -> Mesh_V1_User {
         guard let id = UUID(text: u.id), let tenant = UUID(text: u.tenantID) else { throw .invalidArgument(field: "id", message: "id must be a UUID") }
         return try await write { tx in
             guard try tx.queryFirst("SELECT 1 AS x FROM tenants WHERE id = $1", tenant) != nil else { throw MeshError.notFound("unknown tenant") }
             guard let row = try tx.queryFirst("""
                 INSERT INTO users (id, tenant_id, name, role) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING
-                RETURNING id, tenant_id, name, role, created_at
+                RETURNING \(Self.userColumns)
                 """, id, tenant, u.name, u.role.key) else { throw MeshError.alreadyExists("user \(id.lowercased) already exists") }
             try tx.batch([Self.auditStatement(audit)])
             return try Self.user(row)
@@ -232,7 +223,7 @@ extension PostgresProvisionStore: UserRepository {
     }
 
     public func user(tenant: UUID, id: UUID) async throws(MeshError) -> Mesh_V1_User? {
-        let rows = try await query("SELECT id, tenant_id, name, role, created_at FROM users WHERE id = $1 AND tenant_id = $2", id, tenant)
+        let rows = try await query("SELECT \(Self.userColumns) FROM users WHERE id = $1 AND tenant_id = $2", id, tenant)
         do {
             return try rows.first.map(Self.user)
         } catch {
@@ -241,21 +232,12 @@ extension PostgresProvisionStore: UserRepository {
     }
 
     public func users(tenant: UUID) async throws(MeshError) -> [Mesh_V1_User] {
-        let rows = try await query("SELECT id, tenant_id, name, role, created_at FROM users WHERE tenant_id = $1 ORDER BY created_at, id", tenant)
+        let rows = try await query("SELECT \(Self.userColumns) FROM users WHERE tenant_id = $1 ORDER BY created_at, id", tenant)
         do {
             return try rows.map(Self.user)
         } catch {
             throw map(error)
         }
-    }
-
-    public func identify(tenant: UUID, user: UUID) async throws(MeshError) -> CallerIdentity? {
-        let rows = try await query("""
-            SELECT u.role, t.plan, t.require_saml FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1 AND u.tenant_id = $2
-            """, user, tenant)
-        guard let r = rows.first, let role = Mesh_V1_Role(key: (try? r.decode("role", as: String.self)) ?? ""),
-              let plan = Mesh_V1_Plan(key: (try? r.decode("plan", as: String.self)) ?? "") else { return nil }
-        return CallerIdentity(tenant: tenant, user: user, role: role, plan: plan, requireSAML: (try? r.decode("require_saml", as: Bool.self)) ?? false)
     }
 }
 

@@ -200,7 +200,7 @@ const ProtobufCMessageDescriptor mesh__v1__error__descriptor =
   (ProtobufCMessageInit) mesh__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__caller__field_descriptors[6] =
+static const ProtobufCFieldDescriptor mesh__v1__caller__field_descriptors[8] =
 {
   {
     "tenant_id",
@@ -274,19 +274,45 @@ static const ProtobufCFieldDescriptor mesh__v1__caller__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "session_id",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Caller, session_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "api_token_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Caller, api_token_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__caller__field_indices_by_name[] = {
   3,   /* field[3] = amr */
+  7,   /* field[7] = api_token_id */
   5,   /* field[5] = node_id */
   4,   /* field[4] = request_id */
   2,   /* field[2] = role */
+  6,   /* field[6] = session_id */
   0,   /* field[0] = tenant_id */
   1,   /* field[1] = user_id */
 };
 static const ProtobufCIntRange mesh__v1__caller__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor mesh__v1__caller__descriptor =
 {
@@ -296,7 +322,7 @@ const ProtobufCMessageDescriptor mesh__v1__caller__descriptor =
   "Mesh__V1__Caller",
   "mesh.v1",
   sizeof(Mesh__V1__Caller),
-  6,
+  8,
   mesh__v1__caller__field_descriptors,
   mesh__v1__caller__field_indices_by_name,
   1,  mesh__v1__caller__number_ranges,

@@ -127,10 +127,17 @@ struct  Mesh__V1__Caller
    * Set when the caller is a node (CC-agent token) rather than a user.
    */
   char *node_id;
+  /*
+   * The credential the gateway verified, checked again by ProvisionSvc on every request: a
+   * browser session (sign-in through an identity provider) or a personal API token. Both empty
+   * for a signed bearer JWT (meshctl token, a login link), which is valid until it expires.
+   */
+  char *session_id;
+  char *api_token_id;
 };
 #define MESH__V1__CALLER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__caller__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /* Mesh__V1__Error methods */

@@ -3367,7 +3367,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_tenants_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_tenants_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__user__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__user__field_descriptors[11] =
 {
   {
     "id",
@@ -3429,18 +3429,96 @@ static const ProtobufCFieldDescriptor mesh__v1__user__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "email",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, email),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "identity_issuer",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, identity_issuer),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "identity_subject",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, identity_subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, status),
+    &mesh__v1__user_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_sign_in_at_ms",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, last_sign_in_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "invite_expires_at_ms",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__User, invite_expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__user__field_indices_by_name[] = {
   4,   /* field[4] = created_at_ms */
+  5,   /* field[5] = email */
   0,   /* field[0] = id */
+  6,   /* field[6] = identity_issuer */
+  7,   /* field[7] = identity_subject */
+  10,   /* field[10] = invite_expires_at_ms */
+  9,   /* field[9] = last_sign_in_at_ms */
   2,   /* field[2] = name */
   3,   /* field[3] = role */
+  8,   /* field[8] = status */
   1,   /* field[1] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__user__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor mesh__v1__user__descriptor =
 {
@@ -3450,7 +3528,7 @@ const ProtobufCMessageDescriptor mesh__v1__user__descriptor =
   "Mesh__V1__User",
   "mesh.v1",
   sizeof(Mesh__V1__User),
-  5,
+  11,
   mesh__v1__user__field_descriptors,
   mesh__v1__user__field_indices_by_name,
   1,  mesh__v1__user__number_ranges,
@@ -3661,7 +3739,7 @@ const ProtobufCMessageDescriptor mesh__v1__get_user_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__get_user_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_users_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor mesh__v1__list_users_request__field_descriptors[2] =
 {
   {
     "tenant_id",
@@ -3675,14 +3753,27 @@ static const ProtobufCFieldDescriptor mesh__v1__list_users_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "caller",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListUsersRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_users_request__field_indices_by_name[] = {
+  1,   /* field[1] = caller */
   0,   /* field[0] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__list_users_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_users_request__descriptor =
 {
@@ -3692,7 +3783,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_users_request__descriptor =
   "Mesh__V1__ListUsersRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ListUsersRequest),
-  1,
+  2,
   mesh__v1__list_users_request__field_descriptors,
   mesh__v1__list_users_request__field_indices_by_name,
   1,  mesh__v1__list_users_request__number_ranges,
@@ -6646,6 +6737,36 @@ const ProtobufCMessageDescriptor mesh__v1__set_tags_response__descriptor =
   1,  mesh__v1__set_tags_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__set_tags_response__init,
   NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue mesh__v1__user_status__enum_values_by_number[3] =
+{
+  { "USER_STATUS_UNSPECIFIED", "MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED", 0 },
+  { "USER_STATUS_ACTIVE", "MESH__V1__USER_STATUS__USER_STATUS_ACTIVE", 1 },
+  { "USER_STATUS_INVITED", "MESH__V1__USER_STATUS__USER_STATUS_INVITED", 2 },
+};
+static const ProtobufCIntRange mesh__v1__user_status__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex mesh__v1__user_status__enum_values_by_name[3] =
+{
+  { "USER_STATUS_ACTIVE", 1 },
+  { "USER_STATUS_INVITED", 2 },
+  { "USER_STATUS_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor mesh__v1__user_status__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "mesh.v1.UserStatus",
+  "UserStatus",
+  "Mesh__V1__UserStatus",
+  "mesh.v1",
+  3,
+  mesh__v1__user_status__enum_values_by_number,
+  3,
+  mesh__v1__user_status__enum_values_by_name,
+  1,
+  mesh__v1__user_status__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue mesh__v1__diagnostics_level__enum_values_by_number[5] =
 {

@@ -80,6 +80,18 @@ typedef struct Mesh__V1__SetTagsResponse Mesh__V1__SetTagsResponse;
 
 /* --- enums --- */
 
+typedef enum _Mesh__V1__UserStatus {
+  MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED = 0,
+  /*
+   * Signs in (or was created by an operator).
+   */
+  MESH__V1__USER_STATUS__USER_STATUS_ACTIVE = 1,
+  /*
+   * Invited by an admin and not signed in yet; the first sign-in that matches binds the identity.
+   */
+  MESH__V1__USER_STATUS__USER_STATUS_INVITED = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__USER_STATUS)
+} Mesh__V1__UserStatus;
 typedef enum _Mesh__V1__DiagnosticsLevel {
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_UNSPECIFIED = 0,
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_BASIC_STATE = 1,
@@ -337,10 +349,25 @@ struct  Mesh__V1__User
   char *name;
   Mesh__V1__Role role;
   int64_t created_at_ms;
+  /*
+   * The address the user was invited by, or the verified address the provider gave.
+   */
+  char *email;
+  /*
+   * The identity at the provider (OpenID Connect iss + sub); users are keyed by the pair.
+   */
+  char *identity_issuer;
+  char *identity_subject;
+  Mesh__V1__UserStatus status;
+  int64_t last_sign_in_at_ms;
+  /*
+   * Invited users: when the invitation lapses (0 for others).
+   */
+  int64_t invite_expires_at_ms;
 };
 #define MESH__V1__USER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__user__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__USER_STATUS__USER_STATUS_UNSPECIFIED, 0, 0 }
 
 
 /*
@@ -397,16 +424,18 @@ struct  Mesh__V1__GetUserResponse
 
 
 /*
- * mesh.v1.provision.user.list
+ * mesh.v1.provision.user.list: with a caller, an admin of the caller's tenant (tenant_id is then
+ * ignored); without one (operators, meshctl), the tenant named.
  */
 struct  Mesh__V1__ListUsersRequest
 {
   ProtobufCMessage base;
   char *tenant_id;
+  Mesh__V1__Caller *caller;
 };
 #define MESH__V1__LIST_USERS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_users_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Mesh__V1__ListUsersResponse
@@ -2429,6 +2458,7 @@ typedef void (*Mesh__V1__SetTagsResponse_Closure)
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    mesh__v1__user_status__descriptor;
 extern const ProtobufCEnumDescriptor    mesh__v1__diagnostics_level__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor;
