@@ -92,7 +92,10 @@ struct PolicyE2ETests {
         func end(_ d: MeshLab.LabDevice) -> End { End(name: d.device.label, ns: d.ns, v4: d.device.ipv4, v6: d.device.ipv6, member: "device:\(d.device.id)") }
         let a = end(laptopA), b = end(phoneB), c = end(laptopB)
         let everyone = [node, a, b, c]
-        for e in everyone { _ = try await TrafficProbe.serve(e.ns, ports: [22, 80, 8080, 9090], logDir: lab.cp.logDir) }
+        // The echo servers live as long as this array (a ManagedProcess is killed when released).
+        var servers: [ManagedProcess] = []
+        for e in everyone { servers.append(try await TrafficProbe.serve(e.ns, ports: [22, 80, 8080, 9090], logDir: lab.cp.logDir)) }
+        defer { withExtendedLifetime(servers) {} }
 
         // No rule: every pair reaches every other, both ways, both families (this also proves the
         // paths work, so every refusal below is the filter's).

@@ -48,6 +48,19 @@ struct FilterInNamespaceTests {
                 for a in addrs { try ns.exec(["ip"] + (a.contains(":") ? ["-6", "addr", "add", a, "dev", dev, "nodad"] : ["addr", "add", a, "dev", dev])) }
                 try ns.exec(["ip", "link", "set", dev, "up"])
             }
+            // WireGuard is a layer-3 link with no neighbor discovery; a veth is not. Fixed neighbor
+            // entries make the veth behave like the tunnel, so the filter (which, like the mesh, knows
+            // nothing of ICMPv6 neighbor discovery) is judged on the traffic alone.
+            func mac(_ ns: NetNamespace, _ dev: String) throws -> String {
+                let out = try ns.exec(["ip", "-o", "link", "show", "dev", dev])
+                guard let r = out.range(of: "link/ether ") else { throw TestSetupError.failed("no MAC address: \(out)") }
+                return String(out[r.upperBound...].prefix(17))
+            }
+            let nodeMAC = try mac(node, meshInterface), clientMAC = try mac(client, clientEnd)
+            for a in ["fd00:1:2::1005", "fd00:1:2::1006"] {
+                try node.exec(["ip", "-6", "neigh", "replace", a, "lladdr", clientMAC, "dev", meshInterface, "nud", "permanent"])
+            }
+            try client.exec(["ip", "-6", "neigh", "replace", "fd00:1:2::1", "lladdr", nodeMAC, "dev", clientEnd, "nud", "permanent"])
             filter = NFTablesFilter(prefix: ["ip", "netns", "exec", node.name])
             var logger = Logger(label: "test")
             logger.logLevel = .critical
@@ -103,8 +116,9 @@ struct FilterInNamespaceTests {
     @Test func theKernelEnforcesTheCompiledRulesAndCutsRevokedFlows() async throws {
         let link = try Link()
         defer { link.destroy() }
-        // Everything started in the namespaces goes with them (Link.destroy).
-        _ = try await TrafficProbe.serve(link.node, ports: [22, 80], logDir: link.out)
+        // The echo server lives as long as this reference (a ManagedProcess is killed when released).
+        let server = try await TrafficProbe.serve(link.node, ports: [22, 80], logDir: link.out)
+        defer { withExtendedLifetime(server) {} }
         let (s, laptop, phone, node) = world()
         var members = [laptop, phone, node]
         func mesh(_ rules: [Mesh_V1_PolicyRule], version: UInt64) -> MeshState {
