@@ -128,7 +128,7 @@ func compile(rules: Int, peers: Int, runs: Int) async throws {
     print("tenant: \(peers) members, \(rules) rules")
     let ns = try NetNamespace(prefix: "pb")
     defer { ns.destroy() }
-    try ns.exec(["ip", "link", "add", "wg-bench", "type", "dummy"])
+    try ns.exec(["ip", "link", "add", "wg-bench", "type", "veth", "peer", "name", "wg-bench-peer"])
     let filter = NFTablesFilter(prefix: ["ip", "netns", "exec", ns.name])
     var compileMs: [Double] = [], renderMs: [Double] = [], installMs: [Double] = [], replaceMs: [Double] = []
     var elementMs: [Double] = [], wholeMs: [Double] = [], flowsMs: [Double] = []
