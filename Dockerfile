@@ -20,7 +20,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnats3.4 libprotobuf-c1 libmnl0 libqrencode4 libpq5 \
-      wireguard-go wireguard-tools iproute2 iputils-ping curl ca-certificates tzdata \
+      wireguard-go wireguard-tools iproute2 iputils-ping curl nftables conntrack ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/quazzar-mesh --create-home mesh
 ENV MESH_LOG_FORMAT=json

@@ -184,6 +184,7 @@ let package = Package(
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).
         bench("WireGuardBench", ["MeshWireGuard", "MeshNet", log]),
+        bench("PolicyBench", ["MeshTestSupport", "MeshBus", "MeshClient", "MeshDomain", "MeshNet", "MeshProto", "NodeApplierCore", log]),
         bench("FanoutBench", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshWireGuard", "NodeApplierCore", log,
                               treeCollections]),
         bench("JSONBench", ["BenchSupport", "GatewayCore", "MeshDomain", "MeshProto"]),

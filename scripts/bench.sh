@@ -5,13 +5,13 @@
 # the others still run; the exit status is non-zero if any failed.
 #   scripts/bench.sh                 everything
 #   scripts/bench.sh bus store       only the named parts (bus store store-durable allocator
-#                                    provision fanout scale dataplane wireguard dns gateway latency json live)
+#                                    provision fanout scale dataplane wireguard dns gateway latency json live policy)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh || { echo "bench: installing dependencies failed" >&2; exit 1; }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout scale dataplane wireguard dns gateway latency json live)
+[ ${#parts[@]} -gt 0 ] || parts=(bus store store-durable allocator provision fanout scale dataplane wireguard dns gateway latency json live policy)
 failed=()
 run() {
   local name=$1; shift
@@ -38,6 +38,7 @@ for part in "${parts[@]}"; do
     latency) run latency scripts/bench-latency.sh ;;
     json) run json scripts/bench-json.sh ;;
     live) run live scripts/bench-live.sh ;;
+    policy) run policy scripts/bench-policy.sh ;;
     dns|gateway)
       if [ -x "scripts/bench-$part.sh" ]; then run "$part" "scripts/bench-$part.sh"
       else printf '\n==> %s: scripts/bench-%s.sh is not there yet; skipped\n' "$part" "$part"; fi ;;

@@ -10,6 +10,8 @@ packages=(
   nats-server postgresql wireguard-go wireguard-tools iproute2 iputils-ping procps psmisc
   # make up's process supervisor; the firewall the fault tests cut a node off NATS with
   supervisor nftables
+  # access policies: connection tracking (nftables and iperf3 are above)
+  conntrack python3
   # QR round trip, DNS, kernel WireGuard under qemu
   zbar-tools librsvg2-bin dnsutils qemu-system-x86 busybox-static kmod cpio
   # the compose cluster (scripts/docker-engine.sh, scripts/compose-images.sh), browser tests, benchmarks

@@ -140,6 +140,8 @@ public final class Fanout: Sendable {
             return [Statement("DELETE FROM members WHERE tenant_id = $1 AND member_id = $2", tenant, UUID(text: r.id)!)]
         case .settings(let s):
             return [Statement("UPDATE tenant_views SET settings = $2 WHERE tenant_id = $1", tenant, ByteA(try s.serializedBytes()))]
+        case .policy(let p):
+            return [Statement("UPDATE tenant_views SET policy = $2 WHERE tenant_id = $1", tenant, ByteA(try p.serializedBytes()))]
         case nil:
             return []
         }
@@ -184,8 +186,9 @@ public final class Fanout: Sendable {
                 if req.snapshotDone {
                     writes.append(Statement("""
                         UPDATE tenant_views SET rebuilding = false, revision = $2, published_revision = greatest(published_revision, $2),
-                          settings = $3 WHERE tenant_id = $1
-                        """, tenant, Int64(req.snapshotRevision), ByteA(try req.snapshotSettings.serializedBytes())))
+                          settings = $3, policy = $4 WHERE tenant_id = $1
+                        """, tenant, Int64(req.snapshotRevision), ByteA(try req.snapshotSettings.serializedBytes()),
+                        ByteA(try req.snapshotPolicy.serializedBytes())))
                     writes.append(Statement("DELETE FROM changes WHERE tenant_id = $1", tenant))
                 }
                 try tx.batch(writes)

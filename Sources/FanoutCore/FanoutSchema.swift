@@ -38,5 +38,9 @@ public enum FanoutSchema {
             -- is refused, so two senders never mix their pages.
             ALTER TABLE tenant_views ADD COLUMN rebuild_id text NOT NULL DEFAULT '';
             """),
+        Migration(version: 3, name: "access policies", sql: """
+            -- The tenant's access policy (mesh.v1.PolicySet), as its last policy change set it.
+            ALTER TABLE tenant_views ADD COLUMN policy bytea NOT NULL DEFAULT '';
+            """),
     ])
 }

@@ -21,14 +21,14 @@ public struct MeshDirectory: Sendable {
         self.logger = logger
     }
 
-    /// One page of members (ordered by id, after `after`), with the settings and the revision, read
-    /// in one snapshot. `notFound` when the node is not a member of the tenant (it was removed).
+    /// One page of members (ordered by id, after `after`), with the settings and the revision (and,
+    /// on the first page, the access policy), read in one snapshot. `notFound` when the node is not a member of the tenant (it was removed).
     public func sync(tenant: UUID, node: UUID, after: UUID?, pageSize: Int) async throws(MeshError) -> Mesh_V1_SyncResponse {
         let limit = pageSize <= 0 ? configuration.defaultPageSize : min(pageSize, configuration.maxPageSize)
         do {
             return try await store.read(isolation: .repeatableRead) { tx in
                 let r = try tx.batch([
-                    Statement("SELECT revision, settings, rebuilding FROM tenant_views WHERE tenant_id = $1", tenant),
+                    Statement("SELECT revision, settings, rebuilding, policy FROM tenant_views WHERE tenant_id = $1", tenant),
                     Statement("SELECT 1 AS x FROM members WHERE tenant_id = $1 AND member_id = $2", tenant, node),
                     Statement("""
                         SELECT member_id, payload FROM members WHERE tenant_id = $1 AND member_id > $2 ORDER BY member_id LIMIT $3
@@ -41,6 +41,10 @@ public struct MeshDirectory: Sendable {
                 resp.tenantID = tenant.lowercased
                 resp.revision = UInt64(try t.decode("revision", as: Int64.self))
                 resp.settings = try Mesh_V1_TenantSettings(serializedBytes: try t.decode("settings", as: ByteA.self).bytes)
+                // The policy rides on the first page only (it may be large; later pages replay changes).
+                if after == nil {
+                    resp.policy = try Mesh_V1_PolicySet(serializedBytes: try t.decode("policy", as: ByteA.self).bytes)
+                }
                 let rows = r[2].rows
                 for row in rows.prefix(limit) {
                     resp.members.append(try Mesh_V1_Member(serializedBytes: try row.decode("payload", as: ByteA.self).bytes))

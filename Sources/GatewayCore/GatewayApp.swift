@@ -65,6 +65,7 @@ public enum GatewayApp {
         router.get("/api/mesh/audit", use: api.audit)
         router.get("/api/mesh/audit/export", use: api.exportAudit)
         router.get("/api/license/orbit-features", use: api.orbitFeatures)
+        api.addPolicyRoutes(to: router)
 
         // The Pritunl walk-through and one-time config links (docs/pritunl.md)
         router.get("/api/mesh/migration", use: api.migration)

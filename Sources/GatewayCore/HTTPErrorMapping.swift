@@ -58,6 +58,9 @@ public struct APIError: Error, Sendable, Equatable {
         case .quotaExceeded(let plan, let cap):
             self.init(status: .forbidden, code: "quota_exceeded", message: e.message,
                       details: ["plan": .string(plan.key), "cap": .int(cap)])
+        case .ruleCapReached(let plan, let cap):
+            self.init(status: .forbidden, code: "quota_exceeded", message: e.message,
+                      details: ["plan": .string(plan.key), "cap": .int(cap), "field": .string("rules")])
         case .rateLimited(let seconds):
             self.init(status: .tooManyRequests, code: "rate_limited", message: e.message,
                       details: ["retry_after_seconds": .int(seconds)], headers: [(.retryAfter, String(seconds))])

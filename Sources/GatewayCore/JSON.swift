@@ -266,6 +266,7 @@ public struct DeviceJSON: JSONEncodable {
     var expiresAt: String?
     var configOutdated: Bool
     var configOutdatedReason: String?
+    var tags: [String]
 
     /// From the protobuf form.
     public init(_ d: Mesh_V1_Device) {
@@ -290,6 +291,7 @@ public struct DeviceJSON: JSONEncodable {
         expiresAt = Timestamp.isoOrNil(ms: d.expiresAtMs)
         configOutdated = d.configOutdated
         configOutdatedReason = d.configOutdatedReason.nilIfEmpty
+        tags = d.tags
     }
 
     /// Writes the JSON form.
@@ -317,6 +319,29 @@ public struct DeviceJSON: JSONEncodable {
             w.key("expires_at"); w.string(expiresAt)
             w.key("config_outdated"); w.bool(configOutdated)
             w.key("config_outdated_reason"); w.string(configOutdatedReason)
+            w.key("tags"); w.array(tags)
+        }
+    }
+}
+
+/// A node (`PATCH /api/mesh/nodes/:id`).
+public struct NodeJSON: JSONEncodable {
+    var node: Mesh_V1_Node
+
+    /// From the protobuf form.
+    public init(_ n: Mesh_V1_Node) { node = n }
+
+    /// Writes the JSON form.
+    public func encode(to w: inout JSONWriter) {
+        let n = node
+        w.object { w in
+            w.key("id"); w.string(n.id)
+            w.key("name"); w.string(n.name)
+            w.key("dns_name"); w.string(n.dnsName)
+            w.key("mesh_ips"); w.array([n.ipv4, n.ipv6].filter { !$0.isEmpty })
+            w.key("endpoint"); w.string(n.endpoint)
+            w.key("hub"); w.bool(n.hub)
+            w.key("tags"); w.array(n.tags)
         }
     }
 }

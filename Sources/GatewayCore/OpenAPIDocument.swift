@@ -414,7 +414,8 @@ public enum OpenAPIDocument {
                               "suspend_reason": ["type": ["string", "null"], "enum": ["user", "admin", "expired", NSNull()]],
                               "suspended_at": nullableDateTime, "expires_at": nullableDateTime,
                               "config_outdated": ["type": "boolean", "description": "The mesh changed in a way the device's static config cannot follow; re-issue it."],
-                              "config_outdated_reason": nullableString],
+                              "config_outdated_reason": nullableString,
+                              "tags": ["type": "array", "items": string, "description": "Admin-assigned tags (access policies)."]],
                              required: ["id", "label", "slug", "dns_name", "type", "mesh_ips", "created_at", "last_handshake_at", "online",
                                         "owner_user_id", "owner_name", "status", "suspend_reason", "suspended_at", "expires_at",
                                         "config_outdated", "config_outdated_reason"]),
@@ -483,7 +484,7 @@ public enum OpenAPIDocument {
                                   "at": dateTime, "detail": string]),
             "AuditPage": object(["entries": ["type": "array", "items": ref("AuditEntry")], "next_before": ["type": ["integer", "null"]]]),
         ]
-        let allSchemas = schemas.merging(accountSchemas) { a, _ in a }.merging(migrationSchemas) { a, _ in a }
+        let allSchemas = schemas.merging(accountSchemas) { a, _ in a }.merging(migrationSchemas) { a, _ in a }.merging(policySchemas) { a, _ in a }
         return [
             "openapi": "3.1.0",
             "info": [
@@ -491,7 +492,7 @@ public enum OpenAPIDocument {
                 "version": MeshVersion.current,
                 "description": "The HTTP API of the Quazzar Mesh control plane: devices, mesh state, diagnostics, license, and the CP authority routes nodes use. Every error is {\"error\": {\"code\", \"message\", \"request_id\"}}. docs/api.md has the details.",
             ],
-            "paths": paths,
+            "paths": paths.merging(policyPaths) { a, _ in a },
             "components": [
                 "schemas": allSchemas,
                 "securitySchemes": [

@@ -412,7 +412,7 @@ public struct FanoutClient: Sendable {
     /// applied on top, so the result is the state at one revision.
     public func fullView(tenantID: String, nodeID: String, pageSize: UInt32 = 0) async throws(MeshError) -> MeshView {
         let first = try await sync(tenantID: tenantID, nodeID: nodeID, pageSize: pageSize)
-        var view = MeshView(revision: first.revision, settings: first.settings, members: first.members)
+        var view = MeshView(revision: first.revision, settings: first.settings, members: first.members, policy: first.policy)
         var newest = first.revision
         var after = first.nextMemberID
         while !after.isEmpty {
@@ -465,11 +465,15 @@ public struct MeshView: Sendable {
     public var table: MemberTable
     /// Members by id.
     public var members: TreeDictionary<String, Mesh_V1_Member> { table.members }
+    /// The tenant's access policy.
+    public var policy: Mesh_V1_PolicySet
 
-    public init(revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
+    public init(revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>,
+                policy: Mesh_V1_PolicySet = Mesh_V1_PolicySet()) {
         self.revision = revision
         self.settings = settings
         self.table = MemberTable(members)
+        self.policy = policy
     }
 
     /// Applies one change on top (a later page may already hold its result: changes carry whole
@@ -482,6 +486,8 @@ public struct MeshView: Sendable {
             table.drop(r.id)
         case .settings(let s):
             settings = s
+        case .policy(let p):
+            policy = p
         case nil:
             break
         }

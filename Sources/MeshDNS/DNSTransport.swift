@@ -1,3 +1,4 @@
+import MeshNet
 import Logging
 import NIOCore
 import NIOPosix
@@ -72,7 +73,8 @@ final class DNSUDPHandler: ChannelInboundHandler {
 
     func channelRead(context channelContext: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        let outcome = envelope.data.withUnsafeReadableBytes { context.responder.respond(to: $0, transport: .udp) }
+        let client = context.responder.visibility == nil ? nil : envelope.remoteAddress.ipAddress.flatMap(IPAddress.init)
+        let outcome = envelope.data.withUnsafeReadableBytes { context.responder.respond(to: $0, transport: .udp, client: client) }
         switch outcome {
         case .drop:
             return
@@ -222,7 +224,8 @@ final class DNSTCPHandler: ChannelInboundHandler {
 
     func channelRead(context channelContext: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let outcome = frame.withUnsafeReadableBytes { context.responder.respond(to: $0, transport: .tcp) }
+        let client = context.responder.visibility == nil ? nil : channelContext.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init)
+        let outcome = frame.withUnsafeReadableBytes { context.responder.respond(to: $0, transport: .tcp, client: client) }
         switch outcome {
         case .drop:
             return

@@ -10,6 +10,9 @@ public enum MeshDNSOutsideZonePolicy: Sendable, Hashable {
     case forward(to: [HostPort])
 }
 
+/// Whether the client at an address may see a name of the zone (see ``MeshDNSServerConfiguration/visibility``).
+public typealias MeshDNSVisibility = @Sendable (_ client: IPAddress, _ name: DNSName) -> Bool
+
 /// The transport a query arrived on; it decides the largest reply.
 public enum MeshDNSTransport: Sendable, Hashable {
     /// Replies are limited to 512 bytes, or the client's EDNS0 payload size capped by the server's own.
@@ -41,19 +44,24 @@ public struct MeshDNSResponder: Sendable {
     public let maxUDPPayloadSize: UInt16
     /// Whether out-of-zone queries are forwarded (this also sets RA in replies).
     public let forwardsOutsideZone: Bool
+    /// Which names a client may see; nil: every name.
+    public let visibility: MeshDNSVisibility?
 
     /// The classic UDP limit for clients without EDNS0 (RFC 1035 §4.2.1).
     public static let classicUDPSize = 512
 
     /// Creates a responder for `zone`.
-    public init(zone: MeshDNSZone, maxUDPPayloadSize: UInt16 = 1232, forwardsOutsideZone: Bool = false) {
+    public init(zone: MeshDNSZone, maxUDPPayloadSize: UInt16 = 1232, forwardsOutsideZone: Bool = false,
+                visibility: MeshDNSVisibility? = nil) {
         self.zone = zone
         self.maxUDPPayloadSize = max(maxUDPPayloadSize, UInt16(Self.classicUDPSize))
         self.forwardsOutsideZone = forwardsOutsideZone
+        self.visibility = visibility
     }
 
-    /// Decides the reply to the message in `bytes`.
-    public func respond(to bytes: UnsafeRawBufferPointer, transport: MeshDNSTransport) -> MeshDNSOutcome {
+    /// Decides the reply to the message in `bytes` from `client` (nil when unknown: with a
+    /// visibility filter, such a client sees no name).
+    public func respond(to bytes: UnsafeRawBufferPointer, transport: MeshDNSTransport, client: IPAddress? = nil) -> MeshDNSOutcome {
         guard let queryHeader = DNSMessage.parseHeader(bytes), !queryHeader.isResponse else { return .drop }
         var reply = DNSMessage(header: DNSHeader(
             id: queryHeader.id, isResponse: true, opcode: queryHeader.opcode,
@@ -101,19 +109,23 @@ public struct MeshDNSResponder: Sendable {
             reply.responseCode = .refused
             return .reply(reply, maxSize: limit)
         }
-        snapshot.answer(question, into: &reply)
+        if let visibility {
+            snapshot.answer(question, into: &reply) { name in client.map { visibility($0, name) } ?? false }
+        } else {
+            snapshot.answer(question, into: &reply)
+        }
         return .reply(reply, maxSize: limit)
     }
 
     /// Decides the reply to the message in `bytes`.
-    public func respond(to bytes: [UInt8], transport: MeshDNSTransport) -> MeshDNSOutcome {
-        bytes.withUnsafeBytes { respond(to: $0, transport: transport) }
+    public func respond(to bytes: [UInt8], transport: MeshDNSTransport, client: IPAddress? = nil) -> MeshDNSOutcome {
+        bytes.withUnsafeBytes { respond(to: $0, transport: transport, client: client) }
     }
 }
 
 extension MeshDNSZoneSnapshot {
     /// Fills in the answer for an in-zone question: records, authority SOA, AA and the response code.
-    func answer(_ question: DNSQuestion, into reply: inout DNSMessage) {
+    func answer(_ question: DNSQuestion, into reply: inout DNSMessage, visible: (DNSName) -> Bool = { _ in true }) {
         let config = configuration
         let name = question.name
         if question.type == .axfr || question.type == .ixfr {
@@ -135,11 +147,11 @@ extension MeshDNSZoneSnapshot {
                 }
             }
         }
-        if let entry = entries[name] {
+        if let entry = entries[name], name == config.nameServer || visible(name) {
             let v4 = question.type == .a || wantsAny
             let v6 = question.type == .aaaa || wantsAny
             appendAddresses(entry, owner: name, v4: v4, v6: v6, to: &reply.answers)
-        } else if name != origin && descendants[name] == nil {
+        } else if name != origin && (descendants[name] == nil || !visible(name)) {
             reply.responseCode = .nameError
         }
         if reply.answers.isEmpty {

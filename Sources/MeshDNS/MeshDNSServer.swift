@@ -39,13 +39,18 @@ public struct MeshDNSServerConfiguration: Sendable {
     /// Bind listen addresses even if no interface has them yet (Linux `IP_FREEBIND`), so the node agent
     /// can start DNS before WireGuard brings up the mesh interface; queries arrive once it does.
     public var bindBeforeAddressExists: Bool
+    /// When set, a name of the zone is answered only if this says the asking address may see it;
+    /// other names look as if they did not exist (NXDOMAIN). The mesh uses it to answer a device only
+    /// with the names it may reach (access policies).
+    public var visibility: MeshDNSVisibility?
 
     /// Creates a configuration with the defaults described on each property.
     public init(listenAddresses: [IPAddress], port: UInt16 = 53, serveUDP: Bool = true, serveTCP: Bool = true,
                 maxUDPPayloadSize: UInt16 = 1232, outsideZonePolicy: MeshDNSOutsideZonePolicy = .refuse,
                 tcpIdleTimeout: TimeAmount = .seconds(10), maxTCPConnections: Int = 128,
                 forwardTimeout: TimeAmount = .seconds(2), maxPendingForwards: Int = 1024,
-                udpMessagesPerRead: Int = 32, bindBeforeAddressExists: Bool = false) {
+                udpMessagesPerRead: Int = 32, bindBeforeAddressExists: Bool = false, visibility: MeshDNSVisibility? = nil) {
+        self.visibility = visibility
         self.listenAddresses = listenAddresses
         self.port = port
         self.serveUDP = serveUDP
@@ -254,7 +259,7 @@ public final class MeshDNSServer: Service, Sendable {
                 forwarder = made.forwarder
             }
             let responder = MeshDNSResponder(zone: zone, maxUDPPayloadSize: config.maxUDPPayloadSize,
-                                             forwardsOutsideZone: forwarder != nil)
+                                             forwardsOutsideZone: forwarder != nil, visibility: config.visibility)
             let context = DNSServingContext(responder: responder, forwarder: forwarder,
                                             connections: sockets.connections, idleTimeout: config.tcpIdleTimeout,
                                             logger: logger)

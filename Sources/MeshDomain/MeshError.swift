@@ -14,6 +14,8 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
     case permissionDenied(String)
     case unauthenticated(String)
     case quotaExceeded(plan: Mesh_V1_Plan, cap: Int)
+    /// The plan's cap on access-policy rules (code `quota_exceeded`, field "rules").
+    case ruleCapReached(plan: Mesh_V1_Plan, cap: Int)
     case rateLimited(retryAfterSeconds: Int)
     case poolExhausted(String)
     case unavailable(String)
@@ -32,7 +34,7 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .conflict: .conflict
         case .permissionDenied: .permissionDenied
         case .unauthenticated: .unauthenticated
-        case .quotaExceeded: .quotaExceeded
+        case .quotaExceeded, .ruleCapReached: .quotaExceeded
         case .rateLimited: .rateLimited
         case .poolExhausted: .poolExhausted
         case .unavailable: .unavailable
@@ -52,6 +54,8 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
             return m
         case .quotaExceeded(let plan, let cap):
             return "device cap reached: the \(plan.displayName) plan allows \(cap) devices"
+        case .ruleCapReached(let plan, let cap):
+            return "rule cap reached: the \(plan.displayName) plan allows \(cap) access rules"
         case .rateLimited(let s):
             return "too many devices created: try again in \(s) seconds"
         }
@@ -59,12 +63,15 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(code): \(message)" }
 
+    /// The `field` of a rule-cap error on the bus (it tells it from the device cap).
+    static let ruleCapField = "rules"
+
     /// The numeric code in the `Nats-Service-Error-Code` header (HTTP-like, as ADR-32 suggests).
     public var busCode: Int {
         switch self {
         case .invalidArgument: 400
         case .unauthenticated: 401
-        case .permissionDenied, .quotaExceeded: 403
+        case .permissionDenied, .quotaExceeded, .ruleCapReached: 403
         case .notFound: 404
         case .alreadyExists, .conflict, .poolExhausted, .failedPrecondition: 409
         case .gone: 410
@@ -85,6 +92,10 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .quotaExceeded(let plan, let cap):
             e.plan = plan
             e.cap = UInt32(clamping: cap)
+        case .ruleCapReached(let plan, let cap):
+            e.plan = plan
+            e.cap = UInt32(clamping: cap)
+            e.field = Self.ruleCapField
         case .rateLimited(let s): e.retryAfterSeconds = UInt32(clamping: s)
         default: break
         }
@@ -100,6 +111,7 @@ public enum MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case .conflict: self = .conflict(e.message)
         case .permissionDenied: self = .permissionDenied(e.message)
         case .unauthenticated: self = .unauthenticated(e.message)
+        case .quotaExceeded where e.field == Self.ruleCapField: self = .ruleCapReached(plan: e.plan, cap: Int(e.cap))
         case .quotaExceeded: self = .quotaExceeded(plan: e.plan, cap: Int(e.cap))
         case .rateLimited: self = .rateLimited(retryAfterSeconds: Int(e.retryAfterSeconds))
         case .poolExhausted: self = .poolExhausted(e.message)

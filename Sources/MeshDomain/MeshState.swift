@@ -67,18 +67,23 @@ public struct MeshState: Sendable {
     public private(set) var table: MemberTable
     /// Every member by id.
     public var members: TreeDictionary<String, Mesh_V1_Member> { table.members }
+    /// The tenant's access policy (docs/policies.md); it never changes a peer.
+    public private(set) var policy: Mesh_V1_PolicySet
 
     /// A view from a full list of members.
-    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>) {
-        self.init(viewer: viewer, revision: revision, settings: settings, table: MemberTable(members))
+    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>,
+                policy: Mesh_V1_PolicySet = Mesh_V1_PolicySet()) {
+        self.init(viewer: viewer, revision: revision, settings: settings, table: MemberTable(members), policy: policy)
     }
 
     /// A view over a table that is already built (shared, not copied).
-    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, table: MemberTable) {
+    public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, table: MemberTable,
+                policy: Mesh_V1_PolicySet = Mesh_V1_PolicySet()) {
         self.viewer = viewer
         self.revision = revision
         self.settings = settings
         self.table = table
+        self.policy = policy
     }
 
     /// An empty view (before the first sync).
@@ -117,11 +122,12 @@ public struct MeshState: Sendable {
         fileprivate enum Next: Sendable {
             case member(id: String, value: Mesh_V1_Member?)
             case whole(MeshState)
+            case policy(Mesh_V1_PolicySet)
             case nothing
         }
     }
 
-    /// Works out a change (an upsert, a removal or new settings) without applying it.
+    /// Works out a change (an upsert, a removal, new settings or a new policy) without applying it.
     public func prepare(_ change: Mesh_V1_PeersUpdated) -> Transition {
         let id: String, value: Mesh_V1_Member?
         switch change.change {
@@ -135,6 +141,8 @@ public struct MeshState: Sendable {
             var whole = self
             whole.settings = s
             return Transition(next: .whole(whole), revision: change.revision, removesViewer: false, touched: nil)
+        case .policy(let p):
+            return Transition(next: .policy(p), revision: change.revision, removesViewer: false, touched: [:])
         case nil:
             return Transition(next: .nothing, revision: change.revision, removesViewer: false, touched: [:])
         }
@@ -153,7 +161,7 @@ public struct MeshState: Sendable {
     public func peers(after t: Transition) -> [Mesh_V1_Peer] {
         switch t.next {
         case .whole(let s): return s.peers()
-        case .nothing: return peers()
+        case .nothing, .policy: return peers()
         case .member:
             var copy = self
             copy.commit(t)
@@ -166,6 +174,7 @@ public struct MeshState: Sendable {
         switch t.next {
         case .whole(let s): self = s
         case .member(let id, let value): if let value { table.put(value) } else { table.drop(id) }
+        case .policy(let p): policy = p
         case .nothing: break
         }
         revision = max(revision, t.revision)

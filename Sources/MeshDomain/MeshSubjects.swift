@@ -53,6 +53,10 @@ public enum MeshSubjects {
     public static let migrationCheck = "mesh.v1.provision.migration.check"
     public static let linkCreate = "mesh.v1.provision.link.create"
     public static let linkOpen = "mesh.v1.provision.link.open"
+    public static let policyGet = "mesh.v1.provision.policy.get"
+    public static let policyUpdate = "mesh.v1.provision.policy.update"
+    public static let policyCheck = "mesh.v1.provision.policy.check"
+    public static let tagsSet = "mesh.v1.provision.tags.set"
 
     /// Handshake reports: `mesh.v1.reports.<tenant>.<node>.handshake`, served by ProvisionSvc.
     public static func handshakeReport(tenant: String, node: String) -> String { "mesh.v1.reports.\(tenant).\(node).handshake" }

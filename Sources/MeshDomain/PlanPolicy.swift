@@ -3,12 +3,12 @@ import MeshProto
 /// The plan catalogue of the seed's plan table, in one place: what each plan includes and the rules
 /// that follow from it. Every service asks this type; nothing else knows a cap or a tier.
 ///
-/// | plan | mesh on/off | device cap | diagnostics |
-/// |---|---|---|---|
-/// | Free (Community) | yes | 3 | basic state |
-/// | Pro | yes | 20 | + per-peer stats |
-/// | Team | yes | 100 | + audit log of provisions |
-/// | Enterprise | yes | unlimited | + SAML-gated provisioning |
+/// | plan | mesh on/off | device cap | diagnostics | access rules |
+/// |---|---|---|---|---|
+/// | Free (Community) | yes | 3 | basic state | 10 |
+/// | Pro | yes | 20 | + per-peer stats | 50 |
+/// | Team | yes | 100 | + audit log of provisions | 500 |
+/// | Enterprise | yes | unlimited | + SAML-gated provisioning | 1,000 |
 public struct PlanPolicy: Sendable, Equatable {
     public let plan: Mesh_V1_Plan
     /// The device cap, or nil for unlimited.
@@ -17,13 +17,16 @@ public struct PlanPolicy: Sendable, Equatable {
     public let diagnostics: Mesh_V1_DiagnosticsLevel
     /// Whether an admin may turn the tenant's mesh off and on.
     public let meshToggle: Bool
+    /// How many access-policy rules the tenant may have (nil: no cap of the plan's own; the size of
+    /// one change to the nodes still bounds it, ``PolicyValidation/maxEncodedBytes``).
+    public let policyRuleCap: Int?
 
     /// Every plan a tenant can be on, cheapest first.
     public static let catalogue: [PlanPolicy] = [
-        PlanPolicy(plan: .free, deviceCap: 3, diagnostics: .basicState, meshToggle: true),
-        PlanPolicy(plan: .pro, deviceCap: 20, diagnostics: .perPeerStats, meshToggle: true),
-        PlanPolicy(plan: .team, deviceCap: 100, diagnostics: .auditLog, meshToggle: true),
-        PlanPolicy(plan: .enterprise, deviceCap: nil, diagnostics: .samlGated, meshToggle: true),
+        PlanPolicy(plan: .free, deviceCap: 3, diagnostics: .basicState, meshToggle: true, policyRuleCap: 10),
+        PlanPolicy(plan: .pro, deviceCap: 20, diagnostics: .perPeerStats, meshToggle: true, policyRuleCap: 50),
+        PlanPolicy(plan: .team, deviceCap: 100, diagnostics: .auditLog, meshToggle: true, policyRuleCap: 500),
+        PlanPolicy(plan: .enterprise, deviceCap: nil, diagnostics: .samlGated, meshToggle: true, policyRuleCap: 1000),
     ]
 
     /// The policy of a plan; nil for a value that names no plan (unspecified or unknown).

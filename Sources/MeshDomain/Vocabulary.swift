@@ -83,6 +83,8 @@ extension Mesh_V1_PeersUpdated {
     public var removed: Mesh_V1_MemberRemoval? { if case .remove(let r) = change { r } else { nil } }
     /// The settings this change sets, if it sets them.
     public var newSettings: Mesh_V1_TenantSettings? { if case .settings(let s) = change { s } else { nil } }
+    /// The access policy this change sets, if it sets one.
+    public var newPolicy: Mesh_V1_PolicySet? { if case .policy(let p) = change { p } else { nil } }
 }
 
 extension Mesh_V1_MemberRemoval {

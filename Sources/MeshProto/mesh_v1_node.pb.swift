@@ -51,48 +51,114 @@ public nonisolated struct Mesh_V1_NodeStateRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Mesh_V1_NodeState: Sendable {
+public nonisolated struct Mesh_V1_NodeState: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var active: Bool = false
+  public var active: Bool {
+    get {_storage._active}
+    set {_uniqueStorage()._active = newValue}
+  }
 
-  public var listenPort: UInt32 = 0
+  public var listenPort: UInt32 {
+    get {_storage._listenPort}
+    set {_uniqueStorage()._listenPort = newValue}
+  }
 
-  public var peerCount: UInt32 = 0
+  public var peerCount: UInt32 {
+    get {_storage._peerCount}
+    set {_uniqueStorage()._peerCount = newValue}
+  }
 
-  public var meshIp: String = String()
+  public var meshIp: String {
+    get {_storage._meshIp}
+    set {_uniqueStorage()._meshIp = newValue}
+  }
 
-  public var meshIpv6: String = String()
+  public var meshIpv6: String {
+    get {_storage._meshIpv6}
+    set {_uniqueStorage()._meshIpv6 = newValue}
+  }
 
   public var dnsStatus: Mesh_V1_DnsStatus {
-    get {_dnsStatus ?? Mesh_V1_DnsStatus()}
-    set {_dnsStatus = newValue}
+    get {_storage._dnsStatus ?? Mesh_V1_DnsStatus()}
+    set {_uniqueStorage()._dnsStatus = newValue}
   }
   /// Returns true if `dnsStatus` has been explicitly set.
-  public var hasDnsStatus: Bool {self._dnsStatus != nil}
+  public var hasDnsStatus: Bool {_storage._dnsStatus != nil}
   /// Clears the value of `dnsStatus`. Subsequent reads from it will return its default value.
-  public mutating func clearDnsStatus() {self._dnsStatus = nil}
+  public mutating func clearDnsStatus() {_uniqueStorage()._dnsStatus = nil}
 
-  public var nodeID: String = String()
+  public var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
 
-  public var tenantID: String = String()
+  public var tenantID: String {
+    get {_storage._tenantID}
+    set {_uniqueStorage()._tenantID = newValue}
+  }
 
-  public var interfaceName: String = String()
+  public var interfaceName: String {
+    get {_storage._interfaceName}
+    set {_uniqueStorage()._interfaceName = newValue}
+  }
 
   /// "kernel" or "userspace".
-  public var backend: String = String()
+  public var backend: String {
+    get {_storage._backend}
+    set {_uniqueStorage()._backend = newValue}
+  }
 
-  public var revision: UInt64 = 0
+  public var revision: UInt64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
 
-  public var lastSyncMs: Int64 = 0
+  public var lastSyncMs: Int64 {
+    get {_storage._lastSyncMs}
+    set {_uniqueStorage()._lastSyncMs = newValue}
+  }
+
+  /// The access policy the packet filter holds (docs/policies.md).
+  public var policyStatus: Mesh_V1_PolicyStatus {
+    get {_storage._policyStatus ?? Mesh_V1_PolicyStatus()}
+    set {_uniqueStorage()._policyStatus = newValue}
+  }
+  /// Returns true if `policyStatus` has been explicitly set.
+  public var hasPolicyStatus: Bool {_storage._policyStatus != nil}
+  /// Clears the value of `policyStatus`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicyStatus() {_uniqueStorage()._policyStatus = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _dnsStatus: Mesh_V1_DnsStatus? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Mesh_V1_PolicyStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The policy version in force on this node; 0 before the first.
+  public var version: UInt64 = 0
+
+  public var rules: UInt32 = 0
+
+  /// "none" (no rules: nothing filtered), "enforced", or "failed" (the filter could not be applied;
+  /// the previous one stays in force).
+  public var state: String = String()
+
+  public var error: String = String()
+
+  public var appliedAtMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// Live counters of one peer, read from the WireGuard device.
@@ -274,7 +340,161 @@ nonisolated extension Mesh_V1_NodeStateRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Mesh_V1_NodeState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{3}listen_port\0\u{3}peer_count\0\u{3}mesh_ip\0\u{3}mesh_ipv6\0\u{3}dns_status\0\u{3}node_id\0\u{3}tenant_id\0\u{3}interface_name\0\u{1}backend\0\u{1}revision\0\u{3}last_sync_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{3}listen_port\0\u{3}peer_count\0\u{3}mesh_ip\0\u{3}mesh_ipv6\0\u{3}dns_status\0\u{3}node_id\0\u{3}tenant_id\0\u{3}interface_name\0\u{1}backend\0\u{1}revision\0\u{3}last_sync_ms\0\u{3}policy_status\0")
+
+  fileprivate class _StorageClass {
+    var _active: Bool = false
+    var _listenPort: UInt32 = 0
+    var _peerCount: UInt32 = 0
+    var _meshIp: String = String()
+    var _meshIpv6: String = String()
+    var _dnsStatus: Mesh_V1_DnsStatus? = nil
+    var _nodeID: String = String()
+    var _tenantID: String = String()
+    var _interfaceName: String = String()
+    var _backend: String = String()
+    var _revision: UInt64 = 0
+    var _lastSyncMs: Int64 = 0
+    var _policyStatus: Mesh_V1_PolicyStatus? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _active = source._active
+      _listenPort = source._listenPort
+      _peerCount = source._peerCount
+      _meshIp = source._meshIp
+      _meshIpv6 = source._meshIpv6
+      _dnsStatus = source._dnsStatus
+      _nodeID = source._nodeID
+      _tenantID = source._tenantID
+      _interfaceName = source._interfaceName
+      _backend = source._backend
+      _revision = source._revision
+      _lastSyncMs = source._lastSyncMs
+      _policyStatus = source._policyStatus
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularBoolField(value: &_storage._active) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._listenPort) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._peerCount) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._meshIp) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._meshIpv6) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._dnsStatus) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._tenantID) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._interfaceName) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._backend) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._lastSyncMs) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._policyStatus) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._active != false {
+        try visitor.visitSingularBoolField(value: _storage._active, fieldNumber: 1)
+      }
+      if _storage._listenPort != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._listenPort, fieldNumber: 2)
+      }
+      if _storage._peerCount != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._peerCount, fieldNumber: 3)
+      }
+      if !_storage._meshIp.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._meshIp, fieldNumber: 4)
+      }
+      if !_storage._meshIpv6.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._meshIpv6, fieldNumber: 5)
+      }
+      try { if let v = _storage._dnsStatus {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 7)
+      }
+      if !_storage._tenantID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenantID, fieldNumber: 8)
+      }
+      if !_storage._interfaceName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._interfaceName, fieldNumber: 9)
+      }
+      if !_storage._backend.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._backend, fieldNumber: 10)
+      }
+      if _storage._revision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 11)
+      }
+      if _storage._lastSyncMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastSyncMs, fieldNumber: 12)
+      }
+      try { if let v = _storage._policyStatus {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_NodeState, rhs: Mesh_V1_NodeState) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._active != rhs_storage._active {return false}
+        if _storage._listenPort != rhs_storage._listenPort {return false}
+        if _storage._peerCount != rhs_storage._peerCount {return false}
+        if _storage._meshIp != rhs_storage._meshIp {return false}
+        if _storage._meshIpv6 != rhs_storage._meshIpv6 {return false}
+        if _storage._dnsStatus != rhs_storage._dnsStatus {return false}
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._tenantID != rhs_storage._tenantID {return false}
+        if _storage._interfaceName != rhs_storage._interfaceName {return false}
+        if _storage._backend != rhs_storage._backend {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._lastSyncMs != rhs_storage._lastSyncMs {return false}
+        if _storage._policyStatus != rhs_storage._policyStatus {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PolicyStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}rules\0\u{1}state\0\u{1}error\0\u{3}applied_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -282,80 +502,41 @@ nonisolated extension Mesh_V1_NodeState: SwiftProtobuf.Message, SwiftProtobuf._M
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularBoolField(value: &self.active) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.listenPort) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.peerCount) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.meshIp) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.meshIpv6) }()
-      case 6: try { try decoder.decodeSingularMessageField(value: &self._dnsStatus) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.interfaceName) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.backend) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
-      case 12: try { try decoder.decodeSingularInt64Field(value: &self.lastSyncMs) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rules) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.appliedAtMs) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.active != false {
-      try visitor.visitSingularBoolField(value: self.active, fieldNumber: 1)
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
     }
-    if self.listenPort != 0 {
-      try visitor.visitSingularUInt32Field(value: self.listenPort, fieldNumber: 2)
+    if self.rules != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rules, fieldNumber: 2)
     }
-    if self.peerCount != 0 {
-      try visitor.visitSingularUInt32Field(value: self.peerCount, fieldNumber: 3)
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 3)
     }
-    if !self.meshIp.isEmpty {
-      try visitor.visitSingularStringField(value: self.meshIp, fieldNumber: 4)
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 4)
     }
-    if !self.meshIpv6.isEmpty {
-      try visitor.visitSingularStringField(value: self.meshIpv6, fieldNumber: 5)
-    }
-    try { if let v = self._dnsStatus {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-    } }()
-    if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 7)
-    }
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 8)
-    }
-    if !self.interfaceName.isEmpty {
-      try visitor.visitSingularStringField(value: self.interfaceName, fieldNumber: 9)
-    }
-    if !self.backend.isEmpty {
-      try visitor.visitSingularStringField(value: self.backend, fieldNumber: 10)
-    }
-    if self.revision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 11)
-    }
-    if self.lastSyncMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.lastSyncMs, fieldNumber: 12)
+    if self.appliedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.appliedAtMs, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Mesh_V1_NodeState, rhs: Mesh_V1_NodeState) -> Bool {
-    if lhs.active != rhs.active {return false}
-    if lhs.listenPort != rhs.listenPort {return false}
-    if lhs.peerCount != rhs.peerCount {return false}
-    if lhs.meshIp != rhs.meshIp {return false}
-    if lhs.meshIpv6 != rhs.meshIpv6 {return false}
-    if lhs._dnsStatus != rhs._dnsStatus {return false}
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.interfaceName != rhs.interfaceName {return false}
-    if lhs.backend != rhs.backend {return false}
-    if lhs.revision != rhs.revision {return false}
-    if lhs.lastSyncMs != rhs.lastSyncMs {return false}
+  public static func ==(lhs: Mesh_V1_PolicyStatus, rhs: Mesh_V1_PolicyStatus) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.rules != rhs.rules {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.appliedAtMs != rhs.appliedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

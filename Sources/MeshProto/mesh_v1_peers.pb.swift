@@ -20,6 +20,49 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// The protocols a policy rule may name. ICMP means ICMP and ICMPv6.
+public nonisolated enum Mesh_V1_PolicyProtocol: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case tcp // = 1
+  case udp // = 2
+  case icmp // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .tcp
+    case 2: self = .udp
+    case 3: self = .icmp
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .tcp: return 1
+    case .udp: return 2
+    case .icmp: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Mesh_V1_PolicyProtocol] = [
+    .unspecified,
+    .tcp,
+    .udp,
+    .icmp,
+  ]
+
+}
+
 /// One member of a tenant's mesh: a device or a node.
 public nonisolated struct Mesh_V1_Member: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -68,6 +111,9 @@ public nonisolated struct Mesh_V1_Member: Sendable {
 
   /// The label or node name as typed (display only).
   public var displayName: String = String()
+
+  /// Devices: the role of the owner (access policies select devices by their owner's role).
+  public var ownerRole: Mesh_V1_Role = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -173,6 +219,15 @@ public nonisolated struct Mesh_V1_PeersUpdated: @unchecked Sendable {
     set {_uniqueStorage()._change = .settings(newValue)}
   }
 
+  /// The tenant's whole access policy (docs/policies.md).
+  public var policy: Mesh_V1_PolicySet {
+    get {
+      if case .policy(let v)? = _storage._change {return v}
+      return Mesh_V1_PolicySet()
+    }
+    set {_uniqueStorage()._change = .policy(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Change: Equatable, Sendable {
@@ -180,6 +235,8 @@ public nonisolated struct Mesh_V1_PeersUpdated: @unchecked Sendable {
     case upsert(Mesh_V1_Member)
     case remove(Mesh_V1_MemberRemoval)
     case settings(Mesh_V1_TenantSettings)
+    /// The tenant's whole access policy (docs/policies.md).
+    case policy(Mesh_V1_PolicySet)
 
   }
 
@@ -188,52 +245,233 @@ public nonisolated struct Mesh_V1_PeersUpdated: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-/// mesh.v1.fanout.ingest: ProvisionSvc hands FanoutSvc the changes of one tenant, in revision order.
-/// FanoutSvc stores them, publishes each on the tenant's subject, then answers. Idempotent: changes at
-/// or below FanoutSvc's revision are published again (nodes drop duplicates) but not stored twice.
-public nonisolated struct Mesh_V1_IngestRequest: Sendable {
+/// One side of a rule names members of the tenant by one of these (docs/policies.md).
+public nonisolated struct Mesh_V1_PolicySelector: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var tenantID: String = String()
+  public var target: Mesh_V1_PolicySelector.OneOf_Target? = nil
 
-  public var changes: [Mesh_V1_PeersUpdated] = []
+  /// Every member (devices and nodes).
+  public var all: Bool {
+    get {
+      if case .all(let v)? = target {return v}
+      return false
+    }
+    set {target = .all(newValue)}
+  }
+
+  /// Every device the user owns.
+  public var userID: String {
+    get {
+      if case .userID(let v)? = target {return v}
+      return String()
+    }
+    set {target = .userID(newValue)}
+  }
+
+  /// Every device whose owner has this role.
+  public var role: Mesh_V1_Role {
+    get {
+      if case .role(let v)? = target {return v}
+      return .unspecified
+    }
+    set {target = .role(newValue)}
+  }
+
+  /// Every device of this type.
+  public var deviceType: Mesh_V1_DeviceType {
+    get {
+      if case .deviceType(let v)? = target {return v}
+      return .unspecified
+    }
+    set {target = .deviceType(newValue)}
+  }
+
+  /// Every device and node an admin tagged with it.
+  public var tag: String {
+    get {
+      if case .tag(let v)? = target {return v}
+      return String()
+    }
+    set {target = .tag(newValue)}
+  }
+
+  public var deviceID: String {
+    get {
+      if case .deviceID(let v)? = target {return v}
+      return String()
+    }
+    set {target = .deviceID(newValue)}
+  }
+
+  public var nodeID: String {
+    get {
+      if case .nodeID(let v)? = target {return v}
+      return String()
+    }
+    set {target = .nodeID(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Target: Equatable, Sendable {
+    /// Every member (devices and nodes).
+    case all(Bool)
+    /// Every device the user owns.
+    case userID(String)
+    /// Every device whose owner has this role.
+    case role(Mesh_V1_Role)
+    /// Every device of this type.
+    case deviceType(Mesh_V1_DeviceType)
+    /// Every device and node an admin tagged with it.
+    case tag(String)
+    case deviceID(String)
+    case nodeID(String)
+
+  }
+
+  public init() {}
+}
+
+/// A protocol and a port range; first = last = 0 means every port. ICMP has no ports.
+public nonisolated struct Mesh_V1_PolicyPort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var `protocol`: Mesh_V1_PolicyProtocol = .unspecified
+
+  public var first: UInt32 = 0
+
+  public var last: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Allows traffic from any source to any destination, on the ports listed (none: all traffic).
+/// Directional: replies of an allowed flow pass, the other direction needs a rule of its own.
+public nonisolated struct Mesh_V1_PolicyRule: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// UUID, given by ProvisionSvc.
+  public var id: String = String()
+
+  public var name: String = String()
+
+  public var sources: [Mesh_V1_PolicySelector] = []
+
+  public var destinations: [Mesh_V1_PolicySelector] = []
+
+  public var ports: [Mesh_V1_PolicyPort] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A tenant's whole access policy. No rule: everything is allowed; once any rule exists, what no
+/// rule allows is refused.
+public nonisolated struct Mesh_V1_PolicySet: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Rises with every change of the rules.
+  public var version: UInt64 = 0
+
+  public var rules: [Mesh_V1_PolicyRule] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// mesh.v1.fanout.ingest: ProvisionSvc hands FanoutSvc the changes of one tenant, in revision order.
+/// FanoutSvc stores them, publishes each on the tenant's subject, then answers. Idempotent: changes at
+/// or below FanoutSvc's revision are published again (nodes drop duplicates) but not stored twice.
+public nonisolated struct Mesh_V1_IngestRequest: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String {
+    get {_storage._tenantID}
+    set {_uniqueStorage()._tenantID = newValue}
+  }
+
+  public var changes: [Mesh_V1_PeersUpdated] {
+    get {_storage._changes}
+    set {_uniqueStorage()._changes = newValue}
+  }
 
   /// A snapshot replaces FanoutSvc's whole view of the tenant: members (every one, over one or more
   /// requests with the same snapshot_revision) and settings at snapshot_revision. Used when
   /// FanoutSvc lacks revisions that ProvisionSvc no longer keeps.
-  public var snapshot: Bool = false
+  public var snapshot: Bool {
+    get {_storage._snapshot}
+    set {_uniqueStorage()._snapshot = newValue}
+  }
 
-  public var snapshotRevision: UInt64 = 0
+  public var snapshotRevision: UInt64 {
+    get {_storage._snapshotRevision}
+    set {_uniqueStorage()._snapshotRevision = newValue}
+  }
 
-  public var snapshotMembers: [Mesh_V1_Member] = []
+  public var snapshotMembers: [Mesh_V1_Member] {
+    get {_storage._snapshotMembers}
+    set {_uniqueStorage()._snapshotMembers = newValue}
+  }
 
   public var snapshotSettings: Mesh_V1_TenantSettings {
-    get {_snapshotSettings ?? Mesh_V1_TenantSettings()}
-    set {_snapshotSettings = newValue}
+    get {_storage._snapshotSettings ?? Mesh_V1_TenantSettings()}
+    set {_uniqueStorage()._snapshotSettings = newValue}
   }
   /// Returns true if `snapshotSettings` has been explicitly set.
-  public var hasSnapshotSettings: Bool {self._snapshotSettings != nil}
+  public var hasSnapshotSettings: Bool {_storage._snapshotSettings != nil}
   /// Clears the value of `snapshotSettings`. Subsequent reads from it will return its default value.
-  public mutating func clearSnapshotSettings() {self._snapshotSettings = nil}
+  public mutating func clearSnapshotSettings() {_uniqueStorage()._snapshotSettings = nil}
 
   /// True on the last request of a snapshot.
-  public var snapshotDone: Bool = false
+  public var snapshotDone: Bool {
+    get {_storage._snapshotDone}
+    set {_uniqueStorage()._snapshotDone = newValue}
+  }
 
   /// Names one snapshot (a random id per snapshot), and its requests in order from 0. A snapshot
   /// starts with page 0, which replaces the member list; FanoutSvc refuses (failed_precondition) a
   /// later page of a snapshot that is not the one in progress, so two senders (two ProvisionSvc
   /// replicas) never mix their pages: the one that started last wins and the other stops.
-  public var snapshotID: String = String()
+  public var snapshotID: String {
+    get {_storage._snapshotID}
+    set {_uniqueStorage()._snapshotID = newValue}
+  }
 
-  public var snapshotPage: UInt32 = 0
+  public var snapshotPage: UInt32 {
+    get {_storage._snapshotPage}
+    set {_uniqueStorage()._snapshotPage = newValue}
+  }
+
+  /// The tenant's access policy, on the request that says done.
+  public var snapshotPolicy: Mesh_V1_PolicySet {
+    get {_storage._snapshotPolicy ?? Mesh_V1_PolicySet()}
+    set {_uniqueStorage()._snapshotPolicy = newValue}
+  }
+  /// Returns true if `snapshotPolicy` has been explicitly set.
+  public var hasSnapshotPolicy: Bool {_storage._snapshotPolicy != nil}
+  /// Clears the value of `snapshotPolicy`. Subsequent reads from it will return its default value.
+  public mutating func clearSnapshotPolicy() {_uniqueStorage()._snapshotPolicy = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _snapshotSettings: Mesh_V1_TenantSettings? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Mesh_V1_IngestResponse: Sendable {
@@ -298,11 +536,22 @@ public nonisolated struct Mesh_V1_SyncResponse: Sendable {
   /// Pass as after_member_id for the next page; empty on the last page.
   public var nextMemberID: String = String()
 
+  /// The tenant's access policy at `revision`.
+  public var policy: Mesh_V1_PolicySet {
+    get {_policy ?? Mesh_V1_PolicySet()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _settings: Mesh_V1_TenantSettings? = nil
+  fileprivate var _policy: Mesh_V1_PolicySet? = nil
 }
 
 /// Catch-up: the changes after a revision.
@@ -442,9 +691,13 @@ public nonisolated struct Mesh_V1_NodePeers: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "mesh.v1"
 
+nonisolated extension Mesh_V1_PolicyProtocol: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0POLICY_PROTOCOL_UNSPECIFIED\0\u{1}POLICY_PROTOCOL_TCP\0\u{1}POLICY_PROTOCOL_UDP\0\u{1}POLICY_PROTOCOL_ICMP\0")
+}
+
 nonisolated extension Mesh_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Member"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}public_key\0\u{1}ipv4\0\u{1}ipv6\0\u{1}slug\0\u{1}endpoint\0\u{3}listen_port\0\u{1}active\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}owner_user_id\0\u{3}device_type\0\u{1}tags\0\u{3}display_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}public_key\0\u{1}ipv4\0\u{1}ipv6\0\u{1}slug\0\u{1}endpoint\0\u{3}listen_port\0\u{1}active\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}owner_user_id\0\u{3}device_type\0\u{1}tags\0\u{3}display_name\0\u{3}owner_role\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -467,6 +720,7 @@ nonisolated extension Mesh_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 13: try { try decoder.decodeSingularEnumField(value: &self.deviceType) }()
       case 14: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
       case 15: try { try decoder.decodeSingularStringField(value: &self.displayName) }()
+      case 16: try { try decoder.decodeSingularEnumField(value: &self.ownerRole) }()
       default: break
       }
     }
@@ -518,6 +772,9 @@ nonisolated extension Mesh_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.displayName.isEmpty {
       try visitor.visitSingularStringField(value: self.displayName, fieldNumber: 15)
     }
+    if self.ownerRole != .unspecified {
+      try visitor.visitSingularEnumField(value: self.ownerRole, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -537,6 +794,7 @@ nonisolated extension Mesh_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.deviceType != rhs.deviceType {return false}
     if lhs.tags != rhs.tags {return false}
     if lhs.displayName != rhs.displayName {return false}
+    if lhs.ownerRole != rhs.ownerRole {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -644,7 +902,7 @@ nonisolated extension Mesh_V1_MemberRemoval: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeersUpdated"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{4}\u{4}committed_at_ms\0\u{1}upsert\0\u{1}remove\0\u{1}settings\0\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}\u{c}\u{5}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{4}\u{4}committed_at_ms\0\u{1}upsert\0\u{1}remove\0\u{1}settings\0\u{1}policy\0\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}\u{c}\u{5}\u{1}")
 
   fileprivate class _StorageClass {
     var _tenantID: String = String()
@@ -725,6 +983,19 @@ nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf
             _storage._change = .settings(v)
           }
         }()
+        case 10: try {
+          var v: Mesh_V1_PolicySet?
+          var hadOneofValue = false
+          if let current = _storage._change {
+            hadOneofValue = true
+            if case .policy(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._change = .policy(v)
+          }
+        }()
         default: break
         }
       }
@@ -759,6 +1030,10 @@ nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf
         guard case .settings(let v)? = _storage._change else { preconditionFailure() }
         try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
       }()
+      case .policy?: try {
+        guard case .policy(let v)? = _storage._change else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
       case nil: break
       }
     }
@@ -783,9 +1058,9 @@ nonisolated extension Mesh_V1_PeersUpdated: SwiftProtobuf.Message, SwiftProtobuf
   }
 }
 
-nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".IngestRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}changes\0\u{1}snapshot\0\u{3}snapshot_revision\0\u{3}snapshot_members\0\u{3}snapshot_settings\0\u{3}snapshot_done\0\u{3}snapshot_id\0\u{3}snapshot_page\0")
+nonisolated extension Mesh_V1_PolicySelector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicySelector"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}all\0\u{3}user_id\0\u{1}role\0\u{3}device_type\0\u{1}tag\0\u{3}device_id\0\u{3}node_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -793,15 +1068,62 @@ nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobu
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
-      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.changes) }()
-      case 3: try { try decoder.decodeSingularBoolField(value: &self.snapshot) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.snapshotRevision) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.snapshotMembers) }()
-      case 6: try { try decoder.decodeSingularMessageField(value: &self._snapshotSettings) }()
-      case 7: try { try decoder.decodeSingularBoolField(value: &self.snapshotDone) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.snapshotID) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotPage) }()
+      case 1: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .all(v)
+        }
+      }()
+      case 2: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .userID(v)
+        }
+      }()
+      case 3: try {
+        var v: Mesh_V1_Role?
+        try decoder.decodeSingularEnumField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .role(v)
+        }
+      }()
+      case 4: try {
+        var v: Mesh_V1_DeviceType?
+        try decoder.decodeSingularEnumField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .deviceType(v)
+        }
+      }()
+      case 5: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .tag(v)
+        }
+      }()
+      case 6: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .deviceID(v)
+        }
+      }()
+      case 7: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .nodeID(v)
+        }
+      }()
       default: break
       }
     }
@@ -812,46 +1134,300 @@ nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobu
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.tenantID.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    switch self.target {
+    case .all?: try {
+      guard case .all(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 1)
+    }()
+    case .userID?: try {
+      guard case .userID(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+    }()
+    case .role?: try {
+      guard case .role(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 3)
+    }()
+    case .deviceType?: try {
+      guard case .deviceType(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 4)
+    }()
+    case .tag?: try {
+      guard case .tag(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 5)
+    }()
+    case .deviceID?: try {
+      guard case .deviceID(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 6)
+    }()
+    case .nodeID?: try {
+      guard case .nodeID(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 7)
+    }()
+    case nil: break
     }
-    if !self.changes.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.changes, fieldNumber: 2)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PolicySelector, rhs: Mesh_V1_PolicySelector) -> Bool {
+    if lhs.target != rhs.target {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PolicyPort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyPort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{1}first\0\u{1}last\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.first) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.last) }()
+      default: break
+      }
     }
-    if self.snapshot != false {
-      try visitor.visitSingularBoolField(value: self.snapshot, fieldNumber: 3)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.`protocol` != .unspecified {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 1)
     }
-    if self.snapshotRevision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.snapshotRevision, fieldNumber: 4)
+    if self.first != 0 {
+      try visitor.visitSingularUInt32Field(value: self.first, fieldNumber: 2)
     }
-    if !self.snapshotMembers.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.snapshotMembers, fieldNumber: 5)
+    if self.last != 0 {
+      try visitor.visitSingularUInt32Field(value: self.last, fieldNumber: 3)
     }
-    try { if let v = self._snapshotSettings {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-    } }()
-    if self.snapshotDone != false {
-      try visitor.visitSingularBoolField(value: self.snapshotDone, fieldNumber: 7)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PolicyPort, rhs: Mesh_V1_PolicyPort) -> Bool {
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.first != rhs.first {return false}
+    if lhs.last != rhs.last {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PolicyRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyRule"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}sources\0\u{1}destinations\0\u{1}ports\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.sources) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.destinations) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.ports) }()
+      default: break
+      }
     }
-    if !self.snapshotID.isEmpty {
-      try visitor.visitSingularStringField(value: self.snapshotID, fieldNumber: 8)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
-    if self.snapshotPage != 0 {
-      try visitor.visitSingularUInt32Field(value: self.snapshotPage, fieldNumber: 9)
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if !self.sources.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sources, fieldNumber: 3)
+    }
+    if !self.destinations.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.destinations, fieldNumber: 4)
+    }
+    if !self.ports.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.ports, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PolicyRule, rhs: Mesh_V1_PolicyRule) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.sources != rhs.sources {return false}
+    if lhs.destinations != rhs.destinations {return false}
+    if lhs.ports != rhs.ports {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PolicySet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicySet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}rules\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.rules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rules, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PolicySet, rhs: Mesh_V1_PolicySet) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.rules != rhs.rules {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_IngestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IngestRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}changes\0\u{1}snapshot\0\u{3}snapshot_revision\0\u{3}snapshot_members\0\u{3}snapshot_settings\0\u{3}snapshot_done\0\u{3}snapshot_id\0\u{3}snapshot_page\0\u{3}snapshot_policy\0")
+
+  fileprivate class _StorageClass {
+    var _tenantID: String = String()
+    var _changes: [Mesh_V1_PeersUpdated] = []
+    var _snapshot: Bool = false
+    var _snapshotRevision: UInt64 = 0
+    var _snapshotMembers: [Mesh_V1_Member] = []
+    var _snapshotSettings: Mesh_V1_TenantSettings? = nil
+    var _snapshotDone: Bool = false
+    var _snapshotID: String = String()
+    var _snapshotPage: UInt32 = 0
+    var _snapshotPolicy: Mesh_V1_PolicySet? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _tenantID = source._tenantID
+      _changes = source._changes
+      _snapshot = source._snapshot
+      _snapshotRevision = source._snapshotRevision
+      _snapshotMembers = source._snapshotMembers
+      _snapshotSettings = source._snapshotSettings
+      _snapshotDone = source._snapshotDone
+      _snapshotID = source._snapshotID
+      _snapshotPage = source._snapshotPage
+      _snapshotPolicy = source._snapshotPolicy
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._tenantID) }()
+        case 2: try { try decoder.decodeRepeatedMessageField(value: &_storage._changes) }()
+        case 3: try { try decoder.decodeSingularBoolField(value: &_storage._snapshot) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._snapshotRevision) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._snapshotMembers) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._snapshotSettings) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._snapshotDone) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._snapshotID) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._snapshotPage) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._snapshotPolicy) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._tenantID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenantID, fieldNumber: 1)
+      }
+      if !_storage._changes.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._changes, fieldNumber: 2)
+      }
+      if _storage._snapshot != false {
+        try visitor.visitSingularBoolField(value: _storage._snapshot, fieldNumber: 3)
+      }
+      if _storage._snapshotRevision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._snapshotRevision, fieldNumber: 4)
+      }
+      if !_storage._snapshotMembers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._snapshotMembers, fieldNumber: 5)
+      }
+      try { if let v = _storage._snapshotSettings {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      if _storage._snapshotDone != false {
+        try visitor.visitSingularBoolField(value: _storage._snapshotDone, fieldNumber: 7)
+      }
+      if !_storage._snapshotID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._snapshotID, fieldNumber: 8)
+      }
+      if _storage._snapshotPage != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._snapshotPage, fieldNumber: 9)
+      }
+      try { if let v = _storage._snapshotPolicy {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Mesh_V1_IngestRequest, rhs: Mesh_V1_IngestRequest) -> Bool {
-    if lhs.tenantID != rhs.tenantID {return false}
-    if lhs.changes != rhs.changes {return false}
-    if lhs.snapshot != rhs.snapshot {return false}
-    if lhs.snapshotRevision != rhs.snapshotRevision {return false}
-    if lhs.snapshotMembers != rhs.snapshotMembers {return false}
-    if lhs._snapshotSettings != rhs._snapshotSettings {return false}
-    if lhs.snapshotDone != rhs.snapshotDone {return false}
-    if lhs.snapshotID != rhs.snapshotID {return false}
-    if lhs.snapshotPage != rhs.snapshotPage {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._tenantID != rhs_storage._tenantID {return false}
+        if _storage._changes != rhs_storage._changes {return false}
+        if _storage._snapshot != rhs_storage._snapshot {return false}
+        if _storage._snapshotRevision != rhs_storage._snapshotRevision {return false}
+        if _storage._snapshotMembers != rhs_storage._snapshotMembers {return false}
+        if _storage._snapshotSettings != rhs_storage._snapshotSettings {return false}
+        if _storage._snapshotDone != rhs_storage._snapshotDone {return false}
+        if _storage._snapshotID != rhs_storage._snapshotID {return false}
+        if _storage._snapshotPage != rhs_storage._snapshotPage {return false}
+        if _storage._snapshotPolicy != rhs_storage._snapshotPolicy {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -939,7 +1515,7 @@ nonisolated extension Mesh_V1_SyncRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SyncResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{1}settings\0\u{1}members\0\u{3}next_member_id\0\u{c}\u{6}\u{1}\u{c}\u{7}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}revision\0\u{1}settings\0\u{1}members\0\u{3}next_member_id\0\u{2}\u{3}policy\0\u{c}\u{6}\u{1}\u{c}\u{7}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -952,6 +1528,7 @@ nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.nextMemberID) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
       default: break
       }
     }
@@ -977,6 +1554,9 @@ nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf
     if !self.nextMemberID.isEmpty {
       try visitor.visitSingularStringField(value: self.nextMemberID, fieldNumber: 5)
     }
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -986,6 +1566,7 @@ nonisolated extension Mesh_V1_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._settings != rhs._settings {return false}
     if lhs.members != rhs.members {return false}
     if lhs.nextMemberID != rhs.nextMemberID {return false}
+    if lhs._policy != rhs._policy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -308,6 +308,18 @@ public nonisolated struct Mesh_V1_Tenant: @unchecked Sendable {
     set {_uniqueStorage()._deviceLifetimeSeconds = newValue}
   }
 
+  /// The mesh DNS answers a device only with the names it may reach (access policies).
+  public var dnsFiltered: Bool {
+    get {_storage._dnsFiltered}
+    set {_uniqueStorage()._dnsFiltered = newValue}
+  }
+
+  /// The version of the tenant's access policy (0 before its first rule).
+  public var policyVersion: UInt64 {
+    get {_storage._policyVersion}
+    set {_uniqueStorage()._policyVersion = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -917,6 +929,12 @@ public nonisolated struct Mesh_V1_Device: @unchecked Sendable {
     set {_uniqueStorage()._onlineUntilMs = newValue}
   }
 
+  /// Admin-assigned tags (access policies).
+  public var tags: [String] {
+    get {_storage._tags}
+    set {_uniqueStorage()._tags = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1517,6 +1535,12 @@ public nonisolated struct Mesh_V1_Node: @unchecked Sendable {
     set {_uniqueStorage()._stateError = newValue}
   }
 
+  /// Admin-assigned tags (access policies).
+  public var tags: [String] {
+    get {_storage._tags}
+    set {_uniqueStorage()._tags = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2108,6 +2132,303 @@ public nonisolated struct Mesh_V1_TenantSettingsResponse: Sendable {
   fileprivate var _settings: Mesh_V1_TenantAdminSettings? = nil
 }
 
+/// A tenant's access policy as admins see it (docs/policies.md).
+public nonisolated struct Mesh_V1_Policy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var version: UInt64 = 0
+
+  public var rules: [Mesh_V1_PolicyRule] = []
+
+  public var dnsFiltered: Bool = false
+
+  /// The plan's cap on rules; 0 with rules_unlimited = true for no cap.
+  public var ruleCap: UInt32 = 0
+
+  public var rulesUnlimited: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// mesh.v1.provision.policy.get: admins.
+public nonisolated struct Mesh_V1_GetPolicyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_GetPolicyResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var policy: Mesh_V1_Policy {
+    get {_policy ?? Mesh_V1_Policy()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _policy: Mesh_V1_Policy? = nil
+}
+
+public nonisolated struct Mesh_V1_PolicyRules: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rules: [Mesh_V1_PolicyRule] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// mesh.v1.provision.policy.update: admins. One edit per request; every edit is validated as a
+/// whole (a 400 names the field, e.g. "rules[2].ports[0]"), written in one transaction with its
+/// change for the nodes, and audited.
+public nonisolated struct Mesh_V1_UpdatePolicyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var edit: Mesh_V1_UpdatePolicyRequest.OneOf_Edit? = nil
+
+  /// Replaces every rule (ids may be kept or left empty for new ones).
+  public var replace: Mesh_V1_PolicyRules {
+    get {
+      if case .replace(let v)? = edit {return v}
+      return Mesh_V1_PolicyRules()
+    }
+    set {edit = .replace(newValue)}
+  }
+
+  /// Adds one rule at the end (its id is given by ProvisionSvc).
+  public var add: Mesh_V1_PolicyRule {
+    get {
+      if case .add(let v)? = edit {return v}
+      return Mesh_V1_PolicyRule()
+    }
+    set {edit = .add(newValue)}
+  }
+
+  /// Replaces the rule with the same id.
+  public var update: Mesh_V1_PolicyRule {
+    get {
+      if case .update(let v)? = edit {return v}
+      return Mesh_V1_PolicyRule()
+    }
+    set {edit = .update(newValue)}
+  }
+
+  public var deleteRuleID: String {
+    get {
+      if case .deleteRuleID(let v)? = edit {return v}
+      return String()
+    }
+    set {edit = .deleteRuleID(newValue)}
+  }
+
+  /// Turns the DNS filter on or off.
+  public var dnsFiltered: Bool {
+    get {
+      if case .dnsFiltered(let v)? = edit {return v}
+      return false
+    }
+    set {edit = .dnsFiltered(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Edit: Equatable, Sendable {
+    /// Replaces every rule (ids may be kept or left empty for new ones).
+    case replace(Mesh_V1_PolicyRules)
+    /// Adds one rule at the end (its id is given by ProvisionSvc).
+    case add(Mesh_V1_PolicyRule)
+    /// Replaces the rule with the same id.
+    case update(Mesh_V1_PolicyRule)
+    case deleteRuleID(String)
+    /// Turns the DNS filter on or off.
+    case dnsFiltered(Bool)
+
+  }
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_UpdatePolicyResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var policy: Mesh_V1_Policy {
+    get {_policy ?? Mesh_V1_Policy()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  /// The revision of the change nodes receive; 0 when nothing changed.
+  public var revision: UInt64 = 0
+
+  /// The rule added or updated.
+  public var rule: Mesh_V1_PolicyRule {
+    get {_rule ?? Mesh_V1_PolicyRule()}
+    set {_rule = newValue}
+  }
+  /// Returns true if `rule` has been explicitly set.
+  public var hasRule: Bool {self._rule != nil}
+  /// Clears the value of `rule`. Subsequent reads from it will return its default value.
+  public mutating func clearRule() {self._rule = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _policy: Mesh_V1_Policy? = nil
+  fileprivate var _rule: Mesh_V1_PolicyRule? = nil
+}
+
+/// mesh.v1.provision.policy.check: admins. A dry run: may `from` reach `to` on this protocol and
+/// port under the current rules, and which rule allows it. `from` and `to` are
+/// "device:<id>", "node:<id>", a mesh address or a DNS name of the tenant.
+public nonisolated struct Mesh_V1_CheckPolicyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var from: String = String()
+
+  public var to: String = String()
+
+  public var `protocol`: Mesh_V1_PolicyProtocol = .unspecified
+
+  /// 0 for ICMP.
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_CheckPolicyResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var allowed: Bool = false
+
+  /// The first rule that allows it (empty when none does, or when the tenant has no rules).
+  public var ruleID: String = String()
+
+  public var ruleName: String = String()
+
+  public var reason: String = String()
+
+  /// The members as resolved: "device:<id>" or "node:<id>".
+  public var fromMember: String = String()
+
+  public var toMember: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// mesh.v1.provision.tags.set: admins give a device or a node its tags (replacing the old ones).
+public nonisolated struct Mesh_V1_SetTagsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caller: Mesh_V1_Caller {
+    get {_caller ?? Mesh_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var kind: Mesh_V1_PeerKind = .unspecified
+
+  public var memberID: String = String()
+
+  public var tags: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Mesh_V1_Caller? = nil
+}
+
+public nonisolated struct Mesh_V1_SetTagsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tags: [String] = []
+
+  /// The revision of the member's change; 0 when the tags were already these.
+  public var revision: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "mesh.v1"
@@ -2130,7 +2451,7 @@ nonisolated extension Mesh_V1_DiagnosticsLevel: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Tenant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}plan\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}require_saml\0\u{1}revision\0\u{3}created_at_ms\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0\u{3}hub_node_id\0\u{3}mesh_enabled\0\u{4}\u{18}device_lifetime_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}plan\0\u{3}ipv4_prefix\0\u{3}ipv6_prefix\0\u{3}require_saml\0\u{1}revision\0\u{3}created_at_ms\0\u{1}domain\0\u{3}node_keepalive\0\u{3}device_keepalive\0\u{3}device_mtu\0\u{3}config_max_nodes\0\u{3}dns_resolvers\0\u{3}hub_node_id\0\u{3}mesh_enabled\0\u{3}dns_filtered\0\u{3}policy_version\0\u{4}\u{16}device_lifetime_seconds\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -2150,6 +2471,8 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
     var _hubNodeID: String = String()
     var _meshEnabled: Bool = false
     var _deviceLifetimeSeconds: UInt32 = 0
+    var _dnsFiltered: Bool = false
+    var _policyVersion: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2177,6 +2500,8 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
       _hubNodeID = source._hubNodeID
       _meshEnabled = source._meshEnabled
       _deviceLifetimeSeconds = source._deviceLifetimeSeconds
+      _dnsFiltered = source._dnsFiltered
+      _policyVersion = source._policyVersion
     }
   }
 
@@ -2211,6 +2536,8 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._dnsResolvers) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._hubNodeID) }()
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._meshEnabled) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._dnsFiltered) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._policyVersion) }()
         case 40: try { try decoder.decodeSingularUInt32Field(value: &_storage._deviceLifetimeSeconds) }()
         default: break
         }
@@ -2268,6 +2595,12 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
       if _storage._meshEnabled != false {
         try visitor.visitSingularBoolField(value: _storage._meshEnabled, fieldNumber: 16)
       }
+      if _storage._dnsFiltered != false {
+        try visitor.visitSingularBoolField(value: _storage._dnsFiltered, fieldNumber: 17)
+      }
+      if _storage._policyVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._policyVersion, fieldNumber: 18)
+      }
       if _storage._deviceLifetimeSeconds != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._deviceLifetimeSeconds, fieldNumber: 40)
       }
@@ -2297,6 +2630,8 @@ nonisolated extension Mesh_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Mess
         if _storage._hubNodeID != rhs_storage._hubNodeID {return false}
         if _storage._meshEnabled != rhs_storage._meshEnabled {return false}
         if _storage._deviceLifetimeSeconds != rhs_storage._deviceLifetimeSeconds {return false}
+        if _storage._dnsFiltered != rhs_storage._dnsFiltered {return false}
+        if _storage._policyVersion != rhs_storage._policyVersion {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3019,7 +3354,7 @@ nonisolated extension Mesh_V1_ListUsersResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0\u{2}\u{14}status\0\u{3}suspend_reason\0\u{3}suspended_at_ms\0\u{3}expires_at_ms\0\u{3}owner_name\0\u{3}per_peer_stats\0\u{3}online_until_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{3}owner_user_id\0\u{1}label\0\u{1}slug\0\u{3}dns_name\0\u{1}type\0\u{1}ipv4\0\u{1}ipv6\0\u{3}public_key\0\u{3}created_at_ms\0\u{3}last_handshake_at_ms\0\u{1}online\0\u{3}rx_bytes\0\u{3}tx_bytes\0\u{1}endpoint\0\u{3}config_hub_id\0\u{3}config_node_ids\0\u{3}config_outdated\0\u{3}config_outdated_reason\0\u{1}tags\0\u{2}\u{13}status\0\u{3}suspend_reason\0\u{3}suspended_at_ms\0\u{3}expires_at_ms\0\u{3}owner_name\0\u{3}per_peer_stats\0\u{3}online_until_ms\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -3049,6 +3384,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
     var _ownerName: String = String()
     var _perPeerStats: Bool = false
     var _onlineUntilMs: Int64 = 0
+    var _tags: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3086,6 +3422,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
       _ownerName = source._ownerName
       _perPeerStats = source._perPeerStats
       _onlineUntilMs = source._onlineUntilMs
+      _tags = source._tags
     }
   }
 
@@ -3124,6 +3461,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
         case 18: try { try decoder.decodeRepeatedStringField(value: &_storage._configNodeIds) }()
         case 19: try { try decoder.decodeSingularBoolField(value: &_storage._configOutdated) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._configOutdatedReason) }()
+        case 21: try { try decoder.decodeRepeatedStringField(value: &_storage._tags) }()
         case 40: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
         case 41: try { try decoder.decodeSingularEnumField(value: &_storage._suspendReason) }()
         case 42: try { try decoder.decodeSingularInt64Field(value: &_storage._suspendedAtMs) }()
@@ -3199,6 +3537,9 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
       if !_storage._configOutdatedReason.isEmpty {
         try visitor.visitSingularStringField(value: _storage._configOutdatedReason, fieldNumber: 20)
       }
+      if !_storage._tags.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tags, fieldNumber: 21)
+      }
       if _storage._status != .unspecified {
         try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 40)
       }
@@ -3256,6 +3597,7 @@ nonisolated extension Mesh_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._Mess
         if _storage._ownerName != rhs_storage._ownerName {return false}
         if _storage._perPeerStats != rhs_storage._perPeerStats {return false}
         if _storage._onlineUntilMs != rhs_storage._onlineUntilMs {return false}
+        if _storage._tags != rhs_storage._tags {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -4114,7 +4456,7 @@ nonisolated extension Mesh_V1_DeviceChangeResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{1}name\0\u{1}slug\0\u{3}dns_name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0\u{1}ipv4\0\u{1}ipv6\0\u{3}created_at_ms\0\u{1}hub\0\u{3}last_seen_at_ms\0\u{2}\u{1b}online\0\u{1}backend\0\u{3}applied_revision\0\u{3}last_sync_at_ms\0\u{1}live\0\u{3}state_error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}tenant_id\0\u{1}name\0\u{1}slug\0\u{3}dns_name\0\u{3}public_key\0\u{1}endpoint\0\u{3}listen_port\0\u{1}ipv4\0\u{1}ipv6\0\u{3}created_at_ms\0\u{1}hub\0\u{3}last_seen_at_ms\0\u{1}tags\0\u{2}\u{1a}online\0\u{1}backend\0\u{3}applied_revision\0\u{3}last_sync_at_ms\0\u{1}live\0\u{3}state_error\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -4136,6 +4478,7 @@ nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
     var _lastSyncAtMs: Int64 = 0
     var _live: Bool = false
     var _stateError: String = String()
+    var _tags: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4165,6 +4508,7 @@ nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
       _lastSyncAtMs = source._lastSyncAtMs
       _live = source._live
       _stateError = source._stateError
+      _tags = source._tags
     }
   }
 
@@ -4196,6 +4540,7 @@ nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
         case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtMs) }()
         case 12: try { try decoder.decodeSingularBoolField(value: &_storage._hub) }()
         case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._lastSeenAtMs) }()
+        case 14: try { try decoder.decodeRepeatedStringField(value: &_storage._tags) }()
         case 40: try { try decoder.decodeSingularBoolField(value: &_storage._online) }()
         case 41: try { try decoder.decodeSingularStringField(value: &_storage._backend) }()
         case 42: try { try decoder.decodeSingularUInt64Field(value: &_storage._appliedRevision) }()
@@ -4249,6 +4594,9 @@ nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
       if _storage._lastSeenAtMs != 0 {
         try visitor.visitSingularInt64Field(value: _storage._lastSeenAtMs, fieldNumber: 13)
       }
+      if !_storage._tags.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tags, fieldNumber: 14)
+      }
       if _storage._online != false {
         try visitor.visitSingularBoolField(value: _storage._online, fieldNumber: 40)
       }
@@ -4295,6 +4643,7 @@ nonisolated extension Mesh_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
         if _storage._lastSyncAtMs != rhs_storage._lastSyncAtMs {return false}
         if _storage._live != rhs_storage._live {return false}
         if _storage._stateError != rhs_storage._stateError {return false}
+        if _storage._tags != rhs_storage._tags {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -5311,6 +5660,509 @@ nonisolated extension Mesh_V1_TenantSettingsResponse: SwiftProtobuf.Message, Swi
 
   public static func ==(lhs: Mesh_V1_TenantSettingsResponse, rhs: Mesh_V1_TenantSettingsResponse) -> Bool {
     if lhs._settings != rhs._settings {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_Policy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Policy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}version\0\u{1}rules\0\u{3}dns_filtered\0\u{3}rule_cap\0\u{3}rules_unlimited\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.dnsFiltered) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.ruleCap) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.rulesUnlimited) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if !self.rules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rules, fieldNumber: 3)
+    }
+    if self.dnsFiltered != false {
+      try visitor.visitSingularBoolField(value: self.dnsFiltered, fieldNumber: 4)
+    }
+    if self.ruleCap != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ruleCap, fieldNumber: 5)
+    }
+    if self.rulesUnlimited != false {
+      try visitor.visitSingularBoolField(value: self.rulesUnlimited, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_Policy, rhs: Mesh_V1_Policy) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.rules != rhs.rules {return false}
+    if lhs.dnsFiltered != rhs.dnsFiltered {return false}
+    if lhs.ruleCap != rhs.ruleCap {return false}
+    if lhs.rulesUnlimited != rhs.rulesUnlimited {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_GetPolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetPolicyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_GetPolicyRequest, rhs: Mesh_V1_GetPolicyRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_GetPolicyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetPolicyResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}policy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_GetPolicyResponse, rhs: Mesh_V1_GetPolicyResponse) -> Bool {
+    if lhs._policy != rhs._policy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_PolicyRules: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyRules"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rules\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rules, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_PolicyRules, rhs: Mesh_V1_PolicyRules) -> Bool {
+    if lhs.rules != rhs.rules {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_UpdatePolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdatePolicyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}replace\0\u{1}add\0\u{1}update\0\u{3}delete_rule_id\0\u{3}dns_filtered\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try {
+        var v: Mesh_V1_PolicyRules?
+        var hadOneofValue = false
+        if let current = self.edit {
+          hadOneofValue = true
+          if case .replace(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.edit = .replace(v)
+        }
+      }()
+      case 3: try {
+        var v: Mesh_V1_PolicyRule?
+        var hadOneofValue = false
+        if let current = self.edit {
+          hadOneofValue = true
+          if case .add(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.edit = .add(v)
+        }
+      }()
+      case 4: try {
+        var v: Mesh_V1_PolicyRule?
+        var hadOneofValue = false
+        if let current = self.edit {
+          hadOneofValue = true
+          if case .update(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.edit = .update(v)
+        }
+      }()
+      case 5: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.edit != nil {try decoder.handleConflictingOneOf()}
+          self.edit = .deleteRuleID(v)
+        }
+      }()
+      case 6: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.edit != nil {try decoder.handleConflictingOneOf()}
+          self.edit = .dnsFiltered(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    switch self.edit {
+    case .replace?: try {
+      guard case .replace(let v)? = self.edit else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .add?: try {
+      guard case .add(let v)? = self.edit else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .update?: try {
+      guard case .update(let v)? = self.edit else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .deleteRuleID?: try {
+      guard case .deleteRuleID(let v)? = self.edit else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 5)
+    }()
+    case .dnsFiltered?: try {
+      guard case .dnsFiltered(let v)? = self.edit else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 6)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_UpdatePolicyRequest, rhs: Mesh_V1_UpdatePolicyRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.edit != rhs.edit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_UpdatePolicyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdatePolicyResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}policy\0\u{1}revision\0\u{1}rule\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._rule) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
+    }
+    try { if let v = self._rule {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_UpdatePolicyResponse, rhs: Mesh_V1_UpdatePolicyResponse) -> Bool {
+    if lhs._policy != rhs._policy {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs._rule != rhs._rule {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_CheckPolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckPolicyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}from\0\u{1}to\0\u{1}protocol\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
+    }
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 3)
+    }
+    if self.`protocol` != .unspecified {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 4)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_CheckPolicyRequest, rhs: Mesh_V1_CheckPolicyRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_CheckPolicyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckPolicyResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{3}rule_id\0\u{3}rule_name\0\u{1}reason\0\u{3}from_member\0\u{3}to_member\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.allowed) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ruleID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.ruleName) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.fromMember) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.toMember) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.allowed != false {
+      try visitor.visitSingularBoolField(value: self.allowed, fieldNumber: 1)
+    }
+    if !self.ruleID.isEmpty {
+      try visitor.visitSingularStringField(value: self.ruleID, fieldNumber: 2)
+    }
+    if !self.ruleName.isEmpty {
+      try visitor.visitSingularStringField(value: self.ruleName, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    if !self.fromMember.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromMember, fieldNumber: 5)
+    }
+    if !self.toMember.isEmpty {
+      try visitor.visitSingularStringField(value: self.toMember, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_CheckPolicyResponse, rhs: Mesh_V1_CheckPolicyResponse) -> Bool {
+    if lhs.allowed != rhs.allowed {return false}
+    if lhs.ruleID != rhs.ruleID {return false}
+    if lhs.ruleName != rhs.ruleName {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.fromMember != rhs.fromMember {return false}
+    if lhs.toMember != rhs.toMember {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_SetTagsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetTagsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}kind\0\u{3}member_id\0\u{1}tags\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.memberID) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.memberID.isEmpty {
+      try visitor.visitSingularStringField(value: self.memberID, fieldNumber: 3)
+    }
+    if !self.tags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_SetTagsRequest, rhs: Mesh_V1_SetTagsRequest) -> Bool {
+    if lhs._caller != rhs._caller {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.tags != rhs.tags {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mesh_V1_SetTagsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetTagsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tags\0\u{1}revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 1)
+    }
+    if self.revision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mesh_V1_SetTagsResponse, rhs: Mesh_V1_SetTagsResponse) -> Bool {
+    if lhs.tags != rhs.tags {return false}
     if lhs.revision != rhs.revision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

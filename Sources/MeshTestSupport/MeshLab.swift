@@ -138,11 +138,11 @@ public final class MeshLab: @unchecked Sendable {
         throw TestSetupError.failed("node \(name) did not come up; log:\n\(nodes.first { $0.name == name }?.process?.log().suffix(4000) ?? "")")
     }
 
-    /// Provisions a device through ProvisionSvc and brings it up in its own namespace from the
-    /// config it was given (see ``bringUp(config:)``).
+    /// Provisions a device through ProvisionSvc (owned by `owner`, the admin by default) and brings it
+    /// up in its own namespace from the config it was given (see ``bringUp(config:)``).
     @discardableResult
-    public func addDevice(_ label: String, type: Mesh_V1_DeviceType = .laptop, expiresAtMs: Int64 = 0) async throws -> LabDevice {
-        let created = try await cp.client.createDevice(caller: admin, label: label, type: type, expiresAtMs: expiresAtMs)
+    public func addDevice(_ label: String, type: Mesh_V1_DeviceType = .laptop, expiresAtMs: Int64 = 0, owner: Mesh_V1_Caller? = nil) async throws -> LabDevice {
+        let created = try await cp.client.createDevice(caller: owner ?? admin, label: label, type: type, expiresAtMs: expiresAtMs)
         let tunnel = try bringUp(config: created.config)
         let d = LabDevice(device: created.device, config: created.config, ns: tunnel.ns, interface: tunnel.interface)
         devices.append(d)

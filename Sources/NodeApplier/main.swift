@@ -82,6 +82,15 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "The gateway beside the node that the HTTPS front relays to, host:port (env MESH_NODE_HTTPS_UPSTREAM).")
     var httpsUpstream: String = Env.string("MESH_NODE_HTTPS_UPSTREAM", "127.0.0.1:8080")
 
+    @Option(help: "Enforce the tenant's access policy: nftables or off (env MESH_POLICY_FILTER).")
+    var policyFilter: String = Env.string("MESH_POLICY_FILTER", "nftables")
+
+    @Option(help: "The nft tool (env MESH_NFT).")
+    var nft: String = Env.string("MESH_NFT", "nft")
+
+    @Option(help: "The conntrack tool (env MESH_CONNTRACK).")
+    var conntrack: String = Env.string("MESH_CONNTRACK", "conntrack")
+
     func validate() throws {
         guard (0...65535).contains(httpsPort) else { throw ValidationError("--https-port must be 0 to 65535") }
         guard HostPort.parse(httpsUpstream) != nil else { throw ValidationError("--https-upstream must be host:port") }
@@ -99,6 +108,7 @@ struct NodeApplier: AsyncParsableCommand {
         guard resyncSeconds > 0, revisionCheckSeconds > 0, handshakePollSeconds > 0 else {
             throw ValidationError("--resync-seconds, --revision-check-seconds and --handshake-poll-seconds must be positive")
         }
+        guard ["nftables", "off"].contains(policyFilter) else { throw ValidationError("--policy-filter must be nftables or off") }
     }
 
     func run() async throws {
@@ -112,7 +122,8 @@ struct NodeApplier: AsyncParsableCommand {
             resyncInterval: .milliseconds(Int(resyncSeconds * 1000)), revisionCheckInterval: .milliseconds(Int(revisionCheckSeconds * 1000)),
             handshakePollInterval: .milliseconds(Int(handshakePollSeconds * 1000)), forwarding: forwarding,
             dnsPort: UInt16(dnsPort), dnsOutsideZone: dnsOutsideZone, hostsFile: hostsFile,
-            httpsPort: UInt16(httpsPort), httpsUpstream: httpsUpstream)
+            httpsPort: UInt16(httpsPort), httpsUpstream: httpsUpstream,
+            policyFilter: policyFilter == "nftables", nft: nft, conntrack: conntrack)
         try await NodeRuntime.run(config, common: common, enrollmentToken: try Env.secret(Self.enrollmentToken.name))
     }
 

@@ -20,7 +20,7 @@ public final class MeshDNSWiring: Sendable {
     let zone: MeshDNSZone?
     let server: MeshDNSServer?
 
-    public init(config: NodeConfiguration, identity: NodeIdentity, logger: Logger) {
+    public init(config: NodeConfiguration, identity: NodeIdentity, logger: Logger, dnsFilter: DNSPolicyFilter? = nil) {
         self.config = config
         self.identity = identity
         self.logger = logger
@@ -37,12 +37,15 @@ public final class MeshDNSWiring: Sendable {
             server = nil
             return
         }
+        // With the tenant's DNS filter on, a device is told only the names it may reach.
+        var visibility: MeshDNSVisibility?
+        if let dnsFilter { visibility = { client, name in dnsFilter.allows(client: client, name: name) } }
         let policy: MeshDNSOutsideZonePolicy = config.dnsOutsideZone == "refuse"
             ? .refuse : .forward(to: MeshDNSOutsideZonePolicy.systemResolvers(excluding: addresses))
         server = MeshDNSServer(zone: zone, configuration: MeshDNSServerConfiguration(
             listenAddresses: addresses, port: config.dnsPort, outsideZonePolicy: policy,
             // The addresses are added to the interface during start-up; bind regardless of order.
-            bindBeforeAddressExists: true), logger: logger)
+            bindBeforeAddressExists: true, visibility: visibility), logger: logger)
     }
 
     /// Keeps the zone equal to the agent's view (every named member, this node included).

@@ -24,6 +24,10 @@ public final class NodeAgent: Sendable {
     let wg: any WireGuardBackend
     let logger: Logger
     let fetch: @Sendable () async throws(MeshError) -> MeshView
+    /// The packet filter of the tenant's access policy (nil: not enforced here) and the mesh DNS's
+    /// view of it (docs/policies.md).
+    public let enforcer: PolicyEnforcer?
+    public let dnsFilter: DNSPolicyFilter?
     let resolver = EndpointResolver()
     let commands: AsyncStream<Command>
     let continuation: AsyncStream<Command>.Continuation
@@ -59,11 +63,14 @@ public final class NodeAgent: Sendable {
     }
 
     public init(identity: NodeIdentity, interface: String, backend: any WireGuardBackend, logger: Logger,
+                enforcer: PolicyEnforcer? = nil, dnsFilter: DNSPolicyFilter? = nil,
                 fetch: @escaping @Sendable () async throws(MeshError) -> MeshView) {
         self.identity = identity
         self.interface = interface
         self.wg = backend
         self.logger = logger
+        self.enforcer = enforcer
+        self.dnsFilter = dnsFilter
         self.fetch = fetch
         self.state = Mutex(State(mesh: MeshState(viewer: identity.nodeID)))
         (commands, continuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -236,11 +243,11 @@ public final class NodeAgent: Sendable {
         case .remove(let r): r.id
         default: nil
         }
-        let (t, whole, oldRecord, domain) = state.withLock { s in
+        let (t, whole, oldMember, oldRecord, domain) = state.withLock { s in
             let t = s.mesh.prepare(u)
             let whole = t.touched == nil ? (s.mesh.peers(), s.mesh.peers(after: t)) : nil
-            let old = changed.flatMap { s.mesh.members[$0] }.flatMap { Self.record($0, s.mesh.settings) }
-            return (t, whole, old, s.mesh.settings.domain)
+            let old = changed.flatMap { s.mesh.members[$0] }
+            return (t, whole, old, old.flatMap { Self.record($0, s.mesh.settings) }, s.mesh.settings.domain)
         }
         if t.removesViewer {
             logger.error("this node was removed from the mesh; dropping every peer")
@@ -280,6 +287,15 @@ public final class NodeAgent: Sendable {
             if let oldRecord, oldRecord.name != newRecord?.name { removed.append(oldRecord.name) }
             return .changed(removed: removed, added: newRecord.map { [$0] } ?? [], revision: mesh.revision)
         }
+        if let dnsFilter {
+            if let changed {
+                dnsFilter.update(before: oldMember, after: mesh.members[changed], mesh: mesh)
+            } else {
+                dnsFilter.rebuild(mesh)
+            }
+        }
+        // The peers are in; now the filter (a failure makes the agent resync, which installs it whole).
+        try await enforcer?.apply(u, before: oldMember, mesh: mesh)
     }
 
     /// Resolves the host names of endpoints the diff sets.
@@ -323,7 +339,7 @@ public final class NodeAgent: Sendable {
             throw MeshError.permissionDenied("the view is not this node's")
         }
         // The view's table is shared, not copied (a persistent map).
-        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, table: view.table)
+        let mesh = MeshState(viewer: identity.nodeID, revision: view.revision, settings: view.settings, table: view.table, policy: view.policy)
         let peers = mesh.peers()
         var desired: [DesiredPeer] = []
         desired.reserveCapacity(peers.count)
@@ -345,9 +361,12 @@ public final class NodeAgent: Sendable {
             s.lastSync = Date()
             s.removedFromMesh = false
         }
+        dnsFilter?.rebuild(mesh)
+        notify(revision: mesh.revision) { Self.zone(of: mesh) }
+        // The whole filter, after the peers; a failure fails the sync, and it is retried.
+        try await enforcer?.sync(mesh)
         retry.withLock { $0.delay = .milliseconds(100) }
         fullSyncs.increment()
-        notify(revision: mesh.revision) { Self.zone(of: mesh) }
         logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(view.revision)", "peers": "\(desired.count)",
                                             "added": "\(diff.add.count)", "changed": "\(diff.update.count)", "removed": "\(diff.remove.count)"])
         var r = Mesh_V1_RefreshResponse()

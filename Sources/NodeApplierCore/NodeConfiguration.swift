@@ -57,6 +57,12 @@ public struct NodeConfiguration: Sendable {
     public var httpsPort: UInt16
     /// Where the HTTPS front relays to: the gateway beside the node (`host:port`, plain HTTP).
     public var httpsUpstream: String
+    /// Enforce the tenant's access policy with nftables (false: the policy is tracked but not enforced
+    /// on this node; docs/policies.md).
+    public var policyFilter: Bool
+    /// The nft and conntrack tools (Debian's nftables and conntrack packages).
+    public var nft: String
+    public var conntrack: String
 
     public init(name: String, stateDirectory: String, interface: String = "wg-quazzar0", listenPort: UInt16 = 51820,
                 endpoint: String = "", backend: BackendChoice = .auto, wireguardGo: String = "wireguard-go",
@@ -65,9 +71,13 @@ public struct NodeConfiguration: Sendable {
                 resyncInterval: Duration = .seconds(300), revisionCheckInterval: Duration = .seconds(30),
                 handshakePollInterval: Duration = .seconds(1), forwarding: Bool = true,
                 dnsPort: UInt16 = 53, dnsOutsideZone: String = "forward", hostsFile: String = "",
-                httpsPort: UInt16 = 0, httpsUpstream: String = "127.0.0.1:8080") {
+                httpsPort: UInt16 = 0, httpsUpstream: String = "127.0.0.1:8080",
+                policyFilter: Bool = true, nft: String = "nft", conntrack: String = "conntrack") {
         self.httpsPort = httpsPort
         self.httpsUpstream = httpsUpstream
+        self.policyFilter = policyFilter
+        self.nft = nft
+        self.conntrack = conntrack
         self.name = name
         self.stateDirectory = stateDirectory
         self.interface = interface

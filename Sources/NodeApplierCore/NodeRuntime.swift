@@ -58,10 +58,14 @@ public enum NodeRuntime {
                       logger: Logger) async throws -> ServiceParts {
         let backend = try await InterfaceSetup.prepare(config, identity: identity, privateKey: privateKey, logger: logger)
         let fanout = FanoutClient(bus: bus)
-        let agent = NodeAgent(identity: identity, interface: config.interface, backend: backend, logger: logger) { () async throws(MeshError) in
+        let enforcer = PolicyEnforcer(filter: config.policyFilter ? NFTablesFilter(nft: config.nft, conntrack: config.conntrack) : nil,
+                                      interface: config.interface, logger: logger)
+        let dnsFilter = DNSPolicyFilter()
+        let agent = NodeAgent(identity: identity, interface: config.interface, backend: backend, logger: logger,
+                              enforcer: enforcer, dnsFilter: dnsFilter) { () async throws(MeshError) in
             try await fanout.fullView(tenantID: identity.tenantID, nodeID: identity.nodeID)
         }
-        let dns = MeshDNSWiring(config: config, identity: identity, logger: logger)
+        let dns = MeshDNSWiring(config: config, identity: identity, logger: logger, dnsFilter: dnsFilter)
         dns.attach(to: agent)
         let control = NodeControl(agent: agent, backend: backend, config: config, dns: dns)
         let log = logger
@@ -285,6 +289,7 @@ struct NodeControl: Sendable {
             st.active = s.synced
         }
         st.dnsStatus = dns.status()
+        if let policy = agent.enforcer?.status() { st.policyStatus = policy }
         return st
     }
 

@@ -98,7 +98,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
             SELECT revision, payload, created_at FROM outbox WHERE tenant_id = $1 AND delivered_at IS NULL ORDER BY revision LIMIT $2
             """, tenant, batchSize)
         guard !rows.isEmpty else { return 0 }
-        var changes = try rows.map(Self.change)
+        var changes = Self.fit(try rows.map(Self.change))
         var resp = try await send(tenant: tenant, changes: changes)
         if resp.expectedRevision > 0 && resp.expectedRevision < changes[0].revision {
             // FanoutSvc lacks earlier revisions (its copy is behind, or new): send them from the ones
@@ -108,7 +108,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
                 """, tenant, Int64(resp.expectedRevision), Int64(changes[0].revision))
             if let first = older.first, try first.decode("revision", as: Int64.self) == Int64(resp.expectedRevision),
                older.count == Int(changes[0].revision - resp.expectedRevision) {
-                changes = try older.map(Self.change) + changes
+                changes = Self.fit(try older.map(Self.change) + changes)
                 resp = try await send(tenant: tenant, changes: changes)
             } else {
                 logger.notice("FanoutSvc lacks revisions no longer kept; sending the tenant's whole state",
@@ -123,6 +123,22 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
         try await store.query("UPDATE outbox SET delivered_at = now() WHERE tenant_id = $1 AND delivered_at IS NULL AND revision <= $2",
                               tenant, Int64(changes.last!.revision))
         return changes.count
+    }
+
+    /// The most bytes of changes one ingest request carries: a request must fit in one NATS message
+    /// (1 MiB by default), and an access policy alone may take 256 KiB.
+    static let maxBatchBytes = 512 * 1024
+
+    /// The leading changes that fit in ``maxBatchBytes`` (at least one).
+    static func fit(_ changes: [Mesh_V1_PeersUpdated]) -> [Mesh_V1_PeersUpdated] {
+        var total = 0
+        var n = 0
+        for c in changes {
+            total += (try? c.serializedBytes() as [UInt8])?.count ?? 0
+            if n > 0 && total > maxBatchBytes { break }
+            n += 1
+        }
+        return Array(changes.prefix(n))
     }
 
     static func change(_ row: Row) throws -> Mesh_V1_PeersUpdated {
@@ -140,7 +156,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
     }
 
     /// The tenant's whole state, streamed page by page so that no process holds a whole tenant: the
-    /// revision R and the settings first, then the nodes and the devices in pages of
+    /// revision R, the settings and the access policy first, then the nodes and the devices in pages of
     /// ``snapshotPageSize`` ordered by id, each sent as it is read; the last request says done. Pages are
     /// read after R, so they may already show changes after R: those changes are still undelivered
     /// and follow the snapshot, and since each carries a member's whole state, replaying them on top
@@ -151,6 +167,10 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
             throw MeshError.notFound("unknown tenant")
         }
         let t = try PostgresProvisionStore.tenant(trow)
+        // Read after R like the pages: a later policy change is in the outbox and follows the snapshot.
+        var policy = Mesh_V1_PolicySet()
+        policy.version = t.policyVersion
+        policy.rules = try PostgresProvisionStore.rules(try await store.query(PostgresProvisionStore.rulesQuery, tenant))
         var resp = Mesh_V1_IngestResponse()
         var page: [Mesh_V1_Member] = []
         var sent = 0, pages: UInt32 = 0
@@ -165,6 +185,8 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
             req.snapshotRevision = t.revision
             req.snapshotSettings = t.settings
             req.snapshotMembers = page
+            // The policy rides on the last request, which makes the snapshot the view (FanoutSvc).
+            if done { req.snapshotPolicy = policy }
             req.snapshotDone = done
             resp = try await ingest(req)
             sent += page.count

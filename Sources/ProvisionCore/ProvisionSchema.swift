@@ -2,7 +2,7 @@ import MeshStore
 
 /// ProvisionSvc's tables, in the PostgreSQL schema `provision`: tenants and their settings, users,
 /// devices, nodes, names, enrollment, the audit log, the rate limit's window, bus revocations, the
-/// change outbox and the lease tasks. No other service reads or writes them (docs/architecture.md).
+/// change outbox, the lease tasks, and access-policy rules and tags. No other service reads or writes them (docs/architecture.md).
 public enum ProvisionSchema {
     public static let schema = ServiceSchema(name: "provision", migrations: [
         Migration(version: 1, name: "tenancy", sql: """
@@ -308,6 +308,24 @@ public enum ProvisionSchema {
               device_id uuid
             );
             CREATE INDEX config_links_pending ON config_links (tenant_id, expires_at) WHERE used_at IS NULL;
+            """),
+        Migration(version: 11, name: "access policies", sql: """
+            -- Access policies (docs/policies.md): the tenant's rules in order, the policy version nodes
+            -- report, the DNS filter, and the tags admins give devices and nodes (JSON arrays of strings).
+            ALTER TABLE tenants ADD COLUMN dns_filtered boolean NOT NULL DEFAULT false;
+            ALTER TABLE tenants ADD COLUMN policy_version bigint NOT NULL DEFAULT 0;
+            ALTER TABLE devices ADD COLUMN tags jsonb NOT NULL DEFAULT '[]';
+            ALTER TABLE nodes ADD COLUMN tags jsonb NOT NULL DEFAULT '[]';
+            CREATE TABLE policy_rules (
+              id uuid PRIMARY KEY,
+              tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+              position int NOT NULL,
+              name text NOT NULL,
+              -- mesh.v1.PolicyRule, as validated (PolicyValidation.rule)
+              rule bytea NOT NULL,
+              updated_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX policy_rules_tenant ON policy_rules (tenant_id, position);
             """),
     ])
 }

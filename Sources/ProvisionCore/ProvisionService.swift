@@ -18,6 +18,7 @@ public struct Provisioning: Sendable {
     public let devices: DeviceService
     public let nodes: NodeService
     public let audit: AuditService
+    public let policies: PolicyService
     public let accounts: AccountService
     public let certificates: CertificateService
     public let migration: MigrationService
@@ -53,6 +54,7 @@ public struct Provisioning: Sendable {
                             stateProbe: { id async throws(MeshError) in try await stateClient.state(nodeID: id) },
                             configuration: configuration, logger: logger)
         audit = AuditService(audit: pg, users: users)
+        policies = PolicyService(policies: pg, users: users, notifier: relay, logger: logger)
         accounts = AccountService(accounts: pg, users: users, leases: pg, allocator: allocator, notifier: relay, logger: logger)
         migration = MigrationService(migration: pg, users: users, devices: devices, configuration: configuration, logger: logger)
         var services: [any Service] = [relay, LeaseKeeper(tasks: pg, allocator: allocator, interval: configuration.sweepInterval, logger: logger),
@@ -263,6 +265,24 @@ public struct Provisioning: Sendable {
             },
             .proto("link-open", subject: MeshSubjects.linkOpen) { (r: Mesh_V1_OpenConfigLinkRequest, raw) in
                 try await p.migration.open(r, requestID: raw.requestID ?? UUID().lowercasedText)
+            },
+            .proto("policy-get", subject: MeshSubjects.policyGet) { (r: Mesh_V1_GetPolicyRequest, _) in
+                var resp = Mesh_V1_GetPolicyResponse()
+                resp.policy = try await p.policies.get(r)
+                return resp
+            },
+            .proto("policy-update", subject: MeshSubjects.policyUpdate) { (r: Mesh_V1_UpdatePolicyRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.policies.update(req)
+            },
+            .proto("policy-check", subject: MeshSubjects.policyCheck) { (r: Mesh_V1_CheckPolicyRequest, _) in
+                try await p.policies.check(r)
+            },
+            .proto("tags-set", subject: MeshSubjects.tagsSet) { (r: Mesh_V1_SetTagsRequest, raw) in
+                var req = r
+                req.caller.requestID = rid(r.caller, raw)
+                return try await p.policies.setTags(req)
             },
             .proto("handshake-report", subject: MeshSubjects.handshakeReportWildcard) { (r: Mesh_V1_HandshakeReport, raw) in
                 if let event = try await p.devices.applyReport(r, subject: raw.subject) {

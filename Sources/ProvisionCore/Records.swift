@@ -22,6 +22,10 @@ public struct TenantRecord: Sendable, Equatable {
     public var meshEnabled: Bool
     /// A new device's default lifetime in seconds (0: off); the tenant's admins set it.
     public var deviceLifetimeSeconds: Int = 0
+    /// The mesh DNS answers a device only with the names it may reach (access policies).
+    public var dnsFiltered: Bool
+    /// The version of the access policy (0 before the first rule).
+    public var policyVersion: UInt64
     /// The last change revision written.
     public var revision: UInt64
     public var createdAt: Date
@@ -43,6 +47,8 @@ public struct TenantRecord: Sendable, Equatable {
         dnsResolvers = TenantDefaults.dnsResolvers
         hubNodeID = ""
         meshEnabled = true
+        dnsFiltered = false
+        policyVersion = 0
         revision = 0
         self.createdAt = createdAt
     }
@@ -56,6 +62,7 @@ public struct TenantRecord: Sendable, Equatable {
         s.ipv4Prefix = ipv4Prefix
         s.ipv6Prefix = ipv6Prefix
         s.meshEnabled = meshEnabled
+        s.dnsFiltered = dnsFiltered
         return s
     }
 
@@ -79,6 +86,8 @@ public struct TenantRecord: Sendable, Equatable {
         t.hubNodeID = hubNodeID
         t.meshEnabled = meshEnabled
         t.deviceLifetimeSeconds = UInt32(clamping: deviceLifetimeSeconds)
+        t.dnsFiltered = dnsFiltered
+        t.policyVersion = policyVersion
         return t
     }
 
@@ -138,6 +147,9 @@ public struct DeviceRecord: Sendable, Equatable {
     public var configHubID: String
     public var configNodes: [PeerCatalog.ListedNode]
     public var configOutdated: String?
+    /// Admin-assigned tags (sorted) and the owner's role, for access policies.
+    public var tags: [String] = []
+    public var ownerRole: Mesh_V1_Role = .unspecified
     /// Suspension and expiry.
     public var lifecycle = DeviceLifecycle()
     /// The owner's display name (read with the device for listings; empty otherwise).
@@ -159,6 +171,8 @@ public struct DeviceRecord: Sendable, Equatable {
         m.ownerUserID = owner.lowercased
         m.deviceType = type
         m.displayName = label
+        m.tags = tags
+        m.ownerRole = ownerRole
         return m
     }
 
@@ -193,6 +207,7 @@ public struct DeviceRecord: Sendable, Equatable {
         d.expiresAtMs = lifecycle.expiresAt?.unixMilliseconds ?? 0
         d.ownerName = ownerName
         d.perPeerStats = true
+        d.tags = tags
         return d
     }
 }
@@ -210,6 +225,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var ipv6: String
     public var createdAt: Date
     public var lastSeen: Date?
+    /// Admin-assigned tags (sorted), for access policies.
+    public var tags: [String] = []
 
     /// The member every node of the tenant is told about.
     public var member: Mesh_V1_Member {
@@ -224,6 +241,7 @@ public struct NodeRecord: Sendable, Equatable {
         m.listenPort = UInt32(listenPort)
         m.active = true
         m.displayName = name
+        m.tags = tags
         return m
     }
 
@@ -248,6 +266,7 @@ public struct NodeRecord: Sendable, Equatable {
         n.createdAtMs = createdAt.unixMilliseconds
         n.lastSeenAtMs = lastSeen?.unixMilliseconds ?? 0
         n.hub = id.lowercased == hubID
+        n.tags = tags
         return n
     }
 }

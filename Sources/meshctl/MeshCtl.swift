@@ -14,14 +14,14 @@ import MeshProto
 struct MeshCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meshctl",
-        abstract: "Administer Quazzar Mesh: tenants, users, tokens, devices, nodes, audit log.",
+        abstract: "Administer Quazzar Mesh: tenants, users, tokens, devices, nodes, access policies, audit log.",
         discussion: """
             Talks to the services over NATS (the --nats-* options of each command; each also reads the environment variable \
             named in its help). --json prints one JSON document on stdout for scripts.
 
             \(Env.secretsHelp(BusOptions.secrets + MeshCtl.tokenKeys))
             """,
-        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Mesh.self, Settings.self, Audit.self, Bus.self, ServiceCommand.self, Fallback.self])
+        subcommands: [Tenant.self, User.self, Token.self, Device.self, Node.self, Policy.self, Mesh.self, Settings.self, Audit.self, Bus.self, ServiceCommand.self, Fallback.self])
 
     /// The keys `meshctl token` signs with (the Gateway's).
     static let tokenKeys = [

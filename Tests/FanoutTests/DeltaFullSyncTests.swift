@@ -26,7 +26,10 @@ final class SimulatedNode: Sendable {
         var logger = Logger(label: "sim")
         logger.logLevel = .warning
         let fanout = FanoutClient(bus: c.bus)
-        agent = NodeAgent(identity: identity, interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
+        // The access policy's filter as the node would apply it, kept by a recording filter.
+        let enforcer = PolicyEnforcer(filter: RecordingPacketFilter(), interface: "wg0", logger: logger)
+        agent = NodeAgent(identity: identity, interface: "wg0", backend: wg, logger: logger, enforcer: enforcer,
+                          dnsFilter: DNSPolicyFilter()) { () async throws(MeshError) in
             try await fanout.fullView(tenantID: identity.tenantID, nodeID: identity.nodeID)
         }
         let agent = self.agent
@@ -90,6 +93,8 @@ struct DeltaFullSyncTests {
                 #expect(byDelta == byFull, "\(what): \(f.agent.identity.name)'s peers differ between a delta and a full sync")
                 #expect(try await f.interface() == fresh.interface(), "\(what): \(f.agent.identity.name)'s interface differs")
                 #expect(byDelta.filter(\.hub).count == (byDelta.contains { $0.id == f.agent.settings.hubNodeID } ? 1 : 0))
+                #expect(f.agent.enforcer?.plan == fresh.agent.enforcer?.plan, "\(what): \(f.agent.identity.name)'s packet filter differs")
+                #expect(f.agent.enforcer?.status().version == fresh.agent.enforcer?.status().version)
             }
             checked.append(what)
         }
@@ -113,6 +118,24 @@ struct DeltaFullSyncTests {
         again.listenPort = 51820
         #expect(try await c.client.registerNode(again).node.id == late.id)
         try await check("node re-registered with a new endpoint")
+        // Access policies: a rule, tags that put members in its sets, the DNS filter.
+        let rule = try await c.client.updatePolicy(caller: admin, .add(Mesh_V1_PolicyRule.with {
+            $0.name = "ops to servers"
+            $0.sources = [try! PolicyText.selector("tag:ops", field: "")]
+            $0.destinations = [try! PolicyText.selector("tag:servers", field: ""), try! PolicyText.selector("device:\(laptop.id)", field: "")]
+            $0.ports = [try! PolicyText.port("tcp:22", field: "")]
+        }))
+        try await check("rule added")
+        _ = try await c.client.setTags(caller: admin, kind: .device, memberID: phone.id, tags: ["ops"])
+        try await check("device tagged")
+        _ = try await c.client.setTags(caller: admin, kind: .node, memberID: late.id, tags: ["servers"])
+        try await check("node tagged")
+        #expect(followers.allSatisfy { $0.agent.enforcer?.plan?.sets["g4_ops"]?.elements.count == 1 })
+        _ = try await c.client.updatePolicy(caller: admin, .dnsFiltered(true))
+        try await check("DNS filter on")
+        _ = try await c.client.updatePolicy(caller: admin, .deleteRuleID(rule.rule.id))
+        try await check("rule deleted")
+        #expect(followers.allSatisfy { $0.agent.enforcer?.plan == nil && $0.agent.enforcer?.status().version == 2 })
         _ = try await c.client.deleteDevice(caller: admin, deviceID: phone.id)
         try await check("device deleted")
         _ = try await c.client.deregisterNode(caller: admin, nodeID: hub.id)
@@ -124,7 +147,7 @@ struct DeltaFullSyncTests {
         try await check("another node added")
         _ = try await c.client.deregisterNode(caller: admin, nodeID: extra.id)
         try await check("node removed")
-        #expect(checked.count == 9)
+        #expect(checked.count == 14)
         for f in followers { f.stop() }
         try await c.stop()
     }

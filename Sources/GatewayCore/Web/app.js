@@ -4,6 +4,7 @@
 // docs/web.md describes it.
 import { ApiError, MeshAPI } from './api.js';
 import { LiveChannel } from './live.js';
+import { PolicyPanel } from './policies.js';
 import {
   DEVICE_TYPES, Modal, configFileName, formatAgo, formatBytes, formatDateTime, formatDuration, h, message, show, svgDataURL, typeIcon,
 } from './dom.js';
@@ -160,6 +161,7 @@ const licensePoller = new Poller(loadLicense, LICENSE_POLL_MS);
 const adminPoller = new Poller(loadAdmin, ADMIN_POLL_MS);
 const nodesPoller = new Poller(loadNodes, NODES_POLL_MS);
 const auditPoller = new Poller(loadAudit, AUDIT_POLL_MS);
+const policyPanel = new PolicyPanel();
 /** Reads the device just created, while its result is shown: its status pill inside the dialog. */
 const createdPoller = new Poller(loadCreated, DEVICE_POLL_MS);
 const pollers = [devicePoller, licensePoller, adminPoller, nodesPoller, auditPoller, createdPoller];
@@ -186,6 +188,7 @@ function stopSession() {
   setLiveMode('');
   clearInterval(state.ageTimer);
   clearTimeout(state.adminTimer);
+  policyPanel.stop();
   clearTimeout(state.expiryTimer);
   state.api = null;
   state.claims = {};
@@ -286,9 +289,10 @@ function signInSession(info) {
   loadTokens();
 }
 
-/** The admin parts of the page: diagnostics, nodes, the audit log and the users. */
+/** The admin parts of the page: diagnostics, nodes, the audit log, the users and the access policies. */
 function startAdmin() {
   if (!isAdmin()) return;
+  policyPanel.start(state.api?.token ?? null);
   adminPoller.start();
   nodesPoller.start();
   auditPoller.start();

@@ -7,7 +7,7 @@ import MeshProto
 /// one actor turn, so it is atomic exactly where the PostgreSQL transaction is. The clock is
 /// injected so that rate-limit windows can be tested at their edges.
 public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRepository, NodeRepository, AuditRepository,
-    LeaseTaskRepository {
+    LeaseTaskRepository, PolicyRepository {
     var tenantRows: [UUID: TenantRecord] = [:]
     var userRows: [UUID: Mesh_V1_User] = [:]
     var deviceRows: [UUID: DeviceRecord] = [:]
@@ -29,6 +29,8 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     var nodeOrder: [UUID: Int] = [:]
     /// Raw traffic counters per "node/public key" (the handshake reports').
     var rawCounters: [String: (rx: Int64, tx: Int64)] = [:]
+    /// Per tenant: the access-policy rules in order.
+    var policyRows: [UUID: [Mesh_V1_PolicyRule]] = [:]
     /// Sign-in attempts: id → (provider, expires, used).
     var attempts: [[UInt8]: (provider: String, expires: Date, used: Bool)] = [:]
     /// Sessions by id.
@@ -201,7 +203,8 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
         var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                   ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: now(), lastHandshake: nil,
-                                  rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+                                  rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil,
+                                  ownerRole: c.role)
         device.lifecycle.expiresAt = decision.expiresAt
         tasks.removeValue(forKey: draft.id)
         if draft.rateWindow != nil { events[c.user, default: []].append(now()) }

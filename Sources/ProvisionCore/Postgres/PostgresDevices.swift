@@ -75,7 +75,8 @@ extension PostgresProvisionStore: DeviceRepository {
             let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
             var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                       ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: state.now, lastHandshake: nil,
-                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil)
+                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil,
+                                      ownerRole: c.role)
             device.lifecycle.expiresAt = decision.expiresAt
 
             // Round trip 2: every write, in order. COMMIT is the third and last.
@@ -355,6 +356,7 @@ extension PostgresProvisionStore: DeviceRepository {
                    t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
                    t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
                    t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
+                   t.dns_filtered AS t_dns_filtered, t.policy_version AS t_policy_version,
                    t.device_lifetime_seconds AS t_device_lifetime_seconds, d.*, u.name AS owner_name
             FROM caller CROSS JOIN t
             LEFT JOIN LATERAL (

@@ -54,7 +54,7 @@ public final class PostgresProvisionStore: Sendable {
 
     static let tenantColumns: SQL = """
         id, name, plan, require_saml, ipv4_prefix, ipv6_prefix, domain, node_keepalive, device_keepalive, device_mtu,
-        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at, device_lifetime_seconds
+        config_max_nodes, dns_resolvers, hub_node_id, mesh_enabled, revision, created_at, device_lifetime_seconds, dns_filtered, policy_version
         """
 
     /// A tenant from `tenantColumns`, each name optionally prefixed (`t_` in a join).
@@ -70,6 +70,8 @@ public final class PostgresProvisionStore: Sendable {
         t.dnsResolvers = try r.decode(p + "dns_resolvers")
         t.hubNodeID = try r.decodeIfPresent(p + "hub_node_id", as: UUID.self)?.lowercased ?? ""
         t.meshEnabled = try r.decode(p + "mesh_enabled")
+        t.dnsFiltered = try r.decode(p + "dns_filtered")
+        t.policyVersion = UInt64(try r.decode(p + "policy_version", as: Int64.self))
         t.revision = UInt64(try r.decode(p + "revision", as: Int64.self))
         t.deviceLifetimeSeconds = try r.decodeIfPresent(p + "device_lifetime_seconds", as: Int.self) ?? 0
         return t
@@ -78,7 +80,8 @@ public final class PostgresProvisionStore: Sendable {
     static let deviceColumns: SQL = """
         id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
         rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated,
-        suspended_at, suspend_reason, expires_at
+        suspended_at, suspend_reason, expires_at, tags::text AS tags,
+        (SELECT role FROM users o WHERE o.id = devices.owner_user_id) AS owner_role
         """
 
     static func device(_ r: Row) throws -> DeviceRecord {
@@ -91,7 +94,9 @@ public final class PostgresProvisionStore: Sendable {
                              lastHandshake: try r.decodeIfPresent("last_handshake_at"), rxBytes: try r.decode("rx_bytes"),
                              txBytes: try r.decode("tx_bytes"), endpoint: try r.decodeIfPresent("endpoint"),
                              configHubID: try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "",
-                             configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"))
+                             configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"),
+                             tags: tags(try r.decode("tags")),
+                             ownerRole: Mesh_V1_Role(key: try r.decodeIfPresent("owner_role") ?? "") ?? .unspecified)
         d.lifecycle = DeviceLifecycle(suspendedAt: try r.decodeIfPresent("suspended_at"),
                                       suspendReason: Mesh_V1_SuspendReason(key: try r.decodeIfPresent("suspend_reason", as: String.self) ?? "") ?? .unspecified,
                                       expiresAt: try r.decodeIfPresent("expires_at"))
@@ -104,15 +109,24 @@ public final class PostgresProvisionStore: Sendable {
                   id, l.suspendedAt, l.isActive ? nil : l.suspendReason.key, l.expiresAt)
     }
 
+    /// Tags stored as a JSON array of strings.
+    static func tags(_ json: String) -> [String] {
+        (try? JSONDecoder().decode([String].self, from: Data(json.utf8))) ?? []
+    }
+
+    static func json(tags: [String]) -> String {
+        String(decoding: (try? JSONEncoder().encode(tags)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
     static let nodeColumns: SQL = """
-        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at
+        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at, tags::text AS tags
         """
 
     static func node(_ r: Row) throws -> NodeRecord {
         NodeRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), name: try r.decode("name"), slug: try r.decode("slug"),
                    publicKey: try r.decode("public_key"), endpoint: try r.decode("endpoint"), listenPort: try r.decode("listen_port"),
                    ipv4: try r.decode("ipv4"), ipv6: try r.decode("ipv6"), createdAt: try r.decode("created_at"),
-                   lastSeen: try r.decodeIfPresent("last_seen_at"))
+                   lastSeen: try r.decodeIfPresent("last_seen_at"), tags: tags(try r.decode("tags")))
     }
 
     static func auditStatement(_ a: AuditEvent) -> Statement {

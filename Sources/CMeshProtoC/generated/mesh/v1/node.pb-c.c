@@ -142,6 +142,51 @@ void   mesh__v1__node_state__free_unpacked
   assert(message->base.descriptor == &mesh__v1__node_state__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__policy_status__init
+                     (Mesh__V1__PolicyStatus         *message)
+{
+  static const Mesh__V1__PolicyStatus init_value = MESH__V1__POLICY_STATUS__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy_status__get_packed_size
+                     (const Mesh__V1__PolicyStatus *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_status__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy_status__pack
+                     (const Mesh__V1__PolicyStatus *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_status__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy_status__pack_to_buffer
+                     (const Mesh__V1__PolicyStatus *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_status__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PolicyStatus *
+       mesh__v1__policy_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PolicyStatus *)
+     protobuf_c_message_unpack (&mesh__v1__policy_status__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy_status__free_unpacked
+                     (Mesh__V1__PolicyStatus *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy_status__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__peer_stats__init
                      (Mesh__V1__PeerStats         *message)
 {
@@ -520,7 +565,7 @@ const ProtobufCMessageDescriptor mesh__v1__node_state_request__descriptor =
   (ProtobufCMessageInit) mesh__v1__node_state_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__node_state__field_descriptors[12] =
+static const ProtobufCFieldDescriptor mesh__v1__node_state__field_descriptors[13] =
 {
   {
     "active",
@@ -666,6 +711,18 @@ static const ProtobufCFieldDescriptor mesh__v1__node_state__field_descriptors[12
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_status",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__NodeState, policy_status),
+    &mesh__v1__policy_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__node_state__field_indices_by_name[] = {
   0,   /* field[0] = active */
@@ -678,13 +735,14 @@ static const unsigned mesh__v1__node_state__field_indices_by_name[] = {
   4,   /* field[4] = mesh_ipv6 */
   6,   /* field[6] = node_id */
   2,   /* field[2] = peer_count */
+  12,   /* field[12] = policy_status */
   10,   /* field[10] = revision */
   7,   /* field[7] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__node_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor mesh__v1__node_state__descriptor =
 {
@@ -694,11 +752,101 @@ const ProtobufCMessageDescriptor mesh__v1__node_state__descriptor =
   "Mesh__V1__NodeState",
   "mesh.v1",
   sizeof(Mesh__V1__NodeState),
-  12,
+  13,
   mesh__v1__node_state__field_descriptors,
   mesh__v1__node_state__field_indices_by_name,
   1,  mesh__v1__node_state__number_ranges,
   (ProtobufCMessageInit) mesh__v1__node_state__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__policy_status__field_descriptors[5] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyStatus, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyStatus, rules),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyStatus, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "error",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyStatus, error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "applied_at_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyStatus, applied_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy_status__field_indices_by_name[] = {
+  4,   /* field[4] = applied_at_ms */
+  3,   /* field[3] = error */
+  1,   /* field[1] = rules */
+  2,   /* field[2] = state */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange mesh__v1__policy_status__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy_status__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicyStatus",
+  "PolicyStatus",
+  "Mesh__V1__PolicyStatus",
+  "mesh.v1",
+  sizeof(Mesh__V1__PolicyStatus),
+  5,
+  mesh__v1__policy_status__field_descriptors,
+  mesh__v1__policy_status__field_indices_by_name,
+  1,  mesh__v1__policy_status__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor mesh__v1__peer_stats__field_descriptors[9] =

@@ -18,6 +18,7 @@ PROTOBUF_C__BEGIN_DECLS
 typedef struct Mesh__V1__DnsStatus Mesh__V1__DnsStatus;
 typedef struct Mesh__V1__NodeStateRequest Mesh__V1__NodeStateRequest;
 typedef struct Mesh__V1__NodeState Mesh__V1__NodeState;
+typedef struct Mesh__V1__PolicyStatus Mesh__V1__PolicyStatus;
 typedef struct Mesh__V1__PeerStats Mesh__V1__PeerStats;
 typedef struct Mesh__V1__PeerDumpRequest Mesh__V1__PeerDumpRequest;
 typedef struct Mesh__V1__PeerDump Mesh__V1__PeerDump;
@@ -76,10 +77,35 @@ struct  Mesh__V1__NodeState
   char *backend;
   uint64_t revision;
   int64_t last_sync_ms;
+  /*
+   * The access policy the packet filter holds (docs/policies.md).
+   */
+  Mesh__V1__PolicyStatus *policy_status;
 };
 #define MESH__V1__NODE_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node_state__descriptor) \
-    , 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, NULL }
+
+
+struct  Mesh__V1__PolicyStatus
+{
+  ProtobufCMessage base;
+  /*
+   * The policy version in force on this node; 0 before the first.
+   */
+  uint64_t version;
+  uint32_t rules;
+  /*
+   * "none" (no rules: nothing filtered), "enforced", or "failed" (the filter could not be applied;
+   * the previous one stays in force).
+   */
+  char *state;
+  char *error;
+  int64_t applied_at_ms;
+};
+#define MESH__V1__POLICY_STATUS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy_status__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -228,6 +254,25 @@ Mesh__V1__NodeState *
 void   mesh__v1__node_state__free_unpacked
                      (Mesh__V1__NodeState *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__PolicyStatus methods */
+void   mesh__v1__policy_status__init
+                     (Mesh__V1__PolicyStatus         *message);
+size_t mesh__v1__policy_status__get_packed_size
+                     (const Mesh__V1__PolicyStatus   *message);
+size_t mesh__v1__policy_status__pack
+                     (const Mesh__V1__PolicyStatus   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy_status__pack_to_buffer
+                     (const Mesh__V1__PolicyStatus   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PolicyStatus *
+       mesh__v1__policy_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy_status__free_unpacked
+                     (Mesh__V1__PolicyStatus *message,
+                      ProtobufCAllocator *allocator);
 /* Mesh__V1__PeerStats methods */
 void   mesh__v1__peer_stats__init
                      (Mesh__V1__PeerStats         *message);
@@ -353,6 +398,9 @@ typedef void (*Mesh__V1__NodeStateRequest_Closure)
 typedef void (*Mesh__V1__NodeState_Closure)
                  (const Mesh__V1__NodeState *message,
                   void *closure_data);
+typedef void (*Mesh__V1__PolicyStatus_Closure)
+                 (const Mesh__V1__PolicyStatus *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__PeerStats_Closure)
                  (const Mesh__V1__PeerStats *message,
                   void *closure_data);
@@ -380,6 +428,7 @@ typedef void (*Mesh__V1__HandshakeReport_Closure)
 extern const ProtobufCMessageDescriptor mesh__v1__dns_status__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node_state_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__node_state__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy_status__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__peer_stats__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__peer_dump_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__peer_dump__descriptor;

@@ -187,6 +187,186 @@ void   mesh__v1__peers_updated__free_unpacked
   assert(message->base.descriptor == &mesh__v1__peers_updated__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   mesh__v1__policy_selector__init
+                     (Mesh__V1__PolicySelector         *message)
+{
+  static const Mesh__V1__PolicySelector init_value = MESH__V1__POLICY_SELECTOR__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy_selector__get_packed_size
+                     (const Mesh__V1__PolicySelector *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_selector__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy_selector__pack
+                     (const Mesh__V1__PolicySelector *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_selector__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy_selector__pack_to_buffer
+                     (const Mesh__V1__PolicySelector *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_selector__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PolicySelector *
+       mesh__v1__policy_selector__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PolicySelector *)
+     protobuf_c_message_unpack (&mesh__v1__policy_selector__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy_selector__free_unpacked
+                     (Mesh__V1__PolicySelector *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy_selector__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__policy_port__init
+                     (Mesh__V1__PolicyPort         *message)
+{
+  static const Mesh__V1__PolicyPort init_value = MESH__V1__POLICY_PORT__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy_port__get_packed_size
+                     (const Mesh__V1__PolicyPort *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_port__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy_port__pack
+                     (const Mesh__V1__PolicyPort *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_port__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy_port__pack_to_buffer
+                     (const Mesh__V1__PolicyPort *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_port__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PolicyPort *
+       mesh__v1__policy_port__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PolicyPort *)
+     protobuf_c_message_unpack (&mesh__v1__policy_port__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy_port__free_unpacked
+                     (Mesh__V1__PolicyPort *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy_port__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__policy_rule__init
+                     (Mesh__V1__PolicyRule         *message)
+{
+  static const Mesh__V1__PolicyRule init_value = MESH__V1__POLICY_RULE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy_rule__get_packed_size
+                     (const Mesh__V1__PolicyRule *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_rule__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy_rule__pack
+                     (const Mesh__V1__PolicyRule *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_rule__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy_rule__pack_to_buffer
+                     (const Mesh__V1__PolicyRule *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_rule__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PolicyRule *
+       mesh__v1__policy_rule__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PolicyRule *)
+     protobuf_c_message_unpack (&mesh__v1__policy_rule__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy_rule__free_unpacked
+                     (Mesh__V1__PolicyRule *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy_rule__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__policy_set__init
+                     (Mesh__V1__PolicySet         *message)
+{
+  static const Mesh__V1__PolicySet init_value = MESH__V1__POLICY_SET__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy_set__get_packed_size
+                     (const Mesh__V1__PolicySet *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_set__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy_set__pack
+                     (const Mesh__V1__PolicySet *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_set__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy_set__pack_to_buffer
+                     (const Mesh__V1__PolicySet *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_set__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PolicySet *
+       mesh__v1__policy_set__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PolicySet *)
+     protobuf_c_message_unpack (&mesh__v1__policy_set__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy_set__free_unpacked
+                     (Mesh__V1__PolicySet *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy_set__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   mesh__v1__ingest_request__init
                      (Mesh__V1__IngestRequest         *message)
 {
@@ -637,7 +817,7 @@ void   mesh__v1__node_peers__free_unpacked
   assert(message->base.descriptor == &mesh__v1__node_peers__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor mesh__v1__member__field_descriptors[15] =
+static const ProtobufCFieldDescriptor mesh__v1__member__field_descriptors[16] =
 {
   {
     "id",
@@ -819,6 +999,18 @@ static const ProtobufCFieldDescriptor mesh__v1__member__field_descriptors[15] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "owner_role",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Member, owner_role),
+    &mesh__v1__role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__member__field_indices_by_name[] = {
   8,   /* field[8] = active */
@@ -832,6 +1024,7 @@ static const unsigned mesh__v1__member__field_indices_by_name[] = {
   4,   /* field[4] = ipv6 */
   1,   /* field[1] = kind */
   7,   /* field[7] = listen_port */
+  15,   /* field[15] = owner_role */
   11,   /* field[11] = owner_user_id */
   2,   /* field[2] = public_key */
   5,   /* field[5] = slug */
@@ -840,7 +1033,7 @@ static const unsigned mesh__v1__member__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__member__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor mesh__v1__member__descriptor =
 {
@@ -850,7 +1043,7 @@ const ProtobufCMessageDescriptor mesh__v1__member__descriptor =
   "Mesh__V1__Member",
   "mesh.v1",
   sizeof(Mesh__V1__Member),
-  15,
+  16,
   mesh__v1__member__field_descriptors,
   mesh__v1__member__field_indices_by_name,
   1,  mesh__v1__member__number_ranges,
@@ -1037,7 +1230,7 @@ const ProtobufCMessageDescriptor mesh__v1__member_removal__descriptor =
   (ProtobufCMessageInit) mesh__v1__member_removal__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__peers_updated__field_descriptors[6] =
+static const ProtobufCFieldDescriptor mesh__v1__peers_updated__field_descriptors[7] =
 {
   {
     "tenant_id",
@@ -1111,9 +1304,22 @@ static const ProtobufCFieldDescriptor mesh__v1__peers_updated__field_descriptors
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PeersUpdated, change_case),
+    offsetof(Mesh__V1__PeersUpdated, policy),
+    &mesh__v1__policy_set__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__peers_updated__field_indices_by_name[] = {
   2,   /* field[2] = committed_at_ms */
+  6,   /* field[6] = policy */
   4,   /* field[4] = remove */
   1,   /* field[1] = revision */
   5,   /* field[5] = settings */
@@ -1124,7 +1330,7 @@ static const ProtobufCIntRange mesh__v1__peers_updated__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 6, 2 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor =
 {
@@ -1134,14 +1340,335 @@ const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor =
   "Mesh__V1__PeersUpdated",
   "mesh.v1",
   sizeof(Mesh__V1__PeersUpdated),
-  6,
+  7,
   mesh__v1__peers_updated__field_descriptors,
   mesh__v1__peers_updated__field_indices_by_name,
   2,  mesh__v1__peers_updated__number_ranges,
   (ProtobufCMessageInit) mesh__v1__peers_updated__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptors[9] =
+static const ProtobufCFieldDescriptor mesh__v1__policy_selector__field_descriptors[7] =
+{
+  {
+    "all",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, all),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, user_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, role),
+    &mesh__v1__role__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_type",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, device_type),
+    &mesh__v1__device_type__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tag",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, tag),
+    NULL,
+    &protobuf_c_empty_string,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, device_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__PolicySelector, target_case),
+    offsetof(Mesh__V1__PolicySelector, node_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy_selector__field_indices_by_name[] = {
+  0,   /* field[0] = all */
+  5,   /* field[5] = device_id */
+  3,   /* field[3] = device_type */
+  6,   /* field[6] = node_id */
+  2,   /* field[2] = role */
+  4,   /* field[4] = tag */
+  1,   /* field[1] = user_id */
+};
+static const ProtobufCIntRange mesh__v1__policy_selector__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy_selector__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicySelector",
+  "PolicySelector",
+  "Mesh__V1__PolicySelector",
+  "mesh.v1",
+  sizeof(Mesh__V1__PolicySelector),
+  7,
+  mesh__v1__policy_selector__field_descriptors,
+  mesh__v1__policy_selector__field_indices_by_name,
+  1,  mesh__v1__policy_selector__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy_selector__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__policy_port__field_descriptors[3] =
+{
+  {
+    "protocol",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyPort, protocol),
+    &mesh__v1__policy_protocol__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyPort, first),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyPort, last),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy_port__field_indices_by_name[] = {
+  1,   /* field[1] = first */
+  2,   /* field[2] = last */
+  0,   /* field[0] = protocol */
+};
+static const ProtobufCIntRange mesh__v1__policy_port__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy_port__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicyPort",
+  "PolicyPort",
+  "Mesh__V1__PolicyPort",
+  "mesh.v1",
+  sizeof(Mesh__V1__PolicyPort),
+  3,
+  mesh__v1__policy_port__field_descriptors,
+  mesh__v1__policy_port__field_indices_by_name,
+  1,  mesh__v1__policy_port__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy_port__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__policy_rule__field_descriptors[5] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyRule, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicyRule, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sources",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PolicyRule, n_sources),
+    offsetof(Mesh__V1__PolicyRule, sources),
+    &mesh__v1__policy_selector__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "destinations",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PolicyRule, n_destinations),
+    offsetof(Mesh__V1__PolicyRule, destinations),
+    &mesh__v1__policy_selector__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ports",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PolicyRule, n_ports),
+    offsetof(Mesh__V1__PolicyRule, ports),
+    &mesh__v1__policy_port__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy_rule__field_indices_by_name[] = {
+  3,   /* field[3] = destinations */
+  0,   /* field[0] = id */
+  1,   /* field[1] = name */
+  4,   /* field[4] = ports */
+  2,   /* field[2] = sources */
+};
+static const ProtobufCIntRange mesh__v1__policy_rule__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy_rule__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicyRule",
+  "PolicyRule",
+  "Mesh__V1__PolicyRule",
+  "mesh.v1",
+  sizeof(Mesh__V1__PolicyRule),
+  5,
+  mesh__v1__policy_rule__field_descriptors,
+  mesh__v1__policy_rule__field_indices_by_name,
+  1,  mesh__v1__policy_rule__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy_rule__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__policy_set__field_descriptors[2] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__PolicySet, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PolicySet, n_rules),
+    offsetof(Mesh__V1__PolicySet, rules),
+    &mesh__v1__policy_rule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy_set__field_indices_by_name[] = {
+  1,   /* field[1] = rules */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange mesh__v1__policy_set__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy_set__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicySet",
+  "PolicySet",
+  "Mesh__V1__PolicySet",
+  "mesh.v1",
+  sizeof(Mesh__V1__PolicySet),
+  2,
+  mesh__v1__policy_set__field_descriptors,
+  mesh__v1__policy_set__field_indices_by_name,
+  1,  mesh__v1__policy_set__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy_set__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptors[10] =
 {
   {
     "tenant_id",
@@ -1251,6 +1778,18 @@ static const ProtobufCFieldDescriptor mesh__v1__ingest_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "snapshot_policy",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__IngestRequest, snapshot_policy),
+    &mesh__v1__policy_set__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__ingest_request__field_indices_by_name[] = {
   1,   /* field[1] = changes */
@@ -1259,6 +1798,7 @@ static const unsigned mesh__v1__ingest_request__field_indices_by_name[] = {
   7,   /* field[7] = snapshot_id */
   4,   /* field[4] = snapshot_members */
   8,   /* field[8] = snapshot_page */
+  9,   /* field[9] = snapshot_policy */
   3,   /* field[3] = snapshot_revision */
   5,   /* field[5] = snapshot_settings */
   0,   /* field[0] = tenant_id */
@@ -1266,7 +1806,7 @@ static const unsigned mesh__v1__ingest_request__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__ingest_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor =
 {
@@ -1276,7 +1816,7 @@ const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor =
   "Mesh__V1__IngestRequest",
   "mesh.v1",
   sizeof(Mesh__V1__IngestRequest),
-  9,
+  10,
   mesh__v1__ingest_request__field_descriptors,
   mesh__v1__ingest_request__field_indices_by_name,
   1,  mesh__v1__ingest_request__number_ranges,
@@ -1411,7 +1951,7 @@ const ProtobufCMessageDescriptor mesh__v1__sync_request__descriptor =
   (ProtobufCMessageInit) mesh__v1__sync_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors[5] =
+static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors[6] =
 {
   {
     "tenant_id",
@@ -1473,18 +2013,32 @@ static const ProtobufCFieldDescriptor mesh__v1__sync_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SyncResponse, policy),
+    &mesh__v1__policy_set__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__sync_response__field_indices_by_name[] = {
   3,   /* field[3] = members */
   4,   /* field[4] = next_member_id */
+  5,   /* field[5] = policy */
   1,   /* field[1] = revision */
   2,   /* field[2] = settings */
   0,   /* field[0] = tenant_id */
 };
-static const ProtobufCIntRange mesh__v1__sync_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange mesh__v1__sync_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 8, 5 },
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor mesh__v1__sync_response__descriptor =
 {
@@ -1494,10 +2048,10 @@ const ProtobufCMessageDescriptor mesh__v1__sync_response__descriptor =
   "Mesh__V1__SyncResponse",
   "mesh.v1",
   sizeof(Mesh__V1__SyncResponse),
-  5,
+  6,
   mesh__v1__sync_response__field_descriptors,
   mesh__v1__sync_response__field_indices_by_name,
-  1,  mesh__v1__sync_response__number_ranges,
+  2,  mesh__v1__sync_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__sync_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -1975,4 +2529,36 @@ const ProtobufCMessageDescriptor mesh__v1__node_peers__descriptor =
   1,  mesh__v1__node_peers__number_ranges,
   (ProtobufCMessageInit) mesh__v1__node_peers__init,
   NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue mesh__v1__policy_protocol__enum_values_by_number[4] =
+{
+  { "POLICY_PROTOCOL_UNSPECIFIED", "MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_UNSPECIFIED", 0 },
+  { "POLICY_PROTOCOL_TCP", "MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_TCP", 1 },
+  { "POLICY_PROTOCOL_UDP", "MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_UDP", 2 },
+  { "POLICY_PROTOCOL_ICMP", "MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_ICMP", 3 },
+};
+static const ProtobufCIntRange mesh__v1__policy_protocol__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex mesh__v1__policy_protocol__enum_values_by_name[4] =
+{
+  { "POLICY_PROTOCOL_ICMP", 3 },
+  { "POLICY_PROTOCOL_TCP", 1 },
+  { "POLICY_PROTOCOL_UDP", 2 },
+  { "POLICY_PROTOCOL_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor mesh__v1__policy_protocol__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicyProtocol",
+  "PolicyProtocol",
+  "Mesh__V1__PolicyProtocol",
+  "mesh.v1",
+  4,
+  mesh__v1__policy_protocol__enum_values_by_number,
+  4,
+  mesh__v1__policy_protocol__enum_values_by_name,
+  1,
+  mesh__v1__policy_protocol__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

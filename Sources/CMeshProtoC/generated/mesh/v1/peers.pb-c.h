@@ -20,6 +20,10 @@ typedef struct Mesh__V1__Member Mesh__V1__Member;
 typedef struct Mesh__V1__TenantSettings Mesh__V1__TenantSettings;
 typedef struct Mesh__V1__MemberRemoval Mesh__V1__MemberRemoval;
 typedef struct Mesh__V1__PeersUpdated Mesh__V1__PeersUpdated;
+typedef struct Mesh__V1__PolicySelector Mesh__V1__PolicySelector;
+typedef struct Mesh__V1__PolicyPort Mesh__V1__PolicyPort;
+typedef struct Mesh__V1__PolicyRule Mesh__V1__PolicyRule;
+typedef struct Mesh__V1__PolicySet Mesh__V1__PolicySet;
 typedef struct Mesh__V1__IngestRequest Mesh__V1__IngestRequest;
 typedef struct Mesh__V1__IngestResponse Mesh__V1__IngestResponse;
 typedef struct Mesh__V1__SyncRequest Mesh__V1__SyncRequest;
@@ -34,6 +38,16 @@ typedef struct Mesh__V1__NodePeers Mesh__V1__NodePeers;
 
 /* --- enums --- */
 
+/*
+ * The protocols a policy rule may name. ICMP means ICMP and ICMPv6.
+ */
+typedef enum _Mesh__V1__PolicyProtocol {
+  MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_UNSPECIFIED = 0,
+  MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_TCP = 1,
+  MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_UDP = 2,
+  MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_ICMP = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__POLICY_PROTOCOL)
+} Mesh__V1__PolicyProtocol;
 
 /* --- messages --- */
 
@@ -93,10 +107,14 @@ struct  Mesh__V1__Member
    * The label or node name as typed (display only).
    */
   char *display_name;
+  /*
+   * Devices: the role of the owner (access policies select devices by their owner's role).
+   */
+  Mesh__V1__Role owner_role;
 };
 #define MESH__V1__MEMBER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__member__descriptor) \
-    , (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, 0,NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, 0,NULL, (char *)protobuf_c_empty_string, MESH__V1__ROLE__ROLE_UNSPECIFIED }
 
 
 /*
@@ -152,7 +170,8 @@ typedef enum {
   MESH__V1__PEERS_UPDATED__CHANGE__NOT_SET = 0,
   MESH__V1__PEERS_UPDATED__CHANGE_UPSERT = 7,
   MESH__V1__PEERS_UPDATED__CHANGE_REMOVE = 8,
-  MESH__V1__PEERS_UPDATED__CHANGE_SETTINGS = 9
+  MESH__V1__PEERS_UPDATED__CHANGE_SETTINGS = 9,
+  MESH__V1__PEERS_UPDATED__CHANGE_POLICY = 10
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__PEERS_UPDATED__CHANGE__CASE)
 } Mesh__V1__PeersUpdated__ChangeCase;
 
@@ -176,11 +195,122 @@ struct  Mesh__V1__PeersUpdated
     Mesh__V1__Member *upsert;
     Mesh__V1__MemberRemoval *remove;
     Mesh__V1__TenantSettings *settings;
+    /*
+     * The tenant's whole access policy (docs/policies.md).
+     */
+    Mesh__V1__PolicySet *policy;
   };
 };
 #define MESH__V1__PEERS_UPDATED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__peers_updated__descriptor) \
     , (char *)protobuf_c_empty_string, 0, 0, MESH__V1__PEERS_UPDATED__CHANGE__NOT_SET, {0} }
+
+
+typedef enum {
+  MESH__V1__POLICY_SELECTOR__TARGET__NOT_SET = 0,
+  MESH__V1__POLICY_SELECTOR__TARGET_ALL = 1,
+  MESH__V1__POLICY_SELECTOR__TARGET_USER_ID = 2,
+  MESH__V1__POLICY_SELECTOR__TARGET_ROLE = 3,
+  MESH__V1__POLICY_SELECTOR__TARGET_DEVICE_TYPE = 4,
+  MESH__V1__POLICY_SELECTOR__TARGET_TAG = 5,
+  MESH__V1__POLICY_SELECTOR__TARGET_DEVICE_ID = 6,
+  MESH__V1__POLICY_SELECTOR__TARGET_NODE_ID = 7
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__POLICY_SELECTOR__TARGET__CASE)
+} Mesh__V1__PolicySelector__TargetCase;
+
+/*
+ * One side of a rule names members of the tenant by one of these (docs/policies.md).
+ */
+struct  Mesh__V1__PolicySelector
+{
+  ProtobufCMessage base;
+  Mesh__V1__PolicySelector__TargetCase target_case;
+  union {
+    /*
+     * Every member (devices and nodes).
+     */
+    protobuf_c_boolean all;
+    /*
+     * Every device the user owns.
+     */
+    char *user_id;
+    /*
+     * Every device whose owner has this role.
+     */
+    Mesh__V1__Role role;
+    /*
+     * Every device of this type.
+     */
+    Mesh__V1__DeviceType device_type;
+    /*
+     * Every device and node an admin tagged with it.
+     */
+    char *tag;
+    char *device_id;
+    char *node_id;
+  };
+};
+#define MESH__V1__POLICY_SELECTOR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy_selector__descriptor) \
+    , MESH__V1__POLICY_SELECTOR__TARGET__NOT_SET, {0} }
+
+
+/*
+ * A protocol and a port range; first = last = 0 means every port. ICMP has no ports.
+ */
+struct  Mesh__V1__PolicyPort
+{
+  ProtobufCMessage base;
+  Mesh__V1__PolicyProtocol protocol;
+  uint32_t first;
+  uint32_t last;
+};
+#define MESH__V1__POLICY_PORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy_port__descriptor) \
+    , MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_UNSPECIFIED, 0, 0 }
+
+
+/*
+ * Allows traffic from any source to any destination, on the ports listed (none: all traffic).
+ * Directional: replies of an allowed flow pass, the other direction needs a rule of its own.
+ */
+struct  Mesh__V1__PolicyRule
+{
+  ProtobufCMessage base;
+  /*
+   * UUID, given by ProvisionSvc.
+   */
+  char *id;
+  char *name;
+  size_t n_sources;
+  Mesh__V1__PolicySelector **sources;
+  size_t n_destinations;
+  Mesh__V1__PolicySelector **destinations;
+  size_t n_ports;
+  Mesh__V1__PolicyPort **ports;
+};
+#define MESH__V1__POLICY_RULE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy_rule__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0,NULL }
+
+
+/*
+ * A tenant's whole access policy. No rule: everything is allowed; once any rule exists, what no
+ * rule allows is refused.
+ */
+struct  Mesh__V1__PolicySet
+{
+  ProtobufCMessage base;
+  /*
+   * Rises with every change of the rules.
+   */
+  uint64_t version;
+  size_t n_rules;
+  Mesh__V1__PolicyRule **rules;
+};
+#define MESH__V1__POLICY_SET__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy_set__descriptor) \
+    , 0, 0,NULL }
 
 
 /*
@@ -216,10 +346,14 @@ struct  Mesh__V1__IngestRequest
    */
   char *snapshot_id;
   uint32_t snapshot_page;
+  /*
+   * The tenant's access policy, on the request that says done.
+   */
+  Mesh__V1__PolicySet *snapshot_policy;
 };
 #define MESH__V1__INGEST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__ingest_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0,NULL, NULL, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0,NULL, NULL, 0, (char *)protobuf_c_empty_string, 0, NULL }
 
 
 struct  Mesh__V1__IngestResponse
@@ -277,10 +411,14 @@ struct  Mesh__V1__SyncResponse
    * Pass as after_member_id for the next page; empty on the last page.
    */
   char *next_member_id;
+  /*
+   * The tenant's access policy at `revision`.
+   */
+  Mesh__V1__PolicySet *policy;
 };
 #define MESH__V1__SYNC_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__sync_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, NULL, 0,NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, NULL, 0,NULL, (char *)protobuf_c_empty_string, NULL }
 
 
 /*
@@ -479,6 +617,82 @@ Mesh__V1__PeersUpdated *
                       const uint8_t       *data);
 void   mesh__v1__peers_updated__free_unpacked
                      (Mesh__V1__PeersUpdated *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__PolicySelector methods */
+void   mesh__v1__policy_selector__init
+                     (Mesh__V1__PolicySelector         *message);
+size_t mesh__v1__policy_selector__get_packed_size
+                     (const Mesh__V1__PolicySelector   *message);
+size_t mesh__v1__policy_selector__pack
+                     (const Mesh__V1__PolicySelector   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy_selector__pack_to_buffer
+                     (const Mesh__V1__PolicySelector   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PolicySelector *
+       mesh__v1__policy_selector__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy_selector__free_unpacked
+                     (Mesh__V1__PolicySelector *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__PolicyPort methods */
+void   mesh__v1__policy_port__init
+                     (Mesh__V1__PolicyPort         *message);
+size_t mesh__v1__policy_port__get_packed_size
+                     (const Mesh__V1__PolicyPort   *message);
+size_t mesh__v1__policy_port__pack
+                     (const Mesh__V1__PolicyPort   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy_port__pack_to_buffer
+                     (const Mesh__V1__PolicyPort   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PolicyPort *
+       mesh__v1__policy_port__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy_port__free_unpacked
+                     (Mesh__V1__PolicyPort *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__PolicyRule methods */
+void   mesh__v1__policy_rule__init
+                     (Mesh__V1__PolicyRule         *message);
+size_t mesh__v1__policy_rule__get_packed_size
+                     (const Mesh__V1__PolicyRule   *message);
+size_t mesh__v1__policy_rule__pack
+                     (const Mesh__V1__PolicyRule   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy_rule__pack_to_buffer
+                     (const Mesh__V1__PolicyRule   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PolicyRule *
+       mesh__v1__policy_rule__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy_rule__free_unpacked
+                     (Mesh__V1__PolicyRule *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__PolicySet methods */
+void   mesh__v1__policy_set__init
+                     (Mesh__V1__PolicySet         *message);
+size_t mesh__v1__policy_set__get_packed_size
+                     (const Mesh__V1__PolicySet   *message);
+size_t mesh__v1__policy_set__pack
+                     (const Mesh__V1__PolicySet   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy_set__pack_to_buffer
+                     (const Mesh__V1__PolicySet   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PolicySet *
+       mesh__v1__policy_set__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy_set__free_unpacked
+                     (Mesh__V1__PolicySet *message,
                       ProtobufCAllocator *allocator);
 /* Mesh__V1__IngestRequest methods */
 void   mesh__v1__ingest_request__init
@@ -684,6 +898,18 @@ typedef void (*Mesh__V1__MemberRemoval_Closure)
 typedef void (*Mesh__V1__PeersUpdated_Closure)
                  (const Mesh__V1__PeersUpdated *message,
                   void *closure_data);
+typedef void (*Mesh__V1__PolicySelector_Closure)
+                 (const Mesh__V1__PolicySelector *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__PolicyPort_Closure)
+                 (const Mesh__V1__PolicyPort *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__PolicyRule_Closure)
+                 (const Mesh__V1__PolicyRule *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__PolicySet_Closure)
+                 (const Mesh__V1__PolicySet *message,
+                  void *closure_data);
 typedef void (*Mesh__V1__IngestRequest_Closure)
                  (const Mesh__V1__IngestRequest *message,
                   void *closure_data);
@@ -720,10 +946,15 @@ typedef void (*Mesh__V1__NodePeers_Closure)
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    mesh__v1__policy_protocol__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__member__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__member_removal__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__peers_updated__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy_selector__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy_port__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy_rule__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy_set__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__ingest_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__ingest_response__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__sync_request__descriptor;

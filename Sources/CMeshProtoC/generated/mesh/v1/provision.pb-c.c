@@ -2842,7 +2842,457 @@ void   mesh__v1__tenant_settings_response__free_unpacked
   assert(message->base.descriptor == &mesh__v1__tenant_settings_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[17] =
+void   mesh__v1__policy__init
+                     (Mesh__V1__Policy         *message)
+{
+  static const Mesh__V1__Policy init_value = MESH__V1__POLICY__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy__get_packed_size
+                     (const Mesh__V1__Policy *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy__pack
+                     (const Mesh__V1__Policy *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy__pack_to_buffer
+                     (const Mesh__V1__Policy *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__Policy *
+       mesh__v1__policy__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__Policy *)
+     protobuf_c_message_unpack (&mesh__v1__policy__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy__free_unpacked
+                     (Mesh__V1__Policy *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__get_policy_request__init
+                     (Mesh__V1__GetPolicyRequest         *message)
+{
+  static const Mesh__V1__GetPolicyRequest init_value = MESH__V1__GET_POLICY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__get_policy_request__get_packed_size
+                     (const Mesh__V1__GetPolicyRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__get_policy_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__get_policy_request__pack
+                     (const Mesh__V1__GetPolicyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__get_policy_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__get_policy_request__pack_to_buffer
+                     (const Mesh__V1__GetPolicyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__get_policy_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__GetPolicyRequest *
+       mesh__v1__get_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__GetPolicyRequest *)
+     protobuf_c_message_unpack (&mesh__v1__get_policy_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__get_policy_request__free_unpacked
+                     (Mesh__V1__GetPolicyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__get_policy_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__get_policy_response__init
+                     (Mesh__V1__GetPolicyResponse         *message)
+{
+  static const Mesh__V1__GetPolicyResponse init_value = MESH__V1__GET_POLICY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__get_policy_response__get_packed_size
+                     (const Mesh__V1__GetPolicyResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__get_policy_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__get_policy_response__pack
+                     (const Mesh__V1__GetPolicyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__get_policy_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__get_policy_response__pack_to_buffer
+                     (const Mesh__V1__GetPolicyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__get_policy_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__GetPolicyResponse *
+       mesh__v1__get_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__GetPolicyResponse *)
+     protobuf_c_message_unpack (&mesh__v1__get_policy_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__get_policy_response__free_unpacked
+                     (Mesh__V1__GetPolicyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__get_policy_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__policy_rules__init
+                     (Mesh__V1__PolicyRules         *message)
+{
+  static const Mesh__V1__PolicyRules init_value = MESH__V1__POLICY_RULES__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__policy_rules__get_packed_size
+                     (const Mesh__V1__PolicyRules *message)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_rules__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__policy_rules__pack
+                     (const Mesh__V1__PolicyRules *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_rules__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__policy_rules__pack_to_buffer
+                     (const Mesh__V1__PolicyRules *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__policy_rules__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__PolicyRules *
+       mesh__v1__policy_rules__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__PolicyRules *)
+     protobuf_c_message_unpack (&mesh__v1__policy_rules__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__policy_rules__free_unpacked
+                     (Mesh__V1__PolicyRules *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__policy_rules__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__update_policy_request__init
+                     (Mesh__V1__UpdatePolicyRequest         *message)
+{
+  static const Mesh__V1__UpdatePolicyRequest init_value = MESH__V1__UPDATE_POLICY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__update_policy_request__get_packed_size
+                     (const Mesh__V1__UpdatePolicyRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__update_policy_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__update_policy_request__pack
+                     (const Mesh__V1__UpdatePolicyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__update_policy_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__update_policy_request__pack_to_buffer
+                     (const Mesh__V1__UpdatePolicyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__update_policy_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__UpdatePolicyRequest *
+       mesh__v1__update_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__UpdatePolicyRequest *)
+     protobuf_c_message_unpack (&mesh__v1__update_policy_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__update_policy_request__free_unpacked
+                     (Mesh__V1__UpdatePolicyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__update_policy_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__update_policy_response__init
+                     (Mesh__V1__UpdatePolicyResponse         *message)
+{
+  static const Mesh__V1__UpdatePolicyResponse init_value = MESH__V1__UPDATE_POLICY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__update_policy_response__get_packed_size
+                     (const Mesh__V1__UpdatePolicyResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__update_policy_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__update_policy_response__pack
+                     (const Mesh__V1__UpdatePolicyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__update_policy_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__update_policy_response__pack_to_buffer
+                     (const Mesh__V1__UpdatePolicyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__update_policy_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__UpdatePolicyResponse *
+       mesh__v1__update_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__UpdatePolicyResponse *)
+     protobuf_c_message_unpack (&mesh__v1__update_policy_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__update_policy_response__free_unpacked
+                     (Mesh__V1__UpdatePolicyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__update_policy_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__check_policy_request__init
+                     (Mesh__V1__CheckPolicyRequest         *message)
+{
+  static const Mesh__V1__CheckPolicyRequest init_value = MESH__V1__CHECK_POLICY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__check_policy_request__get_packed_size
+                     (const Mesh__V1__CheckPolicyRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__check_policy_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__check_policy_request__pack
+                     (const Mesh__V1__CheckPolicyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__check_policy_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__check_policy_request__pack_to_buffer
+                     (const Mesh__V1__CheckPolicyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__check_policy_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__CheckPolicyRequest *
+       mesh__v1__check_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__CheckPolicyRequest *)
+     protobuf_c_message_unpack (&mesh__v1__check_policy_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__check_policy_request__free_unpacked
+                     (Mesh__V1__CheckPolicyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__check_policy_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__check_policy_response__init
+                     (Mesh__V1__CheckPolicyResponse         *message)
+{
+  static const Mesh__V1__CheckPolicyResponse init_value = MESH__V1__CHECK_POLICY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__check_policy_response__get_packed_size
+                     (const Mesh__V1__CheckPolicyResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__check_policy_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__check_policy_response__pack
+                     (const Mesh__V1__CheckPolicyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__check_policy_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__check_policy_response__pack_to_buffer
+                     (const Mesh__V1__CheckPolicyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__check_policy_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__CheckPolicyResponse *
+       mesh__v1__check_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__CheckPolicyResponse *)
+     protobuf_c_message_unpack (&mesh__v1__check_policy_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__check_policy_response__free_unpacked
+                     (Mesh__V1__CheckPolicyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__check_policy_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_tags_request__init
+                     (Mesh__V1__SetTagsRequest         *message)
+{
+  static const Mesh__V1__SetTagsRequest init_value = MESH__V1__SET_TAGS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_tags_request__get_packed_size
+                     (const Mesh__V1__SetTagsRequest *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_tags_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_tags_request__pack
+                     (const Mesh__V1__SetTagsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_tags_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_tags_request__pack_to_buffer
+                     (const Mesh__V1__SetTagsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_tags_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetTagsRequest *
+       mesh__v1__set_tags_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetTagsRequest *)
+     protobuf_c_message_unpack (&mesh__v1__set_tags_request__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_tags_request__free_unpacked
+                     (Mesh__V1__SetTagsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_tags_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   mesh__v1__set_tags_response__init
+                     (Mesh__V1__SetTagsResponse         *message)
+{
+  static const Mesh__V1__SetTagsResponse init_value = MESH__V1__SET_TAGS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t mesh__v1__set_tags_response__get_packed_size
+                     (const Mesh__V1__SetTagsResponse *message)
+{
+  assert(message->base.descriptor == &mesh__v1__set_tags_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t mesh__v1__set_tags_response__pack
+                     (const Mesh__V1__SetTagsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &mesh__v1__set_tags_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t mesh__v1__set_tags_response__pack_to_buffer
+                     (const Mesh__V1__SetTagsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &mesh__v1__set_tags_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Mesh__V1__SetTagsResponse *
+       mesh__v1__set_tags_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Mesh__V1__SetTagsResponse *)
+     protobuf_c_message_unpack (&mesh__v1__set_tags_response__descriptor,
+                                allocator, len, data);
+}
+void   mesh__v1__set_tags_response__free_unpacked
+                     (Mesh__V1__SetTagsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &mesh__v1__set_tags_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[19] =
 {
   {
     "id",
@@ -3037,6 +3487,30 @@ static const ProtobufCFieldDescriptor mesh__v1__tenant__field_descriptors[17] =
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "dns_filtered",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, dns_filtered),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "policy_version",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Tenant, policy_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "device_lifetime_seconds",
     40,
     PROTOBUF_C_LABEL_NONE,
@@ -3053,8 +3527,9 @@ static const unsigned mesh__v1__tenant__field_indices_by_name[] = {
   12,   /* field[12] = config_max_nodes */
   7,   /* field[7] = created_at_ms */
   10,   /* field[10] = device_keepalive */
-  16,   /* field[16] = device_lifetime_seconds */
+  18,   /* field[18] = device_lifetime_seconds */
   11,   /* field[11] = device_mtu */
+  16,   /* field[16] = dns_filtered */
   13,   /* field[13] = dns_resolvers */
   8,   /* field[8] = domain */
   14,   /* field[14] = hub_node_id */
@@ -3065,14 +3540,15 @@ static const unsigned mesh__v1__tenant__field_indices_by_name[] = {
   1,   /* field[1] = name */
   9,   /* field[9] = node_keepalive */
   2,   /* field[2] = plan */
+  17,   /* field[17] = policy_version */
   5,   /* field[5] = require_saml */
   6,   /* field[6] = revision */
 };
 static const ProtobufCIntRange mesh__v1__tenant__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 40, 16 },
-  { 0, 17 }
+  { 40, 18 },
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor =
 {
@@ -3082,7 +3558,7 @@ const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor =
   "Mesh__V1__Tenant",
   "mesh.v1",
   sizeof(Mesh__V1__Tenant),
-  17,
+  19,
   mesh__v1__tenant__field_descriptors,
   mesh__v1__tenant__field_indices_by_name,
   2,  mesh__v1__tenant__number_ranges,
@@ -4068,7 +4544,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_users_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__list_users_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[27] =
+static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[28] =
 {
   {
     "id",
@@ -4311,6 +4787,18 @@ static const ProtobufCFieldDescriptor mesh__v1__device__field_descriptors[27] =
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "tags",
+    21,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__Device, n_tags),
+    offsetof(Mesh__V1__Device, tags),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "status",
     40,
     PROTOBUF_C_LABEL_NONE,
@@ -4403,23 +4891,24 @@ static const unsigned mesh__v1__device__field_indices_by_name[] = {
   10,   /* field[10] = created_at_ms */
   5,   /* field[5] = dns_name */
   15,   /* field[15] = endpoint */
-  23,   /* field[23] = expires_at_ms */
+  24,   /* field[24] = expires_at_ms */
   0,   /* field[0] = id */
   7,   /* field[7] = ipv4 */
   8,   /* field[8] = ipv6 */
   3,   /* field[3] = label */
   11,   /* field[11] = last_handshake_at_ms */
   12,   /* field[12] = online */
-  26,   /* field[26] = online_until_ms */
-  24,   /* field[24] = owner_name */
+  27,   /* field[27] = online_until_ms */
+  25,   /* field[25] = owner_name */
   2,   /* field[2] = owner_user_id */
-  25,   /* field[25] = per_peer_stats */
+  26,   /* field[26] = per_peer_stats */
   9,   /* field[9] = public_key */
   13,   /* field[13] = rx_bytes */
   4,   /* field[4] = slug */
-  20,   /* field[20] = status */
-  21,   /* field[21] = suspend_reason */
-  22,   /* field[22] = suspended_at_ms */
+  21,   /* field[21] = status */
+  22,   /* field[22] = suspend_reason */
+  23,   /* field[23] = suspended_at_ms */
+  20,   /* field[20] = tags */
   1,   /* field[1] = tenant_id */
   14,   /* field[14] = tx_bytes */
   6,   /* field[6] = type */
@@ -4427,8 +4916,8 @@ static const unsigned mesh__v1__device__field_indices_by_name[] = {
 static const ProtobufCIntRange mesh__v1__device__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 40, 20 },
-  { 0, 27 }
+  { 40, 21 },
+  { 0, 28 }
 };
 const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
 {
@@ -4438,7 +4927,7 @@ const ProtobufCMessageDescriptor mesh__v1__device__descriptor =
   "Mesh__V1__Device",
   "mesh.v1",
   sizeof(Mesh__V1__Device),
-  27,
+  28,
   mesh__v1__device__field_descriptors,
   mesh__v1__device__field_indices_by_name,
   2,  mesh__v1__device__number_ranges,
@@ -5713,7 +6202,7 @@ const ProtobufCMessageDescriptor mesh__v1__device_change_response__descriptor =
   (ProtobufCMessageInit) mesh__v1__device_change_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[19] =
+static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[20] =
 {
   {
     "id",
@@ -5872,6 +6361,18 @@ static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[19] =
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "tags",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__Node, n_tags),
+    offsetof(Mesh__V1__Node, tags),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "online",
     40,
     PROTOBUF_C_LABEL_NONE,
@@ -5945,8 +6446,8 @@ static const ProtobufCFieldDescriptor mesh__v1__node__field_descriptors[19] =
   },
 };
 static const unsigned mesh__v1__node__field_indices_by_name[] = {
-  15,   /* field[15] = applied_revision */
-  14,   /* field[14] = backend */
+  16,   /* field[16] = applied_revision */
+  15,   /* field[15] = backend */
   10,   /* field[10] = created_at_ms */
   4,   /* field[4] = dns_name */
   6,   /* field[6] = endpoint */
@@ -5955,21 +6456,22 @@ static const unsigned mesh__v1__node__field_indices_by_name[] = {
   8,   /* field[8] = ipv4 */
   9,   /* field[9] = ipv6 */
   12,   /* field[12] = last_seen_at_ms */
-  16,   /* field[16] = last_sync_at_ms */
+  17,   /* field[17] = last_sync_at_ms */
   7,   /* field[7] = listen_port */
-  17,   /* field[17] = live */
+  18,   /* field[18] = live */
   2,   /* field[2] = name */
-  13,   /* field[13] = online */
+  14,   /* field[14] = online */
   5,   /* field[5] = public_key */
   3,   /* field[3] = slug */
-  18,   /* field[18] = state_error */
+  19,   /* field[19] = state_error */
+  13,   /* field[13] = tags */
   1,   /* field[1] = tenant_id */
 };
 static const ProtobufCIntRange mesh__v1__node__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 40, 13 },
-  { 0, 19 }
+  { 40, 14 },
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor mesh__v1__node__descriptor =
 {
@@ -5979,7 +6481,7 @@ const ProtobufCMessageDescriptor mesh__v1__node__descriptor =
   "Mesh__V1__Node",
   "mesh.v1",
   sizeof(Mesh__V1__Node),
-  19,
+  20,
   mesh__v1__node__field_descriptors,
   mesh__v1__node__field_indices_by_name,
   2,  mesh__v1__node__number_ranges,
@@ -7455,6 +7957,711 @@ const ProtobufCMessageDescriptor mesh__v1__tenant_settings_response__descriptor 
   mesh__v1__tenant_settings_response__field_indices_by_name,
   1,  mesh__v1__tenant_settings_response__number_ranges,
   (ProtobufCMessageInit) mesh__v1__tenant_settings_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__policy__field_descriptors[6] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Policy, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "version",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Policy, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__Policy, n_rules),
+    offsetof(Mesh__V1__Policy, rules),
+    &mesh__v1__policy_rule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_filtered",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Policy, dns_filtered),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rule_cap",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Policy, rule_cap),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules_unlimited",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__Policy, rules_unlimited),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy__field_indices_by_name[] = {
+  3,   /* field[3] = dns_filtered */
+  4,   /* field[4] = rule_cap */
+  2,   /* field[2] = rules */
+  5,   /* field[5] = rules_unlimited */
+  0,   /* field[0] = tenant_id */
+  1,   /* field[1] = version */
+};
+static const ProtobufCIntRange mesh__v1__policy__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.Policy",
+  "Policy",
+  "Mesh__V1__Policy",
+  "mesh.v1",
+  sizeof(Mesh__V1__Policy),
+  6,
+  mesh__v1__policy__field_descriptors,
+  mesh__v1__policy__field_indices_by_name,
+  1,  mesh__v1__policy__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__get_policy_request__field_descriptors[1] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__GetPolicyRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__get_policy_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+};
+static const ProtobufCIntRange mesh__v1__get_policy_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor mesh__v1__get_policy_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.GetPolicyRequest",
+  "GetPolicyRequest",
+  "Mesh__V1__GetPolicyRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__GetPolicyRequest),
+  1,
+  mesh__v1__get_policy_request__field_descriptors,
+  mesh__v1__get_policy_request__field_indices_by_name,
+  1,  mesh__v1__get_policy_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__get_policy_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__get_policy_response__field_descriptors[1] =
+{
+  {
+    "policy",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__GetPolicyResponse, policy),
+    &mesh__v1__policy__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__get_policy_response__field_indices_by_name[] = {
+  0,   /* field[0] = policy */
+};
+static const ProtobufCIntRange mesh__v1__get_policy_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor mesh__v1__get_policy_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.GetPolicyResponse",
+  "GetPolicyResponse",
+  "Mesh__V1__GetPolicyResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__GetPolicyResponse),
+  1,
+  mesh__v1__get_policy_response__field_descriptors,
+  mesh__v1__get_policy_response__field_indices_by_name,
+  1,  mesh__v1__get_policy_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__get_policy_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__policy_rules__field_descriptors[1] =
+{
+  {
+    "rules",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__PolicyRules, n_rules),
+    offsetof(Mesh__V1__PolicyRules, rules),
+    &mesh__v1__policy_rule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__policy_rules__field_indices_by_name[] = {
+  0,   /* field[0] = rules */
+};
+static const ProtobufCIntRange mesh__v1__policy_rules__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor mesh__v1__policy_rules__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.PolicyRules",
+  "PolicyRules",
+  "Mesh__V1__PolicyRules",
+  "mesh.v1",
+  sizeof(Mesh__V1__PolicyRules),
+  1,
+  mesh__v1__policy_rules__field_descriptors,
+  mesh__v1__policy_rules__field_indices_by_name,
+  1,  mesh__v1__policy_rules__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__policy_rules__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__update_policy_request__field_descriptors[6] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__UpdatePolicyRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replace",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__UpdatePolicyRequest, edit_case),
+    offsetof(Mesh__V1__UpdatePolicyRequest, replace),
+    &mesh__v1__policy_rules__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "add",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__UpdatePolicyRequest, edit_case),
+    offsetof(Mesh__V1__UpdatePolicyRequest, add),
+    &mesh__v1__policy_rule__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "update",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Mesh__V1__UpdatePolicyRequest, edit_case),
+    offsetof(Mesh__V1__UpdatePolicyRequest, update),
+    &mesh__v1__policy_rule__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delete_rule_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__UpdatePolicyRequest, edit_case),
+    offsetof(Mesh__V1__UpdatePolicyRequest, delete_rule_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dns_filtered",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Mesh__V1__UpdatePolicyRequest, edit_case),
+    offsetof(Mesh__V1__UpdatePolicyRequest, dns_filtered),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__update_policy_request__field_indices_by_name[] = {
+  2,   /* field[2] = add */
+  0,   /* field[0] = caller */
+  4,   /* field[4] = delete_rule_id */
+  5,   /* field[5] = dns_filtered */
+  1,   /* field[1] = replace */
+  3,   /* field[3] = update */
+};
+static const ProtobufCIntRange mesh__v1__update_policy_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor mesh__v1__update_policy_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.UpdatePolicyRequest",
+  "UpdatePolicyRequest",
+  "Mesh__V1__UpdatePolicyRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__UpdatePolicyRequest),
+  6,
+  mesh__v1__update_policy_request__field_descriptors,
+  mesh__v1__update_policy_request__field_indices_by_name,
+  1,  mesh__v1__update_policy_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__update_policy_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__update_policy_response__field_descriptors[3] =
+{
+  {
+    "policy",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__UpdatePolicyResponse, policy),
+    &mesh__v1__policy__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__UpdatePolicyResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rule",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__UpdatePolicyResponse, rule),
+    &mesh__v1__policy_rule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__update_policy_response__field_indices_by_name[] = {
+  0,   /* field[0] = policy */
+  1,   /* field[1] = revision */
+  2,   /* field[2] = rule */
+};
+static const ProtobufCIntRange mesh__v1__update_policy_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor mesh__v1__update_policy_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.UpdatePolicyResponse",
+  "UpdatePolicyResponse",
+  "Mesh__V1__UpdatePolicyResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__UpdatePolicyResponse),
+  3,
+  mesh__v1__update_policy_response__field_descriptors,
+  mesh__v1__update_policy_response__field_indices_by_name,
+  1,  mesh__v1__update_policy_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__update_policy_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__check_policy_request__field_descriptors[5] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "from",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyRequest, from),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "to",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyRequest, to),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyRequest, protocol),
+    &mesh__v1__policy_protocol__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "port",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyRequest, port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__check_policy_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = from */
+  4,   /* field[4] = port */
+  3,   /* field[3] = protocol */
+  2,   /* field[2] = to */
+};
+static const ProtobufCIntRange mesh__v1__check_policy_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor mesh__v1__check_policy_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.CheckPolicyRequest",
+  "CheckPolicyRequest",
+  "Mesh__V1__CheckPolicyRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__CheckPolicyRequest),
+  5,
+  mesh__v1__check_policy_request__field_descriptors,
+  mesh__v1__check_policy_request__field_indices_by_name,
+  1,  mesh__v1__check_policy_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__check_policy_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__check_policy_response__field_descriptors[6] =
+{
+  {
+    "allowed",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyResponse, allowed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rule_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyResponse, rule_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rule_name",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyResponse, rule_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyResponse, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "from_member",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyResponse, from_member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "to_member",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__CheckPolicyResponse, to_member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__check_policy_response__field_indices_by_name[] = {
+  0,   /* field[0] = allowed */
+  4,   /* field[4] = from_member */
+  3,   /* field[3] = reason */
+  1,   /* field[1] = rule_id */
+  2,   /* field[2] = rule_name */
+  5,   /* field[5] = to_member */
+};
+static const ProtobufCIntRange mesh__v1__check_policy_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor mesh__v1__check_policy_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.CheckPolicyResponse",
+  "CheckPolicyResponse",
+  "Mesh__V1__CheckPolicyResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__CheckPolicyResponse),
+  6,
+  mesh__v1__check_policy_response__field_descriptors,
+  mesh__v1__check_policy_response__field_indices_by_name,
+  1,  mesh__v1__check_policy_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__check_policy_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_tags_request__field_descriptors[4] =
+{
+  {
+    "caller",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetTagsRequest, caller),
+    &mesh__v1__caller__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetTagsRequest, kind),
+    &mesh__v1__peer_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "member_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetTagsRequest, member_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tags",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__SetTagsRequest, n_tags),
+    offsetof(Mesh__V1__SetTagsRequest, tags),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_tags_request__field_indices_by_name[] = {
+  0,   /* field[0] = caller */
+  1,   /* field[1] = kind */
+  2,   /* field[2] = member_id */
+  3,   /* field[3] = tags */
+};
+static const ProtobufCIntRange mesh__v1__set_tags_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_tags_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetTagsRequest",
+  "SetTagsRequest",
+  "Mesh__V1__SetTagsRequest",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetTagsRequest),
+  4,
+  mesh__v1__set_tags_request__field_descriptors,
+  mesh__v1__set_tags_request__field_indices_by_name,
+  1,  mesh__v1__set_tags_request__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_tags_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor mesh__v1__set_tags_response__field_descriptors[2] =
+{
+  {
+    "tags",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Mesh__V1__SetTagsResponse, n_tags),
+    offsetof(Mesh__V1__SetTagsResponse, tags),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "revision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__SetTagsResponse, revision),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned mesh__v1__set_tags_response__field_indices_by_name[] = {
+  1,   /* field[1] = revision */
+  0,   /* field[0] = tags */
+};
+static const ProtobufCIntRange mesh__v1__set_tags_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor mesh__v1__set_tags_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "mesh.v1.SetTagsResponse",
+  "SetTagsResponse",
+  "Mesh__V1__SetTagsResponse",
+  "mesh.v1",
+  sizeof(Mesh__V1__SetTagsResponse),
+  2,
+  mesh__v1__set_tags_response__field_descriptors,
+  mesh__v1__set_tags_response__field_indices_by_name,
+  1,  mesh__v1__set_tags_response__number_ranges,
+  (ProtobufCMessageInit) mesh__v1__set_tags_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue mesh__v1__user_status__enum_values_by_number[3] =

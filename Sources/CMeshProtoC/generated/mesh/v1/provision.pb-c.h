@@ -16,6 +16,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "mesh/v1/common.pb-c.h"
 #include "mesh/v1/node.pb-c.h"
+#include "mesh/v1/peers.pb-c.h"
 
 typedef struct Mesh__V1__Tenant Mesh__V1__Tenant;
 typedef struct Mesh__V1__TenantSettingsPatch Mesh__V1__TenantSettingsPatch;
@@ -80,6 +81,16 @@ typedef struct Mesh__V1__TenantAdminSettings Mesh__V1__TenantAdminSettings;
 typedef struct Mesh__V1__GetTenantSettingsRequest Mesh__V1__GetTenantSettingsRequest;
 typedef struct Mesh__V1__UpdateTenantSettingsRequest Mesh__V1__UpdateTenantSettingsRequest;
 typedef struct Mesh__V1__TenantSettingsResponse Mesh__V1__TenantSettingsResponse;
+typedef struct Mesh__V1__Policy Mesh__V1__Policy;
+typedef struct Mesh__V1__GetPolicyRequest Mesh__V1__GetPolicyRequest;
+typedef struct Mesh__V1__GetPolicyResponse Mesh__V1__GetPolicyResponse;
+typedef struct Mesh__V1__PolicyRules Mesh__V1__PolicyRules;
+typedef struct Mesh__V1__UpdatePolicyRequest Mesh__V1__UpdatePolicyRequest;
+typedef struct Mesh__V1__UpdatePolicyResponse Mesh__V1__UpdatePolicyResponse;
+typedef struct Mesh__V1__CheckPolicyRequest Mesh__V1__CheckPolicyRequest;
+typedef struct Mesh__V1__CheckPolicyResponse Mesh__V1__CheckPolicyResponse;
+typedef struct Mesh__V1__SetTagsRequest Mesh__V1__SetTagsRequest;
+typedef struct Mesh__V1__SetTagsResponse Mesh__V1__SetTagsResponse;
 
 
 /* --- enums --- */
@@ -187,10 +198,18 @@ struct  Mesh__V1__Tenant
    * A new device's default lifetime in seconds (0: devices do not expire unless asked to).
    */
   uint32_t device_lifetime_seconds;
+  /*
+   * The mesh DNS answers a device only with the names it may reach (access policies).
+   */
+  protobuf_c_boolean dns_filtered;
+  /*
+   * The version of the tenant's access policy (0 before its first rule).
+   */
+  uint64_t policy_version;
 };
 #define MESH__V1__TENANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__PLAN__PLAN_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 typedef enum {
@@ -573,10 +592,15 @@ struct  Mesh__V1__Device
    * the online window); 0 when offline. The gateway's live channel re-reads the list then.
    */
   int64_t online_until_ms;
+  /*
+   * Admin-assigned tags (access policies).
+   */
+  size_t n_tags;
+  char **tags;
 };
 #define MESH__V1__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__device__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__SUSPEND_REASON__SUSPEND_REASON_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL }
 
 
 /*
@@ -963,10 +987,15 @@ struct  Mesh__V1__Node
   int64_t last_sync_at_ms;
   protobuf_c_boolean live;
   char *state_error;
+  /*
+   * Admin-assigned tags (access policies).
+   */
+  size_t n_tags;
+  char **tags;
 };
 #define MESH__V1__NODE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__node__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /*
@@ -1370,6 +1399,200 @@ struct  Mesh__V1__TenantSettingsResponse
 #define MESH__V1__TENANT_SETTINGS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__tenant_settings_response__descriptor) \
     , NULL, 0 }
+
+
+/*
+ * A tenant's access policy as admins see it (docs/policies.md).
+ */
+struct  Mesh__V1__Policy
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  uint64_t version;
+  size_t n_rules;
+  Mesh__V1__PolicyRule **rules;
+  protobuf_c_boolean dns_filtered;
+  /*
+   * The plan's cap on rules; 0 with rules_unlimited = true for no cap.
+   */
+  uint32_t rule_cap;
+  protobuf_c_boolean rules_unlimited;
+};
+#define MESH__V1__POLICY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0, 0 }
+
+
+/*
+ * mesh.v1.provision.policy.get: admins.
+ */
+struct  Mesh__V1__GetPolicyRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+};
+#define MESH__V1__GET_POLICY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__get_policy_request__descriptor) \
+    , NULL }
+
+
+struct  Mesh__V1__GetPolicyResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Policy *policy;
+};
+#define MESH__V1__GET_POLICY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__get_policy_response__descriptor) \
+    , NULL }
+
+
+struct  Mesh__V1__PolicyRules
+{
+  ProtobufCMessage base;
+  size_t n_rules;
+  Mesh__V1__PolicyRule **rules;
+};
+#define MESH__V1__POLICY_RULES__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__policy_rules__descriptor) \
+    , 0,NULL }
+
+
+typedef enum {
+  MESH__V1__UPDATE_POLICY_REQUEST__EDIT__NOT_SET = 0,
+  MESH__V1__UPDATE_POLICY_REQUEST__EDIT_REPLACE = 2,
+  MESH__V1__UPDATE_POLICY_REQUEST__EDIT_ADD = 3,
+  MESH__V1__UPDATE_POLICY_REQUEST__EDIT_UPDATE = 4,
+  MESH__V1__UPDATE_POLICY_REQUEST__EDIT_DELETE_RULE_ID = 5,
+  MESH__V1__UPDATE_POLICY_REQUEST__EDIT_DNS_FILTERED = 6
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__UPDATE_POLICY_REQUEST__EDIT__CASE)
+} Mesh__V1__UpdatePolicyRequest__EditCase;
+
+/*
+ * mesh.v1.provision.policy.update: admins. One edit per request; every edit is validated as a
+ * whole (a 400 names the field, e.g. "rules[2].ports[0]"), written in one transaction with its
+ * change for the nodes, and audited.
+ */
+struct  Mesh__V1__UpdatePolicyRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  Mesh__V1__UpdatePolicyRequest__EditCase edit_case;
+  union {
+    /*
+     * Replaces every rule (ids may be kept or left empty for new ones).
+     */
+    Mesh__V1__PolicyRules *replace;
+    /*
+     * Adds one rule at the end (its id is given by ProvisionSvc).
+     */
+    Mesh__V1__PolicyRule *add;
+    /*
+     * Replaces the rule with the same id.
+     */
+    Mesh__V1__PolicyRule *update;
+    char *delete_rule_id;
+    /*
+     * Turns the DNS filter on or off.
+     */
+    protobuf_c_boolean dns_filtered;
+  };
+};
+#define MESH__V1__UPDATE_POLICY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__update_policy_request__descriptor) \
+    , NULL, MESH__V1__UPDATE_POLICY_REQUEST__EDIT__NOT_SET, {0} }
+
+
+struct  Mesh__V1__UpdatePolicyResponse
+{
+  ProtobufCMessage base;
+  Mesh__V1__Policy *policy;
+  /*
+   * The revision of the change nodes receive; 0 when nothing changed.
+   */
+  uint64_t revision;
+  /*
+   * The rule added or updated.
+   */
+  Mesh__V1__PolicyRule *rule;
+};
+#define MESH__V1__UPDATE_POLICY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__update_policy_response__descriptor) \
+    , NULL, 0, NULL }
+
+
+/*
+ * mesh.v1.provision.policy.check: admins. A dry run: may `from` reach `to` on this protocol and
+ * port under the current rules, and which rule allows it. `from` and `to` are
+ * "device:<id>", "node:<id>", a mesh address or a DNS name of the tenant.
+ */
+struct  Mesh__V1__CheckPolicyRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  char *from;
+  char *to;
+  Mesh__V1__PolicyProtocol protocol;
+  /*
+   * 0 for ICMP.
+   */
+  uint32_t port;
+};
+#define MESH__V1__CHECK_POLICY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__check_policy_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, MESH__V1__POLICY_PROTOCOL__POLICY_PROTOCOL_UNSPECIFIED, 0 }
+
+
+struct  Mesh__V1__CheckPolicyResponse
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean allowed;
+  /*
+   * The first rule that allows it (empty when none does, or when the tenant has no rules).
+   */
+  char *rule_id;
+  char *rule_name;
+  char *reason;
+  /*
+   * The members as resolved: "device:<id>" or "node:<id>".
+   */
+  char *from_member;
+  char *to_member;
+};
+#define MESH__V1__CHECK_POLICY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__check_policy_response__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * mesh.v1.provision.tags.set: admins give a device or a node its tags (replacing the old ones).
+ */
+struct  Mesh__V1__SetTagsRequest
+{
+  ProtobufCMessage base;
+  Mesh__V1__Caller *caller;
+  Mesh__V1__PeerKind kind;
+  char *member_id;
+  size_t n_tags;
+  char **tags;
+};
+#define MESH__V1__SET_TAGS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_tags_request__descriptor) \
+    , NULL, MESH__V1__PEER_KIND__PEER_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Mesh__V1__SetTagsResponse
+{
+  ProtobufCMessage base;
+  size_t n_tags;
+  char **tags;
+  /*
+   * The revision of the member's change; 0 when the tags were already these.
+   */
+  uint64_t revision;
+};
+#define MESH__V1__SET_TAGS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__set_tags_response__descriptor) \
+    , 0,NULL, 0 }
 
 
 /* Mesh__V1__Tenant methods */
@@ -2569,6 +2792,196 @@ Mesh__V1__TenantSettingsResponse *
 void   mesh__v1__tenant_settings_response__free_unpacked
                      (Mesh__V1__TenantSettingsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Mesh__V1__Policy methods */
+void   mesh__v1__policy__init
+                     (Mesh__V1__Policy         *message);
+size_t mesh__v1__policy__get_packed_size
+                     (const Mesh__V1__Policy   *message);
+size_t mesh__v1__policy__pack
+                     (const Mesh__V1__Policy   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy__pack_to_buffer
+                     (const Mesh__V1__Policy   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__Policy *
+       mesh__v1__policy__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy__free_unpacked
+                     (Mesh__V1__Policy *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__GetPolicyRequest methods */
+void   mesh__v1__get_policy_request__init
+                     (Mesh__V1__GetPolicyRequest         *message);
+size_t mesh__v1__get_policy_request__get_packed_size
+                     (const Mesh__V1__GetPolicyRequest   *message);
+size_t mesh__v1__get_policy_request__pack
+                     (const Mesh__V1__GetPolicyRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__get_policy_request__pack_to_buffer
+                     (const Mesh__V1__GetPolicyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__GetPolicyRequest *
+       mesh__v1__get_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__get_policy_request__free_unpacked
+                     (Mesh__V1__GetPolicyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__GetPolicyResponse methods */
+void   mesh__v1__get_policy_response__init
+                     (Mesh__V1__GetPolicyResponse         *message);
+size_t mesh__v1__get_policy_response__get_packed_size
+                     (const Mesh__V1__GetPolicyResponse   *message);
+size_t mesh__v1__get_policy_response__pack
+                     (const Mesh__V1__GetPolicyResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__get_policy_response__pack_to_buffer
+                     (const Mesh__V1__GetPolicyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__GetPolicyResponse *
+       mesh__v1__get_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__get_policy_response__free_unpacked
+                     (Mesh__V1__GetPolicyResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__PolicyRules methods */
+void   mesh__v1__policy_rules__init
+                     (Mesh__V1__PolicyRules         *message);
+size_t mesh__v1__policy_rules__get_packed_size
+                     (const Mesh__V1__PolicyRules   *message);
+size_t mesh__v1__policy_rules__pack
+                     (const Mesh__V1__PolicyRules   *message,
+                      uint8_t             *out);
+size_t mesh__v1__policy_rules__pack_to_buffer
+                     (const Mesh__V1__PolicyRules   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__PolicyRules *
+       mesh__v1__policy_rules__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__policy_rules__free_unpacked
+                     (Mesh__V1__PolicyRules *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__UpdatePolicyRequest methods */
+void   mesh__v1__update_policy_request__init
+                     (Mesh__V1__UpdatePolicyRequest         *message);
+size_t mesh__v1__update_policy_request__get_packed_size
+                     (const Mesh__V1__UpdatePolicyRequest   *message);
+size_t mesh__v1__update_policy_request__pack
+                     (const Mesh__V1__UpdatePolicyRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__update_policy_request__pack_to_buffer
+                     (const Mesh__V1__UpdatePolicyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__UpdatePolicyRequest *
+       mesh__v1__update_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__update_policy_request__free_unpacked
+                     (Mesh__V1__UpdatePolicyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__UpdatePolicyResponse methods */
+void   mesh__v1__update_policy_response__init
+                     (Mesh__V1__UpdatePolicyResponse         *message);
+size_t mesh__v1__update_policy_response__get_packed_size
+                     (const Mesh__V1__UpdatePolicyResponse   *message);
+size_t mesh__v1__update_policy_response__pack
+                     (const Mesh__V1__UpdatePolicyResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__update_policy_response__pack_to_buffer
+                     (const Mesh__V1__UpdatePolicyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__UpdatePolicyResponse *
+       mesh__v1__update_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__update_policy_response__free_unpacked
+                     (Mesh__V1__UpdatePolicyResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__CheckPolicyRequest methods */
+void   mesh__v1__check_policy_request__init
+                     (Mesh__V1__CheckPolicyRequest         *message);
+size_t mesh__v1__check_policy_request__get_packed_size
+                     (const Mesh__V1__CheckPolicyRequest   *message);
+size_t mesh__v1__check_policy_request__pack
+                     (const Mesh__V1__CheckPolicyRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__check_policy_request__pack_to_buffer
+                     (const Mesh__V1__CheckPolicyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__CheckPolicyRequest *
+       mesh__v1__check_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__check_policy_request__free_unpacked
+                     (Mesh__V1__CheckPolicyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__CheckPolicyResponse methods */
+void   mesh__v1__check_policy_response__init
+                     (Mesh__V1__CheckPolicyResponse         *message);
+size_t mesh__v1__check_policy_response__get_packed_size
+                     (const Mesh__V1__CheckPolicyResponse   *message);
+size_t mesh__v1__check_policy_response__pack
+                     (const Mesh__V1__CheckPolicyResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__check_policy_response__pack_to_buffer
+                     (const Mesh__V1__CheckPolicyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__CheckPolicyResponse *
+       mesh__v1__check_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__check_policy_response__free_unpacked
+                     (Mesh__V1__CheckPolicyResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetTagsRequest methods */
+void   mesh__v1__set_tags_request__init
+                     (Mesh__V1__SetTagsRequest         *message);
+size_t mesh__v1__set_tags_request__get_packed_size
+                     (const Mesh__V1__SetTagsRequest   *message);
+size_t mesh__v1__set_tags_request__pack
+                     (const Mesh__V1__SetTagsRequest   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_tags_request__pack_to_buffer
+                     (const Mesh__V1__SetTagsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetTagsRequest *
+       mesh__v1__set_tags_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_tags_request__free_unpacked
+                     (Mesh__V1__SetTagsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Mesh__V1__SetTagsResponse methods */
+void   mesh__v1__set_tags_response__init
+                     (Mesh__V1__SetTagsResponse         *message);
+size_t mesh__v1__set_tags_response__get_packed_size
+                     (const Mesh__V1__SetTagsResponse   *message);
+size_t mesh__v1__set_tags_response__pack
+                     (const Mesh__V1__SetTagsResponse   *message,
+                      uint8_t             *out);
+size_t mesh__v1__set_tags_response__pack_to_buffer
+                     (const Mesh__V1__SetTagsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Mesh__V1__SetTagsResponse *
+       mesh__v1__set_tags_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   mesh__v1__set_tags_response__free_unpacked
+                     (Mesh__V1__SetTagsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Mesh__V1__Tenant_Closure)
@@ -2760,6 +3173,36 @@ typedef void (*Mesh__V1__UpdateTenantSettingsRequest_Closure)
 typedef void (*Mesh__V1__TenantSettingsResponse_Closure)
                  (const Mesh__V1__TenantSettingsResponse *message,
                   void *closure_data);
+typedef void (*Mesh__V1__Policy_Closure)
+                 (const Mesh__V1__Policy *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__GetPolicyRequest_Closure)
+                 (const Mesh__V1__GetPolicyRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__GetPolicyResponse_Closure)
+                 (const Mesh__V1__GetPolicyResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__PolicyRules_Closure)
+                 (const Mesh__V1__PolicyRules *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__UpdatePolicyRequest_Closure)
+                 (const Mesh__V1__UpdatePolicyRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__UpdatePolicyResponse_Closure)
+                 (const Mesh__V1__UpdatePolicyResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__CheckPolicyRequest_Closure)
+                 (const Mesh__V1__CheckPolicyRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__CheckPolicyResponse_Closure)
+                 (const Mesh__V1__CheckPolicyResponse *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetTagsRequest_Closure)
+                 (const Mesh__V1__SetTagsRequest *message,
+                  void *closure_data);
+typedef void (*Mesh__V1__SetTagsResponse_Closure)
+                 (const Mesh__V1__SetTagsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2833,6 +3276,16 @@ extern const ProtobufCMessageDescriptor mesh__v1__tenant_admin_settings__descrip
 extern const ProtobufCMessageDescriptor mesh__v1__get_tenant_settings_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__update_tenant_settings_request__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__get_policy_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__get_policy_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__policy_rules__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__update_policy_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__update_policy_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__check_policy_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__check_policy_response__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_tags_request__descriptor;
+extern const ProtobufCMessageDescriptor mesh__v1__set_tags_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 
