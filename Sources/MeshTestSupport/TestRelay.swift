@@ -1,4 +1,5 @@
 import Foundation
+import MeshBus
 
 /// The relay path of the phone-fallback tests: a plain TCP proxy (Tests/fallback/tcp_proxy.py) that
 /// a test cuts (the process stops: its listener and every open connection close) and restores (it
