@@ -137,7 +137,7 @@ let package = Package(
         exe("FanoutSvc", ["FanoutCore", "ServiceKit", argParser, lifecycle]),
         lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshPKI", "MeshHTTPS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
                                 metrics, lifecycle, crypto, treeCollections]),
-        exe("NodeApplier", ["NodeApplierCore", "ServiceKit", argParser, lifecycle]),
+        exe("NodeApplier", ["NodeApplierCore", "MeshNet", "ServiceKit", argParser, lifecycle]),
         lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
                             nioCore, nioHTTP1, .product(name: "AsyncHTTPClient", package: "async-http-client"),
                             .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeshDomain
+import MeshNet
 import NodeApplierCore
 import ServiceKit
 
@@ -93,7 +94,7 @@ struct NodeApplier: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(httpsPort) else { throw ValidationError("--https-port must be 0 to 65535") }
-        guard HostPort.parse(httpsUpstream) != nil else { throw ValidationError("--https-upstream must be host:port") }
+        guard HostPort(httpsUpstream) != nil else { throw ValidationError("--https-upstream must be host:port") }
         guard !interface.isEmpty, interface.utf8.count <= 15 else { throw ValidationError("--interface must be 1 to 15 characters") }
         guard (1...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 1 to 65535") }
         guard BackendChoice(rawValue: backend) != nil else { throw ValidationError("--backend must be auto, kernel or userspace") }

@@ -3,20 +3,11 @@ import Logging
 import MeshClient
 import MeshDomain
 import MeshHTTPS
+import MeshNet
 import MeshPKI
 import MeshProto
 import ServiceLifecycle
 import Synchronization
-
-/// `host:port` text (IPv6 hosts in brackets).
-public enum HostPort {
-    public static func parse(_ text: String) -> (host: String, port: Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : (host, port)
-    }
-}
 
 /// The node's HTTPS front for the phone fallback (docs/fallback.md): the gateway beside the node,
 /// served on the node's mesh IPv4 and IPv6 addresses with a certificate for its mesh name and
@@ -51,11 +42,11 @@ public final class NodeHTTPSService: Service, Sendable {
 
     /// The front of a running node: certificates from ProvisionSvc, renamed with the agent's view.
     public convenience init(config: NodeConfiguration, agent: NodeAgent, provision: ProvisionClient, logger: Logger) throws(MeshError) {
-        guard let upstream = HostPort.parse(config.httpsUpstream) else {
+        guard let upstream = HostPort(config.httpsUpstream) else {
             throw .invalidArgument(field: "https_upstream", message: "must be host:port")
         }
         let id = agent.identity
-        self.init(identity: id, port: Int(config.httpsPort), upstream: upstream, currentName: { agent.ownDNSName },
+        self.init(identity: id, port: Int(config.httpsPort), upstream: (upstream.host, Int(upstream.port)), currentName: { agent.ownDNSName },
                   request: { der async throws(MeshError) in try await provision.nodeCertificate(tenantID: id.tenantID, nodeID: id.nodeID, publicKeyDER: der) },
                   logger: logger)
     }

@@ -234,8 +234,16 @@ public struct MigrationService: Sendable {
     func view(tenant: UUID, caller: Mesh_V1_Caller) async throws(MeshError) -> [Mesh_V1_MigrationUser] {
         var list = Mesh_V1_ListDevicesRequest()
         list.caller = caller
+        list.limit = 500
         let people = try await users.list(tenant: tenant.lowercased, caller: caller)
-        let all = try await devices.list(list)
+        // Every device of the tenant, page by page.
+        var all: [Mesh_V1_Device] = []
+        while true {
+            let page = try await devices.list(list)
+            all += page.devices
+            guard !page.nextCursor.isEmpty else { break }
+            list.cursor = page.nextCursor
+        }
         let checkList = try await migration.migrationChecks(tenant: tenant)
         let linkList = try await migration.pendingConfigLinks(tenant: tenant)
         let checks = Dictionary(checkList.map { ($0.user.lowercased, $0) }, uniquingKeysWith: { a, _ in a })
