@@ -112,9 +112,9 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
         print("load average: \(loadAverage())")
     } catch {
         for s in servers { await s.terminate() }
-        await lab.stop()
+        try? await lab.stop()
         throw error
     }
     for s in servers { await s.terminate() }
-    await lab.stop()
+    try await lab.stop()
 }

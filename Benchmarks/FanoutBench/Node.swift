@@ -128,10 +128,10 @@ func nodeAtScale(devices: Int, changes: Int, restartChanges: Int) async throws {
         watcher.cancel()
         stream.unsubscribe()
     } catch {
-        await lab.stop()
+        try? await lab.stop()
         throw error
     }
-    await lab.stop()
+    try await lab.stop()
 }
 
 /// Waits until FanoutSvc has the tenant at `revision`.

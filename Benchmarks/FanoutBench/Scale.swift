@@ -411,7 +411,7 @@ func scale(nodes: Int, devices: Int, workers: Int, changes: Int, joins: Int, ing
     reader.cancel()
     stream.unsubscribe()
     reports.unsubscribe()
-    await cp.stop()
+    try await cp.stop()
 }
 
 final class OnceFlag: Sendable {

@@ -277,7 +277,7 @@ case "scale-worker":
 case "ingest":
     let cp = try await ControlPlane.start("bench-ingest", fanout: 1, environment: ["MESH_LOG_LEVEL": "warning"])
     try await ingestLoad(cp: cp, tenants: arg("tenants", 50), seconds: arg("seconds", 10), fanoutPid: cp.processes.last!.pid, label: "no nodes")
-    await cp.stop()
+    try await cp.stop()
 default:
     print("usage: FanoutBench sim|real|cpu|online|maps|scale|ingest|dataplane|node [options]")
     exit(2)

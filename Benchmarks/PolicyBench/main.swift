@@ -181,10 +181,11 @@ func propagation(changes: Int) async throws {
     do {
         try await propagation(lab, changes: changes)
     } catch {
-        await lab.stop()
+        // The benchmark's own error is the one to report; a failed stop would hide it.
+        try? await lab.stop()
         throw error
     }
-    await lab.stop()
+    try await lab.stop()
 }
 
 func propagation(_ lab: MeshLab, changes: Int) async throws {
@@ -234,10 +235,11 @@ func throughput(rules: Int, seconds: Int, runs: Int) async throws {
     do {
         try await throughput(lab, rules: rules, seconds: seconds, runs: runs)
     } catch {
-        await lab.stop()
+        // The benchmark's own error is the one to report; a failed stop would hide it.
+        try? await lab.stop()
         throw error
     }
-    await lab.stop()
+    try await lab.stop()
 }
 
 func throughput(_ lab: MeshLab, rules: Int, seconds: Int, runs: Int) async throws {
