@@ -41,11 +41,11 @@ struct MigrationRulesTests {
         #expect(link.userID == owner.userID && link.usedAtMs == 0 && link.expiresAtMs - link.createdAtMs == 600_000)
         var list = Mesh_V1_ListDevicesRequest()
         list.caller = owner
-        #expect(try await h.devices.list(list).isEmpty, "no device before the link is opened")
+        #expect(try await h.devices.list(list).devices.isEmpty, "no device before the link is opened")
         let opened = try await open(m, hash)
         #expect(opened.created.config.contains("PrivateKey = ") && opened.created.device.ownerUserID == owner.userID)
         #expect(opened.link.deviceID == opened.created.device.id)
-        #expect(try await h.devices.list(list).map(\.id) == [opened.created.device.id])
+        #expect(try await h.devices.list(list).devices.map(\.id) == [opened.created.device.id])
         await #expect(throws: MeshError.gone("this config link was already used; ask for a new one")) { try await open(m, hash) }
         await #expect(throws: MeshError.notFound("no such config link")) { try await open(m, (0..<32).map { _ in 7 }) }
         await #expect(throws: MeshError.notFound("no such config link")) { try await open(m, [1, 2, 3]) }
@@ -84,7 +84,7 @@ struct MigrationRulesTests {
         check.userID = b.userID
         check.pritunlRevoked = true
         let set = try await m.setCheck(check)
-        #expect(set.user.id == b.userID && set.pritunlRevoked && set.checkedBy == "user:\(admin.userID)")
+        #expect(set.user.user.id == b.userID && set.user.pritunlRevoked && set.user.checkedBy == "user:\(admin.userID)")
         status.caller = admin
         let rows = try await m.status(status).users
         #expect(rows.first { $0.user.id == b.userID }?.pritunlRevoked == true)

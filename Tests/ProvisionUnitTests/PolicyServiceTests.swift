@@ -159,7 +159,7 @@ struct PolicyServiceTests {
         #expect(r.tags == ["ops", "web"] && r.revision > 0)
         let upsert = try #require(await h.store.outbox[tenant]?.last?.upserted)
         #expect(upsert.id == device.id && upsert.tags == ["ops", "web"] && upsert.ownerRole == .admin && upsert.deviceType == .laptop)
-        #expect(try await h.devices.list(Mesh_V1_ListDevicesRequest.with { $0.caller = admin }).first?.tags == ["ops", "web"])
+        #expect(try await h.devices.list(Mesh_V1_ListDevicesRequest.with { $0.caller = admin }).devices.first?.tags == ["ops", "web"])
         // The same tags again: no change.
         #expect(try await policies.setTags(Mesh_V1_SetTagsRequest.with { $0.caller = admin; $0.kind = .device; $0.memberID = device.id; $0.tags = ["web", "ops"] }).revision == 0)
         _ = try await policies.setTags(Mesh_V1_SetTagsRequest.with { $0.caller = admin; $0.kind = .node; $0.memberID = node.id; $0.tags = ["servers"] })
