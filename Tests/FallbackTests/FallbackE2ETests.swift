@@ -155,6 +155,6 @@ struct FallbackE2ETests {
         }
         await relay.cut()
         _ = await gateway.terminate()
-        await lab.stop()
+        try await lab.stop()
     }
 }

@@ -8,7 +8,7 @@ import X509
 struct TenantAuthorityTests {
     static func verify(_ leaf: Certificate, roots: [Certificate], host: String? = nil, ip: String? = nil) async -> Bool {
         var verifier = Verifier(rootCertificates: CertificateStore(roots)) {
-            RFC5280Policy(validationTime: Date())
+            RFC5280Policy()
             ServerIdentityPolicy(serverHostname: host, serverIP: ip)
         }
         if case .validCertificate = await verifier.validate(leaf: leaf, intermediates: CertificateStore()) { return true }

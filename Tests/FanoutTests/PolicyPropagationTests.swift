@@ -49,7 +49,7 @@ struct PolicyPropagationTests {
         let fan = FanoutClient(bus: c.bus)
         let view = try await eventually({ try await fan.fullView(tenantID: t.id, nodeID: node.id) }, until: { $0.policy.version == UInt64(n) })
         #expect(view.policy.rules == stored.rules)
-        await c.stop()
+        try await c.stop()
     }
 
     /// A snapshot (what the relay sends when FanoutSvc lacks revisions no longer kept) carries the
@@ -97,6 +97,6 @@ struct PolicyPropagationTests {
         #expect(try await fan.ingest(more).revision == 11)
         let after = try await fan.fullView(tenantID: tenant, nodeID: node)
         #expect(after.policy.version == 5 && after.policy.rules.isEmpty && after.settings.domain == "quazzar.mesh")
-        await c.stop()
+        try await c.stop()
     }
 }

@@ -97,7 +97,7 @@ extension GatewayTests {
                 #expect(r.status == 400 && r.errorCode == "invalid_argument", "\(q): \(r.text)")
             }
         }
-        await f.stop()
+        try await f.stop()
     }
 
     /// Free tenants get the basic state in the device list and the single device: no per-peer stats.
@@ -143,7 +143,7 @@ extension GatewayTests {
             let pro = try await client.send(.get, "/api/mesh/devices/\(id)", token: f.tokens.ownerA).json
             #expect(pro["rx_bytes"] as? Int == 1000 && pro["tx_bytes"] as? Int == 2000 && pro["endpoint"] as? String == "203.0.113.9:41000", "\(pro)")
         }
-        await f.stop()
+        try await f.stop()
     }
 
     /// Nodes over HTTP, the tenant's settings, the mesh switch, refresh, the audit filters and export,
@@ -250,6 +250,6 @@ extension GatewayTests {
             let none = try await client.send(.post, "/api/mesh/refresh", token: f.tokens.otherAdmin)
             #expect(none.status == 503 && none.headers[nodesReachedHeader] == "0" && none.headers[nodesTotalHeader] == "1", "\(none.text)")
         }
-        await f.stop()
+        try await f.stop()
     }
 }

@@ -181,7 +181,7 @@ extension GatewayTests {
                 for r in [again, aOnReplica, b, admin] { await r.close() }
             }
         }
-        await f.stop()
+        try await f.stop()
     }
 
     /// A stream whose credential is refused on a later list read ends with an `ended` event (401),
@@ -219,6 +219,6 @@ extension GatewayTests {
             #expect(ended.json["status"] as? Int == 401, "\(ended.data)")
             await b.close()
         }
-        await f.stop()
+        try await f.stop()
     }
 }

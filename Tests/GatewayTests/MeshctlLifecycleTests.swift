@@ -77,6 +77,6 @@ extension GatewayTests {
         let jsonl = try run(bin, ["audit", "--tenant", t.id, "--admin", admin.userID, "--export", "jsonl", "--action", "mesh"], environment: env)
         let rows = jsonl.stdout.split(separator: "\n").map { json(String($0)) }
         #expect(rows.map { $0["action"] as? String } == ["mesh.enable", "mesh.disable"], "\(jsonl.stdout)")
-        await cp.stop()
+        try await cp.stop()
     }
 }

@@ -102,7 +102,7 @@ extension GatewayTests {
         }
         for pr in [probe, verifying, other] { try await pr.shutdown() }
         await notPritunl.stop()
-        await f.stop()
+        try await f.stop()
     }
 
     /// The walk-through: every user with devices and the checklist item, kept in the database,
@@ -161,7 +161,7 @@ extension GatewayTests {
         let audit = try await f.cp.client.audit(caller: f.admin, limit: 100).entries.filter { $0.action == "migration.check" }
         #expect(audit.map(\.detail) == ["Pritunl access revoked: no", "Pritunl access revoked: yes"], "\(audit)")
         #expect(audit.allSatisfy { $0.targetID == f.ownerA.userID && $0.actor == "user:\(f.admin.userID)" })
-        await f.stop()
+        try await f.stop()
     }
 
     /// One-time config links: the key is made when the link is opened, once; a second use or an
@@ -265,7 +265,7 @@ extension GatewayTests {
         #expect(entries.contains { $0.action == "config_link.refused" && $0.detail == "expired" })
         #expect(entries.contains { $0.action == "config_link.refused" && $0.detail == "used" })
         #expect(entries.contains { $0.action == "device.create" && $0.actor == "user:\(f.ownerA.userID)" })
-        await f.stop()
+        try await f.stop()
     }
 
     /// A link whose device cannot be made (the plan's cap) is handed back: it opens once a slot is free.
@@ -287,6 +287,6 @@ extension GatewayTests {
             #expect(opened.status == 200 && opened.json["label"] as? String == "Fourth", "\(opened.text)")
             #expect(try await client.send(.post, "/api/mesh/links/open", body: jsonBody(["token": token])).status == 410)
         }
-        await f.stop()
+        try await f.stop()
     }
 }

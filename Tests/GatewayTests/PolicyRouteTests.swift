@@ -124,6 +124,6 @@ extension GatewayTests {
                 #expect(actions.contains(a), "\(a) missing from \(actions)")
             }
         }
-        await f.stop()
+        try await f.stop()
     }
 }

@@ -55,10 +55,10 @@ struct LifecycleE2ETests {
         do {
             try await run(lab)
         } catch {
-            await lab.stop()
+            try await lab.stop()
             throw error
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     func run(_ lab: MeshLab) async throws {

@@ -58,10 +58,10 @@ struct MTUE2ETests {
         do {
             try await run(lab, underlay6: underlay6)
         } catch {
-            await lab.stop()
+            try await lab.stop()
             throw error
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     func run(_ lab: MeshLab, underlay6: Bool) async throws {

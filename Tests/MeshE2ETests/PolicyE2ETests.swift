@@ -17,10 +17,10 @@ struct PolicyE2ETests {
         do {
             try await run(lab)
         } catch {
-            await lab.stop()
+            try await lab.stop()
             throw error
         }
-        await lab.stop()
+        try await lab.stop()
     }
 
     /// A member of the lab: its namespace and addresses.

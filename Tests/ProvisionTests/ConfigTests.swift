@@ -102,7 +102,7 @@ struct ConfigTests {
             #expect(qrLines.first?.hasPrefix("# Quazzar Mesh: ") == true && qrLines.first != confLines.first, "\(label): \(qrLines.first ?? "")")
             print("QR comment for \(label): \(qrLines.first ?? "")")
         }
-        await c.stop()
+        try await c.stop()
     }
 
     @Test func noPrivateKeyIsStoredOrLogged() async throws {

@@ -37,7 +37,7 @@ struct DeviceCountTests {
         _ = try await c.client.deleteUser(caller: admin, userID: member.userID, devices: .delete)
         n = try await counts()
         #expect(n.kept == 3 && n.real == 3)
-        await c.stop()
+        try await c.stop()
     }
 
     @Test func theCapIsEnforcedFromTheKeptCountAndFreedByADeletion() async throws {
@@ -55,6 +55,6 @@ struct DeviceCountTests {
         let tid = try #require(UUID(text: t.id))
         let r = try await c.store.query("SELECT device_count AS n FROM provision.tenants WHERE id = $1", tid)
         #expect(try r[0].decode("n", as: Int.self) == cap)
-        await c.stop()
+        try await c.stop()
     }
 }

@@ -95,7 +95,7 @@ struct ProvisionLifecycleTests {
         let logs = c.processes.filter { $0.name.hasPrefix("ProvisionSvc") }.map { $0.log().components(separatedBy: "device expired").count - 1 }
         print("device expiries per ProvisionSvc replica: \(logs)")
         #expect(logs.reduce(0, +) == ids.count)
-        await c.stop()
+        try await c.stop()
     }
 
     @Test func suspendResumeAndTheMeshSwitchReachFanoutSvc() async throws {
@@ -147,6 +147,6 @@ struct ProvisionLifecycleTests {
         for a in ["device.suspend", "device.resume", "device.expire", "device.expiry", "mesh.disable", "mesh.enable"] {
             #expect(actions.contains(a), "\(a) is audited")
         }
-        await c.stop()
+        try await c.stop()
     }
 }

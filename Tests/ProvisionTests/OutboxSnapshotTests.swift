@@ -88,6 +88,6 @@ struct OutboxSnapshotTests {
             latest = try await fan.fullView(tenantID: t.id, nodeID: n1.id)
         }
         #expect(latest.members[d.id] != nil && latest.revision == revision + 1)
-        await c.stop()
+        try await c.stop()
     }
 }

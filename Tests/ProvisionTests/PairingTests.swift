@@ -64,7 +64,7 @@ struct PairingTests {
         #expect(leaf.publicKey == Certificate.PublicKey(key.publicKey))
         #expect(leaf.subjectAltNames.dns == [second.dnsName] && leaf.subjectAltNames.ip == [second.ipv4, second.ipv6])
         var verifier = Verifier(rootCertificates: CertificateStore([ca])) {
-            RFC5280Policy(validationTime: Date())
+            RFC5280Policy()
             ServerIdentityPolicy(serverHostname: second.dnsName, serverIP: nil)
         }
         let result = await verifier.validate(leaf: leaf, intermediates: CertificateStore())
@@ -88,6 +88,6 @@ struct PairingTests {
         await #expect(throws: MeshError.self) {
             _ = try await c.client.nodeCertificate(tenantID: t.id, nodeID: second.id, publicKeyDER: [1, 2, 3])
         }
-        await c.stop()
+        try await c.stop()
     }
 }
