@@ -179,7 +179,7 @@ let package = Package(
         // The built executables from outside: their settings against docs/configuration.md, and what they link.
         tests("ExecutableTests", ["MeshTestSupport"]),
         // The phone fallback: the tenant CA, the nodes' HTTPS front and the relay client (real TCP, TLS, WireGuard).
-        tests("FallbackTests", ["MeshPKI", "MeshHTTPS", "RelayClient", "NodeApplierCore", "MeshAuth", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshNet",
+        tests("FallbackTests", ["MeshBus", "MeshPKI", "MeshHTTPS", "RelayClient", "NodeApplierCore", "MeshAuth", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshNet",
                                 "MeshDNS", "MeshKeys", log, nioCore, nioPosix, nioSSL, x509, crypto]),
 
         // MARK: Benchmarks (scripts/bench.sh and scripts/bench-*.sh build them in release mode; Benchmarks/c holds C references).

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MeshBus
 import MeshDNS
 import MeshHTTPS
 import MeshNet

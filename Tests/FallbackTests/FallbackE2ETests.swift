@@ -1,5 +1,6 @@
 import Foundation
 import MeshAuth
+import MeshBus
 import MeshClient
 import MeshDomain
 import MeshPKI
