@@ -223,7 +223,7 @@ struct FallbackClientTests {
             await rig.relay.cut()
             let other = try TenantAuthority.create(tenantID: "tenant-b", tenantName: "B")
             let strangers = try rig.client(caPEM: other.certificatePEM)
-            do {
+            do throws(FallbackError) {
                 _ = try await strangers.send(FallbackRequest(path: "/healthz"))
                 Issue.record("a node whose CA is not the one trusted answered")
             } catch {
@@ -231,7 +231,7 @@ struct FallbackClientTests {
             }
             // The right CA, but a name the certificate does not hold: "impostor" resolves to node-1.
             let wrongName = try rig.client(urls: ["https://impostor.quazzar.mesh:8443"])
-            do {
+            do throws(FallbackError) {
                 _ = try await wrongName.send(FallbackRequest(path: "/healthz"))
                 Issue.record("a certificate without the asked name was accepted")
             } catch {
