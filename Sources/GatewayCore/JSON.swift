@@ -324,28 +324,6 @@ public struct DeviceJSON: JSONEncodable {
     }
 }
 
-/// A node (`PATCH /api/mesh/nodes/:id`).
-public struct NodeJSON: JSONEncodable {
-    var node: Mesh_V1_Node
-
-    /// From the protobuf form.
-    public init(_ n: Mesh_V1_Node) { node = n }
-
-    /// Writes the JSON form.
-    public func encode(to w: inout JSONWriter) {
-        let n = node
-        w.object { w in
-            w.key("id"); w.string(n.id)
-            w.key("name"); w.string(n.name)
-            w.key("dns_name"); w.string(n.dnsName)
-            w.key("mesh_ips"); w.array([n.ipv4, n.ipv6].filter { !$0.isEmpty })
-            w.key("endpoint"); w.string(n.endpoint)
-            w.key("hub"); w.bool(n.hub)
-            w.key("tags"); w.array(n.tags)
-        }
-    }
-}
-
 /// `GET /api/mesh/devices`: one page.
 public struct DeviceListJSON: JSONEncodable {
     var devices: [DeviceJSON]

@@ -25,6 +25,7 @@ public struct NodeJSON: JSONEncodable {
             w.key("listen_port"); w.uint(UInt64(n.listenPort))
             w.key("public_key"); w.string(n.publicKey)
             w.key("hub"); w.bool(n.hub)
+            w.key("tags"); w.array(n.tags)
             w.key("created_at"); w.string(Timestamp.iso(ms: n.createdAtMs))
             w.key("last_seen_at"); w.string(Timestamp.isoOrNil(ms: n.lastSeenAtMs))
             w.key("online")

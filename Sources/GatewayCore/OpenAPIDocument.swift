@@ -449,7 +449,7 @@ public enum OpenAPIDocument {
                                      "ca_certificate_pem": ["type": "string", "description": "The tenant CA (PEM): the only root to trust for these URLs."]]),
             "FallbackNode": object(["node_id": string, "dns_name": string, "url": string, "mesh_ips": stringArray]),
             "Node": object(["id": string, "name": string, "slug": string, "dns_name": string, "mesh_ips": stringArray, "endpoint": string,
-                            "listen_port": uint, "public_key": string, "hub": bool, "created_at": dateTime, "last_seen_at": nullableDateTime,
+                            "listen_port": uint, "public_key": string, "hub": bool, "tags": stringArray, "created_at": dateTime, "last_seen_at": nullableDateTime,
                             "online": ["type": ["boolean", "null"], "description": "null when the node was not asked (PATCH)."],
                             "backend": nullableString, "revision": ["type": ["integer", "null"], "minimum": 0],
                             "last_sync_at": nullableDateTime, "state_error": nullableString]),
