@@ -2,6 +2,8 @@ import Foundation
 import GatewayCore
 import Hummingbird
 import HummingbirdTesting
+import MeshAuth
+import MeshBus
 import MeshDomain
 import MeshKeys
 import MeshProto
