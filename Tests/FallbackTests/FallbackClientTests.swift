@@ -13,8 +13,10 @@ import Testing
 /// standing for the gateway (python3 http.server), the relay as a TCP proxy process the test cuts and
 /// restores, two nodes' HTTPS fronts with leaves from a tenant CA, and the mesh DNS server serving
 /// their names. `FallbackE2ETests` runs the same over WireGuard with the real services.
-@Suite(.enabled(if: TestEnvironment.isRoot, "binds port 53 on loopback addresses"), .serialized, .timeLimit(.minutes(3)))
+@Suite(.enabled(if: TestEnvironment.runs(root: true, tools: ["python3"]), "needs root (binds port 53 on loopback addresses) and python3"), .serialized, .timeLimit(.minutes(3)))
 struct FallbackClientTests {
+    init() throws { try TestEnvironment.require(root: true, tools: ["python3"]) }
+
     /// The parts of one run.
     final class Rig: @unchecked Sendable {
         let base: String

@@ -13,9 +13,11 @@ import Testing
 /// paired through `POST /cp/api/v1/mesh/devices` and brought up in its own namespace from the config
 /// it was given, the relay as a TCP proxy the test cuts and restores, and `meshctl fallback` running
 /// in the phone's namespace.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized,
+@Suite(.enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "curl"]), "needs root, wireguard-go, curl, nats-server and PostgreSQL"), .serialized,
        .timeLimit(.minutes(6)))
 struct FallbackE2ETests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "curl"]) }
+
     static let secret = "fallback-tests-secret-0123456789abcdef"
 
     func curl(_ args: [String], in ns: NetNamespace? = nil) throws -> (status: Int32, output: String, stdout: String) {

@@ -3,7 +3,7 @@ import MeshProto
 import Testing
 
 /// The member table behind MeshState: its indexes follow every change, and copies are independent.
-@Suite struct MemberTableTests {
+@Suite(.timeLimit(.minutes(1))) struct MemberTableTests {
     func member(_ id: String, key: String, kind: Mesh_V1_PeerKind = .device, hub: String = "") -> Mesh_V1_Member {
         var m = Mesh_V1_Member()
         m.id = id

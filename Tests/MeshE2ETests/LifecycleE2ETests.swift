@@ -12,6 +12,8 @@ import Testing
                 "needs root, wireguard-go, nats-server and PostgreSQL"), .serialized,
        .timeLimit(.minutes(10)))
 struct LifecycleE2ETests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "dig", "ping"]) }
+
     func dig(_ from: NetNamespace, _ server: String, _ name: String) -> String {
         (try? from.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, "A"]).stdout)?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""

@@ -10,9 +10,11 @@ import Testing
 /// underlay (veth ports on a bridge, MTU 1500). Every ping sets DF (`-M do`) at exactly the largest
 /// size the interface takes, in both directions; one byte more must be refused locally (so DF is in
 /// force), and no namespace may fragment or reassemble anything on the underlay meanwhile.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized,
+@Suite(.enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "ping"]), "needs root, wireguard-go, nats-server and PostgreSQL"), .serialized,
        .timeLimit(.minutes(10)))
 struct MTUE2ETests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "ping"]) }
+
     /// Fragmentation and reassembly counters of a namespace (IPv4 and IPv6).
     func fragmentCounters(_ ns: NetNamespace) throws -> [String: Int] {
         var out: [String: Int] = [:]

@@ -9,9 +9,11 @@ import Testing
 /// wireguard-go and real nftables in its namespace, and devices of two users brought up from their
 /// configs. Device-to-device traffic passes the node (the hub), traffic to the node ends there;
 /// every pair is checked both ways, over IPv4 and IPv6, with ping and TCP.
-@Suite(.enabled(if: TestEnvironment.hasInfra && TestEnvironment.isRoot, "needs root, nats-server and PostgreSQL"), .serialized,
+@Suite(.enabled(if: TestEnvironment.runs(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "ping", "nft", "conntrack", "python3"]), "needs root, wireguard-go, nftables, conntrack, nats-server and PostgreSQL"), .serialized,
        .timeLimit(.minutes(10)))
 struct PolicyE2ETests {
+    init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "ping", "nft", "conntrack", "python3"]) }
+
     @Test func rulesAreEnforcedOnTheNodeAndFollowEveryChange() async throws {
         let lab = try await MeshLab.start("policy")
         do {

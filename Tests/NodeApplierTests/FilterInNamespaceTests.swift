@@ -12,13 +12,11 @@ import Testing
 /// replacement, and which open connections a change cuts. (MeshE2ETests runs the same over
 /// WireGuard with the whole system.)
 /// Whether nft, conntrack and python3 are installed (scripts/deps.sh installs them).
-let policyToolsPresent = ["nft", "conntrack", "python3"].allSatisfy { t in
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(t)") }
-}
-
-@Suite(.enabled(if: TestEnvironment.isRoot && policyToolsPresent, "needs root, nft, conntrack and python3"), .serialized,
+@Suite(.enabled(if: TestEnvironment.runs(root: true, tools: ["nft", "conntrack", "python3", "ip"]), "needs root, nft, conntrack and python3"), .serialized,
        .timeLimit(.minutes(3)))
 struct FilterInNamespaceTests {
+    init() throws { try TestEnvironment.require(root: true, tools: ["nft", "conntrack", "python3", "ip"]) }
+
 
     func sel(_ text: String) -> Mesh_V1_PolicySelector { try! PolicyText.selector(text, field: "s") }
 

@@ -12,7 +12,7 @@ import X509
 
 /// The pairing reply and the node certificates of the phone fallback, through ProvisionSvc replicas
 /// with PostgreSQL (docs/fallback.md).
-@Suite(.enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
+@Suite(.timeLimit(.minutes(5)), .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
 struct PairingTests {
     @Test func pairingRepliesCarryTheNodesAndOneTenantCA() async throws {
         let sealing = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
