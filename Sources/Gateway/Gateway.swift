@@ -44,7 +44,7 @@ struct Gateway: AsyncParsableCommand {
     @Option(name: .customLong("pritunl-configured"), help: "Whether the legacy Pritunl VPN is configured, so the web page shows its migration banner: true or false (env MESH_PRITUNL_CONFIGURED).")
     var pritunlConfigured: Bool = Env.bool("MESH_PRITUNL_CONFIGURED", false)
 
-    @Option(name: .customLong("pritunl-url"), help: "The legacy Pritunl web server to probe, e.g. https://127.0.0.1:443; the banner shows while it answers GET /ping (env MESH_PRITUNL_URL; empty: no probe, only --pritunl-configured).")
+    @Option(name: .customLong("pritunl-url"), help: "The legacy Pritunl web server to probe, e.g. https://127.0.0.1:443; the banner shows while it answers GET /ping. Empty: no probe, only --pritunl-configured (env MESH_PRITUNL_URL).")
     var pritunlURL: String = Env.string("MESH_PRITUNL_URL", "")
 
     @Option(name: .customLong("pritunl-probe-interval"), help: "Seconds between two probes of --pritunl-url (env MESH_PRITUNL_PROBE_INTERVAL_SECONDS).")

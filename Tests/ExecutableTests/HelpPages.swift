@@ -92,8 +92,12 @@ func parseHelp(_ text: String) -> HelpPage {
                 options[options.count - 1].help += (options[options.count - 1].help.isEmpty ? "" : " ") + trimmed
             }
         case .subcommands:
+            // A name stands at two spaces; deeper lines continue a description, and the closing
+            // "See 'meshctl help <subcommand>' …" line is no subcommand.
+            guard line.hasPrefix("  "), !line.hasPrefix("   ") else { continue }
             let name = String(trimmed.prefix { $0 != " " })
-            if !name.isEmpty, name != "help" { page.subcommands.append(name) }
+            let isName = name.first?.isLowercase == true && name.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "-" }
+            if isName, name != "help" { page.subcommands.append(name) }
         case .other:
             continue
         }
@@ -120,8 +124,12 @@ func settings(of executable: String, environment: [String: String] = [:]) throws
     let path = try executablePath(executable)
     var found: [HelpSetting] = []
     var queue: [[String]] = [[]]
+    var pages = 0
     while !queue.isEmpty {
         let command = queue.removeFirst()
+        pages += 1
+        // A help page that lists itself again would loop forever: fail instead.
+        guard pages <= 500 else { throw TestSetupError.failed("\(executable): more than 500 help pages; last \(command)") }
         let r = try runClean(path, command + ["--help"], environment: environment)
         guard r.status == 0 else {
             throw TestSetupError.failed("\(executable) \(command.joined(separator: " ")) --help exited \(r.status): \(r.stderr)")
