@@ -13,7 +13,8 @@ struct LinkageTests {
     static func sharedLibraries(_ exe: String) throws -> [String] {
         let r = try runClean("/usr/bin/ldd", [try executablePath(exe)])
         guard r.status == 0 else { throw TestSetupError.failed("ldd \(exe) exited \(r.status): \(r.stderr)") }
-        return r.stdout.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        // Each line is "<tab>libname.so.N => path (address)".
+        return r.stdout.split(separator: "\n").compactMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init) }
     }
 
     /// Defined and undefined symbol names of an executable (`nm`).
@@ -42,7 +43,7 @@ struct LinkageTests {
             #expect(try Self.loadsLibpq(exe), "\(exe) has tables and must load libpq: the check cannot see it")
             let s = try Self.symbols(exe)
             #expect(Self.holds(s.defined, module: "MeshStore"), "\(exe): MeshStore not seen")
-            #expect(s.undefined.contains("PQexecParams"), "\(exe): no libpq call seen")
+            #expect(s.undefined.contains { $0.hasPrefix("PQexec") }, "\(exe): no libpq call seen")
         }
         for exe in ["NodeApplier", "Gateway", "meshctl"] {
             #expect(try !Self.loadsLibpq(exe), "\(exe) loads libpq")
