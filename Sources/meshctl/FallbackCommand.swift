@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RelayClient
+import ServiceKit
 
 /// `meshctl fallback`: the reference client of the phone fallback (docs/fallback.md).
 struct Fallback: AsyncParsableCommand {
@@ -14,7 +15,12 @@ struct Fallback: AsyncParsableCommand {
             ("answer<TAB>n<TAB>unix ms<TAB>status<TAB>path<TAB>time" or "error<TAB>n<TAB>unix ms<TAB>why"), then the \
             switches between the relay and the mesh ("switch<TAB>mode<TAB>time since start<TAB>reason"). Exits 1 when a \
             request got no answer on any path.
+
+            \(Env.secretsHelp([Self.tokenSecret]))
             """)
+
+    /// The bearer token of the requests: a secret, so never an option (`ps` shows options).
+    static let tokenSecret = SecretSetting("MESH_TOKEN", "The bearer token (JWT or API token) meshctl fallback sends with each request.")
 
     @Option(help: "The relay's base URL, e.g. http://relay.example:8080.")
     var relay: String
@@ -34,8 +40,6 @@ struct Fallback: AsyncParsableCommand {
     @Option(help: "The request path.")
     var path: String = "/api/mesh/devices"
 
-    @Option(help: "Bearer token for the request (or env MESH_TOKEN).")
-    var token: String = ProcessInfo.processInfo.environment["MESH_TOKEN"] ?? ""
 
     @Option(help: "How many requests.")
     var count: Int = 1
@@ -50,6 +54,7 @@ struct Fallback: AsyncParsableCommand {
     static func unixMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     func run() async throws {
+        let token = try Env.secret(Self.tokenSecret.name) ?? ""
         var urls = meshURLs
         var caPEM = try ca.map { try String(contentsOfFile: $0, encoding: .utf8) }
         if let pairing {

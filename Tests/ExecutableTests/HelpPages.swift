@@ -85,9 +85,11 @@ func parseHelp(_ text: String) -> HelpPage {
                                              meaning: trimmed[gap.upperBound...].trimmingCharacters(in: .whitespaces)))
         case .options:
             if trimmed.hasPrefix("-") {
-                let gap = trimmed.range(of: "  ")
-                options.append((String(trimmed[..<(gap?.lowerBound ?? trimmed.endIndex)]),
-                                gap.map { trimmed[$0.upperBound...].trimmingCharacters(in: .whitespaces) } ?? ""))
+                // The label is the option's names and value placeholder ("-v, --name <name>"); the help
+                // follows after at least one space (only one when the label fills its column).
+                let words = trimmed.split(separator: " ", omittingEmptySubsequences: true)
+                let labelWords = words.prefix { $0.hasPrefix("-") || ($0.hasPrefix("<") && $0.hasSuffix(">")) }
+                options.append((labelWords.joined(separator: " "), words.dropFirst(labelWords.count).joined(separator: " ")))
             } else if !options.isEmpty {
                 options[options.count - 1].help += (options[options.count - 1].help.isEmpty ? "" : " ") + trimmed
             }
