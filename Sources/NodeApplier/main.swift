@@ -44,7 +44,7 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "wireguard-go binary for the userspace backend (env MESH_WIREGUARD_GO).")
     var wireguardGo: String = Env.string("MESH_WIREGUARD_GO", "wireguard-go")
 
-    @Option(help: "Who runs wireguard-go: managed (NodeApplier starts it) or external (a supervisor does; env MESH_WG_USERSPACE_DAEMON).")
+    @Option(help: "Who runs wireguard-go: managed (NodeApplier starts it) or external (a supervisor does) (env MESH_WG_USERSPACE_DAEMON).")
     var userspaceDaemon: String = Env.string("MESH_WG_USERSPACE_DAEMON", "managed")
 
     @Option(help: "Seconds between interface checks; a lost interface stops the node with an error (env MESH_NODE_INTERFACE_CHECK_SECONDS).")
