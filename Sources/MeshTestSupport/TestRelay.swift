@@ -22,7 +22,7 @@ public final class TestRelay: @unchecked Sendable {
     public var url: String { "http://\(listenHost):\(listenPort)" }
 
     /// Starts (or restarts) the proxy and waits until it listens.
-    public func restore(timeout: Duration = .seconds(10)) async throws {
+    public func restore(timeout: Duration = .seconds(60)) async throws {
         let script = TestEnvironment.repoRoot.appendingPathComponent("Tests/fallback/tcp_proxy.py").path
         let p = try ManagedProcess(name: "relay-\(Nuid.short())", executable: TestEnvironment.which("python3"),
                                    arguments: ["-u", script, listenHost, "\(listenPort)", target.host, "\(target.port)"], logDir: logDir)

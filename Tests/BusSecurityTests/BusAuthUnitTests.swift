@@ -59,7 +59,7 @@ import Testing
         #expect(claims["exp"]?.intValue == 1_003_600)
         #expect(claims["nats"]?["issuer_account"]?.stringValue == account.publicKey)
         #expect(claims["nats"]?["type"]?.stringValue == "user")
-        #expect(claims["nats"]?["pub"]?["allow"] == .strings(["mesh.v1.reports.t1.n1.handshake", "mesh.v1.fanout.sync.t1.n1",
+        #expect(claims["nats"]?["pub"]?["allow"] == .strings(["mesh.v1.reports.t1.n1.handshake", "mesh.v1.provision.node.certificate.t1.n1", "mesh.v1.fanout.sync.t1.n1",
                                                                "mesh.v1.fanout.changes.t1.n1", "mesh.v1.fanout.revision.t1"]))
         #expect(claims["nats"]?["resp"]?["max"]?.intValue == 1)
         // A signature over other claims does not verify.

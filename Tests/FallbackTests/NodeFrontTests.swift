@@ -44,7 +44,8 @@ struct NodeFrontTests {
             },
             logger: TestEnvironment.logger("front"))
         func waitFor(_ what: String, _ condition: () -> Bool) async throws {
-            let deadline = ContinuousClock.now + .seconds(20)
+            // Generous: the whole suite runs at once on two cores.
+            let deadline = ContinuousClock.now + .seconds(90)
             while !condition() {
                 guard ContinuousClock.now < deadline else {
                     Issue.record("timed out waiting for \(what)")
