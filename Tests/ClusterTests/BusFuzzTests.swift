@@ -233,7 +233,7 @@ struct IDPool: Sendable {
         let (n2, _) = try await lab.cp.node(t, admin: admin, name: "victim-2", endpoint: "198.51.100.2:51820")
         let d1 = try await lab.cp.client.createDevice(caller: owner, label: "victim phone", type: .iphone).device
         let d2 = try await lab.cp.client.createDevice(caller: admin, label: "victim laptop", type: .laptop).device
-        let token = try await lab.cp.client.createEnrollmentToken(caller: admin, maxUses: 100_000)
+        let token = try await lab.cp.client.createEnrollmentToken(caller: admin, maxUses: 10_000)
         return IDPool(tenants: [t.id], users: [admin.userID, owner.userID], nodes: [n1.id, n2.id], devices: [d1.id, d2.id],
                       callers: [admin, owner], tokens: [token.token])
     }

@@ -339,7 +339,8 @@ struct ProvisionTests {
 
     /// Re-issue: who may, what stays, what changes, the rate limit, the cap, and a race with a delete.
     @Test func reissueKeepsTheDeviceAndReplacesItsKey() async throws {
-        let c = try await ControlPlane.start("reissue", replicas: 2, environment: ["MESH_RATE_WINDOW_SECONDS": "60"])
+        // A window of an hour: the six calls below fall in it however slowly a loaded machine runs them.
+        let c = try await ControlPlane.start("reissue", replicas: 2, environment: ["MESH_RATE_WINDOW_SECONDS": "3600"])
         let t = try await c.readyTenant(.free)
         let owner = try await c.user(t), other = try await c.user(t), admin = try await c.user(t, .admin)
         let strangerTenant = try await c.readyTenant(.pro)
@@ -364,11 +365,11 @@ struct ProvisionTests {
         _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
         _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id)
         guard case .rateLimited(let retry)? = await meshError({ _ = try await c.client.reissueDevice(caller: owner, deviceID: d.id) }) else {
-            Issue.record("the sixth creation or re-issue in a minute was not rate limited")
+            Issue.record("the sixth creation or re-issue in the window was not rate limited")
             try await c.stop()
             return
         }
-        #expect((1...60).contains(retry))
+        #expect((1...3600).contains(retry))
         let audit = try await c.store.query("SELECT count(*) AS n FROM audit_log WHERE action = 'device.reissue' AND target_id = $1", d.id).first!
         #expect(try audit.decode("n", as: Int.self) == 4)
 
