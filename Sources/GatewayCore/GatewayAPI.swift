@@ -151,7 +151,7 @@ public struct GatewayAPI: Sendable {
             r.limit = v
         }
         r.cursor = q["cursor"].map(String.init) ?? ""
-        if let raw = q["owner"].map(String.init), !raw.isEmpty {
+        if let raw = q["owner"].map(String.init) {
             if raw == "me" {
                 r.ownerUserID = caller.userID
             } else {
@@ -159,13 +159,13 @@ public struct GatewayAPI: Sendable {
                 r.ownerUserID = id.lowercasedText
             }
         }
-        if let raw = q["status"].map(String.init), !raw.isEmpty {
+        if let raw = q["status"].map(String.init) {
             guard let st = Mesh_V1_DeviceStatus(key: raw) else {
                 throw MeshError.invalidArgument(field: "status", message: "status must be active, suspended or expired")
             }
             r.status = st
         }
-        if let raw = q["type"].map(String.init), !raw.isEmpty {
+        if let raw = q["type"].map(String.init) {
             guard let t = Mesh_V1_DeviceType(key: raw), t.key == raw else {
                 throw MeshError.invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
             }

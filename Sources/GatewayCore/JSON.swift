@@ -231,6 +231,8 @@ public enum JSONBody {
     /// An RFC 3339 timestamp member (`"2026-05-01T12:00:00Z"`) as Unix milliseconds; nil when absent
     /// or null.
     public static func timestamp(_ object: [String: Any], _ key: String) throws(MeshError) -> Int64? {
+        // A time may be null ("never"), unlike a string member.
+        if object[key] is NSNull { return nil }
         guard let text = try string(object, key) else { return nil }
         guard let ms = Timestamp.parseRFC3339(text), ms > 0 else {
             throw .invalidArgument(field: key, message: "\(key) must be an RFC 3339 time such as 2026-05-01T12:00:00Z")

@@ -74,21 +74,17 @@ extension GatewayAPI {
         let caller = try await user(request, context)
         guard !Self.surelyNotAdmin(caller) else { throw MeshError.permissionDenied("this route is for admins") }
         let body = try await readBody(request)
-        struct Body: Decodable {
-            var ttl_seconds: Int?
-            var uses: Int?
-        }
         var ttl: UInt32 = 3600, uses: UInt32 = 1
         if body.readableBytes > 0 {
-            _ = try JSONBody.object(body, allowed: ["ttl_seconds", "uses"])
-            let b = try JSONBody.decode(body, as: Body.self)
-            if let v = b.ttl_seconds {
+            // Each member absent or an integer (null is refused, naming the member).
+            let object = try JSONBody.object(body, allowed: ["ttl_seconds", "uses"])
+            if let v = try JSONBody.int(object, "ttl_seconds") {
                 guard let u = UInt32(exactly: v), u > 0 else {
                     throw MeshError.invalidArgument(field: "ttl_seconds", message: "ttl_seconds must be 60 to 2592000 (30 days)")
                 }
                 ttl = u
             }
-            if let v = b.uses {
+            if let v = try JSONBody.int(object, "uses") {
                 guard let u = UInt32(exactly: v), u > 0 else { throw MeshError.invalidArgument(field: "uses", message: "uses must be 1 to 10000") }
                 uses = u
             }

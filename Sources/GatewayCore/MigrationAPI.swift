@@ -48,6 +48,10 @@ extension GatewayAPI {
             type = parsed
         }
         let userID = try JSONBody.string(o, "user_id") ?? ""
+        // Absent: the caller; present: a user id.
+        guard o["user_id"] == nil || UUID(text: userID) != nil else {
+            throw MeshError.invalidArgument(field: "user_id", message: "user_id must be a user id (a UUID)")
+        }
         var ttl: UInt32 = 0
         if let s = try JSONBody.int(o, "expires_in") {
             guard s > 0, s <= Int(UInt32.max) else { throw MeshError.invalidArgument(field: "expires_in", message: "expires_in must be a positive number of seconds") }

@@ -202,6 +202,9 @@ public enum InvitationRules {
             throw .invalidArgument(field: "issuer", message: "issuer goes with subject and must be the provider's issuer URL")
         }
         guard role == .owner || role == .admin else { throw .invalidArgument(field: "role", message: "role must be owner or admin") }
+        // A name given is refused when too long (counted in code points, as JSON Schema counts); one
+        // made from the email or subject is shortened.
+        guard name.unicodeScalars.count <= 63 else { throw .invalidArgument(field: "name", message: "name is at most 63 characters") }
         let shown = name.trimmingCharacters(in: .whitespaces).isEmpty ? (e.isEmpty ? s : e) : name
         let display = try DisplayName.validate(String(shown.prefix(63)), field: "name")
         var ttl = defaultTTL

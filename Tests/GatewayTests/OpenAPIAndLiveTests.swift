@@ -113,7 +113,14 @@ extension GatewayTests {
         // hypothesis parses lambda sources with `ast` in both threads at once, and this Python (3.11.7)
         // then fails now and then with "SystemError: AST constructor recursion depth mismatch" in the
         // tool itself (seen on POST /api/mesh/devices and GET /api/auth/callback; no request involved).
-        let r = try run("/usr/bin/env", ["-C", logDir.path, st, "run", base + "/openapi.json",
+        // Invalid data may also be refused as too large (413: every body is limited to 16 KiB, and an
+        // invalid rule list can be bigger than that); schemathesis's default list lacks it.
+        let config = logDir.appendingPathComponent("schemathesis.toml")
+        try """
+            [checks.negative_data_rejection]
+            expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let r = try run("/usr/bin/env", ["-C", logDir.path, st, "--config-file", config.path, "run", base + "/openapi.json",
                                          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection",
                                          "--mode", "all", "--max-examples", "\(Self.schemathesisExamples)", "--phases", "examples,coverage,fuzzing",
                                          "--workers", "1", "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "\(seed)",

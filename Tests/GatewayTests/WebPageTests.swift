@@ -19,7 +19,7 @@ extension GatewayTests {
         let app = Application(router: GatewayApp.router(api: api), logger: TestEnvironment.logger("gateway"))
         let root = try #require(GatewayApp.webRoot)
         let files = try FileManager.default.contentsOfDirectory(atPath: root).sorted()
-        #expect(files == ["api.js", "app.css", "app.js", "dom.js", "index.html", "session.js"], "\(files)")
+        #expect(files == ["api.js", "app.css", "app.js", "dom.js", "index.html", "link.html", "link.js", "live.js", "policies.js", "session.js"], "\(files)")
 
         try await app.test(.router) { client in
             let types = ["html": "text/html", "js": "text/javascript", "css": "text/css"]
