@@ -302,7 +302,7 @@ async def main():
         if status != 201:
             raise SystemExit(f"bench-live: creating a device gave {status}: {body}")
         private = next(l.split("=", 1)[1].strip() for l in body["config"].splitlines() if l.startswith("PrivateKey"))
-        keys[body["device"]["id"]] = (i, subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True).stdout.strip())
+        keys[body["id"]] = (i, subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True).stdout.strip())
 
     # Idle, with no page open (the baseline).
     out["loadavg_start"] = loadavg()
@@ -338,7 +338,7 @@ async def main():
         status, body = await http(a.gateway, "POST", "/api/mesh/devices", owners[0], {"label": f"burst {i}", "type": "laptop"})
         if status != 201:
             raise SystemExit(f"bench-live: burst creation gave {status}: {body}")
-        created.append(body["device"]["id"])
+        created.append(body["id"])
     want = set(created)
     done = await asyncio.wait_for(asyncio.gather(*(p.until(lambda p: want <= p.devices.keys()) for p in mine)), 120)
     out["burst"] = {"devices": a.burst, "pages": len(mine), "pages_with_all": sum(1 for p in mine if want <= p.devices.keys()),
