@@ -29,7 +29,8 @@ public final class HTTPSFront: Sendable {
         self.logger = logger
     }
 
-    /// Installs a certificate chain (leaf first, PEM) and its private key (PEM).
+    /// Installs a certificate chain (leaf first, PEM blocks each starting on a line of its own) and
+    /// its private key (PEM).
     public func install(certificateChainPEM: String, privateKeyPEM: String) throws(HTTPSFrontError) {
         do {
             let chain = try NIOSSLCertificate.fromPEMBytes(Array(certificateChainPEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }

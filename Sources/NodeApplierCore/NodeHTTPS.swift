@@ -66,7 +66,7 @@ public final class NodeHTTPSService: Service, Sendable {
                     due = ContinuousClock.now + retryDelay
                     do {
                         let cert = try await request(key.publicKeyDER)
-                        try front.install(certificateChainPEM: cert.certificatePem + cert.caCertificatePem, privateKeyPEM: key.privateKeyPEM)
+                        try front.install(certificateChainPEM: cert.certificatePem + "\n" + cert.caCertificatePem, privateKeyPEM: key.privateKeyPEM)
                         issued.withLock { $0 = cert }
                         if !started {
                             try await front.start()

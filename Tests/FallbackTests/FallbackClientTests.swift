@@ -53,7 +53,7 @@ struct FallbackClientTests {
                 let key = ServerKey()
                 let leaf = try ca.issueServer(publicKeyDER: key.publicKeyDER, dnsNames: ["node-\(i).quazzar.mesh"], ipAddresses: [ip])
                 let front = HTTPSFront(listen: [(ip, 8443)], upstream: ("127.0.0.1", upstreamPort), logger: logger)
-                try front.install(certificateChainPEM: leaf.pemText + ca.certificatePEM, privateKeyPEM: key.privateKeyPEM)
+                try front.install(certificateChainPEM: leaf.pemText + "\n" + ca.certificatePEM, privateKeyPEM: key.privateKeyPEM)
                 try await front.start()
                 fronts.append(front)
             }
