@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
+import X509
 
 /// One HTTP request of the fallback client.
 public struct FallbackRequest: Sendable {
@@ -74,6 +75,8 @@ enum HTTPExchange {
                     request: FallbackRequest, timeout: Duration, group: any EventLoopGroup) async throws -> (status: Int, headers: [(String, String)], body: [UInt8]) {
         let loop = group.next()
         let promise = Once(loop.makePromise(of: CollectedResponse.self))
+        // Over TLS, nothing is written until the certificate is known to name the server asked for.
+        let verified = Once(loop.makePromise(of: Void.self))
         let timeoutMs = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let deadline = loop.scheduleTask(in: .milliseconds(timeoutMs)) { promise.fail(ExchangeError.timedOut) }
         let bootstrap = ClientBootstrap(group: loop)
@@ -83,6 +86,7 @@ enum HTTPExchange {
                 do {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverName))
+                        try channel.pipeline.syncOperations.addHandler(ServerNameCheck(name: tls.serverName, verified: verified))
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
@@ -98,6 +102,21 @@ enum HTTPExchange {
             deadline.cancel()
             promise.fail(error)
             throw ExchangeError.connect("\(host):\(port): \(error)")
+        }
+        if tls != nil {
+            // The deadline above fails the exchange, and with it this wait, if no handshake ends.
+            promise.future.whenFailure { verified.fail($0) }
+            do {
+                try await verified.future.get()
+            } catch {
+                deadline.cancel()
+                promise.fail(error)
+                channel.close(promise: nil)
+                if let e = error as? ExchangeError { throw e }
+                throw ExchangeError.tls("\(error)")
+            }
+        } else {
+            verified.succeed(())
         }
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
         head.headers.add(name: "Host", value: hostHeader)
@@ -120,6 +139,48 @@ enum HTTPExchange {
             if let e = error as? BoringSSLError { throw ExchangeError.tls("\(e)") }
             throw ExchangeError.connect("\(error)")
         }
+    }
+}
+
+/// Refuses a certificate that does not hold the asked name among its DNS names. The chain and the
+/// name were checked by NIOSSL already, but NIOSSL also accepts a certificate that holds the
+/// connected IP address, whatever name was asked: a node's leaf holds its mesh addresses, so a name
+/// that resolved to another node of the tenant would pass.
+final class ServerNameCheck: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let name: String
+    let verified: Once<Void>
+
+    init(name: String, verified: Once<Void>) {
+        self.name = name
+        self.verified = verified
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            let asked = name.lowercased().trimmingSuffix(".")
+            let holds: Bool
+            do {
+                let leaf = try context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
+                let cert = try leaf.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+                let names = (try cert?.extensions.subjectAlternativeNames) ?? nil
+                holds = names?.contains { if case .dnsName(let n) = $0 { n.lowercased() == asked } else { false } } ?? false
+            } catch {
+                holds = false
+            }
+            if holds {
+                verified.succeed(())
+            } else {
+                verified.fail(ExchangeError.tls("the certificate does not name \(name)"))
+                context.close(promise: nil)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        verified.fail(error)
+        context.fireErrorCaught(error)
     }
 }
 
