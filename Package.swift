@@ -123,7 +123,7 @@ let package = Package(
         // A node's HTTPS front on its mesh addresses (TLS with swift-nio-ssl, proxied to the gateway beside it).
         lib("MeshHTTPS", ["MeshPKI", log, nioCore, nioPosix, nioSSL, lifecycle]),
         // The phone fallback's reference client: the relay while it is healthy, the nodes' mesh URLs when it degrades.
-        lib("RelayClient", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, nioHTTP1, nioSSL, lifecycle, x509]),
+        lib("RelayClient", ["MeshDNS", "MeshNet", log, nioCore, nioPosix, nioHTTP1, nioSSL, .product(name: "NIOTLS", package: "swift-nio"), lifecycle, x509]),
         // nkeys, NATS JWTs, the bus permission policy and `meshctl bus init` (docs/security.md).
         lib("MeshBusAuth", ["MeshDomain", crypto]),
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 import X509
 
@@ -157,7 +158,7 @@ final class ServerNameCheck: ChannelInboundHandler, RemovableChannelHandler, Sen
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case TLSUserEvent.handshakeCompleted = event {
+        if case TLSUserEvent.handshakeCompleted? = event as? TLSUserEvent {
             let asked = name.lowercased().trimmingSuffix(".")
             let holds: Bool
             do {
