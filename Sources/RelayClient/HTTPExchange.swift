@@ -78,6 +78,13 @@ enum HTTPExchange {
         let promise = Once(loop.makePromise(of: CollectedResponse.self))
         // Over TLS, nothing is written until the certificate is known to name the server asked for.
         let verified = Once(loop.makePromise(of: Void.self))
+        // Whatever ends the exchange first (a failed connect, the deadline) ends this wait too.
+        promise.future.whenComplete { result in
+            switch result {
+            case .failure(let e): verified.fail(e)
+            case .success: verified.succeed(())
+            }
+        }
         let timeoutMs = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let deadline = loop.scheduleTask(in: .milliseconds(timeoutMs)) { promise.fail(ExchangeError.timedOut) }
         let bootstrap = ClientBootstrap(group: loop)
@@ -105,8 +112,6 @@ enum HTTPExchange {
             throw ExchangeError.connect("\(host):\(port): \(error)")
         }
         if tls != nil {
-            // The deadline above fails the exchange, and with it this wait, if no handshake ends.
-            promise.future.whenFailure { verified.fail($0) }
             do {
                 try await verified.future.get()
             } catch {
