@@ -120,13 +120,6 @@ status=${hygiene_failed:-0}
 #    the summary can count the tests and a time limit can name the ones still running. The kernel
 #    suites run in the VM (stage 2), not here.
 step "Swift tests"
-# Every suite runs in one process, on Swift's cooperative thread pool, which has one thread per
-# core: two here. Test helpers that wait for a child process (scripts, `ip`, `nft`, PostgreSQL's
-# start) block the thread they run on, and two of them at once stall every other test of the
-# process, whose deadlines keep running meanwhile (seen as timed-out waits in unrelated suites).
-# The test process alone therefore uses the runtime's non-cooperative queues, which add a thread
-# when one blocks. The services under test keep the default pool.
-export SWIFT_DEBUG_CONCURRENCY_ENABLE_COOPERATIVE_QUEUES=false
 bin=$(ls -t .build/debug/quazzar-meshPackageTests.xctest .build/*/debug/quazzar-meshPackageTests.xctest 2>/dev/null | head -1)
 events="$out/swift-events.jsonl"
 rm -f "$events"

@@ -28,7 +28,7 @@ public final class ManagedProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logFile.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let env = childEnvironment(environment).map { "\($0.key)=\($0.value)" }
+        let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
         var child: pid_t = 0
         let rc = withCStringArray([executable] + arguments) { a in
             withCStringArray(env) { e in posix_spawn(&child, executable, &actions, nil, a, e) }
@@ -169,7 +169,7 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
 
     let argv = [executable] + arguments
-    let env = childEnvironment(environment).map { "\($0.key)=\($0.value)" }
+    let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
     var pid: pid_t = 0
     let rc = withCStringArray(argv) { a in withCStringArray(env) { e in posix_spawnp(&pid, executable, &actions, nil, a, e) } }
     guard rc == 0 else { throw TestSetupError.failed("cannot run \(executable): errno \(rc)") }
@@ -179,17 +179,6 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
     let exited = status & 0x7f == 0
     return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout + stderr, stdout)
-}
-
-/// The environment of a process a test starts: the test's own, with `extra` on top, less the
-/// thread-pool setting `make test` gives the test process alone (scripts/test.sh): the services and
-/// tools under test run as they do in production.
-public func childEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
-    var env = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
-    if extra["SWIFT_DEBUG_CONCURRENCY_ENABLE_COOPERATIVE_QUEUES"] == nil {
-        env.removeValue(forKey: "SWIFT_DEBUG_CONCURRENCY_ENABLE_COOPERATIVE_QUEUES")
-    }
-    return env
 }
 
 func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
