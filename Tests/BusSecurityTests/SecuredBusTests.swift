@@ -190,7 +190,7 @@ struct SecuredBusTests {
         await service.waitUntilReady()
         try await busB.flush()
         try await busC.flush()
-        let answered = try await NodeClient(bus: gateway).state(nodeID: a.id)
+        let answered = try await NodeClient(bus: gateway, timeout: .seconds(60)).state(nodeID: a.id)
         #expect(answered.nodeID == a.id)
         let pings = try await ServiceProcesses.ping(bus: gateway, service: MeshServiceName.nodeApplier)
         #expect(pings.map(\.id) == [a.id])

@@ -31,6 +31,8 @@ func withService<T>(_ service: BusService, _ body: () async throws -> T) async t
 @Suite(.timeLimit(.minutes(5)), .enabled(if: TestEnvironment.hasInfra, "\(TestEnvironment.skipReason)"))
 struct BusTests {
     let subjectPrefix = "test.\(Nuid.next())"
+    /// What a request may take when the test is not about timing: the whole suite shares two cores.
+    static let generous: Duration = .seconds(60)
 
     @Test func requestReplyWithHeaders() async throws {
         let bus = try await TestEnvironment.connectBus("t-req")
@@ -42,7 +44,7 @@ struct BusTests {
         try await withService(svc) {
             var h = BusHeaders()
             h["X-Test"] = "yes"
-            let reply = try await bus.request("\(subjectPrefix).echo", Array("hi".utf8), headers: h)
+            let reply = try await bus.request("\(subjectPrefix).echo", Array("hi".utf8), headers: h, timeout: Self.generous)
             #expect(String(decoding: reply.payload, as: UTF8.self) == "echo:hi:yes")
         }
         await bus.close()
@@ -63,7 +65,7 @@ struct BusTests {
             try await withService(sb) {
                 var counts: [String: Int] = [:]
                 for _ in 0..<200 {
-                    let r = try await bus.request(subject, [])
+                    let r = try await bus.request(subject, [], timeout: Self.generous)
                     counts[String(decoding: r.payload, as: UTF8.self), default: 0] += 1
                 }
                 return counts
@@ -128,9 +130,9 @@ struct BusTests {
             },
         ], logger: TestEnvironment.logger("t"))
         try await withService(svc) {
-            for _ in 0..<3 { _ = try await bus.request("\(subjectPrefix).maybe", Array("ok".utf8)) }
+            for _ in 0..<3 { _ = try await bus.request("\(subjectPrefix).maybe", Array("ok".utf8), timeout: Self.generous) }
             do {
-                _ = try await bus.request("\(subjectPrefix).maybe", Array("fail".utf8))
+                _ = try await bus.request("\(subjectPrefix).maybe", Array("fail".utf8), timeout: Self.generous)
                 Issue.record("expected an error")
             } catch BusError.service(let code, let description, let body) {
                 #expect(code == 418)
@@ -138,14 +140,14 @@ struct BusTests {
                 #expect(body == Array("tea".utf8))
             }
             do {
-                _ = try await bus.request("\(subjectPrefix).maybe", Array("crash".utf8))
+                _ = try await bus.request("\(subjectPrefix).maybe", Array("crash".utf8), timeout: Self.generous)
                 Issue.record("expected an error")
             } catch BusError.service(let code, let description, _) {
                 #expect(code == 500)
                 #expect(description == "internal error")
             }
             // $SRV.STATS for this instance.
-            let raw = try await bus.request("$SRV.STATS.flaky.\(svc.id)", [])
+            let raw = try await bus.request("$SRV.STATS.flaky.\(svc.id)", [], timeout: Self.generous)
             let stats = try JSONDecoder().decode(BusService.StatsResponse.self, from: Data(raw.payload))
             #expect(stats.type == "io.nats.micro.v1.stats_response")
             #expect(stats.version == "2.1.0-rc.1")

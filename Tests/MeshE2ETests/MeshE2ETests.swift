@@ -65,7 +65,7 @@ struct MeshE2ETests {
                 #expect(dig(b.ns, n.node!.ipv4, m.node!.dnsName, "AAAA") == m.node!.ipv6)
             }
         }
-        let status = try await NodeClient(bus: lab.cp.bus).state(nodeID: n1.node!.id)
+        let status = try await NodeClient(bus: lab.cp.bus, timeout: .seconds(60)).state(nodeID: n1.node!.id)
         #expect(status.dnsStatus.serving && status.dnsStatus.zone == "quazzar.mesh" && status.dnsStatus.recordCount >= 10)
         // A renamed device stops resolving under its old name, and resolves under the new one, on
         // every node (how fast is a figure: scripts/bench-latency.sh, docs/benchmarks.md).

@@ -200,7 +200,7 @@ struct PolicyE2ETests {
         // No rule at all again: the filter goes and everything passes.
         let cleared = try await lab.cp.client.updatePolicy(caller: lab.admin, .replace(Mesh_V1_PolicyRules()))
         try await waitForPolicy(lab, hub, version: cleared.policy.version)
-        #expect(try await NodeClient(bus: lab.cp.bus).state(nodeID: hub.node!.id).policyStatus.state == "none")
+        #expect(try await NodeClient(bus: lab.cp.bus, timeout: .seconds(60)).state(nodeID: hub.node!.id).policyStatus.state == "none")
         #expect(await reaches(lab, a, b.v6))
         #expect(await reaches(lab, c, node.v4))
         #expect(await connects(a, b.v4, 22))
