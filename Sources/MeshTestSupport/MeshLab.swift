@@ -32,6 +32,9 @@ public final class MeshLab: @unchecked Sendable {
         public let stateDir: URL
         public var process: ManagedProcess?
         public var node: Mesh_V1_Node?
+        /// Removed from the mesh on purpose (deregistered, NodeApplier stopped): convergence and the
+        /// running check leave it out; ``MeshLab/stop()`` still cleans it up.
+        public var removed = false
 
         init(name: String, ns: NetNamespace, address: String, interface: String, stateDir: URL) {
             self.name = name
@@ -253,7 +256,7 @@ public final class MeshLab: @unchecked Sendable {
             try checkNodesRunning()
             try cp.checkAlive()
             var ok = true
-            for n in nodes {
+            for n in nodes where !n.removed {
                 if try livePeers(n) != (try await expectedPeers(n)) { ok = false; break }
             }
             if ok { return ContinuousClock.now - start }
@@ -269,7 +272,7 @@ public final class MeshLab: @unchecked Sendable {
 
     /// Throws unless every node's NodeApplier is running.
     public func checkNodesRunning() throws {
-        for n in nodes {
+        for n in nodes where !n.removed {
             guard let p = n.process else { throw TestSetupError.failed("node \(n.name) has no NodeApplier process") }
             try p.checkAlive()
             guard p.isRunning else { throw TestSetupError.failed("node \(n.name): its NodeApplier was stopped and not started again") }

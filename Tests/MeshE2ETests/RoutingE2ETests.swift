@@ -99,6 +99,7 @@ struct RoutingE2ETests {
         // The hub goes: the configs that routed through it are outdated, with the reason.
         _ = try await lab.cp.client.deregisterNode(caller: lab.admin, nodeID: alpha.node!.id)
         if let p = alpha.process { await p.terminate(timeout: .seconds(5)) }
+        alpha.removed = true
         let devices = try await lab.cp.client.listDevices(caller: lab.admin)
         for d in devices {
             #expect(d.configOutdated && d.configOutdatedReason == "its hub alpha was removed", "\(d.label): \(d.configOutdatedReason)")
