@@ -120,12 +120,17 @@ status=${hygiene_failed:-0}
 #    the summary can count the tests and a time limit can name the ones still running. The kernel
 #    suites run in the VM (stage 2), not here.
 step "Swift tests"
+# At most MESH_TEST_PARALLEL tests at once (default 6). All suites share one process, whose
+# cooperative thread pool has one thread per core; helpers that wait for a child process (ip, nft,
+# infra.sh) block a thread, and with every suite at once on two cores, tests that take 3 s alone ran
+# past their 3-minute limits.
 bin=$(ls -t .build/debug/quazzar-meshPackageTests.xctest .build/*/debug/quazzar-meshPackageTests.xctest 2>/dev/null | head -1)
 events="$out/swift-events.jsonl"
 rm -f "$events"
 t0=$(date +%s)
 run_stage "Swift tests" "${MESH_TEST_SWIFT_TIMEOUT:-1800}" \
   "$bin" --testing-library swift-testing --event-stream-output-path "$events" --event-stream-version 0 \
+  --experimental-maximum-parallelization-width "${MESH_TEST_PARALLEL:-6}" \
   --skip 'MeshWireGuardTests\.(KernelBackendTests|ParityTests)|MeshE2ETests\.(KernelNodeApplierTests|WireGuardGoFallbackTests)'
 swift_status=$stage_status
 swift_seconds=$(( $(date +%s) - t0 ))
