@@ -146,7 +146,7 @@ public struct GatewayAPI: Sendable {
         let q = request.uri.queryParameters
         var r = Mesh_V1_ListDevicesRequest()
         r.caller = caller
-        if let raw = q["limit"].map(String.init), !raw.isEmpty {
+        if let raw = q["limit"].map(String.init) {
             guard let v = UInt32(raw), (1...500).contains(v) else { throw MeshError.invalidArgument(field: "limit", message: "limit must be 1 to 500") }
             r.limit = v
         }
@@ -365,7 +365,7 @@ public struct GatewayAPI: Sendable {
             before = v
         }
         var limit: UInt32 = 50
-        if let raw = q["limit"].map(String.init), !raw.isEmpty {
+        if let raw = q["limit"].map(String.init) {
             guard let v = UInt32(raw), (1...500).contains(v) else { throw MeshError.invalidArgument(field: "limit", message: "limit must be 1 to 500") }
             limit = v
         }

@@ -103,7 +103,7 @@ extension GatewayAPI {
             let caller = try await admin(request, context)
             guard let id = UUID(text: context.parameters.get("id") ?? "") else { throw MeshError.notFound("no such \(kind.key)") }
             let object = try JSONBody.object(try await readBody(request), allowed: ["tags"])
-            guard object["tags"] != nil else { throw MeshError.invalidArgument(field: "tags", message: "tags is required (an empty list removes them all)") }
+            guard object["tags"] is [Any] else { throw MeshError.invalidArgument(field: "tags", message: "tags is required: a list of tags (an empty list removes them all)") }
             let tags = try PolicyText.strings(object["tags"], field: "tags")
             let r = try await provision.setTags(caller: caller, kind: kind, memberID: id.lowercasedText, tags: tags)
             return JSONBody.response(TagsJSON(tags: r.tags))
