@@ -257,7 +257,8 @@ public final class MeshLab: @unchecked Sendable {
             try cp.checkAlive()
             var ok = true
             for n in nodes where !n.removed {
-                if try livePeers(n) != (try await expectedPeers(n)) { ok = false; break }
+                let live = try await offPool { try self.livePeers(n) }
+                if live != (try await expectedPeers(n)) { ok = false; break }
             }
             if ok { return ContinuousClock.now - start }
             try await Task.sleep(for: .milliseconds(100))

@@ -181,6 +181,16 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout + stderr, stdout)
 }
 
+/// Runs blocking work (a helper that waits for a child process: `ping`, `wg`, `dig`, `nc`) on a
+/// thread of its own and awaits it, so that it does not hold one of Swift's cooperative threads,
+/// of which there is one per core: on two cores, two tests blocked in such helpers stalled every
+/// other test of the process, their deadlines running meanwhile.
+public func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+        Thread { c.resume(with: Result { try work() }) }.start()
+    }
+}
+
 func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
     var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
     defer { ptrs.forEach { free($0) } }

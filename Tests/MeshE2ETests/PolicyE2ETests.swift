@@ -26,7 +26,7 @@ struct PolicyE2ETests {
     }
 
     /// A member of the lab: its namespace and addresses.
-    struct End {
+    struct End: Sendable {
         let name: String
         let ns: NetNamespace
         let v4: String
@@ -38,7 +38,7 @@ struct PolicyE2ETests {
     func reaches(_ lab: MeshLab, _ from: End, _ address: String, within: Duration = .seconds(15)) async -> Bool {
         let deadline = ContinuousClock.now + within
         while ContinuousClock.now < deadline {
-            if lab.ping(from: from.ns, address, count: 1) { return true }
+            if (try? await offPool { lab.ping(from: from.ns, address, count: 1) }) == true { return true }
             try? await Task.sleep(for: .milliseconds(200))
         }
         return false
@@ -48,7 +48,8 @@ struct PolicyE2ETests {
     func connects(_ from: End, _ address: String, _ port: Int, within: Duration = .seconds(15)) async -> Bool {
         let deadline = ContinuousClock.now + within
         while ContinuousClock.now < deadline {
-            if TrafficProbe.connects(from: from.ns, to: address, port: port) { return true }
+            let ns = from.ns
+            if (try? await offPool { TrafficProbe.connects(from: ns, to: address, port: port) }) == true { return true }
             try? await Task.sleep(for: .milliseconds(200))
         }
         return false

@@ -22,7 +22,7 @@ struct RoutingE2ETests {
     func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(60)) async -> Bool {
         let deadline = ContinuousClock.now + within
         while ContinuousClock.now < deadline {
-            if lab.ping(from: ns, address, count: 1) { return true }
+            if (try? await offPool { lab.ping(from: ns, address, count: 1) }) == true { return true }
             try? await Task.sleep(for: .milliseconds(200))
         }
         return false
