@@ -24,7 +24,7 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
         let deviceMTU = Int(dev.config.split(separator: "\n").first { $0.hasPrefix("MTU") }?.split(separator: "=").last?
             .trimmingCharacters(in: .whitespaces) ?? "") ?? TenantDefaults.deviceMTU
         // Sessions up.
-        for _ in 0..<50 where !lab.ping(from: dev.ns, n.ipv4, count: 1) { try await Task.sleep(for: .milliseconds(200)) }
+        _ = await lab.reaches(from: dev.ns, n.ipv4, count: 1)
 
         // The hand-made pair, in the same namespaces: keys, port, peer, addresses, MTU, with wg and ip.
         func genkey() throws -> (String, String) {
@@ -44,14 +44,14 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
             let keyFile = NSTemporaryDirectory() + "\(iface).key"
             _ = FileManager.default.createFile(atPath: keyFile, contents: Data(key.utf8), attributes: [.posixPermissions: 0o600])
             let other4 = addr4 == "10.99.254.1" ? "10.99.254.2" : "10.99.254.1", other6 = addr6 == "fd99:254::1" ? "fd99:254::2" : "fd99:254::1"
-            try ns.exec(["wg", "set", iface, "private-key", keyFile, "listen-port", port, "peer", peer, "allowed-ips", "\(other4)/32,\(other6)/128"]
+            try await ns.exec(["wg", "set", iface, "private-key", keyFile, "listen-port", port, "peer", peer, "allowed-ips", "\(other4)/32,\(other6)/128"]
                         + (endpoint.isEmpty ? [] : ["endpoint", endpoint]))
-            try ns.exec(["ip", "addr", "add", "\(addr4)/24", "dev", iface])
-            try ns.exec(["ip", "-6", "addr", "add", "\(addr6)/64", "dev", iface, "nodad"])
-            try ns.exec(["ip", "link", "set", iface, "mtu", "\(deviceMTU)", "up"])
+            try await ns.exec(["ip", "addr", "add", "\(addr4)/24", "dev", iface])
+            try await ns.exec(["ip", "-6", "addr", "add", "\(addr6)/64", "dev", iface, "nodad"])
+            try await ns.exec(["ip", "link", "set", iface, "mtu", "\(deviceMTU)", "up"])
             try? FileManager.default.removeItem(atPath: keyFile)
         }
-        for _ in 0..<50 where !lab.ping(from: dev.ns, "10.99.254.1", count: 1) { try await Task.sleep(for: .milliseconds(200)) }
+        _ = await lab.reaches(from: dev.ns, "10.99.254.1", count: 1)
 
         // iperf3 servers in the node's namespace.
         let out = TestEnvironment.outputDir("bench-dp")
@@ -60,14 +60,14 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
         try await Task.sleep(for: .milliseconds(500))
 
         func iperf(_ to: String, reverse: Bool) async throws -> Double {
-            var r = try dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+            var r = try await dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
             // iperf3's server takes one test at a time and may still be closing the previous one
             // (slowly, on a loaded machine): only that refusal is tried again, for up to 10 s.
             var tries = 0
             while r.status != 0, r.output.contains("the server is busy running a test"), tries < 40 {
                 tries += 1
                 try await Task.sleep(for: .milliseconds(250))
-                r = try dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+                r = try await dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
             }
             guard r.status == 0, let data = r.stdout.data(using: .utf8),
                   let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
@@ -90,12 +90,12 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
                 }
             }
             // wg-quick's default MTU for the hand pair, once per round, both directions.
-            for iface in [(node.ns, nodeHand), (dev.ns, devHand)] { try iface.0.exec(["ip", "link", "set", iface.1, "mtu", "1420"]) }
+            for iface in [(node.ns, nodeHand), (dev.ns, devHand)] { try await iface.0.exec(["ip", "link", "set", iface.1, "mtu", "1420"]) }
             for reverse in [false, true] {
                 results["by hand (wg, MTU 1420) \(reverse ? "node -> device" : "device -> node")", default: []]
                     .append(try await iperf("10.99.254.1", reverse: reverse))
             }
-            for iface in [(node.ns, nodeHand), (dev.ns, devHand)] { try iface.0.exec(["ip", "link", "set", iface.1, "mtu", "\(deviceMTU)"]) }
+            for iface in [(node.ns, nodeHand), (dev.ns, devHand)] { try await iface.0.exec(["ip", "link", "set", iface.1, "mtu", "\(deviceMTU)"]) }
         }
         print("Mbit/s per run (iperf3 TCP, one stream):")
         for (label, xs) in results.sorted(by: { $0.key < $1.key }) {

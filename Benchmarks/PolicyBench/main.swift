@@ -128,7 +128,7 @@ func compile(rules: Int, peers: Int, runs: Int) async throws {
     print("tenant: \(peers) members, \(rules) rules")
     let ns = try NetNamespace(prefix: "pb")
     defer { ns.destroy() }
-    try ns.exec(["ip", "link", "add", "wg-bench", "type", "veth", "peer", "name", "wg-bench-peer"])
+    try await ns.exec(["ip", "link", "add", "wg-bench", "type", "veth", "peer", "name", "wg-bench-peer"])
     let filter = NFTablesFilter(prefix: ["ip", "netns", "exec", ns.name])
     var compileMs: [Double] = [], renderMs: [Double] = [], installMs: [Double] = [], replaceMs: [Double] = []
     var elementMs: [Double] = [], wholeMs: [Double] = [], flowsMs: [Double] = []
@@ -247,14 +247,14 @@ func throughput(_ lab: MeshLab, rules: Int, seconds: Int, runs: Int) async throw
     let a = try await lab.addDevice("sender")
     let b = try await lab.addDevice("receiver")
     try await lab.waitConverged()
-    _ = lab.ping(from: a.ns, b.device.ipv4)
+    _ = await lab.reaches(from: a.ns, b.device.ipv4)
     let server = try ManagedProcess(name: "iperf3-\(Nuid.short())", executable: TestEnvironment.which("ip"),
                                     arguments: ["netns", "exec", b.ns.name, "iperf3", "-s", "-B", b.device.ipv4], logDir: lab.cp.logDir)
     try await Task.sleep(for: .milliseconds(500))
     func measure(_ what: String) async throws {
         var mbits: [Double] = []
         for _ in 0..<runs {
-            let out = try a.ns.exec(["iperf3", "-c", b.device.ipv4, "-t", String(seconds), "-J"])
+            let out = try await a.ns.exec(["iperf3", "-c", b.device.ipv4, "-t", String(seconds), "-J"])
             guard let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
                   let end = json["end"] as? [String: Any], let recv = end["sum_received"] as? [String: Any],
                   let bps = recv["bits_per_second"] as? Double else { throw BenchFailure("iperf3 gave no result: \(out.prefix(400))") }
@@ -285,7 +285,7 @@ func throughput(_ lab: MeshLab, rules: Int, seconds: Int, runs: Int) async throw
         if let s = try? await NodeClient(bus: lab.cp.bus).state(nodeID: hub.node!.id).policyStatus, s.version == r.policy.version, s.state == "enforced" { break }
         try await Task.sleep(for: .milliseconds(50))
     }
-    let lines = try hub.ns.exec(["nft", "list", "chain", "inet", FilterPlan.tableName(interface: hub.interface), "mesh"]).split(separator: "\n").count
+    let lines = try await hub.ns.exec(["nft", "list", "chain", "inet", FilterPlan.tableName(interface: hub.interface), "mesh"]).split(separator: "\n").count
     print("hub filter: \(r.policy.rules.count) rules, \(lines) lines in its chain")
     try await measure("\(r.policy.rules.count) rules")
     await server.terminate()

@@ -280,17 +280,31 @@ public final class MeshLab: @unchecked Sendable {
         }
     }
 
+    /// One round of `count` pings from a namespace (each answer waited for up to 2 s): true when a
+    /// reply came. Blocking; async code uses ``reaches(from:_:count:within:)`` or
+    /// ``isCutOff(from:_:count:)``.
+    public func pingOnce(from ns: NetNamespace, _ address: String, count: Int = 1) -> Bool {
+        let v6 = address.contains(":")
+        let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
+        return r?.status == 0
+    }
+
     /// Pings `address` from a namespace until a reply comes (true) or `within` passes (false). A
     /// first packet can be lost while WireGuard handshakes, more so on a busy machine: what is
-    /// checked is that traffic gets through, not how soon.
-    public func ping(from ns: NetNamespace, _ address: String, count: Int = 2, within: Duration = .seconds(30)) -> Bool {
-        let v6 = address.contains(":")
+    /// checked is that traffic gets through, not how soon. Waited for off the cooperative pool.
+    public func reaches(from ns: NetNamespace, _ address: String, count: Int = 2, within: Duration = .seconds(30)) async -> Bool {
         let deadline = ContinuousClock.now + within
         repeat {
-            let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
-            if r?.status == 0 { return true }
+            if (try? await offPool { self.pingOnce(from: ns, address, count: count) }) == true { return true }
         } while ContinuousClock.now < deadline
         return false
+    }
+
+    /// True when not one of `count` pings from a namespace is answered (each waited for 2 s): the
+    /// check that a path is closed. One round, never retried: a retry loop here would only wait
+    /// out its deadline.
+    public func isCutOff(from ns: NetNamespace, _ address: String, count: Int = 2) async -> Bool {
+        (try? await offPool { self.pingOnce(from: ns, address, count: count) }) == false
     }
 
     /// Stops everything. Throws when a NodeApplier or a service exited while the test ran (unless

@@ -27,6 +27,17 @@ public final class NetNamespace: @unchecked Sendable {
         try run("/usr/bin/env", ["ip", "netns", "exec", name] + args, environment: environment)
     }
 
+    /// ``exec(_:environment:)`` from async code, waited for off the cooperative pool.
+    @discardableResult
+    public func exec(_ args: [String], environment: [String: String] = [:]) async throws -> String {
+        try await offPool { try self.exec(args, environment: environment) }
+    }
+
+    /// ``tryExec(_:environment:)`` from async code, waited for off the cooperative pool.
+    public func tryExec(_ args: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String, stdout: String) {
+        try await offPool { try self.tryExec(args, environment: environment) }
+    }
+
     /// Starts wireguard-go for `interface` inside the namespace (it daemonizes) and waits for its UAPI socket.
     public func startWireGuardGo(_ interface: String) throws {
         try exec(["wireguard-go", interface], environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"])

@@ -181,6 +181,15 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout + stderr, stdout)
 }
 
+/// ``run(_:_:environment:input:)`` from async code: the wait happens on a thread of its own
+/// (``offPool(_:)``), so a slow command (a fuzzer, a ping that gets no answer) never holds one of
+/// Swift's cooperative threads. Async callers get this overload; only sync code blocks.
+@discardableResult
+public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                input: String? = nil) async throws -> (status: Int32, output: String, stdout: String) {
+    try await offPool { try run(executable, arguments, environment: environment, input: input) }
+}
+
 /// Runs blocking work (a helper that waits for a child process: `ping`, `wg`, `dig`, `nc`) on a
 /// thread of its own and awaits it, so that it does not hold one of Swift's cooperative threads,
 /// of which there is one per core: on two cores, two tests blocked in such helpers stalled every

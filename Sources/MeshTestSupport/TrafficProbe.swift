@@ -109,6 +109,11 @@ public enum TrafficProbe {
         (try? ns.tryExec(["python3", path, "connect", host, String(port), String(timeout)] + (source.map { [$0] } ?? [])).status) == 0
     }
 
+    /// ``connects(from:to:port:source:timeout:)`` from async code, waited for off the cooperative pool.
+    public static func connects(from ns: NetNamespace, to host: String, port: Int, source: String? = nil, timeout: Double = 2) async -> Bool {
+        (try? await offPool { connects(from: ns, to: host, port: port, source: source, timeout: timeout) }) == true
+    }
+
     /// A long-lived connection from `ns`; read its progress with ``Session/outcomes()``.
     public static func session(from ns: NetNamespace, to host: String, port: Int, source: String? = nil, logDir: URL) async throws -> Session {
         let p = try ManagedProcess(name: "probe-session-\(Nuid.short())", executable: TestEnvironment.which("ip"),

@@ -142,3 +142,11 @@ public final class TestCounter: Sendable {
     public func increment() { n.withLock { $0 += 1 } }
     public var value: Int { n.withLock { $0 } }
 }
+
+extension Sequence {
+    /// `allSatisfy` for a predicate that awaits (a query, a command waited for off the pool).
+    public func allSatisfy(_ predicate: (Element) async throws -> Bool) async rethrows -> Bool {
+        for element in self where try await !predicate(element) { return false }
+        return true
+    }
+}

@@ -183,7 +183,7 @@ enum MeshLabTool {
             let upAt = Date().unixMilliseconds
             // Traffic through the tunnel to the node: proves the config works (and starts the handshake
             // at once, which PersistentKeepalive would also do on its own).
-            let pinged = lab.ping(from: tunnel.ns, registered.ipv4, count: 3)
+            let pinged = await lab.reaches(from: tunnel.ns, registered.ipv4, count: 3)
             return ["ok": true, "namespace": tunnel.ns.name, "interface": tunnel.interface, "public_key": tunnel.publicKey,
                     "addresses": tunnel.addresses, "up_at_ms": upAt, "ping_ok": pinged]
         case "handshake-report":
@@ -216,7 +216,7 @@ enum MeshLabTool {
     /// Waits until a gateway answers `/readyz` with 200.
     static func waitReady(_ url: String, _ process: ManagedProcess) async throws {
         for _ in 0..<300 {
-            let r = try run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "\(url)/readyz"])
+            let r = try await run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "\(url)/readyz"])
             if r.stdout == "200" { return }
             guard process.isRunning else { throw TestSetupError.failed("\(process.name) exited:\n\(process.log().suffix(3000))") }
             try await Task.sleep(for: .milliseconds(100))

@@ -336,7 +336,7 @@ struct SecuredBusTests {
         await #expect(throws: BusError.self) { _ = try await BusConnection.connect(plain, logger: TestEnvironment.logger("plain")) }
         let otherCA = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("mesh-otherca-\(Nuid.short())")
         defer { try? FileManager.default.removeItem(at: otherCA) }
-        #expect(try run(TestEnvironment.repoRoot.appendingPathComponent("scripts/gen-certs.sh").path, [otherCA.path]).status == 0)
+        await #expect(try run(TestEnvironment.repoRoot.appendingPathComponent("scripts/gen-certs.sh").path, [otherCA.path]).status == 0)
         var wrongCA = plain
         wrongCA.tls = BusTLS(caFile: otherCA.appendingPathComponent("ca.pem").path)
         await #expect(throws: BusError.self) { _ = try await BusConnection.connect(wrongCA, logger: TestEnvironment.logger("wrong-ca")) }
@@ -359,9 +359,9 @@ struct SecuredBusTests {
             return try run("curl", ["-sS", "--max-time", "5", "--cacert", certs.appendingPathComponent("ca.pem").path,
                                     "https://127.0.0.1:\(port)/readyz"]).stdout.contains("\"ready\"")
         }
-        let cleartext = try run("curl", ["-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
+        let cleartext = try await run("curl", ["-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/healthz"])
         #expect(cleartext.stdout != "200", "plain HTTP must not be served: \(cleartext.output)")
-        let untrusted = try run("curl", ["-sS", "--max-time", "2", "https://127.0.0.1:\(port)/healthz"])
+        let untrusted = try await run("curl", ["-sS", "--max-time", "2", "https://127.0.0.1:\(port)/healthz"])
         #expect(untrusted.status != 0, "a client without the CA refuses the certificate")
 
         // MARK: Revocation: removing node A cuts its connection; its credentials are refused afterwards.

@@ -29,9 +29,9 @@ struct SecuredMeshTests {
         let n2 = try await lab.addNode("sec-beta")
         let device = try await lab.addDevice("secure laptop")
         try await lab.waitConverged()
-        #expect(lab.ping(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel")
-        _ = lab.ping(from: device.ns, n1.node!.ipv4, count: 1)
-        #expect(lab.ping(from: n1.ns, device.device.ipv4), "node to device over the tunnel")
+        #expect(await lab.reaches(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel")
+        _ = await lab.reaches(from: device.ns, n1.node!.ipv4, count: 1, within: .zero)
+        #expect(await lab.reaches(from: n1.ns, device.device.ipv4), "node to device over the tunnel")
 
         // The node keeps its own key (0600) and a JWT for it; the control plane never sent a seed.
         for n in [n1, n2] {

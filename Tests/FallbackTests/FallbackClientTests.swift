@@ -76,7 +76,7 @@ struct FallbackClientTests {
 
         func waitForUpstream() async throws {
             for _ in 0..<200 {
-                if (try? run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "--max-time", "1", "http://127.0.0.1:\(upstreamPort)/healthz"]).status) == 0 { return }
+                if await (try? run("/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "--max-time", "1", "http://127.0.0.1:\(upstreamPort)/healthz"]).status) == 0 { return }
                 try await Task.sleep(for: .milliseconds(50))
             }
             throw TestSetupError.failed("upstream did not start: \(upstream.log())")

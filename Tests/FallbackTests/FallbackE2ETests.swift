@@ -76,9 +76,7 @@ struct FallbackE2ETests {
 
         // The phone, brought up from its config.
         let phone = try lab.bringUp(config: config)
-        var reached = false
-        for _ in 0..<50 where !reached { reached = lab.ping(from: phone.ns, alpha.node!.ipv4, count: 1) }
-        #expect(reached, "the phone reaches the hub over WireGuard")
+        #expect(await lab.reaches(from: phone.ns, alpha.node!.ipv4, count: 1, within: .seconds(60)), "the phone reaches the hub over WireGuard")
 
         // HTTPS on each node's mesh IPv4 and IPv6 from the phone, verified against the tenant CA.
         for n in [alpha, beta] {

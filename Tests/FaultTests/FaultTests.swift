@@ -65,7 +65,7 @@ struct FaultTests {
         }
         // The nodes keep their interfaces and peers, and the tunnel carries traffic.
         for n in [n1, n2] { #expect(try lab.livePeers(n) == peersBefore[n.name], "\(n.name) lost peers while PostgreSQL was down") }
-        #expect(lab.ping(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel while PostgreSQL is down")
+        #expect(await lab.reaches(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel while PostgreSQL is down")
 
         try infra.start()
         let back = ContinuousClock.now
@@ -131,7 +131,7 @@ struct FaultTests {
         await lab.cp.nats.kill()
         try await Task.sleep(for: .seconds(2))
         for n in [n1, n2] { #expect(try lab.livePeers(n) == peers[n.name], "\(n.name) lost peers while NATS was down") }
-        #expect(lab.ping(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel while NATS is down")
+        #expect(await lab.reaches(from: n1.ns, n2.node!.ipv4), "node to node over the tunnel while NATS is down")
         try lab.cp.nats.start()
         let restarted = ContinuousClock.now
         var made: Mesh_V1_Device?
@@ -162,13 +162,13 @@ struct FaultTests {
         let noticed = ContinuousClock.now - cutAt
         let during = try await lab.cp.client.createDevice(caller: lab.admin, label: "during the cut", type: .android)
         #expect(try lab.livePeers(n1) == peersBeforeCut, "n1 changed its peers while cut off")
-        #expect(lab.ping(from: n1.ns, n2.node!.ipv4), "n1 still reaches n2 over the tunnel while cut off from NATS")
+        #expect(await lab.reaches(from: n1.ns, n2.node!.ipv4), "n1 still reaches n2 over the tunnel while cut off from NATS")
         // The late device handshakes with n1 now; n1 reports it into a bus it cannot reach.
         let tunnel = try lab.bringUp(config: late.config)
-        _ = lab.ping(from: tunnel.ns, n1.node!.ipv4, count: 3)
+        _ = await lab.reaches(from: tunnel.ns, n1.node!.ipv4, count: 3, within: .zero)
         var handshook = false
         for _ in 0..<300 where !handshook {
-            handshook = try n1.ns.exec(["wg", "show", n1.interface, "latest-handshakes"]).split(separator: "\n")
+            handshook = try await n1.ns.exec(["wg", "show", n1.interface, "latest-handshakes"]).split(separator: "\n")
                 .contains { $0.hasPrefix(late.device.publicKey) && !$0.hasSuffix("\t0") }
             if !handshook { try await Task.sleep(for: .milliseconds(100)) }
         }
@@ -220,7 +220,7 @@ struct FaultTests {
             try lab.startNodeProcess(n1)
             _ = try await lab.waitForNode(n1.name)
             try await lab.waitConverged(timeout: .seconds(60))
-            #expect(lab.ping(from: n1.ns, n2.node!.ipv4, count: 3), "the rebuilt interface carries traffic")
+            #expect(await lab.reaches(from: n1.ns, n2.node!.ipv4, count: 3), "the rebuilt interface carries traffic")
             #expect(try wireguardGoPids(n1).count == 1, "not exactly one wireguard-go after the restart")
             Self.figure("wireguard-go killed under a node: NodeApplier stopped after \(ms(stopped)); started again, it converged \(ms(ContinuousClock.now - killed)) after the kill")
         } catch {
@@ -313,7 +313,7 @@ struct RealGateway {
         env["MESH_INSTANCE"] = "gateway-faults"
         let p = try ManagedProcess(name: "Gateway-\(Nuid.short())", executable: TestEnvironment.binDir.appendingPathComponent("Gateway").path,
                                    environment: env, logDir: lab.cp.logDir)
-        let minted = try run(TestEnvironment.binDir.appendingPathComponent("meshctl").path,
+        let minted = try await run(TestEnvironment.binDir.appendingPathComponent("meshctl").path,
                              ["token", "user", "--tenant", lab.tenant.id, "--user", lab.admin.userID, "--role", "admin", "--ttl", "3600"],
                              environment: ["MESH_JWT_SECRET": secret])
         guard minted.status == 0 else { throw TestSetupError.failed("meshctl token user: \(minted.output)") }

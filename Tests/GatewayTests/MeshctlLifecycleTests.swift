@@ -44,25 +44,25 @@ extension GatewayTests {
         let never = json(try ctl("device", "set-expiry", "--tenant", t.id, "--as", admin.userID, "--device", phone.id, "--at", "never", "--json"))
         #expect((never["device"] as? [String: Any])?["expires_at"] is NSNull)
         // An owner may not; a past time is refused; a bad one is a usage error.
-        let byOwner = try run(bin, ["device", "set-expiry", "--tenant", t.id, "--as", owner.userID, "--device", phone.id, "--at", "30d"], environment: env)
+        let byOwner = try await run(bin, ["device", "set-expiry", "--tenant", t.id, "--as", owner.userID, "--device", phone.id, "--at", "30d"], environment: env)
         #expect(byOwner.status == 1 && byOwner.output.contains("only an admin"), "\(byOwner.output)")
-        let past = try run(bin, ["device", "set-expiry", "--tenant", t.id, "--as", admin.userID, "--device", phone.id, "--at", "2020-01-01T00:00:00Z"], environment: env)
+        let past = try await run(bin, ["device", "set-expiry", "--tenant", t.id, "--as", admin.userID, "--device", phone.id, "--at", "2020-01-01T00:00:00Z"], environment: env)
         #expect(past.status == 1 && past.output.contains("in the future"), "\(past.output)")
-        #expect(try run(bin, ["device", "set-expiry", "--tenant", t.id, "--as", admin.userID, "--device", phone.id, "--at", "soon"], environment: env).status == 64)
-        #expect(try run(bin, ["device", "list", "--tenant", t.id, "--as", admin.userID, "--status", "gone"], environment: env).status == 64)
+        await #expect(try run(bin, ["device", "set-expiry", "--tenant", t.id, "--as", admin.userID, "--device", phone.id, "--at", "soon"], environment: env).status == 64)
+        await #expect(try run(bin, ["device", "list", "--tenant", t.id, "--as", admin.userID, "--status", "gone"], environment: env).status == 64)
 
         // The mesh switch and the default lifetime.
         #expect(try ctl("mesh", "off", "--tenant", t.id, "--admin", admin.userID).hasPrefix("mesh off at revision"))
         #expect(try ctl("mesh", "off", "--tenant", t.id, "--admin", admin.userID) == "mesh off (unchanged)")
         #expect(try await cp.client.license(caller: owner).enabled == false)
-        let notAdmin = try run(bin, ["mesh", "on", "--tenant", t.id, "--admin", owner.userID], environment: env)
+        let notAdmin = try await run(bin, ["mesh", "on", "--tenant", t.id, "--admin", owner.userID], environment: env)
         #expect(notAdmin.status == 1 && notAdmin.output.contains("only admins"), "\(notAdmin.output)")
         #expect(try ctl("mesh", "on", "--tenant", t.id, "--admin", admin.userID).hasPrefix("mesh on at revision"))
         #expect(try ctl("settings", "--tenant", t.id, "--as", owner.userID) == "mesh on; device lifetime off")
         let lifetime = json(try ctl("settings", "--tenant", t.id, "--as", admin.userID, "--device-lifetime", "7d", "--json"))
         #expect(lifetime["device_lifetime_seconds"] as? Int == 604_800 && lifetime["mesh_enabled"] as? Bool == true)
         #expect(try ctl("settings", "--tenant", t.id, "--as", admin.userID, "--device-lifetime", "off") == "mesh on; device lifetime off")
-        #expect(try run(bin, ["settings", "--tenant", t.id, "--as", admin.userID, "--device-lifetime", "10s"], environment: env).status == 1)
+        await #expect(try run(bin, ["settings", "--tenant", t.id, "--as", admin.userID, "--device-lifetime", "10s"], environment: env).status == 1)
 
         // The live node list (the node is a registration only: it does not answer).
         let nodes = json(try ctl("node", "list", "--tenant", t.id, "--as", admin.userID, "--live", "--json"))["nodes"] as? [[String: Any]] ?? []
@@ -71,10 +71,10 @@ extension GatewayTests {
         // The audit log, filtered, and exported as CSV and JSON lines.
         let suspends = json(try ctl("audit", "--tenant", t.id, "--admin", admin.userID, "--action", "device.suspend", "--json"))["entries"] as? [[String: Any]]
         #expect(suspends?.count == 1)
-        let csv = try run(bin, ["audit", "--tenant", t.id, "--admin", admin.userID, "--export", "csv"], environment: env)
+        let csv = try await run(bin, ["audit", "--tenant", t.id, "--admin", admin.userID, "--export", "csv"], environment: env)
         let lines = csv.stdout.components(separatedBy: "\r\n").filter { !$0.isEmpty }
         #expect(csv.status == 0 && lines.first == "id,at,actor,action,target_id,request_id,detail" && lines.contains { $0.contains(",mesh.disable,") })
-        let jsonl = try run(bin, ["audit", "--tenant", t.id, "--admin", admin.userID, "--export", "jsonl", "--action", "mesh"], environment: env)
+        let jsonl = try await run(bin, ["audit", "--tenant", t.id, "--admin", admin.userID, "--export", "jsonl", "--action", "mesh"], environment: env)
         let rows = jsonl.stdout.split(separator: "\n").map { json(String($0)) }
         #expect(rows.map { $0["action"] as? String } == ["mesh.enable", "mesh.disable"], "\(jsonl.stdout)")
         try await cp.stop()

@@ -60,17 +60,17 @@ extension GatewayTests {
         #expect(Set(audit.compactMap { $0["action"] as? String }).isSuperset(of: ["tenant.create", "user.create", "node.register", "device.create"]))
 
         // Errors: a message on stderr and exit code 1; bad arguments are usage errors.
-        let refused = try run(bin, ["audit", "--tenant", tenantID, "--admin", owner], environment: env)
+        let refused = try await run(bin, ["audit", "--tenant", tenantID, "--admin", owner], environment: env)
         #expect(refused.status == 1 && refused.output.contains("audit log is for admins"), "\(refused.output)")
-        #expect(try run(bin, ["tenant", "create", "--name", "x", "--plan", "gold"], environment: env).status == 64)
+        await #expect(try run(bin, ["tenant", "create", "--name", "x", "--plan", "gold"], environment: env).status == 64)
 
         // Users: invite, change a role, remove (the device goes to another user); refusals exit 1.
         let invited = json(try ctl("user", "invite", "--tenant", tenantID, "--admin", admin, "--email", "Zoe@Example.com", "--json"))
         #expect(invited["status"] as? String == "invited" && invited["email"] as? String == "zoe@example.com", "\(invited)")
         #expect(json(try ctl("user", "set-role", "--tenant", tenantID, "--admin", admin, "--user", owner, "--role", "admin", "--json"))["role"] as? String == "admin")
-        let selfRemoval = try run(bin, ["user", "delete", "--tenant", tenantID, "--admin", admin, "--user", admin], environment: env)
+        let selfRemoval = try await run(bin, ["user", "delete", "--tenant", tenantID, "--admin", admin, "--user", admin], environment: env)
         #expect(selfRemoval.status == 1 && selfRemoval.output.contains("cannot remove yourself"), "\(selfRemoval.output)")
-        let undecided = try run(bin, ["user", "delete", "--tenant", tenantID, "--admin", admin, "--user", owner], environment: env)
+        let undecided = try await run(bin, ["user", "delete", "--tenant", tenantID, "--admin", admin, "--user", owner], environment: env)
         #expect(undecided.status == 1 && undecided.output.contains("deleted or reassigned"), "\(undecided.output)")
         let removed = json(try ctl("user", "delete", "--tenant", tenantID, "--admin", admin, "--user", owner, "--devices", "reassign", "--to", admin, "--json"))
         #expect(removed["devices_reassigned"] as? Int == 1 && removed["devices_deleted"] as? Int == 0, "\(removed)")

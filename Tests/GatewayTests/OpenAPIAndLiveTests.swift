@@ -59,7 +59,7 @@ extension GatewayTests {
 
         let file = TestEnvironment.outputDir("gateway").appendingPathComponent("openapi.json")
         try Data(OpenAPIDocument.json).write(to: file)
-        let r = try run(try PythonTools.tool("openapi-spec-validator"), [file.path])
+        let r = try await run(try PythonTools.tool("openapi-spec-validator"), [file.path])
         #expect(r.status == 0, "openapi-spec-validator: \(r.output)")
         await bus.close()
         await nats.stop()
@@ -120,7 +120,7 @@ extension GatewayTests {
             [checks.negative_data_rejection]
             expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
             """.write(to: config, atomically: true, encoding: .utf8)
-        let r = try run("/usr/bin/env", ["-C", logDir.path, st, "--config-file", config.path, "run", base + "/openapi.json",
+        let r = try await run("/usr/bin/env", ["-C", logDir.path, st, "--config-file", config.path, "run", base + "/openapi.json",
                                          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection",
                                          "--mode", "all", "--max-examples", "\(Self.schemathesisExamples)", "--phases", "examples,coverage,fuzzing",
                                          "--workers", "1", "-H", "Authorization: Bearer \(f.tokens.admin)", "--seed", "\(seed)",

@@ -14,8 +14,8 @@ import Testing
 struct LifecycleE2ETests {
     init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "ip", "dig", "ping"]) }
 
-    func dig(_ from: NetNamespace, _ server: String, _ name: String) -> String {
-        (try? from.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, "A"]).stdout)?
+    func dig(_ from: NetNamespace, _ server: String, _ name: String) async -> String {
+        (try? await from.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, "A"]).stdout)?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
@@ -31,7 +31,7 @@ struct LifecycleE2ETests {
 
     /// Pings until it answers (the first packets start handshakes); false after `within`.
     func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(45)) async -> Bool {
-        await eventually(within: within) { (try? await offPool { lab.ping(from: ns, address, count: 1) }) == true }
+        await eventually(within: within) { (try? await offPool { lab.pingOnce(from: ns, address, count: 1) }) == true }
     }
 
     /// The handshake times (Unix seconds, 0: never) a WireGuard interface has for each peer key.
@@ -74,7 +74,7 @@ struct LifecycleE2ETests {
             for n in nodes { #expect(await reaches(lab, from: d.ns, n.node!.ipv4), "\(d.device.label) -> \(n.name)") }
         }
         #expect(await reaches(lab, from: a.ns, b.device.ipv4), "device to device through the hub")
-        for n in nodes { #expect(dig(beta.ns, n.node!.ipv4, b.device.dnsName) == b.device.ipv4, "\(b.device.dnsName) at \(n.name)") }
+        for n in nodes { #expect(await dig(beta.ns, n.node!.ipv4, b.device.dnsName) == b.device.ipv4, "\(b.device.dnsName) at \(n.name)") }
 
         // Suspend: the device leaves both interfaces and the mesh DNS; its config gets nothing back.
         let suspendStart = ContinuousClock.now
@@ -84,13 +84,13 @@ struct LifecycleE2ETests {
         print("suspend to the key gone from both interfaces: \(ContinuousClock.now - suspendStart)")
         try await lab.waitConverged()
         for n in nodes { #expect(!(try lab.livePeers(n)).contains(b.device.publicKey), "\(n.name) dropped the suspended device") }
-        #expect(await eventually { nodes.allSatisfy { dig(beta.ns, $0.node!.ipv4, b.device.dnsName).isEmpty } }, "the suspended name stops resolving")
-        #expect(dig(beta.ns, alpha.node!.ipv4, a.device.dnsName) == a.device.ipv4, "other names still resolve")
+        #expect(await eventually { await nodes.allSatisfy { await dig(beta.ns, $0.node!.ipv4, b.device.dnsName).isEmpty } }, "the suspended name stops resolving")
+        #expect(await dig(beta.ns, alpha.node!.ipv4, a.device.dnsName) == a.device.ipv4, "other names still resolve")
         let before = try received(b.ns, b.interface)
-        for n in nodes { #expect(!lab.ping(from: b.ns, n.node!.ipv4, count: 2), "the suspended device still reaches \(n.name)") }
+        for n in nodes { #expect(await lab.isCutOff(from: b.ns, n.node!.ipv4, count: 2), "the suspended device still reaches \(n.name)") }
         #expect(try received(b.ns, b.interface) == before, "no node answers the suspended device's packets")
-        #expect(!lab.ping(from: a.ns, b.device.ipv4, count: 2), "another device still reaches the suspended one")
-        #expect(lab.ping(from: a.ns, alpha.node!.ipv4, count: 1), "the other device keeps working")
+        #expect(await lab.isCutOff(from: a.ns, b.device.ipv4, count: 2), "another device still reaches the suspended one")
+        #expect(await lab.reaches(from: a.ns, alpha.node!.ipv4, count: 1), "the other device keeps working")
 
         // Resume: back on both nodes; the device handshakes again and reaches the mesh; its name resolves.
         let resumeStart = ContinuousClock.now
@@ -101,7 +101,7 @@ struct LifecycleE2ETests {
         for n in nodes { #expect(await reaches(lab, from: b.ns, n.node!.ipv4), "resumed device -> \(n.name)") }
         #expect(try handshakes(alpha.ns, alpha.interface)[b.device.publicKey, default: 0] > 0, "alpha handshook with the resumed device")
         #expect(try received(b.ns, b.interface) > before)
-        #expect(await eventually { nodes.allSatisfy { dig(beta.ns, $0.node!.ipv4, b.device.dnsName) == b.device.ipv4 } }, "the name resolves again")
+        #expect(await eventually { await nodes.allSatisfy { await dig(beta.ns, $0.node!.ipv4, b.device.dnsName) == b.device.ipv4 } }, "the name resolves again")
         #expect(await reaches(lab, from: a.ns, b.device.ipv4), "device to device again")
 
         // Expiry: suspended by a sweeper within 60 s of it; a resume is refused until an admin extends it.
@@ -119,8 +119,8 @@ struct LifecycleE2ETests {
         }
         try await lab.waitConverged()
         for n in nodes { #expect(!(try lab.livePeers(n)).contains(c.device.publicKey), "\(n.name) dropped the expired device") }
-        #expect(await eventually { dig(beta.ns, alpha.node!.ipv4, c.device.dnsName).isEmpty }, "the expired name stops resolving")
-        #expect(!lab.ping(from: c.ns, alpha.node!.ipv4, count: 2))
+        #expect(await eventually { await dig(beta.ns, alpha.node!.ipv4, c.device.dnsName).isEmpty }, "the expired name stops resolving")
+        #expect(await lab.isCutOff(from: c.ns, alpha.node!.ipv4, count: 2))
         let refused = await meshError { _ = try await lab.cp.client.resumeDevice(caller: lab.admin, deviceID: c.device.id) }
         #expect(refused?.code == .failedPrecondition, "resume of an expired device: \(String(describing: refused))")
         let extended = try await lab.cp.client.setDeviceExpiry(caller: lab.admin, deviceID: c.device.id,
@@ -145,10 +145,10 @@ struct LifecycleE2ETests {
             #expect(live.isDisjoint(with: deviceKeys), "\(n.name) holds a device with the mesh off")
             #expect(live.count == 1, "\(n.name) keeps the other node: \(live)")
         }
-        #expect(lab.ping(from: alpha.ns, beta.node!.ipv4, count: 2), "nodes still reach each other")
-        #expect(await eventually { [a, b, c].allSatisfy { dig(beta.ns, alpha.node!.ipv4, $0.device.dnsName).isEmpty } }, "no device name resolves")
-        #expect(dig(beta.ns, alpha.node!.ipv4, beta.node!.dnsName) == beta.node!.ipv4, "node names still resolve")
-        for d in [a, b, c] { #expect(!lab.ping(from: d.ns, alpha.node!.ipv4, count: 2), "\(d.device.label) reaches a node with the mesh off") }
+        #expect(await lab.reaches(from: alpha.ns, beta.node!.ipv4, count: 2), "nodes still reach each other")
+        #expect(await eventually { await [a, b, c].allSatisfy { await dig(beta.ns, alpha.node!.ipv4, $0.device.dnsName).isEmpty } }, "no device name resolves")
+        #expect(await dig(beta.ns, alpha.node!.ipv4, beta.node!.dnsName) == beta.node!.ipv4, "node names still resolve")
+        for d in [a, b, c] { #expect(await lab.isCutOff(from: d.ns, alpha.node!.ipv4, count: 2), "\(d.device.label) reaches a node with the mesh off") }
         let refusedCreate = await meshError { _ = try await lab.cp.client.createDevice(caller: lab.admin, label: "no", type: .other) }
         #expect(refusedCreate?.code == .failedPrecondition)
 
@@ -162,6 +162,6 @@ struct LifecycleE2ETests {
         for d in [a, b, c] {
             for n in nodes { #expect(await reaches(lab, from: d.ns, n.node!.ipv4), "\(d.device.label) -> \(n.name) with the mesh on again") }
         }
-        #expect(await eventually { [a, b, c].allSatisfy { dig(beta.ns, alpha.node!.ipv4, $0.device.dnsName) == $0.device.ipv4 } })
+        #expect(await eventually { await [a, b, c].allSatisfy { await dig(beta.ns, alpha.node!.ipv4, $0.device.dnsName) == $0.device.ipv4 } })
     }
 }

@@ -29,20 +29,20 @@ struct MeshE2ETests {
         // Every node reaches every node and both devices, over IPv4 and IPv6.
         for from in lab.nodes {
             for to in lab.nodes where to !== from {
-                #expect(lab.ping(from: from.ns, to.node!.ipv4), "\(from.name) -> \(to.name) v4")
-                #expect(lab.ping(from: from.ns, to.node!.ipv6), "\(from.name) -> \(to.name) v6")
+                #expect(await lab.reaches(from: from.ns, to.node!.ipv4), "\(from.name) -> \(to.name) v4")
+                #expect(await lab.reaches(from: from.ns, to.node!.ipv6), "\(from.name) -> \(to.name) v6")
             }
             for d in [a, b] {
                 // The device handshakes with each node on its own (keepalive), so a node can reach it.
-                _ = lab.ping(from: d.ns, from.node!.ipv4, count: 1)
-                #expect(lab.ping(from: from.ns, d.device.ipv4), "\(from.name) -> \(d.device.label) v4")
-                #expect(lab.ping(from: from.ns, d.device.ipv6), "\(from.name) -> \(d.device.label) v6")
+                _ = await lab.reaches(from: d.ns, from.node!.ipv4, count: 1, within: .zero)
+                #expect(await lab.reaches(from: from.ns, d.device.ipv4), "\(from.name) -> \(d.device.label) v4")
+                #expect(await lab.reaches(from: from.ns, d.device.ipv6), "\(from.name) -> \(d.device.label) v6")
             }
         }
         // One device reaches the other through the hub node.
         #expect(n1.node!.hub)
-        #expect(lab.ping(from: a.ns, b.device.ipv4), "device to device v4 through the hub")
-        #expect(lab.ping(from: b.ns, a.device.ipv6), "device to device v6 through the hub")
+        #expect(await lab.reaches(from: a.ns, b.device.ipv4), "device to device v4 through the hub")
+        #expect(await lab.reaches(from: b.ns, a.device.ipv6), "device to device v6 through the hub")
 
         // Device status turns online after its first handshake (node reports -> ProvisionSvc).
         try await waitUntil("both devices online after their handshakes", interval: .milliseconds(100)) {
@@ -51,18 +51,18 @@ struct MeshE2ETests {
 
         // Mesh DNS: from a device, over the tunnel, every device and node name resolves (A and AAAA)
         // at every node's resolver.
-        func dig(_ from: NetNamespace, _ server: String, _ name: String, _ type: String) -> String {
-            (try? from.tryExec(["dig", "+short", "+time=1", "+tries=2", "@\(server)", name, type]).stdout)?
+        func dig(_ from: NetNamespace, _ server: String, _ name: String, _ type: String) async -> String {
+            (try? await from.tryExec(["dig", "+short", "+time=1", "+tries=2", "@\(server)", name, type]).stdout)?
                 .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         }
         for n in lab.nodes {
             for d in [a, b] {
-                #expect(dig(a.ns, n.node!.ipv4, d.device.dnsName, "A") == d.device.ipv4, "\(d.device.dnsName) A at \(n.name)")
-                #expect(dig(a.ns, n.node!.ipv6, d.device.dnsName, "AAAA") == d.device.ipv6, "\(d.device.dnsName) AAAA at \(n.name)")
+                #expect(await dig(a.ns, n.node!.ipv4, d.device.dnsName, "A") == d.device.ipv4, "\(d.device.dnsName) A at \(n.name)")
+                #expect(await dig(a.ns, n.node!.ipv6, d.device.dnsName, "AAAA") == d.device.ipv6, "\(d.device.dnsName) AAAA at \(n.name)")
             }
             for m in lab.nodes {
-                #expect(dig(b.ns, n.node!.ipv4, m.node!.dnsName, "A") == m.node!.ipv4, "\(m.node!.dnsName) A at \(n.name)")
-                #expect(dig(b.ns, n.node!.ipv4, m.node!.dnsName, "AAAA") == m.node!.ipv6)
+                #expect(await dig(b.ns, n.node!.ipv4, m.node!.dnsName, "A") == m.node!.ipv4, "\(m.node!.dnsName) A at \(n.name)")
+                #expect(await dig(b.ns, n.node!.ipv4, m.node!.dnsName, "AAAA") == m.node!.ipv6)
             }
         }
         let status = try await NodeClient(bus: lab.cp.bus, timeout: .seconds(60)).state(nodeID: n1.node!.id)
@@ -72,7 +72,10 @@ struct MeshE2ETests {
         let renamed = try await lab.cp.client.renameDevice(caller: lab.admin, deviceID: a.device.id, label: "Ann's new laptop").device
         let renameStart = ContinuousClock.now
         try await waitUntil("the old name stops resolving and the new one resolves on every node", interval: .milliseconds(10)) {
-            lab.nodes.allSatisfy { dig(b.ns, $0.node!.ipv4, a.device.dnsName, "A").isEmpty && dig(b.ns, $0.node!.ipv4, renamed.dnsName, "A") == a.device.ipv4 }
+            await lab.nodes.allSatisfy { n in
+                guard await dig(b.ns, n.node!.ipv4, a.device.dnsName, "A").isEmpty else { return false }
+                return await dig(b.ns, n.node!.ipv4, renamed.dnsName, "A") == a.device.ipv4
+            }
         }
         print("figure: rename visible in DNS on every node after \(ContinuousClock.now - renameStart)")
 
@@ -80,7 +83,7 @@ struct MeshE2ETests {
         _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: b.device.id)
         let deleteStart = ContinuousClock.now
         try await waitUntil("a deleted device stops resolving on every node", interval: .milliseconds(10)) {
-            lab.nodes.allSatisfy { dig(a.ns, $0.node!.ipv4, b.device.dnsName, "A").isEmpty }
+            await lab.nodes.allSatisfy { await dig(a.ns, $0.node!.ipv4, b.device.dnsName, "A").isEmpty }
         }
         print("figure: delete visible in DNS on every node after \(ContinuousClock.now - deleteStart)")
         try await lab.waitConverged()
@@ -104,13 +107,13 @@ struct MeshE2ETests {
         let made = try await churn
         for d in made.prefix(4) { _ = try await lab.cp.client.deleteDevice(caller: lab.admin, deviceID: d.id) }
         // While n2's agent is down, its interface keeps working peers.
-        #expect(lab.ping(from: n2.ns, n1.node!.ipv4), "n2's interface outlives its agent")
+        #expect(await lab.reaches(from: n2.ns, n1.node!.ipv4), "n2's interface outlives its agent")
         let fanout2 = try await ServiceProcesses.start("FanoutSvc", natsURL: lab.cp.nats.url, databaseURL: lab.cp.db.url, bus: lab.cp.bus, logDir: lab.cp.logDir)
         try lab.startNodeProcess(n2)
         let took = try await lab.waitConverged()
         print("figure: converged \(took) after restarting NodeApplier and FanoutSvc")
-        #expect(lab.ping(from: a.ns, n2.node!.ipv4), "a device still reaches the restarted node")
-        #expect(lab.ping(from: n3.ns, a.device.ipv4))
+        #expect(await lab.reaches(from: a.ns, n2.node!.ipv4), "a device still reaches the restarted node")
+        #expect(await lab.reaches(from: n3.ns, a.device.ipv4))
         try await stopChecked(fanout2)
         try await lab.stop()
     }

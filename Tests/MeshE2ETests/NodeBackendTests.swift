@@ -41,11 +41,11 @@ struct KernelNodeApplierTests {
             let state = try await NodeClient(bus: lab.cp.bus, timeout: .seconds(30)).state(nodeID: node.node!.id)
             #expect(state.backend == "kernel", "the node runs on \(state.backend)")
             // A kernel link, not a TUN device, and no wireguard-go in the node's namespace.
-            let link = try node.ns.exec(["ip", "-d", "link", "show", node.interface])
+            let link = try await node.ns.exec(["ip", "-d", "link", "show", node.interface])
             #expect(link.contains("wireguard"), "\(link)")
             #expect(!processes(in: node.ns).contains { $0.contains("wireguard-go") }, "the node started wireguard-go")
-            #expect(lab.ping(from: device.ns, node.node!.ipv4, count: 3, within: .seconds(120)), "device to its node over kernel WireGuard")
-            #expect(lab.ping(from: node.ns, device.device.ipv4, count: 3, within: .seconds(120)), "node to the device over kernel WireGuard")
+            #expect(await lab.reaches(from: device.ns, node.node!.ipv4, count: 3, within: .seconds(120)), "device to its node over kernel WireGuard")
+            #expect(await lab.reaches(from: node.ns, device.device.ipv4, count: 3, within: .seconds(120)), "node to the device over kernel WireGuard")
             #expect(try await deviceOnline(lab, within: .seconds(180)), "the node's handshake reports did not turn the device online")
         } catch {
             try? await lab.stop()
@@ -77,7 +77,7 @@ struct WireGuardGoFallbackTests {
             #expect(processes(in: n1.ns).contains { $0.contains("wireguard-go") && $0.contains(n1.interface) },
                     "no wireguard-go for \(n1.interface) in the node's namespace: \(processes(in: n1.ns))")
             #expect(n1.process?.log().contains("started wireguard-go") == true, "NodeApplier did not say it started wireguard-go")
-            #expect(lab.ping(from: device.ns, n1.node!.ipv4, count: 3, within: .seconds(120)), "device to its node through the wireguard-go NodeApplier started")
+            #expect(await lab.reaches(from: device.ns, n1.node!.ipv4, count: 3, within: .seconds(120)), "device to its node through the wireguard-go NodeApplier started")
             #expect(try await deviceOnline(lab, within: .seconds(180)), "the node's handshake report did not turn the device online")
         } catch {
             try? await lab.stop()

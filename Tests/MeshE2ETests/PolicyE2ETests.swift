@@ -38,7 +38,7 @@ struct PolicyE2ETests {
     func reaches(_ lab: MeshLab, _ from: End, _ address: String, within: Duration = .seconds(15)) async -> Bool {
         let deadline = ContinuousClock.now + within
         while ContinuousClock.now < deadline {
-            if (try? await offPool { lab.ping(from: from.ns, address, count: 1) }) == true { return true }
+            if (try? await offPool { lab.pingOnce(from: from.ns, address, count: 1) }) == true { return true }
             try? await Task.sleep(for: .milliseconds(200))
         }
         return false
@@ -70,8 +70,8 @@ struct PolicyE2ETests {
         throw TestSetupError.failed("\(node.name) did not apply policy \(version): \(last)")
     }
 
-    func dig(_ from: End, _ server: String, _ name: String) -> String {
-        (try? from.ns.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, "A"]).stdout)?
+    func dig(_ from: End, _ server: String, _ name: String) async -> String {
+        (try? await from.ns.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, "A"]).stdout)?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
@@ -121,21 +121,21 @@ struct PolicyE2ETests {
         for x in everyone {
             for y in everyone where y.name != x.name {
                 for addr in [y.v4, y.v6] {
-                    #expect(!lab.ping(from: x.ns, addr, count: 1), "\(x.name) pings \(y.name) at \(addr)")
+                    #expect(await lab.isCutOff(from: x.ns, addr, count: 1), "\(x.name) pings \(y.name) at \(addr)")
                     for port in [22, 8080] {
                         let key = "\(x.name)→\(y.name):\(port)"
                         if allowed.contains(key) {
                             #expect(await connects(x, addr, port), "\(key) at \(addr) is allowed")
                         } else {
-                            #expect(!TrafficProbe.connects(from: x.ns, to: addr, port: port, timeout: 1.5), "\(key) at \(addr) is refused")
+                            #expect(await !TrafficProbe.connects(from: x.ns, to: addr, port: port, timeout: 1.5), "\(key) at \(addr) is refused")
                         }
                     }
                 }
             }
         }
         // The mesh DNS stays open, to everyone.
-        #expect(dig(b, node.v4, hub.node!.dnsName) == node.v4)
-        #expect(dig(c, node.v6, laptopA.device.dnsName) == a.v4)
+        #expect(await dig(b, node.v4, hub.node!.dnsName) == node.v4)
+        #expect(await dig(c, node.v6, laptopA.device.dnsName) == a.v4)
 
         // The dry run agrees.
         let dry = try await lab.cp.client.checkPolicy(caller: lab.admin, from: b.member, to: a.v6, proto: .tcp, port: 8080)
@@ -145,13 +145,13 @@ struct PolicyE2ETests {
         // The DNS filter: a device is told only the names it may reach (and its own).
         _ = try await lab.cp.client.updatePolicy(caller: lab.admin, .dnsFiltered(true))
         let dnsDeadline = ContinuousClock.now + .seconds(15)
-        while dig(b, node.v4, laptopB.device.dnsName) != "" && ContinuousClock.now < dnsDeadline { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(dig(b, node.v4, laptopA.device.dnsName) == a.v4, "B's phone may reach A's laptop: its name resolves")
-        #expect(dig(b, node.v4, laptopB.device.dnsName) == "", "B's phone may not reach B's laptop: its name does not resolve")
-        #expect(dig(b, node.v4, phoneB.device.dnsName) == b.v4, "a device sees its own name")
-        #expect(dig(a, node.v4, hub.node!.dnsName) == node.v4)
-        #expect(dig(a, node.v4, phoneB.device.dnsName) == "")
-        #expect(dig(c, node.v4, laptopA.device.dnsName) == "")
+        while await dig(b, node.v4, laptopB.device.dnsName) != "" && ContinuousClock.now < dnsDeadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(await dig(b, node.v4, laptopA.device.dnsName) == a.v4, "B's phone may reach A's laptop: its name resolves")
+        #expect(await dig(b, node.v4, laptopB.device.dnsName) == "", "B's phone may not reach B's laptop: its name does not resolve")
+        #expect(await dig(b, node.v4, phoneB.device.dnsName) == b.v4, "a device sees its own name")
+        #expect(await dig(a, node.v4, hub.node!.dnsName) == node.v4)
+        #expect(await dig(a, node.v4, phoneB.device.dnsName) == "")
+        #expect(await dig(c, node.v4, laptopA.device.dnsName) == "")
 
         // A rule change while connections are open: B's phone moves from 8080 to 9090; A's SSH stays.
         let sshSession = try await TrafficProbe.session(from: a.ns, to: node.v4, port: 22, logDir: lab.cp.logDir)
@@ -165,7 +165,7 @@ struct PolicyE2ETests {
         #expect(await sshSession.wait { $0.ok >= sshAt.ok + 5 }, "the allowed connection stopped: \(sshSession.outcomes())")
         #expect(sshSession.outcomes().failed == 0, "the allowed connection lost a round trip: \(sshSession.outcomes())")
         #expect(await connects(b, a.v4, 9090))
-        #expect(!TrafficProbe.connects(from: b.ns, to: a.v4, port: 8080, timeout: 1.5))
+        #expect(await !TrafficProbe.connects(from: b.ns, to: a.v4, port: 8080, timeout: 1.5))
         await sshSession.process.terminate()
         await phoneSession.process.terminate()
 
@@ -175,13 +175,13 @@ struct PolicyE2ETests {
         let removed = try await lab.cp.client.updatePolicy(caller: lab.admin, .deleteRuleID(ssh.rule.id))
         let b80 = try await lab.cp.client.updatePolicy(caller: lab.admin, .add(try rule("B phone web", b.member, "tag:servers", ["tcp:80"])))
         #expect(b80.policy.version == removed.policy.version + 1)
-        #expect(!TrafficProbe.connects(from: b.ns, to: node.v4, port: 80, timeout: 1.5), "the filter changed while the agent was down")
+        #expect(await !TrafficProbe.connects(from: b.ns, to: node.v4, port: 80, timeout: 1.5), "the filter changed while the agent was down")
         try lab.startNodeProcess(hub)
         try await waitForPolicy(lab, hub, version: b80.policy.version, within: .seconds(60))
         #expect(await connects(b, node.v4, 80))
         #expect(await connects(b, node.v6, 80))
-        #expect(!TrafficProbe.connects(from: a.ns, to: node.v4, port: 22, timeout: 1.5), "the removed rule still applies after the restart")
-        #expect(!TrafficProbe.connects(from: a.ns, to: node.v6, port: 22, timeout: 1.5))
+        #expect(await !TrafficProbe.connects(from: a.ns, to: node.v4, port: 22, timeout: 1.5), "the removed rule still applies after the restart")
+        #expect(await !TrafficProbe.connects(from: a.ns, to: node.v6, port: 22, timeout: 1.5))
 
         // Malformed rules and rules naming another tenant's objects are refused, and change nothing.
         let other = try await lab.cp.tenant(.enterprise)

@@ -13,8 +13,8 @@ import Testing
 struct RoutingE2ETests {
     init() throws { try TestEnvironment.require(root: true, infra: true, tools: ["wireguard-go", "wg", "wg-quick", "ip", "dig", "ping"]) }
 
-    func dig(_ from: NetNamespace, _ server: String, _ name: String, _ type: String) -> String {
-        (try? from.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, type]).stdout)?
+    func dig(_ from: NetNamespace, _ server: String, _ name: String, _ type: String) async -> String {
+        (try? await from.tryExec(["dig", "+short", "+time=1", "+tries=3", "@\(server)", name, type]).stdout)?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
@@ -22,7 +22,7 @@ struct RoutingE2ETests {
     func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(60)) async -> Bool {
         let deadline = ContinuousClock.now + within
         while ContinuousClock.now < deadline {
-            if (try? await offPool { lab.ping(from: ns, address, count: 1) }) == true { return true }
+            if (try? await offPool { lab.pingOnce(from: ns, address, count: 1) }) == true { return true }
             try? await Task.sleep(for: .milliseconds(200))
         }
         return false
@@ -68,8 +68,8 @@ struct RoutingE2ETests {
             #expect(await reaches(lab, from: gamma.ns, address), "gamma -> early device \(what)")
         }
         // Its name resolves through the mesh DNS the device's config points at.
-        #expect(dig(early.ns, alpha.node!.ipv4, gamma.node!.dnsName, "A") == gamma.node!.ipv4)
-        #expect(dig(early.ns, alpha.node!.ipv4, gamma.node!.dnsName, "AAAA") == gamma.node!.ipv6)
+        #expect(await dig(early.ns, alpha.node!.ipv4, gamma.node!.dnsName, "A") == gamma.node!.ipv4)
+        #expect(await dig(early.ns, alpha.node!.ipv4, gamma.node!.dnsName, "AAAA") == gamma.node!.ipv6)
 
         // A device made now lists gamma; it and the early device reach each other, both ways.
         let late = try await lab.addDevice("Late phone", type: .android)
@@ -121,8 +121,8 @@ struct RoutingE2ETests {
             #expect(!(try lab.livePeers(n)).contains(early.device.publicKey), "\(n.name) still holds the old key")
         }
         // The old config is dead: its interface gets no new handshake, and nothing answers it.
-        try early.ns.exec(["wg", "set", early.interface, "peer", try #require(beta.node?.publicKey), "endpoint", "\(beta.address):51820"])
-        #expect(!lab.ping(from: early.ns, beta.node!.ipv4, count: 2), "the old config still reaches beta")
+        try await early.ns.exec(["wg", "set", early.interface, "peer", try #require(beta.node?.publicKey), "endpoint", "\(beta.address):51820"])
+        #expect(await lab.isCutOff(from: early.ns, beta.node!.ipv4, count: 2), "the old config still reaches beta")
         #expect(try MeshLab.allowedIPs(beta.ns, beta.interface)[early.device.publicKey] == nil)
         try checkNoAddressTwice(lab, devices: [(tunnel.ns, tunnel.interface)], "after the hub was removed")
 

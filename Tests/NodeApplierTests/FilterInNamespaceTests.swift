@@ -125,7 +125,7 @@ struct FilterInNamespaceTests {
 
         // No rule: everything passes.
         try await link.enforcer.sync(mesh([], version: 0))
-        #expect(TrafficProbe.connects(from: link.client, to: "100.64.0.1", port: 80, source: phone.ipv4))
+        #expect(await TrafficProbe.connects(from: link.client, to: "100.64.0.1", port: 80, source: phone.ipv4))
         #expect(ping(link.client, "fd00:1:2::1", from: phone.ipv6))
 
         // The laptop may reach the servers on 22 and 80; nothing else is allowed.
@@ -133,12 +133,12 @@ struct FilterInNamespaceTests {
         try await link.enforcer.sync(mesh([both], version: 1))
         #expect(link.enforcer.status().state == "enforced")
         for (host, src) in [("100.64.0.1", laptop.ipv4), ("fd00:1:2::1", laptop.ipv6)] {
-            #expect(TrafficProbe.connects(from: link.client, to: host, port: 22, source: src), "laptop → node:22 \(host)")
-            #expect(TrafficProbe.connects(from: link.client, to: host, port: 80, source: src), "laptop → node:80 \(host)")
+            #expect(await TrafficProbe.connects(from: link.client, to: host, port: 22, source: src), "laptop → node:22 \(host)")
+            #expect(await TrafficProbe.connects(from: link.client, to: host, port: 80, source: src), "laptop → node:80 \(host)")
             #expect(!ping(link.client, host, from: src), "laptop pings the node \(host)")
         }
         for (host, src) in [("100.64.0.1", phone.ipv4), ("fd00:1:2::1", phone.ipv6)] {
-            #expect(!TrafficProbe.connects(from: link.client, to: host, port: 22, source: src), "phone → node:22 \(host)")
+            #expect(await !TrafficProbe.connects(from: link.client, to: host, port: 22, source: src), "phone → node:22 \(host)")
             #expect(!ping(link.client, host, from: src), "phone pings the node \(host)")
         }
 
@@ -149,7 +149,7 @@ struct FilterInNamespaceTests {
         let sshAt = ssh.outcomes().ok, webAt = web.outcomes()
         #expect(await web.wait { $0.failed > webAt.failed }, "the revoked connection carried on: \(web.outcomes())")
         #expect(await ssh.wait { $0.ok >= sshAt + 5 && $0.failed == 0 }, "the allowed connection broke: \(ssh.outcomes())")
-        #expect(!TrafficProbe.connects(from: link.client, to: "fd00:1:2::1", port: 80, source: laptop.ipv6))
+        #expect(await !TrafficProbe.connects(from: link.client, to: "fd00:1:2::1", port: 80, source: laptop.ipv6))
 
         // The node loses its tag (a member change, element updates only): the SSH connection stops.
         var untagged = node
@@ -160,18 +160,18 @@ struct FilterInNamespaceTests {
         let sshFailed = ssh.outcomes().failed
         try await link.enforcer.apply(u, before: node, mesh: mesh([rule("ssh", "device:\(laptop.id)", "tag:servers", ["tcp:22"])], version: 2))
         #expect(await ssh.wait { $0.failed > sshFailed }, "the connection to the untagged node carried on: \(ssh.outcomes())")
-        #expect(!TrafficProbe.connects(from: link.client, to: "100.64.0.1", port: 22, source: laptop.ipv4))
+        #expect(await !TrafficProbe.connects(from: link.client, to: "100.64.0.1", port: 22, source: laptop.ipv4))
 
         // A script that does not apply leaves the filter in force, whole.
-        let before = try link.node.exec(["nft", "list", "table", "inet", FilterPlan.tableName(interface: link.meshInterface)])
+        let before = try await link.node.exec(["nft", "list", "table", "inet", FilterPlan.tableName(interface: link.meshInterface)])
         await #expect(throws: PacketFilterError.self) {
             try await link.filter.apply(FilterPlan.removal(table: "quazzar_x") + "table inet quazzar_x { chain c { this is not nft } }\n")
         }
-        #expect(try link.node.exec(["nft", "list", "table", "inet", FilterPlan.tableName(interface: link.meshInterface)]) == before)
+        await #expect(try link.node.exec(["nft", "list", "table", "inet", FilterPlan.tableName(interface: link.meshInterface)]) == before)
 
         // No rule again: the table goes, and everything passes.
         try await link.enforcer.sync(mesh([], version: 3))
-        #expect((try? link.node.tryExec(["nft", "list", "table", "inet", FilterPlan.tableName(interface: link.meshInterface)]).status) != 0)
-        #expect(TrafficProbe.connects(from: link.client, to: "100.64.0.1", port: 22, source: phone.ipv4))
+        await #expect((try? link.node.tryExec(["nft", "list", "table", "inet", FilterPlan.tableName(interface: link.meshInterface)]).status) != 0)
+        #expect(await TrafficProbe.connects(from: link.client, to: "100.64.0.1", port: 22, source: phone.ipv4))
     }
 }

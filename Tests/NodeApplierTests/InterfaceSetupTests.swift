@@ -22,7 +22,7 @@ struct InterfaceSetupTests {
         #expect(await InterfaceSetup.userspaceDaemonServes(iface, logger: logger) == false)
 
         // A socket bound and closed by a process that has exited: stale, and removed.
-        let bind = try run("/usr/bin/env", ["python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", path])
+        let bind = try await run("/usr/bin/env", ["python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", path])
         #expect(bind.status == 0)
         #expect(FileManager.default.fileExists(atPath: path))
         #expect(await InterfaceSetup.userspaceDaemonServes(iface, logger: logger) == false)
