@@ -93,11 +93,13 @@ let package = Package(
         lib("MeshBus", ["CNats", log, metrics, lifecycle]),
         lib("MeshStore", ["CPostgres", "MeshNet", log, metrics]),
         lib("MeshQR", ["CQRencode"]),
-        lib("MeshWireGuard", ["CMNL", "MeshNet", "MeshKeys", log]),
+        lib("MeshWireGuard", ["CMNL", "MeshNet", "MeshKeys", "MeshSpawn", log]),
         lib("ProtoInterop", ["CMeshProtoC", "MeshProto", protobuf]),
 
         // MARK: The domain: every rule of the product, with no infrastructure under it.
         lib("MeshNet", []),
+        // Child processes inherit their standard streams only.
+        lib("MeshSpawn", []),
         lib("MeshProto", [protobuf]),
         // Errors, the plan catalogue, names, keys, subjects, the rate limit and the peer catalogue.
         lib("MeshDomain", ["MeshNet", "MeshProto", treeCollections]),
@@ -135,7 +137,7 @@ let package = Package(
         exe("ProvisionSvc", ["ProvisionCore", "ServiceKit", argParser, lifecycle, crypto]),
         lib("FanoutCore", ["MeshNet", "MeshBus", "MeshStore", "ServiceStore", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log, metrics, lifecycle]),
         exe("FanoutSvc", ["FanoutCore", "ServiceKit", argParser, lifecycle]),
-        lib("NodeApplierCore", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshPKI", "MeshHTTPS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
+        lib("NodeApplierCore", ["MeshKeys", "MeshSpawn", "MeshBus", "MeshBusAuth", "MeshWireGuard", "MeshDNS", "MeshPKI", "MeshHTTPS", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", log,
                                 metrics, lifecycle, crypto, treeCollections]),
         exe("NodeApplier", ["NodeApplierCore", "MeshNet", "ServiceKit", argParser, lifecycle]),
         lib("GatewayCore", ["MeshNet", "MeshBus", "MeshProto", "MeshDomain", "MeshClient", "ServiceKit", "MeshAuth", log, metrics, lifecycle, crypto,
@@ -147,7 +149,7 @@ let package = Package(
         exe("meshctl", ["RelayClient", "MeshClient", "MeshBus", "MeshBusAuth", "MeshAuth", "MeshDomain", "MeshProto", "ServiceKit", argParser, log, lifecycle, jwt]),
 
         // MARK: Test support and tests (real NATS, PostgreSQL and WireGuard; see scripts/test.sh).
-        lib("MeshTestSupport", ["MeshKeys", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log, protobuf]),
+        lib("MeshTestSupport", ["MeshKeys", "MeshSpawn", "MeshBus", "MeshBusAuth", "MeshStore", "MeshDomain", "MeshProto", "MeshClient", "MeshAuth", log, protobuf]),
         // A lab for tests written outside Swift (the browser test): JSON lines on stdout, commands on stdin.
         exe("meshlab", ["MeshTestSupport", "MeshAuth", "MeshBus", "MeshDomain", "MeshProto", jwt]),
         tests("MeshNetTests", ["MeshNet"]),
@@ -163,7 +165,7 @@ let package = Package(
         tests("FanoutTests", ["NodeApplierCore", "MeshWireGuard", "MeshKeys", "FanoutCore", "MeshClient", "MeshTestSupport", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
         tests("MeshE2ETests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshWireGuard", log]),
         tests("FaultTests", ["MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore"]),
-        tests("NodeApplierTests", ["NodeApplierCore", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
+        tests("NodeApplierTests", ["NodeApplierCore", "MeshSpawn", "MeshClient", "MeshWireGuard", "MeshNet", "MeshDomain", "MeshProto", "MeshTestSupport", log]),
         tests("ClusterTests", ["MeshKeys", "MeshTestSupport", "MeshClient", "MeshDomain", "MeshProto", "MeshBus", "MeshStore", "MeshWireGuard", "NodeApplierCore", log,
                                protobuf]),
         tests("ProtoInteropTests", ["ProtoInterop", "MeshProto", "MeshTestSupport", protobuf]),

@@ -1,6 +1,7 @@
 import Foundation
 import MeshBus
 import Synchronization
+import MeshSpawn
 
 /// A child process for tests (a service replica, nats-server, a node agent), with its output in a
 /// log file. It is killed when the value is released if still running.
@@ -28,6 +29,8 @@ public final class ManagedProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logFile.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // A service the test kills must not leave the test's own sockets open in a child it started.
+        InheritedDescriptors.closeAll(&actions)
         let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
         var child: pid_t = 0
         let rc = withCStringArray([executable] + arguments) { a in
@@ -167,6 +170,7 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    InheritedDescriptors.closeAll(&actions)
 
     let argv = [executable] + arguments
     let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }

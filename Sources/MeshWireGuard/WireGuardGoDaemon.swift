@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CMNL  // sys/socket.h: SOCK_STREAM and SOCK_CLOEXEC, which Glibc alone does not export in every build mode
+import MeshSpawn
 
 /// A wireguard-go process serving one interface, started in the foreground (`-f`) so this process
 /// owns it and can stop it. For hosts without kernel WireGuard.
@@ -144,6 +145,8 @@ public actor WireGuardGoDaemon {
         posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        // The daemon outlives us on purpose: it must not keep our sockets (the NATS connection) open.
+        InheritedDescriptors.closeAll(&actions)
 
         var environment: [String] = []
         var e = environ

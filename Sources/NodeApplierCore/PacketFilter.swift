@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import MeshNet
 import Synchronization
+import MeshSpawn
 
 /// The node's packet filter and connection tracking, behind one small protocol: the access policy
 /// is compiled by pure code (``FilterPlan``), and only this applies it. ``NFTablesFilter`` runs the
@@ -157,6 +158,7 @@ enum ToolRunner {
         posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        InheritedDescriptors.closeAll(&actions)
         var environment: [String] = []
         var e = environ
         while let entry = e.pointee {

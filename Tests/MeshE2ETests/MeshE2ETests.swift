@@ -114,6 +114,13 @@ struct MeshE2ETests {
         print("figure: converged \(took) after restarting NodeApplier and FanoutSvc")
         #expect(await lab.reaches(from: a.ns, n2.node!.ipv4), "a device still reaches the restarted node")
         #expect(await lab.reaches(from: n3.ns, a.device.ipv4))
+        // Every control request reaches the restarted agent. The wireguard-go it left running must
+        // not hold the killed agent's NATS connection open: the server would keep the dead agent's
+        // subscriptions and hand it about half of the node's requests.
+        let nodeClient = NodeClient(bus: lab.cp.bus, timeout: .seconds(10))
+        var unanswered = 0
+        for _ in 0..<20 where (try? await nodeClient.state(nodeID: n2.node!.id)) == nil { unanswered += 1 }
+        #expect(unanswered == 0, "\(unanswered) of 20 state requests to the restarted node went unanswered")
         try await stopChecked(fanout2)
         try await lab.stop()
     }
