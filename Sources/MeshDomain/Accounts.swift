@@ -198,8 +198,11 @@ public enum InvitationRules {
         }
         guard s.utf8.count <= 255 else { throw .invalidArgument(field: "subject", message: "subject is at most 255 bytes") }
         let iss = issuer.trimmingCharacters(in: .whitespaces)
-        guard iss.isEmpty || (s.isEmpty == false && (iss.hasPrefix("https://") || iss.hasPrefix("http://"))) else {
-            throw .invalidArgument(field: "issuer", message: "issuer goes with subject and must be the provider's issuer URL")
+        // An issuer URL: http(s), a host, at most 512 bytes of printable ASCII (a URI has no other).
+        let hostStart = iss.hasPrefix("https://") ? 8 : iss.hasPrefix("http://") ? 7 : 0
+        guard iss.isEmpty || (s.isEmpty == false && hostStart > 0 && iss.utf8.count <= 512 && iss.utf8.count > hostStart
+                              && iss.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) && iss.utf8.dropFirst(hostStart).first != UInt8(ascii: "/")) else {
+            throw .invalidArgument(field: "issuer", message: "issuer goes with subject and must be the provider's issuer URL (http or https, at most 512 bytes)")
         }
         guard role == .owner || role == .admin else { throw .invalidArgument(field: "role", message: "role must be owner or admin") }
         // A name given is refused when too long (counted in code points, as JSON Schema counts); one

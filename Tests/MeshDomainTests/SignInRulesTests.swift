@@ -150,8 +150,12 @@ struct SignInRulesTests {
         #expect(byEmail.email == "zoe@example.com" && byEmail.subject == nil && byEmail.name == "zoe@example.com" && byEmail.ttl == InvitationRules.defaultTTL)
         let bySubject = try InvitationRules.validate(email: "", subject: "248289761001", issuer: issuer, role: .owner, name: "Zoë", ttlSeconds: 3600)
         #expect(bySubject.subject == "248289761001" && bySubject.issuer == issuer && bySubject.name == "Zoë")
+        let longest = "https://" + String(repeating: "a", count: 504)
+        #expect(try InvitationRules.validate(email: "", subject: "s", issuer: longest, role: .owner, name: "", ttlSeconds: 0).issuer == longest)
         for (email, subject, issuer, role) in [("", "", "", Mesh_V1_Role.owner), ("a@b.c", "s", "", .owner), ("nope", "", "", .owner),
-                                               ("a@b.c", "", "https://x", .owner), ("", "s", "ftp://x", .owner), ("a@b.c", "", "", .unspecified)] {
+                                               ("a@b.c", "", "https://x", .owner), ("", "s", "ftp://x", .owner), ("a@b.c", "", "", .unspecified),
+                                               ("", "s", "https://" + String(repeating: "a", count: 505), .owner), ("", "s", "https://", .owner),
+                                               ("", "s", "https:///path", .owner), ("", "s", "https://id p.example", .owner), ("", "s", "https://é.example", .owner)] {
             #expect(throws: MeshError.self) { try InvitationRules.validate(email: email, subject: subject, issuer: issuer, role: role, name: "", ttlSeconds: 0) }
         }
     }
