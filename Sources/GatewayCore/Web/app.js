@@ -111,6 +111,17 @@ class Poller {
   }
 }
 
+/**
+ * Runs a read now. While polling, through its poller (which restarts its schedule). While the live
+ * channel is open the pushed pollers are stopped, and the channel carries the device list only
+ * when it changes: a read a user's action calls for (the usage after a delete, the mesh switch, the
+ * node picked) is made here, or it would wait for an unrelated push.
+ */
+function readNow(poller) {
+  if (poller.active) poller.now();
+  else if (state.api) Promise.resolve().then(() => poller.task()).catch(() => {});
+}
+
 const state = {
   config: { pritunl_configured: false, mesh_domain: 'quazzar.mesh' },
   api: null,
@@ -768,7 +779,7 @@ el.meshSwitch.addEventListener('change', async () => {
   state.switching = false;
   el.meshSwitch.disabled = false;
   if (after) announce('The mesh is on: every device that is not suspended is back on every node.');
-  licensePoller.now();
+  readNow(licensePoller);
 });
 
 el.meshConfirm.addEventListener('click', async () => {
@@ -780,7 +791,7 @@ el.meshConfirm.addEventListener('click', async () => {
   meshModal.close();
   if (after) announce('The mesh is off: no device has mesh access until it is turned on again.');
   el.meshSwitch.focus();
-  licensePoller.now();
+  readNow(licensePoller);
 });
 
 el.lifetimeSelect.addEventListener('change', async () => {
@@ -867,12 +878,17 @@ async function loadAdmin() {
   message(el.adminError, failed ? `The node could not be read: ${failed.reason.message}` : '');
 }
 
+/** Reads the node diagnostics now: the node list can name the node after the live channel opened. */
+function refreshAdmin() {
+  if (isAdmin()) readNow(adminPoller);
+}
+
 el.diagNode.addEventListener('change', () => {
   state.diagNode = el.diagNode.value;
   el.nodeState.replaceChildren();
   el.peerRows.replaceChildren();
   message(el.adminError, '');
-  adminPoller.now();
+  refreshAdmin();
 });
 
 // MARK: Nodes (admins)
@@ -919,7 +935,7 @@ function renderNodes(list) {
     state.diagNode = el.diagNode.value;
     el.nodeState.replaceChildren();
     el.peerRows.replaceChildren();
-    adminPoller.now();
+    refreshAdmin();
   }
 }
 
@@ -1187,7 +1203,7 @@ function showCreateError(error) {
     const cap = error.detail.cap ?? state.license?.cap;
     el.addError.dataset.kind = 'quota_exceeded';
     message(el.addError, `Device cap reached: your ${plan} plan allows ${cap} ${cap === 1 ? 'device' : 'devices'}. Delete a device to add another, or move to a larger plan.`);
-    licensePoller.now();
+    readNow(licensePoller);
     return;
   }
   if (error.code === 'invalid_argument' && error.detail.field === 'label') {
@@ -1196,7 +1212,7 @@ function showCreateError(error) {
     el.labelInput.focus();
     return;
   }
-  if (error.code === 'failed_precondition') licensePoller.now();   // the mesh may have been turned off
+  if (error.code === 'failed_precondition') readNow(licensePoller);   // the mesh may have been turned off
   el.addError.dataset.kind = error.code;
   message(el.addError, error.message);
 }
@@ -1291,8 +1307,8 @@ el.addForm.addEventListener('submit', async (event) => {
     if (api !== state.api) return;
     showResult(created);
     announce(`Added ${created.label}.`);
-    devicePoller.now();
-    licensePoller.now();
+    readNow(devicePoller);
+    readNow(licensePoller);
   } catch (error) {
     if (api !== state.api || handleAuthError(error)) return;
     showCreateError(error instanceof ApiError ? error : new ApiError(0, null, null));
@@ -1357,8 +1373,8 @@ el.deleteConfirm.addEventListener('click', async () => {
   show(el.table, state.devices.size > 0);
   announce(`Deleted ${d.label}.`);
   el.addButton.focus();
-  devicePoller.now();
-  licensePoller.now();
+  readNow(devicePoller);
+  readNow(licensePoller);
 });
 
 // MARK: Rename
@@ -1680,8 +1696,8 @@ el.removeForm.addEventListener('submit', async (event) => {
   removeModal.close();
   announce(`Removed ${u.name}.`);
   loadUsers();
-  devicePoller.now();
-  licensePoller.now();
+  readNow(devicePoller);
+  readNow(licensePoller);
 });
 
 // MARK: Re-issue a config
@@ -1725,7 +1741,7 @@ el.reissueConfirm.addEventListener('click', async () => {
   showResult(issued);
   el.addTitle.textContent = 'Config re-issued';
   announce(`Re-issued the config of ${issued.label}.`);
-  devicePoller.now();
+  readNow(devicePoller);
 });
 
 // MARK: Pritunl migration

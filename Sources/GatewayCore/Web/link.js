@@ -54,4 +54,9 @@ if (!token) {
   show($('link-start'), true);
   $('link-open').addEventListener('click', open);
 }
+// A link pasted into this tab again (or another one) only changes the fragment of this same
+// address, which does not load the page again: load it, so the new token is read and hidden.
+window.addEventListener('hashchange', () => {
+  if (window.location.hash.length > 1) window.location.reload();
+});
 document.documentElement.dataset.ready = 'true';
