@@ -6,7 +6,7 @@ import Testing
 /// the parent's other descriptors, even those opened without `FD_CLOEXEC` (as nats.c opens its
 /// sockets). NodeApplier's wireguard-go outlives a crashed agent; holding the agent's NATS socket,
 /// it kept the dead agent's subscriptions alive on the server (MeshE2ETests checks that end to end).
-@Suite struct InheritedDescriptorsTests {
+@Suite(.timeLimit(.minutes(1))) struct InheritedDescriptorsTests {
     /// The descriptors a `sh` child holds, as `ls -l /proc/<sh>/fd` prints them.
     func childDescriptors(closeInherited: Bool) throws -> String {
         let out = NSTemporaryDirectory() + "mesh-fds-\(UUID().uuidString)"
