@@ -100,6 +100,15 @@ bridge_ping_test() {
   return $rc
 }
 
+# Prints the running dockerd's TMPDIR and succeeds when that folder no longer exists.
+gone_tmpdir() {
+  local pid tmp
+  pid=$(pidof dockerd | awk '{print $1}')
+  [ -n "$pid" ] || return 1
+  tmp=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
+  [ -n "$tmp" ] && [ ! -d "$tmp" ] && echo "$tmp"
+}
+
 running() { [ -S /var/run/docker.sock ] && docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 check() {
@@ -122,6 +131,15 @@ case "${1:-start}" in
   start)
     command -v dockerd >/dev/null || die "dockerd is not installed (scripts/deps.sh installs docker.io)"
     mkdir -p "$state_dir"
+    if running && tmp=$(gone_tmpdir); then
+      # A dockerd that inherited the TMPDIR of an earlier run (deleted since) cannot exec into a
+      # container: every health check fails with "OCI runtime exec failed: open <TMPDIR>/runc-process…".
+      pid=$(cat "$state_dir/dockerd.pid" 2>/dev/null || true)
+      [ -n "$pid" ] && [ "$pid" = "$(pidof dockerd | awk '{print $1}')" ] \
+        || die "the running dockerd's TMPDIR ($tmp) no longer exists, so it cannot run health checks; restart it"
+      say "restarting the dockerd this script started: its TMPDIR ($tmp) no longer exists"
+      "$0" stop
+    fi
     if running; then
       [ "$(write_daemon_json)" = same ] || die "dockerd is running with settings other than those in $daemon_json; restart it"
       check
@@ -132,7 +150,8 @@ case "${1:-start}" in
     before=$(host_state)
     say "starting dockerd (log: $log)"
     # Its own session, so that it outlives the shell that started it; its pid is kept for `stop`.
-    setsid dockerd --config-file "$daemon_json" >>"$log" 2>&1 < /dev/null &
+    # A clean environment: it outlives this run, whose TMPDIR (make test sets one per run) goes.
+    env -i PATH="$PATH" HOME="${HOME:-/root}" setsid dockerd --config-file "$daemon_json" >>"$log" 2>&1 < /dev/null &
     echo $! > "$state_dir/dockerd.pid"
     for _ in $(seq 1 120); do running && break; sleep 0.5; done
     running || { tail -20 "$log" >&2; die "dockerd did not come up within 60 s"; }
