@@ -281,9 +281,8 @@ public final class MeshLab: @unchecked Sendable {
     }
 
     /// One round of `count` pings from a namespace (each answer waited for up to 2 s): true when a
-    /// reply came. Blocking; async code uses ``reaches(from:_:count:within:)`` or
-    /// ``isCutOff(from:_:count:)``.
-    public func pingOnce(from ns: NetNamespace, _ address: String, count: Int = 1) -> Bool {
+    /// reply came. Blocking: called off the cooperative pool by the two below.
+    private func pingOnce(from ns: NetNamespace, _ address: String, count: Int = 1) -> Bool {
         let v6 = address.contains(":")
         let r = try? ns.tryExec(["ping"] + (v6 ? ["-6"] : []) + ["-c", "\(count)", "-i", "0.2", "-W", "2", address])
         return r?.status == 0

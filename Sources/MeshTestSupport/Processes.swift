@@ -23,21 +23,18 @@ public final class ManagedProcess: Sendable {
                 logDir: URL) throws {
         self.name = name
         logFile = logDir.appendingPathComponent("\(name).log")
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logFile.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // A service the test kills must not leave the test's own sockets open in a child it started.
-        InheritedDescriptors.closeAll(&actions)
         let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
-        var child: pid_t = 0
-        let rc = withCStringArray([executable] + arguments) { a in
-            withCStringArray(env) { e in posix_spawn(&child, executable, &actions, nil, a, e) }
+        let path = logFile.path
+        do {
+            // A service the test kills must not leave the test's own sockets open in a child it started.
+            pid = try ChildProcess.spawn([executable] + arguments, environment: env) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            }
+        } catch {
+            throw TestSetupError.failed("cannot start \(executable): \(error.description)")
         }
-        guard rc == 0 else { throw TestSetupError.failed("cannot start \(executable): errno \(rc)") }
-        pid = child
     }
 
     /// Whether the process is still running (reaps it once it has exited).
@@ -164,19 +161,18 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     }
     defer { if input != nil { unlink(inPath) } }
 
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    InheritedDescriptors.closeAll(&actions)
-
     let argv = [executable] + arguments
     let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
-    var pid: pid_t = 0
-    let rc = withCStringArray(argv) { a in withCStringArray(env) { e in posix_spawnp(&pid, executable, &actions, nil, a, e) } }
-    guard rc == 0 else { throw TestSetupError.failed("cannot run \(executable): errno \(rc)") }
+    let pid: pid_t
+    do {
+        pid = try ChildProcess.spawn(argv, environment: env) { actions in
+            posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        }
+    } catch {
+        throw TestSetupError.failed("cannot run \(executable): \(error.description)")
+    }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
@@ -202,12 +198,6 @@ public func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) asy
     try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
         Thread { c.resume(with: Result { try work() }) }.start()
     }
-}
-
-func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
-    defer { ptrs.forEach { free($0) } }
-    return ptrs.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
 }
 
 /// A private nats-server and PostgreSQL, for tests that restart them (so the shared ones stay up).

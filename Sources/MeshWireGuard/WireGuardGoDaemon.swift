@@ -138,32 +138,16 @@ public actor WireGuardGoDaemon {
     }
 
     private static func spawn(_ argv: [String], extraEnvironment: [String], logPath: String?) throws(WireGuardError) -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
         let out = logPath ?? "/dev/null"
-        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        // The daemon outlives us on purpose: it must not keep our sockets (the NATS connection) open.
-        InheritedDescriptors.closeAll(&actions)
-
-        var environment: [String] = []
-        var e = environ
-        while let entry = e.pointee {
-            environment.append(String(cString: entry))
-            e += 1
+        do {
+            // The daemon outlives us on purpose: it must not keep our sockets (the NATS connection) open.
+            return try ChildProcess.spawn(argv, environment: ChildProcess.currentEnvironment() + extraEnvironment) { actions in
+                posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            }
+        } catch {
+            throw .daemon("cannot start \(argv[0]): \(errnoName(error.errno))")
         }
-        environment += extraEnvironment
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup($0) } + [nil]
-        defer {
-            cArgs.forEach { free($0) }
-            cEnv.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        guard rc == 0 else { throw .daemon("cannot start \(argv[0]): \(errnoName(rc))") }
-        return pid
     }
 }

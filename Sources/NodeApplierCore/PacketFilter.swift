@@ -152,29 +152,15 @@ enum ToolRunner {
         guard FileManager.default.createFile(atPath: inPath, contents: Data(input), attributes: [.posixPermissions: 0o600]) else {
             throw PacketFilterError(description: "cannot write \(inPath)")
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        InheritedDescriptors.closeAll(&actions)
-        var environment: [String] = []
-        var e = environ
-        while let entry = e.pointee {
-            environment.append(String(cString: entry))
-            e += 1
-        }
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup($0) } + [nil]
-        defer {
-            cArgs.forEach { free($0) }
-            cEnv.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        guard rc == 0 else {
-            throw PacketFilterError(description: "cannot start \(argv[0]): \(String(cString: strerror(rc)))", toolMissing: rc == ENOENT)
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn(argv, environment: ChildProcess.currentEnvironment()) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            }
+        } catch {
+            throw PacketFilterError(description: "cannot start \(argv[0]): \(error.description)", toolMissing: error.errno == ENOENT)
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {

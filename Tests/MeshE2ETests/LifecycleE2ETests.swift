@@ -31,7 +31,7 @@ struct LifecycleE2ETests {
 
     /// Pings until it answers (the first packets start handshakes); false after `within`.
     func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(45)) async -> Bool {
-        await eventually(within: within) { (try? await offPool { lab.pingOnce(from: ns, address, count: 1) }) == true }
+        await lab.reaches(from: ns, address, count: 1, within: within)
     }
 
     /// The handshake times (Unix seconds, 0: never) a WireGuard interface has for each peer key.

@@ -36,12 +36,7 @@ struct PolicyE2ETests {
 
     /// Pings until it answers or the deadline passes (the first packets may start a handshake).
     func reaches(_ lab: MeshLab, _ from: End, _ address: String, within: Duration = .seconds(15)) async -> Bool {
-        let deadline = ContinuousClock.now + within
-        while ContinuousClock.now < deadline {
-            if (try? await offPool { lab.pingOnce(from: from.ns, address, count: 1) }) == true { return true }
-            try? await Task.sleep(for: .milliseconds(200))
-        }
-        return false
+        await lab.reaches(from: from.ns, address, count: 1, within: within)
     }
 
     /// Connects until it works or the deadline passes.

@@ -20,12 +20,7 @@ struct RoutingE2ETests {
 
     /// Pings until it answers or the deadline passes (the first packets start handshakes).
     func reaches(_ lab: MeshLab, from ns: NetNamespace, _ address: String, within: Duration = .seconds(60)) async -> Bool {
-        let deadline = ContinuousClock.now + within
-        while ContinuousClock.now < deadline {
-            if (try? await offPool { lab.pingOnce(from: ns, address, count: 1) }) == true { return true }
-            try? await Task.sleep(for: .milliseconds(200))
-        }
-        return false
+        await lab.reaches(from: ns, address, count: 1, within: within)
     }
 
     /// No interface holds an address twice: every node's and every device's.
