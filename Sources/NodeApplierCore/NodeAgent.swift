@@ -48,6 +48,9 @@ public final class NodeAgent: Sendable {
         var synced = false
         var lastSync: Date?
         var removedFromMesh = false
+        /// A background sync (``requestSync(reason:)``) waits in the queue: another request adds
+        /// nothing, since that sync will fetch the newest view when it runs.
+        var backgroundSyncQueued = false
     }
 
     enum Command: Sendable {
@@ -105,9 +108,16 @@ public final class NodeAgent: Sendable {
         continuation.yield(.update(update))
     }
 
-    /// Queues a full sync without waiting for it.
+    /// Queues a full sync without waiting for it, unless one is queued already. Requests coalesce:
+    /// a full sync of a large mesh can take longer than the interval of the revision check that asks
+    /// for it, and queued syncs would otherwise pile up and keep every delta waiting behind them.
     public func requestSync(reason: String) {
-        continuation.yield(.sync(reason: reason, reply: nil))
+        let queue = state.withLock { s -> Bool in
+            if s.backgroundSyncQueued { return false }
+            s.backgroundSyncQueued = true
+            return true
+        }
+        if queue { continuation.yield(.sync(reason: reason, reply: nil)) }
     }
 
     /// Runs a full sync and returns what it changed.
@@ -143,6 +153,9 @@ public final class NodeAgent: Sendable {
             case .update(let u):
                 await handle(u)
             case .sync(let reason, let reply):
+                // A request made from now on needs a sync after this one: it may have seen a newer
+                // revision than this sync's fetch returns.
+                if reply == nil { state.withLock { $0.backgroundSyncQueued = false } }
                 do {
                     let r = try await fullSync(reason: reason)
                     reply?.resume(returning: r)

@@ -181,14 +181,16 @@ struct AgentService: Service {
                         backoff = min(backoff * 2, .seconds(5))
                     }
                     var sinceResync = Duration.zero
+                    var lag = RevisionLag()
                     while !Task.isCancelled {
                         try? await Task.sleep(for: config.revisionCheckInterval)
                         sinceResync += config.revisionCheckInterval
                         if sinceResync >= config.resyncInterval {
                             sinceResync = .zero
                             agent.requestSync(reason: "periodic")
-                        } else if let tip = try? await fanout.revision(tenantID: tenant), tip > agent.revision {
-                            agent.requestSync(reason: "behind: \(agent.revision) < \(tip)")
+                        } else if let tip = try? await fanout.revision(tenantID: tenant),
+                                  let missed = lag.check(tip: tip, applied: agent.revision) {
+                            agent.requestSync(reason: "behind: \(agent.revision) < \(missed)")
                         }
                     }
                 }
@@ -196,6 +198,23 @@ struct AgentService: Service {
         }
         agent.finish()
         updates.unsubscribe()
+    }
+}
+
+/// Decides whether the node fell behind the tenant's newest revision. A tip ahead of the applied
+/// revision is normal while deltas are in flight (during a burst of changes, always): the node is
+/// behind only if it has still not reached, by this check, the tip the previous check saw. A delta
+/// lost on the bus is then caught one interval later, and a node busy applying a burst is not sent
+/// into a full sync it does not need.
+public struct RevisionLag: Sendable {
+    private var previousTip: UInt64 = 0
+
+    public init() {}
+
+    /// Records this check's tip; returns the revision the node missed, or nil if it is not behind.
+    public mutating func check(tip: UInt64, applied: UInt64) -> UInt64? {
+        defer { previousTip = max(previousTip, tip) }
+        return applied < previousTip ? previousTip : nil
     }
 }
 

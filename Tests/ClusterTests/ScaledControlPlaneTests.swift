@@ -100,9 +100,12 @@ struct ScaledControlPlaneTests {
                 agentTasks.append(Task { for await e in events where e == .reconnected { agent.requestSync(reason: "reconnected") } })
                 // The periodic revision check a real node runs (every 30 s there; faster here).
                 agentTasks.append(Task {
+                    var lag = RevisionLag()
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .milliseconds(500))
-                        if let tip = try? await fanout.revision(tenantID: t.id), tip > agent.revision { agent.requestSync(reason: "behind") }
+                        if let tip = try? await fanout.revision(tenantID: t.id), lag.check(tip: tip, applied: agent.revision) != nil {
+                            agent.requestSync(reason: "behind")
+                        }
                     }
                 })
                 _ = try await agent.refresh(reason: "start")

@@ -205,6 +205,61 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         #expect(try await keys(wg) == Set([peer(2), peer(3)].map(\.publicKey)))
     }
 
+    /// Background sync requests made while one waits in the queue add nothing: at 50,000 peers a full
+    /// sync outlasted the revision check that asks for it, queued syncs piled up, and deltas waited
+    /// behind them. Here one sync is held inside its fetch while 20 more are requested and a delta
+    /// arrives: one more sync runs, then the delta.
+    @Test func backgroundSyncRequestsCoalesce() async throws {
+        var reg = Mesh_V1_RegisterNodeResponse()
+        reg.node.id = "self"
+        reg.node.tenantID = "t1"
+        let wg = InMemoryWireGuard(devices: ["wg0"])
+        let cp = FakeCP()
+        let fetches = Mutex(0)
+        let hold = Mutex<AsyncGate?>(nil)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
+            fetches.withLock { $0 += 1 }
+            if let gate = hold.withLock({ g in defer { g = nil }; return g }) { await gate.wait() }
+            return cp.response()
+        }
+        let task = Task { await agent.run() }
+        defer { task.cancel() }
+        cp.revision.withLock { $0 = 1 }
+        cp.peers.withLock { $0 = [peer(1)] }
+        _ = try await refresh(agent, "start")
+
+        let gate = AsyncGate()
+        hold.withLock { $0 = gate }
+        agent.requestSync(reason: "first")
+        try await waitUntil("the first background sync is inside its fetch", interval: .milliseconds(5)) { fetches.withLock { $0 } == 2 }
+        cp.revision.withLock { $0 = 2 }
+        cp.peers.withLock { $0 = [peer(1), peer(2)] }
+        for i in 0..<20 { agent.requestSync(reason: "request \(i)") }
+        agent.submit(update(3, added: peer(3)))
+        gate.open()
+        try await waitUntil("the delta after the syncs is applied", interval: .milliseconds(5)) { agent.revision >= 3 }
+        cp.revision.withLock { $0 = 3 }
+        cp.peers.withLock { $0 = [peer(1), peer(2), peer(3)] }
+        try await drain(agent)
+        #expect(fetches.withLock { $0 } == 4, "start, the held sync, one for the 20 requests, the drain")
+        #expect(agent.revision == 3)
+        #expect(try await keys(wg) == Set([peer(1), peer(2), peer(3)].map(\.publicKey)))
+    }
+
+    /// The revision check calls a node behind only when it has not reached the tip the previous
+    /// check saw (a tip ahead of the node is normal while deltas are in flight).
+    @Test func revisionLagWaitsOneCheck() {
+        var lag = RevisionLag()
+        #expect(lag.check(tip: 10, applied: 5) == nil, "deltas in flight")
+        #expect(lag.check(tip: 20, applied: 15) == nil, "reached the previous tip")
+        #expect(lag.check(tip: 20, applied: 18) == 20, "still short of the previous tip")
+        #expect(lag.check(tip: 20, applied: 20) == nil)
+        #expect(lag.check(tip: 25, applied: 20) == nil)
+        #expect(lag.check(tip: 25, applied: 24) == 25)
+    }
+
     @Test func fullSyncOnlyTouchesTheDifference() async throws {
         let (agent, wg, cp, task) = makeAgent()
         defer { task.cancel() }
