@@ -36,14 +36,18 @@ struct DeviceKeyed: Encodable {
     var online: Bool
     var rxBytes, txBytes: UInt64
     var endpoint: String?
-    var ownerUserId: String
+    var ownerUserId, ownerName, status: String
+    var suspendReason, suspendedAt, expiresAt: String?
     var configOutdated: Bool
     var configOutdatedReason: String?
+    var tags: [String]
 
     enum CodingKeys: String, CodingKey {
         case id, label, slug, dnsName = "dns_name", type, meshIps = "mesh_ips", createdAt = "created_at"
         case lastHandshakeAt = "last_handshake_at", online, rxBytes = "rx_bytes", txBytes = "tx_bytes", endpoint
-        case ownerUserId = "owner_user_id", configOutdated = "config_outdated", configOutdatedReason = "config_outdated_reason"
+        case ownerUserId = "owner_user_id", ownerName = "owner_name", status, suspendReason = "suspend_reason"
+        case suspendedAt = "suspended_at", expiresAt = "expires_at"
+        case configOutdated = "config_outdated", configOutdatedReason = "config_outdated_reason", tags
     }
 
     init(_ d: Mesh_V1_Device) {
@@ -60,8 +64,14 @@ struct DeviceKeyed: Encodable {
         txBytes = d.txBytes
         endpoint = d.endpoint.nilIfEmpty
         ownerUserId = d.ownerUserID
+        ownerName = d.ownerName
+        status = d.status == .unspecified ? "active" : d.status.key
+        suspendReason = d.suspendReason == .unspecified ? nil : d.suspendReason.key
+        suspendedAt = Timestamp.isoOrNil(ms: d.suspendedAtMs)
+        expiresAt = Timestamp.isoOrNil(ms: d.expiresAtMs)
         configOutdated = d.configOutdated
         configOutdatedReason = d.configOutdatedReason.nilIfEmpty
+        tags = d.tags
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -79,8 +89,14 @@ struct DeviceKeyed: Encodable {
         try c.encode(txBytes, forKey: .txBytes)
         try c.encode(endpoint, forKey: .endpoint)
         try c.encode(ownerUserId, forKey: .ownerUserId)
+        try c.encode(ownerName, forKey: .ownerName)
+        try c.encode(status, forKey: .status)
+        try c.encode(suspendReason, forKey: .suspendReason)
+        try c.encode(suspendedAt, forKey: .suspendedAt)
+        try c.encode(expiresAt, forKey: .expiresAt)
         try c.encode(configOutdated, forKey: .configOutdated)
         try c.encode(configOutdatedReason, forKey: .configOutdatedReason)
+        try c.encode(tags, forKey: .tags)
     }
 }
 
@@ -97,20 +113,26 @@ struct DeviceSynthesized: Encodable {
     var online: Bool
     var rxBytes, txBytes: UInt64
     var endpoint: String?
-    var ownerUserId: String
+    var ownerUserId, ownerName, status: String
+    var suspendReason, suspendedAt, expiresAt: String?
     var configOutdated: Bool
     var configOutdatedReason: String?
+    var tags: [String]
 
     enum CodingKeys: String, CodingKey {
         case id, label, slug, dnsName = "dns_name", type, meshIps = "mesh_ips", createdAt = "created_at"
         case lastHandshakeAt = "last_handshake_at", online, rxBytes = "rx_bytes", txBytes = "tx_bytes", endpoint
-        case ownerUserId = "owner_user_id", configOutdated = "config_outdated", configOutdatedReason = "config_outdated_reason"
+        case ownerUserId = "owner_user_id", ownerName = "owner_name", status, suspendReason = "suspend_reason"
+        case suspendedAt = "suspended_at", expiresAt = "expires_at"
+        case configOutdated = "config_outdated", configOutdatedReason = "config_outdated_reason", tags
     }
 
     init(_ d: DeviceKeyed) {
         (id, label, slug, dnsName, type) = (d.id, d.label, d.slug, d.dnsName, d.type)
         (meshIps, createdAt, lastHandshakeAt, online) = (d.meshIps, d.createdAt, d.lastHandshakeAt, d.online)
         (rxBytes, txBytes, endpoint, ownerUserId) = (d.rxBytes, d.txBytes, d.endpoint, d.ownerUserId)
+        (ownerName, status, suspendReason) = (d.ownerName, d.status, d.suspendReason)
+        (suspendedAt, expiresAt, tags) = (d.suspendedAt, d.expiresAt, d.tags)
         (configOutdated, configOutdatedReason) = (d.configOutdated, d.configOutdatedReason)
     }
 }
@@ -128,14 +150,18 @@ struct DeviceSnake: Encodable {
     var online: Bool
     var rxBytes, txBytes: UInt64
     var endpoint: String?
-    var ownerUserId: String
+    var ownerUserId, ownerName, status: String
+    var suspendReason, suspendedAt, expiresAt: String?
     var configOutdated: Bool
     var configOutdatedReason: String?
+    var tags: [String]
 
     init(_ d: DeviceKeyed) {
         (id, label, slug, dnsName, type) = (d.id, d.label, d.slug, d.dnsName, d.type)
         (meshIps, createdAt, lastHandshakeAt, online) = (d.meshIps, d.createdAt, d.lastHandshakeAt, d.online)
         (rxBytes, txBytes, endpoint, ownerUserId) = (d.rxBytes, d.txBytes, d.endpoint, d.ownerUserId)
+        (ownerName, status, suspendReason) = (d.ownerName, d.status, d.suspendReason)
+        (suspendedAt, expiresAt, tags) = (d.suspendedAt, d.expiresAt, d.tags)
         (configOutdated, configOutdatedReason) = (d.configOutdated, d.configOutdatedReason)
     }
 }
@@ -153,6 +179,9 @@ func devices(_ n: Int) -> [Mesh_V1_Device] {
         d.id = UUID().uuidString.lowercased()
         d.tenantID = "0b6d2c9e-5f1a-4e0b-9c8d-7a6b5c4d3e2f"
         d.ownerUserID = "6f1e2d3c-4b5a-4978-8c6d-5e4f3a2b1c0d"
+        d.ownerName = "Ana Lima"
+        d.perPeerStats = true  // a Pro plan: endpoint and traffic are written
+        d.tags = i % 3 == 0 ? ["laptops", "eu"] : []
         d.label = "Laptop \(i) of \"Ana\""
         d.slug = "laptop-\(i)-of-ana"
         d.dnsName = "laptop-\(i)-of-ana.quazzar.mesh"
@@ -167,6 +196,12 @@ func devices(_ n: Int) -> [Mesh_V1_Device] {
             d.rxBytes = UInt64(i) * 123_456_789
             d.txBytes = UInt64(i) * 98_765_432
         }
+        if i % 25 == 7 {
+            d.status = .suspended
+            d.suspendReason = .admin
+            d.suspendedAtMs = 1_764_060_000_000 + Int64(i)
+        }
+        if i % 5 == 1 { d.expiresAtMs = 1_766_000_000_000 + Int64(i) * 1_000 }
         if i % 10 == 3 {
             d.configOutdated = true
             d.configOutdatedReason = "node \"edge-2\" was removed"
