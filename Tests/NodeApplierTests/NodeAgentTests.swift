@@ -85,7 +85,9 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
 }
 
 @Suite(.timeLimit(.minutes(3))) struct NodeAgentTests {
-    func makeAgent() -> (NodeAgent, InMemoryWireGuard, FakeCP, Task<Void, Never>) {
+    /// An agent over an in-memory interface and a fake control plane; `beforeFetch` runs at the start
+    /// of every fetch (to fail it, count it or hold it).
+    func makeAgent(beforeFetch: @escaping @Sendable () async throws(MeshError) -> Void = {}) -> (NodeAgent, InMemoryWireGuard, FakeCP, Task<Void, Never>) {
         var reg = Mesh_V1_RegisterNodeResponse()
         reg.node.id = "self"
         reg.node.tenantID = "t1"
@@ -94,7 +96,8 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
-            cp.response()
+            try await beforeFetch()
+            return cp.response()
         }
         let task = Task { await agent.run() }
         return (agent, wg, cp, task)
@@ -175,21 +178,12 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     /// A gap whose full sync fails (the control plane did not answer) is retried on its own, with
     /// no further message or periodic check to trigger it.
     @Test func aFailedSyncIsRetried() async throws {
-        var reg = Mesh_V1_RegisterNodeResponse()
-        reg.node.id = "self"
-        reg.node.tenantID = "t1"
-        let wg = InMemoryWireGuard(devices: ["wg0"])
-        let cp = FakeCP()
         let failuresLeft = Mutex(0)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
+        let (agent, wg, cp, task) = makeAgent { () throws(MeshError) in
             if failuresLeft.withLock({ n in defer { n = max(0, n - 1) }; return n > 0 }) {
                 throw MeshError.deadlineExceeded("fanout did not answer")
             }
-            return cp.response()
         }
-        let task = Task { await agent.run() }
         defer { task.cancel() }
         cp.revision.withLock { $0 = 1 }
         _ = try await refresh(agent, "start")
@@ -210,21 +204,12 @@ func update(_ rev: UInt64, removed: Mesh_V1_Member) -> Mesh_V1_PeersUpdated {
     /// behind them. Here one sync is held inside its fetch while 20 more are requested and a delta
     /// arrives: one more sync runs, then the delta.
     @Test func backgroundSyncRequestsCoalesce() async throws {
-        var reg = Mesh_V1_RegisterNodeResponse()
-        reg.node.id = "self"
-        reg.node.tenantID = "t1"
-        let wg = InMemoryWireGuard(devices: ["wg0"])
-        let cp = FakeCP()
         let fetches = Mutex(0)
         let hold = Mutex<AsyncGate?>(nil)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let agent = NodeAgent(identity: NodeIdentity(registration: reg), interface: "wg0", backend: wg, logger: logger) { () async throws(MeshError) in
+        let (agent, wg, cp, task) = makeAgent {
             fetches.withLock { $0 += 1 }
             if let gate = hold.withLock({ g in defer { g = nil }; return g }) { await gate.wait() }
-            return cp.response()
         }
-        let task = Task { await agent.run() }
         defer { task.cancel() }
         cp.revision.withLock { $0 = 1 }
         cp.peers.withLock { $0 = [peer(1)] }
