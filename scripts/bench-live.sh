@@ -22,8 +22,14 @@ if [ "${MESH_BENCH_SKIP_BUILD:-0}" != 1 ]; then
   for p in AllocatorSvc ProvisionSvc FanoutSvc Gateway meshctl; do swift build -c release --product "$p" >/dev/null; done
 fi
 command -v wg >/dev/null || { echo "bench-live: wg is missing (scripts/deps.sh installs wireguard-tools)" >&2; exit 1; }
-# 1,000 streams need 1,000 sockets on each side.
-ulimit -n 65536
+# 1,000 streams need 1,000 sockets on each side: raise the soft limit as far as the hard one allows.
+pages=${MESH_BENCH_PAGES:-1000}
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 65536 ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
+if [ "$(ulimit -n)" -lt $((pages * 2 + 1000)) ]; then
+  echo "bench-live: $pages pages need $((pages * 2 + 1000)) open files; the limit here is $(ulimit -n)" >&2
+  exit 1
+fi
 
 work=$(mktemp -d /tmp/mesh-bench-live.XXXXXX)
 chmod 755 "$work"   # PostgreSQL runs as the postgres user and must reach its data folder

@@ -110,10 +110,14 @@ func nodeAtScale(devices: Int, changes: Int, restartChanges: Int) async throws {
             let want = try await tenantRevision()
             _ = try await waitRevision(fan, tenant: tenant, want)
             let t0 = ContinuousClock.now
-            try lab.startNodeProcess(node)
+            try lab.startNodeProcess(node, extra: ["MESH_LOG_LEVEL": "info"])  // as addNode started it: its full-sync line is read below
             st = try await waitNode(revision: want)
             let took = ms(ContinuousClock.now - t0)
-            let line = node.process?.log().split(separator: "\n").last { $0.contains("full sync") }.map(String.init) ?? "(no full sync logged)"
+            // The agent logs its sync after the revision is in force (the filter comes in between).
+            func syncLine() -> String? { node.process?.log().split(separator: "\n").last { $0.contains("full sync") }.map(String.init) }
+            let logDeadline = ContinuousClock.now + .seconds(60)
+            while syncLine() == nil && ContinuousClock.now < logDeadline { try await Task.sleep(for: .milliseconds(20)) }
+            let line = syncLine() ?? "(no full sync logged within 60 s)"
             print(String(format: "restart %@: synced %.0f ms after start (process start, registration check, interface check, SyncFromCP, diff); %d peers",
                          label, took, st.peerCount))
             print("  its full sync: \(line)")

@@ -122,6 +122,10 @@ public struct MeshDNSZoneSnapshot: Sendable {
     /// How many names lie strictly below each ancestor inside the zone; an ancestor that is not itself a
     /// name is an empty non-terminal and answers NODATA rather than NXDOMAIN (RFC 8020).
     var descendants: TreeDictionary<DNSName, Int>
+    /// How many A and AAAA records the zone holds; kept by ``insert(_:_:)`` and ``delete(_:)``, because
+    /// the node reports it with every state answer and counting 50,000 names each time cost more than
+    /// the answer.
+    public private(set) var recordCount = 0
     /// The revision the caller supplied with the last update; it is the SOA serial.
     public internal(set) var revision: UInt32
     /// When the last update was applied; nil before the first.
@@ -140,9 +144,6 @@ public struct MeshDNSZoneSnapshot: Sendable {
 
     /// How many names the zone holds (the apex counts only if it has addresses).
     public var nameCount: Int { entries.count }
-
-    /// How many A and AAAA records the zone holds.
-    public var recordCount: Int { entries.values.reduce(0) { $0 + $1.recordCount } }
 
     /// The SOA data at this revision.
     public var soa: DNSSOA {
@@ -171,11 +172,14 @@ public struct MeshDNSZoneSnapshot: Sendable {
                 ancestor = ancestor.parent
             }
         }
+        let before = entries[name]?.recordCount ?? 0
         entries[name, default: MeshDNSEntry()].add(addresses)
+        recordCount += entries[name]!.recordCount - before
     }
 
     mutating func delete(_ name: DNSName) -> Bool {
-        guard entries.removeValue(forKey: name) != nil else { return false }
+        guard let gone = entries.removeValue(forKey: name) else { return false }
+        recordCount -= gone.recordCount
         var ancestor = name.parent
         while ancestor.isSubdomain(of: origin) {
             let remaining = (descendants[ancestor] ?? 1) - 1

@@ -47,7 +47,7 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "Who runs wireguard-go: managed (NodeApplier starts it) or external (a supervisor does) (env MESH_WG_USERSPACE_DAEMON).")
     var userspaceDaemon: String = Env.string("MESH_WG_USERSPACE_DAEMON", "managed")
 
-    @Option(help: "Seconds between interface checks; a lost interface stops the node with an error (env MESH_NODE_INTERFACE_CHECK_SECONDS).")
+    @Option(help: "Seconds between interface checks; an interface that two handshake polls in a row could not read, or found without the node's key, stops the node with an error (env MESH_NODE_INTERFACE_CHECK_SECONDS).")
     var interfaceCheckSeconds: Double = Env.seconds("MESH_NODE_INTERFACE_CHECK_SECONDS", 2)
 
     @Option(help: "wireguard-go's LOG_LEVEL when the node starts it: verbose, error or silent (env MESH_WIREGUARD_GO_LOG_LEVEL).")
@@ -62,7 +62,7 @@ struct NodeApplier: AsyncParsableCommand {
     @Option(help: "Seconds between revision checks (env MESH_NODE_REVISION_CHECK_SECONDS).")
     var revisionCheckSeconds: Double = Env.seconds("MESH_NODE_REVISION_CHECK_SECONDS", 30)
 
-    @Option(help: "Seconds between handshake polls (env MESH_NODE_HANDSHAKE_POLL_SECONDS).")
+    @Option(help: "Seconds between handshake polls at least; a poll reads the whole interface, so a node waits four times as long as its last poll took if that is longer (env MESH_NODE_HANDSHAKE_POLL_SECONDS).")
     var handshakePollSeconds: Double = Env.seconds("MESH_NODE_HANDSHAKE_POLL_SECONDS", 1)
 
     @Option(help: "Enable forwarding on the interface: true or false (env MESH_NODE_FORWARDING).")

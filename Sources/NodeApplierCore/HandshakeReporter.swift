@@ -8,9 +8,20 @@ import Synchronization
 /// Reads the device every interval and reports only what changed since the last reading: a new
 /// handshake, a changed endpoint, changed counters. ProvisionSvc turns the reports into device
 /// status (online within a second or two of the first handshake) and traffic totals.
+///
+/// Each reading is a dump of the whole interface, and while wireguard-go dumps it no peer change can
+/// go in, so the reporter keeps to a duty cycle: it waits at least ``interval`` between readings, and
+/// at least ``idleFactor`` times as long as the last reading took, so the interface is free for changes
+/// at least 80% of the time. A few thousand peers read in milliseconds and the interval rules; 50,000
+/// take wireguard-go alone 170–290 ms to dump (docs/benchmarks.md, "Scale"), and the reporter then
+/// reads every second and a half or so. Its readings also serve the interface watch and the node's
+/// state (``InterfaceReadings``).
 public struct HandshakeReporter: Sendable {
+    /// The reporter waits at least this many times as long as its last reading took.
+    public static let idleFactor = 4
     let agent: NodeAgent
     let wg: any WireGuardBackend
+    let readings: InterfaceReadings
     let interval: Duration
     let logger: Logger
     let publish: @Sendable (Mesh_V1_HandshakeReport) async -> Void
@@ -25,10 +36,11 @@ public struct HandshakeReporter: Sendable {
     /// Makes the next reading report every peer, not only what changed.
     public func reportEverythingNext() { resend.flag.withLock { $0 = true } }
 
-    public init(agent: NodeAgent, backend: any WireGuardBackend, interval: Duration, logger: Logger,
+    public init(agent: NodeAgent, backend: any WireGuardBackend, readings: InterfaceReadings, interval: Duration, logger: Logger,
                 publish: @escaping @Sendable (Mesh_V1_HandshakeReport) async -> Void) {
         self.agent = agent
         self.wg = backend
+        self.readings = readings
         self.interval = interval
         self.logger = logger
         self.publish = publish
@@ -46,13 +58,25 @@ public struct HandshakeReporter: Sendable {
         var last: [WireGuardKey: Seen] = [:]
         while !Task.isCancelled {
             if resend.flag.withLock({ f in defer { f = false }; return f }) { last = [:] }
-            if let device = try? await wg.device(named: agent.interface) {
+            let started = ContinuousClock.now
+            do {
+                let device = try await wg.device(named: agent.interface)
+                readings.record(device)
                 let (report, now) = Self.changes(device: device, last: last, agent: agent)
                 last = now
                 if !report.peers.isEmpty { await publish(report) }
+                if device.peers.count >= HeapRelease.largeReading { HeapRelease.now() }
+            } catch {
+                readings.recordFailure(error)
             }
-            try? await Task.sleep(for: interval)
+            try? await Task.sleep(for: Self.pause(interval: interval, lastReading: ContinuousClock.now - started))
         }
+    }
+
+    /// How long to wait after a reading that took `lastReading`: the interval, or ``idleFactor`` times
+    /// the reading, whichever is longer.
+    static func pause(interval: Duration, lastReading: Duration) -> Duration {
+        max(interval, lastReading * idleFactor)
     }
 
     /// The report of what changed between `last` and `device`, and the new reading.

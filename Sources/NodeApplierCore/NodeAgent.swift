@@ -380,6 +380,7 @@ public final class NodeAgent: Sendable {
         try await enforcer?.sync(mesh)
         retry.withLock { $0.delay = .milliseconds(100) }
         fullSyncs.increment()
+        HeapRelease.now()
         logger.info("full sync", metadata: ["reason": "\(reason)", "revision": "\(view.revision)", "peers": "\(desired.count)",
                                             "added": "\(diff.add.count)", "changed": "\(diff.update.count)", "removed": "\(diff.remove.count)"])
         var r = Mesh_V1_RefreshResponse()

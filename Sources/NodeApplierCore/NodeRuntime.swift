@@ -67,9 +67,11 @@ public enum NodeRuntime {
         }
         let dns = MeshDNSWiring(config: config, identity: identity, logger: logger, dnsFilter: dnsFilter)
         dns.attach(to: agent)
-        let control = NodeControl(agent: agent, backend: backend, config: config, dns: dns)
+        let readings = InterfaceReadings(privateKey: privateKey)
+        let control = NodeControl(agent: agent, backend: backend, readings: readings, config: config, dns: dns)
         let log = logger
-        let reporter = HandshakeReporter(agent: agent, backend: backend, interval: config.handshakePollInterval, logger: logger) { report in
+        let reporter = HandshakeReporter(agent: agent, backend: backend, readings: readings, interval: config.handshakePollInterval,
+                                         logger: logger) { report in
             do {
                 log.trace("handshake report", metadata: ["peers": "\(report.peers.map { "\($0.publicKey.prefix(8)):\($0.lastHandshakeMs)" })"])
                 try bus.publish(MeshSubjects.handshakeReport(tenant: identity.tenantID, node: identity.nodeID), try report.serializedBytes())
@@ -86,7 +88,7 @@ public enum NodeRuntime {
         return ServiceParts(endpoints: control.endpoints(),
                             services: [AgentService(agent: agent, bus: bus, fanout: fanout, config: config, logger: logger, reporter: reporter),
                                        FunctionService { await reporter.run() },
-                                       InterfaceWatch(backend: backend, interface: config.interface, privateKey: privateKey,
+                                       InterfaceWatch(readings: readings, interface: config.interface,
                                                       interval: config.interfaceCheckInterval, logger: logger)] + dns.services() + https,
                             serviceID: identity.nodeID, metadata: ["node_id": identity.nodeID, "tenant_id": identity.tenantID],
                             onStop: { log.info("node stopped; the interface stays up") })
@@ -218,44 +220,6 @@ public struct RevisionLag: Sendable {
     }
 }
 
-/// Stops the node with an error when its interface is gone, or was replaced by one without the
-/// node's key (wireguard-go restarted, the link deleted): the supervisor then starts the node again,
-/// and the start sets the interface up again and syncs every peer. Two readings in a row must say
-/// so, so that one failed read is not taken for a lost interface.
-struct InterfaceWatch: Service {
-    let backend: any WireGuardBackend
-    let interface: String
-    let privateKey: String
-    let interval: Duration
-    let logger: Logger
-
-    func run() async throws {
-        let key = WireGuardKey(base64: privateKey)
-        let lost: String? = await cancelWhenGracefulShutdown { () async -> String? in
-            var misses = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                if Task.isCancelled { break }
-                let why: String?
-                do {
-                    let device = try await backend.device(named: interface)
-                    why = device.privateKey == key ? nil : "it no longer holds the node's key"
-                } catch {
-                    why = "it cannot be read: \(error)"
-                }
-                misses = why == nil ? 0 : misses + 1
-                if misses >= 2, let why { return why }
-            }
-            return nil
-        }
-        if let lost {
-            logger.error("the interface was lost; stopping so that the node starts again and sets it up",
-                         metadata: ["interface": "\(interface)", "why": "\(lost)"])
-            throw MeshError.unavailable("interface \(interface) lost: \(lost)")
-        }
-    }
-}
-
 /// A service from a closure that runs until cancelled (cancelled on graceful shutdown).
 struct FunctionService: Service {
     let body: @Sendable () async -> Void
@@ -271,6 +235,7 @@ struct FunctionService: Service {
 struct NodeControl: Sendable {
     let agent: NodeAgent
     let backend: any WireGuardBackend
+    let readings: InterfaceReadings
     let config: NodeConfiguration
     let dns: MeshDNSWiring
 
@@ -302,9 +267,13 @@ struct NodeControl: Sendable {
         st.meshIpv6 = agent.identity.ipv6
         st.revision = s.revision
         st.lastSyncMs = s.lastSync?.unixMilliseconds ?? 0
-        if let device = try? await backend.device(named: config.interface) {
-            st.listenPort = UInt32(device.listenPort)
-            st.peerCount = UInt32(device.peers.count)
+        // Nothing is read from the interface here: a state answer must cost nothing, and a dump of a
+        // 50,000-peer interface holds wireguard-go's configuration lock for ~200 ms. The peer count is
+        // the agent's, which counts only changes the interface accepted (so it goes with `revision`);
+        // the listen port and "the interface is there" come from the reporter's last reading.
+        if let reading = readings.latest, readings.lost == nil {
+            st.listenPort = UInt32(reading.listenPort)
+            st.peerCount = UInt32(s.peers)
             st.active = s.synced
         }
         st.dnsStatus = dns.status()

@@ -290,6 +290,27 @@ func answer(_ responder: MeshDNSResponder, _ query: [UInt8], transport: MeshDNST
         #expect(zone.snapshot().recordCount == 2)
     }
 
+    /// The record count is kept as names come and go, not recounted: it must always equal a count of
+    /// the zone's records (names replaced, merged, removed, removed twice, and the whole zone replaced).
+    @Test func recordCountFollowsEveryChange() throws {
+        let zone = MeshDNSZone(configuration: try MeshDNSZoneConfiguration(), logger: quietLogger)
+        func recount() -> Int { zone.snapshot().records.reduce(0) { $0 + $1.addresses.count } }
+        for i in 0..<400 {
+            let name = "n\(i % 37)"
+            switch i % 7 {
+            case 0, 3: zone.remove(name: name, revision: UInt32(i))
+            case 1: zone.upsert(MeshDNSRecord(name: name, addresses: [IPAddress("100.64.1.\(i % 250)")!]), revision: UInt32(i))
+            case 5 where i % 100 == 5:
+                zone.replace(records: (0..<(i % 9)).map { MeshDNSRecord(name: "r\($0)", addresses: [IPAddress("100.64.2.\($0)")!, IPAddress("fd7a::\($0)")!]) }
+                             + [MeshDNSRecord(name: "r0", addresses: [IPAddress("100.64.3.1")!])], revision: UInt32(i))
+            default:
+                zone.upsert(MeshDNSRecord(name: name, addresses: [IPAddress("100.64.1.\(i % 250)")!, IPAddress("fd7a::\(i)")!]), revision: UInt32(i))
+            }
+            #expect(zone.snapshot().recordCount == recount(), "after step \(i)")
+        }
+        #expect(zone.snapshot().recordCount > 0)
+    }
+
     @Test func customOriginAndTTLs() throws {
         let zone = try sampleZone { config in
             config.recordTTL = 3
