@@ -10,7 +10,7 @@ enum HeapRelease {
     /// Peers from which an interface reading is large enough to release after.
     static let largeReading = 5_000
 
-    /// Returns free heap pages to the system (`malloc_trim`); a few milliseconds at most.
+    /// Returns free heap pages to the system (`malloc_trim`).
     static func now() {
         #if os(Linux)
         _ = glibcMallocTrim(0)

@@ -14,15 +14,9 @@ import Synchronization
 /// three users, no more often than the reporter's duty cycle allows, and never for a state request,
 /// keeps the interface free for peer changes (docs/benchmarks.md, "Scale").
 public final class InterfaceReadings: Sendable {
-    /// What the last successful reading saw.
-    public struct Reading: Sendable, Equatable {
-        public var listenPort: UInt16
-        public var peers: Int
-        public var at: ContinuousClock.Instant
-    }
-
     struct State {
-        var last: Reading?
+        /// The listen port the last successful reading saw; nil before the first.
+        var listenPort: UInt16?
         /// Readings in a row that failed or found the interface without the node's key.
         var misses = 0
         var why: String?
@@ -37,10 +31,10 @@ public final class InterfaceReadings: Sendable {
     }
 
     /// Records a reading of the device.
-    public func record(_ device: WireGuardDevice, at: ContinuousClock.Instant = .now) {
+    public func record(_ device: WireGuardDevice) {
         let keyed = device.privateKey == expectedKey
         state.withLock { s in
-            s.last = Reading(listenPort: device.listenPort, peers: device.peers.count, at: at)
+            s.listenPort = device.listenPort
             s.misses = keyed ? 0 : s.misses + 1
             s.why = keyed ? nil : "it no longer holds the node's key"
         }
@@ -54,8 +48,8 @@ public final class InterfaceReadings: Sendable {
         }
     }
 
-    /// The last successful reading, if any.
-    public var latest: Reading? { state.withLock { $0.last } }
+    /// The listen port of the last successful reading; nil before the first.
+    public var listenPort: UInt16? { state.withLock { $0.listenPort } }
 
     /// Why the interface counts as lost: two readings in a row failed or found it without the node's
     /// key (one failed read alone is not taken for a lost interface). Nil while it is fine.

@@ -271,8 +271,8 @@ struct NodeControl: Sendable {
         // 50,000-peer interface holds wireguard-go's configuration lock for ~200 ms. The peer count is
         // the agent's, which counts only changes the interface accepted (so it goes with `revision`);
         // the listen port and "the interface is there" come from the reporter's last reading.
-        if let reading = readings.latest, readings.lost == nil {
-            st.listenPort = UInt32(reading.listenPort)
+        if let port = readings.listenPort, readings.lost == nil {
+            st.listenPort = UInt32(port)
             st.peerCount = UInt32(s.peers)
             st.active = s.synced
         }
