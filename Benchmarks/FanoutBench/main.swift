@@ -20,6 +20,7 @@ import NodeApplierCore
 //   FanoutBench cpu [--sizes 100,10000] [--changes 300]
 //   FanoutBench online [--devices 20]
 //   FanoutBench node [--devices 50000] [--changes 100] [--restart-changes 20]   (Node.swift)
+//   FanoutBench sync [--nodes 10000] [--devices 50000] [--agents 40]                (Sync.swift, no services)
 
 func percentile(_ xs: [Double], _ p: Double) -> Double {
     guard !xs.isEmpty else { return .nan }
@@ -267,6 +268,7 @@ case "cpu": try await cpu(sizes: argList("sizes", [100, 10_000]), changes: arg("
 case "online": try await online(devices: arg("devices", 20))
 case "node": try await nodeAtScale(devices: arg("devices", 50_000), changes: arg("changes", 100), restartChanges: arg("restart-changes", 20))
 case "maps": mapsBench(size: arg("size", 60_000))
+case "sync": try await syncBench(nodes: arg("nodes", 10_000), devices: arg("devices", 50_000), agents: arg("agents", 40))
 case "dataplane": try await dataplane(seconds: arg("seconds", 5), rounds: arg("rounds", 3), underlay6: arg("underlay6", 0) == 1)
 case "scale":
     try await scale(nodes: arg("nodes", 10_000), devices: arg("devices", 50_000), workers: arg("workers", 4), changes: arg("changes", 50),
@@ -279,6 +281,6 @@ case "ingest":
     try await ingestLoad(cp: cp, tenants: arg("tenants", 50), seconds: arg("seconds", 10), fanoutPid: cp.processes.last!.pid, label: "no nodes")
     try await cp.stop()
 default:
-    print("usage: FanoutBench sim|real|cpu|online|maps|scale|ingest|dataplane|node [options]")
+    print("usage: FanoutBench sim|real|cpu|online|maps|sync|scale|ingest|dataplane|node [options]")
     exit(2)
 }

@@ -12,6 +12,10 @@ public struct MemberTable: Sendable {
     private(set) var byConfigHub: TreeDictionary<String, TreeSet<String>> = [:]
     /// Member ids by public key (what a node's interface reports peers by).
     public private(set) var byKey: TreeDictionary<String, String> = [:]
+    /// The ids of the members that are nodes.
+    public private(set) var nodeIDs: TreeSet<String> = []
+    /// Device ids by each node their config lists: the devices a node may hold as its own peers.
+    private(set) var byListedNode: TreeDictionary<String, TreeSet<String>> = [:]
 
     public init() {}
 
@@ -29,10 +33,16 @@ public struct MemberTable: Sendable {
             if old.kind == .device, !old.configHubID.isEmpty, old.configHubID != m.configHubID || m.kind != .device {
                 byConfigHub[old.configHubID]?.remove(m.id)
             }
+            if old.kind == .device, old.configNodeIds != m.configNodeIds || m.kind != .device {
+                for n in old.configNodeIds { byListedNode[n]?.remove(m.id) }
+            }
+            if old.kind == .node, m.kind != .node { nodeIDs.remove(m.id) }
             if old.publicKey != m.publicKey, byKey[old.publicKey] == m.id { byKey[old.publicKey] = nil }
         }
         members[m.id] = m
         if m.kind == .device && !m.configHubID.isEmpty { byConfigHub[m.configHubID, default: []].insert(m.id) }
+        if m.kind == .device { for n in m.configNodeIds { byListedNode[n, default: []].insert(m.id) } }
+        if m.kind == .node { nodeIDs.insert(m.id) }
         if !m.publicKey.isEmpty { byKey[m.publicKey] = m.id }
     }
 
@@ -40,11 +50,19 @@ public struct MemberTable: Sendable {
     public mutating func drop(_ id: String) {
         guard let old = members.removeValue(forKey: id) else { return }
         if old.kind == .device, !old.configHubID.isEmpty { byConfigHub[old.configHubID]?.remove(id) }
+        if old.kind == .device { for n in old.configNodeIds { byListedNode[n]?.remove(id) } }
+        if old.kind == .node { nodeIDs.remove(id) }
         if byKey[old.publicKey] == id { byKey[old.publicKey] = nil }
     }
 
     /// The ids of devices whose config's hub is `node`.
     func devices(withConfigHub node: String) -> TreeSet<String> { byConfigHub[node] ?? [] }
+
+    /// The ids of devices whose config lists `node`.
+    func devices(listing node: String) -> TreeSet<String> { byListedNode[node] ?? [] }
+
+    /// The hubs that device configs name, with the devices of each.
+    var configHubs: TreeDictionary<String, TreeSet<String>> { byConfigHub }
 }
 
 /// A node's view of its tenant at a revision: the settings and every member, with an index so that
@@ -94,9 +112,10 @@ public struct MeshState: Sendable {
     /// This node's own member entry, once known.
     public var this: Mesh_V1_Member? { members[viewer] }
 
-    /// Every peer the viewer holds (the full computation).
+    /// Every peer the viewer holds (the full computation, through the table's indexes: it touches the
+    /// nodes and the devices the viewer holds or routes, not every member).
     public func peers() -> [Mesh_V1_Peer] {
-        PeerCatalog.peers(seenBy: viewer, settings: settings, members: members.values)
+        PeerCatalog.peers(seenBy: viewer, settings: settings, table: table)
     }
 
     /// The peer the viewer holds for member `id`, or nil.

@@ -93,6 +93,31 @@ public enum PeerCatalog {
         return out
     }
 
+    /// The same peers as ``peers(seenBy:settings:members:)``, read through a table's indexes: the
+    /// nodes, the devices whose config lists the viewer, and the devices whose config names a hub that
+    /// is not the current one (the only ones that can be routed through a node). At 10,000 nodes and
+    /// 50,000 devices this touches about a sixth of the members.
+    public static func peers(seenBy viewer: String, settings: Mesh_V1_TenantSettings, table: MemberTable) -> [Mesh_V1_Peer] {
+        let isNode = { (id: String) in table.nodeIDs.contains(id) }
+        var through: [String: [Mesh_V1_Member]] = [:]
+        for (hub, ids) in table.configHubs where hub != settings.hubNodeID && hub != viewer && isNode(hub) {
+            for id in ids {
+                guard let d = table[id], let via = routedThrough(d, seenBy: viewer, settings: settings, isNode: isNode) else { continue }
+                through[via, default: []].append(d)
+            }
+        }
+        var out: [Mesh_V1_Peer] = []
+        out.reserveCapacity(table.nodeIDs.count)
+        for id in table.nodeIDs {
+            if let n = table[id], let p = peer(for: n, seenBy: viewer, settings: settings, routedThrough: through[id] ?? []) { out.append(p) }
+        }
+        for id in table.devices(listing: viewer) {
+            if let d = table[id], let p = peer(for: d, seenBy: viewer, settings: settings) { out.append(p) }
+        }
+        out.sort { $0.id < $1.id }
+        return out
+    }
+
     /// The names the mesh DNS of a node serves: every member in the mesh (a device out of the mesh
     /// has no name), as `(dns name, IPv4, IPv6)`.
     public static func isNamed(_ m: Mesh_V1_Member, settings: Mesh_V1_TenantSettings) -> Bool {

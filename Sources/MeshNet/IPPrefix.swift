@@ -21,15 +21,15 @@ public struct IPPrefix: Hashable, Sendable, Comparable, LosslessStringConvertibl
 
     /// Parses `address/length`; a bare address means a host prefix.
     public init?(_ text: String) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 1 || parts.count == 2, let a = IPAddress(String(parts[0])) else { return nil }
-        if parts.count == 1 {
-            self.init(host: a)
-            return
-        }
-        guard !parts[1].isEmpty, parts[1].count <= 3, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }),
-              let n = UInt8(parts[1]) else { return nil }
-        self.init(a, length: n)
+        var text = text
+        guard let p = text.withUTF8({ b -> IPPrefix? in
+            let all = b[...]
+            guard let slash = all.firstIndex(of: UInt8(ascii: "/")) else { return IPTextParser.address(all).map { IPPrefix(host: $0) } }
+            guard let a = IPTextParser.address(all[..<slash]), let n = IPTextParser.decimal(all[(slash + 1)...], maxDigits: 3),
+                  n <= 255 else { return nil }
+            return IPPrefix(a, length: UInt8(n))
+        }) else { return nil }
+        self = p
     }
 
     public var description: String { "\(address)/\(length)" }
@@ -116,24 +116,27 @@ public struct HostPort: Hashable, Sendable, LosslessStringConvertible {
     /// Parses `host:port`, `a.b.c.d:port` or `[v6]:port`. The port must be 1...65535 and the host a
     /// valid address or a DNS name (letters, digits, '-', '.', at most 253 characters).
     public init?(_ text: String) {
-        let host: Substring, portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            guard rest.hasPrefix(":") else { return nil }
-            portText = rest.dropFirst()
-            guard IPv6Address(String(host)) != nil else { return nil }
-        } else {
-            guard let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon else { return nil }
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-            guard IPv4Address(String(host)) != nil || HostPort.isDNSName(host) else { return nil }
-        }
-        guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
-              let p = UInt16(portText), p > 0 else { return nil }
-        self.host = String(host)
-        self.port = p
+        var text = text
+        guard let (host, port) = text.withUTF8({ b -> (String, UInt16)? in
+            let all = b[...]
+            let host: Slice<UnsafeBufferPointer<UInt8>>, port: Slice<UnsafeBufferPointer<UInt8>>
+            if all.first == UInt8(ascii: "[") {
+                guard let close = all.firstIndex(of: UInt8(ascii: "]")) else { return nil }
+                host = all[(all.startIndex + 1)..<close]
+                let rest = all[(close + 1)...]
+                guard rest.first == UInt8(ascii: ":"), IPTextParser.ipv6(host) != nil else { return nil }
+                port = rest.dropFirst()
+            } else {
+                guard let colon = all.lastIndex(of: UInt8(ascii: ":")), all.firstIndex(of: UInt8(ascii: ":")) == colon else { return nil }
+                host = all[..<colon]
+                port = all[(colon + 1)...]
+                guard IPTextParser.ipv4(host) != nil || HostPort.isDNSName(host) else { return nil }
+            }
+            guard let p = IPTextParser.decimal(port, maxDigits: 5), p > 0, p <= 65535 else { return nil }
+            return (String(decoding: host, as: UTF8.self), UInt16(p))
+        }) else { return nil }
+        self.host = host
+        self.port = port
     }
 
     /// The IP address if the host is a literal.
@@ -141,13 +144,26 @@ public struct HostPort: Hashable, Sendable, LosslessStringConvertible {
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    static func isDNSName(_ s: Substring) -> Bool {
+    /// Letters, digits and '-' in dot-separated labels of 1-63 characters that neither start nor end
+    /// with '-', at most 253 characters in all.
+    static func isDNSName(_ s: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
         guard !s.isEmpty, s.count <= 253 else { return false }
-        for label in s.split(separator: ".", omittingEmptySubsequences: false) {
-            guard !label.isEmpty, label.count <= 63, label.first != "-", label.last != "-",
-                  label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else { return false }
+        var label = 0
+        var previous: UInt8 = UInt8(ascii: ".")
+        for c in s {
+            if c == UInt8(ascii: ".") {
+                guard label > 0, previous != UInt8(ascii: "-") else { return false }
+                label = 0
+            } else {
+                let letter = (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "z")
+                guard letter || IPTextParser.isDigit(c) || c == UInt8(ascii: "-") else { return false }
+                guard !(label == 0 && c == UInt8(ascii: "-")) else { return false }
+                label += 1
+                guard label <= 63 else { return false }
+            }
+            previous = c
         }
-        return true
+        return label > 0 && previous != UInt8(ascii: "-")
     }
 }
 

@@ -61,4 +61,47 @@ import Testing
         #expect(a["d1"] == nil && a.byKey["k1"] == nil && a.count == 999)
         #expect(b["d1"]?.publicKey == "other" && b.byKey["other"] == "d1" && b.byKey["k1"] == nil)
     }
+
+    /// The peers read through the table's indexes are the peers of the full computation over every
+    /// member, for every viewer, after every kind of change (random tenants and changes).
+    @Test(arguments: 0..<8)
+    func theIndexedPeersAreTheFullComputation(_ seed: Int) {
+        var rng = SeededRNG(UInt64(seed + 1))
+        let nodeIDs = (0..<12).map { "n\($0)" }
+        func randomMember(_ id: String) -> Mesh_V1_Member {
+            var m = member(id, key: "k-\(id)-\(Int.random(in: 0..<3, using: &rng))",
+                           kind: Int.random(in: 0..<10, using: &rng) == 0 ? .node : (id.hasPrefix("n") ? .node : .device))
+            m.ipv4 = "100.64.0.\(Int.random(in: 1..<250, using: &rng))"
+            m.ipv6 = "fd00::\(Int.random(in: 1..<250, using: &rng))"
+            m.slug = id
+            m.active = Int.random(in: 0..<5, using: &rng) != 0
+            m.endpoint = m.kind == .node ? "10.0.0.\(Int.random(in: 1..<250, using: &rng)):51820" : ""
+            // The config's hub: usually a node, sometimes one that never existed.
+            m.configHubID = Int.random(in: 0..<8, using: &rng) == 0 ? "gone" : nodeIDs.randomElement(using: &rng)!
+            m.configNodeIds = [m.configHubID] + (0..<Int.random(in: 0..<4, using: &rng)).map { _ in nodeIDs.randomElement(using: &rng)! }
+            return m
+        }
+        var settings = Mesh_V1_TenantSettings()
+        settings.meshEnabled = true
+        settings.hubNodeID = "n0"
+        settings.ipv4Prefix = "100.64.0.0/16"
+        settings.domain = "quazzar.mesh"
+        var table = MemberTable(nodeIDs.map(randomMember) + (0..<60).map { randomMember("d\($0)") })
+        for step in 0..<200 {
+            switch Int.random(in: 0..<10, using: &rng) {
+            case 0: table.drop((nodeIDs + (0..<70).map { "d\($0)" }).randomElement(using: &rng)!)
+            case 1: settings.hubNodeID = nodeIDs.randomElement(using: &rng)!
+            case 2: settings.meshEnabled.toggle()
+            default: table.put(randomMember(Bool.random(using: &rng) ? nodeIDs.randomElement(using: &rng)! : "d\(Int.random(in: 0..<70, using: &rng))"))
+            }
+            for viewer in nodeIDs {
+                let indexed = PeerCatalog.peers(seenBy: viewer, settings: settings, table: table)
+                let full = PeerCatalog.peers(seenBy: viewer, settings: settings, members: table.members.values)
+                #expect(indexed == full, "seed \(seed), step \(step), viewer \(viewer)")
+                if indexed != full { return }
+            }
+        }
+        // The nodes index names exactly the members that are nodes.
+        #expect(Set(table.nodeIDs) == Set(table.members.values.filter { $0.kind == .node }.map(\.id)))
+    }
 }

@@ -25,9 +25,35 @@ import Testing
         #expect(IPv6Address(bytes: a.bytes) == a)
     }
 
-    @Test(arguments: ["", ":", ":::", "1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", "g::1", "1:2:3:4:5:6:7", "fe80::1%eth0"])
+    @Test(arguments: ["", ":", ":::", "1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", "g::1", "1:2:3:4:5:6:7", "fe80::1%eth0",
+                      ":1::", "1:::2", "1::2:", "1:2:3:4:5:6:7:", "+1::", "1.2.3.4::", "::1.2.3", "::01.2.3.4", "1:2:3:4:5:6:7:1.2.3.4",
+                      "1::2:3:4:5:6:7:8", "::ffff:1.2.3.4:5", "1:2:3:4:5:6:7:8::", "::ü"])
     func ipv6Rejects(_ text: String) {
         #expect(IPv6Address(text) == nil)
+    }
+
+    @Test(arguments: [("1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:102:304"), ("1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"),
+                      ("::2:3:4:5:6:7:8", "0:2:3:4:5:6:7:8"), ("1::8", "1::8"), ("0:0:0:0:0:0:0:0", "::")])
+    func ipv6Edges(_ input: String, _ canonical: String) throws {
+        #expect(try #require(IPv6Address(input)).description == canonical)
+    }
+
+    /// Every address prints as text that parses back to it (random addresses, and IPv6 ones with
+    /// zero runs of every length at every place).
+    @Test func textRoundTrips() throws {
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let a = IPv4Address(UInt32.random(in: 0...UInt32.max, using: &g))
+            #expect(IPv4Address(a.description) == a)
+            var groups = (0..<8).map { _ in UInt16.random(in: 0...UInt16.max, using: &g) }
+            let zeroStart = Int.random(in: 0..<8, using: &g)
+            for k in zeroStart..<min(8, zeroStart + Int.random(in: 0...8, using: &g)) { groups[k] = 0 }
+            let v6 = IPv6Address(high: groups[0..<4].reduce(0) { $0 << 16 | UInt64($1) }, low: groups[4...].reduce(0) { $0 << 16 | UInt64($1) })
+            #expect(IPv6Address(v6.description) == v6)
+            #expect(IPv6Address(v6.description.uppercased()) == v6)
+            #expect(IPPrefix("\(v6)/128") == IPPrefix(host: .v6(v6)))
+            #expect(HostPort("[\(v6)]:51820")?.address == .v6(v6))
+        }
     }
 
     @Test func prefixContainment() throws {
@@ -48,9 +74,15 @@ import Testing
         #expect(IPPrefix("10.0.0.0/33") == nil)
         #expect(IPPrefix("10.0.0.0/") == nil)
         #expect(IPPrefix("::/129") == nil)
+        #expect(IPPrefix("10.0.0.0/8/8") == nil)
+        #expect(IPPrefix("10.0.0.0/1a") == nil)
+        #expect(IPPrefix("10.0.0.0/1000") == nil)
+        #expect(IPPrefix("/8") == nil)
+        #expect(IPPrefix("fd00::/64")?.length == 64)
     }
 
-    @Test(arguments: [("1.2.3.4:51820", "1.2.3.4", 51820), ("[fd00::1]:53", "fd00::1", 53), ("node-1.example.com:443", "node-1.example.com", 443)])
+    @Test(arguments: [("1.2.3.4:51820", "1.2.3.4", 51820), ("[fd00::1]:53", "fd00::1", 53), ("node-1.example.com:443", "node-1.example.com", 443),
+                      ("\(String(repeating: "a", count: 63)).B-2.c:65535", "\(String(repeating: "a", count: 63)).B-2.c", 65535)])
     func hostPortParses(_ text: String, _ host: String, _ port: Int) throws {
         let hp = try #require(HostPort(text))
         #expect(hp.host == host)
@@ -58,7 +90,9 @@ import Testing
         #expect(hp.description == text)
     }
 
-    @Test(arguments: ["1.2.3.4", "1.2.3.4:0", "1.2.3.4:65536", "fd00::1:53", "[fd00::1]", "host:", ":80", "-bad.com:1", "a b:1", "[zz::1]:5"])
+    @Test(arguments: ["1.2.3.4", "1.2.3.4:0", "1.2.3.4:65536", "fd00::1:53", "[fd00::1]", "host:", ":80", "-bad.com:1", "a b:1", "[zz::1]:5",
+                      "bad-.com:1", "a..b:1", "a.:1", "[fd00::1]x53", "[fd00::1:53", "1.2.3.4:+80", "1.2.3.4:080000", "ünï.com:1",
+                      "\(String(repeating: "a", count: 64)).com:1"])
     func hostPortRejects(_ text: String) {
         #expect(HostPort(text) == nil)
     }
