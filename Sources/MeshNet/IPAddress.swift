@@ -14,8 +14,8 @@ public struct IPv4Address: Hashable, Sendable, Comparable, LosslessStringConvert
     /// Parses dotted-quad notation. Leading zeros are rejected, as they are ambiguous (octal in some parsers).
     public init?(_ text: String) {
         var text = text
-        guard let v = text.withUTF8({ IPTextParser.ipv4($0[...]) }) else { return nil }
-        value = v
+        guard let v = text.withUTF8({ AddressBytes.ipv4($0[...]) }) else { return nil }
+        self = v
     }
 
     /// The four octets, most significant first (network byte order).
@@ -70,9 +70,8 @@ public struct IPv6Address: Hashable, Sendable, Comparable, LosslessStringConvert
     /// Parses RFC 4291 text, including `::` compression and an embedded dotted-quad tail.
     public init?(_ text: String) {
         var text = text
-        guard let (h, l) = text.withUTF8({ IPTextParser.ipv6($0[...]) }) else { return nil }
-        high = h
-        low = l
+        guard let v = text.withUTF8({ AddressBytes.ipv6($0[...]) }) else { return nil }
+        self = v
     }
 
     /// The 16 bytes in network order.
@@ -142,7 +141,7 @@ public enum IPAddress: Hashable, Sendable, Comparable, LosslessStringConvertible
     /// Parses either family; an IPv6 zone (`%eth0`) is not accepted.
     public init?(_ text: String) {
         var text = text
-        guard let a = text.withUTF8({ IPTextParser.address($0[...]) }) else { return nil }
+        guard let a = text.withUTF8({ AddressBytes.address($0[...]) }) else { return nil }
         self = a
     }
 
@@ -179,113 +178,126 @@ public enum IPAddress: Hashable, Sendable, Comparable, LosslessStringConvertible
     }
 }
 
-/// The address parsers, over UTF-8 bytes: a node parses every peer's addresses on each full sync
-/// (tens of thousands at a time), and splitting `String`s into `Character`s cost about 10 µs a peer.
-enum IPTextParser {
-    static func isDigit(_ c: UInt8) -> Bool { c >= 0x30 && c <= 0x39 }
+/// The address parsers, over UTF-8 bytes. Every text parser of this module uses them, and so do
+/// readers of raw replies (a 10,000-peer UAPI reply holds some 30,000 addresses; a node's full sync
+/// parses tens of thousands of peers' addresses, where splitting `String`s into `Character`s cost
+/// about 10 µs a peer). They accept dotted quads without leading zeros and RFC 4291 IPv6 with `::` and
+/// a dotted tail, and nothing more.
+public enum AddressBytes {
+    public typealias Bytes = Slice<UnsafeBufferPointer<UInt8>>
 
-    static func hexValue(_ c: UInt8) -> UInt16? {
+    /// `address/length`; nil without a slash.
+    public static func prefix(_ b: Bytes) -> IPPrefix? {
+        guard let slash = b.lastIndex(of: UInt8(ascii: "/")) else { return nil }
+        guard let length = decimal(b[(slash + 1)...], max: 128), let address = address(b[..<slash]) else { return nil }
+        return IPPrefix(address, length: UInt8(length))
+    }
+
+    public static func address(_ b: Bytes) -> IPAddress? {
+        if b.contains(UInt8(ascii: ":")) { return ipv6(b).map { .v6($0) } }
+        return ipv4(b).map { .v4($0) }
+    }
+
+    public static func ipv4(_ b: Bytes) -> IPv4Address? {
+        var value: UInt32 = 0, octets = 0, part: UInt32 = 0, digits = 0, leadingZero = false
+        for c in b {
+            if c == UInt8(ascii: ".") {
+                guard digits > 0, octets < 3 else { return nil }
+                value = value << 8 | part
+                octets += 1
+                part = 0
+                digits = 0
+                leadingZero = false
+                continue
+            }
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), digits < 3, !leadingZero else { return nil }
+            if digits == 0 && c == UInt8(ascii: "0") { leadingZero = true }
+            part = part * 10 + UInt32(c - UInt8(ascii: "0"))
+            digits += 1
+            guard part <= 255 else { return nil }
+        }
+        guard digits > 0, octets == 3 else { return nil }
+        return IPv4Address(value << 8 | part)
+    }
+
+    /// Groups accumulate into two 128-bit values (before and after `::`), so no array is allocated.
+    public static func ipv6(_ b: Bytes) -> IPv6Address? {
+        guard b.count >= 2, b.count <= 45 else { return nil }
+        var head: UInt128 = 0, tail: UInt128 = 0
+        var headCount = 0, tailCount = 0
+        var sawGap = false
+        func push(_ g: UInt128) {
+            if sawGap {
+                tail = tail << 16 | g
+                tailCount += 1
+            } else {
+                head = head << 16 | g
+                headCount += 1
+            }
+        }
+        var i = b.startIndex
+        let end = b.endIndex
+        if b[i] == UInt8(ascii: ":") {
+            guard b[i + 1] == UInt8(ascii: ":") else { return nil }
+            sawGap = true
+            i += 2
+        }
+        while i < end {
+            // One group, or a dotted IPv4 tail.
+            var j = i, group: UInt32 = 0, digits = 0, dotted = false
+            while j < end && b[j] != UInt8(ascii: ":") {
+                let c = b[j]
+                if c == UInt8(ascii: ".") { dotted = true }
+                if !dotted {
+                    guard let v = hex(c), digits < 4 else { return nil }
+                    group = group << 4 | UInt32(v)
+                    digits += 1
+                }
+                j += 1
+            }
+            if dotted {
+                guard j == end, headCount + tailCount <= 6, let v4 = ipv4(b[i..<j]) else { return nil }
+                push(UInt128(v4.value >> 16))
+                push(UInt128(v4.value & 0xffff))
+                break
+            }
+            guard digits > 0, headCount + tailCount < 8 else { return nil }
+            push(UInt128(group))
+            i = j
+            if i < end {
+                i += 1  // the ':'
+                guard i < end else { return nil }  // trailing single ':'
+                if b[i] == UInt8(ascii: ":") {
+                    guard !sawGap else { return nil }
+                    sawGap = true
+                    i += 1
+                }
+            }
+        }
+        let total = headCount + tailCount
+        guard sawGap ? total <= 7 : total == 8 else { return nil }
+        let value = (headCount == 0 ? 0 : head << UInt128(16 * (8 - headCount))) | tail
+        return IPv6Address(high: UInt64(truncatingIfNeeded: value >> 64), low: UInt64(truncatingIfNeeded: value))
+    }
+
+    @inline(__always)
+    static func hex(_ c: UInt8) -> UInt8? {
         switch c {
-        case 0x30...0x39: UInt16(c - 0x30)
-        case 0x41...0x46: UInt16(c - 0x41 + 10)
-        case 0x61...0x66: UInt16(c - 0x61 + 10)
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
         default: nil
         }
     }
 
-    /// A decimal number of 1...`maxDigits` digits (leading zeros allowed), or nil.
-    static func decimal(_ b: Slice<UnsafeBufferPointer<UInt8>>, maxDigits: Int) -> Int? {
-        guard !b.isEmpty, b.count <= maxDigits else { return nil }
-        var n = 0
+    /// A decimal of at most five digits no larger than `max`.
+    public static func decimal(_ b: Bytes, max: Int) -> Int? {
+        guard !b.isEmpty, b.count <= 5 else { return nil }
+        var v = 0
         for c in b {
-            guard isDigit(c) else { return nil }
-            n = n * 10 + Int(c - 0x30)
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
+            v = v * 10 + Int(c - UInt8(ascii: "0"))
         }
-        return n
-    }
-
-    /// Dotted quad: four parts of 1-3 digits, each at most 255, no leading zero.
-    static func ipv4(_ b: Slice<UnsafeBufferPointer<UInt8>>) -> UInt32? {
-        var value: UInt32 = 0, parts = 0
-        var i = b.startIndex
-        while true {
-            let start = i
-            while i < b.endIndex, b[i] != UInt8(ascii: ".") { i += 1 }
-            let part = b[start..<i]
-            guard let n = decimal(part, maxDigits: 3), n <= 255, !(part.count > 1 && b[start] == UInt8(ascii: "0")) else { return nil }
-            value = value << 8 | UInt32(n)
-            parts += 1
-            if i == b.endIndex { break }
-            guard parts < 4 else { return nil }
-            i += 1  // the dot
-        }
-        return parts == 4 ? value : nil
-    }
-
-    /// RFC 4291 text: up to eight groups of 1-4 hex digits, at most one `::`, and an optional
-    /// dotted-quad tail in place of the last two groups.
-    static func ipv6(_ b: Slice<UnsafeBufferPointer<UInt8>>) -> (UInt64, UInt64)? {
-        guard !b.isEmpty, b.count <= 45 else { return nil }
-        var groups = SIMD8<UInt16>()
-        var n = 0, gap = -1
-        var i = b.startIndex
-        let colon = UInt8(ascii: ":")
-        if b[i] == colon {
-            guard b.count >= 2, b[i + 1] == colon else { return nil }
-            gap = 0
-            i += 2
-        }
-        while i < b.endIndex {
-            let start = i
-            var g: UInt16 = 0
-            while i < b.endIndex, let v = hexValue(b[i]) {
-                g = g &<< 4 | v
-                i += 1
-            }
-            if i < b.endIndex, b[i] == UInt8(ascii: ".") {
-                // A dotted-quad tail: the rest of the text.
-                guard n <= 6, let v4 = ipv4(b[start..<b.endIndex]) else { return nil }
-                groups[n] = UInt16(v4 >> 16)
-                groups[n + 1] = UInt16(v4 & 0xffff)
-                n += 2
-                i = b.endIndex
-                break
-            }
-            guard i - start >= 1, i - start <= 4, n < 8 else { return nil }
-            groups[n] = g
-            n += 1
-            if i == b.endIndex { break }
-            guard b[i] == colon else { return nil }
-            i += 1
-            if i < b.endIndex, b[i] == colon {
-                guard gap < 0 else { return nil }
-                gap = n
-                i += 1
-            } else if i == b.endIndex {
-                return nil  // a single trailing colon
-            }
-        }
-        if gap >= 0 {
-            guard n <= 7 else { return nil }
-            // Move the groups after the gap to the end.
-            let tail = n - gap
-            var out = SIMD8<UInt16>()
-            for k in 0..<gap { out[k] = groups[k] }
-            for k in 0..<tail { out[8 - tail + k] = groups[gap + k] }
-            groups = out
-        } else {
-            guard n == 8 else { return nil }
-        }
-        var h: UInt64 = 0, l: UInt64 = 0
-        for k in 0..<4 { h = h << 16 | UInt64(groups[k]) }
-        for k in 4..<8 { l = l << 16 | UInt64(groups[k]) }
-        return (h, l)
-    }
-
-    /// Either family.
-    static func address(_ b: Slice<UnsafeBufferPointer<UInt8>>) -> IPAddress? {
-        if let v = ipv4(b) { return .v4(IPv4Address(v)) }
-        if let (h, l) = ipv6(b) { return .v6(IPv6Address(high: h, low: l)) }
-        return nil
+        return v <= max ? v : nil
     }
 }

@@ -24,10 +24,8 @@ public struct IPPrefix: Hashable, Sendable, Comparable, LosslessStringConvertibl
         var text = text
         guard let p = text.withUTF8({ b -> IPPrefix? in
             let all = b[...]
-            guard let slash = all.firstIndex(of: UInt8(ascii: "/")) else { return IPTextParser.address(all).map { IPPrefix(host: $0) } }
-            guard let a = IPTextParser.address(all[..<slash]), let n = IPTextParser.decimal(all[(slash + 1)...], maxDigits: 3),
-                  n <= 255 else { return nil }
-            return IPPrefix(a, length: UInt8(n))
+            guard all.contains(UInt8(ascii: "/")) else { return AddressBytes.address(all).map { IPPrefix(host: $0) } }
+            return AddressBytes.prefix(all)
         }) else { return nil }
         self = p
     }
@@ -124,15 +122,15 @@ public struct HostPort: Hashable, Sendable, LosslessStringConvertible {
                 guard let close = all.firstIndex(of: UInt8(ascii: "]")) else { return nil }
                 host = all[(all.startIndex + 1)..<close]
                 let rest = all[(close + 1)...]
-                guard rest.first == UInt8(ascii: ":"), IPTextParser.ipv6(host) != nil else { return nil }
+                guard rest.first == UInt8(ascii: ":"), AddressBytes.ipv6(host) != nil else { return nil }
                 port = rest.dropFirst()
             } else {
                 guard let colon = all.lastIndex(of: UInt8(ascii: ":")), all.firstIndex(of: UInt8(ascii: ":")) == colon else { return nil }
                 host = all[..<colon]
                 port = all[(colon + 1)...]
-                guard IPTextParser.ipv4(host) != nil || HostPort.isDNSName(host) else { return nil }
+                guard AddressBytes.ipv4(host) != nil || HostPort.isDNSName(host) else { return nil }
             }
-            guard let p = IPTextParser.decimal(port, maxDigits: 5), p > 0, p <= 65535 else { return nil }
+            guard let p = AddressBytes.decimal(port, max: 65535), p > 0 else { return nil }
             return (String(decoding: host, as: UTF8.self), UInt16(p))
         }) else { return nil }
         self.host = host
@@ -156,7 +154,7 @@ public struct HostPort: Hashable, Sendable, LosslessStringConvertible {
                 label = 0
             } else {
                 let letter = (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "z")
-                guard letter || IPTextParser.isDigit(c) || c == UInt8(ascii: "-") else { return false }
+                guard letter || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "-") else { return false }
                 guard !(label == 0 && c == UInt8(ascii: "-")) else { return false }
                 label += 1
                 guard label <= 63 else { return false }

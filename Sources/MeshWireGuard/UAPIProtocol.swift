@@ -126,7 +126,7 @@ enum UAPIProtocol {
             }
             if inPeer {
                 if equals(key, "allowed_ip") {
-                    guard let prefix = ByteParsing.prefix(value) else {
+                    guard let prefix = AddressBytes.prefix(value) else {
                         throw .malformedReply("bad allowed_ip \(String(decoding: value, as: UTF8.self))")
                     }
                     peer.allowedIPs.append(prefix)
