@@ -24,7 +24,7 @@ bin=$root/.build/release
 command -v wrk >/dev/null || { echo "bench-gateway: wrk is missing (scripts/deps.sh installs it)" >&2; exit 1; }
 if [ "${MESH_BENCH_SKIP_BUILD:-0}" != 1 ]; then
   echo "bench-gateway: building release binaries" >&2
-  for p in AllocatorSvc ProvisionSvc Gateway meshctl GatewayBench; do swift build -c release --product "$p" >/dev/null; done
+  for p in AllocatorSvc ProvisionSvc Gateway meshctl GatewayBench ProvisionBench; do swift build -c release --product "$p" >/dev/null; done
 fi
 
 work=$(mktemp -d /tmp/mesh-bench-gw.XXXXXX)
@@ -59,6 +59,12 @@ for _ in $(seq 1 200); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.1; d
 ctl tenant create --name bench --plan enterprise --id "$tenant" >/dev/null
 ctl user create --tenant "$tenant" --name reader --role owner --id "$reader" >/dev/null
 ctl user create --tenant "$tenant" --name poster --role owner --id "$poster" >/dev/null
+# Devices need a node to list in their configs: register one (no interface; ProvisionBench does the
+# node's side of the registration).
+admin=$(uuid)
+ctl user create --tenant "$tenant" --name admin --role admin --id "$admin" >/dev/null
+enroll=$(ctl node enroll --tenant "$tenant" --admin "$admin" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+MESH_BIN_DIR=$bin "$bin/ProvisionBench" register-node --token "$enroll" >/dev/null
 reader_token=$(ctl token user --tenant "$tenant" --user "$reader" --role owner --ttl 3600)
 poster_token=$(ctl token user --tenant "$tenant" --user "$poster" --role owner --ttl 3600)
 

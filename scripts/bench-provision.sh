@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
-bench_build AllocatorSvc ProvisionSvc ProvisionBench
+bench_build AllocatorSvc ProvisionSvc FanoutSvc ProvisionBench
 bench_infra
 .build/release/ProvisionBench "$@"

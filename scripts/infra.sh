@@ -9,7 +9,7 @@
 # Ports are random free loopback ports unless MESH_NATS_PORT / MESH_PG_PORT are set.
 # MESH_NATS_CONFIG=FILE starts nats-server with that configuration too, e.g. the secured bus from
 # `meshctl bus init` (docs/security.md); with its TLS block, MESH_NATS_URL stays nats:// and clients
-# set MESH_NATS_TLS_CA.
+# set MESH_NATS_TLS_CA. MESH_PG_OPTIONS adds PostgreSQL server settings (e.g. "-c shared_preload_libraries=pg_stat_statements").
 # PostgreSQL refuses to run as root, so it runs as the `postgres` user via runuser.
 set -euo pipefail
 
@@ -52,6 +52,8 @@ start_pg() {
   local port=${MESH_PG_PORT:-$( [ -f "$dir/pg.port" ] && cat "$dir/pg.port" || free_port)}
   local opts="-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB"
   if [ "$durable" = 0 ]; then opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"; fi
+  # Extra server settings, e.g. MESH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements" to profile queries.
+  opts="$opts ${MESH_PG_OPTIONS:-}"
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$data" -l "$dir/pg/postgres.log" -o "$opts" -w -t 60 start >/dev/null \
     || { echo "infra: PostgreSQL did not start; see $dir/pg/postgres.log" >&2; exit 1; }
   echo "$port" > "$dir/pg.port"

@@ -4,12 +4,14 @@
 // time goes. See docs/benchmarks.md ("ProvisionSvc").
 //
 //   ProvisionBench [--concurrency 16] [--count 3000] [--sequential 300] [--levels 1,4] [--replicas 1] [--nodes 2]
+//   ProvisionBench register-node --token TOKEN   registers one node (no interface) against the running
+//                                                 services and prints its id (scripts/bench-gateway.sh)
 //
 // Each level in --levels runs --sequential creations (1) or --count creations (more); the goal
 // level --concurrency always runs last.
 //
 // Needs MESH_NATS_URL, MESH_DATABASE_URL (admin: a scratch database is created and dropped), and
-// MESH_BIN_DIR pointing at release builds of AllocatorSvc and ProvisionSvc.
+// MESH_BIN_DIR pointing at release builds of AllocatorSvc, ProvisionSvc and FanoutSvc.
 import BenchSupport
 import Foundation
 import Logging
@@ -39,6 +41,17 @@ logger.logLevel = .warning
 
 let bus = try await BusConnection.connect(BusConfiguration(servers: [natsURL], name: "bench-provision"), logger: logger)
 try await bus.waitUntilConnected()
+if CommandLine.arguments.dropFirst().first == "register-node" {
+    var r = Mesh_V1_RegisterNodeRequest()
+    r.enrollmentToken = options.string("token", "")
+    r.name = options.string("name", "bench node")
+    r.publicKey = WireGuardKeyPair.generate().publicKey
+    r.endpoint = "198.51.100.10:51820"
+    r.listenPort = 51820
+    print(try await ProvisionClient(bus: bus, timeout: .seconds(30)).registerNode(r).node.id)
+    await bus.close()
+    exit(0)
+}
 let logDir = URL(fileURLWithPath: ProcessInfo.processInfo.environment["MESH_BENCH_OUTPUT"] ?? NSTemporaryDirectory())
     .appendingPathComponent("provision-bench")
 try FileManager.default.createDirectory(at: logDir, withIntermediateDirectories: true)
@@ -47,6 +60,10 @@ let db = try await TestDatabase.create(prefix: "bench_prov")
 let adminID = UUID(), userID = UUID()
 let allocatorProcs = try await ServiceProcesses.start("AllocatorSvc", natsURL: natsURL, databaseURL: db.url, environment: [:],
                                                       bus: bus, logDir: logDir)
+// FanoutSvc takes every committed change from ProvisionSvc's outbox relay, as in the running system:
+// without it the relay's deliveries fail and every change is retried on the next one.
+let fanoutProcs = try await ServiceProcesses.start("FanoutSvc", natsURL: natsURL, databaseURL: db.url, environment: [:],
+                                                   bus: bus, logDir: logDir)
 // ProvisionSvc replicas, each with its own /metrics port for the phase breakdown.
 let metricsPorts = try (0..<replicas).map { _ in try freeLoopbackPort() }
 var provisionProcs: [ManagedProcess] = []
@@ -136,7 +153,7 @@ func printBreakdown(_ before: [String: (sum: Double, count: Double)], _ after: [
 }
 
 say("provision: device creations through NATS, Enterprise tenant, rate limit off for the user by configuration,")
-say("  \(replicas) ProvisionSvc + 1 AllocatorSvc (release builds), \(nodeCount) nodes in each config, \(machineLine())")
+say("  \(replicas) ProvisionSvc + 1 AllocatorSvc + 1 FanoutSvc (release builds), \(nodeCount) nodes in each config, \(machineLine())")
 
 // Warm-up: connections opened, statements prepared, code paths touched.
 let warm = await closedLoop(concurrency: concurrency, total: 200) { i in _ = try await createDevice(1_000_000 + i) }
@@ -174,6 +191,6 @@ say("    \(pad("allocator request over NATS", 34))p50 \(pad(formatNanos(allocRTT
 if let (_, r) = results.last {
     say("\n  goals at \(concurrency) concurrent: p50 ≤ 5 ms \(r.samples.p50 <= 5_000_000 ? "met" : "missed") (\(millis(r.samples.p50)) ms), p99 ≤ 20 ms \(r.samples.p99 <= 20_000_000 ? "met" : "missed") (\(millis(r.samples.p99)) ms), ≥ 300 devices/s \(r.throughput >= 300 ? "met" : "missed") (\(String(format: "%.0f", r.throughput)))")
 }
-for p in provisionProcs + allocatorProcs { await p.terminate() }
+for p in provisionProcs + allocatorProcs + fanoutProcs { await p.terminate() }
 await bus.close()
 await db.drop()
