@@ -101,6 +101,20 @@ struct RulesTests {
         #expect(Slug.firstFree("a", taken: []) == "a")
         #expect(Slug.firstFree("a", taken: ["a", "a-2"]) == "a-3")
         #expect(Slug.firstFree(String(repeating: "x", count: 63), taken: [String(repeating: "x", count: 63)]).count == 63)
+        // The range storage reads holds exactly the names that start with the collision prefix.
+        let range = Slug.collisionRange("bench-17")
+        #expect(range == ("bench-17", "bench-18"))
+        for name in ["bench-17", "bench-17-2", "bench-170", "bench-1799"] {
+            #expect(name.utf8.lexicographicallyPrecedes(range.upper.utf8) && !name.utf8.lexicographicallyPrecedes(range.lower.utf8), "\(name)")
+        }
+        for name in ["bench-16", "bench-18", "bench-1", "bench-2", "bench"] {
+            #expect(!(name.utf8.lexicographicallyPrecedes(range.upper.utf8) && !name.utf8.lexicographicallyPrecedes(range.lower.utf8)), "\(name)")
+        }
+        #expect(Slug.collisionRange("a-").upper == "a.")
+        #expect(Slug.collisionRange(String(repeating: "z", count: 50)) == (String(repeating: "z", count: 40), String(repeating: "z", count: 39) + "{"))
+        #expect(Slug.collisionRange("\u{7F}") == ("\u{7F}", "\u{10FFFF}"))
+        #expect(Slug.collisionRange("é") == ("é", "\u{10FFFF}"))
+        #expect(Slug.collisionRange("aé") == ("aé", "b"))
         #expect(MeshName.dnsName(slug: "a", domain: "quazzar.mesh") == "a.quazzar.mesh")
         #expect(try MeshName.validateDomain(" Corp.Example ") == "corp.example")
         for bad in ["", "mesh", "-a.b", "a..b", "a_b.c", String(repeating: "a", count: 64) + ".b"] {

@@ -30,12 +30,24 @@ extension PostgresProvisionStore: DeviceRepository {
          ORDER BY created_at, id
         """
 
+    /// The tenant's names that a new name made from `base` could collide with (``Slug/collisionRange(_:)``:
+    /// a range, so the `(tenant_id, slug text_pattern_ops)` index serves it in every plan).
+    static func takenNamesStatement(tenant: UUID, base: String) -> Statement {
+        let range = Slug.collisionRange(base)
+        return Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug ~>=~ $2 AND slug ~<~ $3", tenant, range.lower, range.upper)
+    }
+
+    /// ``takenNamesStatement(tenant:base:)`` run in `tx`.
+    static func takenNames(_ tx: borrowing Transaction, tenant: UUID, base: String) throws -> Set<String> {
+        Set(try tx.batch([takenNamesStatement(tenant: tenant, base: base)])[0].rows.map { try $0.decode("slug", as: String.self) })
+    }
+
     /// The reads a device decision needs, as statements of one batch (with the tenant row lock first),
     /// and the state built from their results.
     static func decisionReads(tenant: UUID, user: UUID, slugBase: String, window: Duration?) -> [Statement] {
         var reads = [
             Statement("SELECT \(tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
-            Statement("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2", tenant, Slug.collisionPrefix(slugBase) + "%"),
+            takenNamesStatement(tenant: tenant, base: slugBase),
             Statement(configNodesQuery, tenant),
             Statement("SELECT device_count AS n FROM tenants WHERE id = $1", tenant),
         ]
@@ -154,8 +166,7 @@ extension PostgresProvisionStore: DeviceRepository {
             let (t, cur) = try Self.lockedDevice(tx, id, tenant: caller.tenant)
             try authorize(cur)
             try tx.execute("DELETE FROM mesh_names WHERE tenant_id = $1 AND owner_id = $2", caller.tenant, id)
-            let taken = Set(try tx.query("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2",
-                                         caller.tenant, Slug.collisionPrefix(slugBase) + "%").map { try $0.decode("slug", as: String.self) })
+            let taken = try Self.takenNames(tx, tenant: caller.tenant, base: slugBase)
             let slug = Slug.firstFree(slugBase, taken: taken)
             var d = cur
             d.label = label

@@ -105,8 +105,7 @@ extension PostgresProvisionStore: NodeRepository {
             } else {
                 guard let addresses else { throw MeshError.internal("a new node needs addresses") }
                 let base = Slug.make(r.name, fallback: "node")
-                let taken = Set(try tx.query("SELECT slug FROM mesh_names WHERE tenant_id = $1 AND slug LIKE $2",
-                                             tenant, Slug.collisionPrefix(base) + "%").map { try $0.decode("slug", as: String.self) })
+                let taken = try Self.takenNames(tx, tenant: tenant, base: base)
                 let slug = Slug.firstFree(base, taken: taken)
                 var writes = [
                     Statement("INSERT INTO mesh_names (tenant_id, slug, owner_id) VALUES ($1, $2, $3)", tenant, slug, nodeID),
