@@ -104,12 +104,11 @@ struct RulesTests {
         // The range storage reads holds exactly the names that start with the collision prefix.
         let range = Slug.collisionRange("bench-17")
         #expect(range == ("bench-17", "bench-18"))
-        for name in ["bench-17", "bench-17-2", "bench-170", "bench-1799"] {
-            #expect(name.utf8.lexicographicallyPrecedes(range.upper.utf8) && !name.utf8.lexicographicallyPrecedes(range.lower.utf8), "\(name)")
+        func inRange(_ name: String) -> Bool {
+            !name.utf8.lexicographicallyPrecedes(range.lower.utf8) && name.utf8.lexicographicallyPrecedes(range.upper.utf8)
         }
-        for name in ["bench-16", "bench-18", "bench-1", "bench-2", "bench"] {
-            #expect(!(name.utf8.lexicographicallyPrecedes(range.upper.utf8) && !name.utf8.lexicographicallyPrecedes(range.lower.utf8)), "\(name)")
-        }
+        for name in ["bench-17", "bench-17-2", "bench-170", "bench-1799"] { #expect(inRange(name), "\(name)") }
+        for name in ["bench-16", "bench-18", "bench-1", "bench-2", "bench"] { #expect(!inRange(name), "\(name)") }
         #expect(Slug.collisionRange("a-").upper == "a.")
         #expect(Slug.collisionRange(String(repeating: "z", count: 50)) == (String(repeating: "z", count: 40), String(repeating: "z", count: 39) + "{"))
         #expect(Slug.collisionRange("\u{7F}") == ("\u{7F}", "\u{10FFFF}"))
