@@ -58,15 +58,15 @@ public struct PlanPolicy: Sendable, Equatable {
 
     /// A device as a listing on this plan shows it: the status pill's basic state (online, last
     /// handshake) always; the per-peer stats (endpoint, traffic) only on a plan that includes them.
-    public func presenting(_ device: Mesh_V1_Device) -> Mesh_V1_Device {
-        var d = device
-        d.perPeerStats = includes(.perPeerStats)
-        if !d.perPeerStats {
-            d.endpoint = ""
-            d.rxBytes = 0
-            d.txBytes = 0
+    public func presenting(_ device: consuming Mesh_V1_Device) -> Mesh_V1_Device {
+        // Consuming: a device built for this call is changed in place, not copied (its storage is shared otherwise).
+        device.perPeerStats = includes(.perPeerStats)
+        if !device.perPeerStats {
+            device.endpoint = ""
+            device.rxBytes = 0
+            device.txBytes = 0
         }
-        return d
+        return device
     }
 
     /// Throws `quotaExceeded` when `used` devices already fill the cap (one more would not fit).

@@ -212,22 +212,26 @@ public struct QueryResult: Sendable {
     init(_ r: OpaquePointer) {
         let nf = Int(PQnfields(r)), nt = Int(PQntuples(r))
         let cols = ColumnIndex((0..<nf).map { String(cString: PQfname(r, Int32($0))) })
-        var rows: [Row] = []
-        rows.reserveCapacity(nt)
+        var total = 0
+        for t in 0..<nt { for f in 0..<nf { total += Int(PQgetlength(r, Int32(t), Int32(f))) } }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(total)
+        var spans: [(start: Int, length: Int)] = []
+        spans.reserveCapacity(nt * nf)
         for t in 0..<nt {
-            var vals: [String?] = []
-            vals.reserveCapacity(nf)
             for f in 0..<nf {
                 if PQgetisnull(r, Int32(t), Int32(f)) == 1 {
-                    vals.append(nil)
+                    spans.append((0, -1))
                 } else {
                     let len = Int(PQgetlength(r, Int32(t), Int32(f)))
+                    spans.append((bytes.count, len))
                     let p = UnsafeRawPointer(PQgetvalue(r, Int32(t), Int32(f))!)
-                    vals.append(String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self))
+                    bytes.append(contentsOf: UnsafeRawBufferPointer(start: p, count: len))
                 }
             }
-            rows.append(Row(columns: cols, values: vals))
         }
+        let storage = ResultStorage(columns: cols, fieldCount: nf, bytes: bytes, spans: spans)
+        let rows = (0..<nt).map { Row(result: storage, row: $0) }
         self.rows = rows
         affectedRows = Int(String(cString: PQcmdTuples(r))) ?? 0
     }

@@ -61,6 +61,51 @@ extension Bool: PGEncodable, PGDecodable {
     }
 }
 
+/// A one-dimensional text array in PostgreSQL's output form: `{a,b,"c d","e\\"f"}`. PostgreSQL
+/// quotes an element that is empty, is `NULL`, or holds a brace, comma, quote, backslash or space,
+/// and escapes `"` and `\\` inside quotes. An array holding an SQL NULL, or a nested array, does not
+/// decode (nil).
+extension Array: PGDecodable where Element == String {
+    public init?(pgText: String) {
+        let u = Array<UInt8>(pgText.utf8)
+        guard u.count >= 2, u.first == UInt8(ascii: "{"), u.last == UInt8(ascii: "}") else { return nil }
+        var out: [String] = []
+        var i = 1
+        let end = u.count - 1
+        if i == end { self = out; return }
+        while true {
+            var element: [UInt8] = []
+            if u[i] == UInt8(ascii: "\"") {
+                i += 1
+                while true {
+                    guard i < end else { return nil }
+                    let c = u[i]
+                    if c == UInt8(ascii: "\"") { i += 1; break }
+                    if c == UInt8(ascii: "\\") {
+                        i += 1
+                        guard i < end else { return nil }
+                    }
+                    element.append(u[i])
+                    i += 1
+                }
+            } else {
+                while i < end, u[i] != UInt8(ascii: ",") {
+                    let c = u[i]
+                    guard c != UInt8(ascii: "{"), c != UInt8(ascii: "}"), c != UInt8(ascii: "\"") else { return nil }
+                    element.append(c)
+                    i += 1
+                }
+                guard !element.isEmpty, String(decoding: element, as: UTF8.self).uppercased() != "NULL" else { return nil }
+            }
+            out.append(String(decoding: element, as: UTF8.self))
+            if i == end { break }
+            guard u[i] == UInt8(ascii: ","), i + 1 < end else { return nil }
+            i += 1
+        }
+        self = out
+    }
+}
+
 extension UUID: PGEncodable, PGDecodable {
     public var pgText: String { lowercasedText }
     public init?(pgText: String) { self.init(text: pgText) }
@@ -168,15 +213,18 @@ extension Date: PGEncodable, PGDecodable {
     }
 }
 
-/// One result row. Columns are looked up by name or position; values are text until decoded.
+/// One result row. Columns are looked up by name or position; values stay bytes until decoded, so
+/// a column that is never read costs no String.
 public struct Row: Sendable {
-    let columns: ColumnIndex
-    let values: [String?]
+    let result: ResultStorage
+    let row: Int
+
+    var columns: ColumnIndex { result.columns }
 
     /// The raw text of a column, or nil for SQL NULL.
     public func raw(_ name: String) throws -> String? {
         guard let i = columns.index[name] else { throw StoreError.decoding(column: name, reason: "no such column") }
-        return values[i]
+        return result.text(row: row, field: i)
     }
 
     /// Decodes a non-null column.
@@ -195,11 +243,37 @@ public struct Row: Sendable {
 
     /// Decodes a non-null column by position.
     public func decode<T: PGDecodable>(at index: Int, as type: T.Type = T.self) throws -> T {
-        guard index < values.count, let text = values[index] else {
+        guard index < result.fieldCount, let text = result.text(row: row, field: index) else {
             throw StoreError.decoding(column: "#\(index)", reason: "is NULL or missing")
         }
         guard let v = T(pgText: text) else { throw StoreError.decoding(column: "#\(index)", reason: "not a \(T.self)") }
         return v
+    }
+}
+
+/// A result's values copied out of libpq in one buffer: every value's bytes back to back, and per
+/// value its start and length (-1 for SQL NULL). One allocation per result instead of one String
+/// per value; the rows share it.
+final class ResultStorage: Sendable {
+    let columns: ColumnIndex
+    let fieldCount: Int
+    let bytes: [UInt8]
+    /// For value (row * fieldCount + field): start in `bytes`, and length or -1 for NULL.
+    let spans: [(start: Int, length: Int)]
+
+    init(columns: ColumnIndex, fieldCount: Int, bytes: [UInt8], spans: [(start: Int, length: Int)]) {
+        self.columns = columns
+        self.fieldCount = fieldCount
+        self.bytes = bytes
+        self.spans = spans
+    }
+
+    func text(row: Int, field: Int) -> String? {
+        let s = spans[row * fieldCount + field]
+        guard s.length >= 0 else { return nil }
+        return bytes.withUnsafeBufferPointer { b in
+            String(decoding: UnsafeBufferPointer(rebasing: b[s.start..<(s.start + s.length)]), as: UTF8.self)
+        }
     }
 }
 

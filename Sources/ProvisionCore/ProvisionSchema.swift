@@ -327,5 +327,17 @@ public enum ProvisionSchema {
             );
             CREATE INDEX policy_rules_tenant ON policy_rules (tenant_id, position);
             """),
+        Migration(version: 12, name: "config node ids and tags as arrays", sql: """
+            -- Every read of a device or node takes the ids of the nodes a device's config lists and
+            -- the tags as text arrays. They are generated from the JSON columns, so a reader need not
+            -- open the JSON and no writer can let them drift from it.
+            CREATE FUNCTION json_ids(j jsonb) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+              RETURN ARRAY(SELECT e.v ->> 'id' FROM jsonb_array_elements(j) WITH ORDINALITY e(v, n) ORDER BY e.n);
+            CREATE FUNCTION json_texts(j jsonb) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+              RETURN ARRAY(SELECT e.v FROM jsonb_array_elements_text(j) WITH ORDINALITY e(v, n) ORDER BY e.n);
+            ALTER TABLE devices ADD COLUMN config_node_ids text[] GENERATED ALWAYS AS (json_ids(config_nodes)) STORED,
+                                ADD COLUMN tag_list text[] GENERATED ALWAYS AS (json_texts(tags)) STORED;
+            ALTER TABLE nodes ADD COLUMN tag_list text[] GENERATED ALWAYS AS (json_texts(tags)) STORED;
+            """),
     ])
 }

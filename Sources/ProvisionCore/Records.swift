@@ -145,7 +145,8 @@ public struct DeviceRecord: Sendable, Equatable {
     public var endpoint: String?
     /// What the device's config lists, and why it is outdated (nil: current).
     public var configHubID: String
-    public var configNodes: [PeerCatalog.ListedNode]
+    /// The ids of the nodes it lists, in the config's order.
+    public var configNodeIDs: [String]
     public var configOutdated: String?
     /// Admin-assigned tags (sorted) and the owner's role, for access policies.
     public var tags: [String] = []
@@ -167,7 +168,7 @@ public struct DeviceRecord: Sendable, Equatable {
         m.slug = slug
         m.active = active ?? lifecycle.isActive
         m.configHubID = configHubID
-        m.configNodeIds = configNodes.map(\.id)
+        m.configNodeIds = configNodeIDs
         m.ownerUserID = owner.lowercased
         m.deviceType = type
         m.displayName = label
@@ -198,7 +199,7 @@ public struct DeviceRecord: Sendable, Equatable {
         d.txBytes = UInt64(max(0, txBytes))
         d.endpoint = endpoint ?? ""
         d.configHubID = configHubID
-        d.configNodeIds = configNodes.map(\.id)
+        d.configNodeIds = configNodeIDs
         d.configOutdated = configOutdated != nil
         d.configOutdatedReason = configOutdated ?? ""
         d.status = lifecycle.status

@@ -255,6 +255,30 @@ struct StoreTests {
         }
     }
 
+    /// Text arrays as PostgreSQL prints them, every quoting case included, and the rows of one
+    /// result each keep their own values (they share one buffer).
+    @Test func textArraysAndRowsRoundTrip() async throws {
+        try await withStore { store, _ in
+            let awkward = ["plain", "", "with space", "comma,inside", "quote\"inside", "back\\slash", "{brace}", "NULL", "null", "Zürich 🚀", "  padded  "]
+            let json = String(decoding: try JSONEncoder().encode(awkward), as: UTF8.self)
+            let row = try await store.read { tx in
+                try tx.queryFirst("""
+                    SELECT ARRAY(SELECT e.v FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY e(v, n) ORDER BY e.n) AS a,
+                           ARRAY[]::text[] AS empty, ARRAY['x', NULL]::text[] AS with_null, ARRAY[['a'], ['b']]::text[] AS nested
+                    """, json)!
+            }
+            #expect(try row.decode("a", as: [String].self) == awkward)
+            #expect(try row.decode("empty", as: [String].self) == [])
+            #expect(throws: StoreError.self) { try row.decode("with_null", as: [String].self) }
+            #expect(throws: StoreError.self) { try row.decode("nested", as: [String].self) }
+            let rows = try await store.read { tx in
+                try tx.query("SELECT g AS n, CASE WHEN g % 2 = 0 THEN NULL ELSE repeat('v', g) END AS s FROM generate_series(1, 9) g ORDER BY g")
+            }
+            #expect(try rows.map { try $0.decode("n", as: Int.self) } == Array(1...9))
+            #expect(try rows.map { try $0.decodeIfPresent("s", as: String.self) } == (1...9).map { $0 % 2 == 0 ? nil : String(repeating: "v", count: $0) })
+        }
+    }
+
     @Test func parametersCannotInjectSQL() async throws {
         try await withStore { store, _ in
             try await store.migrate(schema)

@@ -93,7 +93,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
     func markOutdated(tenant: UUID, node: UUID, change: PeerCatalog.ConfigChange) {
         for (id, d) in deviceRows where d.tenant == tenant && d.configOutdated == nil {
             let asHub = d.configHubID == node.lowercased
-            let listed = d.configNodes.contains { $0.id == node.lowercased }
+            let listed = d.configNodeIDs.contains(node.lowercased)
             guard asHub || listed, let reason = change.reason(listedAsHub: asHub) else { continue }
             deviceRows[id]?.configOutdated = reason
         }
@@ -203,7 +203,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
         var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                   ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: now(), lastHandshake: nil,
-                                  rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil,
+                                  rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodeIDs: listed.map(\.id), configOutdated: nil,
                                   ownerRole: c.role)
         device.lifecycle.expiresAt = decision.expiresAt
         tasks.removeValue(forKey: draft.id)
@@ -265,7 +265,7 @@ public actor InMemoryProvisionStore: TenantRepository, UserRepository, DeviceRep
         if let renewed = decision.lifecycle { device.lifecycle = renewed }
         device.publicKey = publicKey
         device.configHubID = decision.hubID
-        device.configNodes = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
+        device.configNodeIDs = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed.id }
         device.configOutdated = nil
         deviceRows[id] = device
         if rateWindow != nil { events[caller.user, default: []].append(now()) }

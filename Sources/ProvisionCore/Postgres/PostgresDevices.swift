@@ -87,7 +87,7 @@ extension PostgresProvisionStore: DeviceRepository {
             let listed = decision.config.compactMap { p in nodes.first { $0.id.lowercased == p.node.id }?.listed }
             var device = DeviceRecord(id: draft.id, tenant: c.tenant, owner: c.user, label: draft.label, slug: decision.slug, type: draft.type,
                                       ipv4: draft.ipv4, ipv6: draft.ipv6, publicKey: draft.publicKey, createdAt: state.now, lastHandshake: nil,
-                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodes: listed, configOutdated: nil,
+                                      rxBytes: 0, txBytes: 0, endpoint: nil, configHubID: decision.hubID, configNodeIDs: listed.map(\.id), configOutdated: nil,
                                       ownerRole: c.role)
             device.lifecycle.expiresAt = decision.expiresAt
 
@@ -307,7 +307,7 @@ extension PostgresProvisionStore: DeviceRepository {
             var device = old
             device.publicKey = publicKey
             device.configHubID = decision.hubID
-            device.configNodes = listed
+            device.configNodeIDs = listed.map(\.id)
             device.configOutdated = nil
             var writes: [Statement] = []
             // A tenant's default lifetime renews the device with its new config.
@@ -347,9 +347,10 @@ extension PostgresProvisionStore: DeviceRepository {
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
     /// tenant, its role and status, its session or token), the tenant and one page of device rows
-    /// (with their owners' names) come from the same snapshot. No row at all means an unknown user; a
-    /// row without a device id is a known user with nothing to list. One row more than the page is
-    /// read, to know whether another page follows.
+    /// (with their owners' names) come from the same snapshot. The first row holds the caller and the
+    /// tenant and no device; each further row holds one device and nothing else, so the tenant's
+    /// columns are sent once, not once per device. No row at all means an unknown user. One device
+    /// more than the page is read, to know whether another page follows.
     public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query q: DeviceQuery) async throws(MeshError)
         -> (CallerLookup, DevicePage?) {
         let (session, token) = Self.ids(credential)
@@ -357,32 +358,35 @@ extension PostgresProvisionStore: DeviceRepository {
             WITH caller AS (SELECT role, status FROM users WHERE id = $2 AND tenant_id = $1),
                  t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1),
                  s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $10 AND user_id = $2),
-                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $11 AND user_id = $2)
-            SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
-                   (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
-                   (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
-                   (SELECT id FROM k) AS k_id, (SELECT revoked_at FROM k) AS k_revoked, (SELECT expires_at FROM k) AS k_expires,
-                   t.id AS t_id, t.name AS t_name, t.require_saml AS t_require_saml,
-                   t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
-                   t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
-                   t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
-                   t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
-                   t.dns_filtered AS t_dns_filtered, t.policy_version AS t_policy_version,
-                   t.device_lifetime_seconds AS t_device_lifetime_seconds, d.*, u.name AS owner_name
-            FROM caller CROSS JOIN t
-            LEFT JOIN LATERAL (
-              SELECT \(Self.deviceColumns), (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM devices
-              WHERE tenant_id = $1 AND (caller.role = 'admin' OR owner_user_id = $2)
-                AND ($3::uuid IS NULL OR owner_user_id = $3)
-                AND ($4::text IS NULL OR type = $4)
-                AND ($5::text IS NULL OR ($5 = 'active' AND suspended_at IS NULL) OR ($5 = 'suspended' AND suspend_reason IN ('user', 'admin'))
-                     OR ($5 = 'expired' AND suspend_reason = 'expired'))
-                AND ($6::bigint IS NULL OR (created_at, id) > (timestamptz 'epoch' + $6::bigint * interval '1 microsecond', $7::uuid))
-                AND ($9::uuid IS NULL OR id = $9)
-              ORDER BY created_at, id LIMIT $8
-            ) d ON true
+                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $11 AND user_id = $2),
+                 h AS (
+                   SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
+                          (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
+                          (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
+                          (SELECT id FROM k) AS k_id, (SELECT revoked_at FROM k) AS k_revoked, (SELECT expires_at FROM k) AS k_expires,
+                          t.id AS t_id, t.name AS t_name, t.require_saml AS t_require_saml,
+                          t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
+                          t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
+                          t.config_max_nodes AS t_config_max_nodes, t.dns_resolvers AS t_dns_resolvers, t.hub_node_id AS t_hub_node_id,
+                          t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
+                          t.dns_filtered AS t_dns_filtered, t.policy_version AS t_policy_version,
+                          t.device_lifetime_seconds AS t_device_lifetime_seconds
+                   FROM caller CROSS JOIN t),
+                 d AS (
+                   SELECT \(Self.deviceColumns), (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM devices
+                   WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM h)
+                     AND ((SELECT u_role FROM h) = 'admin' OR owner_user_id = $2)
+                     AND ($3::uuid IS NULL OR owner_user_id = $3)
+                     AND ($4::text IS NULL OR type = $4)
+                     AND ($5::text IS NULL OR ($5 = 'active' AND suspended_at IS NULL) OR ($5 = 'suspended' AND suspend_reason IN ('user', 'admin'))
+                          OR ($5 = 'expired' AND suspend_reason = 'expired'))
+                     AND ($6::bigint IS NULL OR (created_at, id) > (timestamptz 'epoch' + $6::bigint * interval '1 microsecond', $7::uuid))
+                     AND ($9::uuid IS NULL OR id = $9)
+                   ORDER BY created_at, id LIMIT $8)
+            SELECT h.*, d.*, u.name AS owner_name
+            FROM h FULL JOIN d ON false
             LEFT JOIN users u ON u.id = d.owner_user_id
-            ORDER BY d.created_at, d.id
+            ORDER BY d.created_at NULLS FIRST, d.id
             """, tenant, user, q.owner, q.type?.key, q.status?.key, q.after?.createdMicros, q.after?.id, q.limit.map { $0 + 1 }, q.id, session, token)
         do {
             guard let first = rows.first else {

@@ -79,14 +79,12 @@ public final class PostgresProvisionStore: Sendable {
 
     static let deviceColumns: SQL = """
         id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
-        rx_bytes, tx_bytes, endpoint, config_hub_id, config_nodes::text AS config_nodes, config_outdated,
-        suspended_at, suspend_reason, expires_at, tags::text AS tags,
+        rx_bytes, tx_bytes, endpoint, config_hub_id, config_outdated, suspended_at, suspend_reason, expires_at,
+        config_node_ids, tag_list AS tags,
         (SELECT role FROM users o WHERE o.id = devices.owner_user_id) AS owner_role
         """
 
     static func device(_ r: Row) throws -> DeviceRecord {
-        let nodesJSON: String = try r.decode("config_nodes")
-        let listed = (try? JSONDecoder().decode([PeerCatalog.ListedNode].self, from: Data(nodesJSON.utf8))) ?? []
         var d = DeviceRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), owner: try r.decode("owner_user_id"),
                              label: try r.decode("label"), slug: try r.decode("slug"),
                              type: Mesh_V1_DeviceType(key: try r.decode("type")) ?? .other, ipv4: try r.decode("ipv4"),
@@ -94,8 +92,8 @@ public final class PostgresProvisionStore: Sendable {
                              lastHandshake: try r.decodeIfPresent("last_handshake_at"), rxBytes: try r.decode("rx_bytes"),
                              txBytes: try r.decode("tx_bytes"), endpoint: try r.decodeIfPresent("endpoint"),
                              configHubID: try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "",
-                             configNodes: listed, configOutdated: try r.decodeIfPresent("config_outdated"),
-                             tags: tags(try r.decode("tags")),
+                             configNodeIDs: try r.decode("config_node_ids"), configOutdated: try r.decodeIfPresent("config_outdated"),
+                             tags: try r.decode("tags"),
                              ownerRole: Mesh_V1_Role(key: try r.decodeIfPresent("owner_role") ?? "") ?? .unspecified)
         d.lifecycle = DeviceLifecycle(suspendedAt: try r.decodeIfPresent("suspended_at"),
                                       suspendReason: Mesh_V1_SuspendReason(key: try r.decodeIfPresent("suspend_reason", as: String.self) ?? "") ?? .unspecified,
@@ -109,24 +107,20 @@ public final class PostgresProvisionStore: Sendable {
                   id, l.suspendedAt, l.isActive ? nil : l.suspendReason.key, l.expiresAt)
     }
 
-    /// Tags stored as a JSON array of strings.
-    static func tags(_ json: String) -> [String] {
-        (try? JSONDecoder().decode([String].self, from: Data(json.utf8))) ?? []
-    }
-
+    /// Tags are stored as a JSON array of strings and read through the generated `tag_list` text array (migration 12).
     static func json(tags: [String]) -> String {
         String(decoding: (try? JSONEncoder().encode(tags)) ?? Data("[]".utf8), as: UTF8.self)
     }
 
     static let nodeColumns: SQL = """
-        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at, tags::text AS tags
+        id, tenant_id, name, slug, public_key, endpoint, listen_port, ipv4, ipv6, created_at, last_seen_at, tag_list AS tags
         """
 
     static func node(_ r: Row) throws -> NodeRecord {
         NodeRecord(id: try r.decode("id"), tenant: try r.decode("tenant_id"), name: try r.decode("name"), slug: try r.decode("slug"),
                    publicKey: try r.decode("public_key"), endpoint: try r.decode("endpoint"), listenPort: try r.decode("listen_port"),
                    ipv4: try r.decode("ipv4"), ipv6: try r.decode("ipv6"), createdAt: try r.decode("created_at"),
-                   lastSeen: try r.decodeIfPresent("last_seen_at"), tags: tags(try r.decode("tags")))
+                   lastSeen: try r.decodeIfPresent("last_seen_at"), tags: try r.decode("tags"))
     }
 
     static func auditStatement(_ a: AuditEvent) -> Statement {
