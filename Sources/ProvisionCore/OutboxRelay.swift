@@ -20,7 +20,10 @@ import Synchronization
 ///
 /// Wake-ups: the replica that committed a change relays at once (``changed(tenant:)``); every
 /// replica also looks for rows older than a second that nobody delivered (a replica that died), so a
-/// change is never stuck.
+/// change is never stuck. After a failed relay (FanoutSvc down or refusing), new changes of that
+/// tenant do not wake the relay for ``retryAfterFailure``: the sweep, or a change after that, tries
+/// again. Without the pause every committed change would re-read and re-send the whole waiting
+/// backlog to a FanoutSvc that cannot take it.
 public final class OutboxRelay: ChangeNotifier, Service, Sendable {
     let store: Store
     let ingest: @Sendable (Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse
@@ -33,13 +36,19 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
     /// Tenants being relayed in this process, and whether a change arrived meanwhile.
     private let inFlight = Mutex<[UUID: Bool]>([:])
     private let relayed = Counter(label: "mesh_provision_outbox_relayed_total")
+    /// How long a tenant's changes do not wake the relay after a failed relay.
+    let retryAfterFailure: Duration
+    /// Tenants whose last relay failed, and until when wake-ups are ignored.
+    private let pausedUntil = Mutex<[UUID: ContinuousClock.Instant]>([:])
 
     public init(store: Store, ingest: @escaping @Sendable (Mesh_V1_IngestRequest) async throws(MeshError) -> Mesh_V1_IngestResponse,
-                sweepInterval: Duration = .seconds(1), batchSize: Int = 256, snapshotPageSize: Int = 2000, logger: Logger) {
+                sweepInterval: Duration = .seconds(1), retryAfterFailure: Duration? = nil, batchSize: Int = 256, snapshotPageSize: Int = 2000,
+                logger: Logger) {
         self.store = store
         self.snapshotPageSize = max(1, snapshotPageSize)
         self.ingest = ingest
         self.sweepInterval = sweepInterval
+        self.retryAfterFailure = retryAfterFailure ?? sweepInterval / 2
         self.batchSize = batchSize
         self.logger = logger
     }
@@ -98,7 +107,8 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
             SELECT revision, payload, created_at FROM outbox WHERE tenant_id = $1 AND delivered_at IS NULL ORDER BY revision LIMIT $2
             """, tenant, batchSize)
         guard !rows.isEmpty else { return 0 }
-        var changes = Self.fit(try rows.map(Self.change))
+        let sized = try rows.map(Self.sizedChange)
+        var changes = Self.fit(sized)
         var resp = try await send(tenant: tenant, changes: changes)
         if resp.expectedRevision > 0 && resp.expectedRevision < changes[0].revision {
             // FanoutSvc lacks earlier revisions (its copy is behind, or new): send them from the ones
@@ -108,7 +118,7 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
                 """, tenant, Int64(resp.expectedRevision), Int64(changes[0].revision))
             if let first = older.first, try first.decode("revision", as: Int64.self) == Int64(resp.expectedRevision),
                older.count == Int(changes[0].revision - resp.expectedRevision) {
-                changes = Self.fit(try older.map(Self.change) + changes)
+                changes = Self.fit(try older.map(Self.sizedChange) + sized.prefix(changes.count))
                 resp = try await send(tenant: tenant, changes: changes)
             } else {
                 logger.notice("FanoutSvc lacks revisions no longer kept; sending the tenant's whole state",
@@ -129,23 +139,26 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
     /// (1 MiB by default), and an access policy alone may take 256 KiB.
     static let maxBatchBytes = 512 * 1024
 
-    /// The leading changes that fit in ``maxBatchBytes`` (at least one).
-    static func fit(_ changes: [Mesh_V1_PeersUpdated]) -> [Mesh_V1_PeersUpdated] {
+    /// The leading changes that fit in ``maxBatchBytes`` (at least one), each with its size.
+    static func fit(_ changes: [(change: Mesh_V1_PeersUpdated, size: Int)]) -> [Mesh_V1_PeersUpdated] {
         var total = 0
         var n = 0
         for c in changes {
-            total += (try? c.serializedBytes() as [UInt8])?.count ?? 0
+            total += c.size
             if n > 0 && total > maxBatchBytes { break }
             n += 1
         }
-        return Array(changes.prefix(n))
+        return changes.prefix(n).map(\.change)
     }
 
-    static func change(_ row: Row) throws -> Mesh_V1_PeersUpdated {
-        var c = try Mesh_V1_PeersUpdated(serializedBytes: try row.decode("payload", as: ByteA.self).bytes)
+    /// A stored change, and its size as sent: the stored payload plus the revision and commit time
+    /// the relay sets (two varint fields, at most 22 bytes), so nothing is encoded only to be measured.
+    static func sizedChange(_ row: Row) throws -> (change: Mesh_V1_PeersUpdated, size: Int) {
+        let payload = try row.decode("payload", as: ByteA.self).bytes
+        var c = try Mesh_V1_PeersUpdated(serializedBytes: payload)
         c.revision = UInt64(try row.decode("revision", as: Int64.self))
         c.committedAtMs = (try row.decode("created_at", as: Date.self)).unixMilliseconds
-        return c
+        return (c, payload.count + 22)
     }
 
     func send(tenant: UUID, changes: [Mesh_V1_PeersUpdated]) async throws(MeshError) -> Mesh_V1_IngestResponse {
@@ -282,11 +295,15 @@ public final class OutboxRelay: ChangeNotifier, Service, Sendable {
                     while !Task.isCancelled {
                         let tenants = await self.take()
                         await withDiscardingTaskGroup { g in
-                            for t in tenants {
+                            let now = ContinuousClock.now
+                            let due = self.pausedUntil.withLock { p in tenants.filter { p[$0].map { $0 <= now } ?? true } }
+                            for t in due {
                                 g.addTask {
                                     do {
                                         try await self.relay(tenant: t)
+                                        self.pausedUntil.withLock { _ = $0.removeValue(forKey: t) }
                                     } catch {
+                                        self.pausedUntil.withLock { $0[t] = .now + self.retryAfterFailure }
                                         self.logger.warning("relaying changes failed; will retry", metadata: ["tenant.id": "\(t.lowercased)",
                                                                                                             "error": "\(error)"])
                                     }
