@@ -247,81 +247,51 @@ public enum JSONBody {
 /// A device as `GET /api/mesh/devices` lists it. `endpoint`, `rx_bytes` and `tx_bytes` are written
 /// only when the tenant's plan includes per-peer stats (ProvisionSvc decides: `per_peer_stats`).
 public struct DeviceJSON: JSONEncodable {
-    var id: String
-    var label: String
-    var slug: String
-    var dnsName: String
-    var type: String
-    var meshIps: [String]
-    var createdAt: String
-    var lastHandshakeAt: String?
-    var online: Bool
-    var rxBytes: UInt64
-    var txBytes: UInt64
-    var endpoint: String?
-    var ownerUserId: String
-    var ownerName: String
-    var perPeerStats: Bool
-    var status: String
-    var suspendReason: String?
-    var suspendedAt: String?
-    var expiresAt: String?
-    var configOutdated: Bool
-    var configOutdatedReason: String?
-    var tags: [String]
+    /// The protobuf form, written field by field (no copy of its strings in between: a page of
+    /// devices is most of the list's work).
+    let d: Mesh_V1_Device
 
     /// From the protobuf form.
-    public init(_ d: Mesh_V1_Device) {
-        id = d.id
-        label = d.label
-        slug = d.slug
-        dnsName = d.dnsName
-        type = d.type.key
-        meshIps = [d.ipv4, d.ipv6].filter { !$0.isEmpty }
-        createdAt = Timestamp.iso(ms: d.createdAtMs)
-        lastHandshakeAt = Timestamp.isoOrNil(ms: d.lastHandshakeAtMs)
-        online = d.online
-        rxBytes = d.rxBytes
-        txBytes = d.txBytes
-        endpoint = d.endpoint.nilIfEmpty
-        ownerUserId = d.ownerUserID
-        ownerName = d.ownerName
-        perPeerStats = d.perPeerStats
-        status = d.status == .unspecified ? "active" : d.status.key
-        suspendReason = d.suspendReason == .unspecified ? nil : d.suspendReason.key
-        suspendedAt = Timestamp.isoOrNil(ms: d.suspendedAtMs)
-        expiresAt = Timestamp.isoOrNil(ms: d.expiresAtMs)
-        configOutdated = d.configOutdated
-        configOutdatedReason = d.configOutdatedReason.nilIfEmpty
-        tags = d.tags
+    public init(_ d: Mesh_V1_Device) { self.d = d }
+
+    var createdAt: String { Timestamp.iso(ms: d.createdAtMs) }
+    var expiresAt: String? { Timestamp.isoOrNil(ms: d.expiresAtMs) }
+    var status: String { d.status == .unspecified ? "active" : d.status.key }
+
+    /// `mesh_ips`: the IPv4 and IPv6 addresses it has.
+    func meshIPs(to w: inout JSONWriter) {
+        w.array { w in
+            if !d.ipv4.isEmpty { w.string(d.ipv4) }
+            if !d.ipv6.isEmpty { w.string(d.ipv6) }
+        }
     }
 
     /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
-            w.key("id"); w.string(id)
-            w.key("label"); w.string(label)
-            w.key("slug"); w.string(slug)
-            w.key("dns_name"); w.string(dnsName)
-            w.key("type"); w.string(type)
-            w.key("mesh_ips"); w.array(meshIps)
+            w.key("id"); w.string(d.id)
+            w.key("label"); w.string(d.label)
+            w.key("slug"); w.string(d.slug)
+            w.key("dns_name"); w.string(d.dnsName)
+            w.key("type"); w.string(d.type.key)
+            w.key("mesh_ips"); meshIPs(to: &w)
             w.key("created_at"); w.string(createdAt)
-            w.key("last_handshake_at"); w.string(lastHandshakeAt)
-            w.key("online"); w.bool(online)
-            if perPeerStats {
-                w.key("rx_bytes"); w.uint(rxBytes)
-                w.key("tx_bytes"); w.uint(txBytes)
-                w.key("endpoint"); w.string(endpoint)
+            w.key("last_handshake_at"); w.string(Timestamp.isoOrNil(ms: d.lastHandshakeAtMs))
+            w.key("online"); w.bool(d.online)
+            if d.perPeerStats {
+                w.key("rx_bytes"); w.uint(d.rxBytes)
+                w.key("tx_bytes"); w.uint(d.txBytes)
+                w.key("endpoint"); w.string(d.endpoint.nilIfEmpty)
             }
-            w.key("owner_user_id"); w.string(ownerUserId)
-            w.key("owner_name"); w.string(ownerName)
+            w.key("owner_user_id"); w.string(d.ownerUserID)
+            w.key("owner_name"); w.string(d.ownerName)
             w.key("status"); w.string(status)
-            w.key("suspend_reason"); w.string(suspendReason)
-            w.key("suspended_at"); w.string(suspendedAt)
+            w.key("suspend_reason"); w.string(d.suspendReason == .unspecified ? nil : d.suspendReason.key)
+            w.key("suspended_at"); w.string(Timestamp.isoOrNil(ms: d.suspendedAtMs))
             w.key("expires_at"); w.string(expiresAt)
-            w.key("config_outdated"); w.bool(configOutdated)
-            w.key("config_outdated_reason"); w.string(configOutdatedReason)
-            w.key("tags"); w.array(tags)
+            w.key("config_outdated"); w.bool(d.configOutdated)
+            w.key("config_outdated_reason"); w.string(d.configOutdatedReason.nilIfEmpty)
+            w.key("tags"); w.array(d.tags)
         }
     }
 }
@@ -368,12 +338,12 @@ public struct CreatedDeviceJSON: JSONEncodable {
     /// Writes the JSON form.
     public func encode(to w: inout JSONWriter) {
         w.object { w in
-            w.key("id"); w.string(device.id)
-            w.key("label"); w.string(device.label)
-            w.key("slug"); w.string(device.slug)
-            w.key("dns_name"); w.string(device.dnsName)
-            w.key("type"); w.string(device.type)
-            w.key("mesh_ips"); w.array(device.meshIps)
+            w.key("id"); w.string(device.d.id)
+            w.key("label"); w.string(device.d.label)
+            w.key("slug"); w.string(device.d.slug)
+            w.key("dns_name"); w.string(device.d.dnsName)
+            w.key("type"); w.string(device.d.type.key)
+            w.key("mesh_ips"); device.meshIPs(to: &w)
             w.key("created_at"); w.string(device.createdAt)
             w.key("status"); w.string(device.status)
             w.key("expires_at"); w.string(device.expiresAt)
