@@ -47,18 +47,18 @@ struct Layout { var size: Int; var nodeBlock: Int
 
 /// Sets the tenant to exactly `nodes` node and `devices` device leases, the way the allocator's
 /// bump pointers would have left them after that many allocations (hosts in order from the start
-/// of each range), confirmed as ProvisionSvc confirms them.
+/// of each range).
 func fill(_ store: Store, tenant: UUID, layout: Layout, nodes: Int, devices: Int) async throws {
     try await store.write { tx in
         try tx.execute("DELETE FROM free_hosts WHERE tenant_id = $1", tenant)
         try tx.execute("DELETE FROM leases WHERE tenant_id = $1", tenant)
         try tx.execute("""
-            INSERT INTO leases (tenant_id, host, owner_id, kind, confirmed)
-            SELECT $1, h, gen_random_uuid(), 'node', true FROM generate_series(1, $2::int) AS h
+            INSERT INTO leases (tenant_id, host, owner_id, kind)
+            SELECT $1, h, gen_random_uuid(), 'node' FROM generate_series(1, $2::int) AS h
             """, tenant, nodes)
         try tx.execute("""
-            INSERT INTO leases (tenant_id, host, owner_id, kind, confirmed)
-            SELECT $1, h, gen_random_uuid(), 'device', true FROM generate_series($2::int, $3::int) AS h
+            INSERT INTO leases (tenant_id, host, owner_id, kind)
+            SELECT $1, h, gen_random_uuid(), 'device' FROM generate_series($2::int, $3::int) AS h
             """, tenant, layout.nodeBlock, layout.nodeBlock + devices - 1)
         try tx.execute("UPDATE tenant_prefixes SET next_node_host = $2, next_device_host = $3 WHERE tenant_id = $1",
                        tenant, nodes + 1, layout.nodeBlock + devices)
@@ -112,7 +112,7 @@ for replicas in replicaCounts {
     let procs = try await ServiceProcesses.start("AllocatorSvc", count: replicas, natsURL: natsURL, databaseURL: db.url,
                                                  environment: env, bus: bus, logDir: logDir)
     do {
-        let store = Store(StoreConfiguration(url: db.url, poolSize: 2), logger: logger)
+        let store = Store(StoreConfiguration(url: db.url, poolSize: 2, schema: "allocator"), logger: logger)
         let tenant = UUID()
         let prefixes = try await client.ensureTenant(tenant.lowercased)
         let row = try await store.query("SELECT v4_length, node_block FROM tenant_prefixes WHERE tenant_id = $1", tenant).first!
@@ -120,7 +120,8 @@ for replicas in replicaCounts {
         say("\n  \(replicas) replica\(replicas == 1 ? "" : "s"), tenant \(prefixes.ipv4Prefix): \(layout.nodeCapacity) node + \(layout.deviceCapacity) device addresses")
 
         // pgbench's single-row INSERT on this server, same client count, same run.
-        try await store.executeScript("CREATE TABLE bench_rows (id bigserial PRIMARY KEY, k bigint NOT NULL, v text NOT NULL, at timestamptz NOT NULL DEFAULT now())")
+        // In public: pgbench connects with the default search path, not AllocatorSvc's schema.
+        try await store.executeScript("CREATE TABLE public.bench_rows (id bigserial PRIMARY KEY, k bigint NOT NULL, v text NOT NULL, at timestamptz NOT NULL DEFAULT now())")
         let pg = try pgbench(bindir: bindir, url: db.url, script: """
             \\set k random(1, 1000000000)
             INSERT INTO bench_rows (k, v) VALUES (:k, 'payload-0123456789abcdef');

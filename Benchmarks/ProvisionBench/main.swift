@@ -33,6 +33,9 @@ let sequentialCount = options.int("sequential", 300)
 let levels = options.ints("levels", [1, 4]).filter { $0 != concurrency } + [concurrency]
 let replicas = options.int("replicas", 1)
 let nodeCount = options.int("nodes", 2)
+// --fanout 0 leaves FanoutSvc out, as this benchmark ran before 2026-12-06 (for side-by-side runs
+// with older trees): the relay's deliveries then fail and wait for the sweep.
+let withFanout = options.int("fanout", 1) != 0
 let natsURL = try requireEnv("MESH_NATS_URL")
 _ = try requireEnv("MESH_BIN_DIR")
 
@@ -62,8 +65,8 @@ let allocatorProcs = try await ServiceProcesses.start("AllocatorSvc", natsURL: n
                                                       bus: bus, logDir: logDir)
 // FanoutSvc takes every committed change from ProvisionSvc's outbox relay, as in the running system:
 // without it the relay's deliveries fail and every change is retried on the next one.
-let fanoutProcs = try await ServiceProcesses.start("FanoutSvc", natsURL: natsURL, databaseURL: db.url, environment: [:],
-                                                   bus: bus, logDir: logDir)
+let fanoutProcs = !withFanout ? [] : try await ServiceProcesses.start("FanoutSvc", natsURL: natsURL, databaseURL: db.url, environment: [:],
+                                                                     bus: bus, logDir: logDir)
 // ProvisionSvc replicas, each with its own /metrics port for the phase breakdown.
 let metricsPorts = try (0..<replicas).map { _ in try freeLoopbackPort() }
 var provisionProcs: [ManagedProcess] = []
@@ -153,7 +156,7 @@ func printBreakdown(_ before: [String: (sum: Double, count: Double)], _ after: [
 }
 
 say("provision: device creations through NATS, Enterprise tenant, rate limit off for the user by configuration,")
-say("  \(replicas) ProvisionSvc + 1 AllocatorSvc + 1 FanoutSvc (release builds), \(nodeCount) nodes in each config, \(machineLine())")
+say("  \(replicas) ProvisionSvc + 1 AllocatorSvc + \(withFanout ? 1 : 0) FanoutSvc (release builds), \(nodeCount) nodes in each config, \(machineLine())")
 
 // Warm-up: connections opened, statements prepared, code paths touched.
 let warm = await closedLoop(concurrency: concurrency, total: 200) { i in _ = try await createDevice(1_000_000 + i) }
