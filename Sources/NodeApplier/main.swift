@@ -113,6 +113,7 @@ struct NodeApplier: AsyncParsableCommand {
     }
 
     func run() async throws {
+        HeapRelease.limitArenas()
         var ep = endpoint
         if ep.isEmpty { ep = "\(Self.firstAddress() ?? "127.0.0.1"):\(listenPort)" }
         let config = NodeConfiguration(
