@@ -14,8 +14,6 @@ public struct MemberTable: Sendable {
     public private(set) var byKey: TreeDictionary<String, String> = [:]
     /// The ids of the members that are nodes.
     public private(set) var nodeIDs: TreeSet<String> = []
-    /// Device ids by each node their config lists: the devices a node may hold as its own peers.
-    private(set) var byListedNode: TreeDictionary<String, TreeSet<String>> = [:]
 
     public init() {}
 
@@ -33,15 +31,11 @@ public struct MemberTable: Sendable {
             if old.kind == .device, !old.configHubID.isEmpty, old.configHubID != m.configHubID || m.kind != .device {
                 byConfigHub[old.configHubID]?.remove(m.id)
             }
-            if old.kind == .device, old.configNodeIds != m.configNodeIds || m.kind != .device {
-                for n in old.configNodeIds { byListedNode[n]?.remove(m.id) }
-            }
             if old.kind == .node, m.kind != .node { nodeIDs.remove(m.id) }
             if old.publicKey != m.publicKey, byKey[old.publicKey] == m.id { byKey[old.publicKey] = nil }
         }
         members[m.id] = m
         if m.kind == .device && !m.configHubID.isEmpty { byConfigHub[m.configHubID, default: []].insert(m.id) }
-        if m.kind == .device { for n in m.configNodeIds { byListedNode[n, default: []].insert(m.id) } }
         if m.kind == .node { nodeIDs.insert(m.id) }
         if !m.publicKey.isEmpty { byKey[m.publicKey] = m.id }
     }
@@ -50,7 +44,6 @@ public struct MemberTable: Sendable {
     public mutating func drop(_ id: String) {
         guard let old = members.removeValue(forKey: id) else { return }
         if old.kind == .device, !old.configHubID.isEmpty { byConfigHub[old.configHubID]?.remove(id) }
-        if old.kind == .device { for n in old.configNodeIds { byListedNode[n]?.remove(id) } }
         if old.kind == .node { nodeIDs.remove(id) }
         if byKey[old.publicKey] == id { byKey[old.publicKey] = nil }
     }
@@ -58,8 +51,19 @@ public struct MemberTable: Sendable {
     /// The ids of devices whose config's hub is `node`.
     func devices(withConfigHub node: String) -> TreeSet<String> { byConfigHub[node] ?? [] }
 
-    /// The ids of devices whose config lists `node`.
-    func devices(listing node: String) -> TreeSet<String> { byListedNode[node] ?? [] }
+    /// The ids of the devices whose config lists `node` (a scan of every member: a view keeps the
+    /// set of its own node, ``MeshState/listing``, and follows it through its changes).
+    public func devices(listing node: String) -> TreeSet<String> {
+        var out = TreeSet<String>()
+        for (id, m) in members where Self.lists(m, node) { out.insert(id) }
+        return out
+    }
+
+    /// Whether `m` is a device whose config lists `node`.
+    static func lists(_ m: Mesh_V1_Member?, _ node: String) -> Bool {
+        guard let m, m.kind == .device else { return false }
+        return m.configNodeIds.contains(node)
+    }
 
     /// The hubs that device configs name, with the devices of each.
     var configHubs: TreeDictionary<String, TreeSet<String>> { byConfigHub }
@@ -87,6 +91,11 @@ public struct MeshState: Sendable {
     public var members: TreeDictionary<String, Mesh_V1_Member> { table.members }
     /// The tenant's access policy (docs/policies.md); it never changes a peer.
     public private(set) var policy: Mesh_V1_PolicySet
+    /// The devices whose config lists the viewer: the devices it holds as its own peers. Only the
+    /// viewer's set is ever read, so the view keeps that one (found once, when the view is made, and
+    /// followed through each change) instead of the table keeping one set per node that configs list:
+    /// those were eight more index updates in every device's change, on every node.
+    public private(set) var listing: TreeSet<String>
 
     /// A view from a full list of members.
     public init(viewer: String, revision: UInt64, settings: Mesh_V1_TenantSettings, members: some Sequence<Mesh_V1_Member>,
@@ -102,6 +111,7 @@ public struct MeshState: Sendable {
         self.settings = settings
         self.table = table
         self.policy = policy
+        self.listing = table.devices(listing: viewer)
     }
 
     /// An empty view (before the first sync).
@@ -115,7 +125,7 @@ public struct MeshState: Sendable {
     /// Every peer the viewer holds (the full computation, through the table's indexes: it touches the
     /// nodes and the devices the viewer holds or routes, not every member).
     public func peers() -> [Mesh_V1_Peer] {
-        PeerCatalog.peers(seenBy: viewer, settings: settings, table: table)
+        PeerCatalog.peers(seenBy: viewer, settings: settings, table: table, listing: listing)
     }
 
     /// The peer the viewer holds for member `id`, or nil.
@@ -192,7 +202,12 @@ public struct MeshState: Sendable {
     public mutating func commit(_ t: Transition) {
         switch t.next {
         case .whole(let s): self = s
-        case .member(let id, let value): if let value { table.put(value) } else { table.drop(id) }
+        case .member(let id, let value):
+            let listed = MemberTable.lists(value, viewer)
+            if listed != MemberTable.lists(table[id], viewer) {
+                if listed { listing.insert(id) } else { listing.remove(id) }
+            }
+            if let value { table.put(value) } else { table.drop(id) }
         case .policy(let p): policy = p
         case .nothing: break
         }

@@ -62,8 +62,9 @@ import Testing
         #expect(b["d1"]?.publicKey == "other" && b.byKey["other"] == "d1" && b.byKey["k1"] == nil)
     }
 
-    /// The peers read through the table's indexes are the peers of the full computation over every
-    /// member, for every viewer, after every kind of change (random tenants and changes).
+    /// The peers read through the table's indexes and each node's view (its listed devices, followed
+    /// through every change) are the peers of the full computation over every member, for every viewer,
+    /// after every kind of change (random tenants and changes).
     @Test(arguments: 0..<8)
     func theIndexedPeersAreTheFullComputation(_ seed: Int) {
         var rng = SeededRNG(UInt64(seed + 1))
@@ -87,18 +88,34 @@ import Testing
         settings.ipv4Prefix = "100.64.0.0/16"
         settings.domain = "quazzar.mesh"
         var table = MemberTable(nodeIDs.map(randomMember) + (0..<60).map { randomMember("d\($0)") })
+        var views = nodeIDs.map { MeshState(viewer: $0, revision: 0, settings: settings, table: table) }
         for step in 0..<200 {
+            var u = Mesh_V1_PeersUpdated()
+            u.revision = UInt64(step + 1)
             switch Int.random(in: 0..<10, using: &rng) {
-            case 0: table.drop((nodeIDs + (0..<70).map { "d\($0)" }).randomElement(using: &rng)!)
-            case 1: settings.hubNodeID = nodeIDs.randomElement(using: &rng)!
-            case 2: settings.meshEnabled.toggle()
-            default: table.put(randomMember(Bool.random(using: &rng) ? nodeIDs.randomElement(using: &rng)! : "d\(Int.random(in: 0..<70, using: &rng))"))
+            case 0:
+                let id = (nodeIDs + (0..<70).map { "d\($0)" }).randomElement(using: &rng)!
+                table.drop(id)
+                u.remove = Mesh_V1_MemberRemoval(id: id, kind: .device, publicKey: "")
+            case 1:
+                settings.hubNodeID = nodeIDs.randomElement(using: &rng)!
+                u.settings = settings
+            case 2:
+                settings.meshEnabled.toggle()
+                u.settings = settings
+            default:
+                let m = randomMember(Bool.random(using: &rng) ? nodeIDs.randomElement(using: &rng)! : "d\(Int.random(in: 0..<70, using: &rng))")
+                table.put(m)
+                u.upsert = m
             }
-            for viewer in nodeIDs {
-                let indexed = PeerCatalog.peers(seenBy: viewer, settings: settings, table: table)
+            for i in views.indices { views[i].commit(views[i].prepare(u)) }
+            for (viewer, view) in zip(nodeIDs, views) {
                 let full = PeerCatalog.peers(seenBy: viewer, settings: settings, members: table.members.values)
-                #expect(indexed == full, "seed \(seed), step \(step), viewer \(viewer)")
-                if indexed != full { return }
+                let indexed = PeerCatalog.peers(seenBy: viewer, settings: settings, table: table, listing: table.devices(listing: viewer))
+                #expect(indexed == full, "seed \(seed), step \(step), viewer \(viewer): the table's indexes")
+                #expect(view.peers() == full, "seed \(seed), step \(step), viewer \(viewer): the view's own listed devices")
+                #expect(Set(view.listing) == Set(table.devices(listing: viewer)), "seed \(seed), step \(step), viewer \(viewer)")
+                if indexed != full || view.peers() != full { return }
             }
         }
         // The nodes index names exactly the members that are nodes.
