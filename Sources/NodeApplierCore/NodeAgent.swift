@@ -29,8 +29,7 @@ public final class NodeAgent: Sendable {
     public let enforcer: PolicyEnforcer?
     public let dnsFilter: DNSPolicyFilter?
     let resolver = EndpointResolver()
-    let commands: AsyncStream<Command>
-    let continuation: AsyncStream<Command>.Continuation
+    let commands = CommandQueue()
     let state: Mutex<State>
     let observers = Mutex<[@Sendable (ZoneUpdate) -> Void]>([])
     let revisionObservers = Mutex<[@Sendable (UInt64) -> Void]>([])
@@ -76,7 +75,6 @@ public final class NodeAgent: Sendable {
         self.dnsFilter = dnsFilter
         self.fetch = fetch
         self.state = Mutex(State(mesh: MeshState(viewer: identity.nodeID)))
-        (commands, continuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
     // MARK: Inputs
@@ -105,7 +103,7 @@ public final class NodeAgent: Sendable {
 
     /// Queues a PeersUpdated message (from the tenant's subject).
     public func submit(_ update: Mesh_V1_PeersUpdated) {
-        continuation.yield(.update(update))
+        commands.push(.update(update))
     }
 
     /// Queues a full sync without waiting for it, unless one is queued already. Requests coalesce:
@@ -117,13 +115,13 @@ public final class NodeAgent: Sendable {
             s.backgroundSyncQueued = true
             return true
         }
-        if queue { continuation.yield(.sync(reason: reason, reply: nil)) }
+        if queue { commands.push(.sync(reason: reason, reply: nil)) }
     }
 
     /// Runs a full sync and returns what it changed.
     public func refresh(reason: String) async throws -> Mesh_V1_RefreshResponse {
         try await withCheckedThrowingContinuation { cont in
-            continuation.yield(.sync(reason: reason, reply: cont))
+            if !commands.push(.sync(reason: reason, reply: cont)) { cont.resume(throwing: CancellationError()) }
         }
     }
 
@@ -148,7 +146,7 @@ public final class NodeAgent: Sendable {
     }
 
     func processCommands() async {
-        for await command in commands {
+        while let command = await commands.next() {
             switch command {
             case .update(let u):
                 await handle(u)
@@ -170,7 +168,7 @@ public final class NodeAgent: Sendable {
 
     /// Stops ``run()``.
     public func finish() {
-        continuation.finish()
+        commands.finish()
         let w = retry.withLock { r -> CheckedContinuation<Void, Never>? in
             defer { r.waiter = nil }
             return r.waiter
