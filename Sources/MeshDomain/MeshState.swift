@@ -14,6 +14,10 @@ public struct MemberTable: Sendable {
     public private(set) var byKey: TreeDictionary<String, String> = [:]
     /// The ids of the members that are nodes.
     public private(set) var nodeIDs: TreeSet<String> = []
+    /// Every node that a device's config has listed since the table was built (one that no config
+    /// lists any more stays): a view whose node is not here holds no device as its own peer, and
+    /// need not scan the members for them. Most nodes of a large tenant are never listed.
+    public private(set) var listedNodes: TreeSet<String> = []
 
     public init() {}
 
@@ -35,6 +39,7 @@ public struct MemberTable: Sendable {
             if old.publicKey != m.publicKey, byKey[old.publicKey] == m.id { byKey[old.publicKey] = nil }
         }
         members[m.id] = m
+        if m.kind == .device { for n in m.configNodeIds where !listedNodes.contains(n) { listedNodes.insert(n) } }
         if m.kind == .device && !m.configHubID.isEmpty { byConfigHub[m.configHubID, default: []].insert(m.id) }
         if m.kind == .node { nodeIDs.insert(m.id) }
         if !m.publicKey.isEmpty { byKey[m.publicKey] = m.id }
@@ -51,10 +56,12 @@ public struct MemberTable: Sendable {
     /// The ids of devices whose config's hub is `node`.
     func devices(withConfigHub node: String) -> TreeSet<String> { byConfigHub[node] ?? [] }
 
-    /// The ids of the devices whose config lists `node` (a scan of every member: a view keeps the
-    /// set of its own node, ``MeshState/listing``, and follows it through its changes).
+    /// The ids of the devices whose config lists `node` (a scan of every member unless no config
+    /// ever listed it: a view keeps the set of its own node, ``MeshState/listing``, and follows it
+    /// through its changes).
     public func devices(listing node: String) -> TreeSet<String> {
         var out = TreeSet<String>()
+        guard listedNodes.contains(node) else { return out }
         for (id, m) in members where Self.lists(m, node) { out.insert(id) }
         return out
     }
