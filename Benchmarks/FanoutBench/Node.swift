@@ -42,6 +42,18 @@ func nodeAtScale(devices: Int, changes: Int, restartChanges: Int) async throws {
         let fan = FanoutClient(bus: cp.bus, timeout: .seconds(60))
         func nodePid() -> Int32 { node.process?.pid ?? 0 }
         func wgPid() -> Int32 { wireguardGoPid(interface: node.interface) ?? 0 }
+        /// NodeApplier's RSS sampled 20 times over 6 s, as "min–max MiB (median)": a single reading
+        /// can land in the middle of the handshake reporter's reading of the interface (a 17 MB dump
+        /// at 50,000 peers), which the node holds for a moment.
+        func nodeRSS() async -> String {
+            var kib: [Int] = []
+            for i in 0..<20 {
+                if i > 0 { try? await Task.sleep(for: .milliseconds(300)) }
+                kib.append(residentKiB(pid: nodePid()))
+            }
+            kib.sort()
+            return "\(kib.first! / 1024)–\(kib.last! / 1024) MiB (median \(kib[kib.count / 2] / 1024))"
+        }
         /// Waits until the node reports `revision` applied; the time it took.
         func waitNode(revision: UInt64, timeout: Duration = .seconds(300)) async throws -> Mesh_V1_NodeState {
             let deadline = ContinuousClock.now + timeout
@@ -67,7 +79,7 @@ func nodeAtScale(devices: Int, changes: Int, restartChanges: Int) async throws {
         stamp(String(format: "created %d devices (%.0f/s)", devices, Double(devices) / (ms(ContinuousClock.now - fillStart) / 1000)))
         var st = try await waitNode(revision: try await tenantRevision())
         stamp("node at revision \(st.revision) with \(st.peerCount) peers")
-        print("memory at \(st.peerCount) peers (applied one by one): NodeApplier RSS \(residentKiB(pid: nodePid()) / 1024) MiB; wireguard-go RSS \(residentKiB(pid: wgPid()) / 1024) MiB")
+        print("memory at \(st.peerCount) peers (applied one by one): NodeApplier RSS \(residentKiB(pid: nodePid()) / 1024) MiB, over 6 s \(await nodeRSS()); wireguard-go RSS \(residentKiB(pid: wgPid()) / 1024) MiB")
 
         // One-peer changes: reply -> applied on the node (which reports a revision once the interface took it).
         let stream = try cp.bus.subscribe(MeshSubjects.peersUpdated(tenant: tenant))
@@ -101,7 +113,7 @@ func nodeAtScale(devices: Int, changes: Int, restartChanges: Int) async throws {
         }
         report("one-peer add on a \(st.peerCount)-peer node: reply -> applied on the node", adds)
         report("one-peer removal on a \(st.peerCount)-peer node: reply -> applied on the node", removes)
-        print("after \(2 * changes) one-peer changes: NodeApplier RSS \(residentKiB(pid: nodePid()) / 1024) MiB; wireguard-go RSS \(residentKiB(pid: wgPid()) / 1024) MiB")
+        print("after \(2 * changes) one-peer changes: NodeApplier RSS \(residentKiB(pid: nodePid()) / 1024) MiB, over 6 s \(await nodeRSS()); wireguard-go RSS \(residentKiB(pid: wgPid()) / 1024) MiB")
 
         // Restarts: NodeApplier stops; the interface (wireguard-go) stays with its peers.
         func restart(label: String, whileDown: () async throws -> Void) async throws {
@@ -121,7 +133,7 @@ func nodeAtScale(devices: Int, changes: Int, restartChanges: Int) async throws {
             print(String(format: "restart %@: synced %.0f ms after start (process start, registration check, interface check, SyncFromCP, diff); %d peers",
                          label, took, st.peerCount))
             print("  its full sync: \(line)")
-            print("  fresh NodeApplier RSS \(residentKiB(pid: nodePid()) / 1024) MiB; wireguard-go RSS \(residentKiB(pid: wgPid()) / 1024) MiB")
+            print("  fresh NodeApplier RSS \(residentKiB(pid: nodePid()) / 1024) MiB, over the next 6 s \(await nodeRSS()); wireguard-go RSS \(residentKiB(pid: wgPid()) / 1024) MiB")
         }
         try await restart(label: "with no change while down") {}
         let old = created.items.prefix(restartChanges)

@@ -302,6 +302,9 @@ func scale(nodes: Int, devices: Int, workers: Int, changes: Int, joins: Int, ing
     report("join: SyncFromCP of the whole tenant (FanoutClient.fullView)", joinTimes)
     report("join: MeshState + PeerCatalog.peers for that node", buildTimes)
     print(String(format: "join: the hub's PeerCatalog.peers: %d peers in %.1f ms", hubPeers.count, hubMs))
+    // FanoutSvc's memory after serving whole-tenant SyncFromCPs, before any node subscribes: what the
+    // nodes' subscriptions add is then the difference to the figure after they all synced.
+    stamp("FanoutSvc RSS after \(joins + 1) whole-tenant SyncFromCPs, no node subscribed: \(residentKiB(pid: fanoutPid)) KiB")
 
     // The simulated nodes.
     let file = NSTemporaryDirectory() + "scale-regs-\(getpid()).bin"
