@@ -79,13 +79,26 @@ struct FanoutTests {
         _ = try await c.client.createDevice(caller: admin, label: "sentinel", type: .other)
         let after = try await rec.take(1)
         #expect(after.map(\.revision) == [last + 1], "duplicate publication: \(after.map(\.revision))")
-        // Everything is delivered, stored and published.
-        let undelivered = try await c.store.query("SELECT count(*) AS n FROM provision.outbox WHERE delivered_at IS NULL").first!
-        #expect(try undelivered.decode("n", as: Int.self) == 0)
-        let view = try await c.store.query("SELECT revision, published_revision FROM fanout.tenant_views WHERE tenant_id = $1", UUID(text: t.id)!).first!
-        #expect(try view.decode("revision", as: Int64.self) == 59 && view.decode("published_revision", as: Int64.self) == 59)
-        let members = try await c.store.query("SELECT count(*) AS n FROM fanout.members WHERE tenant_id = $1", UUID(text: t.id)!).first!
-        #expect(try members.decode("n", as: Int.self) == 27, "the node and 26 devices")
+        // Everything is delivered, stored and published. FanoutSvc publishes inside the transaction
+        // that stores the change and commits just after (Fanout.swift, "Ordering"), and the relay marks
+        // the outbox row once FanoutSvc has answered: both land a moment after the message is seen, so
+        // the rows are read until they show it (or 30 s pass).
+        struct Stored: Equatable { var undelivered = -1, revision: Int64 = -1, published: Int64 = -1, members = -1 }
+        let want = Stored(undelivered: 0, revision: 59, published: 59, members: 27)  // the node and 26 devices
+        var stored = Stored()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            stored.undelivered = try await c.store.query("SELECT count(*) AS n FROM provision.outbox WHERE delivered_at IS NULL").first!
+                .decode("n", as: Int.self)
+            let view = try await c.store.query("SELECT revision, published_revision FROM fanout.tenant_views WHERE tenant_id = $1", UUID(text: t.id)!).first!
+            stored.revision = try view.decode("revision", as: Int64.self)
+            stored.published = try view.decode("published_revision", as: Int64.self)
+            stored.members = try await c.store.query("SELECT count(*) AS n FROM fanout.members WHERE tenant_id = $1", UUID(text: t.id)!).first!
+                .decode("n", as: Int.self)
+            if stored == want || ContinuousClock.now > deadline { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(stored == want)
         try await c.stop()
     }
 
