@@ -62,14 +62,8 @@ public struct MemberTable: Sendable {
     public func devices(listing node: String) -> TreeSet<String> {
         var out = TreeSet<String>()
         guard listedNodes.contains(node) else { return out }
-        for (id, m) in members where Self.lists(m, node) { out.insert(id) }
+        for (id, m) in members where PeerCatalog.configLists(m, node: node) { out.insert(id) }
         return out
-    }
-
-    /// Whether `m` is a device whose config lists `node`.
-    static func lists(_ m: Mesh_V1_Member?, _ node: String) -> Bool {
-        guard let m, m.kind == .device else { return false }
-        return m.configNodeIds.contains(node)
     }
 
     /// The hubs that device configs name, with the devices of each.
@@ -210,8 +204,8 @@ public struct MeshState: Sendable {
         switch t.next {
         case .whole(let s): self = s
         case .member(let id, let value):
-            let listed = MemberTable.lists(value, viewer)
-            if listed != MemberTable.lists(table[id], viewer) {
+            let listed = value.map { PeerCatalog.configLists($0, node: viewer) } ?? false
+            if listed != (table[id].map { PeerCatalog.configLists($0, node: viewer) } ?? false) {
                 if listed { listing.insert(id) } else { listing.remove(id) }
             }
             if let value { table.put(value) } else { table.drop(id) }

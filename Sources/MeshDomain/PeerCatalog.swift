@@ -53,7 +53,12 @@ public enum PeerCatalog {
     /// Whether `viewer` holds device `d` as its own peer: the device is in the mesh and its config
     /// lists the viewer.
     public static func holdsDirectly(_ d: Mesh_V1_Member, seenBy viewer: String, settings: Mesh_V1_TenantSettings) -> Bool {
-        d.kind == .device && deviceInMesh(d, settings: settings) && d.configNodeIds.contains(viewer)
+        deviceInMesh(d, settings: settings) && configLists(d, node: viewer)
+    }
+
+    /// Whether `d` is a device whose config lists `node` (in the mesh or not).
+    public static func configLists(_ d: Mesh_V1_Member, node: String) -> Bool {
+        d.kind == .device && d.configNodeIds.contains(node)
     }
 
     /// Whether a device takes part in the mesh at all.
@@ -72,7 +77,7 @@ public enum PeerCatalog {
         // of a delta that every node of a large tenant evaluates.
         let via = d.configHubID
         guard d.kind == .device, via != settings.hubNodeID, !via.isEmpty, via != viewer, deviceInMesh(d, settings: settings),
-              !d.configNodeIds.contains(viewer), isNode(via) else { return nil }
+              !configLists(d, node: viewer), isNode(via) else { return nil }
         return via
     }
 

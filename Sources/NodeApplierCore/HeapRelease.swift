@@ -10,8 +10,8 @@ import Glibc
 /// system but only 28 MB were in use (`malloc_stats`); the rest was free memory kept in its 16
 /// per-thread arenas (8 per core), and it counted in the node's resident memory until the process
 /// ended. Returning free pages after large work (``now()``) took the node to 154–177 MiB after a
-/// restart's sync; capping the arenas at two (``limitArenas()``) as well took it to 124 MiB
-/// (docs/benchmarks.md, "Scale").
+/// restart's sync; capping the arenas at two (``limitArenas()``) as well took it to 124–146 MiB
+/// (single readings; docs/benchmarks.md, "Scale").
 public enum HeapRelease {
     /// Peers from which an interface reading is large enough to release after.
     static let largeReading = 5_000
@@ -19,11 +19,12 @@ public enum HeapRelease {
     /// The arenas the node's heap uses unless `MALLOC_ARENA_MAX` says otherwise: few threads
     /// allocate at once in a node (one agent queue, the bus, the reporter), so more arenas only keep
     /// more free memory apart.
-    public static let arenas: Int32 = 2
+    static let arenas: Int32 = 2
 
     /// Caps glibc's malloc arenas at ``arenas``, unless the environment sets `MALLOC_ARENA_MAX` (glibc
-    /// reads it itself). Call it first thing in `main`: glibc fixes its limit when the ninth arena
-    /// would be made, so it must be set before the threads start allocating.
+    /// reads it itself). NodeApplier calls it first thing in `run()`, before its services start: glibc
+    /// fixes its limit when the ninth arena would be made, so it must be set before many threads
+    /// have allocated.
     public static func limitArenas() {
         #if os(Linux)
         guard getenv("MALLOC_ARENA_MAX") == nil else { return }
