@@ -375,6 +375,12 @@ public final class BusConnection: Sendable {
             let l = String(cString: last)
             if !l.isEmpty && l != text { detail = "\(text): \(l)" }
         }
+        // With "send as soon as possible", a publish writes to the socket itself, so a server that
+        // just went away shows up here as an I/O error before the reader has noticed and switched
+        // to reconnecting (and buffering).
+        if [NATS_IO_ERROR, NATS_STALE_CONNECTION, NATS_CONNECTION_DISCONNECTED, NATS_NO_SERVER, NATS_NOT_YET_CONNECTED].contains(s) {
+            return .connectionLost(operation: op, text: detail)
+        }
         return .nats(status: Int32(bitPattern: s.rawValue), text: detail, operation: op)
     }
 }

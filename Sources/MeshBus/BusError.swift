@@ -9,6 +9,10 @@ public enum BusError: Error, Sendable, Equatable, CustomStringConvertible {
     case timeout(subject: String)
     /// The connection is closed; nothing more can be sent on it.
     case closed
+    /// The connection to the server failed during the operation (a socket error, a stale or lost
+    /// connection): the client is reconnecting. Whether a message sent by the operation reached the
+    /// server is unknown, as with a lost reply.
+    case connectionLost(operation: String, text: String)
     /// A subject or queue name is not valid.
     case invalidSubject(String)
     /// A service answered with an error (ADR-32 headers). `body` holds the service's encoded error, if any.
@@ -22,6 +26,7 @@ public enum BusError: Error, Sendable, Equatable, CustomStringConvertible {
         case .noResponders(let s): "no responders for \(s)"
         case .timeout(let s): "request to \(s) timed out"
         case .closed: "connection closed"
+        case .connectionLost(let op, let text): "nats \(op) failed: connection lost (\(text))"
         case .invalidSubject(let s): "invalid subject \(s)"
         case .service(let code, let d, _): "service error \(code): \(d)"
         case .invalidCredentials(let why): "invalid credentials: \(why)"

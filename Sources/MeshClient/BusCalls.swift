@@ -22,6 +22,8 @@ extension MeshError {
             self = .deadlineExceeded("\(subject) did not answer in time")
         case BusError.closed:
             self = .unavailable("message bus connection closed")
+        case BusError.connectionLost(_, let text):
+            self = .unavailable("message bus connection lost: \(text)")
         case is CancellationError:
             self = .unavailable("request cancelled")
         default:

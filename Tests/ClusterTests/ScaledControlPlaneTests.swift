@@ -25,7 +25,13 @@ struct ScaledControlPlaneTests {
         let counts = Mutex<[String: Int]>([:])
         let slowest = Mutex<Duration>(.zero)
         let finished = TestCounter()
+        /// The first error message seen for each outcome, for the failure messages below.
+        let messages = Mutex<[String: String]>([:])
         func add(_ key: String) { counts.withLock { $0[key, default: 0] += 1 } }
+        func add(_ key: String, message: String) {
+            add(key)
+            messages.withLock { if $0[key] == nil { $0[key] = message } }
+        }
         func took(_ d: Duration) { slowest.withLock { $0 = max($0, d) } }
         func count(_ key: String) -> Int { counts.withLock { $0[key] ?? 0 } }
         func total(where match: (String) -> Bool) -> Int { counts.withLock { $0.filter { match($0.key) }.values.reduce(0, +) } }
@@ -146,7 +152,7 @@ struct ScaledControlPlaneTests {
                     return (.success(v), lost)
                 } catch {
                     tally.took(ContinuousClock.now - start)
-                    tally.add("r\(round) \(kind) \(error.code)")
+                    tally.add("r\(round) \(kind) \(error.code)", message: error.message)
                     let transient: Bool
                     switch error {
                     case .unavailable, .deadlineExceeded: transient = true
@@ -281,10 +287,12 @@ struct ScaledControlPlaneTests {
         let attempts = tally.counts.withLock { $0 }
         let outcomes = finals.counts.withLock { $0 }
         let internalError = " \(Mesh_V1_ErrorCode.internal)"
-        #expect(tally.total { $0.hasSuffix(internalError) } == 0, "internal errors: \(attempts.filter { $0.key.hasSuffix(internalError) })")
+        let messages = tally.messages.withLock { $0 }
+        #expect(tally.total { $0.hasSuffix(internalError) } == 0,
+                "internal errors: \(attempts.filter { $0.key.hasSuffix(internalError) }), first messages: \(messages.filter { $0.key.hasSuffix(internalError) })")
         let allowed: Set<String> = ["ok", "\(Mesh_V1_ErrorCode.quotaExceeded)", "\(Mesh_V1_ErrorCode.rateLimited)"]
         let unexpected = outcomes.filter { !allowed.contains(String($0.key.split(separator: " ").last!)) }
-        #expect(unexpected.isEmpty, "operations that ended without an answer: \(unexpected)")
+        #expect(unexpected.isEmpty, "operations that ended without an answer: \(unexpected); attempts' first messages: \(messages)")
         // Team and Enterprise users (caps not reached, budgets not spent) got every creation and
         // every deletion done, in every round, faults or not: 2 tenants × 4 users × 2 creations.
         for round in 0..<3 {

@@ -1,5 +1,6 @@
+import CNats
 import Foundation
-import MeshBus
+@testable import MeshBus
 import MeshClient
 import MeshDomain
 import MeshProto
@@ -25,6 +26,28 @@ import Testing
         #expect(MeshError(busError: BusError.noResponders(subject: "a.b")).code == .unavailable)
         #expect(MeshError(busError: BusError.timeout(subject: "a.b")).code == .deadlineExceeded)
         #expect(MeshError(busError: CancellationError()).code == .unavailable)
+        #expect(MeshError(busError: BusError.closed).code == .unavailable)
+        // A publish that hit a server going away: unknown delivery, like a lost reply; never `internal`.
+        #expect(MeshError(busError: BusError.connectionLost(operation: "publish", text: "IO Error")).code == .unavailable)
+        #expect(MeshError(busError: BusError.nats(status: -1, text: "Maximum Payload Exceeded", operation: "publish")).code == .internal)
+    }
+
+    /// nats.c's statuses that mean the connection failed under the operation come out as
+    /// `connectionLost`; the others keep their status and text.
+    @Test func connectionFailuresAreTheirOwnCase() {
+        for s in [NATS_IO_ERROR, NATS_STALE_CONNECTION, NATS_CONNECTION_DISCONNECTED, NATS_NO_SERVER, NATS_NOT_YET_CONNECTED] {
+            guard case .connectionLost(let op, let text) = BusConnection.natsError(s, "publish") else {
+                Issue.record("status \(s.rawValue) is not a lost connection: \(BusConnection.natsError(s, "publish"))")
+                continue
+            }
+            #expect(op == "publish" && !text.isEmpty)
+        }
+        #expect(BusConnection.natsError(NATS_CONNECTION_CLOSED, "publish") == .closed)
+        guard case .nats(let status, _, "publish") = BusConnection.natsError(NATS_MAX_PAYLOAD, "publish") else {
+            Issue.record("a payload too large is not a nats error")
+            return
+        }
+        #expect(status == Int32(bitPattern: NATS_MAX_PAYLOAD.rawValue))
     }
 }
 

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -351,6 +352,7 @@ class MeshPageTest:
         except Exception as exc:  # an unexpected error is a failure too, with its evidence
             self.r.failures.append(f"[{name}] {type(exc).__name__}: {exc}")
             print(f"  FAIL {type(exc).__name__}: {exc}", flush=True)
+            print("".join(traceback.format_tb(exc.__traceback__)), flush=True)
             self.failure_screenshot(name)
             raise Failed(str(exc))
         finally:
@@ -916,7 +918,16 @@ class MeshPageTest:
         self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f'#node-rows tr[data-id="{node["id"]}"][data-online="true"]'),
                   "the node online in the list")
         row = self.driver.find_element(By.CSS_SELECTOR, f'#node-rows tr[data-id="{node["id"]}"]')
+        remove = row.find_element(By.CSS_SELECTOR, ".btn-delete")
         cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        # The list is read again every few seconds; its rows and buttons stay the same elements, so a
+        # click that lands during a poll is not lost.
+        # The page's own fetch is counted (the resource timing buffer stops at 250 entries).
+        self.js("const f = window.fetch; window.nodeReads = 0;"
+                "window.fetch = (p, o) => { if (String(p).startsWith('/api/mesh/nodes')) window.nodeReads++; return f.call(window, p, o); };")
+        self.wait(lambda: self.js("return window.nodeReads") >= 2, "two more reads of the node list", timeout=30)
+        self.r.check(self.js("return arguments[0].isConnected && arguments[1].isConnected", row, remove),
+                     "the node's row and its Remove button survive the list's polls")
         self.r.check("Hub" in cells[0] and node["name"] in cells[0], f"the hub's name and badge: {cells[0]!r}")
         self.r.check(node["ipv4"] in cells[1] and cells[3] == "userspace", f"addresses and backend: {cells}")
         self.r.check(cells[4] != "—" and cells[6] == "Online", f"last sync and status: {cells}")

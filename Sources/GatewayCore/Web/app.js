@@ -913,14 +913,40 @@ function nodeRow(n, now) {
     h('td', {}, remove));
 }
 
+/**
+ * Brings a node's row up to date in place: the row, its cells and its Remove button stay the same
+ * elements across polls, so a click or the keyboard focus is never lost to a re-render. Only a cell
+ * whose content changed gets new children.
+ */
+function patchNodeRow(row, fresh) {
+  for (const key of Object.keys(fresh.dataset)) {
+    if (row.dataset[key] !== fresh.dataset[key]) row.dataset[key] = fresh.dataset[key];
+  }
+  const cells = row.cells;
+  Array.from(fresh.cells).forEach((cell, i) => {
+    if (cells[i].innerHTML !== cell.innerHTML) cells[i].replaceChildren(...cell.childNodes);
+  });
+}
+
 function renderNodes(list) {
   state.nodes = list;
   const now = Date.now();
-  const focused = document.activeElement && el.nodeRows.contains(document.activeElement) ? document.activeElement.getAttribute('aria-label') : null;
-  const rows = list.map((n) => nodeRow(n, now));
+  const existing = new Map(Array.from(el.nodeRows.rows).filter((r) => r.dataset.id).map((r) => [r.dataset.id, r]));
+  const rows = list.map((n) => {
+    const fresh = nodeRow(n, now);
+    const row = existing.get(n.id);
+    if (!row) return fresh;
+    patchNodeRow(row, fresh);
+    return row;
+  });
   if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: '8', class: 'muted' }, 'No nodes yet: create an enrollment token and start NodeApplier with it.')));
-  el.nodeRows.replaceChildren(...rows);
-  if (focused) el.nodeRows.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
+  const current = Array.from(el.nodeRows.rows);
+  if (rows.length !== current.length || rows.some((r, i) => r !== current[i])) {
+    // Moving a row that holds the focus would drop it: put it back afterwards.
+    const focused = el.nodeRows.contains(document.activeElement) ? document.activeElement : null;
+    el.nodeRows.replaceChildren(...rows);
+    if (focused && el.nodeRows.contains(focused)) focused.focus();
+  }
   // The diagnostics picker: every node of the tenant, the hub first (and chosen until someone picks).
   const keep = el.diagNode.value;
   const options = list.map((n) => h('option', { value: n.id }, `${n.name}${n.hub ? ' (hub)' : ''}`));
