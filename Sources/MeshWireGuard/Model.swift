@@ -115,6 +115,64 @@ public struct WireGuardPeer: Hashable, Sendable {
     }
 }
 
+/// What a periodic reading needs of a peer: who it is and what it did, without its allowed IPs.
+public struct WireGuardPeerActivity: Hashable, Sendable {
+    /// The peer's public key, which identifies it.
+    public var publicKey: WireGuardKey
+    /// The current endpoint, nil when unknown.
+    public var endpoint: HostPort?
+    /// The last completed handshake, ``WireGuardTimestamp/never`` when none.
+    public var lastHandshake: WireGuardTimestamp
+    /// Bytes received from the peer.
+    public var receiveBytes: UInt64
+    /// Bytes sent to the peer.
+    public var transmitBytes: UInt64
+
+    /// Creates a peer activity reading.
+    public init(publicKey: WireGuardKey, endpoint: HostPort? = nil, lastHandshake: WireGuardTimestamp = .never,
+                receiveBytes: UInt64 = 0, transmitBytes: UInt64 = 0) {
+        self.publicKey = publicKey
+        self.endpoint = endpoint
+        self.lastHandshake = lastHandshake
+        self.receiveBytes = receiveBytes
+        self.transmitBytes = transmitBytes
+    }
+
+    /// The activity part of a full peer reading.
+    public init(_ peer: WireGuardPeer) {
+        self.init(publicKey: peer.publicKey, endpoint: peer.endpoint, lastHandshake: peer.lastHandshake,
+                  receiveBytes: peer.receiveBytes, transmitBytes: peer.transmitBytes)
+    }
+}
+
+/// A device's key, port and every peer's activity: the reading a node takes every second or so.
+/// At 50,000 peers it is a few megabytes where a full reading (allowed IPs included) is several
+/// times that.
+public struct WireGuardActivityReading: Hashable, Sendable {
+    /// The interface name.
+    public var name: String
+    /// The private key, nil when none is set.
+    public var privateKey: WireGuardKey?
+    /// The UDP listen port (0 when not bound yet).
+    public var listenPort: UInt16
+    /// Every peer, in the backend's order.
+    public var peers: [WireGuardPeerActivity]
+
+    /// Creates an activity reading.
+    public init(name: String, privateKey: WireGuardKey?, listenPort: UInt16, peers: [WireGuardPeerActivity]) {
+        self.name = name
+        self.privateKey = privateKey
+        self.listenPort = listenPort
+        self.peers = peers
+    }
+
+    /// The activity reading of a full reading.
+    public init(_ device: WireGuardDevice) {
+        self.init(name: device.name, privateKey: device.privateKey, listenPort: device.listenPort,
+                  peers: device.peers.map(WireGuardPeerActivity.init))
+    }
+}
+
 /// A change to a device. Every optional field left `nil` is left unchanged on the device;
 /// "clear" is spelled with an explicit value (``WireGuardKey/zero``, port 0, mark 0).
 public struct WireGuardConfig: Hashable, Sendable {
@@ -216,9 +274,19 @@ public protocol WireGuardBackend: Sendable {
     /// Reads every field of one device, every peer included.
     func device(named name: String) async throws(WireGuardError) -> WireGuardDevice
 
+    /// Reads one device's key, listen port and every peer's activity, without allowed IPs. The
+    /// default reads the whole device; a backend that can skip the rest on the way does.
+    func activity(named name: String) async throws(WireGuardError) -> WireGuardActivityReading
+
     /// Applies a change to one device. Nothing is restarted and no file is written.
     @discardableResult
     func configure(device name: String, _ config: WireGuardConfig) async throws(WireGuardError) -> WireGuardConfigureReport
+}
+
+extension WireGuardBackend {
+    public func activity(named name: String) async throws(WireGuardError) -> WireGuardActivityReading {
+        WireGuardActivityReading(try await device(named: name))
+    }
 }
 
 extension WireGuardConfig {

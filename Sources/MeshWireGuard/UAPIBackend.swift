@@ -59,8 +59,46 @@ public actor UAPIBackend: WireGuardBackend {
     }
 
     public func device(named name: String) throws(WireGuardError) -> WireGuardDevice {
-        try exchange(name, UAPIProtocol.getRequest, operation: "get") { reply throws(WireGuardError) in
-            try UAPIProtocol.parseGetReply(reply, device: name)
+        var parser = UAPIProtocol.GetReplyParser(device: name, keepsAllowedIPs: true)
+        try streamGet(name, &parser)
+        return try parser.device()
+    }
+
+    /// Reads the device's key, port and peers' activity; the allowed-IP lines are skipped as they
+    /// arrive.
+    public func activity(named name: String) throws(WireGuardError) -> WireGuardActivityReading {
+        var parser = UAPIProtocol.GetReplyParser(device: name, keepsAllowedIPs: false)
+        try streamGet(name, &parser)
+        return try parser.activityReading()
+    }
+
+    /// Sends `get=1` and parses the reply as it is read, through the receive buffer at its current
+    /// size (64 KiB unless a raw exchange grew it): a reply of any size never sits in memory whole.
+    private func streamGet(_ name: String, _ parser: inout UAPIProtocol.GetReplyParser) throws(WireGuardError) {
+        let op = "get \(name)"
+        let fd = try connect(name, op)
+        defer { close(fd) }
+        try writeAll(fd, UAPIProtocol.getRequest, op)
+        let buffer = receive.bytes
+        var filled = 0
+        while true {
+            let n = read(fd, buffer.baseAddress! + filled, buffer.count - filled)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .uapi(errno: errno, operation: op)
+            }
+            if n == 0 { throw .malformedReply("\(op): connection closed before the end of the reply") }
+            filled += n
+            let (used, ended) = try UAPIProtocol.forEachCompleteLine(UnsafeBufferPointer(rebasing: buffer[0..<filled])) {
+                key, value throws(WireGuardError) in try parser.line(key, value)
+            }
+            if ended { return }
+            if used == 0 && filled == buffer.count { throw .malformedReply("\(op): a line longer than \(buffer.count) bytes") }
+            // The partial last line moves to the front for the next read.
+            if used > 0 {
+                memmove(buffer.baseAddress!, buffer.baseAddress! + used, filled - used)
+                filled -= used
+            }
         }
     }
 

@@ -100,19 +100,45 @@ enum UAPIProtocol {
     }
 
     static func parseGetReply(_ reply: UnsafeBufferPointer<UInt8>, device name: String) throws(WireGuardError) -> WireGuardDevice {
-        var device = WireGuardDevice(name: name, backend: .userspace)
-        var peers: [WireGuardPeer] = []
-        // A peer takes 300-400 bytes of reply; reserving avoids regrowing a large array of large structs.
-        peers.reserveCapacity(reply.count / 320)
+        var parser = GetReplyParser(device: name, keepsAllowedIPs: true, expectedBytes: reply.count)
+        try forEachLine(reply) { key, value throws(WireGuardError) in try parser.line(key, value) }
+        return try parser.device()
+    }
+
+    /// Parses a `get=1` reply one line at a time, as it arrives: the socket is read through a small
+    /// buffer, never held whole (50,000 peers are about 17 MB of reply). With `keepsAllowedIPs`
+    /// off, the allowed-IP lines are skipped and the result is an activity reading.
+    struct GetReplyParser {
+        let name: String
+        let keepsAllowedIPs: Bool
+        private var header: WireGuardDevice
+        private var peers: [WireGuardPeer] = []
+        private var activity: [WireGuardPeerActivity] = []
         // The peer being read is mutated in place: copying it out of an optional per line would copy
         // its allowed-IP array on every append.
-        var peer = WireGuardPeer(publicKey: .zero)
-        var inPeer = false
-        var errnoValue: Int64?
-        func finishPeer() {
-            if inPeer { peers.append(peer) }
+        private var peer = WireGuardPeer(publicKey: .zero)
+        private var inPeer = false
+        private var errnoValue: Int64?
+
+        /// `expectedBytes`, when known, sizes the peer array (a peer takes 300-400 bytes of reply).
+        init(device name: String, keepsAllowedIPs: Bool, expectedBytes: Int = 0) {
+            self.name = name
+            self.keepsAllowedIPs = keepsAllowedIPs
+            header = WireGuardDevice(name: name, backend: .userspace)
+            if keepsAllowedIPs { peers.reserveCapacity(expectedBytes / 320) } else { activity.reserveCapacity(expectedBytes / 320) }
         }
-        try forEachLine(reply) { key, value throws(WireGuardError) in
+
+        private mutating func finishPeer() {
+            guard inPeer else { return }
+            if keepsAllowedIPs {
+                peers.append(peer)
+            } else {
+                activity.append(WireGuardPeerActivity(publicKey: peer.publicKey, endpoint: peer.endpoint, lastHandshake: peer.lastHandshake,
+                                                      receiveBytes: peer.receiveBytes, transmitBytes: peer.transmitBytes))
+            }
+        }
+
+        mutating func line(_ key: Bytes, _ value: Bytes) throws(WireGuardError) {
             if errnoValue != nil { throw .malformedReply("data after errno") }
             if equals(key, "public_key") {
                 finishPeer()
@@ -129,7 +155,7 @@ enum UAPIProtocol {
                     guard let prefix = AddressBytes.prefix(value) else {
                         throw .malformedReply("bad allowed_ip \(String(decoding: value, as: UTF8.self))")
                     }
-                    peer.allowedIPs.append(prefix)
+                    if keepsAllowedIPs { peer.allowedIPs.append(prefix) }
                 } else if equals(key, "preshared_key") {
                     let k = try parseKey(value, "preshared_key")
                     peer.presharedKey = k.isZero ? nil : k
@@ -157,20 +183,37 @@ enum UAPIProtocol {
             if equals(key, "private_key") {
                 let k = try parseKey(value, "private_key")
                 if !k.isZero {
-                    device.privateKey = k
-                    device.publicKey = k.publicKeyOfPrivate
+                    header.privateKey = k
+                    header.publicKey = k.publicKeyOfPrivate
                 }
             } else if equals(key, "listen_port") {
-                device.listenPort = UInt16(clamping: try integer(value, "listen_port"))
+                header.listenPort = UInt16(clamping: try integer(value, "listen_port"))
             } else if equals(key, "fwmark") {
-                device.firewallMark = UInt32(clamping: try integer(value, "fwmark"))
+                header.firewallMark = UInt32(clamping: try integer(value, "fwmark"))
             }
         }
-        finishPeer()
-        guard let e = errnoValue else { throw .malformedReply("get reply without errno") }
-        if e != 0 { throw WireGuardError.fromUAPI(errno: e, operation: "get \(name)", device: name) }
-        device.peers = peers
-        return device
+
+        /// Ends the reply: the last peer, and the errno, which must be there and zero.
+        private mutating func end() throws(WireGuardError) {
+            finishPeer()
+            inPeer = false
+            guard let e = errnoValue else { throw .malformedReply("get reply without errno") }
+            if e != 0 { throw WireGuardError.fromUAPI(errno: e, operation: "get \(name)", device: name) }
+        }
+
+        /// The whole reading (every field of every peer).
+        mutating func device() throws(WireGuardError) -> WireGuardDevice {
+            try end()
+            var device = header
+            device.peers = peers
+            return device
+        }
+
+        /// The activity reading (no allowed IPs).
+        mutating func activityReading() throws(WireGuardError) -> WireGuardActivityReading {
+            try end()
+            return WireGuardActivityReading(name: name, privateKey: header.privateKey, listenPort: header.listenPort, peers: activity)
+        }
     }
 
     // MARK: Byte-level helpers
@@ -202,6 +245,28 @@ enum UAPIProtocol {
             return nil
         }()
         if let result { throw result }
+    }
+
+    /// Calls `body` for each complete (newline-ended) `key=value` line of `buf`, stopping at the blank
+    /// line that ends a message. Returns how many bytes were used (a partial last line is left for
+    /// the next read) and whether the blank line was reached.
+    static func forEachCompleteLine(_ buf: UnsafeBufferPointer<UInt8>,
+                                    _ body: (Bytes, Bytes) throws(WireGuardError) -> Void) throws(WireGuardError) -> (used: Int, ended: Bool) {
+        guard let base = buf.baseAddress else { return (0, false) }
+        var start = 0
+        let n = buf.count
+        while start < n {
+            guard let newline = memchr(base + start, Int32(UInt8(ascii: "\n")), n - start) else { break }
+            let end = UnsafePointer(newline.assumingMemoryBound(to: UInt8.self)) - base
+            if end == start { return (end + 1, true) }
+            guard let eqPointer = memchr(base + start, Int32(UInt8(ascii: "=")), end - start) else {
+                throw .malformedReply("line without '=': \(String(decoding: buf[start..<end], as: UTF8.self))")
+            }
+            let eq = UnsafePointer(eqPointer.assumingMemoryBound(to: UInt8.self)) - base
+            try body(buf[start..<eq], buf[(eq + 1)..<end])
+            start = end + 1
+        }
+        return (start, false)
     }
 
     @inline(__always)

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshDomain
 import MeshProto
+import MeshNet
 import MeshWireGuard
 import Synchronization
 
@@ -50,22 +51,30 @@ public struct HandshakeReporter: Sendable {
         var handshake: WireGuardTimestamp
         var rx: UInt64
         var tx: UInt64
-        var endpoint: String
+        var endpoint: HostPort?
+    }
+
+    /// The last reading of every peer, kept from one reading to the next and updated in place (at
+    /// 50,000 peers a second map built per reading would hold several megabytes more at each peak).
+    struct LastSeen {
+        var peers: [WireGuardKey: (seen: Seen, round: Bool)] = [:]
+        /// Flips every reading: an entry left with the other value was not in this reading.
+        var round = false
     }
 
     /// Reports changes until cancelled.
     public func run() async {
-        var last: [WireGuardKey: Seen] = [:]
+        var last = LastSeen()
         while !Task.isCancelled {
-            if resend.flag.withLock({ f in defer { f = false }; return f }) { last = [:] }
+            if resend.flag.withLock({ f in defer { f = false }; return f }) { last = LastSeen() }
             let started = ContinuousClock.now
             do {
-                let device = try await wg.device(named: agent.interface)
-                readings.record(device)
-                let (report, now) = Self.changes(device: device, last: last, agent: agent)
-                last = now
+                // Only the activity: the allowed IPs are skipped as the reply is read.
+                let reading = try await wg.activity(named: agent.interface)
+                readings.record(privateKey: reading.privateKey, listenPort: reading.listenPort)
+                let report = Self.changes(reading: reading, last: &last, agent: agent)
                 if !report.peers.isEmpty { await publish(report) }
-                if device.peers.count >= HeapRelease.largeReading { HeapRelease.now() }
+                if reading.peers.count >= HeapRelease.largeReading { HeapRelease.now() }
             } catch {
                 readings.recordFailure(error)
             }
@@ -79,30 +88,52 @@ public struct HandshakeReporter: Sendable {
         max(interval, lastReading * idleFactor)
     }
 
-    /// The report of what changed between `last` and `device`, and the new reading.
-    static func changes(device: WireGuardDevice, last: [WireGuardKey: Seen], agent: NodeAgent) -> (Mesh_V1_HandshakeReport, [WireGuardKey: Seen]) {
-        var now: [WireGuardKey: Seen] = [:]
+    /// The report of what changed between `last` and `reading`; `last` becomes the new reading.
+    static func changes(reading: WireGuardActivityReading, last: inout LastSeen, agent: NodeAgent) -> Mesh_V1_HandshakeReport {
         var report = Mesh_V1_HandshakeReport()
         report.tenantID = agent.identity.tenantID
         report.nodeID = agent.identity.nodeID
         report.observedAtMs = Date().unixMilliseconds
-        var changed: [WireGuardPeer] = []
-        for p in device.peers {
-            let seen = Seen(handshake: p.lastHandshake, rx: p.receiveBytes, tx: p.transmitBytes, endpoint: p.endpoint?.description ?? "")
-            now[p.publicKey] = seen
-            guard last[p.publicKey] != seen else { continue }
+        last.round.toggle()
+        let round = last.round
+        var changed: [WireGuardPeerActivity] = []
+        for p in reading.peers {
+            let seen = Seen(handshake: p.lastHandshake, rx: p.receiveBytes, tx: p.transmitBytes, endpoint: p.endpoint)
+            let before = last.peers.updateValue((seen, round), forKey: p.publicKey)?.seen
+            guard before != seen else { continue }
             // Nothing to say about a peer that never handshook and never moved a byte.
-            if last[p.publicKey] == nil && p.lastHandshake.isNever && p.receiveBytes == 0 && p.transmitBytes == 0 { continue }
+            if before == nil && p.lastHandshake.isNever && p.receiveBytes == 0 && p.transmitBytes == 0 { continue }
             changed.append(p)
+        }
+        // Peers gone since the last reading are forgotten (a peer that comes back is new again).
+        if last.peers.count > reading.peers.count {
+            let gone = last.peers.compactMap { $0.value.round == round ? nil : $0.key }
+            for key in gone { last.peers[key] = nil }
         }
         let known = agent.identities(ofKeys: changed.map(\.publicKey.base64))
         report.peers = changed.map { PeerStatsMapping.stats($0, known: known[$0.publicKey.base64]) }
-        return (report, now)
+        return report
     }
 }
 
 /// WireGuard peer readings as protobuf.
 enum PeerStatsMapping {
+    /// A report's entry: who the peer is and what it did. The report leaves the allowed IPs and the
+    /// keepalive out (the control plane stores only these fields); the node's state has them.
+    static func stats(_ p: WireGuardPeerActivity, known: (id: String, dnsName: String)?) -> Mesh_V1_PeerStats {
+        var s = Mesh_V1_PeerStats()
+        s.publicKey = p.publicKey.base64
+        s.endpoint = p.endpoint?.description ?? ""
+        s.lastHandshakeMs = p.lastHandshake.isNever ? 0 : p.lastHandshake.seconds * 1000 + p.lastHandshake.nanoseconds / 1_000_000
+        s.rxBytes = p.receiveBytes
+        s.txBytes = p.transmitBytes
+        if let known {
+            s.peerID = known.id
+            s.dnsName = known.dnsName
+        }
+        return s
+    }
+
     static func stats(_ p: WireGuardPeer, known: (id: String, dnsName: String)?) -> Mesh_V1_PeerStats {
         var s = Mesh_V1_PeerStats()
         s.publicKey = p.publicKey.base64

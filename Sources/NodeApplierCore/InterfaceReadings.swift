@@ -32,9 +32,14 @@ public final class InterfaceReadings: Sendable {
 
     /// Records a reading of the device.
     public func record(_ device: WireGuardDevice) {
-        let keyed = device.privateKey == expectedKey
+        record(privateKey: device.privateKey, listenPort: device.listenPort)
+    }
+
+    /// Records a reading that found `privateKey` and `listenPort` on the interface.
+    public func record(privateKey: WireGuardKey?, listenPort: UInt16) {
+        let keyed = privateKey == expectedKey
         state.withLock { s in
-            s.listenPort = device.listenPort
+            s.listenPort = listenPort
             s.misses = keyed ? 0 : s.misses + 1
             s.why = keyed ? nil : "it no longer holds the node's key"
         }

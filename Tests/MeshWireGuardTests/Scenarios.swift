@@ -177,6 +177,14 @@ enum Scenarios {
             let wg = try await lab.wgDump(s)
             #expect(wg.peers.count == count)
             #expect(WGDump(from: d) == wg)
+            // The periodic reading: the same key, port and peers' activity, without the allowed IPs
+            // (userspace: streamed and skipped on the way; a reply this size spans many reads).
+            // (Each reading lists the peers in the daemon's own order, which changes between readings.)
+            let activity = try await lab.backend(s).activity(named: s.interface)
+            #expect(activity.peers.count == count && activity.privateKey == s.keys.privateKey && activity.listenPort == 45_000)
+            let expected = Dictionary(uniqueKeysWithValues: d.peers.map { ($0.publicKey, WireGuardPeerActivity($0)) })
+            let mismatched = activity.peers.filter { expected[$0.publicKey] != $0 }
+            #expect(mismatched.isEmpty, "\(mismatched.count) peers differ from the full reading, first: \(String(describing: mismatched.first))")
         }
     }
 

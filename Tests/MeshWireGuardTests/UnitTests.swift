@@ -162,6 +162,65 @@ struct UAPIProtocolTests {
         #expect(throws: WireGuardError.self) { try UAPIProtocol.parseSetReply(Array("\n".utf8), device: "d") }
     }
 
+    /// A reply read through a small buffer, in pieces of any size (a line split anywhere), parses to
+    /// exactly what the whole reply does; the activity reading is the same without allowed IPs.
+    @Test func streamedReplyParsesLikeTheWholeReply() throws {
+        var lines = ["private_key=\(WireGuardKey(bytes: [UInt8](repeating: 3, count: 32))!.hex)", "listen_port=51820"]
+        for i in 0..<300 {
+            lines.append("public_key=\(WireGuardKey(bytes: [UInt8](repeating: UInt8(i % 250 + 1), count: 31) + [UInt8(i / 250)])!.hex)")
+            if i % 3 == 0 { lines.append("endpoint=198.18.\(i / 256).\(i % 256):51820") }
+            lines.append("last_handshake_time_sec=\(i % 5 == 0 ? 0 : 1_700_000_000 + i)")
+            lines.append("last_handshake_time_nsec=\(i)")
+            lines.append("rx_bytes=\(i * 1000)")
+            lines.append("tx_bytes=\(i * 7)")
+            lines.append("persistent_keepalive_interval=25")
+            for a in 0..<(i % 4) { lines.append("allowed_ip=100.64.\(a).\(i % 256)/32") }
+        }
+        lines.append("errno=0")
+        let reply = Array((lines.joined(separator: "\n") + "\n\n").utf8)
+        let whole = try UAPIProtocol.parseGetReply(reply, device: "wg0")
+        #expect(whole.peers.count == 300)
+        var rng = SystemRandomNumberGenerator()
+        for keepsAllowedIPs in [true, false] {
+            for _ in 0..<20 {
+                var parser = UAPIProtocol.GetReplyParser(device: "wg0", keepsAllowedIPs: keepsAllowedIPs)
+                // What the backend does: append what arrived, parse the complete lines, keep the rest.
+                var pending: [UInt8] = []
+                var offset = 0
+                var ended = false
+                while !ended {
+                    #expect(offset < reply.count, "the reply ended without its blank line being seen")
+                    if offset >= reply.count { break }
+                    let n = min(Int.random(in: 1...200, using: &rng), reply.count - offset)
+                    pending += reply[offset..<(offset + n)]
+                    offset += n
+                    let used: Int
+                    (used, ended) = try pending.withUnsafeBufferPointer { buf throws(WireGuardError) in
+                        try UAPIProtocol.forEachCompleteLine(buf) { k, v throws(WireGuardError) in try parser.line(k, v) }
+                    }
+                    pending.removeFirst(used)
+                }
+                #expect(offset == reply.count && pending.isEmpty)
+                if keepsAllowedIPs {
+                    #expect(try parser.device() == whole)
+                } else {
+                    #expect(try parser.activityReading() == WireGuardActivityReading(whole))
+                }
+            }
+        }
+        // A partial line is left for the next read; the blank line ends the message.
+        let partial = try Array("listen_port=1\nfwm".utf8).withUnsafeBufferPointer { buf throws(WireGuardError) in
+            try UAPIProtocol.forEachCompleteLine(buf) { _, _ in }
+        }
+        #expect(partial.used == 14 && !partial.ended)
+        var parser = UAPIProtocol.GetReplyParser(device: "d", keepsAllowedIPs: false)
+        #expect(throws: WireGuardError.self) {
+            _ = try Array("errno=0\nlisten_port=1\n\n".utf8).withUnsafeBufferPointer { buf throws(WireGuardError) in
+                try UAPIProtocol.forEachCompleteLine(buf) { k, v throws(WireGuardError) in try parser.line(k, v) }
+            }
+        }
+    }
+
     @Test func completeness() {
         #expect(!UAPIProtocol.isComplete(Array("errno=0\n".utf8)))
         #expect(UAPIProtocol.isComplete(Array("errno=0\n\n".utf8)))

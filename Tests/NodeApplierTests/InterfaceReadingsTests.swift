@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshDomain
+import MeshNet
 import MeshProto
 import MeshTestSupport
 import MeshWireGuard
@@ -54,6 +55,42 @@ final class CountingWireGuard: WireGuardBackend, Sendable {
         #expect(r.lost == nil)
         r.record(device(key: WireGuardKey(bytes: [UInt8](repeating: 9, count: 32))!))
         #expect(r.lost == "it no longer holds the node's key")
+    }
+
+    /// The reporter reports what changed since its last reading and nothing else; a peer that left
+    /// and came back is new again; a peer that never handshook and never moved a byte is not news.
+    @Test func reporterReportsOnlyChanges() async throws {
+        let (_, _, _, agent, _) = try await makeNode()
+        func key(_ i: UInt8) -> WireGuardKey { WireGuardKey(bytes: [UInt8](repeating: i, count: 32))! }
+        func peer(_ i: UInt8, handshake: Int64 = 0, rx: UInt64 = 0, endpoint: String? = nil) -> WireGuardPeerActivity {
+            WireGuardPeerActivity(publicKey: key(i), endpoint: endpoint.flatMap { HostPort($0) },
+                                  lastHandshake: WireGuardTimestamp(seconds: handshake, nanoseconds: 0), receiveBytes: rx)
+        }
+        func reading(_ peers: WireGuardPeerActivity...) -> WireGuardActivityReading {
+            WireGuardActivityReading(name: "wg0", privateKey: Self.nodeKey, listenPort: 51820, peers: peers)
+        }
+        var last = HandshakeReporter.LastSeen()
+        func reported(_ r: WireGuardActivityReading) -> [String] {
+            HandshakeReporter.changes(reading: r, last: &last, agent: agent).peers.map(\.publicKey)
+        }
+        let a = peer(1, handshake: 1_700_000_000, rx: 10, endpoint: "198.18.0.1:51820"), b = peer(2)
+        #expect(reported(reading(a, b)) == [key(1).base64])
+        #expect(reported(reading(a, b)).isEmpty)
+        let a2 = peer(1, handshake: 1_700_000_000, rx: 20, endpoint: "198.18.0.1:51820")
+        #expect(reported(reading(a2)) == [key(1).base64])
+        #expect(last.peers.count == 1, "b left and is forgotten")
+        // b back with nothing to say: still nothing; then its first handshake.
+        #expect(reported(reading(a2, b)).isEmpty)
+        #expect(reported(reading(a2, peer(2, handshake: 1_700_000_100))) == [key(2).base64])
+        // a roams: a new endpoint alone is a change.
+        #expect(reported(reading(peer(1, handshake: 1_700_000_000, rx: 20, endpoint: "198.18.0.9:4000"), peer(2, handshake: 1_700_000_100))) == [key(1).base64])
+        // a leaves and comes back with the same figures: reported again (it is new to the reporter).
+        #expect(reported(reading(peer(2, handshake: 1_700_000_100))).isEmpty)
+        let back = reported(reading(peer(1, handshake: 1_700_000_000, rx: 20, endpoint: "198.18.0.9:4000"), peer(2, handshake: 1_700_000_100)))
+        #expect(back == [key(1).base64])
+        let stats = HandshakeReporter.changes(reading: reading(a), last: &last, agent: agent).peers
+        #expect(stats.count == 1 && stats[0].rxBytes == 10 && stats[0].endpoint == "198.18.0.1:51820"
+                && stats[0].lastHandshakeMs == 1_700_000_000_000 && stats[0].allowedIps.isEmpty)
     }
 
     /// The reporter waits its interval, or four times its last reading, whichever is longer.
