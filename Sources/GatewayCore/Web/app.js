@@ -924,7 +924,7 @@ function patchNodeRow(row, fresh) {
   }
   const cells = row.cells;
   Array.from(fresh.cells).forEach((cell, i) => {
-    if (cells[i].innerHTML !== cell.innerHTML) cells[i].replaceChildren(...cell.childNodes);
+    if (!cells[i].isEqualNode(cell)) cells[i].replaceChildren(...cell.childNodes);
   });
 }
 
