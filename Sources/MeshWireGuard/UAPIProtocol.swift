@@ -105,8 +105,8 @@ enum UAPIProtocol {
         return try parser.device()
     }
 
-    /// Parses a `get=1` reply one line at a time, as it arrives: the socket is read through a small
-    /// buffer, never held whole (50,000 peers are about 17 MB of reply). With `keepsAllowedIPs`
+    /// Parses a `get=1` reply one line at a time, whatever pieces it comes in: the backend feeds it
+    /// through a small window (50,000 peers are about 17 MB of reply). With `keepsAllowedIPs`
     /// off, the allowed-IP lines are skipped and the result is an activity reading.
     struct GetReplyParser {
         let name: String
@@ -133,8 +133,7 @@ enum UAPIProtocol {
             if keepsAllowedIPs {
                 peers.append(peer)
             } else {
-                activity.append(WireGuardPeerActivity(publicKey: peer.publicKey, endpoint: peer.endpoint, lastHandshake: peer.lastHandshake,
-                                                      receiveBytes: peer.receiveBytes, transmitBytes: peer.transmitBytes))
+                activity.append(WireGuardPeerActivity(peer))
             }
         }
 

@@ -134,19 +134,11 @@ enum PeerStatsMapping {
         return s
     }
 
+    /// The node's state's entry: the report's fields, and the allowed IPs and the keepalive.
     static func stats(_ p: WireGuardPeer, known: (id: String, dnsName: String)?) -> Mesh_V1_PeerStats {
-        var s = Mesh_V1_PeerStats()
-        s.publicKey = p.publicKey.base64
-        s.endpoint = p.endpoint?.description ?? ""
-        s.lastHandshakeMs = p.lastHandshake.isNever ? 0 : p.lastHandshake.seconds * 1000 + p.lastHandshake.nanoseconds / 1_000_000
-        s.rxBytes = p.receiveBytes
-        s.txBytes = p.transmitBytes
+        var s = stats(WireGuardPeerActivity(p), known: known)
         s.allowedIps = p.allowedIPs.map(\.description)
         s.persistentKeepalive = UInt32(p.persistentKeepaliveInterval)
-        if let known {
-            s.peerID = known.id
-            s.dnsName = known.dnsName
-        }
         return s
     }
 }

@@ -30,11 +30,6 @@ public final class InterfaceReadings: Sendable {
         expectedKey = WireGuardKey(base64: privateKey)
     }
 
-    /// Records a reading of the device.
-    public func record(_ device: WireGuardDevice) {
-        record(privateKey: device.privateKey, listenPort: device.listenPort)
-    }
-
     /// Records a reading that found `privateKey` and `listenPort` on the interface.
     public func record(privateKey: WireGuardKey?, listenPort: UInt16) {
         let keyed = privateKey == expectedKey

@@ -32,28 +32,23 @@ final class CountingWireGuard: WireGuardBackend, Sendable {
 @Suite(.timeLimit(.minutes(2))) struct InterfaceReadingsTests {
     static let nodeKey = WireGuardKey(bytes: [UInt8](repeating: 7, count: 32))!
 
-    func device(key: WireGuardKey?, peers: Int = 0) -> WireGuardDevice {
-        WireGuardDevice(name: "wg0", backend: .userspace, privateKey: key, listenPort: 51820,
-                        peers: (0..<peers).map { WireGuardPeer(publicKey: WireGuardKey(bytes: [UInt8](repeating: UInt8($0 + 1), count: 32))!) })
-    }
-
     /// One bad reading is not a lost interface; two in a row are, failed or without the node's key;
     /// a good reading clears it.
     @Test func twoBadReadingsInARowMakeTheInterfaceLost() {
         let r = InterfaceReadings(privateKey: Self.nodeKey.base64)
         #expect(r.listenPort == nil && r.lost == nil)
-        r.record(device(key: Self.nodeKey, peers: 3))
+        r.record(privateKey: Self.nodeKey, listenPort: 51820)
         #expect(r.listenPort == 51820 && r.lost == nil)
         r.recordFailure(WireGuardError.deviceNotFound("wg0"))
         #expect(r.lost == nil)
         r.recordFailure(WireGuardError.deviceNotFound("wg0"))
         #expect(r.lost?.contains("cannot be read") == true)
-        r.record(device(key: Self.nodeKey))
+        r.record(privateKey: Self.nodeKey, listenPort: 51820)
         #expect(r.lost == nil)
         // wireguard-go restarted: the interface is there, without the node's key.
-        r.record(device(key: nil))
+        r.record(privateKey: nil, listenPort: 51820)
         #expect(r.lost == nil)
-        r.record(device(key: WireGuardKey(bytes: [UInt8](repeating: 9, count: 32))!))
+        r.record(privateKey: WireGuardKey(bytes: [UInt8](repeating: 9, count: 32))!, listenPort: 51820)
         #expect(r.lost == "it no longer holds the node's key")
     }
 
