@@ -34,10 +34,20 @@ start_nats() {
   if [ -n "${MESH_NATS_CONFIG:-}" ]; then config=(-c "$MESH_NATS_CONFIG"); fi
   nats-server "${config[@]+"${config[@]}"}" -a "$host" -p "$port" -m "$mon" -js -sd "$dir/nats/js" -n "mesh-$port" \
     -l "$dir/nats/nats.log" -P "$dir/nats.pid" >/dev/null 2>&1 &
-  for _ in $(seq 1 100); do
-    (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null && break; sleep 0.05
+  local pid=$! started=$SECONDS
+  # Up to 60 s, as pg_ctl below: on an emulated CPU (the qemu VM of scripts/vm-test.sh) a loaded host
+  # makes nats-server's start take seconds. A server that exits fails at once, with its log.
+  until (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null; do
+    if ! [ -d "/proc/$pid" ] || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+      echo "infra: nats-server exited before it listened; its log ($dir/nats/nats.log):" >&2
+      tail -20 "$dir/nats/nats.log" >&2 2>/dev/null || true; exit 1
+    fi
+    if [ $((SECONDS - started)) -ge 60 ]; then
+      echo "infra: nats-server did not listen on $host:$port within 60 s; see $dir/nats/nats.log" >&2; exit 1
+    fi
+    sleep 0.05
   done
-  (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null || { echo "infra: nats-server did not start; see $dir/nats/nats.log" >&2; exit 1; }
+  echo "infra: nats-server listening after $((SECONDS - started)) s" >&2
   echo "$port" > "$dir/nats.port"; echo "$mon" > "$dir/nats.monitor"
 }
 
@@ -46,16 +56,20 @@ start_pg() {
   if [ -f "$data/postmaster.pid" ] && runuser -u postgres -- "$pgbin/pg_ctl" -D "$data" status >/dev/null 2>&1; then return; fi
   install -d -o postgres -g postgres -m 700 "$dir/pg" "$sock"
   if [ ! -f "$data/PG_VERSION" ]; then
+    local began=$SECONDS
     runuser -u postgres -- "$pgbin/initdb" -D "$data" -A trust -U postgres -E UTF8 --no-sync >"$dir/pg/initdb.log" 2>&1 \
-      || { echo "infra: initdb failed; see $dir/pg/initdb.log" >&2; exit 1; }
+      || { echo "infra: initdb failed; its log ($dir/pg/initdb.log):" >&2; tail -20 "$dir/pg/initdb.log" >&2; exit 1; }
+    echo "infra: initdb took $((SECONDS - began)) s" >&2
   fi
   local port=${MESH_PG_PORT:-$( [ -f "$dir/pg.port" ] && cat "$dir/pg.port" || free_port)}
   local opts="-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB"
   if [ "$durable" = 0 ]; then opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"; fi
   # Extra server settings, e.g. MESH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements" to profile queries.
   opts="$opts ${MESH_PG_OPTIONS:-}"
+  local started=$SECONDS
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$data" -l "$dir/pg/postgres.log" -o "$opts" -w -t 60 start >/dev/null \
-    || { echo "infra: PostgreSQL did not start; see $dir/pg/postgres.log" >&2; exit 1; }
+    || { echo "infra: PostgreSQL did not start within 60 s; its log ($dir/pg/postgres.log):" >&2; tail -20 "$dir/pg/postgres.log" >&2 2>/dev/null || true; exit 1; }
+  echo "infra: PostgreSQL accepting connections after $((SECONDS - started)) s" >&2
   echo "$port" > "$dir/pg.port"
 }
 

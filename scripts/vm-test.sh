@@ -121,10 +121,13 @@ export MESH_TEST_PREFIX=${MESH_TEST_PREFIX:-}
 # (scripts/infra.sh), and the service executables started by the test, all inside the VM.
 scratch="\${TMPDIR:-/tmp}"
 export MESH_TEST_OUTPUT="\$scratch/test-output"
-if scripts/infra.sh start "\$scratch/infra" > "\$scratch/infra.log" 2>&1; then
+# Its timings go to the console (a loaded host slows the emulated CPU); a failure is reported by
+# name at the end, and the daemon tests then fail on the missing servers.
+if scripts/infra.sh start "\$scratch/infra" > /dev/null 2> "\$scratch/infra.log"; then
+  sed 's/^/VMTEST-INFO /' "\$scratch/infra.log"
   . "\$scratch/infra/env"; export MESH_REQUIRE_INFRA=1
 else
-  echo "VMTEST-WARN infra.sh could not start nats-server and PostgreSQL:"; cat "\$scratch/infra.log"
+  sed 's/^/VMTEST-INFRA-FAILED /' "\$scratch/infra.log"
 fi
 "$bin" --testing-library swift-testing --filter '$filter'
 rc=\$?
@@ -206,12 +209,16 @@ qrc=$?
 set -e
 
 # 4. Verdict from the console.
-sed -n '/VMTEST-START/,/VMTEST-EXIT/p' "$log" | grep -v '^VMTEST-' || true
+sed -n '/VMTEST-START/,/VMTEST-EXIT/p' "$log" | grep -av -E '^VMTEST-(START|EXIT)' || true
 grep -q "VMTEST-BOOTED" "$log" || fail "the VM did not boot (qemu exit $qrc); console in $log"
 [ "$qrc" = 124 ] && fail "the VM did not finish within ${timeout_s}s; console in $log"
 exitline=$(grep -a -o "VMTEST-EXIT=[0-9]*" "$log" | tail -1 || true)
 [ -n "$exitline" ] || fail "the tests in the VM did not report (qemu exit $qrc); console in $log"
 rc=${exitline#VMTEST-EXIT=}
+if [ "$rc" != 0 ] && grep -aq "^VMTEST-INFRA-FAILED" "$log"; then
+  grep -a "^VMTEST-INFRA-FAILED" "$log" | sed 's/^VMTEST-INFRA-FAILED /vm-test: /' >&2
+  fail "nats-server and PostgreSQL did not start inside the VM (above), so the NodeApplier daemon tests could not run (exit $rc); console in $log"
+fi
 [ "$rc" = 0 ] || fail "kernel WireGuard tests failed in the VM (exit $rc); console in $log"
 # One test run, or three with the node and fallback runs: each must have passed; their tests add up.
 runs=$(grep -acE "Test run with [0-9]+ tests?" "$log" || true)
