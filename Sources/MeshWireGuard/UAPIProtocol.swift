@@ -100,7 +100,8 @@ enum UAPIProtocol {
     }
 
     static func parseGetReply(_ reply: UnsafeBufferPointer<UInt8>, device name: String) throws(WireGuardError) -> WireGuardDevice {
-        var parser = GetReplyParser(device: name, keepsAllowedIPs: true, expectedBytes: reply.count)
+        var parser = GetReplyParser(device: name, keepsAllowedIPs: true)
+        parser.reserve(peerCount: reply.count / 320)  // a peer takes 300-400 bytes of reply
         try forEachLine(reply) { key, value throws(WireGuardError) in try parser.line(key, value) }
         return try parser.device()
     }
@@ -120,12 +121,15 @@ enum UAPIProtocol {
         private var inPeer = false
         private var errnoValue: Int64?
 
-        /// `expectedBytes`, when known, sizes the peer array (a peer takes 300-400 bytes of reply).
-        init(device name: String, keepsAllowedIPs: Bool, expectedBytes: Int = 0) {
+        init(device name: String, keepsAllowedIPs: Bool) {
             self.name = name
             self.keepsAllowedIPs = keepsAllowedIPs
             header = WireGuardDevice(name: name, backend: .userspace)
-            if keepsAllowedIPs { peers.reserveCapacity(expectedBytes / 320) } else { activity.reserveCapacity(expectedBytes / 320) }
+        }
+
+        /// Sizes the peer array once, for `count` peers.
+        mutating func reserve(peerCount count: Int) {
+            if keepsAllowedIPs { peers.reserveCapacity(count) } else { activity.reserveCapacity(count) }
         }
 
         private mutating func finishPeer() {
@@ -244,6 +248,21 @@ enum UAPIProtocol {
             return nil
         }()
         if let result { throw result }
+    }
+
+    /// True for a `get` reply line an activity reading does not use: a peer's allowed IPs, preshared
+    /// key, protocol version and keepalive (about half of the reply's bytes). `line` runs up to and
+    /// including its newline.
+    @Sendable
+    static func carriesNoActivity(_ line: UnsafeRawPointer, _ length: Int) -> Bool {
+        func starts(_ prefix: StaticString) -> Bool {
+            length > prefix.utf8CodeUnitCount && memcmp(line, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
+        }
+        switch line.load(as: UInt8.self) {
+        case UInt8(ascii: "a"): return starts("allowed_ip=")
+        case UInt8(ascii: "p"): return starts("preshared_key=") || starts("protocol_version=") || starts("persistent_keepalive_interval=")
+        default: return false
+        }
     }
 
     /// Calls `body` for each complete (newline-ended) `key=value` line of `buf`, stopping at the blank

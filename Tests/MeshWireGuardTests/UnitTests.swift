@@ -221,6 +221,69 @@ struct UAPIProtocolTests {
         }
     }
 
+    /// The reply reader takes out the lines an activity reading does not use as they arrive over a
+    /// socket in writes of any size, across its 1 MiB pieces, and counts the peers; without a filter
+    /// it hands back every byte. A line longer than a piece is an error, not a hang.
+    @Test func replyReaderDropsLinesAcrossPieces() throws {
+        var lines = ["private_key=\(WireGuardKey(bytes: [UInt8](repeating: 3, count: 32))!.hex)", "listen_port=51820"]
+        for i in 0..<8_000 {
+            lines.append("public_key=\(WireGuardKey(bytes: [UInt8](repeating: UInt8(i % 250 + 1), count: 30) + [UInt8(i / 256), UInt8(i % 256)])!.hex)")
+            lines.append("preshared_key=\(String(repeating: "0", count: 64))")
+            lines.append("protocol_version=1")
+            if i % 3 == 0 { lines.append("endpoint=198.18.\(i / 256).\(i % 256):51820") }
+            lines.append("last_handshake_time_sec=\(1_700_000_000 + i)")
+            lines.append("last_handshake_time_nsec=\(i)")
+            lines.append("tx_bytes=\(i * 7)")
+            lines.append("rx_bytes=\(i * 1000)")
+            lines.append("persistent_keepalive_interval=25")
+            for a in 0..<(i % 3) { lines.append("allowed_ip=100.64.\(a).\(i % 256)/32") }
+        }
+        lines.append("errno=0")
+        let reply = Array((lines.joined(separator: "\n") + "\n\n").utf8)
+        let dropped = ["allowed_ip=", "preshared_key=", "protocol_version=", "persistent_keepalive_interval="]
+        let kept = Array((lines.filter { line in !dropped.contains { line.hasPrefix($0) } }.joined(separator: "\n") + "\n\n").utf8)
+        #expect(reply.count > 2 * ReplyPieces.pieceSize && kept.count > ReplyPieces.pieceSize && kept.count < reply.count * 2 / 3)
+
+        func readBack(_ bytes: [UInt8], drops: (@Sendable (UnsafeRawPointer, Int) -> Bool)?) throws -> (bytes: [UInt8], peers: Int) {
+            var fds: [Int32] = [0, 0]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+            let writer = fds[1]
+            let payload = bytes
+            let done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                var rng = SystemRandomNumberGenerator()
+                var offset = 0
+                while offset < payload.count {
+                    let n = min(Int.random(in: 1...70_000, using: &rng), payload.count - offset)
+                    let written = payload[offset..<(offset + n)].withUnsafeBytes { send(writer, $0.baseAddress, n, Int32(MSG_NOSIGNAL)) }
+                    if written <= 0 { break }
+                    offset += written
+                }
+                close(writer)
+                done.signal()
+            }
+            defer { close(fds[0]); done.wait() }
+            let pieces = ReplyPieces(drops: drops)
+            try pieces.read(fds[0], "test")
+            var out: [UInt8] = []
+            var window = [UInt8](repeating: 0, count: 4_096)
+            while true {
+                let n = window.withUnsafeMutableBufferPointer { pieces.take(into: $0) }
+                if n == 0 { break }
+                out += window[0..<n]
+            }
+            return (out, pieces.peerLines)
+        }
+        for _ in 0..<3 {
+            let filtered = try readBack(reply, drops: UAPIProtocol.carriesNoActivity)
+            #expect(filtered.bytes == kept && filtered.peers == 8_000)
+            let whole = try readBack(reply, drops: nil)
+            #expect(whole.bytes == reply && whole.peers == 8_000)
+        }
+        let tooLong = Array(("listen_port=" + String(repeating: "1", count: ReplyPieces.pieceSize) + "\nerrno=0\n\n").utf8)
+        #expect(throws: WireGuardError.self) { _ = try readBack(tooLong, drops: nil) }
+    }
+
     @Test func completeness() {
         #expect(!UAPIProtocol.isComplete(Array("errno=0\n".utf8)))
         #expect(UAPIProtocol.isComplete(Array("errno=0\n\n".utf8)))
