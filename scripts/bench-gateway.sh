@@ -7,7 +7,9 @@
 #
 # Settings (environment): MESH_BENCH_DURATION (seconds per run, default 10),
 # MESH_BENCH_CONNECTIONS (default 16), MESH_BENCH_THREADS (wrk threads, default 2),
-# MESH_BENCH_SKIP_BUILD=1 (use the binaries already in .build/release).
+# MESH_BENCH_SKIP_BUILD=1 (use the binaries already in .build/release), MESH_BENCH_METRICS=1 (also
+# print where the device list's time goes: the histograms of ProvisionSvc's bus endpoints and the
+# Gateway's routes, scraped from their /metrics before and after the GET run).
 #
 # What runs: an Enterprise tenant (no device cap) with two users, both exempt from the rate
 # limit (ProvisionSvc's MESH_RATE_LIMIT_EXEMPT). "reader" owns exactly 50 devices and is the one
@@ -50,7 +52,9 @@ export MESH_JWT_SECRET MESH_LOG_LEVEL=warning
 gw_port=$(free_port); hello_port=$(free_port)
 
 MESH_INSTANCE=alloc-bench "$bin/AllocatorSvc" >"$work/alloc.log" 2>&1 & pids+=($!)
-MESH_INSTANCE=prov-bench MESH_RATE_LIMIT_EXEMPT="$reader,$poster" "$bin/ProvisionSvc" >"$work/prov.log" 2>&1 & pids+=($!)
+prov_metrics=""
+[ "${MESH_BENCH_METRICS:-0}" = 1 ] && prov_metrics=127.0.0.1:$(free_port)
+MESH_INSTANCE=prov-bench MESH_RATE_LIMIT_EXEMPT="$reader,$poster" MESH_METRICS_ADDRESS=$prov_metrics "$bin/ProvisionSvc" >"$work/prov.log" 2>&1 & pids+=($!)
 MESH_GATEWAY_ADDRESS=127.0.0.1:$gw_port "$bin/Gateway" >"$work/gateway.log" 2>&1 & pids+=($!)
 "$bin/GatewayBench" "$hello_port" >"$work/hello.log" 2>&1 & pids+=($!)
 
@@ -121,7 +125,14 @@ print(f"{rps:.0f} {p50:.2f} {p99:.2f} {bad.group(1) if bad else 0}")'
 wrk -t1 -c4 -d2s "http://127.0.0.1:$hello_port/hello" >/dev/null
 wrk -t1 -c4 -d2s -H "Authorization: Bearer $reader_token" "$base/api/mesh/devices" >/dev/null
 read -r h_rps h_p50 h_p99 h_bad < <(measure "http://127.0.0.1:$hello_port/hello")
+scrape() {  # both processes' metrics into $work/metrics-$1.txt
+  if [ -n "$prov_metrics" ]; then
+    { curl -sf "http://$prov_metrics/metrics" | sed 's/^/provision /'; curl -sf "$base/metrics" | sed 's/^/gateway /'; } >"$work/metrics-$1.txt"
+  fi
+}
+scrape before
 read -r g_rps g_p50 g_p99 g_bad < <(measure -H "Authorization: Bearer $reader_token" "$base/api/mesh/devices")
+scrape after
 read -r p_rps p_p50 p_p99 p_bad < <(measure -H "Authorization: Bearer $poster_token" -s "$work/post.lua" "$base")
 
 ratio=$(python3 -c "print(f'{100*$g_rps/$h_rps:.1f}')")
@@ -132,3 +143,28 @@ printf '%-44s %10s %9s %9s %8s\n' "GET /api/mesh/devices (50 devices)" "$g_rps" 
 printf '%-44s %10s %9s %9s %8s\n' "POST /api/mesh/devices (rate limit exempt)" "$p_rps" "$p_p50" "$p_p99" "$p_bad"
 printf '\nGET /api/mesh/devices = %s%% of the hello route (goal >= 25%%)\n' "$ratio"
 printf 'POST /api/mesh/devices p99 = %s ms at %s connections (goal <= 30 ms)\n' "$p_p99" "$conns"
+if [ -n "$prov_metrics" ]; then
+  printf '\nWhere the GET run spent its time (histogram buckets, share of the run'"'"'s requests at or under each bound):\n'
+  python3 - "$work/metrics-before.txt" "$work/metrics-after.txt" <<'PY'
+import re, sys
+def load(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'(\S+) (\S+)_bucket\{(.*)\} (\S+)$', line.strip())
+        if not m: continue
+        proc, name, labels, value = m.groups()
+        le = re.search(r'le="([^"]+)"', labels).group(1)
+        series = (proc, name, re.sub(r',?le="[^"]+"', '', labels))
+        out.setdefault(series, {})[le] = float(value)
+    return out
+before, after = load(sys.argv[1]), load(sys.argv[2])
+for series, buckets in sorted(after.items()):
+    old = before.get(series, {})
+    delta = {le: n - old.get(le, 0) for le, n in buckets.items()}
+    total = delta.get('+Inf', 0)
+    if total < 100: continue
+    bounds = sorted((float(le), le) for le in delta if le != '+Inf')
+    cells = '  '.join(f"<={float(le)*1000:g}ms {100*delta[le]/total:.1f}%" for _, le in bounds if delta[le] < total) or 'all under the first bound'
+    print(f"  {series[0]} {series[1]} {{{series[2]}}}: {int(total)} requests; {cells}")
+PY
+fi
