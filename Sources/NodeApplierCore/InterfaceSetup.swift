@@ -36,7 +36,9 @@ public enum InterfaceSetup {
         }
         let backend = try await WireGuardBackendSelection.select(interface: iface, logger: logger)
         guard let key = WireGuardKey(base64: privateKey) else { throw WireGuardError.invalidConfiguration("bad private key") }
-        let current = try await backend.device(named: iface)
+        // The activity reading carries the key and the port at half the cost of a full one (a
+        // restarted node's interface may hold 50,000 peers).
+        let current = try await backend.activity(named: iface)
         if current.privateKey != key || current.listenPort != config.listenPort {
             try await backend.configure(device: iface, WireGuardConfig(privateKey: key, listenPort: config.listenPort))
         }
@@ -62,7 +64,7 @@ public enum InterfaceSetup {
         let uapi = UAPIBackend(logger: logger)
         guard uapi.hasSocket(for: iface) else { return false }
         do {
-            _ = try await uapi.device(named: iface)
+            _ = try await uapi.activity(named: iface)
             return true
         } catch .deviceNotFound {
             logger.warning("removing a stale UAPI socket (no daemon listens on it)", metadata: ["path": "\(uapi.socketPath(for: iface))"])
@@ -79,7 +81,7 @@ public enum InterfaceSetup {
         let uapi = UAPIBackend(logger: logger)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if uapi.hasSocket(for: iface), (try? await uapi.device(named: iface)) != nil { return }
+            if uapi.hasSocket(for: iface), (try? await uapi.activity(named: iface)) != nil { return }
             try await Task.sleep(for: .milliseconds(100))
         }
         throw WireGuardError.noBackend(interface: iface, kernel: "not used (backend=userspace)",

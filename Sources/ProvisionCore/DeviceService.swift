@@ -89,40 +89,85 @@ public struct DeviceService: Sendable {
             guard fallback != nil else { throw .failedPrecondition("pairing is not available") }
         }
         var phases = DevicePhases()
-        let who = try await users.identify(req.caller)
+        // The address hold depends only on the tenant the gateway vouched for, not on who the caller
+        // is: it is written while the caller is looked up (two independent round trips at once) and
+        // dropped again if the caller may not create.
+        let deviceID = UUID()
+        async let holding = hold(owner: deviceID, tenant: req.caller.tenantID)
+        let who: CallerIdentity
+        do throws(MeshError) {
+            who = try await users.identify(req.caller)
+            guard let policy = who.plan.policy else { throw MeshError.internal("tenant has an unknown plan") }
+            try policy.checkProvisioningSession(tenantRequiresSAML: who.requireSAML, amr: who.amr)
+        } catch {
+            if await holding == nil { await dropHold(owner: deviceID) }
+            throw error
+        }
+        if let failure = await holding { throw failure }
         phases.lap(.identify)
-        guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
-        try policy.checkProvisioningSession(tenantRequiresSAML: who.requireSAML, amr: who.amr)
         return try await create(for: who, label: label, type: req.type,
                                 requestedExpiry: req.expiresAtMs > 0 ? Date(unixMilliseconds: req.expiresAtMs) : nil, pair: req.pair,
-                                requestID: requestID, phases: &phases)
+                                held: deviceID, requestID: requestID, phases: &phases)
+    }
+
+    /// Writes the address hold of a device about to be created; the error, if it could not.
+    private func hold(owner: UUID, tenant: String) async -> MeshError? {
+        do throws(MeshError) {
+            let tenant = try ProvisionValidate.uuid(tenant, field: "caller.tenant_id")
+            try await leases.holdLease(owner: owner, tenant: tenant, due: Date().addingTimeInterval(configuration.leaseHoldSeconds))
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// Drops a hold whose device will not be created (no address was allocated for it). If that
+    /// fails, the lease keeper finds it overdue and releases nothing.
+    private func dropHold(owner: UUID) async {
+        do throws(MeshError) {
+            try await leases.finishLeaseTask(owner: owner)
+        } catch {
+            logger.warning("could not drop an address hold; the lease keeper will", metadata: ["device.id": "\(owner.lowercased)", "error": "\(error)"])
+        }
     }
 
     /// Creates a device for `who`, whose identity (and, where it applies, provisioning session) was
     /// checked: the cap and the rate limit, a keypair, addresses, the config and its QR code.
     /// `requestedExpiry` nil takes the tenant's default lifetime (if any); `pair` adds a phone's fallback.
+    /// `held` is the id of a device whose address hold was already written (dropped here if the
+    /// creation stops before the allocation); without it the hold is written here.
     func create(for who: CallerIdentity, label: String, type: Mesh_V1_DeviceType, requestedExpiry: Date? = nil, pair: Bool = false,
-                requestID: String, phases: inout DevicePhases) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
-        guard let policy = who.plan.policy else { throw .internal("tenant has an unknown plan") }
+                held: UUID? = nil, requestID: String, phases: inout DevicePhases) async throws(MeshError) -> Mesh_V1_CreateDeviceResponse {
+        let deviceID = held ?? UUID()
         let rate = configuration.rateLimit(for: who.user)
-        // A pairing's fallback (the nodes' URLs and the tenant CA) is read first: when it cannot be
-        // had, nothing is created.
+        guard let policy = who.plan.policy else {
+            if held != nil { await dropHold(owner: deviceID) }
+            throw .internal("tenant has an unknown plan")
+        }
         var pairing: Mesh_V1_PhoneFallback?
-        if pair, let fallback { pairing = try await fallback(who.tenant) }
+        do throws(MeshError) {
+            // A pairing's fallback (the nodes' URLs and the tenant CA) is read first: when it cannot be
+            // had, nothing is created.
+            if pair, let fallback { pairing = try await fallback(who.tenant) }
 
-        // Cheap pre-checks, so a request that must fail does not allocate an address first. They
-        // are repeated, authoritatively, with the tenant locked below.
-        if policy.deviceCap != nil || rate != nil {
-            let counts = try await devices.creationCounts(tenant: who.tenant, user: who.user, window: rate?.window)
-            try policy.checkCap(used: counts.devices)
-            try rate?.check(recent: counts.recent, oldest: counts.oldest, now: counts.now)
+            // Cheap pre-checks, so a request that must fail does not allocate an address first. They
+            // are repeated, authoritatively, with the tenant locked below.
+            if policy.deviceCap != nil || rate != nil {
+                let counts = try await devices.creationCounts(tenant: who.tenant, user: who.user, window: rate?.window)
+                try policy.checkCap(used: counts.devices)
+                try rate?.check(recent: counts.recent, oldest: counts.oldest, now: counts.now)
+            }
+        } catch {
+            if held != nil { await dropHold(owner: deviceID) }
+            throw error
         }
         phases.lap(.precheck)
 
-        let deviceID = UUID()
         let keys = WireGuardKeyPair.generate()
         phases.lap(.keygen)
-        try await leases.holdLease(owner: deviceID, tenant: who.tenant, due: Date().addingTimeInterval(configuration.leaseHoldSeconds))
+        if held == nil {
+            try await leases.holdLease(owner: deviceID, tenant: who.tenant, due: Date().addingTimeInterval(configuration.leaseHoldSeconds))
+        }
         let addresses: (ipv4: String, ipv6: String)
         do {
             addresses = try await allocator.allocate(tenant: who.tenant, owner: deviceID, kind: .device, requestID: requestID)

@@ -208,6 +208,7 @@ struct ProvisionRulesTests {
         }
         h.clock.advance(9.5)
         #expect(await h.code(u, "still") == .rateLimited)
+        #expect(await h.store.leaseTaskCount == 0, "rate-limited creations left no hold")
         h.clock.advance(0.6)
         #expect(await h.code(u, "after") == nil, "the first creation left the window")
         // Another user of the tenant has a window of their own.
@@ -219,6 +220,7 @@ struct ProvisionRulesTests {
         let (t, _) = try await h.tenant(.enterprise, saml: true)
         var u = try await h.user(t)
         #expect(await h.code(u, "x") == .permissionDenied)
+        #expect(await h.store.leaseTaskCount == 0, "the refused session left no hold")
         u.amr = ["pwd", "saml"]
         #expect(await h.code(u, "x") == nil)
         // Only Enterprise offers it.
@@ -272,6 +274,8 @@ struct ProvisionRulesTests {
         var stranger = admin
         stranger.userID = UUID().lowercased
         #expect(await h.code(stranger, "x") == .unauthenticated, "a caller whose user is gone is not signed in")
+        // The address hold is written while the caller is looked up; a refused caller leaves none.
+        #expect(await h.store.leaseTaskCount == 0, "a refused caller leaves no hold")
         await h.allocator.setFailing(true)
         #expect(await h.code(admin, "allocator down") == .unavailable)
         await h.allocator.setFailing(false)
