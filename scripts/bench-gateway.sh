@@ -43,7 +43,7 @@ trap cleanup EXIT
 scripts/infra.sh start "$work/infra" >/dev/null
 # shellcheck disable=SC1091
 source "$work/infra/env"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { python3 "$(dirname "${BASH_SOURCE[0]}")/free-port.py"; }
 uuid() { python3 -c 'import uuid; print(uuid.uuid4())'; }
 
 tenant=$(uuid); reader=$(uuid); poster=$(uuid)

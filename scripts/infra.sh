@@ -20,7 +20,7 @@ mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 # PostgreSQL runs as the postgres user, which must be able to enter DIR (mktemp -d makes it 0700).
 chmod a+x "$dir"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { python3 "$(dirname "${BASH_SOURCE[0]}")/free-port.py"; }
 pgbin=$(pg_config --bindir 2>/dev/null || true)
 # pg_config (from libpq-dev) may point at a client-only directory; find the server binaries.
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/postgres" ]; then pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1); fi

@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 bin=${MESH_UP_TEST_BIN:-$root/.build/debug}
 tag=$(tr -dc 'a-z0-9' </dev/urandom | head -c 4)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { python3 "$(dirname "${BASH_SOURCE[0]}")/free-port.py"; }
 state=$(mktemp -d /tmp/mesh-up-test-XXXXXX)
 subnet="10.$((RANDOM % 90 + 150)).$((RANDOM % 250 + 1))"
 gw_port=$(free_port)

@@ -407,19 +407,61 @@ public final class TestNatsCluster: @unchecked Sendable {
     }
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on now (bound to port 0, read back, released).
+/// A TCP port on 127.0.0.1 that nothing listens on now, and that no other process is handed until
+/// this one exits.
+///
+/// A port read back from a bind to port 0 and released is free only for a moment: any process that
+/// binds port 0 meanwhile (a service's metrics listener, another test's picker, an outgoing
+/// connection's local port) may be given the same one, and the server meant for it then fails with
+/// "address in use" while the other process answers in its place. So the port is drawn below the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`), which port 0 and `connect` never use,
+/// and reserved among the pickers of every test process by an exclusive lock on a file named after
+/// it, held until this process exits.
 public func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestSetupError.failed("socket: errno \(errno)") }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    guard bound == 0 else { throw TestSetupError.failed("bind: errno \(errno)") }
-    let named = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    guard named == 0 else { throw TestSetupError.failed("getsockname: errno \(errno)") }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    try PortReservations.shared.reserve()
+}
+
+final class PortReservations: Sendable {
+    static let shared = PortReservations()
+    static let directory = "/tmp/quazzar-mesh-ports"
+    /// The lock files' descriptors, open for the life of the process.
+    private let held = Mutex<[Int: Int32]>([:])
+    private let range: ClosedRange<Int>
+
+    private init() {
+        // Below the ephemeral range, above the ports services use by convention.
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let low = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+        range = 20_000...max(20_001, min(low, 65_536) - 1)
+        mkdir(Self.directory, 0o1777)
+    }
+
+    func reserve() throws -> Int {
+        for _ in 0..<1_000 {
+            let port = Int.random(in: range)
+            if held.withLock({ $0[port] != nil }) { continue }
+            let fd = open("\(Self.directory)/\(port)", O_CREAT | O_RDWR | O_CLOEXEC, 0o666)
+            guard fd >= 0 else { throw TestSetupError.failed("open \(Self.directory)/\(port): errno \(errno)") }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { close(fd); continue }
+            guard Self.canBind(port) else { close(fd); continue }
+            held.withLock { $0[port] = fd }
+            return port
+        }
+        throw TestSetupError.failed("no free loopback port in \(range) after 1,000 tries")
+    }
+
+    /// Whether a listener could bind 127.0.0.1:`port` now.
+    private static func canBind(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } } == 0
+    }
 }
