@@ -151,7 +151,10 @@ struct KernelBackendTests {
             #expect(d.peers.count == peers.count)
             let got = try #require(d.peers.first { $0.publicKey == peers[3].publicKey })
             #expect(got.allowedIPs.sorted() == peers[3].allowedIPs.sorted())
-            #expect(WGDump(from: d) == (try await lab.wgDump(s)))
+            // Counters of the keepalive peers may grow between the two readings (syntheticPeer).
+            let ours = WGDump(from: d), wg = try await lab.wgDump(s)
+            #expect(ours.withoutCounters == wg.withoutCounters)
+            #expect(ours.peersGoingBack(in: wg).isEmpty)
         }
     }
 
@@ -203,8 +206,10 @@ struct ParityTests {
                 #expect(dk.backend == .kernel && du.backend == .userspace)
                 dk.name = "x"; du.name = "x"
                 dk.backend = .userspace
-                // Whole readings, listen port included: both were given the same one.
-                #expect(dk == du, "step \(i): kernel and wireguard-go readings differ")
+                // Whole readings, listen port included: both were given the same one. The counters are
+                // each daemon's own traffic (the keepalive peers' handshake initiations, sent on each
+                // daemon's own timers), so they are left out.
+                #expect(dk.withoutCounters == du.withoutCounters, "step \(i): kernel and wireguard-go readings differ")
                 #expect(dk.listenPort == 47_000, "step \(i): listen port \(dk.listenPort)")
                 let ck = try await lab.wgShowconf(k), cu = try await lab.wgShowconf(u)
                 #expect(ck == cu, "step \(i): wg showconf differs between kernel and wireguard-go")

@@ -182,8 +182,7 @@ enum Scenarios {
             #expect(wg.peers.count == count)
             let ours = WGDump(from: d)
             #expect(ours.withoutCounters == wg.withoutCounters)
-            let wgPeers = Dictionary(uniqueKeysWithValues: wg.peers.map { ($0.publicKey, $0) })
-            let wentBack = ours.peers.filter { p in wgPeers[p.publicKey].map { $0.rx < p.rx || $0.tx < p.tx } ?? true }
+            let wentBack = ours.peersGoingBack(in: wg)
             #expect(wentBack.isEmpty, "\(wentBack.count) peers' counters in wg's later reading are below ours, first: \(String(describing: wentBack.first))")
             // The periodic reading: the same key, port and peers' activity, without the allowed IPs
             // (userspace: streamed and skipped on the way; a reply this size spans many reads).

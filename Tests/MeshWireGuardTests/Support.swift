@@ -93,6 +93,11 @@ func randomKey() -> WireGuardKey {
 }
 
 /// The `n`th synthetic peer of a large set: unique key, one /32 in 100.64.0.0/10 and one /128.
+/// Peer `n` of a synthetic set: an endpoint in 198.18.0.0/15 (nothing answers there), two host
+/// prefixes, and a 25 s persistent keepalive on every third peer. Those send handshake initiations
+/// (148 bytes, retried every 5 s) as soon as the interface is up, so their transmit counters grow
+/// between two readings: compare readings of such a set with ``WGDump/withoutCounters`` and
+/// ``WGDump/peersGoingBack(in:)``, never whole.
 func syntheticPeer(_ n: Int, key: WireGuardKey) -> WireGuardPeerConfig {
     let v4 = IPv4Address(UInt32(0x6440_0000) + UInt32(n + 2))
     let v6 = IPv6Address(high: 0xfd00_0000_0000_0000, low: UInt64(n + 2))
@@ -155,6 +160,16 @@ struct WGDump: Equatable, CustomStringConvertible {
         }
     }
 
+    /// The peers whose counters or handshake in `later` (a reading taken after this one) are below
+    /// this one's, or that `later` lacks: counters only grow.
+    func peersGoingBack(in later: WGDump) -> [Peer] {
+        let byKey = Dictionary(uniqueKeysWithValues: later.peers.map { ($0.publicKey, $0) })
+        return peers.filter { p in
+            guard let l = byKey[p.publicKey] else { return true }
+            return l.rx < p.rx || l.tx < p.tx || l.latestHandshake < p.latestHandshake
+        }
+    }
+
     /// Without the counters that move on their own between two readings.
     var withoutCounters: WGDump {
         var c = self
@@ -206,4 +221,19 @@ func showconf(from d: WireGuardDevice) -> String {
         if p.persistentKeepaliveInterval != 0 { out += "PersistentKeepalive = \(p.persistentKeepaliveInterval)\n" }
     }
     return normalizeShowconf(out)
+}
+
+extension WireGuardDevice {
+    /// Without the peers' handshake time and counters, which move on their own between two readings.
+    var withoutCounters: WireGuardDevice {
+        var d = self
+        d.peers = d.peers.map { p in
+            var p = p
+            p.lastHandshake = .never
+            p.receiveBytes = 0
+            p.transmitBytes = 0
+            return p
+        }
+        return d
+    }
 }
