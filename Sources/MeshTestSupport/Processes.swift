@@ -372,9 +372,10 @@ public final class TestNatsCluster: @unchecked Sendable {
     private var servers: [ManagedProcess?]
 
     public init(size: Int, name: String = "cl") throws {
-        let base = Int.random(in: 20000...50000)
-        clientPorts = (0..<size).map { base + $0 * 2 }
-        clusterPorts = (0..<size).map { base + $0 * 2 + 1 }
+        // Reserved for the life of the test process (freeLoopbackPort), so a server started again
+        // finds its ports free.
+        clientPorts = try (0..<size).map { _ in try freeLoopbackPort() }
+        clusterPorts = try (0..<size).map { _ in try freeLoopbackPort() }
         self.name = name
         servers = Array(repeating: nil, count: size)
         for i in 0..<size { try start(i) }

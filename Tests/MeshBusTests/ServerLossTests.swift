@@ -22,8 +22,8 @@ struct ServerLossTests {
     @Test func requestsDuringAServerKillFailOnlyAsTransient() async throws {
         let cluster = try TestNatsCluster(size: 2, name: "loss")
         let ports = cluster.urls.split(separator: ",").map(String.init)
-        // The requester talks to server 0 only, the responder to server 1: the kill takes the
-        // requester's socket away under its writes (publishes write to the socket themselves).
+        // The requester starts on server 0, the responder on server 1: a kill takes the requester's
+        // socket away under its writes (publishes write to the socket themselves).
         let requester = try await TestEnvironment.connectBus("t-loss-req", url: ports[0])
         let responderBus = try await TestEnvironment.connectBus("t-loss-resp", url: ports[1])
         let subject = "test.loss.\(Nuid.short())"
@@ -31,6 +31,13 @@ struct ServerLossTests {
             ServiceEndpoint(name: "echo", subject: subject) { request in request.payload },
         ], logger: TestEnvironment.logger("t"))
         let outcomes = Outcomes()
+        // The requester's own view of the kills: each must cost it its connection.
+        let disconnects = Atomic<Int>(0)
+        let events = requester.events()
+        let watcher = Task {
+            for await e in events where e == .disconnected { disconnects.add(1, ordering: .relaxed) }
+        }
+        defer { watcher.cancel() }
         try await withService(responder) {
             try await waitUntil("the responder reachable through the cluster", timeout: .seconds(30)) {
                 (try? await requester.request(subject, [1], timeout: .seconds(1))) != nil
@@ -62,10 +69,17 @@ struct ServerLossTests {
                     outcomes.count("answered") >= 200
                 }
                 // Three kills: the moment a write meets the dead socket before the reader noticed is short.
-                for _ in 0..<3 {
-                    await cluster.kill(0)
+                // Each kill takes the server the requester is on now: after the first it has failed
+                // over to the other one (the cluster tells clients of every server).
+                for kill in 1...3 {
+                    let url = try #require(requester.connectedURL)
+                    let victim = try #require(cluster.clientPorts.firstIndex { url.hasSuffix(":\($0)") }, "connected to \(url)")
+                    await cluster.kill(victim)
+                    try await waitUntil("the requester losing its server (kill \(kill))", timeout: .seconds(30)) {
+                        disconnects.load(ordering: .relaxed) >= kill
+                    }
                     try await Task.sleep(for: .milliseconds(300))
-                    try cluster.start(0)
+                    try cluster.start(victim)
                     let answeredBefore = outcomes.count("answered")
                     try await waitUntil("requests answered again after the restart", timeout: .seconds(60)) {
                         outcomes.count("answered") >= answeredBefore + 200
@@ -78,9 +92,12 @@ struct ServerLossTests {
         let seen = outcomes.counts.withLock { $0 }
         let allowed: Set<String> = ["answered", "timeout", "no responders", "connection lost"]
         #expect(seen.keys.allSatisfy { allowed.contains($0) }, "outcomes: \(seen)")
-        // The kill must have been felt, or the test proved nothing.
-        #expect(seen.filter { $0.key != "answered" }.values.reduce(0, +) > 0, "outcomes: \(seen)")
-        print("server loss outcomes: \(seen)")
+        // The kills must have been felt, or the test proved nothing. Felt by the connection, that is:
+        // whether a request is inside the dying server at that instant is a matter of timing (on a
+        // loaded machine three kills once passed without a single failed request), so failed
+        // requests are counted and shown, not required.
+        #expect(disconnects.load(ordering: .relaxed) >= 3, "outcomes: \(seen)")
+        print("server loss outcomes: \(seen); the requester lost its server \(disconnects.load(ordering: .relaxed)) times")
         await requester.close(); await responderBus.close()
         await cluster.stop()
     }
