@@ -53,21 +53,40 @@ func dataplane(seconds: Int, rounds: Int, underlay6: Bool) async throws {
         }
         _ = await lab.reaches(from: dev.ns, "10.99.254.1", count: 1)
 
-        // iperf3 servers in the node's namespace.
+        // The iperf3 server in the node's namespace. It takes one test at a time and may still be
+        // closing the previous one (slowly, on a loaded machine): only that refusal is tried again,
+        // for up to 10 s. iperf3 3.12 sometimes never finishes closing a test (after a reverse
+        // test; it stopped a run on 2026-12-07 with the server busy for good): a server still busy
+        // after 10 s is replaced by a new one on the next port, and the measurement starts over.
         let out = TestEnvironment.outputDir("bench-dp")
-        servers.append(try ManagedProcess(name: "iperf3-\(Nuid.short())", executable: TestEnvironment.which("ip"),
-                                          arguments: ["netns", "exec", node.ns.name, "iperf3", "-s", "-p", "5201"], environment: [:], logDir: out))
-        try await Task.sleep(for: .milliseconds(500))
+        var port = 5200
+        func startServer() async throws {
+            if let old = servers.last { await old.terminate() }
+            port += 1
+            servers.append(try ManagedProcess(name: "iperf3-\(port)-\(Nuid.short())", executable: TestEnvironment.which("ip"),
+                                              arguments: ["netns", "exec", node.ns.name, "iperf3", "-s", "-p", "\(port)"], environment: [:], logDir: out))
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        try await startServer()
 
         func iperf(_ to: String, reverse: Bool) async throws -> Double {
-            var r = try await dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
-            // iperf3's server takes one test at a time and may still be closing the previous one
-            // (slowly, on a loaded machine): only that refusal is tried again, for up to 10 s.
-            var tries = 0
-            while r.status != 0, r.output.contains("the server is busy running a test"), tries < 40 {
+            func client() async throws -> (status: Int32, output: String, stdout: String) {
+                try await dev.ns.tryExec(["iperf3", "-c", to, "-p", "\(port)", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+            }
+            var r = try await client()
+            var tries = 0, replaced = 0
+            while r.status != 0, r.output.contains("the server is busy running a test") {
                 tries += 1
-                try await Task.sleep(for: .milliseconds(250))
-                r = try await dev.ns.tryExec(["iperf3", "-c", to, "-p", "5201", "-t", "\(seconds)", "-O", "1", "-J"] + (reverse ? ["-R"] : []))
+                if tries == 40 {
+                    guard replaced < 2 else { break }
+                    replaced += 1
+                    tries = 0
+                    print("iperf3 server on port \(port) still busy after 10 s: replaced")
+                    try await startServer()
+                } else {
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+                r = try await client()
             }
             guard r.status == 0, let data = r.stdout.data(using: .utf8),
                   let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
