@@ -98,7 +98,7 @@ public struct HandshakeReporter: Sendable {
         let round = last.round
         var changed: [WireGuardPeerActivity] = []
         // Sized once for the whole reading: the first reading after a start would otherwise grow the
-        // map by doubling, holding each old table beside the new one (8 MB at 50,000 peers).
+        // map by doubling, holding each old table beside the new one.
         if last.peers.capacity < reading.peers.count { last.peers.reserveCapacity(reading.peers.count) }
         for p in reading.peers {
             let seen = Seen(handshake: p.lastHandshake, rx: p.receiveBytes, tx: p.transmitBytes, endpoint: p.endpoint)

@@ -18,8 +18,9 @@ public enum HeapRelease {
 
     /// The arenas the node's heap uses unless the environment says otherwise: few threads allocate
     /// at once in a node (one agent queue, the bus, the reporter), and every further arena keeps
-    /// its own free memory apart. One arena left 118–122 MiB after a restart's sync where two
-    /// left 120–144 (docs/benchmarks.md, "Scale").
+    /// its own free memory apart. With the fixed ``mmapThreshold`` it left 117–136 MiB after a
+    /// restart's sync at 50,000 peers, where two arenas and glibc's moving threshold left up to 144
+    /// (docs/benchmarks.md, "Scale").
     static let arenas: Int32 = 1
 
     /// The size from which a block is its own memory map, given back to the system when freed.

@@ -92,9 +92,9 @@ func randomKey() -> WireGuardKey {
     return WireGuardKey(bytes: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })!
 }
 
-/// The `n`th synthetic peer of a large set: unique key, one /32 in 100.64.0.0/10 and one /128.
-/// Peer `n` of a synthetic set: an endpoint in 198.18.0.0/15 (nothing answers there), two host
-/// prefixes, and a 25 s persistent keepalive on every third peer. Those send handshake initiations
+/// The `n`th synthetic peer of a large set: unique key, one /32 in 100.64.0.0/10 and one /128, an
+/// endpoint in 198.18.0.0/15 (nothing answers there), and a 25 s persistent keepalive on every third
+/// peer. Those send handshake initiations
 /// (148 bytes, retried every 5 s) as soon as the interface is up, so their transmit counters grow
 /// between two readings: compare readings of such a set with ``WGDump/withoutCounters`` and
 /// ``WGDump/peersGoingBack(in:)``, never whole.
