@@ -95,15 +95,9 @@ if [ "${MESH_COMPOSE_IMAGES:-build}" != keep ]; then
 fi
 
 # Host ports the cluster publishes: free ones, so that nothing else on the machine is in the way.
-read -r https_port udp1 udp2 < <(python3 - <<'PY'
-import socket
-ports = []
-socks = []
-for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); socks.append(s); ports.append(s.getsockname()[1])
-print(*ports)
-PY
-)
+free_port() { python3 "$(dirname "${BASH_SOURCE[0]}")/free-port.py" "$@"; }
+https_port=$(free_port tcp); udp1=$(free_port udp); udp2=$(free_port udp)
+while [ "$udp2" = "$udp1" ]; do udp2=$(free_port udp); done
 export MESH_COMPOSE_HTTPS="127.0.0.1:$https_port" MESH_COMPOSE_NODE1_UDP="127.0.0.1:$udp1" MESH_COMPOSE_NODE2_UDP="127.0.0.1:$udp2"
 api="https://localhost:$https_port"
 ca="$root/compose/secrets/certs/ca.pem"

@@ -172,7 +172,8 @@ public final class FallbackClient: Service, Sendable {
                 let a = try await onNode(url, request)
                 if a.status >= 500 { throw ExchangeError.serverError(a.status) }
                 state.withLock { $0.preferredNode = i }
-                return FallbackResponse(status: a.status, headers: a.headers, body: a.body, path: .mesh(url.absoluteString), elapsed: .now - start)
+                return FallbackResponse(status: a.status, headers: a.headers, body: a.body, path: .mesh(url.absoluteString), elapsed: .now - start,
+                                        failedBefore: attempts)
             } catch let e as ExchangeError {
                 attempts.append((url.absoluteString, e))
             } catch {

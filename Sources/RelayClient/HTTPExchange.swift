@@ -45,6 +45,9 @@ public struct FallbackResponse: Sendable {
     public var path: FallbackPath
     /// From the start of the request on this path to the end of the answer.
     public var elapsed: Duration
+    /// The paths this request failed on before this one answered, with why (the relay, when the
+    /// answer came over the mesh because the relay failed it; nodes tried before the one that answered).
+    public var failedBefore: [(path: String, error: ExchangeError)] = []
 }
 
 /// Why one attempt on one path failed.

@@ -12,7 +12,8 @@ struct Fallback: AsyncParsableCommand {
             The mesh URLs and the tenant CA come from a pairing reply (--pairing, the JSON of POST /cp/api/v1/mesh/devices \
             with "pair": true) or from --mesh-url and --ca. Node names are resolved through the mesh DNS (--dns, a node's \
             mesh address). Sends --count requests, one every --interval-ms, and prints one line per request \
-            ("answer<TAB>n<TAB>unix ms<TAB>status<TAB>path<TAB>time" or "error<TAB>n<TAB>unix ms<TAB>why"), then the \
+            ("answer<TAB>n<TAB>unix ms<TAB>status<TAB>path<TAB>time<TAB>paths that failed it first" or \
+            "error<TAB>n<TAB>unix ms<TAB>why"), then the \
             switches between the relay and the mesh ("switch<TAB>mode<TAB>time since start<TAB>reason"). Exits 1 when a \
             request got no answer on any path.
 
@@ -92,7 +93,8 @@ struct Fallback: AsyncParsableCommand {
                 for i in 0..<count {
                     do {
                         let r = try await client.send(FallbackRequest(path: path, headers: headers))
-                        Self.emit("answer\t\(i)\t\(Self.unixMs())\t\(r.status)\t\(r.path)\t\(r.elapsed)")
+                        let failed = r.failedBefore.map { "\($0.path): \($0.error)" }.joined(separator: "; ")
+                        Self.emit("answer\t\(i)\t\(Self.unixMs())\t\(r.status)\t\(r.path)\t\(r.elapsed)\t\(failed)")
                     } catch {
                         failures += 1
                         Self.emit("error\t\(i)\t\(Self.unixMs())\t\(error)")

@@ -42,11 +42,11 @@ struct FallbackClientTests {
             try FileManager.default.createDirectory(at: root.appendingPathComponent("api/mesh"), withIntermediateDirectories: true)
             try Data("ok\n".utf8).write(to: root.appendingPathComponent("healthz"))
             try Data("{\"devices\":[]}\n".utf8).write(to: root.appendingPathComponent("api/mesh/devices"))
-            upstreamPort = try Self.freePort()
+            upstreamPort = try freeLoopbackPort()
             upstream = try ManagedProcess(name: "upstream-\(Nuid.short())", executable: TestEnvironment.which("python3"),
                                           arguments: ["-m", "http.server", "--bind", "127.0.0.1", "--directory", root.path, "\(upstreamPort)"],
                                           logDir: out)
-            relay = TestRelay(listenHost: "127.0.0.1", listenPort: try Self.freePort(), target: ("127.0.0.1", upstreamPort), logDir: out)
+            relay = TestRelay(listenHost: "127.0.0.1", listenPort: try freeLoopbackPort(), target: ("127.0.0.1", upstreamPort), logDir: out)
             try await relay.restore()
             var fronts: [HTTPSFront] = []
             for (i, ip) in nodeIPs.enumerated() {
@@ -66,12 +66,6 @@ struct FallbackClientTests {
             dns = MeshDNSServer(zone: zone, configuration: MeshDNSServerConfiguration(listenAddresses: [IPAddress(dnsIP)!], port: 53, serveTCP: false),
                                 logger: logger)
             try await waitForUpstream()
-        }
-
-        static func freePort() throws -> Int {
-            let r = try run("/usr/bin/env", ["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])
-            guard let port = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestSetupError.failed("no free port: \(r.output)") }
-            return port
         }
 
         func waitForUpstream() async throws {
@@ -132,14 +126,14 @@ struct FallbackClientTests {
         try await withRig { rig in
             let client = try rig.client()
             try await running(client) {
-                var answers: [(at: ContinuousClock.Instant, path: FallbackPath)] = []
+                var answers: [(at: ContinuousClock.Instant, path: FallbackPath, failedBefore: String)] = []
                 var failures: [String] = []
                 func tick(_ n: Int) async {
                     for _ in 0..<n {
                         do {
                             let r = try await client.send(FallbackRequest(path: "/api/mesh/devices"))
                             #expect(r.status == 200 && String(decoding: r.body, as: UTF8.self).contains("devices"))
-                            answers.append((.now, r.path))
+                            answers.append((.now, r.path, r.failedBefore.map { "\($0.path): \($0.error)" }.joined(separator: "; ")))
                         } catch {
                             failures.append("\(error)")
                         }
@@ -147,8 +141,8 @@ struct FallbackClientTests {
                     }
                 }
                 await tick(10)
-                #expect(client.mode == .relay)
-                #expect(answers.allSatisfy { $0.path == .relay })
+                #expect(client.mode == .relay, "\(client.transitions.map { ($0.mode, $0.reason) })")
+                #expect(answers.allSatisfy { $0.path == .relay }, "answered elsewhere: \(answers.filter { $0.path != .relay }.map { ($0.path, $0.failedBefore) })")
 
                 let cutAt = ContinuousClock.now
                 await rig.relay.cut()

@@ -29,7 +29,7 @@ struct FallbackE2ETests {
     @Test func aPairedPhoneReachesTheAPIOverTheMeshWhenTheRelayIsCut() async throws {
         let lab = try await MeshLab.start("fb")
         let out = TestEnvironment.outputDir("fallback-e2e")
-        let gwPort = try FallbackClientTests.Rig.freePort()
+        let gwPort = try freeLoopbackPort()
         let gwAddress = "\(lab.bridge.host):\(gwPort)"
         let nodeEnv = ["MESH_NODE_HTTPS_PORT": "8443", "MESH_NODE_HTTPS_UPSTREAM": gwAddress]
         let alpha = try await lab.addNode("alpha", environment: nodeEnv)
@@ -105,7 +105,7 @@ struct FallbackE2ETests {
         #expect(wrongName.status == 60, "\(wrongName.output)")
 
         // The relay: a TCP proxy on the underlay in front of the gateway.
-        let relay = TestRelay(listenHost: lab.bridge.host, listenPort: try FallbackClientTests.Rig.freePort(), target: (lab.bridge.host, gwPort),
+        let relay = TestRelay(listenHost: lab.bridge.host, listenPort: try freeLoopbackPort(), target: (lab.bridge.host, gwPort),
                               logDir: out)
         try await relay.restore()
         let meshctl = TestEnvironment.binDir.appendingPathComponent("meshctl").path
