@@ -9,7 +9,10 @@
 # MESH_BENCH_CONNECTIONS (default 16), MESH_BENCH_THREADS (wrk threads, default 2),
 # MESH_BENCH_SKIP_BUILD=1 (use the binaries already in .build/release), MESH_BENCH_METRICS=1 (also
 # print where the device list's time goes: the histograms of ProvisionSvc's bus endpoints and the
-# Gateway's routes, scraped from their /metrics before and after the GET run).
+# Gateway's routes, scraped from their /metrics before and after the GET run), MESH_BENCH_FANOUT=0
+# (leave FanoutSvc out), MESH_BENCH_PERF=DIR
+# (record `perf record -g` of ProvisionSvc, the Gateway and PostgreSQL during the GET run, and write
+# each one's `perf report --no-children` to DIR).
 #
 # What runs: an Enterprise tenant (no device cap) with two users, both exempt from the rate
 # limit (ProvisionSvc's MESH_RATE_LIMIT_EXEMPT). "reader" owns exactly 50 devices and is the one
@@ -26,7 +29,7 @@ bin=$root/.build/release
 command -v wrk >/dev/null || { echo "bench-gateway: wrk is missing (scripts/deps.sh installs it)" >&2; exit 1; }
 if [ "${MESH_BENCH_SKIP_BUILD:-0}" != 1 ]; then
   echo "bench-gateway: building release binaries" >&2
-  for p in AllocatorSvc ProvisionSvc Gateway meshctl GatewayBench ProvisionBench; do swift build -c release --product "$p" >/dev/null; done
+  for p in AllocatorSvc ProvisionSvc FanoutSvc Gateway meshctl GatewayBench ProvisionBench; do swift build -c release --product "$p" >/dev/null; done
 fi
 
 work=$(mktemp -d /tmp/mesh-bench-gw.XXXXXX)
@@ -56,6 +59,12 @@ prov_metrics=""
 [ "${MESH_BENCH_METRICS:-0}" = 1 ] && prov_metrics=127.0.0.1:$(free_port)
 MESH_INSTANCE=prov-bench MESH_RATE_LIMIT_EXEMPT="$reader,$poster" MESH_METRICS_ADDRESS=$prov_metrics "$bin/ProvisionSvc" >"$work/prov.log" 2>&1 & pids+=($!)
 MESH_GATEWAY_ADDRESS=127.0.0.1:$gw_port "$bin/Gateway" >"$work/gateway.log" 2>&1 & pids+=($!)
+# FanoutSvc takes each change from ProvisionSvc's outbox, as in the running system (without it the
+# outbox relay retries the whole undelivered backlog twice a second: MESH_BENCH_FANOUT=0, as this
+# benchmark ran before 2026-12-07).
+if [ "${MESH_BENCH_FANOUT:-1}" = 1 ]; then
+  MESH_INSTANCE=fanout-bench "$bin/FanoutSvc" >"$work/fanout.log" 2>&1 & pids+=($!)
+fi
 "$bin/GatewayBench" "$hello_port" >"$work/hello.log" 2>&1 & pids+=($!)
 
 ctl() { "$bin/meshctl" "$@"; }
@@ -121,6 +130,14 @@ bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 print(f"{rps:.0f} {p50:.2f} {p99:.2f} {bad.group(1) if bad else 0}")'
 }
 
+# MESH_BENCH_HOLD=SECONDS: keep the system up that long before measuring, for measurements by hand
+# (the base URL and the reader's token are printed).
+if [ -n "${MESH_BENCH_HOLD:-}" ]; then
+  echo "bench-gateway: holding for $MESH_BENCH_HOLD s: $base, reader token in $work/reader.token" >&2
+  echo "$reader_token" >"$work/reader.token"
+  sleep "$MESH_BENCH_HOLD"
+fi
+
 # Short warm-ups, then the measured runs, one after another.
 wrk -t1 -c4 -d2s "http://127.0.0.1:$hello_port/hello" >/dev/null
 wrk -t1 -c4 -d2s -H "Authorization: Bearer $reader_token" "$base/api/mesh/devices" >/dev/null
@@ -131,7 +148,24 @@ scrape() {  # both processes' metrics into $work/metrics-$1.txt
   fi
 }
 scrape before
+perf_pids=()
+if [ -n "${MESH_BENCH_PERF:-}" ]; then
+  mkdir -p "$MESH_BENCH_PERF"
+  # This run's PostgreSQL: its postmaster and the backends it forked.
+  postmaster=$(head -1 "$work/infra/pg/data/postmaster.pid")
+  pg_pids=$(echo "$postmaster" $(pgrep -P "$postmaster") | tr ' ' ,)
+  for spec in "provision:${pids[1]}" "gateway:${pids[2]}" "postgres:$pg_pids"; do
+    perf record -q -F 499 -g -p "${spec#*:}" -o "$MESH_BENCH_PERF/${spec%%:*}.data" -- sleep "$duration" >/dev/null 2>&1 & perf_pids+=($!)
+  done
+fi
 read -r g_rps g_p50 g_p99 g_bad < <(measure -H "Authorization: Bearer $reader_token" "$base/api/mesh/devices")
+for p in "${perf_pids[@]}"; do wait "$p" || true; done
+if [ -n "${MESH_BENCH_PERF:-}" ]; then
+  for name in provision gateway postgres; do
+    perf report -i "$MESH_BENCH_PERF/$name.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' >"$MESH_BENCH_PERF/$name.txt" || true
+  done
+  echo "bench-gateway: perf reports of the GET run in $MESH_BENCH_PERF" >&2
+fi
 scrape after
 read -r p_rps p_p50 p_p99 p_bad < <(measure -H "Authorization: Bearer $poster_token" -s "$work/post.lua" "$base")
 

@@ -22,6 +22,13 @@ extension UUID {
         self.init(uuid: parsed)
     }
 
+    /// Parses the canonical form from its UTF-8 bytes (a database value as it lies in the result).
+    public init?(utf8: UnsafeBufferPointer<UInt8>) {
+        var parsed: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        guard withUnsafeMutableBytes(of: &parsed, { Self.parse(utf8, into: $0) }) else { return nil }
+        self.init(uuid: parsed)
+    }
+
     /// The canonical form in lowercase, the form used on the bus, in subjects, in JSON and in DNS-safe places.
     public var lowercasedText: String {
         withUnsafeBytes(of: uuid) { raw in

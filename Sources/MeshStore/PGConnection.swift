@@ -214,8 +214,8 @@ public struct QueryResult: Sendable {
         let cols = ColumnIndex((0..<nf).map { String(cString: PQfname(r, Int32($0))) })
         var total = 0
         for t in 0..<nt { for f in 0..<nf { total += Int(PQgetlength(r, Int32(t), Int32(f))) } }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(total)
+        let base = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: total)
+        var used = 0
         var spans: [(start: Int, length: Int)] = []
         spans.reserveCapacity(nt * nf)
         for t in 0..<nt {
@@ -224,13 +224,16 @@ public struct QueryResult: Sendable {
                     spans.append((0, -1))
                 } else {
                     let len = Int(PQgetlength(r, Int32(t), Int32(f)))
-                    spans.append((bytes.count, len))
-                    let p = UnsafeRawPointer(PQgetvalue(r, Int32(t), Int32(f))!)
-                    bytes.append(contentsOf: UnsafeRawBufferPointer(start: p, count: len))
+                    spans.append((used, len))
+                    if len > 0 {
+                        let p = UnsafeRawPointer(PQgetvalue(r, Int32(t), Int32(f))!).assumingMemoryBound(to: UInt8.self)
+                        (base.baseAddress! + used).initialize(from: p, count: len)
+                    }
+                    used += len
                 }
             }
         }
-        let storage = ResultStorage(columns: cols, fieldCount: nf, bytes: bytes, spans: spans)
+        let storage = ResultStorage(columns: cols, fieldCount: nf, base: base, spans: spans)
         let rows = (0..<nt).map { Row(result: storage, row: $0) }
         self.rows = rows
         affectedRows = Int(String(cString: PQcmdTuples(r))) ?? 0

@@ -13,6 +13,42 @@ public protocol PGEncodable: Sendable {
 public protocol PGDecodable {
     /// Parses the column's text; returns nil if it does not fit the type.
     init?(pgText: String)
+    /// Parses the column's text as it lies in the result (UTF-8, no terminator). Rows decode
+    /// through this, so a type that reads bytes (ids, times, numbers, arrays) needs no `String` per
+    /// value; the default makes one and calls ``init(pgText:)``.
+    init?(pgBytes: UnsafeBufferPointer<UInt8>)
+}
+
+extension PGDecodable {
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        self.init(pgText: String(decoding: pgBytes, as: UTF8.self))
+    }
+}
+
+/// Runs `body` over a string's UTF-8 bytes, copying them only if the string does not store them contiguously.
+func withUTF8Bytes<R>(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+    var text = text
+    return text.withUTF8(body)
+}
+
+/// A decimal integer as PostgreSQL prints it (optional minus sign, digits); nil if it does not fit.
+func parseDecimal<T: FixedWidthInteger>(_ b: UnsafeBufferPointer<UInt8>, as: T.Type = T.self) -> T? {
+    guard !b.isEmpty else { return nil }
+    var i = 0
+    let negative = b[0] == UInt8(ascii: "-")
+    if negative || b[0] == UInt8(ascii: "+") { i = 1 }
+    guard i < b.count else { return nil }
+    var v: T = 0
+    while i < b.count {
+        let c = b[i]
+        guard c >= 48, c <= 57 else { return nil }
+        let (m, o1) = v.multipliedReportingOverflow(by: 10)
+        let (a, o2) = negative ? m.subtractingReportingOverflow(T(c - 48)) : m.addingReportingOverflow(T(c - 48))
+        guard !o1, !o2 else { return nil }
+        v = a
+        i += 1
+    }
+    return v
 }
 
 extension String: PGEncodable, PGDecodable {
@@ -23,26 +59,46 @@ extension String: PGEncodable, PGDecodable {
 extension Int: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let v = parseDecimal(pgBytes, as: Int.self) else { return nil }
+        self = v
+    }
 }
 
 extension Int64: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let v = parseDecimal(pgBytes, as: Int64.self) else { return nil }
+        self = v
+    }
 }
 
 extension Int32: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let v = parseDecimal(pgBytes, as: Int32.self) else { return nil }
+        self = v
+    }
 }
 
 extension UInt32: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let v = parseDecimal(pgBytes, as: UInt32.self) else { return nil }
+        self = v
+    }
 }
 
 extension UInt64: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let v = parseDecimal(pgBytes, as: UInt64.self) else { return nil }
+        self = v
+    }
 }
 
 extension Double: PGEncodable, PGDecodable {
@@ -59,6 +115,13 @@ extension Bool: PGEncodable, PGDecodable {
         default: return nil
         }
     }
+
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        // PostgreSQL prints a boolean as `t` or `f`; anything longer goes the text way.
+        if pgBytes.count == 1, pgBytes[0] == UInt8(ascii: "t") { self = true; return }
+        if pgBytes.count == 1, pgBytes[0] == UInt8(ascii: "f") { self = false; return }
+        self.init(pgText: String(decoding: pgBytes, as: UTF8.self))
+    }
 }
 
 /// A one-dimensional text array in PostgreSQL's output form: `{a,b,"c d","e\\"f"}`. PostgreSQL
@@ -67,7 +130,11 @@ extension Bool: PGEncodable, PGDecodable {
 /// decode (nil).
 extension Array: PGDecodable where Element == String {
     public init?(pgText: String) {
-        let u = Array<UInt8>(pgText.utf8)
+        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
+        self = v
+    }
+
+    public init?(pgBytes u: UnsafeBufferPointer<UInt8>) {
         guard u.count >= 2, u.first == UInt8(ascii: "{"), u.last == UInt8(ascii: "}") else { return nil }
         var out: [String] = []
         var i = 1
@@ -95,7 +162,7 @@ extension Array: PGDecodable where Element == String {
                     element.append(c)
                     i += 1
                 }
-                guard !element.isEmpty, String(decoding: element, as: UTF8.self).uppercased() != "NULL" else { return nil }
+                guard !element.isEmpty, !(element.count == 4 && element.map({ $0 & 0xDF }) == [UInt8]("NULL".utf8)) else { return nil }
             }
             out.append(String(decoding: element, as: UTF8.self))
             if i == end { break }
@@ -109,6 +176,7 @@ extension Array: PGDecodable where Element == String {
 extension UUID: PGEncodable, PGDecodable {
     public var pgText: String { lowercasedText }
     public init?(pgText: String) { self.init(text: pgText) }
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) { self.init(utf8: pgBytes) }
 }
 
 /// `bytea` in hex format (`\x0a1b...`).
@@ -132,7 +200,11 @@ public struct ByteA: PGEncodable, PGDecodable, Hashable {
     }
 
     public init?(pgText: String) {
-        let u = Array(pgText.utf8)
+        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
+        self = v
+    }
+
+    public init?(pgBytes u: UnsafeBufferPointer<UInt8>) {
         guard u.count >= 2, u[0] == UInt8(ascii: "\\"), u[1] == UInt8(ascii: "x"), u.count % 2 == 0 else { return nil }
         func nib(_ c: UInt8) -> UInt8? {
             switch c {
@@ -180,7 +252,35 @@ extension Date: PGEncodable, PGDecodable {
     }
 
     public init?(pgText: String) {
-        let u = Array(pgText.utf8)
+        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
+        self = v
+    }
+
+    public init?(pgBytes u: UnsafeBufferPointer<UInt8>) {
+        guard let t = PGMicroseconds.parse(u) else { return nil }
+        self.init(timeIntervalSince1970: Double(t.seconds) + Double(t.micros) / 1_000_000)
+    }
+}
+
+/// A `timestamptz` as whole microseconds since the epoch, exactly as PostgreSQL holds it (a
+/// `Date` is a Double, which cannot promise that): for cursors that must match a stored time.
+public struct PGMicroseconds: PGDecodable, Sendable, Equatable {
+    public var value: Int64
+
+    public init(_ value: Int64) { self.value = value }
+
+    public init?(pgText: String) {
+        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
+        self = v
+    }
+
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let t = Self.parse(pgBytes) else { return nil }
+        value = Int64(t.seconds) * 1_000_000 + Int64(t.micros)
+    }
+
+    /// Whole seconds since the epoch and the microseconds after them (0...999,999).
+    static func parse(_ u: UnsafeBufferPointer<UInt8>) -> (seconds: Int, micros: Int)? {
         func num(_ a: Int, _ n: Int) -> Int32? {
             guard a + n <= u.count else { return nil }
             var v: Int32 = 0
@@ -200,7 +300,8 @@ extension Date: PGEncodable, PGDecodable {
             }
             while digits < 6 { micros *= 10; digits += 1 }
         }
-        guard i < u.count, String(decoding: u[i...], as: UTF8.self) == "+00" || String(decoding: u[i...], as: UTF8.self) == "+00:00" else { return nil }
+        let zone = UnsafeBufferPointer(rebasing: u[min(i, u.count)...])
+        guard zone.elementsEqual("+00".utf8) || zone.elementsEqual("+00:00".utf8) else { return nil }
         var tm = tm()
         tm.tm_year = y - 1900
         tm.tm_mon = mo - 1
@@ -208,80 +309,131 @@ extension Date: PGEncodable, PGDecodable {
         tm.tm_hour = h
         tm.tm_min = mi
         tm.tm_sec = se
-        let secs = timegm(&tm)
-        self.init(timeIntervalSince1970: Double(secs) + Double(micros) / 1_000_000)
+        return (timegm(&tm), micros)
     }
 }
 
-/// One result row. Columns are looked up by name or position; values stay bytes until decoded, so
-/// a column that is never read costs no String.
+/// One result row. Columns are looked up by name; values stay bytes until decoded, and decode
+/// from those bytes (``PGDecodable/init(pgBytes:)``), so a column that is never read costs nothing
+/// and most that are read cost no `String`. The decoders are inlinable, so each call site gets a
+/// version for its type.
 public struct Row: Sendable {
-    let result: ResultStorage
-    let row: Int
+    @usableFromInline let result: ResultStorage
+    @usableFromInline let row: Int
 
-    var columns: ColumnIndex { result.columns }
+    init(result: ResultStorage, row: Int) {
+        self.result = result
+        self.row = row
+    }
 
     /// The raw text of a column, or nil for SQL NULL.
     public func raw(_ name: String) throws -> String? {
-        guard let i = columns.index[name] else { throw StoreError.decoding(column: name, reason: "no such column") }
-        return result.text(row: row, field: i)
+        try result.bytes(row: row, field: position(name)).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// Decodes a non-null column.
+    @inlinable
     public func decode<T: PGDecodable>(_ name: String, as type: T.Type = T.self) throws -> T {
-        guard let text = try raw(name) else { throw StoreError.decoding(column: name, reason: "is NULL") }
-        guard let v = T(pgText: text) else { throw StoreError.decoding(column: name, reason: "not a \(T.self): \(text.prefix(64))") }
-        return v
+        let field = try position(name)
+        return try withExtendedLifetime(result) {
+            guard let b = result.bytes(row: row, field: field) else { throw StoreError.decoding(column: name, reason: "is NULL") }
+            guard let v = T(pgBytes: b) else { throw Self.mismatch(name, T.self, b) }
+            return v
+        }
     }
 
     /// Decodes a nullable column.
+    @inlinable
     public func decodeIfPresent<T: PGDecodable>(_ name: String, as type: T.Type = T.self) throws -> T? {
-        guard let text = try raw(name) else { return nil }
-        guard let v = T(pgText: text) else { throw StoreError.decoding(column: name, reason: "not a \(T.self): \(text.prefix(64))") }
-        return v
+        let field = try position(name)
+        return try withExtendedLifetime(result) {
+            guard let b = result.bytes(row: row, field: field) else { return nil }
+            guard let v = T(pgBytes: b) else { throw Self.mismatch(name, T.self, b) }
+            return v
+        }
     }
 
-    /// Decodes a non-null column by position.
-    public func decode<T: PGDecodable>(at index: Int, as type: T.Type = T.self) throws -> T {
-        guard index < result.fieldCount, let text = result.text(row: row, field: index) else {
-            throw StoreError.decoding(column: "#\(index)", reason: "is NULL or missing")
-        }
-        guard let v = T(pgText: text) else { throw StoreError.decoding(column: "#\(index)", reason: "not a \(T.self)") }
-        return v
+    /// The position of a named column.
+    @usableFromInline
+    func position(_ name: String) throws -> Int {
+        guard let i = result.columns.position(name) else { throw StoreError.decoding(column: name, reason: "no such column") }
+        return i
+    }
+
+    @usableFromInline
+    static func mismatch(_ name: String, _ type: Any.Type, _ b: UnsafeBufferPointer<UInt8>) -> StoreError {
+        .decoding(column: name, reason: "not a \(type): \(String(decoding: b, as: UTF8.self).prefix(64))")
     }
 }
 
-/// A result's values copied out of libpq in one buffer: every value's bytes back to back, and per
-/// value its start and length (-1 for SQL NULL). One allocation per result instead of one String
-/// per value; the rows share it.
-final class ResultStorage: Sendable {
+/// A result's values copied out of libpq into one allocation: every value's bytes back to back,
+/// and per value its start and length (-1 for SQL NULL). The rows share it; it never changes after
+/// it is made, and its bytes stay where they are until the last row is gone.
+@usableFromInline
+final class ResultStorage: @unchecked Sendable {
     let columns: ColumnIndex
     let fieldCount: Int
-    let bytes: [UInt8]
-    /// For value (row * fieldCount + field): start in `bytes`, and length or -1 for NULL.
+    let base: UnsafeMutableBufferPointer<UInt8>
+    /// For value (row * fieldCount + field): start in `base`, and length or -1 for NULL.
     let spans: [(start: Int, length: Int)]
 
-    init(columns: ColumnIndex, fieldCount: Int, bytes: [UInt8], spans: [(start: Int, length: Int)]) {
+    /// Takes ownership of `base` (allocated by the caller, freed here).
+    init(columns: ColumnIndex, fieldCount: Int, base: UnsafeMutableBufferPointer<UInt8>, spans: [(start: Int, length: Int)]) {
         self.columns = columns
         self.fieldCount = fieldCount
-        self.bytes = bytes
+        self.base = base
         self.spans = spans
     }
 
-    func text(row: Int, field: Int) -> String? {
+    deinit { base.deallocate() }
+
+    /// A value's bytes, or nil for SQL NULL. Valid while this storage lives.
+    @usableFromInline
+    func bytes(row: Int, field: Int) -> UnsafeBufferPointer<UInt8>? {
         let s = spans[row * fieldCount + field]
         guard s.length >= 0 else { return nil }
-        return bytes.withUnsafeBufferPointer { b in
-            String(decoding: UnsafeBufferPointer(rebasing: b[s.start..<(s.start + s.length)]), as: UTF8.self)
-        }
+        return UnsafeBufferPointer(rebasing: base[s.start..<(s.start + s.length)])
     }
 }
 
+/// A result's column names → positions (the first column of a repeated name wins). Rows look a
+/// column up by name for every value they decode, so this is an open-addressing table over an
+/// FNV-1a hash of the name's bytes: a `Dictionary<String, Int>` hashed each name with SipHash,
+/// which made the lookups the largest part of decoding a device list.
 final class ColumnIndex: Sendable {
-    let index: [String: Int]
+    let names: [String]
+    /// Positions into `names` by hash slot; -1 is an empty slot. At most half full.
+    let slots: [Int32]
+    let mask: Int
+
     init(_ names: [String]) {
-        var d: [String: Int] = [:]
-        for (i, n) in names.enumerated() where d[n] == nil { d[n] = i }
-        index = d
+        self.names = names
+        var size = 8
+        while size < names.count * 2 { size *= 2 }
+        mask = size - 1
+        var slots = [Int32](repeating: -1, count: size)
+        for (i, n) in names.enumerated() {
+            var k = Self.hash(n) & mask
+            while slots[k] >= 0 && names[Int(slots[k])] != n { k = (k + 1) & mask }
+            if slots[k] < 0 { slots[k] = Int32(i) }
+        }
+        self.slots = slots
+    }
+
+    func position(_ name: String) -> Int? {
+        var k = Self.hash(name) & mask
+        while true {
+            let p = slots[k]
+            if p < 0 { return nil }
+            if names[Int(p)] == name { return Int(p) }
+            k = (k + 1) & mask
+        }
+    }
+
+    static func hash(_ name: String) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        var name = name
+        name.withUTF8 { for b in $0 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 } }
+        return Int(truncatingIfNeeded: h ^ (h >> 29))
     }
 }

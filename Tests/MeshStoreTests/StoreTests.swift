@@ -231,9 +231,16 @@ struct StoreTests {
             let row = try await store.read { tx in
                 try tx.queryFirst("""
                     SELECT $1::uuid AS u, $2::timestamptz AS t, $3::bytea AS b, $4::bool AS f, $5::text AS n,
-                           $6::bigint AS big, 'Zürich 🚀'::text AS s
-                    """, id, when, bytes, false, nil, Int64.max)!
+                           $6::bigint AS big, 'Zürich 🚀'::text AS s, $7::bigint AS low, true AS yes, ''::text AS empty
+                    """, id, when, bytes, false, nil, Int64.max, Int64.min)!
             }
+            #expect(try row.decode("low", as: Int64.self) == Int64.min)
+            #expect(try row.decode("yes", as: Bool.self) == true)
+            #expect(try row.decode("empty", as: String.self) == "")
+            #expect(throws: StoreError.self) { try row.decode("big", as: Int32.self) }
+            #expect(throws: StoreError.self) { try row.decode("low", as: UInt64.self) }
+            #expect(throws: StoreError.self) { try row.decode("s", as: UUID.self) }
+            #expect(throws: StoreError.self) { try row.decode("empty", as: Int.self) }
             #expect(try row.decode("u", as: UUID.self) == id)
             #expect(abs(try row.decode("t", as: Date.self).timeIntervalSince1970 - when.timeIntervalSince1970) < 0.000_001)
             #expect(try row.decode("b", as: ByteA.self) == bytes)
@@ -276,6 +283,47 @@ struct StoreTests {
             }
             #expect(try rows.map { try $0.decode("n", as: Int.self) } == Array(1...9))
             #expect(try rows.map { try $0.decodeIfPresent("s", as: String.self) } == (1...9).map { $0 % 2 == 0 ? nil : String(repeating: "v", count: $0) })
+        }
+    }
+
+    /// A timestamp read as microseconds is exactly PostgreSQL's own count, before and after 1970.
+    @Test func timestampsReadAsExactMicroseconds() async throws {
+        try await withStore { store, _ in
+            let rows = try await store.read { tx in
+                try tx.query("""
+                    SELECT t, (extract(epoch FROM t) * 1000000)::bigint AS us
+                    FROM unnest(ARRAY['2026-12-07 15:40:01.123456+00', '2026-12-07 15:40:01+00', '1969-12-31 23:59:59.999999+00',
+                                      '1900-02-28 01:02:03.5+00', '9999-12-31 23:59:59.999999+00', now()::text]::timestamptz[]) t
+                    """)
+            }
+            #expect(rows.count == 6)
+            for r in rows {
+                let text = (try? r.raw("t")) ?? nil
+                #expect(try r.decode("t", as: PGMicroseconds.self).value == r.decode("us", as: Int64.self), "\(text ?? "NULL")")
+            }
+        }
+    }
+
+    /// Columns are found by name among many (the lookup table is open-addressed: names that
+    /// collide must still each find their own), and a repeated name gives its first column.
+    @Test func everyColumnIsFoundByName() async throws {
+        try await withStore { store, _ in
+            // 300 generated columns c0…c299, then a few fixed names (the SQL type takes no runtime text).
+            try await store.write { tx in
+                try tx.execute("""
+                    DO $$ BEGIN
+                      EXECUTE 'CREATE VIEW wide AS SELECT '
+                        || (SELECT string_agg(format('%s::int AS c%s', g, g), ', ' ORDER BY g) FROM generate_series(0, 299) g)
+                        || ', 300 AS id, 301 AS tenant_id, 302 AS t_id, 303 AS owner_user_id, 304 AS x, 305 AS "ü_col"';
+                    END $$
+                    """)
+            }
+            let row = try await store.read { tx in try tx.queryFirst("SELECT *, 7 AS id, 8 AS x FROM wide")! }
+            let names = (0..<300).map { "c\($0)" } + ["id", "tenant_id", "t_id", "owner_user_id", "x", "ü_col"]
+            for (i, n) in names.enumerated() { #expect(try row.decode(n, as: Int.self) == i, "\(n)") }
+            for absent in ["c300", "C1", "c", "ü", "tenant", "id ", ""] {
+                #expect(throws: StoreError.self, "\(absent)") { try row.decode(absent, as: Int.self) }
+            }
         }
     }
 
@@ -323,5 +371,36 @@ struct StoreRecoveryTests {
         try await store.notify(channel: "restart_test", payload: "back")
         #expect(try await next(&it, "store event") == .notification(StoreNotification(channel: "restart_test", payload: "back")))
         store.close()
+    }
+}
+
+/// Rows decode from the bytes of a result (`init(pgBytes:)`), other callers from text
+/// (`init(pgText:)`): both must read every input alike, the malformed ones included.
+struct DecodingAgreementTests {
+    func agree<T: PGDecodable & Equatable>(_ type: T.Type, _ inputs: [String]) {
+        for text in inputs {
+            var copy = text
+            let fromBytes = copy.withUTF8 { T(pgBytes: $0) }
+            #expect(fromBytes == T(pgText: text), "\(T.self) from \"\(text)\"")
+        }
+    }
+
+    @Test func bytesAndTextAgree() {
+        let integers = ["0", "-0", "+7", "42", "-42", "9223372036854775807", "-9223372036854775808", "9223372036854775808",
+                        "-9223372036854775809", "4294967295", "4294967296", "2147483648", "-2147483649", "", "-", "+", "1.5", " 1", "1 ", "0x10", "١"]
+        agree(Int.self, integers)
+        agree(Int64.self, integers)
+        agree(Int32.self, integers)
+        agree(UInt32.self, integers)
+        agree(UInt64.self, integers)
+        agree(Bool.self, ["t", "f", "true", "false", "1", "0", "T", "", "yes"])
+        agree(UUID.self, ["123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000", "123e4567e89b12d3a456426614174000",
+                          "123e4567-e89b-12d3-a456-42661417400", "123e4567-e89b-12d3-a456-4266141740000", "g23e4567-e89b-12d3-a456-426614174000", ""])
+        agree(Date.self, ["2026-11-25 08:50:01.123456+00", "2026-11-25 08:50:01+00", "2026-11-25 08:50:01.5+00:00", "2026-11-25 08:50:01+01",
+                          "2026-11-25 08:50:01", "2026-11-25", "infinity", ""])
+        agree(PGMicroseconds.self, ["2026-11-25 08:50:01.123456+00", "1969-12-31 23:59:59.999999+00", "2026-11-25 08:50:01+01", ""])
+        agree(ByteA.self, ["\\x", "\\x00ff", "\\x0", "\\xzz", "00ff", ""])
+        agree([String].self, ["{}", "{a,b}", "{\"a b\",\"\"}", "{NULL}", "{null}", "{\"NULL\"}", "{a,}", "{{a}}", "a", "", "{\"a}"])
+        agree(String.self, ["", "plain", "Zürich 🚀"])
     }
 }

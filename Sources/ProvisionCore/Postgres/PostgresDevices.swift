@@ -347,7 +347,7 @@ extension PostgresProvisionStore: DeviceRepository {
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
     /// tenant, its role and status, its session or token), the tenant and one page of device rows
-    /// (with their owners' names) come from the same snapshot. The first row holds the caller and the
+    /// (with their owners' roles and names, from one join) come from the same snapshot. The first row holds the caller and the
     /// tenant and no device; each further row holds one device and nothing else, so the tenant's
     /// columns are sent once, not once per device. No row at all means an unknown user. One device
     /// more than the page is read, to know whether another page follows.
@@ -373,7 +373,7 @@ extension PostgresProvisionStore: DeviceRepository {
                           t.device_lifetime_seconds AS t_device_lifetime_seconds
                    FROM caller CROSS JOIN t),
                  d AS (
-                   SELECT \(Self.deviceColumns), (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM devices
+                   SELECT \(Self.deviceOwnColumns) FROM devices
                    WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM h)
                      AND ((SELECT u_role FROM h) = 'admin' OR owner_user_id = $2)
                      AND ($3::uuid IS NULL OR owner_user_id = $3)
@@ -383,7 +383,7 @@ extension PostgresProvisionStore: DeviceRepository {
                      AND ($6::bigint IS NULL OR (created_at, id) > (timestamptz 'epoch' + $6::bigint * interval '1 microsecond', $7::uuid))
                      AND ($9::uuid IS NULL OR id = $9)
                    ORDER BY created_at, id LIMIT $8)
-            SELECT h.*, d.*, u.name AS owner_name
+            SELECT h.*, d.*, u.role AS owner_role, u.name AS owner_name
             FROM h FULL JOIN d ON false
             LEFT JOIN users u ON u.id = d.owner_user_id
             ORDER BY d.created_at NULLS FIRST, d.id
@@ -396,7 +396,7 @@ extension PostgresProvisionStore: DeviceRepository {
             let t = try Self.tenant(first, prefix: "t_")
             var out: [DeviceRecord] = []
             out.reserveCapacity(rows.count)
-            var lastMicros: Int64 = 0, more = false
+            var last: Row?, more = false
             for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil {
                 if let limit = q.limit, out.count == limit {
                     more = true
@@ -405,9 +405,11 @@ extension PostgresProvisionStore: DeviceRepository {
                 var d = try Self.device(r)
                 d.ownerName = try r.decodeIfPresent("owner_name") ?? ""
                 out.append(d)
-                lastMicros = try r.decode("created_us")
+                last = r
             }
-            let next = more ? out.last.map { DeviceCursor(createdMicros: lastMicros, id: $0.id) } : nil
+            // The cursor holds the last device's creation time to the microsecond, as stored.
+            let next = try more ? last.map { DeviceCursor(createdMicros: try $0.decode("created_at", as: PGMicroseconds.self).value,
+                                                          id: try $0.decode("id")) } : nil
             guard let who = lookup.identity else { return (lookup, nil) }
             return (lookup, DevicePage(caller: who, tenant: t, devices: out, next: next))
         } catch {

@@ -77,11 +77,16 @@ public final class PostgresProvisionStore: Sendable {
         return t
     }
 
-    static let deviceColumns: SQL = """
+    /// A device's own columns; ``device(_:)`` also reads `owner_role`, which ``deviceColumns`` adds
+    /// (a read that joins `users` anyway takes it from the join instead).
+    static let deviceOwnColumns: SQL = """
         id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
         rx_bytes, tx_bytes, endpoint, config_hub_id, config_outdated, suspended_at, suspend_reason, expires_at,
-        config_node_ids, tag_list AS tags,
-        (SELECT role FROM users o WHERE o.id = devices.owner_user_id) AS owner_role
+        config_node_ids, tag_list AS tags
+        """
+
+    static let deviceColumns: SQL = """
+        \(deviceOwnColumns), (SELECT role FROM users o WHERE o.id = devices.owner_user_id) AS owner_role
         """
 
     static func device(_ r: Row) throws -> DeviceRecord {
