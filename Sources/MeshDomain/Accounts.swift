@@ -118,8 +118,9 @@ public enum APITokenRules {
 
     /// The token's name (1–64 characters) and its lifetime (1 hour to 365 days; 0 means the default).
     public static func validate(name: String, ttlSeconds: UInt32) throws(MeshError) -> (String, Duration) {
+        // At most 64 code points as sent (what the API's schema counts), at least one after trimming.
         let n = name.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !n.isEmpty, n.count <= 64, !n.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard !n.isEmpty, name.unicodeScalars.count <= 64, !n.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw .invalidArgument(field: "name", message: "name must be 1 to 64 characters")
         }
         if ttlSeconds == 0 { return (n, defaultTTL) }
@@ -186,6 +187,10 @@ public enum InvitationRules {
     /// Exactly one of email and subject; the email lowercased; a known role; a lifetime up to 90 days.
     public static func validate(email: String, subject: String, issuer: String, role: Mesh_V1_Role, name: String,
                                 ttlSeconds: UInt32) throws(MeshError) -> Invitation {
+        // Lengths count the values as sent, before trimming: that is what the API's schema bounds.
+        guard email.utf8.count <= 254 else { throw .invalidArgument(field: "email", message: "email is at most 254 bytes") }
+        guard subject.utf8.count <= 255 else { throw .invalidArgument(field: "subject", message: "subject is at most 255 bytes") }
+        guard issuer.utf8.count <= 512 else { throw .invalidArgument(field: "issuer", message: "issuer is at most 512 bytes") }
         let e = normalizeEmail(email), s = subject.trimmingCharacters(in: .whitespaces)
         guard e.isEmpty != s.isEmpty else {
             throw .invalidArgument(field: e.isEmpty ? "email" : "subject", message: "invite by email or by subject, one of the two")
@@ -196,7 +201,6 @@ public enum InvitationRules {
                 throw .invalidArgument(field: "email", message: "email must be an address like name@example.com")
             }
         }
-        guard s.utf8.count <= 255 else { throw .invalidArgument(field: "subject", message: "subject is at most 255 bytes") }
         let iss = issuer.trimmingCharacters(in: .whitespaces)
         // An issuer URL: http(s), a host, at most 512 bytes of printable ASCII (a URI has no other).
         let hostStart = iss.hasPrefix("https://") ? 8 : iss.hasPrefix("http://") ? 7 : 0

@@ -2,7 +2,7 @@ import Foundation
 
 /// Labels and their DNS-safe slugs.
 ///
-/// A label is what a person typed (1–63 characters after trimming, any Unicode except control
+/// A label is what a person typed (at most 63 code points as sent, at least one after trimming; any Unicode except control
 /// characters), shown exactly as typed. Its slug is a DNS label: lowercase a–z, 0–9 and '-', at most
 /// 63 characters, no leading or trailing '-'. Non-ASCII letters are transliterated to Latin and
 /// stripped of accents ("Zoë's iPhone" → "zoes-iphone", "Иван" → "ivan", "東京" → "dong-jing");
@@ -10,7 +10,8 @@ import Foundation
 /// gets the slug of its device type ("iphone", "device"). Uniqueness within a tenant (`-2`, `-3`, …)
 /// is the caller's job, because it needs the tenant's other names.
 public enum Slug {
-    /// The maximum label length in characters, after trimming.
+    /// The maximum label length in Unicode code points, counted as sent (before trimming), as the
+    /// API's schema (`maxLength`) counts it.
     public static let maxLabelLength = 63
 
     /// Trims and validates a label. Throws `invalidArgument` for an empty, over-long, or
@@ -18,7 +19,7 @@ public enum Slug {
     public static func validateLabel(_ raw: String) throws(MeshError) -> String {
         let label = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !label.isEmpty else { throw .invalidArgument(field: "label", message: "label must not be empty") }
-        guard label.count <= maxLabelLength else {
+        guard raw.unicodeScalars.count <= maxLabelLength else {
             throw .invalidArgument(field: "label", message: "label must be at most \(maxLabelLength) characters")
         }
         for scalar in label.unicodeScalars {

@@ -31,7 +31,15 @@ func withUTF8Bytes<R>(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R)
     return text.withUTF8(body)
 }
 
-/// A decimal integer as PostgreSQL prints it (optional minus sign, digits); nil if it does not fit.
+/// Integers read a decimal as PostgreSQL prints it (an optional sign, then digits); nil if it does
+/// not fit the type.
+extension PGDecodable where Self: FixedWidthInteger {
+    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
+        guard let v = parseDecimal(pgBytes, as: Self.self) else { return nil }
+        self = v
+    }
+}
+
 func parseDecimal<T: FixedWidthInteger>(_ b: UnsafeBufferPointer<UInt8>, as: T.Type = T.self) -> T? {
     guard !b.isEmpty else { return nil }
     var i = 0
@@ -59,46 +67,26 @@ extension String: PGEncodable, PGDecodable {
 extension Int: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
-    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
-        guard let v = parseDecimal(pgBytes, as: Int.self) else { return nil }
-        self = v
-    }
 }
 
 extension Int64: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
-    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
-        guard let v = parseDecimal(pgBytes, as: Int64.self) else { return nil }
-        self = v
-    }
 }
 
 extension Int32: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
-    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
-        guard let v = parseDecimal(pgBytes, as: Int32.self) else { return nil }
-        self = v
-    }
 }
 
 extension UInt32: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
-    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
-        guard let v = parseDecimal(pgBytes, as: UInt32.self) else { return nil }
-        self = v
-    }
 }
 
 extension UInt64: PGEncodable, PGDecodable {
     public var pgText: String { String(self) }
     public init?(pgText: String) { self.init(pgText) }
-    public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
-        guard let v = parseDecimal(pgBytes, as: UInt64.self) else { return nil }
-        self = v
-    }
 }
 
 extension Double: PGEncodable, PGDecodable {

@@ -47,6 +47,12 @@ enum MeshErrorCases {
             #expect(throws: MeshError.self) { try Slug.validateLabel(bad) }
         }
         #expect(try Slug.validateLabel(String(repeating: "é", count: 63)).count == 63)
+        // The length is counted as sent, in code points (the API schema's maxLength): a space past
+        // 63 is refused though trimming would fit, and so are 40 decomposed "é" (80 code points).
+        #expect(throws: MeshError.invalidArgument(field: "label", message: "label must be at most 63 characters")) {
+            try Slug.validateLabel(" " + String(repeating: "a", count: 63))
+        }
+        #expect(throws: MeshError.self) { try Slug.validateLabel(String(repeating: "e\u{301}", count: 40)) }
     }
 
     @Test func slugsAreDNSLabels() {

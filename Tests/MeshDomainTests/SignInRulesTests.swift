@@ -104,7 +104,7 @@ struct SignInRulesTests {
         #expect(p.firstIdleExpiry(now: now, absoluteExpires: now.addingTimeInterval(60)) == now.addingTimeInterval(60))
     }
 
-    @Test func apiTokensCarryAChecksum() {
+    @Test func apiTokensCarryAChecksum() throws {
         #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
         var rng = SystemRandomNumberGenerator()
         var seen: Set<String> = []
@@ -123,6 +123,8 @@ struct SignInRulesTests {
         #expect(!APITokenFormat.isWellFormed("xyz_" + String(APITokenFormat.make(using: &rng).dropFirst(4))))
         #expect(APITokenFormat.displayPrefix("qmp_AbCdEfGh") == "qmp_AbCd")
         #expect(throws: MeshError.self) { try APITokenRules.validate(name: " ", ttlSeconds: 0) }
+        #expect(try APITokenRules.validate(name: String(repeating: "t", count: 64), ttlSeconds: 0).0.count == 64)
+        #expect(throws: MeshError.self) { try APITokenRules.validate(name: String(repeating: "t", count: 64) + " ", ttlSeconds: 0) }
         #expect(throws: MeshError.self) { try APITokenRules.validate(name: "ci", ttlSeconds: 60) }
         #expect(throws: Never.self) { try APITokenRules.checkCount(live: APITokenRules.perUser - 1) }
         #expect(throws: MeshError.self) { try APITokenRules.checkCount(live: APITokenRules.perUser) }
@@ -157,6 +159,21 @@ struct SignInRulesTests {
                                                ("", "s", "https://" + String(repeating: "a", count: 505), .owner), ("", "s", "https://", .owner),
                                                ("", "s", "https:///path", .owner), ("", "s", "https://id p.example", .owner), ("", "s", "https://é.example", .owner)] {
             #expect(throws: MeshError.self) { try InvitationRules.validate(email: email, subject: subject, issuer: issuer, role: role, name: "", ttlSeconds: 0) }
+        }
+        // Lengths count the value as sent, spaces included (the API's schema bounds the raw value):
+        // at the bound it passes, one space past it is refused even though trimming would fit.
+        let subject255 = "?" + String(repeating: "*", count: 254)
+        #expect(try InvitationRules.validate(email: "", subject: subject255, issuer: "", role: .owner, name: "", ttlSeconds: 0).subject == subject255)
+        #expect(throws: MeshError.invalidArgument(field: "subject", message: "subject is at most 255 bytes")) {
+            try InvitationRules.validate(email: "", subject: " " + subject255, issuer: "", role: .owner, name: "", ttlSeconds: 0)
+        }
+        let email254 = String(repeating: "a", count: 242) + "@example.com"
+        #expect(try InvitationRules.validate(email: email254, subject: "", issuer: "", role: .owner, name: "", ttlSeconds: 0).email == email254)
+        #expect(throws: MeshError.invalidArgument(field: "email", message: "email is at most 254 bytes")) {
+            try InvitationRules.validate(email: email254 + " ", subject: "", issuer: "", role: .owner, name: "", ttlSeconds: 0)
+        }
+        #expect(throws: MeshError.invalidArgument(field: "issuer", message: "issuer is at most 512 bytes")) {
+            try InvitationRules.validate(email: "", subject: "s", issuer: longest + " ", role: .owner, name: "", ttlSeconds: 0)
         }
     }
 
