@@ -12,7 +12,8 @@
 # Gateway's routes, scraped from their /metrics before and after the GET run), MESH_BENCH_FANOUT=0
 # (leave FanoutSvc out), MESH_BENCH_PERF=DIR
 # (record `perf record -g` of ProvisionSvc, the Gateway and PostgreSQL during the GET run, and write
-# each one's `perf report --no-children` to DIR).
+# each one's `perf report --no-children` to DIR), MESH_BENCH_HOLD=SECONDS (keep the system up that
+# long before measuring, for measurements by hand).
 #
 # What runs: an Enterprise tenant (no device cap) with two users, both exempt from the rate
 # limit (ProvisionSvc's MESH_RATE_LIMIT_EXEMPT). "reader" owns exactly 50 devices and is the one

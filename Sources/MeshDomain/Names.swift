@@ -2,10 +2,11 @@ import Foundation
 
 /// Labels and their DNS-safe slugs.
 ///
-/// A label is what a person typed (at most 63 code points as sent, at least one after trimming; any Unicode except control
-/// characters), shown exactly as typed. Its slug is a DNS label: lowercase a–z, 0–9 and '-', at most
-/// 63 characters, no leading or trailing '-'. Non-ASCII letters are transliterated to Latin and
-/// stripped of accents ("Zoë's iPhone" → "zoes-iphone", "Иван" → "ivan", "東京" → "dong-jing");
+/// A label is what a person typed (at most 63 code points as sent, at least one after trimming;
+/// any Unicode except control characters), shown as typed once trimmed. Its slug is a DNS label:
+/// lowercase a–z, 0–9 and '-', at most 63 characters, no leading or trailing '-'. Non-ASCII letters
+/// are transliterated to Latin and stripped of accents ("Zoë's iPhone" → "zoes-iphone", "Иван" →
+/// "ivan", "東京" → "dong-jing");
 /// whatever still is not [a-z0-9] becomes a separator. A label with nothing usable (emoji only)
 /// gets the slug of its device type ("iphone", "device"). Uniqueness within a tenant (`-2`, `-3`, …)
 /// is the caller's job, because it needs the tenant's other names.

@@ -25,10 +25,16 @@ extension PGDecodable {
     }
 }
 
-/// Runs `body` over a string's UTF-8 bytes, copying them only if the string does not store them contiguously.
-func withUTF8Bytes<R>(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
-    var text = text
-    return text.withUTF8(body)
+/// A decodable whose parser reads bytes: its text form goes through the same parser, so the two
+/// cannot disagree.
+public protocol PGBytesDecodable: PGDecodable {}
+
+extension PGBytesDecodable {
+    public init?(pgText: String) {
+        var text = pgText
+        guard let v = text.withUTF8({ Self(pgBytes: $0) }) else { return nil }
+        self = v
+    }
 }
 
 /// Integers read a decimal as PostgreSQL prints it (an optional sign, then digits); nil if it does
@@ -116,12 +122,7 @@ extension Bool: PGEncodable, PGDecodable {
 /// quotes an element that is empty, is `NULL`, or holds a brace, comma, quote, backslash or space,
 /// and escapes `"` and `\\` inside quotes. An array holding an SQL NULL, or a nested array, does not
 /// decode (nil).
-extension Array: PGDecodable where Element == String {
-    public init?(pgText: String) {
-        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
-        self = v
-    }
-
+extension Array: PGDecodable, PGBytesDecodable where Element == String {
     public init?(pgBytes u: UnsafeBufferPointer<UInt8>) {
         guard u.count >= 2, u.first == UInt8(ascii: "{"), u.last == UInt8(ascii: "}") else { return nil }
         var out: [String] = []
@@ -168,7 +169,7 @@ extension UUID: PGEncodable, PGDecodable {
 }
 
 /// `bytea` in hex format (`\x0a1b...`).
-public struct ByteA: PGEncodable, PGDecodable, Hashable {
+public struct ByteA: PGEncodable, PGBytesDecodable, Hashable {
     public var bytes: [UInt8]
 
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
@@ -185,11 +186,6 @@ public struct ByteA: PGEncodable, PGDecodable, Hashable {
         }
         s += String(decoding: out, as: UTF8.self)
         return s
-    }
-
-    public init?(pgText: String) {
-        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
-        self = v
     }
 
     public init?(pgBytes u: UnsafeBufferPointer<UInt8>) {
@@ -217,7 +213,7 @@ public struct ByteA: PGEncodable, PGDecodable, Hashable {
 /// `timestamptz` in UTC text form. Sessions run with `TimeZone=UTC`, so the server prints
 /// `2026-11-25 08:50:01.123456+00`; formatting and parsing here avoid Foundation's formatters,
 /// which are not safe to share between threads on every platform.
-extension Date: PGEncodable, PGDecodable {
+extension Date: PGEncodable, PGBytesDecodable {
     /// The earliest and latest instants written as dates (0001-01-01, and the last second whose
     /// microseconds fit in an Int64, in the year 294247: both within PostgreSQL's timestamptz);
     /// anything beyond, NaN included, is written as `-infinity` or `infinity`, PostgreSQL's own
@@ -239,11 +235,6 @@ extension Date: PGEncodable, PGDecodable {
         return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2)) \(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(String(repeating: "0", count: 6 - f.count) + f)+00"
     }
 
-    public init?(pgText: String) {
-        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
-        self = v
-    }
-
     public init?(pgBytes u: UnsafeBufferPointer<UInt8>) {
         guard let t = PGMicroseconds.parse(u) else { return nil }
         self.init(timeIntervalSince1970: Double(t.seconds) + Double(t.micros) / 1_000_000)
@@ -252,15 +243,10 @@ extension Date: PGEncodable, PGDecodable {
 
 /// A `timestamptz` as whole microseconds since the epoch, exactly as PostgreSQL holds it (a
 /// `Date` is a Double, which cannot promise that): for cursors that must match a stored time.
-public struct PGMicroseconds: PGDecodable, Sendable, Equatable {
+public struct PGMicroseconds: PGBytesDecodable, Sendable, Equatable {
     public var value: Int64
 
     public init(_ value: Int64) { self.value = value }
-
-    public init?(pgText: String) {
-        guard let v = withUTF8Bytes(pgText, { Self(pgBytes: $0) }) else { return nil }
-        self = v
-    }
 
     public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
         guard let t = Self.parse(pgBytes) else { return nil }
@@ -312,11 +298,6 @@ public struct Row: Sendable {
     init(result: ResultStorage, row: Int) {
         self.result = result
         self.row = row
-    }
-
-    /// The raw text of a column, or nil for SQL NULL.
-    public func raw(_ name: String) throws -> String? {
-        try result.bytes(row: row, field: position(name)).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// Decodes a non-null column.

@@ -298,8 +298,7 @@ struct StoreTests {
             }
             #expect(rows.count == 6)
             for r in rows {
-                let text = (try? r.raw("t")) ?? nil
-                #expect(try r.decode("t", as: PGMicroseconds.self).value == r.decode("us", as: Int64.self), "\(text ?? "NULL")")
+                #expect(try r.decode("t", as: PGMicroseconds.self).value == r.decode("us", as: Int64.self), "\((try? r.decode("t", as: String.self)) ?? "")")
             }
         }
     }

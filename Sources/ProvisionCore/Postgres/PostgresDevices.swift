@@ -349,8 +349,9 @@ extension PostgresProvisionStore: DeviceRepository {
     /// tenant, its role and status, its session or token), the tenant and one page of device rows
     /// (with their owners' roles and names, from one join) come from the same snapshot. The first
     /// row holds the caller and the tenant and no device; each further row holds one device and
-    /// nothing else, so the tenant's columns are sent once, not once per device. No row at all means an unknown user. One device
-    /// more than the page is read, to know whether another page follows.
+    /// nothing else, so the tenant's columns are sent once, not once per device. No row at all
+    /// means an unknown user. One device more than the page is read, to know whether another page
+    /// follows.
     public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query q: DeviceQuery) async throws(MeshError)
         -> (CallerLookup, DevicePage?) {
         let (session, token) = Self.ids(credential)
