@@ -4,6 +4,7 @@ import JWTKit
 import MeshDomain
 import MeshNet
 import MeshProto
+import Synchronization
 
 /// The claims of every token the Gateway accepts.
 ///
@@ -125,6 +126,9 @@ public struct JWTKeyMaterial: Sendable {
 public struct TokenVerifier: Sendable {
     let hmac: JWTKeyCollection?
     let eddsa: JWTKeyCollection?
+    /// Tokens already verified, by their exact text. A token never changes, so its signature and
+    /// claims need checking once; only its expiry is checked again on every use.
+    let verified = VerifiedTokens(capacity: 4096)
 
     /// A verifier for the keys that are present.
     public init(keys: JWTKeyMaterial) async {
@@ -143,6 +147,11 @@ public struct TokenVerifier: Sendable {
     /// The identity of a verified token; `unauthenticated` for anything missing, malformed,
     /// expired, wrongly signed or with an unaccepted algorithm.
     public func verify(_ token: String) async throws(MeshError) -> Identity {
+        let now = Date()
+        if let (identity, expires) = verified.lookup(token) {
+            guard expires > now else { throw .unauthenticated("token expired") }
+            return identity
+        }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = JWTKeyMaterial.base64Bytes(String(parts[0])),
               let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any],
@@ -163,7 +172,9 @@ public struct TokenVerifier: Sendable {
         } catch {
             throw .unauthenticated("invalid bearer token")
         }
-        return try Self.identity(claims)
+        let identity = try Self.identity(claims)
+        verified.insert(token, identity, expires: claims.exp.value)
+        return identity
     }
 
     /// Checks the claims' shape: UUIDs for tenant, user and node, and a known role.
@@ -179,6 +190,35 @@ public struct TokenVerifier: Sendable {
         let amr = (c.amr ?? []).filter { !$0.isEmpty && $0.count <= 64 }.prefix(16).map { $0.lowercased() }
         return .user(tenantID: tenant.lowercasedText, userID: user.lowercasedText, role: role, amr: Array(amr))
     }
+}
+
+/// A bounded map of verified tokens to their identity and expiry. When full, the entries already
+/// expired go first, and if none has, all of them (the next requests verify afresh).
+final class VerifiedTokens: Sendable {
+    private let entries: Mutex<[String: (identity: Identity, expires: Date)]>
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        entries = Mutex([:])
+    }
+
+    func lookup(_ token: String) -> (Identity, Date)? {
+        entries.withLock { $0[token] }.map { ($0.identity, $0.expires) }
+    }
+
+    func insert(_ token: String, _ identity: Identity, expires: Date) {
+        entries.withLock { e in
+            if e.count >= capacity {
+                let now = Date()
+                e = e.filter { $0.value.expires > now }
+                if e.count >= capacity { e.removeAll(keepingCapacity: true) }
+            }
+            e[token] = (identity, expires)
+        }
+    }
+
+    var count: Int { entries.withLock { $0.count } }
 }
 
 /// Signs tokens with the same keys the Gateway verifies with (used by `meshctl token` and tests).

@@ -131,6 +131,14 @@ public struct DeviceCursor: Sendable, Equatable {
         self.id = id
     }
 
+    /// The list's order, as PostgreSQL sorts `(created_at, id)`: by time, then by the id's 16 bytes.
+    public func precedes(_ other: DeviceCursor) -> Bool {
+        if createdMicros != other.createdMicros { return createdMicros < other.createdMicros }
+        return withUnsafeBytes(of: id.uuid) { a in
+            withUnsafeBytes(of: other.id.uuid) { b in a.lexicographicallyPrecedes(b) }
+        }
+    }
+
     /// The opaque text: base64url of "d1:<micros>:<id>".
     public var text: String {
         Data("d1:\(createdMicros):\(id.lowercased)".utf8).base64EncodedString()

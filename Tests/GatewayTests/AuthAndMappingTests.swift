@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 import GatewayCore
 import Hummingbird
-import MeshAuth
+@testable import MeshAuth
 import MeshDomain
 import MeshKeys
 import MeshProto
@@ -45,6 +45,43 @@ import Testing
         } catch {
             #expect(error == .unauthenticated("token expired"))
         }
+    }
+
+    /// A token is verified once and then remembered by its text, but its expiry is checked on every
+    /// use; the memory is bounded, and a tampered copy of a remembered token is still refused.
+    @Test func verifiedTokensAreRememberedUntilTheyExpire() async throws {
+        let keys = try JWTKeyMaterial(hmacSecret: testSecret)
+        let minter = try await TokenMinter(keys: keys)
+        let verifier = await TokenVerifier(keys: keys)
+        let short = try await minter.user(tenantID: tenant, userID: user, role: .owner, ttl: .seconds(2))
+        let identity = Identity.user(tenantID: tenant, userID: user, role: .owner, amr: [])
+        #expect(try await verifier.verify(short) == identity)
+        #expect(verifier.verified.count == 1)
+        #expect(try await verifier.verify(short) == identity)
+        var tampered = Array(short)
+        tampered[tampered.count - 3] = tampered[tampered.count - 3] == "A" ? "B" : "A"
+        await #expect(throws: MeshError.unauthenticated("invalid bearer token")) { _ = try await verifier.verify(String(tampered)) }
+        // Past its expiry (whole seconds in the token), the remembered token is refused.
+        let deadline = Date().addingTimeInterval(10)
+        var refused: MeshError?
+        while refused == nil, Date() < deadline {
+            do { _ = try await verifier.verify(short) } catch { refused = error }
+            if refused == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(refused == .unauthenticated("token expired"))
+        // Bounded: past the capacity it starts again, and every token still verifies.
+        let small = VerifiedTokens(capacity: 3)
+        for i in 0..<7 { small.insert("t\(i)", identity, expires: Date().addingTimeInterval(60)) }
+        #expect(small.count == 1 && small.lookup("t6") != nil && small.lookup("t0") == nil)
+        small.insert("old", identity, expires: Date().addingTimeInterval(-1))
+        small.insert("t7", identity, expires: Date().addingTimeInterval(60))
+        small.insert("t8", identity, expires: Date().addingTimeInterval(60))
+        #expect(small.count == 3 && small.lookup("old") == nil, "the expired entry goes first")
+        for _ in 0..<5000 {
+            let t = try await minter.user(tenantID: tenant, userID: UUID().uuidString.lowercased(), role: .owner)
+            _ = try await verifier.verify(t)
+        }
+        #expect(verifier.verified.count <= verifier.verified.capacity)
     }
 
     @Test func eddsaTokensAndKeyFormats() async throws {

@@ -320,6 +320,11 @@ struct StoreTests {
             let row = try await store.read { tx in try tx.queryFirst("SELECT *, 7 AS id, 8 AS x FROM wide")! }
             let names = (0..<300).map { "c\($0)" } + ["id", "tenant_id", "t_id", "owner_user_id", "x", "ü_col"]
             for (i, n) in names.enumerated() { #expect(try row.decode(n, as: Int.self) == i, "\(n)") }
+            // Read backwards, the guess (the column after the last one found) always misses; read
+            // after "ü_col", the column it guesses is the second "id" and "x", and still the first wins.
+            for (i, n) in names.enumerated().reversed() { #expect(try row.decode(n, as: Int.self) == i, "\(n)") }
+            #expect(try row.decode("ü_col", as: Int.self) == 305 && row.decode("id", as: Int.self) == 300)
+            #expect(try row.decode("id", as: Int.self) == 300 && row.decode("x", as: Int.self) == 304)
             for absent in ["c300", "C1", "c", "ü", "tenant", "id ", ""] {
                 #expect(throws: StoreError.self, "\(absent)") { try row.decode(absent, as: Int.self) }
             }

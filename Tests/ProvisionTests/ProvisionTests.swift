@@ -6,6 +6,7 @@ import MeshKeys
 import MeshProto
 import MeshStore
 import MeshTestSupport
+import ProvisionCore
 import SwiftProtobuf
 import Testing
 
@@ -209,6 +210,46 @@ struct ProvisionTests {
         #expect(uses.contains(0), "the retry spent nothing: the token's one use went to the first attempt")
         let nodes = try await c.store.query("SELECT count(*) AS n FROM nodes WHERE public_key = $1", r.publicKey).first!
         #expect(try nodes.decode("n", as: Int.self) == 1)
+        try await c.stop()
+    }
+
+    /// Pages walk the tenant in PostgreSQL's own `(created_at, id)` order, also through devices that
+    /// share a creation time to the microsecond (the cursor then decides by id alone), and every
+    /// device carries its owner's name.
+    @Test func pagesFollowTheDatabaseOrderThroughSharedCreationTimes() async throws {
+        let c = try await ControlPlane.start("pages", environment: ["MESH_RATE_LIMIT": "0"])
+        let t = try await c.readyTenant(.team)
+        let a = try await c.user(t), admin = try await c.user(t, .admin)
+        for i in 0..<9 { _ = try await c.client.createDevice(caller: i % 3 == 0 ? admin : a, label: "dev \(i)", type: .laptop) }
+        let tid = try #require(UUID(uuidString: t.id))
+        // Six of the nine get one creation time, so only their ids order them.
+        try await c.store.query("""
+            UPDATE provision.devices SET created_at = timestamptz '2026-01-02 03:04:05.678901+00'
+            WHERE id IN (SELECT id FROM provision.devices WHERE tenant_id = $1 ORDER BY id LIMIT 6)
+            """, tid)
+        let ordered = try await c.store.query("SELECT id, created_at FROM provision.devices WHERE tenant_id = $1 ORDER BY created_at, id", tid)
+            .map { DeviceCursor(createdMicros: try $0.decode("created_at", as: PGMicroseconds.self).value, id: try $0.decode("id")) }
+        let expected = ordered.map(\.id.lowercased)
+        // The order the service restores should a page ever come out of the database unsorted.
+        #expect(ordered.shuffled().sorted { $0.precedes($1) } == ordered)
+        var r = Mesh_V1_ListDevicesRequest()
+        r.caller = admin
+        r.limit = 2
+        var seen: [Mesh_V1_Device] = [], pages = 0
+        while pages < 20 {
+            let page = try await c.client.listDevices(r)
+            seen += page.devices
+            pages += 1
+            #expect(page.devices.count <= 2)
+            guard !page.nextCursor.isEmpty else { break }
+            r.cursor = page.nextCursor
+        }
+        #expect(expected.count == 9)
+        #expect(seen.map(\.id) == expected, "pages: \(pages)")
+        #expect(pages == 5)
+        let names = Dictionary(grouping: seen, by: \.ownerUserID).mapValues { Set($0.map(\.ownerName)) }
+        #expect(Set(names.keys) == [a.userID, admin.userID] && names.values.allSatisfy { $0.count == 1 && !$0.contains("") }, "\(names)")
+        #expect(names[a.userID] != names[admin.userID])
         try await c.stop()
     }
 

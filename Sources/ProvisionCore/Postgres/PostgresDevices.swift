@@ -347,24 +347,24 @@ extension PostgresProvisionStore: DeviceRepository {
 
     /// One statement in autocommit, so one round trip: the caller's check (the user exists in the
     /// tenant, its role and status, its session or token), the tenant and one page of device rows
-    /// (with their owners' roles and names, from one join) come from the same snapshot. The first
-    /// row holds the caller and the tenant and no device; each further row holds one device and
-    /// nothing else, so the tenant's columns are sent once, not once per device. No row at all
-    /// means an unknown user. One device more than the page is read, to know whether another page
-    /// follows.
+    /// (with their owners' roles and names) come from the same snapshot. One row, the header, holds
+    /// the caller and the tenant and no device; each further row holds one device and nothing else,
+    /// so the tenant's columns are sent once, not once per device. No row at all means an unknown
+    /// user. One device more than the page is read, to know whether another page follows.
+    ///
+    /// The header and the devices are two branches of a `UNION ALL`, and the devices come out of
+    /// their index already in order, so PostgreSQL neither materialises nor sorts the page (0.164
+    /// against 0.208 ms for the statement with a full join and a sort; docs/benchmarks.md). SQL
+    /// does not promise the order of a `UNION ALL`'s rows, so the header is found by its columns
+    /// and the devices are put in order here if they ever come out of it.
     public func devices(visibleTo user: UUID, tenant: UUID, credential: CallerCredential, query q: DeviceQuery) async throws(MeshError)
         -> (CallerLookup, DevicePage?) {
         let (session, token) = Self.ids(credential)
         let rows = try await query("""
-            WITH caller AS (SELECT role, status FROM users WHERE id = $2 AND tenant_id = $1),
-                 t AS (SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1),
-                 s AS (SELECT id, ended_at, expires_at, amr, provider FROM sessions WHERE id = $10 AND user_id = $2),
-                 k AS (SELECT id, revoked_at, expires_at FROM api_tokens WHERE id = $11 AND user_id = $2),
-                 h AS (
-                   SELECT caller.role AS u_role, caller.status AS u_status, t.plan AS t_plan, now() AS now,
-                          (SELECT id FROM s) AS s_id, (SELECT ended_at FROM s) AS s_ended, (SELECT expires_at FROM s) AS s_expires,
-                          (SELECT amr FROM s) AS s_amr, (SELECT provider FROM s) AS s_provider,
-                          (SELECT id FROM k) AS k_id, (SELECT revoked_at FROM k) AS k_revoked, (SELECT expires_at FROM k) AS k_expires,
+            WITH h AS MATERIALIZED (
+                   SELECT c.role AS u_role, c.status AS u_status, t.plan AS t_plan, now() AS now,
+                          s.id AS s_id, s.ended_at AS s_ended, s.expires_at AS s_expires, s.amr AS s_amr, s.provider AS s_provider,
+                          k.id AS k_id, k.revoked_at AS k_revoked, k.expires_at AS k_expires,
                           t.id AS t_id, t.name AS t_name, t.require_saml AS t_require_saml,
                           t.ipv4_prefix AS t_ipv4_prefix, t.ipv6_prefix AS t_ipv6_prefix, t.domain AS t_domain,
                           t.node_keepalive AS t_node_keepalive, t.device_keepalive AS t_device_keepalive, t.device_mtu AS t_device_mtu,
@@ -372,8 +372,11 @@ extension PostgresProvisionStore: DeviceRepository {
                           t.mesh_enabled AS t_mesh_enabled, t.revision AS t_revision, t.created_at AS t_created_at,
                           t.dns_filtered AS t_dns_filtered, t.policy_version AS t_policy_version,
                           t.device_lifetime_seconds AS t_device_lifetime_seconds
-                   FROM caller CROSS JOIN t),
-                 d AS (
+                   FROM users c JOIN tenants t ON t.id = c.tenant_id
+                   LEFT JOIN sessions s ON s.id = $10 AND s.user_id = c.id
+                   LEFT JOIN api_tokens k ON k.id = $11 AND k.user_id = c.id
+                   WHERE c.id = $2 AND c.tenant_id = $1),
+                 d AS NOT MATERIALIZED (
                    SELECT \(Self.deviceOwnColumns) FROM devices
                    WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM h)
                      AND ((SELECT u_role FROM h) = 'admin' OR owner_user_id = $2)
@@ -384,35 +387,37 @@ extension PostgresProvisionStore: DeviceRepository {
                      AND ($6::bigint IS NULL OR (created_at, id) > (timestamptz 'epoch' + $6::bigint * interval '1 microsecond', $7::uuid))
                      AND ($9::uuid IS NULL OR id = $9)
                    ORDER BY created_at, id LIMIT $8)
-            SELECT h.*, d.*, u.role AS owner_role, u.name AS owner_name
-            FROM h FULL JOIN d ON false
-            LEFT JOIN users u ON u.id = d.owner_user_id
-            ORDER BY d.created_at NULLS FIRST, d.id
+            SELECT h.*, d.*, NULL::text AS owner_role, NULL::text AS owner_name FROM h LEFT JOIN d ON false
+            UNION ALL
+            SELECT h.*, d.*, u.role, u.name FROM d LEFT JOIN users u ON u.id = d.owner_user_id LEFT JOIN h ON false
             """, tenant, user, q.owner, q.type?.key, q.status?.key, q.after?.createdMicros, q.after?.id, q.limit.map { $0 + 1 }, q.id, session, token)
         do {
-            guard let first = rows.first else {
-                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil)
-            }
-            let lookup = try Self.lookup(first, tenant: tenant, user: user, credential: credential)
-            let t = try Self.tenant(first, prefix: "t_")
-            var out: [DeviceRecord] = []
-            out.reserveCapacity(rows.count)
-            var last: Row?, more = false
-            for r in rows where try r.decodeIfPresent("id", as: UUID.self) != nil {
-                if let limit = q.limit, out.count == limit {
-                    more = true
-                    break
+            var header: Row?
+            var listed: [(device: DeviceRecord, cursor: DeviceCursor)] = []
+            listed.reserveCapacity(rows.count)
+            for r in rows {
+                guard let id = try r.decodeIfPresent("id", as: UUID.self) else {
+                    header = r
+                    continue
                 }
                 var d = try Self.device(r)
                 d.ownerName = try r.decodeIfPresent("owner_name") ?? ""
-                out.append(d)
-                last = r
+                // The cursor holds the device's creation time to the microsecond, as stored.
+                listed.append((d, DeviceCursor(createdMicros: try r.decode("created_at", as: PGMicroseconds.self).value, id: id)))
             }
-            // The cursor holds the last device's creation time to the microsecond, as stored.
-            let next = try more ? last.map { DeviceCursor(createdMicros: try $0.decode("created_at", as: PGMicroseconds.self).value,
-                                                          id: try $0.decode("id")) } : nil
+            guard let header else {
+                return (CallerLookup(identity: nil, status: .active, credential: .init(exists: false), now: Date()), nil)
+            }
+            let lookup = try Self.lookup(header, tenant: tenant, user: user, credential: credential)
             guard let who = lookup.identity else { return (lookup, nil) }
-            return (lookup, DevicePage(caller: who, tenant: t, devices: out, next: next))
+            let t = try Self.tenant(header, prefix: "t_")
+            if zip(listed, listed.dropFirst()).contains(where: { !$0.cursor.precedes($1.cursor) }) { listed.sort { $0.cursor.precedes($1.cursor) } }
+            var next: DeviceCursor?
+            if let limit = q.limit, listed.count > limit {
+                listed.removeLast(listed.count - limit)
+                next = listed.last?.cursor
+            }
+            return (lookup, DevicePage(caller: who, tenant: t, devices: listed.map(\.device), next: next))
         } catch {
             throw map(error)
         }
