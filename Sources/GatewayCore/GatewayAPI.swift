@@ -56,9 +56,27 @@ public struct GatewayAPI: Sendable {
     /// The bearer token of the `Authorization` header; `unauthenticated` when there is none.
     static func bearer(_ request: Request) throws(MeshError) -> String? {
         guard let header = request.headers[.authorization] else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("missing bearer token") }
-        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+        guard let token = bearer(header: header) else { throw .unauthenticated("missing bearer token") }
+        return token
+    }
+
+    /// The credentials of an `Authorization` value of the Bearer scheme (RFC 6750: the scheme in any
+    /// case, then spaces), without the optional whitespace (spaces and tabs, RFC 9110) around
+    /// them; nil for another scheme or no credentials. Read byte by byte: it runs on every request.
+    static func bearer(header: String) -> String? {
+        var header = header
+        return header.withUTF8 { u -> String? in
+            let scheme = "bearer".utf8
+            func blank(_ c: UInt8) -> Bool { c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
+            var i = 0
+            while i < u.count, blank(u[i]) { i += 1 }
+            guard u.count - i > scheme.count, zip(u[i..<(i + scheme.count)], scheme).allSatisfy({ $0 | 0x20 == $1 }),
+                  u[i + scheme.count] == UInt8(ascii: " ") else { return nil }
+            var start = i + scheme.count, end = u.count
+            while start < end, blank(u[start]) { start += 1 }
+            while end > start, blank(u[end - 1]) { end -= 1 }
+            return start < end ? String(decoding: UnsafeBufferPointer(rebasing: u[start..<end]), as: UTF8.self) : nil
+        }
     }
 
     /// The verified identity of the bearer JWT; `unauthenticated` without one.

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import GatewayCore
+@testable import GatewayCore
 import Hummingbird
 @testable import MeshAuth
 import MeshDomain
@@ -82,6 +82,19 @@ import Testing
             _ = try await verifier.verify(t)
         }
         #expect(verifier.verified.count <= verifier.verified.capacity)
+    }
+
+    /// The Bearer scheme in any case, one or more spaces, the credentials without surrounding
+    /// spaces and tabs; anything else is no bearer token.
+    @Test func bearerCredentialsAreReadFromTheAuthorizationValue() {
+        let cases: [(String, String?)] = [
+            ("Bearer abc.def.ghi", "abc.def.ghi"), ("bearer abc", "abc"), ("BEARER abc", "abc"), ("bEaReR abc", "abc"),
+            ("Bearer    abc  ", "abc"), ("Bearer \tabc\t", "abc"), ("  Bearer abc", "abc"), ("Bearer a b", "a b"),
+            ("Bearer qmp_x", "qmp_x"), ("Bearer é", "é"),
+            ("Bearer", nil), ("Bearer ", nil), ("Bearer \t ", nil), ("Bearerabc", nil), ("Bearer\tabc", nil), ("Basic abc", nil),
+            ("Bearex abc", nil), ("", nil), ("B", nil), ("Token abc", nil), ("bearer@ abc", nil),
+        ]
+        for (header, token) in cases { #expect(GatewayAPI.bearer(header: header) == token, "\(header.debugDescription)") }
     }
 
     @Test func eddsaTokensAndKeyFormats() async throws {
