@@ -232,7 +232,11 @@ struct BusReconnectTests {
         let events = bus.events()
         let sub = try bus.subscribe("outage.test")
         try await bus.flush()
+        // Delivered before the server stops: core NATS is at most once, so a message the server has
+        // not yet passed on when it is killed may be lost, which is not what this test is about.
+        var messages = sub.makeAsyncIterator()
         try bus.publish("outage.test", Array("before".utf8))
+        #expect(try await next(&messages, "the message published before the outage")?.payload == Array("before".utf8))
 
         try infra.stopNats()
         var it = events.makeAsyncIterator()
@@ -243,8 +247,8 @@ struct BusReconnectTests {
         try infra.start()
         #expect(try await next(&it, "the reconnected event") == .reconnected)
 
-        let got = try await collect(2, from: sub, "the messages published before and during the outage").map { String(decoding: $0.payload, as: UTF8.self) }
-        #expect(got == ["before", "during"])
+        let during = try await next(&messages, "the message published during the outage")
+        #expect(during.map { String(decoding: $0.payload, as: UTF8.self) } == "during")
         // Requests work again on a connection that lived through the outage.
         try await other.waitUntilConnected(timeout: .seconds(60))
         let echo = try other.subscribe("outage.echo")
