@@ -400,7 +400,7 @@ extension PostgresProvisionStore: DeviceRepository {
                     header = r
                     continue
                 }
-                var d = try Self.device(r)
+                var d = try Self.device(r, id: id)
                 d.ownerName = try r.decodeIfPresent("owner_name") ?? ""
                 // The cursor holds the device's creation time to the microsecond, as stored.
                 listed.append((d, DeviceCursor(createdMicros: try r.decode("created_at", as: PGMicroseconds.self).value, id: id)))
