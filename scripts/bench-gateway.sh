@@ -58,8 +58,8 @@ gw_port=$(free_port); hello_port=$(free_port)
 MESH_INSTANCE=alloc-bench "$bin/AllocatorSvc" >"$work/alloc.log" 2>&1 & pids+=($!)
 prov_metrics=""
 [ "${MESH_BENCH_METRICS:-0}" = 1 ] && prov_metrics=127.0.0.1:$(free_port)
-MESH_INSTANCE=prov-bench MESH_RATE_LIMIT_EXEMPT="$reader,$poster" MESH_METRICS_ADDRESS=$prov_metrics "$bin/ProvisionSvc" >"$work/prov.log" 2>&1 & pids+=($!)
-MESH_GATEWAY_ADDRESS=127.0.0.1:$gw_port "$bin/Gateway" >"$work/gateway.log" 2>&1 & pids+=($!)
+MESH_INSTANCE=prov-bench MESH_RATE_LIMIT_EXEMPT="$reader,$poster" MESH_METRICS_ADDRESS=$prov_metrics "$bin/ProvisionSvc" >"$work/prov.log" 2>&1 & pids+=($!); prov_pid=$!
+MESH_GATEWAY_ADDRESS=127.0.0.1:$gw_port "$bin/Gateway" >"$work/gateway.log" 2>&1 & pids+=($!); gw_pid=$!
 # FanoutSvc takes each change from ProvisionSvc's outbox, as in the running system (without it the
 # outbox relay retries the whole undelivered backlog twice a second: MESH_BENCH_FANOUT=0, as this
 # benchmark ran before 2026-12-07).
@@ -155,7 +155,7 @@ if [ -n "${MESH_BENCH_PERF:-}" ]; then
   # This run's PostgreSQL: its postmaster and the backends it forked.
   postmaster=$(head -1 "$work/infra/pg/data/postmaster.pid")
   pg_pids=$(echo "$postmaster" $(pgrep -P "$postmaster") | tr ' ' ,)
-  for spec in "provision:${pids[1]}" "gateway:${pids[2]}" "postgres:$pg_pids"; do
+  for spec in "provision:$prov_pid" "gateway:$gw_pid" "postgres:$pg_pids"; do
     perf record -q -F 499 -g -p "${spec#*:}" -o "$MESH_BENCH_PERF/${spec%%:*}.data" -- sleep "$duration" >/dev/null 2>&1 & perf_pids+=($!)
   done
 fi
