@@ -815,6 +815,15 @@ class MeshPageTest:
         self.js("window.__notices = []; new MutationObserver(() => window.__notices.push(document.getElementById('notice').textContent))"
                 ".observe(document.getElementById('notice'), {childList: true, characterData: true, subtree: true})")
         field = self.by_id("rename-input")
+        # Counted as the server counts: 40 decomposed "é" look like 40 characters but are 80 code
+        # points, so the page refuses them itself, without a request.
+        self.js("window.__posts = 0; const f = window.fetch; window.fetch = (u, o) => { "
+                "if (o && o.method && o.method !== 'GET') window.__posts++; return f(u, o); }")
+        self.js("document.getElementById('rename-input').value = arguments[0]", "e\u0301" * 40)
+        self.keys(Keys.ENTER)
+        self.wait(lambda: "too long" in self.text("rename-error"), "the page's own refusal of an 80-code-point label")
+        self.r.check(self.js("return document.getElementById('rename-dialog').open") and self.js("return window.__posts") == 0,
+                     "the too-long label is refused in the dialog, with no request")
         field.send_keys(Keys.CONTROL, "a")
         field.send_keys("Spare phone renamed")
         self.keys(Keys.ENTER)

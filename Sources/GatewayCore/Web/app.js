@@ -1158,8 +1158,9 @@ function selectedType() {
   return checked ? checked.value : 'other';
 }
 
-function graphemeCount(text) {
-  if (typeof Intl.Segmenter === 'function') return [...new Intl.Segmenter().segment(text)].length;
+// Labels are counted as the server counts them: Unicode code points of the label as sent
+// (docs/api.md), so "é" typed as e + a combining accent counts two.
+function codePointCount(text) {
   return [...text].length;
 }
 
@@ -1312,7 +1313,7 @@ el.addForm.addEventListener('submit', async (event) => {
   const label = el.labelInput.value.trim();
   let problem = '';
   if (!label) problem = 'Give the device a label.';
-  else if (graphemeCount(label) > MAX_LABEL) problem = `The label is too long: at most ${MAX_LABEL} characters.`;
+  else if (codePointCount(label) > MAX_LABEL) problem = `The label is too long: at most ${MAX_LABEL} characters.`;
   if (problem) {
     el.labelInput.setAttribute('aria-invalid', 'true');
     message(el.labelError, problem);
@@ -1426,7 +1427,7 @@ el.renameForm.addEventListener('submit', async (event) => {
   const label = el.renameInput.value.trim();
   let problem = '';
   if (!label) problem = 'Give the device a label.';
-  else if (graphemeCount(label) > MAX_LABEL) problem = `The label is too long: at most ${MAX_LABEL} characters.`;
+  else if (codePointCount(label) > MAX_LABEL) problem = `The label is too long: at most ${MAX_LABEL} characters.`;
   if (problem) {
     el.renameInput.setAttribute('aria-invalid', 'true');
     message(el.renameError, problem);
