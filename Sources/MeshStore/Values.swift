@@ -39,7 +39,7 @@ extension PGBytesDecodable {
 }
 
 /// Integers read a decimal as PostgreSQL prints it (an optional sign, then digits); nil if it does
-/// not fit the type.
+/// not fit the type. Their text form (``PGBytesDecodable``) goes through the same parser.
 extension PGDecodable where Self: FixedWidthInteger {
     public init?(pgBytes: UnsafeBufferPointer<UInt8>) {
         guard let v = parseDecimal(pgBytes, as: Self.self) else { return nil }
@@ -71,29 +71,24 @@ extension String: PGEncodable, PGDecodable {
     public init?(pgText: String) { self = pgText }
 }
 
-extension Int: PGEncodable, PGDecodable {
+extension Int: PGEncodable, PGBytesDecodable {
     public var pgText: String { String(self) }
-    public init?(pgText: String) { self.init(pgText) }
 }
 
-extension Int64: PGEncodable, PGDecodable {
+extension Int64: PGEncodable, PGBytesDecodable {
     public var pgText: String { String(self) }
-    public init?(pgText: String) { self.init(pgText) }
 }
 
-extension Int32: PGEncodable, PGDecodable {
+extension Int32: PGEncodable, PGBytesDecodable {
     public var pgText: String { String(self) }
-    public init?(pgText: String) { self.init(pgText) }
 }
 
-extension UInt32: PGEncodable, PGDecodable {
+extension UInt32: PGEncodable, PGBytesDecodable {
     public var pgText: String { String(self) }
-    public init?(pgText: String) { self.init(pgText) }
 }
 
-extension UInt64: PGEncodable, PGDecodable {
+extension UInt64: PGEncodable, PGBytesDecodable {
     public var pgText: String { String(self) }
-    public init?(pgText: String) { self.init(pgText) }
 }
 
 extension Double: PGEncodable, PGDecodable {
@@ -375,6 +370,13 @@ final class ColumnIndex: Sendable {
     /// Positions into `names` by hash slot; -1 is an empty slot. At most half full.
     let slots: [Int32]
     let mask: Int
+    /// Whether the column at each position is the first of its name.
+    private let isFirst: [Bool]
+    /// Readers decode a row's columns mostly in the order the statement lists them, so the column
+    /// after the last one found is tried first (a name comparison instead of a hash), unless an
+    /// earlier column has the same name. Only a guess: rows read on several threads at once at
+    /// worst miss it.
+    private let next = Atomic<Int>(0)
 
     init(_ names: [String]) {
         self.names = names
@@ -394,14 +396,6 @@ final class ColumnIndex: Sendable {
         self.slots = slots
         self.isFirst = isFirst
     }
-
-    /// Readers decode a row's columns mostly in the order the statement lists them, so the column
-    /// after the last one found is tried first (a name comparison instead of a hash), unless an
-    /// earlier column has the same name. Only a guess: rows read on several threads at once at
-    /// worst miss it.
-    private let next = Atomic<Int>(0)
-    /// Whether the column at each position is the first of its name.
-    private let isFirst: [Bool]
 
     func position(_ name: String) -> Int? {
         let guess = next.load(ordering: .relaxed)
