@@ -5,16 +5,40 @@ import MeshDomain
 import MeshProto
 import MeshStore
 import MeshTestSupport
+import Synchronization
 import Testing
 
-/// Collects a tenant's PeersUpdated stream.
+/// Collects a tenant's PeersUpdated stream. One task reads the subscription from the start, so
+/// nothing is missed between two `take`s, and a `take` that runs out of time returns what did
+/// arrive (a failure then shows which revisions came), without ending the subscription.
 final class StreamRecorder: Sendable {
-    let sub: BusSubscription
+    private struct State {
+        var received: [Mesh_V1_PeersUpdated] = []
+        var taken = 0
+        var undecodable = 0
+    }
+    /// Shared with the reading task.
+    private final class Shared: Sendable {
+        let state = Mutex(State())
+    }
+    private let shared = Shared()
+    private let reader: Task<Void, Never>
 
     init(bus: BusConnection, tenant: String) async throws {
-        sub = try bus.subscribe(MeshSubjects.peersUpdated(tenant: tenant))
+        let sub = try bus.subscribe(MeshSubjects.peersUpdated(tenant: tenant))
         try await bus.flush()
+        let shared = self.shared
+        reader = Task {
+            for await m in sub {
+                let update = try? Mesh_V1_PeersUpdated(serializedBytes: m.payload)
+                shared.state.withLock { s in
+                    if let update { s.received.append(update) } else { s.undecodable += 1 }
+                }
+            }
+        }
     }
+
+    deinit { reader.cancel() }
 
     /// Reads messages until one at `revision` arrived (or `timeout` passed).
     func take(until revision: UInt64, timeout: Duration = .seconds(60)) async throws -> [Mesh_V1_PeersUpdated] {
@@ -26,25 +50,20 @@ final class StreamRecorder: Sendable {
         return out
     }
 
-    /// Reads messages until `count` arrived or `timeout` passed.
+    /// The next `count` messages, or those that arrived before `timeout` passed.
     func take(_ count: Int, timeout: Duration = .seconds(60)) async throws -> [Mesh_V1_PeersUpdated] {
-        let sub = self.sub
-        return try await withThrowingTaskGroup(of: [Mesh_V1_PeersUpdated].self) { group in
-            group.addTask {
-                var out: [Mesh_V1_PeersUpdated] = []
-                for await m in sub {
-                    out.append(try Mesh_V1_PeersUpdated(serializedBytes: m.payload))
-                    if out.count >= count { break }
-                }
-                return out
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let late = ContinuousClock.now >= deadline
+            let (out, undecodable) = shared.state.withLock { s -> ([Mesh_V1_PeersUpdated]?, Int) in
+                guard s.received.count - s.taken >= count || late else { return (nil, s.undecodable) }
+                let out = Array(s.received[s.taken..<min(s.taken + count, s.received.count)])
+                s.taken += out.count
+                return (out, s.undecodable)
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return []
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            return first
+            if undecodable > 0 { throw TestSetupError.failed("\(undecodable) PeersUpdated message(s) did not decode") }
+            if let out { return out }
+            try await Task.sleep(for: .milliseconds(10))
         }
     }
 }
