@@ -172,6 +172,10 @@ read -r p_rps p_p50 p_p99 p_bad < <(measure -H "Authorization: Bearer $poster_to
 
 ratio=$(python3 -c "print(f'{100*$g_rps/$h_rps:.1f}')")
 printf '\nGateway benchmark: wrk -t%s -c%s -d%ss, release build, %s cores\n' "$threads" "$conns" "$duration" "$(nproc)"
+# Every PostgreSQL backend is a session of its own, so with autogroups on it is also a scheduling
+# group of its own, beside one group for every other process here; the list's tail depends on it
+# (docs/benchmarks.md, "The listing view, and the tail").
+printf 'kernel.sched_autogroup_enabled = %s\n' "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo unknown)"
 printf '%-44s %10s %9s %9s %8s\n' "route" "req/s" "p50 ms" "p99 ms" "non-2xx"
 printf '%-44s %10s %9s %9s %8s\n' "GET /hello (plain Hummingbird)" "$h_rps" "$h_p50" "$h_p99" "$h_bad"
 printf '%-44s %10s %9s %9s %8s\n' "GET /api/mesh/devices (50 devices)" "$g_rps" "$g_p50" "$g_p99" "$g_bad"

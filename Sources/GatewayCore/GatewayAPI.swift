@@ -164,6 +164,8 @@ public struct GatewayAPI: Sendable {
         let q = request.uri.queryParameters
         var r = Mesh_V1_ListDevicesRequest()
         r.caller = caller
+        // The page shows neither keys nor configs' nodes (DeviceJSON): ask for the listing only.
+        r.view = .listing
         if let raw = q["limit"].map(String.init) {
             guard let v = UInt32(raw), (1...500).contains(v) else { throw MeshError.invalidArgument(field: "limit", message: "limit must be 1 to 500") }
             r.limit = v

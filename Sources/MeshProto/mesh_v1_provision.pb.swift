@@ -161,6 +161,50 @@ public nonisolated enum Mesh_V1_SuspendReason: SwiftProtobuf.Enum, Swift.CaseIte
 
 }
 
+/// How much of a device a read returns.
+public nonisolated enum Mesh_V1_DeviceView: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Every field, as DEVICE_VIEW_FULL.
+  case unspecified // = 0
+  case full // = 1
+
+  /// What a listing shows: tenant_id, public_key, config_hub_id and config_node_ids are left empty
+  /// (the page and the live channel never show them; they are a third of a device's bytes).
+  case listing // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .full
+    case 2: self = .listing
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .full: return 1
+    case .listing: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Mesh_V1_DeviceView] = [
+    .unspecified,
+    .full,
+    .listing,
+  ]
+
+}
+
 public nonisolated enum Mesh_V1_DiagnosticsLevel: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -1256,6 +1300,9 @@ public nonisolated struct Mesh_V1_ListDevicesRequest: Sendable {
   public var status: Mesh_V1_DeviceStatus = .unspecified
 
   public var type: Mesh_V1_DeviceType = .unspecified
+
+  /// What each device carries (unspecified: every field).
+  public var view: Mesh_V1_DeviceView = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2443,6 +2490,10 @@ nonisolated extension Mesh_V1_DeviceStatus: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Mesh_V1_SuspendReason: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SUSPEND_REASON_UNSPECIFIED\0\u{1}SUSPEND_REASON_USER\0\u{1}SUSPEND_REASON_ADMIN\0\u{1}SUSPEND_REASON_EXPIRED\0")
+}
+
+nonisolated extension Mesh_V1_DeviceView: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEVICE_VIEW_UNSPECIFIED\0\u{1}DEVICE_VIEW_FULL\0\u{1}DEVICE_VIEW_LISTING\0")
 }
 
 nonisolated extension Mesh_V1_DiagnosticsLevel: SwiftProtobuf._ProtoNameProviding {
@@ -4123,7 +4174,7 @@ nonisolated extension Mesh_V1_ReissueDeviceRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListDevicesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}cursor\0\u{1}limit\0\u{3}owner_user_id\0\u{1}status\0\u{1}type\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caller\0\u{1}cursor\0\u{1}limit\0\u{3}owner_user_id\0\u{1}status\0\u{1}type\0\u{1}view\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4137,6 +4188,7 @@ nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeSingularStringField(value: &self.ownerUserID) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 6: try { try decoder.decodeSingularEnumField(value: &self.type) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.view) }()
       default: break
       }
     }
@@ -4165,6 +4217,9 @@ nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftPr
     if self.type != .unspecified {
       try visitor.visitSingularEnumField(value: self.type, fieldNumber: 6)
     }
+    if self.view != .unspecified {
+      try visitor.visitSingularEnumField(value: self.view, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4175,6 +4230,7 @@ nonisolated extension Mesh_V1_ListDevicesRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.ownerUserID != rhs.ownerUserID {return false}
     if lhs.status != rhs.status {return false}
     if lhs.type != rhs.type {return false}
+    if lhs.view != rhs.view {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

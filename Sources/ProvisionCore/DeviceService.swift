@@ -321,14 +321,21 @@ public struct DeviceService: Sendable {
         case .iphone, .android, .laptop, .other: q.type = req.type
         default: throw .invalidArgument(field: "type", message: "type must be iphone, android, laptop or other")
         }
+        switch req.view {
+        case .unspecified, .full: break
+        case .listing: q.listing = true
+        default: throw .invalidArgument(field: "view", message: "view must be full or listing")
+        }
         let credential = try CallerCredential(req.caller)
         let (lookup, found) = try await devices.devices(visibleTo: user, tenant: tenant, credential: credential, query: q)
         _ = try UserService.decide(lookup, credential: credential, caller: req.caller)
         guard let page = found else { throw .unauthenticated("this user no longer exists") }
         guard let policy = page.tenant.plan.policy else { throw .internal("tenant has an unknown plan") }
-        let now = Date()
+        let now = Date(), listing = q.listing
         var resp = Mesh_V1_ListDevicesResponse()
-        resp.devices = page.devices.map { policy.presenting($0.proto(domain: page.tenant.domain, onlineWindow: configuration.onlineWindow, now: now)) }
+        resp.devices = page.devices.map {
+            policy.presenting($0.proto(domain: page.tenant.domain, onlineWindow: configuration.onlineWindow, now: now, listing: listing))
+        }
         resp.nextCursor = page.next?.text ?? ""
         resp.perPeerStats = policy.includes(.perPeerStats)
         return resp

@@ -178,10 +178,17 @@ public struct DeviceRecord: Sendable, Equatable {
     }
 
     /// The protobuf form; `online` says whether the last handshake lies within the online window.
-    public func proto(domain: String, onlineWindow: Duration, now: Date = Date()) -> Mesh_V1_Device {
+    /// A listing (`DEVICE_VIEW_LISTING`) leaves out the tenant, the public key, the config hub and
+    /// the listed nodes.
+    public func proto(domain: String, onlineWindow: Duration, now: Date = Date(), listing: Bool = false) -> Mesh_V1_Device {
         var d = Mesh_V1_Device()
         d.id = id.lowercased
-        d.tenantID = tenant.lowercased
+        if !listing {
+            d.tenantID = tenant.lowercased
+            d.publicKey = publicKey
+            d.configHubID = configHubID
+            d.configNodeIds = configNodeIDs
+        }
         d.ownerUserID = owner.lowercased
         d.label = label
         d.slug = slug
@@ -189,7 +196,6 @@ public struct DeviceRecord: Sendable, Equatable {
         d.type = type
         d.ipv4 = ipv4
         d.ipv6 = ipv6
-        d.publicKey = publicKey
         d.createdAtMs = createdAt.unixMilliseconds
         d.lastHandshakeAtMs = lastHandshake?.unixMilliseconds ?? 0
         let window = Double(onlineWindow.components.seconds)
@@ -198,8 +204,6 @@ public struct DeviceRecord: Sendable, Equatable {
         d.rxBytes = UInt64(max(0, rxBytes))
         d.txBytes = UInt64(max(0, txBytes))
         d.endpoint = endpoint ?? ""
-        d.configHubID = configHubID
-        d.configNodeIds = configNodeIDs
         d.configOutdated = configOutdated != nil
         d.configOutdatedReason = configOutdated ?? ""
         d.status = lifecycle.status

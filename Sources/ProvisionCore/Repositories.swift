@@ -104,15 +104,19 @@ public struct DeviceQuery: Sendable, Equatable {
     public var after: DeviceCursor?
     /// Page size; nil: every device.
     public var limit: Int?
+    /// Only what a listing shows (`DEVICE_VIEW_LISTING`): a storage may then leave the devices'
+    /// public key, config hub and listed nodes empty, and need not read them.
+    public var listing = false
 
     public init(id: UUID? = nil, owner: UUID? = nil, status: Mesh_V1_DeviceStatus? = nil, type: Mesh_V1_DeviceType? = nil,
-                after: DeviceCursor? = nil, limit: Int? = nil) {
+                after: DeviceCursor? = nil, limit: Int? = nil, listing: Bool = false) {
         self.id = id
         self.owner = owner
         self.status = status
         self.type = type
         self.after = after
         self.limit = limit
+        self.listing = listing
     }
 
     /// Every device the caller may see.

@@ -253,6 +253,50 @@ struct ProvisionTests {
         try await c.stop()
     }
 
+    /// The listing view (what the page and the live channel ask for) carries every field of the full
+    /// view but the tenant, the public key, the config hub and the listed nodes, which it leaves
+    /// empty; the full view is the default. An unknown view is refused.
+    @Test func theListingViewLeavesOutOnlyWhatAListingNeverShows() async throws {
+        let c = try await ControlPlane.start("view", environment: ["MESH_RATE_LIMIT": "0"])
+        let t = try await c.readyTenant(.team)
+        let a = try await c.user(t), admin = try await c.user(t, .admin)
+        var ids: [String] = []
+        for i in 0..<4 { ids.append(try await c.client.createDevice(caller: i % 2 == 0 ? admin : a, label: "view \(i)", type: .laptop).device.id) }
+        _ = try await c.client.suspendDevice(caller: a, deviceID: ids[1])
+        var r = Mesh_V1_ListDevicesRequest()
+        r.caller = admin
+        r.limit = 3
+        func walk(_ view: Mesh_V1_DeviceView) async throws -> [Mesh_V1_Device] {
+            var q = r, all: [Mesh_V1_Device] = []
+            q.view = view
+            for _ in 0..<5 {
+                let page = try await c.client.listDevices(q)
+                all += page.devices
+                guard !page.nextCursor.isEmpty else { break }
+                q.cursor = page.nextCursor
+            }
+            return all
+        }
+        let full = try await walk(.unspecified), explicit = try await walk(.full), listing = try await walk(.listing)
+        #expect(full.map(\.id) == ids && explicit == full)
+        #expect(full.allSatisfy { $0.tenantID == t.id && $0.publicKey.count == 44 && !$0.configHubID.isEmpty && $0.configNodeIds.contains($0.configHubID) })
+        #expect(full.contains { $0.status == .suspended } && Set(full.map(\.ownerName)).count == 2)
+        let stripped = full.map { d -> Mesh_V1_Device in
+            var d = d
+            d.tenantID = ""
+            d.publicKey = ""
+            d.configHubID = ""
+            d.configNodeIds = []
+            return d
+        }
+        // Only the four fields differ (online_until_ms is 0 for devices that never handshook).
+        #expect(listing == stripped)
+        var bad = r
+        bad.view = .UNRECOGNIZED(7)
+        #expect(await meshError { _ = try await c.client.listDevices(bad) }?.code == .invalidArgument)
+        try await c.stop()
+    }
+
     @Test func ownershipRulesForListAndDelete() async throws {
         let c = try await ControlPlane.start("owner", environment: ["MESH_RATE_LIMIT": "0"])
         let t = try await c.readyTenant(.pro)

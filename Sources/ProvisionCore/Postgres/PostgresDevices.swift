@@ -377,7 +377,7 @@ extension PostgresProvisionStore: DeviceRepository {
                    LEFT JOIN api_tokens k ON k.id = $11 AND k.user_id = c.id
                    WHERE c.id = $2 AND c.tenant_id = $1),
                  d AS NOT MATERIALIZED (
-                   SELECT \(Self.deviceOwnColumns) FROM devices
+                   SELECT \(q.listing ? Self.deviceListingColumns : Self.deviceOwnColumns) FROM devices
                    WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM h)
                      AND ((SELECT u_role FROM h) = 'admin' OR owner_user_id = $2)
                      AND ($3::uuid IS NULL OR owner_user_id = $3)
@@ -400,7 +400,7 @@ extension PostgresProvisionStore: DeviceRepository {
                     header = r
                     continue
                 }
-                var d = try Self.device(r, id: id)
+                var d = try Self.device(r, id: id, listedIn: q.listing ? tenant : nil)
                 d.ownerName = try r.decodeIfPresent("owner_name") ?? ""
                 // The cursor holds the device's creation time to the microsecond, as stored.
                 listed.append((d, DeviceCursor(createdMicros: try r.decode("created_at", as: PGMicroseconds.self).value, id: id)))

@@ -5729,7 +5729,7 @@ const ProtobufCMessageDescriptor mesh__v1__reissue_device_request__descriptor =
   (ProtobufCMessageInit) mesh__v1__reissue_device_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[6] =
+static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_descriptors[7] =
 {
   {
     "caller",
@@ -5803,6 +5803,18 @@ static const ProtobufCFieldDescriptor mesh__v1__list_devices_request__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "view",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Mesh__V1__ListDevicesRequest, view),
+    &mesh__v1__device_view__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned mesh__v1__list_devices_request__field_indices_by_name[] = {
   0,   /* field[0] = caller */
@@ -5811,11 +5823,12 @@ static const unsigned mesh__v1__list_devices_request__field_indices_by_name[] = 
   3,   /* field[3] = owner_user_id */
   4,   /* field[4] = status */
   5,   /* field[5] = type */
+  6,   /* field[6] = view */
 };
 static const ProtobufCIntRange mesh__v1__list_devices_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor =
 {
@@ -5825,7 +5838,7 @@ const ProtobufCMessageDescriptor mesh__v1__list_devices_request__descriptor =
   "Mesh__V1__ListDevicesRequest",
   "mesh.v1",
   sizeof(Mesh__V1__ListDevicesRequest),
-  6,
+  7,
   mesh__v1__list_devices_request__field_descriptors,
   mesh__v1__list_devices_request__field_indices_by_name,
   1,  mesh__v1__list_devices_request__number_ranges,
@@ -8756,6 +8769,36 @@ const ProtobufCEnumDescriptor mesh__v1__suspend_reason__descriptor =
   mesh__v1__suspend_reason__enum_values_by_name,
   1,
   mesh__v1__suspend_reason__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue mesh__v1__device_view__enum_values_by_number[3] =
+{
+  { "DEVICE_VIEW_UNSPECIFIED", "MESH__V1__DEVICE_VIEW__DEVICE_VIEW_UNSPECIFIED", 0 },
+  { "DEVICE_VIEW_FULL", "MESH__V1__DEVICE_VIEW__DEVICE_VIEW_FULL", 1 },
+  { "DEVICE_VIEW_LISTING", "MESH__V1__DEVICE_VIEW__DEVICE_VIEW_LISTING", 2 },
+};
+static const ProtobufCIntRange mesh__v1__device_view__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex mesh__v1__device_view__enum_values_by_name[3] =
+{
+  { "DEVICE_VIEW_FULL", 1 },
+  { "DEVICE_VIEW_LISTING", 2 },
+  { "DEVICE_VIEW_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor mesh__v1__device_view__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "mesh.v1.DeviceView",
+  "DeviceView",
+  "Mesh__V1__DeviceView",
+  "mesh.v1",
+  3,
+  mesh__v1__device_view__enum_values_by_number,
+  3,
+  mesh__v1__device_view__enum_values_by_name,
+  1,
+  mesh__v1__device_view__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue mesh__v1__diagnostics_level__enum_values_by_number[5] =

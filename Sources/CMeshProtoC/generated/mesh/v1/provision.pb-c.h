@@ -136,6 +136,22 @@ typedef enum _Mesh__V1__SuspendReason {
   MESH__V1__SUSPEND_REASON__SUSPEND_REASON_EXPIRED = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__SUSPEND_REASON)
 } Mesh__V1__SuspendReason;
+/*
+ * How much of a device a read returns.
+ */
+typedef enum _Mesh__V1__DeviceView {
+  /*
+   * Every field, as DEVICE_VIEW_FULL.
+   */
+  MESH__V1__DEVICE_VIEW__DEVICE_VIEW_UNSPECIFIED = 0,
+  MESH__V1__DEVICE_VIEW__DEVICE_VIEW_FULL = 1,
+  /*
+   * What a listing shows: tenant_id, public_key, config_hub_id and config_node_ids are left empty
+   * (the page and the live channel never show them; they are a third of a device's bytes).
+   */
+  MESH__V1__DEVICE_VIEW__DEVICE_VIEW_LISTING = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__DEVICE_VIEW)
+} Mesh__V1__DeviceView;
 typedef enum _Mesh__V1__DiagnosticsLevel {
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_UNSPECIFIED = 0,
   MESH__V1__DIAGNOSTICS_LEVEL__DIAGNOSTICS_LEVEL_BASIC_STATE = 1,
@@ -839,10 +855,14 @@ struct  Mesh__V1__ListDevicesRequest
   char *owner_user_id;
   Mesh__V1__DeviceStatus status;
   Mesh__V1__DeviceType type;
+  /*
+   * What each device carries (unspecified: every field).
+   */
+  Mesh__V1__DeviceView view;
 };
 #define MESH__V1__LIST_DEVICES_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&mesh__v1__list_devices_request__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED }
+    , NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, MESH__V1__DEVICE_STATUS__DEVICE_STATUS_UNSPECIFIED, MESH__V1__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED, MESH__V1__DEVICE_VIEW__DEVICE_VIEW_UNSPECIFIED }
 
 
 struct  Mesh__V1__ListDevicesResponse
@@ -3212,6 +3232,7 @@ typedef void (*Mesh__V1__SetTagsResponse_Closure)
 extern const ProtobufCEnumDescriptor    mesh__v1__user_status__descriptor;
 extern const ProtobufCEnumDescriptor    mesh__v1__device_status__descriptor;
 extern const ProtobufCEnumDescriptor    mesh__v1__suspend_reason__descriptor;
+extern const ProtobufCEnumDescriptor    mesh__v1__device_view__descriptor;
 extern const ProtobufCEnumDescriptor    mesh__v1__diagnostics_level__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant__descriptor;
 extern const ProtobufCMessageDescriptor mesh__v1__tenant_settings_patch__descriptor;
