@@ -7,7 +7,8 @@
 #
 # Settings (environment): MESH_BENCH_DURATION (seconds per run, default 10),
 # MESH_BENCH_CONNECTIONS (default 16), MESH_BENCH_THREADS (wrk threads, default 2),
-# MESH_BENCH_SKIP_BUILD=1 (use the binaries already in .build/release), MESH_BENCH_METRICS=1 (also
+# MESH_BENCH_SKIP_BUILD=1 (use the binaries already in MESH_BENCH_BIN, default .build/release;
+# a folder of another build's executables compares builds of one tree), MESH_BENCH_METRICS=1 (also
 # print where the device list's time goes: the histograms of ProvisionSvc's bus endpoints and the
 # Gateway's routes, scraped from their /metrics before and after the GET run), MESH_BENCH_FANOUT=0
 # (leave FanoutSvc out), MESH_BENCH_PERF=DIR
@@ -25,7 +26,7 @@ cd "$root"
 duration=${MESH_BENCH_DURATION:-10}
 conns=${MESH_BENCH_CONNECTIONS:-16}
 threads=${MESH_BENCH_THREADS:-2}
-bin=$root/.build/release
+bin=${MESH_BENCH_BIN:-$root/.build/release}
 
 command -v wrk >/dev/null || { echo "bench-gateway: wrk is missing (scripts/deps.sh installs it)" >&2; exit 1; }
 if [ "${MESH_BENCH_SKIP_BUILD:-0}" != 1 ]; then

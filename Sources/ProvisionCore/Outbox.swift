@@ -16,27 +16,28 @@ enum Outbox {
     }
 
     /// The statements of ``append(_:tenant:change:)``, for a caller that sends them in a larger
-    /// ``Transaction/batch(_:)``: the revision bump, then the row that takes the new revision (it runs
-    /// after the bump and sees it).
+    /// ``Transaction/batch(_:)``: one statement that bumps the revision and writes the row with the
+    /// revision the bump returned (the insert cannot read the bump from the table: a statement sees
+    /// the snapshot it started with).
     static func statements(tenant: UUID, change: Mesh_V1_PeersUpdated.OneOf_Change) throws -> [Statement] {
         var u = Mesh_V1_PeersUpdated()
         u.tenantID = tenant.lowercased
         u.change = change
         return [
-            Statement("UPDATE tenants SET revision = revision + 1 WHERE id = $1", tenant),
             Statement("""
-                INSERT INTO outbox (tenant_id, revision, payload) SELECT id, revision, $2 FROM tenants WHERE id = $1
+                WITH bumped AS (UPDATE tenants SET revision = revision + 1 WHERE id = $1 RETURNING id, revision)
+                INSERT INTO outbox (tenant_id, revision, payload) SELECT id, revision, $2 FROM bumped
                 RETURNING revision
                 """, tenant, ByteA(try u.serializedBytes())),
         ]
     }
 
     /// The number of statements ``statements(tenant:change:)`` returns.
-    static let statementCount = 2
+    static let statementCount = 1
 
     /// The revision written, from the results of ``statements(tenant:change:)`` (exactly those).
     static func revision(_ results: some Collection<QueryResult>) throws -> UInt64 {
-        let inserted = results[results.index(results.startIndex, offsetBy: 1)]
+        guard let inserted = results.first else { throw MeshError.internal("no outbox result") }
         guard let row = inserted.rows.first else { throw MeshError.notFound("unknown tenant") }
         return UInt64(try row.decode("revision", as: Int64.self))
     }

@@ -46,10 +46,9 @@ extension PostgresProvisionStore: DeviceRepository {
     /// and the state built from their results.
     static func decisionReads(tenant: UUID, user: UUID, slugBase: String, window: Duration?) -> [Statement] {
         var reads = [
-            Statement("SELECT \(tenantColumns), now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
+            Statement("SELECT \(tenantColumns), device_count AS used, now() AS now FROM tenants WHERE id = $1 FOR UPDATE", tenant),
             takenNamesStatement(tenant: tenant, base: slugBase),
             Statement(configNodesQuery, tenant),
-            Statement("SELECT device_count AS n FROM tenants WHERE id = $1", tenant),
         ]
         if let window {
             // The user row lock makes the sliding window exact across replicas.
@@ -65,9 +64,9 @@ extension PostgresProvisionStore: DeviceRepository {
         guard let trow = r[0].rows.first else { throw MeshError.notFound("unknown tenant") }
         let t = try tenant(trow)
         let nodes = try r[2].rows.map(node)
-        let rate = windowed ? r[5].rows.first : nil
+        let rate = windowed ? r[4].rows.first : nil
         let state = DeviceCreationState(
-            plan: t.plan, settings: t.settings, devicesUsed: try r[3].rows[0].decode("n"),
+            plan: t.plan, settings: t.settings, devicesUsed: try trow.decode("used"),
             recentCreations: try rate?.decode("n") ?? 0, oldestRecentCreation: try rate?.decodeIfPresent("oldest"),
             takenNames: Set(try r[1].rows.map { try $0.decode("slug", as: String.self) }), nodesByAge: nodes.map(\.member),
             configMaxNodes: t.configMaxNodes, now: try trow.decode("now"), defaultLifetimeSeconds: t.deviceLifetimeSeconds)
