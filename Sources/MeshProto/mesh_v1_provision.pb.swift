@@ -170,7 +170,7 @@ public nonisolated enum Mesh_V1_DeviceView: SwiftProtobuf.Enum, Swift.CaseIterab
   case full // = 1
 
   /// What a listing shows: tenant_id, public_key, config_hub_id and config_node_ids are left empty
-  /// (the page and the live channel never show them; they are a third of a device's bytes).
+  /// (the page and the live channel never show them).
   case listing // = 2
   case UNRECOGNIZED(Int)
 

@@ -147,7 +147,7 @@ typedef enum _Mesh__V1__DeviceView {
   MESH__V1__DEVICE_VIEW__DEVICE_VIEW_FULL = 1,
   /*
    * What a listing shows: tenant_id, public_key, config_hub_id and config_node_ids are left empty
-   * (the page and the live channel never show them; they are a third of a device's bytes).
+   * (the page and the live channel never show them).
    */
   MESH__V1__DEVICE_VIEW__DEVICE_VIEW_LISTING = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MESH__V1__DEVICE_VIEW)
