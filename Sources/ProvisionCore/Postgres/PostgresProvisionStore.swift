@@ -77,23 +77,21 @@ public final class PostgresProvisionStore: Sendable {
         return t
     }
 
-    /// A device's own columns; ``device(_:)`` also reads `owner_role`, which ``deviceColumns`` adds
-    /// (a read that joins `users` anyway takes it from the join instead).
+    /// The columns of a device a listing shows (``DeviceQuery/listing``).
+    static let deviceListingColumns: SQL = """
+        id, owner_user_id, label, slug, type, ipv4, ipv6, created_at, last_handshake_at,
+        rx_bytes, tx_bytes, endpoint, config_outdated, suspended_at, suspend_reason, expires_at, tag_list AS tags
+        """
+
+    /// A device's own columns: the listing's, then those it leaves out (the tenant, the public key,
+    /// the config hub and the listed nodes). ``device(_:)`` also reads `owner_role`, which
+    /// ``deviceColumns`` adds (a read that joins `users` anyway takes it from the join instead).
     static let deviceOwnColumns: SQL = """
-        id, tenant_id, owner_user_id, label, slug, type, ipv4, ipv6, public_key, created_at, last_handshake_at,
-        rx_bytes, tx_bytes, endpoint, config_hub_id, config_outdated, suspended_at, suspend_reason, expires_at,
-        config_node_ids, tag_list AS tags
+        \(deviceListingColumns), tenant_id, public_key, config_hub_id, config_node_ids
         """
 
     static let deviceColumns: SQL = """
         \(deviceOwnColumns), (SELECT role FROM users o WHERE o.id = devices.owner_user_id) AS owner_role
-        """
-
-    /// ``deviceOwnColumns`` without those a listing never shows (``DeviceQuery/listing``): the
-    /// tenant (the caller's), the public key, the config hub and the listed nodes.
-    static let deviceListingColumns: SQL = """
-        id, owner_user_id, label, slug, type, ipv4, ipv6, created_at, last_handshake_at,
-        rx_bytes, tx_bytes, endpoint, config_outdated, suspended_at, suspend_reason, expires_at, tag_list AS tags
         """
 
     /// A device from ``deviceColumns`` (or ``deviceOwnColumns`` and `owner_role`), its columns read in
@@ -105,22 +103,25 @@ public final class PostgresProvisionStore: Sendable {
     /// ``device(_:)`` for a row whose `id` the caller has already read; with `listedIn`, a row of
     /// ``deviceListingColumns`` of that tenant (the columns it lacks are left empty).
     static func device(_ r: Row, id: UUID, listedIn listing: UUID? = nil) throws -> DeviceRecord {
-        let full = listing == nil
-        let tenant: UUID = try listing ?? r.decode("tenant_id"), owner: UUID = try r.decode("owner_user_id")
+        let owner: UUID = try r.decode("owner_user_id")
         let label: String = try r.decode("label"), slug: String = try r.decode("slug")
         let type = Mesh_V1_DeviceType(key: try r.decode("type")) ?? .other
         let ipv4: String = try r.decode("ipv4"), ipv6: String = try r.decode("ipv6")
-        let publicKey: String = full ? try r.decode("public_key") : ""
         let createdAt: Date = try r.decode("created_at"), lastHandshake: Date? = try r.decodeIfPresent("last_handshake_at")
         let rxBytes: Int64 = try r.decode("rx_bytes"), txBytes: Int64 = try r.decode("tx_bytes")
         let endpoint: String? = try r.decodeIfPresent("endpoint")
-        let configHubID = full ? try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "" : ""
         let configOutdated: String? = try r.decodeIfPresent("config_outdated")
         let lifecycle = DeviceLifecycle(
             suspendedAt: try r.decodeIfPresent("suspended_at"),
             suspendReason: Mesh_V1_SuspendReason(key: try r.decodeIfPresent("suspend_reason", as: String.self) ?? "") ?? .unspecified,
             expiresAt: try r.decodeIfPresent("expires_at"))
-        let configNodeIDs: [String] = full ? try r.decode("config_node_ids") : [], tags: [String] = try r.decode("tags")
+        let tags: [String] = try r.decode("tags")
+        // The columns a listing leaves out come last.
+        let full = listing == nil
+        let tenant: UUID = try listing ?? r.decode("tenant_id")
+        let publicKey: String = full ? try r.decode("public_key") : ""
+        let configHubID = full ? try r.decodeIfPresent("config_hub_id", as: UUID.self)?.lowercased ?? "" : ""
+        let configNodeIDs: [String] = full ? try r.decode("config_node_ids") : []
         let ownerRole = Mesh_V1_Role(key: try r.decodeIfPresent("owner_role") ?? "") ?? .unspecified
         var d = DeviceRecord(id: id, tenant: tenant, owner: owner, label: label, slug: slug, type: type, ipv4: ipv4, ipv6: ipv6,
                              publicKey: publicKey, createdAt: createdAt, lastHandshake: lastHandshake, rxBytes: rxBytes, txBytes: txBytes,
